@@ -1,0 +1,20 @@
+// `npm run db:migrate`: applies prisma/migrations to DATABASE_URL with no network access.
+import { join } from 'node:path';
+import { migrate } from '../src/database/migrator.ts';
+
+async function main(): Promise<void> {
+  const url = process.env.DATABASE_URL;
+  if (!url) {
+    console.error('DATABASE_URL: required');
+    process.exit(1);
+  }
+  const result = await migrate(url, join(__dirname, '..', 'prisma', 'migrations'));
+  for (const name of result.applied) console.log(`applied ${name}`);
+  for (const name of result.modified) console.warn(`warning: ${name} changed after it was applied`);
+  console.log(result.applied.length === 0 ? 'database is up to date' : `${result.applied.length} migration(s) applied`);
+}
+
+main().catch((err: unknown) => {
+  console.error(`migration failed: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+});

@@ -1,0 +1,47 @@
+import express, { type Router } from 'express';
+import helmet from 'helmet';
+import type { AdminToken } from './config/admin-tokens.ts';
+import type { Config } from './config/config.ts';
+import { healthRoutes } from './health/health-routes.ts';
+import type { HealthService } from './health/health-service.ts';
+import { errorMiddleware, notFoundHandler } from './http/error-middleware.ts';
+import { requestLogger } from './http/request-logger.ts';
+import type { Lifecycle } from './lifecycle/lifecycle.ts';
+import type { Logger } from './logger.ts';
+import { mediaRoutes } from './media/media-routes.ts';
+import type { MediaService } from './media/media-service.ts';
+import { httpMetrics } from './metrics/http-metrics.ts';
+import type { Metrics } from './metrics/metrics.ts';
+import { metricsRoutes } from './metrics/metrics-routes.ts';
+
+export interface AppDeps {
+  config: Pick<Config, 'trustProxy'>;
+  adminTokens: readonly AdminToken[];
+  logger: Logger;
+  metrics: Metrics;
+  lifecycle: Lifecycle;
+  health: HealthService;
+  media: MediaService;
+  /** Middleware that runs before every route (read-only guard). */
+  guards?: express.RequestHandler[];
+  /** Further routers (admin API). */
+  routers?: Router[];
+}
+
+/** Builds the Express app from its parts; it never listens (server.ts does, tests use supertest). */
+export function buildApp(deps: AppDeps): express.Express {
+  const app = express();
+  if (deps.config.trustProxy !== undefined) app.set('trust proxy', deps.config.trustProxy);
+  app.set('etag', false);
+  app.use(requestLogger(deps.logger));
+  app.use(httpMetrics(deps.metrics));
+  app.use(helmet());
+  for (const guard of deps.guards ?? []) app.use(guard);
+  app.use(healthRoutes(deps.health, deps.lifecycle, deps.adminTokens));
+  app.use(metricsRoutes(deps.metrics.registry));
+  app.use(mediaRoutes(deps.media));
+  for (const router of deps.routers ?? []) app.use(router);
+  app.use(notFoundHandler);
+  app.use(errorMiddleware);
+  return app;
+}

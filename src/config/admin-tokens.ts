@@ -1,0 +1,78 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+
+export type AdminRole = 'viewer' | 'operator';
+
+export interface AdminToken {
+  name: string;
+  role: AdminRole;
+  /** sha256 of the token; the literal is never kept. */
+  digest: Buffer;
+}
+
+const MIN_LITERAL_LENGTH = 24;
+
+export function sha256(value: string): Buffer {
+  return createHash('sha256').update(value, 'utf8').digest();
+}
+
+/**
+ * Parses `name:role:secret,…`. Problems name the entry by position and name, never by its secret.
+ */
+export function parseAdminTokens(value: string): { tokens: AdminToken[]; problems: string[] } {
+  const tokens: AdminToken[] = [];
+  const problems: string[] = [];
+  const entries = value.split(',').map((e) => e.trim()).filter((e) => e.length > 0);
+  entries.forEach((entry, index) => {
+    const first = entry.indexOf(':');
+    const second = entry.indexOf(':', first + 1);
+    const where = `entry ${index + 1}`;
+    if (first <= 0 || second < 0) {
+      problems.push(`${where}: expected name:role:secret`);
+      return;
+    }
+    const name = entry.slice(0, first);
+    const role = entry.slice(first + 1, second);
+    const secret = entry.slice(second + 1);
+    if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) {
+      problems.push(`${where}: name must be 1-64 characters of A-Z a-z 0-9 . _ -`);
+      return;
+    }
+    if (role !== 'viewer' && role !== 'operator') {
+      problems.push(`${where} (${name}): role must be viewer or operator`);
+      return;
+    }
+    let digest: Buffer;
+    if (secret.startsWith('sha256=')) {
+      const hex = secret.slice('sha256='.length);
+      if (!/^[0-9a-fA-F]{64}$/.test(hex)) {
+        problems.push(`${where} (${name}): sha256= must be followed by 64 hex digits`);
+        return;
+      }
+      digest = Buffer.from(hex, 'hex');
+    } else if (secret.length < MIN_LITERAL_LENGTH) {
+      problems.push(`${where} (${name}): the token must be at least ${MIN_LITERAL_LENGTH} characters`);
+      return;
+    } else {
+      digest = sha256(secret);
+    }
+    if (tokens.some((t) => t.name === name)) {
+      problems.push(`${where} (${name}): the name is used twice`);
+      return;
+    }
+    tokens.push({ name, role, digest });
+  });
+  return { tokens, problems };
+}
+
+/**
+ * Finds the token matching a presented bearer value. Every configured digest is compared, in
+ * constant time, so the answer's timing says nothing about which entry (if any) matched.
+ */
+export function matchAdminToken(tokens: readonly AdminToken[], presented: string): AdminToken | undefined {
+  const digest = sha256(presented);
+  let found: AdminToken | undefined;
+  for (const token of tokens) {
+    if (timingSafeEqual(token.digest, digest) && found === undefined) found = token;
+  }
+  return found;
+}

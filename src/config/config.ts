@@ -1,0 +1,194 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { z } from 'zod';
+import { parseAdminTokens, type AdminToken } from './admin-tokens.ts';
+
+export type DatabaseTarget = 'primary' | 'replica';
+export type MediaBackendName = 'primary' | 'backup';
+
+export interface MediaBackendConfig {
+  name: MediaBackendName;
+  endpoint: string;
+  accessKey?: string;
+  secretKey?: string;
+  bucket: string;
+  region: string;
+}
+
+export interface Config {
+  port: number;
+  host: string;
+  databaseUrl: string;
+  databaseReplicaUrl?: string;
+  redisUrl: string;
+  mediaPrimary: MediaBackendConfig;
+  mediaBackup?: MediaBackendConfig;
+  adminTokens: AdminToken[];
+  healthTimeoutMs: number;
+  healthIntervalMs: number;
+  logLevel: string;
+  mediaMaxBytes: number;
+  instanceId: string;
+  trustProxy?: boolean | number | string;
+  migrateOnStart: boolean;
+  shutdownTimeoutMs: number;
+  mediaCacheTtlSeconds: number;
+}
+
+/** Thrown with one line per problem; no line ever contains a variable's value. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.join('\n')}`);
+  }
+}
+
+const postgresUrl = z
+  .string({ error: 'required' })
+  .refine(isPostgresUrl, { error: 'must be a postgresql:// URL' });
+const httpUrl = z
+  .string()
+  .refine((v) => /^https?:\/\/[^/]+\/?$/.test(v) && URL.canParse(v), {
+    error: 'must be an http(s)://host:port URL without a path',
+  });
+const int = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, { error: `must be a whole number from ${min} to ${max}` })
+    .transform(Number)
+    .refine((n) => n >= min && n <= max, { error: `must be a whole number from ${min} to ${max}` });
+const bool = z.enum(['true', 'false', '1', '0'], { error: 'must be true or false' }).transform((v) => v === 'true' || v === '1');
+const bucketName = z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, { error: 'must be a valid S3 bucket name' });
+const region = z.string().regex(/^[a-z0-9-]{1,32}$/, { error: 'must be a region name such as us-east-1' });
+const secret = z.string().min(1, { error: 'must not be empty' });
+
+const schema = z.object({
+  PORT: int(0, 65535).default(3000),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  DATABASE_URL: postgresUrl,
+  DATABASE_REPLICA_URL: postgresUrl.optional(),
+  REDIS_URL: z
+    .string()
+    .refine((v) => /^rediss?:\/\//.test(v) && URL.canParse(v), { error: 'must be a redis:// URL' })
+    .default('redis://127.0.0.1:6379'),
+  MEDIA_PRIMARY_ENDPOINT: httpUrl.optional(),
+  MEDIA_PRIMARY_ACCESS_KEY: secret.optional(),
+  MEDIA_PRIMARY_SECRET_KEY: secret.optional(),
+  MEDIA_PRIMARY_BUCKET: bucketName.default('sav3-media'),
+  MEDIA_PRIMARY_REGION: region.default('us-east-1'),
+  MEDIA_BACKUP_ENDPOINT: httpUrl.optional(),
+  MEDIA_BACKUP_ACCESS_KEY: secret.optional(),
+  MEDIA_BACKUP_SECRET_KEY: secret.optional(),
+  MEDIA_BACKUP_BUCKET: bucketName.default('sav3-media-backup'),
+  MEDIA_BACKUP_REGION: region.default('us-east-1'),
+  ADMIN_TOKENS: z.string().optional(),
+  HEALTH_TIMEOUT_MS: int(10, 60_000).default(1000),
+  HEALTH_INTERVAL_MS: int(100, 3_600_000).default(5000),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'must be a pino level' }).default('info'),
+  MEDIA_MAX_BYTES: int(1, Number.MAX_SAFE_INTEGER).default(104_857_600),
+  INSTANCE_ID: z.string().regex(/^[A-Za-z0-9._:-]{1,100}$/, { error: 'must be 1-100 characters of A-Z a-z 0-9 . _ : -' }).optional(),
+  TRUST_PROXY: z.string().min(1).optional(),
+  MIGRATE_ON_START: bool.default(false),
+  SHUTDOWN_TIMEOUT_MS: int(0, 600_000).default(10_000),
+  MEDIA_CACHE_TTL_SECONDS: int(1, 86_400).default(300),
+});
+
+type Raw = z.output<typeof schema>;
+
+/** Every variable the service reads; each may also come from `NAME_FILE`. */
+export const CONFIG_VARIABLES = Object.keys(schema.shape) as (keyof Raw)[];
+
+function isPostgresUrl(value: string): boolean {
+  return /^postgres(ql)?:\/\//.test(value) && URL.canParse(value);
+}
+
+/** Resolves `NAME_FILE` variables (Docker secrets) into plain values. */
+function resolveFiles(env: NodeJS.ProcessEnv, problems: string[]): Record<string, string | undefined> {
+  const values: Record<string, string | undefined> = {};
+  for (const name of CONFIG_VARIABLES) {
+    const direct = env[name];
+    const file = env[`${name}_FILE`];
+    if (file !== undefined && direct !== undefined) {
+      problems.push(`${name}: set either ${name} or ${name}_FILE, not both`);
+      continue;
+    }
+    if (file !== undefined) {
+      try {
+        values[name] = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+      } catch {
+        problems.push(`${name}_FILE: cannot read the file it names`);
+      }
+      continue;
+    }
+    values[name] = direct === '' ? undefined : direct;
+  }
+  return values;
+}
+
+function parseTrustProxy(value: string | undefined): Config['trustProxy'] {
+  if (value === undefined) return undefined;
+  if (value === 'true') return true;
+  if (value === 'false') return false;
+  if (/^\d+$/.test(value)) return Number(value);
+  return value;
+}
+
+function mediaBackend(raw: Raw, name: MediaBackendName): MediaBackendConfig | undefined {
+  const prefix = name === 'primary' ? 'MEDIA_PRIMARY' : 'MEDIA_BACKUP';
+  const endpoint = raw[`${prefix}_ENDPOINT`];
+  if (endpoint === undefined) return undefined;
+  return {
+    name,
+    endpoint,
+    accessKey: raw[`${prefix}_ACCESS_KEY`],
+    secretKey: raw[`${prefix}_SECRET_KEY`],
+    bucket: raw[`${prefix}_BUCKET`],
+    region: raw[`${prefix}_REGION`],
+  };
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv): Config {
+  const problems: string[] = [];
+  const values = resolveFiles(env, problems);
+  const parsed = schema.safeParse(values);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      // Messages are ours (never zod's defaults, which may quote the input).
+      const message = issue.code === 'invalid_type' && issue.input === undefined ? 'required' : issue.message;
+      problems.push(`${String(issue.path[0])}: ${message}`);
+    }
+  }
+  const raw = parsed.data;
+  if (raw && raw.MEDIA_PRIMARY_ENDPOINT === undefined) problems.push('MEDIA_PRIMARY_ENDPOINT: required');
+  for (const prefix of ['MEDIA_PRIMARY', 'MEDIA_BACKUP'] as const) {
+    if (raw && (raw[`${prefix}_ACCESS_KEY`] === undefined) !== (raw[`${prefix}_SECRET_KEY`] === undefined)) {
+      problems.push(`${prefix}_SECRET_KEY: give both ${prefix}_ACCESS_KEY and ${prefix}_SECRET_KEY, or neither`);
+    }
+  }
+  let adminTokens: AdminToken[] = [];
+  if (raw?.ADMIN_TOKENS !== undefined) {
+    const result = parseAdminTokens(raw.ADMIN_TOKENS);
+    problems.push(...result.problems.map((p) => `ADMIN_TOKENS: ${p}`));
+    adminTokens = result.tokens;
+  }
+  if (problems.length > 0 || !raw) throw new ConfigError(problems);
+
+  return {
+    port: raw.PORT,
+    host: raw.HOST,
+    databaseUrl: raw.DATABASE_URL,
+    databaseReplicaUrl: raw.DATABASE_REPLICA_URL,
+    redisUrl: raw.REDIS_URL,
+    mediaPrimary: mediaBackend(raw, 'primary')!,
+    mediaBackup: mediaBackend(raw, 'backup'),
+    adminTokens,
+    healthTimeoutMs: raw.HEALTH_TIMEOUT_MS,
+    healthIntervalMs: raw.HEALTH_INTERVAL_MS,
+    logLevel: raw.LOG_LEVEL,
+    mediaMaxBytes: raw.MEDIA_MAX_BYTES,
+    instanceId: raw.INSTANCE_ID ?? `${hostname()}-${process.pid}`,
+    trustProxy: parseTrustProxy(raw.TRUST_PROXY),
+    migrateOnStart: raw.MIGRATE_ON_START,
+    shutdownTimeoutMs: raw.SHUTDOWN_TIMEOUT_MS,
+    mediaCacheTtlSeconds: raw.MEDIA_CACHE_TTL_SECONDS,
+  };
+}

@@ -1,0 +1,62 @@
+import { PrismaPg } from '@prisma/adapter-pg';
+import type { DatabaseTarget } from '../config/config.ts';
+import { PrismaClient } from '../generated/prisma/client.ts';
+
+export type PrismaFactory = (url: string) => PrismaClient;
+
+/** Request pool settings: a dead or hung server fails a request within seconds, never holds it. */
+export const createPrisma: PrismaFactory = (url) =>
+  new PrismaClient({
+    adapter: new PrismaPg({
+      connectionString: url,
+      max: 10,
+      connectionTimeoutMillis: 5000,
+      idleTimeoutMillis: 30_000,
+      query_timeout: 30_000,
+      application_name: 'sav3-api',
+    }),
+  });
+
+/**
+ * One Prisma client per database target, created on first use. `active` names the target that
+ * serves requests.
+ */
+export class DatabaseClients {
+  private readonly clients = new Map<DatabaseTarget, PrismaClient>();
+  active: DatabaseTarget = 'primary';
+
+  constructor(
+    private readonly urls: Partial<Record<DatabaseTarget, string>>,
+    private readonly factory: PrismaFactory = createPrisma,
+  ) {}
+
+  has(target: DatabaseTarget): boolean {
+    return this.urls[target] !== undefined;
+  }
+
+  url(target: DatabaseTarget): string | undefined {
+    return this.urls[target];
+  }
+
+  client(target: DatabaseTarget = this.active): PrismaClient {
+    let client = this.clients.get(target);
+    if (!client) {
+      const url = this.urls[target];
+      if (url === undefined) throw new Error(`database target ${target} is not configured`);
+      client = this.factory(url);
+      this.clients.set(target, client);
+    }
+    return client;
+  }
+
+  /** Closes a target's pool (after a switch away from it); the next use opens a new one. */
+  async release(target: DatabaseTarget): Promise<void> {
+    const client = this.clients.get(target);
+    this.clients.delete(target);
+    await client?.$disconnect();
+  }
+
+  async closeAll(): Promise<void> {
+    await Promise.all([...this.clients.keys()].map((t) => this.release(t)));
+  }
+}

@@ -1,0 +1,113 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import pg from 'pg';
+
+/** The advisory lock `prisma migrate deploy` takes, so this runner and Prisma's exclude each other. */
+export const PRISMA_MIGRATE_LOCK = 72707369;
+
+export interface MigrationFile {
+  name: string;
+  sql: string;
+  checksum: string;
+}
+
+export interface MigrateResult {
+  applied: string[];
+  alreadyApplied: string[];
+  /** Applied migrations whose file changed since (Prisma warns about these too). */
+  modified: string[];
+}
+
+export async function readMigrations(dir: string): Promise<MigrationFile[]> {
+  const entries = await readdir(dir, { withFileTypes: true });
+  const names = entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  return Promise.all(
+    names.map(async (name) => {
+      const sql = await readFile(join(dir, name, 'migration.sql'), 'utf8');
+      return { name, sql, checksum: createHash('sha256').update(sql).digest('hex') };
+    }),
+  );
+}
+
+const CREATE_TABLE = `CREATE TABLE IF NOT EXISTS "_prisma_migrations" (
+  "id" VARCHAR(36) PRIMARY KEY NOT NULL,
+  "checksum" VARCHAR(64) NOT NULL,
+  "finished_at" TIMESTAMPTZ,
+  "migration_name" VARCHAR(255) NOT NULL,
+  "logs" TEXT,
+  "rolled_back_at" TIMESTAMPTZ,
+  "started_at" TIMESTAMPTZ NOT NULL DEFAULT now(),
+  "applied_steps_count" INTEGER NOT NULL DEFAULT 0
+)`;
+
+/**
+ * Applies pending migrations offline, the way `prisma migrate deploy` does: under Prisma's
+ * advisory lock, each recorded in `_prisma_migrations` with its checksum, so Prisma's own CLI
+ * sees the same history where its engine is available. Each migration runs in a transaction.
+ */
+export async function migrate(databaseUrl: string, dir: string, lockTimeoutMs = 60_000): Promise<MigrateResult> {
+  const migrations = await readMigrations(dir);
+  const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 10_000, application_name: 'sav3-migrate' });
+  await client.connect();
+  try {
+    await acquireLock(client, lockTimeoutMs);
+    try {
+      await client.query(CREATE_TABLE);
+      const { rows } = await client.query<{ migration_name: string; checksum: string; finished_at: Date | null; rolled_back_at: Date | null }>(
+        'SELECT migration_name, checksum, finished_at, rolled_back_at FROM "_prisma_migrations" ORDER BY started_at',
+      );
+      const failed = rows.filter((r) => r.finished_at === null && r.rolled_back_at === null);
+      if (failed.length > 0) {
+        throw new Error(`migration ${failed[0]!.migration_name} failed earlier; resolve it (prisma migrate resolve) before applying more`);
+      }
+      const done = new Map(rows.filter((r) => r.finished_at !== null).map((r) => [r.migration_name, r.checksum]));
+      const result: MigrateResult = { applied: [], alreadyApplied: [], modified: [] };
+      for (const migration of migrations) {
+        const checksum = done.get(migration.name);
+        if (checksum !== undefined) {
+          result.alreadyApplied.push(migration.name);
+          if (checksum !== migration.checksum) result.modified.push(migration.name);
+          continue;
+        }
+        await apply(client, migration);
+        result.applied.push(migration.name);
+      }
+      return result;
+    } finally {
+      await client.query('SELECT pg_advisory_unlock($1)', [PRISMA_MIGRATE_LOCK]);
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+async function acquireLock(client: pg.Client, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [PRISMA_MIGRATE_LOCK]);
+    if (rows[0]?.locked) return;
+    if (Date.now() > deadline) throw new Error(`another migration holds the lock (pg_advisory_lock(${PRISMA_MIGRATE_LOCK})) after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+async function apply(client: pg.Client, migration: MigrationFile): Promise<void> {
+  const id = randomUUID();
+  await client.query('INSERT INTO "_prisma_migrations" (id, checksum, migration_name, started_at, applied_steps_count) VALUES ($1, $2, $3, now(), 0)', [
+    id,
+    migration.checksum,
+    migration.name,
+  ]);
+  try {
+    await client.query('BEGIN');
+    await client.query(migration.sql);
+    await client.query('UPDATE "_prisma_migrations" SET finished_at = now(), applied_steps_count = 1 WHERE id = $1', [id]);
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    // Recorded as failed, as Prisma does, so a later run stops until someone looks at it.
+    await client.query('UPDATE "_prisma_migrations" SET logs = $2 WHERE id = $1', [id, err instanceof Error ? err.message : String(err)]);
+    throw new Error(`migration ${migration.name} failed: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}

@@ -1,0 +1,41 @@
+import { Router, type Request, type Response } from 'express';
+import type { AdminToken } from '../config/admin-tokens.ts';
+import { bearerToken } from '../http/bearer.ts';
+import { matchAdminToken } from '../config/admin-tokens.ts';
+import type { Lifecycle } from '../lifecycle/lifecycle.ts';
+import type { HealthService, HealthStatus } from './health-service.ts';
+
+function send(res: Response, body: { status: HealthStatus } & Record<string, unknown>): void {
+  res.setHeader('Cache-Control', 'no-store');
+  res.status(body.status === 'unhealthy' ? 503 : 200).json({ ...body, timestamp: new Date().toISOString() });
+}
+
+/** Raw error messages name hosts and ports: only a request with a valid admin token sees them. */
+function reveal(req: Request, tokens: readonly AdminToken[]): boolean {
+  const token = bearerToken(req);
+  return token !== undefined && matchAdminToken(tokens, token) !== undefined;
+}
+
+// Express answers HEAD with the GET handler and no body, so each route serves both.
+export function healthRoutes(health: HealthService, lifecycle: Lifecycle, tokens: readonly AdminToken[]): Router {
+  const router = Router();
+  router.get('/health/live', (_req, res) => {
+    send(res, { status: lifecycle.shuttingDown ? 'unhealthy' : 'healthy' });
+  });
+  router.get('/health/ready', async (_req, res) => {
+    send(res, await health.ready());
+  });
+  router.get('/health/database', async (req, res) => {
+    send(res, await health.database(reveal(req, tokens)));
+  });
+  router.get('/health/media', async (req, res) => {
+    send(res, await health.media(reveal(req, tokens)));
+  });
+  router.get('/health/redis', async (req, res) => {
+    send(res, await health.redis(reveal(req, tokens)));
+  });
+  router.get('/health', async (req, res) => {
+    send(res, await health.overall(reveal(req, tokens)));
+  });
+  return router;
+}

@@ -1,0 +1,124 @@
+import type { DatabaseTarget, MediaBackendName } from '../config/config.ts';
+import type { DatabaseProbeData } from '../database/pg-probe.ts';
+import type { Lifecycle } from '../lifecycle/lifecycle.ts';
+import type { ProbeError } from './probe-error.ts';
+import type { ProbeResult, ProbeRunner } from './probe-runner.ts';
+
+export type HealthStatus = 'healthy' | 'degraded' | 'unhealthy';
+
+export interface ComponentReport {
+  status: HealthStatus;
+  latencyMs: number | null;
+  checkedAt: string | null;
+  error?: { code: ProbeError['code']; message?: string };
+  [extra: string]: unknown;
+}
+
+export interface HealthServiceDeps {
+  database: { runners: ReadonlyMap<DatabaseTarget, ProbeRunner<DatabaseProbeData>>; active: () => DatabaseTarget };
+  media: { runners: ReadonlyMap<MediaBackendName, ProbeRunner<void>>; active: () => MediaBackendName; bucket: (b: MediaBackendName) => string };
+  redis: ProbeRunner<void>;
+  /** Extra replication facts for /health/database (from the failover capability). */
+  replication?: () => Promise<Record<string, unknown> | undefined>;
+  dr: () => { readOnly: boolean; stateVersion: number };
+  lifecycle: Lifecycle;
+  intervalMs: number;
+  timeoutMs: number;
+}
+
+/**
+ * Serves health from probe results refreshed in the background; a result older than one interval
+ * plus one timeout is refreshed on demand (shared by concurrent callers), so every answer comes
+ * within the probe timeout.
+ */
+export class HealthService {
+  private timer?: NodeJS.Timeout;
+
+  constructor(private readonly deps: HealthServiceDeps) {}
+
+  start(): void {
+    if (this.timer) return;
+    this.refreshAll();
+    this.timer = setInterval(() => this.refreshAll(), this.deps.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Probes every configured target, not only the active ones, so a failover target is known good. */
+  refreshAll(): void {
+    const runners = [...this.deps.database.runners.values(), ...this.deps.media.runners.values(), this.deps.redis];
+    for (const runner of runners) void runner.run();
+  }
+
+  private get maxAgeMs(): number {
+    return this.deps.intervalMs + this.deps.timeoutMs;
+  }
+
+  async database(reveal: boolean): Promise<ComponentReport> {
+    const target = this.deps.database.active();
+    const runner = this.deps.database.runners.get(target);
+    const result = runner ? await runner.get(this.maxAgeMs) : undefined;
+    const report = toReport(result, reveal);
+    report.target = target;
+    report.inRecovery = result?.data?.inRecovery ?? null;
+    const replication = await this.deps.replication?.();
+    if (replication) {
+      report.replication = replication;
+      if (report.status === 'healthy' && replication.status === 'degraded') report.status = 'degraded';
+    }
+    return report;
+  }
+
+  async media(reveal: boolean): Promise<ComponentReport> {
+    const backend = this.deps.media.active();
+    const runner = this.deps.media.runners.get(backend);
+    const report = toReport(runner ? await runner.get(this.maxAgeMs) : undefined, reveal);
+    report.backend = backend;
+    report.bucket = this.deps.media.bucket(backend);
+    return report;
+  }
+
+  async redis(reveal: boolean): Promise<ComponentReport> {
+    return toReport(await this.deps.redis.get(this.maxAgeMs), reveal);
+  }
+
+  async ready(): Promise<{ status: HealthStatus; checks: Record<string, HealthStatus> }> {
+    const database = await this.database(false);
+    const accepting = !this.deps.lifecycle.shuttingDown;
+    const checks: Record<string, HealthStatus> = {
+      database: database.status === 'unhealthy' ? 'unhealthy' : 'healthy',
+      process: accepting ? 'healthy' : 'unhealthy',
+    };
+    const ok = Object.values(checks).every((s) => s === 'healthy');
+    return { status: ok ? 'healthy' : 'unhealthy', checks };
+  }
+
+  async overall(reveal: boolean) {
+    const [database, media, redis] = await Promise.all([this.database(reveal), this.media(reveal), this.redis(reveal)]);
+    // Only the database is critical: without media or Redis the API still serves, degraded.
+    const degradedComponents = [database, media, redis].some((c) => c.status !== 'healthy');
+    const status: HealthStatus = database.status === 'unhealthy' ? 'unhealthy' : degradedComponents ? 'degraded' : 'healthy';
+    const { readOnly, stateVersion } = this.deps.dr();
+    return {
+      status,
+      components: { database, media, redis },
+      readOnly,
+      stateVersion,
+    };
+  }
+}
+
+function toReport(result: ProbeResult<unknown> | undefined, reveal: boolean): ComponentReport {
+  if (!result) return { status: 'unhealthy', latencyMs: null, checkedAt: null, error: { code: 'unknown', ...(reveal ? { message: 'not configured' } : {}) } };
+  const report: ComponentReport = {
+    status: result.ok ? 'healthy' : 'unhealthy',
+    latencyMs: result.latencyMs,
+    checkedAt: result.checkedAt.toISOString(),
+  };
+  if (result.error) report.error = { code: result.error.code, ...(reveal ? { message: result.error.message } : {}) };
+  return report;
+}

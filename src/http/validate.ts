@@ -1,0 +1,14 @@
+import type { z } from 'zod';
+import { BadRequestError } from './app-error.ts';
+
+/** Parses input with a zod schema; failures become 400 with messages per field. */
+export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, message = 'invalid request'): z.output<S> {
+  const parsed = schema.safeParse(input);
+  if (parsed.success) return parsed.data;
+  const details: Record<string, string[]> = {};
+  for (const issue of parsed.error.issues) {
+    const field = issue.path.length > 0 ? issue.path.join('.') : '(body)';
+    (details[field] ??= []).push(issue.message);
+  }
+  throw new BadRequestError(message, details);
+}

@@ -1,0 +1,82 @@
+import { Router, type Request, type Response } from 'express';
+import { pipeline } from 'node:stream/promises';
+import { BadRequestError } from '../http/app-error.ts';
+import { parseOrThrow } from '../http/validate.ts';
+import { listQuerySchema } from './media-key.ts';
+import type { MediaMetadata } from './media-repository.ts';
+import type { MediaService } from './media-service.ts';
+
+function keyParam(req: Request): string {
+  const key = (req.params as { key?: string | string[] }).key;
+  return Array.isArray(key) ? key.join('/') : (key ?? '');
+}
+
+function contentLength(req: Request): number | undefined {
+  const header = req.headers['content-length'];
+  if (header === undefined) return undefined;
+  if (!/^\d+$/.test(header)) throw new BadRequestError('invalid Content-Length');
+  return Number(header);
+}
+
+export function toJson(meta: MediaMetadata) {
+  return {
+    key: meta.key,
+    size: meta.size,
+    sha256: meta.sha256,
+    contentType: meta.contentType,
+    backend: meta.backend,
+    createdAt: meta.createdAt.toISOString(),
+  };
+}
+
+function setObjectHeaders(res: Response, meta: MediaMetadata): void {
+  res.setHeader('Content-Type', meta.contentType);
+  res.setHeader('Content-Length', String(meta.size));
+  res.setHeader('ETag', `"${meta.sha256}"`);
+  res.setHeader('Last-Modified', meta.createdAt.toUTCString());
+  res.setHeader('X-Content-SHA256', meta.sha256);
+}
+
+export function mediaRoutes(media: MediaService): Router {
+  const router = Router();
+
+  router.get('/media', async (req, res) => {
+    const query = parseOrThrow(listQuerySchema, req.query, 'invalid query');
+    const items = await media.list(query.prefix, query.limit, query.after);
+    const last = items.at(-1);
+    res.json({ items: items.map(toJson), nextAfter: items.length === query.limit && last ? last.key : null });
+  });
+
+  router.put('/media/*key', async (req, res) => {
+    const meta = await media.upload({
+      key: keyParam(req),
+      body: req,
+      contentType: req.headers['content-type'],
+      declaredLength: contentLength(req),
+    });
+    res.status(201).location(`/media/${meta.key}`).json(toJson(meta));
+  });
+
+  router.head('/media/*key', async (req, res) => {
+    const meta = await media.metadata(keyParam(req));
+    setObjectHeaders(res, meta);
+    res.setHeader('X-Media-Backend', meta.backend);
+    res.status(200).end();
+  });
+
+  router.get('/media/*key', async (req, res) => {
+    const content = await media.download(keyParam(req));
+    setObjectHeaders(res, content.meta);
+    res.setHeader('X-Media-Backend', content.servedBy);
+    // A backend dying mid-stream destroys the response: the client sees a short body, never a
+    // complete-looking wrong one.
+    await pipeline(content.stream, res).catch(() => res.destroy());
+  });
+
+  router.delete('/media/*key', async (req, res) => {
+    await media.remove(keyParam(req));
+    res.status(204).end();
+  });
+
+  return router;
+}

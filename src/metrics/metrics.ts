@@ -1,0 +1,35 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/**
+ * Every metric the service exports, on its own Registry (never prom-client's global one), so two
+ * app instances in one test process do not share counters.
+ */
+export function createMetrics(registry: Registry = new Registry()) {
+  collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+  return {
+    registry,
+    httpRequestDuration: new Histogram({
+      name: 'http_request_duration_seconds',
+      help: 'HTTP request duration by method, route template and status code',
+      labelNames: ['method', 'route', 'status_code'] as const,
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers,
+    }),
+    dependencyUp: new Gauge({
+      name: 'sav3_dependency_up',
+      help: 'Whether the last probe of a dependency succeeded (1) or not (0)',
+      labelNames: ['dependency', 'target'] as const,
+      registers,
+    }),
+    dependencyCheckDuration: new Histogram({
+      name: 'sav3_dependency_check_duration_seconds',
+      help: 'Duration of dependency health probes',
+      labelNames: ['dependency'] as const,
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers,
+    }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

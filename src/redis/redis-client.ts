@@ -1,0 +1,35 @@
+import { Redis } from 'ioredis';
+import type { Logger } from '../logger.ts';
+
+export const REDIS_COMMAND_TIMEOUT_MS = 1000;
+
+/**
+ * The shared Redis connection. Commands fail at once while it is down (no offline queue) and
+ * time out when it hangs, so no request waits on Redis; it reconnects forever in the background.
+ */
+export function createRedisClient(url: string, logger: Logger, name: string): Redis {
+  const client = new Redis(url, {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
+    connectTimeout: 2000,
+    connectionName: name,
+    retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
+  });
+  let down = false;
+  client.on('error', (err: Error) => {
+    if (!down) logger.warn({ err: err.message, connection: name }, 'redis connection lost; retrying');
+    down = true;
+  });
+  client.on('ready', () => {
+    if (down) logger.info({ connection: name }, 'redis connection restored');
+    down = false;
+  });
+  client.connect().catch(() => undefined);
+  return client;
+}
+
+export function isReady(client: Redis): boolean {
+  return client.status === 'ready';
+}

@@ -1,0 +1,143 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import type { Express } from 'express';
+import type { Redis } from 'ioredis';
+import { buildApp } from './app.ts';
+import type { Config, DatabaseTarget, MediaBackendName } from './config/config.ts';
+import { createPrisma, DatabaseClients, type PrismaFactory } from './database/database-clients.ts';
+import { migrate } from './database/migrator.ts';
+import { probeDatabase, type DatabaseProbeData } from './database/pg-probe.ts';
+import { HealthService } from './health/health-service.ts';
+import { ProbeRunner } from './health/probe-runner.ts';
+import { Lifecycle } from './lifecycle/lifecycle.ts';
+import type { Logger } from './logger.ts';
+import { RedisMediaCache } from './media/media-cache.ts';
+import { PrismaMediaRepository } from './media/media-repository.ts';
+import { MediaService } from './media/media-service.ts';
+import { MinioObjectStore } from './media/minio-object-store.ts';
+import type { ObjectStore } from './media/object-store.ts';
+import { createMetrics, type Metrics } from './metrics/metrics.ts';
+import { createRedisClient } from './redis/redis-client.ts';
+import { probeRedis } from './redis/redis-probe.ts';
+
+export const MIGRATIONS_DIR = join(__dirname, '..', 'prisma', 'migrations');
+
+export interface ServiceOptions {
+  /** Namespace for every Redis key, so tests (and several deployments) can share one Redis. */
+  redisKeyPrefix?: string;
+  prismaFactory?: PrismaFactory;
+}
+
+/** Everything one running instance holds; built only here (the composition root). */
+export interface Service {
+  config: Config;
+  app: Express;
+  metrics: Metrics;
+  lifecycle: Lifecycle;
+  health: HealthService;
+  database: DatabaseClients;
+  stores: Map<MediaBackendName, ObjectStore>;
+  redis: Redis;
+  listen(): Promise<AddressInfo>;
+  /** Graceful stop: readiness 503, stop accepting, drain within the bound, close every client. */
+  stop(): Promise<void>;
+}
+
+export async function createService(config: Config, logger: Logger, options: ServiceOptions = {}): Promise<Service> {
+  if (config.migrateOnStart) {
+    const result = await migrate(config.databaseUrl, MIGRATIONS_DIR);
+    logger.info({ applied: result.applied }, 'migrations applied');
+  }
+  const prefix = options.redisKeyPrefix ?? 'sav3:';
+  const metrics = createMetrics();
+  const lifecycle = new Lifecycle();
+  const database = new DatabaseClients({ primary: config.databaseUrl, replica: config.databaseReplicaUrl }, options.prismaFactory ?? createPrisma);
+  const redis = createRedisClient(config.redisUrl, logger, 'sav3-api');
+
+  const stores = new Map<MediaBackendName, ObjectStore>();
+  stores.set('primary', new MinioObjectStore(config.mediaPrimary));
+  if (config.mediaBackup) stores.set('backup', new MinioObjectStore(config.mediaBackup));
+  let activeMedia: MediaBackendName = 'primary';
+
+  const timeoutMs = config.healthTimeoutMs;
+  const probeOptions = (dependency: string, target: () => string) => ({ dependency, target, timeoutMs, metrics, logger });
+  const dbRunners = new Map<DatabaseTarget, ProbeRunner<DatabaseProbeData>>();
+  for (const target of ['primary', 'replica'] as const) {
+    const url = database.url(target);
+    if (url === undefined) continue;
+    dbRunners.set(target, new ProbeRunner((signal) => probeDatabase({ connectionString: url, timeoutMs, signal }), probeOptions('database', () => target)));
+  }
+  const mediaRunners = new Map<MediaBackendName, ProbeRunner<void>>();
+  for (const [name, store] of stores) {
+    mediaRunners.set(name, new ProbeRunner((signal) => store.checkBucket(timeoutMs, signal), probeOptions('media', () => name)));
+  }
+  const redisRunner = new ProbeRunner<void>((signal) => probeRedis(config.redisUrl, timeoutMs, signal), probeOptions('redis', () => 'redis'));
+
+  const health = new HealthService({
+    database: { runners: dbRunners, active: () => database.active },
+    media: { runners: mediaRunners, active: () => activeMedia, bucket: (b) => stores.get(b)?.bucket ?? '' },
+    redis: redisRunner,
+    dr: () => ({ readOnly: false, stateVersion: 0 }),
+    lifecycle,
+    intervalMs: config.healthIntervalMs,
+    timeoutMs,
+  });
+
+  const media = new MediaService({
+    repository: new PrismaMediaRepository(() => database.client()),
+    cache: new RedisMediaCache(redis, prefix, config.mediaCacheTtlSeconds),
+    stores,
+    activeBackend: () => activeMedia,
+    maxBytes: config.mediaMaxBytes,
+    logger,
+  });
+
+  const app = buildApp({ config, adminTokens: config.adminTokens, logger, metrics, lifecycle, health, media });
+  let server: Server | undefined;
+
+  return {
+    config,
+    app,
+    metrics,
+    lifecycle,
+    health,
+    database,
+    stores,
+    redis,
+    async listen() {
+      health.start();
+      server = app.listen(config.port, config.host);
+      await new Promise<void>((resolve, reject) => {
+        server!.once('listening', resolve).once('error', reject);
+      });
+      const address = server.address() as AddressInfo;
+      logger.info({ port: address.port, host: address.address, instanceId: config.instanceId }, 'listening');
+      return address;
+    },
+    async stop() {
+      lifecycle.shuttingDown = true;
+      health.stop();
+      if (server) await drain(server, config.shutdownTimeoutMs, logger);
+      await Promise.allSettled([database.closeAll(), redis.quit().catch(() => redis.disconnect())]);
+      for (const store of stores.values()) store.close();
+      logger.info('stopped');
+    },
+  };
+}
+
+/** Stops accepting, lets in-flight requests finish within the bound, then cuts what is left. */
+async function drain(server: Server, timeoutMs: number, logger: Logger): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+  });
+  if ((await Promise.race([closed, timedOut])) === 'timeout') {
+    logger.warn({ timeoutMs }, 'requests still running at the shutdown bound; closing their connections');
+    server.closeAllConnections();
+    await closed;
+  }
+  clearTimeout(timer);
+}

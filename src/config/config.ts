@@ -70,7 +70,7 @@ const schema = z.object({
     .string()
     .refine((v) => /^rediss?:\/\//.test(v) && URL.canParse(v), { error: 'must be a redis:// URL' })
     .default('redis://127.0.0.1:6379'),
-  MEDIA_PRIMARY_ENDPOINT: httpUrl.optional(),
+  MEDIA_PRIMARY_ENDPOINT: httpUrl,
   MEDIA_PRIMARY_ACCESS_KEY: secret.optional(),
   MEDIA_PRIMARY_SECRET_KEY: secret.optional(),
   MEDIA_PRIMARY_BUCKET: bucketName.default('sav3-media'),
@@ -102,13 +102,14 @@ function isPostgresUrl(value: string): boolean {
 }
 
 /** Resolves `NAME_FILE` variables (Docker secrets) into plain values. */
-function resolveFiles(env: NodeJS.ProcessEnv, problems: string[]): Record<string, string | undefined> {
+function resolveFiles(env: NodeJS.ProcessEnv, problems: string[], failed: Set<string>): Record<string, string | undefined> {
   const values: Record<string, string | undefined> = {};
   for (const name of CONFIG_VARIABLES) {
     const direct = env[name];
     const file = env[`${name}_FILE`];
     if (file !== undefined && direct !== undefined) {
       problems.push(`${name}: set either ${name} or ${name}_FILE, not both`);
+      failed.add(name);
       continue;
     }
     if (file !== undefined) {
@@ -116,6 +117,7 @@ function resolveFiles(env: NodeJS.ProcessEnv, problems: string[]): Record<string
         values[name] = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
       } catch {
         problems.push(`${name}_FILE: cannot read the file it names`);
+        failed.add(name);
       }
       continue;
     }
@@ -148,28 +150,30 @@ function mediaBackend(raw: Raw, name: MediaBackendName): MediaBackendConfig | un
 
 export function loadConfig(env: NodeJS.ProcessEnv): Config {
   const problems: string[] = [];
-  const values = resolveFiles(env, problems);
+  const failed = new Set<string>();
+  const values = resolveFiles(env, problems, failed);
   const parsed = schema.safeParse(values);
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
+      const name = String(issue.path[0]);
+      if (failed.has(name)) continue;
       // Messages are ours (never zod's defaults, which may quote the input).
       const message = issue.code === 'invalid_type' && issue.input === undefined ? 'required' : issue.message;
-      problems.push(`${String(issue.path[0])}: ${message}`);
+      problems.push(`${name}: ${message}`);
     }
   }
-  const raw = parsed.data;
-  if (raw && raw.MEDIA_PRIMARY_ENDPOINT === undefined) problems.push('MEDIA_PRIMARY_ENDPOINT: required');
   for (const prefix of ['MEDIA_PRIMARY', 'MEDIA_BACKUP'] as const) {
-    if (raw && (raw[`${prefix}_ACCESS_KEY`] === undefined) !== (raw[`${prefix}_SECRET_KEY`] === undefined)) {
+    if ((values[`${prefix}_ACCESS_KEY`] === undefined) !== (values[`${prefix}_SECRET_KEY`] === undefined)) {
       problems.push(`${prefix}_SECRET_KEY: give both ${prefix}_ACCESS_KEY and ${prefix}_SECRET_KEY, or neither`);
     }
   }
   let adminTokens: AdminToken[] = [];
-  if (raw?.ADMIN_TOKENS !== undefined) {
-    const result = parseAdminTokens(raw.ADMIN_TOKENS);
+  if (values.ADMIN_TOKENS !== undefined) {
+    const result = parseAdminTokens(values.ADMIN_TOKENS);
     problems.push(...result.problems.map((p) => `ADMIN_TOKENS: ${p}`));
     adminTokens = result.tokens;
   }
+  const raw = parsed.data;
   if (problems.length > 0 || !raw) throw new ConfigError(problems);
 
   return {

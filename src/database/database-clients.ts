@@ -10,7 +10,7 @@ export const createPrisma: PrismaFactory = (url) =>
     adapter: new PrismaPg({
       connectionString: url,
       max: 10,
-      connectionTimeoutMillis: 5000,
+      connectionTimeoutMillis: 3000,
       idleTimeoutMillis: 30_000,
       query_timeout: 30_000,
       application_name: 'sav3-api',

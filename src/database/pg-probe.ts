@@ -23,21 +23,25 @@ export async function withProbeConnection<T>(options: PgProbeOptions, fn: (clien
   });
   // An error after the probe gave up (e.g. the socket destroyed below) must not crash the process.
   client.on('error', () => undefined);
-  const destroy = () => destroyClient(client);
+  const destroy = () => destroySocket(client);
   signal.addEventListener('abort', destroy, { once: true });
   try {
     await client.connect();
     return await fn(client);
   } finally {
     signal.removeEventListener('abort', destroy);
-    destroy();
+    if (signal.aborted) destroy();
+    else client.end().catch(() => undefined);
   }
 }
 
-function destroyClient(client: pg.Client): void {
-  const connection = (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection;
-  connection?.stream?.destroy();
-  client.end().catch(() => undefined);
+/**
+ * Cuts the socket with an error, as pg's own connect timeout does: that settles a pending
+ * connect() or query. (client.end() while connecting would leave connect() pending forever.)
+ */
+function destroySocket(client: pg.Client): void {
+  const connection = (client as unknown as { connection?: { stream?: { destroy(err?: Error): void } } }).connection;
+  connection?.stream?.destroy(new Error('probe aborted: no answer within the health timeout'));
 }
 
 export interface DatabaseProbeData {

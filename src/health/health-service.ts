@@ -50,8 +50,16 @@ export class HealthService {
 
   /** Probes every configured target, not only the active ones, so a failover target is known good. */
   refreshAll(): void {
-    const runners = [...this.deps.database.runners.values(), ...this.deps.media.runners.values(), this.deps.redis];
-    for (const runner of runners) void runner.run();
+    for (const runner of this.runners()) void runner.run();
+  }
+
+  private runners(): ProbeRunner<unknown>[] {
+    return [...this.deps.database.runners.values(), ...this.deps.media.runners.values(), this.deps.redis] as ProbeRunner<unknown>[];
+  }
+
+  /** Forgets every cached result, so the next request probes afresh. */
+  invalidate(): void {
+    for (const runner of this.runners()) runner.invalidate();
   }
 
   private get maxAgeMs(): number {

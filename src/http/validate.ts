@@ -7,6 +7,10 @@ export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, mes
   if (parsed.success) return parsed.data;
   const details: Record<string, string[]> = {};
   for (const issue of parsed.error.issues) {
+    if (issue.code === 'unrecognized_keys') {
+      for (const key of issue.keys) (details[[...issue.path, key].join('.')] ??= []).push('unknown field');
+      continue;
+    }
     const field = issue.path.length > 0 ? issue.path.join('.') : '(body)';
     (details[field] ??= []).push(issue.message);
   }

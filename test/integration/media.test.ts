@@ -1,0 +1,134 @@
+import { createHash, randomBytes } from 'node:crypto';
+import request from 'supertest';
+import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
+import { putChunked } from '../support/http.ts';
+import { mediaEnv, startInstance, type TestInstance } from '../support/instance.ts';
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+describe('media API against PostgreSQL, Redis and an S3 server', () => {
+  let s3: S3ServerHandle;
+  let api: TestInstance;
+  const run = randomBytes(3).toString('hex');
+  const key = (name: string) => `it-${run}/${name}`;
+
+  beforeAll(async () => {
+    s3 = await startS3Server({ bucket: 'media-it' });
+    api = await startInstance({ ...mediaEnv('PRIMARY', s3), MEDIA_MAX_BYTES: String(1024 * 1024) });
+  });
+  afterAll(async () => {
+    await api.stop();
+    await s3.destroy();
+  });
+
+  it('PUT stores the body and answers 201 with key, size, sha256, contentType, backend, createdAt', async () => {
+    const body = randomBytes(200_000);
+    const res = await request(api.url).put(`/media/${key('photo.png')}`).set('Content-Type', 'image/png').send(body);
+    expect(res.status).toBe(201);
+    expect(res.body).toEqual({ key: key('photo.png'), size: 200_000, sha256: sha(body), contentType: 'image/png', backend: 'primary', createdAt: expect.any(String) });
+    expect(res.headers.location).toBe(`/media/${key('photo.png')}`);
+    const stored = await api.service.stores.get('primary')!.stat(key('photo.png'));
+    expect(stored?.size).toBe(200_000);
+  });
+
+  it('GET streams back exactly the bytes, with type, length and sha256 ETag; HEAD gives the headers alone', async () => {
+    const body = randomBytes(50_000);
+    await request(api.url).put(`/media/${key('doc.bin')}`).set('Content-Type', 'application/pdf').send(body).expect(201);
+    const res = await request(api.url).get(`/media/${key('doc.bin')}`).buffer(true).parse((r, cb) => {
+      const chunks: Buffer[] = [];
+      r.on('data', (c: Buffer) => chunks.push(c));
+      r.on('end', () => cb(null, Buffer.concat(chunks)));
+    });
+    expect(res.status).toBe(200);
+    expect(sha(res.body as Buffer)).toBe(sha(body));
+    expect(res.headers['content-type']).toBe('application/pdf');
+    expect(res.headers['content-length']).toBe('50000');
+    expect(res.headers.etag).toBe(`"${sha(body)}"`);
+    expect(res.headers['x-media-backend']).toBe('primary');
+    const head = await request(api.url).head(`/media/${key('doc.bin')}`);
+    expect(head.status).toBe(200);
+    expect(head.headers['content-length']).toBe('50000');
+  });
+
+  it('accepts a chunked upload without Content-Length', async () => {
+    const body = randomBytes(70_000);
+    const res = await putChunked(api.url, `/media/${key('chunked.bin')}`, [body.subarray(0, 30_000), body.subarray(30_000)]);
+    expect(res.status).toBe(201);
+    expect(res.headers['transfer-encoding']).toBeUndefined();
+    expect(JSON.parse(res.body)).toMatchObject({ size: 70_000, sha256: sha(body), contentType: 'application/octet-stream' });
+  });
+
+  it('answers 413 for a body over MEDIA_MAX_BYTES, declared or chunked, and stores nothing', async () => {
+    const big = randomBytes(1024 * 1024 + 1);
+    const declared = await request(api.url).put(`/media/${key('big1')}`).send(big);
+    expect(declared.status).toBe(413);
+    expect(declared.body.error).toMatchObject({ code: 'payload_too_large', requestId: expect.any(String) });
+    const chunked = await putChunked(api.url, `/media/${key('big2')}`, [big.subarray(0, 600_000), big.subarray(600_000)]);
+    expect(chunked.status).toBe(413);
+    expect((await request(api.url).get(`/media/${key('big2')}`)).status).toBe(404);
+    expect(await api.service.stores.get('primary')!.stat(key('big2'))).toBeUndefined();
+  });
+
+  it.each([
+    ['a dot-dot segment', 'a/../b'],
+    ['a space', 'with%20space'],
+    ['an encoded slash trick', '..%2Fetc'],
+    ['a 513-character key', 'k'.repeat(513)],
+  ])('answers 400 with details for %s', async (_label, bad) => {
+    const res = await request(api.url).put(`/media/${bad}`).send('x');
+    expect(res.status).toBe(400);
+    expect(res.body.error).toMatchObject({ code: 'bad_request', details: { key: expect.any(Array) } });
+  });
+
+  it('answers 400 for a malformed Content-Type', async () => {
+    const res = await request(api.url).put(`/media/${key('ct')}`).set('Content-Type', 'not a type').send('x');
+    expect(res.status).toBe(400);
+  });
+
+  it('DELETE removes content, metadata and cache: GET and HEAD then answer 404', async () => {
+    await request(api.url).put(`/media/${key('gone.txt')}`).send('bye').expect(201);
+    await request(api.url).get(`/media/${key('gone.txt')}`).expect(200); // fills the cache
+    expect((await request(api.url).delete(`/media/${key('gone.txt')}`)).status).toBe(204);
+    expect((await request(api.url).get(`/media/${key('gone.txt')}`)).status).toBe(404);
+    expect((await request(api.url).head(`/media/${key('gone.txt')}`)).status).toBe(404);
+    expect((await request(api.url).delete(`/media/${key('gone.txt')}`)).status).toBe(404);
+    expect(await api.service.stores.get('primary')!.stat(key('gone.txt'))).toBeUndefined();
+  });
+
+  it('lists by prefix with a limit and a cursor', async () => {
+    for (const n of ['l1', 'l2', 'l3']) await request(api.url).put(`/media/${key(`list/${n}`)}`).send(n).expect(201);
+    const first = await request(api.url).get('/media').query({ prefix: key('list/'), limit: '2' });
+    expect(first.status).toBe(200);
+    expect(first.body.items.map((i: { key: string }) => i.key)).toEqual([key('list/l1'), key('list/l2')]);
+    expect(first.body.nextAfter).toBe(key('list/l2'));
+    const rest = await request(api.url).get('/media').query({ prefix: key('list/'), limit: '2', after: first.body.nextAfter });
+    expect(rest.body.items.map((i: { key: string }) => i.key)).toEqual([key('list/l3')]);
+    expect(rest.body.nextAfter).toBeNull();
+  });
+
+  it('rejects bad list parameters with per-field details', async () => {
+    const res = await request(api.url).get('/media').query({ limit: '5000', prefix: '../', extra: '1' });
+    expect(res.status).toBe(400);
+    expect(Object.keys(res.body.error.details).sort()).toEqual(['extra', 'limit']);
+  });
+
+  it('keeps the request id from x-request-id in the answer and the error body', async () => {
+    const res = await request(api.url).get(`/media/${key('missing')}`).set('X-Request-Id', 'trace-abc-123');
+    expect(res.status).toBe(404);
+    expect(res.headers['x-request-id']).toBe('trace-abc-123');
+    expect(res.body.error.requestId).toBe('trace-abc-123');
+  });
+
+  it('when the S3 server is stopped, uploads answer 503 and no metadata is left behind', async () => {
+    await s3.stop();
+    try {
+      const res = await request(api.url).put(`/media/${key('while-down')}`).send('x');
+      expect(res.status).toBe(503);
+      expect(res.body.error).toMatchObject({ code: 'dependency_unavailable', dependency: 'media' });
+      expect(JSON.stringify(res.body)).not.toMatch(/127\.0\.0\.1|ECONNREFUSED/);
+      expect((await request(api.url).get(`/media/${key('while-down')}`)).status).toBe(404);
+    } finally {
+      await s3.start();
+    }
+  });
+});

@@ -1,0 +1,58 @@
+import { randomBytes } from 'node:crypto';
+import { loadConfig } from '../../src/config/config.ts';
+import { createService, type Service } from '../../src/service.ts';
+import type { S3ServerHandle } from '../../support/s3-server.ts';
+import { captureLogger } from './log-capture.ts';
+
+export const OPERATOR_TOKEN = 'operator-token-0123456789abcdef';
+export const VIEWER_TOKEN = 'viewer-token-0123456789abcdef';
+export const ADMIN_TOKENS = `ops:operator:${OPERATOR_TOKEN},watch:viewer:${VIEWER_TOKEN}`;
+
+export function mediaEnv(prefix: 'PRIMARY' | 'BACKUP', s3: S3ServerHandle): Record<string, string> {
+  return {
+    [`MEDIA_${prefix}_ENDPOINT`]: s3.endpoint,
+    [`MEDIA_${prefix}_ACCESS_KEY`]: s3.accessKey,
+    [`MEDIA_${prefix}_SECRET_KEY`]: s3.secretKey,
+    [`MEDIA_${prefix}_BUCKET`]: s3.bucket,
+  };
+}
+
+export interface TestInstance {
+  url: string;
+  service: Service;
+  logs: () => string;
+  stop(): Promise<void>;
+}
+
+export function uniquePrefix(): string {
+  return `sav3test:${randomBytes(4).toString('hex')}:`;
+}
+
+/** Starts a whole service instance on a free port, as server.ts would, with captured logs. */
+export async function startInstance(env: Record<string, string | undefined>, redisKeyPrefix = uniquePrefix()): Promise<TestInstance> {
+  const config = loadConfig({
+    DATABASE_URL: process.env.TEST_DATABASE_URL,
+    PORT: '0',
+    HOST: '127.0.0.1',
+    LOG_LEVEL: 'debug',
+    ADMIN_TOKENS,
+    HEALTH_TIMEOUT_MS: '300',
+    HEALTH_INTERVAL_MS: '1000',
+    SHUTDOWN_TIMEOUT_MS: '2000',
+    ...env,
+  });
+  const { logger, text } = captureLogger();
+  const service = await createService(config, logger, { redisKeyPrefix });
+  const address = await service.listen();
+  let stopped = false;
+  return {
+    url: `http://127.0.0.1:${address.port}`,
+    service,
+    logs: text,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await service.stop();
+    },
+  };
+}

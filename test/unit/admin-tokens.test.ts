@@ -1,0 +1,31 @@
+import { createHash } from 'node:crypto';
+import { matchAdminToken, parseAdminTokens } from '../../src/config/admin-tokens.ts';
+
+describe('admin tokens', () => {
+  const literal = 'literal-token-value-000000001';
+  const hashed = 'hashed-token-value-0000000002';
+  const hex = createHash('sha256').update(hashed).digest('hex');
+
+  it('accepts literal and sha256= secrets and matches the right entry', () => {
+    const { tokens, problems } = parseAdminTokens(`alice:operator:${literal}, bob:viewer:sha256=${hex}`);
+    expect(problems).toEqual([]);
+    expect(matchAdminToken(tokens, literal)?.name).toBe('alice');
+    expect(matchAdminToken(tokens, hashed)?.name).toBe('bob');
+    expect(matchAdminToken(tokens, `sha256=${hex}`)).toBeUndefined();
+    expect(matchAdminToken(tokens, 'wrong-token-value-00000000000')).toBeUndefined();
+  });
+
+  it('keeps only the digest of a literal token', () => {
+    const { tokens } = parseAdminTokens(`alice:operator:${literal}`);
+    expect(JSON.stringify(tokens)).not.toContain(literal);
+  });
+
+  it('rejects malformed entries, duplicate names and bad hashes', () => {
+    const { problems } = parseAdminTokens(`nocolons,a:viewer:sha256=abc,a:viewer:${literal},a:operator:${literal}`);
+    expect(problems).toEqual([
+      'entry 1: expected name:role:secret',
+      'entry 2 (a): sha256= must be followed by 64 hex digits',
+      'entry 4 (a): the name is used twice',
+    ]);
+  });
+});

@@ -1,9 +1,11 @@
 // `npm run db:migrate`: applies prisma/migrations to DATABASE_URL with no network access.
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { migrate } from '../src/database/migrator.ts';
 
 async function main(): Promise<void> {
-  const url = process.env.DATABASE_URL;
+  const file = process.env.DATABASE_URL_FILE;
+  const url = file ? readFileSync(file, 'utf8').trim() : process.env.DATABASE_URL;
   if (!url) {
     console.error('DATABASE_URL: required');
     process.exit(1);

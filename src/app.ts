@@ -33,11 +33,18 @@ export function buildApp(deps: AppDeps): express.Express {
   const app = express();
   if (deps.config.trustProxy !== undefined) app.set('trust proxy', deps.config.trustProxy);
   app.set('etag', false);
-  app.use(requestLogger(deps.logger));
   app.use(httpMetrics(deps.metrics));
-  app.use(helmet());
-  for (const guard of deps.guards ?? []) app.use(guard);
+  // Health is polled by load balancers many times a second: it answers before request logging
+  // and security headers (which it does not need), so polling costs as little as possible.
   app.use(healthRoutes(deps.health, deps.lifecycle, deps.adminTokens));
+  app.use(requestLogger(deps.logger));
+  app.use(helmet());
+  // While draining, every answer closes its connection so keep-alive clients move to other instances.
+  app.use((_req, res, next) => {
+    if (deps.lifecycle.shuttingDown) res.setHeader('Connection', 'close');
+    next();
+  });
+  for (const guard of deps.guards ?? []) app.use(guard);
   app.use(metricsRoutes(deps.metrics.registry));
   app.use(mediaRoutes(deps.media));
   for (const router of deps.routers ?? []) app.use(router);

@@ -119,7 +119,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
       lifecycle.shuttingDown = true;
       health.stop();
       if (server) await drain(server, config.shutdownTimeoutMs, logger);
-      await Promise.allSettled([database.closeAll(), redis.quit().catch(() => redis.disconnect())]);
+      await Promise.allSettled([database.closeAll(), closeRedis(redis)]);
       for (const store of stores.values()) store.close();
       logger.info('stopped');
     },
@@ -129,6 +129,8 @@ export async function createService(config: Config, logger: Logger, options: Ser
 /** Stops accepting, lets in-flight requests finish within the bound, then cuts what is left. */
 async function drain(server: Server, timeoutMs: number, logger: Logger): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  // Connections go idle as their last request ends; close each as soon as it does.
+  const sweeper = setInterval(() => server.closeIdleConnections(), 50);
   server.closeIdleConnections();
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<'timeout'>((resolve) => {
@@ -140,4 +142,19 @@ async function drain(server: Server, timeoutMs: number, logger: Logger): Promise
     await closed;
   }
   clearTimeout(timer);
+  clearInterval(sweeper);
+}
+
+async function closeRedis(redis: Redis): Promise<void> {
+  await redis.quit().catch(() => undefined);
+  redis.disconnect();
+  if (redis.status === 'end') return;
+  // A client that never connected may not emit 'end'; do not let shutdown wait on it.
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 1000);
+    redis.once('end', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }

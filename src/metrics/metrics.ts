@@ -7,6 +7,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 export function createMetrics(registry: Registry = new Registry()) {
   collectDefaultMetrics({ register: registry });
   const registers = [registry];
+  dropMisnamedGauges(registry);
   return {
     registry,
     httpRequestDuration: new Histogram({
@@ -33,3 +34,14 @@ export function createMetrics(registry: Registry = new Registry()) {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * prom-client also exports `nodejs_active_{handles,requests,resources}_total` gauges, which
+ * `promtool check metrics` rejects (only counters end in _total). The same counts stay available
+ * as the per-type `nodejs_active_handles` etc. gauges, so the misnamed ones are dropped.
+ */
+function dropMisnamedGauges(registry: Registry): void {
+  for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+    registry.removeSingleMetric(name);
+  }
+}

@@ -1,0 +1,52 @@
+// `npm run bench`: throughput and p99 of the API's hot routes as ratios against a bare Express
+// route measured in the same run, and /health/database latency while the database hangs.
+import { fork } from 'node:child_process';
+import { join } from 'node:path';
+import { load, type LoadResult } from './load.ts';
+
+const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 5000);
+const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 32);
+
+function row(name: string, r: LoadResult, baseline?: LoadResult): string {
+  const ratio = baseline ? `${((r.rps / baseline.rps) * 100).toFixed(1)}%` : 'baseline';
+  return `${name.padEnd(34)} ${r.rps.toFixed(0).padStart(8)} req/s  p50 ${r.p50.toFixed(2).padStart(7)} ms  p99 ${r.p99.toFixed(2).padStart(7)} ms  errors ${String(r.errors).padStart(4)}  ${ratio}`;
+}
+
+async function main(): Promise<void> {
+  const child = fork(join(__dirname, 'bench-server.ts'), {
+    execArgv: ['--import', 'tsx'],
+    env: { ...process.env, BENCH_DATABASE_URL: process.env.DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/sav3_stack' },
+  });
+  const ports = await new Promise<{ api: number; hungApi: number; bare: number }>((resolve, reject) => {
+    child.once('message', (m) => resolve(m as never));
+    child.once('exit', (code) => reject(new Error(`bench server exited with ${code}`)));
+  });
+  const api = `http://127.0.0.1:${ports.api}`;
+  try {
+    const put = await fetch(`${api}/media/bench/object.bin`, { method: 'PUT', body: Buffer.alloc(16 * 1024, 7) });
+    if (put.status !== 201) throw new Error(`setup upload failed: ${put.status}`);
+    const opts = { concurrency: CONCURRENCY, durationMs: DURATION_MS };
+    await load(`http://127.0.0.1:${ports.bare}/bare`, { ...opts, durationMs: 1000 }); // warm-up
+    const bare = await load(`http://127.0.0.1:${ports.bare}/bare`, opts);
+    const ready = await load(`${api}/health/ready`, opts);
+    const media = await load(`${api}/media/bench/object.bin`, opts);
+    const hung = await load(`http://127.0.0.1:${ports.hungApi}/health/database`, { concurrency: 8, durationMs: 3000 });
+
+    console.log(`\nconcurrency ${CONCURRENCY}, ${DURATION_MS} ms per route\n`);
+    console.log(row('bare express GET /bare', bare));
+    console.log(row('GET /health/ready', ready, bare));
+    console.log(row('GET /media/{key} (16 KiB)', media, bare));
+    console.log(`\n/health/database with a hung database (HEALTH_TIMEOUT_MS=200): p50 ${hung.p50.toFixed(1)} ms, p99 ${hung.p99.toFixed(1)} ms, max ${hung.max.toFixed(1)} ms over ${hung.requests} requests (bound: 300 ms)`);
+    const readyRatio = ready.rps / bare.rps;
+    console.log(`\n/health/ready at ${(readyRatio * 100).toFixed(1)}% of the bare route (goal: 80% or more): ${readyRatio >= 0.8 ? 'met' : 'NOT met'}`);
+    console.log(`/health/database under a hung database within its bound: ${hung.max <= 300 ? 'yes' : 'NO'}`);
+  } finally {
+    child.disconnect();
+    child.kill();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -22,10 +22,12 @@ export interface AppDeps {
   lifecycle: Lifecycle;
   health: HealthService;
   media: MediaService;
-  /** Middleware that runs before every route (read-only guard). */
+  /** Middleware that runs before every route, health included (the X-Read-Only header). */
+  headers?: express.RequestHandler[];
+  /** Middleware that runs before application routes (the read-only guard). */
   guards?: express.RequestHandler[];
-  /** Further routers (admin API). */
-  routers?: Router[];
+  /** The admin API: authentication, then its routers, under /admin with bounded JSON bodies. */
+  admin?: { json: express.RequestHandler; auth: express.RequestHandler; routers: Router[] };
 }
 
 /** Builds the Express app from its parts; it never listens (server.ts does, tests use supertest). */
@@ -34,6 +36,7 @@ export function buildApp(deps: AppDeps): express.Express {
   if (deps.config.trustProxy !== undefined) app.set('trust proxy', deps.config.trustProxy);
   app.set('etag', false);
   app.use(httpMetrics(deps.metrics));
+  for (const header of deps.headers ?? []) app.use(header);
   // Health is polled by load balancers many times a second: it answers before request logging
   // and security headers (which it does not need), so polling costs as little as possible.
   app.use(healthRoutes(deps.health, deps.lifecycle, deps.adminTokens));
@@ -47,7 +50,10 @@ export function buildApp(deps: AppDeps): express.Express {
   for (const guard of deps.guards ?? []) app.use(guard);
   app.use(metricsRoutes(deps.metrics.registry));
   app.use(mediaRoutes(deps.media));
-  for (const router of deps.routers ?? []) app.use(router);
+  if (deps.admin) {
+    app.use('/admin', deps.admin.json, deps.admin.auth);
+    for (const router of deps.admin.routers) app.use(router);
+  }
   app.use(notFoundHandler);
   app.use(errorMiddleware);
   return app;

@@ -18,6 +18,7 @@ import { MediaService } from './media/media-service.ts';
 import { MinioObjectStore } from './media/minio-object-store.ts';
 import type { ObjectStore } from './media/object-store.ts';
 import { createMetrics, type Metrics } from './metrics/metrics.ts';
+import { createDrModule, type DrModule } from './dr-module.ts';
 import { createRedisClient } from './redis/redis-client.ts';
 import { probeRedis } from './redis/redis-probe.ts';
 
@@ -39,6 +40,7 @@ export interface Service {
   database: DatabaseClients;
   stores: Map<MediaBackendName, ObjectStore>;
   redis: Redis;
+  dr: DrModule;
   listen(): Promise<AddressInfo>;
   /** Graceful stop: readiness 503, stop accepting, drain within the bound, close every client. */
   stop(): Promise<void>;
@@ -58,7 +60,12 @@ export async function createService(config: Config, logger: Logger, options: Ser
   const stores = new Map<MediaBackendName, ObjectStore>();
   stores.set('primary', new MinioObjectStore(config.mediaPrimary));
   if (config.mediaBackup) stores.set('backup', new MinioObjectStore(config.mediaBackup));
-  let activeMedia: MediaBackendName = 'primary';
+  const dr = createDrModule({ config, logger, metrics, redis, prefix, prisma: () => database.client() });
+  // The shared DR state decides the database target and media backend every request uses.
+  dr.state.onApply((state) => {
+    database.active = state.database.active;
+  });
+  const activeMedia = () => dr.state.current().media.active;
 
   const timeoutMs = config.healthTimeoutMs;
   const probeOptions = (dependency: string, target: () => string) => ({ dependency, target, timeoutMs, metrics, logger });
@@ -76,9 +83,9 @@ export async function createService(config: Config, logger: Logger, options: Ser
 
   const health = new HealthService({
     database: { runners: dbRunners, active: () => database.active },
-    media: { runners: mediaRunners, active: () => activeMedia, bucket: (b) => stores.get(b)?.bucket ?? '' },
+    media: { runners: mediaRunners, active: activeMedia, bucket: (b) => stores.get(b)?.bucket ?? '' },
     redis: redisRunner,
-    dr: () => ({ readOnly: false, stateVersion: 0 }),
+    dr: () => ({ readOnly: dr.readOnly.isActive(), stateVersion: dr.state.current().version }),
     lifecycle,
     intervalMs: config.healthIntervalMs,
     timeoutMs,
@@ -88,12 +95,23 @@ export async function createService(config: Config, logger: Logger, options: Ser
     repository: new PrismaMediaRepository(() => database.client()),
     cache: new RedisMediaCache(redis, prefix, config.mediaCacheTtlSeconds),
     stores,
-    activeBackend: () => activeMedia,
+    activeBackend: activeMedia,
     maxBytes: config.mediaMaxBytes,
     logger,
   });
 
-  const app = buildApp({ config, adminTokens: config.adminTokens, logger, metrics, lifecycle, health, media });
+  const app = buildApp({
+    config,
+    adminTokens: config.adminTokens,
+    logger,
+    metrics,
+    lifecycle,
+    health,
+    media,
+    headers: dr.headers,
+    guards: dr.guards,
+    admin: dr.admin,
+  });
   let server: Server | undefined;
 
   return {
@@ -105,8 +123,10 @@ export async function createService(config: Config, logger: Logger, options: Ser
     database,
     stores,
     redis,
+    dr,
     async listen() {
       health.start();
+      await dr.start();
       server = app.listen(config.port, config.host);
       await new Promise<void>((resolve, reject) => {
         server!.once('listening', resolve).once('error', reject);
@@ -119,7 +139,8 @@ export async function createService(config: Config, logger: Logger, options: Ser
       lifecycle.shuttingDown = true;
       health.stop();
       if (server) await drain(server, config.shutdownTimeoutMs, logger);
-      await Promise.allSettled([database.closeAll(), closeRedis(redis)]);
+      await dr.stop();
+      await Promise.allSettled([database.closeAll(), closeRedis(redis), closeRedis(dr.subscriber)]);
       for (const store of stores.values()) store.close();
       logger.info('stopped');
     },
@@ -145,7 +166,7 @@ async function drain(server: Server, timeoutMs: number, logger: Logger): Promise
   clearInterval(sweeper);
 }
 
-async function closeRedis(redis: Redis): Promise<void> {
+export async function closeRedis(redis: Redis): Promise<void> {
   await redis.quit().catch(() => undefined);
   redis.disconnect();
   if (redis.status === 'end') return;

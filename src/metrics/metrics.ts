@@ -30,10 +30,26 @@ export function createMetrics(registry: Registry = new Registry()) {
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
     }),
+    readOnlyMode: new Gauge({
+      name: 'sav3_read_only_mode',
+      help: 'Whether read-only mode is on (1) or off (0) on this instance',
+      registers,
+    }),
+    readOnlyRejections: new Counter({
+      name: 'sav3_read_only_rejections_total',
+      help: 'Mutating requests refused because read-only mode is on',
+      registers,
+    }),
+    drStateVersion: new Gauge({
+      name: 'sav3_dr_state_version',
+      help: 'Version of the shared DR state this instance has applied',
+      registers,
+    }),
   };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+export type DrMetrics = Pick<Metrics, 'drStateVersion'>;
 
 /**
  * prom-client also exports `nodejs_active_{handles,requests,resources}_total` gauges, which

@@ -7,10 +7,10 @@ export const REDIS_COMMAND_TIMEOUT_MS = 1000;
  * The shared Redis connection. Commands fail at once while it is down (no offline queue) and
  * time out when it hangs, so no request waits on Redis; it reconnects forever in the background.
  */
-export function createRedisClient(url: string, logger: Logger, name: string): Redis {
+export function createRedisClient(url: string, logger: Logger, name: string, options: { offlineQueue?: boolean } = {}): Redis {
   const client = new Redis(url, {
     lazyConnect: true,
-    enableOfflineQueue: false,
+    enableOfflineQueue: options.offlineQueue ?? false,
     maxRetriesPerRequest: 1,
     commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
     connectTimeout: 2000,

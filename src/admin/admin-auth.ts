@@ -1,0 +1,62 @@
+import type { Request, RequestHandler, Response } from 'express';
+import { matchAdminToken, type AdminRole, type AdminToken } from '../config/admin-tokens.ts';
+import { AppError } from '../http/app-error.ts';
+import { bearerToken } from '../http/bearer.ts';
+import type { Logger } from '../logger.ts';
+import type { FailedAuthLimiter } from './failed-auth-limiter.ts';
+
+export interface AdminPrincipal {
+  name: string;
+  role: AdminRole;
+}
+
+const READ_METHODS = new Set(['GET', 'HEAD']);
+
+export function principal(res: Response): AdminPrincipal {
+  const admin = res.locals.admin as AdminPrincipal | undefined;
+  if (!admin) throw new Error('admin route without authentication');
+  return admin;
+}
+
+function unauthorized(message: string, invalid: boolean): AppError {
+  const err = new AppError(401, 'unauthorized', message);
+  err.headers['WWW-Authenticate'] = invalid ? 'Bearer realm="sav3-admin", error="invalid_token"' : 'Bearer realm="sav3-admin"';
+  return err;
+}
+
+/**
+ * Bearer-token authentication for /admin: 401 without a known token, 429 after repeated failures
+ * from one address, 403 when a viewer tries to change state (reported to `onForbidden` for the
+ * audit log). The token itself is never logged or echoed.
+ */
+export function adminAuth(deps: {
+  tokens: readonly AdminToken[];
+  limiter: FailedAuthLimiter;
+  logger: Logger;
+  onForbidden: (req: Request, admin: AdminPrincipal) => Promise<void>;
+}): RequestHandler {
+  return async (req, res, next) => {
+    const address = req.ip ?? 'unknown';
+    const wait = deps.limiter.retryAfter(address);
+    if (wait > 0) {
+      const err = new AppError(429, 'too_many_requests', 'too many failed authentication attempts; try again later');
+      err.headers['Retry-After'] = String(wait);
+      throw err;
+    }
+    const presented = bearerToken(req);
+    const token = presented === undefined ? undefined : matchAdminToken(deps.tokens, presented);
+    if (!token) {
+      deps.limiter.fail(address);
+      deps.logger.warn({ address, method: req.method, path: req.path, tokenPresented: presented !== undefined }, 'admin authentication failed');
+      throw unauthorized(presented === undefined ? 'an admin bearer token is required' : 'the token is not valid', presented !== undefined);
+    }
+    deps.limiter.succeed(address);
+    const admin: AdminPrincipal = { name: token.name, role: token.role };
+    res.locals.admin = admin;
+    if (!READ_METHODS.has(req.method) && admin.role !== 'operator') {
+      await deps.onForbidden(req, admin);
+      throw new AppError(403, 'forbidden', 'the viewer role may only read; changing state needs an operator token');
+    }
+    next();
+  };
+}

@@ -1,0 +1,80 @@
+import express, { Router } from 'express';
+import { z } from 'zod';
+import type { AuditLog } from '../audit/audit-log.ts';
+import type { DrStateService } from '../dr-state/dr-state-service.ts';
+import { DependencyUnavailableError } from '../http/app-error.ts';
+import { parseOrThrow } from '../http/validate.ts';
+import type { ReadOnlyService } from '../read-only/read-only-service.ts';
+import { audited } from './audited.ts';
+import { principal } from './admin-auth.ts';
+
+/** How long a change waits for every live instance to report it applied before answering. */
+export const PROPAGATION_WAIT_MS = 1500;
+
+const readOnlyBody = z.strictObject({
+  enabled: z.boolean(),
+  reason: z.string().trim().min(1, { error: 'must say why' }).max(500),
+  ttlSeconds: z.number().int().min(1).max(7 * 24 * 3600).optional(),
+});
+
+const auditQuery = z.strictObject({
+  limit: z
+    .string()
+    .regex(/^\d+$/, { error: 'must be a whole number from 1 to 1000' })
+    .transform(Number)
+    .refine((n) => n >= 1 && n <= 1000, { error: 'must be a whole number from 1 to 1000' })
+    .default(50),
+});
+
+export interface AdminDeps {
+  dr: DrStateService;
+  readOnly: ReadOnlyService;
+  audit: AuditLog;
+}
+
+/** DR state, read-only mode and audit routes; authentication is applied by the caller. */
+export function adminRoutes(deps: AdminDeps): Router {
+  const router = Router();
+
+  router.get('/admin/dr/state', async (_req, res) => {
+    const state = deps.dr.current();
+    const instances = await deps.dr.instances().catch(() => null);
+    res.json({ ...state, readOnly: { ...state.readOnly, active: deps.readOnly.isActive() }, instances, stateStore: deps.dr.storeAvailable() ? 'up' : 'down' });
+  });
+
+  router.get('/admin/read-only', (_req, res) => {
+    res.json(deps.readOnly.status());
+  });
+
+  router.put('/admin/read-only', async (req, res) => {
+    const body = await audited(deps.audit, req, res, 'read_only.set', async () => {
+      const input = parseOrThrow(readOnlyBody, req.body, 'invalid read-only request');
+      if (!input.enabled && input.ttlSeconds !== undefined) parseOrThrow(z.object({ ttlSeconds: z.undefined({ error: 'only with enabled: true' }) }), input);
+      const change = await deps.readOnly.set(input, principal(res).name);
+      const propagation = await deps.dr.waitForInstances(change.after.version, PROPAGATION_WAIT_MS);
+      return {
+        before: change.before.readOnly,
+        after: change.after.readOnly,
+        detail: { version: change.after.version },
+        body: { readOnly: change.after.readOnly, version: change.after.version, propagation },
+      };
+    });
+    res.json(body);
+  });
+
+  router.get('/admin/audit', async (req, res) => {
+    const { limit } = parseOrThrow(auditQuery, req.query, 'invalid query');
+    const [events, pending] = await Promise.all([
+      deps.audit.recent(limit).catch((err: unknown) => {
+        throw new DependencyUnavailableError('database', 'the audit log could not be read; events are spooled until PostgreSQL returns', err);
+      }),
+      deps.audit.pending(),
+    ]);
+    res.json({ events, pending });
+  });
+
+  return router;
+}
+
+/** JSON bodies for admin routes only, bounded: anything larger is a mistake or an attack. */
+export const adminJson = express.json({ limit: '16kb' });

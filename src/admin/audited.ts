@@ -1,0 +1,32 @@
+import type { Request, Response } from 'express';
+import type { AuditResult } from '../audit/audit-event.ts';
+import type { AuditLog } from '../audit/audit-log.ts';
+import { AppError } from '../http/app-error.ts';
+import { principal } from './admin-auth.ts';
+
+export interface AuditedOutcome<T> {
+  body: T;
+  before?: unknown;
+  after?: unknown;
+  result?: AuditResult;
+  detail?: unknown;
+}
+
+/**
+ * Runs an admin change and records it, whatever happens: success or dry run with the state before
+ * and after; a refusal (4xx, 503) or failure with the error code. Then rethrows.
+ */
+export async function audited<T>(audit: AuditLog, req: Request, res: Response, action: string, run: () => Promise<AuditedOutcome<T>>): Promise<T> {
+  const admin = principal(res);
+  const base = { actor: admin.name, role: admin.role, action, requestId: req.id === undefined ? null : String(req.id) };
+  try {
+    const outcome = await run();
+    await audit.record({ ...base, result: outcome.result ?? 'success', before: outcome.before ?? null, after: outcome.after ?? null, detail: outcome.detail ?? null });
+    return outcome.body;
+  } catch (err) {
+    const refused = err instanceof AppError && (err.status < 500 || err.status === 503);
+    const detail = err instanceof AppError ? { code: err.code, message: err.message } : { code: 'internal' };
+    await audit.record({ ...base, result: refused ? 'refused' : 'failed', before: null, after: null, detail });
+    throw err;
+  }
+}

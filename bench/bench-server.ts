@@ -24,6 +24,9 @@ async function main(): Promise<void> {
   const api = await createService(loadConfig(base), logger, { redisKeyPrefix: `bench:${process.pid}:` });
   const apiAddress = await api.listen();
 
+  const unguarded = await createService(loadConfig(base), logger, { redisKeyPrefix: `bench:${process.pid}:`, withoutReadOnlyGuard: true });
+  const unguardedAddress = await unguarded.listen();
+
   const hung = await startHungServer();
   const hungApi = await createService(
     loadConfig({ ...base, DATABASE_URL: `postgresql://postgres@${hung.url}/x`, HEALTH_TIMEOUT_MS: '200', HEALTH_INTERVAL_MS: '100' }),
@@ -41,6 +44,7 @@ async function main(): Promise<void> {
 
   process.send?.({
     api: apiAddress.port,
+    unguarded: unguardedAddress.port,
     hungApi: hungAddress.port,
     bare: (bareServer.address() as AddressInfo).port,
   });

@@ -15,7 +15,7 @@ import type { Logger } from './logger.ts';
 import type { Metrics } from './metrics/metrics.ts';
 import { readOnlyGuard, readOnlyHeader } from './read-only/read-only-guard.ts';
 import { ReadOnlyService } from './read-only/read-only-service.ts';
-import { createRedisClient } from './redis/redis-client.ts';
+import { createRedisClient, waitReady } from './redis/redis-client.ts';
 
 export const DR_SYNC_INTERVAL_MS = 1000;
 export const AUDIT_FLUSH_INTERVAL_MS = 2000;
@@ -80,6 +80,8 @@ export function createDrModule(deps: { config: Config; logger: Logger; metrics: 
     guards: [readOnlyGuard(readOnly, metrics)],
     admin: { json: adminJson, auth, routers: [adminRoutes({ dr: state, readOnly, audit })] },
     async start() {
+      // Give a reachable Redis a moment to connect, so the first sync sees the shared state.
+      await Promise.all([waitReady(redis, 2000), waitReady(subscriber, 2000)]);
       await state.start();
       audit.start();
     },

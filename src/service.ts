@@ -28,6 +28,8 @@ export interface ServiceOptions {
   /** Namespace for every Redis key, so tests (and several deployments) can share one Redis. */
   redisKeyPrefix?: string;
   prismaFactory?: PrismaFactory;
+  /** Benchmarks only: build the app without the read-only middleware, to measure what it costs. */
+  withoutReadOnlyGuard?: boolean;
 }
 
 /** Everything one running instance holds; built only here (the composition root). */
@@ -108,8 +110,8 @@ export async function createService(config: Config, logger: Logger, options: Ser
     lifecycle,
     health,
     media,
-    headers: dr.headers,
-    guards: dr.guards,
+    headers: options.withoutReadOnlyGuard ? [] : dr.headers,
+    guards: options.withoutReadOnlyGuard ? [] : dr.guards,
     admin: dr.admin,
   });
   let server: Server | undefined;

@@ -33,3 +33,19 @@ export function createRedisClient(url: string, logger: Logger, name: string, opt
 export function isReady(client: Redis): boolean {
   return client.status === 'ready';
 }
+
+/** Resolves once the client is ready, or after `timeoutMs` (start-up never waits longer on Redis). */
+export function waitReady(client: Redis, timeoutMs: number): Promise<boolean> {
+  if (isReady(client)) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      client.off('ready', onReady);
+      resolve(false);
+    }, timeoutMs);
+    const onReady = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    client.once('ready', onReady);
+  });
+}

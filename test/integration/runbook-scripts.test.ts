@@ -1,0 +1,53 @@
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
+import { mediaEnv, OPERATOR_TOKEN, startInstance, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
+
+const run = promisify(execFile);
+const SCRIPTS = join(__dirname, '..', '..', 'scripts', 'dr');
+
+async function script(name: string, args: string[], env: Record<string, string>) {
+  try {
+    const { stdout, stderr } = await run('bash', [join(SCRIPTS, name), ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+describe('runbook scripts', () => {
+  let s3: S3ServerHandle;
+  let api: TestInstance;
+  beforeAll(async () => {
+    s3 = await startS3Server({ bucket: 'runbook-scripts' });
+    api = await startInstance(mediaEnv('PRIMARY', s3));
+  });
+  afterAll(async () => {
+    await api.stop();
+    await s3.destroy();
+  });
+
+  it('enable, inspect and disable read-only mode, printing the server JSON', async () => {
+    const env = { SAV3_API_URL: api.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
+    const on = await script('enable-readonly-mode.sh', ['--reason', 'db "corrupted"', '--ttl', '600'], env);
+    expect(on.code).toBe(0);
+    expect(JSON.parse(on.stdout).readOnly).toMatchObject({ enabled: true, reason: 'db "corrupted"' });
+    const state = await script('dr-state.sh', [], env);
+    expect(JSON.parse(state.stdout).readOnly.enabled).toBe(true);
+    const off = await script('disable-readonly-mode.sh', ['--reason', 'restored'], env);
+    expect(off.code).toBe(0);
+    expect(JSON.parse(off.stdout).readOnly.enabled).toBe(false);
+  });
+
+  it('exits non-zero on a refused change, a missing reason, a missing token or an unreachable API', async () => {
+    const viewer = await script('enable-readonly-mode.sh', ['--reason', 'x'], { SAV3_API_URL: api.url, SAV3_ADMIN_TOKEN: VIEWER_TOKEN });
+    expect(viewer.code).toBe(1);
+    expect(JSON.parse(viewer.stdout).error.code).toBe('forbidden');
+    expect(viewer.stderr).toContain('HTTP 403');
+    expect((await script('enable-readonly-mode.sh', [], { SAV3_API_URL: api.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN })).code).toBe(2);
+    expect((await script('dr-state.sh', [], { SAV3_API_URL: api.url })).code).toBe(2);
+    expect((await script('dr-state.sh', [], { SAV3_API_URL: 'http://127.0.0.1:1', SAV3_ADMIN_TOKEN: OPERATOR_TOKEN })).code).toBe(3);
+  });
+});

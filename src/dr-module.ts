@@ -22,6 +22,7 @@ export const AUDIT_FLUSH_INTERVAL_MS = 2000;
 
 export interface DrModule {
   state: DrStateService;
+  store: RedisDrStateStore;
   readOnly: ReadOnlyService;
   audit: AuditLog;
   subscriber: Redis;
@@ -73,6 +74,7 @@ export function createDrModule(deps: { config: Config; logger: Logger; metrics: 
   });
   return {
     state,
+    store,
     readOnly,
     audit,
     subscriber,

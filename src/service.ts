@@ -7,7 +7,7 @@ import { buildApp } from './app.ts';
 import type { Config, DatabaseTarget, MediaBackendName } from './config/config.ts';
 import { createPrisma, DatabaseClients, type PrismaFactory } from './database/database-clients.ts';
 import { migrate } from './database/migrator.ts';
-import { probeDatabase, type DatabaseProbeData } from './database/pg-probe.ts';
+import { createDatabaseModule, type DatabaseModule } from './database/database-module.ts';
 import { HealthService } from './health/health-service.ts';
 import { ProbeRunner } from './health/probe-runner.ts';
 import { Lifecycle } from './lifecycle/lifecycle.ts';
@@ -43,6 +43,7 @@ export interface Service {
   stores: Map<MediaBackendName, ObjectStore>;
   redis: Redis;
   dr: DrModule;
+  db: DatabaseModule;
   listen(): Promise<AddressInfo>;
   /** Graceful stop: readiness 503, stop accepting, drain within the bound, close every client. */
   stop(): Promise<void>;
@@ -63,20 +64,12 @@ export async function createService(config: Config, logger: Logger, options: Ser
   stores.set('primary', new MinioObjectStore(config.mediaPrimary));
   if (config.mediaBackup) stores.set('backup', new MinioObjectStore(config.mediaBackup));
   const dr = createDrModule({ config, logger, metrics, redis, prefix, prisma: () => database.client() });
-  // The shared DR state decides the database target and media backend every request uses.
-  dr.state.onApply((state) => {
-    database.active = state.database.active;
-  });
+  const db = createDatabaseModule({ config, clients: database, dr, metrics, logger, migrationsDir: MIGRATIONS_DIR });
+  dr.admin.routers.push(...db.routers);
   const activeMedia = () => dr.state.current().media.active;
 
   const timeoutMs = config.healthTimeoutMs;
   const probeOptions = (dependency: string, target: () => string) => ({ dependency, target, timeoutMs, metrics, logger });
-  const dbRunners = new Map<DatabaseTarget, ProbeRunner<DatabaseProbeData>>();
-  for (const target of ['primary', 'replica'] as const) {
-    const url = database.url(target);
-    if (url === undefined) continue;
-    dbRunners.set(target, new ProbeRunner((signal) => probeDatabase({ connectionString: url, timeoutMs, signal }), probeOptions('database', () => target)));
-  }
   const mediaRunners = new Map<MediaBackendName, ProbeRunner<void>>();
   for (const [name, store] of stores) {
     mediaRunners.set(name, new ProbeRunner((signal) => store.checkBucket(timeoutMs, signal), probeOptions('media', () => name)));
@@ -84,7 +77,8 @@ export async function createService(config: Config, logger: Logger, options: Ser
   const redisRunner = new ProbeRunner<void>((signal) => probeRedis(config.redisUrl, timeoutMs, signal), probeOptions('redis', () => 'redis'));
 
   const health = new HealthService({
-    database: { runners: dbRunners, active: () => database.active },
+    database: { runners: db.runners, active: () => database.active },
+    replication: async () => db.replication() as Record<string, unknown> | undefined,
     media: { runners: mediaRunners, active: activeMedia, bucket: (b) => stores.get(b)?.bucket ?? '' },
     redis: redisRunner,
     dr: () => ({ readOnly: dr.readOnly.isActive(), stateVersion: dr.state.current().version }),
@@ -126,6 +120,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     stores,
     redis,
     dr,
+    db,
     async listen() {
       health.start();
       await dr.start();

@@ -33,6 +33,11 @@ export interface Config {
   migrateOnStart: boolean;
   shutdownTimeoutMs: number;
   mediaCacheTtlSeconds: number;
+  replicationMaxLagSeconds: number;
+  databaseDrainMs: number;
+  autoReadOnly: boolean;
+  autoReadOnlyFailures: number;
+  autoReadOnlyRecoveries: number;
 }
 
 /** Thrown with one line per problem; no line ever contains a variable's value. */
@@ -90,6 +95,11 @@ const schema = z.object({
   MIGRATE_ON_START: bool.default(false),
   SHUTDOWN_TIMEOUT_MS: int(0, 600_000).default(10_000),
   MEDIA_CACHE_TTL_SECONDS: int(1, 86_400).default(300),
+  REPLICATION_MAX_LAG_SECONDS: int(0, 86_400).default(30),
+  DATABASE_DRAIN_MS: int(0, 600_000).default(5000),
+  AUTO_READ_ONLY: bool.default(false),
+  AUTO_READ_ONLY_FAILURES: int(1, 1000).default(3),
+  AUTO_READ_ONLY_RECOVERIES: int(1, 1000).default(3),
 });
 
 type Raw = z.output<typeof schema>;
@@ -194,5 +204,10 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     migrateOnStart: raw.MIGRATE_ON_START,
     shutdownTimeoutMs: raw.SHUTDOWN_TIMEOUT_MS,
     mediaCacheTtlSeconds: raw.MEDIA_CACHE_TTL_SECONDS,
+    replicationMaxLagSeconds: raw.REPLICATION_MAX_LAG_SECONDS,
+    databaseDrainMs: raw.DATABASE_DRAIN_MS,
+    autoReadOnly: raw.AUTO_READ_ONLY,
+    autoReadOnlyFailures: raw.AUTO_READ_ONLY_FAILURES,
+    autoReadOnlyRecoveries: raw.AUTO_READ_ONLY_RECOVERIES,
   };
 }

@@ -49,7 +49,29 @@ export class DatabaseClients {
     return client;
   }
 
-  /** Closes a target's pool (after a switch away from it); the next use opens a new one. */
+  /**
+   * Sends new requests to `target` at once; the old pool lets its in-flight queries finish (for up
+   * to `drainMs`) and is then closed. Returns whether the drain finished within the bound.
+   */
+  async switchTo(target: DatabaseTarget, drainMs: number): Promise<boolean> {
+    const previous = this.active;
+    if (previous === target) return true;
+    this.active = target;
+    const old = this.clients.get(previous);
+    this.clients.delete(previous);
+    if (!old) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const drained = await Promise.race([
+      old.$disconnect().then(() => true, () => true),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), drainMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    return drained;
+  }
+
+  /** Closes a target's pool; the next use opens a new one. */
   async release(target: DatabaseTarget): Promise<void> {
     const client = this.clients.get(target);
     this.clients.delete(target);

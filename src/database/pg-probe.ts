@@ -46,11 +46,48 @@ function destroySocket(client: pg.Client): void {
 
 export interface DatabaseProbeData {
   inRecovery: boolean;
+  /** Primary: its current WAL position. */
+  currentLsn: string | null;
+  /** Standby: WAL received and replayed, the last replayed commit, the WAL receiver's status. */
+  receiveLsn: string | null;
+  replayLsn: string | null;
+  replayAt: Date | null;
+  receiverStatus: string | null;
+  /** Primary: its standbys as pg_stat_replication sees them. */
+  standbys: { state: string; replayLsn: string | null; replayLagSeconds: number | null }[];
 }
 
 export async function probeDatabase(options: PgProbeOptions): Promise<DatabaseProbeData> {
   return withProbeConnection(options, async (client) => {
-    const { rows } = await client.query<{ in_recovery: boolean }>('SELECT pg_is_in_recovery() AS in_recovery');
-    return { inRecovery: rows[0]?.in_recovery === true };
+    const { rows } = await client.query<{
+      in_recovery: boolean;
+      current_lsn: string | null;
+      receive_lsn: string | null;
+      replay_lsn: string | null;
+      replay_at: Date | null;
+      receiver_status: string | null;
+    }>(`SELECT pg_is_in_recovery() AS in_recovery,
+              CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
+              pg_last_wal_receive_lsn()::text AS receive_lsn,
+              pg_last_wal_replay_lsn()::text AS replay_lsn,
+              pg_last_xact_replay_timestamp() AS replay_at,
+              (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS receiver_status`);
+    const row = rows[0]!;
+    const standbys = row.in_recovery
+      ? []
+      : (
+          await client.query<{ state: string; replay_lsn: string | null; lag: number | null }>(
+            'SELECT state, replay_lsn::text AS replay_lsn, EXTRACT(EPOCH FROM replay_lag)::float8 AS lag FROM pg_stat_replication',
+          )
+        ).rows.map((r) => ({ state: r.state, replayLsn: r.replay_lsn, replayLagSeconds: r.lag }));
+    return {
+      inRecovery: row.in_recovery,
+      currentLsn: row.current_lsn,
+      receiveLsn: row.receive_lsn,
+      replayLsn: row.replay_lsn,
+      replayAt: row.replay_at,
+      receiverStatus: row.receiver_status,
+      standbys,
+    };
   });
 }

@@ -68,8 +68,9 @@ export class HealthService {
 
   async database(reveal: boolean): Promise<ComponentReport> {
     const target = this.deps.database.active();
-    const runner = this.deps.database.runners.get(target);
-    const result = runner ? await runner.get(this.maxAgeMs) : undefined;
+    // Every database target is (re)probed together: the replication facts need both ends.
+    const results = new Map(await Promise.all([...this.deps.database.runners].map(async ([t, r]) => [t, await r.get(this.maxAgeMs)] as const)));
+    const result = results.get(target);
     const report = toReport(result, reveal);
     report.target = target;
     report.inRecovery = result?.data?.inRecovery ?? null;

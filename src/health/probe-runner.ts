@@ -13,7 +13,7 @@ export interface ProbeResult<T> {
 /** A probe gets an AbortSignal that fires at the timeout; it must then close its own connection. */
 export type ProbeFn<T> = (signal: AbortSignal) => Promise<T>;
 
-export interface ProbeRunnerOptions {
+export interface ProbeRunnerOptions<T = unknown> {
   dependency: string;
   /** Label value for sav3_dependency_up, e.g. the database target or media backend. */
   target: () => string;
@@ -21,6 +21,8 @@ export interface ProbeRunnerOptions {
   metrics: Metrics;
   logger: Logger;
   now?: () => number;
+  /** Called with every result (e.g. to track replication positions). */
+  onResult?: (result: ProbeResult<T>) => void;
 }
 
 /**
@@ -34,7 +36,7 @@ export class ProbeRunner<T> {
 
   constructor(
     private readonly probe: ProbeFn<T>,
-    private readonly options: ProbeRunnerOptions,
+    private readonly options: ProbeRunnerOptions<T>,
   ) {
     this.now = options.now ?? Date.now;
   }
@@ -88,6 +90,7 @@ export class ProbeRunner<T> {
     metrics.dependencyUp.set({ dependency, target: this.options.target() }, result.ok ? 1 : 0);
     this.logTransition(result);
     this.last = result;
+    this.options.onResult?.(result);
     return result;
   }
 

@@ -45,6 +45,29 @@ export function createMetrics(registry: Registry = new Registry()) {
       help: 'Version of the shared DR state this instance has applied',
       registers,
     }),
+    databaseActiveTarget: new Gauge({
+      name: 'sav3_database_active_target',
+      help: 'The database target serving requests on this instance (1 for the active one)',
+      labelNames: ['target'] as const,
+      registers,
+    }),
+    mediaActiveBackend: new Gauge({
+      name: 'sav3_media_active_backend',
+      help: 'The media backend taking uploads on this instance (1 for the active one)',
+      labelNames: ['backend'] as const,
+      registers,
+    }),
+    failoverTotal: new Counter({
+      name: 'sav3_failover_total',
+      help: 'DR operations (promote, database switch, media switch) by result',
+      labelNames: ['kind', 'result'] as const,
+      registers,
+    }),
+    replicationLag: new Gauge({
+      name: 'sav3_replication_lag_seconds',
+      help: 'Replication lag of the streaming replica in seconds (-1 when unknown)',
+      registers,
+    }),
   };
 }
 

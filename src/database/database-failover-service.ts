@@ -1,0 +1,184 @@
+import type { DatabaseTarget } from '../config/config.ts';
+import type { DrStateService } from '../dr-state/dr-state-service.ts';
+import type { DrStateStore } from '../dr-state/dr-state-store.ts';
+import type { ProbeRunner } from '../health/probe-runner.ts';
+import { ConflictError, PreconditionFailedError } from '../http/app-error.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics/metrics.ts';
+import type { DatabaseClients } from './database-clients.ts';
+import { lsnGap } from './lsn.ts';
+import { withProbeConnection, type DatabaseProbeData } from './pg-probe.ts';
+import type { ReplicationMonitor } from './replication-monitor.ts';
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+export const DATABASE_LOCK = 'database';
+const LOCK_TTL_MS = 120_000;
+const PROMOTE_WAIT_SECONDS = 60;
+
+export interface FailoverDeps {
+  clients: DatabaseClients;
+  runners: ReadonlyMap<DatabaseTarget, ProbeRunner<DatabaseProbeData>>;
+  monitor: ReplicationMonitor;
+  dr: DrStateService;
+  store: DrStateStore;
+  readOnlyActive: () => boolean;
+  metrics: Pick<Metrics, 'failoverTotal'>;
+  logger: Logger;
+  instanceId: string;
+  maxLagSeconds: number;
+}
+
+/** Replica promotion and database target switches: checked, locked, measured. */
+export class DatabaseFailoverService {
+  constructor(private readonly deps: FailoverDeps) {}
+
+  /** Runs `fn` holding the cluster-wide database lock; 409 naming the holder if someone has it. */
+  async withLock<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+    const owner = `${this.deps.instanceId}:${operation}:${Date.now()}`;
+    if (!(await this.deps.store.acquireLock(DATABASE_LOCK, owner, LOCK_TTL_MS))) {
+      const holder = await this.deps.store.lockHolder(DATABASE_LOCK).catch(() => null);
+      throw new ConflictError('another database DR operation is running', { lock: DATABASE_LOCK, holder });
+    }
+    try {
+      return await fn();
+    } finally {
+      await this.deps.store.releaseLock(DATABASE_LOCK, owner).catch(() => undefined);
+    }
+  }
+
+  private async probe(target: DatabaseTarget) {
+    const runner = this.deps.runners.get(target);
+    return runner ? runner.run() : undefined;
+  }
+
+  async promote(input: { dryRun: boolean; maxLagSeconds?: number }) {
+    const started = performance.now();
+    const maxLag = input.maxLagSeconds ?? this.deps.maxLagSeconds;
+    const checks: Check[] = [];
+    const replicaUrl = this.deps.clients.url('replica');
+    checks.push({ name: 'replica_configured', ok: replicaUrl !== undefined, detail: replicaUrl ? 'DATABASE_REPLICA_URL is set' : 'DATABASE_REPLICA_URL is not set' });
+    const [primary, replica] = replicaUrl ? await Promise.all([this.probe('primary'), this.probe('replica')]) : [undefined, undefined];
+    if (primary) this.deps.monitor.observePrimary(primary);
+    if (replicaUrl) {
+      checks.push({ name: 'replica_reachable', ok: replica?.ok === true, detail: replica?.ok ? `answered in ${replica.latencyMs} ms` : `no answer: ${replica?.error?.code ?? 'unknown'}` });
+    }
+    const alreadyPromoted = replica?.ok === true && replica.data?.inRecovery === false;
+    const replication = this.deps.monitor.report(primary, replica);
+    if (replica?.ok && !alreadyPromoted) {
+      checks.push({ name: 'replica_in_recovery', ok: true, detail: 'the replica is a standby (pg_is_in_recovery)' });
+      const lag = replication.lagSeconds;
+      checks.push({
+        name: 'lag_within_bound',
+        ok: lag !== null && lag <= maxLag,
+        detail: lag === null ? 'replication lag is unknown' : `lag ${lag} s, bound ${maxLag} s`,
+      });
+    }
+    const checksMs = Math.round(performance.now() - started);
+    const dataLossWindow = this.dataLossWindow(replication.primaryLastKnownLsn, replication.replicaReplayLsn, replication.primaryLastSeenAt);
+    const failed = checks.filter((c) => !c.ok);
+
+    if (alreadyPromoted) {
+      return { promoted: false, alreadyPromoted: true, dryRun: input.dryRun, message: 'the replica is already promoted (not in recovery); nothing to do', checks, timings: { checksMs } };
+    }
+    if (input.dryRun) {
+      return { promoted: false, dryRun: true, wouldPromote: failed.length === 0, checks, dataLossWindow, timings: { checksMs } };
+    }
+    if (failed.length > 0) {
+      this.deps.metrics.failoverTotal.inc({ kind: 'promote', result: 'refused' });
+      throw new PreconditionFailedError(`promotion refused: ${failed.map((c) => `${c.name} (${c.detail})`).join('; ')}`, { checks });
+    }
+    return this.withLock('promote', async () => {
+      const promoteStarted = performance.now();
+      try {
+        const { replayLsn, alreadyPromoted: raced } = await this.runPromote(replicaUrl!);
+        const promoteMs = Math.round(performance.now() - promoteStarted);
+        this.deps.runners.get('replica')?.invalidate();
+        if (raced) return { promoted: false, alreadyPromoted: true, dryRun: false, message: 'the replica was promoted meanwhile; nothing to do', checks, timings: { checksMs } };
+        this.deps.metrics.failoverTotal.inc({ kind: 'promote', result: 'success' });
+        this.deps.logger.warn({ promoteMs }, 'replica promoted');
+        return {
+          promoted: true,
+          dryRun: false,
+          checks,
+          dataLossWindow: this.dataLossWindow(replication.primaryLastKnownLsn, replayLsn ?? replication.replicaReplayLsn, replication.primaryLastSeenAt),
+          timings: { checksMs, promoteMs, totalMs: Math.round(performance.now() - started) },
+        };
+      } catch (err) {
+        this.deps.metrics.failoverTotal.inc({ kind: 'promote', result: 'failed' });
+        throw err;
+      }
+    });
+  }
+
+  /** pg_promote on a connection of its own, waiting for the promotion to finish. */
+  private async runPromote(url: string): Promise<{ replayLsn: string | null; alreadyPromoted: boolean }> {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), (PROMOTE_WAIT_SECONDS + 10) * 1000);
+    try {
+      return await withProbeConnection({ connectionString: url, timeoutMs: (PROMOTE_WAIT_SECONDS + 5) * 1000, signal: controller.signal }, async (client) => {
+        // Checked again under the lock: a racing promote may have finished meanwhile.
+        const before = await client.query<{ lsn: string | null; in_recovery: boolean }>('SELECT pg_last_wal_replay_lsn()::text AS lsn, pg_is_in_recovery() AS in_recovery');
+        const replayLsn = before.rows[0]?.lsn ?? null;
+        if (!before.rows[0]?.in_recovery) return { replayLsn, alreadyPromoted: true };
+        const { rows } = await client.query<{ done: boolean }>('SELECT pg_promote(true, $1) AS done', [PROMOTE_WAIT_SECONDS]);
+        if (!rows[0]?.done) throw new Error(`pg_promote did not finish within ${PROMOTE_WAIT_SECONDS} s`);
+        return { replayLsn, alreadyPromoted: false };
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private dataLossWindow(primaryLsn: string | null, replicaLsn: string | null, primarySeenAt: string | null) {
+    if (!primaryLsn || !replicaLsn) {
+      return { bytes: null, primaryLastKnownLsn: primaryLsn, replicaReplayLsn: replicaLsn, description: 'unknown: the old primary was never seen by this instance' };
+    }
+    const bytes = lsnGap(primaryLsn, replicaLsn);
+    return {
+      bytes,
+      primaryLastKnownLsn: primaryLsn,
+      primaryLastSeenAt: primarySeenAt,
+      replicaReplayLsn: replicaLsn,
+      description:
+        bytes === 0
+          ? 'none known: the replica had replayed everything the old primary was last seen to have written'
+          : `up to ${bytes} bytes of WAL written on the old primary (last seen ${primarySeenAt}) were not replayed on the replica: recent commits may be missing`,
+    };
+  }
+
+  async switchTo(input: { to: DatabaseTarget; dryRun: boolean }, by: string) {
+    const { to } = input;
+    const checks: Check[] = [];
+    const url = this.deps.clients.url(to);
+    checks.push({ name: 'target_configured', ok: url !== undefined, detail: url ? `${to} is configured` : `${to} is not configured` });
+    const probe = url ? await this.probe(to) : undefined;
+    if (url) checks.push({ name: 'target_reachable', ok: probe?.ok === true, detail: probe?.ok ? `answered in ${probe.latencyMs} ms` : `no answer: ${probe?.error?.code ?? 'unknown'}` });
+    const inRecovery = probe?.ok ? probe.data?.inRecovery === true : null;
+    if (inRecovery) {
+      const readOnly = this.deps.readOnlyActive();
+      checks.push({
+        name: 'read_only_for_standby',
+        ok: readOnly,
+        detail: readOnly ? `${to} is a standby; read-only mode is on, so it may serve reads` : `${to} is a standby (not promoted): switch to it only while read-only mode is on`,
+      });
+    }
+    const current = this.deps.dr.current().database.active;
+    const failed = checks.filter((c) => !c.ok);
+    if (input.dryRun) return { changed: false, dryRun: true, wouldSwitch: failed.length === 0 && current !== to, from: current, to, checks };
+    if (failed.length > 0) {
+      this.deps.metrics.failoverTotal.inc({ kind: 'database_switch', result: 'refused' });
+      throw new PreconditionFailedError(`switch refused: ${failed.map((c) => `${c.name} (${c.detail})`).join('; ')}`, { checks });
+    }
+    if (current === to) return { changed: false, dryRun: false, from: current, to, checks, message: `${to} is already the active target` };
+    return this.withLock('switch', async () => {
+      const change = await this.deps.dr.change((s, now) => ({ ...s, database: { active: to, since: now, by } }));
+      this.deps.metrics.failoverTotal.inc({ kind: 'database_switch', result: 'success' });
+      return { changed: true, dryRun: false, from: change.before.database.active, to, inRecovery, checks, change };
+    });
+  }
+}

@@ -1,0 +1,62 @@
+import { Router } from 'express';
+import { z } from 'zod';
+import type { AuditLog } from '../audit/audit-log.ts';
+import { audited } from '../admin/audited.ts';
+import { principal } from '../admin/admin-auth.ts';
+import type { DrStateService } from '../dr-state/dr-state-service.ts';
+import { parseOrThrow } from '../http/validate.ts';
+import type { DatabaseFailoverService } from './database-failover-service.ts';
+import type { DatabaseVerifier } from './database-verifier.ts';
+
+const PROPAGATION_WAIT_MS = 1500;
+
+const promoteBody = z.strictObject({
+  confirm: z.literal('promote-replica', { error: 'must be "promote-replica"' }),
+  dryRun: z.boolean().default(false),
+  maxLagSeconds: z.number().min(0).max(86_400).optional(),
+});
+
+const switchBody = z.strictObject({
+  to: z.enum(['primary', 'replica'], { error: 'must be "primary" or "replica"' }),
+  dryRun: z.boolean().default(false),
+});
+
+export function databaseRoutes(deps: { failover: DatabaseFailoverService; verifier: DatabaseVerifier; dr: DrStateService; audit: AuditLog }): Router {
+  const router = Router();
+
+  router.post('/admin/database/promote', async (req, res) => {
+    const body = await audited(deps.audit, req, res, 'database.promote', async () => {
+      const input = parseOrThrow(promoteBody, req.body, 'invalid promote request');
+      const result = await deps.failover.promote(input);
+      return { body: result, result: input.dryRun ? 'dry_run' : 'success', detail: result };
+    });
+    res.json(body);
+  });
+
+  router.post('/admin/database/switch', async (req, res) => {
+    const body = await audited<Record<string, unknown>>(deps.audit, req, res, 'database.switch', async () => {
+      const input = parseOrThrow(switchBody, req.body, 'invalid switch request');
+      const result = await deps.failover.switchTo(input, principal(res).name);
+      if (!('change' in result) || !result.change) return { body: result, result: input.dryRun ? 'dry_run' : 'success', detail: result };
+      const { change, ...rest } = result;
+      const propagation = await deps.dr.waitForInstances(change.after.version, PROPAGATION_WAIT_MS);
+      return {
+        before: change.before.database,
+        after: change.after.database,
+        detail: { ...rest, version: change.after.version },
+        body: { ...rest, version: change.after.version, database: change.after.database, propagation },
+      };
+    });
+    res.json(body);
+  });
+
+  router.post('/admin/verify/database', async (req, res) => {
+    const report = await audited(deps.audit, req, res, 'verify.database', async () => {
+      const result = await deps.verifier.verify();
+      return { body: result, detail: result, result: 'success' };
+    });
+    res.status(report.status === 'pass' ? 200 : 503).json({ ...report, timestamp: new Date().toISOString() });
+  });
+
+  return router;
+}

@@ -1,0 +1,57 @@
+import type { DatabaseProbeData } from './pg-probe.ts';
+import { lsnGap } from './lsn.ts';
+import type { ProbeResult } from '../health/probe-runner.ts';
+
+export type ReplicationState = 'streaming' | 'catching_up' | 'disconnected' | 'promoted' | 'unreachable';
+
+export interface ReplicationReport {
+  status: 'healthy' | 'degraded';
+  state: ReplicationState;
+  lagSeconds: number | null;
+  lagBytes: number | null;
+  primaryLastKnownLsn: string | null;
+  primaryLastSeenAt: string | null;
+  replicaReplayLsn: string | null;
+}
+
+/**
+ * Turns the latest primary and replica probes into replication facts. It remembers the primary's
+ * last known WAL position, so after the primary dies the gap to the replica's replay position
+ * still says how much acknowledged data the replica may lack: the data-loss window.
+ */
+export class ReplicationMonitor {
+  private primaryLsn: string | null = null;
+  private primarySeenAt: Date | null = null;
+
+  constructor(private readonly maxLagSeconds: number) {}
+
+  observePrimary(result: ProbeResult<DatabaseProbeData>): void {
+    if (result.ok && result.data && !result.data.inRecovery && result.data.currentLsn) {
+      this.primaryLsn = result.data.currentLsn;
+      this.primarySeenAt = result.checkedAt;
+    }
+  }
+
+  report(primary: ProbeResult<DatabaseProbeData> | undefined, replica: ProbeResult<DatabaseProbeData> | undefined, now = Date.now()): ReplicationReport {
+    const base = { primaryLastKnownLsn: this.primaryLsn, primaryLastSeenAt: this.primarySeenAt?.toISOString() ?? null };
+    if (!replica?.ok || !replica.data) {
+      return { ...base, status: 'degraded', state: 'unreachable', lagSeconds: null, lagBytes: null, replicaReplayLsn: null };
+    }
+    const r = replica.data;
+    if (!r.inRecovery) {
+      return { ...base, status: 'healthy', state: 'promoted', lagSeconds: null, lagBytes: null, replicaReplayLsn: r.currentLsn };
+    }
+    const lagBytes = this.primaryLsn && r.replayLsn ? lsnGap(this.primaryLsn, r.replayLsn) : null;
+    let lagSeconds: number | null;
+    if (lagBytes === 0) lagSeconds = 0;
+    else {
+      const fromPrimary = primary?.ok ? primary.data?.standbys.find((s) => s.replayLsn !== null)?.replayLagSeconds : undefined;
+      lagSeconds = fromPrimary ?? (r.replayAt ? Math.max(0, (now - r.replayAt.getTime()) / 1000) : null);
+    }
+    if (lagSeconds !== null) lagSeconds = Math.round(lagSeconds * 1000) / 1000;
+    const streaming = r.receiverStatus === 'streaming';
+    const state: ReplicationState = !streaming ? 'disconnected' : lagBytes === 0 ? 'streaming' : 'catching_up';
+    const lagging = lagSeconds !== null && lagSeconds > this.maxLagSeconds;
+    return { ...base, status: streaming && !lagging ? 'healthy' : 'degraded', state, lagSeconds, lagBytes, replicaReplayLsn: r.replayLsn };
+  }
+}

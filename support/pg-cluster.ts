@@ -1,0 +1,128 @@
+// A real PostgreSQL primary and streaming replica on spare ports in a temp dir, for tests, the
+// drill and the local stack. The server refuses to run as root, so as root every command runs as
+// the `postgres` user.
+import { execFile } from 'node:child_process';
+import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const BIN = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
+
+export interface PgNode {
+  port: number;
+  dataDir: string;
+  url(database?: string): string;
+  start(): Promise<void>;
+  /** `immediate` is a crash: no checkpoint, no goodbye to the replica. */
+  stop(mode?: 'fast' | 'immediate'): Promise<void>;
+}
+
+export interface PgCluster {
+  primary: PgNode;
+  replica: PgNode;
+  dir: string;
+  /** Stops both servers and removes the directory; safe to call twice. */
+  destroy(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+const asRoot = process.getuid?.() === 0;
+
+async function pg(tool: string, args: string[]): Promise<string> {
+  const command = asRoot ? 'runuser' : join(BIN, tool);
+  const argv = asRoot ? ['-u', 'postgres', '--', join(BIN, tool), ...args] : args;
+  const { stdout } = await run(command, argv, { env: { ...process.env, PGTZ: 'UTC' }, maxBuffer: 16 * 1024 * 1024 });
+  return stdout;
+}
+
+function node(dataDir: string, port: number, dir: string): PgNode {
+  return {
+    port,
+    dataDir,
+    url: (database = 'postgres') => `postgresql://postgres@127.0.0.1:${port}/${database}`,
+    async start() {
+      await pg('pg_ctl', ['-D', dataDir, '-l', join(dir, `${port}.log`), '-w', '-t', '30', 'start']);
+    },
+    async stop(mode = 'fast') {
+      await pg('pg_ctl', ['-D', dataDir, '-m', mode, '-w', '-t', '30', 'stop']).catch(() => undefined);
+    },
+  };
+}
+
+const live = new Set<PgCluster>();
+process.once('exit', () => {
+  // Last resort if a test process dies without cleaning up: stop servers synchronously.
+  for (const cluster of live) {
+    for (const n of [cluster.primary, cluster.replica]) {
+      try {
+        require('node:child_process').execFileSync(asRoot ? 'runuser' : join(BIN, 'pg_ctl'), [
+          ...(asRoot ? ['-u', 'postgres', '--', join(BIN, 'pg_ctl')] : []),
+          '-D', n.dataDir, '-m', 'immediate', 'stop',
+        ], { stdio: 'ignore' });
+      } catch {
+        // already stopped
+      }
+    }
+    rmSync(cluster.dir, { recursive: true, force: true });
+  }
+});
+
+export async function startPgCluster(options: { dir?: string } = {}): Promise<PgCluster> {
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'sav3-pg-'));
+  chmodSync(dir, 0o700);
+  if (asRoot) chownSync(dir, 101, 104);
+  const [primaryPort, replicaPort] = [await freePort(), await freePort()];
+  const primaryDir = join(dir, 'primary');
+  const replicaDir = join(dir, 'replica');
+  const settings = (port: number) =>
+    [
+      `port = ${port}`,
+      `listen_addresses = '127.0.0.1'`,
+      `unix_socket_directories = '${dir}'`,
+      'wal_level = replica',
+      'max_wal_senders = 5',
+      'hot_standby = on',
+      'wal_keep_size = 64MB',
+      'fsync = off',
+      'synchronous_commit = on',
+      'shared_buffers = 32MB',
+      'max_connections = 60',
+      'wal_receiver_status_interval = 1s',
+      'hot_standby_feedback = on',
+    ].join('\n');
+  await pg('initdb', ['-D', primaryDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C.UTF-8', '--no-sync']);
+  appendFileSync(join(primaryDir, 'postgresql.conf'), `\n${settings(primaryPort)}\n`);
+  appendFileSync(join(primaryDir, 'pg_hba.conf'), '\nhost replication all 127.0.0.1/32 trust\n');
+  const cluster: PgCluster = {
+    dir,
+    primary: node(primaryDir, primaryPort, dir),
+    replica: node(replicaDir, replicaPort, dir),
+    async destroy() {
+      live.delete(cluster);
+      await Promise.all([cluster.replica.stop('immediate'), cluster.primary.stop('immediate')]);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  live.add(cluster);
+  try {
+    await cluster.primary.start();
+    await pg('pg_basebackup', ['-h', '127.0.0.1', '-p', String(primaryPort), '-U', 'postgres', '-D', replicaDir, '-R', '-X', 'stream', '--no-sync']);
+    writeFileSync(join(dir, 'replica.conf'), '');
+    appendFileSync(join(replicaDir, 'postgresql.conf'), `\nport = ${replicaPort}\n`);
+    await cluster.replica.start();
+    return cluster;
+  } catch (err) {
+    await cluster.destroy();
+    throw err;
+  }
+}

@@ -1,6 +1,7 @@
-// `npm run stack`: a complete local stack without Docker. Two S3 servers (primary and backup),
-// PostgreSQL and Redis from the environment (this machine's by default), migrations applied,
-// then the API on PORT. Prints curl commands to try; Ctrl-C stops everything.
+// `npm run stack`: a complete local stack without Docker. A PostgreSQL primary and streaming
+// replica of its own (or DATABASE_URL if given), two S3 servers (primary and backup), Redis from
+// REDIS_URL, migrations applied, then the API on PORT. Prints curl commands to try; Ctrl-C stops
+// everything.
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -9,6 +10,7 @@ import { loadConfig } from '../src/config/config.ts';
 import { migrate } from '../src/database/migrator.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService, MIGRATIONS_DIR } from '../src/service.ts';
+import { startPgCluster } from '../support/pg-cluster.ts';
 import { startS3Server } from '../support/s3-server.ts';
 
 const ROOT = join(__dirname, '..');
@@ -29,7 +31,9 @@ async function main(): Promise<void> {
   const env = process.env;
   const dataDir = join(ROOT, '.stack');
   mkdirSync(dataDir, { recursive: true });
-  const databaseUrl = env.DATABASE_URL ?? 'postgresql://postgres@127.0.0.1:5432/sav3_stack';
+  const cluster = env.DATABASE_URL ? undefined : await startPgCluster();
+  const databaseUrl = env.DATABASE_URL ?? cluster!.primary.url('sav3');
+  const replicaUrl = env.DATABASE_URL ? env.DATABASE_REPLICA_URL : cluster!.replica.url('sav3');
   await ensureDatabase(databaseUrl);
   const applied = await migrate(databaseUrl, MIGRATIONS_DIR);
   console.log(`database: ${applied.applied.length} migration(s) applied`);
@@ -43,6 +47,7 @@ async function main(): Promise<void> {
   const config = loadConfig({
     ...env,
     DATABASE_URL: databaseUrl,
+    DATABASE_REPLICA_URL: replicaUrl,
     MEDIA_PRIMARY_ENDPOINT: primary.endpoint,
     MEDIA_PRIMARY_ACCESS_KEY: primary.accessKey,
     MEDIA_PRIMARY_SECRET_KEY: primary.secretKey,
@@ -61,7 +66,7 @@ async function main(): Promise<void> {
   console.log(`
 SAV3 API stack is up.
   API            ${base}
-  PostgreSQL     ${databaseUrl.replace(/\/\/[^@]*@/, '//')}
+  PostgreSQL     ${databaseUrl.replace(/\/\/[^@]*@/, '//')}${replicaUrl ? `\n  replica        ${replicaUrl.replace(/\/\/[^@]*@/, '//')}` : ''}${cluster ? `\n  (kill the primary: runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D ${cluster.primary.dataDir} -m immediate stop)` : ''}
   Redis          ${config.redisUrl}
   S3 primary     ${primary.endpoint} (bucket ${primary.bucket})
   S3 backup      ${backup.endpoint} (bucket ${backup.bucket})
@@ -75,6 +80,10 @@ Try:
   curl -s $SAV3_API_URL/media/demo/hello.txt
   curl -s "$SAV3_API_URL/media?prefix=demo/&limit=10" | jq
   curl -s $SAV3_API_URL/metrics | grep ^sav3_
+  scripts/dr/dr-state.sh
+  scripts/dr/enable-readonly-mode.sh --reason "drill"
+  scripts/dr/promote-replica.sh --dry-run
+  scripts/dr/verify-database.sh
 
 Ctrl-C stops everything.`);
 
@@ -85,6 +94,7 @@ Ctrl-C stops everything.`);
     console.log('\nstopping…');
     await service.stop();
     await Promise.all([primary.stop(), backup.stop()]);
+    await cluster?.destroy();
     process.exit(0);
   };
   process.on('SIGINT', () => void stop());

@@ -49,5 +49,7 @@ export class DependencyUnavailableError extends AppError {
   constructor(dependency: string, message: string, cause?: unknown) {
     super(503, 'dependency_unavailable', message, { dependency });
     this.cause = cause;
+    // Dependencies come back (or are failed over) in seconds: tell clients when to retry.
+    this.headers['Retry-After'] = '5';
   }
 }

@@ -51,3 +51,34 @@ describe('runbook scripts', () => {
     expect((await script('dr-state.sh', [], { SAV3_API_URL: 'http://127.0.0.1:1', SAV3_ADMIN_TOKEN: OPERATOR_TOKEN })).code).toBe(3);
   });
 });
+
+describe('database runbook scripts', () => {
+  let s3: S3ServerHandle;
+  let api: TestInstance;
+  beforeAll(async () => {
+    s3 = await startS3Server({ bucket: 'runbook-db-scripts' });
+    api = await startInstance(mediaEnv('PRIMARY', s3));
+  });
+  afterAll(async () => {
+    await api.stop();
+    await s3.destroy();
+  });
+
+  it('verify-database passes on a healthy primary; promote and switch report refusals with a non-zero exit', async () => {
+    const env = { SAV3_API_URL: api.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
+    const verify = await script('verify-database.sh', [], env);
+    expect(verify.code).toBe(0);
+    expect(JSON.parse(verify.stdout).status).toBe('pass');
+    const promote = await script('promote-replica.sh', ['--max-lag', '10'], env);
+    expect(promote.code).toBe(1);
+    expect(JSON.parse(promote.stdout).error.checks[0]).toMatchObject({ name: 'replica_configured', ok: false });
+    const dry = await script('promote-replica.sh', ['--dry-run'], env);
+    expect(dry.code).toBe(0);
+    expect(JSON.parse(dry.stdout)).toMatchObject({ dryRun: true, wouldPromote: false });
+    const sw = await script('switch-database-connection.sh', ['--to', 'replica'], env);
+    expect(sw.code).toBe(1);
+    expect((await script('switch-database-connection.sh', ['--to', 'elsewhere'], env)).code).toBe(2);
+    const same = await script('switch-database-connection.sh', ['--to', 'primary', '--dry-run'], env);
+    expect(JSON.parse(same.stdout)).toMatchObject({ dryRun: true, wouldSwitch: false });
+  });
+});

@@ -5,6 +5,7 @@ import { ProbeRunner, type ProbeRunnerOptions } from '../health/probe-runner.ts'
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { DatabaseClients } from './database-clients.ts';
+import { AutoReadOnly } from './auto-read-only.ts';
 import { DatabaseFailoverService } from './database-failover-service.ts';
 import { databaseRoutes } from './database-routes.ts';
 import { DatabaseVerifier } from './database-verifier.ts';
@@ -34,6 +35,18 @@ export function createDatabaseModule(deps: {
   const runners = new Map<DatabaseTarget, ProbeRunner<DatabaseProbeData>>();
   const replication = (): ReplicationReport | undefined => (runners.has('replica') ? monitor.report(runners.get('primary')?.latest(), runners.get('replica')?.latest()) : undefined);
 
+  const auto =
+    config.autoReadOnly && clients.has('replica')
+      ? new AutoReadOnly({
+          dr: dr.state,
+          audit: dr.audit,
+          logger,
+          failuresToEngage: config.autoReadOnlyFailures,
+          recoveriesToRelease: config.autoReadOnlyRecoveries,
+          replica: () => runners.get('replica')?.latest(),
+        })
+      : undefined;
+
   for (const target of ['primary', 'replica'] as const) {
     const url = clients.url(target);
     if (url === undefined) continue;
@@ -44,7 +57,10 @@ export function createDatabaseModule(deps: {
       metrics,
       logger,
       onResult: (result) => {
-        if (target === 'primary') monitor.observePrimary(result);
+        if (target === 'primary') {
+          monitor.observePrimary(result);
+          auto?.observePrimary(result);
+        }
         const lag = replication()?.lagSeconds;
         if (runners.has('replica')) metrics.replicationLag.set(lag ?? -1);
       },

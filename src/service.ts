@@ -15,6 +15,7 @@ import type { Logger } from './logger.ts';
 import { RedisMediaCache } from './media/media-cache.ts';
 import { PrismaMediaRepository } from './media/media-repository.ts';
 import { MediaService } from './media/media-service.ts';
+import { createMediaModule, type MediaModule } from './media/media-module.ts';
 import { MinioObjectStore } from './media/minio-object-store.ts';
 import type { ObjectStore } from './media/object-store.ts';
 import { createMetrics, type Metrics } from './metrics/metrics.ts';
@@ -44,6 +45,7 @@ export interface Service {
   redis: Redis;
   dr: DrModule;
   db: DatabaseModule;
+  media: MediaModule;
   listen(): Promise<AddressInfo>;
   /** Graceful stop: readiness 503, stop accepting, drain within the bound, close every client. */
   stop(): Promise<void>;
@@ -87,9 +89,13 @@ export async function createService(config: Config, logger: Logger, options: Ser
     timeoutMs,
   });
 
+  const cache = new RedisMediaCache(redis, prefix, config.mediaCacheTtlSeconds);
+  const mediaModule = createMediaModule({ config, stores, cache, dr, redis, prefix, metrics, logger });
+  dr.admin.routers.push(...mediaModule.routers);
   const media = new MediaService({
     repository: new PrismaMediaRepository(() => database.client()),
-    cache: new RedisMediaCache(redis, prefix, config.mediaCacheTtlSeconds),
+    cache,
+    onStored: (meta) => mediaModule.onStored(meta),
     stores,
     activeBackend: activeMedia,
     maxBytes: config.mediaMaxBytes,
@@ -121,9 +127,11 @@ export async function createService(config: Config, logger: Logger, options: Ser
     redis,
     dr,
     db,
+    media: mediaModule,
     async listen() {
       health.start();
       await dr.start();
+      mediaModule.start();
       server = app.listen(config.port, config.host);
       await new Promise<void>((resolve, reject) => {
         server!.once('listening', resolve).once('error', reject);
@@ -136,6 +144,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
       lifecycle.shuttingDown = true;
       health.stop();
       if (server) await drain(server, config.shutdownTimeoutMs, logger);
+      mediaModule.stop();
       await dr.stop();
       await Promise.allSettled([database.closeAll(), closeRedis(redis), closeRedis(dr.subscriber)]);
       for (const store of stores.values()) store.close();

@@ -38,6 +38,9 @@ export interface Config {
   autoReadOnly: boolean;
   autoReadOnlyFailures: number;
   autoReadOnlyRecoveries: number;
+  mediaContinuousBackup: boolean;
+  mediaSyncConcurrency: number;
+  mediaSyncInlineMax: number;
 }
 
 /** Thrown with one line per problem; no line ever contains a variable's value. */
@@ -100,6 +103,9 @@ const schema = z.object({
   AUTO_READ_ONLY: bool.default(false),
   AUTO_READ_ONLY_FAILURES: int(1, 1000).default(3),
   AUTO_READ_ONLY_RECOVERIES: int(1, 1000).default(3),
+  MEDIA_CONTINUOUS_BACKUP: bool.default(false),
+  MEDIA_SYNC_CONCURRENCY: int(1, 64).default(4),
+  MEDIA_SYNC_INLINE_MAX: int(0, 100_000).default(20),
 });
 
 type Raw = z.output<typeof schema>;
@@ -209,5 +215,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     autoReadOnly: raw.AUTO_READ_ONLY,
     autoReadOnlyFailures: raw.AUTO_READ_ONLY_FAILURES,
     autoReadOnlyRecoveries: raw.AUTO_READ_ONLY_RECOVERIES,
+    mediaContinuousBackup: raw.MEDIA_CONTINUOUS_BACKUP,
+    mediaSyncConcurrency: raw.MEDIA_SYNC_CONCURRENCY,
+    mediaSyncInlineMax: raw.MEDIA_SYNC_INLINE_MAX,
   };
 }

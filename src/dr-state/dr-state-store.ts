@@ -15,6 +15,8 @@ export interface DrStateStore {
   /** A lock with an expiry for long operations; false when someone else holds it. */
   acquireLock(name: string, owner: string, ttlMs: number): Promise<boolean>;
   releaseLock(name: string, owner: string): Promise<void>;
+  /** Keeps a held lock alive; false when it is no longer ours. */
+  extendLock(name: string, owner: string, ttlMs: number): Promise<boolean>;
   lockHolder(name: string): Promise<string | null>;
 }
 
@@ -35,6 +37,11 @@ if raw and cjson.decode(raw).version >= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('PUBLISH', KEYS[2], ARGV[1])
 return 1
+`;
+
+const EXTEND = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
 `;
 
 const RELEASE = `
@@ -99,6 +106,10 @@ export class RedisDrStateStore implements DrStateStore {
 
   async releaseLock(name: string, owner: string): Promise<void> {
     await this.redis.eval(RELEASE, 1, `${this.prefix}dr:lock:${name}`, owner);
+  }
+
+  async extendLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
+    return (await this.redis.eval(EXTEND, 1, `${this.prefix}dr:lock:${name}`, owner, String(ttlMs))) === 1;
   }
 
   async lockHolder(name: string): Promise<string | null> {

@@ -36,6 +36,8 @@ export interface MediaServiceDeps {
   activeBackend: () => MediaBackendName;
   maxBytes: number;
   logger: Logger;
+  /** Called after an upload is stored and recorded (continuous backup hooks in here). */
+  onStored?: (meta: MediaMetadata) => Promise<void>;
   now?: () => Date;
 }
 
@@ -82,6 +84,7 @@ export class MediaService {
       throw new DependencyUnavailableError('database', `the metadata could not be saved`, err);
     }
     await this.deps.cache.put(meta);
+    await this.deps.onStored?.(meta).catch((err: unknown) => this.deps.logger.warn({ key, err: describe(err) }, 'post-upload hook failed'));
     return meta;
   }
 

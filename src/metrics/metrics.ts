@@ -63,6 +63,11 @@ export function createMetrics(registry: Registry = new Registry()) {
       labelNames: ['kind', 'result'] as const,
       registers,
     }),
+    mediaBackupBacklog: new Gauge({
+      name: 'sav3_media_backup_backlog',
+      help: 'Uploads waiting to be copied to the backup media backend (continuous backup)',
+      registers,
+    }),
     replicationLag: new Gauge({
       name: 'sav3_replication_lag_seconds',
       help: 'Replication lag of the streaming replica in seconds (-1 when unknown)',

@@ -113,7 +113,9 @@ describe('audit events while PostgreSQL is down', () => {
 
   it('keeps the event in the spool and writes it when PostgreSQL returns: none is lost', async () => {
     proxy.setMode('refuse');
-    const change = await request(api.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'db outage drill' });
+    // Every test instance shares the test database's audit table: find the event by a unique reason.
+    const reason = `db outage drill ${Date.now()}-${Math.random().toString(36).slice(2)}`;
+    const change = await request(api.url).put('/admin/read-only').set(auth).send({ enabled: true, reason });
     expect(change.status).toBe(200);
     const whileDown = await request(api.url).get('/admin/audit').set(auth);
     expect(whileDown.status).toBe(503);
@@ -122,11 +124,11 @@ describe('audit events while PostgreSQL is down', () => {
     proxy.setMode('pass');
     const after = await eventually(
       () => request(api.url).get('/admin/audit?limit=20').set(auth),
-      (r) => r.status === 200 && r.body.pending === 0 && r.body.events.some((e: { detail: { version?: number } }) => e.detail?.version === change.body.version),
+      (r) => r.status === 200 && r.body.pending === 0 && r.body.events.some((e: { after: { reason?: string } | null }) => e.after?.reason === reason),
       8000,
     );
-    const event = after.body.events.find((e: { detail: { version?: number } }) => e.detail?.version === change.body.version);
-    expect(event).toMatchObject({ action: 'read_only.set', result: 'success', after: { enabled: true, reason: 'db outage drill' } });
+    const event = after.body.events.find((e: { after: { reason?: string } | null }) => e.after?.reason === reason);
+    expect(event).toMatchObject({ action: 'read_only.set', result: 'success', after: { enabled: true, reason }, detail: { version: change.body.version } });
     await request(api.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'drill over' }).expect(200);
   });
 });

@@ -39,6 +39,9 @@ class MemoryStore implements DrStateStore {
     return true;
   }
   async releaseLock() {}
+  async extendLock() {
+    return true;
+  }
   async lockHolder() {
     return null;
   }

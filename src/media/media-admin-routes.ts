@@ -1,0 +1,59 @@
+import { Router } from 'express';
+import { z } from 'zod';
+import { audited } from '../admin/audited.ts';
+import { principal } from '../admin/admin-auth.ts';
+import type { AuditLog } from '../audit/audit-log.ts';
+import type { DrStateService } from '../dr-state/dr-state-service.ts';
+import { parseOrThrow } from '../http/validate.ts';
+import type { MediaFailoverService } from './media-failover-service.ts';
+import type { MediaSyncService } from './media-sync.ts';
+
+const backend = z.enum(['primary', 'backup'], { error: 'must be "primary" or "backup"' });
+const switchBody = z.strictObject({ to: backend, dryRun: z.boolean().default(false), force: z.boolean().default(false) });
+const syncBody = z.strictObject({ from: backend, to: backend, dryRun: z.boolean().default(false) });
+const jobId = z.uuid({ error: 'must be a job id' });
+
+export function mediaAdminRoutes(deps: { failover: MediaFailoverService; sync: MediaSyncService; dr: DrStateService; audit: AuditLog }): Router {
+  const router = Router();
+
+  router.post('/admin/media/switch', async (req, res) => {
+    const body = await audited<Record<string, unknown>>(deps.audit, req, res, 'media.switch', async () => {
+      const input = parseOrThrow(switchBody, req.body, 'invalid media switch request');
+      const result = await deps.failover.switchTo(input, principal(res).name);
+      if (!('change' in result) || !result.change) return { body: result, result: input.dryRun ? 'dry_run' : 'success', detail: result };
+      const { change, ...rest } = result;
+      const propagation = await deps.dr.waitForInstances(change.after.version, 1500);
+      return {
+        before: change.before.media,
+        after: change.after.media,
+        detail: { ...rest, version: change.after.version },
+        body: { ...rest, version: change.after.version, media: change.after.media, propagation },
+      };
+    });
+    res.json(body);
+  });
+
+  router.post('/admin/media/sync', async (req, res) => {
+    const body = await audited<Record<string, unknown>>(deps.audit, req, res, 'media.sync', async () => {
+      const input = parseOrThrow(syncBody, req.body, 'invalid media sync request');
+      const result = await deps.sync.sync(input);
+      return { body: result, result: input.dryRun ? 'dry_run' : 'success', detail: { ...result, items: undefined } };
+    });
+    res.status(body.async === true ? 202 : 200).json(body);
+  });
+
+  router.get('/admin/jobs/:id', async (req, res) => {
+    const id = parseOrThrow(z.object({ id: jobId }), req.params, 'invalid job id').id;
+    res.json(await deps.sync.job(id));
+  });
+
+  router.post('/admin/verify/media', async (req, res) => {
+    const report = await audited(deps.audit, req, res, 'verify.media', async () => {
+      const result = await deps.failover.verify();
+      return { body: result, detail: result };
+    });
+    res.status(report.status === 'fail' ? 503 : 200).json({ ...report, timestamp: new Date().toISOString() });
+  });
+
+  return router;
+}

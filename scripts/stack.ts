@@ -84,6 +84,8 @@ Try:
   scripts/dr/enable-readonly-mode.sh --reason "drill"
   scripts/dr/promote-replica.sh --dry-run
   scripts/dr/verify-database.sh
+  scripts/dr/switch-media-backend.sh --to s3-backup --dry-run
+  scripts/dr/verify-media-access.sh
 
 Ctrl-C stops everything.`);
 

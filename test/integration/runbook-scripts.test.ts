@@ -82,3 +82,35 @@ describe('database runbook scripts', () => {
     expect(JSON.parse(same.stdout)).toMatchObject({ dryRun: true, wouldSwitch: false });
   });
 });
+
+describe('media runbook scripts', () => {
+  let primary: S3ServerHandle;
+  let backup: S3ServerHandle;
+  let api: TestInstance;
+  beforeAll(async () => {
+    primary = await startS3Server({ bucket: 'runbook-media-primary' });
+    backup = await startS3Server({ bucket: 'runbook-media-backup' });
+    api = await startInstance({ ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_SYNC_INLINE_MAX: '1' });
+  });
+  afterAll(async () => {
+    await api.stop();
+    await primary.destroy();
+    await backup.destroy();
+  });
+
+  it('switch to s3-backup, verify, sync (following the job), switch back', async () => {
+    const env = { SAV3_API_URL: api.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
+    for (const n of [1, 2, 3]) expect((await fetch(`${api.url}/media/rb/${n}`, { method: 'PUT', body: `object ${n}` })).status).toBe(201);
+    const sw = await script('switch-media-backend.sh', ['--to', 's3-backup'], env);
+    expect(sw.code).toBe(0);
+    expect(JSON.parse(sw.stdout)).toMatchObject({ changed: true, to: 'backup' });
+    const verify = await script('verify-media-access.sh', [], env);
+    expect(verify.code).toBe(0);
+    expect(JSON.parse(verify.stdout).status).toBe('pass');
+    const sync = await script('sync-media-files.sh', ['--from', 'primary', '--to', 's3-backup'], env);
+    expect(sync.code).toBe(0);
+    expect(sync.stdout).toContain('"status": "succeeded"');
+    expect((await script('switch-media-backend.sh', ['--to', 'minio'], env)).code).toBe(0);
+    expect((await script('switch-media-backend.sh', ['--to', 'nowhere'], env)).code).toBe(2);
+  });
+});

@@ -5,17 +5,14 @@ import type { AddressInfo } from 'node:net';
 import { loadConfig } from '../src/config/config.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService } from '../src/service.ts';
-import { startS3Server } from '../support/s3-server.ts';
+import { mediaEnv, startS3Server } from '../support/s3-server.ts';
 import { startHungServer } from '../test/support/hung-server.ts';
 
 async function main(): Promise<void> {
   const s3 = await startS3Server({ bucket: 'bench-media' });
   const base = {
     DATABASE_URL: process.env.BENCH_DATABASE_URL,
-    MEDIA_PRIMARY_ENDPOINT: s3.endpoint,
-    MEDIA_PRIMARY_ACCESS_KEY: s3.accessKey,
-    MEDIA_PRIMARY_SECRET_KEY: s3.secretKey,
-    MEDIA_PRIMARY_BUCKET: s3.bucket,
+    ...mediaEnv('PRIMARY', s3),
     PORT: '0',
     HOST: '127.0.0.1',
     LOG_LEVEL: 'silent',

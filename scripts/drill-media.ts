@@ -3,19 +3,15 @@
 // it lacks; media switches back and a last sync catches the uploads made meanwhile. Prints the RTO
 // (stop to the first accepted upload), the uploads refused meanwhile, and proves every acknowledged
 // upload is readable from the primary alone at the end, with its sha256.
-import { execFile } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
+import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { loadConfig } from '../src/config/config.ts';
 import { migrate } from '../src/database/migrator.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService, MIGRATIONS_DIR } from '../src/service.ts';
-import { startS3Server } from '../support/s3-server.ts';
+import { refusalSummary, runbookScript, sha, startUploadLoop } from '../support/drill.ts';
+import { mediaEnv, startS3Server } from '../support/s3-server.ts';
 
-const run = promisify(execFile);
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const ADMIN_URL = process.env.DRILL_PG_ADMIN_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
 
 async function main(): Promise<void> {
@@ -33,14 +29,8 @@ async function main(): Promise<void> {
     loadConfig({
       DATABASE_URL: dbUrl.toString(),
       REDIS_URL: process.env.REDIS_URL,
-      MEDIA_PRIMARY_ENDPOINT: primary.endpoint,
-      MEDIA_PRIMARY_ACCESS_KEY: primary.accessKey,
-      MEDIA_PRIMARY_SECRET_KEY: primary.secretKey,
-      MEDIA_PRIMARY_BUCKET: primary.bucket,
-      MEDIA_BACKUP_ENDPOINT: backup.endpoint,
-      MEDIA_BACKUP_ACCESS_KEY: backup.accessKey,
-      MEDIA_BACKUP_SECRET_KEY: backup.secretKey,
-      MEDIA_BACKUP_BUCKET: backup.bucket,
+      ...mediaEnv('PRIMARY', primary),
+      ...mediaEnv('BACKUP', backup),
       ADMIN_TOKENS: `drill:operator:${token}`,
       PORT: '0',
       HOST: '127.0.0.1',
@@ -52,67 +42,38 @@ async function main(): Promise<void> {
   );
   try {
     const base = `http://127.0.0.1:${(await service.listen()).port}`;
-    const env = { ...process.env, SAV3_API_URL: base, SAV3_ADMIN_TOKEN: token };
-    const script = async (name: string, args: string[]) => {
-      const started = performance.now();
-      await run('bash', [join(__dirname, 'dr', name), ...args], { env });
-      return Math.round(performance.now() - started);
-    };
-
-    const acked = new Map<string, string>();
-    const refused: { status: number; retryAfter: string | null }[] = [];
-    let stoppedAt = 0;
-    let firstAfterStop = 0;
-    let running = true;
-    let n = 0;
-    const loop = (async () => {
-      while (running) {
-        const key = `drill/media-${(n += 1)}`;
-        const body = randomBytes(4096);
-        const res = await fetch(`${base}/media/${key}`, { method: 'PUT', body }).catch(() => undefined);
-        if (res?.status === 201) {
-          acked.set(key, sha(body));
-          if (stoppedAt && !firstAfterStop) firstAfterStop = performance.now();
-        } else if (res) {
-          await res.arrayBuffer();
-          refused.push({ status: res.status, retryAfter: res.headers.get('retry-after') });
-        }
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    })();
+    const script = (name: string, args: string[]) => runbookScript(base, token, name, args);
+    const uploads = startUploadLoop(base, 'drill/media', 4096);
 
     await new Promise((r) => setTimeout(r, 1000));
-    const beforeStop = acked.size;
+    const beforeStop = uploads.acked.size;
     await primary.stop();
-    stoppedAt = performance.now();
+    const stoppedAt = uploads.disaster();
     const steps: [string, number][] = [];
     steps.push(['switch-media-backend.sh --to s3-backup', await script('switch-media-backend.sh', ['--to', 's3-backup'])]);
-    const deadline = performance.now() + 10_000;
-    while (!firstAfterStop && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    const rtoMs = firstAfterStop ? Math.round(firstAfterStop - stoppedAt) : NaN;
+    const rtoMs = Math.round((await uploads.firstAcceptedAfterDisaster(10_000)) - stoppedAt);
     await new Promise((r) => setTimeout(r, 1000));
     await primary.start();
     steps.push(['sync-media-files.sh --from backup --to primary', await script('sync-media-files.sh', ['--from', 'backup', '--to', 'primary'])]);
     steps.push(['switch-media-backend.sh --to minio', await script('switch-media-backend.sh', ['--to', 'minio'])]);
     await new Promise((r) => setTimeout(r, 500));
-    running = false;
-    await loop;
+    await uploads.stop();
     steps.push(['sync-media-files.sh (catch-up)', await script('sync-media-files.sh', ['--from', 'backup', '--to', 'primary'])]);
 
     // The proof: with the backup gone, every acknowledged upload comes from the primary intact.
     await backup.stop();
     let missing = 0;
-    for (const [key, digest] of acked) {
+    for (const [key, digest] of uploads.acked) {
       const res = await fetch(`${base}/media/${key}`);
       const body = Buffer.from(await res.arrayBuffer());
       if (res.status !== 200 || res.headers.get('x-media-backend') !== 'primary' || sha(body) !== digest) missing += 1;
     }
-    const withoutRetryAfter = refused.filter((r) => r.status !== 503 || r.retryAfter === null).length;
+    const { byCode, withoutRetryAfter } = refusalSummary(uploads.refused);
     console.log('\nMedia failover drill');
     for (const [name, ms] of steps) console.log(`  ${name.padEnd(48)} ${String(ms).padStart(6)} ms`);
     console.log(`  RTO (primary S3 stopped → first accepted upload)  ${String(rtoMs).padStart(6)} ms`);
-    console.log(`  uploads acknowledged: ${acked.size} (${beforeStop} before the stop)`);
-    console.log(`  uploads refused meanwhile: ${refused.length}; without 503 + Retry-After: ${withoutRetryAfter}`);
+    console.log(`  uploads acknowledged: ${uploads.acked.size} (${beforeStop} before the stop)`);
+    console.log(`  uploads refused meanwhile: ${uploads.refused.length} ${JSON.stringify(byCode)}; without 503 + Retry-After: ${withoutRetryAfter}`);
     console.log(`  acknowledged uploads not readable from the primary with their sha256: ${missing}`);
     const ok = missing === 0 && withoutRetryAfter === 0 && Number.isFinite(rtoMs);
     console.log(ok ? '\ndrill passed' : '\ndrill FAILED');

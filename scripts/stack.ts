@@ -11,7 +11,7 @@ import { migrate } from '../src/database/migrator.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService, MIGRATIONS_DIR } from '../src/service.ts';
 import { startPgCluster } from '../support/pg-cluster.ts';
-import { startS3Server } from '../support/s3-server.ts';
+import { mediaEnv, startS3Server } from '../support/s3-server.ts';
 
 const ROOT = join(__dirname, '..');
 
@@ -48,14 +48,8 @@ async function main(): Promise<void> {
     ...env,
     DATABASE_URL: databaseUrl,
     DATABASE_REPLICA_URL: replicaUrl,
-    MEDIA_PRIMARY_ENDPOINT: primary.endpoint,
-    MEDIA_PRIMARY_ACCESS_KEY: primary.accessKey,
-    MEDIA_PRIMARY_SECRET_KEY: primary.secretKey,
-    MEDIA_PRIMARY_BUCKET: primary.bucket,
-    MEDIA_BACKUP_ENDPOINT: backup.endpoint,
-    MEDIA_BACKUP_ACCESS_KEY: backup.accessKey,
-    MEDIA_BACKUP_SECRET_KEY: backup.secretKey,
-    MEDIA_BACKUP_BUCKET: backup.bucket,
+    ...mediaEnv('PRIMARY', primary),
+    ...mediaEnv('BACKUP', backup),
     ADMIN_TOKENS: env.ADMIN_TOKENS ?? `stack-operator:operator:${operator},stack-viewer:viewer:${viewer}`,
     INSTANCE_ID: env.INSTANCE_ID ?? 'stack-1',
   });

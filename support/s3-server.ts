@@ -70,3 +70,13 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3ServerH
   await handle.start();
   return handle;
 }
+
+/** The MEDIA_<PRIMARY|BACKUP>_* variables that point the service at this server. */
+export function mediaEnv(prefix: 'PRIMARY' | 'BACKUP', s3: S3ServerHandle): Record<string, string> {
+  return {
+    [`MEDIA_${prefix}_ENDPOINT`]: s3.endpoint,
+    [`MEDIA_${prefix}_ACCESS_KEY`]: s3.accessKey,
+    [`MEDIA_${prefix}_SECRET_KEY`]: s3.secretKey,
+    [`MEDIA_${prefix}_BUCKET`]: s3.bucket,
+  };
+}

@@ -3,13 +3,10 @@ import { z } from 'zod';
 import type { AuditLog } from '../audit/audit-log.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
 import { DependencyUnavailableError } from '../http/app-error.ts';
-import { parseOrThrow } from '../http/validate.ts';
+import { parseOrThrow, wholeNumberParam } from '../http/validate.ts';
 import type { ReadOnlyService } from '../read-only/read-only-service.ts';
-import { audited } from './audited.ts';
+import { audited, PROPAGATION_WAIT_MS } from './audited.ts';
 import { principal } from './admin-auth.ts';
-
-/** How long a change waits for every live instance to report it applied before answering. */
-export const PROPAGATION_WAIT_MS = 1500;
 
 const readOnlyBody = z.strictObject({
   enabled: z.boolean(),
@@ -17,14 +14,7 @@ const readOnlyBody = z.strictObject({
   ttlSeconds: z.number().int().min(1).max(7 * 24 * 3600).optional(),
 });
 
-const auditQuery = z.strictObject({
-  limit: z
-    .string()
-    .regex(/^\d+$/, { error: 'must be a whole number from 1 to 1000' })
-    .transform(Number)
-    .refine((n) => n >= 1 && n <= 1000, { error: 'must be a whole number from 1 to 1000' })
-    .default(50),
-});
+const auditQuery = z.strictObject({ limit: wholeNumberParam(1, 1000, 50) });
 
 export interface AdminDeps {
   dr: DrStateService;

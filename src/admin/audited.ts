@@ -1,6 +1,7 @@
 import type { Request, Response } from 'express';
 import type { AuditResult } from '../audit/audit-event.ts';
 import type { AuditLog } from '../audit/audit-log.ts';
+import type { Change, DrStateService } from '../dr-state/dr-state-service.ts';
 import { AppError } from '../http/app-error.ts';
 import { principal } from './admin-auth.ts';
 
@@ -29,4 +30,29 @@ export async function audited<T>(audit: AuditLog, req: Request, res: Response, a
     await audit.record({ ...base, result: refused ? 'refused' : 'failed', before: null, after: null, detail });
     throw err;
   }
+}
+
+/** How long a change waits for every live instance to report it applied before answering. */
+export const PROPAGATION_WAIT_MS = 1500;
+
+/**
+ * The audited outcome of a DR operation that may have changed one part of the shared state: the
+ * part before and after, and, once every live instance applied it (bounded), the propagation.
+ */
+export async function stateChangeOutcome(
+  dr: DrStateService,
+  result: { change?: Change } & Record<string, unknown>,
+  part: 'database' | 'media',
+  dryRun: boolean,
+): Promise<AuditedOutcome<Record<string, unknown>>> {
+  const { change, ...rest } = result;
+  if (!change) return { body: rest, result: dryRun ? 'dry_run' : 'success', detail: rest };
+  const version = change.after.version;
+  const propagation = await dr.waitForInstances(version, PROPAGATION_WAIT_MS);
+  return {
+    before: change.before[part],
+    after: change.after[part],
+    detail: { ...rest, version },
+    body: { ...rest, version, [part]: change.after[part], propagation },
+  };
 }

@@ -1,14 +1,12 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import type { AuditLog } from '../audit/audit-log.ts';
-import { audited } from '../admin/audited.ts';
+import { audited, stateChangeOutcome } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
 import { parseOrThrow } from '../http/validate.ts';
 import type { DatabaseFailoverService } from './database-failover-service.ts';
 import type { DatabaseVerifier } from './database-verifier.ts';
-
-const PROPAGATION_WAIT_MS = 1500;
 
 const promoteBody = z.strictObject({
   confirm: z.literal('promote-replica', { error: 'must be "promote-replica"' }),
@@ -37,15 +35,7 @@ export function databaseRoutes(deps: { failover: DatabaseFailoverService; verifi
     const body = await audited<Record<string, unknown>>(deps.audit, req, res, 'database.switch', async () => {
       const input = parseOrThrow(switchBody, req.body, 'invalid switch request');
       const result = await deps.failover.switchTo(input, principal(res).name);
-      if (!('change' in result) || !result.change) return { body: result, result: input.dryRun ? 'dry_run' : 'success', detail: result };
-      const { change, ...rest } = result;
-      const propagation = await deps.dr.waitForInstances(change.after.version, PROPAGATION_WAIT_MS);
-      return {
-        before: change.before.database,
-        after: change.after.database,
-        detail: { ...rest, version: change.after.version },
-        body: { ...rest, version: change.after.version, database: change.after.database, propagation },
-      };
+      return stateChangeOutcome(deps.dr, result, 'database', input.dryRun);
     });
     res.json(body);
   });

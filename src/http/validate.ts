@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import { z } from 'zod';
 import { BadRequestError } from './app-error.ts';
 
 /** Parses input with a zod schema; failures become 400 with messages per field. */
@@ -15,4 +15,15 @@ export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, mes
     (details[field] ??= []).push(issue.message);
   }
   throw new BadRequestError(message, details);
+}
+
+/** A whole-number query parameter (query values arrive as strings) within [min, max]. */
+export function wholeNumberParam(min: number, max: number, fallback: number) {
+  const message = `must be a whole number from ${min} to ${max}`;
+  return z
+    .string()
+    .regex(/^\d+$/, { error: message })
+    .transform(Number)
+    .refine((n) => n >= min && n <= max, { error: message })
+    .default(fallback);
 }

@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import { audited } from '../admin/audited.ts';
+import { audited, stateChangeOutcome } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 import type { AuditLog } from '../audit/audit-log.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
@@ -20,15 +20,7 @@ export function mediaAdminRoutes(deps: { failover: MediaFailoverService; sync: M
     const body = await audited<Record<string, unknown>>(deps.audit, req, res, 'media.switch', async () => {
       const input = parseOrThrow(switchBody, req.body, 'invalid media switch request');
       const result = await deps.failover.switchTo(input, principal(res).name);
-      if (!('change' in result) || !result.change) return { body: result, result: input.dryRun ? 'dry_run' : 'success', detail: result };
-      const { change, ...rest } = result;
-      const propagation = await deps.dr.waitForInstances(change.after.version, 1500);
-      return {
-        before: change.before.media,
-        after: change.after.media,
-        detail: { ...rest, version: change.after.version },
-        body: { ...rest, version: change.after.version, media: change.after.media, propagation },
-      };
+      return stateChangeOutcome(deps.dr, result, 'media', input.dryRun);
     });
     res.json(body);
   });

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { wholeNumberParam } from '../http/validate.ts';
 
 export const MAX_KEY_LENGTH = 512;
 
@@ -28,11 +29,6 @@ export const listQuerySchema = z.strictObject({
     .max(MAX_KEY_LENGTH)
     .regex(/^[A-Za-z0-9._\-/]*$/, { error: 'must be letters, digits and . _ - /' })
     .default(''),
-  limit: z
-    .string()
-    .regex(/^\d+$/, { error: 'must be a whole number from 1 to 1000' })
-    .transform(Number)
-    .refine((n) => n >= 1 && n <= 1000, { error: 'must be a whole number from 1 to 1000' })
-    .default(100),
+  limit: wholeNumberParam(1, 1000, 100),
   after: mediaKeySchema.optional(),
 });

@@ -11,6 +11,7 @@ const LOCK_TTL_MS = 30_000;
 /** A running job whose instance has not reported progress for this long has failed. */
 export const JOB_STALE_MS = 15_000;
 const CANARY_PREFIX = '.sav3-canary/';
+const COPY_ATTEMPTS = 3;
 
 export interface SyncItem {
   key: string;
@@ -115,13 +116,22 @@ export class MediaSyncService {
     const queue = [...items];
     const worker = async () => {
       for (let item = queue.shift(); item; item = queue.shift()) {
-        try {
-          const contentType = (await source.stat(item.key))?.contentType ?? 'application/octet-stream';
-          await target.put(item.key, await source.get(item.key), item.size, contentType);
-          job.copied += 1;
-          job.bytes += item.size;
-        } catch (err) {
-          job.failed.push({ key: item.key, error: err instanceof Error ? err.message : String(err) });
+        // A copy is idempotent: a transient failure (a backend just restarted) is tried again.
+        for (let attempt = 1; ; attempt += 1) {
+          try {
+            const contentType = (await source.stat(item.key))?.contentType ?? 'application/octet-stream';
+            await target.put(item.key, await source.get(item.key), item.size, contentType);
+            job.copied += 1;
+            job.bytes += item.size;
+            break;
+          } catch (err) {
+            if (attempt < COPY_ATTEMPTS) {
+              await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
+              continue;
+            }
+            job.failed.push({ key: item.key, error: err instanceof Error ? err.message : String(err) });
+            break;
+          }
         }
         job.updatedAt = new Date().toISOString();
         await this.save(job).catch(() => undefined);

@@ -1,21 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { loadConfig } from '../../src/config/config.ts';
 import { createService, type Service } from '../../src/service.ts';
-import type { S3ServerHandle } from '../../support/s3-server.ts';
+import { mediaEnv } from '../../support/s3-server.ts';
 import { captureLogger } from './log-capture.ts';
 
 export const OPERATOR_TOKEN = 'operator-token-0123456789abcdef';
 export const VIEWER_TOKEN = 'viewer-token-0123456789abcdef';
 export const ADMIN_TOKENS = `ops:operator:${OPERATOR_TOKEN},watch:viewer:${VIEWER_TOKEN}`;
 
-export function mediaEnv(prefix: 'PRIMARY' | 'BACKUP', s3: S3ServerHandle): Record<string, string> {
-  return {
-    [`MEDIA_${prefix}_ENDPOINT`]: s3.endpoint,
-    [`MEDIA_${prefix}_ACCESS_KEY`]: s3.accessKey,
-    [`MEDIA_${prefix}_SECRET_KEY`]: s3.secretKey,
-    [`MEDIA_${prefix}_BUCKET`]: s3.bucket,
-  };
-}
+export { mediaEnv };
 
 export interface TestInstance {
   url: string;

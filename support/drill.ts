@@ -1,0 +1,73 @@
+// Shared by the failover drills: the upload loop that plays the application, and the runbook
+// scripts run as an operator would.
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+export const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+export interface UploadLoop {
+  /** key → sha256 of every upload answered 201. */
+  acked: Map<string, string>;
+  /** Uploads refused after the disaster began, with their status and Retry-After. */
+  refused: { status: number; retryAfter: string | null; code: string }[];
+  /** Marks the disaster; returns its time. */
+  disaster(): number;
+  /** Resolves with the time of the first accepted upload after the disaster (or NaN after timeoutMs). */
+  firstAcceptedAfterDisaster(timeoutMs: number): Promise<number>;
+  stop(): Promise<void>;
+}
+
+export function startUploadLoop(base: string, keyPrefix: string, size: number): UploadLoop {
+  const acked = new Map<string, string>();
+  const refused: UploadLoop['refused'] = [];
+  let disasterAt = 0;
+  let firstAfter = 0;
+  let running = true;
+  let n = 0;
+  const loop = (async () => {
+    while (running) {
+      const key = `${keyPrefix}-${(n += 1)}`;
+      const body = randomBytes(size);
+      const res = await fetch(`${base}/media/${key}`, { method: 'PUT', body }).catch(() => undefined);
+      if (res?.status === 201) {
+        acked.set(key, sha(body));
+        if (disasterAt && !firstAfter) firstAfter = performance.now();
+      } else if (res) {
+        const json = (await res.json().catch(() => ({}))) as { error?: { code?: string } };
+        if (disasterAt) refused.push({ status: res.status, retryAfter: res.headers.get('retry-after'), code: json.error?.code ?? '?' });
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  })();
+  return {
+    acked,
+    refused,
+    disaster: () => (disasterAt = performance.now()),
+    async firstAcceptedAfterDisaster(timeoutMs) {
+      const deadline = performance.now() + timeoutMs;
+      while (!firstAfter && performance.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      return firstAfter || NaN;
+    },
+    async stop() {
+      running = false;
+      await loop;
+    },
+  };
+}
+
+/** Runs a runbook script from scripts/dr against the API; returns how long it took. */
+export async function runbookScript(base: string, token: string, name: string, args: string[]): Promise<number> {
+  const started = performance.now();
+  await run('bash', [join(__dirname, '..', 'scripts', 'dr', name), ...args], { env: { ...process.env, SAV3_API_URL: base, SAV3_ADMIN_TOKEN: token } });
+  return Math.round(performance.now() - started);
+}
+
+/** Refusals by status and error code, and how many lacked 503 + Retry-After. */
+export function refusalSummary(refused: UploadLoop['refused']) {
+  const byCode: Record<string, number> = {};
+  for (const r of refused) byCode[`${r.status} ${r.code}`] = (byCode[`${r.status} ${r.code}`] ?? 0) + 1;
+  return { byCode, withoutRetryAfter: refused.filter((r) => r.status !== 503 || r.retryAfter === null).length };
+}

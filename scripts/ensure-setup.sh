@@ -11,11 +11,14 @@ fi
 
 need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing ${need_apt[*]} (apt-get)"
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    # sort -u: promtool and the server come in one package
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need_apt[@]}" | sort -u) >/dev/null
   else
     echo "setup: missing ${need_apt[*]}; install with: sudo apt-get install ${need_apt[*]}" >&2
   fi

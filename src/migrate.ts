@@ -1,7 +1,8 @@
-// `npm run db:migrate`: applies prisma/migrations to DATABASE_URL with no network access.
+// `npm run db:migrate` (and the container's one-shot `migrate` service: node dist/migrate.js):
+// applies prisma/migrations to DATABASE_URL (or DATABASE_URL_FILE) with no network access.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { migrate } from '../src/database/migrator.ts';
+import { migrate } from './database/migrator.ts';
 
 async function main(): Promise<void> {
   const file = process.env.DATABASE_URL_FILE;

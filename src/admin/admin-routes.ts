@@ -28,8 +28,9 @@ export function adminRoutes(deps: AdminDeps): Router {
 
   router.get('/admin/dr/state', async (_req, res) => {
     const state = deps.dr.current();
+    // Reading the heartbeats is also a live check of the state store.
     const instances = await deps.dr.instances().catch(() => null);
-    res.json({ ...state, readOnly: { ...state.readOnly, active: deps.readOnly.isActive() }, instances, stateStore: deps.dr.storeAvailable() ? 'up' : 'down' });
+    res.json({ ...state, readOnly: { ...state.readOnly, active: deps.readOnly.isActive() }, instances, stateStore: instances === null ? 'down' : 'up' });
   });
 
   router.get('/admin/read-only', (_req, res) => {

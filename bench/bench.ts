@@ -2,9 +2,7 @@
 // route measured in the same run, and /health/database latency while the database hangs.
 import { fork } from 'node:child_process';
 import { join } from 'node:path';
-import pg from 'pg';
-import { migrate } from '../src/database/migrator.ts';
-import { MIGRATIONS_DIR } from '../src/service.ts';
+import { createScratchDatabase } from '../support/scratch-database.ts';
 import { load, type LoadResult } from './load.ts';
 
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 5000);
@@ -15,20 +13,12 @@ function row(name: string, r: LoadResult, baseline?: LoadResult): string {
   return `${name.padEnd(34)} ${r.rps.toFixed(0).padStart(8)} req/s  p50 ${r.p50.toFixed(2).padStart(7)} ms  p99 ${r.p99.toFixed(2).padStart(7)} ms  errors ${String(r.errors).padStart(4)}  ${ratio}`;
 }
 
-const ADMIN_URL = process.env.BENCH_PG_ADMIN_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
-
 async function main(): Promise<void> {
   // A fresh, migrated database of its own on the machine's PostgreSQL, dropped at the end.
-  const dbName = `sav3_bench_${Date.now()}`;
-  const admin = new pg.Client({ connectionString: ADMIN_URL });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${dbName}`);
-  const dbUrl = new URL(ADMIN_URL);
-  dbUrl.pathname = `/${dbName}`;
-  await migrate(dbUrl.toString(), MIGRATIONS_DIR);
+  const db = await createScratchDatabase('sav3_bench');
   const child = fork(join(__dirname, 'bench-server.ts'), {
     execArgv: ['--import', 'tsx'],
-    env: { ...process.env, BENCH_DATABASE_URL: dbUrl.toString() },
+    env: { ...process.env, BENCH_DATABASE_URL: db.url },
   });
   const ports = await new Promise<{ api: number; unguarded: number; hungApi: number; bare: number }>((resolve, reject) => {
     child.once('message', (m) => resolve(m as never));
@@ -60,8 +50,7 @@ async function main(): Promise<void> {
     child.disconnect();
     child.kill();
     await new Promise((resolve) => child.once('exit', resolve));
-    await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
-    await admin.end();
+    await db.drop();
   }
 }
 

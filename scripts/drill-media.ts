@@ -4,30 +4,22 @@
 // (stop to the first accepted upload), the uploads refused meanwhile, and proves every acknowledged
 // upload is readable from the primary alone at the end, with its sha256.
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { loadConfig } from '../src/config/config.ts';
-import { migrate } from '../src/database/migrator.ts';
 import { createLogger } from '../src/logger.ts';
-import { createService, MIGRATIONS_DIR } from '../src/service.ts';
+import { createService } from '../src/service.ts';
 import { refusalSummary, runbookScript, sha, startUploadLoop } from '../support/drill.ts';
 import { mediaEnv, startS3Server } from '../support/s3-server.ts';
+import { createScratchDatabase } from '../support/scratch-database.ts';
 
-const ADMIN_URL = process.env.DRILL_PG_ADMIN_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
 
 async function main(): Promise<void> {
-  const dbName = `sav3_drill_media_${Date.now()}`;
-  const admin = new pg.Client({ connectionString: ADMIN_URL });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${dbName}`);
-  const dbUrl = new URL(ADMIN_URL);
-  dbUrl.pathname = `/${dbName}`;
-  await migrate(dbUrl.toString(), MIGRATIONS_DIR);
+  const db = await createScratchDatabase('sav3_drill_media');
   const primary = await startS3Server({ bucket: 'drill-primary' });
   const backup = await startS3Server({ bucket: 'drill-backup' });
   const token = randomBytes(24).toString('base64url');
   const service = await createService(
     loadConfig({
-      DATABASE_URL: dbUrl.toString(),
+      DATABASE_URL: db.url,
       REDIS_URL: process.env.REDIS_URL,
       ...mediaEnv('PRIMARY', primary),
       ...mediaEnv('BACKUP', backup),
@@ -82,8 +74,7 @@ async function main(): Promise<void> {
     await service.stop();
     await primary.destroy();
     await backup.destroy();
-    await admin.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
-    await admin.end();
+    await db.drop();
   }
 }
 

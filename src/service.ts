@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Express } from 'express';
 import type { Redis } from 'ioredis';
 import { buildApp } from './app.ts';
-import type { Config, DatabaseTarget, MediaBackendName } from './config/config.ts';
+import type { Config, MediaBackendName } from './config/config.ts';
 import { createPrisma, DatabaseClients, type PrismaFactory } from './database/database-clients.ts';
 import { migrate } from './database/migrator.ts';
 import { createDatabaseModule, type DatabaseModule } from './database/database-module.ts';

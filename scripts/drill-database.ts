@@ -8,7 +8,7 @@ import { loadConfig } from '../src/config/config.ts';
 import { migrate } from '../src/database/migrator.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService, MIGRATIONS_DIR } from '../src/service.ts';
-import { refusalSummary, runbookScript, sha, startUploadLoop } from '../support/drill.ts';
+import { countUnreadable, refusalSummary, runbookScript, startUploadLoop } from '../support/drill.ts';
 import { startPgCluster } from '../support/pg-cluster.ts';
 import { mediaEnv, startS3Server } from '../support/s3-server.ts';
 
@@ -51,12 +51,7 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 500));
     await uploads.stop();
 
-    let missing = 0;
-    for (const [key, digest] of uploads.acked) {
-      const res = await fetch(`${base}/media/${key}`);
-      const body = Buffer.from(await res.arrayBuffer());
-      if (res.status !== 200 || sha(body) !== digest) missing += 1;
-    }
+    const missing = await countUnreadable(base, uploads.acked);
     let orphans = 0;
     for await (const object of service.stores.get('primary')!.list('drill/')) if (!uploads.acked.has(object.key)) orphans += 1;
     const { byCode, withoutRetryAfter } = refusalSummary(uploads.refused);

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { loadConfig } from '../src/config/config.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService } from '../src/service.ts';
-import { refusalSummary, runbookScript, sha, startUploadLoop } from '../support/drill.ts';
+import { countUnreadable, refusalSummary, runbookScript, startUploadLoop } from '../support/drill.ts';
 import { mediaEnv, startS3Server } from '../support/s3-server.ts';
 import { createScratchDatabase } from '../support/scratch-database.ts';
 
@@ -54,12 +54,7 @@ async function main(): Promise<void> {
 
     // The proof: with the backup gone, every acknowledged upload comes from the primary intact.
     await backup.stop();
-    let missing = 0;
-    for (const [key, digest] of uploads.acked) {
-      const res = await fetch(`${base}/media/${key}`);
-      const body = Buffer.from(await res.arrayBuffer());
-      if (res.status !== 200 || res.headers.get('x-media-backend') !== 'primary' || sha(body) !== digest) missing += 1;
-    }
+    const missing = await countUnreadable(base, uploads.acked, 'primary');
     const { byCode, withoutRetryAfter } = refusalSummary(uploads.refused);
     console.log('\nMedia failover drill');
     for (const [name, ms] of steps) console.log(`  ${name.padEnd(48)} ${String(ms).padStart(6)} ms`);

@@ -71,3 +71,18 @@ export function refusalSummary(refused: UploadLoop['refused']) {
   for (const r of refused) byCode[`${r.status} ${r.code}`] = (byCode[`${r.status} ${r.code}`] ?? 0) + 1;
   return { byCode, withoutRetryAfter: refused.filter((r) => r.status !== 503 || r.retryAfter === null).length };
 }
+
+/**
+ * Reads every acknowledged upload back through the API; counts those missing, with a wrong sha256,
+ * or (when `backend` is given) served by another backend.
+ */
+export async function countUnreadable(base: string, acked: ReadonlyMap<string, string>, backend?: string): Promise<number> {
+  let missing = 0;
+  for (const [key, digest] of acked) {
+    const res = await fetch(`${base}/media/${key}`);
+    const body = Buffer.from(await res.arrayBuffer());
+    const wrongBackend = backend !== undefined && res.headers.get('x-media-backend') !== backend;
+    if (res.status !== 200 || wrongBackend || sha(body) !== digest) missing += 1;
+  }
+  return missing;
+}

@@ -16,7 +16,8 @@ export interface MediaCheck {
   detail: string;
 }
 
-const CANARY_PREFIX = '.sav3-canary/';
+/** Where canary objects go; sync skips them. */
+export const CANARY_PREFIX = '.sav3-canary/';
 
 async function timed(name: string, fn: () => Promise<string>): Promise<MediaCheck> {
   const started = performance.now();

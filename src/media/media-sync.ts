@@ -4,13 +4,13 @@ import type { MediaBackendName } from '../config/config.ts';
 import type { DrStateStore } from '../dr-state/dr-state-store.ts';
 import { BadRequestError, ConflictError, DependencyUnavailableError, NotFoundError } from '../http/app-error.ts';
 import type { Logger } from '../logger.ts';
+import { CANARY_PREFIX } from './media-failover-service.ts';
 import type { ObjectStore, StoredObjectInfo } from './object-store.ts';
 
 export const SYNC_LOCK = 'media-sync';
 const LOCK_TTL_MS = 30_000;
 /** A running job whose instance has not reported progress for this long has failed. */
 export const JOB_STALE_MS = 15_000;
-const CANARY_PREFIX = '.sav3-canary/';
 const COPY_ATTEMPTS = 3;
 
 export interface SyncItem {
@@ -55,15 +55,15 @@ export class MediaSyncService {
     },
   ) {}
 
-  private store(name: MediaBackendName): ObjectStore {
+  private store(name: MediaBackendName, field: 'from' | 'to'): ObjectStore {
     const store = this.deps.stores.get(name);
-    if (!store) throw new BadRequestError(`media backend ${name} is not configured`, { [name === 'primary' ? 'from' : 'to']: ['not configured'] });
+    if (!store) throw new BadRequestError(`media backend ${name} is not configured`, { [field]: ['not configured'] });
     return store;
   }
 
   async plan(from: MediaBackendName, to: MediaBackendName): Promise<{ scanned: number; items: SyncItem[] }> {
-    const source = this.store(from);
-    const target = this.store(to);
+    const source = this.store(from, 'from');
+    const target = this.store(to, 'to');
     const existing = new Map<string, StoredObjectInfo>();
     try {
       for await (const object of target.list('')) existing.set(object.key, object);
@@ -111,8 +111,8 @@ export class MediaSyncService {
   }
 
   private async run(job: SyncJob, items: SyncItem[], owner: string): Promise<void> {
-    const source = this.store(job.from);
-    const target = this.store(job.to);
+    const source = this.store(job.from, 'from');
+    const target = this.store(job.to, 'to');
     const queue = [...items];
     const worker = async () => {
       for (let item = queue.shift(); item; item = queue.shift()) {

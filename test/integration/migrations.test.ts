@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { createPrisma } from '../../src/database/database-clients.ts';
 import { migrate, readMigrations } from '../../src/database/migrator.ts';
-import { ADMIN_URL, databaseUrl } from '../support/global-setup.ts';
+import { PG_ADMIN_URL as ADMIN_URL, databaseUrl } from '../../support/scratch-database.ts';
 
 const DIR = join(__dirname, '..', '..', 'prisma', 'migrations');
 

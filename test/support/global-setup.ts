@@ -1,8 +1,6 @@
 // One isolated, freshly migrated database per test run; Redis keys are isolated per instance.
 import { createScratchDatabase } from '../../support/scratch-database.ts';
 
-export { PG_ADMIN_URL as ADMIN_URL, databaseUrl } from '../../support/scratch-database.ts';
-
 export default async function globalSetup(): Promise<void> {
   const db = await createScratchDatabase('sav3_test');
   process.env.TEST_DATABASE_NAME = db.name;

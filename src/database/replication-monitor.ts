@@ -43,10 +43,16 @@ export class ReplicationMonitor {
     }
     const lagBytes = this.primaryLsn && r.replayLsn ? lsnGap(this.primaryLsn, r.replayLsn) : null;
     let lagSeconds: number | null;
+    const standby = primary?.ok ? primary.data?.standbys.find((s) => s.replayLsn !== null) : undefined;
     if (lagBytes === 0) lagSeconds = 0;
-    else {
-      const fromPrimary = primary?.ok ? primary.data?.standbys.find((s) => s.replayLsn !== null)?.replayLagSeconds : undefined;
-      lagSeconds = fromPrimary ?? (r.replayAt ? Math.max(0, (now - r.replayAt.getTime()) / 1000) : null);
+    else if (standby) {
+      // The primary's own measure. PostgreSQL sets replay_lag to NULL once an idle standby has
+      // caught up: that is no lag, not an unknown one (WAL such as checkpoints advances without
+      // commits, so the age of the last replayed commit would read as minutes of false lag).
+      lagSeconds = standby.replayLagSeconds ?? 0;
+    } else {
+      // The primary is gone: how long since the replica last replayed a commit is all there is.
+      lagSeconds = r.replayAt ? Math.max(0, (now - r.replayAt.getTime()) / 1000) : null;
     }
     if (lagSeconds !== null) lagSeconds = Math.round(lagSeconds * 1000) / 1000;
     const streaming = r.receiverStatus === 'streaming';

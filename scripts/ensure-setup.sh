@@ -36,3 +36,9 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && command -v redis-ser
 fi
 
 npm run --silent generate >/dev/null
+
+# pgBackRest: the database rebuild scripts restore from its repository (tests make a repo in a temp dir).
+if ! command -v pgbackrest >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "setup: installing pgbackrest (apt-get)"
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbackrest >/dev/null
+fi

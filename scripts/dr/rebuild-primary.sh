@@ -95,6 +95,9 @@ crash_recovery() {
 # pg_rewind's own dry run decides whether the timelines can be rewound (it needs the server down).
 rewind_check() {
   local out
+  # A just-promoted source records its new timeline in its control file only at the next
+  # checkpoint; without it pg_rewind sees the old timeline and wrongly finds nothing to rewind.
+  sql "$source" 'CHECKPOINT' >/dev/null 2>&1 || true
   if out=$("$PG_BIN/pg_rewind" --dry-run -D "$pgdata" --source-server="$source" 2>&1); then return 0; fi
   echo "pg_rewind --dry-run failed: $(grep -v '^$' <<<"$out" | tail -n1)"
   return 1
@@ -162,6 +165,7 @@ fi
 step_started=$(ms)
 case "$method" in
   rewind)
+    sql "$source" 'CHECKPOINT' >/dev/null 2>&1 || true
     out=$("$PG_BIN/pg_rewind" -D "$pgdata" --source-server="$source" 2>&1) || fail "pg_rewind failed: $out"
     say "pg_rewind: $(grep -E 'diverged|no rewind required|Done' <<<"$out" | tr '\n' ' ')"
     ;;

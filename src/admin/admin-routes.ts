@@ -20,6 +20,12 @@ export interface AdminDeps {
   dr: DrStateService;
   readOnly: ReadOnlyService;
   audit: AuditLog;
+  /** Live facts other capabilities add to the state document (the database pair's roles and lag). */
+  details?: StateDetails;
+}
+
+export interface StateDetails {
+  database?: () => Promise<Record<string, unknown> | undefined>;
 }
 
 /** DR state, read-only mode and audit routes; authentication is applied by the caller. */
@@ -29,8 +35,9 @@ export function adminRoutes(deps: AdminDeps): Router {
   router.get('/admin/dr/state', async (_req, res) => {
     const state = deps.dr.current();
     // Reading the heartbeats is also a live check of the state store.
-    const instances = await deps.dr.instances().catch(() => null);
-    res.json({ ...state, readOnly: { ...state.readOnly, active: deps.readOnly.isActive() }, instances, stateStore: instances === null ? 'down' : 'up' });
+    const [instances, pair] = await Promise.all([deps.dr.instances().catch(() => null), deps.details?.database?.().catch(() => undefined)]);
+    const database = pair ? { ...state.database, ...pair } : state.database;
+    res.json({ ...state, readOnly: { ...state.readOnly, active: deps.readOnly.isActive() }, database, instances, stateStore: instances === null ? 'down' : 'up' });
   });
 
   router.get('/admin/read-only', (_req, res) => {

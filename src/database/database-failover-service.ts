@@ -56,6 +56,10 @@ export class DatabaseFailoverService {
     return runner ? runner.run() : undefined;
   }
 
+  /**
+   * Promotes whichever configured node is the standby now (the replica, or the old primary once it
+   * was rebuilt as a standby of the replica). The check names stay those of the first release.
+   */
   async promote(input: { dryRun: boolean; maxLagSeconds?: number }) {
     const started = performance.now();
     const maxLag = input.maxLagSeconds ?? this.deps.maxLagSeconds;
@@ -63,14 +67,17 @@ export class DatabaseFailoverService {
     const replicaUrl = this.deps.clients.url('replica');
     checks.push({ name: 'replica_configured', ok: replicaUrl !== undefined, detail: replicaUrl ? 'DATABASE_REPLICA_URL is set' : 'DATABASE_REPLICA_URL is not set' });
     const [primary, replica] = replicaUrl ? await Promise.all([this.probe('primary'), this.probe('replica')]) : [undefined, undefined];
-    if (primary) this.deps.monitor.observePrimary(primary);
-    if (replicaUrl) {
-      checks.push({ name: 'replica_reachable', ok: replica?.ok === true, detail: replica?.ok ? `answered in ${replica.latencyMs} ms` : `no answer: ${replica?.error?.code ?? 'unknown'}` });
-    }
-    const alreadyPromoted = replica?.ok === true && replica.data?.inRecovery === false;
+    this.deps.monitor.observe('primary', primary);
+    this.deps.monitor.observe('replica', replica);
     const replication = this.deps.monitor.report(primary, replica);
-    if (replica?.ok && !alreadyPromoted) {
-      checks.push({ name: 'replica_in_recovery', ok: true, detail: 'the replica is a standby (pg_is_in_recovery)' });
+    const node = replication.standby;
+    const standby = node === 'primary' ? primary : replica;
+    const alreadyPromoted = replicaUrl !== undefined && (replication.state === 'promoted' || (standby?.ok === true && standby.data?.inRecovery === false));
+    if (replicaUrl && !alreadyPromoted) {
+      checks.push({ name: 'replica_reachable', ok: standby?.ok === true, detail: standby?.ok ? `the standby (${node}) answered in ${standby.latencyMs} ms` : `the standby (${node}) does not answer: ${standby?.error?.code ?? 'unknown'}` });
+    }
+    if (standby?.ok && !alreadyPromoted) {
+      checks.push({ name: 'replica_in_recovery', ok: true, detail: `${node} is a standby (pg_is_in_recovery)` });
       const lag = replication.lagSeconds;
       checks.push({
         name: 'lag_within_bound',
@@ -81,12 +88,13 @@ export class DatabaseFailoverService {
     const checksMs = Math.round(performance.now() - started);
     const dataLossWindow = this.dataLossWindow(replication.primaryLastKnownLsn, replication.replicaReplayLsn, replication.primaryLastSeenAt);
     const failed = checks.filter((c) => !c.ok);
+    const roles = replication.roles;
 
     if (alreadyPromoted) {
-      return { promoted: false, alreadyPromoted: true, dryRun: input.dryRun, message: 'the replica is already promoted (not in recovery); nothing to do', checks, timings: { checksMs } };
+      return { promoted: false, alreadyPromoted: true, dryRun: input.dryRun, node: replication.writer, roles, message: `${replication.writer} is already a primary and ${node} is not a standby; nothing to promote (rebuild ${node} as a standby first)`, checks, timings: { checksMs } };
     }
     if (input.dryRun) {
-      return { promoted: false, dryRun: true, wouldPromote: failed.length === 0, checks, dataLossWindow, timings: { checksMs } };
+      return { promoted: false, dryRun: true, wouldPromote: failed.length === 0, node, roles, checks, dataLossWindow, timings: { checksMs } };
     }
     if (failed.length > 0) {
       this.deps.metrics.failoverTotal.inc({ kind: 'promote', result: 'refused' });
@@ -95,15 +103,17 @@ export class DatabaseFailoverService {
     return this.withLock('promote', async () => {
       const promoteStarted = performance.now();
       try {
-        const { replayLsn, alreadyPromoted: raced } = await this.runPromote(replicaUrl!);
+        const { replayLsn, alreadyPromoted: raced } = await this.runPromote(this.deps.clients.url(node)!);
         const promoteMs = Math.round(performance.now() - promoteStarted);
-        this.deps.runners.get('replica')?.invalidate();
-        if (raced) return { promoted: false, alreadyPromoted: true, dryRun: false, message: 'the replica was promoted meanwhile; nothing to do', checks, timings: { checksMs } };
+        this.deps.runners.get(node)?.invalidate();
+        if (raced) return { promoted: false, alreadyPromoted: true, dryRun: false, node, message: `${node} was promoted meanwhile; nothing to do`, checks, timings: { checksMs } };
         this.deps.metrics.failoverTotal.inc({ kind: 'promote', result: 'success' });
-        this.deps.logger.warn({ promoteMs }, 'replica promoted');
+        this.deps.logger.warn({ promoteMs, node }, 'standby promoted');
         return {
           promoted: true,
           dryRun: false,
+          node,
+          roles: { ...roles, [node]: 'primary' },
           checks,
           dataLossWindow: this.dataLossWindow(replication.primaryLastKnownLsn, replayLsn ?? replication.replicaReplayLsn, replication.primaryLastSeenAt),
           timings: { checksMs, promoteMs, totalMs: Math.round(performance.now() - started) },

@@ -11,12 +11,19 @@ import { databaseRoutes } from './database-routes.ts';
 import { DatabaseVerifier } from './database-verifier.ts';
 import { probeDatabase, type DatabaseProbeData } from './pg-probe.ts';
 import { ReplicationMonitor, type ReplicationReport } from './replication-monitor.ts';
+import { SqlNodes } from './sql-nodes.ts';
+import { switchoverRoutes } from './switchover-routes.ts';
+import { SwitchoverService } from './switchover-service.ts';
+import { ReadOnlyWriteBarrier } from './write-barrier.ts';
 
 export interface DatabaseModule {
   runners: Map<DatabaseTarget, ProbeRunner<DatabaseProbeData>>;
   monitor: ReplicationMonitor;
   failover: DatabaseFailoverService;
+  switchover: SwitchoverService;
   replication(): ReplicationReport | undefined;
+  /** The pair as /admin/dr/state shows it: which configured node holds which role, lag. */
+  pair(maxAgeMs: number): Promise<Record<string, unknown> | undefined>;
   routers: Router[];
 }
 
@@ -31,7 +38,7 @@ export function createDatabaseModule(deps: {
 }): DatabaseModule {
   const { config, clients, dr, metrics, logger } = deps;
   const timeoutMs = config.healthTimeoutMs;
-  const monitor = new ReplicationMonitor(config.replicationMaxLagSeconds);
+  const monitor = new ReplicationMonitor(config.replicationMaxLagSeconds, () => dr.state.current().database.active);
   const runners = new Map<DatabaseTarget, ProbeRunner<DatabaseProbeData>>();
   const replication = (): ReplicationReport | undefined => (runners.has('replica') ? monitor.report(runners.get('primary')?.latest(), runners.get('replica')?.latest()) : undefined);
 
@@ -57,10 +64,8 @@ export function createDatabaseModule(deps: {
       metrics,
       logger,
       onResult: (result) => {
-        if (target === 'primary') {
-          monitor.observePrimary(result);
-          auto?.observePrimary(result);
-        }
+        monitor.observe(target, result);
+        if (target === 'primary') auto?.observePrimary(result);
         const lag = replication()?.lagSeconds;
         if (runners.has('replica')) metrics.replicationLag.set(lag ?? -1);
       },
@@ -93,5 +98,39 @@ export function createDatabaseModule(deps: {
     maxLagSeconds: config.replicationMaxLagSeconds,
   });
   const verifier = new DatabaseVerifier({ clients, runners, replication, migrationsDir: deps.migrationsDir, instanceId: config.instanceId });
-  return { runners, monitor, failover, replication, routers: [databaseRoutes({ failover, verifier, dr: dr.state, audit: dr.audit })] };
+  const pair = async (maxAgeMs: number) => {
+    if (!runners.has('replica')) return undefined;
+    const [p, r] = await Promise.all([runners.get('primary')!.get(maxAgeMs), runners.get('replica')!.get(maxAgeMs)]);
+    const report = monitor.report(p, r);
+    return {
+      roles: report.roles,
+      writer: report.writer,
+      standby: report.standby,
+      direction: report.direction,
+      replication: { state: report.state, status: report.status, lagSeconds: report.lagSeconds, lagBytes: report.lagBytes },
+    };
+  };
+  dr.admin.details.database = () => pair(config.healthIntervalMs + config.healthTimeoutMs);
+  const switchover = new SwitchoverService({
+    clients,
+    nodes: new SqlNodes(clients),
+    failover,
+    dr: dr.state,
+    readOnly: dr.readOnly,
+    barrier: new ReadOnlyWriteBarrier(dr.readOnly, dr.state),
+    metrics,
+    logger,
+  });
+  const afterChange = () => {
+    for (const runner of runners.values()) runner.invalidate();
+  };
+  return {
+    runners,
+    monitor,
+    failover,
+    switchover,
+    replication,
+    pair,
+    routers: [databaseRoutes({ failover, verifier, dr: dr.state, audit: dr.audit }), switchoverRoutes({ switchover, audit: dr.audit, afterChange })],
+  };
 }

@@ -1,49 +1,14 @@
-import { execFile } from 'node:child_process';
 import { mkdtempSync, chmodSync, chownSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import pg from 'pg';
 import { startPgCluster, type PgCluster, type PgNode } from '../../support/pg-cluster.ts';
 import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest.ts';
+import { caughtUp, drScript, query } from '../support/dr-scripts.ts';
 
-const run = promisify(execFile);
-const SCRIPTS = join(__dirname, '..', '..', 'scripts', 'dr');
-
-async function script(name: string, args: string[]) {
-  try {
-    const { stdout, stderr } = await run('bash', [join(SCRIPTS, name), ...args], { env: { PATH: process.env.PATH ?? '' }, timeout: 120_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
-
-async function query<T extends pg.QueryResultRow>(node: PgNode, text: string, values: unknown[] = []): Promise<T[]> {
-  const client = new pg.Client({ connectionString: node.url(), connectionTimeoutMillis: 3000 });
-  await client.connect();
-  try {
-    return (await client.query<T>(text, values)).rows;
-  } finally {
-    await client.end();
-  }
-}
+const script = drScript;
 
 const ids = async (node: PgNode) => (await query<{ id: number }>(node, 'SELECT id FROM rows ORDER BY id')).map((r) => r.id);
 const inRecovery = async (node: PgNode) => (await query<{ r: boolean }>(node, 'SELECT pg_is_in_recovery() AS r'))[0]!.r;
-
-/** Until the standby replays what the primary has written so far. */
-async function caughtUp(primary: PgNode, standby: PgNode, timeoutMs = 15_000): Promise<void> {
-  const [{ lsn }] = await query<{ lsn: string }>(primary, 'SELECT pg_current_wal_lsn()::text AS lsn');
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const [{ behind }] = await query<{ behind: boolean }>(standby, 'SELECT pg_last_wal_replay_lsn() < $1::pg_lsn AS behind', [lsn]);
-    if (!behind) return;
-    if (Date.now() > deadline) throw new Error('the standby did not catch up');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 async function streamingFrom(primary: PgNode): Promise<string[]> {
   return (await query<{ state: string }>(primary, 'SELECT state FROM pg_stat_replication')).map((r) => r.state);
@@ -153,7 +118,7 @@ describe('rebuild-primary.sh and setup-replication.sh against real clusters', ()
     await caughtUp(newPrimary, oldPrimary);
     expect(await ids(oldPrimary)).toEqual(await ids(newPrimary));
     expect(await streamingFrom(newPrimary)).toEqual(['streaming']);
-    const [{ restore_command: cmd }] = await query<{ restore_command: string }>(oldPrimary, 'SHOW restore_command');
+    const cmd = (await query<{ restore_command: string }>(oldPrimary, 'SHOW restore_command'))[0]!.restore_command;
     expect(cmd).toContain('archive-get');
   }, 120_000);
 

@@ -1,0 +1,130 @@
+import type pg from 'pg';
+import type { DatabaseTarget } from '../config/config.ts';
+import type { DatabaseClients } from './database-clients.ts';
+import { withProbeConnection } from './pg-probe.ts';
+
+export interface NodeFacts {
+  ok: boolean;
+  error?: string;
+  inRecovery: boolean;
+  /** Primary: its WAL insert position. */
+  currentLsn: string | null;
+  replayLsn: string | null;
+  replayPaused: boolean;
+  receiverStatus: string | null;
+  streamingStandbys: number;
+  /** default_transaction_read_only is on: fenced by a switchover. */
+  fenced: boolean;
+  timeline: number | null;
+}
+
+/** Statement bound for the switchover's own connections (never the request pool's). */
+const SQL_TIMEOUT_MS = 10_000;
+const FENCE_APPLY_MS = 2000;
+
+/**
+ * What a switchover does to a database node, over SQL on connections of its own. Fencing needs a
+ * role that may run ALTER SYSTEM and pg_terminate_backend (a superuser, or PostgreSQL 15's
+ * GRANT ALTER SYSTEM ON PARAMETER plus pg_signal_backend).
+ */
+export class SqlNodes {
+  constructor(private readonly clients: DatabaseClients) {}
+
+  private with<T>(target: DatabaseTarget, fn: (client: pg.Client) => Promise<T>, timeoutMs = SQL_TIMEOUT_MS): Promise<T> {
+    const url = this.clients.url(target);
+    if (url === undefined) throw new Error(`database target ${target} is not configured`);
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), timeoutMs + 1000);
+    return withProbeConnection({ connectionString: url, timeoutMs, signal: controller.signal }, fn).finally(() => clearTimeout(timer));
+  }
+
+  async facts(target: DatabaseTarget): Promise<NodeFacts> {
+    try {
+      return await this.with(target, async (c) => {
+        const { rows } = await c.query<{ in_recovery: boolean; current_lsn: string | null; replay_lsn: string | null; replay_paused: boolean; receiver_status: string | null; streaming: number; fenced: boolean; timeline: number | null }>(
+          `SELECT pg_is_in_recovery() AS in_recovery,
+                  CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn()::text END AS current_lsn,
+                  pg_last_wal_replay_lsn()::text AS replay_lsn,
+                  CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END AS replay_paused,
+                  (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS receiver_status,
+                  (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming')::int AS streaming,
+                  current_setting('default_transaction_read_only') = 'on' AS fenced,
+                  (SELECT timeline_id FROM pg_control_checkpoint()) AS timeline`,
+        );
+        const r = rows[0]!;
+        return { ok: true, inRecovery: r.in_recovery, currentLsn: r.current_lsn, replayLsn: r.replay_lsn, replayPaused: r.replay_paused, receiverStatus: r.receiver_status, streamingStandbys: r.streaming, fenced: r.fenced, timeline: r.timeline };
+      }, 3000);
+    } catch (err) {
+      return { ok: false, error: err instanceof Error ? err.message : String(err), inRecovery: false, currentLsn: null, replayLsn: null, replayPaused: false, receiverStatus: null, streamingStandbys: 0, fenced: false, timeline: null };
+    }
+  }
+
+  /**
+   * Nothing more can commit on `target`: new transactions are read-only (ALTER SYSTEM, so a
+   * restart keeps the fence), every other session is ended (an open transaction rolls back, its
+   * client was never told it committed), then one empty read-write commit of our own flushes all
+   * WAL. Returns the position every acknowledged commit lies before.
+   */
+  async fence(target: DatabaseTarget): Promise<{ lsn: string; terminated: number }> {
+    return this.with(target, async (c) => {
+      await c.query('ALTER SYSTEM SET default_transaction_read_only = on');
+      await c.query('SELECT pg_reload_conf()');
+      await this.waitForSetting(target, 'on');
+      const { rows } = await c.query<{ n: number }>(
+        `SELECT count(pg_terminate_backend(pid, 5000))::int AS n FROM pg_stat_activity
+          WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`,
+      );
+      await c.query('BEGIN READ WRITE');
+      await c.query('SELECT pg_current_xact_id()');
+      await c.query('COMMIT');
+      const lsn = (await c.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')).rows[0]!.lsn;
+      return { lsn, terminated: rows[0]!.n };
+    });
+  }
+
+  async unfence(target: DatabaseTarget): Promise<void> {
+    await this.with(target, async (c) => {
+      await c.query('ALTER SYSTEM RESET default_transaction_read_only');
+      await c.query('SELECT pg_reload_conf()');
+    });
+    await this.waitForSetting(target, 'off');
+  }
+
+  /** A reload is asynchronous: waits until a new session sees the setting. */
+  private async waitForSetting(target: DatabaseTarget, value: 'on' | 'off'): Promise<void> {
+    const deadline = performance.now() + FENCE_APPLY_MS;
+    for (;;) {
+      const seen = await this.with(target, async (c) => (await c.query<{ v: string }>("SELECT current_setting('default_transaction_read_only') AS v")).rows[0]!.v, 2000);
+      if (seen === value) return;
+      if (performance.now() > deadline) throw new Error(`${target}: default_transaction_read_only is still ${seen} after ${FENCE_APPLY_MS} ms`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  /** Waits until `target` (a standby) has replayed up to `lsn`; returns its replay position. */
+  async waitForReplay(target: DatabaseTarget, lsn: string, timeoutMs: number): Promise<string> {
+    return this.with(target, async (c) => {
+      const deadline = performance.now() + timeoutMs;
+      for (;;) {
+        const { rows } = await c.query<{ replay: string | null; done: boolean; paused: boolean }>(
+          'SELECT pg_last_wal_replay_lsn()::text AS replay, coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS done, pg_is_wal_replay_paused() AS paused',
+          [lsn],
+        );
+        const r = rows[0]!;
+        if (r.done) return r.replay!;
+        if (performance.now() > deadline) throw new Error(`${target} replayed only up to ${r.replay ?? 'nothing'} of ${lsn} within ${timeoutMs} ms${r.paused ? ' (replay is paused)' : ''}`);
+        await new Promise((res) => setTimeout(res, 2));
+      }
+    });
+  }
+
+  /** pg_promote, waiting for it to finish; a fence left from an earlier switchover is lifted first. */
+  async promote(target: DatabaseTarget): Promise<void> {
+    await this.with(target, async (c) => {
+      await c.query('ALTER SYSTEM RESET default_transaction_read_only');
+      const { rows } = await c.query<{ done: boolean }>('SELECT pg_promote(true, 30) AS done');
+      if (!rows[0]?.done) throw new Error(`pg_promote on ${target} did not finish within 30 s`);
+      await c.query('SELECT pg_reload_conf()');
+    }, 35_000);
+  }
+}

@@ -1,0 +1,172 @@
+import request from 'supertest';
+import { migrate } from '../../src/database/migrator.ts';
+import { MIGRATIONS_DIR } from '../../src/service.ts';
+import { countUnreadable, startUploadLoop } from '../../support/drill.ts';
+import { startPgCluster, type PgCluster, type PgNode } from '../../support/pg-cluster.ts';
+import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
+import { caughtUp, drScript, query } from '../support/dr-scripts.ts';
+import { eventually } from '../support/redis-server.ts';
+import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+
+const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
+const setting = async (node: PgNode, name: string) => (await query<Record<string, string>>(node, `SHOW ${name}`))[0]![name]!;
+
+describe('back to two nodes: rebuild, replication in either direction, planned switchover', () => {
+  let cluster: PgCluster;
+  let s3: S3ServerHandle;
+  let a: TestInstance;
+  let b: TestInstance;
+
+  beforeAll(async () => {
+    cluster = await startPgCluster();
+    await migrate(cluster.primary.url(), MIGRATIONS_DIR);
+    s3 = await startS3Server({ bucket: 'failback' });
+    const env = { ...mediaEnv('PRIMARY', s3), DATABASE_URL: cluster.primary.url(), DATABASE_REPLICA_URL: cluster.replica.url(), HEALTH_TIMEOUT_MS: '500' };
+    const prefix = uniquePrefix();
+    a = await startInstance({ ...env, INSTANCE_ID: 'fb-a' }, prefix);
+    b = await startInstance({ ...env, INSTANCE_ID: 'fb-b' }, prefix);
+  }, 60_000);
+  afterAll(async () => {
+    await a?.stop();
+    await b?.stop();
+    await s3?.destroy();
+    await cluster?.destroy();
+  });
+
+  const post = (api: TestInstance, path: string, body: object) => request(api.url).post(path).set(auth).send(body);
+  const pairHealth = async (api: TestInstance) => {
+    api.service.health.invalidate();
+    return (await request(api.url).get('/health/database')).body;
+  };
+  const put = (api: TestInstance, key: string) => request(api.url).put(`/media/${key}`).send(`body of ${key}`);
+
+  it('after a crash failover and pg_rewind of the old primary, health and the DR state show the pair running replica → primary', async () => {
+    await cluster.primary.stop('immediate');
+    expect((await request(a.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'primary crashed' })).status).toBe(200);
+    const promoted = await post(a, '/admin/database/promote', { confirm: 'promote-replica', maxLagSeconds: 3600 });
+    expect(promoted.status).toBe(200);
+    expect(promoted.body).toMatchObject({ promoted: true, node: 'replica' });
+    expect((await post(a, '/admin/database/switch', { to: 'replica' })).status).toBe(200);
+    expect((await request(a.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'replica promoted' })).status).toBe(200);
+    expect((await put(b, 'fb/after-failover')).status).toBe(201);
+    // One node: nothing to promote until the other is rebuilt.
+    const nothing = await post(a, '/admin/database/promote', { confirm: 'promote-replica' });
+    expect(nothing.body).toMatchObject({ promoted: false, alreadyPromoted: true, node: 'replica' });
+
+    const rebuilt = await drScript('rebuild-primary.sh', ['--pgdata', cluster.primary.dataDir, '--source', cluster.replica.url(), '--rewind', '--confirm']);
+    expect(rebuilt.stderr).toBe('');
+    expect(rebuilt.code).toBe(0);
+
+    const health = await eventually(() => pairHealth(a), (h) => h.replication?.state === 'streaming', 10_000);
+    expect(health).toMatchObject({
+      status: 'healthy',
+      target: 'replica',
+      inRecovery: false,
+      replication: { state: 'streaming', roles: { primary: 'standby', replica: 'primary' }, writer: 'replica', standby: 'primary', direction: 'replica->primary', lagBytes: 0, lagSeconds: 0 },
+    });
+    b.service.health.invalidate();
+    const state = await request(b.url).get('/admin/dr/state').set(auth);
+    expect(state.status).toBe(200);
+    expect(state.body.database).toMatchObject({ active: 'replica', roles: { primary: 'standby', replica: 'primary' }, direction: 'replica->primary', replication: { state: 'streaming', lagBytes: expect.any(Number), lagSeconds: expect.any(Number) } });
+    // Writes on the replica reach the rebuilt primary.
+    expect((await put(a, 'fb/streamed')).status).toBe(201);
+    await caughtUp(cluster.replica, cluster.primary);
+    expect(await query(cluster.primary, "SELECT 1 FROM media_objects WHERE key = 'fb/streamed'")).toHaveLength(1);
+  }, 90_000);
+
+  it('promote dry run in the other direction names the standby node; verify passes on the replica', async () => {
+    const dry = await post(a, '/admin/database/promote', { confirm: 'promote-replica', dryRun: true });
+    expect(dry.body).toMatchObject({ dryRun: true, wouldPromote: true, node: 'primary', roles: { primary: 'standby', replica: 'primary' } });
+    const verify = await post(a, '/admin/verify/database', {});
+    expect(verify.status).toBe(200);
+    expect(verify.body).toMatchObject({ status: 'pass', target: 'replica' });
+  });
+
+  it('refuses a switchover to a standby that is lagging (replay paused) or disconnected: 412 naming the check', async () => {
+    expect((await post(a, '/admin/database/switchover', { to: 'primary' })).status).toBe(400);
+    expect((await post(a, '/admin/database/switchover', { to: 'primary', confirm: 'yes' })).body.error.details.confirm).toBeDefined();
+    const already = await post(a, '/admin/database/switchover', { to: 'replica', confirm: 'switchover' });
+    expect(already.status).toBe(200);
+    expect(already.body).toMatchObject({ switched: false });
+
+    await query(cluster.primary, 'SELECT pg_wal_replay_pause()');
+    await query(cluster.replica, "CREATE TABLE fb_pad AS SELECT repeat('x', 1000) AS x FROM generate_series(1, 3000)");
+    const lagging = await post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover', maxLagBytes: 1024 * 1024 });
+    expect(lagging.status).toBe(412);
+    const failedChecks = lagging.body.error.checks.filter((c: { ok: boolean }) => !c.ok).map((c: { name: string }) => c.name);
+    expect(failedChecks).toEqual(['target_replaying', 'target_caught_up']);
+    await query(cluster.primary, 'SELECT pg_wal_replay_resume()');
+    await query(cluster.replica, 'DROP TABLE fb_pad');
+
+    const conninfo = await setting(cluster.primary, 'primary_conninfo');
+    await query(cluster.primary, "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1 user=postgres'");
+    await query(cluster.primary, 'SELECT pg_reload_conf()');
+    const disconnected = await eventually(
+      () => post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover', dryRun: true }),
+      (r) => r.body.wouldSwitch === false,
+      10_000,
+    );
+    expect(disconnected.body.checks.find((c: { name: string }) => c.name === 'target_streaming')).toMatchObject({ ok: false });
+    const refused = await post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover' });
+    expect(refused.status).toBe(412);
+    expect(refused.body.error.message).toContain('target_streaming');
+    await query(cluster.primary, `ALTER SYSTEM SET primary_conninfo = '${conninfo.replace(/'/g, "''")}'`);
+    await query(cluster.primary, 'SELECT pg_reload_conf()');
+    await eventually(() => post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover', dryRun: true }), (r) => r.body.wouldSwitch === true, 15_000);
+    // Nothing changed: the replica still takes writes.
+    expect((await put(b, 'fb/after-refusals')).status).toBe(201);
+  }, 60_000);
+
+  it('a switchover interrupted midway (the standby dies before promotion) rolls back: the old primary is back in charge, writes resume', async () => {
+    a.service.db.switchover.hook = async (step) => {
+      if (step === 'promote') await cluster.primary.stop('immediate');
+    };
+    try {
+      const res = await post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover' });
+      expect(res.status).toBe(503);
+      expect(res.body.error).toMatchObject({ code: 'switchover_failed', failedStep: 'promote', rolledBack: true });
+      expect(res.body.error.message).toContain('replica is the primary again');
+      expect(res.body.error.steps.map((s: { name: string; ok: boolean }) => [s.name, s.ok])).toEqual([
+        ['read_only_on', true],
+        ['fence_old_primary', true],
+        ['wait_for_replay', true],
+        ['promote', false],
+      ]);
+    } finally {
+      a.service.db.switchover.hook = undefined;
+    }
+    expect(await setting(cluster.replica, 'default_transaction_read_only')).toBe('off');
+    const state = await request(b.url).get('/admin/dr/state').set(auth);
+    expect(state.body).toMatchObject({ readOnly: { enabled: false }, database: { active: 'replica' } });
+    await eventually(() => put(b, 'fb/after-rollback'), (r) => r.status === 201, 5000);
+    await cluster.primary.start();
+    await eventually(() => pairHealth(a), (h) => h.replication?.state === 'streaming', 10_000);
+  }, 60_000);
+
+  it('switches over back to the original primary under steady uploads: write unavailability under a second, 0 bytes lost, nothing acknowledged missing', async () => {
+    const uploads = startUploadLoop(a.url, 'fb/steady', 1024);
+    await new Promise((r) => setTimeout(r, 500));
+    const res = await post(b, '/admin/database/switchover', { to: 'primary', confirm: 'switchover' });
+    await new Promise((r) => setTimeout(r, 300));
+    await uploads.stop();
+    if (process.env.SHOW_SWITCHOVER) console.log(JSON.stringify({ ...res.body, checks: undefined }, null, 1), uploads.refused);
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ switched: true, from: 'replica', to: 'primary', bytesLost: 0, roles: { primary: 'primary', replica: 'fenced' } });
+    expect(res.body.steps.map((s: { name: string }) => s.name)).toEqual(['read_only_on', 'fence_old_primary', 'wait_for_replay', 'promote', 'switch', 'read_only_off']);
+    expect(res.body.writeUnavailableMs).toBeLessThan(1000 * (process.env.CI ? 2 : 1));
+    expect(res.body.next).toContain('rebuild-primary.sh --rewind');
+    expect(await countUnreadable(a.url, uploads.acked)).toBe(0);
+    expect(uploads.acked.size).toBeGreaterThan(5);
+    expect((await put(a, 'fb/after-switchover')).status).toBe(201);
+    expect(await setting(cluster.replica, 'default_transaction_read_only')).toBe('on');
+
+    // The fenced old primary is rebuilt as a standby: the pair runs primary → replica again.
+    const rebuilt = await drScript('rebuild-primary.sh', ['--pgdata', cluster.replica.dataDir, '--source', cluster.primary.url(), '--rewind', '--confirm']);
+    expect(rebuilt.stderr).toBe('');
+    expect(rebuilt.code).toBe(0);
+    expect(rebuilt.stdout).toContain('runs as a stale primary on timeline');
+    const health = await eventually(() => pairHealth(b), (h) => h.replication?.state === 'streaming', 10_000);
+    expect(health).toMatchObject({ status: 'healthy', target: 'primary', replication: { roles: { primary: 'primary', replica: 'standby' }, direction: 'primary->replica' } });
+    expect(await setting(cluster.replica, 'default_transaction_read_only')).toBe('off');
+  }, 90_000);
+});

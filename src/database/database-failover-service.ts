@@ -38,9 +38,9 @@ export class DatabaseFailoverService {
   constructor(private readonly deps: FailoverDeps) {}
 
   /** Runs `fn` holding the cluster-wide database lock; 409 naming the holder if someone has it. */
-  async withLock<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+  async withLock<T>(operation: string, fn: () => Promise<T>, ttlMs = LOCK_TTL_MS): Promise<T> {
     const owner = `${this.deps.instanceId}:${operation}:${Date.now()}`;
-    if (!(await this.deps.store.acquireLock(DATABASE_LOCK, owner, LOCK_TTL_MS))) {
+    if (!(await this.deps.store.acquireLock(DATABASE_LOCK, owner, ttlMs))) {
       const holder = await this.deps.store.lockHolder(DATABASE_LOCK).catch(() => null);
       throw new ConflictError('another database DR operation is running', { lock: DATABASE_LOCK, holder });
     }
@@ -49,6 +49,11 @@ export class DatabaseFailoverService {
     } finally {
       await this.deps.store.releaseLock(DATABASE_LOCK, owner).catch(() => undefined);
     }
+  }
+
+  /** Who holds the database lock (null: nobody, or the store does not answer). */
+  lockHolder(): Promise<string | null> {
+    return this.deps.store.lockHolder(DATABASE_LOCK).catch(() => null);
   }
 
   private async probe(target: DatabaseTarget) {

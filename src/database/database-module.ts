@@ -40,6 +40,8 @@ export function createDatabaseModule(deps: {
   const timeoutMs = config.healthTimeoutMs;
   const monitor = new ReplicationMonitor(config.replicationMaxLagSeconds, () => dr.state.current().database.active);
   const runners = new Map<DatabaseTarget, ProbeRunner<DatabaseProbeData>>();
+  // Created below; the probes call it once running.
+  let switchover: SwitchoverService | undefined;
   const replication = (): ReplicationReport | undefined => (runners.has('replica') ? monitor.report(runners.get('primary')?.latest(), runners.get('replica')?.latest()) : undefined);
 
   const auto =
@@ -65,6 +67,9 @@ export function createDatabaseModule(deps: {
       logger,
       onResult: (result) => {
         monitor.observe(target, result);
+        if (result.ok && result.data?.fenced && !result.data.inRecovery && target === dr.state.current().database.active) {
+          void switchover?.recoverInterrupted(target);
+        }
         if (target === 'primary') auto?.observePrimary(result);
         const lag = replication()?.lagSeconds;
         if (runners.has('replica')) metrics.replicationLag.set(lag ?? -1);
@@ -111,7 +116,7 @@ export function createDatabaseModule(deps: {
     };
   };
   dr.admin.details.database = () => pair(config.healthIntervalMs + config.healthTimeoutMs);
-  const switchover = new SwitchoverService({
+  switchover = new SwitchoverService({
     clients,
     nodes: new SqlNodes(clients),
     failover,
@@ -120,6 +125,9 @@ export function createDatabaseModule(deps: {
     barrier: new ReadOnlyWriteBarrier(dr.readOnly, dr.state),
     metrics,
     logger,
+    onRecovered: async (what) => {
+      await dr.audit.record({ actor: 'system:switchover-recovery', role: null, action: 'database.switchover.recover', result: 'success', before: null, after: null, detail: { what }, requestId: null });
+    },
   });
   const afterChange = () => {
     for (const runner of runners.values()) runner.invalidate();
@@ -128,7 +136,7 @@ export function createDatabaseModule(deps: {
     runners,
     monitor,
     failover,
-    switchover,
+    switchover: switchover!,
     replication,
     pair,
     routers: [databaseRoutes({ failover, verifier, dr: dr.state, audit: dr.audit }), switchoverRoutes({ switchover, audit: dr.audit, afterChange })],

@@ -55,6 +55,8 @@ export interface DatabaseProbeData {
   receiverStatus: string | null;
   /** Primary: its standbys as pg_stat_replication sees them. */
   standbys: { state: string; replayLsn: string | null; replayLagSeconds: number | null }[];
+  /** default_transaction_read_only is on at the server: fenced by a switchover. */
+  fenced?: boolean;
 }
 
 export async function probeDatabase(options: PgProbeOptions): Promise<DatabaseProbeData> {
@@ -66,7 +68,8 @@ export async function probeDatabase(options: PgProbeOptions): Promise<DatabasePr
       replay_lsn: string | null;
       replay_at: Date | null;
       receiver_status: string | null;
-    }>(`SELECT pg_is_in_recovery() AS in_recovery,
+      fenced: boolean;
+    }>(`SELECT current_setting('default_transaction_read_only') = 'on' AS fenced, pg_is_in_recovery() AS in_recovery,
               CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
               pg_last_wal_receive_lsn()::text AS receive_lsn,
               pg_last_wal_replay_lsn()::text AS replay_lsn,
@@ -88,6 +91,7 @@ export async function probeDatabase(options: PgProbeOptions): Promise<DatabasePr
       replayAt: row.replay_at,
       receiverStatus: row.receiver_status,
       standbys,
+      fenced: row.fenced,
     };
   });
 }

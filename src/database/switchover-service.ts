@@ -16,6 +16,9 @@ export const SWITCHOVER_MAX_LAG_BYTES = 16 * 1024 * 1024;
 export const SWITCHOVER_CATCH_UP_MS = 5000;
 /** Read-only mode of a switchover lifts itself if the switchover dies midway. */
 export const SWITCHOVER_READ_ONLY_TTL_SECONDS = 60;
+/** The lock outlives the longest switchover (every step bounded), and no more: see recoverInterrupted. */
+export const SWITCHOVER_LOCK_TTL_MS = 60_000;
+const READ_ONLY_REASON = 'switchover:';
 
 export type StepName = 'read_only_on' | 'fence_old_primary' | 'wait_for_replay' | 'promote' | 'switch' | 'read_only_off';
 export interface Step {
@@ -46,6 +49,8 @@ export interface SwitchoverDeps {
   metrics: Pick<Metrics, 'failoverTotal'>;
   logger: Logger;
   hook?: StepHook;
+  /** Records a recovery of an interrupted switchover (the audit log). */
+  onRecovered?: (what: string) => Promise<void>;
 }
 
 /**
@@ -57,6 +62,7 @@ export interface SwitchoverDeps {
  */
 export class SwitchoverService {
   hook?: StepHook;
+  private recovering = false;
 
   constructor(private readonly deps: SwitchoverDeps) {
     this.hook = deps.hook;
@@ -97,7 +103,7 @@ export class SwitchoverService {
       this.deps.metrics.failoverTotal.inc({ kind: 'switchover', result: 'refused' });
       throw new PreconditionFailedError(`switchover refused: ${failed.map((c) => `${c.name} (${c.detail})`).join('; ')}`, { checks });
     }
-    return this.deps.failover.withLock('switchover', () => this.run(from, to, by, checks));
+    return this.deps.failover.withLock('switchover', () => this.run(from, to, by, checks), SWITCHOVER_LOCK_TTL_MS);
   }
 
   private async run(from: DatabaseTarget, to: DatabaseTarget, by: string, checks: Check[]) {
@@ -123,7 +129,7 @@ export class SwitchoverService {
     try {
       await step('read_only_on', async () => {
         writesStoppedAt = performance.now();
-        const r = await this.deps.barrier.engage(`switchover: ${from} to ${to}`, SWITCHOVER_READ_ONLY_TTL_SECONDS, by);
+        const r = await this.deps.barrier.engage(`${READ_ONLY_REASON} ${from} to ${to}`, SWITCHOVER_READ_ONLY_TTL_SECONDS, by);
         return `read-only mode on every instance (${r.applied}/${r.total} applied)`;
       });
       await step('fence_old_primary', async () => {
@@ -183,6 +189,35 @@ export class SwitchoverService {
       totalMs: Math.round(performance.now() - started),
       next: `make ${from} a standby of ${to}: on its host, scripts/dr/rebuild-primary.sh --rewind --pgdata <its data directory> --source <${to}'s connection> --confirm`,
     };
+  }
+
+  /**
+   * A switchover whose instance died midway leaves the active target fenced (and read-only mode
+   * on until its TTL). Any instance that sees the active target fenced while nobody holds the
+   * database lock puts it back in charge: the standby took no writes (nothing pointed at it), so
+   * nothing is lost whether it was promoted or not. Returns what it did, or null.
+   */
+  async recoverInterrupted(active: DatabaseTarget): Promise<string | null> {
+    if (this.recovering || (await this.deps.failover.lockHolder()) !== null) return null;
+    this.recovering = true;
+    try {
+      return await this.deps.failover.withLock('switchover-recovery', async () => {
+        const facts = await this.deps.nodes.facts(active);
+        if (!facts.ok || facts.inRecovery || !facts.fenced || this.deps.dr.current().database.active !== active) return null;
+        await this.deps.nodes.unfence(active);
+        const state = this.deps.dr.current().readOnly;
+        const lifted = state.enabled && (state.reason ?? '').startsWith(READ_ONLY_REASON);
+        if (lifted) await this.deps.barrier.release(`interrupted switchover rolled back: ${active} takes writes again`, 'system:switchover-recovery');
+        const what = `${active} was left fenced by an interrupted switchover: unfenced${lifted ? ', read-only mode lifted' : ''}`;
+        this.deps.logger.warn({ active, lifted }, what);
+        await this.deps.onRecovered?.(what);
+        return what;
+      }, 30_000);
+    } catch {
+      return null;
+    } finally {
+      this.recovering = false;
+    }
   }
 
   /** Puts the old primary back in charge: unfenced, the active target, writes resumed. */

@@ -6,7 +6,7 @@ import { startPgCluster, type PgCluster, type PgNode } from '../../support/pg-cl
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { caughtUp, drScript, query } from '../support/dr-scripts.ts';
 import { eventually } from '../support/redis-server.ts';
-import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 const setting = async (node: PgNode, name: string) => (await query<Record<string, string>>(node, `SHOW ${name}`))[0]![name]!;
@@ -113,6 +113,16 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     await query(cluster.primary, `ALTER SYSTEM SET primary_conninfo = '${conninfo.replace(/'/g, "''")}'`);
     await query(cluster.primary, 'SELECT pg_reload_conf()');
     await eventually(() => post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover', dryRun: true }), (r) => r.body.wouldSwitch === true, 15_000);
+    // The runbook script: a dry run prints the checks; a refusal exits 1; bad usage exits 2.
+    const env = { SAV3_API_URL: a.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
+    const dryScript = await drScript('switchover.sh', ['--to', 'primary', '--dry-run'], env);
+    expect(dryScript.code).toBe(0);
+    expect(JSON.parse(dryScript.stdout)).toMatchObject({ dryRun: true, wouldSwitch: true, from: 'replica', to: 'primary' });
+    const viewer = await drScript('switchover.sh', ['--to', 'primary', '--max-lag-bytes', '0'], { ...env, SAV3_ADMIN_TOKEN: VIEWER_TOKEN });
+    expect(viewer.code).toBe(1);
+    expect(viewer.stderr).toContain('HTTP 403');
+    expect((await drScript('switchover.sh', ['--to', 'sideways'], env)).code).toBe(2);
+    expect((await drScript('switchover.sh', ['--to', 'primary', '--bogus'], env)).code).toBe(2);
     // Nothing changed: the replica still takes writes.
     expect((await put(b, 'fb/after-refusals')).status).toBe(201);
   }, 60_000);
@@ -143,6 +153,33 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     await eventually(() => pairHealth(a), (h) => h.replication?.state === 'streaming', 10_000);
   }, 60_000);
 
+  it('a switchover failing after the promotion rolls back too: the old primary stays in charge, the promoted node is to be rebuilt', async () => {
+    a.service.db.switchover.hook = (step) => {
+      if (step === 'switch') throw new Error('injected: the DR state store failed');
+    };
+    let res;
+    try {
+      res = await post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover' });
+    } finally {
+      a.service.db.switchover.hook = undefined;
+    }
+    expect(res.status).toBe(503);
+    expect(res.body.error).toMatchObject({ code: 'switchover_failed', failedStep: 'switch', rolledBack: true });
+    expect(res.body.error.rollback.map((s: { name: string }) => s.name)).toEqual(['unfence_old_primary', 'note', 'read_only_off']);
+    expect(res.body.error.rollback[1].detail).toContain('primary was promoted before the failure');
+    await eventually(() => put(b, 'fb/after-late-rollback'), (r) => r.status === 201, 5000);
+    expect((await request(b.url).get('/admin/dr/state').set(auth)).body.database.active).toBe('replica');
+    // The promoted node runs as a primary on a newer timeline: the script will not guess, the operator stops it.
+    const refused = await drScript('rebuild-primary.sh', ['--pgdata', cluster.primary.dataDir, '--source', cluster.replica.url(), '--confirm']);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('may be the current primary');
+    await cluster.primary.stop('fast');
+    const rebuilt = await drScript('rebuild-primary.sh', ['--pgdata', cluster.primary.dataDir, '--source', cluster.replica.url(), '--confirm']);
+    expect(rebuilt.stderr).toBe('');
+    expect(rebuilt.stdout).toContain('method: pg_rewind');
+    await eventually(() => pairHealth(a), (h) => h.replication?.state === 'streaming' && h.replication.direction === 'replica->primary', 10_000);
+  }, 60_000);
+
   it('switches over back to the original primary under steady uploads: write unavailability under a second, 0 bytes lost, nothing acknowledged missing', async () => {
     const uploads = startUploadLoop(a.url, 'fb/steady', 1024);
     await new Promise((r) => setTimeout(r, 500));
@@ -169,4 +206,17 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     expect(health).toMatchObject({ status: 'healthy', target: 'primary', replication: { roles: { primary: 'primary', replica: 'standby' }, direction: 'primary->replica' } });
     expect(await setting(cluster.replica, 'default_transaction_read_only')).toBe('off');
   }, 90_000);
+
+  it('a switchover whose instance died midway (active target fenced, read-only on, no lock) is rolled back by any instance', async () => {
+    await query(cluster.primary, 'ALTER SYSTEM SET default_transaction_read_only = on');
+    await query(cluster.primary, 'SELECT pg_reload_conf()');
+    expect((await request(a.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'switchover: primary to replica', ttlSeconds: 600 })).status).toBe(200);
+    expect((await put(b, 'fb/while-interrupted')).status).toBe(503);
+    const healedAt = performance.now();
+    await eventually(() => put(b, 'fb/after-recovery'), (r) => r.status === 201, 10_000);
+    expect(performance.now() - healedAt).toBeLessThan(8000);
+    expect(await setting(cluster.primary, 'default_transaction_read_only')).toBe('off');
+    const audit = await eventually(() => request(a.url).get('/admin/audit?limit=20').set(auth), (r) => r.body.events?.some((e: { action: string }) => e.action === 'database.switchover.recover'), 5000);
+    expect(audit.body.events.find((e: { action: string }) => e.action === 'database.switchover.recover').detail.what).toContain('interrupted switchover');
+  }, 30_000);
 });

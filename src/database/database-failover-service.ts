@@ -22,6 +22,8 @@ export interface Check {
 export const DATABASE_LOCK = 'database';
 const LOCK_TTL_MS = 120_000;
 const PROMOTE_WAIT_SECONDS = 60;
+/** How long a promotion waits for the replica to replay what a still-answering primary wrote. */
+const CATCH_UP_WAIT_MS = 10_000;
 
 export interface FailoverDeps {
   clients: DatabaseClients;
@@ -81,6 +83,18 @@ export class DatabaseFailoverService {
         ok: lag !== null && lag <= maxLag,
         detail: lag === null ? 'replication lag is unknown' : `lag ${lag} s, bound ${maxLag} s`,
       });
+      // A primary that still takes writes would acknowledge writes the promoted node never gets.
+      const primaryWrites = primary?.ok === true && primary.data?.inRecovery === false && !primary.data.fenced;
+      const readOnly = this.deps.readOnlyActive();
+      checks.push({
+        name: 'primary_writes_stopped',
+        ok: !primaryWrites || readOnly,
+        detail: !primaryWrites
+          ? 'the primary does not take writes (unreachable, fenced or a standby)'
+          : readOnly
+            ? 'the primary answers; read-only mode is on, so no instance commits on it (the replica catches up before the promotion)'
+            : 'the primary still answers and read-only mode is off: turn read-only mode on first, or writes acknowledged on the old primary would be lost',
+      });
     }
     const checksMs = Math.round(performance.now() - started);
     const dataLossWindow = this.dataLossWindow(replication.primaryLastKnownLsn, replication.replicaReplayLsn, replication.primaryLastSeenAt);
@@ -99,6 +113,7 @@ export class DatabaseFailoverService {
     return this.withLock('promote', async () => {
       const promoteStarted = performance.now();
       try {
+        const catchUp = await this.waitForCatchUp(replicaUrl!);
         const { replayLsn, alreadyPromoted: raced } = await this.runPromote(replicaUrl!);
         const promoteMs = Math.round(performance.now() - promoteStarted);
         this.deps.runners.get('replica')?.invalidate();
@@ -113,6 +128,7 @@ export class DatabaseFailoverService {
           checks,
           identity: recorded,
           oldPrimary: fence,
+          catchUp,
           dataLossWindow: this.dataLossWindow(replication.primaryLastKnownLsn, replayLsn ?? replication.replicaReplayLsn, replication.primaryLastSeenAt),
           timings: { checksMs, promoteMs, totalMs: Math.round(performance.now() - started) },
         };
@@ -142,6 +158,39 @@ export class DatabaseFailoverService {
       },
     }));
     return identity;
+  }
+
+  /**
+   * When the old primary still answers (a planned switchover, writes stopped by read-only mode),
+   * waits until the replica has replayed everything it wrote, so the promotion loses nothing.
+   */
+  private async waitForCatchUp(replicaUrl: string): Promise<{ primaryLsn: string | null; waitedMs: number }> {
+    const started = performance.now();
+    const primaryUrl = this.deps.clients.url('primary');
+    if (!primaryUrl) return { primaryLsn: null, waitedMs: 0 };
+    const query = async <T>(url: string, sql: string): Promise<T | undefined> => {
+      const controller = new AbortController();
+      const timer = setTimeout(() => controller.abort(), 2000);
+      try {
+        return await withProbeConnection({ connectionString: url, timeoutMs: 2000, signal: controller.signal }, async (c) => (await c.query(sql)).rows[0] as T);
+      } catch {
+        return undefined;
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    const primary = await query<{ lsn: string | null }>(primaryUrl, 'SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS lsn');
+    const primaryLsn = primary?.lsn ?? null;
+    if (!primaryLsn) return { primaryLsn: null, waitedMs: 0 };
+    const deadline = Date.now() + CATCH_UP_WAIT_MS;
+    for (;;) {
+      const replica = await query<{ lsn: string | null }>(replicaUrl, 'SELECT pg_last_wal_replay_lsn()::text AS lsn');
+      if (replica?.lsn && lsnGap(primaryLsn, replica.lsn) === 0) return { primaryLsn, waitedMs: Math.round(performance.now() - started) };
+      if (Date.now() > deadline) {
+        throw new PreconditionFailedError(`promotion refused: the replica did not replay the primary's WAL up to ${primaryLsn} within ${CATCH_UP_WAIT_MS} ms`, { primaryLsn, replicaLsn: replica?.lsn ?? null });
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   /** Fences the old primary right away when it still answers (it may still take writes). */

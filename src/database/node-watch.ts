@@ -88,6 +88,15 @@ export class NodeWatch {
     }
     const target = state.database.active;
     const result = this.deps.latest(target);
+    // Once a promotion recorded a newest timeline, the active target must be known to be on it: a
+    // node last seen down may come back as the old primary, and a write must not race its fencing.
+    const recordedNewest = state.database.newestTimeline;
+    if (recordedNewest !== undefined) {
+      const seen = result?.ok && result.data?.timeline != null ? result.data.timeline : (state.database.nodes?.[target]?.timeline ?? null);
+      if (seen === null || seen < recordedNewest) {
+        return { code: 'not_writable', message: `the active database target (${target}) is not known to be on the newest timeline (${recordedNewest})` };
+      }
+    }
     if (!result?.ok || !result.data) return null;
     const { data } = result;
     if (data.inRecovery) return { code: 'not_writable', message: `the active database target (${target}) is a standby: it cannot take writes until promoted` };

@@ -8,6 +8,7 @@
 //     (rebuild-primary.sh --rewind, until it streams) against pg_basebackup of the same database.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
@@ -15,7 +16,7 @@ import { loadConfig } from '../src/config/config.ts';
 import { migrate } from '../src/database/migrator.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService, MIGRATIONS_DIR } from '../src/service.ts';
-import { countUnreadable, startUploadLoop } from '../support/drill.ts';
+import { countUnreadable, refusalSummary, startUploadLoop } from '../support/drill.ts';
 import { startPgCluster, type PgCluster, type PgNode } from '../support/pg-cluster.ts';
 import { mediaEnv, startS3Server } from '../support/s3-server.ts';
 
@@ -53,6 +54,7 @@ async function switchovers(): Promise<void> {
       DATABASE_URL: cluster.primary.url(),
       DATABASE_REPLICA_URL: cluster.replica.url(),
       REDIS_URL: process.env.REDIS_URL,
+      DR_STATE_FILE: join(tmpdir(), `sav3-bench-failback-${process.pid}.json`),
       ...mediaEnv('PRIMARY', s3),
       ADMIN_TOKENS: `bench:operator:${token}`,
       PORT: '0',
@@ -66,15 +68,17 @@ async function switchovers(): Promise<void> {
     await migrate(cluster.primary.url(), MIGRATIONS_DIR);
     const base = `http://127.0.0.1:${(await service.listen()).port}`;
     const uploads = startUploadLoop(base, 'bench/switchover', 2048);
+    uploads.disaster(); // from here on, refusals are recorded
     const unavailable: number[] = [];
     let lost = 0;
     let to: 'primary' | 'replica' = 'replica';
     for (let i = 0; i < SWITCHOVERS; i += 1) {
       await new Promise((r) => setTimeout(r, 500));
       const res = await fetch(`${base}/admin/database/switchover`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ to, confirm: 'switchover' }) });
-      const body = (await res.json()) as { writeUnavailableMs: number; bytesLost: number };
+      const body = (await res.json()) as { writeUnavailableMs: number; bytesLost: number; steps: { name: string; ms: number }[] };
       if (res.status !== 200) throw new Error(`switchover ${i + 1} failed: ${JSON.stringify(body)}`);
       unavailable.push(body.writeUnavailableMs);
+      if (process.env.BENCH_VERBOSE) console.log(`  switchover ${i + 1}: ${body.steps.map((x) => `${x.name} ${x.ms}`).join(', ')}`);
       lost += body.bytesLost;
       const [newPrimary, old] = to === 'replica' ? [cluster.replica, cluster.primary] : [cluster.primary, cluster.replica];
       await rebuild(old.dataDir, newPrimary, '--rewind');
@@ -94,7 +98,7 @@ async function switchovers(): Promise<void> {
     console.log(`  write unavailability: median ${median(unavailable)} ms, max ${Math.max(...unavailable)} ms  (all: ${unavailable.join(', ')})`);
     console.log(`  baseline, bare server switch (pg_ctl stop -m fast + pg_promote): ${bare} ms; median ratio ${(median(unavailable) / bare).toFixed(2)}`);
     console.log(`  goal: under 1000 ms (Patroni's switchover on this machine: 1600 ms)`);
-    console.log(`  bytes lost: ${lost}; uploads acknowledged ${uploads.acked.size}, missing afterwards ${missing}`);
+    console.log(`  bytes lost: ${lost}; uploads acknowledged ${uploads.acked.size}, missing afterwards ${missing}; refused ${JSON.stringify(refusalSummary(uploads.refused).byCode)}`);
   } finally {
     await service.stop();
     await s3.destroy();

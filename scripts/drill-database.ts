@@ -4,6 +4,8 @@
 // the first accepted write), the writes refused meanwhile, and proves every acknowledged upload is
 // there afterwards with its sha256, and that no refused upload left content behind.
 import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { loadConfig } from '../src/config/config.ts';
 import { migrate } from '../src/database/migrator.ts';
 import { createLogger } from '../src/logger.ts';
@@ -27,6 +29,7 @@ async function main(): Promise<void> {
       PORT: '0',
       HOST: '127.0.0.1',
       HEALTH_TIMEOUT_MS: '500',
+      DR_STATE_FILE: join(tmpdir(), `sav3-drill-${process.pid}.json`),
       INSTANCE_ID: 'drill-1',
     }),
     createLogger('silent'),

@@ -5,6 +5,7 @@
 // primary → replica, and every acknowledged upload is read back with its sha256.
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
@@ -37,6 +38,7 @@ async function main(): Promise<void> {
       DATABASE_URL: cluster.primary.url(),
       DATABASE_REPLICA_URL: cluster.replica.url(),
       REDIS_URL: process.env.REDIS_URL,
+      DR_STATE_FILE: join(tmpdir(), `sav3-drill-failback-${process.pid}.json`),
       ...mediaEnv('PRIMARY', s3),
       ADMIN_TOKENS: `drill:operator:${token}`,
       PORT: '0',

@@ -79,6 +79,12 @@ process.once('exit', () => {
 
 export interface PgClusterOptions {
   dir?: string;
+  /**
+   * The primary waits for the replica to flush every commit (synchronous_standby_names set on the
+   * primary only, after the base backup, so the promoted replica does not wait for a standby it
+   * lacks). Then no acknowledged commit is lost when the primary dies.
+   */
+  synchronous?: boolean;
   /** More postgresql.conf lines for a node (e.g. WAL archiving), given its data directory. */
   settings?: (dataDir: string) => string[];
 }
@@ -129,6 +135,9 @@ export async function startPgCluster(options: PgClusterOptions = {}): Promise<Pg
     writeFileSync(join(dir, 'replica.conf'), '');
     appendFileSync(join(replicaDir, 'postgresql.conf'), `\nport = ${replicaPort}\n${extra(replicaDir)}\n`);
     await cluster.replica.start();
+    if (options.synchronous) {
+      await pg('psql', ['-h', '127.0.0.1', '-p', String(primaryPort), '-U', 'postgres', '-d', 'postgres', '-qAt', '-c', "ALTER SYSTEM SET synchronous_standby_names = '*'", '-c', 'SELECT pg_reload_conf()']);
+    }
     return cluster;
   } catch (err) {
     await cluster.destroy();

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { parseAdminTokens, type AdminToken } from './admin-tokens.ts';
 
@@ -41,6 +42,8 @@ export interface Config {
   mediaContinuousBackup: boolean;
   mediaSyncConcurrency: number;
   mediaSyncInlineMax: number;
+  /** This instance's copy of the last applied DR state (starts from it when Redis is down). */
+  drStateFile: string;
 }
 
 /** Thrown with one line per problem; no line ever contains a variable's value. */
@@ -106,6 +109,7 @@ const schema = z.object({
   MEDIA_CONTINUOUS_BACKUP: bool.default(false),
   MEDIA_SYNC_CONCURRENCY: int(1, 64).default(4),
   MEDIA_SYNC_INLINE_MAX: int(0, 100_000).default(20),
+  DR_STATE_FILE: z.string().min(1).optional(),
 });
 
 type Raw = z.output<typeof schema>;
@@ -218,5 +222,6 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     mediaContinuousBackup: raw.MEDIA_CONTINUOUS_BACKUP,
     mediaSyncConcurrency: raw.MEDIA_SYNC_CONCURRENCY,
     mediaSyncInlineMax: raw.MEDIA_SYNC_INLINE_MAX,
+    drStateFile: resolve(raw.DR_STATE_FILE ?? join('.sav3', 'dr-state.json')),
   };
 }

@@ -8,6 +8,8 @@ import type { DatabaseClients } from './database-clients.ts';
 import { AutoReadOnly } from './auto-read-only.ts';
 import { DatabaseFailoverService } from './database-failover-service.ts';
 import { databaseRoutes } from './database-routes.ts';
+import { fenceNode } from './node-fence.ts';
+import { NodeWatch } from './node-watch.ts';
 import { DatabaseVerifier } from './database-verifier.ts';
 import { probeDatabase, type DatabaseProbeData } from './pg-probe.ts';
 import { ReplicationMonitor, type ReplicationReport } from './replication-monitor.ts';
@@ -20,6 +22,9 @@ export interface DatabaseModule {
   runners: Map<DatabaseTarget, ProbeRunner<DatabaseProbeData>>;
   monitor: ReplicationMonitor;
   failover: DatabaseFailoverService;
+  watch: NodeWatch;
+  /** The target reads go to: the active one, or another that answers while the active one does not. */
+  readTarget(): DatabaseTarget;
   switchover: SwitchoverService;
   replication(): ReplicationReport | undefined;
   /** The pair as /admin/dr/state shows it: which configured node holds which role, lag. */
@@ -53,9 +58,28 @@ export function createDatabaseModule(deps: {
           failuresToEngage: config.autoReadOnlyFailures,
           recoveriesToRelease: config.autoReadOnlyRecoveries,
           replica: () => runners.get('replica')?.latest(),
+          primaryCurrent: () => {
+            const data = runners.get('primary')?.latest()?.data;
+            if (!data || data.fenced || data.inRecovery) return false;
+            const newest = watch.newestTimeline(data.systemId);
+            return newest === null || data.timeline === null || data.timeline >= newest;
+          },
         })
       : undefined;
 
+  const watch = new NodeWatch({
+    latest: (target) => runners.get(target)?.latest(),
+    state: () => dr.state.current(),
+    fence: async (target) => {
+      const result = await fenceNode(clients.url(target)!, Math.max(timeoutMs * 5, 2000));
+      await clients.release(target).catch(() => undefined);
+      void runners.get(target)?.run();
+      return result;
+    },
+    onWritableNodes: (count) => metrics.databaseWritableNodes.set(count),
+    audit: dr.audit,
+    logger,
+  });
   for (const target of ['primary', 'replica'] as const) {
     const url = clients.url(target);
     if (url === undefined) continue;
@@ -67,10 +91,11 @@ export function createDatabaseModule(deps: {
       logger,
       onResult: (result) => {
         monitor.observe(target, result);
-        if (result.ok && result.data?.fenced && !result.data.inRecovery && target === dr.state.current().database.active) {
+        if (result.ok && result.data?.fenced && !result.data.inRecovery && target === dr.state.current().database.active && leftFencedBySwitchover(target)) {
           void switchover?.recoverInterrupted(target);
         }
         if (target === 'primary') auto?.observePrimary(result);
+        watch.observe();
         const lag = replication()?.lagSeconds;
         if (runners.has('replica')) metrics.replicationLag.set(lag ?? -1);
       },
@@ -84,6 +109,11 @@ export function createDatabaseModule(deps: {
   setTargetGauge(clients.active);
   // Every instance follows the shared state: new requests go to the new target at once.
   dr.state.onApply(async (state, previous) => {
+    // The write gate judges the active target by its latest probe: after a switch (or when writes
+    // reopen after a switchover) that must be fresh before this instance reports the change applied.
+    if (state.database.active !== previous.database.active || state.readOnly.enabled !== previous.readOnly.enabled) {
+      await runners.get(state.database.active)?.run();
+    }
     if (state.database.active === previous.database.active && clients.active === state.database.active) return;
     setTargetGauge(state.database.active);
     const drained = await clients.switchTo(state.database.active, config.databaseDrainMs);
@@ -94,6 +124,7 @@ export function createDatabaseModule(deps: {
     clients,
     runners,
     monitor,
+    watch,
     dr: dr.state,
     store: dr.store,
     readOnlyActive: () => dr.readOnly.isActive(),
@@ -103,6 +134,24 @@ export function createDatabaseModule(deps: {
     maxLagSeconds: config.replicationMaxLagSeconds,
   });
   const verifier = new DatabaseVerifier({ clients, runners, replication, migrationsDir: deps.migrationsDir, instanceId: config.instanceId });
+  /**
+   * The active target is fenced, is on the newest timeline, and no other node takes writes: what a
+   * switchover that died before its promotion leaves behind (a promoted standby means forward only).
+   */
+  function leftFencedBySwitchover(target: DatabaseTarget): boolean {
+    const data = runners.get(target)?.latest()?.data;
+    const other = runners.get(target === 'primary' ? 'replica' : 'primary')?.latest();
+    const otherWrites = other?.ok === true && other.data?.inRecovery === false && !other.data.fenced;
+    const newest = watch.newestTimeline(data?.systemId ?? null);
+    const current = newest === null || data?.timeline == null || data.timeline >= newest;
+    return !otherWrites && current;
+  }
+  const readTarget = (): DatabaseTarget => {
+    const active = clients.active;
+    if (runners.get(active)?.latest()?.ok !== false) return active;
+    const other: DatabaseTarget = active === 'primary' ? 'replica' : 'primary';
+    return runners.get(other)?.latest()?.ok ? other : active;
+  };
   const pair = async (maxAgeMs: number) => {
     if (!runners.has('replica')) return undefined;
     const [p, r] = await Promise.all([runners.get('primary')!.get(maxAgeMs), runners.get('replica')!.get(maxAgeMs)]);
@@ -125,6 +174,23 @@ export function createDatabaseModule(deps: {
     barrier: new ReadOnlyWriteBarrier(dr.readOnly, dr.state),
     metrics,
     logger,
+    recordSwitch: async (to, by) => {
+      // As a switch does: the node's identity and its (newer) timeline are recorded with it.
+      await runners.get(to)?.run();
+      const identity = watch.identity(to);
+      await dr.state.change((s, now) => ({
+        ...s,
+        database: {
+          ...s.database,
+          active: to,
+          since: now,
+          by,
+          nodes: identity ? { ...s.database.nodes, [to]: identity } : s.database.nodes,
+          newestTimeline: identity ? Math.max(s.database.newestTimeline ?? 0, identity.timeline) : s.database.newestTimeline,
+          promotedAt: now,
+        },
+      }));
+    },
     onRecovered: async (what) => {
       await dr.audit.record({ actor: 'system:switchover-recovery', role: null, action: 'database.switchover.recover', result: 'success', before: null, after: null, detail: { what }, requestId: null });
     },
@@ -136,6 +202,8 @@ export function createDatabaseModule(deps: {
     runners,
     monitor,
     failover,
+    watch,
+    readTarget,
     switchover: switchover!,
     replication,
     pair,

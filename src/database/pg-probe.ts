@@ -55,9 +55,25 @@ export interface DatabaseProbeData {
   receiverStatus: string | null;
   /** Primary: its standbys as pg_stat_replication sees them. */
   standbys: { state: string; replayLsn: string | null; replayLagSeconds: number | null }[];
-  /** default_transaction_read_only is on at the server: fenced by a switchover. */
-  fenced?: boolean;
+  /** The node's identity: cluster system identifier and timeline (null without the rights to read them). */
+  systemId: string | null;
+  timeline: number | null;
+  /** default_transaction_read_only is on: the node was fenced (or configured) read-only. */
+  fenced: boolean;
 }
+
+/**
+ * System identifier and timeline. `pg_control_checkpoint()` gives the timeline of the last
+ * checkpoint; right after a promotion that is still the old one until the end-of-recovery
+ * checkpoint, so a primary's current WAL file name (and a standby's received timeline) count too.
+ */
+const IDENTITY = `SELECT (SELECT system_identifier::text FROM pg_control_system()) AS system_id,
+  GREATEST(
+    (SELECT timeline_id FROM pg_control_checkpoint()),
+    CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1)
+         ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END
+  ) AS timeline,
+  current_setting('default_transaction_read_only') = 'on' AS fenced`;
 
 export async function probeDatabase(options: PgProbeOptions): Promise<DatabaseProbeData> {
   return withProbeConnection(options, async (client) => {
@@ -68,8 +84,7 @@ export async function probeDatabase(options: PgProbeOptions): Promise<DatabasePr
       replay_lsn: string | null;
       replay_at: Date | null;
       receiver_status: string | null;
-      fenced: boolean;
-    }>(`SELECT current_setting('default_transaction_read_only') = 'on' AS fenced, pg_is_in_recovery() AS in_recovery,
+    }>(`SELECT pg_is_in_recovery() AS in_recovery,
               CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
               pg_last_wal_receive_lsn()::text AS receive_lsn,
               pg_last_wal_replay_lsn()::text AS replay_lsn,
@@ -83,7 +98,13 @@ export async function probeDatabase(options: PgProbeOptions): Promise<DatabasePr
             'SELECT state, replay_lsn::text AS replay_lsn, EXTRACT(EPOCH FROM replay_lag)::float8 AS lag FROM pg_stat_replication',
           )
         ).rows.map((r) => ({ state: r.state, replayLsn: r.replay_lsn, replayLagSeconds: r.lag }));
+    const identity = await client
+      .query<{ system_id: string; timeline: number; fenced: boolean }>(IDENTITY)
+      .then((r) => r.rows[0], () => undefined);
     return {
+      systemId: identity?.system_id ?? null,
+      timeline: identity?.timeline ?? null,
+      fenced: identity?.fenced ?? false,
       inRecovery: row.in_recovery,
       currentLsn: row.current_lsn,
       receiveLsn: row.receive_lsn,
@@ -91,7 +112,6 @@ export async function probeDatabase(options: PgProbeOptions): Promise<DatabasePr
       replayAt: row.replay_at,
       receiverStatus: row.receiver_status,
       standbys,
-      fenced: row.fenced,
     };
   });
 }

@@ -4,7 +4,8 @@ import { lsnGap } from './lsn.ts';
 import type { DatabaseProbeData } from './pg-probe.ts';
 
 export type ReplicationState = 'streaming' | 'catching_up' | 'disconnected' | 'promoted' | 'unreachable';
-export type NodeRole = 'primary' | 'standby' | 'unreachable';
+/** `fenced`: out of recovery but read-only at the server (an old primary after a promotion or switchover). */
+export type NodeRole = 'primary' | 'standby' | 'fenced' | 'unreachable';
 export type Direction = 'primary->replica' | 'replica->primary';
 
 export interface ReplicationReport {
@@ -60,13 +61,15 @@ export class ReplicationMonitor {
     const probes: Record<DatabaseTarget, ProbeResult<DatabaseProbeData> | undefined> = { primary, replica };
     const role = (t: DatabaseTarget): NodeRole => {
       const p = probes[t];
-      return !p?.ok || !p.data ? 'unreachable' : p.data.inRecovery ? 'standby' : 'primary';
+      return !p?.ok || !p.data ? 'unreachable' : p.data.inRecovery ? 'standby' : p.data.fenced ? 'fenced' : 'primary';
     };
     const roles = { primary: role('primary'), replica: role('replica') };
     let writer: DatabaseTarget;
     if (roles.primary === 'primary' && roles.replica === 'primary') writer = this.active();
-    else if (roles.primary === 'primary' || roles.replica === 'standby') writer = 'primary';
-    else if (roles.replica === 'primary' || roles.primary === 'standby') writer = 'replica';
+    else if (roles.primary === 'primary') writer = 'primary';
+    else if (roles.replica === 'primary') writer = 'replica';
+    else if (roles.replica === 'standby') writer = 'primary';
+    else if (roles.primary === 'standby') writer = 'replica';
     else writer = this.lastWriter;
     this.lastWriter = writer;
     const standby = other(writer);
@@ -82,7 +85,7 @@ export class ReplicationMonitor {
     const s = probes[standby];
     if (!s?.ok || !s.data) {
       // A promoted writer whose old partner has not come back as a standby yet.
-      const state = writer === this.lastStandby && roles[writer] === 'primary' ? 'promoted' : 'unreachable';
+      const state = writer === this.lastStandby && roles[writer] !== 'unreachable' && roles[writer] !== 'standby' ? 'promoted' : 'unreachable';
       return { ...base, status: state === 'promoted' ? 'healthy' : 'degraded', state, lagSeconds: null, lagBytes: null, replicaReplayLsn: null };
     }
     const r = s.data;

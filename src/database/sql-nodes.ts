@@ -62,8 +62,8 @@ export class SqlNodes {
   /**
    * Nothing more can commit on `target`: new transactions are read-only (ALTER SYSTEM, so a
    * restart keeps the fence), every other session is ended (an open transaction rolls back, its
-   * client was never told it committed), then one empty read-write commit of our own flushes all
-   * WAL. Returns the position every acknowledged commit lies before.
+   * client was never told it committed), then one read-write commit of our own (a WAL message) flushes
+   * all WAL. Returns the position every acknowledged commit lies before.
    */
   async fence(target: DatabaseTarget): Promise<{ lsn: string; terminated: number }> {
     return this.with(target, async (c) => {
@@ -74,8 +74,10 @@ export class SqlNodes {
         `SELECT count(pg_terminate_backend(pid, 5000))::int AS n FROM pg_stat_activity
           WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`,
       );
+      // A commit that wrote WAL is flushed at once (a bare xid would be committed asynchronously,
+      // flushed only by the WAL writer up to 200 ms later): everything before it is flushed too.
       await c.query('BEGIN READ WRITE');
-      await c.query('SELECT pg_current_xact_id()');
+      await c.query("SELECT pg_logical_emit_message(true, 'sav3', 'switchover fence')");
       await c.query('COMMIT');
       const lsn = (await c.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')).rows[0]!.lsn;
       return { lsn, terminated: rows[0]!.n };

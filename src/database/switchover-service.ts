@@ -49,6 +49,8 @@ export interface SwitchoverDeps {
   metrics: Pick<Metrics, 'failoverTotal'>;
   logger: Logger;
   hook?: StepHook;
+  /** Makes `to` the active target of every instance, recording its identity and timeline. */
+  recordSwitch: (to: DatabaseTarget, by: string) => Promise<void>;
   /** Records a recovery of an interrupted switchover (the audit log). */
   onRecovered?: (what: string) => Promise<void>;
 }
@@ -147,7 +149,7 @@ export class SwitchoverService {
         return `${to} promoted (pg_promote)`;
       });
       await step('switch', async () => {
-        await this.deps.dr.change((s, now) => ({ ...s, database: { active: to, since: now, by } }));
+        await this.deps.recordSwitch(to, by);
         switched = true;
         const p = await this.deps.dr.waitForInstances(this.deps.dr.current().version, 1500);
         return `every instance writes to ${to} (${p.applied}/${p.total} applied)`;
@@ -158,9 +160,21 @@ export class SwitchoverService {
         return 'writes resume';
       });
     } catch (err) {
-      const rollback = await this.rollback({ from, to, promoted, switched, wasReadOnly, by });
       this.deps.metrics.failoverTotal.inc({ kind: 'switchover', result: 'failed' });
       const failedStep = steps.find((s) => !s.ok)?.name ?? 'unknown';
+      if (promoted) {
+        // Past the promotion the promoted node holds everything and the newest timeline, and the
+        // old primary is fenced: going back would put writes on an older timeline. Forward only.
+        const forward = await this.rollForward({ from, to, switched, wasReadOnly, by });
+        this.deps.logger.error({ err, failedStep, forward }, 'switchover failed after the promotion; completed forward');
+        throw new SwitchoverFailedError(
+          forward.ok
+            ? `switchover failed at ${failedStep} after ${to} was promoted; completed forward: ${to} is the primary and takes writes`
+            : `switchover failed at ${failedStep} after ${to} was promoted, and completing it failed: switch to ${to} (POST /admin/database/switch) and lift read-only mode`,
+          { failedStep, rolledBack: false, rolledForward: forward.ok, rollForward: forward.steps, steps, checks },
+        );
+      }
+      const rollback = await this.rollback({ from, to, wasReadOnly, by });
       this.deps.logger.error({ err, failedStep, rollback }, 'switchover failed; rolled back to the old primary');
       throw new SwitchoverFailedError(`switchover failed at ${failedStep}; rolled back: ${from} is the primary again and takes writes`, {
         failedStep,
@@ -220,33 +234,46 @@ export class SwitchoverService {
     }
   }
 
-  /** Puts the old primary back in charge: unfenced, the active target, writes resumed. */
-  private async rollback(s: { from: DatabaseTarget; to: DatabaseTarget; promoted: boolean; switched: boolean; wasReadOnly: boolean; by: string }) {
+  /** Before the promotion: puts the old primary back in charge (unfenced, writes resumed). */
+  private async rollback(s: { from: DatabaseTarget; to: DatabaseTarget; wasReadOnly: boolean; by: string }) {
     const steps: { name: string; ok: boolean; detail: string }[] = [];
-    const attempt = async (name: string, fn: () => Promise<string>) => {
-      try {
-        steps.push({ name, ok: true, detail: await fn() });
-      } catch (err) {
-        steps.push({ name, ok: false, detail: err instanceof Error ? err.message : String(err) });
-      }
-    };
-    await attempt('unfence_old_primary', async () => {
+    await attempt(steps, 'unfence_old_primary', async () => {
       await this.deps.nodes.unfence(s.from);
-      return `${s.from} takes writes again`;
+      return `${s.from} takes writes again; ${s.to} stays its standby`;
     });
-    if (s.switched || this.deps.dr.current().database.active !== s.from) {
-      await attempt('switch_back', async () => {
-        await this.deps.dr.change((st, now) => ({ ...st, database: { active: s.from, since: now, by: s.by } }));
-        return `every instance writes to ${s.from}`;
-      });
-    }
-    if (s.promoted) steps.push({ name: 'note', ok: true, detail: `${s.to} was promoted before the failure: rebuild it as a standby (rebuild-primary.sh --rewind)` });
     if (!s.wasReadOnly) {
-      await attempt('read_only_off', async () => {
+      await attempt(steps, 'read_only_off', async () => {
         await this.deps.barrier.release(`switchover to ${s.to} rolled back`, s.by);
         return 'writes resume';
       });
     }
     return { ok: steps.every((x) => x.ok), steps };
+  }
+
+  /** After the promotion: every instance to the promoted node, writes resumed. */
+  private async rollForward(s: { from: DatabaseTarget; to: DatabaseTarget; switched: boolean; wasReadOnly: boolean; by: string }) {
+    const steps: { name: string; ok: boolean; detail: string }[] = [];
+    if (!s.switched) {
+      await attempt(steps, 'switch', async () => {
+        await this.deps.recordSwitch(s.to, s.by);
+        return `every instance writes to ${s.to}`;
+      });
+    }
+    if (!s.wasReadOnly && steps.every((x) => x.ok)) {
+      await attempt(steps, 'read_only_off', async () => {
+        await this.deps.barrier.release(`switchover to ${s.to} completed after a failed step`, s.by);
+        return 'writes resume';
+      });
+    }
+    steps.push({ name: 'next', ok: true, detail: `${s.from} stays fenced: rebuild it as a standby (rebuild-primary.sh --rewind)` });
+    return { ok: steps.every((x) => x.ok), steps };
+  }
+}
+
+async function attempt(steps: { name: string; ok: boolean; detail: string }[], name: string, fn: () => Promise<string>): Promise<void> {
+  try {
+    steps.push({ name, ok: true, detail: await fn() });
+  } catch (err) {
+    steps.push({ name, ok: false, detail: err instanceof Error ? err.message : String(err) });
   }
 }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { MediaBackendName } from '../config/config.ts';
-import { BadRequestError, DependencyUnavailableError, NotFoundError, PayloadTooLargeError } from '../http/app-error.ts';
+import { AppError, BadRequestError, DependencyUnavailableError, NotFoundError, PayloadTooLargeError } from '../http/app-error.ts';
 import type { Logger } from '../logger.ts';
 import { HashingStream } from './hashing-stream.ts';
 import type { MediaCache } from './media-cache.ts';
@@ -81,6 +81,7 @@ export class MediaService {
     } catch (err) {
       // Without its metadata row the object is unreachable: remove it rather than leave an orphan.
       await store.remove(key).catch(() => undefined);
+      if (err instanceof AppError) throw err; // refused by the write barrier: keeps its own answer
       throw new DependencyUnavailableError('database', `the metadata could not be saved`, err);
     }
     await this.deps.cache.put(meta);
@@ -154,6 +155,7 @@ export class MediaService {
     try {
       existed = await this.deps.repository.delete(key);
     } catch (err) {
+      if (err instanceof AppError) throw err; // refused by the write barrier: keeps its own answer
       throw new DependencyUnavailableError('database', `the metadata could not be deleted`, err);
     }
     if (!existed) throw new NotFoundError(`no media object ${key}`);

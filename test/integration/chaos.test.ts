@@ -250,5 +250,5 @@ describe('chaos: two instances, steady writes, random DR operations and faults',
     expect(acks.length).toBeGreaterThan(50);
     expect(summary.acksAfterPromotion).toBeGreaterThan(0);
     expect(metrics).toMatch(/^sav3_database_writable_nodes 1$/m);
-  }, 180_000);
+  }, Number(process.env.CHAOS_DURATION_MS ?? 35_000) + 150_000);
 });

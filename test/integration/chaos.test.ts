@@ -199,7 +199,7 @@ describe('chaos: two instances, steady writes, random DR operations and faults',
       await sleep(400 + rng() * 900);
       let name = names[Math.floor(rng() * names.length)]!;
       // The first third runs without promotions, so plenty of writes are acknowledged by the old primary.
-      if (name === 'promote' && performance.now() - startedAt < durationMs / 3) name = 'readOnlyOn';
+      if (name === 'promote' && performance.now() - startedAt < durationMs / 3) name = 'readOnlyOff';
       await actions[name]!();
     }
 
@@ -247,8 +247,9 @@ describe('chaos: two instances, steady writes, random DR operations and faults',
     expect({ missing, report: missing.length ? report : '' }).toEqual({ missing: [], report: '' });
     expect({ strays, report: strays.length ? report : '' }).toEqual({ strays: [], report: '' });
     expect({ unreadable, report: unreadable.length ? report : '' }).toEqual({ unreadable: [], report: '' });
-    expect(acks.length).toBeGreaterThan(50);
+    // Liveness, loosely: writes were acknowledged both before and after the promotion.
+    expect(acks.length - summary.acksAfterPromotion).toBeGreaterThan(0);
     expect(summary.acksAfterPromotion).toBeGreaterThan(0);
     expect(metrics).toMatch(/^sav3_database_writable_nodes 1$/m);
-  }, 180_000);
+  }, Number(process.env.CHAOS_DURATION_MS ?? 35_000) + 150_000);
 });

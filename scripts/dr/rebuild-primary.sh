@@ -4,7 +4,8 @@
 #   pg_rewind            its timeline can be rewound onto the current primary's (seconds);
 #   pgbackrest restore   --type=standby --delta from the backup repository (minutes);
 #   pg_basebackup        a full copy from the current primary (always possible, slowest).
-# It refuses to touch the current primary. Then it runs setup-replication.sh (slot, streaming).
+# It refuses to touch the current primary, or to copy from a fenced or older one. Then it runs
+# setup-replication.sh (slot, streaming).
 #   scripts/dr/rebuild-primary.sh --pgdata DIR --source CONNINFO
 #       [--from-backup latest|LABEL | --rewind | --basebackup] [--stanza NAME [--pgbackrest-config FILE]]
 #       [--slot NAME] [--port N] [--log FILE] [--timeout SECONDS] [--dry-run] --confirm
@@ -33,7 +34,7 @@ while [ $# -gt 0 ]; do
     --timeout) need_value "$@"; timeout=$2; shift 2 ;;
     --dry-run) dry=true; shift ;;
     --confirm) confirm=true; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -53,6 +54,7 @@ identity='SELECT system_identifier || $$/$$ || pg_postmaster_start_time() || $$/
 source_identity=$(sql "$source" "$identity")
 source_id=${source_identity%%/*}
 source_tli=$(server_timeline "$source")
+[ "$(sql "$source" "SELECT current_setting('default_transaction_read_only')")" != on ] || fail "refusing: the source $(redact "$source") is fenced read-only: it is an old primary, not the current one"
 exists=false stop=false local_id="" local_tli=""
 if [ -f "$pgdata/PG_VERSION" ] && [ -f "$pgdata/global/pg_control" ]; then
   exists=true
@@ -70,6 +72,10 @@ if $exists && running "$pgdata"; then
     say "this node runs as a standby: it will be stopped"
   fi
   stop=true
+fi
+
+if $exists && ! $stop && [ -n "$local_tli" ] && [ "$local_tli" -gt "$source_tli" ]; then
+  fail "refusing: this node is on timeline $local_tli, newer than the source's $source_tli: it may hold the newest data (is the source a stale primary?)"
 fi
 
 # --- Which way, and why ---------------------------------------------------------------------------

@@ -140,4 +140,23 @@ describe('rebuild-primary.sh and setup-replication.sh against real clusters', ()
     expect(res.code).toBe(1);
     expect(res.stderr).toContain('the primary does not answer');
   });
+
+  it('refuses a fenced source (an old primary) and a stopped node on a newer timeline than the source', async () => {
+    await query(newPrimary, 'ALTER SYSTEM SET default_transaction_read_only = on');
+    await query(newPrimary, 'SELECT pg_reload_conf()');
+    await new Promise((r) => setTimeout(r, 200));
+    const fenced = await script('rebuild-primary.sh', ['--pgdata', oldPrimary.dataDir, '--source', newPrimary.url(), '--basebackup', '--confirm']);
+    expect(fenced.code).toBe(1);
+    expect(fenced.stderr).toContain('is fenced read-only');
+    await query(newPrimary, 'ALTER SYSTEM RESET default_transaction_read_only');
+    await query(newPrimary, 'SELECT pg_reload_conf()');
+    // The standby is promoted (a newer timeline) and stopped: the source is now the stale one.
+    await query(oldPrimary, 'SELECT pg_promote(true, 60)');
+    await query(oldPrimary, 'CHECKPOINT');
+    await oldPrimary.stop('fast');
+    const newer = await script('rebuild-primary.sh', ['--pgdata', oldPrimary.dataDir, '--source', newPrimary.url(), '--confirm']);
+    expect(newer.code).toBe(1);
+    expect(newer.stderr).toMatch(/timeline 3, newer than the source's 2/);
+    expect((await script('rebuild-primary.sh', ['--pgdata', oldPrimary.dataDir, '--source', newPrimary.url(), '--dry-run'])).code).toBe(1);
+  }, 60_000);
 });

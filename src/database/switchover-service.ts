@@ -39,15 +39,16 @@ export class SwitchoverFailedError extends AppError {
 
 const other = (t: DatabaseTarget): DatabaseTarget => (t === 'primary' ? 'replica' : 'primary');
 
+/** What the switchover needs of its neighbours: narrow, so a test can hand it fakes. */
 export interface SwitchoverDeps {
-  clients: DatabaseClients;
-  nodes: SqlNodes;
-  failover: DatabaseFailoverService;
-  dr: DrStateService;
-  readOnly: ReadOnlyService;
+  clients: Pick<DatabaseClients, 'has'>;
+  nodes: Pick<SqlNodes, 'facts' | 'fence' | 'unfence' | 'waitForReplay' | 'promote'>;
+  failover: Pick<DatabaseFailoverService, 'withLock' | 'lockHolder'>;
+  dr: Pick<DrStateService, 'current' | 'waitForInstances'>;
+  readOnly: Pick<ReadOnlyService, 'isActive'>;
   barrier: WriteBarrier;
   metrics: Pick<Metrics, 'failoverTotal'>;
-  logger: Logger;
+  logger: Pick<Logger, 'warn' | 'error'>;
   hook?: StepHook;
   /** Makes `to` the active target of every instance, recording its identity and timeline. */
   recordSwitch: (to: DatabaseTarget, by: string) => Promise<void>;

@@ -62,6 +62,12 @@ export class DatabaseFailoverService {
     return this.deps.store.lockHolder(DATABASE_LOCK).catch(() => null);
   }
 
+  /** Which configured node holds which role, from the latest probes (undefined without a replica). */
+  private roles() {
+    if (!this.deps.runners.has('replica')) return undefined;
+    return this.deps.monitor.report(this.deps.runners.get('primary')?.latest(), this.deps.runners.get('replica')?.latest()).roles;
+  }
+
   private async probe(target: DatabaseTarget) {
     const runner = this.deps.runners.get(target);
     return runner ? runner.run() : undefined;
@@ -307,12 +313,13 @@ export class DatabaseFailoverService {
     }
     const current = this.deps.dr.current().database.active;
     const failed = checks.filter((c) => !c.ok);
-    if (input.dryRun) return { changed: false, dryRun: true, wouldSwitch: failed.length === 0 && current !== to, from: current, to, checks };
+    const roles = this.roles();
+    if (input.dryRun) return { changed: false, dryRun: true, wouldSwitch: failed.length === 0 && current !== to, from: current, to, roles, checks };
     if (failed.length > 0) {
       this.deps.metrics.failoverTotal.inc({ kind: 'database_switch', result: 'refused' });
       throw new PreconditionFailedError(`switch refused: ${failed.map((c) => `${c.name} (${c.detail})`).join('; ')}`, { checks });
     }
-    if (current === to) return { changed: false, dryRun: false, from: current, to, checks, message: `${to} is already the active target` };
+    if (current === to) return { changed: false, dryRun: false, from: current, to, roles, checks, message: `${to} is already the active target` };
     return this.withLock('switch', async () => {
       const identity = this.deps.watch.identity(to);
       const change = await this.deps.dr.change((s, now) => ({
@@ -327,7 +334,7 @@ export class DatabaseFailoverService {
         },
       }));
       this.deps.metrics.failoverTotal.inc({ kind: 'database_switch', result: 'success' });
-      return { changed: true, dryRun: false, from: change.before.database.active, to, inRecovery, checks, change };
+      return { changed: true, dryRun: false, from: change.before.database.active, to, inRecovery, roles, checks, change };
     });
   }
 }

@@ -81,7 +81,9 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     expect(dry.body.checks.filter((c: { ok: boolean }) => !c.ok).map((c: { name: string }) => c.name)).toEqual(['primary_writes_stopped']);
     const verify = await post(a, '/admin/verify/database', {});
     expect(verify.status).toBe(200);
-    expect(verify.body).toMatchObject({ status: 'pass', target: 'replica' });
+    expect(verify.body).toMatchObject({ status: 'pass', target: 'replica', roles: { primary: 'standby', replica: 'primary' }, direction: 'replica->primary' });
+    const sw = await post(a, '/admin/database/switch', { to: 'replica', dryRun: true });
+    expect(sw.body).toMatchObject({ dryRun: true, roles: { primary: 'standby', replica: 'primary' } });
   });
 
   it('refuses a switchover to a standby that is lagging (replay paused) or disconnected: 412 naming the check', async () => {

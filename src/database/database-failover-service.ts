@@ -120,8 +120,7 @@ export class DatabaseFailoverService {
         if (raced) return { promoted: false, alreadyPromoted: true, dryRun: false, message: 'the replica was promoted meanwhile; nothing to do', checks, timings: { checksMs } };
         this.deps.metrics.failoverTotal.inc({ kind: 'promote', result: 'success' });
         this.deps.logger.warn({ promoteMs }, 'replica promoted');
-        const recorded = await this.recordPromotion();
-        const fence = await this.fenceOldPrimary();
+        const [recorded, fence] = await Promise.all([this.recordPromotion(), this.fenceOldPrimary()]);
         return {
           promoted: true,
           dryRun: false,

@@ -20,8 +20,8 @@ function health(options: { primaryUp: boolean; replicaUp: boolean; readOnly: boo
   ]);
   return new HealthService({
     database: { runners, active: () => 'primary' },
-    media: { runners: new Map<MediaBackendName, ProbeRunner<void>>([['primary', runner(async () => undefined, 'primary')]]), active: () => 'primary', bucket: () => 'b' },
-    redis: runner(async () => undefined, 'redis'),
+    media: { runners: new Map<MediaBackendName, ProbeRunner<void>>([['primary', runner<void>(async () => undefined, 'primary')]]), active: () => 'primary', bucket: () => 'b' },
+    redis: runner<void>(async () => undefined, 'redis'),
     dr: () => ({ readOnly: options.readOnly, stateVersion: 1 }),
     writes: () => options.writes ?? { refusal: null, splitBrain: false, writableNodes: ['primary'], fenced: [] },
     lifecycle: new Lifecycle(),

@@ -98,6 +98,7 @@ async function main(): Promise<void> {
     console.log('\nPlanned switchover with 8 uploads in flight (two instances, synchronous replica)');
     console.log(`  enable read-only ${planned.enableMs} ms (writes in flight ${planned.writesAtEnable.inFlight}: ${planned.writesAtEnable.waitedFor} waited for, ${planned.writesAtEnable.failing} failed at their commit)`);
     console.log(`  promote ${planned.promoteMs} ms, switch ${planned.switchMs} ms, disable ${planned.disableMs} ms; write unavailability ${planned.unavailableMs} ms`);
+    console.log(`  uploads refused meanwhile: ${JSON.stringify(planned.refused)}`);
     console.log(`  acknowledged ${planned.acked}; lost ${planned.missingOnNewPrimary}; on the old primary after the enable ${planned.ackedOnOldPrimaryAfterEnable}; old primary fenced ${planned.oldPrimaryFenced}`);
     ok = ok && planned.missingOnNewPrimary === 0 && planned.ackedOnOldPrimaryAfterEnable === 0 && planned.oldPrimaryFenced;
     console.log(ok ? '\ndrill passed' : '\ndrill FAILED');

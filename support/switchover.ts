@@ -28,6 +28,8 @@ export interface SwitchoverResult {
   missingOnNewPrimary: number;
   ackedOnOldPrimaryAfterEnable: number;
   oldPrimaryFenced: boolean;
+  /** Uploads refused, by error code (read_only while the mode is on, write_fenced at the barrier). */
+  refused: Record<string, number>;
 }
 
 async function keysOn(node: PgNode): Promise<Map<string, string>> {
@@ -70,7 +72,8 @@ export async function plannedSwitchover(options: { concurrency: number; uploadBy
           ADMIN_TOKENS: `drill:operator:${token}`,
           PORT: '0',
           HOST: '127.0.0.1',
-          HEALTH_TIMEOUT_MS: '500',
+          // Generous on a loaded machine: a probe timing out would refuse the promotion.
+          HEALTH_TIMEOUT_MS: '2000',
           HEALTH_INTERVAL_MS: '500',
           INSTANCE_ID: id,
           DR_STATE_FILE: join(tmpdir(), `sav3-switchover-${process.pid}-${id}.json`),
@@ -89,6 +92,7 @@ export async function plannedSwitchover(options: { concurrency: number; uploadBy
     };
 
     const acks: { key: string; sha256: string; at: number }[] = [];
+    const refused = new Map<string, number>();
     let running = true;
     let n = 0;
     const loops = Array.from({ length: options.concurrency }, async (_, i) => {
@@ -97,7 +101,10 @@ export async function plannedSwitchover(options: { concurrency: number; uploadBy
         const body = randomBytes(options.uploadBytes);
         const res = await fetch(`${bases[i % 2]}/media/${key}`, { method: 'PUT', body }).catch(() => undefined);
         if (res?.status === 201) acks.push({ key, sha256: sha(body), at: performance.now() });
-        else await res?.arrayBuffer().catch(() => undefined);
+        else if (res) {
+          const code = ((await res.json().catch(() => ({}))) as { error?: { code?: string } }).error?.code ?? String(res.status);
+          refused.set(code, (refused.get(code) ?? 0) + 1);
+        }
         if (res?.status !== 201) await new Promise((r) => setTimeout(r, 5));
       }
     });
@@ -132,6 +139,7 @@ export async function plannedSwitchover(options: { concurrency: number; uploadBy
       missingOnNewPrimary: acks.filter((a) => onNew.get(a.key) !== a.sha256).length,
       ackedOnOldPrimaryAfterEnable: acks.filter((a) => a.at > t1 && onOld.has(a.key)).length,
       oldPrimaryFenced: (await setting(cluster.primary, 'default_transaction_read_only')) === 'on',
+      refused: Object.fromEntries(refused),
     };
   } finally {
     for (const service of services) await service.stop().catch(() => undefined);

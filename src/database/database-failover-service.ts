@@ -140,8 +140,7 @@ export class DatabaseFailoverService {
         if (raced) return { promoted: false, alreadyPromoted: true, dryRun: false, node, message: `${node} was promoted meanwhile; nothing to do`, checks, timings: { checksMs } };
         this.deps.metrics.failoverTotal.inc({ kind: 'promote', result: 'success' });
         this.deps.logger.warn({ promoteMs, node }, 'standby promoted');
-        const recorded = await this.recordPromotion(node);
-        const fence = await this.fenceOldPrimary(node === 'primary' ? 'replica' : 'primary');
+        const [recorded, fence] = await Promise.all([this.recordPromotion(node), this.fenceOldPrimary(node === 'primary' ? 'replica' : 'primary')]);
         return {
           promoted: true,
           dryRun: false,
@@ -215,6 +214,17 @@ export class DatabaseFailoverService {
       }
       await new Promise((r) => setTimeout(r, 50));
     }
+  }
+
+  private async fenceFormerPrimary(from: DatabaseTarget, to: DatabaseProbeData | undefined) {
+    if (!to || to.inRecovery || to.timeline === null) return null;
+    const old = await this.probe(from);
+    const data = old?.ok ? old.data : undefined;
+    if (!data || data.inRecovery || data.fenced || data.timeline === null || data.systemId !== to.systemId || data.timeline >= to.timeline) return null;
+    const { terminated } = await fenceNode(this.deps.clients.url(from)!, 2000);
+    this.deps.runners.get(from)?.invalidate();
+    this.deps.logger.warn({ from, terminated }, 'switch: the former primary still took writes; fenced it first');
+    return { fenced: true, detail: `${from} was on timeline ${data.timeline}: default_transaction_read_only set, ${terminated} sessions ended` };
   }
 
   /** Fences the old primary right away when it still answers (it may still take writes). */
@@ -321,6 +331,9 @@ export class DatabaseFailoverService {
     }
     if (current === to) return { changed: false, dryRun: false, from: current, to, roles, checks, message: `${to} is already the active target` };
     return this.withLock('switch', async () => {
+      // Switching away from a former primary that still takes writes (promoted elsewhere, never
+      // fenced): fence it before the switch is decided, so no instance commits there afterwards.
+      const oldTarget = await this.fenceFormerPrimary(current, probe?.data);
       const identity = this.deps.watch.identity(to);
       const change = await this.deps.dr.change((s, now) => ({
         ...s,
@@ -334,7 +347,7 @@ export class DatabaseFailoverService {
         },
       }));
       this.deps.metrics.failoverTotal.inc({ kind: 'database_switch', result: 'success' });
-      return { changed: true, dryRun: false, from: change.before.database.active, to, inRecovery, roles, checks, change };
+      return { changed: true, dryRun: false, from: change.before.database.active, to, inRecovery, roles, checks, ...(oldTarget ? { oldTarget } : {}), change };
     });
   }
 }

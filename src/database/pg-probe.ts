@@ -63,11 +63,12 @@ export interface DatabaseProbeData {
 }
 
 /**
- * System identifier and timeline. `pg_control_checkpoint()` gives the timeline of the last
- * checkpoint; right after a promotion that is still the old one until the end-of-recovery
- * checkpoint, so a primary's current WAL file name (and a standby's received timeline) count too.
+ * Identity columns of the probe query: system identifier and timeline. `pg_control_checkpoint()`
+ * gives the timeline of the last checkpoint; right after a promotion that is still the old one until
+ * the end-of-recovery checkpoint, so a primary's current WAL file name (and a standby's received
+ * timeline) count too. (These functions are executable by every role by default.)
  */
-const IDENTITY = `SELECT (SELECT system_identifier::text FROM pg_control_system()) AS system_id,
+const IDENTITY_COLUMNS = `(SELECT system_identifier::text FROM pg_control_system()) AS system_id,
   GREATEST(
     (SELECT timeline_id FROM pg_control_checkpoint()),
     CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1)
@@ -84,12 +85,16 @@ export async function probeDatabase(options: PgProbeOptions): Promise<DatabasePr
       replay_lsn: string | null;
       replay_at: Date | null;
       receiver_status: string | null;
+      system_id: string | null;
+      timeline: number | null;
+      fenced: boolean;
     }>(`SELECT pg_is_in_recovery() AS in_recovery,
               CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
               pg_last_wal_receive_lsn()::text AS receive_lsn,
               pg_last_wal_replay_lsn()::text AS replay_lsn,
               pg_last_xact_replay_timestamp() AS replay_at,
-              (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS receiver_status`);
+              (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS receiver_status,
+              ${IDENTITY_COLUMNS}`);
     const row = rows[0]!;
     const standbys = row.in_recovery
       ? []
@@ -98,13 +103,10 @@ export async function probeDatabase(options: PgProbeOptions): Promise<DatabasePr
             'SELECT state, replay_lsn::text AS replay_lsn, EXTRACT(EPOCH FROM replay_lag)::float8 AS lag FROM pg_stat_replication',
           )
         ).rows.map((r) => ({ state: r.state, replayLsn: r.replay_lsn, replayLagSeconds: r.lag }));
-    const identity = await client
-      .query<{ system_id: string; timeline: number; fenced: boolean }>(IDENTITY)
-      .then((r) => r.rows[0], () => undefined);
     return {
-      systemId: identity?.system_id ?? null,
-      timeline: identity?.timeline ?? null,
-      fenced: identity?.fenced ?? false,
+      systemId: row.system_id,
+      timeline: row.timeline,
+      fenced: row.fenced,
       inRecovery: row.in_recovery,
       currentLsn: row.current_lsn,
       receiveLsn: row.receive_lsn,

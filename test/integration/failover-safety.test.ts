@@ -237,3 +237,43 @@ describe('failover safety against a real primary and streaming replica', () => {
     for (const [key, digest] of acked) expect([key, await rowOn(cluster.replica.url(), key)]).toEqual([key, digest]);
   });
 });
+
+describe('a promotion done outside the service while the primary still takes writes', () => {
+  let cluster: PgCluster;
+  let s3: S3ServerHandle;
+  let api: TestInstance;
+
+  beforeAll(async () => {
+    cluster = await startPgCluster();
+    await migrate(cluster.primary.url(), MIGRATIONS_DIR);
+    s3 = await startS3Server({ bucket: 'outside-promotion' });
+    api = await startInstance({ ...mediaEnv('PRIMARY', s3), DATABASE_URL: cluster.primary.url(), DATABASE_REPLICA_URL: cluster.replica.url(), HEALTH_TIMEOUT_MS: '1000', HEALTH_INTERVAL_MS: '300' });
+  }, 60_000);
+  afterAll(async () => {
+    await api?.stop();
+    await s3?.destroy();
+    await cluster?.destroy();
+  });
+
+  it('is detected (two writable nodes), the node on the older timeline is fenced, and writes are refused until the operator switches', async () => {
+    expect((await request(api.url).put('/media/outside/before').send(Buffer.from('before'))).status).toBe(201);
+    await query(cluster.replica.url(), 'SELECT pg_promote(true, 30)');
+    const fenced = await eventually(
+      async () => (await query<{ v: string }>(cluster.primary.url(), "SELECT current_setting('default_transaction_read_only') AS v"))[0]?.v,
+      (v) => v === 'on',
+      8000,
+    );
+    expect(fenced).toBe('on');
+    // The active target is the fenced former primary: health says so and writes are refused up front.
+    const health = await eventually(() => request(api.url).get('/health/database'), (r) => r.body.error?.code === 'not_writable', 5000);
+    expect(health.status).toBe(503);
+    expect(health.body).toMatchObject({ writableNodes: ['replica'], fencedNodes: ['primary'] });
+    const refused = await request(api.url).put('/media/outside/during').send(Buffer.from('x'));
+    expect(refused.status).toBe(503);
+    expect(refused.body.error.code).toBe('not_writable');
+    expect((await request(api.url).post('/admin/database/switch').set(auth).send({ to: 'replica' })).status).toBe(200);
+    expect((await request(api.url).put('/media/outside/after').send(Buffer.from('after'))).status).toBe(201);
+    expect(await rowOn(cluster.replica.url(), 'outside/after')).not.toBeNull();
+    expect(await rowOn(cluster.primary.url(), 'outside/after')).toBeNull();
+  });
+});

@@ -110,8 +110,9 @@ export function createDatabaseModule(deps: {
   // Every instance follows the shared state: new requests go to the new target at once.
   dr.state.onApply(async (state, previous) => {
     // The write gate judges the active target by its latest probe: after a switch (or when writes
-    // reopen after a switchover) that must be fresh before this instance reports the change applied.
-    if (state.database.active !== previous.database.active || state.readOnly.enabled !== previous.readOnly.enabled) {
+    // reopen, e.g. after a switchover unfenced or promoted a node) that must be fresh before this
+    // instance reports the change applied.
+    if (state.database.active !== previous.database.active || (previous.readOnly.enabled && !state.readOnly.enabled)) {
       await runners.get(state.database.active)?.run();
     }
     if (state.database.active === previous.database.active && clients.active === state.database.active) return;

@@ -132,6 +132,8 @@ export class SwitchoverService {
     try {
       await step('read_only_on', async () => {
         writesStoppedAt = performance.now();
+        // An operator's read-only mode stays exactly as they set it (reason, TTL).
+        if (wasReadOnly) return 'read-only mode was already on: kept as it is';
         const r = await this.deps.barrier.engage(`${READ_ONLY_REASON} ${from} to ${to}`, SWITCHOVER_READ_ONLY_TTL_SECONDS, by);
         return `read-only mode on every instance (${r.applied}/${r.total} applied)`;
       });
@@ -221,7 +223,8 @@ export class SwitchoverService {
         if (!facts.ok || facts.inRecovery || !facts.fenced || this.deps.dr.current().database.active !== active) return null;
         await this.deps.nodes.unfence(active);
         const state = this.deps.dr.current().readOnly;
-        const lifted = state.enabled && (state.reason ?? '').startsWith(READ_ONLY_REASON);
+        // The reason may have been rewritten when its TTL was kept on over the fenced target.
+        const lifted = state.enabled && (state.reason ?? '').includes(READ_ONLY_REASON);
         if (lifted) await this.deps.barrier.release(`interrupted switchover rolled back: ${active} takes writes again`, 'system:switchover-recovery');
         const what = `${active} was left fenced by an interrupted switchover: unfenced${lifted ? ', read-only mode lifted' : ''}`;
         this.deps.logger.warn({ active, lifted }, what);

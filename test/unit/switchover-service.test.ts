@@ -153,6 +153,16 @@ describe('SwitchoverService with fakes', () => {
     expect(world.nodes.primary.fenced).toBe(false);
   });
 
+  it('leaves an operator\'s read-only mode exactly as it was (never engaged, never lifted)', async () => {
+    const world = new World();
+    world.readOnly = true;
+    world.failing.add('engage').add('release'); // would throw if touched
+    const result = await service(world).switchover({ to: 'replica', dryRun: false }, 'ops');
+    expect(result).toMatchObject({ switched: true, writeUnavailableMs: 0 });
+    expect(world.readOnly).toBe(true);
+    expect(world.failing).toEqual(new Set(['engage', 'release']));
+  });
+
   const faults = ['engage', 'fence', 'waitForReplay', 'promote', 'recordSwitch', 'release'];
   const steps: StepName[] = ['read_only_on', 'fence_old_primary', 'wait_for_replay', 'promote', 'switch', 'read_only_off'];
 

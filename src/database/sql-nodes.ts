@@ -21,6 +21,8 @@ export interface NodeFacts {
 /** Statement bound for the switchover's own connections (never the request pool's). */
 const SQL_TIMEOUT_MS = 10_000;
 const FENCE_APPLY_MS = 2000;
+const PROMOTE_WAIT_MS = 30_000;
+const TERMINATE_WAIT_MS = 5000;
 
 /**
  * What a switchover does to a database node, over SQL on connections of its own. Fencing needs a
@@ -70,17 +72,25 @@ export class SqlNodes {
       await c.query('ALTER SYSTEM SET default_transaction_read_only = on');
       await c.query('SELECT pg_reload_conf()');
       await this.waitForSetting(target, 'on');
-      const { rows } = await c.query<{ n: number }>(
-        `SELECT count(pg_terminate_backend(pid, 5000))::int AS n FROM pg_stat_activity
+      // In the select list, so it runs only on the rows the WHERE kept (never on our own session).
+      const { rows } = await c.query<{ pid: number }>(
+        `SELECT pid, pg_terminate_backend(pid) AS ended FROM pg_stat_activity
           WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()`,
       );
+      // Until every ended session is gone (pg_terminate_backend's own wait sleeps in 100 ms steps).
+      const pids = rows.map((r) => r.pid);
+      const deadline = performance.now() + TERMINATE_WAIT_MS;
+      while (pids.length > 0 && (await c.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ANY($1)', [pids])).rows[0]!.n > 0) {
+        if (performance.now() > deadline) throw new Error(`${target}: sessions still running ${TERMINATE_WAIT_MS} ms after they were ended`);
+        await new Promise((r) => setTimeout(r, 2));
+      }
       // A commit that wrote WAL is flushed at once (a bare xid would be committed asynchronously,
       // flushed only by the WAL writer up to 200 ms later): everything before it is flushed too.
       await c.query('BEGIN READ WRITE');
       await c.query("SELECT pg_logical_emit_message(true, 'sav3', 'switchover fence')");
       await c.query('COMMIT');
       const lsn = (await c.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')).rows[0]!.lsn;
-      return { lsn, terminated: rows[0]!.n };
+      return { lsn, terminated: pids.length };
     });
   }
 
@@ -120,13 +130,22 @@ export class SqlNodes {
     });
   }
 
-  /** pg_promote, waiting for it to finish; a fence left from an earlier switchover is lifted first. */
+  /**
+   * pg_promote, then waits for the end of recovery; a fence left from an earlier switchover is
+   * lifted first. (pg_promote's own wait polls every 100 ms; polling here every few ms saves most
+   * of that from the write pause.)
+   */
   async promote(target: DatabaseTarget): Promise<void> {
     await this.with(target, async (c) => {
       await c.query('ALTER SYSTEM RESET default_transaction_read_only');
-      const { rows } = await c.query<{ done: boolean }>('SELECT pg_promote(true, 30) AS done');
-      if (!rows[0]?.done) throw new Error(`pg_promote on ${target} did not finish within 30 s`);
       await c.query('SELECT pg_reload_conf()');
-    }, 35_000);
+      const { rows } = await c.query<{ signalled: boolean }>('SELECT pg_promote(false) AS signalled');
+      if (!rows[0]?.signalled) throw new Error(`pg_promote on ${target} could not signal the promotion`);
+      const deadline = performance.now() + PROMOTE_WAIT_MS;
+      while ((await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r) {
+        if (performance.now() > deadline) throw new Error(`${target} was still in recovery ${PROMOTE_WAIT_MS} ms after pg_promote`);
+        await new Promise((r) => setTimeout(r, 3));
+      }
+    }, PROMOTE_WAIT_MS + 5000);
   }
 }

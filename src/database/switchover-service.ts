@@ -60,8 +60,10 @@ export interface SwitchoverDeps {
  * A planned switchover with zero loss: the standby must stream and be caught up; writes stop
  * (read-only mode and the write barrier); the old primary is fenced (read-only at the server,
  * its sessions ended) so nothing more can commit there; the standby replays up to the fenced
- * primary's last WAL position; it is promoted; every instance switches to it; writes resume. Any
- * failed step rolls back to the old primary (unfenced, active, writes resume) and says so.
+ * primary's last WAL position; it is promoted; every instance switches to it; writes resume. A
+ * step failing before the promotion rolls back to the old primary (unfenced, active, writes
+ * resume); after it, the switchover completes forward (writes never go back to an older
+ * timeline). Either way the answer says so.
  */
 export class SwitchoverService {
   hook?: StepHook;
@@ -106,7 +108,20 @@ export class SwitchoverService {
       this.deps.metrics.failoverTotal.inc({ kind: 'switchover', result: 'refused' });
       throw new PreconditionFailedError(`switchover refused: ${failed.map((c) => `${c.name} (${c.detail})`).join('; ')}`, { checks });
     }
-    return this.deps.failover.withLock('switchover', () => this.run(from, to, by, checks), SWITCHOVER_LOCK_TTL_MS);
+    return this.deps.failover.withLock(
+      'switchover',
+      async () => {
+        // Again under the lock: another DR operation may have changed the pair since the checks.
+        const again = await this.check(to, input.maxLagBytes ?? SWITCHOVER_MAX_LAG_BYTES);
+        const now = again.checks.filter((c) => !c.ok);
+        if (again.done || now.length > 0) {
+          this.deps.metrics.failoverTotal.inc({ kind: 'switchover', result: 'refused' });
+          throw new PreconditionFailedError(`switchover refused: ${again.done ? `${to} became the primary meanwhile` : now.map((c) => `${c.name} (${c.detail})`).join('; ')}`, { checks: again.checks });
+        }
+        return this.run(from, to, by, again.checks);
+      },
+      SWITCHOVER_LOCK_TTL_MS,
+    );
   }
 
   private async run(from: DatabaseTarget, to: DatabaseTarget, by: string, checks: Check[]) {

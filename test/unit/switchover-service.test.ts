@@ -163,6 +163,15 @@ describe('SwitchoverService with fakes', () => {
     expect(world.failing).toEqual(new Set(['engage', 'release']));
   });
 
+  it('of two switchovers at once, one switches and the other is refused; the pair stays consistent', async () => {
+    const world = new World();
+    const results = await Promise.allSettled([service(world).switchover({ to: 'replica', dryRun: false }, 'a'), service(world).switchover({ to: 'replica', dryRun: false }, 'b')]);
+    expect(results.filter((r) => r.status === 'fulfilled' && (r.value as { switched: boolean }).switched)).toHaveLength(1);
+    expect(results.filter((r) => r.status === 'rejected')).toHaveLength(1);
+    check(world, { lsn: 1000 }, { switched: true });
+    expect(world.state.database.active).toBe('replica');
+  });
+
   const faults = ['engage', 'fence', 'waitForReplay', 'promote', 'recordSwitch', 'release'];
   const steps: StepName[] = ['read_only_on', 'fence_old_primary', 'wait_for_replay', 'promote', 'switch', 'read_only_off'];
 

@@ -78,7 +78,7 @@ async function switchovers(): Promise<void> {
       const body = (await res.json()) as { writeUnavailableMs: number; bytesLost: number; steps: { name: string; ms: number }[] };
       if (res.status !== 200) throw new Error(`switchover ${i + 1} failed: ${JSON.stringify(body)}`);
       unavailable.push(body.writeUnavailableMs);
-      if (process.env.BENCH_VERBOSE) console.log(`  switchover ${i + 1}: ${body.steps.map((x) => `${x.name} ${x.ms}`).join(', ')}`);
+      console.log(`  switchover ${i + 1} to ${to}: ${body.writeUnavailableMs} ms without writes (${body.steps.map((x) => `${x.name} ${x.ms}`).join(', ')})`);
       lost += body.bytesLost;
       const [newPrimary, old] = to === 'replica' ? [cluster.replica, cluster.primary] : [cluster.primary, cluster.replica];
       await rebuild(old.dataDir, newPrimary, '--rewind');

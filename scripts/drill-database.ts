@@ -112,6 +112,7 @@ async function main(): Promise<void> {
 
 async function oldPrimaryFenced(url: string): Promise<boolean> {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
+  client.on('error', () => undefined);
   try {
     await client.connect();
     return (await client.query<{ v: string }>("SELECT current_setting('default_transaction_read_only') AS v")).rows[0]?.v === 'on';

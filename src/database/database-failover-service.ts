@@ -8,6 +8,7 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { DatabaseClients } from './database-clients.ts';
 import { lsnGap } from './lsn.ts';
+import { waitForReplicaCatchUp } from './catch-up.ts';
 import { fenceNode } from './node-fence.ts';
 import type { NodeWatch } from './node-watch.ts';
 import { withProbeConnection, type DatabaseProbeData } from './pg-probe.ts';
@@ -159,37 +160,10 @@ export class DatabaseFailoverService {
     return identity;
   }
 
-  /**
-   * When the old primary still answers (a planned switchover, writes stopped by read-only mode),
-   * waits until the replica has replayed everything it wrote, so the promotion loses nothing.
-   */
-  private async waitForCatchUp(replicaUrl: string): Promise<{ primaryLsn: string | null; waitedMs: number }> {
-    const started = performance.now();
+  /** See waitForReplicaCatchUp: a planned switchover loses nothing the old primary wrote. */
+  private waitForCatchUp(replicaUrl: string) {
     const primaryUrl = this.deps.clients.url('primary');
-    if (!primaryUrl) return { primaryLsn: null, waitedMs: 0 };
-    const query = async <T>(url: string, sql: string): Promise<T | undefined> => {
-      const controller = new AbortController();
-      const timer = setTimeout(() => controller.abort(), 2000);
-      try {
-        return await withProbeConnection({ connectionString: url, timeoutMs: 2000, signal: controller.signal }, async (c) => (await c.query(sql)).rows[0] as T);
-      } catch {
-        return undefined;
-      } finally {
-        clearTimeout(timer);
-      }
-    };
-    const primary = await query<{ lsn: string | null }>(primaryUrl, 'SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS lsn');
-    const primaryLsn = primary?.lsn ?? null;
-    if (!primaryLsn) return { primaryLsn: null, waitedMs: 0 };
-    const deadline = Date.now() + CATCH_UP_WAIT_MS;
-    for (;;) {
-      const replica = await query<{ lsn: string | null }>(replicaUrl, 'SELECT pg_last_wal_replay_lsn()::text AS lsn');
-      if (replica?.lsn && lsnGap(primaryLsn, replica.lsn) === 0) return { primaryLsn, waitedMs: Math.round(performance.now() - started) };
-      if (Date.now() > deadline) {
-        throw new PreconditionFailedError(`promotion refused: the replica did not replay the primary's WAL up to ${primaryLsn} within ${CATCH_UP_WAIT_MS} ms`, { primaryLsn, replicaLsn: replica?.lsn ?? null });
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    return primaryUrl ? waitForReplicaCatchUp(primaryUrl, replicaUrl, CATCH_UP_WAIT_MS) : Promise.resolve({ primaryLsn: null, waitedMs: 0 });
   }
 
   private async fenceFormerPrimary(from: DatabaseTarget, to: DatabaseProbeData | undefined) {

@@ -218,7 +218,9 @@ describe('failover safety against a real primary and streaming replica', () => {
     } finally {
       client.disconnect();
     }
-    const refused = await eventually(() => put(a, 'safe/mismatch', Buffer.from('m')), (r) => r.status === 503, 5000);
+    // A write in flight when the state arrives is fenced (write_fenced); later ones are refused up front.
+    const refused = await eventually(() => put(a, 'safe/mismatch', Buffer.from('m')), (r) => r.body.error?.code === 'state_mismatch', 5000);
+    expect(refused.status).toBe(503);
     expect(refused.body.error.code).toBe('state_mismatch');
     expect((await request(b.url).get('/health')).body.components.database.error.code).toBe('state_mismatch');
     expect((await post(a, '/admin/dr/state/reset', { confirm: 'yes', reason: 'x' })).status).toBe(400);

@@ -78,7 +78,7 @@ export async function plannedSwitchover(options: { concurrency: number; uploadBy
           HEALTH_TIMEOUT_MS: '2000',
           HEALTH_INTERVAL_MS: '500',
           INSTANCE_ID: id,
-          DR_STATE_FILE: join(tmpdir(), `sav3-switchover-${process.pid}-${id}.json`),
+          DR_STATE_FILE: join(tmpdir(), `sav3-switchover-${prefix.replace(/:/g, "-")}${id}.json`),
         }),
         createLogger('silent'),
         { redisKeyPrefix: prefix },

@@ -168,6 +168,9 @@ export class DatabaseFailoverService {
 
   private async fenceFormerPrimary(from: DatabaseTarget, to: DatabaseProbeData | undefined) {
     if (!to || to.inRecovery || to.timeline === null) return null;
+    // Only a node last seen taking writes is probed again (a dead one would cost a probe timeout).
+    const last = this.deps.runners.get(from)?.latest();
+    if (!last?.ok || last.data?.inRecovery || last.data?.fenced) return null;
     const old = await this.probe(from);
     const data = old?.ok ? old.data : undefined;
     if (!data || data.inRecovery || data.fenced || data.timeline === null || data.systemId !== to.systemId || data.timeline >= to.timeline) return null;

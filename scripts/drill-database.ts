@@ -43,7 +43,10 @@ async function main(): Promise<void> {
     const script = (name: string, args: string[]) => runbookScript(base, token, name, args);
     const uploads = startUploadLoop(base, 'drill/upload', 2048);
 
+    // Some uploads are acknowledged by the primary before it dies (at least 1 s, and 5 uploads).
+    const warmUntil = performance.now() + 10_000;
     await new Promise((r) => setTimeout(r, 1000));
+    while (uploads.acked.size < 5 && performance.now() < warmUntil) await new Promise((r) => setTimeout(r, 20));
     const beforeKill = uploads.acked.size;
     await cluster.primary.stop('immediate');
     const killedAt = uploads.disaster();

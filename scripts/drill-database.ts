@@ -12,6 +12,7 @@ import { createLogger } from '../src/logger.ts';
 import { createService, MIGRATIONS_DIR } from '../src/service.ts';
 import pg from 'pg';
 import { countUnreadable, refusalSummary, runbookScript, sha, startUploadLoop } from '../support/drill.ts';
+import { stateSafetyDrill } from '../support/state-safety-drill.ts';
 import { plannedSwitchover } from '../support/switchover.ts';
 import { startPgCluster } from '../support/pg-cluster.ts';
 import { mediaEnv, startS3Server } from '../support/s3-server.ts';
@@ -104,6 +105,13 @@ async function main(): Promise<void> {
     console.log(`  uploads refused meanwhile: ${JSON.stringify(planned.refused)}`);
     console.log(`  acknowledged ${planned.acked}; lost ${planned.missingOnNewPrimary}; on the old primary after the enable ${planned.ackedOnOldPrimaryAfterEnable}; old primary fenced ${planned.oldPrimaryFenced}`);
     ok = ok && planned.missingOnNewPrimary === 0 && planned.ackedOnOldPrimaryAfterEnable === 0 && planned.oldPrimaryFenced;
+
+    // The DR state itself: TTL over a standby, restart with Redis down, a mismatched state.
+    console.log('\nDR state safety (own cluster, instance and Redis)');
+    for (const check of await stateSafetyDrill()) {
+      console.log(`  ${check.ok ? 'pass' : 'FAIL'}  ${check.name.padEnd(44)} ${check.detail}`);
+      ok = ok && check.ok;
+    }
     console.log(ok ? '\ndrill passed' : '\ndrill FAILED');
     process.exitCode = ok ? 0 : 1;
   } finally {

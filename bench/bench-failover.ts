@@ -42,6 +42,7 @@ async function main(): Promise<void> {
       `  ${String(r.concurrency).padStart(7)}  ${String(r.enableMs).padStart(9)} (${ratio.padStart(5)})  ${String(r.writesAtEnable.inFlight).padStart(9)}  ${String(r.writesAtEnable.waitedFor).padStart(6)}  ${String(r.writesAtEnable.failing).padStart(6)}  ${String(r.promoteMs).padStart(10)}  ${String(r.switchMs).padStart(9)}  ${String(r.disableMs).padStart(10)}  ${String(Number.isNaN(r.unavailableMs) ? '-' : r.unavailableMs).padStart(14)}  ${String(r.acked).padStart(5)}  ${String(r.missingOnNewPrimary).padStart(4)}  ${String(r.ackedOnOldPrimaryAfterEnable).padStart(15)}  ${r.oldPrimaryFenced}`,
     );
   }
+  for (const r of results) console.log(`  uploads refused with ${r.concurrency} in flight: ${JSON.stringify(r.refused)}`);
   console.log('  goal: enable + promote + switch + disable under 1000 ms of write unavailability with uploads in flight (previous drill, no barrier: 500 ms)');
   const bad = results.filter((r) => r.missingOnNewPrimary > 0 || r.ackedOnOldPrimaryAfterEnable > 0 || !r.oldPrimaryFenced);
   if (bad.length > 0) {

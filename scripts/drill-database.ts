@@ -12,6 +12,7 @@ import { createLogger } from '../src/logger.ts';
 import { createService, MIGRATIONS_DIR } from '../src/service.ts';
 import pg from 'pg';
 import { countUnreadable, refusalSummary, runbookScript, sha, startUploadLoop } from '../support/drill.ts';
+import { stateSafetyDrill } from '../support/state-safety-drill.ts';
 import { plannedSwitchover } from '../support/switchover.ts';
 import { startPgCluster } from '../support/pg-cluster.ts';
 import { mediaEnv, startS3Server } from '../support/s3-server.ts';
@@ -43,7 +44,10 @@ async function main(): Promise<void> {
     const script = (name: string, args: string[]) => runbookScript(base, token, name, args);
     const uploads = startUploadLoop(base, 'drill/upload', 2048);
 
+    // Some uploads are acknowledged by the primary before it dies (at least 1 s, and 5 uploads).
+    const warmUntil = performance.now() + 10_000;
     await new Promise((r) => setTimeout(r, 1000));
+    while (uploads.acked.size < 5 && performance.now() < warmUntil) await new Promise((r) => setTimeout(r, 20));
     const beforeKill = uploads.acked.size;
     await cluster.primary.stop('immediate');
     const killedAt = uploads.disaster();
@@ -101,6 +105,13 @@ async function main(): Promise<void> {
     console.log(`  uploads refused meanwhile: ${JSON.stringify(planned.refused)}`);
     console.log(`  acknowledged ${planned.acked}; lost ${planned.missingOnNewPrimary}; on the old primary after the enable ${planned.ackedOnOldPrimaryAfterEnable}; old primary fenced ${planned.oldPrimaryFenced}`);
     ok = ok && planned.missingOnNewPrimary === 0 && planned.ackedOnOldPrimaryAfterEnable === 0 && planned.oldPrimaryFenced;
+
+    // The DR state itself: TTL over a standby, restart with Redis down, a mismatched state.
+    console.log('\nDR state safety (own cluster, instance and Redis)');
+    for (const check of await stateSafetyDrill()) {
+      console.log(`  ${check.ok ? 'pass' : 'FAIL'}  ${check.name.padEnd(44)} ${check.detail}`);
+      ok = ok && check.ok;
+    }
     console.log(ok ? '\ndrill passed' : '\ndrill FAILED');
     process.exitCode = ok ? 0 : 1;
   } finally {
@@ -112,6 +123,7 @@ async function main(): Promise<void> {
 
 async function oldPrimaryFenced(url: string): Promise<boolean> {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
+  client.on('error', () => undefined);
   try {
     await client.connect();
     return (await client.query<{ v: string }>("SELECT current_setting('default_transaction_read_only') AS v")).rows[0]?.v === 'on';

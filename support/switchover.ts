@@ -34,6 +34,7 @@ export interface SwitchoverResult {
 
 async function keysOn(node: PgNode): Promise<Map<string, string>> {
   const client = new pg.Client({ connectionString: node.url(), connectionTimeoutMillis: 5000 });
+  client.on('error', () => undefined);
   await client.connect();
   try {
     const { rows } = await client.query<{ key: string; sha256: string }>("SELECT key, sha256 FROM media_objects WHERE key LIKE 'switchover/%'");
@@ -45,6 +46,7 @@ async function keysOn(node: PgNode): Promise<Map<string, string>> {
 
 async function setting(node: PgNode, name: string): Promise<string> {
   const client = new pg.Client({ connectionString: node.url(), connectionTimeoutMillis: 5000 });
+  client.on('error', () => undefined);
   await client.connect();
   try {
     return (await client.query<{ v: string }>('SELECT current_setting($1) AS v', [name])).rows[0]!.v;
@@ -76,7 +78,7 @@ export async function plannedSwitchover(options: { concurrency: number; uploadBy
           HEALTH_TIMEOUT_MS: '2000',
           HEALTH_INTERVAL_MS: '500',
           INSTANCE_ID: id,
-          DR_STATE_FILE: join(tmpdir(), `sav3-switchover-${process.pid}-${id}.json`),
+          DR_STATE_FILE: join(tmpdir(), `sav3-switchover-${prefix.replace(/:/g, "-")}${id}.json`),
         }),
         createLogger('silent'),
         { redisKeyPrefix: prefix },

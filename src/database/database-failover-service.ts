@@ -8,6 +8,7 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { DatabaseClients } from './database-clients.ts';
 import { lsnGap } from './lsn.ts';
+import { waitForReplicaCatchUp } from './catch-up.ts';
 import { fenceNode } from './node-fence.ts';
 import type { NodeWatch } from './node-watch.ts';
 import { withProbeConnection, type DatabaseProbeData } from './pg-probe.ts';
@@ -182,42 +183,18 @@ export class DatabaseFailoverService {
     return identity;
   }
 
-  /**
-   * When the old primary still answers (a planned switchover, writes stopped by read-only mode),
-   * waits until the replica has replayed everything it wrote, so the promotion loses nothing.
-   */
-  private async waitForCatchUp(node: DatabaseTarget): Promise<{ primaryLsn: string | null; waitedMs: number }> {
-    const started = performance.now();
+  /** See waitForReplicaCatchUp: a planned promotion of either node loses nothing the old primary wrote. */
+  private waitForCatchUp(node: DatabaseTarget) {
     const replicaUrl = this.deps.clients.url(node)!;
     const primaryUrl = this.deps.clients.url(node === 'primary' ? 'replica' : 'primary');
-    if (!primaryUrl) return { primaryLsn: null, waitedMs: 0 };
-    const query = async <T>(url: string, sql: string): Promise<T | undefined> => {
-      const controller = new AbortController();
-      const timer = setTimeout(() => controller.abort(), 2000);
-      try {
-        return await withProbeConnection({ connectionString: url, timeoutMs: 2000, signal: controller.signal }, async (c) => (await c.query(sql)).rows[0] as T);
-      } catch {
-        return undefined;
-      } finally {
-        clearTimeout(timer);
-      }
-    };
-    const primary = await query<{ lsn: string | null }>(primaryUrl, 'SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS lsn');
-    const primaryLsn = primary?.lsn ?? null;
-    if (!primaryLsn) return { primaryLsn: null, waitedMs: 0 };
-    const deadline = Date.now() + CATCH_UP_WAIT_MS;
-    for (;;) {
-      const replica = await query<{ lsn: string | null }>(replicaUrl, 'SELECT pg_last_wal_replay_lsn()::text AS lsn');
-      if (replica?.lsn && lsnGap(primaryLsn, replica.lsn) === 0) return { primaryLsn, waitedMs: Math.round(performance.now() - started) };
-      if (Date.now() > deadline) {
-        throw new PreconditionFailedError(`promotion refused: the replica did not replay the primary's WAL up to ${primaryLsn} within ${CATCH_UP_WAIT_MS} ms`, { primaryLsn, replicaLsn: replica?.lsn ?? null });
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    return primaryUrl ? waitForReplicaCatchUp(primaryUrl, replicaUrl, CATCH_UP_WAIT_MS) : Promise.resolve({ primaryLsn: null, waitedMs: 0 });
   }
 
   private async fenceFormerPrimary(from: DatabaseTarget, to: DatabaseProbeData | undefined) {
     if (!to || to.inRecovery || to.timeline === null) return null;
+    // Only a node last seen taking writes is probed again (a dead one would cost a probe timeout).
+    const last = this.deps.runners.get(from)?.latest();
+    if (!last?.ok || last.data?.inRecovery || last.data?.fenced) return null;
     const old = await this.probe(from);
     const data = old?.ok ? old.data : undefined;
     if (!data || data.inRecovery || data.fenced || data.timeline === null || data.systemId !== to.systemId || data.timeline >= to.timeline) return null;

@@ -23,6 +23,7 @@ const SQL_TIMEOUT_MS = 10_000;
 const FENCE_APPLY_MS = 2000;
 const PROMOTE_WAIT_MS = 30_000;
 const TERMINATE_WAIT_MS = 5000;
+const STOP_WAIT_MS = 10_000;
 
 /**
  * What a switchover does to a database node, over SQL on connections of its own. Fencing needs a
@@ -110,6 +111,24 @@ export class SqlNodes {
       if (seen === value) return;
       if (performance.now() > deadline) throw new Error(`${target}: default_transaction_read_only is still ${seen} after ${FENCE_APPLY_MS} ms`);
       await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+
+  /**
+   * Stops a fenced old primary with a fast shutdown, from SQL: the server signals its own
+   * postmaster (COPY TO PROGRAM runs in the data directory; it needs a superuser or
+   * pg_execute_server_program). Resolves once the node no longer answers.
+   */
+  async stop(target: DatabaseTarget): Promise<void> {
+    let refused: string | null = null;
+    await this.with(target, (c) => c.query(`COPY (SELECT 1) TO PROGRAM 'kill -INT "$(head -n 1 postmaster.pid)"'`)).catch((err: unknown) => {
+      // Our own session ends with the server: expected. A refusal leaves the server up.
+      refused = err instanceof Error ? err.message : String(err);
+    });
+    const deadline = performance.now() + STOP_WAIT_MS;
+    while ((await this.facts(target)).ok) {
+      if (performance.now() > deadline) throw new Error(`${target} still answers ${STOP_WAIT_MS} ms after the stop${refused ? ` (${refused})` : ''}`);
+      await new Promise((r) => setTimeout(r, 20));
     }
   }
 

@@ -20,7 +20,7 @@ export const SWITCHOVER_READ_ONLY_TTL_SECONDS = 60;
 export const SWITCHOVER_LOCK_TTL_MS = 60_000;
 const READ_ONLY_REASON = 'switchover:';
 
-export type StepName = 'read_only_on' | 'fence_old_primary' | 'wait_for_replay' | 'promote' | 'switch' | 'read_only_off';
+export type StepName = 'read_only_on' | 'fence_old_primary' | 'wait_for_replay' | 'promote' | 'switch' | 'read_only_off' | 'stop_old_primary';
 export interface Step {
   name: StepName;
   ok: boolean;
@@ -42,7 +42,7 @@ const other = (t: DatabaseTarget): DatabaseTarget => (t === 'primary' ? 'replica
 /** What the switchover needs of its neighbours: narrow, so a test can hand it fakes. */
 export interface SwitchoverDeps {
   clients: Pick<DatabaseClients, 'has'>;
-  nodes: Pick<SqlNodes, 'facts' | 'fence' | 'unfence' | 'waitForReplay' | 'promote'>;
+  nodes: Pick<SqlNodes, 'facts' | 'fence' | 'unfence' | 'waitForReplay' | 'promote' | 'stop'>;
   failover: Pick<DatabaseFailoverService, 'withLock' | 'lockHolder'>;
   dr: Pick<DrStateService, 'current' | 'waitForInstances'>;
   readOnly: Pick<ReadOnlyService, 'isActive'>;
@@ -203,6 +203,16 @@ export class SwitchoverService {
       });
     }
     const writeUnavailableMs = Math.round(performance.now() - writesStoppedAt);
+    // Last, outside the write pause, and never before the promotion: a stopped primary could not
+    // be brought back by a rollback (the API reaches the nodes over SQL only). A failure here
+    // changes nothing for the data: the old primary stays fenced.
+    const stopped = await step('stop_old_primary', async () => {
+      await this.deps.nodes.stop(from);
+      return `${from} stopped (fast shutdown); it stays fenced when started again`;
+    }).then(
+      () => true,
+      () => false,
+    );
     const bytesLost = lsnGap(fenceLsn!, replayLsn!);
     this.deps.metrics.failoverTotal.inc({ kind: 'switchover', result: 'success' });
     this.deps.logger.warn({ from, to, writeUnavailableMs, bytesLost }, 'switchover done');
@@ -211,7 +221,7 @@ export class SwitchoverService {
       dryRun: false,
       from,
       to,
-      roles: { [to]: 'primary', [from]: 'fenced' },
+      roles: { [to]: 'primary', [from]: stopped ? 'stopped' : 'fenced' },
       checks,
       steps,
       writeUnavailableMs: wasReadOnly ? 0 : writeUnavailableMs,
@@ -219,7 +229,7 @@ export class SwitchoverService {
       fencedLsn: fenceLsn,
       replayedLsn: replayLsn,
       totalMs: Math.round(performance.now() - started),
-      next: `make ${from} a standby of ${to}: on its host, scripts/dr/rebuild-primary.sh --rewind --pgdata <its data directory> --source <${to}'s connection> --confirm`,
+      next: `make ${from} a standby of ${to}: on its host, scripts/dr/rebuild-primary.sh --rewind --pgdata <its data directory> --source <${to}'s connection> --confirm${stopped ? '' : ` (it could not be stopped from SQL: the rebuild stops it)`}`,
     };
   }
 

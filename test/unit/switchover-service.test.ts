@@ -75,6 +75,10 @@ function service(world: World) {
         if (lsnGap(target, lsn(n.replayed)) > 0) throw new Error(`${t} did not replay up to ${target}`);
         return lsn(n.replayed);
       },
+      async stop(t) {
+        world.fail('stop');
+        world.node(t).up = false;
+      },
       async promote(t) {
         world.fail('promote');
         const n = world.node(t);
@@ -136,9 +140,19 @@ describe('SwitchoverService with fakes', () => {
     const world = new World();
     const result = await service(world).switchover({ to: 'replica', dryRun: false }, 'ops');
     expect(result).toMatchObject({ switched: true, from: 'primary', to: 'replica', bytesLost: 0 });
-    expect((result as { steps: { name: string }[] }).steps.map((s) => s.name)).toEqual(['read_only_on', 'fence_old_primary', 'wait_for_replay', 'promote', 'switch', 'read_only_off']);
+    expect((result as { steps: { name: string }[] }).steps.map((s) => s.name)).toEqual(['read_only_on', 'fence_old_primary', 'wait_for_replay', 'promote', 'switch', 'read_only_off', 'stop_old_primary']);
+    expect(result).toMatchObject({ roles: { replica: 'primary', primary: 'stopped' } });
     expect(world.state.database.active).toBe('replica');
-    expect(world.nodes.primary.fenced).toBe(true);
+    expect(world.nodes.primary).toMatchObject({ fenced: true, up: false });
+  });
+
+  it('a failed stop of the old primary fails nothing: it stays fenced, the switchover stands', async () => {
+    const world = new World();
+    world.failing.add('stop');
+    const result = await service(world).switchover({ to: 'replica', dryRun: false }, 'ops');
+    expect(result).toMatchObject({ switched: true, bytesLost: 0, roles: { primary: 'fenced' } });
+    expect((result as { steps: { name: string; ok: boolean }[] }).steps.at(-1)).toMatchObject({ name: 'stop_old_primary', ok: false });
+    expect(world.nodes.primary).toMatchObject({ fenced: true, up: true });
   });
 
   it('refuses (412, nothing changed) a paused or lagging standby, and a standby that is down', async () => {
@@ -172,8 +186,8 @@ describe('SwitchoverService with fakes', () => {
     expect(world.state.database.active).toBe('replica');
   });
 
-  const faults = ['engage', 'fence', 'waitForReplay', 'promote', 'recordSwitch', 'release'];
-  const steps: StepName[] = ['read_only_on', 'fence_old_primary', 'wait_for_replay', 'promote', 'switch', 'read_only_off'];
+  const faults = ['engage', 'fence', 'waitForReplay', 'promote', 'recordSwitch', 'release', 'stop'];
+  const steps: StepName[] = ['read_only_on', 'fence_old_primary', 'wait_for_replay', 'promote', 'switch', 'read_only_off', 'stop_old_primary'];
 
   it('whatever step fails (random faults, also in the rollback), the answer says what holds and the invariant holds', async () => {
     let seed = 42;

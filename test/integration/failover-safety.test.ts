@@ -222,7 +222,8 @@ describe('failover safety against a real primary and streaming replica', () => {
     const refused = await eventually(() => put(a, 'safe/mismatch', Buffer.from('m')), (r) => r.body.error?.code === 'state_mismatch', 5000);
     expect(refused.status).toBe(503);
     expect(refused.body.error.code).toBe('state_mismatch');
-    expect((await request(b.url).get('/health')).body.components.database.error.code).toBe('state_mismatch');
+    const health = await eventually(() => request(b.url).get('/health'), (r) => r.body.components?.database?.error?.code === 'state_mismatch', 5000);
+    expect(health.body.components.database.error.code).toBe('state_mismatch');
     expect((await post(a, '/admin/dr/state/reset', { confirm: 'yes', reason: 'x' })).status).toBe(400);
     const done = await post(a, '/admin/dr/state/reset', { confirm: 'reset-dr-state', reason: 'state from another cluster' });
     expect(done.status).toBe(200);

@@ -196,6 +196,12 @@ for f in postgresql.conf pg_hba.conf pg_ident.conf postgresql.auto.conf; do
 done
 [ -z "$port" ] || echo "port = $port" >>"$pgdata/postgresql.auto.conf"
 rm -f "$pgdata/recovery.signal"
+# Slots this node held as a primary survive pg_rewind; on a standby an unused slot would keep WAL
+# here forever (and come back stale on its next promotion). The current primary holds the one used.
+if [ -d "$pgdata/pg_replslot" ] && [ -n "$(ls -A "$pgdata/pg_replslot")" ]; then
+  say "dropping stale replication slots: $(ls "$pgdata/pg_replslot" | tr '\n' ' ')"
+  find "$pgdata/pg_replslot" -mindepth 1 -delete
+fi
 
 setup=(--pgdata "$pgdata" --primary "$source" --slot "$slot" --timeout "$timeout")
 [ -z "$stanza" ] || setup+=(--stanza "$stanza")

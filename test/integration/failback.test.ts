@@ -197,6 +197,9 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     const health = await eventually(() => pairHealth(b), (h) => h.replication?.state === 'streaming', 10_000);
     expect(health).toMatchObject({ status: 'healthy', target: 'primary', replication: { roles: { primary: 'primary', replica: 'standby' }, direction: 'primary->replica' } });
     expect(await setting(cluster.replica, 'default_transaction_read_only')).toBe('off');
+    // The slot it held as a primary is gone (it would keep WAL on the standby forever); the one in use is on the primary.
+    expect(await query(cluster.replica, 'SELECT slot_name FROM pg_replication_slots')).toEqual([]);
+    expect(await query(cluster.primary, 'SELECT slot_name, active FROM pg_replication_slots')).toEqual([{ slot_name: 'sav3_standby', active: true }]);
   }, 90_000);
 
   it('a switchover whose instance died midway (active target fenced, read-only on, no lock) is rolled back by any instance', async () => {

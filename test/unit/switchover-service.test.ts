@@ -224,3 +224,24 @@ describe('SwitchoverService with fakes', () => {
     }
   });
 });
+
+describe('recovery of a switchover whose instance died midway', () => {
+  it('unfences the active target and lifts the switchover\'s read-only mode; a fence set by hand stays', async () => {
+    const world = new World();
+    world.nodes.primary.fenced = true;
+    world.readOnly = true;
+    const svc = service(world);
+    // Read-only mode on for another reason (or off): not a switchover's fence, left alone.
+    world.state = { ...world.state, readOnly: { enabled: true, reason: 'maintenance', since: null, by: 'ops', expiresAt: null } };
+    expect(await svc.recoverInterrupted('primary')).toBeNull();
+    expect(world.nodes.primary.fenced).toBe(true);
+    // While another operation holds the lock: left alone.
+    world.state = { ...world.state, readOnly: { enabled: true, reason: 'kept on at TTL expiry: fenced (was: switchover: primary to replica)', since: null, by: 'system:ttl', expiresAt: null } };
+    world.lock = 'switchover';
+    expect(await svc.recoverInterrupted('primary')).toBeNull();
+    world.lock = null;
+    expect(await svc.recoverInterrupted('primary')).toContain('interrupted switchover');
+    expect(world.nodes.primary.fenced).toBe(false);
+    expect(world.readOnly).toBe(false);
+  });
+});

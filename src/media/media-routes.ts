@@ -25,20 +25,43 @@ export function toJson(meta: MediaMetadata) {
     sha256: meta.sha256,
     contentType: meta.contentType,
     backend: meta.backend,
-    createdAt: meta.createdAt.toISOString(),
+    createdAt: new Date(meta.createdAt).toISOString(),
   };
 }
 
+/** Types a browser renders or runs inline; anything else uploaded is served as an attachment. */
+const INLINE_TYPES = /^(image\/(png|jpeg|gif|webp|avif|bmp)|video\/[\w.+-]+|audio\/[\w.+-]+|text\/plain|application\/octet-stream|application\/json)$/i;
+
+export function isInlineSafe(contentType: string): boolean {
+  return INLINE_TYPES.test(contentType.split(';')[0]!.trim());
+}
+
+/**
+ * Media content is untrusted: never sniffed, sandboxed with no sources, and downloaded rather
+ * than rendered when its type could run script on the API's origin (HTML, SVG, XML, PDF, ...).
+ */
 function setObjectHeaders(res: Response, meta: MediaMetadata): void {
   res.setHeader('Content-Type', meta.contentType);
   res.setHeader('Content-Length', String(meta.size));
   res.setHeader('ETag', `"${meta.sha256}"`);
-  res.setHeader('Last-Modified', meta.createdAt.toUTCString());
+  res.setHeader('Last-Modified', new Date(meta.createdAt).toUTCString());
   res.setHeader('X-Content-SHA256', meta.sha256);
+  res.setHeader('X-Content-Type-Options', 'nosniff');
+  res.setHeader('Content-Security-Policy', "default-src 'none'; sandbox");
+  res.setHeader('Cross-Origin-Resource-Policy', 'same-origin');
+  if (!isInlineSafe(meta.contentType)) res.setHeader('Content-Disposition', 'attachment');
 }
 
-export function mediaRoutes(media: MediaService): Router {
+export function mediaRoutes(media: MediaService, options: { idleBodyTimeoutMs: number }): Router {
   const router = Router();
+  // A client that stops sending its upload, or stops reading its download, loses its connection
+  // after this much silence, which frees the S3 socket it held.
+  const idle = (req: Request, res: Response) => {
+    req.setTimeout(options.idleBodyTimeoutMs, () => {
+      req.socket.destroy();
+      res.destroy();
+    });
+  };
 
   router.get('/media', async (req, res) => {
     const query = parseOrThrow(listQuerySchema, req.query, 'invalid query');
@@ -48,6 +71,7 @@ export function mediaRoutes(media: MediaService): Router {
   });
 
   router.put('/media/*key', async (req, res) => {
+    idle(req, res);
     const meta = await media.upload({
       key: keyParam(req),
       body: req,
@@ -65,12 +89,16 @@ export function mediaRoutes(media: MediaService): Router {
   });
 
   router.get('/media/*key', async (req, res) => {
+    idle(req, res);
     const content = await media.download(keyParam(req));
     setObjectHeaders(res, content.meta);
     res.setHeader('X-Media-Backend', content.servedBy);
     // A backend dying mid-stream destroys the response: the client sees a short body, never a
     // complete-looking wrong one.
-    await pipeline(content.stream, res).catch(() => res.destroy());
+    await pipeline(content.stream, res).catch(() => {
+      content.stream.destroy();
+      res.destroy();
+    });
   });
 
   router.delete('/media/*key', async (req, res) => {

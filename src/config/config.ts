@@ -116,7 +116,7 @@ const schema = z.object({
   // Media storage: version garbage collection, S3 bounds, client-body bounds, spooling.
   MEDIA_GC_GRACE_SECONDS: int(2, 30 * 86_400).default(3600),
   MEDIA_GC_INTERVAL_MS: int(100, 3_600_000).default(30_000),
-  MEDIA_S3_TIMEOUT_MS: int(100, 600_000).default(10_000),
+  MEDIA_S3_TIMEOUT_MS: int(100, 600_000).default(5000),
   MEDIA_S3_POOL_SIZE: int(1, 4096).default(64),
   MEDIA_IDLE_BODY_TIMEOUT_MS: int(100, 3_600_000).default(30_000),
   MEDIA_SPOOL_MAX_CONCURRENT: int(0, 10_000).default(8),

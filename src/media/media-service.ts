@@ -110,6 +110,7 @@ export class MediaService {
       return await this.deps.repository.commitWrite(write);
     } catch (err) {
       if (err instanceof CommitTooLateError) throw new DependencyUnavailableError('database', 'the metadata could not be saved in time', err);
+      if (neverConnected(err)) throw new DependencyUnavailableError('database', 'the metadata could not be saved', err);
       // The transaction may have committed with its answer lost: look before refusing.
       for (let attempt = 0; attempt < 3; attempt += 1) {
         await new Promise((resolve) => setTimeout(resolve, 200 * (attempt + 1)));
@@ -173,16 +174,15 @@ export class MediaService {
     const active = this.deps.activeBackend();
     const known = [...meta.backends].sort((a, b) => Number(b === active) - Number(a === active));
     const order = [...new Set([...known, ...this.deps.stores.keys()])];
+    // Backends the probes report down go last: a read never waits on a dead store while another
+    // holds the version, and still reaches one whose probe has not yet seen it come back.
+    const down = order.filter((b) => this.deps.backendDown?.(b));
     const name = objectName(meta);
     let unavailable: unknown;
     let missing: ObjectMissingError | undefined;
-    for (const backend of order) {
+    for (const backend of [...order.filter((b) => !down.includes(b)), ...down]) {
       const store = this.deps.stores.get(backend);
       if (!store) continue;
-      if (this.deps.backendDown?.(backend)) {
-        unavailable ??= new Error(`the ${backend} backend is down`);
-        continue;
-      }
       try {
         return { meta, servedBy: backend, stream: await store.get(name) };
       } catch (err) {
@@ -239,4 +239,14 @@ export class MediaService {
 
 export function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** A connection that was never made cannot have committed anything. */
+function neverConnected(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth += 1) {
+    const text = `${(e as { code?: unknown }).code ?? ''} ${(e as { kind?: unknown }).kind ?? ''} ${e instanceof Error ? e.message : ''}`;
+    if (/ECONNREFUSED|DatabaseNotReachable|P1001|connect ECONN/.test(text)) return true;
+  }
+  const meta = JSON.stringify((err as { meta?: unknown }).meta ?? {});
+  return /ECONNREFUSED|DatabaseNotReachable/.test(meta);
 }

@@ -207,7 +207,10 @@ export class MediaService {
     try {
       seq = await this.deps.repository.commitDelete(key);
     } catch (err) {
-      throw new DependencyUnavailableError('database', `the metadata could not be deleted`, err);
+      if (neverConnected(err)) throw new DependencyUnavailableError('database', `the metadata could not be deleted`, err);
+      // The delete may have committed with its answer lost: say so rather than claim a refusal.
+      this.deps.logger.error({ key, err: describe(err) }, 'media delete outcome unknown');
+      throw new OutcomeUnknownError();
     }
     if (seq === undefined) throw new NotFoundError(`no media object ${key}`);
     await this.deps.cache.markDeleted(key, seq);

@@ -1,4 +1,5 @@
 import { Router, type Request, type Response } from 'express';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BadRequestError } from '../http/app-error.ts';
 import { parseOrThrow } from '../http/validate.ts';
@@ -55,11 +56,26 @@ function setObjectHeaders(res: Response, meta: MediaMetadata): void {
 export function mediaRoutes(media: MediaService, options: { idleBodyTimeoutMs: number }): Router {
   const router = Router();
   // A client that stops sending its upload, or stops reading its download, loses its connection
-  // after this much silence, which frees the S3 socket it held.
-  const idle = (req: Request, res: Response) => {
-    req.setTimeout(options.idleBodyTimeoutMs, () => {
-      req.socket.destroy();
-      res.destroy();
+  // after this much silence, which frees the S3 socket it held. Only the body transfer is timed,
+  // never the time the service itself takes to answer.
+  const ms = options.idleBodyTimeoutMs;
+  const cut = (req: Request) => () => req.socket.destroy(Object.assign(new Error('client body idle'), { code: 'ECLIENTIDLE' }));
+  const idleUpload = (req: Request) => {
+    const timer = setTimeout(cut(req), ms);
+    req.on('data', () => timer.refresh());
+    const stop = () => clearTimeout(timer);
+    req.once('end', stop);
+    req.once('close', stop);
+    req.once('error', stop);
+  };
+  const idleDownload = (req: Request, res: Response) => {
+    const timer = setTimeout(cut(req), ms);
+    res.once('close', () => clearTimeout(timer));
+    return new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        timer.refresh();
+        cb(null, chunk);
+      },
     });
   };
 
@@ -71,7 +87,7 @@ export function mediaRoutes(media: MediaService, options: { idleBodyTimeoutMs: n
   });
 
   router.put('/media/*key', async (req, res) => {
-    idle(req, res);
+    idleUpload(req);
     const meta = await media.upload({
       key: keyParam(req),
       body: req,
@@ -89,13 +105,12 @@ export function mediaRoutes(media: MediaService, options: { idleBodyTimeoutMs: n
   });
 
   router.get('/media/*key', async (req, res) => {
-    idle(req, res);
     const content = await media.download(keyParam(req));
     setObjectHeaders(res, content.meta);
     res.setHeader('X-Media-Backend', content.servedBy);
     // A backend dying mid-stream destroys the response: the client sees a short body, never a
     // complete-looking wrong one.
-    await pipeline(content.stream, res).catch(() => {
+    await pipeline(content.stream, idleDownload(req, res), res).catch(() => {
       content.stream.destroy();
       res.destroy();
     });

@@ -7,7 +7,8 @@ import pg from 'pg';
 import request from 'supertest';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
-import { eventually } from '../support/redis-server.ts';
+import { eventually, startOwnRedis } from '../support/redis-server.ts';
+import { startTcpProxy } from '../support/tcp-proxy.ts';
 
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
@@ -228,6 +229,79 @@ describe('bounded S3 sockets', () => {
     } finally {
       for (const req of stalled) req.destroy();
       await api.stop();
+      await s3.destroy();
+      await db.drop();
+    }
+  }, 60_000);
+});
+
+describe('honest answers under faults', () => {
+  it('after a switch away from a hung primary, reads are served by the backup at once, and an object only on the hung store answers 503 within the S3 timeout', async () => {
+    const db = await ownDatabase();
+    const primary = await startS3Server({ bucket: 'hang-primary' });
+    const backup = await startS3Server({ bucket: 'hang-backup' });
+    const proxy = await startTcpProxy(primary.port);
+    const viaProxy = { ...primary, endpoint: `http://127.0.0.1:${proxy.port}`, port: proxy.port };
+    const api = await startInstance({
+      DATABASE_URL: db.url,
+      ...mediaEnv('PRIMARY', viaProxy),
+      ...mediaEnv('BACKUP', backup),
+      MEDIA_S3_TIMEOUT_MS: '800',
+      HEALTH_INTERVAL_MS: '200',
+    });
+    try {
+      await request(api.url).put('/media/hang/both').send('on both').expect(201);
+      await request(api.url).put('/media/hang/only-primary').send('only here').expect(201);
+      expect((await request(api.url).post('/admin/media/sync').set(auth).send({ from: 'primary', to: 'backup' })).body.status).toBe('succeeded');
+      // The second object is overwritten on the primary alone after the sync.
+      await request(api.url).put('/media/hang/only-primary').send('only here, v2').expect(201);
+      proxy.setMode('hang');
+      await eventually(async () => (await request(api.url).get('/metrics')).text, (t) => t.includes('sav3_dependency_up{dependency="media",target="primary"} 0'), 5000);
+      expect((await request(api.url).post('/admin/media/switch').set(auth).send({ to: 'backup' })).status).toBe(200);
+      let t = Date.now();
+      const both = await request(api.url).get('/media/hang/both');
+      expect(both.status).toBe(200);
+      expect(both.headers['x-media-backend']).toBe('backup');
+      expect(Date.now() - t).toBeLessThan(400);
+      t = Date.now();
+      const only = await request(api.url).get('/media/hang/only-primary');
+      expect(only.status).toBe(503);
+      expect(only.headers['retry-after']).toBeDefined();
+      expect(Date.now() - t).toBeLessThan(800 + 1500);
+      expect((await request(api.url).head('/media/hang/only-primary')).status).toBe(200);
+    } finally {
+      proxy.setMode('pass');
+      await api.stop();
+      await proxy.close();
+      await primary.destroy();
+      await backup.destroy();
+      await db.drop();
+    }
+  }, 60_000);
+
+  it('an overwrite made while Redis is unreachable is served, not the cached old version, once Redis is back', async () => {
+    const db = await ownDatabase();
+    const s3 = await startS3Server({ bucket: 'redis-gap' });
+    const redis = await startOwnRedis();
+    const proxy = await startTcpProxy(redis.port);
+    const prefix = uniquePrefix();
+    const env = { DATABASE_URL: db.url, ...mediaEnv('PRIMARY', s3), REDIS_URL: `redis://127.0.0.1:${proxy.port}`, MEDIA_CACHE_TTL_SECONDS: '600' };
+    const a = await startInstance({ ...env, INSTANCE_ID: 'gap-a' }, prefix);
+    const b = await startInstance({ ...env, INSTANCE_ID: 'gap-b' }, prefix);
+    try {
+      await request(a.url).put('/media/gap/k').send('old').expect(201);
+      expect((await getRaw(`${b.url}/media/gap/k`)).body.toString()).toBe('old'); // cached
+      proxy.setMode('refuse'); // a partition: Redis keeps its data
+      await new Promise((r) => setTimeout(r, 300));
+      await request(a.url).put('/media/gap/k').send('new').expect(201);
+      proxy.setMode('pass');
+      const served = await eventually(async () => (await getRaw(`${b.url}/media/gap/k`)).body.toString(), (body) => body === 'new', 8000);
+      expect(served).toBe('new');
+    } finally {
+      await a.stop();
+      await b.stop();
+      await proxy.close();
+      await redis.stop();
       await s3.destroy();
       await db.drop();
     }

@@ -97,13 +97,15 @@ async function main(): Promise<void> {
     let rcloneVersion = 'rclone not installed';
     try {
       rcloneVersion = (await run('rclone', ['version'])).stdout.split('\n')[0]!;
-      const env = { ...process.env, ...rcloneEnv('src', info.primary), ...rcloneEnv('dst', info.backup) };
+      // Plain http endpoints: an AWS_CA_BUNDLE from the environment would make rclone's S3 client fail.
+      const { AWS_CA_BUNDLE: _ca, ...base } = process.env;
+      const env = { ...base, ...rcloneEnv('src', info.primary), ...rcloneEnv('dst', info.backup) };
       const t = performance.now();
       // Into a prefix of its own on the backup bucket (the API's sync writes under v/).
       await run('rclone', ['sync', `src:${info.primary.bucket}/v`, `dst:${info.backup.bucket}/rclone/v`, '--transfers', '16', '--checkers', '16'], { env, maxBuffer: 1 << 24 });
       rcloneMs = performance.now() - t;
     } catch (err) {
-      console.log(`rclone: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+      console.log(`rclone: ${err instanceof Error ? err.message.split('\n').slice(0, 6).join(' | ') : String(err)}`);
     }
     const t = performance.now();
     const res = await fetch(`${api}/admin/media/sync`, { method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` }, body: JSON.stringify({ from: 'primary', to: 'backup' }) });

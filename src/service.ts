@@ -16,6 +16,7 @@ import { RedisMediaCache } from './media/media-cache.ts';
 import { PrismaMediaRepository } from './media/media-repository.ts';
 import { MediaService } from './media/media-service.ts';
 import { UploadSpool } from './media/upload-spool.ts';
+import { VersionContentCache } from './media/version-content-cache.ts';
 import { createMediaModule, type MediaModule } from './media/media-module.ts';
 import { MinioObjectStore } from './media/minio-object-store.ts';
 import type { ObjectStore } from './media/object-store.ts';
@@ -113,6 +114,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     backendDown,
     gcGraceMs: config.mediaGcGraceMs,
     spool,
+    contentCache: new VersionContentCache({ maxBytes: config.mediaContentCacheBytes, maxItemBytes: 256 * 1024 }),
     maxBytes: config.mediaMaxBytes,
     logger,
   });

@@ -48,6 +48,7 @@ export interface Config {
   mediaIdleBodyTimeoutMs: number;
   mediaSpoolMaxConcurrent: number;
   mediaSpoolMaxBytes: number;
+  mediaContentCacheBytes: number;
 }
 
 /** Thrown with one line per problem; no line ever contains a variable's value. */
@@ -121,6 +122,7 @@ const schema = z.object({
   MEDIA_IDLE_BODY_TIMEOUT_MS: int(100, 3_600_000).default(30_000),
   MEDIA_SPOOL_MAX_CONCURRENT: int(0, 10_000).default(8),
   MEDIA_SPOOL_MAX_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(1_073_741_824),
+  MEDIA_CONTENT_CACHE_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(67_108_864),
 });
 
 type Raw = z.output<typeof schema>;
@@ -240,5 +242,6 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     mediaIdleBodyTimeoutMs: raw.MEDIA_IDLE_BODY_TIMEOUT_MS,
     mediaSpoolMaxConcurrent: raw.MEDIA_SPOOL_MAX_CONCURRENT,
     mediaSpoolMaxBytes: raw.MEDIA_SPOOL_MAX_BYTES,
+    mediaContentCacheBytes: raw.MEDIA_CONTENT_CACHE_BYTES,
   };
 }

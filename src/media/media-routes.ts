@@ -1,5 +1,5 @@
 import { Router, type Request, type Response } from 'express';
-import { Transform } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BadRequestError } from '../http/app-error.ts';
 import { parseOrThrow } from '../http/validate.ts';
@@ -68,15 +68,12 @@ export function mediaRoutes(media: MediaService, options: { idleBodyTimeoutMs: n
     req.once('close', stop);
     req.once('error', stop);
   };
-  const idleDownload = (req: Request, res: Response) => {
+  // A download's source pauses while the client does not read (back-pressure): no data for the
+  // bound means the client stalled (or S3 did).
+  const idleDownload = (req: Request, res: Response, source: Readable) => {
     const timer = setTimeout(cut(req), ms);
+    source.on('data', () => timer.refresh());
     res.once('close', () => clearTimeout(timer));
-    return new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        timer.refresh();
-        cb(null, chunk);
-      },
-    });
   };
 
   router.get('/media', async (req, res) => {
@@ -110,7 +107,8 @@ export function mediaRoutes(media: MediaService, options: { idleBodyTimeoutMs: n
     res.setHeader('X-Media-Backend', content.servedBy);
     // A backend dying mid-stream destroys the response: the client sees a short body, never a
     // complete-looking wrong one.
-    await pipeline(content.stream, idleDownload(req, res), res).catch(() => {
+    idleDownload(req, res, content.stream);
+    await pipeline(content.stream, res).catch(() => {
       content.stream.destroy();
       res.destroy();
     });

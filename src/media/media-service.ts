@@ -10,6 +10,7 @@ import { contentTypeSchema, mediaKeySchema } from './media-key.ts';
 import { CommitTooLateError, objectName, versionObjectName, type MediaMetadata, type MediaRepository, type WriteCommit } from './media-repository.ts';
 import { ObjectMissingError, type ObjectStore } from './object-store.ts';
 import { UploadSpool } from './upload-spool.ts';
+import type { VersionContentCache } from './version-content-cache.ts';
 
 export interface UploadInput {
   key: string;
@@ -39,6 +40,8 @@ export interface MediaServiceDeps {
   /** Unreferenced content older than this is garbage; a write must commit within half of it. */
   gcGraceMs: number;
   spool: UploadSpool;
+  /** Bytes of small versions kept in memory (immutable, so never stale). */
+  contentCache?: VersionContentCache;
   maxBytes: number;
   logger: Logger;
   /** Called after a write is committed (wakes the continuous backup). */
@@ -178,13 +181,17 @@ export class MediaService {
     // holds the version, and still reaches one whose probe has not yet seen it come back.
     const down = order.filter((b) => this.deps.backendDown?.(b));
     const name = objectName(meta);
+    const cache = meta.version ? this.deps.contentCache : undefined;
+    const cached = cache?.get(meta.version!);
+    if (cached) return { meta, servedBy: meta.backends.includes(active) ? active : meta.backends[0]!, stream: cached };
     let unavailable: unknown;
     let missing: ObjectMissingError | undefined;
     for (const backend of [...order.filter((b) => !down.includes(b)), ...down]) {
       const store = this.deps.stores.get(backend);
       if (!store) continue;
       try {
-        return { meta, servedBy: backend, stream: await store.get(name) };
+        const stream = await store.get(name);
+        return { meta, servedBy: backend, stream: cache ? cache.tee(meta.version!, meta.size, meta.sha256, stream) : stream };
       } catch (err) {
         if (err instanceof ObjectMissingError) {
           missing = err;

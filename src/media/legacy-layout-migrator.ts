@@ -32,7 +32,7 @@ export async function migrateLegacyLayout(deps: { prisma: PrismaClient; stores: 
   const report: LegacyMigrationReport = { migrated: 0, superseded: 0, failed: [] };
   for (let after = ''; ; ) {
     const rows = await deps.prisma.$queryRawUnsafe<LegacyRow[]>(
-      `SELECT key, size, sha256, content_type, backend FROM media_objects WHERE version IS NULL AND key COLLATE "C" > $1 ORDER BY key COLLATE "C" LIMIT 200`,
+      `SELECT key, size, sha256, content_type, backend FROM media_objects WHERE version IS NULL AND deleted_at IS NULL AND key COLLATE "C" > $1 ORDER BY key COLLATE "C" LIMIT 200`,
       after,
     );
     for (const row of rows) {
@@ -66,12 +66,11 @@ async function migrateOne(row: LegacyRow, deps: { prisma: PrismaClient; stores: 
       if (err instanceof ObjectMissingError || /sha256/.test(String(err))) continue;
       throw err;
     }
-    const [, moved] = await deps.prisma.$transaction([
-      deps.prisma.$executeRawUnsafe(`SELECT pg_advisory_xact_lock(hashtextextended($1::text, 9))`, row.key),
-      deps.prisma.$queryRawUnsafe<{ n: number }[]>(
+    // Moves the pointer only if the key still holds that legacy content (re-checked under the row lock).
+    const moved = await deps.prisma.$queryRawUnsafe<{ n: number }[]>(
         `WITH upd AS (
            UPDATE media_objects SET version = $2::uuid, seq = nextval('media_write_seq'), updated_at = now()
-           WHERE key = $1::text AND version IS NULL AND sha256 = $3::text RETURNING key),
+           WHERE key = $1::text AND version IS NULL AND deleted_at IS NULL AND sha256 = $3::text RETURNING key),
          ins AS (
            INSERT INTO media_versions (id, key, size, sha256, content_type, backends, created_at)
            SELECT $2::uuid, $1::text, $4::bigint, $3::text, $5::text, ARRAY[$6::text], now() FROM upd)
@@ -82,8 +81,7 @@ async function migrateOne(row: LegacyRow, deps: { prisma: PrismaClient; stores: 
         BigInt(size),
         row.content_type,
         backend,
-      ),
-    ]);
+      );
     if (moved[0]!.n === 0) {
       await store.remove(versionObjectName(version)).catch(() => undefined);
       return false;

@@ -65,7 +65,10 @@ export class MediaGarbageCollector {
         await Promise.all([...this.deps.stores.values()].map((s) => s.remove(versionObjectName(version.id)).catch(() => undefined)));
       }
       total += gone.length;
-      if (gone.length < 100) return total;
+      if (gone.length < 100) {
+        await this.deps.versions.purgeTombstones(this.deps.graceMs);
+        return total;
+      }
     }
   }
 

@@ -54,7 +54,7 @@ export function objectName(meta: Pick<MediaMetadata, 'key' | 'version'>): string
 /** Media metadata: the only mutable pointer (key -> version), changed in transactions. */
 export interface MediaRepository {
   find(key: string): Promise<MediaMetadata | undefined>;
-  /** The commit point of a write: records the version and moves the pointer to it, atomically. */
+  /** The commit point of a write: records the version and moves the pointer to it, in one statement. */
   commitWrite(write: WriteCommit): Promise<MediaMetadata>;
   /** Removes the pointer (the version is garbage after the grace period); the new seq, or undefined when absent. */
   commitDelete(key: string): Promise<number | undefined>;
@@ -93,57 +93,51 @@ const SELECT = `SELECT o.key, o.size, o.sha256, o.content_type, o.backend, o.cre
   COALESCE(v.backends, ARRAY[o.backend]) AS backends
   FROM media_objects o LEFT JOIN media_versions v ON v.id = o.version`;
 
-/** Every write to one key is serialized by a transaction-scoped advisory lock on the key. */
-const LOCK_KEY = `SELECT pg_advisory_xact_lock(hashtextextended($1::text, 9))`;
-
 /**
- * After the lock, one statement: record the version, move the pointer, mark the version it
- * replaces, queue the backup copy. Its snapshot is taken after the lock, so it sees every earlier
- * writer of the key.
+ * The commit of a write, one statement: record the version, move the pointer, note the version
+ * it replaces, queue the backup copies. ON CONFLICT DO UPDATE locks the key's row and works on its
+ * latest committed state, so `prev_version` is exactly the version replaced, and `seq`, drawn
+ * under that lock, follows the order of commits (a deleted key keeps a tombstone row for this).
+ * Nothing happens after the deadline ($9).
  */
 const COMMIT_WRITE = `WITH
   ok AS (SELECT 1 AS one WHERE clock_timestamp() < $9::timestamptz),
-  old AS (SELECT version FROM media_objects WHERE key = $1::text AND EXISTS (SELECT 1 FROM ok)),
   ins AS (INSERT INTO media_versions (id, key, size, sha256, content_type, backends, created_at)
           SELECT $2::uuid, $1::text, $3::bigint, $4::text, $5::text, ARRAY[$6::text], $7::timestamptz FROM ok),
   ptr AS (INSERT INTO media_objects (key, size, sha256, content_type, backend, created_at, updated_at, version, seq)
           SELECT $1::text, $3::bigint, $4::text, $5::text, $6::text, $7::timestamptz, now(), $2::uuid, nextval('media_write_seq') FROM ok
           ON CONFLICT (key) DO UPDATE SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256, content_type = EXCLUDED.content_type,
-            backend = EXCLUDED.backend, created_at = EXCLUDED.created_at, updated_at = now(), version = EXCLUDED.version, seq = EXCLUDED.seq
-          RETURNING seq),
-  rep AS (UPDATE media_versions SET replaced_at = now() WHERE id = (SELECT version FROM old) AND replaced_at IS NULL),
+            backend = EXCLUDED.backend, created_at = EXCLUDED.created_at, updated_at = now(), version = EXCLUDED.version,
+            prev_version = media_objects.version, deleted_at = NULL, seq = nextval('media_write_seq')
+          RETURNING seq, prev_version),
+  rep AS (INSERT INTO media_replaced (version) SELECT prev_version FROM ptr WHERE prev_version IS NOT NULL ON CONFLICT DO NOTHING),
   out AS (INSERT INTO media_outbox (version, target) SELECT $2::uuid, t FROM ok, unnest($8::text[]) AS t)
   SELECT seq FROM ptr`;
 
 const COMMIT_DELETE = `WITH
-  del AS (DELETE FROM media_objects WHERE key = $1::text RETURNING version),
-  rep AS (UPDATE media_versions SET replaced_at = now() WHERE id = (SELECT version FROM del) AND replaced_at IS NULL)
-  SELECT count(*)::int AS n, nextval('media_write_seq') AS seq FROM del`;
+  del AS (UPDATE media_objects SET deleted_at = now(), updated_at = now(), prev_version = version, version = NULL, seq = nextval('media_write_seq')
+          WHERE key = $1::text AND deleted_at IS NULL RETURNING seq, prev_version),
+  rep AS (INSERT INTO media_replaced (version) SELECT prev_version FROM del WHERE prev_version IS NOT NULL ON CONFLICT DO NOTHING)
+  SELECT seq FROM del`;
 
 export class PrismaMediaRepository implements MediaRepository {
   /** Called per query so that a database switch takes effect on the next request. */
   constructor(private readonly prisma: () => PrismaClient) {}
 
   async find(key: string): Promise<MediaMetadata | undefined> {
-    const rows = await this.prisma().$queryRawUnsafe<Row[]>(`${SELECT} WHERE o.key = $1`, key);
+    const rows = await this.prisma().$queryRawUnsafe<Row[]>(`${SELECT} WHERE o.key = $1 AND o.deleted_at IS NULL`, key);
     return rows[0] ? toMeta(rows[0]) : undefined;
   }
 
   async commitWrite(w: WriteCommit): Promise<MediaMetadata> {
-    const [, rows] = await this.prisma().$transaction([
-      this.prisma().$executeRawUnsafe(LOCK_KEY, w.key),
-      this.prisma().$queryRawUnsafe<{ seq: bigint }[]>(COMMIT_WRITE, w.key, w.version, BigInt(w.size), w.sha256, w.contentType, w.backend, w.createdAt, w.copyTo, w.commitBy),
-    ]);
+    const rows = await this.prisma().$queryRawUnsafe<{ seq: bigint }[]>(COMMIT_WRITE, w.key, w.version, BigInt(w.size), w.sha256, w.contentType, w.backend, w.createdAt, w.copyTo, w.commitBy);
     if (rows.length === 0) throw new CommitTooLateError();
     return { key: w.key, size: w.size, sha256: w.sha256, contentType: w.contentType, backend: w.backend, createdAt: w.createdAt, version: w.version, backends: [w.backend], seq: Number(rows[0]!.seq) };
   }
 
   async commitDelete(key: string): Promise<number | undefined> {
-    const [, rows] = await this.prisma().$transaction([
-      this.prisma().$executeRawUnsafe(LOCK_KEY, key),
-      this.prisma().$queryRawUnsafe<{ n: number; seq: bigint }[]>(COMMIT_DELETE, key),
-    ]);
-    return rows[0]!.n > 0 ? Number(rows[0]!.seq) : undefined;
+    const rows = await this.prisma().$queryRawUnsafe<{ seq: bigint }[]>(COMMIT_DELETE, key);
+    return rows[0] ? Number(rows[0].seq) : undefined;
   }
 
   async versionCommitted(version: string): Promise<boolean> {
@@ -159,7 +153,7 @@ export class PrismaMediaRepository implements MediaRepository {
     const from = after !== undefined && after >= prefix ? after : prefix;
     const op = after !== undefined && after >= prefix ? '>' : '>=';
     const rows = await this.prisma().$queryRawUnsafe<Row[]>(
-      `${SELECT} WHERE o.key COLLATE "C" ${op} $1 AND o.key COLLATE "C" < $2 ORDER BY o.key COLLATE "C" LIMIT $3`,
+      `${SELECT} WHERE o.key COLLATE "C" ${op} $1 AND o.key COLLATE "C" < $2 AND o.deleted_at IS NULL ORDER BY o.key COLLATE "C" LIMIT $3`,
       from,
       `${prefix}\x7f`,
       limit,

@@ -60,10 +60,22 @@ export function mediaRoutes(media: MediaService, options: { idleBodyTimeoutMs: n
   // never the time the service itself takes to answer.
   const ms = options.idleBodyTimeoutMs;
   const cut = (req: Request) => () => req.socket.destroy(Object.assign(new Error('client body idle'), { code: 'ECLIENTIDLE' }));
+  // Progress is read from the socket (a 'data' listener would start the body flowing early).
   const idleUpload = (req: Request) => {
-    const timer = setTimeout(cut(req), ms);
-    req.on('data', () => timer.refresh());
-    const stop = () => clearTimeout(timer);
+    let seen = req.socket.bytesRead;
+    let lastProgress = Date.now();
+    const timer = setInterval(() => {
+      const read = req.socket.bytesRead;
+      if (read !== seen) {
+        seen = read;
+        lastProgress = Date.now();
+      } else if (Date.now() - lastProgress >= ms) {
+        clearInterval(timer);
+        cut(req)();
+      }
+    }, Math.max(20, Math.floor(ms / 5)));
+    timer.unref();
+    const stop = () => clearInterval(timer);
     req.once('end', stop);
     req.once('close', stop);
     req.once('error', stop);

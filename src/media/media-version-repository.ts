@@ -33,6 +33,8 @@ export interface MediaVersionRepository {
   countLegacy(): Promise<number>;
   /** Deletes version rows replaced longer than `graceMs` ago and returns them (their content goes next). */
   collect(graceMs: number, limit: number): Promise<StoredVersion[]>;
+  /** Removes tombstones of keys deleted longer than `graceMs` ago. */
+  purgeTombstones(graceMs: number): Promise<number>;
   /** Which of these version ids have a row. */
   existing(ids: string[]): Promise<Set<string>>;
 }
@@ -51,7 +53,7 @@ function toVersion(r: Row): StoredVersion {
   return { id: r.id, key: r.key, size: Number(r.size), sha256: r.sha256.trim(), contentType: r.content_type, backends: r.backends as MediaBackendName[], replaced: r.replaced };
 }
 
-const COLUMNS = `v.id::text AS id, v.key, v.size, v.sha256, v.content_type, v.backends, (v.replaced_at IS NOT NULL) AS replaced`;
+const COLUMNS = `v.id::text AS id, v.key, v.size, v.sha256, v.content_type, v.backends, EXISTS (SELECT 1 FROM media_replaced r WHERE r.version = v.id) AS replaced`;
 
 export class PrismaMediaVersionRepository implements MediaVersionRepository {
   constructor(private readonly prisma: () => PrismaClient) {}
@@ -126,21 +128,26 @@ export class PrismaMediaVersionRepository implements MediaVersionRepository {
   }
 
   async countLegacy(): Promise<number> {
-    const rows = await this.prisma().$queryRawUnsafe<{ n: number }[]>(`SELECT count(*)::int AS n FROM media_objects WHERE version IS NULL`);
+    const rows = await this.prisma().$queryRawUnsafe<{ n: number }[]>(`SELECT count(*)::int AS n FROM media_objects WHERE version IS NULL AND deleted_at IS NULL`);
     return rows[0]!.n;
   }
 
   async collect(graceMs: number, limit: number): Promise<StoredVersion[]> {
     const rows = await this.prisma().$queryRawUnsafe<Row[]>(
       `WITH gone AS (
-         SELECT id FROM media_versions
-         WHERE replaced_at < now() - make_interval(secs => $1::double precision / 1000)
-         ORDER BY replaced_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-       DELETE FROM media_versions v USING gone WHERE v.id = gone.id RETURNING ${COLUMNS}`,
+         SELECT version FROM media_replaced
+         WHERE at < now() - make_interval(secs => $1::double precision / 1000)
+         ORDER BY at LIMIT $2 FOR UPDATE SKIP LOCKED)
+       DELETE FROM media_versions v USING gone WHERE v.id = gone.version
+       RETURNING v.id::text AS id, v.key, v.size, v.sha256, v.content_type, v.backends, true AS replaced`,
       graceMs,
       limit,
     );
     return rows.map(toVersion);
+  }
+
+  async purgeTombstones(graceMs: number): Promise<number> {
+    return this.prisma().$executeRawUnsafe(`DELETE FROM media_objects WHERE deleted_at < now() - make_interval(secs => $1::double precision / 1000)`, graceMs);
   }
 
   async existing(ids: string[]): Promise<Set<string>> {

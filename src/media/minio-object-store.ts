@@ -59,9 +59,9 @@ export class MinioObjectStore implements ObjectStore {
     this.secure = config.endpoint.startsWith('https:');
     this.timeoutMs = options.timeoutMs;
     const Agent = this.secure ? https.Agent : http.Agent;
-    this.controlAgent = new Agent({ keepAlive: true, maxSockets: 16 });
-    this.uploadAgent = new Agent({ keepAlive: true, maxSockets: options.poolSize });
-    this.downloadAgent = new Agent({ keepAlive: true, maxSockets: options.poolSize });
+    this.controlAgent = new Agent({ keepAlive: true, maxSockets: 16, noDelay: true } as http.AgentOptions);
+    this.uploadAgent = new Agent({ keepAlive: true, maxSockets: options.poolSize, noDelay: true } as http.AgentOptions);
+    this.downloadAgent = new Agent({ keepAlive: true, maxSockets: options.poolSize, noDelay: true } as http.AgentOptions);
     this.uploads = new PoolLimiter('upload', options.poolSize);
     this.downloads = new PoolLimiter('download', options.poolSize);
     this.client = this.createClient(boundedTransport(this.secure, this.timeoutMs), this.controlAgent);

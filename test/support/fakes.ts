@@ -207,6 +207,9 @@ export class MemoryVersionRepository implements MediaVersionRepository {
   async collect() {
     return [];
   }
+  async purgeTombstones() {
+    return 0;
+  }
   async existing(ids: string[]) {
     return new Set(ids.filter((id) => this.versions.has(id)));
   }

@@ -277,7 +277,7 @@ export async function runTorture(options: { seconds: number; keys?: number; writ
         stores[name] = new MinioObjectStore({ name, endpoint: s3.endpoint, accessKey: s3.accessKey, secretKey: s3.secretKey, bucket: s3.bucket, region: 'us-east-1' });
       }
       // 1. Every key: the final state is one a linearizable store could end in, and both instances serve it.
-      const pointers = new Map((await client.query<{ key: string; version: string; sha256: string; size: string }>('SELECT key, version::text AS version, sha256, size FROM media_objects')).rows.map((r) => [r.key, r]));
+      const pointers = new Map((await client.query<{ key: string; version: string; sha256: string; size: string }>('SELECT key, version::text AS version, sha256, size FROM media_objects WHERE deleted_at IS NULL')).rows.map((r) => [r.key, r]));
       for (const key of keys) {
         report.keys += 1;
         const mine = ops.filter((o) => o.key === key);

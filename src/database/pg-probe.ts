@@ -10,6 +10,11 @@ export interface PgProbeOptions {
  * Runs queries on a connection of its own, never one from the request pool, so a hung server
  * cannot starve requests. The connection has connect, statement and query timeouts, and is
  * destroyed the moment the signal fires.
+ *
+ * The statement timeout is set after connecting, never as a startup parameter: PgBouncer refuses
+ * startup parameters it does not know ("unsupported startup parameter: statement_timeout"). It is
+ * set with SET LOCAL inside the probe's own transaction, so that behind PgBouncer in transaction
+ * mode it cannot outlive the probe on a server connection that other clients use next.
  */
 export async function withProbeConnection<T>(options: PgProbeOptions, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const { connectionString, timeoutMs, signal } = options;
@@ -17,7 +22,6 @@ export async function withProbeConnection<T>(options: PgProbeOptions, fn: (clien
   const client = new pg.Client({
     connectionString,
     connectionTimeoutMillis: timeoutMs,
-    statement_timeout: timeoutMs,
     query_timeout: timeoutMs,
     application_name: 'sav3-health-probe',
   });
@@ -27,7 +31,11 @@ export async function withProbeConnection<T>(options: PgProbeOptions, fn: (clien
   signal.addEventListener('abort', destroy, { once: true });
   try {
     await client.connect();
-    return await fn(client);
+    await client.query('BEGIN');
+    await client.query("SELECT set_config('statement_timeout', $1, true)", [String(timeoutMs)]);
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
   } finally {
     signal.removeEventListener('abort', destroy);
     if (signal.aborted) destroy();

@@ -31,8 +31,8 @@ export async function withProbeConnection<T>(options: PgProbeOptions, fn: (clien
   signal.addEventListener('abort', destroy, { once: true });
   try {
     await client.connect();
-    await client.query('BEGIN');
-    await client.query("SELECT set_config('statement_timeout', $1, true)", [String(timeoutMs)]);
+    // One round trip; timeoutMs is a validated integer, never user input.
+    await client.query(`BEGIN; SET LOCAL statement_timeout = ${Math.trunc(timeoutMs)}`);
     const result = await fn(client);
     await client.query('COMMIT');
     return result;

@@ -108,7 +108,7 @@ describe('the shipped docker-compose topology, started natively', () => {
       const client = new Minio.Client({ endPoint: '127.0.0.1', port: s3[service]!.port, useSSL: false, accessKey: minioEnv.MEDIA_PRIMARY_ACCESS_KEY!, secretKey: secret });
       await client.makeBucket('minio');
       await client.putObject('minio', 'health/live', Buffer.from(''));
-      const metrics = Buffer.from('# TYPE minio_cluster_nodes_online_total gauge\nminio_cluster_nodes_online_total 1\n');
+      const metrics = Buffer.from('# TYPE minio_cluster_health_status gauge\nminio_cluster_health_status 1\n');
       await client.putObject('minio', 'v2/metrics/cluster', metrics, metrics.length, { 'Content-Type': 'text/plain; version=0.0.4' });
     }
 

@@ -432,6 +432,12 @@ describe('the shipped docker-compose topology, started natively', () => {
     await waitFor(async () => (await query('pg_up')).map((s) => s.value[1]), (v) => v[0] === '0', 10_000, 500);
     expect((await query('pg_up')).map((s) => s.value[1])).toEqual(['0']);
     expect((await query('redis_up')).map((s) => s.value[1])).toEqual(['0']);
+    // The surviving instance tells the truth about the database behind PgBouncer.
+    const apiPort = map.port('api-1', Number(map.environment('api-1').PORT));
+    const dbHealth = await waitFor(() => fetch(`http://127.0.0.1:${apiPort}/health/database`).then(async (r) => ({ status: r.status, body: (await r.json()) as { error?: { code: string } } })), (r) => r.status === 503, 15_000, 500);
+    expect(dbHealth.status).toBe(503);
+    expect(['connection_refused', 'timeout']).toContain(dbHealth.body.error?.code);
+    console.log(`PostgreSQL killed behind PgBouncer: /health/database 503 with error.code ${dbHealth.body.error?.code}`);
     await watch;
     const timings: Record<string, string> = {};
     for (const name of outages) timings[name] = `${((fired[name]! - started[name]!) / 1000).toFixed(1)} s (for ${forSeconds(name)} s, bound ${bound(name)} s)`;

@@ -229,6 +229,9 @@ describe('Dockerfile', () => {
     expect(major % 2).toBe(0);
     expect(major).toBeGreaterThanOrEqual(20);
     expect(dockerfile).toContain('--omit=dev');
+    // The Prisma CLI is an optional peer of @prisma/client ("devOptional"): --omit=dev alone keeps it.
+    expect(dockerfile).toMatch(/npm ci --omit=dev --omit=optional/);
+    expect(dockerfile).toContain('test ! -e node_modules/prisma');
     expect(dockerfile).toMatch(/^USER node$/m);
     expect(dockerfile).toMatch(/HEALTHCHECK[\s\S]*\/health\/live/);
     expect(dockerfile).not.toMatch(/HEALTHCHECK[^\n]*curl/);

@@ -22,6 +22,7 @@ import { MinioObjectStore } from './media/minio-object-store.ts';
 import type { ObjectStore } from './media/object-store.ts';
 import { createMetrics, type Metrics } from './metrics/metrics.ts';
 import { createDrModule, type DrModule } from './dr-module.ts';
+import { startMetricsListener } from './edge/metrics-listener.ts';
 import { createRedisClient } from './redis/redis-client.ts';
 import { fencedRepository } from './write-gate/fenced-repository.ts';
 import { probeRedis } from './redis/redis-probe.ts';
@@ -141,6 +142,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     authLimiter: dr.limiter,
   });
   let server: Server | undefined;
+  let metricsListener: Awaited<ReturnType<typeof startMetricsListener>> | undefined;
 
   return {
     config,
@@ -163,13 +165,15 @@ export async function createService(config: Config, logger: Logger, options: Ser
         server!.once('listening', resolve).once('error', reject);
       });
       const address = server.address() as AddressInfo;
-      logger.info({ port: address.port, host: address.address, instanceId: config.instanceId }, 'listening');
+      if (config.metricsPort !== undefined) metricsListener = await startMetricsListener(metrics.registry, config.metricsPort, config.host);
+      logger.info({ port: address.port, host: address.address, metricsPort: metricsListener?.address.port, instanceId: config.instanceId }, 'listening');
       return address;
     },
     async stop() {
       lifecycle.shuttingDown = true;
       health.stop();
       if (server) await drain(server, config.shutdownTimeoutMs, logger);
+      await metricsListener?.close();
       mediaModule.stop();
       await dr.stop();
       await Promise.allSettled([database.closeAll(), closeRedis(redis), closeRedis(dr.subscriber)]);

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { BlockList, isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
@@ -52,6 +53,9 @@ export interface Config {
   mediaContentCacheBytes: number;
   /** This instance's copy of the last applied DR state (starts from it when Redis is down). */
   drStateFile: string;
+  /** Edge settings: see the block at the end of this file. */
+  metricsPort?: number;
+  adminAllowList: AdminAllowList;
 }
 
 /** Thrown with one line per problem; no line ever contains a variable's value. */
@@ -127,6 +131,7 @@ const schema = z.object({
   MEDIA_SPOOL_MAX_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(1_073_741_824),
   MEDIA_CONTENT_CACHE_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(67_108_864),
   DR_STATE_FILE: z.string().min(1).optional(),
+  ...edgeVariables(),
 });
 
 type Raw = z.output<typeof schema>;
@@ -248,5 +253,71 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     mediaSpoolMaxBytes: raw.MEDIA_SPOOL_MAX_BYTES,
     mediaContentCacheBytes: raw.MEDIA_CONTENT_CACHE_BYTES,
     drStateFile: resolve(raw.DR_STATE_FILE ?? join('.sav3', 'dr-state.json')),
+    metricsPort: raw.METRICS_PORT,
+    adminAllowList: adminAllowList(raw.ADMIN_ALLOWED_CIDRS),
+  };
+}
+
+// --- Edge: the internal metrics listener and the network allow-list of /admin ---------------
+
+/**
+ * METRICS_PORT: when set, /metrics is served only on this second listener (same HOST), which the
+ * load balancer does not route to, and no longer on PORT.
+ * ADMIN_ALLOWED_CIDRS: comma-separated addresses or CIDR ranges (IPv4 or IPv6) whose clients may
+ * reach /admin at all; unset or empty means loopback only. Behind a proxy the client address is
+ * the one TRUST_PROXY makes Express believe.
+ */
+function edgeVariables() {
+  return {
+    METRICS_PORT: int(1, 65535).optional(),
+    ADMIN_ALLOWED_CIDRS: z
+      .string()
+      .refine((v) => parseCidrs(v) !== undefined, { error: 'must be comma-separated IP addresses or CIDR ranges such as 10.1.2.0/24' })
+      .optional(),
+  };
+}
+
+export interface AdminAllowList {
+  /** The configured ranges as given, for logs and docs ("loopback" when none were). */
+  ranges: string[];
+  allows(address: string | undefined): boolean;
+}
+
+const LOOPBACK = ['127.0.0.0/8', '::1/128'];
+
+function parseCidrs(value: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' }[] | undefined {
+  const entries = value.split(',').map((v) => v.trim()).filter((v) => v !== '');
+  const parsed = [];
+  for (const entry of entries) {
+    const [address = '', prefixText, extra] = entry.split('/');
+    const version = isIP(address);
+    if (version === 0 || extra !== undefined) return undefined;
+    const max = version === 4 ? 32 : 128;
+    if (prefixText !== undefined && !/^\d{1,3}$/.test(prefixText)) return undefined;
+    const prefix = prefixText === undefined ? max : Number(prefixText);
+    if (prefix > max) return undefined;
+    parsed.push({ address, prefix, family: version === 4 ? ('ipv4' as const) : ('ipv6' as const) });
+  }
+  return parsed;
+}
+
+export function adminAllowList(value: string | undefined): AdminAllowList {
+  const configured = value === undefined ? [] : parseCidrs(value) ?? [];
+  const ranges = configured.length > 0 ? configured.map((c) => `${c.address}/${c.prefix}`) : LOOPBACK;
+  const list = new BlockList();
+  for (const range of ranges) {
+    const [address, prefix] = range.split('/');
+    list.addSubnet(address!, Number(prefix), isIP(address!) === 4 ? 'ipv4' : 'ipv6');
+  }
+  return {
+    ranges: configured.length > 0 ? ranges : ['loopback'],
+    allows(address) {
+      if (!address) return false;
+      // An IPv4 client on a dual-stack socket appears as ::ffff:a.b.c.d.
+      const plain = address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+      const version = isIP(plain);
+      if (version === 0) return false;
+      return list.check(plain, version === 4 ? 'ipv4' : 'ipv6');
+    },
   };
 }

@@ -120,7 +120,7 @@ describe('media runbook scripts', () => {
 });
 
 describe('operator safety of every runbook script', () => {
-  const all = readdirSync(SCRIPTS).filter((f) => f.endsWith('.sh') && f !== 'lib.sh');
+  const all = readdirSync(SCRIPTS).filter((f) => f.endsWith('.sh') && !f.endsWith('lib.sh'));
   // Nothing listens here: a script that acted instead of refusing would exit 3 (unreachable).
   const env = { SAV3_API_URL: 'http://127.0.0.1:1', SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
 

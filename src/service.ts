@@ -20,6 +20,7 @@ import { MinioObjectStore } from './media/minio-object-store.ts';
 import type { ObjectStore } from './media/object-store.ts';
 import { createMetrics, type Metrics } from './metrics/metrics.ts';
 import { createDrModule, type DrModule } from './dr-module.ts';
+import { createBackupModule, type BackupModule } from './backup/backup-module.ts';
 import { createRedisClient } from './redis/redis-client.ts';
 import { probeRedis } from './redis/redis-probe.ts';
 
@@ -46,6 +47,7 @@ export interface Service {
   dr: DrModule;
   db: DatabaseModule;
   media: MediaModule;
+  backups: BackupModule;
   listen(): Promise<AddressInfo>;
   /** Graceful stop: readiness 503, stop accepting, drain within the bound, close every client. */
   stop(): Promise<void>;
@@ -102,6 +104,13 @@ export async function createService(config: Config, logger: Logger, options: Ser
     logger,
   });
 
+  // Backups: the inventory and RPO metrics, and requests that workers carry out.
+  const backups = createBackupModule({
+    config, logger, metrics, redis, prefix, clients: database, stores, migrationsDir: MIGRATIONS_DIR, audit: dr.audit,
+    activeTarget: async () => dr.state.current().database.active,
+  });
+  dr.admin.routers.push(...backups.routers);
+
   const app = buildApp({
     config,
     adminTokens: config.adminTokens,
@@ -128,10 +137,12 @@ export async function createService(config: Config, logger: Logger, options: Ser
     dr,
     db,
     media: mediaModule,
+    backups,
     async listen() {
       health.start();
       await dr.start();
       mediaModule.start();
+      backups.start();
       server = app.listen(config.port, config.host);
       await new Promise<void>((resolve, reject) => {
         server!.once('listening', resolve).once('error', reject);
@@ -145,6 +156,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
       health.stop();
       if (server) await drain(server, config.shutdownTimeoutMs, logger);
       mediaModule.stop();
+      backups.stop();
       await dr.stop();
       await Promise.allSettled([database.closeAll(), closeRedis(redis), closeRedis(dr.subscriber)]);
       for (const store of stores.values()) store.close();

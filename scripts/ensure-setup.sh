@@ -36,3 +36,16 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && command -v redis-ser
 fi
 
 npm run --silent generate >/dev/null
+
+# pgBackRest: backups, the WAL archive and validation restores (tests run it as postgres).
+if ! command -v pgbackrest >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing pgbackrest (apt-get)"
+    for attempt in 1 2 3 4 5; do
+      (apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbackrest >/dev/null) && break
+      sleep 10 # another apt user may hold the dpkg lock
+    done
+  else
+    echo "setup: missing pgbackrest; install with: sudo apt-get install pgbackrest" >&2
+  fi
+fi

@@ -19,8 +19,7 @@ import type { ObjectStore } from './media/object-store.ts';
 import { httpMetrics } from './metrics/http-metrics.ts';
 import { createMetrics, type Metrics } from './metrics/metrics.ts';
 import { metricsRoutes } from './metrics/metrics-routes.ts';
-import { probeRedis } from './redis/redis-probe.ts';
-import { createRedisClient } from './redis/redis-client.ts';
+import { createRedisClient, isReady, waitReady } from './redis/redis-client.ts';
 import { closeRedis, MIGRATIONS_DIR } from './service.ts';
 
 export interface WorkerOptions {
@@ -92,7 +91,10 @@ export function createWorker(config: Config, logger: Logger, options: WorkerOpti
   app.get('/health/live', (_req, res) => send(res, !lifecycle.shuttingDown));
   app.get('/health/ready', async (_req, res) => {
     // Ready to take jobs: not stopping, and the queue (Redis) answers.
-    const redisOk = await probeRedis(config.redisUrl, config.healthTimeoutMs, AbortSignal.timeout(config.healthTimeoutMs + 50)).then(() => true, () => false);
+    // The queue's own connection: ready, and answering a PING within the health timeout.
+    const redisOk =
+      isReady(redis) &&
+      (await Promise.race([redis.ping().then(() => true, () => false), new Promise<boolean>((r) => setTimeout(() => r(false), config.healthTimeoutMs).unref())]));
     const ok = !lifecycle.shuttingDown && redisOk;
     send(res, ok, { checks: { lifecycle: lifecycle.shuttingDown ? 'unhealthy' : 'healthy', redis: redisOk ? 'healthy' : 'unhealthy' }, role: 'worker' });
   });
@@ -113,6 +115,7 @@ export function createWorker(config: Config, logger: Logger, options: WorkerOpti
         return [];
       });
       if (removed.length > 0) logger.warn({ removed }, 'removed scratch clusters left by a worker that stopped mid-validation');
+      await waitReady(redis, 2000);
       await activeTarget().catch(() => undefined);
       backups.start();
       runner.start();

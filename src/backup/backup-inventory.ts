@@ -16,6 +16,8 @@ export class BackupUnavailableError extends AppError {
 
 export interface InventoryDeps {
   tool: BackupTool | undefined;
+  /** Called with every fresh info (a worker publishes it for API instances without pgBackRest). */
+  onInfo?: (info: StanzaInfo) => Promise<void>;
   /** pg_stat_archiver of the active primary. */
   archiver: () => Promise<ArchiverStatus>;
   /** The newest passing validation's finish time, if any. */
@@ -62,6 +64,7 @@ export class BackupInventory {
         this.cached = { at: Date.now(), info };
         this.deps.metrics.dependencyUp.set({ dependency: 'pgbackrest', target: 'repository' }, 1);
         this.recordBackups(info);
+        void this.deps.onInfo?.(info).catch(() => undefined);
         return info;
       })
       .catch((err: unknown) => {

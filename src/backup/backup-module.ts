@@ -16,6 +16,7 @@ import { BackupValidator, type ValidationInput } from './backup-validator.ts';
 import { BackupBucketMediaCheck } from './media-backup-check.ts';
 import { isRoot } from './os-command.ts';
 import { PgBackRestCli, type BackupTool } from './pgbackrest.ts';
+import { PublishedBackupInfo } from './published-info.ts';
 import { readArchiverStatus } from './wal-archive.ts';
 import { PrismaValidationStore } from './validation-store.ts';
 
@@ -51,8 +52,10 @@ export function createBackupModule(deps: {
 }): BackupModule {
   const { config, logger, metrics } = deps;
   const b = config.backup;
-  const tool =
-    deps.tool ?? (b.stanza ? new PgBackRestCli({ bin: b.bin, stanza: b.stanza, configPath: b.configPath, runAs: isRoot() ? b.osUser : undefined }) : undefined);
+  // With a stanza configured this process runs pgBackRest itself (the worker, or an API instance
+  // on a host that has it); without one, an API instance reads what a worker published.
+  const local = deps.tool ?? (b.stanza ? new PgBackRestCli({ bin: b.bin, stanza: b.stanza, configPath: b.configPath, runAs: isRoot() ? b.osUser : undefined }) : undefined);
+  const tool: BackupTool | undefined = local ?? (deps.audit ? new PublishedBackupInfo(deps.redis, deps.prefix, Math.max(b.statusIntervalMs * 4, 60_000)) : undefined);
   const activeUrl = async () => {
     const target = await deps.activeTarget().catch(() => 'primary' as const);
     return deps.clients.url(target) ?? config.databaseUrl;
@@ -60,6 +63,7 @@ export function createBackupModule(deps: {
   const validations = new PrismaValidationStore(() => deps.clients.client());
   const inventory = new BackupInventory({
     tool,
+    onInfo: local ? (info) => PublishedBackupInfo.publish(deps.redis, deps.prefix, info) : undefined,
     archiver: async () => readArchiverStatus(await activeUrl(), config.healthTimeoutMs * 3),
     lastValidation: () => validations.lastSuccess(),
     metrics,
@@ -78,6 +82,7 @@ export function createBackupModule(deps: {
   const backupStore = deps.stores.get('backup');
   const handlers = () => {
     const map = new Map<string, JobHandler>();
+    const tool = local;
     if (!tool) return map;
     map.set(BACKUP_JOB, async (job) => {
       const input = job.input as BackupJobInput;

@@ -110,7 +110,9 @@ export class PgBackRestCli implements BackupTool {
   async restore(options: RestoreOptions, timeoutMs: number): Promise<void> {
     const args = ['restore', `--pg1-path=${options.pgPath}`];
     if (options.set) args.push(`--set=${options.set}`);
-    if (options.target) args.push(`--type=${options.target.type}`, `--target=${options.target.value}`, `--target-action=${options.targetAction ?? 'promote'}`);
+    // PostgreSQL reads recovery_target_time as '2026-11-26 08:15:00.123+00' (not ISO's T and Z).
+    const target = options.target?.type === 'time' ? new Date(options.target.value).toISOString().replace('T', ' ').replace('Z', '+00') : options.target?.value;
+    if (options.target) args.push(`--type=${options.target.type}`, `--target=${target}`, `--target-action=${options.targetAction ?? 'promote'}`);
     else if (options.immediate) args.push('--type=immediate', `--target-action=${options.targetAction ?? 'promote'}`);
     if (options.delta) args.push('--delta');
     if (options.archiveMode) args.push(`--archive-mode=${options.archiveMode}`);

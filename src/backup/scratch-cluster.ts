@@ -83,8 +83,6 @@ export class ScratchCluster {
         "archive_mode = 'off'",
         "primary_conninfo = ''",
         'hot_standby = on',
-        'max_connections = 20',
-        "shared_preload_libraries = ''",
         "log_destination = 'stderr'",
         'logging_collector = off',
         '',

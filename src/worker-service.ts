@@ -48,6 +48,11 @@ export interface Worker {
 export function createWorker(config: Config, logger: Logger, options: WorkerOptions = {}): Worker {
   const prefix = options.redisKeyPrefix ?? 'sav3:';
   const metrics = createMetrics();
+  // Instance-state gauges belong to API instances: a worker exporting their zero values would
+  // trip alerts that compare instances (e.g. DR state versions).
+  for (const name of ['sav3_dr_state_version', 'sav3_read_only_mode', 'sav3_replication_lag_seconds', 'sav3_media_backup_backlog', 'sav3_read_only_rejections_total']) {
+    metrics.registry.removeSingleMetric(name);
+  }
   const lifecycle = new Lifecycle();
   const redis = createRedisClient(config.redisUrl, logger, 'sav3-worker');
   const clients = new DatabaseClients({ primary: config.databaseUrl, replica: config.databaseReplicaUrl }, createPrisma);

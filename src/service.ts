@@ -56,7 +56,7 @@ export interface Service {
 export async function createService(config: Config, logger: Logger, options: ServiceOptions = {}): Promise<Service> {
   if (config.migrateOnStart) {
     const result = await migrate(config.databaseUrl, MIGRATIONS_DIR);
-    logger.info({ applied: result.applied }, 'migrations applied');
+    logger.info({ applied: result.applied, restorePoint: result.restorePoint }, 'migrations applied');
   }
   const prefix = options.redisKeyPrefix ?? 'sav3:';
   const metrics = createMetrics();

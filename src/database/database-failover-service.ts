@@ -6,6 +6,7 @@ import { ConflictError, PreconditionFailedError } from '../http/app-error.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { DatabaseClients } from './database-clients.ts';
+import { restorePointBefore } from '../backup/restore-point.ts';
 import { lsnGap } from './lsn.ts';
 import { withProbeConnection, type DatabaseProbeData } from './pg-probe.ts';
 import type { ReplicationMonitor } from './replication-monitor.ts';
@@ -93,6 +94,9 @@ export class DatabaseFailoverService {
       throw new PreconditionFailedError(`promotion refused: ${failed.map((c) => `${c.name} (${c.detail})`).join('; ')}`, { checks });
     }
     return this.withLock('promote', async () => {
+      // A named point on the old primary (if it still answers), to undo the failover's data
+      // decisions later by a point-in-time restore; recorded in the answer and the audit event.
+      const restorePoint = await restorePointBefore(this.deps.clients.url('primary'), 'before-promote');
       const promoteStarted = performance.now();
       try {
         const { replayLsn, alreadyPromoted: raced } = await this.runPromote(replicaUrl!);
@@ -100,10 +104,11 @@ export class DatabaseFailoverService {
         this.deps.runners.get('replica')?.invalidate();
         if (raced) return { promoted: false, alreadyPromoted: true, dryRun: false, message: 'the replica was promoted meanwhile; nothing to do', checks, timings: { checksMs } };
         this.deps.metrics.failoverTotal.inc({ kind: 'promote', result: 'success' });
-        this.deps.logger.warn({ promoteMs }, 'replica promoted');
+        this.deps.logger.warn({ promoteMs, restorePoint }, 'replica promoted');
         return {
           promoted: true,
           dryRun: false,
+          restorePoint,
           checks,
           dataLossWindow: this.dataLossWindow(replication.primaryLastKnownLsn, replayLsn ?? replication.replicaReplayLsn, replication.primaryLastSeenAt),
           timings: { checksMs, promoteMs, totalMs: Math.round(performance.now() - started) },
@@ -176,9 +181,10 @@ export class DatabaseFailoverService {
     }
     if (current === to) return { changed: false, dryRun: false, from: current, to, checks, message: `${to} is already the active target` };
     return this.withLock('switch', async () => {
+      const restorePoint = await restorePointBefore(this.deps.clients.url(current), `before-switch-to-${to}`);
       const change = await this.deps.dr.change((s, now) => ({ ...s, database: { active: to, since: now, by } }));
       this.deps.metrics.failoverTotal.inc({ kind: 'database_switch', result: 'success' });
-      return { changed: true, dryRun: false, from: change.before.database.active, to, inRecovery, checks, change };
+      return { changed: true, dryRun: false, from: change.before.database.active, to, inRecovery, checks, restorePoint, change };
     });
   }
 }

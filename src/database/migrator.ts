@@ -17,6 +17,8 @@ export interface MigrateResult {
   alreadyApplied: string[];
   /** Applied migrations whose file changed since (Prisma warns about these too). */
   modified: string[];
+  /** Created before the first pending migration ran: a point to recover to if one goes wrong. */
+  restorePoint?: { name: string; lsn: string } | { error: string };
 }
 
 export async function readMigrations(dir: string): Promise<MigrationFile[]> {
@@ -70,6 +72,7 @@ export async function migrate(databaseUrl: string, dir: string, lockTimeoutMs = 
           if (checksum !== migration.checksum) result.modified.push(migration.name);
           continue;
         }
+        result.restorePoint ??= await restorePointBeforeMigrations(client);
         await apply(client, migration);
         result.applied.push(migration.name);
       }
@@ -79,6 +82,21 @@ export async function migrate(databaseUrl: string, dir: string, lockTimeoutMs = 
     }
   } finally {
     await client.end();
+  }
+}
+
+/**
+ * `pg_create_restore_point` before the first pending migration: a bad migration can be undone by
+ * a point-in-time restore to this name. Best effort (a non-superuser or wal_level=minimal cannot):
+ * the reason is reported instead.
+ */
+async function restorePointBeforeMigrations(client: pg.Client): Promise<MigrateResult['restorePoint']> {
+  const name = `before-migrate-${new Date().toISOString().replace(/[-:.]/g, '')}`;
+  try {
+    const { rows } = await client.query<{ lsn: string }>('SELECT pg_create_restore_point($1)::text AS lsn', [name]);
+    return { name, lsn: rows[0]!.lsn };
+  } catch (err) {
+    return { error: err instanceof Error ? err.message : String(err) };
   }
 }
 

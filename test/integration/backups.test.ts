@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -219,6 +219,64 @@ describe('backups with pgBackRest against a real primary with a real archive_com
     expect(beforeLabel.status).toBe(412);
     for (const body of [{ backup: '../etc' }, { targetTime: 'yesterday' }, { targetTime: '2026-11-26T08:00:00' }, { extra: true }]) {
       expect((await request(api.url).post('/admin/backups/validate').set(auth).send(body)).status).toBe(400);
+    }
+  });
+});
+
+describe('restore points before DR changes', () => {
+  let cluster: PgCluster;
+  let s3: S3ServerHandle;
+  let api: TestInstance;
+  beforeAll(async () => {
+    cluster = await startPgCluster();
+    await migrate(cluster.primary.url(), MIGRATIONS_DIR);
+    s3 = await startS3Server({ bucket: 'rp-primary' });
+    api = await startInstance({ ...mediaEnv('PRIMARY', s3), DATABASE_URL: cluster.primary.url(), DATABASE_REPLICA_URL: cluster.replica.url() });
+  }, 60_000);
+  afterAll(async () => {
+    await api?.stop();
+    await s3?.destroy();
+    await cluster?.destroy();
+  });
+
+  it('a switch and a promote each create a named restore point on the primary first, named in the answer and the audit event', async () => {
+    expect((await request(api.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'restore point test' })).status).toBe(200);
+    const toReplica = await request(api.url).post('/admin/database/switch').set(auth).send({ to: 'replica' });
+    expect(toReplica.status).toBe(200);
+    expect(toReplica.body.restorePoint).toMatchObject({ name: expect.stringMatching(/^before-switch-to-replica-\d{8}T\d{9}Z$/), lsn: expect.stringMatching(/\//) });
+    // Back to the primary: the point is attempted on the standby, which cannot make one; it says so.
+    const back = await request(api.url).post('/admin/database/switch').set(auth).send({ to: 'primary' });
+    expect(back.body.restorePoint).toEqual({ error: expect.stringContaining('recovery') });
+    const promote = await request(api.url).post('/admin/database/promote').set(auth).send({ confirm: 'promote-replica', maxLagSeconds: 3600 });
+    expect(promote.status).toBe(200);
+    expect(promote.body.restorePoint).toMatchObject({ name: expect.stringMatching(/^before-promote-/), lsn: expect.any(String) });
+    const audit = await eventually(
+      () => request(api.url).get('/admin/audit?limit=20').set(viewer),
+      (r) => r.body.pending === 0 && r.body.events.some((e: { action: string }) => e.action === 'database.promote'),
+      6000,
+    );
+    const promoteEvent = audit.body.events.find((e: { action: string; result: string }) => e.action === 'database.promote' && e.result === 'success');
+    expect(promoteEvent.detail.restorePoint.name).toBe(promote.body.restorePoint.name);
+    const switchEvent = audit.body.events.find((e: { action: string; detail: { restorePoint?: { name?: string } } }) => e.action === 'database.switch' && e.detail?.restorePoint?.name);
+    expect(switchEvent.detail.restorePoint.name).toBe(toReplica.body.restorePoint.name);
+  }, 60_000);
+
+  it('a migration run creates a restore point before the first pending migration, and none when nothing is pending', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sav3-mig-'));
+    try {
+      for (const name of readdirSync(MIGRATIONS_DIR)) {
+        if (!/^\d{14}_/.test(name)) continue;
+        mkdirSync(join(dir, name));
+        writeFileSync(join(dir, name, 'migration.sql'), readFileSync(join(MIGRATIONS_DIR, name, 'migration.sql')));
+      }
+      mkdirSync(join(dir, '29990101000000_probe'));
+      writeFileSync(join(dir, '29990101000000_probe', 'migration.sql'), 'CREATE TABLE rp_probe (x int);');
+      const result = await migrate(cluster.primary.url(), dir);
+      expect(result.applied).toEqual(['29990101000000_probe']);
+      expect(result.restorePoint).toMatchObject({ name: expect.stringMatching(/^before-migrate-/), lsn: expect.any(String) });
+      expect((await migrate(cluster.primary.url(), dir)).restorePoint).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

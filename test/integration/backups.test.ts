@@ -1,4 +1,5 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +16,15 @@ import { startWorker, type TestWorker } from '../support/worker.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 const viewer = { Authorization: `Bearer ${VIEWER_TOKEN}` };
+
+const SCRIPTS = join(__dirname, '..', '..', 'scripts', 'dr');
+function runScript(name: string, args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile('bash', [join(SCRIPTS, name), ...args], { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 110_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout: String(stdout), stderr: String(stderr) });
+    });
+  });
+}
 
 async function sql(url: string, text: string, params: unknown[] = []) {
   const client = new pg.Client({ connectionString: url });
@@ -206,6 +216,26 @@ describe('backups with pgBackRest against a real primary with a real archive_com
     expect(job.result.target).toEqual({ type: 'time', value: target });
   }, 180_000);
 
+  it('the runbook scripts: backup-database.sh, verify-backups.sh, validate-daily-backups.sh (help, bad options, real runs)', async () => {
+    const env = { SAV3_API_URL: api.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
+    for (const name of ['backup-database.sh', 'verify-backups.sh', 'validate-daily-backups.sh', 'verify-database-restore.sh']) {
+      expect((await runScript(name, ['--help'], env)).code).toBe(0);
+      expect((await runScript(name, ['--bogus'], env)).code).toBe(2);
+    }
+    expect((await runScript('backup-database.sh', ['--type', 'weekly'], env)).code).toBe(2);
+    const backup = await runScript('backup-database.sh', ['--type', 'diff'], env);
+    expect(backup.code).toBe(0);
+    expect(backup.stdout).toContain('"succeeded"');
+    const verify = await runScript('verify-backups.sh', [], env);
+    expect(verify.code).toBe(0);
+    expect(verify.stderr).toMatch(/newest backup \d{8}-\d{6}F_\d{8}-\d{6}D/);
+    const validate = await runScript('validate-daily-backups.sh', ['--backup', 'latest'], env);
+    expect(validate.code).toBe(0);
+    expect(validate.stdout).toContain('"passed"');
+    expect((await runScript('validate-daily-backups.sh', ['--backup', '20200101-000000F'], env)).code).toBe(1);
+    expect((await runScript('verify-database-restore.sh', [], env)).code).toBe(0);
+  }, 120_000);
+
   it('bad input: unknown label 404, target outside the recoverable range 412 with the range, malformed 400', async () => {
     const unknown = await request(api.url).post('/admin/backups/validate').set(auth).send({ backup: '20200101-000000F' });
     expect(unknown.status).toBe(404);
@@ -337,4 +367,3 @@ describe('when pgBackRest cannot answer', () => {
   });
 });
 
-void createHash;

@@ -5,7 +5,7 @@
 //   the service's overhead over pgBackRest alone for backup and validation (goal < 20 %).
 // BENCH_SCALE (default 70) sets pgbench's scale; BENCH_PROCESS_MAX (default 2) pgBackRest's processes.
 import { execFile } from 'node:child_process';
-import { rmSync, mkdirSync, chownSync } from 'node:fs';
+import { appendFileSync, chownSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
@@ -15,6 +15,7 @@ import { createLogger } from '../src/logger.ts';
 import { MIGRATIONS_DIR } from '../src/service.ts';
 import { createWorker } from '../src/worker-service.ts';
 import { JobQueue } from '../src/jobs/job-queue.ts';
+import type { ValidationReport } from '../src/backup/backup-validator.ts';
 import { startPgCluster } from '../support/pg-cluster.ts';
 import { createPgBackRestRepo } from '../support/pgbackrest-repo.ts';
 
@@ -55,14 +56,34 @@ async function main(): Promise<void> {
     const [cpS] = await timed(() => run('cp', ['-a', cluster.primary.dataDir, copy]));
     rmSync(copy, { recursive: true, force: true });
 
-    // pgBackRest alone.
-    const [rawBackupS] = await timed(() => repo.exec(['backup', '--type=full']));
-    const rawDir = join(scratch, 'raw');
-    mkdirSync(rawDir);
-    if (asRoot) chownSync(rawDir, 101, 104);
-    const [rawRestoreS] = await timed(() => repo.exec(['restore', `--pg1-path=${rawDir}`, '--type=immediate', '--target-action=promote', '--archive-mode=off']));
-    rmSync(rawDir, { recursive: true, force: true });
-
+    // pgBackRest and PostgreSQL alone: backup; then the validation pipeline by hand (restore into a
+    // scratch directory, start, recover and promote, pg_amcheck, count every table, stop, delete).
+    const rawBackups: number[] = [];
+    const rawPipelines: { restore: number; recover: number; amcheck: number; count: number; teardown: number; total: number }[] = [];
+    const rawPipeline = async (n: number) => {
+      const dir = join(scratch, `raw-${n}`);
+      mkdirSync(dir);
+      if (asRoot) chownSync(dir, 101, 104);
+      const t0 = performance.now();
+      const [restore] = await timed(() => repo.exec(['restore', `--pg1-path=${dir}`, '--archive-mode=off']));
+      const port = 20000 + Math.floor(Math.random() * 20000);
+      appendFileSync(join(dir, 'postgresql.auto.conf'), `\nport = ${port}\nlisten_addresses = ''\nunix_socket_directories = '${scratch}'\n`);
+      const [recover] = await timed(async () => {
+        await asPostgres(join(BIN, 'pg_ctl'), ['-D', dir, '-l', join(scratch, `raw-${n}.log`), '-w', 'start']);
+        for (;;) {
+          const { stdout } = await asPostgres(join(BIN, 'psql'), ['-h', scratch, '-p', String(port), '-U', 'postgres', '-Atc', 'SELECT pg_is_in_recovery()', 'postgres']);
+          if (stdout.trim() === 'f') break;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      });
+      const [amcheck] = await timed(() => asPostgres(join(BIN, 'pg_amcheck'), ['-h', scratch, '-p', String(port), '-U', 'postgres', '--all', '--install-missing', '-j', '2']));
+      const [count] = await timed(() => asPostgres(join(BIN, 'psql'), ['-h', scratch, '-p', String(port), '-U', 'postgres', '-Atc', 'SELECT (SELECT count(*) FROM pgbench_accounts) + (SELECT count(*) FROM pgbench_history) + (SELECT count(*) FROM pgbench_branches) + (SELECT count(*) FROM pgbench_tellers)', 'postgres']));
+      const [teardown] = await timed(async () => {
+        await asPostgres(join(BIN, 'pg_ctl'), ['-D', dir, '-m', 'immediate', '-w', 'stop']);
+        rmSync(dir, { recursive: true, force: true });
+      });
+      rawPipelines.push({ restore, recover, amcheck, count, teardown, total: (performance.now() - t0) / 1000 });
+    };
     // The service: backup and validation as worker jobs through the queue.
     const config = loadConfig({
       DATABASE_URL: cluster.primary.url(),
@@ -86,10 +107,24 @@ async function main(): Promise<void> {
         await new Promise((r) => setTimeout(r, 20));
       }
     };
-    const [jobBackupS] = await timed(() => job('backup', { type: 'full' }));
-    const [jobValidateS, validation] = await timed(() => job('backup.validate', { backup: 'latest' }));
-    const report = validation.result as { timings: { restoreMs: number; recoveryMs: number; checksMs: number; teardownMs: number }; checks: { name: string; ms: number; ok: boolean }[]; bytes: number };
+    // Alternate the two, twice, and keep each one's best: the machine is shared, noise is large.
+    const jobBackups: number[] = [];
+    const jobValidations: { total: number; report: ValidationReport }[] = [];
+    for (let round = 0; round < 2; round += 1) {
+      rawBackups.push((await timed(() => repo.exec(['backup', '--type=full'])))[0]);
+      jobBackups.push((await timed(() => job('backup', { type: 'full' })))[0]);
+      await rawPipeline(round);
+      const [total, validation] = await timed(() => job('backup.validate', { backup: 'latest' }));
+      jobValidations.push({ total, report: validation.result as ValidationReport });
+    }
     await worker.stop();
+    const rawBackupS = Math.min(...rawBackups);
+    const jobBackupS = Math.min(...jobBackups);
+    const raw = rawPipelines.reduce((a, b) => (a.total <= b.total ? a : b));
+    const best = jobValidations.reduce((a, b) => (a.total <= b.total ? a : b));
+    const jobValidateS = best.total;
+    const report = best.report;
+    const rawRestoreS = raw.restore;
 
     // Point-in-time restore of the primary itself (delta), through the restore script's code path.
     await asPostgres(join(BIN, 'psql'), ['-h', '127.0.0.1', '-p', String(cluster.primary.port), '-U', 'postgres', '-c', "SELECT pg_create_restore_point('bench-target')", '-c', 'SELECT pg_switch_wal()', 'postgres']);
@@ -98,28 +133,31 @@ async function main(): Promise<void> {
     const [pitrRestoreS] = await timed(() => repo.exec(['restore', '--delta', '--type=name', '--target=bench-target', '--target-action=promote']));
     const [pitrStartS] = await timed(() => cluster.primary.start());
 
-    const mb = (b: number, s: number) => b / 1e6 / s;
-    const restoreS = report.timings.restoreMs / 1000;
+    const restoreS = (report.timings.restoreMs ?? NaN) / 1000;
+    const pct = (x: number, base: number) => `${(((x - base) / base) * 100).toFixed(1)} %`;
     Object.assign(results, {
       cpSeconds: Number(cpS.toFixed(2)),
-      cpMBps: Number(mb(bytes, cpS).toFixed(0)),
+      restoredBytes: report.bytes,
       pgbackrestBackupSeconds: Number(rawBackupS.toFixed(2)),
-      pgbackrestRestoreSeconds: Number(rawRestoreS.toFixed(2)),
       jobBackupSeconds: Number(jobBackupS.toFixed(2)),
-      backupOverhead: `${(((jobBackupS - rawBackupS) / rawBackupS) * 100).toFixed(1)} %`,
+      backupOverhead: pct(jobBackupS, rawBackupS),
+      rawValidationSeconds: Number(raw.total.toFixed(2)),
+      rawValidationSteps: `restore ${raw.restore.toFixed(2)} s, recovery+promote ${raw.recover.toFixed(2)} s, pg_amcheck ${raw.amcheck.toFixed(2)} s, count ${raw.count.toFixed(2)} s, teardown ${raw.teardown.toFixed(2)} s`,
       validationJobSeconds: Number(jobValidateS.toFixed(2)),
-      validationRestoreSeconds: restoreS,
-      validationRecoverySeconds: report.timings.recoveryMs / 1000,
-      validationChecks: report.checks.map((c) => `${c.name} ${c.ms} ms`).join(', '),
-      validationTeardownSeconds: report.timings.teardownMs / 1000,
-      validationRestoreOverhead: `${(((restoreS - rawRestoreS) / rawRestoreS) * 100).toFixed(1)} %`,
-      restoreMBps: Number(mb(report.bytes, restoreS).toFixed(0)),
-      restoreVsCopy: Number((mb(report.bytes, restoreS) / mb(bytes, cpS)).toFixed(2)),
+      validationSteps: report.checks.map((c) => `${c.name} ${(c.ms / 1000).toFixed(2)} s`).join(', ') + `, teardown ${((report.timings.teardownMs ?? 0) / 1000).toFixed(2)} s`,
+      validationOverhead: pct(jobValidateS, raw.total),
+      // Same data directory, so per byte is per run: cp -a time / restore time (≥ 0.7 is the goal).
+      restoreSpeedVsCopy: Number((cpS / restoreS).toFixed(2)),
+      pgbackrestRestoreSpeedVsCopy: Number((cpS / rawRestoreS).toFixed(2)),
       pitrDeltaRestoreSeconds: Number(pitrRestoreS.toFixed(2)),
       pitrStartAndRecoverSeconds: Number(pitrStartS.toFixed(2)),
+      allRuns: { rawBackups, jobBackups, rawValidations: rawPipelines.map((r) => Number(r.total.toFixed(2))), jobValidations: jobValidations.map((v) => Number(v.total.toFixed(2))) },
     });
     console.log(JSON.stringify(results, null, 2));
-    console.log(`goals: restore/cp ≥ 0.7: ${Number(results.restoreVsCopy) >= 0.7 ? 'met' : 'NOT met'}; validation job < 10 s: ${jobValidateS < 10 ? 'met' : 'NOT met'}`);
+    console.log(
+      `goals: restore ≥ 0.7 of cp -a speed: ${Number(results.restoreSpeedVsCopy) >= 0.7 ? 'met' : 'NOT met'}; validation job < 10 s: ${jobValidateS < 10 ? 'met' : 'NOT met'}; ` +
+        `service overhead < 20 %: backup ${jobBackupS / rawBackupS < 1.2 ? 'met' : 'NOT met'}, validation ${jobValidateS / raw.total < 1.2 ? 'met' : 'NOT met'}`,
+    );
   } finally {
     await redis.quit();
     await cluster.destroy();

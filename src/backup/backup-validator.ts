@@ -182,7 +182,7 @@ export class BackupValidator {
   private async amcheck(cluster: ScratchCluster): Promise<Omit<ValidationCheck, 'ms'>> {
     try {
       // Every database: heap and btree checks; amcheck is installed in the scratch cluster only.
-      await runAs(this.deps.osUser, join(this.deps.pgBin, 'pg_amcheck'), ['-h', cluster.dir, '-p', String(cluster.port), '-U', this.deps.databaseUser, '--all', '--install-missing', '--no-strict-names'], {
+      await runAs(this.deps.osUser, join(this.deps.pgBin, 'pg_amcheck'), ['-h', cluster.dir, '-p', String(cluster.port), '-U', this.deps.databaseUser, '--all', '--install-missing', '--no-strict-names', '--jobs=2'], {
         timeoutMs: this.deps.recoveryTimeoutMs,
       });
       return { name: 'amcheck', ok: true, detail: 'pg_amcheck --all: heap and btree clean in every database' };

@@ -88,8 +88,17 @@ export class BackupInventory {
     }
   }
 
-  /** Reads the archiver, updates the RPO exposure and the failure counter. */
-  async archiver(): Promise<ArchiverStatus & { rpoExposureSeconds: number }> {
+  private archiverInflight: Promise<ArchiverStatus & { rpoExposureSeconds: number }> | undefined;
+
+  /** Reads the archiver, updates the RPO exposure and the failure counter; one read at a time. */
+  archiver(): Promise<ArchiverStatus & { rpoExposureSeconds: number }> {
+    this.archiverInflight ??= this.readArchiver().finally(() => {
+      this.archiverInflight = undefined;
+    });
+    return this.archiverInflight;
+  }
+
+  private async readArchiver(): Promise<ArchiverStatus & { rpoExposureSeconds: number }> {
     const status = await this.deps.archiver();
     const exposure = this.rpo.observe(status);
     this.deps.metrics.rpoExposure.set({ component: 'database' }, exposure);
@@ -157,13 +166,17 @@ export class BackupInventory {
     return this.sampling;
   }
 
-  start(): void {
+  /**
+   * Samples every intervalMs. The first sample waits a little: it loads the Prisma client and opens
+   * connections, which must not compete with the instance's first health probes at start-up.
+   */
+  start(firstDelayMs = Math.min(this.deps.intervalMs, 3000)): void {
     const tick = () => {
       void this.sample().finally(() => {
         if (this.timer) this.timer = setTimeout(tick, this.deps.intervalMs);
       });
     };
-    this.timer = setTimeout(tick, 0);
+    this.timer = setTimeout(tick, firstDelayMs);
   }
 
   stop(): void {

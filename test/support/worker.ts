@@ -1,3 +1,4 @@
+import type { BackupTool } from '../../src/backup/pgbackrest.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import type { JobHandler } from '../../src/jobs/job-runner.ts';
 import { createWorker, type Worker } from '../../src/worker-service.ts';
@@ -11,7 +12,7 @@ export interface TestWorker {
 }
 
 /** Starts a worker as worker.ts would, on a free port, with captured logs. */
-export async function startWorker(env: Record<string, string | undefined>, redisKeyPrefix: string, extraHandlers?: Map<string, JobHandler>): Promise<TestWorker> {
+export async function startWorker(env: Record<string, string | undefined>, redisKeyPrefix: string, extraHandlers?: Map<string, JobHandler>, tool?: BackupTool): Promise<TestWorker> {
   const config = loadConfig({
     DATABASE_URL: process.env.TEST_DATABASE_URL,
     PORT: '0',
@@ -24,7 +25,7 @@ export async function startWorker(env: Record<string, string | undefined>, redis
     ...env,
   });
   const { logger, text } = captureLogger();
-  const worker = createWorker(config, logger, { redisKeyPrefix, extraHandlers });
+  const worker = createWorker(config, logger, { redisKeyPrefix, extraHandlers, tool });
   const address = await worker.listen();
   let stopped = false;
   return {

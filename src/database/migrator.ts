@@ -1,5 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 
@@ -73,9 +74,15 @@ export async function migrate(databaseUrl: string, dir: string, lockTimeoutMs = 
           continue;
         }
         result.restorePoint ??= await restorePointBeforeMigrations(client);
-        await apply(client, migration);
+        try {
+          await apply(client, migration);
+        } catch (err) {
+          await auditMigration(client, 'failed', { applied: result.applied, failed: migration.name, error: (err as Error).message, restorePoint: result.restorePoint });
+          throw err;
+        }
         result.applied.push(migration.name);
       }
+      if (result.applied.length > 0) await auditMigration(client, 'success', { applied: result.applied, restorePoint: result.restorePoint });
       return result;
     } finally {
       await client.query('SELECT pg_advisory_unlock($1)', [PRISMA_MIGRATE_LOCK]);
@@ -97,6 +104,21 @@ async function restorePointBeforeMigrations(client: pg.Client): Promise<MigrateR
     return { name, lsn: rows[0]!.lsn };
   } catch (err) {
     return { error: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+/**
+ * The run in the audit log (`database.migrate`), naming its restore point, written straight to
+ * the table (the migrator runs outside the service). Best effort: never fails a migration.
+ */
+async function auditMigration(client: pg.Client, result: 'success' | 'failed', detail: Record<string, unknown>): Promise<void> {
+  try {
+    await client.query(
+      `INSERT INTO audit_events (id, at, actor, role, action, result, detail, instance_id) VALUES ($1, now(), 'system:migrate', NULL, 'database.migrate', $2, $3, $4)`,
+      [randomUUID(), result, JSON.stringify(detail), `migrate:${hostname()}`],
+    );
+  } catch {
+    // the audit table may not exist yet (the very first migrations create it)
   }
 }
 

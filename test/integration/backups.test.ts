@@ -305,6 +305,10 @@ describe('restore points before DR changes', () => {
       expect(result.applied).toEqual(['29990101000000_probe']);
       expect(result.restorePoint).toMatchObject({ name: expect.stringMatching(/^before-migrate-/), lsn: expect.any(String) });
       expect((await migrate(cluster.primary.url(), dir)).restorePoint).toBeUndefined();
+      // The run is in the audit log with the restore point's name.
+      const audit = await request(api.url).get('/admin/audit?limit=50').set(viewer);
+      const event = audit.body.events.find((e: { action: string }) => e.action === 'database.migrate');
+      expect(event).toMatchObject({ actor: 'system:migrate', result: 'success', detail: { applied: ['29990101000000_probe'], restorePoint: { name: (result.restorePoint as { name: string }).name } } });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

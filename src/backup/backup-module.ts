@@ -18,7 +18,7 @@ import { isRoot } from './os-command.ts';
 import { PgBackRestCli, type BackupTool } from './pgbackrest.ts';
 import { PublishedBackupInfo } from './published-info.ts';
 import { readArchiverStatus } from './wal-archive.ts';
-import { PrismaValidationStore } from './validation-store.ts';
+import { lastPassedValidation, PrismaValidationStore } from './validation-store.ts';
 
 export interface BackupModule {
   inventory: BackupInventory;
@@ -65,7 +65,7 @@ export function createBackupModule(deps: {
     tool,
     onInfo: local ? (info) => PublishedBackupInfo.publish(deps.redis, deps.prefix, info) : undefined,
     archiver: async () => readArchiverStatus(await activeUrl(), config.healthTimeoutMs * 3),
-    lastValidation: () => validations.lastSuccess(),
+    lastValidation: async () => lastPassedValidation(await activeUrl(), config.healthTimeoutMs * 3),
     metrics,
     logger,
     timeoutMs: b.timeoutMs,

@@ -1,3 +1,4 @@
+import pg from 'pg';
 import type { PrismaClient } from '../generated/prisma/client.ts';
 import type { ValidationReport, ValidationReportStore } from './backup-validator.ts';
 
@@ -29,9 +30,20 @@ export class PrismaValidationStore implements ValidationReportStore {
     const rows = await this.prisma().backupValidation.findMany({ orderBy: [{ finishedAt: 'desc' }, { id: 'desc' }], take: limit });
     return rows.map((r) => ({ ...(r.report as unknown as ValidationReport), jobId: r.jobId, instanceId: r.instanceId }));
   }
+}
 
-  async lastSuccess(): Promise<Date | undefined> {
-    const row = await this.prisma().backupValidation.findFirst({ where: { status: 'passed' }, orderBy: { finishedAt: 'desc' } });
-    return row?.finishedAt;
+/**
+ * The newest passing validation's finish time, on a short connection of its own: the metrics
+ * sampler runs on every API instance and must not load or occupy the request pool's Prisma client.
+ */
+export async function lastPassedValidation(connectionString: string, timeoutMs: number): Promise<Date | undefined> {
+  const client = new pg.Client({ connectionString, connectionTimeoutMillis: timeoutMs, statement_timeout: timeoutMs, query_timeout: timeoutMs, application_name: 'sav3-backup-status' });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ at: Date | null }>("SELECT max(finished_at) AS at FROM backup_validations WHERE status = 'passed'");
+    return rows[0]?.at ?? undefined;
+  } finally {
+    await client.end().catch(() => undefined);
   }
 }

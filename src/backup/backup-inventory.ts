@@ -39,7 +39,7 @@ export class BackupInventory {
   private cached: { at: number; info: StanzaInfo } | undefined;
   private inflight: Promise<StanzaInfo> | undefined;
   private readonly rpo = new RpoTracker();
-  private lastArchiver: (ArchiverStatus & { rpoExposureSeconds: number }) | undefined;
+  private lastArchiver: (ArchiverStatus & { rpoExposureSeconds: number | null }) | undefined;
   private failedCountSeen: number | undefined;
   private timer: NodeJS.Timeout | undefined;
   private sampling: Promise<void> | undefined;
@@ -88,20 +88,23 @@ export class BackupInventory {
     }
   }
 
-  private archiverInflight: Promise<ArchiverStatus & { rpoExposureSeconds: number }> | undefined;
+  private archiverInflight: Promise<ArchiverStatus & { rpoExposureSeconds: number | null }> | undefined;
 
   /** Reads the archiver, updates the RPO exposure and the failure counter; one read at a time. */
-  archiver(): Promise<ArchiverStatus & { rpoExposureSeconds: number }> {
+  archiver(): Promise<ArchiverStatus & { rpoExposureSeconds: number | null }> {
     this.archiverInflight ??= this.readArchiver().finally(() => {
       this.archiverInflight = undefined;
     });
     return this.archiverInflight;
   }
 
-  private async readArchiver(): Promise<ArchiverStatus & { rpoExposureSeconds: number }> {
+  private async readArchiver(): Promise<ArchiverStatus & { rpoExposureSeconds: number | null }> {
     const status = await this.deps.archiver();
-    const exposure = this.rpo.observe(status);
-    this.deps.metrics.rpoExposure.set({ component: 'database' }, exposure);
+    // The active target is a standby (read-only failover): it cannot say what its primary has not
+    // archived, so the exposure is unknown (null) and the gauge keeps its last value.
+    const observed = this.rpo.observe(status);
+    const exposure = status.inRecovery ? null : observed;
+    if (exposure !== null) this.deps.metrics.rpoExposure.set({ component: 'database' }, exposure);
     if (this.failedCountSeen !== undefined && status.failedCount > this.failedCountSeen) {
       this.deps.metrics.walArchiveFailures.inc(status.failedCount - this.failedCountSeen);
     }
@@ -150,7 +153,11 @@ export class BackupInventory {
     const from = good.length ? good.map((b) => b.stoppedAt).sort()[0]! : null;
     const archiver = await this.archiver().catch(() => undefined);
     // Commits older than the RPO exposure are in the archive; newer ones may not be.
-    const to = archiver ? new Date(archiver.checkedAt.getTime() - archiver.rpoExposureSeconds * 1000).toISOString() : null;
+    const to = !archiver
+      ? null
+      : archiver.rpoExposureSeconds === null
+        ? (archiver.lastArchivedAt?.toISOString() ?? null)
+        : new Date(archiver.checkedAt.getTime() - archiver.rpoExposureSeconds * 1000).toISOString();
     return { from, to };
   }
 

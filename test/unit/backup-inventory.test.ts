@@ -94,4 +94,22 @@ describe('BackupInventory', () => {
     expect(range.from).toBe('2026-11-25T06:00:00.000Z');
     expect(Math.abs(Date.parse(range.to!) - Date.now())).toBeLessThan(2000);
   });
+
+  it('on a standby (read-only failover) the exposure is unknown: null, and the gauge keeps its last value', async () => {
+    let standby = false;
+    let xid = 1;
+    const { inv, metrics } = inventory(undefined, {
+      archiver: async () =>
+        standby
+          ? { ...archiver, checkedAt: new Date(), inRecovery: true, currentLsn: null, nextXid: null }
+          : { ...archiver, checkedAt: new Date(), currentLsn: '0/3001000', nextXid: String((xid += 1)) },
+    });
+    await inv.archiver();
+    await new Promise((r) => setTimeout(r, 30));
+    const exposed = await inv.archiver();
+    expect(exposed.rpoExposureSeconds).toBeGreaterThan(0);
+    standby = true;
+    expect((await inv.archiver()).rpoExposureSeconds).toBeNull();
+    expect((await metrics.rpoExposure.get()).values[0]?.value).toBe(exposed.rpoExposureSeconds);
+  });
 });

@@ -23,6 +23,7 @@ import type { ObjectStore } from './media/object-store.ts';
 import { createMetrics, type Metrics } from './metrics/metrics.ts';
 import { createDrModule, type DrModule } from './dr-module.ts';
 import { startMetricsListener } from './edge/metrics-listener.ts';
+import { createBackupModule, type BackupModule } from './backup/backup-module.ts';
 import { createRedisClient } from './redis/redis-client.ts';
 import { fencedRepository } from './write-gate/fenced-repository.ts';
 import { probeRedis } from './redis/redis-probe.ts';
@@ -50,6 +51,7 @@ export interface Service {
   dr: DrModule;
   db: DatabaseModule;
   media: MediaModule;
+  backups: BackupModule;
   listen(): Promise<AddressInfo>;
   /** Graceful stop: readiness 503, stop accepting, drain within the bound, close every client. */
   stop(): Promise<void>;
@@ -58,7 +60,7 @@ export interface Service {
 export async function createService(config: Config, logger: Logger, options: ServiceOptions = {}): Promise<Service> {
   if (config.migrateOnStart) {
     const result = await migrate(config.databaseUrl, MIGRATIONS_DIR);
-    logger.info({ applied: result.applied }, 'migrations applied');
+    logger.info({ applied: result.applied, restorePoint: result.restorePoint }, 'migrations applied');
   }
   const prefix = options.redisKeyPrefix ?? 'sav3:';
   const metrics = createMetrics();
@@ -127,6 +129,13 @@ export async function createService(config: Config, logger: Logger, options: Ser
     logger,
   });
 
+  // Backups: the inventory and RPO metrics, and requests that workers carry out.
+  const backups = createBackupModule({
+    config, logger, metrics, redis, prefix, clients: database, stores, migrationsDir: MIGRATIONS_DIR, audit: dr.audit,
+    activeTarget: async () => dr.state.current().database.active,
+  });
+  dr.admin.routers.push(...backups.routers);
+
   const app = buildApp({
     config,
     adminTokens: config.adminTokens,
@@ -156,10 +165,12 @@ export async function createService(config: Config, logger: Logger, options: Ser
     dr,
     db,
     media: mediaModule,
+    backups,
     async listen() {
       health.start();
       await dr.start();
       mediaModule.start();
+      backups.start();
       server = app.listen(config.port, config.host);
       await new Promise<void>((resolve, reject) => {
         server!.once('listening', resolve).once('error', reject);
@@ -175,6 +186,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
       if (server) await drain(server, config.shutdownTimeoutMs, logger);
       await metricsListener?.close();
       mediaModule.stop();
+      backups.stop();
       await dr.stop();
       await Promise.allSettled([database.closeAll(), closeRedis(redis), closeRedis(dr.subscriber)]);
       for (const store of stores.values()) store.close();

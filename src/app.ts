@@ -28,6 +28,8 @@ export interface AppDeps {
   guards?: express.RequestHandler[];
   /** The admin API: authentication, then its routers, under /admin with bounded JSON bodies. */
   admin?: { json: express.RequestHandler; auth: express.RequestHandler; routers: Router[] };
+  /** Routes without admin authentication, mounted before /admin (status page, Alertmanager webhook with its own token). */
+  publicRouters?: Router[];
 }
 
 /** Builds the Express app from its parts; it never listens (server.ts does, tests use supertest). */
@@ -50,6 +52,7 @@ export function buildApp(deps: AppDeps): express.Express {
   for (const guard of deps.guards ?? []) app.use(guard);
   app.use(metricsRoutes(deps.metrics.registry));
   app.use(mediaRoutes(deps.media));
+  for (const router of deps.publicRouters ?? []) app.use(router);
   if (deps.admin) {
     app.use('/admin', deps.admin.json, deps.admin.auth);
     for (const router of deps.admin.routers) app.use(router);

@@ -22,6 +22,8 @@ import { createMetrics, type Metrics } from './metrics/metrics.ts';
 import { createDrModule, type DrModule } from './dr-module.ts';
 import { createRedisClient } from './redis/redis-client.ts';
 import { probeRedis } from './redis/redis-probe.ts';
+import { createIncidentsModule, type IncidentsModule } from './incidents/incidents-module.ts';
+import type { WebhookSender } from './incidents/notification-outbox.ts';
 
 export const MIGRATIONS_DIR = join(__dirname, '..', 'prisma', 'migrations');
 
@@ -31,6 +33,10 @@ export interface ServiceOptions {
   prismaFactory?: PrismaFactory;
   /** Benchmarks only: build the app without the read-only middleware, to measure what it costs. */
   withoutReadOnlyGuard?: boolean;
+  /** Incidents: the webhook sender (tests) and outbox timing. */
+  notifySender?: WebhookSender;
+  outboxPollMs?: number;
+  outboxBackoffMs?: number;
 }
 
 /** Everything one running instance holds; built only here (the composition root). */
@@ -46,6 +52,7 @@ export interface Service {
   dr: DrModule;
   db: DatabaseModule;
   media: MediaModule;
+  incidents: IncidentsModule;
   listen(): Promise<AddressInfo>;
   /** Graceful stop: readiness 503, stop accepting, drain within the bound, close every client. */
   stop(): Promise<void>;
@@ -102,7 +109,31 @@ export async function createService(config: Config, logger: Logger, options: Ser
     logger,
   });
 
+  const incidents = createIncidentsModule({
+    config,
+    logger,
+    metrics,
+    redis,
+    prefix,
+    prisma: () => database.client(),
+    audit: dr.audit,
+    dr: dr.state,
+    health,
+    lifecycle,
+    otherMediaUp: async () => {
+      const others = [...mediaRunners].filter(([name]) => name !== activeMedia());
+      const results = await Promise.all(others.map(([, runner]) => runner.get(config.healthIntervalMs + timeoutMs)));
+      return results.some((r) => r?.ok === true);
+    },
+    sender: options.notifySender,
+    outboxPollMs: options.outboxPollMs,
+    outboxBackoffMs: options.outboxBackoffMs,
+  });
+  dr.admin.routers.push(...incidents.adminRouters);
+  mediaModule.sync.onProgress = (job) => incidents.hub.publish('job.progress', job);
+
   const app = buildApp({
+    publicRouters: incidents.publicRouters,
     config,
     adminTokens: config.adminTokens,
     logger,
@@ -128,10 +159,12 @@ export async function createService(config: Config, logger: Logger, options: Ser
     dr,
     db,
     media: mediaModule,
+    incidents,
     async listen() {
       health.start();
       await dr.start();
       mediaModule.start();
+      await incidents.start();
       server = app.listen(config.port, config.host);
       await new Promise<void>((resolve, reject) => {
         server!.once('listening', resolve).once('error', reject);
@@ -145,6 +178,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
       health.stop();
       if (server) await drain(server, config.shutdownTimeoutMs, logger);
       mediaModule.stop();
+      await incidents.stop();
       await dr.stop();
       await Promise.allSettled([database.closeAll(), closeRedis(redis), closeRedis(dr.subscriber)]);
       for (const store of stores.values()) store.close();

@@ -41,6 +41,10 @@ export interface Config {
   mediaContinuousBackup: boolean;
   mediaSyncConcurrency: number;
   mediaSyncInlineMax: number;
+  /** Incidents: webhook receivers of notifications (Slack/Mattermost-compatible JSON `text`). */
+  notifyWebhookUrls: string[];
+  /** Incidents: bearer token Alertmanager presents on POST /admin/incidents/alerts (unset: 401). */
+  alertmanagerWebhookToken?: string;
 }
 
 /** Thrown with one line per problem; no line ever contains a variable's value. */
@@ -106,6 +110,11 @@ const schema = z.object({
   MEDIA_CONTINUOUS_BACKUP: bool.default(false),
   MEDIA_SYNC_CONCURRENCY: int(1, 64).default(4),
   MEDIA_SYNC_INLINE_MAX: int(0, 100_000).default(20),
+  NOTIFY_WEBHOOK_URLS: z
+    .string()
+    .refine((v) => v.split(',').every((u) => /^https?:\/\//.test(u.trim()) && URL.canParse(u.trim())), { error: 'must be comma-separated http(s) URLs' })
+    .optional(),
+  ALERTMANAGER_WEBHOOK_TOKEN: z.string().regex(/^[\x21-\x7e]{24,512}$/, { error: 'must be 24-512 printable characters without spaces' }).optional(),
 });
 
 type Raw = z.output<typeof schema>;
@@ -218,5 +227,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     mediaContinuousBackup: raw.MEDIA_CONTINUOUS_BACKUP,
     mediaSyncConcurrency: raw.MEDIA_SYNC_CONCURRENCY,
     mediaSyncInlineMax: raw.MEDIA_SYNC_INLINE_MAX,
+    notifyWebhookUrls: raw.NOTIFY_WEBHOOK_URLS?.split(',').map((u) => u.trim()).filter((u) => u.length > 0) ?? [],
+    alertmanagerWebhookToken: raw.ALERTMANAGER_WEBHOOK_TOKEN,
   };
 }

@@ -1,0 +1,279 @@
+import type { AuditEvent } from '../audit/audit-event.ts';
+import { BadRequestError, ConflictError, NotFoundError } from '../http/app-error.ts';
+import type { Logger } from '../logger.ts';
+import type { EventHub } from './event-hub.ts';
+import {
+  canTransition,
+  ROLE_TITLES,
+  UPDATE_INTERVAL_SECONDS,
+  worse,
+  type Component,
+  type Incident,
+  type IncidentStatus,
+  type Role,
+  type Severity,
+  type Visibility,
+} from './incident-model.ts';
+import { IncidentConflict, type IncidentPatch, type IncidentStore, type NewEntry } from './incident-store.ts';
+import { fanOut, type OutboxMessage, type Receiver } from './notification-outbox.ts';
+import { renderInitial, renderReminder, renderResolution, renderUpdate, type NotificationKind } from './notification-templates.ts';
+
+export interface CreateInput {
+  severity: Severity;
+  title: string;
+  summary: string;
+  components: Component[];
+  impact?: string;
+  eta?: string;
+  startedAt?: string;
+}
+
+export interface UpdateInput {
+  message: string;
+  visibility: Visibility;
+  status?: IncidentStatus;
+  eta?: string;
+  rootCause?: string;
+}
+
+export interface IncidentServiceDeps {
+  store: IncidentStore;
+  receivers: readonly Receiver[];
+  hub: EventHub;
+  /** Admin token names, the only names roles can be assigned to. */
+  tokenNames: readonly string[];
+  logger: Logger;
+  now?: () => number;
+}
+
+/** Audit actions that are the incident's own (already on its timeline) and never join it again. */
+const OWN_ACTION = /^incident\./;
+
+/**
+ * The incident lifecycle of the runbook: open (by an operator or an alert), acknowledge, assign
+ * roles, post public or internal updates, move through the states, resolve. Every public change
+ * notifies through the outbox in the same transaction.
+ */
+export class IncidentService {
+  constructor(private readonly deps: IncidentServiceDeps) {}
+
+  private now(): Date {
+    return new Date(this.deps.now?.() ?? Date.now());
+  }
+
+  private notify(kind: NotificationKind, key: string, render: (i: Incident) => string) {
+    return (incident: Incident): OutboxMessage[] =>
+      fanOut(this.deps.receivers, {
+        key: `${incident.id}:${key}`,
+        kind,
+        incidentId: incident.id,
+        payload: { text: render(incident), incidentId: incident.id, kind, severity: incident.severity, status: incident.status },
+      });
+  }
+
+  private nextDue(severity: Severity, from: Date): Date {
+    return new Date(from.getTime() + UPDATE_INTERVAL_SECONDS[severity] * 1000);
+  }
+
+  async create(input: CreateInput, actor: string): Promise<Incident> {
+    const now = this.now();
+    const startedAt = input.startedAt ? new Date(input.startedAt) : now;
+    if (startedAt.getTime() > now.getTime() + 60_000) throw new BadRequestError('invalid incident', { startedAt: ['must not be in the future'] });
+    const summary = input.impact ? `${input.summary}` : input.summary;
+    const incident = await this.deps.store.create(
+      {
+        severity: input.severity,
+        title: input.title,
+        summary,
+        components: input.components,
+        source: 'manual',
+        createdBy: actor,
+        startedAt,
+        detectedAt: now,
+        // An operator opening an incident has acknowledged it.
+        acknowledgedAt: now,
+        acknowledgedBy: actor,
+        nextUpdateDueAt: this.nextDue(input.severity, now),
+      },
+      [
+        { at: now, kind: 'opened', visibility: 'public', status: 'investigating', message: input.summary, author: actor },
+        { at: now, kind: 'acknowledged', visibility: 'internal', message: `acknowledged by ${actor}`, author: actor },
+      ],
+      this.notify('initial', 'initial', (i) => renderInitial(i, input.eta)),
+    );
+    this.deps.hub.publish('incident.opened', incident, incident.id);
+    return incident;
+  }
+
+  async get(id: string): Promise<Incident> {
+    const incident = await this.deps.store.get(id);
+    if (!incident) throw new NotFoundError(`no incident ${id}`);
+    return incident;
+  }
+
+  async update(id: string, input: UpdateInput, actor: string): Promise<Incident> {
+    const current = await this.get(id);
+    const now = this.now();
+    const to = input.status;
+    if (to !== undefined && !canTransition(current.status, to)) {
+      throw new ConflictError(`an incident cannot move from ${current.status} to ${to}`, { status: current.status });
+    }
+    if (current.status === 'resolved') throw new ConflictError('the incident is resolved; open a new one for a recurrence', { status: current.status });
+    if (input.visibility === 'internal' && to === 'resolved') throw new BadRequestError('invalid update', { visibility: ['resolving is public: the status page and receivers must hear of it'] });
+    const patch: IncidentPatch = {};
+    const entries: NewEntry[] = [];
+    if (current.acknowledgedAt === null) {
+      Object.assign(patch, { acknowledgedAt: now, acknowledgedBy: actor });
+      entries.push({ at: now, kind: 'acknowledged', visibility: 'internal', message: `acknowledged by ${actor}`, author: actor });
+    }
+    if (to !== undefined) {
+      patch.status = to;
+      if ((to === 'monitoring' || to === 'resolved') && current.mitigatedAt === null) patch.mitigatedAt = now;
+      if (to === 'resolved') {
+        patch.resolvedAt = now;
+        patch.nextUpdateDueAt = null;
+      }
+    }
+    if (input.rootCause !== undefined) patch.rootCause = input.rootCause;
+    if (input.visibility === 'public' && to !== 'resolved') patch.nextUpdateDueAt = this.nextDue(current.severity, now);
+    entries.push({ at: now, kind: to !== undefined ? 'status' : 'update', visibility: input.visibility, status: to ?? current.status, message: input.message, author: actor });
+    const key = `update:${now.getTime()}:${entries.length}:${Math.random().toString(36).slice(2, 8)}`;
+    const notify =
+      to === 'resolved'
+        ? this.notify('resolution', 'resolution', (i) => renderResolution(i, input.message))
+        : input.visibility === 'public'
+          ? this.notify('update', key, (i) => renderUpdate(i, input.message, input.eta))
+          : () => [];
+    const incident = await this.change(current, patch, entries, notify);
+    this.deps.hub.publish('incident.updated', { incident, update: input.visibility === 'public' ? { message: input.message, status: incident.status, at: now.toISOString() } : null }, id);
+    return incident;
+  }
+
+  async acknowledge(id: string, actor: string): Promise<Incident> {
+    const current = await this.get(id);
+    if (current.acknowledgedAt !== null) return current;
+    if (current.status === 'resolved') throw new ConflictError('the incident is resolved', { status: current.status });
+    const now = this.now();
+    const incident = await this.change(current, { acknowledgedAt: now, acknowledgedBy: actor }, [{ at: now, kind: 'acknowledged', visibility: 'internal', message: `acknowledged by ${actor}`, author: actor }], () => []);
+    this.deps.hub.publish('incident.updated', { incident, update: null }, id);
+    return incident;
+  }
+
+  async assignRoles(id: string, roles: Partial<Record<Role, string>>, actor: string): Promise<Incident> {
+    const unknown = Object.entries(roles).filter(([, name]) => !this.deps.tokenNames.includes(name!));
+    if (unknown.length > 0) {
+      throw new BadRequestError('invalid roles', Object.fromEntries(unknown.map(([role]) => [`roles.${role}`, ['must be the name of a configured admin token']])));
+    }
+    const current = await this.get(id);
+    if (current.status === 'resolved') throw new ConflictError('the incident is resolved', { status: current.status });
+    const now = this.now();
+    const merged = { ...current.roles, ...roles };
+    const text = Object.entries(roles).map(([r, n]) => `${ROLE_TITLES[r as Role]}: ${n}`).join(', ');
+    const patch: IncidentPatch = { roles: merged };
+    const entries: NewEntry[] = [{ at: now, kind: 'roles', visibility: 'internal', message: `roles assigned: ${text}`, author: actor, detail: roles }];
+    if (current.acknowledgedAt === null) Object.assign(patch, { acknowledgedAt: now, acknowledgedBy: actor });
+    const incident = await this.change(current, patch, entries, () => []);
+    this.deps.hub.publish('incident.updated', { incident, update: null }, id);
+    return incident;
+  }
+
+  private async change(current: Incident, patch: IncidentPatch, entries: NewEntry[], notify: (i: Incident) => OutboxMessage[]): Promise<Incident> {
+    try {
+      return await this.deps.store.change(current.id, current.status, patch, entries, notify);
+    } catch (err) {
+      if (err instanceof IncidentConflict) throw new ConflictError('the incident changed meanwhile; read it again and retry');
+      throw err;
+    }
+  }
+
+  list(status?: IncidentStatus | 'open'): Promise<Incident[]> {
+    return this.deps.store.list(status);
+  }
+
+  /**
+   * The audit hook: every DR action recorded while incidents were open joins their timelines, once
+   * (keyed by the audit event), with its measured duration. Throws when PostgreSQL is down, so the
+   * audit log keeps the event spooled and this runs again when it is written.
+   */
+  async joinTimeline(events: AuditEvent[]): Promise<void> {
+    for (const event of events) {
+      if (OWN_ACTION.test(event.action) || event.result === 'refused' && event.role !== null && String((event.detail as { code?: string })?.code) === 'forbidden') continue;
+      const at = new Date(event.at);
+      const started = new Date(at.getTime() - (event.durationMs ?? 0));
+      const open = await this.deps.store.openAt(at);
+      for (const incident of open) {
+        const added = await this.deps.store.addEntries(incident.id, [
+          {
+            at: started,
+            kind: 'dr_action',
+            visibility: 'internal',
+            message: `${event.action} ${event.result} by ${event.actor}`,
+            author: event.actor,
+            detail: { action: event.action, result: event.result, auditId: event.id, before: event.before, after: event.after, detail: event.detail },
+            durationMs: event.durationMs ?? null,
+            dedupeKey: `audit:${event.id}:${incident.id}`,
+          },
+        ]);
+        if (added > 0) this.deps.hub.publish('incident.timeline', { action: event.action, result: event.result, durationMs: event.durationMs ?? null }, incident.id);
+      }
+    }
+  }
+
+  /** Queues a reminder for each P0 whose next public update is overdue (once per due time). */
+  async remindOverdue(): Promise<number> {
+    const overdue = await this.deps.store.overdue(this.now(), ['P0']);
+    const messages = overdue.flatMap((i) => this.notify('reminder', `reminder:${i.nextUpdateDueAt}`, renderReminder)(i));
+    await this.deps.store.enqueue(messages);
+    return overdue.length;
+  }
+
+  /** Alertmanager: a firing alert opens an incident for its group or joins the open one. */
+  async openOrJoinForAlert(groupKey: string, alert: { title: string; summary: string; severity: Severity; components: Component[] }, entry: NewEntry): Promise<{ incident: Incident; opened: boolean; added: boolean }> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const open = await this.deps.store.openForAlertGroup(groupKey);
+      if (open) {
+        const added = (await this.deps.store.addEntries(open.id, [entry])) > 0;
+        let incident = open;
+        if (added && worse(alert.severity, open.severity) !== open.severity) {
+          incident = await this.change(open, { severity: alert.severity }, [{ at: entry.at, kind: 'severity', visibility: 'internal', message: `severity raised from ${open.severity} to ${alert.severity} by ${alert.title}`, author: 'alertmanager' }], () => []).catch(() => open);
+        }
+        if (added) this.deps.hub.publish('incident.timeline', { alert: alert.title }, open.id);
+        return { incident, opened: false, added };
+      }
+      const now = this.now();
+      try {
+        const incident = await this.deps.store.create(
+          {
+            severity: alert.severity,
+            title: alert.title,
+            summary: alert.summary,
+            components: alert.components,
+            source: 'alertmanager',
+            createdBy: 'alertmanager',
+            startedAt: entry.at.getTime() < now.getTime() ? entry.at : now,
+            detectedAt: now,
+            acknowledgedAt: null,
+            acknowledgedBy: null,
+            nextUpdateDueAt: this.nextDue(alert.severity, now),
+            alertGroupKey: groupKey,
+          },
+          [{ at: now, kind: 'opened', visibility: 'public', status: 'investigating', message: alert.summary, author: 'alertmanager' }, entry],
+          this.notify('initial', 'initial', (i) => renderInitial(i)),
+        );
+        this.deps.hub.publish('incident.opened', incident, incident.id);
+        return { incident, opened: true, added: true };
+      } catch (err) {
+        // Another delivery (a retry, another instance) opened it first: join that one.
+        if (!(err instanceof IncidentConflict)) throw err;
+      }
+    }
+    throw new ConflictError('the alert group changed repeatedly; Alertmanager will retry');
+  }
+
+  async addAlertEntry(groupKey: string, entry: NewEntry): Promise<Incident | undefined> {
+    const open = await this.deps.store.openForAlertGroup(groupKey);
+    if (!open) return undefined;
+    if ((await this.deps.store.addEntries(open.id, [entry])) > 0) this.deps.hub.publish('incident.timeline', { message: entry.message }, open.id);
+    return open;
+  }
+}

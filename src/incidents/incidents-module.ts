@@ -1,0 +1,139 @@
+import type { Router } from 'express';
+import type { Redis } from 'ioredis';
+import type { AuditLog } from '../audit/audit-log.ts';
+import type { Config } from '../config/config.ts';
+import type { DrStateService } from '../dr-state/dr-state-service.ts';
+import type { PrismaClient } from '../generated/prisma/client.ts';
+import type { HealthService } from '../health/health-service.ts';
+import type { Lifecycle } from '../lifecycle/lifecycle.ts';
+import type { Logger } from '../logger.ts';
+import type { Metrics } from '../metrics/metrics.ts';
+import { createRedisClient } from '../redis/redis-client.ts';
+import { alertWebhookRoutes } from './alert-webhook-routes.ts';
+import { EventHub } from './event-hub.ts';
+import { assess } from './incident-assessor.ts';
+import { RESPONSE_TARGET_SECONDS, responseFacts, SEVERITIES } from './incident-model.ts';
+import { incidentRoutes } from './incident-routes.ts';
+import { IncidentService } from './incident-service.ts';
+import { IncidentStore } from './incident-store.ts';
+import type { HealthSnapshot, LiveFacts } from './live-state.ts';
+import { errorSummary, fetchSender, NotificationOutboxWorker, receiversOf, type WebhookSender } from './notification-outbox.ts';
+import { SseStreams } from './sse.ts';
+import { statusRoutes } from './status-routes.ts';
+import { StatusService } from './status-service.ts';
+
+export interface IncidentsModule {
+  hub: EventHub;
+  incidents: IncidentService;
+  status: StatusService;
+  outbox: NotificationOutboxWorker;
+  /** Public routes (status page, Alertmanager webhook), mounted before admin authentication. */
+  publicRouters: Router[];
+  adminRouters: Router[];
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface IncidentsModuleDeps {
+  config: Config;
+  logger: Logger;
+  metrics: Metrics;
+  redis: Redis;
+  prefix: string;
+  prisma: () => PrismaClient;
+  audit: AuditLog;
+  dr: DrStateService;
+  health: HealthService;
+  lifecycle: Lifecycle;
+  /** Whether a media backend other than the active one answers (from its probe). */
+  otherMediaUp: () => Promise<boolean>;
+  sender?: WebhookSender;
+  outboxPollMs?: number;
+  outboxBackoffMs?: number;
+}
+
+/** Incident response: records, timeline, notifications, classification, status page, live events. */
+export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModule {
+  const { config, logger, metrics } = deps;
+  const subscriber = createRedisClient(config.redisUrl, logger, 'sav3-api-events', { offlineQueue: true });
+  const hub = new EventHub({ publisher: deps.redis, subscriber, channel: `${deps.prefix}events`, logger });
+  const store = new IncidentStore(deps.prisma);
+  const receivers = receiversOf(config.notifyWebhookUrls);
+  const incidents = new IncidentService({ store, receivers, hub, tokenNames: config.adminTokens.map((t) => t.name), logger });
+  const outbox = new NotificationOutboxWorker({
+    prisma: deps.prisma,
+    receivers,
+    sender: deps.sender ?? fetchSender,
+    instanceId: config.instanceId,
+    logger,
+    metrics,
+    pollMs: deps.outboxPollMs ?? 1000,
+    backoffMs: deps.outboxBackoffMs ?? 2000,
+    maxBackoffMs: 5 * 60_000,
+    sendTimeoutMs: 5000,
+  });
+  const facts = async (): Promise<LiveFacts> => ({
+    health: (await deps.health.overall(false)) as unknown as HealthSnapshot,
+    otherMediaUp: await deps.otherMediaUp().catch(() => false),
+    replicaConfigured: config.databaseReplicaUrl !== undefined,
+  });
+  const status = new StatusService({ facts, store, prisma: deps.prisma, hub, logger, dbTimeoutMs: Math.max(200, config.healthTimeoutMs) });
+  const streams = new SseStreams({ max: 1000, heartbeatMs: 15_000 });
+
+  deps.audit.onWritten((events) => incidents.joinTimeline(events));
+  deps.dr.onApply((state) => hub.publish('dr.state', { version: state.version, readOnly: state.readOnly, database: state.database, media: state.media }));
+  for (const s of SEVERITIES) metrics.incidentResponseTarget.set({ severity: s }, RESPONSE_TARGET_SECONDS[s]);
+
+  const refreshGauges = async () => {
+    const open = await store.list('open', 1000);
+    const now = Date.now();
+    for (const s of SEVERITIES) {
+      const mine = open.filter((i) => i.severity === s);
+      metrics.incidentsOpen.set({ severity: s }, mine.length);
+      metrics.incidentUnacknowledged.set({ severity: s }, Math.max(0, ...mine.map((i) => responseFacts(i, now).unacknowledgedSeconds ?? 0)));
+    }
+  };
+
+  let timer: NodeJS.Timeout | undefined;
+  let ticking = false;
+  const tick = async () => {
+    if (deps.lifecycle.shuttingDown) streams.closeAll();
+    if (ticking) return;
+    ticking = true;
+    try {
+      await status.record().catch((err: unknown) => logger.warn({ err: errorSummary(err) }, 'status history: recording failed'));
+      await Promise.all([refreshGauges(), incidents.remindOverdue()]).catch((err: unknown) => logger.warn({ err: errorSummary(err) }, 'incidents: PostgreSQL unavailable for gauges and reminders'));
+    } finally {
+      ticking = false;
+    }
+  };
+  let shutdownWatch: NodeJS.Timeout | undefined;
+
+  return {
+    hub,
+    incidents,
+    status,
+    outbox,
+    publicRouters: [statusRoutes({ status, hub, streams, lifecycle: deps.lifecycle }), alertWebhookRoutes({ incidents, token: config.alertmanagerWebhookToken, logger })],
+    adminRouters: [incidentRoutes({ incidents, store, audit: deps.audit, assess: async () => assess(await facts()), hub, streams })],
+    async start() {
+      await hub.start();
+      outbox.start();
+      timer = setInterval(() => void tick(), Math.min(config.healthIntervalMs, 5000));
+      timer.unref();
+      // Streams end as soon as shutdown begins, so draining never waits on them.
+      shutdownWatch = setInterval(() => {
+        if (deps.lifecycle.shuttingDown) streams.closeAll();
+      }, 100);
+      shutdownWatch.unref();
+      void tick();
+    },
+    async stop() {
+      clearInterval(timer);
+      clearInterval(shutdownWatch);
+      streams.closeAll();
+      await outbox.stop();
+      subscriber.disconnect();
+    },
+  };
+}

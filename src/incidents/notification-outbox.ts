@@ -98,7 +98,7 @@ export class NotificationOutboxWorker {
     if (this.o.receivers.length === 0) return;
     this.stopped = false;
     const tick = () => {
-      this.running = this.runOnce()
+      this.running = this.drain()
         .catch((err: unknown) => this.o.logger.warn({ err: errorSummary(err) }, 'notification outbox: PostgreSQL unavailable; will retry'))
         .then(() => undefined);
       void this.running.then(() => {
@@ -112,6 +112,13 @@ export class NotificationOutboxWorker {
     this.stopped = true;
     clearTimeout(this.timer);
     await this.running;
+  }
+
+  /** Rounds of sending while they deliver something (one message per receiver per round keeps order). */
+  private async drain(): Promise<void> {
+    for (let round = 0; round < 50 && !this.stopped; round++) {
+      if ((await this.runOnce()) === 0) return;
+    }
   }
 
   /** Claims what is due, sends it, records the outcome; returns how many were sent. */

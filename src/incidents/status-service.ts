@@ -74,7 +74,12 @@ export class StatusService {
   private readonly unwritten: { component: Component; state: ComponentState; at: Date }[] = [];
   private cached?: { at: number; value: Promise<StatusSnapshot> };
 
-  constructor(private readonly deps: StatusServiceDeps) {}
+  constructor(private readonly deps: StatusServiceDeps) {
+    // A change anywhere (this instance, or another through Redis) is shown on the next read.
+    deps.hub.subscribe((event) => {
+      if (event.type.startsWith('incident.') || event.type === 'health.transition') this.invalidate();
+    });
+  }
 
   private now(): number {
     return this.deps.now?.() ?? Date.now();
@@ -86,7 +91,7 @@ export class StatusService {
 
   /** One snapshot shared by concurrent callers for a short while (many SSE clients, one read). */
   snapshot(): Promise<StatusSnapshot> {
-    if (this.cached && this.now() - this.cached.at < 500) return this.cached.value;
+    if (this.cached && this.now() - this.cached.at < 250) return this.cached.value;
     const value = this.compute();
     this.cached = { at: this.now(), value };
     return value;

@@ -94,19 +94,29 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
     }
   };
 
-  let timer: NodeJS.Timeout | undefined;
-  let ticking = false;
-  const tick = async () => {
-    if (deps.lifecycle.shuttingDown) streams.closeAll();
-    if (ticking) return;
-    ticking = true;
-    try {
-      await status.record().catch((err: unknown) => logger.warn({ err: errorSummary(err) }, 'status history: recording failed'));
-      await Promise.all([refreshGauges(), incidents.remindOverdue()]).catch((err: unknown) => logger.warn({ err: errorSummary(err) }, 'incidents: PostgreSQL unavailable for gauges and reminders'));
-    } finally {
-      ticking = false;
-    }
+  // Each periodic job skips a round while its previous one still runs: a hung PostgreSQL (queries
+  // bounded by the pool's query timeout) delays gauges and reminders, never the history recorder.
+  const guarded = (name: string, job: () => Promise<unknown>) => {
+    let busy = false;
+    return async () => {
+      if (busy) return;
+      busy = true;
+      try {
+        await job();
+      } catch (err) {
+        logger.warn({ err: errorSummary(err) }, `${name}: PostgreSQL unavailable; will retry`);
+      } finally {
+        busy = false;
+      }
+    };
   };
+  const recordHistory = guarded('status history', () => status.record());
+  const incidentChecks = guarded('incident gauges and reminders', () => Promise.all([refreshGauges(), incidents.remindOverdue()]));
+  const tick = () => {
+    void recordHistory();
+    void incidentChecks();
+  };
+  let timer: NodeJS.Timeout | undefined;
   let shutdownWatch: NodeJS.Timeout | undefined;
 
   return {
@@ -119,14 +129,14 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
     async start() {
       await hub.start();
       outbox.start();
-      timer = setInterval(() => void tick(), Math.min(config.healthIntervalMs, 5000));
+      timer = setInterval(tick, Math.min(config.healthIntervalMs, 5000));
       timer.unref();
       // Streams end as soon as shutdown begins, so draining never waits on them.
       shutdownWatch = setInterval(() => {
         if (deps.lifecycle.shuttingDown) streams.closeAll();
       }, 100);
       shutdownWatch.unref();
-      void tick();
+      tick();
     },
     async stop() {
       clearInterval(timer);

@@ -8,7 +8,7 @@ const esc = (s: string) => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&
 const LABEL: Record<ComponentState, string> = { operational: 'Operational', degraded: 'Degraded', outage: 'Outage', unknown: 'Unknown' };
 const HEADLINE: Record<StatusSnapshot['status'], string> = {
   operational: 'All systems operational',
-  degraded: 'Some systems are degraded',
+  degraded: 'Some systems are degraded or under investigation',
   outage: 'Some systems are unavailable',
   unknown: 'Status unknown',
 };
@@ -38,7 +38,7 @@ function time(iso: string): string {
 
 export function renderStatusPage(s: StatusSnapshot): string {
   const components = s.components
-    .map((c) => `<li><span>${esc(c.name)}</span><span class="state t-${c.state}">${LABEL[c.state]}</span></li>`)
+    .map((c) => `<li><span>${esc(c.name)}${c.incidents.length > 0 ? ` <span class="meta">(open incident)</span>` : ''}</span><span class="state t-${c.state}">${LABEL[c.state]}</span></li>`)
     .join('');
   let incidents: string;
   if (s.incidents === null) {
@@ -69,7 +69,7 @@ export function renderStatusPage(s: StatusSnapshot): string {
   }
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>SAV3 status</title><style>${STYLE}</style><script src="/status/status.js" defer></script></head>
+<title>SAV3 status</title><link rel="icon" href="data:,"><style>${STYLE}</style><script src="/status/status.js" defer></script></head>
 <body><header><h1>SAV3 status</h1></header>
 <main id="status" data-updated="${esc(s.updatedAt)}">
 <p class="banner s-${s.status}" role="status">${HEADLINE[s.status]}</p>

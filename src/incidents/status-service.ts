@@ -113,7 +113,9 @@ export class StatusService {
       incidents: (incidents ?? []).filter((i) => i.components.includes(id)).map((i) => i.id),
     }));
     const worst = components.reduce((w, c) => (RANK[c.state] > RANK[w] ? c.state : w), 'operational' as ComponentState);
-    return { status: worst, updatedAt: new Date(this.now()).toISOString(), components, incidents, history };
+    // An open incident is news even while every probe passes (e.g. errors the probes cannot see).
+    const status = worst === 'operational' && (incidents ?? []).length > 0 ? 'degraded' : worst;
+    return { status, updatedAt: new Date(this.now()).toISOString(), components, incidents, history };
   }
 
   private async publicIncidents(): Promise<PublicIncident[]> {

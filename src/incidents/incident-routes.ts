@@ -10,6 +10,7 @@ import type { EventHub } from './event-hub.ts';
 import { COMPONENTS, responseFacts, ROLES, SEVERITIES, STATUSES, type Incident } from './incident-model.ts';
 import type { IncidentService } from './incident-service.ts';
 import type { IncidentStore } from './incident-store.ts';
+import { renderInitial } from './notification-templates.ts';
 import { renderPostmortem } from './postmortem.ts';
 import type { SseStreams } from './sse.ts';
 
@@ -78,7 +79,7 @@ export function incidentRoutes(deps: IncidentRouteDeps): Router {
     const body = await audited(deps.audit, req, res, 'incident.create', async () => {
       const input = parseOrThrow(createBody, req.body, 'invalid incident');
       const incident = await deps.incidents.create(input, principal(res).name);
-      return { body: view(incident), after: { id: incident.id, severity: incident.severity, status: incident.status } };
+      return { body: { ...view(incident), initialNotification: renderInitial(incident, input.eta) }, after: { id: incident.id, severity: incident.severity, status: incident.status } };
     });
     res.status(201).location(`/admin/incidents/${body.id}`).json(body);
   });

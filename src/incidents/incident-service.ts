@@ -240,6 +240,10 @@ export class IncidentService {
         if (added) this.deps.hub.publish('incident.timeline', { alert: alert.title }, open.id);
         return { incident, opened: false, added };
       }
+      // This very alert (same fingerprint and start) was handled before, by an incident since
+      // resolved: a re-send of a still-firing alert must not reopen what people closed.
+      const handled = entry.dedupeKey ? await this.deps.store.incidentWithEntry(entry.dedupeKey) : undefined;
+      if (handled) return { incident: handled, opened: false, added: false };
       const now = this.now();
       try {
         const incident = await this.deps.store.create(

@@ -152,6 +152,12 @@ export class IncidentStore {
     return row ? toIncident(row) : undefined;
   }
 
+  /** The incident whose timeline already holds the entry with this dedupe key, if any. */
+  async incidentWithEntry(dedupeKey: string): Promise<Incident | undefined> {
+    const entry = await this.prisma().incidentUpdate.findUnique({ where: { dedupeKey }, include: { incident: true } });
+    return entry ? toIncident(entry.incident) : undefined;
+  }
+
   /** Incidents open at `at` (started before it, not resolved before it). */
   async openAt(at: Date): Promise<Incident[]> {
     const rows = await this.prisma().incident.findMany({ where: { startedAt: { lte: at }, OR: [{ resolvedAt: null }, { resolvedAt: { gte: at } }] } });

@@ -131,5 +131,23 @@ receivers:
     expect(r1.body.incidents).toEqual(r2.body.incidents);
     expect(r1.body.opened + r2.body.opened).toBe(1);
     expect(r1.body.duplicates + r2.body.duplicates).toBe(1);
+    const id = r1.body.incidents[0] as string;
+
+    // Acknowledging stops the clock the response-time alert watches; a second acknowledgement changes nothing.
+    const ack = await request(api.url).post(`/admin/incidents/${id}/acknowledge`).set(op);
+    expect(ack.status).toBe(200);
+    expect(ack.body).toMatchObject({ acknowledgedBy: 'ops', responseTargetMet: true });
+    const again = await request(api.url).post(`/admin/incidents/${id}/acknowledge`).set(op);
+    expect(again.body.acknowledgedAt).toBe(ack.body.acknowledgedAt);
+    await eventually(() => request(api.url).get('/metrics'), (r) => /sav3_incident_unacknowledged_seconds\{severity="P2"\} 0\b/.test(r.text), 5000);
+
+    // Resolved by people while the alert still fires: Alertmanager's next re-send reopens nothing…
+    await request(api.url).post(`/admin/incidents/${id}/updates`).set(op).send({ message: 'fixed by hand', visibility: 'public', status: 'resolved' });
+    const resent = await post().set(auth).send(once);
+    expect(resent.body).toMatchObject({ incidents: [id], opened: 0, duplicates: 1 });
+    // …but the alert firing anew (a new start) opens a new incident.
+    const anew = await post().set(auth).send(payload([firing({ alertname: 'Direct', severity: 'P2' }, '2026-01-02T00:00:00Z')], '{}:{alertname="Twice"}'));
+    expect(anew.body.opened).toBe(1);
+    expect(anew.body.incidents[0]).not.toBe(id);
   });
 });

@@ -87,6 +87,14 @@ describe('incidents: records, states, roles, timeline and post-mortem', () => {
     expect((await request(api.url).get('/admin/incidents?status=open').set(viewer)).body.incidents.map((i: { id: string }) => i.id)).not.toContain(inc.id);
   });
 
+  it('two operators resolving at once: one wins, the other gets 409, one resolution entry', async () => {
+    const { body: inc } = await create({ severity: 'P3', title: 'Race', components: [], summary: 'race' });
+    const results = await Promise.all([0, 1, 2].map((i) => update(inc.id, { message: `resolve ${i}`, visibility: 'public', status: 'resolved' })));
+    expect(results.map((r) => r.status).sort()).toEqual([201, 409, 409]);
+    const full = await request(api.url).get(`/admin/incidents/${inc.id}`).set(op);
+    expect(full.body.timeline.filter((e: { status: string; kind: string }) => e.kind === 'status')).toHaveLength(1);
+  });
+
   it('assigns the runbook roles to admin token names only', async () => {
     const { body: inc } = await create({ severity: 'P1', title: 'Roles', components: [], summary: 'roles' });
     const ok = await request(api.url).put(`/admin/incidents/${inc.id}/roles`).set(op).send({ incident_commander: 'ops', communications_lead: 'watch' });
@@ -106,7 +114,11 @@ describe('incidents: records, states, roles, timeline and post-mortem', () => {
     await request(api.url).put('/admin/read-only').set(op).send({ enabled: false, reason: 'still before' });
     const { body: inc } = await create({ severity: 'P0', title: 'Database unavailable', components: ['database', 'api'], summary: 'the primary database does not answer' });
     expect((await request(api.url).put('/admin/read-only').set(op).send({ enabled: true, reason: 'protect data' })).status).toBe(200);
-    expect((await request(api.url).post('/admin/media/switch').set(op).send({ to: 'backup' })).status).toBeGreaterThanOrEqual(400); // refused: no backup
+    // Refused operations (no replica, no backup configured) are audited and join the timeline too.
+    expect((await request(api.url).post('/admin/media/switch').set(op).send({ to: 'backup' })).status).toBeGreaterThanOrEqual(400);
+    expect((await request(api.url).post('/admin/media/sync').set(op).send({ from: 'primary', to: 'backup' })).status).toBeGreaterThanOrEqual(400);
+    expect((await request(api.url).post('/admin/database/promote').set(op).send({ confirm: 'promote-replica' })).status).toBeGreaterThanOrEqual(400);
+    expect((await request(api.url).post('/admin/database/switch').set(op).send({ to: 'replica' })).status).toBeGreaterThanOrEqual(400);
     await request(api.url).put('/admin/read-only').set(op).send({ enabled: false, reason: 'recovered' });
     await update(inc.id, { message: 'recovered', visibility: 'public', status: 'resolved', rootCause: 'disk full' });
     await request(api.url).put('/admin/read-only').set(op).send({ enabled: true, reason: 'after the incident' });
@@ -114,7 +126,7 @@ describe('incidents: records, states, roles, timeline and post-mortem', () => {
 
     const full = await request(api.url).get(`/admin/incidents/${inc.id}`).set(op);
     const actions = full.body.timeline.filter((e: { kind: string }) => e.kind === 'dr_action');
-    expect(actions.map((a: { detail: { action: string; result: string } }) => `${a.detail.action}:${a.detail.result}`)).toEqual(['read_only.set:success', 'media.switch:refused', 'read_only.set:success']);
+    expect(actions.map((a: { detail: { action: string; result: string } }) => `${a.detail.action}:${a.detail.result}`)).toEqual(['read_only.set:success', 'media.switch:refused', 'media.sync:refused', 'database.promote:refused', 'database.switch:refused', 'read_only.set:success']);
     for (const a of actions) {
       expect(typeof a.durationMs).toBe('number');
       expect(a.visibility).toBe('internal');

@@ -23,6 +23,7 @@ import { createDrModule, type DrModule } from './dr-module.ts';
 import { createRedisClient } from './redis/redis-client.ts';
 import { probeRedis } from './redis/redis-probe.ts';
 import { createIncidentsModule, type IncidentsModule } from './incidents/incidents-module.ts';
+import { warmUpPrisma } from './database/prisma-warm-up.ts';
 import type { WebhookSender } from './incidents/notification-outbox.ts';
 
 export const MIGRATIONS_DIR = join(__dirname, '..', 'prisma', 'migrations');
@@ -37,6 +38,7 @@ export interface ServiceOptions {
   notifySender?: WebhookSender;
   outboxPollMs?: number;
   outboxBackoffMs?: number;
+  incidentChecksMs?: number;
 }
 
 /** Everything one running instance holds; built only here (the composition root). */
@@ -109,6 +111,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     logger,
   });
 
+  await warmUpPrisma();
   const incidents = createIncidentsModule({
     config,
     logger,
@@ -125,9 +128,11 @@ export async function createService(config: Config, logger: Logger, options: Ser
       const results = await Promise.all(others.map(([, runner]) => runner.get(config.healthIntervalMs + timeoutMs)));
       return results.some((r) => r?.ok === true);
     },
+    databaseUp: () => db.runners.get(database.active)?.latest()?.ok === true,
     sender: options.notifySender,
     outboxPollMs: options.outboxPollMs,
     outboxBackoffMs: options.outboxBackoffMs,
+    checksIntervalMs: options.incidentChecksMs,
   });
   dr.admin.routers.push(...incidents.adminRouters);
   mediaModule.sync.onProgress = (job) => incidents.hub.publish('job.progress', job);

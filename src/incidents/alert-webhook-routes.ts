@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import express, { Router, type ErrorRequestHandler } from 'express';
 import { z } from 'zod';
-import { AppError, BadRequestError } from '../http/app-error.ts';
+import { AppError, BadRequestError, DependencyUnavailableError } from '../http/app-error.ts';
 import { bearerToken } from '../http/bearer.ts';
 import { parseOrThrow } from '../http/validate.ts';
 import type { Logger } from '../logger.ts';
@@ -109,6 +109,11 @@ export function alertWebhookRoutes(deps: { incidents: IncidentService; token?: s
     }
     res.json(result);
   });
+  // A store failure is a 503: Alertmanager retries server errors, and the dedupe keys make the retry safe.
+  const storeErrors: ErrorRequestHandler = (err, _req, _res, next) => {
+    next(err instanceof AppError ? err : new DependencyUnavailableError('database', 'the incident store (PostgreSQL) is unavailable; retry', err));
+  };
+  router.use('/admin/incidents/alerts', storeErrors);
 
   return router;
 }

@@ -1,9 +1,9 @@
-import { Router } from 'express';
+import { Router, type ErrorRequestHandler } from 'express';
 import { z } from 'zod';
 import { audited } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 import type { AuditLog } from '../audit/audit-log.ts';
-import { NotFoundError } from '../http/app-error.ts';
+import { AppError, DependencyUnavailableError, NotFoundError } from '../http/app-error.ts';
 import { parseOrThrow } from '../http/validate.ts';
 import type { Assessment } from './incident-assessor.ts';
 import type { EventHub } from './event-hub.ts';
@@ -143,6 +143,12 @@ export function incidentRoutes(deps: IncidentRouteDeps): Router {
     });
     stream.onClose(unsubscribe);
   });
+
+  // Anything not already an answer here comes from the incident store: PostgreSQL is unavailable.
+  const storeErrors: ErrorRequestHandler = (err, _req, _res, next) => {
+    next(err instanceof AppError ? err : new DependencyUnavailableError('database', 'the incident store (PostgreSQL) is unavailable; try again', err));
+  };
+  router.use('/admin/incidents', storeErrors);
 
   return router;
 }

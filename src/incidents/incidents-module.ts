@@ -22,6 +22,9 @@ import { SseStreams } from './sse.ts';
 import { statusRoutes } from './status-routes.ts';
 import { StatusService } from './status-service.ts';
 
+/** Period of the open-incident gauges and the P0 reminder check. */
+export const CHECKS_INTERVAL_MS = 5000;
+
 export interface IncidentsModule {
   hub: EventHub;
   incidents: IncidentService;
@@ -47,9 +50,15 @@ export interface IncidentsModuleDeps {
   lifecycle: Lifecycle;
   /** Whether a media backend other than the active one answers (from its probe). */
   otherMediaUp: () => Promise<boolean>;
+  /**
+   * Whether the active database's last probe passed. Background work and the status page leave
+   * PostgreSQL alone while it fails, so a dead or hung server gets no connections from them.
+   */
+  databaseUp: () => boolean;
   sender?: WebhookSender;
   outboxPollMs?: number;
   outboxBackoffMs?: number;
+  checksIntervalMs?: number;
 }
 
 /** Incident response: records, timeline, notifications, classification, status page, live events. */
@@ -71,13 +80,14 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
     backoffMs: deps.outboxBackoffMs ?? 2000,
     maxBackoffMs: 5 * 60_000,
     sendTimeoutMs: 5000,
+    databaseUp: deps.databaseUp,
   });
   const facts = async (): Promise<LiveFacts> => ({
     health: (await deps.health.overall(false)) as unknown as HealthSnapshot,
     otherMediaUp: await deps.otherMediaUp().catch(() => false),
     replicaConfigured: config.databaseReplicaUrl !== undefined,
   });
-  const status = new StatusService({ facts, store, prisma: deps.prisma, hub, logger, dbTimeoutMs: Math.max(200, config.healthTimeoutMs) });
+  const status = new StatusService({ facts, store, prisma: deps.prisma, hub, logger, dbTimeoutMs: Math.max(200, config.healthTimeoutMs), databaseUp: deps.databaseUp });
   const streams = new SseStreams({ max: 1000, heartbeatMs: 15_000 });
 
   deps.audit.onWritten((events) => incidents.joinTimeline(events));
@@ -94,12 +104,17 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
     }
   };
 
-  // Each periodic job skips a round while its previous one still runs: a hung PostgreSQL (queries
-  // bounded by the pool's query timeout) delays gauges and reminders, never the history recorder.
+  // Each periodic job runs one at a time (a call meanwhile makes one more run after it): a hung
+  // PostgreSQL (queries bounded by the pool's query timeout) delays gauges and reminders, never
+  // the history recorder.
   const guarded = (name: string, job: () => Promise<unknown>) => {
     let busy = false;
-    return async () => {
-      if (busy) return;
+    let again = false;
+    const run = async (): Promise<void> => {
+      if (busy) {
+        again = true;
+        return;
+      }
       busy = true;
       try {
         await job();
@@ -108,15 +123,23 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
       } finally {
         busy = false;
       }
+      if (again) {
+        again = false;
+        await run();
+      }
     };
+    return run;
   };
   const recordHistory = guarded('status history', () => status.record());
-  const incidentChecks = guarded('incident gauges and reminders', () => Promise.all([refreshGauges(), incidents.remindOverdue()]));
-  const tick = () => {
-    void recordHistory();
-    void incidentChecks();
-  };
-  let timer: NodeJS.Timeout | undefined;
+  const incidentChecks = guarded('incident gauges and reminders', async () => {
+    if (deps.databaseUp()) await Promise.all([refreshGauges(), incidents.remindOverdue()]);
+  });
+  // A change made here or on another instance shows in the gauges at once, not a period later.
+  hub.subscribe((event) => {
+    if (event.type === 'incident.opened' || event.type === 'incident.updated') void incidentChecks();
+  });
+  let historyTimer: NodeJS.Timeout | undefined;
+  let checksTimer: NodeJS.Timeout | undefined;
   let shutdownWatch: NodeJS.Timeout | undefined;
 
   return {
@@ -129,17 +152,21 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
     async start() {
       await hub.start();
       outbox.start();
-      timer = setInterval(tick, Math.min(config.healthIntervalMs, 5000));
-      timer.unref();
+      // History follows health at its own period; gauges and reminders need no finer than 5 s.
+      // Neither runs at once: the first probe round (bounded by HEALTH_TIMEOUT_MS) goes first.
+      historyTimer = setInterval(() => void recordHistory(), Math.min(config.healthIntervalMs, 5000));
+      historyTimer.unref();
+      checksTimer = setInterval(() => void incidentChecks(), deps.checksIntervalMs ?? CHECKS_INTERVAL_MS);
+      checksTimer.unref();
       // Streams end as soon as shutdown begins, so draining never waits on them.
       shutdownWatch = setInterval(() => {
         if (deps.lifecycle.shuttingDown) streams.closeAll();
       }, 100);
       shutdownWatch.unref();
-      tick();
     },
     async stop() {
-      clearInterval(timer);
+      clearInterval(historyTimer);
+      clearInterval(checksTimer);
       clearInterval(shutdownWatch);
       streams.closeAll();
       await outbox.stop();

@@ -64,6 +64,8 @@ export interface OutboxOptions {
   backoffMs: number;
   maxBackoffMs: number;
   sendTimeoutMs: number;
+  /** Rounds are skipped while this says PostgreSQL is down (its probe fails). */
+  databaseUp?: () => boolean;
 }
 
 interface Claimed {
@@ -116,6 +118,7 @@ export class NotificationOutboxWorker {
 
   /** Rounds of sending while they deliver something (one message per receiver per round keeps order). */
   private async drain(): Promise<void> {
+    if (this.o.databaseUp && !this.o.databaseUp()) return;
     for (let round = 0; round < 50 && !this.stopped; round++) {
       if ((await this.runOnce()) === 0) return;
     }

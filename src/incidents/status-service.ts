@@ -55,6 +55,8 @@ export interface StatusServiceDeps {
   logger: Logger;
   /** Bound on each PostgreSQL read behind the page: past it, that part is "unknown". */
   dbTimeoutMs: number;
+  /** The active database's last probe passed: while it fails, PostgreSQL is not even tried. */
+  databaseUp: () => boolean;
   now?: () => number;
 }
 
@@ -102,9 +104,10 @@ export class StatusService {
       .facts()
       .then(componentStates)
       .catch(() => Object.fromEntries(COMPONENTS.map((c) => [c, 'unknown'])) as Record<Component, ComponentState>);
+    const dbUp = this.deps.databaseUp();
     const [incidents, history] = await Promise.all([
-      within(this.publicIncidents(), this.deps.dbTimeoutMs).catch(() => null),
-      within(this.history(), this.deps.dbTimeoutMs).catch(() => null),
+      dbUp ? within(this.publicIncidents(), this.deps.dbTimeoutMs).catch(() => null) : null,
+      dbUp ? within(this.history(), this.deps.dbTimeoutMs).catch(() => null) : null,
     ]);
     const components = COMPONENTS.map((id) => ({
       id,
@@ -191,6 +194,7 @@ export class StatusService {
     const states = componentStates(await this.deps.facts());
     const at = new Date(this.now());
     if (this.last === undefined) {
+      if (!this.deps.databaseUp()) return;
       // Start from what is stored, so a restart does not record a change that did not happen.
       const stored = await within(this.latestStored(), this.deps.dbTimeoutMs).catch(() => undefined);
       if (stored === undefined) return;
@@ -203,7 +207,7 @@ export class StatusService {
       this.last = states;
       this.invalidate();
     }
-    if (this.unwritten.length > 0) {
+    if (this.unwritten.length > 0 && this.deps.databaseUp()) {
       const batch = this.unwritten.slice();
       try {
         await within(this.deps.prisma().componentStateChange.createMany({ data: batch }), this.deps.dbTimeoutMs * 3);

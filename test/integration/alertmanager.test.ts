@@ -151,3 +151,18 @@ receivers:
     expect(anew.body.incidents[0]).not.toBe(id);
   });
 });
+
+describe('monitoring/alertmanager.yml', () => {
+  it('is valid for amtool and sends every alert but the response-target one to both API instances with the token file', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { readFileSync } = await import('node:fs');
+    const { parse } = await import('yaml');
+    const file = join(__dirname, '..', '..', 'monitoring', 'alertmanager.yml');
+    expect(execFileSync('amtool', ['check-config', file], { encoding: 'utf8' })).toContain('SUCCESS');
+    const config = parse(readFileSync(file, 'utf8')) as { route: { routes: { receiver: string; matchers?: string[]; continue?: boolean }[] }; receivers: { name: string; webhook_configs?: { url: string; http_config?: { authorization?: { credentials_file?: string } } }[] }[] };
+    expect(config.route.routes[0]).toMatchObject({ receiver: 'sav3-incidents', continue: true, matchers: ['alertname!="IncidentResponseTargetMissed"'] });
+    const hooks = config.receivers.find((r) => r.name === 'sav3-incidents')!.webhook_configs!;
+    expect(hooks.map((h) => h.url)).toEqual(['http://api-1:3000/admin/incidents/alerts', 'http://api-2:3000/admin/incidents/alerts']);
+    expect(hooks.every((h) => h.http_config?.authorization?.credentials_file === '/run/secrets/alertmanager_webhook_token')).toBe(true);
+  });
+});

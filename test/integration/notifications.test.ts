@@ -26,7 +26,7 @@ describe('incident notifications through the PostgreSQL outbox, two instances, f
     steady = await startWebhookReceiver();
     const env = { ...mediaEnv('PRIMARY', s3), DATABASE_URL: db.url, NOTIFY_WEBHOOK_URLS: `${flaky.url},${steady.url}` };
     const prefix = uniquePrefix();
-    const options = { outboxPollMs: 50, outboxBackoffMs: 100 };
+    const options = { outboxPollMs: 50, outboxBackoffMs: 100, incidentChecksMs: 500 };
     a = await startInstance({ ...env, INSTANCE_ID: 'notify-a' }, prefix, options);
     b = await startInstance({ ...env, INSTANCE_ID: 'notify-b' }, prefix, options);
     sql = new pg.Client({ connectionString: db.url });

@@ -112,6 +112,11 @@ describe('status page, status.json and live events', () => {
       const db = await eventually(() => request(api.url).get('/status.json'), (r) => r.body.components[1].state === 'outage', 5000);
       expect(db.body.components.find((c: { id: string }) => c.id === 'database').state).toBe('outage');
     }
+    // The incident API says PostgreSQL is unavailable (503), never a 500.
+    const list = await request(api.url).get('/admin/incidents').set(op);
+    expect(list.status).toBe(503);
+    expect(list.body.error).toMatchObject({ code: 'dependency_unavailable', dependency: 'database' });
+    expect((await request(api.url).post('/admin/incidents').set(op).send({ severity: 'P0', title: 'db', components: ['database'], summary: 'down' })).status).toBe(503);
     await admin.next((e) => e.event === 'health.transition' && JSON.stringify(e.data).includes('"outage"'), 5000);
     admin.close();
     proxy.setMode('pass');

@@ -145,6 +145,16 @@ receivers:
     await request(api.url).post(`/admin/incidents/${id}/updates`).set(op).send({ message: 'fixed by hand', visibility: 'public', status: 'resolved' });
     const resent = await post().set(auth).send(once);
     expect(resent.body).toMatchObject({ incidents: [id], opened: 0, duplicates: 1 });
+    // A worse alert joining a group raises the incident's severity.
+    const group = '{}:{alertname="Escalate"}';
+    const first = firing({ alertname: 'Escalate', severity: 'warning', n: '1' }, '2026-01-03T00:00:00Z');
+    const low = await post().set(auth).send(payload([first], group));
+    expect(low.body.opened).toBe(1);
+    const high = await post().set(auth).send(payload([first, firing({ alertname: 'Escalate', severity: 'critical', n: '2' })], group));
+    expect(high.body).toMatchObject({ incidents: low.body.incidents, opened: 0, joined: 1, duplicates: 1 });
+    const escalated = await request(api.url).get(`/admin/incidents/${low.body.incidents[0]}`).set(op);
+    expect(escalated.body.severity).toBe('P0');
+    expect(escalated.body.timeline.some((e: { kind: string; message: string }) => e.kind === 'severity' && e.message.startsWith('severity raised from P2 to P0'))).toBe(true);
     // …but the alert firing anew (a new start) opens a new incident.
     const anew = await post().set(auth).send(payload([firing({ alertname: 'Direct', severity: 'P2' }, '2026-01-02T00:00:00Z')], '{}:{alertname="Twice"}'));
     expect(anew.body.opened).toBe(1);

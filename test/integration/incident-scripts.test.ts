@@ -89,7 +89,8 @@ describe('incident classification and the incident runbook scripts', () => {
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
-    await new Promise((r) => setTimeout(r, 500));
+    // It says so once it follows the stream; only then can it see what happens next.
+    await new Promise<void>((resolve) => child.stderr.on('data', (d: Buffer) => d.toString().includes('following') && resolve()));
     await request(api.url).put('/admin/read-only').set(op).send({ enabled: true, reason: 'protect uploads' });
     await request(api.url).post(`/admin/incidents/${id}/updates`).set(op).send({ message: 'Uploads restored', visibility: 'public', status: 'resolved' });
     const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r('timeout'), 8000))]);

@@ -23,7 +23,6 @@ export interface CreateInput {
   title: string;
   summary: string;
   components: Component[];
-  impact?: string;
   eta?: string;
   startedAt?: string;
 }
@@ -79,12 +78,11 @@ export class IncidentService {
     const now = this.now();
     const startedAt = input.startedAt ? new Date(input.startedAt) : now;
     if (startedAt.getTime() > now.getTime() + 60_000) throw new BadRequestError('invalid incident', { startedAt: ['must not be in the future'] });
-    const summary = input.impact ? `${input.summary}` : input.summary;
     const incident = await this.deps.store.create(
       {
         severity: input.severity,
         title: input.title,
-        summary,
+        summary: input.summary,
         components: input.components,
         source: 'manual',
         createdBy: actor,
@@ -197,7 +195,9 @@ export class IncidentService {
    */
   async joinTimeline(events: AuditEvent[]): Promise<void> {
     for (const event of events) {
-      if (OWN_ACTION.test(event.action) || event.result === 'refused' && event.role !== null && String((event.detail as { code?: string })?.code) === 'forbidden') continue;
+      // The incident's own actions are on its timeline already; a viewer's refused attempt is noise.
+      const forbidden = (event.detail as { code?: string } | null)?.code === 'forbidden';
+      if (OWN_ACTION.test(event.action) || forbidden) continue;
       const at = new Date(event.at);
       const started = new Date(at.getTime() - (event.durationMs ?? 0));
       const open = await this.deps.store.openAt(at);

@@ -1,26 +1,14 @@
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import request from 'supertest';
 import { createScratchDatabase, databaseUrl, type ScratchDatabase } from '../../support/scratch-database.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { eventually } from '../support/redis-server.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
+import { script, SCRIPTS } from '../support/run-script.ts';
 
-const run = promisify(execFile);
-const SCRIPTS = join(__dirname, '..', '..', 'scripts', 'dr');
 const op = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
-
-async function script(name: string, args: string[], env: Record<string, string>) {
-  try {
-    const { stdout, stderr } = await run('bash', [join(SCRIPTS, name), ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
 
 describe('incident classification and the incident runbook scripts', () => {
   let s3: S3ServerHandle;

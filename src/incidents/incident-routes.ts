@@ -4,7 +4,7 @@ import { audited } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 import type { AuditLog } from '../audit/audit-log.ts';
 import { AppError, DependencyUnavailableError, NotFoundError } from '../http/app-error.ts';
-import { parseOrThrow } from '../http/validate.ts';
+import { parseOrThrow, wholeNumberParam } from '../http/validate.ts';
 import type { Assessment } from './incident-assessor.ts';
 import type { EventHub } from './event-hub.ts';
 import { COMPONENTS, responseFacts, ROLES, SEVERITIES, STATUSES, type Incident } from './incident-model.ts';
@@ -24,14 +24,17 @@ const createBody = z.strictObject({
   components: z
     .array(z.enum(COMPONENTS, { error: `must be one of ${COMPONENTS.join(', ')}` }))
     .max(COMPONENTS.length)
-    .refine((c) => new Set(c).size === c.length, { error: 'must not repeat a component' }),
+    .refine((c) => new Set(c).size === c.length, { error: 'must not repeat a component' })
+    .default([]),
   eta: text(200).optional(),
   startedAt: z.iso.datetime({ offset: true, error: 'must be an ISO 8601 time' }).optional(),
+  roles: z.strictObject(Object.fromEntries(ROLES.map((r) => [r, z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, { error: 'must be an admin token name' }).optional()])) as Record<(typeof ROLES)[number], z.ZodOptional<z.ZodString>>).optional(),
 });
 
 const updateBody = z.strictObject({
   message: text(2000),
-  visibility: z.enum(['public', 'internal'], { error: 'must be public or internal' }),
+  // Updates are for communication: public unless marked internal.
+  visibility: z.enum(['public', 'internal'], { error: 'must be public or internal' }).default('public'),
   status: z.enum(STATUSES, { error: `must be one of ${STATUSES.join(', ')}` }).optional(),
   eta: text(200).optional(),
   rootCause: text(2000).optional(),
@@ -41,7 +44,10 @@ const rolesBody = z
   .strictObject(Object.fromEntries(ROLES.map((r) => [r, z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, { error: 'must be an admin token name' }).optional()])) as Record<(typeof ROLES)[number], z.ZodOptional<z.ZodString>>)
   .refine((r) => Object.values(r).some((v) => v !== undefined), { error: 'name at least one role' });
 
-const listQuery = z.strictObject({ status: z.enum([...STATUSES, 'open'], { error: `must be one of ${STATUSES.join(', ')}, open` }).optional() });
+const listQuery = z.strictObject({
+  status: z.preprocess((v) => (v === '' ? undefined : v), z.enum([...STATUSES, 'open'], { error: `must be one of ${STATUSES.join(', ')}, open` }).optional()),
+  limit: wholeNumberParam(1, 1000, 100),
+});
 const eventsQuery = z.strictObject({ incidentId: z.string().regex(ID, { error: 'must be an incident id' }).optional() });
 
 export interface IncidentRouteDeps {
@@ -77,16 +83,17 @@ export function incidentRoutes(deps: IncidentRouteDeps): Router {
 
   router.post('/admin/incidents', async (req, res) => {
     const body = await audited(deps.audit, req, res, 'incident.create', async () => {
-      const input = parseOrThrow(createBody, req.body, 'invalid incident');
-      const incident = await deps.incidents.create(input, principal(res).name);
+      const { roles, ...input } = parseOrThrow(createBody, req.body, 'invalid incident');
+      const named = Object.fromEntries(Object.entries(roles ?? {}).filter(([, v]) => v !== undefined)) as Record<string, string>;
+      const incident = await deps.incidents.create({ ...input, roles: named }, principal(res).name);
       return { body: { ...view(incident), initialNotification: renderInitial(incident, input.eta) }, after: { id: incident.id, severity: incident.severity, status: incident.status } };
     });
     res.status(201).location(`/admin/incidents/${body.id}`).json(body);
   });
 
   router.get('/admin/incidents', async (req, res) => {
-    const { status } = parseOrThrow(listQuery, req.query, 'invalid query');
-    const incidents = await deps.incidents.list(status);
+    const { status, limit } = parseOrThrow(listQuery, req.query, 'invalid query');
+    const incidents = await deps.incidents.list(status, limit);
     res.json({ incidents: incidents.map(view) });
   });
 

@@ -25,6 +25,7 @@ export interface CreateInput {
   components: Component[];
   eta?: string;
   startedAt?: string;
+  roles?: Partial<Record<Role, string>>;
 }
 
 export interface UpdateInput {
@@ -78,6 +79,8 @@ export class IncidentService {
     const now = this.now();
     const startedAt = input.startedAt ? new Date(input.startedAt) : now;
     if (startedAt.getTime() > now.getTime() + 60_000) throw new BadRequestError('invalid incident', { startedAt: ['must not be in the future'] });
+    const roles = input.roles ?? {};
+    this.checkRoleNames(roles);
     const incident = await this.deps.store.create(
       {
         severity: input.severity,
@@ -92,6 +95,7 @@ export class IncidentService {
         acknowledgedAt: now,
         acknowledgedBy: actor,
         nextUpdateDueAt: this.nextDue(input.severity, now),
+        roles,
       },
       [
         { at: now, kind: 'opened', visibility: 'public', status: 'investigating', message: input.summary, author: actor },
@@ -157,11 +161,15 @@ export class IncidentService {
     return incident;
   }
 
-  async assignRoles(id: string, roles: Partial<Record<Role, string>>, actor: string): Promise<Incident> {
+  private checkRoleNames(roles: Partial<Record<Role, string>>): void {
     const unknown = Object.entries(roles).filter(([, name]) => !this.deps.tokenNames.includes(name!));
     if (unknown.length > 0) {
       throw new BadRequestError('invalid roles', Object.fromEntries(unknown.map(([role]) => [`roles.${role}`, ['must be the name of a configured admin token']])));
     }
+  }
+
+  async assignRoles(id: string, roles: Partial<Record<Role, string>>, actor: string): Promise<Incident> {
+    this.checkRoleNames(roles);
     const current = await this.get(id);
     if (current.status === 'resolved') throw new ConflictError('the incident is resolved', { status: current.status });
     const now = this.now();
@@ -184,8 +192,8 @@ export class IncidentService {
     }
   }
 
-  list(status?: IncidentStatus | 'open'): Promise<Incident[]> {
-    return this.deps.store.list(status);
+  list(status?: IncidentStatus | 'open', limit?: number): Promise<Incident[]> {
+    return this.deps.store.list(status, limit);
   }
 
   /**

@@ -64,6 +64,25 @@ describe('incidents: records, states, roles, timeline and post-mortem', () => {
     expect((await request(api.url).get('/admin/incidents?status=resolved').set(viewer)).status).toBe(200);
   });
 
+  it('takes roles at creation (token names only), components default to none, updates default to public, list takes a limit', async () => {
+    const before = (await request(api.url).get('/admin/incidents?status=&limit=1000').set(op)).body.incidents.length;
+    const unknown = await create({ severity: 'P2', title: 'r', summary: 's', roles: { incident_commander: 'nobody' } });
+    expect(unknown.status).toBe(400);
+    expect(Object.keys(unknown.body.error.details)).toEqual(['roles.incident_commander']);
+    expect((await request(api.url).get('/admin/incidents?limit=1000').set(op)).body.incidents.length).toBe(before);
+    const ok = await create({ severity: 'P2', title: 'With team', summary: 's', roles: { incident_commander: 'ops' } });
+    expect(ok.status).toBe(201);
+    expect(ok.body).toMatchObject({ components: [], roles: { incident_commander: 'ops' } });
+    expect(ok.body.initialNotification).toContain('Response Team: Incident Commander: ops');
+    const upd = await update(ok.body.id, { message: 'news for everyone' });
+    expect(upd.status).toBe(201);
+    const full = await request(api.url).get(`/admin/incidents/${ok.body.id}`).set(op);
+    expect(full.body.timeline.find((e: { message: string }) => e.message === 'news for everyone').visibility).toBe('public');
+    expect((await request(api.url).get('/admin/incidents?limit=1').set(op)).body.incidents).toHaveLength(1);
+    expect((await request(api.url).get('/admin/incidents?limit=0').set(op)).status).toBe(400);
+    await update(ok.body.id, { message: 'done', status: 'resolved' });
+  });
+
   it('moves through the states; a resolved incident and a repeated state are 409, and a refusal changes nothing', async () => {
     const { body: inc } = await create({ severity: 'P2', title: 'Replica lagging', components: ['database'], summary: 'replica lag above 30 s' });
     const same = await update(inc.id, { message: 'still', visibility: 'public', status: 'investigating' });

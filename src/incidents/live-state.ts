@@ -1,4 +1,5 @@
 // What incidents and the status page read from health: a narrow snapshot, never error messages.
+import type { Registry } from 'prom-client';
 import type { Component } from './incident-model.ts';
 
 export type ComponentState = 'operational' | 'degraded' | 'outage' | 'unknown';
@@ -38,4 +39,24 @@ export function componentStates(f: LiveFacts): Record<Component, ComponentState>
     'media-uploads': dbDown || mediaDown ? 'outage' : f.health.readOnly ? 'outage' : 'operational',
     'media-downloads': mediaDown ? (f.otherMediaUp ? 'degraded' : 'outage') : dbDown ? 'degraded' : 'operational',
   };
+}
+
+/** The backup capability's metric: the time of the last good backup, by type. */
+export const BACKUP_SUCCESS_METRIC = 'sav3_backup_last_success_timestamp_seconds';
+/** No good full or differential backup for longer than this is stale (the backup alert's default). */
+export const BACKUP_MAX_AGE_SECONDS = 26 * 3600;
+
+/**
+ * Age of the newest good full or differential backup, from the metric the backup capability
+ * exports on this registry: undefined when nothing reports backups here (the rule does not
+ * apply), null when they are reported but none succeeded.
+ */
+export async function backupAgeSeconds(registry: Registry, now = Date.now()): Promise<number | null | undefined> {
+  const metric = registry.getSingleMetric(BACKUP_SUCCESS_METRIC);
+  if (!metric) return undefined;
+  const { values } = await metric.get();
+  const base = values.filter((v) => v.labels.type === 'full' || v.labels.type === 'diff');
+  if (base.length === 0) return undefined;
+  const newest = Math.max(...base.map((v) => v.value));
+  return newest > 0 ? Math.max(0, Math.round(now / 1000 - newest)) : null;
 }

@@ -1,6 +1,7 @@
 import { assess } from '../../src/incidents/incident-assessor.ts';
 import { canTransition, responseFacts, severityFromLabel, STATUSES, type Incident } from '../../src/incidents/incident-model.ts';
-import { componentStates, type LiveFacts } from '../../src/incidents/live-state.ts';
+import { Gauge, Registry } from 'prom-client';
+import { backupAgeSeconds, componentStates, type LiveFacts } from '../../src/incidents/live-state.ts';
 import { renderInitial, renderResolution, renderUpdate } from '../../src/incidents/notification-templates.ts';
 import { renderPostmortem } from '../../src/incidents/postmortem.ts';
 import { scrubPublic } from '../../src/incidents/status-service.ts';
@@ -38,6 +39,20 @@ describe('classification rules', () => {
     expect([a.severity, a.rule]).toEqual([severity, rule]);
     expect(a.rules).toHaveLength(7);
     if (rule) expect(a.reason.startsWith(`${rule}: `)).toBe(true);
+  });
+
+  it('reads the backup age from the backup capability\'s metric when it is exported', async () => {
+    const registry = new Registry();
+    expect(await backupAgeSeconds(registry)).toBeUndefined();
+    const gauge = new Gauge({ name: 'sav3_backup_last_success_timestamp_seconds', help: 'h', labelNames: ['type'], registers: [registry] });
+    expect(await backupAgeSeconds(registry)).toBeUndefined();
+    gauge.set({ type: 'full' }, 0);
+    expect(await backupAgeSeconds(registry)).toBeNull();
+    const now = Date.parse('2026-01-02T00:00:00Z');
+    gauge.set({ type: 'full' }, now / 1000 - 30 * 3600);
+    gauge.set({ type: 'diff' }, now / 1000 - 2 * 3600);
+    gauge.set({ type: 'incr' }, now / 1000 - 60);
+    expect(await backupAgeSeconds(registry, now)).toBe(2 * 3600);
   });
 
   it('a replica that is not configured is no P1 by itself', () => {

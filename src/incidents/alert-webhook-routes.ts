@@ -6,7 +6,7 @@ import { bearerToken } from '../http/bearer.ts';
 import { parseOrThrow } from '../http/validate.ts';
 import type { Logger } from '../logger.ts';
 import { severityFromLabel, type Component } from './incident-model.ts';
-import type { IncidentService } from './incident-service.ts';
+import type { AlertIntake } from './alert-intake.ts';
 
 /** Alertmanager sends whole groups; anything beyond this is not a sane alert group. */
 export const ALERT_BODY_LIMIT = '256kb';
@@ -52,7 +52,7 @@ function fingerprint(a: Alert): string {
 }
 
 /** POST /admin/incidents/alerts: Alertmanager's webhook, with its own bearer token (not an admin token). */
-export function alertWebhookRoutes(deps: { incidents: IncidentService; token?: string; logger: Logger }): Router {
+export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; logger: Logger }): Router {
   const router = Router();
   const expected = deps.token === undefined ? undefined : createHash('sha256').update(deps.token).digest();
 
@@ -89,7 +89,7 @@ export function alertWebhookRoutes(deps: { incidents: IncidentService; token?: s
       const detail = { labels: a.labels, annotations: a.annotations, fingerprint: fp, startsAt: a.startsAt, endsAt: a.endsAt ?? null };
       if (a.status === 'firing') {
         const severity = severityFromLabel(a.labels.severity);
-        const out = await deps.incidents.openOrJoinForAlert(
+        const out = await deps.alerts.openOrJoin(
           input.groupKey,
           { title: `Alert: ${name}`, summary: `Monitoring detected a problem (${name}); we are investigating.`, severity, components: componentsOf(a) },
           { at: new Date(a.startsAt), kind: 'alert', visibility: 'internal', message: `firing: ${name} (${severity})${a.annotations.summary ? `: ${a.annotations.summary}` : ''}`, author: 'alertmanager', detail, dedupeKey: `alert:${fp}:${a.startsAt}:firing` },
@@ -100,7 +100,7 @@ export function alertWebhookRoutes(deps: { incidents: IncidentService; token?: s
         else result.duplicates += 1;
       } else {
         const at = a.endsAt && Date.parse(a.endsAt) > 0 ? new Date(a.endsAt) : new Date();
-        const incident = await deps.incidents.addAlertEntry(input.groupKey, { at, kind: 'alert', visibility: 'public', message: `Monitoring reports that ${name} has recovered.`, author: 'alertmanager', detail, dedupeKey: `alert:${fp}:${a.startsAt}:resolved` });
+        const incident = await deps.alerts.addEntry(input.groupKey, { at, kind: 'alert', visibility: 'public', message: `Monitoring reports that ${name} has recovered.`, author: 'alertmanager', detail, dedupeKey: `alert:${fp}:${a.startsAt}:resolved` });
         if (incident) {
           seen(incident.id);
           result.resolved += 1;

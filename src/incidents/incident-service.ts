@@ -1,4 +1,3 @@
-import type { AuditEvent } from '../audit/audit-event.ts';
 import { BadRequestError, ConflictError, NotFoundError } from '../http/app-error.ts';
 import type { Logger } from '../logger.ts';
 import type { EventHub } from './event-hub.ts';
@@ -46,9 +45,6 @@ export interface IncidentServiceDeps {
   now?: () => number;
 }
 
-/** Audit actions that are the incident's own (already on its timeline) and never join it again. */
-const OWN_ACTION = /^incident\./;
-
 /**
  * The incident lifecycle of the runbook: open (by an operator or an alert), acknowledge, assign
  * roles, post public or internal updates, move through the states, resolve. Every public change
@@ -57,11 +53,12 @@ const OWN_ACTION = /^incident\./;
 export class IncidentService {
   constructor(private readonly deps: IncidentServiceDeps) {}
 
-  private now(): Date {
+  now(): Date {
     return new Date(this.deps.now?.() ?? Date.now());
   }
 
-  private notify(kind: NotificationKind, key: string, render: (i: Incident) => string) {
+  /** The outbox rows owed to every receiver for one message about an incident. */
+  notify(kind: NotificationKind, key: string, render: (i: Incident) => string) {
     return (incident: Incident): OutboxMessage[] =>
       fanOut(this.deps.receivers, {
         key: `${incident.id}:${key}`,
@@ -71,7 +68,7 @@ export class IncidentService {
       });
   }
 
-  private nextDue(severity: Severity, from: Date): Date {
+  nextDue(severity: Severity, from: Date): Date {
     return new Date(from.getTime() + UPDATE_INTERVAL_SECONDS[severity] * 1000);
   }
 
@@ -196,37 +193,6 @@ export class IncidentService {
     return this.deps.store.list(status, limit);
   }
 
-  /**
-   * The audit hook: every DR action recorded while incidents were open joins their timelines, once
-   * (keyed by the audit event), with its measured duration. Throws when PostgreSQL is down, so the
-   * audit log keeps the event spooled and this runs again when it is written.
-   */
-  async joinTimeline(events: AuditEvent[]): Promise<void> {
-    for (const event of events) {
-      // The incident's own actions are on its timeline already; a viewer's refused attempt is noise.
-      const forbidden = (event.detail as { code?: string } | null)?.code === 'forbidden';
-      if (OWN_ACTION.test(event.action) || forbidden) continue;
-      const at = new Date(event.at);
-      const started = new Date(at.getTime() - (event.durationMs ?? 0));
-      const open = await this.deps.store.openAt(at);
-      for (const incident of open) {
-        const added = await this.deps.store.addEntries(incident.id, [
-          {
-            at: started,
-            kind: 'dr_action',
-            visibility: 'internal',
-            message: `${event.action} ${event.result} by ${event.actor}`,
-            author: event.actor,
-            detail: { action: event.action, result: event.result, auditId: event.id, before: event.before, after: event.after, detail: event.detail },
-            durationMs: event.durationMs ?? null,
-            dedupeKey: `audit:${event.id}:${incident.id}`,
-          },
-        ]);
-        if (added > 0) this.deps.hub.publish('incident.timeline', { action: event.action, result: event.result, durationMs: event.durationMs ?? null }, incident.id);
-      }
-    }
-  }
-
   /** Queues a reminder for each P0 whose next public update is overdue (once per due time). */
   async remindOverdue(): Promise<number> {
     const overdue = await this.deps.store.overdue(this.now(), ['P0']);
@@ -235,57 +201,9 @@ export class IncidentService {
     return overdue.length;
   }
 
-  /** Alertmanager: a firing alert opens an incident for its group or joins the open one. */
-  async openOrJoinForAlert(groupKey: string, alert: { title: string; summary: string; severity: Severity; components: Component[] }, entry: NewEntry): Promise<{ incident: Incident; opened: boolean; added: boolean }> {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const open = await this.deps.store.openForAlertGroup(groupKey);
-      if (open) {
-        const added = (await this.deps.store.addEntries(open.id, [entry])) > 0;
-        let incident = open;
-        if (added && worse(alert.severity, open.severity) !== open.severity) {
-          incident = await this.change(open, { severity: alert.severity }, [{ at: entry.at, kind: 'severity', visibility: 'internal', message: `severity raised from ${open.severity} to ${alert.severity} by ${alert.title}`, author: 'alertmanager' }], () => []).catch(() => open);
-        }
-        if (added) this.deps.hub.publish('incident.timeline', { alert: alert.title }, open.id);
-        return { incident, opened: false, added };
-      }
-      // This very alert (same fingerprint and start) was handled before, by an incident since
-      // resolved: a re-send of a still-firing alert must not reopen what people closed.
-      const handled = entry.dedupeKey ? await this.deps.store.incidentWithEntry(entry.dedupeKey) : undefined;
-      if (handled) return { incident: handled, opened: false, added: false };
-      const now = this.now();
-      try {
-        const incident = await this.deps.store.create(
-          {
-            severity: alert.severity,
-            title: alert.title,
-            summary: alert.summary,
-            components: alert.components,
-            source: 'alertmanager',
-            createdBy: 'alertmanager',
-            startedAt: entry.at.getTime() < now.getTime() ? entry.at : now,
-            detectedAt: now,
-            acknowledgedAt: null,
-            acknowledgedBy: null,
-            nextUpdateDueAt: this.nextDue(alert.severity, now),
-            alertGroupKey: groupKey,
-          },
-          [{ at: now, kind: 'opened', visibility: 'public', status: 'investigating', message: alert.summary, author: 'alertmanager' }, entry],
-          this.notify('initial', 'initial', (i) => renderInitial(i)),
-        );
-        this.deps.hub.publish('incident.opened', incident, incident.id);
-        return { incident, opened: true, added: true };
-      } catch (err) {
-        // Another delivery (a retry, another instance) opened it first: join that one.
-        if (!(err instanceof IncidentConflict)) throw err;
-      }
-    }
-    throw new ConflictError('the alert group changed repeatedly; Alertmanager will retry');
-  }
-
-  async addAlertEntry(groupKey: string, entry: NewEntry): Promise<Incident | undefined> {
-    const open = await this.deps.store.openForAlertGroup(groupKey);
-    if (!open) return undefined;
-    if ((await this.deps.store.addEntries(open.id, [entry])) > 0) this.deps.hub.publish('incident.timeline', { message: entry.message }, open.id);
-    return open;
+  /** Raises the severity (a worse alert joined); a no-op when it is not worse. */
+  async raiseSeverity(current: Incident, severity: Severity, at: Date, reason: string): Promise<Incident> {
+    if (worse(severity, current.severity) === current.severity) return current;
+    return this.change(current, { severity }, [{ at, kind: 'severity', visibility: 'internal', message: `severity raised from ${current.severity} to ${severity} by ${reason}`, author: 'alertmanager' }], () => []);
   }
 }

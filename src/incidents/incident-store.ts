@@ -1,10 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import type { Prisma, PrismaClient } from '../generated/prisma/client.ts';
+import type { PrismaClient } from '../generated/prisma/client.ts';
 import type { Component, Incident, IncidentStatus, Role, Severity, TimelineEntry, TimelineKind, Visibility } from './incident-model.ts';
 import type { OutboxMessage } from './notification-outbox.ts';
 import { enqueueInTx } from './notification-outbox.ts';
 
-type Tx = Prisma.TransactionClient;
 type Row = Awaited<ReturnType<PrismaClient['incident']['findFirstOrThrow']>>;
 type UpdateRow = Awaited<ReturnType<PrismaClient['incidentUpdate']['findFirstOrThrow']>>;
 

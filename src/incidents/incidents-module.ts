@@ -9,7 +9,9 @@ import type { Lifecycle } from '../lifecycle/lifecycle.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { createRedisClient } from '../redis/redis-client.ts';
+import { AlertIntake } from './alert-intake.ts';
 import { alertWebhookRoutes } from './alert-webhook-routes.ts';
+import { drActionTimeline } from './dr-action-timeline.ts';
 import { EventHub } from './event-hub.ts';
 import { assess } from './incident-assessor.ts';
 import { RESPONSE_TARGET_SECONDS, responseFacts, SEVERITIES } from './incident-model.ts';
@@ -92,7 +94,8 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
   const status = new StatusService({ facts, store, prisma: deps.prisma, hub, logger, dbTimeoutMs: Math.max(200, config.healthTimeoutMs), databaseUp: deps.databaseUp });
   const streams = new SseStreams({ max: 1000, heartbeatMs: 15_000 });
 
-  deps.audit.onWritten((events) => incidents.joinTimeline(events));
+  deps.audit.onWritten(drActionTimeline(store, hub));
+  const alerts = new AlertIntake({ store, hub, incidents });
   deps.dr.onApply((state) => hub.publish('dr.state', { version: state.version, readOnly: state.readOnly, database: state.database, media: state.media }));
   for (const s of SEVERITIES) metrics.incidentResponseTarget.set({ severity: s }, RESPONSE_TARGET_SECONDS[s]);
 
@@ -149,7 +152,7 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
     incidents,
     status,
     outbox,
-    publicRouters: [statusRoutes({ status, hub, streams, lifecycle: deps.lifecycle }), alertWebhookRoutes({ incidents, token: config.alertmanagerWebhookToken, logger })],
+    publicRouters: [statusRoutes({ status, hub, streams, lifecycle: deps.lifecycle }), alertWebhookRoutes({ alerts, token: config.alertmanagerWebhookToken, logger })],
     adminRouters: [incidentRoutes({ incidents, store, audit: deps.audit, assess: async () => assess(await facts()), hub, streams })],
     async start() {
       await hub.start();

@@ -54,7 +54,7 @@ function line(e) {
       if (!data) continue;
       const e = JSON.parse(data);
       if (!e.type) continue;
-      process.stdout.write(`${e.at} ${e.type} ${line(e)}\n`);
+      process.stdout.write(`${e.at} ${e.instanceId} ${e.type} ${line(e)}\n`);
       const d = e.data ?? {};
       if (id && e.type === "incident.updated" && d.incident?.id === id && d.incident?.status === "resolved") process.exit(0);
     }

@@ -8,6 +8,8 @@ export type LiveEventType = 'dr.state' | 'job.progress' | 'health.transition' | 
 export interface LiveEvent {
   type: LiveEventType;
   at: string;
+  /** The instance the event happened on. */
+  instanceId: string;
   incidentId?: string;
   data: unknown;
 }
@@ -23,7 +25,7 @@ export class EventHub {
   private readonly origin = randomUUID();
 
   constructor(
-    private readonly deps: { publisher: Redis; subscriber: Redis; channel: string; logger: Logger },
+    private readonly deps: { publisher: Redis; subscriber: Redis; channel: string; logger: Logger; instanceId: string },
   ) {
     this.emitter.setMaxListeners(0);
   }
@@ -42,7 +44,7 @@ export class EventHub {
   }
 
   publish(type: LiveEventType, data: unknown, incidentId?: string): void {
-    const event: LiveEvent = { type, at: new Date().toISOString(), ...(incidentId ? { incidentId } : {}), data };
+    const event: LiveEvent = { type, at: new Date().toISOString(), instanceId: this.deps.instanceId, ...(incidentId ? { incidentId } : {}), data };
     this.emitter.emit('event', event);
     this.deps.publisher.publish(this.deps.channel, JSON.stringify({ origin: this.origin, event })).catch(() => undefined);
   }

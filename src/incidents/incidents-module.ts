@@ -67,7 +67,7 @@ export interface IncidentsModuleDeps {
 export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModule {
   const { config, logger, metrics } = deps;
   const subscriber = createRedisClient(config.redisUrl, logger, 'sav3-api-events', { offlineQueue: true });
-  const hub = new EventHub({ publisher: deps.redis, subscriber, channel: `${deps.prefix}events`, logger });
+  const hub = new EventHub({ publisher: deps.redis, subscriber, channel: `${deps.prefix}events`, logger, instanceId: config.instanceId });
   const store = new IncidentStore(deps.prisma);
   const receivers = receiversOf(config.notifyWebhookUrls);
   const incidents = new IncidentService({ store, receivers, hub, tokenNames: config.adminTokens.map((t) => t.name), logger });

@@ -36,7 +36,7 @@ describe('GET /admin/events across two instances', () => {
     const sync = await request(a.url).post('/admin/media/sync').set(op).send({ from: 'primary', to: 'backup' });
     expect(sync.status).toBe(202);
     const done = await events.next((e) => e.event === 'job.progress' && (e.data as { data: { status: string } }).data.status === 'succeeded', 10_000);
-    expect(done.data).toMatchObject({ type: 'job.progress', data: { id: sync.body.job.id, copied: 3, toCopy: 3 } });
+    expect(done.data).toMatchObject({ type: 'job.progress', instanceId: 'events-a', data: { id: sync.body.job.id, copied: 3, toCopy: 3 } });
     expect(events.events.filter((e) => e.event === 'job.progress').length).toBeGreaterThanOrEqual(2);
 
     await request(a.url).post('/admin/media/switch').set(op).send({ to: 'backup' });
@@ -64,5 +64,18 @@ describe('GET /admin/events across two instances', () => {
     expect(ids).toEqual([mine]);
     events.close();
     for (const id of [mine, other]) await request(a.url).post(`/admin/incidents/${id}/updates`).set(op).send({ message: 'done', visibility: 'public', status: 'resolved' });
+  });
+
+  it('shutdown ends open event streams at once instead of waiting for them to drain', async () => {
+    const admin = await openSse(`${b.url}/admin/events`, viewer);
+    const status = await openSse(`${b.url}/status/events`);
+    await admin.next((e) => e.event === 'hello');
+    await status.next((e) => e.event === 'status');
+    const started = Date.now();
+    await b.stop();
+    // SHUTDOWN_TIMEOUT_MS is 2000 in the tests: a stream left open would hold the stop that long.
+    expect(Date.now() - started).toBeLessThan(1500);
+    admin.close();
+    status.close();
   });
 });

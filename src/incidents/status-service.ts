@@ -3,9 +3,9 @@ import type { Logger } from '../logger.ts';
 import type { EventHub } from './event-hub.ts';
 import { COMPONENT_NAMES, COMPONENTS, type Component, type IncidentStatus, type Severity } from './incident-model.ts';
 import type { IncidentStore } from './incident-store.ts';
+import { dailyHistory, historyStart, type DayState } from './component-history.ts';
 import { componentStates, type ComponentState, type LiveFacts } from './live-state.ts';
 
-export const HISTORY_DAYS = 90;
 const RANK: Record<ComponentState, number> = { operational: 0, unknown: 1, degraded: 2, outage: 3 };
 
 export interface PublicIncident {
@@ -19,12 +19,6 @@ export interface PublicIncident {
   updates: { at: string; status: IncidentStatus | null; message: string }[];
 }
 
-export interface DayState {
-  day: string;
-  state: ComponentState;
-  outageMinutes: number;
-  degradedMinutes: number;
-}
 
 export interface StatusSnapshot {
   status: 'operational' | 'degraded' | 'outage' | 'unknown';
@@ -140,49 +134,14 @@ export class StatusService {
   /** Per component and UTC day: the worst state seen and the minutes spent degraded or out. */
   async history(): Promise<StatusSnapshot['history']> {
     const now = this.now();
-    const dayMs = 86_400_000;
-    const today = Math.floor(now / dayMs) * dayMs;
-    const from = new Date(today - (HISTORY_DAYS - 1) * dayMs);
+    const from = historyStart(now);
     const prisma = this.deps.prisma();
-    const rows = await prisma.componentStateChange.findMany({ where: { at: { gte: from } }, orderBy: [{ at: 'asc' }, { id: 'asc' }] });
-    const before = await Promise.all(COMPONENTS.map((c) => prisma.componentStateChange.findFirst({ where: { component: c, at: { lt: from } }, orderBy: [{ at: 'desc' }, { id: 'desc' }] })));
+    const rows = await prisma.componentStateChange.findMany({ where: { at: { gte: new Date(from) } }, orderBy: [{ at: 'asc' }, { id: 'asc' }] });
+    const before = await Promise.all(COMPONENTS.map((c) => prisma.componentStateChange.findFirst({ where: { component: c, at: { lt: new Date(from) } }, orderBy: [{ at: 'desc' }, { id: 'desc' }] })));
     return COMPONENTS.map((component, index) => {
       const changes = rows.filter((r) => r.component === component).map((r) => ({ at: r.at.getTime(), state: r.state as ComponentState }));
-      const first = before[index];
-      // Before the first recorded change nothing is known (the page was not recording yet).
-      let state: ComponentState | null = first ? (first.state as ComponentState) : null;
-      const days: DayState[] = [];
-      let up = 0;
-      let known = 0;
-      let k = 0;
-      for (let d = 0; d < HISTORY_DAYS; d++) {
-        const start = from.getTime() + d * dayMs;
-        const end = Math.min(start + dayMs, now);
-        let worst: ComponentState | null = state;
-        const spent: Record<ComponentState, number> = { operational: 0, degraded: 0, outage: 0, unknown: 0 };
-        let t = start;
-        while (t < end) {
-          const change = changes[k];
-          const next = change && change.at < end ? change.at : end;
-          if (state !== null) spent[state] += Math.max(0, next - t);
-          t = next;
-          if (change && change.at <= t && t < end) {
-            state = change.state;
-            worst = worst === null || RANK[state] > RANK[worst] ? state : worst;
-            k++;
-          }
-        }
-        const measured = spent.operational + spent.degraded + spent.outage;
-        up += spent.operational + spent.degraded;
-        known += measured;
-        days.push({
-          day: new Date(start).toISOString().slice(0, 10),
-          state: measured === 0 ? 'unknown' : (worst ?? 'unknown'),
-          outageMinutes: Math.round(spent.outage / 60_000),
-          degradedMinutes: Math.round(spent.degraded / 60_000),
-        });
-      }
-      return { id: component, name: COMPONENT_NAMES[component], uptimePercent: known === 0 ? null : Math.round((up / known) * 100_000) / 1000, days };
+      const { days, uptimePercent } = dailyHistory((before[index]?.state as ComponentState | undefined) ?? null, changes, from, now);
+      return { id: component, name: COMPONENT_NAMES[component], uptimePercent, days };
     });
   }
 

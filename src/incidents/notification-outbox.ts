@@ -89,6 +89,8 @@ export class NotificationOutboxWorker {
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
   private stopped = false;
+  /** Rows a receiver accepted whose "sent" mark failed (PostgreSQL blipped): marked first next round, within the lease. */
+  private readonly unmarked = new Set<bigint>();
 
   constructor(private readonly o: OutboxOptions) {}
 
@@ -126,6 +128,10 @@ export class NotificationOutboxWorker {
 
   /** Claims what is due, sends it, records the outcome; returns how many were sent. */
   async runOnce(): Promise<number> {
+    for (const seq of [...this.unmarked]) {
+      await this.markSent(seq);
+      this.unmarked.delete(seq);
+    }
     const ids = this.o.receivers.map((r) => r.id);
     const claimed = await this.o.prisma().$queryRaw<Claimed[]>`
       WITH due AS (
@@ -160,8 +166,13 @@ export class NotificationOutboxWorker {
     }
     const prisma = this.o.prisma();
     if (failure === undefined) {
-      await prisma.$executeRaw`UPDATE notification_outbox SET status = 'sent', sent_at = now(), claimed_by = NULL, claimed_until = NULL, last_error = NULL WHERE seq = ${row.seq} AND claimed_by = ${this.o.instanceId}`;
       this.o.metrics.notificationDeliveries.inc({ result: 'sent' });
+      try {
+        await this.markSent(row.seq);
+      } catch (err) {
+        this.unmarked.add(row.seq);
+        throw err;
+      }
       return true;
     }
     const delayMs = Math.min(this.o.maxBackoffMs, this.o.backoffMs * 2 ** Math.min(20, row.attempts - 1));
@@ -170,6 +181,10 @@ export class NotificationOutboxWorker {
     this.o.metrics.notificationDeliveries.inc({ result: 'failed' });
     this.o.logger.warn({ receiver: row.receiver, attempts: row.attempts, failure, retryInMs: jittered }, 'notification delivery failed; will retry');
     return false;
+  }
+
+  private async markSent(seq: bigint): Promise<void> {
+    await this.o.prisma().$executeRaw`UPDATE notification_outbox SET status = 'sent', sent_at = now(), claimed_by = NULL, claimed_until = NULL, last_error = NULL WHERE seq = ${seq} AND claimed_by = ${this.o.instanceId}`;
   }
 
   async refreshPending(): Promise<number> {

@@ -57,6 +57,10 @@ export interface Config {
   metricsPort?: number;
   adminAllowList: AdminAllowList;
   backup: BackupConfig;
+  /** Incidents: webhook receivers of notifications (Slack/Mattermost-compatible JSON `text`). */
+  notifyWebhookUrls: string[];
+  /** Incidents: bearer token Alertmanager presents on POST /admin/incidents/alerts (unset: 401). */
+  alertmanagerWebhookToken?: string;
 }
 
 /** pgBackRest, the worker and backup validation. */
@@ -183,6 +187,11 @@ const schema = z.object({
   BACKUP_SCRATCH_DIR: z.string().regex(/^\//, { error: 'must be an absolute path' }).optional(),
   WORKER_PORT: int(0, 65535).default(3001),
   WORKER_POLL_MS: int(10, 60_000).default(500),
+  NOTIFY_WEBHOOK_URLS: z
+    .string()
+    .refine((v) => v.split(',').every((u) => /^https?:\/\//.test(u.trim()) && URL.canParse(u.trim())), { error: 'must be comma-separated http(s) URLs' })
+    .optional(),
+  ALERTMANAGER_WEBHOOK_TOKEN: z.string().regex(/^[\x21-\x7e]{24,512}$/, { error: 'must be 24-512 printable characters without spaces' }).optional(),
 });
 
 type Raw = z.output<typeof schema>;
@@ -306,6 +315,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     drStateFile: resolve(raw.DR_STATE_FILE ?? join('.sav3', 'dr-state.json')),
     metricsPort: raw.METRICS_PORT,
     adminAllowList: adminAllowList(raw.ADMIN_ALLOWED_CIDRS),
+    notifyWebhookUrls: raw.NOTIFY_WEBHOOK_URLS?.split(',').map((u) => u.trim()).filter((u) => u.length > 0) ?? [],
+    alertmanagerWebhookToken: raw.ALERTMANAGER_WEBHOOK_TOKEN,
     backup: {
       stanza: raw.PGBACKREST_STANZA,
       configPath: raw.PGBACKREST_CONFIG,

@@ -134,6 +134,7 @@ export function createMetrics(registry: Registry = new Registry()) {
       labelNames: ['kind', 'result'] as const,
       registers,
     }),
+    ...incidentMetrics(registers),
   };
 }
 
@@ -149,4 +150,39 @@ function dropMisnamedGauges(registry: Registry): void {
   for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
     registry.removeSingleMetric(name);
   }
+}
+
+/** Incident response: open incidents, acknowledgement against the runbook's targets, notifications. */
+function incidentMetrics(registers: Registry[]) {
+  return {
+    incidentsOpen: new Gauge({
+      name: 'sav3_incidents_open',
+      help: 'Open (not resolved) incidents by severity',
+      labelNames: ['severity'] as const,
+      registers,
+    }),
+    incidentUnacknowledged: new Gauge({
+      name: 'sav3_incident_unacknowledged_seconds',
+      help: 'Age of the oldest open, unacknowledged incident by severity (0 when none)',
+      labelNames: ['severity'] as const,
+      registers,
+    }),
+    incidentResponseTarget: new Gauge({
+      name: 'sav3_incident_response_target_seconds',
+      help: "The runbook's response-time target by severity",
+      labelNames: ['severity'] as const,
+      registers,
+    }),
+    notificationsPending: new Gauge({
+      name: 'sav3_notifications_pending',
+      help: 'Incident notifications in the outbox not yet delivered',
+      registers,
+    }),
+    notificationDeliveries: new Counter({
+      name: 'sav3_notification_deliveries_total',
+      help: 'Notification delivery attempts by result (sent, failed)',
+      labelNames: ['result'] as const,
+      registers,
+    }),
+  };
 }

@@ -23,6 +23,8 @@ export interface AppDeps {
   lifecycle: Lifecycle;
   health: HealthService;
   media: MediaService;
+  /** Uploads and downloads whose client sends or reads nothing for this long are cut. */
+  mediaIdleBodyTimeoutMs?: number;
   /** Middleware that runs before every route, health included (the X-Read-Only header). */
   headers?: express.RequestHandler[];
   /** Middleware that runs before application routes (the read-only guard). */
@@ -52,7 +54,7 @@ export function buildApp(deps: AppDeps): express.Express {
   });
   for (const guard of deps.guards ?? []) app.use(guard);
   app.use(metricsRoutes(deps.metrics.registry));
-  app.use(mediaRoutes(deps.media));
+  app.use(mediaRoutes(deps.media, { idleBodyTimeoutMs: deps.mediaIdleBodyTimeoutMs ?? 30_000 }));
   if (deps.admin) {
     app.use('/admin', deps.admin.json, deps.admin.auth);
     for (const router of deps.admin.routers) app.use(router);

@@ -16,7 +16,13 @@ export interface ComponentReport {
 
 export interface HealthServiceDeps {
   database: { runners: ReadonlyMap<DatabaseTarget, ProbeRunner<DatabaseProbeData>>; active: () => DatabaseTarget };
-  media: { runners: ReadonlyMap<MediaBackendName, ProbeRunner<void>>; active: () => MediaBackendName; bucket: (b: MediaBackendName) => string };
+  media: {
+    runners: ReadonlyMap<MediaBackendName, ProbeRunner<void>>;
+    active: () => MediaBackendName;
+    bucket: (b: MediaBackendName) => string;
+    /** Media pools at their bound (e.g. "primary.download", "spool"): reported as degraded. */
+    saturated?: () => string[];
+  };
   redis: ProbeRunner<void>;
   /** Extra replication facts for /health/database (from the failover capability). */
   replication?: () => Promise<Record<string, unknown> | undefined>;
@@ -120,6 +126,11 @@ export class HealthService {
     const report = toReport(runner ? await runner.get(this.maxAgeMs) : undefined, reveal);
     report.backend = backend;
     report.bucket = this.deps.media.bucket(backend);
+    const saturated = this.deps.media.saturated?.() ?? [];
+    if (saturated.length > 0) {
+      report.saturated = saturated;
+      if (report.status === 'healthy') report.status = 'degraded';
+    }
     return report;
   }
 

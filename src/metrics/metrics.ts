@@ -68,6 +68,12 @@ export function createMetrics(registry: Registry = new Registry()) {
       help: 'Uploads waiting to be copied to the backup media backend (continuous backup)',
       registers,
     }),
+    rpoExposure: new Gauge({
+      name: 'sav3_rpo_exposure_seconds',
+      help: 'Age of the oldest acknowledged write not yet on the backup (media: from the outbox)',
+      labelNames: ['component'] as const,
+      registers,
+    }),
     replicationLag: new Gauge({
       name: 'sav3_replication_lag_seconds',
       help: 'Replication lag of the streaming replica in seconds (-1 when unknown)',

@@ -3,7 +3,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { mediaEnv, OPERATOR_TOKEN, startInstance, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
+import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 
 const run = promisify(execFile);
 const SCRIPTS = join(__dirname, '..', '..', 'scripts', 'dr');
@@ -88,15 +88,18 @@ describe('media runbook scripts', () => {
   let primary: S3ServerHandle;
   let backup: S3ServerHandle;
   let api: TestInstance;
+  let db: Awaited<ReturnType<typeof ownDatabase>>;
   beforeAll(async () => {
+    db = await ownDatabase();
     primary = await startS3Server({ bucket: 'runbook-media-primary' });
     backup = await startS3Server({ bucket: 'runbook-media-backup' });
-    api = await startInstance({ ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_SYNC_INLINE_MAX: '1' });
+    api = await startInstance({ DATABASE_URL: db.url, ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_SYNC_INLINE_MAX: '1' });
   });
   afterAll(async () => {
     await api.stop();
     await primary.destroy();
     await backup.destroy();
+    await db.drop();
   });
 
   it('switch to s3-backup, verify, sync (following the job), switch back', async () => {

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config/config.ts';
 import { createService, type Service } from '../../src/service.ts';
+import { createScratchDatabase } from '../../support/scratch-database.ts';
 import { mediaEnv } from '../../support/s3-server.ts';
 import { captureLogger } from './log-capture.ts';
 
@@ -51,4 +52,12 @@ export async function startInstance(env: Record<string, string | undefined>, red
       await service.stop();
     },
   };
+}
+
+/**
+ * A freshly migrated database of the test file's own: media metadata says which versions exist,
+ * so a file that syncs or verifies media must not see other files' keys (stored on their S3 servers).
+ */
+export async function ownDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  return createScratchDatabase('sav3_it');
 }

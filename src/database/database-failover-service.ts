@@ -7,6 +7,7 @@ import { ConflictError, PreconditionFailedError } from '../http/app-error.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { DatabaseClients } from './database-clients.ts';
+import { restorePointBefore } from '../backup/restore-point.ts';
 import { lsnGap } from './lsn.ts';
 import { waitForReplicaCatchUp } from './catch-up.ts';
 import { fenceNode } from './node-fence.ts';
@@ -132,6 +133,9 @@ export class DatabaseFailoverService {
       throw new PreconditionFailedError(`promotion refused: ${failed.map((c) => `${c.name} (${c.detail})`).join('; ')}`, { checks });
     }
     return this.withLock('promote', async () => {
+      // A named point on the old primary (the other node, if it still answers), to undo the failover's data
+      // decisions later by a point-in-time restore; recorded in the answer and the audit event.
+      const restorePoint = await restorePointBefore(this.deps.clients.url(node === 'primary' ? 'replica' : 'primary'), 'before-promote');
       const promoteStarted = performance.now();
       try {
         const catchUp = await this.waitForCatchUp(node);
@@ -140,12 +144,13 @@ export class DatabaseFailoverService {
         this.deps.runners.get(node)?.invalidate();
         if (raced) return { promoted: false, alreadyPromoted: true, dryRun: false, node, message: `${node} was promoted meanwhile; nothing to do`, checks, timings: { checksMs } };
         this.deps.metrics.failoverTotal.inc({ kind: 'promote', result: 'success' });
-        this.deps.logger.warn({ promoteMs, node }, 'standby promoted');
+        this.deps.logger.warn({ promoteMs, node, restorePoint }, 'standby promoted');
         const [recorded, fence] = await Promise.all([this.recordPromotion(node), this.fenceOldPrimary(node === 'primary' ? 'replica' : 'primary')]);
         return {
           promoted: true,
           dryRun: false,
           node,
+          restorePoint,
           roles: { ...roles, [node]: 'primary' },
           checks,
           identity: recorded,
@@ -311,6 +316,7 @@ export class DatabaseFailoverService {
       // Switching away from a former primary that still takes writes (promoted elsewhere, never
       // fenced): fence it before the switch is decided, so no instance commits there afterwards.
       const oldTarget = await this.fenceFormerPrimary(current, probe?.data);
+      const restorePoint = await restorePointBefore(this.deps.clients.url(current), `before-switch-to-${to}`);
       const identity = this.deps.watch.identity(to);
       const change = await this.deps.dr.change((s, now) => ({
         ...s,
@@ -324,7 +330,7 @@ export class DatabaseFailoverService {
         },
       }));
       this.deps.metrics.failoverTotal.inc({ kind: 'database_switch', result: 'success' });
-      return { changed: true, dryRun: false, from: change.before.database.active, to, inRecovery, roles, checks, ...(oldTarget ? { oldTarget } : {}), change };
+      return { changed: true, dryRun: false, from: change.before.database.active, to, inRecovery, roles, checks, restorePoint, ...(oldTarget ? { oldTarget } : {}), change };
     });
   }
 }

@@ -23,6 +23,7 @@ import type { ObjectStore } from './media/object-store.ts';
 import { createMetrics, type Metrics } from './metrics/metrics.ts';
 import { createDrModule, type DrModule } from './dr-module.ts';
 import { createRedisClient } from './redis/redis-client.ts';
+import { fencedRepository } from './write-gate/fenced-repository.ts';
 import { probeRedis } from './redis/redis-probe.ts';
 
 export const MIGRATIONS_DIR = join(__dirname, '..', 'prisma', 'migrations');
@@ -71,6 +72,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
   const dr = createDrModule({ config, logger, metrics, redis, prefix, prisma: () => database.client() });
   const db = createDatabaseModule({ config, clients: database, dr, metrics, logger, migrationsDir: MIGRATIONS_DIR });
   dr.admin.routers.push(...db.routers);
+  dr.addWriteRefusal(() => db.watch.writeRefusal());
   const activeMedia = () => dr.state.current().media.active;
 
   const timeoutMs = config.healthTimeoutMs;
@@ -96,6 +98,10 @@ export async function createService(config: Config, logger: Logger, options: Ser
     media: { runners: mediaRunners, active: activeMedia, bucket: (b) => stores.get(b)?.bucket ?? '', saturated: mediaSaturated },
     redis: redisRunner,
     dr: () => ({ readOnly: dr.readOnly.isActive(), stateVersion: dr.state.current().version }),
+    writes: () => {
+      const nodes = db.watch.report();
+      return { refusal: dr.gate.closed(), splitBrain: nodes.splitBrain, writableNodes: nodes.writableNodes, fenced: nodes.fenced };
+    },
     lifecycle,
     intervalMs: config.healthIntervalMs,
     timeoutMs,
@@ -105,7 +111,8 @@ export async function createService(config: Config, logger: Logger, options: Ser
   const mediaModule = createMediaModule({ config, stores, cache, dr, redis, prefix, prisma: () => database.client(), backendDown, metrics, logger });
   dr.admin.routers.push(...mediaModule.routers);
   const media = new MediaService({
-    repository: new PrismaMediaRepository(() => database.client()),
+    // Writes go to the active target; reads outside a write may go to a target that answers.
+    repository: fencedRepository(new PrismaMediaRepository(() => database.client(dr.gate.current() ? undefined : db.readTarget())), dr.gate),
     cache,
     onCommitted: (meta) => mediaModule.onCommitted(meta),
     copyTargets: (backend) => mediaModule.copyTargets(backend),
@@ -131,6 +138,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     headers: options.withoutReadOnlyGuard ? [] : dr.headers,
     guards: options.withoutReadOnlyGuard ? [] : dr.guards,
     admin: dr.admin,
+    authLimiter: dr.limiter,
   });
   let server: Server | undefined;
 

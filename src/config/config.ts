@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { parseAdminTokens, type AdminToken } from './admin-tokens.ts';
 
@@ -49,6 +50,8 @@ export interface Config {
   mediaSpoolMaxConcurrent: number;
   mediaSpoolMaxBytes: number;
   mediaContentCacheBytes: number;
+  /** This instance's copy of the last applied DR state (starts from it when Redis is down). */
+  drStateFile: string;
 }
 
 /** Thrown with one line per problem; no line ever contains a variable's value. */
@@ -123,6 +126,7 @@ const schema = z.object({
   MEDIA_SPOOL_MAX_CONCURRENT: int(0, 10_000).default(8),
   MEDIA_SPOOL_MAX_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(1_073_741_824),
   MEDIA_CONTENT_CACHE_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(67_108_864),
+  DR_STATE_FILE: z.string().min(1).optional(),
 });
 
 type Raw = z.output<typeof schema>;
@@ -243,5 +247,6 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     mediaSpoolMaxConcurrent: raw.MEDIA_SPOOL_MAX_CONCURRENT,
     mediaSpoolMaxBytes: raw.MEDIA_SPOOL_MAX_BYTES,
     mediaContentCacheBytes: raw.MEDIA_CONTENT_CACHE_BYTES,
+    drStateFile: resolve(raw.DR_STATE_FILE ?? join('.sav3', 'dr-state.json')),
   };
 }

@@ -112,6 +112,8 @@ export class MediaService {
     try {
       return await this.deps.repository.commitWrite(write);
     } catch (err) {
+      // Refused by the write barrier (read-only mode or a switch since the write was admitted).
+      if (err instanceof AppError) throw err;
       if (err instanceof CommitTooLateError) throw new DependencyUnavailableError('database', 'the metadata could not be saved in time', err);
       if (neverConnected(err)) throw new DependencyUnavailableError('database', 'the metadata could not be saved', err);
       // The transaction may have committed with its answer lost: look before refusing.
@@ -214,6 +216,7 @@ export class MediaService {
     try {
       seq = await this.deps.repository.commitDelete(key);
     } catch (err) {
+      if (err instanceof AppError) throw err; // refused by the write barrier: keeps its own answer
       if (neverConnected(err)) throw new DependencyUnavailableError('database', `the metadata could not be deleted`, err);
       // The delete may have committed with its answer lost: say so rather than claim a refusal.
       this.deps.logger.error({ key, err: describe(err) }, 'media delete outcome unknown');

@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { loadConfig } from '../../src/config/config.ts';
 import { createService, type Service } from '../../src/service.ts';
 import { createScratchDatabase } from '../../support/scratch-database.ts';
@@ -33,6 +35,7 @@ export async function startInstance(env: Record<string, string | undefined>, red
     HEALTH_TIMEOUT_MS: '300',
     HEALTH_INTERVAL_MS: '1000',
     SHUTDOWN_TIMEOUT_MS: '2000',
+    DR_STATE_FILE: join(tmpdir(), `sav3-dr-state-${randomBytes(6).toString('hex')}.json`),
     ...env,
   });
   const { logger, text } = captureLogger();

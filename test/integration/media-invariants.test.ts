@@ -172,7 +172,7 @@ describe('media invariants through two instances (one database, one Redis, two S
     expect((await getRaw(`${b.url}/media/many/0777`)).body.toString()).toBe('object 777');
     // Nothing left to copy: the metadata records every copy.
     expect((await request(a.url).post('/admin/media/sync').set(auth).send({ from: 'primary', to: 'backup', dryRun: true })).body.toCopy).toBe(0);
-  }, 300_000);
+  }, 400_000);
 
   it('objects of the old layout keep working and `npm run media:migrate-layout` moves them to versions', async () => {
     const store = a.service.stores.get('primary')!;

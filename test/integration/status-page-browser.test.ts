@@ -23,7 +23,8 @@ describe('status page in real headless Chromium', () => {
   beforeAll(async () => {
     s3 = await startS3Server({ bucket: 'browser-media' });
     db = await createScratchDatabase('sav3_browser');
-    api = await startInstance({ ...mediaEnv('PRIMARY', s3), DATABASE_URL: db.url });
+    // A generous probe timeout: the page must not flap because a loaded machine slowed a probe.
+    api = await startInstance({ ...mediaEnv('PRIMARY', s3), DATABASE_URL: db.url, HEALTH_TIMEOUT_MS: '2000' });
     profile = await mkdtemp(join(tmpdir(), 'sav3-chromium-'));
     browser = await puppeteer.launch({
       executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',

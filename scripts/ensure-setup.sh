@@ -40,3 +40,24 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && command -v redis-ser
 fi
 
 npm run --silent generate >/dev/null
+
+# The topology test (test/topology): the programs of the compose stack that Debian packages. The
+# test starts its own instances on free ports; daemons the packages may start are not used.
+need_topology=()
+for pair in pgbackrest:pgbackrest pgbouncer:pgbouncer prometheus-alertmanager:prometheus-alertmanager \
+  prometheus-postgres-exporter:prometheus-postgres-exporter prometheus-redis-exporter:prometheus-redis-exporter; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need_topology+=("${pair##*:}")
+done
+if [ "${#need_topology[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing ${need_topology[*]} (apt-get)"
+    for attempt in 1 2 3 4 5 6; do
+      # Another apt-get may hold the dpkg lock for a while: retry.
+      if apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_topology[@]}" >/dev/null; then break; fi
+      [ "$attempt" = 6 ] && { echo "setup: could not install ${need_topology[*]}" >&2; exit 1; }
+      sleep 10
+    done
+  else
+    echo "setup: missing ${need_topology[*]}; install with: sudo apt-get install ${need_topology[*]}" >&2
+  fi
+fi

@@ -22,6 +22,8 @@ import { MinioObjectStore } from './media/minio-object-store.ts';
 import type { ObjectStore } from './media/object-store.ts';
 import { createMetrics, type Metrics } from './metrics/metrics.ts';
 import { createDrModule, type DrModule } from './dr-module.ts';
+import { startMetricsListener } from './edge/metrics-listener.ts';
+import { createBackupModule, type BackupModule } from './backup/backup-module.ts';
 import { createRedisClient } from './redis/redis-client.ts';
 import { fencedRepository } from './write-gate/fenced-repository.ts';
 import { probeRedis } from './redis/redis-probe.ts';
@@ -57,6 +59,7 @@ export interface Service {
   dr: DrModule;
   db: DatabaseModule;
   media: MediaModule;
+  backups: BackupModule;
   incidents: IncidentsModule;
   listen(): Promise<AddressInfo>;
   /** Graceful stop: readiness 503, stop accepting, drain within the bound, close every client. */
@@ -66,7 +69,7 @@ export interface Service {
 export async function createService(config: Config, logger: Logger, options: ServiceOptions = {}): Promise<Service> {
   if (config.migrateOnStart) {
     const result = await migrate(config.databaseUrl, MIGRATIONS_DIR);
-    logger.info({ applied: result.applied }, 'migrations applied');
+    logger.info({ applied: result.applied, restorePoint: result.restorePoint }, 'migrations applied');
   }
   const prefix = options.redisKeyPrefix ?? 'sav3:';
   const metrics = createMetrics();
@@ -135,6 +138,12 @@ export async function createService(config: Config, logger: Logger, options: Ser
     logger,
   });
 
+  // Backups: the inventory and RPO metrics, and requests that workers carry out.
+  const backups = createBackupModule({
+    config, logger, metrics, redis, prefix, clients: database, stores, migrationsDir: MIGRATIONS_DIR, audit: dr.audit,
+    activeTarget: async () => dr.state.current().database.active,
+  });
+  dr.admin.routers.push(...backups.routers);
   await warmUpPrisma();
   const incidents = createIncidentsModule({
     config,
@@ -177,6 +186,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     authLimiter: dr.limiter,
   });
   let server: Server | undefined;
+  let metricsListener: Awaited<ReturnType<typeof startMetricsListener>> | undefined;
 
   return {
     config,
@@ -190,25 +200,30 @@ export async function createService(config: Config, logger: Logger, options: Ser
     dr,
     db,
     media: mediaModule,
+    backups,
     incidents,
     async listen() {
       health.start();
       await dr.start();
       mediaModule.start();
+      backups.start();
       await incidents.start();
       server = app.listen(config.port, config.host);
       await new Promise<void>((resolve, reject) => {
         server!.once('listening', resolve).once('error', reject);
       });
       const address = server.address() as AddressInfo;
-      logger.info({ port: address.port, host: address.address, instanceId: config.instanceId }, 'listening');
+      if (config.metricsPort !== undefined) metricsListener = await startMetricsListener(metrics.registry, config.metricsPort, config.host);
+      logger.info({ port: address.port, host: address.address, metricsPort: metricsListener?.address.port, instanceId: config.instanceId }, 'listening');
       return address;
     },
     async stop() {
       lifecycle.shuttingDown = true;
       health.stop();
       if (server) await drain(server, config.shutdownTimeoutMs, logger);
+      await metricsListener?.close();
       mediaModule.stop();
+      backups.stop();
       await incidents.stop();
       await dr.stop();
       await Promise.allSettled([database.closeAll(), closeRedis(redis), closeRedis(dr.subscriber)]);

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { BlockList, isIP } from 'node:net';
+import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { parseAdminTokens, type AdminToken } from './admin-tokens.ts';
@@ -52,10 +53,35 @@ export interface Config {
   mediaContentCacheBytes: number;
   /** This instance's copy of the last applied DR state (starts from it when Redis is down). */
   drStateFile: string;
+  /** Edge settings: see the block at the end of this file. */
+  metricsPort?: number;
+  adminAllowList: AdminAllowList;
+  backup: BackupConfig;
   /** Incidents: webhook receivers of notifications (Slack/Mattermost-compatible JSON `text`). */
   notifyWebhookUrls: string[];
   /** Incidents: bearer token Alertmanager presents on POST /admin/incidents/alerts (unset: 401). */
   alertmanagerWebhookToken?: string;
+}
+
+/** pgBackRest, the worker and backup validation. */
+export interface BackupConfig {
+  /** Unset: backup routes answer 503 backups_not_configured. */
+  stanza?: string;
+  configPath?: string;
+  bin: string;
+  /** pgBackRest and the PostgreSQL server binaries run as this user when the process is root. */
+  osUser: string;
+  pgBin: string;
+  timeoutMs: number;
+  infoCacheMs: number;
+  statusIntervalMs: number;
+  maxAgeSeconds: number;
+  validationMaxAgeSeconds: number;
+  /** 0: no scheduled validation. */
+  validateIntervalSeconds: number;
+  scratchDir: string;
+  workerPort: number;
+  jobPollMs: number;
 }
 
 /** Thrown with one line per problem; no line ever contains a variable's value. */
@@ -83,6 +109,21 @@ const bool = z.enum(['true', 'false', '1', '0'], { error: 'must be true or false
 const bucketName = z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, { error: 'must be a valid S3 bucket name' });
 const region = z.string().regex(/^[a-z0-9-]{1,32}$/, { error: 'must be a region name such as us-east-1' });
 const secret = z.string().min(1, { error: 'must not be empty' });
+/** `26h`, `90m`, `45s`, `7d` or a number of seconds. */
+const durationText = /^(\d+)(s|m|h|d)?$/;
+const toSeconds = (v: string) => {
+  const m = durationText.exec(v)!;
+  return Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86_400 }[(m[2] ?? 's') as 's' | 'm' | 'h' | 'd'];
+};
+const duration = z
+  .string()
+  .regex(durationText, { error: 'must be a duration such as 26h, 90m, 45s or 7d' })
+  .transform(toSeconds)
+  .refine((n) => n > 0, { error: 'must be longer than 0' });
+const offOrDuration = z
+  .string()
+  .regex(/^(off|\d+(s|m|h|d)?)$/, { error: 'must be off or a duration such as 24h' })
+  .transform((v) => (v === 'off' ? 0 : toSeconds(v)));
 
 const schema = z.object({
   PORT: int(0, 65535).default(3000),
@@ -131,6 +172,21 @@ const schema = z.object({
   MEDIA_SPOOL_MAX_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(1_073_741_824),
   MEDIA_CONTENT_CACHE_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(67_108_864),
   DR_STATE_FILE: z.string().min(1).optional(),
+  ...edgeVariables(),
+  PGBACKREST_STANZA: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, { error: 'must be a stanza name (letters, digits, _ and -)' }).optional(),
+  PGBACKREST_CONFIG: z.string().regex(/^\//, { error: 'must be an absolute path' }).optional(),
+  PGBACKREST_BIN: z.string().min(1).default('pgbackrest'),
+  PGBACKREST_OS_USER: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, { error: 'must be a user name' }).default('postgres'),
+  PGBACKREST_TIMEOUT_MS: int(100, 600_000).default(10_000),
+  PGBACKREST_INFO_CACHE_MS: int(0, 3_600_000).default(10_000),
+  PG_BIN: z.string().regex(/^\//, { error: 'must be an absolute path' }).default('/usr/lib/postgresql/15/bin'),
+  BACKUP_STATUS_INTERVAL_MS: int(100, 3_600_000).default(15_000),
+  BACKUP_MAX_AGE: duration.default(26 * 3600),
+  BACKUP_VALIDATION_MAX_AGE: duration.default(26 * 3600),
+  BACKUP_VALIDATE_INTERVAL: offOrDuration.default(0),
+  BACKUP_SCRATCH_DIR: z.string().regex(/^\//, { error: 'must be an absolute path' }).optional(),
+  WORKER_PORT: int(0, 65535).default(3001),
+  WORKER_POLL_MS: int(10, 60_000).default(500),
   NOTIFY_WEBHOOK_URLS: z
     .string()
     .refine((v) => v.split(',').every((u) => /^https?:\/\//.test(u.trim()) && URL.canParse(u.trim())), { error: 'must be comma-separated http(s) URLs' })
@@ -257,7 +313,89 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     mediaSpoolMaxBytes: raw.MEDIA_SPOOL_MAX_BYTES,
     mediaContentCacheBytes: raw.MEDIA_CONTENT_CACHE_BYTES,
     drStateFile: resolve(raw.DR_STATE_FILE ?? join('.sav3', 'dr-state.json')),
+    metricsPort: raw.METRICS_PORT,
+    adminAllowList: adminAllowList(raw.ADMIN_ALLOWED_CIDRS),
     notifyWebhookUrls: raw.NOTIFY_WEBHOOK_URLS?.split(',').map((u) => u.trim()).filter((u) => u.length > 0) ?? [],
     alertmanagerWebhookToken: raw.ALERTMANAGER_WEBHOOK_TOKEN,
+    backup: {
+      stanza: raw.PGBACKREST_STANZA,
+      configPath: raw.PGBACKREST_CONFIG,
+      bin: raw.PGBACKREST_BIN,
+      osUser: raw.PGBACKREST_OS_USER,
+      pgBin: raw.PG_BIN,
+      timeoutMs: raw.PGBACKREST_TIMEOUT_MS,
+      infoCacheMs: raw.PGBACKREST_INFO_CACHE_MS,
+      statusIntervalMs: raw.BACKUP_STATUS_INTERVAL_MS,
+      maxAgeSeconds: raw.BACKUP_MAX_AGE,
+      validationMaxAgeSeconds: raw.BACKUP_VALIDATION_MAX_AGE,
+      validateIntervalSeconds: raw.BACKUP_VALIDATE_INTERVAL,
+      scratchDir: raw.BACKUP_SCRATCH_DIR ?? join(tmpdir(), 'sav3-validate'),
+      workerPort: raw.WORKER_PORT,
+      jobPollMs: raw.WORKER_POLL_MS,
+    },
+  };
+}
+
+// --- Edge: the internal metrics listener and the network allow-list of /admin ---------------
+
+/**
+ * METRICS_PORT: when set, /metrics is served only on this second listener (same HOST), which the
+ * load balancer does not route to, and no longer on PORT.
+ * ADMIN_ALLOWED_CIDRS: comma-separated addresses or CIDR ranges (IPv4 or IPv6) whose clients may
+ * reach /admin at all; unset or empty means loopback only. Behind a proxy the client address is
+ * the one TRUST_PROXY makes Express believe.
+ */
+function edgeVariables() {
+  return {
+    METRICS_PORT: int(1, 65535).optional(),
+    ADMIN_ALLOWED_CIDRS: z
+      .string()
+      .refine((v) => parseCidrs(v) !== undefined, { error: 'must be comma-separated IP addresses or CIDR ranges such as 10.1.2.0/24' })
+      .optional(),
+  };
+}
+
+export interface AdminAllowList {
+  /** The configured ranges as given, for logs and docs ("loopback" when none were). */
+  ranges: string[];
+  allows(address: string | undefined): boolean;
+}
+
+const LOOPBACK = ['127.0.0.0/8', '::1/128'];
+
+function parseCidrs(value: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' }[] | undefined {
+  const entries = value.split(',').map((v) => v.trim()).filter((v) => v !== '');
+  const parsed = [];
+  for (const entry of entries) {
+    const [address = '', prefixText, extra] = entry.split('/');
+    const version = isIP(address);
+    if (version === 0 || extra !== undefined) return undefined;
+    const max = version === 4 ? 32 : 128;
+    if (prefixText !== undefined && !/^\d{1,3}$/.test(prefixText)) return undefined;
+    const prefix = prefixText === undefined ? max : Number(prefixText);
+    if (prefix > max) return undefined;
+    parsed.push({ address, prefix, family: version === 4 ? ('ipv4' as const) : ('ipv6' as const) });
+  }
+  return parsed;
+}
+
+export function adminAllowList(value: string | undefined): AdminAllowList {
+  const configured = value === undefined ? [] : parseCidrs(value) ?? [];
+  const ranges = configured.length > 0 ? configured.map((c) => `${c.address}/${c.prefix}`) : LOOPBACK;
+  const list = new BlockList();
+  for (const range of ranges) {
+    const [address, prefix] = range.split('/');
+    list.addSubnet(address!, Number(prefix), isIP(address!) === 4 ? 'ipv4' : 'ipv6');
+  }
+  return {
+    ranges: configured.length > 0 ? ranges : ['loopback'],
+    allows(address) {
+      if (!address) return false;
+      // An IPv4 client on a dual-stack socket appears as ::ffff:a.b.c.d.
+      const plain = address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+      const version = isIP(plain);
+      if (version === 0) return false;
+      return list.check(plain, version === 4 ? 'ipv4' : 'ipv6');
+    },
   };
 }

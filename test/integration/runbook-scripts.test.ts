@@ -1,7 +1,7 @@
 import { readdirSync } from 'node:fs';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
-import { script, SCRIPTS } from '../support/run-script.ts';
+import { SCRIPTS, script } from '../support/run-script.ts';
 
 describe('runbook scripts', () => {
   let s3: S3ServerHandle;
@@ -105,7 +105,7 @@ describe('media runbook scripts', () => {
 });
 
 describe('operator safety of every runbook script', () => {
-  const all = readdirSync(SCRIPTS).filter((f) => f.endsWith('.sh') && f !== 'lib.sh');
+  const all = readdirSync(SCRIPTS).filter((f) => f.endsWith('.sh') && !f.endsWith('lib.sh'));
   // Nothing listens here: a script that acted instead of refusing would exit 3 (unreachable).
   const env = { SAV3_API_URL: 'http://127.0.0.1:1', SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
 

@@ -3,7 +3,8 @@
 // REDIS_URL, migrations applied, then the API on PORT. Prints curl commands to try; Ctrl-C stops
 // everything.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdtempSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { loadConfig } from '../src/config/config.ts';
@@ -52,8 +53,12 @@ async function main(): Promise<void> {
     ...mediaEnv('BACKUP', backup),
     ADMIN_TOKENS: env.ADMIN_TOKENS ?? `stack-operator:operator:${operator},stack-viewer:viewer:${viewer}`,
     INSTANCE_ID: env.INSTANCE_ID ?? 'stack-1',
+    // A stack with its own new cluster starts from a clean DR state of its own: a state file of
+    // this run and (below) a Redis key prefix of this run, never what an earlier stack or drill left.
+    DR_STATE_FILE: env.DR_STATE_FILE ?? (cluster ? join(mkdtempSync(join(tmpdir(), 'sav3-stack-')), 'dr-state.json') : undefined),
   });
-  const service = await createService(config, createLogger(config.logLevel));
+  const redisKeyPrefix = cluster ? `sav3:stack:${Date.now()}:` : undefined;
+  const service = await createService(config, createLogger(config.logLevel), { redisKeyPrefix });
   const address = await service.listen();
   const base = `http://127.0.0.1:${address.port}`;
 

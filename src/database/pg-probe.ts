@@ -9,9 +9,10 @@ export interface PgProbeOptions {
 /**
  * Runs queries on a connection of its own, never one from the request pool, so a hung server
  * cannot starve requests. The connection has connect and query timeouts, and is destroyed the
- * moment the signal fires.
+ * moment the signal fires. It sets no server-side statement timeout (see withProbeTransaction):
+ * the fence's ALTER SYSTEM cannot run inside a transaction.
  */
-async function withConnection<T>(options: PgProbeOptions, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+export async function withProbeConnection<T>(options: PgProbeOptions, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const { connectionString, timeoutMs, signal } = options;
   signal.throwIfAborted();
   const client = new pg.Client({
@@ -45,9 +46,9 @@ function beginWithTimeout(timeoutMs: number): string {
   return `BEGIN; SET LOCAL statement_timeout = ${Math.trunc(timeoutMs)}`;
 }
 
-/** withConnection, with every query of `fn` in one transaction under the statement timeout. */
-export async function withProbeConnection<T>(options: PgProbeOptions, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  return withConnection(options, async (client) => {
+/** withProbeConnection, with every query of `fn` in one transaction under the statement timeout. */
+export async function withProbeTransaction<T>(options: PgProbeOptions, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  return withProbeConnection(options, async (client) => {
     await client.query(beginWithTimeout(options.timeoutMs));
     const result = await fn(client);
     await client.query('COMMIT');
@@ -75,7 +76,26 @@ export interface DatabaseProbeData {
   receiverStatus: string | null;
   /** Primary: its standbys as pg_stat_replication sees them. */
   standbys: { state: string; replayLsn: string | null; replayLagSeconds: number | null }[];
+  /** The node's identity: cluster system identifier and timeline (null without the rights to read them). */
+  systemId: string | null;
+  timeline: number | null;
+  /** default_transaction_read_only is on: the node was fenced (or configured) read-only. */
+  fenced: boolean;
 }
+
+/**
+ * Identity columns of the probe query: system identifier and timeline. `pg_control_checkpoint()`
+ * gives the timeline of the last checkpoint; right after a promotion that is still the old one until
+ * the end-of-recovery checkpoint, so a primary's current WAL file name (and a standby's received
+ * timeline) count too. (These functions are executable by every role by default.)
+ */
+const IDENTITY_COLUMNS = `(SELECT system_identifier::text FROM pg_control_system()) AS system_id,
+  GREATEST(
+    (SELECT timeline_id FROM pg_control_checkpoint()),
+    CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1)
+         ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END
+  ) AS timeline,
+  current_setting('default_transaction_read_only') = 'on' AS fenced`;
 
 // Everything a health probe needs in one statement: with the transaction around it, one round trip.
 const PROBE_SQL = `SELECT pg_is_in_recovery() AS in_recovery,
@@ -87,7 +107,8 @@ const PROBE_SQL = `SELECT pg_is_in_recovery() AS in_recovery,
        CASE WHEN pg_is_in_recovery() THEN '[]'::json ELSE
          (SELECT coalesce(json_agg(json_build_object('state', state, 'replayLsn', replay_lsn::text,
                   'replayLagSeconds', EXTRACT(EPOCH FROM replay_lag)::float8)), '[]'::json)
-            FROM pg_stat_replication) END AS standbys`;
+            FROM pg_stat_replication) END AS standbys,
+       ${IDENTITY_COLUMNS}`;
 
 interface ProbeRow {
   in_recovery: boolean;
@@ -97,14 +118,20 @@ interface ProbeRow {
   replay_at: Date | null;
   receiver_status: string | null;
   standbys: DatabaseProbeData['standbys'];
+  system_id: string | null;
+  timeline: number | null;
+  fenced: boolean;
 }
 
 export async function probeDatabase(options: PgProbeOptions): Promise<DatabaseProbeData> {
-  return withConnection(options, async (client) => {
+  return withProbeConnection(options, async (client) => {
     // BEGIN; SET LOCAL; SELECT; COMMIT as one simple-protocol query: one result per statement.
     const results = (await client.query(`${beginWithTimeout(options.timeoutMs)}; ${PROBE_SQL}; COMMIT`)) as unknown as pg.QueryResult<ProbeRow>[];
     const row = results[2]!.rows[0]!;
     return {
+      systemId: row.system_id,
+      timeline: row.timeline,
+      fenced: row.fenced,
       inRecovery: row.in_recovery,
       currentLsn: row.current_lsn,
       receiveLsn: row.receive_lsn,

@@ -123,6 +123,7 @@ export class ComposeMap {
   processEnv(name: string, overrides: Record<string, string> = {}): Record<string, string> {
     const env: Record<string, string> = {};
     for (const [key, value] of Object.entries(this.environment(name))) {
+      if (key in overrides) continue;
       env[key] = key.endsWith('_FILE') ? this.path(value) : this.url(value);
     }
     return { ...env, ...overrides };

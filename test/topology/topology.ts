@@ -247,7 +247,11 @@ export class Topology {
     const code = await this.procs.exited('migrate');
     if (code !== 0) throw new Error(`migrate exited ${code}:\n${this.procs.log('migrate')}`);
     for (const api of ['api-1', 'api-2']) {
+      // Each instance's own state volume (compose: api-N-state at /var/lib/sav3).
+      const stateDir = join(this.dir, `${api}-state`);
+      mkdirSync(stateDir);
       const env = this.map.processEnv(api, {
+        DR_STATE_FILE: join(stateDir, 'dr-state.json'),
         HOST: '127.0.0.1',
         PORT: String(this.map.port(api, Number(this.map.environment(api).PORT))),
         METRICS_PORT: String(this.map.port(api, Number(this.map.environment(api).METRICS_PORT))),

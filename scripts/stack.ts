@@ -1,7 +1,9 @@
 // `npm run stack`: a complete local stack without Docker. A PostgreSQL primary and streaming
 // replica of its own (or DATABASE_URL if given), two S3 servers (primary and backup), Redis from
-// REDIS_URL, migrations applied, then the API on PORT. Prints curl commands to try; Ctrl-C stops
+// REDIS_URL, migrations applied, then the API on PORT (and, with pgBackRest installed, its WAL
+// archive and a worker on WORKER_PORT). Prints curl commands to try; Ctrl-C stops
 // everything.
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,10 +13,21 @@ import { loadConfig } from '../src/config/config.ts';
 import { migrate } from '../src/database/migrator.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService, MIGRATIONS_DIR } from '../src/service.ts';
+import { createWorker } from '../src/worker-service.ts';
 import { startPgCluster } from '../support/pg-cluster.ts';
+import { createPgBackRestRepo } from '../support/pgbackrest-repo.ts';
 import { mediaEnv, startS3Server } from '../support/s3-server.ts';
 
 const ROOT = join(__dirname, '..');
+
+function hasPgBackRest(): boolean {
+  try {
+    execFileSync('pgbackrest', ['version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 async function ensureDatabase(url: string): Promise<void> {
   const target = new URL(url);
@@ -33,6 +46,9 @@ async function main(): Promise<void> {
   const dataDir = join(ROOT, '.stack');
   mkdirSync(dataDir, { recursive: true });
   const cluster = env.DATABASE_URL ? undefined : await startPgCluster();
+  // Backups: the stack's own primary archives its WAL to a pgBackRest repository, and a worker
+  // runs backup and validation jobs (when pgBackRest is installed).
+  const repo = cluster && hasPgBackRest() ? await createPgBackRestRepo(cluster.primary, cluster.dir) : undefined;
   const databaseUrl = env.DATABASE_URL ?? cluster!.primary.url('sav3');
   const replicaUrl = env.DATABASE_URL ? env.DATABASE_REPLICA_URL : cluster!.replica.url('sav3');
   await ensureDatabase(databaseUrl);
@@ -56,10 +72,13 @@ async function main(): Promise<void> {
     // A stack with its own new cluster starts from a clean DR state of its own: a state file of
     // this run and (below) a Redis key prefix of this run, never what an earlier stack or drill left.
     DR_STATE_FILE: env.DR_STATE_FILE ?? (cluster ? join(mkdtempSync(join(tmpdir(), 'sav3-stack-')), 'dr-state.json') : undefined),
+    ...(repo ? { ...repo.env, BACKUP_SCRATCH_DIR: join(cluster!.dir, 'validate') } : {}),
   });
   const redisKeyPrefix = cluster ? `sav3:stack:${Date.now()}:` : undefined;
   const service = await createService(config, createLogger(config.logLevel), { redisKeyPrefix });
   const address = await service.listen();
+  const worker = repo ? createWorker({ ...config, instanceId: 'stack-worker' }, createLogger(config.logLevel)) : undefined;
+  const workerAddress = await worker?.listen();
   const base = `http://127.0.0.1:${address.port}`;
 
   console.log(`
@@ -69,6 +88,7 @@ SAV3 API stack is up.
   Redis          ${config.redisUrl}
   S3 primary     ${primary.endpoint} (bucket ${primary.bucket})
   S3 backup      ${backup.endpoint} (bucket ${backup.bucket})
+  worker         ${workerAddress ? `http://127.0.0.1:${workerAddress.port} (health, metrics; pgBackRest stanza ${repo!.stanza}, config ${repo!.configPath})` : 'not started (pgBackRest is not installed, or DATABASE_URL was given)'}
 ${env.ADMIN_TOKENS ? '' : `  operator token ${operator}\n  viewer token   ${viewer}\n`}
 Try:
   export SAV3_API_URL=${base}${env.ADMIN_TOKENS ? '' : ` SAV3_ADMIN_TOKEN=${operator}`}
@@ -85,6 +105,10 @@ Try:
   scripts/dr/verify-database.sh
   scripts/dr/switch-media-backend.sh --to s3-backup --dry-run
   scripts/dr/verify-media-access.sh
+  scripts/dr/backup-database.sh --type full
+  scripts/dr/verify-backups.sh
+  scripts/dr/validate-daily-backups.sh
+  curl -s -H "Authorization: Bearer $SAV3_ADMIN_TOKEN" -X POST -H 'Content-Type: application/json' -d '{"name":"before-demo"}' $SAV3_API_URL/admin/database/restore-point | jq
 
 Ctrl-C stops everything.`);
 
@@ -94,8 +118,10 @@ Ctrl-C stops everything.`);
     stopping = true;
     console.log('\nstopping…');
     await service.stop();
+    await worker?.stop();
     await Promise.all([primary.stop(), backup.stop()]);
     await cluster?.destroy();
+    repo?.destroy();
     process.exit(0);
   };
   process.on('SIGINT', () => void stop());

@@ -35,6 +35,8 @@ export interface AppDeps {
   admin?: { json: express.RequestHandler; auth: express.RequestHandler; routers: Router[] };
   /** Failed token checks per address, shared by the admin API and health (which reveals details to a token). */
   authLimiter?: FailedAuthLimiter;
+  /** Routes without admin authentication, mounted before /admin (status page, Alertmanager webhook with its own token). */
+  publicRouters?: Router[];
 }
 
 /** Builds the Express app from its parts; it never listens (server.ts does, tests use supertest). */
@@ -58,6 +60,7 @@ export function buildApp(deps: AppDeps): express.Express {
   // With METRICS_PORT, /metrics lives only on the internal listener (service.ts).
   if (deps.config.metricsPort === undefined) app.use(metricsRoutes(deps.metrics.registry));
   app.use(mediaRoutes(deps.media, { idleBodyTimeoutMs: deps.mediaIdleBodyTimeoutMs ?? 30_000 }));
+  for (const router of deps.publicRouters ?? []) app.use(router);
   if (deps.admin) {
     // Network first (default: loopback only), then body limit and tokens.
     app.use('/admin', adminNetworkGuard(deps.config.adminAllowList ?? adminAllowList(undefined)), deps.admin.json, deps.admin.auth);

@@ -23,9 +23,13 @@ import type { ObjectStore } from './media/object-store.ts';
 import { createMetrics, type Metrics } from './metrics/metrics.ts';
 import { createDrModule, type DrModule } from './dr-module.ts';
 import { startMetricsListener } from './edge/metrics-listener.ts';
+import { createBackupModule, type BackupModule } from './backup/backup-module.ts';
 import { createRedisClient } from './redis/redis-client.ts';
 import { fencedRepository } from './write-gate/fenced-repository.ts';
 import { probeRedis } from './redis/redis-probe.ts';
+import { createIncidentsModule, type IncidentsModule } from './incidents/incidents-module.ts';
+import { warmUpPrisma } from './database/prisma-warm-up.ts';
+import type { WebhookSender } from './incidents/notification-outbox.ts';
 
 export const MIGRATIONS_DIR = join(__dirname, '..', 'prisma', 'migrations');
 
@@ -35,6 +39,11 @@ export interface ServiceOptions {
   prismaFactory?: PrismaFactory;
   /** Benchmarks only: build the app without the read-only middleware, to measure what it costs. */
   withoutReadOnlyGuard?: boolean;
+  /** Incidents: the webhook sender (tests) and outbox timing. */
+  notifySender?: WebhookSender;
+  outboxPollMs?: number;
+  outboxBackoffMs?: number;
+  incidentChecksMs?: number;
 }
 
 /** Everything one running instance holds; built only here (the composition root). */
@@ -50,6 +59,8 @@ export interface Service {
   dr: DrModule;
   db: DatabaseModule;
   media: MediaModule;
+  backups: BackupModule;
+  incidents: IncidentsModule;
   listen(): Promise<AddressInfo>;
   /** Graceful stop: readiness 503, stop accepting, drain within the bound, close every client. */
   stop(): Promise<void>;
@@ -58,7 +69,7 @@ export interface Service {
 export async function createService(config: Config, logger: Logger, options: ServiceOptions = {}): Promise<Service> {
   if (config.migrateOnStart) {
     const result = await migrate(config.databaseUrl, MIGRATIONS_DIR);
-    logger.info({ applied: result.applied }, 'migrations applied');
+    logger.info({ applied: result.applied, restorePoint: result.restorePoint }, 'migrations applied');
   }
   const prefix = options.redisKeyPrefix ?? 'sav3:';
   const metrics = createMetrics();
@@ -127,7 +138,40 @@ export async function createService(config: Config, logger: Logger, options: Ser
     logger,
   });
 
+  // Backups: the inventory and RPO metrics, and requests that workers carry out.
+  const backups = createBackupModule({
+    config, logger, metrics, redis, prefix, clients: database, stores, migrationsDir: MIGRATIONS_DIR, audit: dr.audit,
+    activeTarget: async () => dr.state.current().database.active,
+  });
+  dr.admin.routers.push(...backups.routers);
+  await warmUpPrisma();
+  const incidents = createIncidentsModule({
+    config,
+    logger,
+    metrics,
+    redis,
+    prefix,
+    prisma: () => database.client(),
+    audit: dr.audit,
+    dr: dr.state,
+    health,
+    lifecycle,
+    otherMediaUp: async () => {
+      const others = [...mediaRunners].filter(([name]) => name !== activeMedia());
+      const results = await Promise.all(others.map(([, runner]) => runner.get(config.healthIntervalMs + timeoutMs)));
+      return results.some((r) => r?.ok === true);
+    },
+    databaseUp: () => db.runners.get(database.active)?.latest()?.ok === true,
+    sender: options.notifySender,
+    outboxPollMs: options.outboxPollMs,
+    outboxBackoffMs: options.outboxBackoffMs,
+    checksIntervalMs: options.incidentChecksMs,
+  });
+  dr.admin.routers.push(...incidents.adminRouters);
+  mediaModule.sync.onProgress = (job) => incidents.hub.publish('job.progress', job);
+
   const app = buildApp({
+    publicRouters: incidents.publicRouters,
     config,
     adminTokens: config.adminTokens,
     logger,
@@ -156,10 +200,14 @@ export async function createService(config: Config, logger: Logger, options: Ser
     dr,
     db,
     media: mediaModule,
+    backups,
+    incidents,
     async listen() {
       health.start();
       await dr.start();
       mediaModule.start();
+      backups.start();
+      await incidents.start();
       server = app.listen(config.port, config.host);
       await new Promise<void>((resolve, reject) => {
         server!.once('listening', resolve).once('error', reject);
@@ -175,6 +223,8 @@ export async function createService(config: Config, logger: Logger, options: Ser
       if (server) await drain(server, config.shutdownTimeoutMs, logger);
       await metricsListener?.close();
       mediaModule.stop();
+      backups.stop();
+      await incidents.stop();
       await dr.stop();
       await Promise.allSettled([database.closeAll(), closeRedis(redis), closeRedis(dr.subscriber)]);
       for (const store of stores.values()) store.close();

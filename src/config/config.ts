@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { BlockList, isIP } from 'node:net';
-import { hostname } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { parseAdminTokens, type AdminToken } from './admin-tokens.ts';
@@ -56,6 +56,32 @@ export interface Config {
   /** Edge settings: see the block at the end of this file. */
   metricsPort?: number;
   adminAllowList: AdminAllowList;
+  backup: BackupConfig;
+  /** Incidents: webhook receivers of notifications (Slack/Mattermost-compatible JSON `text`). */
+  notifyWebhookUrls: string[];
+  /** Incidents: bearer token Alertmanager presents on POST /admin/incidents/alerts (unset: 401). */
+  alertmanagerWebhookToken?: string;
+}
+
+/** pgBackRest, the worker and backup validation. */
+export interface BackupConfig {
+  /** Unset: backup routes answer 503 backups_not_configured. */
+  stanza?: string;
+  configPath?: string;
+  bin: string;
+  /** pgBackRest and the PostgreSQL server binaries run as this user when the process is root. */
+  osUser: string;
+  pgBin: string;
+  timeoutMs: number;
+  infoCacheMs: number;
+  statusIntervalMs: number;
+  maxAgeSeconds: number;
+  validationMaxAgeSeconds: number;
+  /** 0: no scheduled validation. */
+  validateIntervalSeconds: number;
+  scratchDir: string;
+  workerPort: number;
+  jobPollMs: number;
 }
 
 /** Thrown with one line per problem; no line ever contains a variable's value. */
@@ -83,6 +109,21 @@ const bool = z.enum(['true', 'false', '1', '0'], { error: 'must be true or false
 const bucketName = z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, { error: 'must be a valid S3 bucket name' });
 const region = z.string().regex(/^[a-z0-9-]{1,32}$/, { error: 'must be a region name such as us-east-1' });
 const secret = z.string().min(1, { error: 'must not be empty' });
+/** `26h`, `90m`, `45s`, `7d` or a number of seconds. */
+const durationText = /^(\d+)(s|m|h|d)?$/;
+const toSeconds = (v: string) => {
+  const m = durationText.exec(v)!;
+  return Number(m[1]) * { s: 1, m: 60, h: 3600, d: 86_400 }[(m[2] ?? 's') as 's' | 'm' | 'h' | 'd'];
+};
+const duration = z
+  .string()
+  .regex(durationText, { error: 'must be a duration such as 26h, 90m, 45s or 7d' })
+  .transform(toSeconds)
+  .refine((n) => n > 0, { error: 'must be longer than 0' });
+const offOrDuration = z
+  .string()
+  .regex(/^(off|\d+(s|m|h|d)?)$/, { error: 'must be off or a duration such as 24h' })
+  .transform((v) => (v === 'off' ? 0 : toSeconds(v)));
 
 const schema = z.object({
   PORT: int(0, 65535).default(3000),
@@ -132,6 +173,25 @@ const schema = z.object({
   MEDIA_CONTENT_CACHE_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(67_108_864),
   DR_STATE_FILE: z.string().min(1).optional(),
   ...edgeVariables(),
+  PGBACKREST_STANZA: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, { error: 'must be a stanza name (letters, digits, _ and -)' }).optional(),
+  PGBACKREST_CONFIG: z.string().regex(/^\//, { error: 'must be an absolute path' }).optional(),
+  PGBACKREST_BIN: z.string().min(1).default('pgbackrest'),
+  PGBACKREST_OS_USER: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, { error: 'must be a user name' }).default('postgres'),
+  PGBACKREST_TIMEOUT_MS: int(100, 600_000).default(10_000),
+  PGBACKREST_INFO_CACHE_MS: int(0, 3_600_000).default(10_000),
+  PG_BIN: z.string().regex(/^\//, { error: 'must be an absolute path' }).default('/usr/lib/postgresql/15/bin'),
+  BACKUP_STATUS_INTERVAL_MS: int(100, 3_600_000).default(15_000),
+  BACKUP_MAX_AGE: duration.default(26 * 3600),
+  BACKUP_VALIDATION_MAX_AGE: duration.default(26 * 3600),
+  BACKUP_VALIDATE_INTERVAL: offOrDuration.default(0),
+  BACKUP_SCRATCH_DIR: z.string().regex(/^\//, { error: 'must be an absolute path' }).optional(),
+  WORKER_PORT: int(0, 65535).default(3001),
+  WORKER_POLL_MS: int(10, 60_000).default(500),
+  NOTIFY_WEBHOOK_URLS: z
+    .string()
+    .refine((v) => v.split(',').every((u) => /^https?:\/\//.test(u.trim()) && URL.canParse(u.trim())), { error: 'must be comma-separated http(s) URLs' })
+    .optional(),
+  ALERTMANAGER_WEBHOOK_TOKEN: z.string().regex(/^[\x21-\x7e]{24,512}$/, { error: 'must be 24-512 printable characters without spaces' }).optional(),
 });
 
 type Raw = z.output<typeof schema>;
@@ -255,6 +315,24 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     drStateFile: resolve(raw.DR_STATE_FILE ?? join('.sav3', 'dr-state.json')),
     metricsPort: raw.METRICS_PORT,
     adminAllowList: adminAllowList(raw.ADMIN_ALLOWED_CIDRS),
+    notifyWebhookUrls: raw.NOTIFY_WEBHOOK_URLS?.split(',').map((u) => u.trim()).filter((u) => u.length > 0) ?? [],
+    alertmanagerWebhookToken: raw.ALERTMANAGER_WEBHOOK_TOKEN,
+    backup: {
+      stanza: raw.PGBACKREST_STANZA,
+      configPath: raw.PGBACKREST_CONFIG,
+      bin: raw.PGBACKREST_BIN,
+      osUser: raw.PGBACKREST_OS_USER,
+      pgBin: raw.PG_BIN,
+      timeoutMs: raw.PGBACKREST_TIMEOUT_MS,
+      infoCacheMs: raw.PGBACKREST_INFO_CACHE_MS,
+      statusIntervalMs: raw.BACKUP_STATUS_INTERVAL_MS,
+      maxAgeSeconds: raw.BACKUP_MAX_AGE,
+      validationMaxAgeSeconds: raw.BACKUP_VALIDATION_MAX_AGE,
+      validateIntervalSeconds: raw.BACKUP_VALIDATE_INTERVAL,
+      scratchDir: raw.BACKUP_SCRATCH_DIR ?? join(tmpdir(), 'sav3-validate'),
+      workerPort: raw.WORKER_PORT,
+      jobPollMs: raw.WORKER_POLL_MS,
+    },
   };
 }
 

@@ -1,12 +1,12 @@
 import { PreconditionFailedError } from '../http/app-error.ts';
 import { lsnGap } from './lsn.ts';
-import { withProbeTransaction } from './pg-probe.ts';
+import { withProbeConnection } from './pg-probe.ts';
 
 async function queryOne<T>(url: string, sql: string): Promise<T | undefined> {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), 2000);
   try {
-    return await withProbeTransaction({ connectionString: url, timeoutMs: 2000, signal: controller.signal }, async (c) => (await c.query(sql)).rows[0] as T);
+    return await withProbeConnection({ connectionString: url, timeoutMs: 2000, signal: controller.signal }, async (c) => (await c.query(sql)).rows[0] as T);
   } catch {
     return undefined;
   } finally {

@@ -1,5 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 
@@ -17,6 +18,8 @@ export interface MigrateResult {
   alreadyApplied: string[];
   /** Applied migrations whose file changed since (Prisma warns about these too). */
   modified: string[];
+  /** Created before the first pending migration ran: a point to recover to if one goes wrong. */
+  restorePoint?: { name: string; lsn: string } | { error: string };
 }
 
 export async function readMigrations(dir: string): Promise<MigrationFile[]> {
@@ -70,15 +73,52 @@ export async function migrate(databaseUrl: string, dir: string, lockTimeoutMs = 
           if (checksum !== migration.checksum) result.modified.push(migration.name);
           continue;
         }
-        await apply(client, migration);
+        result.restorePoint ??= await restorePointBeforeMigrations(client);
+        try {
+          await apply(client, migration);
+        } catch (err) {
+          await auditMigration(client, 'failed', { applied: result.applied, failed: migration.name, error: (err as Error).message, restorePoint: result.restorePoint });
+          throw err;
+        }
         result.applied.push(migration.name);
       }
+      if (result.applied.length > 0) await auditMigration(client, 'success', { applied: result.applied, restorePoint: result.restorePoint });
       return result;
     } finally {
       await client.query('SELECT pg_advisory_unlock($1)', [PRISMA_MIGRATE_LOCK]);
     }
   } finally {
     await client.end();
+  }
+}
+
+/**
+ * `pg_create_restore_point` before the first pending migration: a bad migration can be undone by
+ * a point-in-time restore to this name. Best effort (a non-superuser or wal_level=minimal cannot):
+ * the reason is reported instead.
+ */
+async function restorePointBeforeMigrations(client: pg.Client): Promise<MigrateResult['restorePoint']> {
+  const name = `before-migrate-${new Date().toISOString().replace(/[-:.]/g, '')}`;
+  try {
+    const { rows } = await client.query<{ lsn: string }>('SELECT pg_create_restore_point($1)::text AS lsn', [name]);
+    return { name, lsn: rows[0]!.lsn };
+  } catch (err) {
+    return { error: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+/**
+ * The run in the audit log (`database.migrate`), naming its restore point, written straight to
+ * the table (the migrator runs outside the service). Best effort: never fails a migration.
+ */
+async function auditMigration(client: pg.Client, result: 'success' | 'failed', detail: Record<string, unknown>): Promise<void> {
+  try {
+    await client.query(
+      `INSERT INTO audit_events (id, at, actor, role, action, result, detail, instance_id) VALUES ($1, now(), 'system:migrate', NULL, 'database.migrate', $2, $3, $4)`,
+      [randomUUID(), result, JSON.stringify(detail), `migrate:${hostname()}`],
+    );
+  } catch {
+    // the audit table may not exist yet (the very first migrations create it)
   }
 }
 

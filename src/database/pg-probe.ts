@@ -7,12 +7,12 @@ export interface PgProbeOptions {
 }
 
 /**
- * Runs queries on a connection of its own, never one from the request pool, so a hung server
+ * Runs queries on a connection of its own (outside any transaction: ALTER SYSTEM needs that),
+ * never one from the request pool, so a hung server
  * cannot starve requests. The connection has connect and query timeouts, and is destroyed the
- * moment the signal fires. It sets no server-side statement timeout (see withProbeTransaction):
- * the fence's ALTER SYSTEM cannot run inside a transaction.
+ * moment the signal fires.
  */
-export async function withProbeConnection<T>(options: PgProbeOptions, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+export async function withNodeConnection<T>(options: PgProbeOptions, fn: (client: pg.Client) => Promise<T>): Promise<T> {
   const { connectionString, timeoutMs, signal } = options;
   signal.throwIfAborted();
   const client = new pg.Client({
@@ -46,9 +46,9 @@ function beginWithTimeout(timeoutMs: number): string {
   return `BEGIN; SET LOCAL statement_timeout = ${Math.trunc(timeoutMs)}`;
 }
 
-/** withProbeConnection, with every query of `fn` in one transaction under the statement timeout. */
-export async function withProbeTransaction<T>(options: PgProbeOptions, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  return withProbeConnection(options, async (client) => {
+/** withConnection, with every query of `fn` in one transaction under the statement timeout. */
+export async function withProbeConnection<T>(options: PgProbeOptions, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  return withNodeConnection(options, async (client) => {
     await client.query(beginWithTimeout(options.timeoutMs));
     const result = await fn(client);
     await client.query('COMMIT');
@@ -124,7 +124,7 @@ interface ProbeRow {
 }
 
 export async function probeDatabase(options: PgProbeOptions): Promise<DatabaseProbeData> {
-  return withProbeConnection(options, async (client) => {
+  return withNodeConnection(options, async (client) => {
     // BEGIN; SET LOCAL; SELECT; COMMIT as one simple-protocol query: one result per statement.
     const results = (await client.query(`${beginWithTimeout(options.timeoutMs)}; ${PROBE_SQL}; COMMIT`)) as unknown as pg.QueryResult<ProbeRow>[];
     const row = results[2]!.rows[0]!;

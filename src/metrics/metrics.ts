@@ -70,7 +70,7 @@ export function createMetrics(registry: Registry = new Registry()) {
     }),
     rpoExposure: new Gauge({
       name: 'sav3_rpo_exposure_seconds',
-      help: 'Age of the oldest acknowledged write not yet on the backup (media: from the outbox)',
+      help: 'Age of the oldest acknowledged write not yet backed up (database: unarchived WAL; media: the outbox), 0 when all is',
       labelNames: ['component'] as const,
       registers,
     }),
@@ -94,6 +94,47 @@ export function createMetrics(registry: Registry = new Registry()) {
       help: 'Client writes refused at their commit because the DR state changed while they ran',
       registers: [registry],
     }),
+    // Backups (pgBackRest), the WAL archive and validation restores.
+    backupLastSuccess: new Gauge({
+      name: 'sav3_backup_last_success_timestamp_seconds',
+      help: 'Stop time of the newest successful pgBackRest backup by type (0: none)',
+      labelNames: ['type'] as const,
+      registers,
+    }),
+    walArchiveFailures: new Counter({
+      name: 'sav3_wal_archive_failures_total',
+      help: 'WAL segments the primary failed to archive (pg_stat_archiver.failed_count increases)',
+      registers,
+    }),
+    backupMaxAge: new Gauge({
+      name: 'sav3_backup_max_age_seconds',
+      help: 'Configured bound on the age of the newest full or differential backup (BACKUP_MAX_AGE)',
+      registers,
+    }),
+    backupValidationLastSuccess: new Gauge({
+      name: 'sav3_backup_validation_last_success_timestamp_seconds',
+      help: 'Finish time of the newest passing backup validation restore (0: none)',
+      registers,
+    }),
+    backupValidationMaxAge: new Gauge({
+      name: 'sav3_backup_validation_max_age_seconds',
+      help: 'Configured bound on the age of the newest passing validation (BACKUP_VALIDATION_MAX_AGE)',
+      registers,
+    }),
+    backupRestoreSeconds: new Histogram({
+      name: 'sav3_backup_restore_seconds',
+      help: 'Duration of validation restores (pgBackRest restore, then recovery to the target)',
+      labelNames: ['phase'] as const,
+      buckets: [0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600],
+      registers,
+    }),
+    jobsTotal: new Counter({
+      name: 'sav3_jobs_total',
+      help: 'DR jobs run by this worker, by kind and result',
+      labelNames: ['kind', 'result'] as const,
+      registers,
+    }),
+    ...incidentMetrics(registers),
   };
 }
 
@@ -109,4 +150,39 @@ function dropMisnamedGauges(registry: Registry): void {
   for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
     registry.removeSingleMetric(name);
   }
+}
+
+/** Incident response: open incidents, acknowledgement against the runbook's targets, notifications. */
+function incidentMetrics(registers: Registry[]) {
+  return {
+    incidentsOpen: new Gauge({
+      name: 'sav3_incidents_open',
+      help: 'Open (not resolved) incidents by severity',
+      labelNames: ['severity'] as const,
+      registers,
+    }),
+    incidentUnacknowledged: new Gauge({
+      name: 'sav3_incident_unacknowledged_seconds',
+      help: 'Age of the oldest open, unacknowledged incident by severity (0 when none)',
+      labelNames: ['severity'] as const,
+      registers,
+    }),
+    incidentResponseTarget: new Gauge({
+      name: 'sav3_incident_response_target_seconds',
+      help: "The runbook's response-time target by severity",
+      labelNames: ['severity'] as const,
+      registers,
+    }),
+    notificationsPending: new Gauge({
+      name: 'sav3_notifications_pending',
+      help: 'Incident notifications in the outbox not yet delivered',
+      registers,
+    }),
+    notificationDeliveries: new Counter({
+      name: 'sav3_notification_deliveries_total',
+      help: 'Notification delivery attempts by result (sent, failed)',
+      labelNames: ['result'] as const,
+      registers,
+    }),
+  };
 }

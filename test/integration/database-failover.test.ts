@@ -98,6 +98,8 @@ describe('database failover against a real primary and streaming replica', () =>
     const winner = p1.body.promoted ? p1 : p2;
     expect(winner.status).toBe(200);
     expect(winner.body).toMatchObject({ promoted: true, timings: { promoteMs: expect.any(Number) } });
+    // The old primary is dead: no restore point, and the answer says why rather than hiding it.
+    expect(winner.body.restorePoint).toEqual({ error: expect.any(String) });
     expect(winner.body.dataLossWindow).toMatchObject({ bytes: expect.any(Number), primaryLastKnownLsn: expect.any(String), description: expect.any(String) });
     const loser = winner === p1 ? p2 : p1;
     expect(loser.status === 409 || loser.body.alreadyPromoted === true).toBe(true);

@@ -16,7 +16,7 @@ type Service = {
   environment?: Record<string, string>;
   depends_on?: Record<string, unknown> | string[];
   secrets?: string[];
-  build?: string;
+  build?: string | { context: string; dockerfile?: string };
   volumes?: string[];
   ports?: string[];
   restart?: string;
@@ -115,7 +115,8 @@ describe('docker-compose.yml', () => {
       const deps = Array.isArray(service.depends_on) ? service.depends_on : Object.keys(service.depends_on ?? {});
       for (const dep of deps) expect({ name, dep, exists: serviceNames.has(dep) }).toEqual({ name, dep, exists: true });
       for (const secret of service.secrets ?? []) expect(compose.secrets[secret]).toBeDefined();
-      if (service.build) expect(existsSync(join(ROOT, service.build))).toBe(true);
+      if (typeof service.build === 'string') expect(existsSync(join(ROOT, service.build))).toBe(true);
+      else if (service.build) expect(existsSync(join(ROOT, service.build.context, service.build.dockerfile ?? 'Dockerfile'))).toBe(true);
       for (const volume of service.volumes ?? []) {
         const source = volume.split(':')[0]!;
         if (source.startsWith('./')) expect(existsSync(join(ROOT, source))).toBe(true);
@@ -237,5 +238,22 @@ describe('Dockerfile', () => {
     expect(dockerfile).not.toMatch(/HEALTHCHECK[^\n]*curl/);
     expect(dockerfile).toMatch(/^CMD \["node", "dist\/server.js"\]$/m);
     expect(dockerfile).toContain('npm run build');
+  });
+});
+
+describe('the worker service', () => {
+  it('compose runs it from its own image with pgBackRest and the PostgreSQL 15 server binaries, with known configuration only', () => {
+    const compose = yaml('docker-compose.yml') as { services: Record<string, { build?: { context: string; dockerfile: string }; environment?: Record<string, string>; healthcheck?: { test: string[] } }> };
+    const worker = compose.services.worker!;
+    expect(worker.build).toEqual({ context: '.', dockerfile: 'deploy/worker/Dockerfile' });
+    const dockerfile = read('deploy/worker/Dockerfile');
+    expect(dockerfile).toContain('FROM postgres:15-bookworm');
+    expect(dockerfile).toMatch(/apt-get install[^\n]*pgbackrest/);
+    expect(dockerfile).toContain('USER postgres');
+    expect(dockerfile).toContain('CMD ["node", "dist/worker.js"]');
+    const known = new Set(CONFIG_VARIABLES.flatMap((v) => [v, `${v}_FILE`]));
+    expect(Object.keys(worker.environment ?? {}).filter((v) => !known.has(v))).toEqual([]);
+    expect(worker.environment).toMatchObject({ PGBACKREST_STANZA: 'main', WORKER_PORT: '3001' });
+    expect(worker.healthcheck?.test.join(' ')).toContain('3001/health/ready');
   });
 });

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { chownSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
-import { withProbeTransaction } from '../../src/database/pg-probe.ts';
+import { withProbeConnection } from '../../src/database/pg-probe.ts';
 import { classifyError } from '../../src/health/probe-error.ts';
 import { deadPort } from '../support/hung-server.ts';
 import { POSTGRES_GID, POSTGRES_UID, readYaml, ROOT } from './compose-map.ts';
@@ -98,7 +98,7 @@ describe('the shipped docker-compose topology, started natively', () => {
   it('probes through PgBouncer with the statement timeout set after connecting, and it does not leak', async () => {
     const url = readFileSync(map.path('/run/secrets/database_url'), 'utf8').trim();
     const signal = new AbortController().signal;
-    const inside = await withProbeTransaction({ connectionString: url, timeoutMs: 1234, signal }, async (c) => (await c.query<{ statement_timeout: string }>('SHOW statement_timeout')).rows[0]!.statement_timeout);
+    const inside = await withProbeConnection({ connectionString: url, timeoutMs: 1234, signal }, async (c) => (await c.query<{ statement_timeout: string }>('SHOW statement_timeout')).rows[0]!.statement_timeout);
     expect(inside).toBe('1234ms');
     const after = new pg.Client({ connectionString: url });
     await after.connect();

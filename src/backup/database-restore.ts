@@ -1,0 +1,108 @@
+import type { BackupInfo, BackupTool, StanzaInfo } from './pgbackrest.ts';
+
+/** The admin API as the restore script uses it (read-only mode, verification). */
+export interface RestoreApi {
+  setReadOnly(enabled: boolean, reason: string): Promise<void>;
+  verifyDatabase(): Promise<{ ok: boolean; report: unknown }>;
+}
+
+/** The PostgreSQL server being restored, on this host. */
+export interface RestoreServer {
+  stop(): Promise<void>;
+  start(): Promise<void>;
+  /** Resolves when the server answers and is out of recovery (promoted), within the bound. */
+  waitPromoted(timeoutMs: number): Promise<void>;
+}
+
+export interface RestoreRequest {
+  backup: string;
+  targetTime?: string;
+  targetName?: string;
+}
+
+export interface RestorePlan {
+  backup: Pick<BackupInfo, 'label' | 'type' | 'startedAt' | 'stoppedAt' | 'sizeBytes' | 'repositorySizeBytes'>;
+  target: { type: 'end_of_archive' } | { type: 'time'; value: string } | { type: 'name'; value: string };
+  wal: { from: string | null; to: string | null };
+  steps: string[];
+}
+
+/** A restore that cannot go ahead; the CLI exits 1 with its message. */
+export class RestorePlanError extends Error {}
+
+/** Which backup and WAL a restore would use, or why it cannot (the dry run's answer). */
+export function planRestore(info: StanzaInfo, request: RestoreRequest): RestorePlan {
+  if (request.targetTime && request.targetName) throw new RestorePlanError('give --target-time or --target-name, not both');
+  const good = info.backups.filter((b) => !b.error);
+  let backup: BackupInfo | undefined;
+  if (request.backup === 'latest') {
+    if (request.targetTime) {
+      const target = Date.parse(request.targetTime);
+      if (Number.isNaN(target)) throw new RestorePlanError(`--target-time ${request.targetTime} is not a time`);
+      backup = good.filter((b) => Date.parse(b.stoppedAt) <= target).at(-1);
+      if (!backup) throw new RestorePlanError(`no backup ended before ${request.targetTime}; the oldest ended ${good[0]?.stoppedAt ?? 'never (no backup)'}`);
+    } else {
+      backup = good.at(-1);
+      if (!backup) throw new RestorePlanError('the repository holds no successful backup');
+    }
+  } else {
+    backup = info.backups.find((b) => b.label === request.backup);
+    if (!backup) throw new RestorePlanError(`backup ${request.backup} is not in the repository (have: ${info.backups.map((b) => b.label).join(', ') || 'none'})`);
+    if (backup.error) throw new RestorePlanError(`backup ${request.backup} is marked as failed`);
+    if (request.targetTime && Date.parse(backup.stoppedAt) > Date.parse(request.targetTime)) throw new RestorePlanError(`backup ${backup.label} ended at ${backup.stoppedAt}, after the target ${request.targetTime}`);
+  }
+  const target: RestorePlan['target'] = request.targetTime
+    ? { type: 'time', value: new Date(request.targetTime).toISOString() }
+    : request.targetName
+      ? { type: 'name', value: request.targetName }
+      : { type: 'end_of_archive' };
+  return {
+    backup: { label: backup.label, type: backup.type, startedAt: backup.startedAt, stoppedAt: backup.stoppedAt, sizeBytes: backup.sizeBytes, repositorySizeBytes: backup.repositorySizeBytes },
+    target,
+    wal: { from: backup.wal.start, to: info.archive.max },
+    steps: ['read-only on (API)', 'stop PostgreSQL', `pgbackrest restore --delta --set=${backup.label}${target.type === 'end_of_archive' ? '' : ` --type=${target.type} --target=${target.value}`}`, 'start PostgreSQL', 'wait for promotion', 'verify (API)'],
+  };
+}
+
+export interface StepTiming {
+  step: string;
+  ms: number;
+}
+
+/**
+ * The destructive restore, step by step, each timed and reported as it finishes. Read-only mode
+ * stays on at the end: the operator reviews the verification (and, after a point-in-time restore,
+ * the media uploaded after the target) before writes resume.
+ */
+export async function runRestore(
+  deps: { tool: BackupTool; api: RestoreApi; server: RestoreServer; pgData: string; onStep: (t: StepTiming) => void; promoteTimeoutMs: number },
+  plan: RestorePlan,
+): Promise<{ steps: StepTiming[]; verification: unknown; ok: boolean }> {
+  const steps: StepTiming[] = [];
+  const step = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+    const started = performance.now();
+    const value = await fn();
+    const timing = { step: name, ms: Math.round(performance.now() - started) };
+    steps.push(timing);
+    deps.onStep(timing);
+    return value;
+  };
+  await step('read-only on', () => deps.api.setReadOnly(true, `restore-database: ${plan.backup.label} to ${plan.target.type === 'end_of_archive' ? 'the end of the archive' : plan.target.value}`));
+  await step('stop PostgreSQL', () => deps.server.stop());
+  await step('pgbackrest restore', () =>
+    deps.tool.restore(
+      {
+        pgPath: deps.pgData,
+        set: plan.backup.label,
+        delta: true,
+        target: plan.target.type === 'end_of_archive' ? undefined : { type: plan.target.type, value: plan.target.value },
+        targetAction: 'promote',
+      },
+      6 * 3600_000,
+    ),
+  );
+  await step('start PostgreSQL', () => deps.server.start());
+  await step('wait for promotion', () => deps.server.waitPromoted(deps.promoteTimeoutMs));
+  const verification = await step('verify', () => deps.api.verifyDatabase());
+  return { steps, verification: verification.report, ok: verification.ok };
+}

@@ -1,0 +1,166 @@
+import { execFile } from 'node:child_process';
+
+/** One backup as `pgbackrest info --output=json` lists it. */
+export interface BackupInfo {
+  label: string;
+  type: 'full' | 'diff' | 'incr';
+  startedAt: string;
+  stoppedAt: string;
+  /** Database size, and what this backup stored in the repository (compressed). */
+  sizeBytes: number;
+  deltaBytes: number;
+  repositorySizeBytes: number;
+  repositoryDeltaBytes: number;
+  wal: { start: string | null; stop: string | null };
+  lsn: { start: string | null; stop: string | null };
+  prior: string | null;
+  error: boolean;
+}
+
+export interface StanzaInfo {
+  stanza: string;
+  status: { code: number; message: string };
+  backups: BackupInfo[];
+  archive: { min: string | null; max: string | null };
+}
+
+export interface RestoreOptions {
+  /** The data directory to restore into (a scratch directory, or the real one for a real restore). */
+  pgPath: string;
+  set?: string;
+  target?: { type: 'time' | 'name'; value: string };
+  /** Replay no further than the end of the backup (consistency), instead of the whole archive. */
+  immediate?: boolean;
+  delta?: boolean;
+  /** `off`: the restored server must never push WAL into the repository (validation restores). */
+  archiveMode?: 'off' | 'preserve';
+  targetAction?: 'promote' | 'pause';
+}
+
+/** The seam between the service and pgBackRest; tests hand services a fake. */
+export interface BackupTool {
+  info(timeoutMs: number): Promise<StanzaInfo>;
+  backup(type: 'full' | 'diff' | 'incr', timeoutMs: number): Promise<void>;
+  restore(options: RestoreOptions, timeoutMs: number): Promise<void>;
+}
+
+/** pgBackRest could not run, or failed; `code` says which, `detail` is its own message (for logs). */
+export class BackupToolError extends Error {
+  constructor(
+    readonly code: 'pgbackrest_missing' | 'pgbackrest_timeout' | 'pgbackrest_failed' | 'repository_unreachable',
+    message: string,
+    readonly detail = '',
+  ) {
+    super(message);
+  }
+}
+
+export interface PgBackRestOptions {
+  bin: string;
+  stanza: string;
+  configPath?: string;
+  /** Run as this user (pgBackRest must never write its repository as root). */
+  runAs?: string;
+}
+
+/** The real pgBackRest command line. */
+export class PgBackRestCli implements BackupTool {
+  constructor(private readonly options: PgBackRestOptions) {}
+
+  private command(args: string[]): { file: string; argv: string[] } {
+    const base = [`--stanza=${this.options.stanza}`, ...(this.options.configPath ? [`--config=${this.options.configPath}`] : []), '--log-level-console=error', '--log-level-stderr=error', ...args];
+    if (this.options.runAs) return { file: 'runuser', argv: ['-u', this.options.runAs, '--', this.options.bin, ...base] };
+    return { file: this.options.bin, argv: base };
+  }
+
+  private run(args: string[], timeoutMs: number): Promise<string> {
+    const { file, argv } = this.command(args);
+    return new Promise((resolve, reject) => {
+      execFile(file, argv, { timeout: timeoutMs, killSignal: 'SIGTERM', maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+        if (!err) return resolve(stdout);
+        const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: unknown };
+        const text = `${stderr}`.trim().slice(-2000);
+        if (e.code === 'ENOENT' || /runuser: failed to execute|No such file or directory/.test(text) && !/ERROR: \[/.test(text)) {
+          return reject(new BackupToolError('pgbackrest_missing', 'pgBackRest is not installed on this host', text));
+        }
+        if (e.killed) return reject(new BackupToolError('pgbackrest_timeout', `pgBackRest gave no answer within ${timeoutMs} ms`, text));
+        if (/ERROR: \[(041|055|103|104)\]/.test(text)) return reject(new BackupToolError('repository_unreachable', 'the pgBackRest repository is unreachable', text));
+        reject(new BackupToolError('pgbackrest_failed', `pgBackRest failed: ${firstError(text)}`, text));
+      });
+    });
+  }
+
+  async info(timeoutMs: number): Promise<StanzaInfo> {
+    const out = await this.run(['info', '--output=json'], timeoutMs);
+    const parsed = JSON.parse(out) as RawStanza[];
+    const stanza = parsed.find((s) => s.name === this.options.stanza);
+    if (!stanza) throw new BackupToolError('repository_unreachable', `stanza ${this.options.stanza} is not in the repository`);
+    // 0 ok, 2 no valid backup yet (still a usable repository); anything else means it is not usable.
+    if (stanza.status.code !== 0 && stanza.status.code !== 2) {
+      throw new BackupToolError('repository_unreachable', `pgBackRest reports the stanza: ${stanza.status.message}`, stanza.status.message);
+    }
+    return fromRaw(stanza);
+  }
+
+  async backup(type: 'full' | 'diff' | 'incr', timeoutMs: number): Promise<void> {
+    // start-fast: a checkpoint now, not at the next checkpoint_timeout (minutes later).
+    await this.run(['backup', `--type=${type}`, '--start-fast'], timeoutMs);
+  }
+
+  async restore(options: RestoreOptions, timeoutMs: number): Promise<void> {
+    const args = ['restore', `--pg1-path=${options.pgPath}`];
+    if (options.set) args.push(`--set=${options.set}`);
+    // PostgreSQL reads recovery_target_time as '2026-11-26 08:15:00.123+00' (not ISO's T and Z).
+    const target = options.target?.type === 'time' ? new Date(options.target.value).toISOString().replace('T', ' ').replace('Z', '+00') : options.target?.value;
+    if (options.target) args.push(`--type=${options.target.type}`, `--target=${target}`, `--target-action=${options.targetAction ?? 'promote'}`);
+    else if (options.immediate) args.push('--type=immediate', `--target-action=${options.targetAction ?? 'promote'}`);
+    if (options.delta) args.push('--delta');
+    if (options.archiveMode) args.push(`--archive-mode=${options.archiveMode}`);
+    await this.run(args, timeoutMs);
+  }
+}
+
+function firstError(text: string): string {
+  return (text.split('\n').find((l) => l.includes('ERROR')) ?? text.split('\n')[0] ?? '').slice(0, 300);
+}
+
+interface RawStanza {
+  name: string;
+  status: { code: number; message: string };
+  archive?: { min: string | null; max: string | null }[];
+  backup?: {
+    label: string;
+    type: 'full' | 'diff' | 'incr';
+    error?: boolean;
+    prior: string | null;
+    timestamp: { start: number; stop: number };
+    info: { size: number; delta: number; repository: { size: number; delta: number } };
+    archive?: { start: string | null; stop: string | null };
+    lsn?: { start: string | null; stop: string | null };
+  }[];
+}
+
+function fromRaw(raw: RawStanza): StanzaInfo {
+  const archives = raw.archive ?? [];
+  const mins = archives.map((a) => a.min).filter((x): x is string => !!x).sort();
+  const maxes = archives.map((a) => a.max).filter((x): x is string => !!x).sort();
+  return {
+    stanza: raw.name,
+    status: raw.status,
+    archive: { min: mins[0] ?? null, max: maxes.at(-1) ?? null },
+    backups: (raw.backup ?? []).map((b) => ({
+      label: b.label,
+      type: b.type,
+      startedAt: new Date(b.timestamp.start * 1000).toISOString(),
+      stoppedAt: new Date(b.timestamp.stop * 1000).toISOString(),
+      sizeBytes: b.info.size,
+      deltaBytes: b.info.delta,
+      repositorySizeBytes: b.info.repository.size,
+      repositoryDeltaBytes: b.info.repository.delta,
+      wal: { start: b.archive?.start ?? null, stop: b.archive?.stop ?? null },
+      lsn: { start: b.lsn?.start ?? null, stop: b.lsn?.stop ?? null },
+      prior: b.prior,
+      error: b.error === true,
+    })),
+  };
+}

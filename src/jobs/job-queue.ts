@@ -1,0 +1,192 @@
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+
+export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed';
+
+/** A DR job in Redis, under the same `jobs:<id>` keys as media sync jobs (GET /admin/jobs/:id). */
+export interface Job<I = unknown, R = unknown> {
+  id: string;
+  kind: string;
+  status: JobStatus;
+  input: I;
+  result: R | null;
+  error: string | null;
+  /** The exclusive group the job holds while queued or running (one job per group at a time). */
+  group: string | null;
+  instanceId: string | null;
+  requestedBy: string;
+  createdAt: string;
+  startedAt: string | null;
+  updatedAt: string;
+  finishedAt: string | null;
+}
+
+/** A running job whose worker has not reported for this long is reported failed (its worker stopped). */
+export const JOB_HEARTBEAT_MS = 5000;
+export const JOB_STALE_MS = 30_000;
+/** How long a queued job holds its group while no worker takes it, then while a worker runs it. */
+const QUEUED_HOLD_MS = 3_600_000;
+const RUNNING_HOLD_MS = JOB_STALE_MS * 2;
+const JOB_TTL_SECONDS = 30 * 24 * 3600;
+
+// Enqueue: take the group (if any) and queue the job in one step, so two requests never both win.
+const ENQUEUE = `
+if KEYS[2] ~= '' then
+  local holder = redis.call('GET', KEYS[2])
+  if holder then return holder end
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+redis.call('RPUSH', KEYS[3], ARGV[1])
+return false`;
+
+// Claim: pop the oldest queued id and mark it running for this worker in one step; a job popped by
+// one worker is never seen by another.
+const CLAIM = `
+for i = 1, 100 do
+  local id = redis.call('LPOP', KEYS[1])
+  if not id then return false end
+  local key = ARGV[1] .. id
+  local raw = redis.call('GET', key)
+  if raw then
+    local job = cjson.decode(raw)
+    if job.status == 'queued' then
+      job.status = 'running'
+      job.instanceId = ARGV[2]
+      job.startedAt = ARGV[3]
+      job.updatedAt = ARGV[3]
+      local out = cjson.encode(job)
+      redis.call('SET', key, out, 'KEEPTTL')
+      if job.group ~= cjson.null and job.group ~= nil then
+        redis.call('PEXPIRE', ARGV[4] .. job.group, ARGV[5])
+      end
+      return out
+    end
+  end
+end
+return false`;
+
+// Release a group only if this job still holds it.
+const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
+const EXTEND = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`;
+
+export class JobGroupBusyError extends Error {
+  constructor(
+    readonly group: string,
+    readonly holder: string,
+  ) {
+    super(`a ${group} job is already queued or running (${holder})`);
+  }
+}
+
+/**
+ * The shared job mechanism: API instances enqueue, workers claim. Each job is claimed by exactly
+ * one worker (an atomic pop-and-mark in Redis); jobs of one group run one at a time.
+ */
+export class JobQueue {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+  ) {}
+
+  private key(id: string): string {
+    return `${this.prefix}jobs:${id}`;
+  }
+  private groupKey(group: string): string {
+    return `${this.prefix}jobs:group:${group}`;
+  }
+  private get queueKey(): string {
+    return `${this.prefix}jobs:queue`;
+  }
+
+  async enqueue<I>(kind: string, input: I, options: { group?: string; requestedBy: string }): Promise<Job<I>> {
+    const now = new Date().toISOString();
+    const job: Job<I> = {
+      id: randomUUID(),
+      kind,
+      status: 'queued',
+      input,
+      result: null,
+      error: null,
+      group: options.group ?? null,
+      instanceId: null,
+      requestedBy: options.requestedBy,
+      createdAt: now,
+      startedAt: null,
+      updatedAt: now,
+      finishedAt: null,
+    };
+    const holder = (await this.redis.eval(
+      ENQUEUE,
+      3,
+      this.key(job.id),
+      options.group ? this.groupKey(options.group) : '',
+      this.queueKey,
+      job.id,
+      JSON.stringify(job),
+      JOB_TTL_SECONDS,
+      QUEUED_HOLD_MS,
+    )) as string | null;
+    if (holder) throw new JobGroupBusyError(options.group!, holder);
+    await this.redis.zadd(`${this.prefix}jobs:index:${kind}`, Date.now(), job.id);
+    return job;
+  }
+
+  /** Takes the oldest queued job for this worker, or undefined when there is none. */
+  async claim(instanceId: string): Promise<Job | undefined> {
+    const raw = (await this.redis.eval(CLAIM, 1, this.queueKey, `${this.prefix}jobs:`, instanceId, new Date().toISOString(), `${this.prefix}jobs:group:`, RUNNING_HOLD_MS)) as string | null;
+    return raw ? normalize(JSON.parse(raw) as Job) : undefined;
+  }
+
+  /** The worker is alive and the job progresses: keeps the group held and the job fresh. */
+  async heartbeat(job: Job): Promise<void> {
+    job.updatedAt = new Date().toISOString();
+    await this.save(job);
+    if (job.group) await this.redis.eval(EXTEND, 1, this.groupKey(job.group), job.id, RUNNING_HOLD_MS);
+  }
+
+  async finish(job: Job, outcome: { status: 'succeeded' | 'failed'; result?: unknown; error?: string }): Promise<void> {
+    job.status = outcome.status;
+    job.result = outcome.result ?? job.result;
+    job.error = outcome.error ?? null;
+    job.finishedAt = job.updatedAt = new Date().toISOString();
+    await this.save(job);
+    if (job.group) await this.redis.eval(RELEASE, 1, this.groupKey(job.group), job.id);
+  }
+
+  private async save(job: Job): Promise<void> {
+    await this.redis.set(this.key(job.id), JSON.stringify(job), 'EX', JOB_TTL_SECONDS);
+  }
+
+  /** A job as stored; a running job without heartbeat for JOB_STALE_MS is reported failed. */
+  async get(id: string): Promise<(Job & { stale?: boolean }) | undefined> {
+    const raw = await this.redis.get(this.key(id));
+    if (raw === null) return undefined;
+    const job = normalize(JSON.parse(raw) as Job);
+    if (job.status === 'running' && Date.now() - Date.parse(job.updatedAt) > JOB_STALE_MS) {
+      return { ...job, status: 'failed', stale: true, error: `the worker running it (${job.instanceId}) stopped reporting for ${JOB_STALE_MS / 1000} s` };
+    }
+    return job;
+  }
+
+  /** The newest jobs of one kind. */
+  async recent(kind: string, limit: number): Promise<Job[]> {
+    const ids = await this.redis.zrevrange(`${this.prefix}jobs:index:${kind}`, 0, limit - 1);
+    const jobs = await Promise.all(ids.map((id) => this.get(id)));
+    return jobs.filter((j): j is Job => j !== undefined);
+  }
+
+  /** The job currently holding a group, if any (for a 409 naming it). */
+  async holder(group: string): Promise<string | null> {
+    return this.redis.get(this.groupKey(group));
+  }
+}
+
+// cjson turns an empty object into an empty array and null into a sentinel: undo that.
+function normalize(job: Job): Job {
+  for (const field of ['result', 'error', 'group', 'instanceId', 'startedAt', 'finishedAt'] as const) {
+    if (job[field] === undefined) (job as unknown as Record<string, unknown>)[field] = null;
+  }
+  if (Array.isArray(job.input) && job.input.length === 0) job.input = {};
+  return job;
+}

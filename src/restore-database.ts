@@ -1,0 +1,208 @@
+// scripts/dr/restore-database.sh: the destructive restore of the runbook, on the database host.
+//   restore-database --from-backup latest|<label> [--target-time T | --target-name N] [--pg-data DIR] (--confirm | --dry-run)
+// Environment: SAV3_API_URL, SAV3_ADMIN_TOKEN (operator), DATABASE_URL (the server restored here),
+// PGBACKREST_STANZA, PGBACKREST_CONFIG, PGBACKREST_BIN, PG_BIN, PGDATA; MEDIA_* for the media pass.
+// Exit codes: 0 done (or a dry run that could go ahead), 1 failed, 2 usage.
+import { join } from 'node:path';
+import pg from 'pg';
+import { loadConfig, type MediaBackendConfig } from './config/config.ts';
+import { planRestore, RestorePlanError, runRestore, type RestoreApi, type RestoreServer } from './backup/database-restore.ts';
+import { findObjectsWithoutMetadata } from './backup/media-orphans.ts';
+import { isRoot, runAs } from './backup/os-command.ts';
+import { PgBackRestCli } from './backup/pgbackrest.ts';
+import { MinioObjectStore } from './media/minio-object-store.ts';
+import type { ObjectStore } from './media/object-store.ts';
+
+export const USAGE = `usage: restore-database.sh --from-backup latest|<label> [--target-time ISO | --target-name NAME] [--pg-data DIR] (--confirm | --dry-run)
+  --from-backup   the backup to restore: latest, or a label from GET /admin/backups
+  --target-time   point-in-time: recover up to this time (ISO 8601 with a zone), then promote
+  --target-name   point-in-time: recover up to this restore point (POST /admin/database/restore-point)
+  --pg-data       the data directory (default: PGDATA)
+  --dry-run       print the plan, the backup and the WAL it would use; change nothing
+  --confirm       required to act: read-only on, stop PostgreSQL, restore --delta, start, wait for promotion, verify
+Environment: SAV3_API_URL SAV3_ADMIN_TOKEN DATABASE_URL PGBACKREST_STANZA [PGBACKREST_CONFIG PGBACKREST_BIN PG_BIN PGDATA MEDIA_*]`;
+
+interface Args {
+  backup?: string;
+  targetTime?: string;
+  targetName?: string;
+  pgData?: string;
+  confirm: boolean;
+  dryRun: boolean;
+  help: boolean;
+}
+
+export function parseArgs(argv: string[]): Args | string {
+  const args: Args = { confirm: false, dryRun: false, help: false };
+  const value = (i: number, flag: string) => {
+    const v = argv[i + 1];
+    if (v === undefined || v.startsWith('--')) throw new Error(`${flag} needs a value`);
+    return v;
+  };
+  try {
+    for (let i = 0; i < argv.length; i += 1) {
+      const a = argv[i]!;
+      if (a === '--from-backup') args.backup = value(i++, a);
+      else if (a === '--target-time') args.targetTime = value(i++, a);
+      else if (a === '--target-name') args.targetName = value(i++, a);
+      else if (a === '--pg-data') args.pgData = value(i++, a);
+      else if (a === '--confirm') args.confirm = true;
+      else if (a === '--dry-run') args.dryRun = true;
+      else if (a === '-h' || a === '--help') args.help = true;
+      else return `unknown option: ${a}`;
+    }
+  } catch (err) {
+    return (err as Error).message;
+  }
+  if (args.help) return args;
+  if (!args.backup) return '--from-backup is required';
+  if (!/^(latest|\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?)$/.test(args.backup)) return '--from-backup must be latest or a backup label';
+  if (args.targetTime && !/^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)$/.test(args.targetTime)) return '--target-time must be ISO 8601 with a zone, e.g. 2026-11-26T08:15:00Z';
+  if (args.targetName && !/^[A-Za-z0-9._:-]{1,63}$/.test(args.targetName)) return '--target-name must be a restore point name';
+  if (args.targetTime && args.targetName) return 'give --target-time or --target-name, not both';
+  if (args.confirm && args.dryRun) return 'give --confirm or --dry-run, not both';
+  if (!args.confirm && !args.dryRun) return 'refusing to restore without --confirm (or look first with --dry-run); nothing was changed';
+  return args;
+}
+
+const say = (line: string) => process.stdout.write(`${line}\n`);
+
+function api(): RestoreApi {
+  const base = (process.env.SAV3_API_URL ?? 'http://127.0.0.1:3000').replace(/\/$/, '');
+  const token = process.env.SAV3_ADMIN_TOKEN;
+  if (!token) throw new RestorePlanError('SAV3_ADMIN_TOKEN is not set (an operator token)');
+  const call = async (method: string, path: string, body: unknown) => {
+    const res = await fetch(`${base}${path}`, { method, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(60_000) });
+    return { status: res.status, body: (await res.json().catch(() => ({}))) as unknown };
+  };
+  return {
+    async setReadOnly(enabled, reason) {
+      const res = await call('PUT', '/admin/read-only', { enabled, reason });
+      if (res.status !== 200) throw new Error(`read-only ${enabled ? 'on' : 'off'} failed: HTTP ${res.status} ${JSON.stringify(res.body)}`);
+    },
+    async verifyDatabase() {
+      // Right after promotion the service may still be reconnecting: a few tries.
+      let last: { status: number; body: unknown } = { status: 0, body: null };
+      for (let attempt = 0; attempt < 10; attempt += 1) {
+        last = await call('POST', '/admin/verify/database', {}).catch((err: unknown) => ({ status: 0, body: String(err) }));
+        if (last.status === 200) break;
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+      return { ok: last.status === 200, report: last.body };
+    },
+  };
+}
+
+function server(pgData: string, pgBin: string, osUser: string, databaseUrl: string): RestoreServer {
+  const ctl = (args: string[]) => runAs(osUser, join(pgBin, 'pg_ctl'), ['-D', pgData, ...args], { timeoutMs: 660_000 });
+  return {
+    stop: async () => {
+      await ctl(['-m', 'fast', '-w', '-t', '600', 'stop']).catch((err: Error & { stderr?: string }) => {
+        if (!/Is server running\?|PID file .* does not exist/.test(err.stderr ?? err.message)) throw err;
+      });
+    },
+    start: async () => {
+      await ctl(['-l', join(pgData, '..', `restore-${Date.now()}.log`), '-w', '-t', '600', 'start']).catch(async (err: Error) => {
+        // -l needs a writable parent; fall back to the server's own logging.
+        if (/could not open log file|Permission denied/.test(err.message)) await ctl(['-w', '-t', '600', 'start']);
+        else throw err;
+      });
+    },
+    async waitPromoted(timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      let lastError = '';
+      while (Date.now() < deadline) {
+        const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 2000 });
+        client.on('error', () => undefined);
+        try {
+          await client.connect();
+          const { rows } = await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r');
+          if (rows[0]?.r === false) return;
+          lastError = 'still in recovery';
+        } catch (err) {
+          lastError = (err as Error).message;
+        } finally {
+          await client.end().catch(() => undefined);
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      throw new Error(`the server did not promote within ${timeoutMs / 1000} s (${lastError})`);
+    },
+  };
+}
+
+function mediaStores(): Map<string, ObjectStore> | undefined {
+  try {
+    const config = loadConfig(process.env);
+    const stores = new Map<string, ObjectStore>();
+    const all: MediaBackendConfig[] = [config.mediaPrimary, ...(config.mediaBackup ? [config.mediaBackup] : [])];
+    for (const m of all) stores.set(m.name, new MinioObjectStore(m));
+    return stores;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const args = parseArgs(argv);
+  if (typeof args === 'string') {
+    process.stderr.write(`${args}\n${USAGE}\n`);
+    return 2;
+  }
+  if (args.help) {
+    say(USAGE);
+    return 0;
+  }
+  const stanza = process.env.PGBACKREST_STANZA;
+  if (!stanza) {
+    process.stderr.write('PGBACKREST_STANZA is not set\n');
+    return 1;
+  }
+  const osUser = process.env.PGBACKREST_OS_USER ?? 'postgres';
+  const tool = new PgBackRestCli({ bin: process.env.PGBACKREST_BIN ?? 'pgbackrest', stanza, configPath: process.env.PGBACKREST_CONFIG, runAs: isRoot() ? osUser : undefined });
+  const started = performance.now();
+  try {
+    const info = await tool.info(30_000);
+    const plan = planRestore(info, { backup: args.backup!, targetTime: args.targetTime, targetName: args.targetName });
+    say(`plan: ${JSON.stringify(plan)}`);
+    if (args.dryRun) {
+      say('dry run: nothing was changed');
+      return 0;
+    }
+    const pgData = args.pgData ?? process.env.PGDATA;
+    const databaseUrl = process.env.DATABASE_URL;
+    if (!pgData) throw new RestorePlanError('--pg-data (or PGDATA) is required');
+    if (!databaseUrl) throw new RestorePlanError('DATABASE_URL (the server restored here) is required');
+    const result = await runRestore(
+      {
+        tool,
+        api: api(),
+        server: server(pgData, process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin', osUser, databaseUrl),
+        pgData,
+        promoteTimeoutMs: 3600_000,
+        onStep: (t) => say(`step: ${t.step} ${t.ms} ms`),
+      },
+      plan,
+    );
+    say(`verify: ${JSON.stringify(result.verification)}`);
+    if (plan.target.type !== 'end_of_archive') {
+      const stores = mediaStores();
+      if (!stores) say('media: not configured here (MEDIA_* unset); run the media consistency pass where it is');
+      else {
+        const orphans = await findObjectsWithoutMetadata(databaseUrl, stores);
+        for (const store of stores.values()) store.close();
+        say(`media: ${orphans.length} object(s) uploaded after the target have content but no metadata: keep (re-upload) or remove them`);
+        for (const o of orphans) say(`media-orphan: ${JSON.stringify(o)}`);
+      }
+    }
+    say(`total: ${Math.round(performance.now() - started)} ms; read-only mode is still ON: check, then scripts/dr/disable-readonly-mode.sh`);
+    return result.ok ? 0 : 1;
+  } catch (err) {
+    process.stderr.write(`restore failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => process.exit(code));
+}

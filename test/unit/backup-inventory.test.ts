@@ -1,0 +1,115 @@
+import { BackupInventory } from '../../src/backup/backup-inventory.ts';
+import { BackupToolError, type BackupTool, type StanzaInfo } from '../../src/backup/pgbackrest.ts';
+import type { ArchiverStatus } from '../../src/backup/wal-archive.ts';
+import { createMetrics } from '../../src/metrics/metrics.ts';
+import { captureLogger } from '../support/log-capture.ts';
+
+const info = (stops: [string, 'full' | 'diff' | 'incr', boolean][]): StanzaInfo => ({
+  stanza: 'main',
+  status: { code: 0, message: 'ok' },
+  archive: { min: null, max: null },
+  backups: stops.map(([stop, type, error], i) => ({
+    label: `2026112${i}-000000F`, type, error, startedAt: stop, stoppedAt: stop, sizeBytes: 1, deltaBytes: 1, repositorySizeBytes: 1, repositoryDeltaBytes: 1, wal: { start: null, stop: null }, lsn: { start: null, stop: null }, prior: null,
+  })),
+});
+
+const archiver: ArchiverStatus = {
+  checkedAt: new Date(), inRecovery: false, currentLsn: '0/3000000', nextXid: '1', walSegmentBytes: 16 << 20, archivedCount: 1,
+  lastArchivedWal: '000000010000000000000002', lastArchivedAt: new Date(), failedCount: 0, lastFailedWal: null, lastFailedAt: null, archiveMode: 'on',
+};
+
+function inventory(tool: BackupTool | undefined, overrides: { cacheMs?: number; archiver?: () => Promise<ArchiverStatus> } = {}) {
+  const metrics = createMetrics();
+  const inv = new BackupInventory({
+    tool,
+    archiver: overrides.archiver ?? (async () => ({ ...archiver, checkedAt: new Date() })),
+    lastValidation: async () => new Date('2026-11-26T00:00:00Z'),
+    metrics,
+    logger: captureLogger('silent').logger,
+    timeoutMs: 1000,
+    cacheMs: overrides.cacheMs ?? 60_000,
+    intervalMs: 60_000,
+    maxAgeSeconds: 93_600,
+    validationMaxAgeSeconds: 3600,
+  });
+  return { inv, metrics };
+}
+
+describe('BackupInventory', () => {
+  it('reads pgBackRest once for concurrent callers and serves the cache until it expires', async () => {
+    let calls = 0;
+    const tool: BackupTool = { info: async () => (calls += 1, await new Promise((r) => setTimeout(r, 20)), info([])), backup: async () => undefined, restore: async () => undefined };
+    const { inv } = inventory(tool);
+    await Promise.all(Array.from({ length: 20 }, () => inv.info()));
+    await inv.info();
+    expect(calls).toBe(1);
+    await inv.info(true);
+    expect(calls).toBe(2);
+  });
+
+  it('maps pgBackRest failures to 503 with their code, and marks the dependency down', async () => {
+    const { inv, metrics } = inventory({ info: async () => { throw new BackupToolError('repository_unreachable', 'the pgBackRest repository is unreachable'); }, backup: async () => undefined, restore: async () => undefined });
+    await expect(inv.info()).rejects.toMatchObject({ status: 503, code: 'repository_unreachable' });
+    expect((await metrics.registry.getSingleMetricAsString('sav3_dependency_up'))).toContain('sav3_dependency_up{dependency="pgbackrest",target="repository"} 0');
+    const { inv: none } = inventory(undefined);
+    await expect(none.info()).rejects.toMatchObject({ status: 503, code: 'backups_not_configured' });
+  });
+
+  it('exports the newest successful backup per type (failed ones do not count) and the configured bounds', async () => {
+    const tool: BackupTool = {
+      info: async () => info([['2026-11-25T00:00:00.000Z', 'full', false], ['2026-11-25T12:00:00.000Z', 'diff', false], ['2026-11-26T00:00:00.000Z', 'full', true]]),
+      backup: async () => undefined,
+      restore: async () => undefined,
+    };
+    const { inv, metrics } = inventory(tool);
+    await inv.sample();
+    const text = await metrics.registry.metrics();
+    expect(text).toContain(`sav3_backup_last_success_timestamp_seconds{type="full"} ${Date.parse('2026-11-25T00:00:00Z') / 1000}`);
+    expect(text).toContain(`sav3_backup_last_success_timestamp_seconds{type="diff"} ${Date.parse('2026-11-25T12:00:00Z') / 1000}`);
+    expect(text).toContain('sav3_backup_last_success_timestamp_seconds{type="incr"} 0');
+    expect(text).toContain('sav3_backup_max_age_seconds 93600');
+    expect(text).toContain('sav3_backup_validation_max_age_seconds 3600');
+    expect(text).toContain(`sav3_backup_validation_last_success_timestamp_seconds ${Date.parse('2026-11-26T00:00:00Z') / 1000}`);
+  });
+
+  it('counts archive failures as they grow, re-baselining after a stats reset', async () => {
+    let failed = 0;
+    const { inv, metrics } = inventory(undefined, { archiver: async () => ({ ...archiver, checkedAt: new Date(), failedCount: failed }) });
+    const total = async () => (await metrics.walArchiveFailures.get()).values[0]?.value ?? 0;
+    await inv.archiver();
+    failed = 3;
+    await inv.archiver();
+    expect(await total()).toBe(3);
+    failed = 0; // pg_stat_reset_shared('archiver'), or a failover to a server with its own counts
+    await inv.archiver();
+    failed = 2;
+    await inv.archiver();
+    expect(await total()).toBe(5);
+  });
+
+  it('the recoverable range runs from the end of the oldest good backup to now less the RPO exposure', async () => {
+    const tool: BackupTool = { info: async () => info([['2026-11-25T00:00:00.000Z', 'full', true], ['2026-11-25T06:00:00.000Z', 'full', false]]), backup: async () => undefined, restore: async () => undefined };
+    const { inv } = inventory(tool);
+    const range = await inv.recoverableRange();
+    expect(range.from).toBe('2026-11-25T06:00:00.000Z');
+    expect(Math.abs(Date.parse(range.to!) - Date.now())).toBeLessThan(2000);
+  });
+
+  it('on a standby (read-only failover) the exposure is unknown: null, and the gauge keeps its last value', async () => {
+    let standby = false;
+    let xid = 1;
+    const { inv, metrics } = inventory(undefined, {
+      archiver: async () =>
+        standby
+          ? { ...archiver, checkedAt: new Date(), inRecovery: true, currentLsn: null, nextXid: null }
+          : { ...archiver, checkedAt: new Date(), currentLsn: '0/3001000', nextXid: String((xid += 1)) },
+    });
+    await inv.archiver();
+    await new Promise((r) => setTimeout(r, 30));
+    const exposed = await inv.archiver();
+    expect(exposed.rpoExposureSeconds).toBeGreaterThan(0);
+    standby = true;
+    expect((await inv.archiver()).rpoExposureSeconds).toBeNull();
+    expect((await metrics.rpoExposure.get()).values[0]?.value).toBe(exposed.rpoExposureSeconds);
+  });
+});

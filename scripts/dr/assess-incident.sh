@@ -8,9 +8,9 @@ set -euo pipefail
 severity=auto
 while [ $# -gt 0 ]; do
   case "$1" in
-    --severity) severity=$2; shift 2 ;;
-    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
+    --severity) sav3_need "$@"; severity=$2; shift 2 ;;
+    -h|--help) sav3_usage; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [ "$severity" = auto ] || { echo "--severity: only auto is assessed (give P0-P3 to create-incident-report.sh directly)" >&2; exit 2; }

@@ -10,14 +10,14 @@ set -euo pipefail
 severity=auto title="" summary="" components="" eta="" id=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --severity) severity=$2; shift 2 ;;
-    --title) title=$2; shift 2 ;;
-    --summary) summary=$2; shift 2 ;;
-    --components) components=$2; shift 2 ;;
-    --eta) eta=$2; shift 2 ;;
-    --incident-id) id=$2; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
+    --severity) sav3_need "$@"; severity=$2; shift 2 ;;
+    --title) sav3_need "$@"; title=$2; shift 2 ;;
+    --summary) sav3_need "$@"; summary=$2; shift 2 ;;
+    --components) sav3_need "$@"; components=$2; shift 2 ;;
+    --eta) sav3_need "$@"; eta=$2; shift 2 ;;
+    --incident-id) sav3_need "$@"; id=$2; shift 2 ;;
+    -h|--help) sav3_usage; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 if [ -n "$id" ]; then

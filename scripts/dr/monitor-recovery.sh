@@ -8,9 +8,9 @@ set -euo pipefail
 id=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --incident-id) id=$2; shift 2 ;;
-    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
+    --incident-id) sav3_need "$@"; id=$2; shift 2 ;;
+    -h|--help) sav3_usage; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [ -n "${SAV3_ADMIN_TOKEN:-}" ] || { echo "SAV3_ADMIN_TOKEN is not set (a viewer token is enough)" >&2; exit 2; }

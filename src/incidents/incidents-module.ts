@@ -136,8 +136,8 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
     return run;
   };
   const recordHistory = guarded('status history', () => status.record());
-  const incidentChecks = guarded('incident gauges and reminders', async () => {
-    if (deps.databaseUp()) await Promise.all([refreshGauges(), incidents.remindOverdue()]);
+  const incidentChecks = guarded('incident gauges, reminders and history', async () => {
+    if (deps.databaseUp()) await Promise.all([refreshGauges(), incidents.remindOverdue(), status.flushHistory()]);
   });
   // A change made here or on another instance shows in the gauges at once, not a period later.
   hub.subscribe((event) => {
@@ -157,8 +157,9 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
     async start() {
       await hub.start();
       outbox.start();
-      // History follows health at its own period; gauges and reminders need no finer than 5 s.
-      // Neither runs at once: the first probe round (bounded by HEALTH_TIMEOUT_MS) goes first.
+      // Component states follow health at its period (in memory); gauges, reminders and writing
+      // the history need no finer than 5 s. Nothing touches PostgreSQL at once: the first probe
+      // round (bounded by HEALTH_TIMEOUT_MS) goes first.
       historyTimer = setInterval(() => void recordHistory(), Math.min(config.healthIntervalMs, 5000));
       historyTimer.unref();
       checksTimer = setInterval(() => void incidentChecks(), deps.checksIntervalMs ?? CHECKS_INTERVAL_MS);

@@ -49,7 +49,7 @@ export interface StatusServiceDeps {
   logger: Logger;
   /** Bound on each PostgreSQL read behind the page: past it, that part is "unknown". */
   dbTimeoutMs: number;
-  /** The active database's last probe passed: while it fails, PostgreSQL is not even tried. */
+  /** The active database's last probe passed: while it fails, the recorder leaves PostgreSQL alone. */
   databaseUp: () => boolean;
   now?: () => number;
 }
@@ -66,6 +66,8 @@ function within<T>(p: Promise<T>, ms: number): Promise<T> {
  */
 export class StatusService {
   private last?: Record<Component, ComponentState>;
+  /** The newest stored state per component, as far as this instance knows (read once). */
+  private stored?: Partial<Record<Component, ComponentState>>;
   /** State changes not yet written (PostgreSQL down); written in order when it returns. */
   private readonly unwritten: { component: Component; state: ComponentState; at: Date }[] = [];
   private cached?: { at: number; value: Promise<StatusSnapshot> };
@@ -98,10 +100,10 @@ export class StatusService {
       .facts()
       .then(componentStates)
       .catch(() => Object.fromEntries(COMPONENTS.map((c) => [c, 'unknown'])) as Record<Component, ComponentState>);
-    const dbUp = this.deps.databaseUp();
+    // Bounded reads (not gated on the probe: a probe flapping on a loaded host must not blank the page).
     const [incidents, history] = await Promise.all([
-      dbUp ? within(this.publicIncidents(), this.deps.dbTimeoutMs).catch(() => null) : null,
-      dbUp ? within(this.history(), this.deps.dbTimeoutMs).catch(() => null) : null,
+      within(this.publicIncidents(), this.deps.dbTimeoutMs).catch(() => null),
+      within(this.history(), this.deps.dbTimeoutMs).catch(() => null),
     ]);
     const components = COMPONENTS.map((id) => ({
       id,
@@ -146,35 +148,43 @@ export class StatusService {
   }
 
   /**
-   * Records component state changes (the history) and announces health transitions. Called on
-   * every health period; while PostgreSQL is down, changes wait here with their times.
+   * Watches component states (every health period, no I/O): a change is announced at once and
+   * queued with its time for the history. The first states seen are queued too.
    */
   async record(): Promise<void> {
     const states = componentStates(await this.deps.facts());
     const at = new Date(this.now());
-    if (this.last === undefined) {
-      if (!this.deps.databaseUp()) return;
-      // Start from what is stored, so a restart does not record a change that did not happen.
-      const stored = await within(this.latestStored(), this.deps.dbTimeoutMs).catch(() => undefined);
-      if (stored === undefined) return;
-      this.last = { ...stored } as Record<Component, ComponentState>;
-    }
-    const changed = COMPONENTS.filter((c) => this.last![c] !== states[c]);
+    const before = this.last;
+    const changed = COMPONENTS.filter((c) => before?.[c] !== states[c]);
     for (const c of changed) this.unwritten.push({ component: c, state: states[c], at });
-    if (changed.length > 0) {
-      this.deps.hub.publish('health.transition', { components: Object.fromEntries(changed.map((c) => [c, { from: this.last![c] ?? null, to: states[c] }])) });
-      this.last = states;
+    this.last = states;
+    if (before && changed.length > 0) {
+      this.deps.hub.publish('health.transition', { components: Object.fromEntries(changed.map((c) => [c, { from: before[c], to: states[c] }])) });
       this.invalidate();
     }
-    if (this.unwritten.length > 0 && this.deps.databaseUp()) {
-      const batch = this.unwritten.slice();
-      try {
-        await within(this.deps.prisma().componentStateChange.createMany({ data: batch }), this.deps.dbTimeoutMs * 3);
-        this.unwritten.splice(0, batch.length);
-      } catch {
-        if (this.unwritten.length > 10_000) this.unwritten.splice(0, this.unwritten.length - 10_000);
-      }
-    }
+    if (this.unwritten.length > 10_000) this.unwritten.splice(0, this.unwritten.length - 10_000);
+  }
+
+  /**
+   * Writes the queued changes (from the periodic checks, while PostgreSQL answers). A queued state
+   * equal to the component's stored latest is no change and is dropped, so a restart or a second
+   * instance does not record what did not happen.
+   */
+  async flushHistory(): Promise<number> {
+    if (this.unwritten.length === 0 || !this.deps.databaseUp()) return 0;
+    this.stored ??= await within(this.latestStored(), this.deps.dbTimeoutMs * 3);
+    const batch = this.unwritten.slice();
+    const latest = { ...this.stored };
+    const rows = batch.filter((r) => {
+      if (latest[r.component] === r.state) return false;
+      latest[r.component] = r.state;
+      return true;
+    });
+    if (rows.length > 0) await within(this.deps.prisma().componentStateChange.createMany({ data: rows }), this.deps.dbTimeoutMs * 3);
+    this.unwritten.splice(0, batch.length);
+    this.stored = latest;
+    if (rows.length > 0) this.invalidate();
+    return rows.length;
   }
 
   private async latestStored(): Promise<Partial<Record<Component, ComponentState>>> {

@@ -92,7 +92,7 @@ receivers:
 
     await am.alert({ alertname: 'DatabaseDown', severity: 'critical', job: 'postgres', instance: 'db1.internal:5432' }, { end: new Date(Date.now() - 1000) });
     await eventually(() => timeline(incident!.id), (t) => t.some((e) => e.message === 'Monitoring reports that DatabaseDown has recovered.'), 10_000);
-    const page = await request(api.url).get('/status');
+    const page = await eventually(() => request(api.url).get('/status'), (r) => r.text.includes('Alert: DatabaseDown'), 5000);
     expect(page.text).toContain('Alert: DatabaseDown');
     expect(page.text).toContain('Monitoring reports that DatabaseDown has recovered.');
     expect(page.text).not.toMatch(/db1|db2|internal:5432|Database is down \(/);

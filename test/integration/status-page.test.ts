@@ -91,6 +91,8 @@ describe('status page, status.json and live events', () => {
   it('while PostgreSQL is down or hangs, the page still answers 200 quickly and says the state is unknown; the outage enters the history', async () => {
     // Start from a database every probe sees up (a loaded machine can make a probe time out).
     await eventually(() => request(api.url).get('/status.json'), (r) => r.body.components[1].state === 'operational', 10_000);
+    // …and give the transition watcher (one health period) time to see it too.
+    await new Promise((r) => setTimeout(r, 1500));
     const admin = await openSse(`${api.url}/admin/events`, viewer);
     for (const mode of ['refuse', 'hang'] as const) {
       proxy.setMode(mode);

@@ -16,7 +16,7 @@ copy() { # copies a file with its parent directories, following symlinks
 node_bin="$(command -v node)"
 npm_dir="$(dirname "$(dirname "$(readlink -f "$(command -v npm)")")")"
 # sh and the few tools the Dockerfile's RUN steps use, as node:*-bookworm-slim has them.
-for bin in "$node_bin" /bin/sh /usr/bin/env /usr/bin/find /usr/bin/rm /usr/bin/ls /usr/bin/cat /usr/bin/mkdir /usr/bin/cp /usr/bin/du; do
+for bin in "$node_bin" /bin/sh /usr/bin/env /usr/bin/find /usr/bin/rm /usr/bin/ls /usr/bin/cat /usr/bin/mkdir /usr/bin/cp /usr/bin/du /usr/bin/chown; do
   copy "$(readlink -f "$bin")"
   [ "$(readlink -f "$bin")" = "$bin" ] || { mkdir -p "$root$(dirname "$bin")"; ln -sf "$(readlink -f "$bin")" "$root$bin"; }
   for lib in $(ldd "$(readlink -f "$bin")" | grep -o '/[^ ]*'); do copy "$lib"; done

@@ -16,7 +16,9 @@ if [ -z "${NODE_IMAGE:-}" ] && ! podman pull -q "docker.io/library/$base" >/dev/
   base="$(bash scripts/image/node-base-from-host.sh | cut -d' ' -f1)"
 fi
 echo "image: building $tag on $base"
-podman build --isolation=chroot --build-arg NODE_IMAGE="$base" -t "$tag" . >/tmp/sav3-image-build.log 2>&1 || { tail -30 /tmp/sav3-image-build.log; exit 1; }
+build_log="$(mktemp)"
+podman build --isolation=chroot --build-arg NODE_IMAGE="$base" -t "$tag" . >"$build_log" 2>&1 || { tail -30 "$build_log"; rm -f "$build_log"; exit 1; }
+rm -f "$build_log"
 
 db="sav3_image_$$"
 free_port() { node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"; }

@@ -2,13 +2,15 @@
 // container paths, /run/secrets) onto this machine (127.0.0.1, free ports, a temp dir), so the
 // topology test runs the compose settings themselves rather than a copy of them. A URL or command
 // that names a port its service does not listen on fails the mapping: that is the check.
+import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 
 export const ROOT = join(__dirname, '..', '..');
-export const POSTGRES_UID = 101;
-export const POSTGRES_GID = 104;
+// PostgreSQL, pgBackRest and PgBouncer run as the `postgres` user; the files they read are theirs.
+export const POSTGRES_UID = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
+export const POSTGRES_GID = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
 
 export interface ComposeService {
   image?: string;
@@ -121,6 +123,7 @@ export class ComposeMap {
   processEnv(name: string, overrides: Record<string, string> = {}): Record<string, string> {
     const env: Record<string, string> = {};
     for (const [key, value] of Object.entries(this.environment(name))) {
+      if (key in overrides) continue;
       env[key] = key.endsWith('_FILE') ? this.path(value) : this.url(value);
     }
     return { ...env, ...overrides };

@@ -21,6 +21,8 @@ export const SCRAPE_SECONDS = 2;
 export const EVAL_SECONDS = 1;
 export const PATH = `${PG_BIN}:${process.env.PATH}`;
 // Settings for this machine only, on top of the compose command.
+/** Compose services this topology does not start (they have tests of their own). */
+export const NOT_STARTED = ['worker'];
 const LOCAL_PG = ['-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off', '-c', 'shared_buffers=32MB'];
 
 export interface Alert {
@@ -247,7 +249,11 @@ export class Topology {
     const code = await this.procs.exited('migrate');
     if (code !== 0) throw new Error(`migrate exited ${code}:\n${this.procs.log('migrate')}`);
     for (const api of ['api-1', 'api-2']) {
+      // Each instance's own state volume (compose: api-N-state at /var/lib/sav3).
+      const stateDir = join(this.dir, `${api}-state`);
+      mkdirSync(stateDir);
       const env = this.map.processEnv(api, {
+        DR_STATE_FILE: join(stateDir, 'dr-state.json'),
         HOST: '127.0.0.1',
         PORT: String(this.map.port(api, Number(this.map.environment(api).PORT))),
         METRICS_PORT: String(this.map.port(api, Number(this.map.environment(api).METRICS_PORT))),
@@ -288,8 +294,9 @@ export class Topology {
       global: { scrape_interval: `${SCRAPE_SECONDS}s`, evaluation_interval: `${EVAL_SECONDS}s` },
       rule_files: [join(ROOT, 'monitoring/alerts.yml')],
       alerting: { alertmanagers: shipped.alerting.alertmanagers.map(mapped) },
-      // Traefik's own metrics: HAProxy stands in for Traefik and has none of that name.
-      scrape_configs: shipped.scrape_configs.filter((j) => j.job_name !== 'traefik').map((j) => ({ ...j, scrape_interval: `${SCRAPE_SECONDS}s`, scrape_timeout: `${SCRAPE_SECONDS}s`, ...mapped(j) })),
+      // Traefik's own metrics: HAProxy stands in for Traefik and has none of that name. The backup
+      // worker is not part of this topology (NOT_STARTED).
+      scrape_configs: shipped.scrape_configs.filter((j) => j.job_name !== 'traefik' && !j.static_configs.some((c) => c.targets.some((t) => NOT_STARTED.includes(t.split(':')[0]!)))).map((j) => ({ ...j, scrape_interval: `${SCRAPE_SECONDS}s`, scrape_timeout: `${SCRAPE_SECONDS}s`, ...mapped(j) })),
     };
     this.scrapeTargets = config.scrape_configs.flatMap((j) => j.static_configs.flatMap((s) => s.targets)).length;
     writeFileSync(join(dir, 'prometheus.yml'), stringify(config));

@@ -145,9 +145,17 @@ async function main(): Promise<void> {
       const restoreMs = Number(/step: pgbackrest restore (\d+) ms/.exec(run.stdout)?.[1]);
       const orphanKeys = new Set(run.stdout.split('\n').filter((l) => l.startsWith('media-orphan: ')).map((l) => (JSON.parse(l.slice(14)) as { key: string }).key));
 
+      // A client retries a 503 (Retry-After), as the API asks; a 404 or wrong content is a loss.
       const readsBack = async (u: Upload) => {
-        const res = await fetch(`${base}/media/${u.key}`);
-        return res.status === 200 && sha(Buffer.from(await res.arrayBuffer())) === u.sha;
+        for (let attempt = 1; ; attempt += 1) {
+          const res = await fetch(`${base}/media/${u.key}`);
+          const body = Buffer.from(await res.arrayBuffer());
+          if (res.status === 503 && attempt < 5) {
+            await new Promise((r) => setTimeout(r, 200 * attempt));
+            continue;
+          }
+          return res.status === 200 && sha(body) === u.sha;
+        }
       };
       // Every upload acknowledged before the target must read back intact.
       const before = uploads.acked.filter((u) => u.ackedAt < targetAt && !lostEarlier.has(u.key));
@@ -159,7 +167,14 @@ async function main(): Promise<void> {
       // In flight around the target or the start of read-only: back intact, or reported.
       const ambiguous = uploads.acked.filter((u) => !before.includes(u) && !after.includes(u) && !lostEarlier.has(u.key) && u.sentAt < writesBackAt && u.ackedAt >= targetAt - 1);
       let ambiguousLost = 0;
-      for (const u of ambiguous) if (!orphanKeys.has(u.key) && !(await readsBack(u))) ambiguousLost += 1;
+      for (const u of ambiguous) {
+        if (orphanKeys.has(u.key) || (await readsBack(u))) continue;
+        ambiguousLost += 1;
+        if (process.env.DRILL_DEBUG) {
+          const status = (await fetch(`${base}/media/${u.key}`)).status;
+          console.log('lost in flight', u.key, { sent: u.sentAt - targetAt, acked: u.ackedAt - targetAt, runStart: runStartedAt - targetAt, writesBack: writesBackAt - targetAt, status });
+        }
+      }
       for (const key of orphanKeys) lostEarlier.add(key);
       const unreported = unreportedList.length + ambiguousLost;
       const rtoMs = writesBackAt - mistakeAt;

@@ -189,8 +189,14 @@ export async function main(argv: string[]): Promise<number> {
       const stores = mediaStores();
       if (!stores) say('media: not configured here (MEDIA_* unset); run the media consistency pass where it is');
       else {
-        const orphans = await findObjectsWithoutMetadata(databaseUrl, stores);
-        for (const store of stores.values()) store.close();
+        let orphans;
+        try {
+          orphans = await findObjectsWithoutMetadata(databaseUrl, stores);
+        } catch (err) {
+          throw new Error(`the database restore succeeded, but the media consistency pass failed (${(err as Error).message}): objects uploaded after the target are not listed yet`);
+        } finally {
+          for (const store of stores.values()) store.close();
+        }
         say(`media: ${orphans.length} object(s) uploaded after the target have content but no metadata: keep (re-upload) or remove them`);
         for (const o of orphans) say(`media-orphan: ${JSON.stringify(o)}`);
       }

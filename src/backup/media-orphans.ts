@@ -24,11 +24,23 @@ export async function findObjectsWithoutMetadata(databaseUrl: string, stores: Re
     await client.end().catch(() => undefined);
   }
   const orphans: OrphanObject[] = [];
-  for (const [backend, store] of stores) {
-    for await (const object of store.list('')) {
-      if (object.key.startsWith(CANARY_PREFIX) || known.has(object.key)) continue;
-      orphans.push({ backend, key: object.key, size: object.size });
+  for (const [backend, store] of stores) orphans.push(...(await listOrphans(backend, store, known)));
+  return orphans;
+}
+
+/** A listing that fails midway (a backend busy or restarting) is tried again from the start. */
+async function listOrphans(backend: string, store: ObjectStore, known: ReadonlySet<string>, attempts = 4): Promise<OrphanObject[]> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      const found: OrphanObject[] = [];
+      for await (const object of store.list('')) {
+        if (object.key.startsWith(CANARY_PREFIX) || known.has(object.key)) continue;
+        found.push({ backend, key: object.key, size: object.size });
+      }
+      return found;
+    } catch (err) {
+      if (attempt >= attempts) throw new Error(`listing the ${backend} media backend failed ${attempts} times: ${(err as Error).message}`);
+      await new Promise((r) => setTimeout(r, 500 * attempt));
     }
   }
-  return orphans;
 }

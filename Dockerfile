@@ -27,6 +27,9 @@ COPY --from=prod-deps --chown=root:root /app/node_modules ./node_modules
 COPY --from=build --chown=root:root /app/dist ./dist
 COPY --chown=root:root package.json ./
 COPY --chown=root:root prisma/migrations ./prisma/migrations
+# The DR state file lives on a volume the unprivileged user can write (compose mounts one per instance).
+RUN mkdir -p /var/lib/sav3 && chown node:node /var/lib/sav3
+ENV DR_STATE_FILE=/var/lib/sav3/dr-state.json
 # The code is root-owned and read-only to the process, which runs as the unprivileged `node` user.
 USER node
 EXPOSE 3000

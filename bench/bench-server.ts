@@ -1,3 +1,4 @@
+import { tmpdir } from 'node:os';
 // The servers under benchmark, in a process of their own so the load generator does not share
 // their event loop: the API on the real stack, a bare Express route, and an API whose database hangs.
 import express from 'express';
@@ -16,6 +17,7 @@ async function main(): Promise<void> {
     PORT: '0',
     HOST: '127.0.0.1',
     LOG_LEVEL: 'silent',
+    DR_STATE_FILE: `${tmpdir()}/sav3-bench-${process.pid}.json`,
   };
   const logger = createLogger('silent');
   const api = await createService(loadConfig(base), logger, { redisKeyPrefix: `bench:${process.pid}:` });

@@ -4,6 +4,8 @@
 // (stop to the first accepted upload), the uploads refused meanwhile, and proves every acknowledged
 // upload is readable from the primary alone at the end, with its sha256.
 import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { loadConfig } from '../src/config/config.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService } from '../src/service.ts';
@@ -28,6 +30,7 @@ async function main(): Promise<void> {
       HOST: '127.0.0.1',
       MEDIA_SYNC_INLINE_MAX: '10',
       INSTANCE_ID: 'drill-media-1',
+      DR_STATE_FILE: join(tmpdir(), `sav3-drill-media-${process.pid}.json`),
     }),
     createLogger('silent'),
     { redisKeyPrefix: `drill-media:${Date.now()}:` },

@@ -1,5 +1,6 @@
 import express, { type Router } from 'express';
 import helmet from 'helmet';
+import type { FailedAuthLimiter } from './admin/failed-auth-limiter.ts';
 import type { AdminToken } from './config/admin-tokens.ts';
 import type { Config } from './config/config.ts';
 import { healthRoutes } from './health/health-routes.ts';
@@ -22,12 +23,16 @@ export interface AppDeps {
   lifecycle: Lifecycle;
   health: HealthService;
   media: MediaService;
+  /** Uploads and downloads whose client sends or reads nothing for this long are cut. */
+  mediaIdleBodyTimeoutMs?: number;
   /** Middleware that runs before every route, health included (the X-Read-Only header). */
   headers?: express.RequestHandler[];
   /** Middleware that runs before application routes (the read-only guard). */
   guards?: express.RequestHandler[];
   /** The admin API: authentication, then its routers, under /admin with bounded JSON bodies. */
   admin?: { json: express.RequestHandler; auth: express.RequestHandler; routers: Router[] };
+  /** Failed token checks per address, shared by the admin API and health (which reveals details to a token). */
+  authLimiter?: FailedAuthLimiter;
 }
 
 /** Builds the Express app from its parts; it never listens (server.ts does, tests use supertest). */
@@ -39,7 +44,7 @@ export function buildApp(deps: AppDeps): express.Express {
   for (const header of deps.headers ?? []) app.use(header);
   // Health is polled by load balancers many times a second: it answers before request logging
   // and security headers (which it does not need), so polling costs as little as possible.
-  app.use(healthRoutes(deps.health, deps.lifecycle, deps.adminTokens));
+  app.use(healthRoutes(deps.health, deps.lifecycle, deps.adminTokens, deps.authLimiter));
   app.use(requestLogger(deps.logger));
   app.use(helmet());
   // While draining, every answer closes its connection so keep-alive clients move to other instances.
@@ -49,7 +54,7 @@ export function buildApp(deps: AppDeps): express.Express {
   });
   for (const guard of deps.guards ?? []) app.use(guard);
   app.use(metricsRoutes(deps.metrics.registry));
-  app.use(mediaRoutes(deps.media));
+  app.use(mediaRoutes(deps.media, { idleBodyTimeoutMs: deps.mediaIdleBodyTimeoutMs ?? 30_000 }));
   if (deps.admin) {
     app.use('/admin', deps.admin.json, deps.admin.auth);
     for (const router of deps.admin.routers) app.use(router);

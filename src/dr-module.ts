@@ -16,15 +16,26 @@ import type { Metrics } from './metrics/metrics.ts';
 import { readOnlyGuard, readOnlyHeader } from './read-only/read-only-guard.ts';
 import { ReadOnlyService } from './read-only/read-only-service.ts';
 import { createRedisClient, waitReady } from './redis/redis-client.ts';
+import { drStateFile } from './dr-state/dr-state-file.ts';
+import { readOnlyActive, type DrState } from './dr-state/dr-state.ts';
+import { WriteGate, type WriteRefusal } from './write-gate/write-gate.ts';
+import { writeGateMiddleware } from './write-gate/write-gate-middleware.ts';
 
 export const DR_SYNC_INTERVAL_MS = 1000;
 export const AUDIT_FLUSH_INTERVAL_MS = 2000;
+/** How long a write barrier waits for commits under way before failing them. */
+export const BARRIER_WAIT_MS = 5000;
 
 export interface DrModule {
   state: DrStateService;
   store: RedisDrStateStore;
   readOnly: ReadOnlyService;
   audit: AuditLog;
+  /** The write barrier every client write passes through. */
+  gate: WriteGate;
+  limiter: FailedAuthLimiter;
+  /** Further reasons to refuse writes (the database capability: standby, fenced, older timeline). */
+  addWriteRefusal(check: () => WriteRefusal | null): void;
   subscriber: Redis;
   headers: RequestHandler[];
   guards: RequestHandler[];
@@ -46,6 +57,25 @@ export function createDrModule(deps: { config: Config; logger: Logger; metrics: 
     syncIntervalMs: DR_SYNC_INTERVAL_MS,
     metrics,
     logger,
+    file: drStateFile(config.drStateFile),
+  });
+  const refusals: (() => WriteRefusal | null)[] = [];
+  const gate = new WriteGate(() => {
+    if (!state.known()) return { code: 'state_unknown', message: 'the DR state is unknown (Redis unreachable since start and no state file); writes are refused until it is known' };
+    if (readOnlyActive(state.current(), Date.now())) return { code: 'read_only', message: 'read-only mode is on' };
+    for (const check of refusals) {
+      const refusal = check();
+      if (refusal) return refusal;
+    }
+    return null;
+  });
+  // Registered first, so the barrier is raised before any other part follows the new state.
+  state.onApply(async (next, previous) => {
+    if (!writeRelevantChange(next, previous)) return;
+    const report = await gate.barrier(BARRIER_WAIT_MS);
+    metrics.writeBarrierWaited.inc(report.waitedFor);
+    state.annotations.barrier = { version: next.version, ...report };
+    if (report.inFlight > 0) logger.warn({ version: next.version, ...report }, 'write barrier: writes running under the previous DR state were waited for or failed');
   });
   const audit = new AuditLog({
     sink: new PrismaAuditSink(deps.prisma),
@@ -54,10 +84,23 @@ export function createDrModule(deps: { config: Config; logger: Logger; metrics: 
     instanceId: config.instanceId,
     flushIntervalMs: AUDIT_FLUSH_INTERVAL_MS,
   });
-  const readOnly = new ReadOnlyService({ dr: state, audit, metrics, logger });
+  const readOnly = new ReadOnlyService({
+    dr: state,
+    audit,
+    metrics,
+    logger,
+    liftBlockedBy: () => {
+      for (const check of refusals) {
+        const refusal = check();
+        if (refusal) return refusal.message;
+      }
+      return null;
+    },
+  });
+  const limiter = new FailedAuthLimiter();
   const auth = adminAuth({
     tokens: config.adminTokens,
-    limiter: new FailedAuthLimiter(),
+    limiter,
     logger,
     onForbidden: async (req, admin) => {
       await audit.record({
@@ -77,10 +120,13 @@ export function createDrModule(deps: { config: Config; logger: Logger; metrics: 
     store,
     readOnly,
     audit,
+    gate,
+    limiter,
+    addWriteRefusal: (check) => refusals.push(check),
     subscriber,
     headers: [readOnlyHeader(readOnly)],
-    guards: [readOnlyGuard(readOnly, metrics)],
-    admin: { json: adminJson, auth, routers: [adminRoutes({ dr: state, readOnly, audit })] },
+    guards: [readOnlyGuard(readOnly, metrics), writeGateMiddleware(gate)],
+    admin: { json: adminJson, auth, routers: [adminRoutes({ dr: state, readOnly, audit, writes: () => ({ refusal: gate.closed(), inFlight: gate.inFlight() }) })] },
     async start() {
       // Give a reachable Redis a moment to connect, so the first sync sees the shared state.
       await Promise.all([waitReady(redis, 2000), waitReady(subscriber, 2000)]);
@@ -94,4 +140,9 @@ export function createDrModule(deps: { config: Config; logger: Logger; metrics: 
       await state.stop();
     },
   };
+}
+
+/** Changes after which a write admitted earlier must not commit: read-only mode, the database part. */
+function writeRelevantChange(next: DrState, previous: DrState): boolean {
+  return JSON.stringify(next.readOnly) !== JSON.stringify(previous.readOnly) || JSON.stringify(next.database) !== JSON.stringify(previous.database);
 }

@@ -15,6 +15,8 @@ import type { Logger } from './logger.ts';
 import { RedisMediaCache } from './media/media-cache.ts';
 import { PrismaMediaRepository } from './media/media-repository.ts';
 import { MediaService } from './media/media-service.ts';
+import { UploadSpool } from './media/upload-spool.ts';
+import { VersionContentCache } from './media/version-content-cache.ts';
 import { createMediaModule, type MediaModule } from './media/media-module.ts';
 import { MinioObjectStore } from './media/minio-object-store.ts';
 import type { ObjectStore } from './media/object-store.ts';
@@ -22,6 +24,7 @@ import { createMetrics, type Metrics } from './metrics/metrics.ts';
 import { createDrModule, type DrModule } from './dr-module.ts';
 import { createBackupModule, type BackupModule } from './backup/backup-module.ts';
 import { createRedisClient } from './redis/redis-client.ts';
+import { fencedRepository } from './write-gate/fenced-repository.ts';
 import { probeRedis } from './redis/redis-probe.ts';
 
 export const MIGRATIONS_DIR = join(__dirname, '..', 'prisma', 'migrations');
@@ -65,11 +68,13 @@ export async function createService(config: Config, logger: Logger, options: Ser
   const redis = createRedisClient(config.redisUrl, logger, 'sav3-api');
 
   const stores = new Map<MediaBackendName, ObjectStore>();
-  stores.set('primary', new MinioObjectStore(config.mediaPrimary));
-  if (config.mediaBackup) stores.set('backup', new MinioObjectStore(config.mediaBackup));
+  const storeOptions = { timeoutMs: config.mediaS3TimeoutMs, poolSize: config.mediaS3PoolSize };
+  stores.set('primary', new MinioObjectStore(config.mediaPrimary, storeOptions));
+  if (config.mediaBackup) stores.set('backup', new MinioObjectStore(config.mediaBackup, storeOptions));
   const dr = createDrModule({ config, logger, metrics, redis, prefix, prisma: () => database.client() });
   const db = createDatabaseModule({ config, clients: database, dr, metrics, logger, migrationsDir: MIGRATIONS_DIR });
   dr.admin.routers.push(...db.routers);
+  dr.addWriteRefusal(() => db.watch.writeRefusal());
   const activeMedia = () => dr.state.current().media.active;
 
   const timeoutMs = config.healthTimeoutMs;
@@ -80,26 +85,45 @@ export async function createService(config: Config, logger: Logger, options: Ser
   }
   const redisRunner = new ProbeRunner<void>((signal) => probeRedis(config.redisUrl, timeoutMs, signal), probeOptions('redis', () => 'redis'));
 
+  // Reads skip a backend whose latest background probe failed (no 30 s wait on a dead store).
+  const backendDown = (backend: MediaBackendName) => mediaRunners.get(backend)?.latest()?.ok === false;
+  const spool = new UploadSpool({ maxConcurrent: config.mediaSpoolMaxConcurrent, maxBytes: config.mediaSpoolMaxBytes });
+  const mediaSaturated = () => {
+    const pools = [...stores].flatMap(([name, store]) => store.saturated().map((pool) => `${name}.${pool}`));
+    if (spool.full) pools.push('spool');
+    return pools;
+  };
+
   const health = new HealthService({
     database: { runners: db.runners, active: () => database.active },
     replication: async () => db.replication() as Record<string, unknown> | undefined,
-    media: { runners: mediaRunners, active: activeMedia, bucket: (b) => stores.get(b)?.bucket ?? '' },
+    media: { runners: mediaRunners, active: activeMedia, bucket: (b) => stores.get(b)?.bucket ?? '', saturated: mediaSaturated },
     redis: redisRunner,
     dr: () => ({ readOnly: dr.readOnly.isActive(), stateVersion: dr.state.current().version }),
+    writes: () => {
+      const nodes = db.watch.report();
+      return { refusal: dr.gate.closed(), splitBrain: nodes.splitBrain, writableNodes: nodes.writableNodes, fenced: nodes.fenced };
+    },
     lifecycle,
     intervalMs: config.healthIntervalMs,
     timeoutMs,
   });
 
   const cache = new RedisMediaCache(redis, prefix, config.mediaCacheTtlSeconds);
-  const mediaModule = createMediaModule({ config, stores, cache, dr, redis, prefix, metrics, logger });
+  const mediaModule = createMediaModule({ config, stores, cache, dr, redis, prefix, prisma: () => database.client(), backendDown, metrics, logger });
   dr.admin.routers.push(...mediaModule.routers);
   const media = new MediaService({
-    repository: new PrismaMediaRepository(() => database.client()),
+    // Writes go to the active target; reads outside a write may go to a target that answers.
+    repository: fencedRepository(new PrismaMediaRepository(() => database.client(dr.gate.current() ? undefined : db.readTarget())), dr.gate),
     cache,
-    onStored: (meta) => mediaModule.onStored(meta),
+    onCommitted: (meta) => mediaModule.onCommitted(meta),
+    copyTargets: (backend) => mediaModule.copyTargets(backend),
     stores,
     activeBackend: activeMedia,
+    backendDown,
+    gcGraceMs: config.mediaGcGraceMs,
+    spool,
+    contentCache: new VersionContentCache({ maxBytes: config.mediaContentCacheBytes, maxItemBytes: 256 * 1024 }),
     maxBytes: config.mediaMaxBytes,
     logger,
   });
@@ -119,9 +143,11 @@ export async function createService(config: Config, logger: Logger, options: Ser
     lifecycle,
     health,
     media,
+    mediaIdleBodyTimeoutMs: config.mediaIdleBodyTimeoutMs,
     headers: options.withoutReadOnlyGuard ? [] : dr.headers,
     guards: options.withoutReadOnlyGuard ? [] : dr.guards,
     admin: dr.admin,
+    authLimiter: dr.limiter,
   });
   let server: Server | undefined;
 

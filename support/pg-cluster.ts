@@ -77,7 +77,12 @@ process.once('exit', () => {
   }
 });
 
-export async function startPgCluster(options: { dir?: string } = {}): Promise<PgCluster> {
+/**
+ * `synchronous`: the primary waits for the replica to flush every commit (synchronous_standby_names
+ * set on the primary only, after the base backup, so the promoted replica does not wait for a
+ * standby it lacks). Then no acknowledged commit is lost when the primary dies.
+ */
+export async function startPgCluster(options: { dir?: string; synchronous?: boolean } = {}): Promise<PgCluster> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'sav3-pg-'));
   chmodSync(dir, 0o700);
   if (asRoot) chownSync(dir, 101, 104);
@@ -120,6 +125,9 @@ export async function startPgCluster(options: { dir?: string } = {}): Promise<Pg
     writeFileSync(join(dir, 'replica.conf'), '');
     appendFileSync(join(replicaDir, 'postgresql.conf'), `\nport = ${replicaPort}\n`);
     await cluster.replica.start();
+    if (options.synchronous) {
+      await pg('psql', ['-h', '127.0.0.1', '-p', String(primaryPort), '-U', 'postgres', '-d', 'postgres', '-qAt', '-c', "ALTER SYSTEM SET synchronous_standby_names = '*'", '-c', 'SELECT pg_reload_conf()']);
+    }
     return cluster;
   } catch (err) {
     await cluster.destroy();

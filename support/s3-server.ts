@@ -1,13 +1,27 @@
-// An in-process S3 server (s3rver) for tests, benchmarks, drills and the local stack.
-import { mkdtemp, rm } from 'node:fs/promises';
+// An in-process S3 server (s3rver) for tests, benchmarks, drills and the local stack, made to behave
+// like MinIO and AWS S3 where the media invariants depend on it:
+// - a PUT is atomic: the body goes to a temporary file that is renamed into place only once the
+//   whole declared length has arrived; an aborted PUT publishes nothing and readers never see half
+//   a body (s3rver itself writes in place);
+// - ListObjectsV2 pages past 1,000 objects: s3rver's continuation token uses DES, which OpenSSL 3
+//   (Node 20) refuses, so the wrapper answers V2 listings itself with a plain start-after token.
+import { randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, rename, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createHash } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import S3rver from 's3rver';
 
 // s3rver keeps its credentials in one registry for the whole process.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { DUMMY_ACCOUNT } = require('s3rver/lib/models/account') as { DUMMY_ACCOUNT: { createKeyPair(id: string, secret: string): void } };
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const S3Object = require('s3rver/lib/models/object') as { ALLOWED_METADATA: string[] };
 
 export interface S3ServerHandle {
   endpoint: string;
@@ -31,6 +45,129 @@ export interface S3ServerOptions {
   directory?: string;
 }
 
+interface StoreObject {
+  bucket: string;
+  key: string;
+  content: IncomingMessage | Buffer;
+  metadata: Record<string, string>;
+}
+
+interface FilesystemStore {
+  getResourcePath(bucket: string, key: string | undefined, resource: string): string;
+  putObject(object: StoreObject): Promise<{ size: number; md5: string }>;
+  listObjects(
+    bucket: string,
+    options: { prefix?: string; startAfter?: string; maxKeys?: number; delimiter?: string },
+  ): Promise<{ objects: { key: string; size: number; lastModifiedDate: Date; metadata: Record<string, string> }[]; commonPrefixes: string[]; isTruncated: boolean }>;
+}
+
+interface KoaContext {
+  method: string;
+  path: string;
+  query: Record<string, string | undefined>;
+  status: number;
+  type: string;
+  body: unknown;
+}
+
+/** Write-then-rename: the object file appears, with its metadata already in place, only when complete. */
+function atomicPut(store: FilesystemStore) {
+  return async (object: StoreObject): Promise<{ size: number; md5: string }> => {
+    const objectPath = store.getResourcePath(object.bucket, object.key, 'object');
+    const metadataPath = store.getResourcePath(object.bucket, object.key, 'metadata.json');
+    const dir = dirname(objectPath);
+    await mkdir(dir, { recursive: true });
+    // Short temporary names (a long key segment must not overflow the file-name limit); the
+    // listing ignores them because they do not end in the object suffix.
+    const tmp = join(dir, `.tmp-${randomBytes(8).toString('hex')}`);
+    const md5 = createHash('md5');
+    let size = 0;
+    try {
+      if (Buffer.isBuffer(object.content)) {
+        md5.update(object.content);
+        size = object.content.length;
+        await writeFile(tmp, object.content);
+      } else {
+        const req = object.content;
+        const counter = new Transform({
+          transform(chunk: Buffer, _enc, cb) {
+            md5.update(chunk);
+            size += chunk.length;
+            cb(null, chunk);
+          },
+        });
+        const aborted = new Promise<never>((_, reject) => {
+          req.once('aborted', () => reject(new Error('upload aborted')));
+          req.once('close', () => {
+            if (!req.complete) reject(new Error('upload aborted'));
+          });
+        });
+        aborted.catch(() => undefined);
+        await Promise.race([pipeline(req, counter, createWriteStream(tmp)), aborted]);
+        if (!req.complete) throw new Error('upload aborted');
+        const declared = object.metadata['content-length'];
+        if (declared !== undefined && Number(declared) !== size) throw new Error(`upload incomplete: ${size} of ${declared} bytes`);
+      }
+      const digest = md5.digest('hex');
+      const json: Record<string, string> = {};
+      for (const [k, v] of Object.entries(object.metadata)) {
+        if (S3Object.ALLOWED_METADATA.includes(k) || k.startsWith('x-amz-meta-')) json[k] = v;
+      }
+      const tmpMeta = `${tmp}.meta`;
+      const tmpMd5 = `${tmp}.md5`;
+      await writeFile(tmpMeta, JSON.stringify(json));
+      await writeFile(tmpMd5, digest);
+      await rename(tmpMeta, metadataPath);
+      await rename(tmpMd5, `${objectPath}.md5`);
+      await rename(tmp, objectPath);
+      return { size, md5: digest };
+    } catch (err) {
+      await Promise.all([rm(tmp, { force: true }), rm(`${tmp}.meta`, { force: true }), rm(`${tmp}.md5`, { force: true })]);
+      throw err;
+    }
+  };
+}
+
+function xml(text: string): string {
+  return text.replace(/[<>&'"]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', "'": '&apos;', '"': '&quot;' })[c]!);
+}
+
+/** ListObjectsV2 with an opaque start-after token, as S3 pages (1,000 keys a page at most). */
+function listV2(store: FilesystemStore) {
+  return async (ctx: KoaContext, next: () => Promise<void>): Promise<void> => {
+    const bucket = /^\/([^/]+)\/?$/.exec(ctx.path)?.[1];
+    if (ctx.method !== 'GET' || !bucket || ctx.query['list-type'] !== '2') return next();
+    const token = ctx.query['continuation-token'];
+    const startAfter = token ? Buffer.from(token, 'base64url').toString('utf8') : (ctx.query['start-after'] ?? '');
+    const maxKeys = Math.min(1000, Math.max(0, Number(ctx.query['max-keys'] ?? 1000) || 1000));
+    const prefix = ctx.query.prefix ?? '';
+    const delimiter = ctx.query.delimiter || undefined;
+    let result;
+    try {
+      result = await store.listObjects(bucket, { prefix, startAfter, maxKeys, delimiter });
+    } catch {
+      return next();
+    }
+    const last = result.objects.at(-1)?.key;
+    const parts = [
+      `<?xml version="1.0" encoding="UTF-8"?>\n<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">`,
+      `<Name>${xml(bucket)}</Name><Prefix>${xml(prefix)}</Prefix><KeyCount>${result.objects.length}</KeyCount><MaxKeys>${maxKeys}</MaxKeys>`,
+      `<IsTruncated>${result.isTruncated}</IsTruncated>`,
+      token ? `<ContinuationToken>${xml(token)}</ContinuationToken>` : '',
+      result.isTruncated && last ? `<NextContinuationToken>${Buffer.from(last).toString('base64url')}</NextContinuationToken>` : '',
+      ...result.objects.map(
+        (o) =>
+          `<Contents><Key>${xml(o.key)}</Key><LastModified>${new Date(o.lastModifiedDate).toISOString()}</LastModified><ETag>${xml(o.metadata.etag ?? '')}</ETag><Size>${o.size}</Size><StorageClass>STANDARD</StorageClass></Contents>`,
+      ),
+      ...result.commonPrefixes.map((p) => `<CommonPrefixes><Prefix>${xml(p)}</Prefix></CommonPrefixes>`),
+      '</ListBucketResult>',
+    ];
+    ctx.status = 200;
+    ctx.type = 'application/xml';
+    ctx.body = parts.join('');
+  };
+}
+
 export async function startS3Server(options: S3ServerOptions): Promise<S3ServerHandle> {
   const accessKey = options.accessKey ?? 'local-access-key';
   const secretKey = options.secretKey ?? 'local-secret-key-for-s3rver';
@@ -46,8 +183,12 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3ServerH
     secretKey,
     directory,
     async start() {
-      server = new S3rver({ address: '127.0.0.1', port, silent: true, directory, configureBuckets: [{ name: options.bucket, configs: [] }] });
-      const address = (await server.run()) as AddressInfo;
+      const s = new S3rver({ address: '127.0.0.1', port, silent: true, directory, configureBuckets: [{ name: options.bucket, configs: [] }] });
+      const internals = s as unknown as { store: FilesystemStore; middleware: unknown[] };
+      internals.store.putObject = atomicPut(internals.store);
+      internals.middleware.unshift(listV2(internals.store));
+      server = s;
+      const address = (await s.run()) as AddressInfo;
       port = address.port;
       handle.port = port;
       handle.endpoint = `http://127.0.0.1:${port}`;

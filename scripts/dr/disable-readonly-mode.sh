@@ -6,9 +6,9 @@ set -euo pipefail
 reason=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --reason) reason=$2; shift 2 ;;
-    -h|--help) sed -n '2,3p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
+    --reason) sav3_need "$@"; reason=$2; shift 2 ;;
+    -h|--help) sav3_usage; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [ -n "$reason" ] || { echo "--reason is required" >&2; exit 2; }

@@ -33,3 +33,42 @@ sav3_call() {
 json_string() {
   node -e 'process.stdout.write(JSON.stringify(process.argv[1]))' "$1"
 }
+
+# The header comment of the calling script, as its --help.
+sav3_usage() {
+  sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
+}
+
+# Options taking a value: exit 2 when it is missing (`--to` at the end, or followed by an option).
+sav3_need() {
+  if [ $# -lt 2 ] || [ -z "$2" ] || [ "${2#--}" != "$2" ]; then
+    echo "$1 needs a value (see --help)" >&2
+    exit 2
+  fi
+}
+
+# For scripts without options: --help prints usage, anything else is refused with exit 2.
+sav3_no_options() {
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      -h|--help) sav3_usage; exit 0 ;;
+      *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+  done
+}
+
+# Runs a change as a dry run or for real; a dry run whose checks fail exits 1 (the answer is 200).
+sav3_call_checked() {
+  local out
+  out=$(sav3_call "$@") || { printf '%s\n' "$out"; return 1; }
+  printf '%s\n' "$out"
+  printf '%s' "$out" | node -e '
+    let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => {
+      let j; try { j = JSON.parse(s); } catch { process.exit(0); }
+      const failed = (j.checks || []).filter((c) => c.ok === false || c.status === "fail");
+      if (j.dryRun && (failed.length > 0 || j.wouldPromote === false)) {
+        process.stderr.write("dry run: checks failed: " + failed.map((c) => c.name).join(", ") + "\n");
+        process.exit(1);
+      }
+    });'
+}

@@ -8,9 +8,10 @@ dry=false lag=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry=true; shift ;;
-    --max-lag) lag=$2; shift 2 ;;
-    -h|--help) sed -n '2,4p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
+    --max-lag) sav3_need "$@"; lag=$2; shift 2 ;;
+    -h|--help) sav3_usage; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-sav3_call POST /admin/database/promote "{\"confirm\":\"promote-replica\",\"dryRun\":$dry${lag:+,\"maxLagSeconds\":$lag}}"
+if [ -n "$lag" ] && ! [[ $lag =~ ^[0-9]+(\.[0-9]+)?$ ]]; then echo "--max-lag must be a number of seconds" >&2; exit 2; fi
+sav3_call_checked POST /admin/database/promote "{\"confirm\":\"promote-replica\",\"dryRun\":$dry${lag:+,\"maxLagSeconds\":$lag}}"

@@ -6,11 +6,11 @@ set -euo pipefail
 to="" dry=false
 while [ $# -gt 0 ]; do
   case "$1" in
-    --to) to=$2; shift 2 ;;
+    --to) sav3_need "$@"; to=$2; shift 2 ;;
     --dry-run) dry=true; shift ;;
-    -h|--help) sed -n '2,3p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
+    -h|--help) sav3_usage; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 case "$to" in primary|replica) ;; *) echo "--to primary|replica is required" >&2; exit 2 ;; esac
-sav3_call POST /admin/database/switch "{\"to\":\"$to\",\"dryRun\":$dry}"
+sav3_call_checked POST /admin/database/switch "{\"to\":\"$to\",\"dryRun\":$dry}"

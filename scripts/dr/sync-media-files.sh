@@ -7,11 +7,11 @@ set -euo pipefail
 from="" to="" dry=false
 while [ $# -gt 0 ]; do
   case "$1" in
-    --from) from=$2; shift 2 ;;
-    --to) to=$2; shift 2 ;;
+    --from) sav3_need "$@"; from=$2; shift 2 ;;
+    --to) sav3_need "$@"; to=$2; shift 2 ;;
     --dry-run) dry=true; shift ;;
-    -h|--help) sed -n '2,4p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1" >&2; exit 2 ;;
+    -h|--help) sav3_usage; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 norm() { case "$1" in s3-backup|backup) echo backup ;; minio|primary) echo primary ;; *) echo "" ;; esac; }

@@ -4,4 +4,5 @@
 #   SAV3_API_URL=… SAV3_ADMIN_TOKEN=… scripts/dr/verify-media-access.sh
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+sav3_no_options "$@"
 sav3_call POST /admin/verify/media '{}'

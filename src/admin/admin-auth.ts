@@ -25,9 +25,13 @@ function unauthorized(message: string, invalid: boolean): AppError {
 }
 
 /**
- * Bearer-token authentication for /admin: 401 without a known token, 429 after repeated failures
- * from one address, 403 when a viewer tries to change state (reported to `onForbidden` for the
- * audit log). The token itself is never logged or echoed.
+ * Bearer-token authentication for /admin: 401 without a known token, 429 for failures from an
+ * address that failed repeatedly, 403 when a viewer tries to change state (reported to
+ * `onForbidden` for the audit log). The token itself is never logged or echoed.
+ *
+ * A valid token always works, even from a throttled address (an operator behind the same NAT as a
+ * scanner must not be locked out mid-incident): throttling only answers failures with 429, and a
+ * success does not clear the address's failures (it would reset the scanner's back-off).
  */
 export function adminAuth(deps: {
   tokens: readonly AdminToken[];
@@ -37,20 +41,14 @@ export function adminAuth(deps: {
 }): RequestHandler {
   return async (req, res, next) => {
     const address = req.ip ?? 'unknown';
-    const wait = deps.limiter.retryAfter(address);
-    if (wait > 0) {
-      const err = new AppError(429, 'too_many_requests', 'too many failed authentication attempts; try again later');
-      err.headers['Retry-After'] = String(wait);
-      throw err;
-    }
     const presented = bearerToken(req);
     const token = presented === undefined ? undefined : matchAdminToken(deps.tokens, presented);
     if (!token) {
+      throwIfThrottled(deps.limiter, address);
       deps.limiter.fail(address);
       deps.logger.warn({ address, method: req.method, path: req.path, tokenPresented: presented !== undefined }, 'admin authentication failed');
       throw unauthorized(presented === undefined ? 'an admin bearer token is required' : 'the token is not valid', presented !== undefined);
     }
-    deps.limiter.succeed(address);
     const admin: AdminPrincipal = { name: token.name, role: token.role };
     res.locals.admin = admin;
     if (!READ_METHODS.has(req.method) && admin.role !== 'operator') {
@@ -59,4 +57,14 @@ export function adminAuth(deps: {
     }
     next();
   };
+}
+
+/** 429 with Retry-After while an address is throttled for failed token checks. */
+export function throwIfThrottled(limiter: FailedAuthLimiter, address: string): void {
+  const wait = limiter.retryAfter(address);
+  if (wait > 0) {
+    const err = new AppError(429, 'too_many_requests', 'too many failed authentication attempts; try again later');
+    err.headers['Retry-After'] = String(wait);
+    throw err;
+  }
 }

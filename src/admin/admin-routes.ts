@@ -2,6 +2,7 @@ import express, { Router } from 'express';
 import { z } from 'zod';
 import type { AuditLog } from '../audit/audit-log.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
+import type { InstanceHeartbeat } from '../dr-state/dr-state.ts';
 import { DependencyUnavailableError } from '../http/app-error.ts';
 import { parseOrThrow, wholeNumberParam } from '../http/validate.ts';
 import type { ReadOnlyService } from '../read-only/read-only-service.ts';
@@ -20,6 +21,8 @@ export interface AdminDeps {
   dr: DrStateService;
   readOnly: ReadOnlyService;
   audit: AuditLog;
+  /** Why writes are refused now (null: open), for the state document. */
+  writes?: () => unknown;
 }
 
 /** DR state, read-only mode and audit routes; authentication is applied by the caller. */
@@ -30,7 +33,14 @@ export function adminRoutes(deps: AdminDeps): Router {
     const state = deps.dr.current();
     // Reading the heartbeats is also a live check of the state store.
     const instances = await deps.dr.instances().catch(() => null);
-    res.json({ ...state, readOnly: { ...state.readOnly, active: deps.readOnly.isActive() }, instances, stateStore: instances === null ? 'down' : 'up' });
+    res.json({
+      ...state,
+      readOnly: { ...state.readOnly, active: deps.readOnly.isActive() },
+      instances,
+      stateStore: instances === null ? 'down' : 'up',
+      stateSource: deps.dr.stateSource(),
+      writes: deps.writes?.() ?? null,
+    });
   });
 
   router.get('/admin/read-only', (_req, res) => {
@@ -43,11 +53,12 @@ export function adminRoutes(deps: AdminDeps): Router {
       if (!input.enabled && input.ttlSeconds !== undefined) parseOrThrow(z.object({ ttlSeconds: z.undefined({ error: 'only with enabled: true' }) }), input);
       const change = await deps.readOnly.set(input, principal(res).name);
       const propagation = await deps.dr.waitForInstances(change.after.version, PROPAGATION_WAIT_MS);
+      const writes = barrierSummary(change.after.version, propagation.instances);
       return {
         before: change.before.readOnly,
         after: change.after.readOnly,
-        detail: { version: change.after.version },
-        body: { readOnly: change.after.readOnly, version: change.after.version, propagation },
+        detail: { version: change.after.version, writes },
+        body: { readOnly: change.after.readOnly, version: change.after.version, propagation, writes },
       };
     });
     res.json(body);
@@ -65,6 +76,22 @@ export function adminRoutes(deps: AdminDeps): Router {
   });
 
   return router;
+}
+
+/**
+ * What the write barrier did on every instance that applied `version`: writes running then, the
+ * commits waited for (finished before the answer), and the ones that will fail at their commit.
+ */
+export function barrierSummary(version: number, instances: InstanceHeartbeat[]) {
+  const applied = instances.filter((i) => i.barrier?.version === version);
+  const sum = (f: (b: NonNullable<InstanceHeartbeat['barrier']>) => number) => applied.reduce((n, i) => n + f(i.barrier!), 0);
+  return {
+    inFlight: sum((b) => b.inFlight),
+    waitedFor: sum((b) => b.waitedFor),
+    failing: sum((b) => b.failing),
+    drained: applied.every((i) => i.barrier!.drained),
+    instancesReporting: applied.length,
+  };
 }
 
 /** JSON bodies for admin routes only, bounded: anything larger is a mistake or an attack. */

@@ -21,7 +21,7 @@ export function sha256(value: string): Buffer {
 export function parseAdminTokens(value: string): { tokens: AdminToken[]; problems: string[] } {
   const tokens: AdminToken[] = [];
   const problems: string[] = [];
-  const entries = value.split(',').map((e) => e.trim()).filter((e) => e.length > 0);
+  const entries = value.split(',').map((e) => e.trimStart()).filter((e) => e.trim().length > 0);
   entries.forEach((entry, index) => {
     const first = entry.indexOf(':');
     const second = entry.indexOf(':', first + 1);
@@ -39,6 +39,12 @@ export function parseAdminTokens(value: string): { tokens: AdminToken[]; problem
     }
     if (role !== 'viewer' && role !== 'operator') {
       problems.push(`${where} (${name}): role must be viewer or operator`);
+      return;
+    }
+    // A secret with whitespace is almost always a copy-paste accident (a trailing space or newline):
+    // the token the operator holds would never match. Refuse it rather than guess.
+    if (/\s/.test(secret)) {
+      problems.push(`${where} (${name}): the secret contains whitespace`);
       return;
     }
     let digest: Buffer;

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { parseAdminTokens, type AdminToken } from './admin-tokens.ts';
 
@@ -42,6 +42,16 @@ export interface Config {
   mediaContinuousBackup: boolean;
   mediaSyncConcurrency: number;
   mediaSyncInlineMax: number;
+  mediaGcGraceMs: number;
+  mediaGcIntervalMs: number;
+  mediaS3TimeoutMs: number;
+  mediaS3PoolSize: number;
+  mediaIdleBodyTimeoutMs: number;
+  mediaSpoolMaxConcurrent: number;
+  mediaSpoolMaxBytes: number;
+  mediaContentCacheBytes: number;
+  /** This instance's copy of the last applied DR state (starts from it when Redis is down). */
+  drStateFile: string;
   backup: BackupConfig;
 }
 
@@ -144,6 +154,16 @@ const schema = z.object({
   MEDIA_CONTINUOUS_BACKUP: bool.default(false),
   MEDIA_SYNC_CONCURRENCY: int(1, 64).default(4),
   MEDIA_SYNC_INLINE_MAX: int(0, 100_000).default(20),
+  // Media storage: version garbage collection, S3 bounds, client-body bounds, spooling.
+  MEDIA_GC_GRACE_SECONDS: int(2, 30 * 86_400).default(3600),
+  MEDIA_GC_INTERVAL_MS: int(100, 3_600_000).default(30_000),
+  MEDIA_S3_TIMEOUT_MS: int(100, 600_000).default(5000),
+  MEDIA_S3_POOL_SIZE: int(1, 4096).default(64),
+  MEDIA_IDLE_BODY_TIMEOUT_MS: int(100, 3_600_000).default(30_000),
+  MEDIA_SPOOL_MAX_CONCURRENT: int(0, 10_000).default(8),
+  MEDIA_SPOOL_MAX_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(1_073_741_824),
+  MEDIA_CONTENT_CACHE_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(67_108_864),
+  DR_STATE_FILE: z.string().min(1).optional(),
   PGBACKREST_STANZA: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, { error: 'must be a stanza name (letters, digits, _ and -)' }).optional(),
   PGBACKREST_CONFIG: z.string().regex(/^\//, { error: 'must be an absolute path' }).optional(),
   PGBACKREST_BIN: z.string().min(1).default('pgbackrest'),
@@ -270,6 +290,15 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     mediaContinuousBackup: raw.MEDIA_CONTINUOUS_BACKUP,
     mediaSyncConcurrency: raw.MEDIA_SYNC_CONCURRENCY,
     mediaSyncInlineMax: raw.MEDIA_SYNC_INLINE_MAX,
+    mediaGcGraceMs: raw.MEDIA_GC_GRACE_SECONDS * 1000,
+    mediaGcIntervalMs: raw.MEDIA_GC_INTERVAL_MS,
+    mediaS3TimeoutMs: raw.MEDIA_S3_TIMEOUT_MS,
+    mediaS3PoolSize: raw.MEDIA_S3_POOL_SIZE,
+    mediaIdleBodyTimeoutMs: raw.MEDIA_IDLE_BODY_TIMEOUT_MS,
+    mediaSpoolMaxConcurrent: raw.MEDIA_SPOOL_MAX_CONCURRENT,
+    mediaSpoolMaxBytes: raw.MEDIA_SPOOL_MAX_BYTES,
+    mediaContentCacheBytes: raw.MEDIA_CONTENT_CACHE_BYTES,
+    drStateFile: resolve(raw.DR_STATE_FILE ?? join('.sav3', 'dr-state.json')),
     backup: {
       stanza: raw.PGBACKREST_STANZA,
       configPath: raw.PGBACKREST_CONFIG,

@@ -1,6 +1,7 @@
 import type { DatabaseTarget } from '../config/config.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
 import type { DrStateStore } from '../dr-state/dr-state-store.ts';
+import type { NodeIdentity } from '../dr-state/dr-state.ts';
 import type { ProbeRunner } from '../health/probe-runner.ts';
 import { ConflictError, PreconditionFailedError } from '../http/app-error.ts';
 import type { Logger } from '../logger.ts';
@@ -8,6 +9,9 @@ import type { Metrics } from '../metrics/metrics.ts';
 import type { DatabaseClients } from './database-clients.ts';
 import { restorePointBefore } from '../backup/restore-point.ts';
 import { lsnGap } from './lsn.ts';
+import { waitForReplicaCatchUp } from './catch-up.ts';
+import { fenceNode } from './node-fence.ts';
+import type { NodeWatch } from './node-watch.ts';
 import { withProbeConnection, type DatabaseProbeData } from './pg-probe.ts';
 import type { ReplicationMonitor } from './replication-monitor.ts';
 
@@ -20,11 +24,14 @@ export interface Check {
 export const DATABASE_LOCK = 'database';
 const LOCK_TTL_MS = 120_000;
 const PROMOTE_WAIT_SECONDS = 60;
+/** How long a promotion waits for the replica to replay what a still-answering primary wrote. */
+const CATCH_UP_WAIT_MS = 10_000;
 
 export interface FailoverDeps {
   clients: DatabaseClients;
   runners: ReadonlyMap<DatabaseTarget, ProbeRunner<DatabaseProbeData>>;
   monitor: ReplicationMonitor;
+  watch: NodeWatch;
   dr: DrStateService;
   store: DrStateStore;
   readOnlyActive: () => boolean;
@@ -78,6 +85,18 @@ export class DatabaseFailoverService {
         ok: lag !== null && lag <= maxLag,
         detail: lag === null ? 'replication lag is unknown' : `lag ${lag} s, bound ${maxLag} s`,
       });
+      // A primary that still takes writes would acknowledge writes the promoted node never gets.
+      const primaryWrites = primary?.ok === true && primary.data?.inRecovery === false && !primary.data.fenced;
+      const readOnly = this.deps.readOnlyActive();
+      checks.push({
+        name: 'primary_writes_stopped',
+        ok: !primaryWrites || readOnly,
+        detail: !primaryWrites
+          ? 'the primary does not take writes (unreachable, fenced or a standby)'
+          : readOnly
+            ? 'the primary answers; read-only mode is on, so no instance commits on it (the replica catches up before the promotion)'
+            : 'the primary still answers and read-only mode is off: turn read-only mode on first, or writes acknowledged on the old primary would be lost',
+      });
     }
     const checksMs = Math.round(performance.now() - started);
     const dataLossWindow = this.dataLossWindow(replication.primaryLastKnownLsn, replication.replicaReplayLsn, replication.primaryLastSeenAt);
@@ -99,17 +118,22 @@ export class DatabaseFailoverService {
       const restorePoint = await restorePointBefore(this.deps.clients.url('primary'), 'before-promote');
       const promoteStarted = performance.now();
       try {
+        const catchUp = await this.waitForCatchUp(replicaUrl!);
         const { replayLsn, alreadyPromoted: raced } = await this.runPromote(replicaUrl!);
         const promoteMs = Math.round(performance.now() - promoteStarted);
         this.deps.runners.get('replica')?.invalidate();
         if (raced) return { promoted: false, alreadyPromoted: true, dryRun: false, message: 'the replica was promoted meanwhile; nothing to do', checks, timings: { checksMs } };
         this.deps.metrics.failoverTotal.inc({ kind: 'promote', result: 'success' });
         this.deps.logger.warn({ promoteMs, restorePoint }, 'replica promoted');
+        const [recorded, fence] = await Promise.all([this.recordPromotion(), this.fenceOldPrimary()]);
         return {
           promoted: true,
           dryRun: false,
           restorePoint,
           checks,
+          identity: recorded,
+          oldPrimary: fence,
+          catchUp,
           dataLossWindow: this.dataLossWindow(replication.primaryLastKnownLsn, replayLsn ?? replication.replicaReplayLsn, replication.primaryLastSeenAt),
           timings: { checksMs, promoteMs, totalMs: Math.round(performance.now() - started) },
         };
@@ -118,6 +142,77 @@ export class DatabaseFailoverService {
         throw err;
       }
     });
+  }
+
+  /**
+   * Records the promoted node's identity and new timeline in the DR state, so every instance
+   * refuses writes to a node on an older timeline (the old primary, should it come back).
+   */
+  private async recordPromotion() {
+    await this.deps.runners.get('replica')?.run();
+    const identity = this.deps.watch.identity('replica');
+    if (!identity) return null;
+    const primary = this.deps.watch.identity('primary');
+    await this.deps.dr.change((s, now) => ({
+      ...s,
+      database: {
+        ...s.database,
+        nodes: { ...s.database.nodes, ...(primary && primary.timeline < identity.timeline ? { primary } : {}), replica: identity },
+        newestTimeline: Math.max(s.database.newestTimeline ?? 0, identity.timeline),
+        promotedAt: now,
+      },
+    }));
+    return identity;
+  }
+
+  /** See waitForReplicaCatchUp: a planned switchover loses nothing the old primary wrote. */
+  private waitForCatchUp(replicaUrl: string) {
+    const primaryUrl = this.deps.clients.url('primary');
+    return primaryUrl ? waitForReplicaCatchUp(primaryUrl, replicaUrl, CATCH_UP_WAIT_MS) : Promise.resolve({ primaryLsn: null, waitedMs: 0 });
+  }
+
+  private async fenceFormerPrimary(from: DatabaseTarget, to: DatabaseProbeData | undefined) {
+    if (!to || to.inRecovery || to.timeline === null) return null;
+    // Only a node last seen taking writes is probed again (a dead one would cost a probe timeout).
+    const last = this.deps.runners.get(from)?.latest();
+    if (!last?.ok || last.data?.inRecovery || last.data?.fenced) return null;
+    const old = await this.probe(from);
+    const data = old?.ok ? old.data : undefined;
+    if (!data || data.inRecovery || data.fenced || data.timeline === null || data.systemId !== to.systemId || data.timeline >= to.timeline) return null;
+    const { terminated } = await fenceNode(this.deps.clients.url(from)!, 2000);
+    this.deps.runners.get(from)?.invalidate();
+    this.deps.logger.warn({ from, terminated }, 'switch: the former primary still took writes; fenced it first');
+    return { fenced: true, detail: `${from} was on timeline ${data.timeline}: default_transaction_read_only set, ${terminated} sessions ended` };
+  }
+
+  /** Fences the old primary right away when it still answers (it may still take writes). */
+  private async fenceOldPrimary(): Promise<{ fenced: boolean; detail: string }> {
+    const url = this.deps.clients.url('primary');
+    if (!url) return { fenced: false, detail: 'no primary configured' };
+    try {
+      const { terminated } = await fenceNode(url, 2000);
+      this.deps.runners.get('primary')?.invalidate();
+      this.deps.logger.warn({ terminated }, 'old primary fenced read-only after the promotion');
+      return { fenced: true, detail: `default_transaction_read_only set, ${terminated} sessions ended` };
+    } catch (err) {
+      return { fenced: false, detail: `not reachable now (${err instanceof Error ? err.message : String(err)}); it is fenced when it answers again` };
+    }
+  }
+
+  /** The initial state (read-only off, primary targets), with the identities of the nodes configured now. */
+  async resetState(by: string, reason: string) {
+    await Promise.all([...this.deps.runners.values()].map((r) => r.run()));
+    const nodes: Partial<Record<DatabaseTarget, NodeIdentity>> = {};
+    for (const target of ['primary', 'replica'] as const) {
+      const identity = this.deps.watch.identity(target);
+      if (identity) nodes[target] = identity;
+    }
+    const primary = this.deps.runners.get('primary')?.latest()?.data;
+    return this.deps.dr.change((_s, now) => ({
+      readOnly: { enabled: false, reason: `reset: ${reason}`, since: now, by, expiresAt: null },
+      database: { active: 'primary', since: now, by, nodes, ...(primary?.timeline && !primary.inRecovery ? { newestTimeline: primary.timeline } : {}), promotedAt: null },
+      media: { active: 'primary', since: now, by },
+    }));
   }
 
   /** pg_promote on a connection of its own, waiting for the promotion to finish. */
@@ -164,6 +259,18 @@ export class DatabaseFailoverService {
     const probe = url ? await this.probe(to) : undefined;
     if (url) checks.push({ name: 'target_reachable', ok: probe?.ok === true, detail: probe?.ok ? `answered in ${probe.latencyMs} ms` : `no answer: ${probe?.error?.code ?? 'unknown'}` });
     const inRecovery = probe?.ok ? probe.data?.inRecovery === true : null;
+    const newest = this.deps.watch.newestTimeline(probe?.data?.systemId ?? null);
+    if (probe?.ok && inRecovery === false && probe.data?.timeline != null && newest !== null) {
+      const current = probe.data.timeline >= newest;
+      checks.push({
+        name: 'newest_timeline',
+        ok: current,
+        detail: current ? `${to} is on timeline ${probe.data.timeline}, the newest` : `${to} is on timeline ${probe.data.timeline}, older than ${newest}: a former primary must be rebuilt as a standby first`,
+      });
+    }
+    if (probe?.ok && inRecovery === false && probe.data?.fenced) {
+      checks.push({ name: 'not_fenced', ok: false, detail: `${to} is fenced read-only (default_transaction_read_only)` });
+    }
     if (inRecovery) {
       const readOnly = this.deps.readOnlyActive();
       checks.push({
@@ -181,10 +288,24 @@ export class DatabaseFailoverService {
     }
     if (current === to) return { changed: false, dryRun: false, from: current, to, checks, message: `${to} is already the active target` };
     return this.withLock('switch', async () => {
+      // Switching away from a former primary that still takes writes (promoted elsewhere, never
+      // fenced): fence it before the switch is decided, so no instance commits there afterwards.
       const restorePoint = await restorePointBefore(this.deps.clients.url(current), `before-switch-to-${to}`);
-      const change = await this.deps.dr.change((s, now) => ({ ...s, database: { active: to, since: now, by } }));
+      const oldTarget = await this.fenceFormerPrimary(current, probe?.data);
+      const identity = this.deps.watch.identity(to);
+      const change = await this.deps.dr.change((s, now) => ({
+        ...s,
+        database: {
+          ...s.database,
+          active: to,
+          since: now,
+          by,
+          nodes: identity ? { ...s.database.nodes, [to]: identity } : s.database.nodes,
+          newestTimeline: identity && !inRecovery ? Math.max(s.database.newestTimeline ?? 0, identity.timeline) : s.database.newestTimeline,
+        },
+      }));
       this.deps.metrics.failoverTotal.inc({ kind: 'database_switch', result: 'success' });
-      return { changed: true, dryRun: false, from: change.before.database.active, to, inRecovery, checks, restorePoint, change };
+      return { changed: true, dryRun: false, from: change.before.database.active, to, inRecovery, checks, restorePoint, ...(oldTarget ? { oldTarget } : {}), change };
     });
   }
 }

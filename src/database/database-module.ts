@@ -8,6 +8,8 @@ import type { DatabaseClients } from './database-clients.ts';
 import { AutoReadOnly } from './auto-read-only.ts';
 import { DatabaseFailoverService } from './database-failover-service.ts';
 import { databaseRoutes } from './database-routes.ts';
+import { fenceNode } from './node-fence.ts';
+import { NodeWatch } from './node-watch.ts';
 import { DatabaseVerifier } from './database-verifier.ts';
 import { probeDatabase, type DatabaseProbeData } from './pg-probe.ts';
 import { ReplicationMonitor, type ReplicationReport } from './replication-monitor.ts';
@@ -16,6 +18,9 @@ export interface DatabaseModule {
   runners: Map<DatabaseTarget, ProbeRunner<DatabaseProbeData>>;
   monitor: ReplicationMonitor;
   failover: DatabaseFailoverService;
+  watch: NodeWatch;
+  /** The target reads go to: the active one, or another that answers while the active one does not. */
+  readTarget(): DatabaseTarget;
   replication(): ReplicationReport | undefined;
   routers: Router[];
 }
@@ -44,9 +49,28 @@ export function createDatabaseModule(deps: {
           failuresToEngage: config.autoReadOnlyFailures,
           recoveriesToRelease: config.autoReadOnlyRecoveries,
           replica: () => runners.get('replica')?.latest(),
+          primaryCurrent: () => {
+            const data = runners.get('primary')?.latest()?.data;
+            if (!data || data.fenced || data.inRecovery) return false;
+            const newest = watch.newestTimeline(data.systemId);
+            return newest === null || data.timeline === null || data.timeline >= newest;
+          },
         })
       : undefined;
 
+  const watch = new NodeWatch({
+    latest: (target) => runners.get(target)?.latest(),
+    state: () => dr.state.current(),
+    fence: async (target) => {
+      const result = await fenceNode(clients.url(target)!, Math.max(timeoutMs * 5, 2000));
+      await clients.release(target).catch(() => undefined);
+      void runners.get(target)?.run();
+      return result;
+    },
+    onWritableNodes: (count) => metrics.databaseWritableNodes.set(count),
+    audit: dr.audit,
+    logger,
+  });
   for (const target of ['primary', 'replica'] as const) {
     const url = clients.url(target);
     if (url === undefined) continue;
@@ -61,6 +85,7 @@ export function createDatabaseModule(deps: {
           monitor.observePrimary(result);
           auto?.observePrimary(result);
         }
+        watch.observe();
         const lag = replication()?.lagSeconds;
         if (runners.has('replica')) metrics.replicationLag.set(lag ?? -1);
       },
@@ -84,6 +109,7 @@ export function createDatabaseModule(deps: {
     clients,
     runners,
     monitor,
+    watch,
     dr: dr.state,
     store: dr.store,
     readOnlyActive: () => dr.readOnly.isActive(),
@@ -93,5 +119,11 @@ export function createDatabaseModule(deps: {
     maxLagSeconds: config.replicationMaxLagSeconds,
   });
   const verifier = new DatabaseVerifier({ clients, runners, replication, migrationsDir: deps.migrationsDir, instanceId: config.instanceId });
-  return { runners, monitor, failover, replication, routers: [databaseRoutes({ failover, verifier, dr: dr.state, audit: dr.audit })] };
+  const readTarget = (): DatabaseTarget => {
+    const active = clients.active;
+    if (runners.get(active)?.latest()?.ok !== false) return active;
+    const other: DatabaseTarget = active === 'primary' ? 'replica' : 'primary';
+    return runners.get(other)?.latest()?.ok ? other : active;
+  };
+  return { runners, monitor, failover, watch, readTarget, replication, routers: [databaseRoutes({ failover, verifier, dr: dr.state, audit: dr.audit })] };
 }

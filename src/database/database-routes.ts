@@ -14,6 +14,11 @@ const promoteBody = z.strictObject({
   maxLagSeconds: z.number().min(0).max(86_400).optional(),
 });
 
+const resetBody = z.strictObject({
+  confirm: z.literal('reset-dr-state', { error: 'must be "reset-dr-state"' }),
+  reason: z.string().trim().min(1, { error: 'must say why' }).max(500),
+});
+
 const switchBody = z.strictObject({
   to: z.enum(['primary', 'replica'], { error: 'must be "primary" or "replica"' }),
   dryRun: z.boolean().default(false),
@@ -36,6 +41,17 @@ export function databaseRoutes(deps: { failover: DatabaseFailoverService; verifi
       const input = parseOrThrow(switchBody, req.body, 'invalid switch request');
       const result = await deps.failover.switchTo(input, principal(res).name);
       return stateChangeOutcome(deps.dr, result, 'database', input.dryRun);
+    });
+    res.json(body);
+  });
+
+  // A state that does not match the configured nodes (e.g. left in Redis by an earlier cluster)
+  // needs an operator: this puts back the initial state, recording the nodes configured now.
+  router.post('/admin/dr/state/reset', async (req, res) => {
+    const body = await audited(deps.audit, req, res, 'dr_state.reset', async () => {
+      const input = parseOrThrow(resetBody, req.body, 'invalid reset request');
+      const change = await deps.failover.resetState(principal(res).name, input.reason);
+      return { before: change.before, after: change.after, detail: { reason: input.reason, version: change.after.version }, body: { version: change.after.version, state: change.after } };
     });
     res.json(body);
   });

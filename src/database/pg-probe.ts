@@ -55,7 +55,26 @@ export interface DatabaseProbeData {
   receiverStatus: string | null;
   /** Primary: its standbys as pg_stat_replication sees them. */
   standbys: { state: string; replayLsn: string | null; replayLagSeconds: number | null }[];
+  /** The node's identity: cluster system identifier and timeline (null without the rights to read them). */
+  systemId: string | null;
+  timeline: number | null;
+  /** default_transaction_read_only is on: the node was fenced (or configured) read-only. */
+  fenced: boolean;
 }
+
+/**
+ * Identity columns of the probe query: system identifier and timeline. `pg_control_checkpoint()`
+ * gives the timeline of the last checkpoint; right after a promotion that is still the old one until
+ * the end-of-recovery checkpoint, so a primary's current WAL file name (and a standby's received
+ * timeline) count too. (These functions are executable by every role by default.)
+ */
+const IDENTITY_COLUMNS = `(SELECT system_identifier::text FROM pg_control_system()) AS system_id,
+  GREATEST(
+    (SELECT timeline_id FROM pg_control_checkpoint()),
+    CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1)
+         ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END
+  ) AS timeline,
+  current_setting('default_transaction_read_only') = 'on' AS fenced`;
 
 export async function probeDatabase(options: PgProbeOptions): Promise<DatabaseProbeData> {
   return withProbeConnection(options, async (client) => {
@@ -66,12 +85,16 @@ export async function probeDatabase(options: PgProbeOptions): Promise<DatabasePr
       replay_lsn: string | null;
       replay_at: Date | null;
       receiver_status: string | null;
+      system_id: string | null;
+      timeline: number | null;
+      fenced: boolean;
     }>(`SELECT pg_is_in_recovery() AS in_recovery,
               CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
               pg_last_wal_receive_lsn()::text AS receive_lsn,
               pg_last_wal_replay_lsn()::text AS replay_lsn,
               pg_last_xact_replay_timestamp() AS replay_at,
-              (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS receiver_status`);
+              (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS receiver_status,
+              ${IDENTITY_COLUMNS}`);
     const row = rows[0]!;
     const standbys = row.in_recovery
       ? []
@@ -81,6 +104,9 @@ export async function probeDatabase(options: PgProbeOptions): Promise<DatabasePr
           )
         ).rows.map((r) => ({ state: r.state, replayLsn: r.replay_lsn, replayLagSeconds: r.lag }));
     return {
+      systemId: row.system_id,
+      timeline: row.timeline,
+      fenced: row.fenced,
       inRecovery: row.in_recovery,
       currentLsn: row.current_lsn,
       receiveLsn: row.receive_lsn,

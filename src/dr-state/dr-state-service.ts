@@ -2,6 +2,7 @@ import { ConflictError, DependencyUnavailableError } from '../http/app-error.ts'
 import type { Logger } from '../logger.ts';
 import type { DrMetrics } from '../metrics/metrics.ts';
 import { INITIAL_STATE, type DrState, type InstanceHeartbeat } from './dr-state.ts';
+import type { DrStateFile } from './dr-state-file.ts';
 import type { DrStateStore } from './dr-state-store.ts';
 
 export type StateListener = (state: DrState, previous: DrState) => void | Promise<void>;
@@ -17,8 +18,13 @@ export interface DrStateServiceDeps {
   syncIntervalMs: number;
   metrics: DrMetrics;
   logger: Logger;
+  /** The local copy of the last applied state (DR_STATE_FILE); none in some service tests. */
+  file?: DrStateFile;
   now?: () => number;
 }
+
+/** Where the state this instance follows came from; `unknown` until Redis or the file answered. */
+export type StateSource = 'unknown' | 'store' | 'file';
 
 export interface Change {
   before: DrState;
@@ -38,6 +44,7 @@ export class DrStateService {
   private subscription?: { close(): Promise<void> };
   private storeUp = true;
   private syncing?: Promise<void>;
+  private source: StateSource = 'unknown';
 
   constructor(private readonly deps: DrStateServiceDeps) {
     deps.metrics.drStateVersion.set(0);
@@ -45,6 +52,18 @@ export class DrStateService {
 
   current(): DrState {
     return this.state;
+  }
+
+  /**
+   * Whether this instance knows the DR state: read from Redis, or from its state file when Redis was
+   * unreachable at start. Until then writes are refused (fail-safe start).
+   */
+  known(): boolean {
+    return this.source !== 'unknown';
+  }
+
+  stateSource(): StateSource {
+    return this.source;
   }
 
   /** Whether the last exchange with the store succeeded. */
@@ -59,6 +78,7 @@ export class DrStateService {
   async start(): Promise<void> {
     this.subscription = this.deps.subscribe(() => void this.sync());
     await this.sync();
+    if (!this.known()) await this.startFromFile();
     this.timer = setInterval(() => void this.sync(), this.deps.syncIntervalMs);
     this.timer.unref();
   }
@@ -76,10 +96,38 @@ export class DrStateService {
     return this.syncing;
   }
 
+  /** Redis did not answer at start: follow the last state this instance applied, if it kept one. */
+  private async startFromFile(): Promise<void> {
+    let saved: DrState | null = null;
+    try {
+      saved = this.deps.file?.read() ?? null;
+    } catch (err) {
+      this.deps.logger.error({ err: err instanceof Error ? err.message : String(err) }, 'the DR state file cannot be read');
+    }
+    if (!saved) {
+      this.deps.logger.error('DR state unknown: Redis is unreachable and there is no state file; writes are refused until the state is known');
+      return;
+    }
+    this.source = 'file';
+    await this.apply(saved);
+    this.deps.logger.warn({ version: saved.version, file: this.deps.file?.path }, 'Redis unreachable at start: following the DR state from the state file');
+  }
+
   private async doSync(): Promise<void> {
     try {
       const stored = await this.deps.store.read();
-      if (stored === null && this.state.version > 0) {
+      if (this.source === 'unknown') {
+        // Redis answered: its state, or (when it lost its data) the newest this instance kept.
+        this.source = 'store';
+        let saved: DrState | null = null;
+        try {
+          saved = this.deps.file?.read() ?? null;
+        } catch {
+          saved = null;
+        }
+        if (saved && saved.version > (stored?.version ?? 0) && saved.version > this.state.version) await this.apply(saved);
+      }
+      if ((stored === null || stored.version < this.state.version) && this.state.version > 0) {
         if (await this.deps.store.restore(this.state)) {
           this.deps.logger.warn({ version: this.state.version }, 'DR state was missing from Redis; restored the newest state this instance holds');
         }
@@ -101,14 +149,22 @@ export class DrStateService {
     this.storeUp = up;
   }
 
+  /** Facts this instance reports with its heartbeat (e.g. its last write barrier). */
+  readonly annotations: Record<string, unknown> = {};
+
   private async heartbeat(): Promise<void> {
-    await this.deps.store.heartbeat({ id: this.deps.instanceId, appliedVersion: this.state.version, lastSeen: new Date(this.now()).toISOString() });
+    await this.deps.store.heartbeat({ ...this.annotations, id: this.deps.instanceId, appliedVersion: this.state.version, lastSeen: new Date(this.now()).toISOString() });
   }
 
   private async apply(next: DrState): Promise<void> {
     const previous = this.state;
     this.state = next;
     this.deps.metrics.drStateVersion.set(next.version);
+    try {
+      this.deps.file?.write(next);
+    } catch (err) {
+      this.deps.logger.error({ err: err instanceof Error ? err.message : String(err), file: this.deps.file?.path }, 'the DR state file cannot be written');
+    }
     for (const listener of this.listeners) {
       try {
         await listener(next, previous);
@@ -128,6 +184,8 @@ export class DrStateService {
   async change(mutate: (current: DrState, now: string) => Omit<DrState, 'version' | 'updatedAt'>): Promise<Change> {
     let base: DrState;
     try {
+      if (!this.known()) await this.sync();
+      // Without Redis there is no change anyway; a state never known is not the base of one.
       base = (await this.deps.store.read()) ?? this.state;
       if (base.version < this.state.version) base = this.state;
     } catch (err) {

@@ -14,11 +14,31 @@ export interface TargetState<T extends string> {
   by: string | null;
 }
 
+/** A PostgreSQL node as the service saw it: cluster system identifier and timeline. */
+export interface NodeIdentity {
+  systemId: string;
+  timeline: number;
+  recordedAt: string;
+}
+
+/**
+ * The database part: which target serves, plus what promotions and switches recorded. Fields
+ * beyond TargetState are optional so states written before they existed still apply.
+ */
+export interface DatabaseState extends TargetState<DatabaseTarget> {
+  /** Each configured target's identity, recorded at every promote and switch. */
+  nodes?: Partial<Record<DatabaseTarget, NodeIdentity>>;
+  /** The newest timeline recorded for the cluster: writes never go to a node on an older one. */
+  newestTimeline?: number;
+  /** When a promotion was recorded (automatic read-only never switches back after one). */
+  promotedAt?: string | null;
+}
+
 /** The one versioned document every instance follows. */
 export interface DrState {
   version: number;
   readOnly: ReadOnlyState;
-  database: TargetState<DatabaseTarget>;
+  database: DatabaseState;
   media: TargetState<MediaBackendName>;
   updatedAt: string | null;
 }
@@ -35,6 +55,8 @@ export interface InstanceHeartbeat {
   id: string;
   appliedVersion: number;
   lastSeen: string;
+  /** The write barrier this instance raised when it applied the last write-relevant change. */
+  barrier?: { version: number; inFlight: number; waitedFor: number; drained: boolean; failing: number; waitedMs: number };
 }
 
 /** Read-only mode as it holds at `now`: an expired mode is off even before anyone records it. */

@@ -3,6 +3,8 @@ import type { AdminToken } from '../config/admin-tokens.ts';
 import { bearerToken } from '../http/bearer.ts';
 import { matchAdminToken } from '../config/admin-tokens.ts';
 import type { Lifecycle } from '../lifecycle/lifecycle.ts';
+import { throwIfThrottled } from '../admin/admin-auth.ts';
+import type { FailedAuthLimiter } from '../admin/failed-auth-limiter.ts';
 import type { HealthService, HealthStatus } from './health-service.ts';
 
 function send(res: Response, body: { status: HealthStatus } & Record<string, unknown>): void {
@@ -10,14 +12,25 @@ function send(res: Response, body: { status: HealthStatus } & Record<string, unk
   res.status(body.status === 'unhealthy' ? 503 : 200).json({ ...body, timestamp: new Date().toISOString() });
 }
 
-/** Raw error messages name hosts and ports: only a request with a valid admin token sees them. */
-function reveal(req: Request, tokens: readonly AdminToken[]): boolean {
+/**
+ * Raw error messages name hosts and ports: only a request with a valid admin token sees them. The
+ * token check is throttled like the admin one (a wrong token counts as a failed attempt, and is
+ * answered 429 while the address is throttled), so health cannot be used to guess tokens faster.
+ */
+function reveal(req: Request, tokens: readonly AdminToken[], limiter?: FailedAuthLimiter): boolean {
   const token = bearerToken(req);
-  return token !== undefined && matchAdminToken(tokens, token) !== undefined;
+  if (token === undefined) return false;
+  if (matchAdminToken(tokens, token) !== undefined) return true;
+  if (limiter) {
+    const address = req.ip ?? 'unknown';
+    throwIfThrottled(limiter, address);
+    limiter.fail(address);
+  }
+  return false;
 }
 
 // Express answers HEAD with the GET handler and no body, so each route serves both.
-export function healthRoutes(health: HealthService, lifecycle: Lifecycle, tokens: readonly AdminToken[]): Router {
+export function healthRoutes(health: HealthService, lifecycle: Lifecycle, tokens: readonly AdminToken[], limiter?: FailedAuthLimiter): Router {
   const router = Router();
   router.get('/health/live', (_req, res) => {
     send(res, { status: lifecycle.shuttingDown ? 'unhealthy' : 'healthy' });
@@ -26,16 +39,16 @@ export function healthRoutes(health: HealthService, lifecycle: Lifecycle, tokens
     send(res, await health.ready());
   });
   router.get('/health/database', async (req, res) => {
-    send(res, await health.database(reveal(req, tokens)));
+    send(res, await health.database(reveal(req, tokens, limiter)));
   });
   router.get('/health/media', async (req, res) => {
-    send(res, await health.media(reveal(req, tokens)));
+    send(res, await health.media(reveal(req, tokens, limiter)));
   });
   router.get('/health/redis', async (req, res) => {
-    send(res, await health.redis(reveal(req, tokens)));
+    send(res, await health.redis(reveal(req, tokens, limiter)));
   });
   router.get('/health', async (req, res) => {
-    send(res, await health.overall(reveal(req, tokens)));
+    send(res, await health.overall(reveal(req, tokens, limiter)));
   });
   return router;
 }

@@ -10,17 +10,28 @@ export interface ComponentReport {
   status: HealthStatus;
   latencyMs: number | null;
   checkedAt: string | null;
-  error?: { code: ProbeError['code']; message?: string };
+  error?: { code: ProbeError['code'] | 'split_brain' | 'not_writable' | 'state_unknown' | 'state_mismatch' | (string & {}); message?: string };
   [extra: string]: unknown;
 }
 
 export interface HealthServiceDeps {
   database: { runners: ReadonlyMap<DatabaseTarget, ProbeRunner<DatabaseProbeData>>; active: () => DatabaseTarget };
-  media: { runners: ReadonlyMap<MediaBackendName, ProbeRunner<void>>; active: () => MediaBackendName; bucket: (b: MediaBackendName) => string };
+  media: {
+    runners: ReadonlyMap<MediaBackendName, ProbeRunner<void>>;
+    active: () => MediaBackendName;
+    bucket: (b: MediaBackendName) => string;
+    /** Media pools at their bound (e.g. "primary.download", "spool"): reported as degraded. */
+    saturated?: () => string[];
+  };
   redis: ProbeRunner<void>;
   /** Extra replication facts for /health/database (from the failover capability). */
   replication?: () => Promise<Record<string, unknown> | undefined>;
   dr: () => { readOnly: boolean; stateVersion: number };
+  /**
+   * Whether the active target may take writes (null: yes, or unknown) and the nodes' picture
+   * (split brain, writable nodes), from the database capability and the DR state.
+   */
+  writes?: () => { refusal: { code: string; message: string } | null; splitBrain: boolean; writableNodes: string[]; fenced: string[] };
   lifecycle: Lifecycle;
   intervalMs: number;
   timeoutMs: number;
@@ -79,7 +90,34 @@ export class HealthService {
       report.replication = replication;
       if (report.status === 'healthy' && replication.status === 'degraded') report.status = 'degraded';
     }
+    this.addWriteFacts(report, reveal);
     return report;
+  }
+
+  /**
+   * Health says whether writes can work: unhealthy with `not_writable` (or `state_unknown`,
+   * `state_mismatch`) when the active target cannot take them and read-only mode is off, and
+   * `split_brain` while more than one node takes writes.
+   */
+  private addWriteFacts(report: ComponentReport, reveal: boolean): void {
+    const writes = this.deps.writes?.();
+    if (!writes) return;
+    report.writableNodes = writes.writableNodes;
+    if (writes.fenced.length > 0) report.fencedNodes = writes.fenced;
+    if (writes.splitBrain) {
+      report.status = 'unhealthy';
+      report.error = { code: 'split_brain', ...(reveal ? { message: `more than one node takes writes: ${writes.writableNodes.join(', ')}` } : {}) };
+      return;
+    }
+    if (report.status === 'unhealthy') return;
+    const { readOnly } = this.deps.dr();
+    if (writes.refusal && writes.refusal.code !== 'read_only' && !readOnly) {
+      report.status = 'unhealthy';
+      report.writable = false;
+      report.error = { code: writes.refusal.code, message: writes.refusal.message };
+    } else {
+      report.writable = !readOnly && !writes.refusal;
+    }
   }
 
   async media(reveal: boolean): Promise<ComponentReport> {
@@ -88,6 +126,11 @@ export class HealthService {
     const report = toReport(runner ? await runner.get(this.maxAgeMs) : undefined, reveal);
     report.backend = backend;
     report.bucket = this.deps.media.bucket(backend);
+    const saturated = this.deps.media.saturated?.() ?? [];
+    if (saturated.length > 0) {
+      report.saturated = saturated;
+      if (report.status === 'healthy') report.status = 'degraded';
+    }
     return report;
   }
 
@@ -95,14 +138,22 @@ export class HealthService {
     return toReport(await this.deps.redis.get(this.maxAgeMs), reveal);
   }
 
+  /**
+   * Ready while this instance can serve: the active target answers, or read-only mode is on and any
+   * configured target answers reads. A shared primary outage with read-only mode on therefore keeps
+   * every instance in the load balancer, serving reads.
+   */
   async ready(): Promise<{ status: HealthStatus; checks: Record<string, HealthStatus> }> {
-    const database = await this.database(false);
+    const results = new Map(await Promise.all([...this.deps.database.runners].map(async ([t, r]) => [t, await r.get(this.maxAgeMs)] as const)));
+    const activeUp = results.get(this.deps.database.active())?.ok === true;
+    const anyUp = [...results.values()].some((r) => r.ok);
+    const canServe = activeUp || (this.deps.dr().readOnly && anyUp);
     const accepting = !this.deps.lifecycle.shuttingDown;
     const checks: Record<string, HealthStatus> = {
-      database: database.status === 'unhealthy' ? 'unhealthy' : 'healthy',
+      database: canServe ? (activeUp ? 'healthy' : 'degraded') : 'unhealthy',
       process: accepting ? 'healthy' : 'unhealthy',
     };
-    const ok = Object.values(checks).every((s) => s === 'healthy');
+    const ok = Object.values(checks).every((s) => s !== 'unhealthy');
     return { status: ok ? 'healthy' : 'unhealthy', checks };
   }
 

@@ -18,6 +18,9 @@ export const errorMiddleware: ErrorRequestHandler = (err, req, res, next) => {
       err.type === 'entity.too.large'
         ? new AppError(413, 'payload_too_large', 'the body is larger than the limit')
         : new AppError(err.status ?? 400, 'bad_request', err.type === 'entity.parse.failed' ? 'the body is not valid JSON' : 'the body could not be read');
+  } else if (isClientError(err)) {
+    // e.g. a path with a malformed percent-encoding (/media/a%zz), which the router cannot decode.
+    appError = new AppError(400, 'bad_request', 'the request is malformed');
   } else {
     appError = new AppError(500, 'internal', 'internal error');
     res.err = err instanceof Error ? err : new Error(String(err));
@@ -34,4 +37,9 @@ export const notFoundHandler: RequestHandler = (_req, _res, next) => {
 
 function isBodyParserError(err: unknown): err is { type: string; status?: number } {
   return typeof err === 'object' && err !== null && typeof (err as { type?: unknown }).type === 'string' && 'status' in err;
+}
+
+function isClientError(err: unknown): boolean {
+  const status = (err as { status?: unknown; statusCode?: unknown } | null)?.status ?? (err as { statusCode?: unknown } | null)?.statusCode;
+  return err instanceof URIError || (typeof status === 'number' && status >= 400 && status < 500);
 }

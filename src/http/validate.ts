@@ -5,7 +5,8 @@ import { BadRequestError } from './app-error.ts';
 export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, message = 'invalid request'): z.output<S> {
   const parsed = schema.safeParse(input);
   if (parsed.success) return parsed.data;
-  const details: Record<string, string[]> = {};
+  // No prototype: a field named `constructor` or `__proto__` is just a field.
+  const details: Record<string, string[]> = Object.create(null) as Record<string, string[]>;
   for (const issue of parsed.error.issues) {
     if (issue.code === 'unrecognized_keys') {
       for (const key of issue.keys) (details[[...issue.path, key].join('.')] ??= []).push('unknown field');

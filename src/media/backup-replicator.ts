@@ -1,38 +1,39 @@
-import type { Redis } from 'ioredis';
+import type { MediaBackendName } from '../config/config.ts';
 import type { Logger } from '../logger.ts';
+import { versionObjectName } from './media-repository.ts';
+import type { MediaVersionRepository, OutboxTask } from './media-version-repository.ts';
 import type { ObjectStore } from './object-store.ts';
+import { copyVersion } from './version-copier.ts';
 
-const MAX_ATTEMPTS = 20;
-const BATCH = 10;
-
-interface Task {
-  key: string;
-  attempts: number;
-}
+const BATCH = 16;
+const CONCURRENCY = 4;
+const LEASE_MS = 60_000;
+const MAX_DELAY_MS = 30_000;
 
 /**
- * Continuous backup (MEDIA_CONTINUOUS_BACKUP=true): every upload to the primary is copied to the
- * backup in the background, so the media RPO is seconds, not the last sync. Tasks wait in a Redis
- * list shared by every instance (in memory while Redis is down) and are retried with back-off; a
- * task that fails MAX_ATTEMPTS times is logged as an error and left to the next sync.
+ * Continuous backup (MEDIA_CONTINUOUS_BACKUP=true), driven by the outbox in PostgreSQL: every
+ * committed write left a row in the same transaction. A task is leased, the version copied, and
+ * only then the row deleted; an instance that crashes mid-copy loses nothing (the lease expires
+ * and any instance copies it again). The backlog and the RPO exposure are read from the outbox.
  */
 export class BackupReplicator {
-  private readonly local: Task[] = [];
   private timer?: NodeJS.Timeout;
-  private running = false;
+  private running?: Promise<number>;
+  private again = false;
 
   constructor(
-    private readonly deps: { redis: Redis; prefix: string; primary: ObjectStore; backup: ObjectStore; logger: Logger; intervalMs: number; onBacklog?: (n: number) => void },
+    private readonly deps: {
+      versions: MediaVersionRepository;
+      stores: ReadonlyMap<MediaBackendName, ObjectStore>;
+      backendDown?: (backend: MediaBackendName) => boolean;
+      logger: Logger;
+      intervalMs: number;
+      onStats?: (stats: { backlog: number; oldestAgeSeconds: number }) => void;
+    },
   ) {}
 
-  private get key(): string {
-    return `${this.deps.prefix}media:backup-queue`;
-  }
-
   start(): void {
-    this.timer = setInterval(() => {
-      void this.drain().then(async () => this.deps.onBacklog?.(await this.backlog()));
-    }, this.deps.intervalMs);
+    this.timer = setInterval(() => void this.tick(), this.deps.intervalMs);
     this.timer.unref();
   }
 
@@ -40,66 +41,75 @@ export class BackupReplicator {
     clearInterval(this.timer);
   }
 
-  async enqueue(key: string): Promise<void> {
-    await this.push({ key, attempts: 0 });
+  /** Wakes the replicator after a commit, so the RPO is the copy time, not the poll interval. */
+  kick(): void {
+    if (this.running) this.again = true;
+    else void this.tick();
   }
 
-  private async push(task: Task): Promise<void> {
-    try {
-      await this.deps.redis.rpush(this.key, JSON.stringify(task));
-    } catch {
-      this.local.push(task);
-    }
+  private async tick(): Promise<void> {
+    await this.drain().catch((err: unknown) => this.deps.logger.warn({ err: String(err) }, 'continuous backup could not read its outbox'));
+    const stats = await this.deps.versions.outboxStats().catch(() => undefined);
+    if (stats) this.deps.onStats?.(stats);
   }
 
-  async backlog(): Promise<number> {
-    const shared = await this.deps.redis.llen(this.key).catch(() => 0);
-    return shared + this.local.length;
-  }
-
-  /** Copies what is waiting; returns how many objects were copied. */
-  async drain(): Promise<number> {
-    if (this.running) return 0;
-    this.running = true;
-    let copied = 0;
-    try {
-      for (;;) {
-        const tasks: Task[] = this.local.splice(0, BATCH);
-        if (tasks.length === 0) {
-          const raw = await this.deps.redis.lpop(this.key, BATCH).catch(() => null);
-          for (const r of raw ?? []) tasks.push(JSON.parse(r) as Task);
-        }
-        if (tasks.length === 0) return copied;
-        for (const [i, task] of tasks.entries()) {
-          const outcome = await this.copy(task);
-          if (outcome === 'copied') copied += 1;
-          if (outcome === 'retry') {
-            // The backup is failing: put the rest back and try again on the next tick.
-            for (const rest of tasks.slice(i + 1)) await this.push(rest);
-            return copied;
+  /** Copies every due task; returns how many versions were copied. */
+  drain(): Promise<number> {
+    this.running ??= (async () => {
+      let copied = 0;
+      try {
+        do {
+          this.again = false;
+          for (;;) {
+            const tasks = await this.deps.versions.claimOutbox(BATCH, LEASE_MS);
+            if (tasks.length === 0) break;
+            const queue = [...tasks];
+            await Promise.all(
+              Array.from({ length: CONCURRENCY }, async () => {
+                for (let t = queue.shift(); t; t = queue.shift()) if (await this.copy(t)) copied += 1;
+              }),
+            );
           }
-        }
+        } while (this.again);
+        return copied;
+      } finally {
+        this.running = undefined;
       }
-    } finally {
-      this.running = false;
+    })();
+    return this.running;
+  }
+
+  private async copy(task: OutboxTask): Promise<boolean> {
+    const target = this.deps.stores.get(task.target);
+    if (!target) return this.settle(task, () => this.deps.versions.dropOutbox(task.taskId));
+    if (task.replaced || task.backends.includes(task.target)) {
+      // A replaced version is not worth copying (the garbage collector takes it); a present one is done.
+      return this.settle(task, async () => {
+        if (task.backends.includes(task.target)) await this.deps.versions.completeCopy(task.id, task.target);
+        else await this.deps.versions.dropOutbox(task.taskId);
+      });
+    }
+    const source = task.backends.map((b) => this.deps.stores.get(b)).find((s) => s && !this.deps.backendDown?.(s.backend));
+    try {
+      if (!source) throw new Error(`no reachable backend holds version ${task.id}`);
+      await copyVersion(task, source, target);
+      if (!(await this.deps.versions.completeCopy(task.id, task.target))) {
+        // Collected while we copied: take the copy back rather than leave an orphan.
+        await target.remove(versionObjectName(task.id)).catch(() => undefined);
+      }
+      return true;
+    } catch (err) {
+      const delay = Math.min(MAX_DELAY_MS, 250 * 2 ** Math.min(task.attempts, 10));
+      const message = err instanceof Error ? err.message : String(err);
+      const log = task.attempts >= 10 ? this.deps.logger.error.bind(this.deps.logger) : this.deps.logger.warn.bind(this.deps.logger);
+      log({ key: task.key, version: task.id, target: task.target, attempts: task.attempts, err: message }, 'continuous backup copy failed; retrying');
+      await this.deps.versions.retryOutbox(task.taskId, message, delay).catch(() => undefined);
+      return false;
     }
   }
 
-  private async copy(task: Task): Promise<'copied' | 'skipped' | 'retry'> {
-    try {
-      const stat = await this.deps.primary.stat(task.key);
-      if (!stat) return 'skipped'; // deleted meanwhile
-      await this.deps.backup.put(task.key, await this.deps.primary.get(task.key), stat.size, stat.contentType ?? 'application/octet-stream');
-      return 'copied';
-    } catch (err) {
-      const attempts = task.attempts + 1;
-      if (attempts >= MAX_ATTEMPTS) {
-        this.deps.logger.error({ key: task.key, attempts, err: err instanceof Error ? err.message : String(err) }, 'continuous backup gave up on an object; run a media sync');
-        return 'skipped';
-      }
-      // Back off: the task goes to the end of the queue and the drain stops until the next tick.
-      await this.push({ key: task.key, attempts });
-      return 'retry';
-    }
+  private async settle(task: OutboxTask, fn: () => Promise<unknown>): Promise<boolean> {
+    await fn().catch((err: unknown) => this.deps.logger.warn({ version: task.id, err: String(err) }, 'outbox row not settled; it will be retried'));
+    return false;
   }
 }

@@ -1,38 +1,57 @@
 import type { Redis } from 'ioredis';
+import type { MediaBackendName } from '../config/config.ts';
 import type { MediaMetadata } from './media-repository.ts';
 import { isReady } from '../redis/redis-client.ts';
 
-const TOMBSTONE = 'deleted';
-const TOMBSTONE_TTL_SECONDS = 120;
+const DELETED = 'deleted';
+const DELETED_TTL_SECONDS = 120;
 
 export type CachedMeta = MediaMetadata | 'deleted' | undefined;
 
 export interface MediaCache {
   get(key: string): Promise<CachedMeta>;
-  /** Fills the cache from the database; never overwrites a tombstone or a newer write. */
-  fill(meta: MediaMetadata): Promise<void>;
-  /** Records a fresh write, replacing whatever was cached. */
+  /** Records metadata read from the database or just committed; an entry with a higher seq wins. */
   put(meta: MediaMetadata): Promise<void>;
-  /** Marks a key deleted; throws when that cannot be recorded, so the delete does not proceed. */
-  tombstone(key: string): Promise<void>;
+  /** Records a committed delete (seq from the delete); an entry with a higher seq wins. */
+  markDeleted(key: string, seq: number): Promise<void>;
   /** Drops every cached entry (after a media switch). */
   clear(): Promise<number>;
 }
 
 /**
- * Metadata cache in Redis. A read that finds Redis unavailable is a miss, never an error; a
- * delete that cannot write its tombstone is refused, because a surviving entry would serve a
- * deleted object once Redis is back.
+ * Only writes an entry whose seq is higher than the cached one: concurrent writers and readers
+ * filling the cache from the database can leave it stale (an older version, complete and
+ * self-consistent) but never move it backwards over a newer write it has already seen.
+ */
+const SET_IF_NEWER = `
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local s = tonumber(string.match(cur, '^(%d+)|'))
+  if s and s >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'EX', ARGV[3])
+return 1`;
+
+/**
+ * Metadata cache in Redis: each entry names one version (content is never cached). A read that
+ * finds Redis unavailable is a miss, never an error. A write that commits while Redis is
+ * unreachable remembers its entry and writes it as soon as Redis is back, so an entry cached
+ * before the outage does not keep serving the replaced version (a Redis restart loses the cache
+ * anyway); only if this instance stops first does the entry age out with its TTL.
  */
 export class RedisMediaCache implements MediaCache {
+  private readonly pending = new Map<string, { seq: number; value: string; ttl: number }>();
+
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
     private readonly ttlSeconds: number,
-  ) {}
+  ) {
+    redis.on('ready', () => void this.flushPending());
+  }
 
   private k(key: string): string {
-    return `${this.prefix}media:meta:${key}`;
+    return `${this.prefix}media:v2:${key}`;
   }
 
   async get(key: string): Promise<CachedMeta> {
@@ -40,38 +59,57 @@ export class RedisMediaCache implements MediaCache {
     try {
       const raw = await this.redis.get(this.k(key));
       if (raw === null) return undefined;
-      if (raw === TOMBSTONE) return TOMBSTONE;
-      const parsed = JSON.parse(raw) as MediaMetadata & { createdAt: string };
+      const value = raw.slice(raw.indexOf('|') + 1);
+      if (value === DELETED) return DELETED;
+      const parsed = JSON.parse(value) as Omit<MediaMetadata, 'createdAt'> & { createdAt: string; backends: MediaBackendName[] };
       return { ...parsed, createdAt: new Date(parsed.createdAt) };
     } catch {
       return undefined;
     }
   }
 
-  async fill(meta: MediaMetadata): Promise<void> {
-    if (!isReady(this.redis)) return;
-    await this.redis.set(this.k(meta.key), JSON.stringify(meta), 'EX', this.ttlSeconds, 'NX').catch(() => undefined);
-  }
-
   async put(meta: MediaMetadata): Promise<void> {
-    if (!isReady(this.redis)) return;
-    await this.redis.set(this.k(meta.key), JSON.stringify(meta), 'EX', this.ttlSeconds).catch(() => undefined);
+    await this.write(meta.key, meta.seq, JSON.stringify(meta), this.ttlSeconds);
   }
 
-  async tombstone(key: string): Promise<void> {
-    await this.redis.set(this.k(key), TOMBSTONE, 'EX', TOMBSTONE_TTL_SECONDS);
+  async markDeleted(key: string, seq: number): Promise<void> {
+    await this.write(key, seq, DELETED, DELETED_TTL_SECONDS);
+  }
+
+  private async write(key: string, seq: number, value: string, ttl: number): Promise<void> {
+    try {
+      if (!isReady(this.redis)) throw new Error('redis not ready');
+      await this.redis.eval(SET_IF_NEWER, 1, this.k(key), seq, value, ttl);
+      this.pending.delete(key);
+    } catch {
+      const known = this.pending.get(key);
+      if (!known || known.seq < seq) this.pending.set(key, { seq, value, ttl });
+    }
+  }
+
+  /** Entries that could not be written while Redis was unreachable. */
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  async flushPending(): Promise<void> {
+    for (const [key, entry] of [...this.pending]) {
+      try {
+        await this.redis.eval(SET_IF_NEWER, 1, this.k(key), entry.seq, entry.value, entry.ttl);
+        if (this.pending.get(key) === entry) this.pending.delete(key);
+      } catch {
+        return;
+      }
+    }
   }
 
   async clear(): Promise<number> {
     let removed = 0;
     let cursor = '0';
     do {
-      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.prefix}media:meta:*`, 'COUNT', 500);
+      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.prefix}media:v2:*`, 'COUNT', 500);
       cursor = next;
-      // Tombstones stay: they guard against serving deleted objects.
-      const values = keys.length > 0 ? await this.redis.mget(keys) : [];
-      const live = keys.filter((_, i) => values[i] !== TOMBSTONE);
-      if (live.length > 0) removed += await this.redis.del(...live);
+      if (keys.length > 0) removed += await this.redis.del(...keys);
     } while (cursor !== '0');
     return removed;
   }

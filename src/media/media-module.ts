@@ -2,27 +2,36 @@ import type { Router } from 'express';
 import type { Redis } from 'ioredis';
 import type { Config, MediaBackendName } from '../config/config.ts';
 import type { DrModule } from '../dr-module.ts';
+import type { PrismaClient } from '../generated/prisma/client.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { BackupReplicator } from './backup-replicator.ts';
 import type { MediaCache } from './media-cache.ts';
 import { mediaAdminRoutes } from './media-admin-routes.ts';
+import { MediaConsistencyChecker } from './media-consistency.ts';
 import { MediaFailoverService } from './media-failover-service.ts';
+import { MediaGarbageCollector } from './media-gc.ts';
 import type { MediaMetadata } from './media-repository.ts';
 import { MediaSyncService } from './media-sync.ts';
+import { PrismaMediaVersionRepository, type MediaVersionRepository } from './media-version-repository.ts';
 import type { ObjectStore } from './object-store.ts';
 
 export interface MediaModule {
   failover: MediaFailoverService;
   sync: MediaSyncService;
+  versions: MediaVersionRepository;
+  gc: MediaGarbageCollector;
+  consistency: MediaConsistencyChecker;
   replicator?: BackupReplicator;
-  onStored(meta: MediaMetadata): Promise<void>;
+  /** Backends the continuous backup copies a version written to `backend` to. */
+  copyTargets(backend: MediaBackendName): MediaBackendName[];
+  onCommitted(meta: MediaMetadata): void;
   routers: Router[];
   start(): void;
   stop(): void;
 }
 
-/** Media failover, sync, verification and continuous backup, following the DR state. */
+/** Media failover, sync, verification, continuous backup and garbage collection, following the DR state. */
 export function createMediaModule(deps: {
   config: Config;
   stores: ReadonlyMap<MediaBackendName, ObjectStore>;
@@ -30,19 +39,23 @@ export function createMediaModule(deps: {
   dr: DrModule;
   redis: Redis;
   prefix: string;
+  prisma: () => PrismaClient;
+  backendDown: (backend: MediaBackendName) => boolean;
   metrics: Metrics;
   logger: Logger;
 }): MediaModule {
-  const { config, stores, dr, metrics, logger } = deps;
+  const { config, stores, dr, metrics, logger, backendDown } = deps;
   const setGauge = (active: MediaBackendName) => {
     for (const b of ['primary', 'backup'] as const) if (stores.has(b)) metrics.mediaActiveBackend.set({ backend: b }, b === active ? 1 : 0);
   };
   setGauge('primary');
   dr.state.onApply((state) => setGauge(state.media.active));
 
+  const versions = new PrismaMediaVersionRepository(deps.prisma);
   const failover = new MediaFailoverService({ stores, dr: dr.state, store: dr.store, cache: deps.cache, metrics, logger, instanceId: config.instanceId, timeoutMs: config.healthTimeoutMs });
   const sync = new MediaSyncService({
     stores,
+    versions,
     lockStore: dr.store,
     redis: deps.redis,
     prefix: deps.prefix,
@@ -51,31 +64,48 @@ export function createMediaModule(deps: {
     concurrency: config.mediaSyncConcurrency,
     inlineMax: config.mediaSyncInlineMax,
   });
-  const primary = stores.get('primary');
-  const backup = stores.get('backup');
-  const replicator =
-    config.mediaContinuousBackup && primary && backup
-      ? new BackupReplicator({ redis: deps.redis, prefix: deps.prefix, primary, backup, logger, intervalMs: 500, onBacklog: (n) => metrics.mediaBackupBacklog.set(n) })
-      : undefined;
+  const gc = new MediaGarbageCollector({ versions, stores, backendDown, graceMs: config.mediaGcGraceMs, intervalMs: config.mediaGcIntervalMs, sweepEvery: 10, logger });
+  const consistency = new MediaConsistencyChecker({ versions, stores, graceMs: config.mediaGcGraceMs, redis: deps.redis, prefix: deps.prefix, instanceId: config.instanceId, logger, inlineMax: 2000 });
+  const continuous = config.mediaContinuousBackup && stores.has('primary') && stores.has('backup');
+  const replicator = continuous
+    ? new BackupReplicator({
+        versions,
+        stores,
+        backendDown,
+        logger,
+        intervalMs: 500,
+        onStats: ({ backlog, oldestAgeSeconds }) => {
+          metrics.mediaBackupBacklog.set(backlog);
+          metrics.rpoExposure.set({ component: 'media' }, oldestAgeSeconds);
+        },
+      })
+    : undefined;
   if (replicator) {
     metrics.mediaBackupBacklog.set(0);
+    metrics.rpoExposure.set({ component: 'media' }, 0);
   }
   return {
     failover,
     sync,
+    versions,
+    gc,
+    consistency,
     replicator,
-    async onStored(meta) {
-      if (replicator && meta.backend === 'primary') {
-        await replicator.enqueue(meta.key);
-        metrics.mediaBackupBacklog.set(await replicator.backlog());
-      }
+    copyTargets(backend) {
+      if (!continuous) return [];
+      return [...stores.keys()].filter((b) => b !== backend);
     },
-    routers: [mediaAdminRoutes({ failover, sync, dr: dr.state, audit: dr.audit })],
+    onCommitted() {
+      replicator?.kick();
+    },
+    routers: [mediaAdminRoutes({ failover, sync, consistency, dr: dr.state, audit: dr.audit })],
     start() {
       replicator?.start();
+      gc.start();
     },
     stop() {
       replicator?.stop();
+      gc.stop();
     },
   };
 }

@@ -1,4 +1,5 @@
 import { Router, type Request, type Response } from 'express';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BadRequestError } from '../http/app-error.ts';
 import { parseOrThrow } from '../http/validate.ts';
@@ -25,20 +26,67 @@ export function toJson(meta: MediaMetadata) {
     sha256: meta.sha256,
     contentType: meta.contentType,
     backend: meta.backend,
-    createdAt: meta.createdAt.toISOString(),
+    createdAt: new Date(meta.createdAt).toISOString(),
   };
 }
 
+/** Types a browser renders or runs inline; anything else uploaded is served as an attachment. */
+const INLINE_TYPES = /^(image\/(png|jpeg|gif|webp|avif|bmp)|video\/[\w.+-]+|audio\/[\w.+-]+|text\/plain|application\/octet-stream|application\/json)$/i;
+
+export function isInlineSafe(contentType: string): boolean {
+  return INLINE_TYPES.test(contentType.split(';')[0]!.trim());
+}
+
+/**
+ * Media content is untrusted: never sniffed, sandboxed with no sources, and downloaded rather
+ * than rendered when its type could run script on the API's origin (HTML, SVG, XML, PDF, ...).
+ */
 function setObjectHeaders(res: Response, meta: MediaMetadata): void {
   res.setHeader('Content-Type', meta.contentType);
   res.setHeader('Content-Length', String(meta.size));
   res.setHeader('ETag', `"${meta.sha256}"`);
-  res.setHeader('Last-Modified', meta.createdAt.toUTCString());
+  res.setHeader('Last-Modified', new Date(meta.createdAt).toUTCString());
   res.setHeader('X-Content-SHA256', meta.sha256);
+  res.setHeader('X-Content-Type-Options', 'nosniff');
+  res.setHeader('Content-Security-Policy', "default-src 'none'; sandbox");
+  res.setHeader('Cross-Origin-Resource-Policy', 'same-origin');
+  if (!isInlineSafe(meta.contentType)) res.setHeader('Content-Disposition', 'attachment');
 }
 
-export function mediaRoutes(media: MediaService): Router {
+export function mediaRoutes(media: MediaService, options: { idleBodyTimeoutMs: number }): Router {
   const router = Router();
+  // A client that stops sending its upload, or stops reading its download, loses its connection
+  // after this much silence, which frees the S3 socket it held. Only the body transfer is timed,
+  // never the time the service itself takes to answer.
+  const ms = options.idleBodyTimeoutMs;
+  const cut = (req: Request) => () => req.socket.destroy(Object.assign(new Error('client body idle'), { code: 'ECLIENTIDLE' }));
+  // Progress is read from the socket (a 'data' listener would start the body flowing early).
+  const idleUpload = (req: Request) => {
+    let seen = req.socket.bytesRead;
+    let lastProgress = Date.now();
+    const timer = setInterval(() => {
+      const read = req.socket.bytesRead;
+      if (read !== seen) {
+        seen = read;
+        lastProgress = Date.now();
+      } else if (Date.now() - lastProgress >= ms) {
+        clearInterval(timer);
+        cut(req)();
+      }
+    }, Math.max(20, Math.floor(ms / 5)));
+    timer.unref();
+    const stop = () => clearInterval(timer);
+    req.once('end', stop);
+    req.once('close', stop);
+    req.once('error', stop);
+  };
+  // A download's source pauses while the client does not read (back-pressure): no data for the
+  // bound means the client stalled (or S3 did).
+  const idleDownload = (req: Request, res: Response, source: Readable) => {
+    const timer = setTimeout(cut(req), ms);
+    source.on('data', () => timer.refresh());
+    res.once('close', () => clearTimeout(timer));
+  };
 
   router.get('/media', async (req, res) => {
     const query = parseOrThrow(listQuerySchema, req.query, 'invalid query');
@@ -48,6 +96,7 @@ export function mediaRoutes(media: MediaService): Router {
   });
 
   router.put('/media/*key', async (req, res) => {
+    idleUpload(req);
     const meta = await media.upload({
       key: keyParam(req),
       body: req,
@@ -70,7 +119,11 @@ export function mediaRoutes(media: MediaService): Router {
     res.setHeader('X-Media-Backend', content.servedBy);
     // A backend dying mid-stream destroys the response: the client sees a short body, never a
     // complete-looking wrong one.
-    await pipeline(content.stream, res).catch(() => res.destroy());
+    idleDownload(req, res, content.stream);
+    await pipeline(content.stream, res).catch(() => {
+      content.stream.destroy();
+      res.destroy();
+    });
   });
 
   router.delete('/media/*key', async (req, res) => {

@@ -4,8 +4,10 @@ import type { MediaBackendName } from '../config/config.ts';
 import type { DrStateStore } from '../dr-state/dr-state-store.ts';
 import { BadRequestError, ConflictError, DependencyUnavailableError, NotFoundError } from '../http/app-error.ts';
 import type { Logger } from '../logger.ts';
-import { CANARY_PREFIX } from './media-failover-service.ts';
-import type { ObjectStore, StoredObjectInfo } from './object-store.ts';
+import { versionObjectName } from './media-repository.ts';
+import type { MediaVersionRepository } from './media-version-repository.ts';
+import { ObjectMissingError, type ObjectStore } from './object-store.ts';
+import { copyVersion } from './version-copier.ts';
 
 export const SYNC_LOCK = 'media-sync';
 const LOCK_TTL_MS = 30_000;
@@ -15,8 +17,12 @@ const COPY_ATTEMPTS = 3;
 
 export interface SyncItem {
   key: string;
+  version: string;
   size: number;
-  reason: 'missing' | 'different';
+  sha256: string;
+  contentType: string;
+  backends: MediaBackendName[];
+  reason: 'missing';
 }
 
 export interface SyncJob {
@@ -36,15 +42,21 @@ export interface SyncJob {
   error: string | null;
 }
 
+const PAGE = 1000;
+
 /**
- * Copies objects missing or different (size or ETag) on one backend from the other, streaming,
- * a few at a time. Small runs answer inline; large ones become a job in Redis whose progress any
- * instance can report, and which is reported failed, loudly, if its instance stops.
+ * Copies to one backend the current versions (those a key points at) that the metadata does not
+ * record on it, reading what to copy from PostgreSQL, not from bucket listings. Versions are
+ * immutable and named once, so a copy never replaces newer content and never brings back a
+ * deleted key (a deleted key has no current version). Copies stream, a few at a time, and each
+ * is recorded when done. Small runs answer inline; large ones become a job in Redis whose
+ * progress any instance can report, and which is reported failed, loudly, if its instance stops.
  */
 export class MediaSyncService {
   constructor(
     private readonly deps: {
       stores: ReadonlyMap<MediaBackendName, ObjectStore>;
+      versions: MediaVersionRepository;
       lockStore: DrStateStore;
       redis: Redis;
       prefix: string;
@@ -61,32 +73,29 @@ export class MediaSyncService {
     return store;
   }
 
-  async plan(from: MediaBackendName, to: MediaBackendName): Promise<{ scanned: number; items: SyncItem[] }> {
-    const source = this.store(from, 'from');
-    const target = this.store(to, 'to');
-    const existing = new Map<string, StoredObjectInfo>();
+  async plan(from: MediaBackendName, to: MediaBackendName): Promise<{ scanned: number; legacy: number; items: SyncItem[] }> {
+    this.store(from, 'from');
+    this.store(to, 'to');
     try {
-      for await (const object of target.list('')) existing.set(object.key, object);
       const items: SyncItem[] = [];
-      let scanned = 0;
-      for await (const object of source.list('')) {
-        if (object.key.startsWith(CANARY_PREFIX)) continue;
-        scanned += 1;
-        const there = existing.get(object.key);
-        if (!there) items.push({ key: object.key, size: object.size, reason: 'missing' });
-        else if (there.size !== object.size || there.etag !== object.etag) items.push({ key: object.key, size: object.size, reason: 'different' });
+      for (let after = ''; ; ) {
+        const page = await this.deps.versions.currentMissingOn(to, after, PAGE);
+        for (const v of page) items.push({ key: v.key, version: v.id, size: v.size, sha256: v.sha256, contentType: v.contentType, backends: v.backends, reason: 'missing' });
+        if (page.length < PAGE) break;
+        after = page.at(-1)!.key;
       }
-      return { scanned, items };
+      return { scanned: items.length, legacy: await this.deps.versions.countLegacy(), items };
     } catch (err) {
-      throw new DependencyUnavailableError('media', `could not list ${from} and ${to}`, err);
+      throw new DependencyUnavailableError('database', 'could not read the media metadata', err);
     }
   }
 
   async sync(input: { from: MediaBackendName; to: MediaBackendName; dryRun: boolean }) {
     if (input.from === input.to) throw new BadRequestError('from and to must differ', { to: ['must differ from from'] });
-    const { scanned, items } = await this.plan(input.from, input.to);
+    const { scanned, legacy, items } = await this.plan(input.from, input.to);
     const bytes = items.reduce((n, i) => n + i.size, 0);
-    if (input.dryRun) return { dryRun: true, from: input.from, to: input.to, scanned, toCopy: items.length, bytes, items: items.slice(0, 1000) };
+    const info = { scanned, ...(legacy > 0 ? { legacy, legacyHint: 'objects of the old layout are not synced: run npm run media:migrate-layout' } : {}) };
+    if (input.dryRun) return { dryRun: true, from: input.from, to: input.to, ...info, toCopy: items.length, bytes, items: items.slice(0, 1000).map(({ key, size, reason }) => ({ key, size, reason })) };
     const owner = `${this.deps.instanceId}:sync:${randomUUID()}`;
     if (!(await this.deps.lockStore.acquireLock(SYNC_LOCK, owner, LOCK_TTL_MS))) {
       throw new ConflictError('a media sync is already running', { lock: SYNC_LOCK, holder: await this.deps.lockStore.lockHolder(SYNC_LOCK).catch(() => null) });
@@ -94,11 +103,11 @@ export class MediaSyncService {
     const job = this.newJob(input.from, input.to, items.length);
     if (items.length <= this.deps.inlineMax) {
       await this.run(job, items, owner);
-      return { dryRun: false, async: false, scanned, ...this.summary(job) };
+      return { dryRun: false, async: false, ...info, ...this.summary(job) };
     }
     await this.save(job);
     void this.run(job, items, owner);
-    return { dryRun: false, async: true, scanned, job: { id: job.id, status: job.status, total: job.total, href: `/admin/jobs/${job.id}` } };
+    return { dryRun: false, async: true, ...info, job: { id: job.id, status: job.status, total: job.total, href: `/admin/jobs/${job.id}` } };
   }
 
   private summary(job: SyncJob) {
@@ -114,13 +123,18 @@ export class MediaSyncService {
     const source = this.store(job.from, 'from');
     const target = this.store(job.to, 'to');
     const queue = [...items];
+    let lastSaved = Date.now();
     const worker = async () => {
       for (let item = queue.shift(); item; item = queue.shift()) {
         // A copy is idempotent: a transient failure (a backend just restarted) is tried again.
         for (let attempt = 1; ; attempt += 1) {
           try {
-            const contentType = (await source.stat(item.key))?.contentType ?? 'application/octet-stream';
-            await target.put(item.key, await source.get(item.key), item.size, contentType);
+            // From the named backend, or another that holds the version if it lacks it.
+            const sources = [source, ...item.backends.filter((b) => b !== job.from && b !== job.to).map((b) => this.deps.stores.get(b)!).filter(Boolean)];
+            await copyFirst(item, sources, target);
+            if (!(await this.deps.versions.completeCopy(item.version, job.to))) {
+              await target.remove(versionObjectName(item.version)).catch(() => undefined);
+            }
             job.copied += 1;
             job.bytes += item.size;
             break;
@@ -134,8 +148,12 @@ export class MediaSyncService {
           }
         }
         job.updatedAt = new Date().toISOString();
-        await this.save(job).catch(() => undefined);
-        await this.deps.lockStore.extendLock(SYNC_LOCK, owner, LOCK_TTL_MS).catch(() => undefined);
+        // Progress and the lock are refreshed a few times a second, not per object.
+        if (Date.now() - lastSaved > 250) {
+          lastSaved = Date.now();
+          await this.save(job).catch(() => undefined);
+          await this.deps.lockStore.extendLock(SYNC_LOCK, owner, LOCK_TTL_MS).catch(() => undefined);
+        }
       }
     };
     try {
@@ -171,4 +189,18 @@ export class MediaSyncService {
     }
     return job;
   }
+}
+
+async function copyFirst(item: SyncItem, sources: ObjectStore[], target: ObjectStore): Promise<void> {
+  let lastError: unknown;
+  for (const source of sources) {
+    try {
+      await copyVersion({ id: item.version, size: item.size, sha256: item.sha256, contentType: item.contentType }, source, target);
+      return;
+    } catch (err) {
+      lastError = err;
+      if (!(err instanceof ObjectMissingError)) throw err;
+    }
+  }
+  throw lastError;
 }

@@ -68,18 +68,34 @@ export function createMetrics(registry: Registry = new Registry()) {
       help: 'Uploads waiting to be copied to the backup media backend (continuous backup)',
       registers,
     }),
+    rpoExposure: new Gauge({
+      name: 'sav3_rpo_exposure_seconds',
+      help: 'Age of the oldest acknowledged write not yet on the backup (media: from the outbox; database: not yet in the WAL archive)',
+      labelNames: ['component'] as const,
+      registers,
+    }),
     replicationLag: new Gauge({
       name: 'sav3_replication_lag_seconds',
       help: 'Replication lag of the streaming replica in seconds (-1 when unknown)',
       registers,
     }),
-    // Backups (pgBackRest), the WAL archive and validation restores.
-    rpoExposure: new Gauge({
-      name: 'sav3_rpo_exposure_seconds',
-      help: 'Age of the oldest committed write not yet in the backup archive (0 when all is archived)',
-      labelNames: ['component'] as const,
-      registers,
+    databaseWritableNodes: new Gauge({
+      name: 'sav3_database_writable_nodes',
+      help: 'Configured PostgreSQL nodes that answer and take writes (not in recovery, not fenced); above 1 is a split brain',
+      registers: [registry],
     }),
+    writeBarrierWaited: new Counter({
+      name: 'sav3_write_barrier_waited_total',
+      help: 'Commits a write barrier (read-only on, database switch) waited for',
+      registers: [registry],
+    }),
+    writesFenced: new Counter({
+      name: 'sav3_writes_fenced_total',
+      help: 'Client writes refused at their commit because the DR state changed while they ran',
+      registers: [registry],
+    }),
+    // Backups (pgBackRest), the WAL archive and validation restores.
+    // sav3_rpo_exposure_seconds{component="database"} (the WAL archive) shares the gauge above.
     backupLastSuccess: new Gauge({
       name: 'sav3_backup_last_success_timestamp_seconds',
       help: 'Stop time of the newest successful pgBackRest backup by type (0: none)',

@@ -29,6 +29,8 @@ export class ReadOnlyService {
       audit: AuditLog;
       metrics: Pick<Metrics, 'readOnlyMode'>;
       logger: Logger;
+      /** Why writes could not work if the mode were lifted now (e.g. the target is a standby), or null. */
+      liftBlockedBy?: () => string | null;
       now?: () => number;
     },
   ) {
@@ -88,16 +90,24 @@ export class ReadOnlyService {
   /** Records the expiry in the shared state; the instance whose compare-and-set wins audits it. */
   private async expire(expiresAt: string): Promise<void> {
     this.deps.metrics.readOnlyMode.set(0);
+    // A TTL never expires into a state where writes cannot work (e.g. the active target is an
+    // unpromoted standby): the mode stays on, says why, and the refusal is audited.
+    const blocked = this.deps.liftBlockedBy?.() ?? null;
     try {
       const change = await this.deps.dr.change((current, now) => {
         if (!current.readOnly.enabled || current.readOnly.expiresAt !== expiresAt) throw new NothingToExpire();
+        if (blocked) {
+          const reason = `kept on at TTL expiry: ${blocked} (was: ${current.readOnly.reason ?? ''})`.slice(0, 500);
+          return { ...current, readOnly: { ...current.readOnly, reason, by: 'system:ttl', expiresAt: null } };
+        }
         return { ...current, readOnly: { enabled: false, reason: `expired: ${current.readOnly.reason ?? ''}`.trim(), since: now, by: 'system:ttl', expiresAt: null } };
       });
+      if (blocked) this.deps.logger.warn({ reason: blocked }, 'read-only TTL reached, but writes could not work: the mode stays on');
       await this.deps.audit.record({
         actor: 'system:ttl',
         role: null,
         action: 'read_only.expire',
-        result: 'success',
+        result: blocked ? 'refused' : 'success',
         before: change.before.readOnly,
         after: change.after.readOnly,
         detail: { version: change.after.version },

@@ -87,13 +87,53 @@ describe('admin authentication and authorisation', () => {
     expect(res.body.error.code).toBe('payload_too_large');
   });
 
-  it('slows repeated failures from one address down to 429 with Retry-After', async () => {
+  it('slows repeated failures from one address down to 429 with Retry-After, while a valid token keeps working', async () => {
+    // An instance of its own: a fresh throttle, untouched by the other tests' failures.
+    const s3b = await startS3Server({ bucket: 'admin-throttle' });
+    const api = await startInstance(mediaEnv('PRIMARY', s3b));
+    const send = (method: 'GET' | 'PUT', path: string, token: string, body?: object) => {
+      const req = method === 'GET' ? request(api.url).get(path) : request(api.url).put(path).send(body);
+      return req.set('Authorization', `Bearer ${token}`);
+    };
+    try {
     const codes: number[] = [];
     for (let i = 0; i < 7; i += 1) codes.push((await send('GET', '/admin/dr/state', `guess-number-${i}-0000000000000000`)).status);
     expect(codes.slice(0, 5)).toEqual([401, 401, 401, 401, 401]);
-    const blocked = await send('GET', '/admin/dr/state', OPERATOR_TOKEN);
+    expect(codes.slice(5)).toEqual([429, 429]);
+    const blocked = await send('GET', '/admin/dr/state', 'guess-number-8-0000000000000000');
     expect(blocked.status).toBe(429);
     expect(Number(blocked.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    // The operator behind the same address is not locked out, for reads or changes...
+    expect((await send('GET', '/admin/dr/state', OPERATOR_TOKEN)).status).toBe(200);
+    expect((await send('PUT', '/admin/read-only', OPERATOR_TOKEN, { enabled: false, reason: 'still works' })).status).toBe(200);
+    // ...and its success does not reset the guesser's back-off.
+    expect((await send('GET', '/admin/dr/state', 'guess-number-9-0000000000000000')).status).toBe(429);
+    // Health reveals error details to a valid token: its token check is throttled the same way.
+    const health = await request(api.url).get('/health/database').set('Authorization', 'Bearer guess-number-10-000000000000000');
+    expect(health.status).toBe(429);
+    expect(health.body.error.code).toBe('too_many_requests');
+    expect((await request(api.url).get('/health/database').set('Authorization', `Bearer ${OPERATOR_TOKEN}`)).status).toBe(200);
+    expect((await request(api.url).get('/health/database')).status).toBe(200);
+    } finally {
+      await api.stop();
+      await s3b.destroy();
+    }
+  });
+
+  it('counts wrong tokens on health towards the throttle', async () => {
+    const s3b = await startS3Server({ bucket: 'admin-health-throttle' });
+    const other = await startInstance(mediaEnv('PRIMARY', s3b));
+    try {
+      const codes: number[] = [];
+      for (let i = 0; i < 6; i += 1) codes.push((await request(other.url).get('/health').set('Authorization', `Bearer wrong-${i}-000000000000000000000`)).status);
+      expect(codes.slice(0, 5).every((c) => c === 200 || c === 503)).toBe(true);
+      expect(codes[5]).toBe(429);
+      expect((await request(other.url).get('/admin/dr/state').set('Authorization', 'Bearer wrong-again-0000000000000000000')).status).toBe(429);
+      expect((await request(other.url).get('/admin/dr/state').set('Authorization', `Bearer ${OPERATOR_TOKEN}`)).status).toBe(200);
+    } finally {
+      await other.stop();
+      await s3b.destroy();
+    }
   });
 });
 

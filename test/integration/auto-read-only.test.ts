@@ -64,4 +64,24 @@ describe('automatic read-only (AUTO_READ_ONLY=true)', () => {
     await new Promise((resolve) => setTimeout(resolve, 1500));
     expect(await state()).toMatchObject({ readOnly: { enabled: true, by: 'ops' }, database: { active: 'replica' } });
   });
+
+  it('after an operator promotes the replica, never switches back to the returning old primary nor lifts read-only (no split brain)', async () => {
+    // Hand the state back to automatic read-only: lift, switch to the primary, let it engage again.
+    expect((await request(api.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'reset' })).status).toBe(200);
+    expect((await request(api.url).post('/admin/database/switch').set(auth).send({ to: 'primary' })).status).toBe(200);
+    expect((await request(api.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'back to normal' })).status).toBe(200);
+    await cluster.primary.stop('fast');
+    await eventually(state, (b) => b.readOnly.enabled === true && b.database.by === 'system:auto-read-only', 5000);
+    const promote = await request(api.url).post('/admin/database/promote').set(auth).send({ confirm: 'promote-replica', maxLagSeconds: 3600 });
+    expect(promote.status).toBe(200);
+    expect(promote.body.promoted).toBe(true);
+    await cluster.primary.start();
+    // Several recoveries' worth of good probes of the old primary: automatic read-only must not act.
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const s = await state();
+    expect(s).toMatchObject({ readOnly: { enabled: true, by: 'system:auto-read-only' }, database: { active: 'replica', promotedAt: expect.any(String) } });
+    // The old primary was fenced when it came back: one writable node.
+    const metrics = await eventually(async () => (await request(api.url).get('/metrics')).text, (t) => /^sav3_database_writable_nodes 1$/m.test(t), 5000);
+    expect(metrics).toMatch(/^sav3_database_writable_nodes 1$/m);
+  });
 });

@@ -66,8 +66,15 @@ describe('database failover against a real primary and streaming replica', () =>
     expect((await post(a, '/admin/database/promote', { confirm: 'yes' })).body.error.details.confirm).toBeDefined();
     const dry = await post(a, '/admin/database/promote', { confirm: 'promote-replica', dryRun: true });
     expect(dry.status).toBe(200);
-    expect(dry.body).toMatchObject({ promoted: false, dryRun: true, wouldPromote: true });
-    expect(dry.body.checks.map((c: { name: string }) => c.name)).toEqual(['replica_configured', 'replica_reachable', 'replica_in_recovery', 'lag_within_bound']);
+    // The primary still takes writes and read-only mode is off: promoting now would lose writes.
+    expect(dry.body).toMatchObject({ promoted: false, dryRun: true, wouldPromote: false });
+    expect(dry.body.checks.map((c: { name: string; ok: boolean }) => [c.name, c.ok])).toEqual([
+      ['replica_configured', true],
+      ['replica_reachable', true],
+      ['replica_in_recovery', true],
+      ['lag_within_bound', true],
+      ['primary_writes_stopped', false],
+    ]);
     a.service.health.invalidate();
     expect((await request(a.url).get('/health/database')).body.replication.state).not.toBe('promoted');
     const tight = await post(a, '/admin/database/promote', { confirm: 'promote-replica', dryRun: true, maxLagSeconds: -1 });

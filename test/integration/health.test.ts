@@ -1,4 +1,8 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import request from 'supertest';
+import { INITIAL_STATE } from '../../src/dr-state/dr-state.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { deadPort, startHungServer, type HungServer } from '../support/hung-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, type TestInstance } from '../support/instance.ts';
@@ -146,7 +150,10 @@ describe('degraded, not unhealthy', () => {
 
   beforeAll(async () => {
     s3 = await startS3Server({ bucket: 'degraded-media' });
-    api = await startInstance({ ...mediaEnv('PRIMARY', s3), REDIS_URL: `redis://127.0.0.1:${await deadPort()}` });
+    // Redis is down from the start: the instance follows the DR state it kept on disk.
+    const file = join(mkdtempSync(join(tmpdir(), 'sav3-health-')), 'dr-state.json');
+    writeFileSync(file, JSON.stringify({ ...INITIAL_STATE, version: 3 }));
+    api = await startInstance({ ...mediaEnv('PRIMARY', s3), REDIS_URL: `redis://127.0.0.1:${await deadPort()}`, DR_STATE_FILE: file });
   });
   afterAll(async () => {
     await api.stop();
@@ -158,7 +165,23 @@ describe('degraded, not unhealthy', () => {
     expect(res.status).toBe(200);
     expect(res.body.status).toBe('degraded');
     expect(res.body.components.redis).toMatchObject({ status: 'unhealthy', error: { code: 'connection_refused' } });
+    expect(res.body.stateVersion).toBe(3);
     expect((await request(api.url).get('/health/ready')).status).toBe(200);
+  });
+
+  it('with neither Redis nor a state file, starts fail-safe: writes 503 state_unknown, /health unhealthy, ready for reads', async () => {
+    const blind = await startInstance({ ...mediaEnv('PRIMARY', s3), REDIS_URL: `redis://127.0.0.1:${await deadPort()}` });
+    try {
+      const put = await request(blind.url).put('/media/fail-safe/a').send(Buffer.from('x'));
+      expect(put.status).toBe(503);
+      expect(put.body.error.code).toBe('state_unknown');
+      const health = await request(blind.url).get('/health');
+      expect(health.status).toBe(503);
+      expect(health.body.components.database.error.code).toBe('state_unknown');
+      expect((await request(blind.url).get('/health/ready')).status).toBe(200);
+    } finally {
+      await blind.stop();
+    }
   });
 
   // s3rver checks access keys but not v4 signatures, so the wrong credential is the key.

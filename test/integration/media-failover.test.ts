@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import request from 'supertest';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { eventually } from '../support/redis-server.ts';
-import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -15,11 +15,13 @@ describe('media failover between two S3 servers', () => {
   let b: TestInstance;
   const prefix = uniquePrefix();
   const acked = new Map<string, string>();
+  let db: Awaited<ReturnType<typeof ownDatabase>>;
 
   beforeAll(async () => {
+    db = await ownDatabase();
     primary = await startS3Server({ bucket: 'mf-primary' });
     backup = await startS3Server({ bucket: 'mf-backup' });
-    const env = { ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_SYNC_INLINE_MAX: '3' };
+    const env = { DATABASE_URL: db.url, ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_SYNC_INLINE_MAX: '3' };
     a = await startInstance({ ...env, INSTANCE_ID: 'media-a' }, prefix);
     b = await startInstance({ ...env, INSTANCE_ID: 'media-b' }, prefix);
   });
@@ -28,6 +30,7 @@ describe('media failover between two S3 servers', () => {
     await b.stop();
     await primary.destroy();
     await backup.destroy();
+    await db.drop();
   });
 
   const upload = async (api: TestInstance, key: string) => {
@@ -125,10 +128,10 @@ describe('media failover between two S3 servers', () => {
     }
   });
 
-  it('verify/media runs the canary checks on both backends', async () => {
+  it('verify/media runs the canary checks on both backends and a consistency pass of metadata against content', async () => {
     const res = await post(a, '/admin/verify/media', {});
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ status: 'pass', active: 'primary' });
+    expect(res.body).toMatchObject({ status: 'pass', active: 'primary', consistency: { status: 'pass', checked: 10, problemCount: 0, orphans: { primary: 0, backup: 0 } } });
     expect(res.body.backends.map((x: { backend: string; status: string }) => [x.backend, x.status])).toEqual([
       ['primary', 'pass'],
       ['backup', 'pass'],
@@ -149,27 +152,36 @@ describe('media failover between two S3 servers', () => {
 });
 
 describe('continuous backup (MEDIA_CONTINUOUS_BACKUP=true)', () => {
-  it('copies every upload to the backup in the background, with retries while the backup is down', async () => {
+  it('copies every committed version to the backup from the outbox, retrying while the backup is down; backlog and RPO exposure come from the outbox', async () => {
+    const db = await ownDatabase();
     const primary = await startS3Server({ bucket: 'cb-primary' });
     const backup = await startS3Server({ bucket: 'cb-backup' });
-    const api = await startInstance({ ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_CONTINUOUS_BACKUP: 'true' });
+    const api = await startInstance({ DATABASE_URL: db.url, ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_CONTINUOUS_BACKUP: 'true' });
     const store = api.service.stores.get('backup')!;
+    const versionOf = async (k: string) =>
+      (await api.service.database.client().$queryRawUnsafe<{ version: string }[]>('SELECT version::text AS version FROM media_objects WHERE key = $1', k))[0]!.version;
+    const outbox = () => api.service.media.versions.outboxStats();
     try {
       expect((await request(api.url).put('/media/cb/one').send('one')).status).toBe(201);
-      // s3rver is not atomic: a HEAD during its write can see a short file, so wait for the full size.
-      expect((await eventually(() => store.stat('cb/one'), (s) => s?.size === 3, 5000))?.size).toBe(3);
+      const one = await versionOf('cb/one');
+      expect((await eventually(() => store.stat(`v/${one}`), (s) => s?.size === 3, 5000))?.size).toBe(3);
+      await eventually(outbox, (s) => s.backlog === 0, 3000);
       await backup.stop();
       expect((await request(api.url).put('/media/cb/two').send('two!')).status).toBe(201);
-      await new Promise((resolve) => setTimeout(resolve, 700));
-      expect(await api.service.media.replicator!.backlog()).toBeGreaterThanOrEqual(1);
-      expect((await request(api.url).get('/metrics')).text).toMatch(/^sav3_media_backup_backlog [1-9]/m);
+      const two = await versionOf('cb/two');
+      await new Promise((resolve) => setTimeout(resolve, 1200));
+      expect((await outbox()).backlog).toBe(1);
+      const metrics = (await request(api.url).get('/metrics')).text;
+      expect(metrics).toMatch(/^sav3_media_backup_backlog 1$/m);
+      expect(Number(/^sav3_rpo_exposure_seconds\{component="media"\} ([\d.]+)$/m.exec(metrics)?.[1])).toBeGreaterThan(0.5);
       await backup.start();
-      expect((await eventually(() => store.stat('cb/two'), (s) => s?.size === 4, 5000))?.size).toBe(4);
-      await eventually(() => api.service.media.replicator!.backlog(), (n) => n === 0, 3000);
+      expect((await eventually(() => store.stat(`v/${two}`), (s) => s?.size === 4, 8000))?.size).toBe(4);
+      await eventually(outbox, (s) => s.backlog === 0, 3000);
     } finally {
       await api.stop();
       await primary.destroy();
       await backup.destroy();
+      await db.drop();
     }
   });
 });

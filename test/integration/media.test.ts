@@ -11,10 +11,14 @@ describe('media API against PostgreSQL, Redis and an S3 server', () => {
   let api: TestInstance;
   const run = randomBytes(3).toString('hex');
   const key = (name: string) => `it-${run}/${name}`;
+  const versionOf = async (k: string) => {
+    const rows = await api.service.database.client().$queryRawUnsafe<{ version: string }[]>('SELECT version::text AS version FROM media_objects WHERE key = $1', k);
+    return rows[0]?.version;
+  };
 
   beforeAll(async () => {
     s3 = await startS3Server({ bucket: 'media-it' });
-    api = await startInstance({ ...mediaEnv('PRIMARY', s3), MEDIA_MAX_BYTES: String(1024 * 1024) });
+    api = await startInstance({ ...mediaEnv('PRIMARY', s3), MEDIA_MAX_BYTES: String(1024 * 1024), MEDIA_GC_GRACE_SECONDS: '2' });
   });
   afterAll(async () => {
     await api.stop();
@@ -27,8 +31,11 @@ describe('media API against PostgreSQL, Redis and an S3 server', () => {
     expect(res.status).toBe(201);
     expect(res.body).toEqual({ key: key('photo.png'), size: 200_000, sha256: sha(body), contentType: 'image/png', backend: 'primary', createdAt: expect.any(String) });
     expect(res.headers.location).toBe(`/media/${key('photo.png')}`);
-    const stored = await api.service.stores.get('primary')!.stat(key('photo.png'));
-    expect(stored?.size).toBe(200_000);
+    // Content lives under an immutable version name, never under the user's key.
+    const version = await versionOf(key('photo.png'));
+    expect(version).toMatch(/^[0-9a-f-]{36}$/);
+    expect((await api.service.stores.get('primary')!.stat(`v/${version}`))?.size).toBe(200_000);
+    expect(await api.service.stores.get('primary')!.stat(key('photo.png'))).toBeUndefined();
   });
 
   it('GET streams back exactly the bytes, with type, length and sha256 ETag; HEAD gives the headers alone', async () => {
@@ -85,14 +92,19 @@ describe('media API against PostgreSQL, Redis and an S3 server', () => {
     expect(res.status).toBe(400);
   });
 
-  it('DELETE removes content, metadata and cache: GET and HEAD then answer 404', async () => {
+  it('DELETE removes metadata and cache at once (GET and HEAD 404), and the content after the grace period', async () => {
     await request(api.url).put(`/media/${key('gone.txt')}`).send('bye').expect(201);
+    const version = await versionOf(key('gone.txt'));
     await request(api.url).get(`/media/${key('gone.txt')}`).expect(200); // fills the cache
     expect((await request(api.url).delete(`/media/${key('gone.txt')}`)).status).toBe(204);
     expect((await request(api.url).get(`/media/${key('gone.txt')}`)).status).toBe(404);
     expect((await request(api.url).head(`/media/${key('gone.txt')}`)).status).toBe(404);
     expect((await request(api.url).delete(`/media/${key('gone.txt')}`)).status).toBe(404);
-    expect(await api.service.stores.get('primary')!.stat(key('gone.txt'))).toBeUndefined();
+    const store = api.service.stores.get('primary')!;
+    expect(await store.stat(`v/${version}`)).toBeDefined();
+    await new Promise((r) => setTimeout(r, 2100));
+    expect(await api.service.media.gc.collect()).toBeGreaterThanOrEqual(1);
+    expect(await store.stat(`v/${version}`)).toBeUndefined();
   });
 
   it('lists by prefix with a limit and a cursor', async () => {

@@ -1,8 +1,9 @@
 import { execFile } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { mediaEnv, OPERATOR_TOKEN, startInstance, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
+import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 
 const run = promisify(execFile);
 const SCRIPTS = join(__dirname, '..', '..', 'scripts', 'dr');
@@ -73,7 +74,7 @@ describe('database runbook scripts', () => {
     expect(promote.code).toBe(1);
     expect(JSON.parse(promote.stdout).error.checks[0]).toMatchObject({ name: 'replica_configured', ok: false });
     const dry = await script('promote-replica.sh', ['--dry-run'], env);
-    expect(dry.code).toBe(0);
+    expect(dry.code).toBe(1);
     expect(JSON.parse(dry.stdout)).toMatchObject({ dryRun: true, wouldPromote: false });
     const sw = await script('switch-database-connection.sh', ['--to', 'replica'], env);
     expect(sw.code).toBe(1);
@@ -87,15 +88,18 @@ describe('media runbook scripts', () => {
   let primary: S3ServerHandle;
   let backup: S3ServerHandle;
   let api: TestInstance;
+  let db: Awaited<ReturnType<typeof ownDatabase>>;
   beforeAll(async () => {
+    db = await ownDatabase();
     primary = await startS3Server({ bucket: 'runbook-media-primary' });
     backup = await startS3Server({ bucket: 'runbook-media-backup' });
-    api = await startInstance({ ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_SYNC_INLINE_MAX: '1' });
+    api = await startInstance({ DATABASE_URL: db.url, ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_SYNC_INLINE_MAX: '1' });
   });
   afterAll(async () => {
     await api.stop();
     await primary.destroy();
     await backup.destroy();
+    await db.drop();
   });
 
   it('switch to s3-backup, verify, sync (following the job), switch back', async () => {
@@ -112,5 +116,55 @@ describe('media runbook scripts', () => {
     expect(sync.stdout).toContain('"status": "succeeded"');
     expect((await script('switch-media-backend.sh', ['--to', 'minio'], env)).code).toBe(0);
     expect((await script('switch-media-backend.sh', ['--to', 'nowhere'], env)).code).toBe(2);
+  });
+});
+
+describe('operator safety of every runbook script', () => {
+  const all = readdirSync(SCRIPTS).filter((f) => f.endsWith('.sh') && f !== 'lib.sh');
+  // Nothing listens here: a script that acted instead of refusing would exit 3 (unreachable).
+  const env = { SAV3_API_URL: 'http://127.0.0.1:1', SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
+
+  it.each(all)('%s answers --help without acting (exit 0, usage on stdout)', async (name) => {
+    const help = await script(name, ['--help'], env);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain(`scripts/dr/${name}`);
+    expect(help.stderr).toBe('');
+  });
+
+  it.each(all)('%s rejects an unknown option with exit 2, before acting', async (name) => {
+    const bad = await script(name, ['--no-such-option'], env);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('unknown argument: --no-such-option');
+  });
+
+  it('an option missing its value, or a malformed number, exits 2', async () => {
+    expect((await script('switch-database-connection.sh', ['--to'], env)).code).toBe(2);
+    expect((await script('switch-database-connection.sh', ['--to', '--dry-run'], env)).code).toBe(2);
+    expect((await script('promote-replica.sh', ['--max-lag', 'soon'], env)).code).toBe(2);
+    expect((await script('enable-readonly-mode.sh', ['--reason', 'x', '--ttl', '1h'], env)).code).toBe(2);
+    expect((await script('reset-dr-state.sh', ['--reason', 'stale'], env)).code).toBe(2);
+  });
+
+  it('a dry run whose checks fail exits 1 (the server answered 200), one whose checks pass exits 0', async () => {
+    const s3 = await startS3Server({ bucket: 'runbook-dry-run' });
+    const api = await startInstance(mediaEnv('PRIMARY', s3));
+    try {
+      const live = { SAV3_API_URL: api.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
+      // No replica is configured: every check that needs one fails.
+      const promote = await script('promote-replica.sh', ['--dry-run'], live);
+      expect(promote.code).toBe(1);
+      expect(JSON.parse(promote.stdout)).toMatchObject({ dryRun: true, wouldPromote: false });
+      expect(promote.stderr).toContain('replica_configured');
+      const sw = await script('switch-database-connection.sh', ['--to', 'replica', '--dry-run'], live);
+      expect(sw.code).toBe(1);
+      expect(sw.stderr).toContain('target_configured');
+      const ok = await script('switch-database-connection.sh', ['--to', 'primary', '--dry-run'], live);
+      expect(ok.code).toBe(0);
+      const media = await script('switch-media-backend.sh', ['--to', 'backup', '--dry-run'], live);
+      expect(media.code).toBe(1);
+    } finally {
+      await api.stop();
+      await s3.destroy();
+    }
   });
 });

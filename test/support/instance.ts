@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { loadConfig } from '../../src/config/config.ts';
 import { createService, type Service } from '../../src/service.ts';
+import { createScratchDatabase } from '../../support/scratch-database.ts';
 import { mediaEnv } from '../../support/s3-server.ts';
 import { captureLogger } from './log-capture.ts';
 
@@ -32,6 +35,7 @@ export async function startInstance(env: Record<string, string | undefined>, red
     HEALTH_TIMEOUT_MS: '300',
     HEALTH_INTERVAL_MS: '1000',
     SHUTDOWN_TIMEOUT_MS: '2000',
+    DR_STATE_FILE: join(tmpdir(), `sav3-dr-state-${randomBytes(6).toString('hex')}.json`),
     ...env,
   });
   const { logger, text } = captureLogger();
@@ -48,4 +52,12 @@ export async function startInstance(env: Record<string, string | undefined>, red
       await service.stop();
     },
   };
+}
+
+/**
+ * A freshly migrated database of the test file's own: media metadata says which versions exist,
+ * so a file that syncs or verifies media must not see other files' keys (stored on their S3 servers).
+ */
+export async function ownDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  return createScratchDatabase('sav3_it');
 }

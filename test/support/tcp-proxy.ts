@@ -11,7 +11,8 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
-export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'): Promise<TcpProxy> {
+/** `targetPort` may be a function, for a target that comes back on another port (a restarted process). */
+export async function startTcpProxy(targetPort: number | (() => number), targetHost = '127.0.0.1'): Promise<TcpProxy> {
   let mode: 'pass' | 'refuse' | 'hang' = 'pass';
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
@@ -26,7 +27,7 @@ export async function startTcpProxy(targetPort: number, targetHost = '127.0.0.1'
       client.resume();
       return;
     }
-    const upstream = net.connect(targetPort, targetHost);
+    const upstream = net.connect(typeof targetPort === 'function' ? targetPort() : targetPort, targetHost);
     sockets.add(upstream);
     upstream.on('close', () => sockets.delete(upstream));
     upstream.on('error', () => client.destroy());

@@ -28,4 +28,19 @@ describe('admin tokens', () => {
       'entry 4 (a): the name is used twice',
     ]);
   });
+
+  it('refuses a secret with whitespace (inside, trailing, a tab), never printing it', () => {
+    const { tokens, problems } = parseAdminTokens(`a:operator:${literal} ,b:viewer:two words-000000000000000,c:viewer:tab\there-00000000000000000,d:operator:${hashed}`);
+    expect(problems).toEqual([
+      'entry 1 (a): the secret contains whitespace',
+      'entry 2 (b): the secret contains whitespace',
+      'entry 3 (c): the secret contains whitespace',
+    ]);
+    expect(tokens.map((t) => t.name)).toEqual(['d']);
+    expect(problems.join('\n')).not.toContain('words');
+  });
+
+  it('a space after the comma between entries is not part of any secret', () => {
+    expect(parseAdminTokens(`a:operator:${literal}, b:viewer:${hashed}`).problems).toEqual([]);
+  });
 });

@@ -63,6 +63,11 @@ describe('configuration', () => {
     );
   });
 
+  it('an ADMIN_TOKENS secret with whitespace is a config error naming the entry, not the secret', () => {
+    const problems = problemsOf({ MEDIA_PRIMARY_ENDPOINT: 'http://minio:9000', DATABASE_URL: 'postgresql://db/sav3', ADMIN_TOKENS: 'ops:operator:secret with spaces 0123456789 ' });
+    expect(problems).toEqual(['ADMIN_TOKENS: entry 1 (ops): the secret contains whitespace']);
+  });
+
   it('reads NAME_FILE variables (Docker secrets) and strips the trailing newline', () => {
     const dir = mkdtempSync(join(tmpdir(), 'sav3-config-'));
     writeFileSync(join(dir, 'db'), 'postgresql://app:from-file@db/sav3\n');

@@ -1,102 +1,118 @@
+import { createHash, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { Redis } from 'ioredis';
 import type { MediaBackendName } from '../../src/config/config.ts';
 import type { DrStateStore } from '../../src/dr-state/dr-state-store.ts';
 import { BackupReplicator } from '../../src/media/backup-replicator.ts';
 import { MediaSyncService } from '../../src/media/media-sync.ts';
+import type { StoredVersion } from '../../src/media/media-version-repository.ts';
 import type { ObjectStore } from '../../src/media/object-store.ts';
-import { MemoryObjectStore } from '../support/fakes.ts';
+import { MemoryObjectStore, MemoryVersionRepository } from '../support/fakes.ts';
 import { captureLogger } from '../support/log-capture.ts';
 
-const put = (store: MemoryObjectStore, key: string, body: string) => store.put(key, Readable.from([Buffer.from(body)]), body.length, 'text/plain');
+const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 
-/** The few list commands the replicator uses, in memory. */
-function fakeRedis(): Redis & { list: string[]; down: boolean } {
-  const fake = {
-    list: [] as string[],
-    down: false,
-    async rpush(_key: string, value: string) {
-      if (fake.down) throw new Error('Connection is closed.');
-      return fake.list.push(value);
-    },
-    async lpop(_key: string, count: number) {
-      if (fake.down) throw new Error('Connection is closed.');
-      const items = fake.list.splice(0, count);
-      return items.length > 0 ? items : null;
-    },
-    async llen() {
-      if (fake.down) throw new Error('Connection is closed.');
-      return fake.list.length;
-    },
+function world() {
+  const primary = new MemoryObjectStore('primary');
+  const backup = new MemoryObjectStore('backup');
+  const versions = new MemoryVersionRepository();
+  const stores = new Map<MediaBackendName, ObjectStore>([
+    ['primary', primary],
+    ['backup', backup],
+  ]);
+  /** Stores content under a new version on `on` and commits it for `key`. */
+  const write = async (key: string, body: string, on: MemoryObjectStore = primary, copyTo: MediaBackendName[] = []): Promise<StoredVersion> => {
+    const v: StoredVersion = { id: randomUUID(), key, size: body.length, sha256: sha(body), contentType: 'text/plain', backends: [on.backend], replaced: false };
+    await on.put(`v/${v.id}`, Readable.from([Buffer.from(body)]), body.length, 'text/plain');
+    versions.commit(key, v, copyTo);
+    return v;
   };
-  return fake as unknown as Redis & { list: string[]; down: boolean };
+  return { primary, backup, versions, stores, write };
 }
 
-describe('MediaSyncService.plan', () => {
-  it('lists objects missing or different on the target, and skips canaries', async () => {
-    const primary = new MemoryObjectStore('primary');
-    const backup = new MemoryObjectStore('backup');
-    await put(primary, 'same', 'x');
-    await put(backup, 'same', 'x');
-    await put(primary, 'only-primary', 'abc');
-    await put(primary, 'changed', 'longer');
-    await put(backup, 'changed', 'short');
-    await put(primary, '.sav3-canary/probe', 'c');
-    const sync = new MediaSyncService({
-      stores: new Map<MediaBackendName, ObjectStore>([
-        ['primary', primary],
-        ['backup', backup],
-      ]),
-      lockStore: {} as DrStateStore,
-      redis: {} as Redis,
-      prefix: 't:',
-      instanceId: 'i',
-      logger: captureLogger().logger,
-      concurrency: 2,
-      inlineMax: 10,
-    });
-    const plan = await sync.plan('primary', 'backup');
-    expect(plan.scanned).toBe(3);
-    expect(plan.items.sort((a, b) => a.key.localeCompare(b.key))).toEqual([
-      { key: 'changed', size: 6, reason: 'different' },
-      { key: 'only-primary', size: 3, reason: 'missing' },
+const lockStore = { acquireLock: async () => true, extendLock: async () => true, releaseLock: async () => undefined, lockHolder: async () => null } as unknown as DrStateStore;
+const redis = { set: async () => 'OK' } as unknown as Redis;
+
+function syncService(w: ReturnType<typeof world>) {
+  return new MediaSyncService({ stores: w.stores, versions: w.versions, lockStore, redis, prefix: 't:', instanceId: 'i', logger: captureLogger().logger, concurrency: 2, inlineMax: 100 });
+}
+
+describe('MediaSyncService', () => {
+  it('plans from the metadata: current versions not recorded on the target, nothing listed', async () => {
+    const w = world();
+    await w.write('a', 'old a');
+    const a2 = await w.write('a', 'new a');
+    const b = await w.write('b', 'bee');
+    const list = jest.spyOn(w.primary, 'list');
+    const plan = await syncService(w).plan('primary', 'backup');
+    expect(plan.items.map((i) => [i.key, i.version])).toEqual([
+      ['a', a2.id],
+      ['b', b.id],
     ]);
+    expect(list).not.toHaveBeenCalled();
+  });
+
+  it('never replaces a newer version with an older one, and never brings back a deleted key', async () => {
+    const w = world();
+    const old = await w.write('k', 'older');
+    await w.backup.put(`v/${old.id}`, Readable.from([Buffer.from('older')]), 5, 'text/plain');
+    const newer = await w.write('k', 'newer!');
+    const deleted = await w.write('deleted', 'gone');
+    w.versions.pointers.delete('deleted');
+    w.versions.versions.get(deleted.id)!.replaced = true;
+    const result = await syncService(w).sync({ from: 'primary', to: 'backup', dryRun: false });
+    expect(result).toMatchObject({ status: 'succeeded', copied: 1 });
+    expect(w.backup.objects.get(`v/${newer.id}`)?.body.toString()).toBe('newer!');
+    expect(w.backup.objects.get(`v/${old.id}`)?.body.toString()).toBe('older');
+    expect(w.backup.objects.has(`v/${deleted.id}`)).toBe(false);
+    expect(w.versions.versions.get(newer.id)!.backends).toEqual(['primary', 'backup']);
+    // A second sync has nothing to do.
+    expect(await syncService(w).sync({ from: 'primary', to: 'backup', dryRun: false })).toMatchObject({ toCopy: 0 });
+  });
+
+  it('refuses to spread corrupt content: a copy whose sha256 differs is removed and reported failed', async () => {
+    const w = world();
+    const v = await w.write('k', 'right');
+    w.primary.objects.set(`v/${v.id}`, { body: Buffer.from('wrong'), contentType: 'text/plain' });
+    const result = await syncService(w).sync({ from: 'primary', to: 'backup', dryRun: false });
+    expect(result).toMatchObject({ status: 'failed', copied: 0 });
+    expect(w.backup.objects.has(`v/${v.id}`)).toBe(false);
   });
 });
 
-describe('BackupReplicator', () => {
-  it('copies queued uploads to the backup, keeps retrying while it is down, and skips deleted objects', async () => {
-    const primary = new MemoryObjectStore('primary');
-    const backup = new MemoryObjectStore('backup');
-    const redis = fakeRedis();
-    const replicator = new BackupReplicator({ redis, prefix: 't:', primary, backup, logger: captureLogger().logger, intervalMs: 1000 });
-    await put(primary, 'a', 'alpha');
-    await put(primary, 'b', 'beta');
-    await replicator.enqueue('a');
-    await replicator.enqueue('gone');
+describe('BackupReplicator (outbox)', () => {
+  it('copies committed versions, keeps the outbox row until the copy is made while the backup is down, and skips replaced versions', async () => {
+    const w = world();
+    const stats: number[] = [];
+    const replicator = new BackupReplicator({ versions: w.versions, stores: w.stores, logger: captureLogger().logger, intervalMs: 1000, onStats: (s) => stats.push(s.backlog) });
+    const a = await w.write('a', 'alpha', w.primary, ['backup']);
+    await w.write('b', 'first', w.primary, ['backup']);
+    const b2 = await w.write('b', 'second', w.primary, ['backup']);
 
-    backup.failWith = new Error('connect ECONNREFUSED');
-    await replicator.enqueue('b');
+    w.backup.failWith = new Error('connect ECONNREFUSED');
     expect(await replicator.drain()).toBe(0);
-    expect(await replicator.backlog()).toBe(3); // 'a' back in the queue; 'gone' and 'b' put back untried
+    expect((await w.versions.outboxStats()).backlog).toBe(2); // a and b2 wait; the replaced b was dropped
+    for (const t of w.versions.outbox.values()) t.leaseUntil = 0; // the back-off has passed
 
-    backup.failWith = undefined;
+    w.backup.failWith = undefined;
     expect(await replicator.drain()).toBe(2);
-    expect(backup.objects.get('a')?.body.toString()).toBe('alpha');
-    expect(backup.objects.get('b')?.body.toString()).toBe('beta');
-    expect(await replicator.backlog()).toBe(0);
+    expect(w.backup.objects.get(`v/${a.id}`)?.body.toString()).toBe('alpha');
+    expect(w.backup.objects.get(`v/${b2.id}`)?.body.toString()).toBe('second');
+    expect(w.versions.outbox.size).toBe(0);
+    expect(w.versions.versions.get(a.id)!.backends).toContain('backup');
   });
 
-  it('keeps tasks in memory while Redis is down', async () => {
-    const primary = new MemoryObjectStore('primary');
-    const backup = new MemoryObjectStore('backup');
-    const redis = fakeRedis();
-    redis.down = true;
-    const replicator = new BackupReplicator({ redis, prefix: 't:', primary, backup, logger: captureLogger().logger, intervalMs: 1000 });
-    await put(primary, 'k', 'kept');
-    await replicator.enqueue('k');
-    expect(await replicator.backlog()).toBe(1);
-    expect(await replicator.drain()).toBe(1);
-    expect(backup.objects.has('k')).toBe(true);
+  it('a replicator that dies mid-copy loses nothing: the leased row is copied by another once the lease expires', async () => {
+    const w = world();
+    const v = await w.write('k', 'kept', w.primary, ['backup']);
+    // The first instance leases the task and "crashes" (never completes it).
+    const leased = await w.versions.claimOutbox(10, 50);
+    expect(leased).toHaveLength(1);
+    const other = new BackupReplicator({ versions: w.versions, stores: w.stores, logger: captureLogger().logger, intervalMs: 1000 });
+    expect(await other.drain()).toBe(0); // still leased
+    await new Promise((r) => setTimeout(r, 60));
+    expect(await other.drain()).toBe(1);
+    expect(w.backup.objects.get(`v/${v.id}`)?.body.toString()).toBe('kept');
+    expect(w.versions.outbox.size).toBe(0);
   });
 });

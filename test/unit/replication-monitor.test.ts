@@ -3,7 +3,7 @@ import { ReplicationMonitor } from '../../src/database/replication-monitor.ts';
 import type { ProbeResult } from '../../src/health/probe-runner.ts';
 
 const now = Date.parse('2026-11-25T12:00:00Z');
-const base: DatabaseProbeData = { inRecovery: false, currentLsn: null, receiveLsn: null, replayLsn: null, replayAt: null, receiverStatus: null, standbys: [] };
+const base: DatabaseProbeData = { inRecovery: false, currentLsn: null, receiveLsn: null, replayLsn: null, replayAt: null, receiverStatus: null, standbys: [], systemId: null, timeline: null, fenced: false };
 const ok = (data: Partial<DatabaseProbeData>): ProbeResult<DatabaseProbeData> => ({ ok: true, latencyMs: 1, checkedAt: new Date(now), data: { ...base, ...data } });
 const down: ProbeResult<DatabaseProbeData> = { ok: false, latencyMs: 1, checkedAt: new Date(now), error: { code: 'connection_refused', message: 'x' } };
 

@@ -1,0 +1,16 @@
+import type { MediaRepository } from '../media/media-repository.ts';
+import type { WriteGate } from './write-gate.ts';
+
+/**
+ * The media metadata commit, fenced: an upload or delete moves its key's pointer only if no write
+ * barrier passed since the request was admitted (see WriteGate.commit). Reads pass through.
+ */
+export function fencedRepository(repository: MediaRepository, gate: WriteGate): MediaRepository {
+  return {
+    find: (key) => repository.find(key),
+    list: (prefix, limit, after) => repository.list(prefix, limit, after),
+    versionCommitted: (version) => repository.versionCommitted(version),
+    commitWrite: (write) => gate.commit(() => repository.commitWrite(write)),
+    commitDelete: (key) => gate.commit(() => repository.commitDelete(key)),
+  };
+}

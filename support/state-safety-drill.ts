@@ -1,0 +1,116 @@
+// The DR-state part of `npm run drill:database`, on a cluster, an instance and a Redis of its own:
+// a read-only TTL that must not expire onto a standby, a restart while Redis is down (the state
+// file), and a state that does not match the nodes (refused, then reset by the runbook script).
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { loadConfig } from '../src/config/config.ts';
+import { migrate } from '../src/database/migrator.ts';
+import { createLogger } from '../src/logger.ts';
+import { createService, MIGRATIONS_DIR, type Service } from '../src/service.ts';
+import { startOwnRedis } from '../test/support/redis-server.ts';
+import { runbookScript } from './drill.ts';
+import { startPgCluster } from './pg-cluster.ts';
+import { mediaEnv, startS3Server } from './s3-server.ts';
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function stateSafetyDrill(): Promise<Check[]> {
+  const cluster = await startPgCluster();
+  const s3 = await startS3Server({ bucket: 'state-drill' });
+  const redis = await startOwnRedis();
+  const token = randomBytes(24).toString('base64url');
+  const prefix = `state-drill:${Date.now()}:`;
+  const file = join(tmpdir(), `sav3-state-drill-${process.pid}-${Date.now()}.json`);
+  const checks: Check[] = [];
+  let service: Service | undefined;
+  const start = async () => {
+    service = await createService(
+      loadConfig({
+        DATABASE_URL: cluster.primary.url(),
+        DATABASE_REPLICA_URL: cluster.replica.url(),
+        REDIS_URL: redis.url,
+        ...mediaEnv('PRIMARY', s3),
+        ADMIN_TOKENS: `drill:operator:${token}`,
+        PORT: '0',
+        HOST: '127.0.0.1',
+        HEALTH_TIMEOUT_MS: '2000',
+        HEALTH_INTERVAL_MS: '300',
+        INSTANCE_ID: 'state-drill',
+        DR_STATE_FILE: file,
+      }),
+      createLogger('silent'),
+      { redisKeyPrefix: prefix },
+    );
+    return `http://127.0.0.1:${(await service.listen()).port}`;
+  };
+  const json = async (res: Response) => (await res.json().catch(() => ({}))) as Record<string, any>;
+  try {
+    await migrate(cluster.primary.url(), MIGRATIONS_DIR);
+    let base = await start();
+    const script = (name: string, args: string[]) => runbookScript(base, token, name, args);
+    const admin = (method: string, path: string, body?: object) =>
+      fetch(`${base}${path}`, { method, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: body ? JSON.stringify(body) : undefined });
+    const put = async (key: string) => {
+      const res = await fetch(`${base}/media/${key}`, { method: 'PUT', body: key });
+      return { status: res.status, code: (await json(res)).error?.code as string | undefined };
+    };
+
+    // 1. A TTL given before a switch to the unpromoted replica does not reopen writes onto it.
+    await script('enable-readonly-mode.sh', ['--reason', 'drill: ttl', '--ttl', '2']);
+    await script('switch-database-connection.sh', ['--to', 'replica']);
+    await sleep(3500);
+    const kept = await json(await admin('GET', '/admin/dr/state'));
+    checks.push({ name: 'ttl_kept_on_over_standby', ok: kept.readOnly?.active === true && String(kept.readOnly?.reason).startsWith('kept on'), detail: String(kept.readOnly?.reason) });
+    await script('switch-database-connection.sh', ['--to', 'primary']);
+
+    // 2. Restart while Redis is down: the instance follows its state file (read-only still on).
+    await redis.stop();
+    await service!.stop();
+    base = await start();
+    const whileDown = await put('state-drill/while-redis-down');
+    checks.push({ name: 'restart_with_redis_down_follows_state_file', ok: whileDown.status === 503 && whileDown.code === 'read_only', detail: `write answered ${whileDown.status} ${whileDown.code}` });
+    await redis.start();
+    let restored = false;
+    for (let i = 0; i < 100 && !restored; i += 1) {
+      const probe = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
+      probe.on('error', () => undefined);
+      restored = await probe.get(`${prefix}dr:state`).then((v) => v !== null, () => false);
+      probe.disconnect();
+      if (!restored) await sleep(100);
+    }
+    checks.push({ name: 'empty_redis_gets_the_state_back', ok: restored, detail: restored ? 'the state is in Redis again' : 'not restored within 10 s' });
+    for (let i = 0; i < 50 && (await admin('PUT', '/admin/read-only', { enabled: false, reason: 'drill' })).status !== 200; i += 1) await sleep(200);
+
+    // 3. A state recording another cluster's nodes: writes refused until reset-dr-state.sh.
+    const client = new Redis(redis.url);
+    const stored = JSON.parse((await client.get(`${prefix}dr:state`)) ?? 'null');
+    stored.version += 1;
+    stored.database.nodes = { primary: { systemId: '1', timeline: 1, recordedAt: new Date().toISOString() } };
+    await client.set(`${prefix}dr:state`, JSON.stringify(stored));
+    await client.publish(`${prefix}dr:changed`, String(stored.version));
+    client.disconnect();
+    let mismatch = await put('state-drill/mismatch');
+    for (let i = 0; i < 50 && mismatch.code !== 'state_mismatch'; i += 1) {
+      await sleep(100);
+      mismatch = await put('state-drill/mismatch');
+    }
+    checks.push({ name: 'mismatched_state_refuses_writes', ok: mismatch.code === 'state_mismatch', detail: `write answered ${mismatch.status} ${mismatch.code}` });
+    await script('reset-dr-state.sh', ['--reason', 'drill: state of another cluster', '--yes']);
+    const after = await put('state-drill/after-reset');
+    checks.push({ name: 'reset_reopens_writes', ok: after.status === 201, detail: `write answered ${after.status}` });
+    return checks;
+  } finally {
+    await service?.stop().catch(() => undefined);
+    await redis.stop();
+    await s3.destroy();
+    await cluster.destroy();
+  }
+}

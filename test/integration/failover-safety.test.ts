@@ -1,0 +1,284 @@
+import { createHash } from 'node:crypto';
+import pg from 'pg';
+import request from 'supertest';
+import { migrate } from '../../src/database/migrator.ts';
+import { MIGRATIONS_DIR } from '../../src/service.ts';
+import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
+import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
+import { heldUpload } from '../support/held-upload.ts';
+import { eventually, startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
+import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+
+const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+async function query<T extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
+  // Fencing ends every client session on the node, ours included: never crash on that.
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    return (await client.query<T>(sql, params)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+const rowOn = async (url: string, key: string) => (await query<{ sha256: string }>(url, 'SELECT sha256 FROM media_objects WHERE key = $1', [key]))[0]?.sha256 ?? null;
+
+/**
+ * One primary + streaming replica, two instances, Redis of the test's own. The scenarios follow one
+ * another as an incident would: the barrier on enable, a TTL that must not expire onto a standby,
+ * the primary's death with reads kept up, promote + switch with uploads in flight, the old primary's
+ * return (fenced), a restart with Redis down, and a state that does not match the nodes.
+ */
+describe('failover safety against a real primary and streaming replica', () => {
+  let cluster: PgCluster;
+  let s3: S3ServerHandle;
+  let redis: OwnRedis;
+  let a: TestInstance;
+  let b: TestInstance;
+  let env: Record<string, string>;
+  const prefix = uniquePrefix();
+  const acked = new Map<string, string>();
+
+  beforeAll(async () => {
+    cluster = await startPgCluster();
+    await migrate(cluster.primary.url(), MIGRATIONS_DIR);
+    s3 = await startS3Server({ bucket: 'failover-safety' });
+    redis = await startOwnRedis();
+    env = { ...mediaEnv('PRIMARY', s3), DATABASE_URL: cluster.primary.url(), DATABASE_REPLICA_URL: cluster.replica.url(), REDIS_URL: redis.url, HEALTH_TIMEOUT_MS: '500', HEALTH_INTERVAL_MS: '300' };
+    a = await startInstance({ ...env, INSTANCE_ID: 'safe-a' }, prefix);
+    b = await startInstance({ ...env, INSTANCE_ID: 'safe-b' }, prefix);
+  }, 60_000);
+  afterAll(async () => {
+    await a?.stop();
+    await b?.stop();
+    await redis?.stop();
+    await s3?.destroy();
+    await cluster?.destroy();
+  });
+
+  const put = async (api: TestInstance, key: string, body: Buffer) => {
+    const res = await request(api.url).put(`/media/${key}`).send(body);
+    if (res.status === 201) acked.set(key, sha(body));
+    return res;
+  };
+  const readOnly = (api: TestInstance, enabled: boolean, extra: object = {}) =>
+    request(api.url).put('/admin/read-only').set(auth).send({ enabled, reason: enabled ? 'incident' : 'over', ...extra });
+  const post = (api: TestInstance, path: string, body: object) => request(api.url).post(path).set(auth).send(body);
+
+  it('enabling read-only answers only once no instance will acknowledge a write any more, saying how many were in flight', async () => {
+    for (let i = 0; i < 3; i += 1) expect((await put(i % 2 ? a : b, `safe/before-${i}`, Buffer.from(`before ${i}`))).status).toBe(201);
+    const held = await Promise.all([0, 1, 2, 3].map((i) => heldUpload(i % 2 ? a.url : b.url, `safe/held-${i}`)));
+    const on = await readOnly(a, true);
+    expect(on.status).toBe(200);
+    expect(on.body.propagation).toMatchObject({ applied: 2, total: 2 });
+    expect(on.body.writes).toMatchObject({ inFlight: 4, failing: 4, drained: true, instancesReporting: 2 });
+    const answers = await Promise.all(held.map((h) => h.finish()));
+    for (const answer of answers) {
+      expect(answer.status).toBe(503);
+      expect(answer.body.error?.code).toBe('write_fenced');
+    }
+    for (const h of held) expect(await rowOn(cluster.primary.url(), h.key)).toBeNull();
+    expect((await readOnly(a, false)).status).toBe(200);
+  });
+
+  it('a read-only TTL does not expire onto an unpromoted standby: it stays on, says why, and the refusal is audited', async () => {
+    expect((await readOnly(a, true, { ttlSeconds: 2 })).status).toBe(200);
+    const sw = await post(a, '/admin/database/switch', { to: 'replica' });
+    expect(sw.status).toBe(200);
+    const kept = await eventually(
+      async () => (await request(b.url).get('/admin/dr/state').set(auth)).body,
+      (s) => s.readOnly.expiresAt === null,
+      6000,
+    );
+    expect(kept.readOnly).toMatchObject({ enabled: true, active: true, by: 'system:ttl' });
+    expect(kept.readOnly.reason).toMatch(/kept on at TTL expiry: .*standby/);
+    const refused = await put(b, 'safe/on-standby', Buffer.from('x'));
+    expect(refused.status).toBe(503);
+    // Lifting it by hand while the standby is active: health says so, and writes are refused up front.
+    expect((await readOnly(a, false)).status).toBe(200);
+    for (const api of [a, b]) {
+      const health = await request(api.url).get('/health');
+      expect(health.status).toBe(503);
+      expect(health.body.components.database).toMatchObject({ status: 'unhealthy', writable: false, error: { code: 'not_writable' } });
+      expect((await request(api.url).get('/health/database')).body.error.code).toBe('not_writable');
+      const write = await put(api, 'safe/not-writable', Buffer.from('x'));
+      expect(write.status).toBe(503);
+      expect(write.body.error.code).toBe('not_writable');
+    }
+    expect((await readOnly(a, true)).status).toBe(200);
+    expect((await post(a, '/admin/database/switch', { to: 'primary' })).status).toBe(200);
+    expect((await readOnly(a, false)).status).toBe(200);
+    expect((await put(a, 'safe/back-on-primary', Buffer.from('back'))).status).toBe(201);
+    // Audit events written while the standby was active were spooled; they reach the primary now.
+    const audit = await eventually(
+      () => request(a.url).get('/admin/audit?limit=50').set(auth),
+      (r) => r.body.events?.some((e: { action: string; result: string }) => e.action === 'read_only.expire' && e.result === 'refused'),
+      8000,
+    );
+    expect(audit.body.events.some((e: { action: string; result: string }) => e.action === 'read_only.expire' && e.result === 'refused')).toBe(true);
+  });
+
+  it('with the primary dead and read-only on, every instance stays ready and serves reads from the replica', async () => {
+    await eventually(async () => rowOn(cluster.replica.url(), 'safe/back-on-primary'), (v) => v !== null, 5000);
+    expect((await readOnly(a, true)).status).toBe(200);
+    await cluster.primary.stop('immediate');
+    for (const api of [a, b]) {
+      const ready = await eventually(() => request(api.url).get('/health/ready'), (r) => r.body.checks?.database === 'degraded', 5000);
+      expect(ready.status).toBe(200);
+      expect(ready.body.checks.database).toBe('degraded');
+      const read = await request(api.url).get('/media/safe/back-on-primary');
+      expect(read.status).toBe(200);
+      expect(read.headers.etag).toBe(`"${sha(Buffer.from('back'))}"`);
+      expect((await request(api.url).get('/health/database')).status).toBe(503);
+    }
+  });
+
+  it('promote and switch with uploads in flight: none is acknowledged, the promoted node is recorded with its timeline', async () => {
+    expect((await readOnly(a, false)).status).toBe(200);
+    // Read-only off with the primary dead: /health/ready is 503 (nothing to serve writes or reads from the active target).
+    expect((await eventually(() => request(a.url).get('/health/ready'), (r) => r.status === 503, 5000)).status).toBe(503);
+    const held = await Promise.all([0, 1].map((i) => heldUpload(i ? a.url : b.url, `safe/switch-held-${i}`)));
+    const on = await readOnly(b, true);
+    expect(on.body.writes.inFlight).toBe(2);
+    const promote = await post(a, '/admin/database/promote', { confirm: 'promote-replica', maxLagSeconds: 3600 });
+    expect(promote.status).toBe(200);
+    expect(promote.body).toMatchObject({ promoted: true, identity: { systemId: expect.any(String), timeline: 2 }, oldPrimary: { fenced: false } });
+    const sw = await post(b, '/admin/database/switch', { to: 'replica' });
+    expect(sw.status).toBe(200);
+    expect(sw.body.database).toMatchObject({ active: 'replica', newestTimeline: 2, nodes: { replica: { timeline: 2 } } });
+    for (const h of held) expect((await h.finish()).status).toBe(503);
+    expect((await readOnly(a, false)).status).toBe(200);
+    for (const h of held) expect(await rowOn(cluster.replica.url(), h.key)).toBeNull();
+    expect((await put(b, 'safe/after-promote', Buffer.from('after'))).status).toBe(201);
+  });
+
+  it('the old primary coming back is fenced (read-only, sessions ended), counted, audited, and never switched back to', async () => {
+    await cluster.primary.start();
+    const fenced = await eventually(
+      async () => (await query<{ v: string }>(cluster.primary.url(), "SELECT current_setting('default_transaction_read_only') AS v").catch(() => []))[0]?.v,
+      (v) => v === 'on',
+      8000,
+    );
+    expect(fenced).toBe('on');
+    await expect(query(cluster.primary.url(), 'CREATE TABLE stray_write (x int)')).rejects.toThrow(/read-only transaction/);
+    const metrics = await eventually(async () => (await request(a.url).get('/metrics')).text, (t) => /^sav3_database_writable_nodes 1$/m.test(t), 5000);
+    expect(metrics).toMatch(/^sav3_database_writable_nodes 1$/m);
+    a.service.health.invalidate();
+    const health = await request(a.url).get('/health/database');
+    expect(health.status).toBe(200);
+    expect(health.body).toMatchObject({ target: 'replica', writableNodes: ['replica'], fencedNodes: ['primary'] });
+    const back = await post(a, '/admin/database/switch', { to: 'primary', dryRun: true });
+    expect(back.status).toBe(200);
+    expect(back.body.wouldSwitch).toBe(false);
+    expect(back.body.checks).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'newest_timeline', ok: false })]));
+    const audit = await eventually(
+      () => request(a.url).get('/admin/audit?limit=50').set(auth),
+      (r) => r.body.events?.some((e: { action: string }) => e.action === 'database.fence'),
+      5000,
+    );
+    expect(audit.body.events.find((e: { action: string }) => e.action === 'database.fence')).toMatchObject({ actor: 'system:fence', result: 'success' });
+  });
+
+  it('an instance restarted while Redis is down follows its state file; Redis coming back empty gets that state back', async () => {
+    expect((await readOnly(a, true)).status).toBe(200);
+    const version = (await request(a.url).get('/admin/dr/state').set(auth)).body.version;
+    await redis.stop();
+    const file = b.service.config.drStateFile;
+    await b.stop();
+    b = await startInstance({ ...env, INSTANCE_ID: 'safe-b', DR_STATE_FILE: file }, prefix);
+    const write = await put(b, 'safe/while-redis-down', Buffer.from('x'));
+    expect(write.status).toBe(503);
+    expect(write.body.error.code).toBe('read_only');
+    const health = await request(b.url).get('/health');
+    expect(health.body).toMatchObject({ readOnly: true, stateVersion: version });
+    expect((await request(b.url).get('/media/safe/after-promote')).status).toBe(200);
+    await redis.start();
+    const state = await eventually(async () => (await request(a.url).get('/admin/dr/state').set(auth)).body, (s) => s.stateStore === 'up' && s.version === version, 8000);
+    expect(state).toMatchObject({ version, readOnly: { enabled: true }, database: { active: 'replica' } });
+    await eventually(async () => (await request(b.url).get('/admin/dr/state').set(auth)).body, (s) => s.stateStore === 'up', 8000);
+    expect((await eventually(() => readOnly(b, false), (r) => r.status === 200, 5000)).status).toBe(200);
+    expect((await put(b, 'safe/after-redis', Buffer.from('y'))).status).toBe(201);
+  });
+
+  it('a state recording other nodes than the configured ones refuses writes (state_mismatch) until an operator resets it', async () => {
+    const forged = { ...(await request(a.url).get('/admin/dr/state').set(auth)).body };
+    const current = forged.database.nodes;
+    const other = createHash('sha256').update('another cluster').digest('hex').slice(0, 12);
+    const { Redis } = await import('ioredis');
+    const client = new Redis(redis.url);
+    try {
+      const stored = JSON.parse((await client.get(`${prefix}dr:state`))!);
+      stored.version += 1;
+      stored.database.nodes = { ...current, replica: { ...current.replica, systemId: `9${other.replace(/\D/g, '')}` } };
+      await client.set(`${prefix}dr:state`, JSON.stringify(stored));
+      await client.publish(`${prefix}dr:changed`, String(stored.version));
+    } finally {
+      client.disconnect();
+    }
+    // A write in flight when the state arrives is fenced (write_fenced); later ones are refused up front.
+    const refused = await eventually(() => put(a, 'safe/mismatch', Buffer.from('m')), (r) => r.body.error?.code === 'state_mismatch', 5000);
+    expect(refused.status).toBe(503);
+    expect(refused.body.error.code).toBe('state_mismatch');
+    const health = await eventually(() => request(b.url).get('/health'), (r) => r.body.components?.database?.error?.code === 'state_mismatch', 5000);
+    expect(health.body.components.database.error.code).toBe('state_mismatch');
+    expect((await post(a, '/admin/dr/state/reset', { confirm: 'yes', reason: 'x' })).status).toBe(400);
+    const done = await post(a, '/admin/dr/state/reset', { confirm: 'reset-dr-state', reason: 'state from another cluster' });
+    expect(done.status).toBe(200);
+    expect(done.body.state.database.nodes.replica.systemId).toBe(current.replica.systemId);
+    // The reset state points at the primary target, which is the fenced former primary: the
+    // operator switches to the promoted node (read-only first, as the runbook says).
+    expect((await readOnly(a, true)).status).toBe(200);
+    expect((await post(a, '/admin/database/switch', { to: 'replica' })).status).toBe(200);
+    expect((await readOnly(a, false)).status).toBe(200);
+    expect((await put(b, 'safe/after-reset', Buffer.from('r'))).status).toBe(201);
+    const reset = (r: { body: { events?: { action: string; result: string }[] } }) => r.body.events?.some((e) => e.action === 'dr_state.reset' && e.result === 'success') === true;
+    expect(reset(await eventually(() => request(a.url).get('/admin/audit?limit=50').set(auth), reset, 8000))).toBe(true);
+  });
+
+  it('every acknowledged write is on the current primary with its sha256', async () => {
+    for (const [key, digest] of acked) expect([key, await rowOn(cluster.replica.url(), key)]).toEqual([key, digest]);
+  });
+});
+
+describe('a promotion done outside the service while the primary still takes writes', () => {
+  let cluster: PgCluster;
+  let s3: S3ServerHandle;
+  let api: TestInstance;
+
+  beforeAll(async () => {
+    cluster = await startPgCluster();
+    await migrate(cluster.primary.url(), MIGRATIONS_DIR);
+    s3 = await startS3Server({ bucket: 'outside-promotion' });
+    api = await startInstance({ ...mediaEnv('PRIMARY', s3), DATABASE_URL: cluster.primary.url(), DATABASE_REPLICA_URL: cluster.replica.url(), HEALTH_TIMEOUT_MS: '1000', HEALTH_INTERVAL_MS: '300' });
+  }, 60_000);
+  afterAll(async () => {
+    await api?.stop();
+    await s3?.destroy();
+    await cluster?.destroy();
+  });
+
+  it('is detected (two writable nodes), the node on the older timeline is fenced, and writes are refused until the operator switches', async () => {
+    expect((await request(api.url).put('/media/outside/before').send(Buffer.from('before'))).status).toBe(201);
+    await query(cluster.replica.url(), 'SELECT pg_promote(true, 30)');
+    const fenced = await eventually(
+      async () => (await query<{ v: string }>(cluster.primary.url(), "SELECT current_setting('default_transaction_read_only') AS v").catch(() => []))[0]?.v,
+      (v) => v === 'on',
+      8000,
+    );
+    expect(fenced).toBe('on');
+    // The active target is the fenced former primary: health says so and writes are refused up front.
+    const health = await eventually(() => request(api.url).get('/health/database'), (r) => r.body.error?.code === 'not_writable', 5000);
+    expect(health.status).toBe(503);
+    expect(health.body).toMatchObject({ writableNodes: ['replica'], fencedNodes: ['primary'] });
+    const refused = await request(api.url).put('/media/outside/during').send(Buffer.from('x'));
+    expect(refused.status).toBe(503);
+    expect(refused.body.error.code).toBe('not_writable');
+    expect((await request(api.url).post('/admin/database/switch').set(auth).send({ to: 'replica' })).status).toBe(200);
+    expect((await request(api.url).put('/media/outside/after').send(Buffer.from('after'))).status).toBe(201);
+    expect(await rowOn(cluster.replica.url(), 'outside/after')).not.toBeNull();
+    expect(await rowOn(cluster.primary.url(), 'outside/after')).toBeNull();
+  });
+});

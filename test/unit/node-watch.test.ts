@@ -1,0 +1,79 @@
+import { INITIAL_STATE, type DrState } from '../../src/dr-state/dr-state.ts';
+import type { DatabaseTarget } from '../../src/config/config.ts';
+import type { DatabaseProbeData } from '../../src/database/pg-probe.ts';
+import { NodeWatch } from '../../src/database/node-watch.ts';
+import type { ProbeResult } from '../../src/health/probe-runner.ts';
+import { captureLogger } from '../support/log-capture.ts';
+
+const node = (data: Partial<DatabaseProbeData>): ProbeResult<DatabaseProbeData> => ({
+  ok: true,
+  latencyMs: 1,
+  checkedAt: new Date(),
+  data: { inRecovery: false, currentLsn: null, receiveLsn: null, replayLsn: null, replayAt: null, receiverStatus: null, standbys: [], systemId: '7001', timeline: 1, fenced: false, ...data },
+});
+
+function watch(probes: Partial<Record<DatabaseTarget, ProbeResult<DatabaseProbeData>>>, state: DrState, fence: (t: DatabaseTarget) => Promise<{ terminated: number }>) {
+  const counts: number[] = [];
+  const audit = { record: jest.fn(async () => undefined) };
+  const w = new NodeWatch({
+    latest: (t) => probes[t],
+    state: () => state,
+    fence,
+    onWritableNodes: (n) => counts.push(n),
+    audit: audit as never,
+    logger: captureLogger().logger,
+  });
+  return { w, counts, audit };
+}
+
+describe('NodeWatch (one writable primary)', () => {
+  it('two writable nodes of one cluster: split brain, and the one on the older timeline is fenced', async () => {
+    const fenced: DatabaseTarget[] = [];
+    const probes = { primary: node({ timeline: 1 }), replica: node({ timeline: 2 }) };
+    const state: DrState = { ...INITIAL_STATE, database: { active: 'replica', since: null, by: null } };
+    const { w, counts, audit } = watch(probes, state, async (t) => {
+      fenced.push(t);
+      return { terminated: 3 };
+    });
+    expect(w.report()).toMatchObject({ splitBrain: true, writableNodes: ['primary', 'replica'] });
+    w.observe();
+    await new Promise((r) => setImmediate(r));
+    expect(fenced).toEqual(['primary']);
+    expect(counts).toEqual([2]);
+    expect(audit.record).toHaveBeenCalledWith(expect.objectContaining({ action: 'database.fence', result: 'success' }));
+  });
+
+  it('when fencing fails, the split brain stays reported; the active node on the older timeline refuses writes', async () => {
+    const probes = { primary: node({ timeline: 1 }), replica: node({ timeline: 2 }) };
+    const state: DrState = { ...INITIAL_STATE };
+    const { w } = watch(probes, state, async () => {
+      throw new Error('connection refused');
+    });
+    w.observe();
+    await new Promise((r) => setImmediate(r));
+    expect(w.report().splitBrain).toBe(true);
+    expect(w.writeRefusal()).toMatchObject({ code: 'not_writable', message: expect.stringContaining('timeline 1, older than the newest (2)') });
+  });
+
+  it('a newest timeline recorded in the DR state counts even when the newer node is unreachable', () => {
+    const probes = { primary: node({ timeline: 1 }) };
+    const state: DrState = { ...INITIAL_STATE, database: { active: 'primary', since: null, by: null, newestTimeline: 2, nodes: { replica: { systemId: '7001', timeline: 2, recordedAt: '' } } } };
+    const { w } = watch(probes, state, async () => ({ terminated: 0 }));
+    expect(w.writeRefusal()?.code).toBe('not_writable');
+  });
+
+  it('a recorded system identifier that differs from the configured node is a state mismatch', () => {
+    const probes = { primary: node({ systemId: '8002' }) };
+    const state: DrState = { ...INITIAL_STATE, database: { active: 'primary', since: null, by: null, nodes: { primary: { systemId: '7001', timeline: 1, recordedAt: '' } } } };
+    const { w } = watch(probes, state, async () => ({ terminated: 0 }));
+    expect(w.writeRefusal()?.code).toBe('state_mismatch');
+  });
+
+  it('a standby or a fenced node as active target is not writable; an unreachable one is left to fail by itself', () => {
+    const state = INITIAL_STATE;
+    expect(watch({ primary: node({ inRecovery: true }) }, state, async () => ({ terminated: 0 })).w.writeRefusal()?.code).toBe('not_writable');
+    expect(watch({ primary: node({ fenced: true }) }, state, async () => ({ terminated: 0 })).w.writeRefusal()?.code).toBe('not_writable');
+    const down: ProbeResult<DatabaseProbeData> = { ok: false, latencyMs: 1, checkedAt: new Date() };
+    expect(watch({ primary: down }, state, async () => ({ terminated: 0 })).w.writeRefusal()).toBeNull();
+  });
+});

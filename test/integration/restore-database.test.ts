@@ -90,7 +90,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
   it('--help prints usage and does nothing; unknown options and a missing --confirm exit 2 and change nothing', async () => {
     const help = await script(['--help'], env);
     expect(help.code).toBe(0);
-    expect(help.stdout).toContain('usage: restore-database.sh');
+    expect(help.stdout).toContain('usage: scripts/dr/restore-database.sh');
     expect((await script(['--from-backup', 'latest', '--force'], env)).code).toBe(2);
     const noConfirm = await script(['--from-backup', 'latest'], env);
     expect(noConfirm.code).toBe(2);

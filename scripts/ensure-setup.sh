@@ -13,6 +13,10 @@ need_apt=()
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
+# Incidents: a real Alertmanager (and amtool) and headless Chromium for the status page test.
+command -v prometheus-alertmanager >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+command -v amtool >/dev/null 2>&1 || need_apt+=(prometheus-alertmanager)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "setup: installing ${need_apt[*]} (apt-get)"
@@ -37,15 +41,23 @@ fi
 
 npm run --silent generate >/dev/null
 
-# pgBackRest: backups, the WAL archive and validation restores (tests run it as postgres).
-if ! command -v pgbackrest >/dev/null 2>&1; then
+# The topology test (test/topology): the programs of the compose stack that Debian packages. The
+# test starts its own instances on free ports; daemons the packages may start are not used.
+need_topology=()
+for pair in pgbackrest:pgbackrest pgbouncer:pgbouncer prometheus-alertmanager:prometheus-alertmanager \
+  prometheus-postgres-exporter:prometheus-postgres-exporter prometheus-redis-exporter:prometheus-redis-exporter; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need_topology+=("${pair##*:}")
+done
+if [ "${#need_topology[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    echo "setup: installing pgbackrest (apt-get)"
-    for attempt in 1 2 3 4 5; do
-      (apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbackrest >/dev/null) && break
-      sleep 10 # another apt user may hold the dpkg lock
+    echo "setup: installing ${need_topology[*]} (apt-get)"
+    for attempt in 1 2 3 4 5 6; do
+      # Another apt-get may hold the dpkg lock for a while: retry.
+      if apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_topology[@]}" >/dev/null; then break; fi
+      [ "$attempt" = 6 ] && { echo "setup: could not install ${need_topology[*]}" >&2; exit 1; }
+      sleep 10
     done
   else
-    echo "setup: missing pgbackrest; install with: sudo apt-get install pgbackrest" >&2
+    echo "setup: missing ${need_topology[*]}; install with: sudo apt-get install ${need_topology[*]}" >&2
   fi
 fi

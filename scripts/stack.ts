@@ -69,15 +69,15 @@ async function main(): Promise<void> {
     ...mediaEnv('BACKUP', backup),
     ADMIN_TOKENS: env.ADMIN_TOKENS ?? `stack-operator:operator:${operator},stack-viewer:viewer:${viewer}`,
     INSTANCE_ID: env.INSTANCE_ID ?? 'stack-1',
-    ...(repo ? { ...repo.env, BACKUP_SCRATCH_DIR: join(cluster!.dir, 'validate') } : {}),
     // A stack with its own new cluster starts from a clean DR state of its own: a state file of
     // this run and (below) a Redis key prefix of this run, never what an earlier stack or drill left.
     DR_STATE_FILE: env.DR_STATE_FILE ?? (cluster ? join(mkdtempSync(join(tmpdir(), 'sav3-stack-')), 'dr-state.json') : undefined),
+    ...(repo ? { ...repo.env, BACKUP_SCRATCH_DIR: join(cluster!.dir, 'validate') } : {}),
   });
   const redisKeyPrefix = cluster ? `sav3:stack:${Date.now()}:` : undefined;
   const service = await createService(config, createLogger(config.logLevel), { redisKeyPrefix });
   const address = await service.listen();
-  const worker = repo ? createWorker({ ...config, instanceId: 'stack-worker' }, createLogger(config.logLevel), { redisKeyPrefix }) : undefined;
+  const worker = repo ? createWorker({ ...config, instanceId: 'stack-worker' }, createLogger(config.logLevel)) : undefined;
   const workerAddress = await worker?.listen();
   const base = `http://127.0.0.1:${address.port}`;
 

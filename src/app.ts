@@ -14,9 +14,11 @@ import type { MediaService } from './media/media-service.ts';
 import { httpMetrics } from './metrics/http-metrics.ts';
 import type { Metrics } from './metrics/metrics.ts';
 import { metricsRoutes } from './metrics/metrics-routes.ts';
+import { adminAllowList } from './config/config.ts';
+import { adminNetworkGuard } from './edge/admin-network-guard.ts';
 
 export interface AppDeps {
-  config: Pick<Config, 'trustProxy'>;
+  config: Pick<Config, 'trustProxy'> & Partial<Pick<Config, 'metricsPort' | 'adminAllowList'>>;
   adminTokens: readonly AdminToken[];
   logger: Logger;
   metrics: Metrics;
@@ -33,6 +35,8 @@ export interface AppDeps {
   admin?: { json: express.RequestHandler; auth: express.RequestHandler; routers: Router[] };
   /** Failed token checks per address, shared by the admin API and health (which reveals details to a token). */
   authLimiter?: FailedAuthLimiter;
+  /** Routes without admin authentication, mounted before /admin (status page, Alertmanager webhook with its own token). */
+  publicRouters?: Router[];
 }
 
 /** Builds the Express app from its parts; it never listens (server.ts does, tests use supertest). */
@@ -53,10 +57,13 @@ export function buildApp(deps: AppDeps): express.Express {
     next();
   });
   for (const guard of deps.guards ?? []) app.use(guard);
-  app.use(metricsRoutes(deps.metrics.registry));
+  // With METRICS_PORT, /metrics lives only on the internal listener (service.ts).
+  if (deps.config.metricsPort === undefined) app.use(metricsRoutes(deps.metrics.registry));
   app.use(mediaRoutes(deps.media, { idleBodyTimeoutMs: deps.mediaIdleBodyTimeoutMs ?? 30_000 }));
+  for (const router of deps.publicRouters ?? []) app.use(router);
   if (deps.admin) {
-    app.use('/admin', deps.admin.json, deps.admin.auth);
+    // Network first (default: loopback only), then body limit and tokens.
+    app.use('/admin', adminNetworkGuard(deps.config.adminAllowList ?? adminAllowList(undefined)), deps.admin.json, deps.admin.auth);
     for (const router of deps.admin.routers) app.use(router);
   }
   app.use(notFoundHandler);

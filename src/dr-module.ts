@@ -1,7 +1,7 @@
 import type { RequestHandler, Router } from 'express';
 import type { Redis } from 'ioredis';
 import { adminAuth } from './admin/admin-auth.ts';
-import { adminJson, adminRoutes } from './admin/admin-routes.ts';
+import { adminJson, adminRoutes, type StateDetails } from './admin/admin-routes.ts';
 import { FailedAuthLimiter } from './admin/failed-auth-limiter.ts';
 import { AuditLog } from './audit/audit-log.ts';
 import { PrismaAuditSink } from './audit/prisma-audit-sink.ts';
@@ -39,7 +39,7 @@ export interface DrModule {
   subscriber: Redis;
   headers: RequestHandler[];
   guards: RequestHandler[];
-  admin: { json: RequestHandler; auth: RequestHandler; routers: Router[] };
+  admin: { json: RequestHandler; auth: RequestHandler; routers: Router[]; details: StateDetails };
   /** Further admin routers (database and media failover) register here before start. */
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -115,6 +115,7 @@ export function createDrModule(deps: { config: Config; logger: Logger; metrics: 
       });
     },
   });
+  const details: StateDetails = {};
   return {
     state,
     store,
@@ -126,7 +127,7 @@ export function createDrModule(deps: { config: Config; logger: Logger; metrics: 
     subscriber,
     headers: [readOnlyHeader(readOnly)],
     guards: [readOnlyGuard(readOnly, metrics), writeGateMiddleware(gate)],
-    admin: { json: adminJson, auth, routers: [adminRoutes({ dr: state, readOnly, audit, writes: () => ({ refusal: gate.closed(), inFlight: gate.inFlight() }) })] },
+    admin: { json: adminJson, auth, routers: [adminRoutes({ dr: state, readOnly, audit, details, writes: () => ({ refusal: gate.closed(), inFlight: gate.inFlight() }) })], details },
     async start() {
       // Give a reachable Redis a moment to connect, so the first sync sees the shared state.
       await Promise.all([waitReady(redis, 2000), waitReady(subscriber, 2000)]);

@@ -22,10 +22,14 @@ import { MinioObjectStore } from './media/minio-object-store.ts';
 import type { ObjectStore } from './media/object-store.ts';
 import { createMetrics, type Metrics } from './metrics/metrics.ts';
 import { createDrModule, type DrModule } from './dr-module.ts';
+import { startMetricsListener } from './edge/metrics-listener.ts';
 import { createBackupModule, type BackupModule } from './backup/backup-module.ts';
 import { createRedisClient } from './redis/redis-client.ts';
 import { fencedRepository } from './write-gate/fenced-repository.ts';
 import { probeRedis } from './redis/redis-probe.ts';
+import { createIncidentsModule, type IncidentsModule } from './incidents/incidents-module.ts';
+import { warmUpPrisma } from './database/prisma-warm-up.ts';
+import type { WebhookSender } from './incidents/notification-outbox.ts';
 
 export const MIGRATIONS_DIR = join(__dirname, '..', 'prisma', 'migrations');
 
@@ -35,6 +39,11 @@ export interface ServiceOptions {
   prismaFactory?: PrismaFactory;
   /** Benchmarks only: build the app without the read-only middleware, to measure what it costs. */
   withoutReadOnlyGuard?: boolean;
+  /** Incidents: the webhook sender (tests) and outbox timing. */
+  notifySender?: WebhookSender;
+  outboxPollMs?: number;
+  outboxBackoffMs?: number;
+  incidentChecksMs?: number;
 }
 
 /** Everything one running instance holds; built only here (the composition root). */
@@ -51,6 +60,7 @@ export interface Service {
   db: DatabaseModule;
   media: MediaModule;
   backups: BackupModule;
+  incidents: IncidentsModule;
   listen(): Promise<AddressInfo>;
   /** Graceful stop: readiness 503, stop accepting, drain within the bound, close every client. */
   stop(): Promise<void>;
@@ -134,8 +144,34 @@ export async function createService(config: Config, logger: Logger, options: Ser
     activeTarget: async () => dr.state.current().database.active,
   });
   dr.admin.routers.push(...backups.routers);
+  await warmUpPrisma();
+  const incidents = createIncidentsModule({
+    config,
+    logger,
+    metrics,
+    redis,
+    prefix,
+    prisma: () => database.client(),
+    audit: dr.audit,
+    dr: dr.state,
+    health,
+    lifecycle,
+    otherMediaUp: async () => {
+      const others = [...mediaRunners].filter(([name]) => name !== activeMedia());
+      const results = await Promise.all(others.map(([, runner]) => runner.get(config.healthIntervalMs + timeoutMs)));
+      return results.some((r) => r?.ok === true);
+    },
+    databaseUp: () => db.runners.get(database.active)?.latest()?.ok === true,
+    sender: options.notifySender,
+    outboxPollMs: options.outboxPollMs,
+    outboxBackoffMs: options.outboxBackoffMs,
+    checksIntervalMs: options.incidentChecksMs,
+  });
+  dr.admin.routers.push(...incidents.adminRouters);
+  mediaModule.sync.onProgress = (job) => incidents.hub.publish('job.progress', job);
 
   const app = buildApp({
+    publicRouters: incidents.publicRouters,
     config,
     adminTokens: config.adminTokens,
     logger,
@@ -150,6 +186,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     authLimiter: dr.limiter,
   });
   let server: Server | undefined;
+  let metricsListener: Awaited<ReturnType<typeof startMetricsListener>> | undefined;
 
   return {
     config,
@@ -164,25 +201,30 @@ export async function createService(config: Config, logger: Logger, options: Ser
     db,
     media: mediaModule,
     backups,
+    incidents,
     async listen() {
       health.start();
       await dr.start();
       mediaModule.start();
       backups.start();
+      await incidents.start();
       server = app.listen(config.port, config.host);
       await new Promise<void>((resolve, reject) => {
         server!.once('listening', resolve).once('error', reject);
       });
       const address = server.address() as AddressInfo;
-      logger.info({ port: address.port, host: address.address, instanceId: config.instanceId }, 'listening');
+      if (config.metricsPort !== undefined) metricsListener = await startMetricsListener(metrics.registry, config.metricsPort, config.host);
+      logger.info({ port: address.port, host: address.address, metricsPort: metricsListener?.address.port, instanceId: config.instanceId }, 'listening');
       return address;
     },
     async stop() {
       lifecycle.shuttingDown = true;
       health.stop();
       if (server) await drain(server, config.shutdownTimeoutMs, logger);
+      await metricsListener?.close();
       mediaModule.stop();
       backups.stop();
+      await incidents.stop();
       await dr.stop();
       await Promise.allSettled([database.closeAll(), closeRedis(redis), closeRedis(dr.subscriber)]);
       for (const store of stores.values()) store.close();

@@ -28,7 +28,7 @@ export interface PgCluster {
   destroy(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const server = net.createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as net.AddressInfo).port;
@@ -77,12 +77,19 @@ process.once('exit', () => {
   }
 });
 
-/**
- * `synchronous`: the primary waits for the replica to flush every commit (synchronous_standby_names
- * set on the primary only, after the base backup, so the promoted replica does not wait for a
- * standby it lacks). Then no acknowledged commit is lost when the primary dies.
- */
-export async function startPgCluster(options: { dir?: string; synchronous?: boolean } = {}): Promise<PgCluster> {
+export interface PgClusterOptions {
+  dir?: string;
+  /**
+   * The primary waits for the replica to flush every commit (synchronous_standby_names set on the
+   * primary only, after the base backup, so the promoted replica does not wait for a standby it
+   * lacks). Then no acknowledged commit is lost when the primary dies.
+   */
+  synchronous?: boolean;
+  /** More postgresql.conf lines for a node (e.g. WAL archiving), given its data directory. */
+  settings?: (dataDir: string) => string[];
+}
+
+export async function startPgCluster(options: PgClusterOptions = {}): Promise<PgCluster> {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'sav3-pg-'));
   chmodSync(dir, 0o700);
   if (asRoot) chownSync(dir, 101, 104);
@@ -104,9 +111,12 @@ export async function startPgCluster(options: { dir?: string; synchronous?: bool
       'max_connections = 60',
       'wal_receiver_status_interval = 1s',
       'hot_standby_feedback = on',
+      // pg_rewind needs it to turn an old primary into a standby of the new one.
+      'wal_log_hints = on',
     ].join('\n');
+  const extra = (dataDir: string) => (options.settings?.(dataDir) ?? []).join('\n');
   await pg('initdb', ['-D', primaryDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C.UTF-8', '--no-sync']);
-  appendFileSync(join(primaryDir, 'postgresql.conf'), `\n${settings(primaryPort)}\n`);
+  appendFileSync(join(primaryDir, 'postgresql.conf'), `\n${settings(primaryPort)}\n${extra(primaryDir)}\n`);
   appendFileSync(join(primaryDir, 'pg_hba.conf'), '\nhost replication all 127.0.0.1/32 trust\n');
   const cluster: PgCluster = {
     dir,
@@ -123,7 +133,7 @@ export async function startPgCluster(options: { dir?: string; synchronous?: bool
     await cluster.primary.start();
     await pg('pg_basebackup', ['-h', '127.0.0.1', '-p', String(primaryPort), '-U', 'postgres', '-D', replicaDir, '-R', '-X', 'stream', '--no-sync']);
     writeFileSync(join(dir, 'replica.conf'), '');
-    appendFileSync(join(replicaDir, 'postgresql.conf'), `\nport = ${replicaPort}\n`);
+    appendFileSync(join(replicaDir, 'postgresql.conf'), `\nport = ${replicaPort}\n${extra(replicaDir)}\n`);
     await cluster.replica.start();
     if (options.synchronous) {
       await pg('psql', ['-h', '127.0.0.1', '-p', String(primaryPort), '-U', 'postgres', '-d', 'postgres', '-qAt', '-c', "ALTER SYSTEM SET synchronous_standby_names = '*'", '-c', 'SELECT pg_reload_conf()']);

@@ -23,6 +23,12 @@ export interface AdminDeps {
   audit: AuditLog;
   /** Why writes are refused now (null: open), for the state document. */
   writes?: () => unknown;
+  /** Live facts other capabilities add to the state document (the database pair's roles and lag). */
+  details?: StateDetails;
+}
+
+export interface StateDetails {
+  database?: () => Promise<Record<string, unknown> | undefined>;
 }
 
 /** DR state, read-only mode and audit routes; authentication is applied by the caller. */
@@ -32,10 +38,11 @@ export function adminRoutes(deps: AdminDeps): Router {
   router.get('/admin/dr/state', async (_req, res) => {
     const state = deps.dr.current();
     // Reading the heartbeats is also a live check of the state store.
-    const instances = await deps.dr.instances().catch(() => null);
+    const [instances, pair] = await Promise.all([deps.dr.instances().catch(() => null), deps.details?.database?.().catch(() => undefined)]);
     res.json({
       ...state,
       readOnly: { ...state.readOnly, active: deps.readOnly.isActive() },
+      database: pair ? { ...state.database, ...pair } : state.database,
       instances,
       stateStore: instances === null ? 'down' : 'up',
       stateSource: deps.dr.stateSource(),

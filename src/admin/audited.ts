@@ -20,14 +20,16 @@ export interface AuditedOutcome<T> {
 export async function audited<T>(audit: AuditLog, req: Request, res: Response, action: string, run: () => Promise<AuditedOutcome<T>>): Promise<T> {
   const admin = principal(res);
   const base = { actor: admin.name, role: admin.role, action, requestId: req.id === undefined ? null : String(req.id) };
+  const started = performance.now();
+  const took = () => Math.round(performance.now() - started);
   try {
     const outcome = await run();
-    await audit.record({ ...base, result: outcome.result ?? 'success', before: outcome.before ?? null, after: outcome.after ?? null, detail: outcome.detail ?? null });
+    await audit.record({ ...base, durationMs: took(), result: outcome.result ?? 'success', before: outcome.before ?? null, after: outcome.after ?? null, detail: outcome.detail ?? null });
     return outcome.body;
   } catch (err) {
     const refused = err instanceof AppError && (err.status < 500 || err.status === 503);
     const detail = err instanceof AppError ? { code: err.code, message: err.message } : { code: 'internal' };
-    await audit.record({ ...base, result: refused ? 'refused' : 'failed', before: null, after: null, detail });
+    await audit.record({ ...base, durationMs: took(), result: refused ? 'refused' : 'failed', before: null, after: null, detail });
     throw err;
   }
 }

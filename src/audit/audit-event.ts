@@ -12,6 +12,8 @@ export interface AuditEvent {
   detail: unknown;
   requestId: string | null;
   instanceId: string;
+  /** How long the action took (admin routes measure it), for incident timelines. */
+  durationMs?: number | null;
 }
 
 /** Durable home of audit events (PostgreSQL); writes are idempotent by event id. */

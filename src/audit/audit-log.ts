@@ -12,6 +12,7 @@ export type AuditInput = Omit<AuditEvent, 'id' | 'at' | 'instanceId'>;
 export class AuditLog {
   private readonly local: AuditEvent[] = [];
   private timer?: NodeJS.Timeout;
+  private readonly hooks: ((events: AuditEvent[]) => Promise<void>)[] = [];
 
   constructor(
     private readonly deps: { sink: AuditSink; spool: AuditSpool; logger: Logger; instanceId: string; flushIntervalMs: number; now?: () => number },
@@ -26,11 +27,24 @@ export class AuditLog {
     clearInterval(this.timer);
   }
 
+  /**
+   * Runs after events are written to the sink (incident timelines). A hook that throws leaves the
+   * events spooled, so it runs again when they are written again: hooks must be idempotent.
+   */
+  onWritten(hook: (events: AuditEvent[]) => Promise<void>): void {
+    this.hooks.push(hook);
+  }
+
+  private async write(events: AuditEvent[]): Promise<void> {
+    await this.deps.sink.write(events);
+    for (const hook of this.hooks) await hook(events);
+  }
+
   async record(input: AuditInput): Promise<AuditEvent> {
     const event: AuditEvent = { ...input, id: randomUUID(), at: new Date(this.deps.now?.() ?? Date.now()).toISOString(), instanceId: this.deps.instanceId };
     this.deps.logger.info({ audit: event }, `audit: ${event.action} ${event.result} by ${event.actor}`);
     try {
-      await this.deps.sink.write([event]);
+      await this.write([event]);
     } catch {
       await this.spool(event);
     }
@@ -51,7 +65,7 @@ export class AuditLog {
     if (this.local.length > 0) {
       const batch = this.local.splice(0, this.local.length);
       try {
-        await this.deps.sink.write(batch);
+        await this.write(batch);
         written += batch.length;
       } catch {
         for (const event of batch) await this.spool(event);
@@ -59,7 +73,7 @@ export class AuditLog {
     }
     try {
       for (;;) {
-        const n = await this.deps.spool.drain(100, (events) => this.deps.sink.write(events));
+        const n = await this.deps.spool.drain(100, (events) => this.write(events));
         written += n;
         if (n < 100) break;
       }

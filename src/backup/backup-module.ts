@@ -142,7 +142,7 @@ async function liveDataDirs(urls: (string | undefined)[]): Promise<string[]> {
   const dirs: string[] = [];
   for (const url of urls) {
     if (!url) continue;
-    const client = new pg.default.Client({ connectionString: url, connectionTimeoutMillis: 2000, statement_timeout: 2000 });
+    const client = new pg.default.Client({ connectionString: url, connectionTimeoutMillis: 2000, query_timeout: 2000 });
     client.on('error', () => undefined);
     try {
       await client.connect();

@@ -10,7 +10,7 @@ export interface RestorePoint {
 
 /** `pg_create_restore_point` on a connection of its own, bounded; names a point to recover to. */
 export async function createRestorePoint(connectionString: string, name: string, timeoutMs: number): Promise<RestorePoint> {
-  const client = new pg.Client({ connectionString, connectionTimeoutMillis: timeoutMs, statement_timeout: timeoutMs, query_timeout: timeoutMs, application_name: 'sav3-restore-point' });
+  const client = new pg.Client({ connectionString, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs, application_name: 'sav3-restore-point' });
   client.on('error', () => undefined);
   await client.connect();
   try {

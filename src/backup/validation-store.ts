@@ -37,7 +37,7 @@ export class PrismaValidationStore implements ValidationReportStore {
  * sampler runs on every API instance and must not load or occupy the request pool's Prisma client.
  */
 export async function lastPassedValidation(connectionString: string, timeoutMs: number): Promise<Date | undefined> {
-  const client = new pg.Client({ connectionString, connectionTimeoutMillis: timeoutMs, statement_timeout: timeoutMs, query_timeout: timeoutMs, application_name: 'sav3-backup-status' });
+  const client = new pg.Client({ connectionString, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs, application_name: 'sav3-backup-status' });
   client.on('error', () => undefined);
   await client.connect();
   try {

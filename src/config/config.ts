@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { BlockList, isIP } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
@@ -52,7 +53,14 @@ export interface Config {
   mediaContentCacheBytes: number;
   /** This instance's copy of the last applied DR state (starts from it when Redis is down). */
   drStateFile: string;
+  /** Edge settings: see the block at the end of this file. */
+  metricsPort?: number;
+  adminAllowList: AdminAllowList;
   backup: BackupConfig;
+  /** Incidents: webhook receivers of notifications (Slack/Mattermost-compatible JSON `text`). */
+  notifyWebhookUrls: string[];
+  /** Incidents: bearer token Alertmanager presents on POST /admin/incidents/alerts (unset: 401). */
+  alertmanagerWebhookToken?: string;
 }
 
 /** pgBackRest, the worker and backup validation. */
@@ -164,6 +172,7 @@ const schema = z.object({
   MEDIA_SPOOL_MAX_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(1_073_741_824),
   MEDIA_CONTENT_CACHE_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(67_108_864),
   DR_STATE_FILE: z.string().min(1).optional(),
+  ...edgeVariables(),
   PGBACKREST_STANZA: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, { error: 'must be a stanza name (letters, digits, _ and -)' }).optional(),
   PGBACKREST_CONFIG: z.string().regex(/^\//, { error: 'must be an absolute path' }).optional(),
   PGBACKREST_BIN: z.string().min(1).default('pgbackrest'),
@@ -178,6 +187,11 @@ const schema = z.object({
   BACKUP_SCRATCH_DIR: z.string().regex(/^\//, { error: 'must be an absolute path' }).optional(),
   WORKER_PORT: int(0, 65535).default(3001),
   WORKER_POLL_MS: int(10, 60_000).default(500),
+  NOTIFY_WEBHOOK_URLS: z
+    .string()
+    .refine((v) => v.split(',').every((u) => /^https?:\/\//.test(u.trim()) && URL.canParse(u.trim())), { error: 'must be comma-separated http(s) URLs' })
+    .optional(),
+  ALERTMANAGER_WEBHOOK_TOKEN: z.string().regex(/^[\x21-\x7e]{24,512}$/, { error: 'must be 24-512 printable characters without spaces' }).optional(),
 });
 
 type Raw = z.output<typeof schema>;
@@ -299,6 +313,10 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     mediaSpoolMaxBytes: raw.MEDIA_SPOOL_MAX_BYTES,
     mediaContentCacheBytes: raw.MEDIA_CONTENT_CACHE_BYTES,
     drStateFile: resolve(raw.DR_STATE_FILE ?? join('.sav3', 'dr-state.json')),
+    metricsPort: raw.METRICS_PORT,
+    adminAllowList: adminAllowList(raw.ADMIN_ALLOWED_CIDRS),
+    notifyWebhookUrls: raw.NOTIFY_WEBHOOK_URLS?.split(',').map((u) => u.trim()).filter((u) => u.length > 0) ?? [],
+    alertmanagerWebhookToken: raw.ALERTMANAGER_WEBHOOK_TOKEN,
     backup: {
       stanza: raw.PGBACKREST_STANZA,
       configPath: raw.PGBACKREST_CONFIG,
@@ -314,6 +332,70 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
       scratchDir: raw.BACKUP_SCRATCH_DIR ?? join(tmpdir(), 'sav3-validate'),
       workerPort: raw.WORKER_PORT,
       jobPollMs: raw.WORKER_POLL_MS,
+    },
+  };
+}
+
+// --- Edge: the internal metrics listener and the network allow-list of /admin ---------------
+
+/**
+ * METRICS_PORT: when set, /metrics is served only on this second listener (same HOST), which the
+ * load balancer does not route to, and no longer on PORT.
+ * ADMIN_ALLOWED_CIDRS: comma-separated addresses or CIDR ranges (IPv4 or IPv6) whose clients may
+ * reach /admin at all; unset or empty means loopback only. Behind a proxy the client address is
+ * the one TRUST_PROXY makes Express believe.
+ */
+function edgeVariables() {
+  return {
+    METRICS_PORT: int(1, 65535).optional(),
+    ADMIN_ALLOWED_CIDRS: z
+      .string()
+      .refine((v) => parseCidrs(v) !== undefined, { error: 'must be comma-separated IP addresses or CIDR ranges such as 10.1.2.0/24' })
+      .optional(),
+  };
+}
+
+export interface AdminAllowList {
+  /** The configured ranges as given, for logs and docs ("loopback" when none were). */
+  ranges: string[];
+  allows(address: string | undefined): boolean;
+}
+
+const LOOPBACK = ['127.0.0.0/8', '::1/128'];
+
+function parseCidrs(value: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' }[] | undefined {
+  const entries = value.split(',').map((v) => v.trim()).filter((v) => v !== '');
+  const parsed = [];
+  for (const entry of entries) {
+    const [address = '', prefixText, extra] = entry.split('/');
+    const version = isIP(address);
+    if (version === 0 || extra !== undefined) return undefined;
+    const max = version === 4 ? 32 : 128;
+    if (prefixText !== undefined && !/^\d{1,3}$/.test(prefixText)) return undefined;
+    const prefix = prefixText === undefined ? max : Number(prefixText);
+    if (prefix > max) return undefined;
+    parsed.push({ address, prefix, family: version === 4 ? ('ipv4' as const) : ('ipv6' as const) });
+  }
+  return parsed;
+}
+
+export function adminAllowList(value: string | undefined): AdminAllowList {
+  const configured = value === undefined ? [] : parseCidrs(value) ?? [];
+  const ranges = configured.length > 0 ? configured.map((c) => `${c.address}/${c.prefix}`) : LOOPBACK;
+  const list = new BlockList();
+  for (const range of ranges) {
+    const [address, prefix] = range.split('/');
+    list.addSubnet(address!, Number(prefix), isIP(address!) === 4 ? 'ipv4' : 'ipv6');
+  }
+  return {
+    ranges: configured.length > 0 ? ranges : ['loopback'],
+    allows(address) {
+      if (!address) return false;
+      // An IPv4 client on a dual-stack socket appears as ::ffff:a.b.c.d.
+      const plain = address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+      const version = isIP(plain);
+      if (version === 0) return false;
+      return list.check(plain, version === 4 ? 'ipv4' : 'ipv6');
     },
   };
 }

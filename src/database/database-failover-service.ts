@@ -46,9 +46,9 @@ export class DatabaseFailoverService {
   constructor(private readonly deps: FailoverDeps) {}
 
   /** Runs `fn` holding the cluster-wide database lock; 409 naming the holder if someone has it. */
-  async withLock<T>(operation: string, fn: () => Promise<T>): Promise<T> {
+  async withLock<T>(operation: string, fn: () => Promise<T>, ttlMs = LOCK_TTL_MS): Promise<T> {
     const owner = `${this.deps.instanceId}:${operation}:${Date.now()}`;
-    if (!(await this.deps.store.acquireLock(DATABASE_LOCK, owner, LOCK_TTL_MS))) {
+    if (!(await this.deps.store.acquireLock(DATABASE_LOCK, owner, ttlMs))) {
       const holder = await this.deps.store.lockHolder(DATABASE_LOCK).catch(() => null);
       throw new ConflictError('another database DR operation is running', { lock: DATABASE_LOCK, holder });
     }
@@ -59,11 +59,26 @@ export class DatabaseFailoverService {
     }
   }
 
+  /** Who holds the database lock (null: nobody, or the store does not answer). */
+  lockHolder(): Promise<string | null> {
+    return this.deps.store.lockHolder(DATABASE_LOCK).catch(() => null);
+  }
+
+  /** Which configured node holds which role, from the latest probes (undefined without a replica). */
+  private roles() {
+    if (!this.deps.runners.has('replica')) return undefined;
+    return this.deps.monitor.report(this.deps.runners.get('primary')?.latest(), this.deps.runners.get('replica')?.latest()).roles;
+  }
+
   private async probe(target: DatabaseTarget) {
     const runner = this.deps.runners.get(target);
     return runner ? runner.run() : undefined;
   }
 
+  /**
+   * Promotes whichever configured node is the standby now (the replica, or the old primary once it
+   * was rebuilt as a standby of the replica). The check names stay those of the first release.
+   */
   async promote(input: { dryRun: boolean; maxLagSeconds?: number }) {
     const started = performance.now();
     const maxLag = input.maxLagSeconds ?? this.deps.maxLagSeconds;
@@ -71,14 +86,17 @@ export class DatabaseFailoverService {
     const replicaUrl = this.deps.clients.url('replica');
     checks.push({ name: 'replica_configured', ok: replicaUrl !== undefined, detail: replicaUrl ? 'DATABASE_REPLICA_URL is set' : 'DATABASE_REPLICA_URL is not set' });
     const [primary, replica] = replicaUrl ? await Promise.all([this.probe('primary'), this.probe('replica')]) : [undefined, undefined];
-    if (primary) this.deps.monitor.observePrimary(primary);
-    if (replicaUrl) {
-      checks.push({ name: 'replica_reachable', ok: replica?.ok === true, detail: replica?.ok ? `answered in ${replica.latencyMs} ms` : `no answer: ${replica?.error?.code ?? 'unknown'}` });
-    }
-    const alreadyPromoted = replica?.ok === true && replica.data?.inRecovery === false;
+    this.deps.monitor.observe('primary', primary);
+    this.deps.monitor.observe('replica', replica);
     const replication = this.deps.monitor.report(primary, replica);
-    if (replica?.ok && !alreadyPromoted) {
-      checks.push({ name: 'replica_in_recovery', ok: true, detail: 'the replica is a standby (pg_is_in_recovery)' });
+    const node = replication.standby;
+    const standby = node === 'primary' ? primary : replica;
+    const alreadyPromoted = replicaUrl !== undefined && (replication.state === 'promoted' || (standby?.ok === true && standby.data?.inRecovery === false));
+    if (replicaUrl && !alreadyPromoted) {
+      checks.push({ name: 'replica_reachable', ok: standby?.ok === true, detail: standby?.ok ? `the standby (${node}) answered in ${standby.latencyMs} ms` : `the standby (${node}) does not answer: ${standby?.error?.code ?? 'unknown'}` });
+    }
+    if (standby?.ok && !alreadyPromoted) {
+      checks.push({ name: 'replica_in_recovery', ok: true, detail: `${node} is a standby (pg_is_in_recovery)` });
       const lag = replication.lagSeconds;
       checks.push({
         name: 'lag_within_bound',
@@ -86,7 +104,8 @@ export class DatabaseFailoverService {
         detail: lag === null ? 'replication lag is unknown' : `lag ${lag} s, bound ${maxLag} s`,
       });
       // A primary that still takes writes would acknowledge writes the promoted node never gets.
-      const primaryWrites = primary?.ok === true && primary.data?.inRecovery === false && !primary.data.fenced;
+      const writer = node === 'primary' ? replica : primary;
+      const primaryWrites = writer?.ok === true && writer.data?.inRecovery === false && !writer.data.fenced;
       const readOnly = this.deps.readOnlyActive();
       checks.push({
         name: 'primary_writes_stopped',
@@ -101,35 +120,38 @@ export class DatabaseFailoverService {
     const checksMs = Math.round(performance.now() - started);
     const dataLossWindow = this.dataLossWindow(replication.primaryLastKnownLsn, replication.replicaReplayLsn, replication.primaryLastSeenAt);
     const failed = checks.filter((c) => !c.ok);
+    const roles = replication.roles;
 
     if (alreadyPromoted) {
-      return { promoted: false, alreadyPromoted: true, dryRun: input.dryRun, message: 'the replica is already promoted (not in recovery); nothing to do', checks, timings: { checksMs } };
+      return { promoted: false, alreadyPromoted: true, dryRun: input.dryRun, node: replication.writer, roles, message: `${replication.writer} is already a primary and ${node} is not a standby; nothing to promote (rebuild ${node} as a standby first)`, checks, timings: { checksMs } };
     }
     if (input.dryRun) {
-      return { promoted: false, dryRun: true, wouldPromote: failed.length === 0, checks, dataLossWindow, timings: { checksMs } };
+      return { promoted: false, dryRun: true, wouldPromote: failed.length === 0, node, roles, checks, dataLossWindow, timings: { checksMs } };
     }
     if (failed.length > 0) {
       this.deps.metrics.failoverTotal.inc({ kind: 'promote', result: 'refused' });
       throw new PreconditionFailedError(`promotion refused: ${failed.map((c) => `${c.name} (${c.detail})`).join('; ')}`, { checks });
     }
     return this.withLock('promote', async () => {
-      // A named point on the old primary (if it still answers), to undo the failover's data
+      // A named point on the old primary (the other node, if it still answers), to undo the failover's data
       // decisions later by a point-in-time restore; recorded in the answer and the audit event.
-      const restorePoint = await restorePointBefore(this.deps.clients.url('primary'), 'before-promote');
+      const restorePoint = await restorePointBefore(this.deps.clients.url(node === 'primary' ? 'replica' : 'primary'), 'before-promote');
       const promoteStarted = performance.now();
       try {
-        const catchUp = await this.waitForCatchUp(replicaUrl!);
-        const { replayLsn, alreadyPromoted: raced } = await this.runPromote(replicaUrl!);
+        const catchUp = await this.waitForCatchUp(node);
+        const { replayLsn, alreadyPromoted: raced } = await this.runPromote(this.deps.clients.url(node)!);
         const promoteMs = Math.round(performance.now() - promoteStarted);
-        this.deps.runners.get('replica')?.invalidate();
-        if (raced) return { promoted: false, alreadyPromoted: true, dryRun: false, message: 'the replica was promoted meanwhile; nothing to do', checks, timings: { checksMs } };
+        this.deps.runners.get(node)?.invalidate();
+        if (raced) return { promoted: false, alreadyPromoted: true, dryRun: false, node, message: `${node} was promoted meanwhile; nothing to do`, checks, timings: { checksMs } };
         this.deps.metrics.failoverTotal.inc({ kind: 'promote', result: 'success' });
-        this.deps.logger.warn({ promoteMs, restorePoint }, 'replica promoted');
-        const [recorded, fence] = await Promise.all([this.recordPromotion(), this.fenceOldPrimary()]);
+        this.deps.logger.warn({ promoteMs, node, restorePoint }, 'standby promoted');
+        const [recorded, fence] = await Promise.all([this.recordPromotion(node), this.fenceOldPrimary(node === 'primary' ? 'replica' : 'primary')]);
         return {
           promoted: true,
           dryRun: false,
+          node,
           restorePoint,
+          roles: { ...roles, [node]: 'primary' },
           checks,
           identity: recorded,
           oldPrimary: fence,
@@ -148,16 +170,17 @@ export class DatabaseFailoverService {
    * Records the promoted node's identity and new timeline in the DR state, so every instance
    * refuses writes to a node on an older timeline (the old primary, should it come back).
    */
-  private async recordPromotion() {
-    await this.deps.runners.get('replica')?.run();
-    const identity = this.deps.watch.identity('replica');
+  private async recordPromotion(node: DatabaseTarget) {
+    const old: DatabaseTarget = node === 'primary' ? 'replica' : 'primary';
+    await this.deps.runners.get(node)?.run();
+    const identity = this.deps.watch.identity(node);
     if (!identity) return null;
-    const primary = this.deps.watch.identity('primary');
+    const previous = this.deps.watch.identity(old);
     await this.deps.dr.change((s, now) => ({
       ...s,
       database: {
         ...s.database,
-        nodes: { ...s.database.nodes, ...(primary && primary.timeline < identity.timeline ? { primary } : {}), replica: identity },
+        nodes: { ...s.database.nodes, ...(previous && previous.timeline < identity.timeline ? { [old]: previous } : {}), [node]: identity },
         newestTimeline: Math.max(s.database.newestTimeline ?? 0, identity.timeline),
         promotedAt: now,
       },
@@ -165,9 +188,10 @@ export class DatabaseFailoverService {
     return identity;
   }
 
-  /** See waitForReplicaCatchUp: a planned switchover loses nothing the old primary wrote. */
-  private waitForCatchUp(replicaUrl: string) {
-    const primaryUrl = this.deps.clients.url('primary');
+  /** See waitForReplicaCatchUp: a planned promotion of either node loses nothing the old primary wrote. */
+  private waitForCatchUp(node: DatabaseTarget) {
+    const replicaUrl = this.deps.clients.url(node)!;
+    const primaryUrl = this.deps.clients.url(node === 'primary' ? 'replica' : 'primary');
     return primaryUrl ? waitForReplicaCatchUp(primaryUrl, replicaUrl, CATCH_UP_WAIT_MS) : Promise.resolve({ primaryLsn: null, waitedMs: 0 });
   }
 
@@ -186,13 +210,13 @@ export class DatabaseFailoverService {
   }
 
   /** Fences the old primary right away when it still answers (it may still take writes). */
-  private async fenceOldPrimary(): Promise<{ fenced: boolean; detail: string }> {
-    const url = this.deps.clients.url('primary');
-    if (!url) return { fenced: false, detail: 'no primary configured' };
+  private async fenceOldPrimary(old: DatabaseTarget): Promise<{ fenced: boolean; detail: string }> {
+    const url = this.deps.clients.url(old);
+    if (!url) return { fenced: false, detail: `${old} is not configured` };
     try {
       const { terminated } = await fenceNode(url, 2000);
-      this.deps.runners.get('primary')?.invalidate();
-      this.deps.logger.warn({ terminated }, 'old primary fenced read-only after the promotion');
+      this.deps.runners.get(old)?.invalidate();
+      this.deps.logger.warn({ terminated, old }, 'old primary fenced read-only after the promotion');
       return { fenced: true, detail: `default_transaction_read_only set, ${terminated} sessions ended` };
     } catch (err) {
       return { fenced: false, detail: `not reachable now (${err instanceof Error ? err.message : String(err)}); it is fenced when it answers again` };
@@ -281,17 +305,18 @@ export class DatabaseFailoverService {
     }
     const current = this.deps.dr.current().database.active;
     const failed = checks.filter((c) => !c.ok);
-    if (input.dryRun) return { changed: false, dryRun: true, wouldSwitch: failed.length === 0 && current !== to, from: current, to, checks };
+    const roles = this.roles();
+    if (input.dryRun) return { changed: false, dryRun: true, wouldSwitch: failed.length === 0 && current !== to, from: current, to, roles, checks };
     if (failed.length > 0) {
       this.deps.metrics.failoverTotal.inc({ kind: 'database_switch', result: 'refused' });
       throw new PreconditionFailedError(`switch refused: ${failed.map((c) => `${c.name} (${c.detail})`).join('; ')}`, { checks });
     }
-    if (current === to) return { changed: false, dryRun: false, from: current, to, checks, message: `${to} is already the active target` };
+    if (current === to) return { changed: false, dryRun: false, from: current, to, roles, checks, message: `${to} is already the active target` };
     return this.withLock('switch', async () => {
       // Switching away from a former primary that still takes writes (promoted elsewhere, never
       // fenced): fence it before the switch is decided, so no instance commits there afterwards.
-      const restorePoint = await restorePointBefore(this.deps.clients.url(current), `before-switch-to-${to}`);
       const oldTarget = await this.fenceFormerPrimary(current, probe?.data);
+      const restorePoint = await restorePointBefore(this.deps.clients.url(current), `before-switch-to-${to}`);
       const identity = this.deps.watch.identity(to);
       const change = await this.deps.dr.change((s, now) => ({
         ...s,
@@ -305,7 +330,7 @@ export class DatabaseFailoverService {
         },
       }));
       this.deps.metrics.failoverTotal.inc({ kind: 'database_switch', result: 'success' });
-      return { changed: true, dryRun: false, from: change.before.database.active, to, inRecovery, checks, restorePoint, ...(oldTarget ? { oldTarget } : {}), change };
+      return { changed: true, dryRun: false, from: change.before.database.active, to, inRecovery, roles, checks, restorePoint, ...(oldTarget ? { oldTarget } : {}), change };
     });
   }
 }

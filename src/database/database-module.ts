@@ -13,6 +13,10 @@ import { NodeWatch } from './node-watch.ts';
 import { DatabaseVerifier } from './database-verifier.ts';
 import { probeDatabase, type DatabaseProbeData } from './pg-probe.ts';
 import { ReplicationMonitor, type ReplicationReport } from './replication-monitor.ts';
+import { SqlNodes } from './sql-nodes.ts';
+import { switchoverRoutes } from './switchover-routes.ts';
+import { SwitchoverService } from './switchover-service.ts';
+import { ReadOnlyWriteBarrier } from './write-barrier.ts';
 
 export interface DatabaseModule {
   runners: Map<DatabaseTarget, ProbeRunner<DatabaseProbeData>>;
@@ -21,7 +25,10 @@ export interface DatabaseModule {
   watch: NodeWatch;
   /** The target reads go to: the active one, or another that answers while the active one does not. */
   readTarget(): DatabaseTarget;
+  switchover: SwitchoverService;
   replication(): ReplicationReport | undefined;
+  /** The pair as /admin/dr/state shows it: which configured node holds which role, lag. */
+  pair(maxAgeMs: number): Promise<Record<string, unknown> | undefined>;
   routers: Router[];
 }
 
@@ -36,8 +43,10 @@ export function createDatabaseModule(deps: {
 }): DatabaseModule {
   const { config, clients, dr, metrics, logger } = deps;
   const timeoutMs = config.healthTimeoutMs;
-  const monitor = new ReplicationMonitor(config.replicationMaxLagSeconds);
+  const monitor = new ReplicationMonitor(config.replicationMaxLagSeconds, () => dr.state.current().database.active);
   const runners = new Map<DatabaseTarget, ProbeRunner<DatabaseProbeData>>();
+  // Created below; the probes call it once running.
+  let switchover: SwitchoverService | undefined;
   const replication = (): ReplicationReport | undefined => (runners.has('replica') ? monitor.report(runners.get('primary')?.latest(), runners.get('replica')?.latest()) : undefined);
 
   const auto =
@@ -81,10 +90,11 @@ export function createDatabaseModule(deps: {
       metrics,
       logger,
       onResult: (result) => {
-        if (target === 'primary') {
-          monitor.observePrimary(result);
-          auto?.observePrimary(result);
+        monitor.observe(target, result);
+        if (result.ok && result.data?.fenced && !result.data.inRecovery && target === dr.state.current().database.active && leftFencedBySwitchover(target)) {
+          void switchover?.recoverInterrupted(target);
         }
+        if (target === 'primary') auto?.observePrimary(result);
         watch.observe();
         const lag = replication()?.lagSeconds;
         if (runners.has('replica')) metrics.replicationLag.set(lag ?? -1);
@@ -99,10 +109,19 @@ export function createDatabaseModule(deps: {
   setTargetGauge(clients.active);
   // Every instance follows the shared state: new requests go to the new target at once.
   dr.state.onApply(async (state, previous) => {
+    // The write gate judges the active target by its latest probe: after a switch (or when writes
+    // reopen, e.g. after a switchover unfenced or promoted a node) that must be fresh before this
+    // instance reports the change applied.
+    if (state.database.active !== previous.database.active || (previous.readOnly.enabled && !state.readOnly.enabled)) {
+      await runners.get(state.database.active)?.run();
+    }
     if (state.database.active === previous.database.active && clients.active === state.database.active) return;
     setTargetGauge(state.database.active);
-    const drained = await clients.switchTo(state.database.active, config.databaseDrainMs);
-    logger.warn({ from: previous.database.active, to: state.database.active, drained }, 'database target switched');
+    // New requests go to the new target at once (switchTo does that first); the old pool drains
+    // in the background, so reporting the switch applied does not wait for the drain.
+    void clients.switchTo(state.database.active, config.databaseDrainMs).then((drained) => {
+      logger.warn({ from: previous.database.active, to: state.database.active, drained }, 'database target switched');
+    });
   });
 
   const failover = new DatabaseFailoverService({
@@ -119,11 +138,79 @@ export function createDatabaseModule(deps: {
     maxLagSeconds: config.replicationMaxLagSeconds,
   });
   const verifier = new DatabaseVerifier({ clients, runners, replication, migrationsDir: deps.migrationsDir, instanceId: config.instanceId });
+  /**
+   * The active target is fenced, is on the newest timeline, and no other node takes writes: what a
+   * switchover that died before its promotion leaves behind (a promoted standby means forward only).
+   */
+  function leftFencedBySwitchover(target: DatabaseTarget): boolean {
+    const data = runners.get(target)?.latest()?.data;
+    const other = runners.get(target === 'primary' ? 'replica' : 'primary')?.latest();
+    const otherWrites = other?.ok === true && other.data?.inRecovery === false && !other.data.fenced;
+    const newest = watch.newestTimeline(data?.systemId ?? null);
+    const current = newest === null || data?.timeline == null || data.timeline >= newest;
+    return !otherWrites && current;
+  }
   const readTarget = (): DatabaseTarget => {
     const active = clients.active;
     if (runners.get(active)?.latest()?.ok !== false) return active;
     const other: DatabaseTarget = active === 'primary' ? 'replica' : 'primary';
     return runners.get(other)?.latest()?.ok ? other : active;
   };
-  return { runners, monitor, failover, watch, readTarget, replication, routers: [databaseRoutes({ failover, verifier, dr: dr.state, audit: dr.audit })] };
+  const pair = async (maxAgeMs: number) => {
+    if (!runners.has('replica')) return undefined;
+    const [p, r] = await Promise.all([runners.get('primary')!.get(maxAgeMs), runners.get('replica')!.get(maxAgeMs)]);
+    const report = monitor.report(p, r);
+    return {
+      roles: report.roles,
+      writer: report.writer,
+      standby: report.standby,
+      direction: report.direction,
+      replication: { state: report.state, status: report.status, lagSeconds: report.lagSeconds, lagBytes: report.lagBytes },
+    };
+  };
+  dr.admin.details.database = () => pair(config.healthIntervalMs + config.healthTimeoutMs);
+  switchover = new SwitchoverService({
+    clients,
+    nodes: new SqlNodes(clients),
+    failover,
+    dr: dr.state,
+    readOnly: dr.readOnly,
+    barrier: new ReadOnlyWriteBarrier(dr.readOnly, dr.state),
+    metrics,
+    logger,
+    recordSwitch: async (to, by) => {
+      // As a switch does: the node's identity and its (newer) timeline are recorded with it.
+      await runners.get(to)?.run();
+      const identity = watch.identity(to);
+      await dr.state.change((s, now) => ({
+        ...s,
+        database: {
+          ...s.database,
+          active: to,
+          since: now,
+          by,
+          nodes: identity ? { ...s.database.nodes, [to]: identity } : s.database.nodes,
+          newestTimeline: identity ? Math.max(s.database.newestTimeline ?? 0, identity.timeline) : s.database.newestTimeline,
+          promotedAt: now,
+        },
+      }));
+    },
+    onRecovered: async (what) => {
+      await dr.audit.record({ actor: 'system:switchover-recovery', role: null, action: 'database.switchover.recover', result: 'success', before: null, after: null, detail: { what }, requestId: null });
+    },
+  });
+  const afterChange = () => {
+    for (const runner of runners.values()) runner.invalidate();
+  };
+  return {
+    runners,
+    monitor,
+    failover,
+    watch,
+    readTarget,
+    switchover: switchover!,
+    replication,
+    pair,
+    routers: [databaseRoutes({ failover, verifier, dr: dr.state, audit: dr.audit }), switchoverRoutes({ switchover, audit: dr.audit, afterChange })],
+  };
 }

@@ -75,12 +75,12 @@ export class DatabaseVerifier {
     checks.push(
       await timed('replication_status', async () => {
         if (!replication) return { status: 'skip', detail: 'no replica configured' };
-        const detail = `state ${replication.state}, lag ${replication.lagSeconds ?? 'unknown'} s, ${replication.lagBytes ?? 'unknown'} bytes`;
-        if (replication.state === 'promoted') return { status: 'pass', detail: `${detail}: the replica is promoted; rebuild a new standby` };
+        const detail = `${replication.direction}: state ${replication.state}, lag ${replication.lagSeconds ?? 'unknown'} s, ${replication.lagBytes ?? 'unknown'} bytes`;
+        if (replication.state === 'promoted') return { status: 'pass', detail: `${detail}: ${replication.writer} was promoted; rebuild ${replication.standby} as a standby (rebuild-primary.sh)` };
         return { status: replication.status === 'healthy' ? 'pass' : 'fail', detail };
       }),
     );
     const ok = checks.every((c) => c.status !== 'fail');
-    return { status: ok ? 'pass' : 'fail', target, checks };
+    return { status: ok ? 'pass' : 'fail', target, ...(replication ? { roles: replication.roles, direction: replication.direction } : {}), checks };
   }
 }

@@ -1,4 +1,4 @@
-import { withProbeConnection } from './pg-probe.ts';
+import { withNodeConnection } from './pg-probe.ts';
 
 /**
  * Fences a PostgreSQL node that must no longer take writes (a returning old primary): every new
@@ -10,7 +10,7 @@ export async function fenceNode(url: string, timeoutMs: number): Promise<{ termi
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   try {
-    return await withProbeConnection({ connectionString: url, timeoutMs, signal: controller.signal }, async (client) => {
+    return await withNodeConnection({ connectionString: url, timeoutMs, signal: controller.signal }, async (client) => {
       await client.query('ALTER SYSTEM SET default_transaction_read_only = on');
       await client.query('SELECT pg_reload_conf()');
       const { rows } = await client.query<{ n: number }>(
@@ -29,7 +29,7 @@ export async function unfenceNode(url: string, timeoutMs: number): Promise<void>
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   try {
-    await withProbeConnection({ connectionString: url, timeoutMs, signal: controller.signal }, async (client) => {
+    await withNodeConnection({ connectionString: url, timeoutMs, signal: controller.signal }, async (client) => {
       await client.query('ALTER SYSTEM RESET default_transaction_read_only');
       await client.query('SELECT pg_reload_conf()');
     });

@@ -18,23 +18,32 @@ const CONNECTION = new Set(['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETU
 const AUTH = new Set(['28000', '28P01', 'AccessDenied', 'InvalidAccessKeyId', 'SignatureDoesNotMatch', 'NOAUTH', 'WRONGPASS']);
 // PostgreSQL: invalid_catalog_name (no such database); S3: no such bucket.
 const NOT_FOUND = new Set(['3D000', 'NoSuchBucket', 'NotFound']);
+// PostgreSQL: query_canceled (statement_timeout), lock_not_available (lock_timeout).
+const TIMEOUT = new Set(['ETIMEDOUT', '57014', '55P03']);
+// PostgreSQL: class 08 (connection exception; PgBouncer answers most refusals with 08P01),
+// admin_shutdown, crash_shutdown, cannot_connect_now (starting up or shutting down).
+const SERVER_REFUSED = /^(08...|57P01|57P02|57P03)$/;
 
-/** Maps any driver's error to the contract's small set of codes. */
+/**
+ * Maps any driver's error to the contract's small set of codes. "timeout" only for a real timeout:
+ * a message that merely names a setting (PgBouncer's "unsupported startup parameter:
+ * statement_timeout") is not one.
+ */
 export function classifyError(err: unknown): ProbeError {
   const message = err instanceof Error ? err.message : String(err);
   const code = String((err as { code?: unknown } | null)?.code ?? '');
   const nested = (err as { errors?: unknown[] } | null)?.errors;
-  if (err instanceof ProbeTimeoutError || code === 'ETIMEDOUT' || /timeout|timed out/i.test(message)) {
+  if (err instanceof ProbeTimeoutError || TIMEOUT.has(code) || /\btime(out|d out)\b/i.test(message)) {
     return { code: 'timeout', message };
   }
-  if (CONNECTION.has(code) || /ECONNREFUSED|ECONNRESET|Connection terminated|connect ECONN/i.test(message)) {
-    return { code: 'connection_refused', message };
-  }
-  if (AUTH.has(code) || /^(NOAUTH|WRONGPASS)/.test(message) || /password authentication failed/i.test(message)) {
+  if (AUTH.has(code) || /^(NOAUTH|WRONGPASS)/.test(message) || /password authentication failed|SASL authentication failed/i.test(message)) {
     return { code: 'auth_failed', message };
   }
-  if (NOT_FOUND.has(code) || /does not exist|NoSuchBucket/.test(message)) {
+  if (NOT_FOUND.has(code) || /does not exist|NoSuchBucket|no such database/i.test(message)) {
     return { code: 'not_found', message };
+  }
+  if (CONNECTION.has(code) || SERVER_REFUSED.test(code) || /ECONNREFUSED|ECONNRESET|Connection terminated|connect ECONN/i.test(message)) {
+    return { code: 'connection_refused', message };
   }
   // AggregateError (e.g. connect tried on both ::1 and 127.0.0.1): classify by its first cause.
   if (Array.isArray(nested) && nested.length > 0) return { ...classifyError(nested[0]), message };

@@ -171,7 +171,11 @@ export class MediaSyncService {
     }
   }
 
+  /** Told of every saved job state (live events for operators). */
+  onProgress?: (job: { id: string } & ReturnType<MediaSyncService['summary']>) => void;
+
   private async save(job: SyncJob): Promise<void> {
+    this.onProgress?.({ id: job.id, ...this.summary(job) });
     await this.deps.redis.set(`${this.deps.prefix}jobs:${job.id}`, JSON.stringify(job), 'EX', 7 * 24 * 3600);
   }
 

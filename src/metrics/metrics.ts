@@ -70,7 +70,7 @@ export function createMetrics(registry: Registry = new Registry()) {
     }),
     rpoExposure: new Gauge({
       name: 'sav3_rpo_exposure_seconds',
-      help: 'Age of the oldest acknowledged write not yet on the backup (media: from the outbox; database: not yet in the WAL archive)',
+      help: 'Age of the oldest acknowledged write not yet backed up (database: unarchived WAL; media: the outbox), 0 when all is',
       labelNames: ['component'] as const,
       registers,
     }),
@@ -95,7 +95,6 @@ export function createMetrics(registry: Registry = new Registry()) {
       registers: [registry],
     }),
     // Backups (pgBackRest), the WAL archive and validation restores.
-    // sav3_rpo_exposure_seconds{component="database"} (the WAL archive) shares the gauge above.
     backupLastSuccess: new Gauge({
       name: 'sav3_backup_last_success_timestamp_seconds',
       help: 'Stop time of the newest successful pgBackRest backup by type (0: none)',
@@ -135,6 +134,7 @@ export function createMetrics(registry: Registry = new Registry()) {
       labelNames: ['kind', 'result'] as const,
       registers,
     }),
+    ...incidentMetrics(registers),
   };
 }
 
@@ -150,4 +150,39 @@ function dropMisnamedGauges(registry: Registry): void {
   for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
     registry.removeSingleMetric(name);
   }
+}
+
+/** Incident response: open incidents, acknowledgement against the runbook's targets, notifications. */
+function incidentMetrics(registers: Registry[]) {
+  return {
+    incidentsOpen: new Gauge({
+      name: 'sav3_incidents_open',
+      help: 'Open (not resolved) incidents by severity',
+      labelNames: ['severity'] as const,
+      registers,
+    }),
+    incidentUnacknowledged: new Gauge({
+      name: 'sav3_incident_unacknowledged_seconds',
+      help: 'Age of the oldest open, unacknowledged incident by severity (0 when none)',
+      labelNames: ['severity'] as const,
+      registers,
+    }),
+    incidentResponseTarget: new Gauge({
+      name: 'sav3_incident_response_target_seconds',
+      help: "The runbook's response-time target by severity",
+      labelNames: ['severity'] as const,
+      registers,
+    }),
+    notificationsPending: new Gauge({
+      name: 'sav3_notifications_pending',
+      help: 'Incident notifications in the outbox not yet delivered',
+      registers,
+    }),
+    notificationDeliveries: new Counter({
+      name: 'sav3_notification_deliveries_total',
+      help: 'Notification delivery attempts by result (sent, failed)',
+      labelNames: ['result'] as const,
+      registers,
+    }),
+  };
 }

@@ -166,8 +166,7 @@ describe('failover safety against a real primary and streaming replica', () => {
     await expect(query(cluster.primary.url(), 'CREATE TABLE stray_write (x int)')).rejects.toThrow(/read-only transaction/);
     const metrics = await eventually(async () => (await request(a.url).get('/metrics')).text, (t) => /^sav3_database_writable_nodes 1$/m.test(t), 5000);
     expect(metrics).toMatch(/^sav3_database_writable_nodes 1$/m);
-    a.service.health.invalidate();
-    const health = await request(a.url).get('/health/database');
+    const health = await eventually(() => request(a.url).get('/health/database'), (r) => r.body.fencedNodes?.includes('primary') === true, 5000);
     expect(health.status).toBe(200);
     expect(health.body).toMatchObject({ target: 'replica', writableNodes: ['replica'], fencedNodes: ['primary'] });
     const back = await post(a, '/admin/database/switch', { to: 'primary', dryRun: true });

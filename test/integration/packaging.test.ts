@@ -12,7 +12,16 @@ const read = (path: string) => readFileSync(join(ROOT, path), 'utf8');
 // merge: compose files use YAML merge keys (<<: *anchor), which YAML 1.2 leaves off by default.
 const yaml = (path: string) => parse(read(path), { merge: true }) as Record<string, any>;
 
-type Service = { environment?: Record<string, string>; depends_on?: Record<string, unknown> | string[]; secrets?: string[]; build?: string | { context: string; dockerfile?: string }; volumes?: string[] };
+type Service = {
+  environment?: Record<string, string>;
+  depends_on?: Record<string, unknown> | string[];
+  secrets?: string[];
+  build?: string | { context: string; dockerfile?: string };
+  volumes?: string[];
+  ports?: string[];
+  restart?: string;
+  healthcheck?: { test: string[]; start_period?: string };
+};
 const compose = yaml('docker-compose.yml') as { services: Record<string, Service>; secrets: Record<string, { file: string }> };
 const serviceNames = new Set(Object.keys(compose.services));
 
@@ -124,7 +133,7 @@ describe('docker-compose.yml', () => {
       expect(service.depends_on).toMatchObject({ migrate: { condition: 'service_completed_successfully' }, redis: { condition: 'service_healthy' } });
       expect(service.environment?.MIGRATE_ON_START).toBeUndefined();
     }
-    expect(compose.services.migrate).toMatchObject({ command: ['node', 'dist/migrate.js'], restart: 'no' });
+    expect(compose.services.migrate).toMatchObject({ command: ['node', 'dist/migrate.js'] });
   });
 });
 
@@ -146,11 +155,70 @@ describe('traefik', () => {
     }
   });
 
-  it('puts the admin routes behind an IP allow-list and a rate limit', () => {
+  it('rate-limits the admin routes, and allows no private range wholesale (the API holds the allow-list)', () => {
     const admin = Object.values(dynamic.routers).find((r) => r.rule.includes('/admin'))!;
     const kinds = admin.middlewares!.flatMap((m) => Object.keys(dynamic.middlewares[m]!));
-    expect(kinds).toEqual(expect.arrayContaining(['ipAllowList', 'rateLimit', 'headers']));
+    expect(kinds).toEqual(expect.arrayContaining(['rateLimit', 'headers']));
+    expect(read('traefik/dynamic.yml')).not.toMatch(/172\.16\.0\.0\/12|10\.0\.0\.0\/8|192\.168\.0\.0\/16/);
     expect(yaml('traefik/traefik.yml').accessLog).toBeDefined();
+  });
+
+  it('routes only to the API port, never to its metrics port', () => {
+    for (const service of Object.values(dynamic.services)) {
+      for (const server of service.loadBalancer.servers) {
+        const api = compose.services[new URL(server.url).hostname]!;
+        expect(new URL(server.url).port).toBe(api.environment!.PORT);
+        expect(api.environment!.METRICS_PORT).toBeDefined();
+        expect(new URL(server.url).port).not.toBe(api.environment!.METRICS_PORT);
+      }
+    }
+  });
+});
+
+describe('docker-compose.yml: what the shipped programs need', () => {
+  const env = (name: string) => compose.services[name]!.environment ?? {};
+  const secretUrl = (name: string) => new URL(read(compose.secrets[name]!.file).trim());
+
+  it('publishes Traefik\'s web entry point only: no metrics, dashboard or Prometheus port', () => {
+    const published = Object.entries(compose.services).filter(([, s]) => s.ports?.length).map(([name, s]) => [name, s.ports]);
+    expect(published).toEqual([['traefik', ['80:80']]]);
+  });
+
+  it('points the API at PgBouncer on the port the image listens on, in transaction pooling', () => {
+    const bouncer = env('pgbouncer');
+    const listen = bouncer.LISTEN_PORT ?? '5432';
+    expect(secretUrl('database_url')).toMatchObject({ hostname: 'pgbouncer', port: listen });
+    expect(compose.services.pgbouncer!.healthcheck!.test).toEqual(expect.arrayContaining(['-p', listen]));
+    expect(bouncer.POOL_MODE).toBe('transaction');
+    expect(Number(bouncer.DEFAULT_POOL_SIZE)).toBeGreaterThanOrEqual(20);
+    // Migrations take a session-level advisory lock: straight to PostgreSQL, not through PgBouncer.
+    expect(secretUrl('database_migrate_url')).toMatchObject({ hostname: 'postgres', port: '5432' });
+  });
+
+  it('checks PostgreSQL over TCP (never the socket the first-start temporary server uses) and gives slow starters a start_period', () => {
+    for (const name of ['postgres', 'postgres-replica']) {
+      expect(compose.services[name]!.healthcheck!.test).toEqual(expect.arrayContaining(['pg_isready', '-h', '127.0.0.1']));
+    }
+    for (const name of ['postgres', 'postgres-replica', 'pgbackrest', 'api-1', 'api-2']) expect(compose.services[name]!.healthcheck!.start_period).toBeDefined();
+    expect(compose.services.pgbackrest!.healthcheck!.test).toEqual(['CMD', 'pgbackrest', '--stanza=main', 'check']);
+    expect(compose.services.pgbackrest!.restart).toBe('on-failure');
+    expect(compose.services.migrate!.restart).toMatch(/^on-failure/);
+  });
+
+  it('gives the replica the primary\'s archive settings, so a promoted replica keeps archiving', () => {
+    const primary = (compose.services.postgres as { command: string[] }).command.filter((a) => a.startsWith('archive_'));
+    const replica = (compose.services['postgres-replica'] as { command: string[] }).command.filter((a) => a.startsWith('archive_'));
+    expect(replica).toEqual(primary);
+    expect(primary).toEqual(expect.arrayContaining(['archive_mode=on', 'archive_command=pgbackrest --stanza=main archive-push %p']));
+    expect(compose.services['postgres-replica']!.volumes).toEqual(expect.arrayContaining([expect.stringMatching(/^pgbackrest-repo:/)]));
+  });
+
+  it('trusts exactly one proxy hop (Traefik), serves metrics internally, and leaves /admin loopback-only unless configured', () => {
+    for (const name of ['api-1', 'api-2']) {
+      expect(env(name)).toMatchObject({ TRUST_PROXY: '1', METRICS_PORT: '9100', ADMIN_ALLOWED_CIDRS: '${SAV3_ADMIN_ALLOWED_CIDRS:-}' });
+    }
+    const api = (yaml('monitoring/prometheus.yml').scrape_configs as { job_name: string; static_configs: { targets: string[] }[] }[]).find((j) => j.job_name === 'api')!;
+    expect(api.static_configs.flatMap((s) => s.targets)).toEqual(['api-1:9100', 'api-2:9100']);
   });
 });
 
@@ -162,6 +230,9 @@ describe('Dockerfile', () => {
     expect(major % 2).toBe(0);
     expect(major).toBeGreaterThanOrEqual(20);
     expect(dockerfile).toContain('--omit=dev');
+    // The Prisma CLI is an optional peer of @prisma/client ("devOptional"): --omit=dev alone keeps it.
+    expect(dockerfile).toMatch(/npm ci --omit=dev --omit=optional/);
+    expect(dockerfile).toContain('test ! -e node_modules/prisma');
     expect(dockerfile).toMatch(/^USER node$/m);
     expect(dockerfile).toMatch(/HEALTHCHECK[\s\S]*\/health\/live/);
     expect(dockerfile).not.toMatch(/HEALTHCHECK[^\n]*curl/);

@@ -1,22 +1,7 @@
-import { execFile } from 'node:child_process';
 import { readdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
-
-const run = promisify(execFile);
-const SCRIPTS = join(__dirname, '..', '..', 'scripts', 'dr');
-
-async function script(name: string, args: string[], env: Record<string, string>) {
-  try {
-    const { stdout, stderr } = await run('bash', [join(SCRIPTS, name), ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+import { SCRIPTS, script } from '../support/run-script.ts';
 
 describe('runbook scripts', () => {
   let s3: S3ServerHandle;
@@ -120,7 +105,7 @@ describe('media runbook scripts', () => {
 });
 
 describe('operator safety of every runbook script', () => {
-  const all = readdirSync(SCRIPTS).filter((f) => f.endsWith('.sh') && f !== 'lib.sh');
+  const all = readdirSync(SCRIPTS).filter((f) => f.endsWith('.sh') && !f.endsWith('lib.sh'));
   // Nothing listens here: a script that acted instead of refusing would exit 3 (unreachable).
   const env = { SAV3_API_URL: 'http://127.0.0.1:1', SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
 

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config/config.ts';
-import { createService, type Service } from '../../src/service.ts';
+import { createService, type Service, type ServiceOptions } from '../../src/service.ts';
 import { createScratchDatabase } from '../../support/scratch-database.ts';
 import { mediaEnv } from '../../support/s3-server.ts';
 import { captureLogger } from './log-capture.ts';
@@ -25,7 +25,7 @@ export function uniquePrefix(): string {
 }
 
 /** Starts a whole service instance on a free port, as server.ts would, with captured logs. */
-export async function startInstance(env: Record<string, string | undefined>, redisKeyPrefix = uniquePrefix()): Promise<TestInstance> {
+export async function startInstance(env: Record<string, string | undefined>, redisKeyPrefix = uniquePrefix(), options: ServiceOptions = {}): Promise<TestInstance> {
   const config = loadConfig({
     DATABASE_URL: process.env.TEST_DATABASE_URL,
     PORT: '0',
@@ -39,7 +39,7 @@ export async function startInstance(env: Record<string, string | undefined>, red
     ...env,
   });
   const { logger, text } = captureLogger();
-  const service = await createService(config, logger, { redisKeyPrefix });
+  const service = await createService(config, logger, { ...options, redisKeyPrefix });
   const address = await service.listen();
   let stopped = false;
   return {

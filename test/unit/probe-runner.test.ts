@@ -79,6 +79,14 @@ describe('classifyError', () => {
     [Object.assign(new Error('database "nope" does not exist'), { code: '3D000' }), 'not_found'],
     [Object.assign(new Error('bucket missing'), { code: 'NoSuchBucket' }), 'not_found'],
     [new Error('something odd'), 'unknown'],
+    // PgBouncer refusing a startup parameter names a timeout setting, but nothing timed out.
+    [Object.assign(new Error('unsupported startup parameter: statement_timeout'), { code: '08P01' }), 'connection_refused'],
+    [Object.assign(new Error('no such database: nope'), { code: '08P01' }), 'not_found'],
+    [Object.assign(new Error('no more connections allowed (max_client_conn)'), { code: '08P01' }), 'connection_refused'],
+    [Object.assign(new Error('the database system is starting up'), { code: '57P03' }), 'connection_refused'],
+    [Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' }), 'timeout'],
+    [new Error('Connection terminated due to connection timeout'), 'timeout'],
+    [new Error('Query read timeout'), 'timeout'],
   ])('maps %s to %s', (err, code) => {
     expect(classifyError(err).code).toBe(code);
   });

@@ -37,3 +37,42 @@ describe('ReplicationMonitor', () => {
     expect(monitor.report(undefined, down, now)).toMatchObject({ state: 'unreachable', status: 'degraded' });
   });
 });
+
+describe('ReplicationMonitor in either direction', () => {
+  it('reports which configured node holds which role once the old primary streams from the promoted replica', () => {
+    const monitor = new ReplicationMonitor(30);
+    const replica = ok({ currentLsn: '0/7000100', standbys: [{ state: 'streaming', replayLsn: '0/7000000', replayLagSeconds: 0.5 }] });
+    const primary = ok({ inRecovery: true, replayLsn: '0/7000000', receiverStatus: 'streaming' });
+    monitor.observe('replica', replica);
+    monitor.observe('primary', primary);
+    expect(monitor.report(primary, replica, now)).toMatchObject({
+      status: 'healthy',
+      state: 'catching_up',
+      roles: { primary: 'standby', replica: 'primary' },
+      writer: 'replica',
+      standby: 'primary',
+      direction: 'replica->primary',
+      lagBytes: 256,
+      lagSeconds: 0.5,
+      primaryLastKnownLsn: '0/7000100',
+      replicaReplayLsn: '0/7000000',
+    });
+  });
+
+  it('keeps the data-loss window of the writer of the moment when it dies', () => {
+    const monitor = new ReplicationMonitor(30);
+    monitor.observe('replica', ok({ currentLsn: '0/9000000' }));
+    monitor.observe('primary', ok({ currentLsn: '0/1000000' }));
+    const standby = ok({ inRecovery: true, replayLsn: '0/8FFFF00', receiverStatus: 'waiting', replayAt: new Date(now - 3000) });
+    expect(monitor.report(standby, down, now)).toMatchObject({ writer: 'replica', state: 'disconnected', lagBytes: 256, lagSeconds: 3, roles: { primary: 'standby', replica: 'unreachable' } });
+  });
+
+  it('after a switchover back, the original primary is promoted until the replica streams from it', () => {
+    const monitor = new ReplicationMonitor(30);
+    monitor.observe('primary', ok({ inRecovery: true, replayLsn: '0/1', receiverStatus: 'streaming' }));
+    expect(monitor.report(ok({ currentLsn: '0/2' }), down, now)).toMatchObject({ writer: 'primary', state: 'promoted', status: 'healthy' });
+    // Two servers taking writes: the DR state's active target is the writer of record.
+    const split = new ReplicationMonitor(30, () => 'replica');
+    expect(split.report(ok({ currentLsn: '0/2' }), ok({ currentLsn: '0/3' }), now)).toMatchObject({ writer: 'replica', standby: 'primary', state: 'promoted', status: 'degraded', roles: { primary: 'primary', replica: 'primary' } });
+  });
+});

@@ -1,0 +1,19 @@
+import { PrismaPg } from '@prisma/adapter-pg';
+import { PrismaClient } from '../generated/prisma/client.ts';
+
+let warmed: Promise<void> | undefined;
+
+/**
+ * Prisma compiles its query engine (WebAssembly) on the first query of the process, holding the
+ * event loop for about half a second. Done at start-up, before any probe runs, that pause cannot
+ * time out a health probe later. The throwaway client points at a closed local port: it never
+ * reaches (or waits on) a real database. Once per process.
+ */
+export function warmUpPrisma(): Promise<void> {
+  warmed ??= (async () => {
+    const client = new PrismaClient({ adapter: new PrismaPg({ connectionString: 'postgresql://warm-up@127.0.0.1:1/warm-up', connectionTimeoutMillis: 200, max: 1 }) });
+    await client.drCanary.findFirst().catch(() => undefined);
+    await client.$disconnect().catch(() => undefined);
+  })();
+  return warmed;
+}

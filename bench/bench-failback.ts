@@ -69,21 +69,45 @@ async function switchovers(): Promise<void> {
     const base = `http://127.0.0.1:${(await service.listen()).port}`;
     const uploads = startUploadLoop(base, 'bench/switchover', 2048);
     uploads.disaster(); // from here on, refusals are recorded
+    // The client's view: the longest time without an acknowledged upload around each switchover.
+    const ackTimes: number[] = [];
+    let seen = 0;
+    const sampler = setInterval(() => {
+      if (uploads.acked.size !== seen) {
+        seen = uploads.acked.size;
+        ackTimes.push(performance.now());
+      }
+    }, 2);
+    const longestGap = (from: number, to: number) => {
+      const inside = ackTimes.filter((t) => t >= from && t <= to);
+      const before = ackTimes.filter((t) => t < from).at(-1) ?? from;
+      const points = [before, ...inside];
+      let gap = 0;
+      for (let k = 1; k < points.length; k += 1) gap = Math.max(gap, points[k]! - points[k - 1]!);
+      return Math.round(gap);
+    };
+    const clientGaps: number[] = [];
     const unavailable: number[] = [];
     let lost = 0;
     let to: 'primary' | 'replica' = 'replica';
     for (let i = 0; i < SWITCHOVERS; i += 1) {
       await new Promise((r) => setTimeout(r, 500));
+      const called = performance.now();
       const res = await fetch(`${base}/admin/database/switchover`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ to, confirm: 'switchover' }) });
       const body = (await res.json()) as { writeUnavailableMs: number; bytesLost: number; steps: { name: string; ms: number }[] };
       if (res.status !== 200) throw new Error(`switchover ${i + 1} failed: ${JSON.stringify(body)}`);
       unavailable.push(body.writeUnavailableMs);
-      console.log(`  switchover ${i + 1} to ${to}: ${body.writeUnavailableMs} ms without writes (${body.steps.map((x) => `${x.name} ${x.ms}`).join(', ')})`);
+      // Until the first acknowledgement after the answer (bounded: 5 s).
+      const answered = performance.now();
+      while (ackTimes.filter((t) => t > answered).length === 0 && performance.now() - answered < 5000) await new Promise((r) => setTimeout(r, 5));
+      clientGaps.push(longestGap(called, performance.now()));
+      console.log(`  switchover ${i + 1} to ${to}: ${body.writeUnavailableMs} ms without writes (client: ${clientGaps.at(-1)} ms between acknowledgements) (${body.steps.map((x) => `${x.name} ${x.ms}`).join(', ')})`);
       lost += body.bytesLost;
       const [newPrimary, old] = to === 'replica' ? [cluster.replica, cluster.primary] : [cluster.primary, cluster.replica];
       await rebuild(old.dataDir, newPrimary, '--rewind');
       to = to === 'replica' ? 'primary' : 'replica';
     }
+    clearInterval(sampler);
     await uploads.stop();
     const missing = await countUnreadable(base, uploads.acked);
 
@@ -96,6 +120,7 @@ async function switchovers(): Promise<void> {
     });
     console.log(`\nPlanned switchover under steady uploads (${SWITCHOVERS} times, back and forth, each followed by a pg_rewind rebuild)`);
     console.log(`  write unavailability: median ${median(unavailable)} ms, max ${Math.max(...unavailable)} ms  (all: ${unavailable.join(', ')})`);
+    console.log(`  as the client saw it, longest time between acknowledged uploads: median ${median(clientGaps)} ms, max ${Math.max(...clientGaps)} ms`);
     console.log(`  baseline, bare server switch (pg_ctl stop -m fast + pg_promote): ${bare} ms; median ratio ${(median(unavailable) / bare).toFixed(2)}`);
     console.log(`  goal: under 1000 ms (Patroni's switchover on this machine: 1600 ms)`);
     console.log(`  bytes lost: ${lost}; uploads acknowledged ${uploads.acked.size}, missing afterwards ${missing}; refused ${JSON.stringify(refusalSummary(uploads.refused).byCode)}`);

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { DatabaseTarget } from '../config/config.ts';
 import type { DatabaseClients } from './database-clients.ts';
-import { withProbeConnection } from './pg-probe.ts';
+import { withNodeConnection } from './pg-probe.ts';
 
 export interface NodeFacts {
   ok: boolean;
@@ -38,7 +38,7 @@ export class SqlNodes {
     if (url === undefined) throw new Error(`database target ${target} is not configured`);
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), timeoutMs + 1000);
-    return withProbeConnection({ connectionString: url, timeoutMs, signal: controller.signal }, fn).finally(() => clearTimeout(timer));
+    return withNodeConnection({ connectionString: url, timeoutMs, signal: controller.signal }, fn).finally(() => clearTimeout(timer));
   }
 
   async facts(target: DatabaseTarget): Promise<NodeFacts> {

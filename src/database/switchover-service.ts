@@ -8,6 +8,7 @@ import type { DatabaseClients } from './database-clients.ts';
 import type { Check, DatabaseFailoverService } from './database-failover-service.ts';
 import { lsnGap } from './lsn.ts';
 import type { NodeFacts, SqlNodes } from './sql-nodes.ts';
+import { SWITCHOVER_READ_ONLY_REASON, SwitchoverRecovery } from './switchover-recovery.ts';
 import type { WriteBarrier } from './write-barrier.ts';
 
 /** How far behind the standby may be when a switchover starts: it must catch up within the window. */
@@ -18,7 +19,6 @@ export const SWITCHOVER_CATCH_UP_MS = 5000;
 export const SWITCHOVER_READ_ONLY_TTL_SECONDS = 60;
 /** The lock outlives the longest switchover (every step bounded), and no more: see recoverInterrupted. */
 export const SWITCHOVER_LOCK_TTL_MS = 60_000;
-const READ_ONLY_REASON = 'switchover:';
 
 export type StepName = 'read_only_on' | 'fence_old_primary' | 'wait_for_replay' | 'promote' | 'switch' | 'read_only_off' | 'stop_old_primary';
 export interface Step {
@@ -67,10 +67,16 @@ export interface SwitchoverDeps {
  */
 export class SwitchoverService {
   hook?: StepHook;
-  private recovering = false;
+  private readonly recovery: SwitchoverRecovery;
 
   constructor(private readonly deps: SwitchoverDeps) {
     this.hook = deps.hook;
+    this.recovery = new SwitchoverRecovery(deps);
+  }
+
+  /** See SwitchoverRecovery.recoverInterrupted. */
+  recoverInterrupted(active: DatabaseTarget): Promise<string | null> {
+    return this.recovery.recoverInterrupted(active);
   }
 
   async check(to: DatabaseTarget, maxLagBytes: number): Promise<{ checks: Check[]; from: DatabaseTarget; facts: Partial<Record<DatabaseTarget, NodeFacts>>; done: boolean }> {
@@ -149,7 +155,7 @@ export class SwitchoverService {
         writesStoppedAt = performance.now();
         // An operator's read-only mode stays exactly as they set it (reason, TTL).
         if (wasReadOnly) return 'read-only mode was already on: kept as it is';
-        const r = await this.deps.barrier.engage(`${READ_ONLY_REASON} ${from} to ${to}`, SWITCHOVER_READ_ONLY_TTL_SECONDS, by);
+        const r = await this.deps.barrier.engage(`${SWITCHOVER_READ_ONLY_REASON} ${from} to ${to}`, SWITCHOVER_READ_ONLY_TTL_SECONDS, by);
         return `read-only mode on every instance (${r.applied}/${r.total} applied)`;
       });
       await step('fence_old_primary', async () => {
@@ -183,7 +189,7 @@ export class SwitchoverService {
       if (promoted) {
         // Past the promotion the promoted node holds everything and the newest timeline, and the
         // old primary is fenced: going back would put writes on an older timeline. Forward only.
-        const forward = await this.rollForward({ from, to, switched, wasReadOnly, by });
+        const forward = await this.recovery.rollForward({ from, to, switched, wasReadOnly, by });
         this.deps.logger.error({ err, failedStep, forward }, 'switchover failed after the promotion; completed forward');
         throw new SwitchoverFailedError(
           forward.ok
@@ -192,7 +198,7 @@ export class SwitchoverService {
           { failedStep, rolledBack: false, rolledForward: forward.ok, rollForward: forward.steps, steps, checks },
         );
       }
-      const rollback = await this.rollback({ from, to, wasReadOnly, by });
+      const rollback = await this.recovery.rollback({ from, to, wasReadOnly, by });
       this.deps.logger.error({ err, failedStep, rollback }, 'switchover failed; rolled back to the old primary');
       throw new SwitchoverFailedError(`switchover failed at ${failedStep}; rolled back: ${from} is the primary again and takes writes`, {
         failedStep,
@@ -231,79 +237,5 @@ export class SwitchoverService {
       totalMs: Math.round(performance.now() - started),
       next: `make ${from} a standby of ${to}: on its host, scripts/dr/rebuild-primary.sh --rewind --pgdata <its data directory> --source <${to}'s connection> --confirm${stopped ? '' : ` (it could not be stopped from SQL: the rebuild stops it)`}`,
     };
-  }
-
-  /**
-   * A switchover whose instance died midway leaves the active target fenced (and read-only mode
-   * on until its TTL). Any instance that sees the active target fenced while nobody holds the
-   * database lock puts it back in charge: the standby took no writes (nothing pointed at it), so
-   * nothing is lost whether it was promoted or not. Returns what it did, or null.
-   */
-  async recoverInterrupted(active: DatabaseTarget): Promise<string | null> {
-    if (this.recovering || (await this.deps.failover.lockHolder()) !== null) return null;
-    this.recovering = true;
-    try {
-      return await this.deps.failover.withLock('switchover-recovery', async () => {
-        // Only a fence a switchover left: its read-only mode is still on (the reason may have been
-        // rewritten when its TTL was kept on over the fenced target). A fence set by hand stays.
-        const state = this.deps.dr.current().readOnly;
-        if (!state.enabled || !(state.reason ?? '').includes(READ_ONLY_REASON)) return null;
-        const facts = await this.deps.nodes.facts(active);
-        if (!facts.ok || facts.inRecovery || !facts.fenced || this.deps.dr.current().database.active !== active) return null;
-        await this.deps.nodes.unfence(active);
-        await this.deps.barrier.release(`interrupted switchover rolled back: ${active} takes writes again`, 'system:switchover-recovery');
-        const what = `${active} was left fenced by an interrupted switchover: unfenced, read-only mode lifted`;
-        this.deps.logger.warn({ active }, what);
-        await this.deps.onRecovered?.(what);
-        return what;
-      }, 30_000);
-    } catch {
-      return null;
-    } finally {
-      this.recovering = false;
-    }
-  }
-
-  /** Before the promotion: puts the old primary back in charge (unfenced, writes resumed). */
-  private async rollback(s: { from: DatabaseTarget; to: DatabaseTarget; wasReadOnly: boolean; by: string }) {
-    const steps: { name: string; ok: boolean; detail: string }[] = [];
-    await attempt(steps, 'unfence_old_primary', async () => {
-      await this.deps.nodes.unfence(s.from);
-      return `${s.from} takes writes again; ${s.to} stays its standby`;
-    });
-    if (!s.wasReadOnly) {
-      await attempt(steps, 'read_only_off', async () => {
-        await this.deps.barrier.release(`switchover to ${s.to} rolled back`, s.by);
-        return 'writes resume';
-      });
-    }
-    return { ok: steps.every((x) => x.ok), steps };
-  }
-
-  /** After the promotion: every instance to the promoted node, writes resumed. */
-  private async rollForward(s: { from: DatabaseTarget; to: DatabaseTarget; switched: boolean; wasReadOnly: boolean; by: string }) {
-    const steps: { name: string; ok: boolean; detail: string }[] = [];
-    if (!s.switched) {
-      await attempt(steps, 'switch', async () => {
-        await this.deps.recordSwitch(s.to, s.by);
-        return `every instance writes to ${s.to}`;
-      });
-    }
-    if (!s.wasReadOnly && steps.every((x) => x.ok)) {
-      await attempt(steps, 'read_only_off', async () => {
-        await this.deps.barrier.release(`switchover to ${s.to} completed after a failed step`, s.by);
-        return 'writes resume';
-      });
-    }
-    steps.push({ name: 'next', ok: true, detail: `${s.from} stays fenced: rebuild it as a standby (rebuild-primary.sh --rewind)` });
-    return { ok: steps.every((x) => x.ok), steps };
-  }
-}
-
-async function attempt(steps: { name: string; ok: boolean; detail: string }[], name: string, fn: () => Promise<string>): Promise<void> {
-  try {
-    steps.push({ name, ok: true, detail: await fn() });
-  } catch (err) {
-    steps.push({ name, ok: false, detail: err instanceof Error ? err.message : String(err) });
   }
 }

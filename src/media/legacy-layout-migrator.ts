@@ -36,10 +36,19 @@ export async function migrateLegacyLayout(deps: { prisma: PrismaClient; stores: 
       after,
     );
     for (const row of rows) {
-      try {
-        report[(await migrateOne(row, deps)) ? 'migrated' : 'superseded'] += 1;
-      } catch (err) {
-        report.failed.push({ key: row.key, error: err instanceof Error ? err.message : String(err) });
+      // Each attempt is safe to repeat: a transient failure (a busy or restarting store) is retried.
+      for (let attempt = 1; ; attempt += 1) {
+        try {
+          report[(await migrateOne(row, deps)) ? 'migrated' : 'superseded'] += 1;
+          break;
+        } catch (err) {
+          if (attempt < 3) {
+            await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
+            continue;
+          }
+          report.failed.push({ key: row.key, error: err instanceof Error ? err.message : String(err) });
+          break;
+        }
       }
     }
     if (rows.length < 200) return report;

@@ -59,9 +59,11 @@ export class MinioObjectStore implements ObjectStore {
     this.secure = config.endpoint.startsWith('https:');
     this.timeoutMs = options.timeoutMs;
     const Agent = this.secure ? https.Agent : http.Agent;
-    this.controlAgent = new Agent({ keepAlive: true, maxSockets: 16, noDelay: true } as http.AgentOptions);
-    this.uploadAgent = new Agent({ keepAlive: true, maxSockets: options.poolSize, noDelay: true } as http.AgentOptions);
-    this.downloadAgent = new Agent({ keepAlive: true, maxSockets: options.poolSize, noDelay: true } as http.AgentOptions);
+    // Idle keep-alive sockets are dropped after 4 s, before a server's own keep-alive timeout (5 s
+    // for Node servers) can close one just as a request reuses it (ECONNRESET).
+    this.controlAgent = new Agent({ keepAlive: true, maxSockets: 16, noDelay: true, timeout: 4000 } as http.AgentOptions);
+    this.uploadAgent = new Agent({ keepAlive: true, maxSockets: options.poolSize, noDelay: true, timeout: 4000 } as http.AgentOptions);
+    this.downloadAgent = new Agent({ keepAlive: true, maxSockets: options.poolSize, noDelay: true, timeout: 4000 } as http.AgentOptions);
     this.uploads = new PoolLimiter('upload', options.poolSize);
     this.downloads = new PoolLimiter('download', options.poolSize);
     this.client = this.createClient(boundedTransport(this.secure, this.timeoutMs), this.controlAgent);

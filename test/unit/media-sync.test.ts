@@ -52,6 +52,13 @@ describe('MediaSyncService', () => {
     expect(list).not.toHaveBeenCalled();
   });
 
+  it('syncs user keys whatever their name, including one that starts like a canary', async () => {
+    const w = world();
+    const v = await w.write('.sav3-canary/user-file', 'mine');
+    const plan = await syncService(w).plan('primary', 'backup');
+    expect(plan.items.map((i) => i.version)).toEqual([v.id]);
+  });
+
   it('never replaces a newer version with an older one, and never brings back a deleted key', async () => {
     const w = world();
     const old = await w.write('k', 'older');

@@ -13,6 +13,7 @@ import { loadConfig } from '../src/config/config.ts';
 import { migrate } from '../src/database/migrator.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService, MIGRATIONS_DIR } from '../src/service.ts';
+import { MinioObjectStore } from '../src/media/minio-object-store.ts';
 import { sha } from '../support/drill.ts';
 import { startPgCluster } from '../support/pg-cluster.ts';
 import { createPgBackRestRepo } from '../support/pgbackrest-repo.ts';
@@ -98,6 +99,7 @@ async function main(): Promise<void> {
     { redisKeyPrefix: `drill-restore:${Date.now()}:` },
   );
   let failures = 0;
+  const store = new MinioObjectStore(loadConfig({ DATABASE_URL: cluster.primary.url(), ...mediaEnv('PRIMARY', s3) }).mediaPrimary);
   try {
     const base = `http://127.0.0.1:${(await service.listen()).port}`;
     const env = { SAV3_API_URL: base, SAV3_ADMIN_TOKEN: token, DATABASE_URL: cluster.primary.url(), PGDATA: cluster.primary.dataDir, ...repo.env, ...mediaEnv('PRIMARY', s3) };
@@ -143,11 +145,27 @@ async function main(): Promise<void> {
       if (lifted.status !== 200) throw new Error(`read-only off: HTTP ${lifted.status}`);
       const writesBackAt = await uploads.firstAckAfter(Date.now(), 20_000);
       const restoreMs = Number(/step: pgbackrest restore (\d+) ms/.exec(run.stdout)?.[1]);
-      const orphanKeys = new Set(run.stdout.split('\n').filter((l) => l.startsWith('media-orphan: ')).map((l) => (JSON.parse(l.slice(14)) as { key: string }).key));
+      // The media pass lists content without metadata by object name (content is stored under its
+      // version): read each one back and match uploads by sha256.
+      const orphanShas = new Set<string>();
+      for (const line of run.stdout.split('\n').filter((l) => l.startsWith('media-orphan: '))) {
+        const { object } = JSON.parse(line.slice(14)) as { object: string };
+        const chunks: Buffer[] = [];
+        for await (const c of await store.get(object)) chunks.push(c as Buffer);
+        orphanShas.add(sha(Buffer.concat(chunks)));
+      }
 
+      // A client retries a 503 (Retry-After), as the API asks; a 404 or wrong content is a loss.
       const readsBack = async (u: Upload) => {
-        const res = await fetch(`${base}/media/${u.key}`);
-        return res.status === 200 && sha(Buffer.from(await res.arrayBuffer())) === u.sha;
+        for (let attempt = 1; ; attempt += 1) {
+          const res = await fetch(`${base}/media/${u.key}`);
+          const body = Buffer.from(await res.arrayBuffer());
+          if (res.status === 503 && attempt < 5) {
+            await new Promise((r) => setTimeout(r, 200 * attempt));
+            continue;
+          }
+          return res.status === 200 && sha(body) === u.sha;
+        }
       };
       // Every upload acknowledged before the target must read back intact.
       const before = uploads.acked.filter((u) => u.ackedAt < targetAt && !lostEarlier.has(u.key));
@@ -155,12 +173,19 @@ async function main(): Promise<void> {
       for (const u of before) if (!(await readsBack(u))) missing += 1;
       // Every upload acknowledged after the target, before the restore began, is reported.
       const after = uploads.acked.filter((u) => u.sentAt > targetDoneAt && u.ackedAt < runStartedAt);
-      const unreportedList = after.filter((u) => !orphanKeys.has(u.key));
+      const unreportedList = after.filter((u) => !orphanShas.has(u.sha));
       // In flight around the target or the start of read-only: back intact, or reported.
       const ambiguous = uploads.acked.filter((u) => !before.includes(u) && !after.includes(u) && !lostEarlier.has(u.key) && u.sentAt < writesBackAt && u.ackedAt >= targetAt - 1);
       let ambiguousLost = 0;
-      for (const u of ambiguous) if (!orphanKeys.has(u.key) && !(await readsBack(u))) ambiguousLost += 1;
-      for (const key of orphanKeys) lostEarlier.add(key);
+      for (const u of ambiguous) {
+        if (orphanShas.has(u.sha) || (await readsBack(u))) continue;
+        ambiguousLost += 1;
+        if (process.env.DRILL_DEBUG) {
+          const status = (await fetch(`${base}/media/${u.key}`)).status;
+          console.log('lost in flight', u.key, { sent: u.sentAt - targetAt, acked: u.ackedAt - targetAt, runStart: runStartedAt - targetAt, writesBack: writesBackAt - targetAt, status });
+        }
+      }
+      for (const u of uploads.acked) if (orphanShas.has(u.sha)) lostEarlier.add(u.key);
       const unreported = unreportedList.length + ambiguousLost;
       const rtoMs = writesBackAt - mistakeAt;
       const report = {
@@ -184,6 +209,7 @@ async function main(): Promise<void> {
     await uploads.stop();
   } finally {
     await service.stop();
+    store.close();
     await s3.destroy();
     await cluster.destroy();
     repo.destroy();

@@ -13,7 +13,7 @@ import { PgBackRestCli } from './backup/pgbackrest.ts';
 import { MinioObjectStore } from './media/minio-object-store.ts';
 import type { ObjectStore } from './media/object-store.ts';
 
-export const USAGE = `usage: restore-database.sh --from-backup latest|<label> [--target-time ISO | --target-name NAME] [--pg-data DIR] (--confirm | --dry-run)
+export const USAGE = `usage: scripts/dr/restore-database.sh --from-backup latest|<label> [--target-time ISO | --target-name NAME] [--pg-data DIR] (--confirm | --dry-run)
   --from-backup   the backup to restore: latest, or a label from GET /admin/backups
   --target-time   point-in-time: recover up to this time (ISO 8601 with a zone), then promote
   --target-name   point-in-time: recover up to this restore point (POST /admin/database/restore-point)
@@ -49,7 +49,7 @@ export function parseArgs(argv: string[]): Args | string {
       else if (a === '--confirm') args.confirm = true;
       else if (a === '--dry-run') args.dryRun = true;
       else if (a === '-h' || a === '--help') args.help = true;
-      else return `unknown option: ${a}`;
+      else return `unknown argument: ${a}`;
     }
   } catch (err) {
     return (err as Error).message;
@@ -189,8 +189,14 @@ export async function main(argv: string[]): Promise<number> {
       const stores = mediaStores();
       if (!stores) say('media: not configured here (MEDIA_* unset); run the media consistency pass where it is');
       else {
-        const orphans = await findObjectsWithoutMetadata(databaseUrl, stores);
-        for (const store of stores.values()) store.close();
+        let orphans;
+        try {
+          orphans = await findObjectsWithoutMetadata(databaseUrl, stores);
+        } catch (err) {
+          throw new Error(`the database restore succeeded, but the media consistency pass failed (${(err as Error).message}): objects uploaded after the target are not listed yet`);
+        } finally {
+          for (const store of stores.values()) store.close();
+        }
         say(`media: ${orphans.length} object(s) uploaded after the target have content but no metadata: keep (re-upload) or remove them`);
         for (const o of orphans) say(`media-orphan: ${JSON.stringify(o)}`);
       }

@@ -3,7 +3,6 @@
 #   SAV3_API_URL=… SAV3_ADMIN_TOKEN=… scripts/dr/backup-database.sh [--type full|diff|incr] [--no-wait]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/wait-job.sh"
 type=full wait=true
 while [ $# -gt 0 ]; do
   case "$1" in

@@ -4,7 +4,6 @@
 #   SAV3_API_URL=… SAV3_ADMIN_TOKEN=… scripts/dr/validate-daily-backups.sh [--backup latest|LABEL] [--target-time ISO] [--no-wait]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/wait-job.sh"
 body="" wait=true
 while [ $# -gt 0 ]; do
   case "$1" in

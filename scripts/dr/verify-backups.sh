@@ -4,7 +4,6 @@
 #   SAV3_API_URL=… SAV3_ADMIN_TOKEN=… scripts/dr/verify-backups.sh
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-. "$(dirname "$0")/wait-job.sh"
 case "${1:-}" in
   "") ;;
   -h|--help) sed -n '2,4p' "$0"; exit 0 ;;

@@ -1,12 +1,13 @@
-import pg from 'pg';
-import { objectName } from '../media/media-repository.ts';
+import { createPrisma } from '../database/database-clients.ts';
+import { versionObjectName } from '../media/media-repository.ts';
+import { PrismaMediaVersionRepository } from '../media/media-version-repository.ts';
 import type { ObjectStore } from '../media/object-store.ts';
 import type { MediaBackupCheck, ValidationCheck } from './backup-validator.ts';
 
 /**
- * Samples media metadata rows from the restored database and looks each up in the backup bucket:
- * the object must be there with the recorded size. (The metadata query is the only place that
- * knows the media table's layout.)
+ * Samples current media versions from the restored database (through the media layer's own
+ * version repository, so it follows the media schema) and looks each one the metadata says is on
+ * the backup backend up in the backup bucket: present, at its recorded size.
  */
 export class BackupBucketMediaCheck implements MediaBackupCheck {
   constructor(
@@ -15,38 +16,34 @@ export class BackupBucketMediaCheck implements MediaBackupCheck {
   ) {}
 
   async check(restoredDatabaseUrl: string): Promise<Omit<ValidationCheck, 'ms'>> {
-    const client = new pg.Client({ connectionString: restoredDatabaseUrl, query_timeout: 30_000 });
-    client.on('error', () => undefined);
-    await client.connect();
-    type Row = { key: string; version: string | null; size: string; recorded_on_backup: boolean };
-    let rows: Row[];
+    const prisma = createPrisma(restoredDatabaseUrl);
     try {
-      // Content lives under its version's name (objects of the old layout: under the key); a version
-      // the outbox has not copied yet is not expected on the backup, and is counted apart.
-      rows = (
-        await client.query<Row>(
-          `SELECT o.key, o.version::text AS version, o.size::text AS size, coalesce('backup' = ANY(v.backends), false) AS recorded_on_backup
-             FROM media_objects o LEFT JOIN media_versions v ON v.id = o.version ORDER BY random() LIMIT $1`,
-          [this.sampleSize],
-        )
-      ).rows;
+      const versions = new PrismaMediaVersionRepository(() => prisma);
+      // A sample from a random point of the key space (wrapping to the start when it runs short).
+      const start = Math.random().toString(36).slice(2, 4);
+      let sample = await versions.current(start, this.sampleSize);
+      if (sample.length < this.sampleSize) sample = [...sample, ...(await versions.current('', this.sampleSize - sample.length))].filter((v, i, all) => all.findIndex((w) => w.id === v.id) === i);
+      const legacy = await versions.countLegacy();
+      const onBackup = sample.filter((v) => v.backends.includes(this.store.backend));
+      const problems: string[] = [];
+      for (const version of onBackup) {
+        const stat = await this.store.stat(versionObjectName(version.id)).catch((err: unknown) => err as Error);
+        if (stat instanceof Error) problems.push(`${version.key}: ${stat.message}`);
+        else if (!stat) problems.push(`${version.key}: version ${version.id} is not in the backup bucket`);
+        else if (stat.size !== version.size) problems.push(`${version.key}: ${stat.size} bytes in the bucket, ${version.size} recorded`);
+      }
+      const notYet = sample.length - onBackup.length;
+      return {
+        name: 'media_backup_sample',
+        ok: problems.length === 0,
+        detail:
+          problems.length === 0
+            ? `${onBackup.length} sampled media versions are in the backup bucket ${this.store.bucket} at their recorded size${notYet ? `; ${notYet} more were not yet copied when the backup was taken` : ''}`
+            : `${problems.length} of ${onBackup.length} sampled: ${problems.slice(0, 5).join('; ')}`,
+        data: { sampled: sample.length, checked: onBackup.length, notYetOnBackup: notYet, legacyNotChecked: legacy, problems: problems.slice(0, 20) },
+      };
     } finally {
-      await client.end().catch(() => undefined);
+      await prisma.$disconnect().catch(() => undefined);
     }
-    const problems: string[] = [];
-    let pendingCopy = 0;
-    for (const row of rows) {
-      const stat = await this.store.stat(objectName(row)).catch((err: unknown) => err as Error);
-      if (stat instanceof Error) problems.push(`${row.key}: ${stat.message}`);
-      else if (!stat && row.version && !row.recorded_on_backup) pendingCopy += 1;
-      else if (!stat) problems.push(`${row.key}: not in the backup bucket`);
-      else if (stat.size !== Number(row.size)) problems.push(`${row.key}: ${stat.size} bytes in the bucket, ${row.size} recorded`);
-    }
-    return {
-      name: 'media_backup_sample',
-      ok: problems.length === 0,
-      detail: problems.length === 0 ? `${rows.length - pendingCopy} of ${rows.length} sampled media objects are in the backup bucket ${this.store.bucket} with their recorded size${pendingCopy > 0 ? `; ${pendingCopy} not copied yet (continuous-backup outbox)` : ''}` : `${problems.length} of ${rows.length} sampled: ${problems.slice(0, 5).join('; ')}`,
-      data: { sampled: rows.length, pendingCopy, problems: problems.slice(0, 20) },
-    };
   }
 }

@@ -269,28 +269,6 @@ describe('restore points before DR changes', () => {
     await cluster?.destroy();
   });
 
-  it('a switch and a promote each create a named restore point on the primary first, named in the answer and the audit event', async () => {
-    expect((await request(api.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'restore point test' })).status).toBe(200);
-    const toReplica = await request(api.url).post('/admin/database/switch').set(auth).send({ to: 'replica' });
-    expect(toReplica.status).toBe(200);
-    expect(toReplica.body.restorePoint).toMatchObject({ name: expect.stringMatching(/^before-switch-to-replica-\d{8}T\d{9}Z$/), lsn: expect.stringMatching(/\//) });
-    // Back to the primary: the point is attempted on the standby, which cannot make one; it says so.
-    const back = await request(api.url).post('/admin/database/switch').set(auth).send({ to: 'primary' });
-    expect(back.body.restorePoint).toEqual({ error: expect.stringContaining('recovery') });
-    const promote = await request(api.url).post('/admin/database/promote').set(auth).send({ confirm: 'promote-replica', maxLagSeconds: 3600 });
-    expect(promote.status).toBe(200);
-    expect(promote.body.restorePoint).toMatchObject({ name: expect.stringMatching(/^before-promote-/), lsn: expect.any(String) });
-    const audit = await eventually(
-      () => request(api.url).get('/admin/audit?limit=20').set(viewer),
-      (r) => r.body.pending === 0 && r.body.events.some((e: { action: string }) => e.action === 'database.promote'),
-      6000,
-    );
-    const promoteEvent = audit.body.events.find((e: { action: string; result: string }) => e.action === 'database.promote' && e.result === 'success');
-    expect(promoteEvent.detail.restorePoint.name).toBe(promote.body.restorePoint.name);
-    const switchEvent = audit.body.events.find((e: { action: string; detail: { restorePoint?: { name?: string } } }) => e.action === 'database.switch' && e.detail?.restorePoint?.name);
-    expect(switchEvent.detail.restorePoint.name).toBe(toReplica.body.restorePoint.name);
-  }, 60_000);
-
   it('a migration run creates a restore point before the first pending migration, and none when nothing is pending', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'sav3-mig-'));
     try {
@@ -313,6 +291,34 @@ describe('restore points before DR changes', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  it('a switch and a promote each create a named restore point on the primary first, named in the answer and the audit event', async () => {
+    expect((await request(api.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'restore point test' })).status).toBe(200);
+    const toReplica = await request(api.url).post('/admin/database/switch').set(auth).send({ to: 'replica' });
+    expect(toReplica.status).toBe(200);
+    expect(toReplica.body.restorePoint).toMatchObject({ name: expect.stringMatching(/^before-switch-to-replica-\d{8}T\d{9}Z$/), lsn: expect.stringMatching(/\//) });
+    // Back to the primary: the point is attempted on the standby, which cannot make one; it says so.
+    const back = await request(api.url).post('/admin/database/switch').set(auth).send({ to: 'primary' });
+    expect(back.body.restorePoint).toEqual({ error: expect.stringContaining('recovery') });
+    const audited = async (match: (e: { action: string; result: string; detail: { restorePoint?: { name?: string } } }) => boolean) =>
+      (
+        await eventually(
+          () => request(api.url).get('/admin/audit?limit=30').set(viewer),
+          (r) => r.body.pending === 0 && r.body.events?.some(match),
+          8000,
+        )
+      ).body.events.find(match);
+    const switchEvent = await audited((e) => e.action === 'database.switch' && e.detail?.restorePoint?.name === toReplica.body.restorePoint.name);
+    expect(switchEvent).toBeDefined();
+
+    const promote = await request(api.url).post('/admin/database/promote').set(auth).send({ confirm: 'promote-replica', maxLagSeconds: 3600 });
+    expect(promote.status).toBe(200);
+    expect(promote.body.restorePoint).toMatchObject({ name: expect.stringMatching(/^before-promote-/), lsn: expect.any(String) });
+    // The old primary is fenced now; the audit log lands on the promoted one after the switch.
+    expect((await request(api.url).post('/admin/database/switch').set(auth).send({ to: 'replica' })).status).toBe(200);
+    const promoteEvent = await audited((e) => e.action === 'database.promote' && e.result === 'success');
+    expect(promoteEvent.detail.restorePoint.name).toBe(promote.body.restorePoint.name);
+  }, 60_000);
 });
 
 describe('when pgBackRest cannot answer', () => {

@@ -3,7 +3,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import pg from 'pg';
 import request from 'supertest';
+import { loadConfig } from '../../src/config/config.ts';
 import { migrate } from '../../src/database/migrator.ts';
+import { MinioObjectStore } from '../../src/media/minio-object-store.ts';
 import { MIGRATIONS_DIR } from '../../src/service.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
@@ -88,7 +90,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
   it('--help prints usage and does nothing; unknown options and a missing --confirm exit 2 and change nothing', async () => {
     const help = await script(['--help'], env);
     expect(help.code).toBe(0);
-    expect(help.stdout).toContain('usage: restore-database.sh');
+    expect(help.stdout).toContain('usage: scripts/dr/restore-database.sh');
     expect((await script(['--from-backup', 'latest', '--force'], env)).code).toBe(2);
     const noConfirm = await script(['--from-backup', 'latest'], env);
     expect(noConfirm.code).toBe(2);
@@ -159,12 +161,21 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     const run = await script(['--from-backup', 'latest', '--target-time', target, '--confirm'], env);
     expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
     await expectBack(['r/before-backup', 'r/after-backup-1', 'r/after-backup-2', 'r/before-target']);
-    // Reported, not silently lost: the upload after the target (and any write the first restore
-    // accepted before read-only took effect), each with its backend and size.
-    const orphans = run.stdout.split('\n').filter((l) => l.startsWith('media-orphan: ')).map((l) => JSON.parse(l.slice(14)) as { key: string; backend: string });
-    expect(orphans.map((o) => o.key)).toContain('r/after-target');
-    expect(orphans.every((o) => ['r/after-target', 'r/during'].includes(o.key) && o.backend === 'primary')).toBe(true);
+    // Reported, not silently lost: the content of the upload after the target (and of any write the
+    // first restore accepted before read-only took effect) is listed as content without metadata.
+    const orphans = run.stdout.split('\n').filter((l) => l.startsWith('media-orphan: ')).map((l) => JSON.parse(l.slice(14)) as { object: string; backend: string; size: number });
     expect(run.stdout).toContain(`media: ${orphans.length} object(s) uploaded after the target`);
+    expect(orphans.every((o) => o.backend === 'primary' && /^v\/[0-9a-f-]{36}$/.test(o.object))).toBe(true);
+    const store = new MinioObjectStore(loadConfig({ DATABASE_URL: cluster.primary.url(), ...mediaEnv('PRIMARY', s3) }).mediaPrimary);
+    const orphanShas = new Set<string>();
+    for (const o of orphans) {
+      const chunks: Buffer[] = [];
+      for await (const c of await store.get(o.object)) chunks.push(c as Buffer);
+      orphanShas.add(sha(Buffer.concat(chunks)));
+    }
+    store.close();
+    expect(orphanShas.has(acked.get('r/after-target')!)).toBe(true);
+    expect((await request(api.url).get('/media/r/after-target')).status).toBe(404);
     expect(await sql(cluster.primary.url(), "SELECT key FROM media_objects WHERE key = 'r/after-target'")).toEqual([]);
   }, 120_000);
 });

@@ -1,7 +1,7 @@
 import request from 'supertest';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { openSse } from '../support/sse-client.ts';
-import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
+import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, uniquePrefix, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 
 const op = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 const viewer = { Authorization: `Bearer ${VIEWER_TOKEN}` };
@@ -11,11 +11,14 @@ describe('GET /admin/events across two instances', () => {
   let backup: S3ServerHandle;
   let a: TestInstance;
   let b: TestInstance;
+  // The sync copies what the metadata lists: a database of its own, so it sees only this test's uploads.
+  let db: Awaited<ReturnType<typeof ownDatabase>>;
 
   beforeAll(async () => {
+    db = await ownDatabase();
     primary = await startS3Server({ bucket: 'events-primary' });
     backup = await startS3Server({ bucket: 'events-backup' });
-    const env = { ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_SYNC_INLINE_MAX: '0' };
+    const env = { DATABASE_URL: db.url, ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_SYNC_INLINE_MAX: '0' };
     const prefix = uniquePrefix();
     a = await startInstance({ ...env, INSTANCE_ID: 'events-a' }, prefix);
     b = await startInstance({ ...env, INSTANCE_ID: 'events-b' }, prefix);
@@ -25,6 +28,7 @@ describe('GET /admin/events across two instances', () => {
     await b?.stop();
     await primary?.destroy();
     await backup?.destroy();
+    await db?.drop();
   });
 
   it('a viewer following instance B sees job progress, DR state and incidents started on instance A', async () => {

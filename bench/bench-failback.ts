@@ -7,18 +7,14 @@
 //  2. Rebuilding the old primary of a BENCH_REWIND_GB database after a failover: pg_rewind
 //     (rebuild-primary.sh --rewind, until it streams) against pg_basebackup of the same database.
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import { loadConfig } from '../src/config/config.ts';
 import { migrate } from '../src/database/migrator.ts';
-import { createLogger } from '../src/logger.ts';
-import { createService, MIGRATIONS_DIR } from '../src/service.ts';
-import { countUnreadable, refusalSummary, startUploadLoop } from '../support/drill.ts';
+import { MIGRATIONS_DIR } from '../src/service.ts';
+import { countUnreadable, startClusterService, refusalSummary, startUploadLoop } from '../support/drill.ts';
 import { startPgCluster, type PgCluster, type PgNode } from '../support/pg-cluster.ts';
-import { mediaEnv, startS3Server } from '../support/s3-server.ts';
+import { startS3Server } from '../support/s3-server.ts';
 
 const run = promisify(execFile);
 const SWITCHOVERS = Number(process.env.BENCH_SWITCHOVERS ?? 6);
@@ -48,22 +44,7 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 async function switchovers(): Promise<void> {
   const cluster = await startPgCluster();
   const s3 = await startS3Server({ bucket: 'bench-failback' });
-  const token = randomBytes(24).toString('base64url');
-  const service = await createService(
-    loadConfig({
-      DATABASE_URL: cluster.primary.url(),
-      DATABASE_REPLICA_URL: cluster.replica.url(),
-      REDIS_URL: process.env.REDIS_URL,
-      DR_STATE_FILE: join(tmpdir(), `sav3-bench-failback-${process.pid}.json`),
-      ...mediaEnv('PRIMARY', s3),
-      ADMIN_TOKENS: `bench:operator:${token}`,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      INSTANCE_ID: 'bench-failback',
-    }),
-    createLogger('silent'),
-    { redisKeyPrefix: `bench-failback:${Date.now()}:` },
-  );
+  const { service, token } = await startClusterService('bench-failback', cluster, s3);
   try {
     await migrate(cluster.primary.url(), MIGRATIONS_DIR);
     const base = `http://127.0.0.1:${(await service.listen()).port}`;

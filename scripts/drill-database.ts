@@ -3,41 +3,20 @@
 // promote the replica, switch every instance to it and lift read-only mode. Prints the RTO (kill to
 // the first accepted write), the writes refused meanwhile, and proves every acknowledged upload is
 // there afterwards with its sha256, and that no refused upload left content behind.
-import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { loadConfig } from '../src/config/config.ts';
 import { migrate } from '../src/database/migrator.ts';
-import { createLogger } from '../src/logger.ts';
-import { createService, MIGRATIONS_DIR } from '../src/service.ts';
+import { MIGRATIONS_DIR } from '../src/service.ts';
 import pg from 'pg';
-import { countUnreadable, refusalSummary, runbookScript, sha, startUploadLoop } from '../support/drill.ts';
+import { countUnreadable, startClusterService, refusalSummary, runbookScript, sha, startUploadLoop } from '../support/drill.ts';
 import { stateSafetyDrill } from '../support/state-safety-drill.ts';
 import { plannedSwitchover } from '../support/switchover.ts';
 import { startPgCluster } from '../support/pg-cluster.ts';
-import { mediaEnv, startS3Server } from '../support/s3-server.ts';
+import { startS3Server } from '../support/s3-server.ts';
 
 
 async function main(): Promise<void> {
   const cluster = await startPgCluster();
   const s3 = await startS3Server({ bucket: 'drill-media' });
-  const token = randomBytes(24).toString('base64url');
-  const service = await createService(
-    loadConfig({
-      DATABASE_URL: cluster.primary.url(),
-      DATABASE_REPLICA_URL: cluster.replica.url(),
-      REDIS_URL: process.env.REDIS_URL,
-      ...mediaEnv('PRIMARY', s3),
-      ADMIN_TOKENS: `drill:operator:${token}`,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      HEALTH_TIMEOUT_MS: '500',
-      DR_STATE_FILE: join(tmpdir(), `sav3-drill-${process.pid}.json`),
-      INSTANCE_ID: 'drill-1',
-    }),
-    createLogger('silent'),
-    { redisKeyPrefix: `drill:${Date.now()}:` },
-  );
+  const { service, token } = await startClusterService('drill-1', cluster, s3, { HEALTH_TIMEOUT_MS: '500' });
   try {
     await migrate(cluster.primary.url(), MIGRATIONS_DIR);
     const base = `http://127.0.0.1:${(await service.listen()).port}`;

@@ -4,18 +4,14 @@
 // zero loss (switchover.sh); rebuild the replica as its standby. Afterwards both nodes stream
 // primary → replica, and every acknowledged upload is read back with its sha256.
 import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import { loadConfig } from '../src/config/config.ts';
 import { migrate } from '../src/database/migrator.ts';
-import { createLogger } from '../src/logger.ts';
-import { createService, MIGRATIONS_DIR } from '../src/service.ts';
-import { countUnreadable, refusalSummary, startUploadLoop } from '../support/drill.ts';
+import { MIGRATIONS_DIR } from '../src/service.ts';
+import { countUnreadable, startClusterService, refusalSummary, startUploadLoop } from '../support/drill.ts';
 import { startPgCluster, type PgNode } from '../support/pg-cluster.ts';
-import { mediaEnv, startS3Server } from '../support/s3-server.ts';
+import { startS3Server } from '../support/s3-server.ts';
 
 const run = promisify(execFile);
 
@@ -32,24 +28,7 @@ async function streamingStandbys(node: PgNode): Promise<number> {
 async function main(): Promise<void> {
   const cluster = await startPgCluster();
   const s3 = await startS3Server({ bucket: 'drill-failback' });
-  const token = randomBytes(24).toString('base64url');
-  const service = await createService(
-    loadConfig({
-      DATABASE_URL: cluster.primary.url(),
-      DATABASE_REPLICA_URL: cluster.replica.url(),
-      REDIS_URL: process.env.REDIS_URL,
-      DR_STATE_FILE: join(tmpdir(), `sav3-drill-failback-${process.pid}.json`),
-      ...mediaEnv('PRIMARY', s3),
-      ADMIN_TOKENS: `drill:operator:${token}`,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      HEALTH_TIMEOUT_MS: '500',
-      HEALTH_INTERVAL_MS: '1000',
-      INSTANCE_ID: 'drill-failback',
-    }),
-    createLogger('silent'),
-    { redisKeyPrefix: `drill-failback:${Date.now()}:` },
-  );
+  const { service, token } = await startClusterService('drill-failback', cluster, s3, { HEALTH_TIMEOUT_MS: '500', HEALTH_INTERVAL_MS: '1000' });
   const phases: [string, number][] = [];
   const phase = async (name: string, fn: () => Promise<void>) => {
     const started = performance.now();

@@ -2,11 +2,42 @@
 // scripts run as an operator would.
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { loadConfig } from '../src/config/config.ts';
+import { createLogger } from '../src/logger.ts';
+import { createService, type Service } from '../src/service.ts';
+import type { PgCluster } from './pg-cluster.ts';
+import { mediaEnv, type S3ServerHandle } from './s3-server.ts';
 
 const run = promisify(execFile);
 export const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/**
+ * One silent service instance on a drill's own primary + replica and S3 server, with a fresh
+ * operator token, its own DR state file and Redis key prefix (never an earlier run's state).
+ */
+export async function startClusterService(name: string, cluster: PgCluster, s3: S3ServerHandle, env: Record<string, string> = {}): Promise<{ service: Service; token: string }> {
+  const token = randomBytes(24).toString('base64url');
+  const service = await createService(
+    loadConfig({
+      DATABASE_URL: cluster.primary.url(),
+      DATABASE_REPLICA_URL: cluster.replica.url(),
+      REDIS_URL: process.env.REDIS_URL,
+      DR_STATE_FILE: join(tmpdir(), `sav3-${name}-${process.pid}.json`),
+      ...mediaEnv('PRIMARY', s3),
+      ADMIN_TOKENS: `${name}:operator:${token}`,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      INSTANCE_ID: name,
+      ...env,
+    }),
+    createLogger('silent'),
+    { redisKeyPrefix: `${name}:${Date.now()}:` },
+  );
+  return { service, token };
+}
 
 export interface UploadLoop {
   /** key → sha256 of every upload answered 201. */

@@ -10,7 +10,7 @@ import type { DatabaseClients } from './database-clients.ts';
 import { restorePointBefore } from '../backup/restore-point.ts';
 import { lsnGap } from './lsn.ts';
 import { waitForReplicaCatchUp } from './catch-up.ts';
-import { fenceNode } from './node-fence.ts';
+import { fenceNode, unfenceNode } from './node-fence.ts';
 import type { NodeWatch } from './node-watch.ts';
 import { withProbeConnection, type DatabaseProbeData } from './pg-probe.ts';
 import type { ReplicationMonitor } from './replication-monitor.ts';
@@ -137,15 +137,22 @@ export class DatabaseFailoverService {
       // decisions later by a point-in-time restore; recorded in the answer and the audit event.
       const restorePoint = await restorePointBefore(this.deps.clients.url(node === 'primary' ? 'replica' : 'primary'), 'before-promote');
       const promoteStarted = performance.now();
+      const oldNode: DatabaseTarget = node === 'primary' ? 'replica' : 'primary';
+      // Fence the old primary first, when it answers: an instance that never applied read-only
+      // mode (cut off from Redis) could otherwise still commit there after the catch-up check, and
+      // lose those acknowledged writes at the promotion. Once fenced, nothing more is written on it.
+      const fence = await this.fenceOldPrimary(oldNode);
+      let promoted = false;
       try {
         const catchUp = await this.waitForCatchUp(node);
         const { replayLsn, alreadyPromoted: raced } = await this.runPromote(this.deps.clients.url(node)!);
+        promoted = true;
         const promoteMs = Math.round(performance.now() - promoteStarted);
         this.deps.runners.get(node)?.invalidate();
         if (raced) return { promoted: false, alreadyPromoted: true, dryRun: false, node, message: `${node} was promoted meanwhile; nothing to do`, checks, timings: { checksMs } };
         this.deps.metrics.failoverTotal.inc({ kind: 'promote', result: 'success' });
         this.deps.logger.warn({ promoteMs, node, restorePoint }, 'standby promoted');
-        const [recorded, fence] = await Promise.all([this.recordPromotion(node), this.fenceOldPrimary(node === 'primary' ? 'replica' : 'primary')]);
+        const recorded = await this.recordPromotion(node);
         return {
           promoted: true,
           dryRun: false,
@@ -161,6 +168,12 @@ export class DatabaseFailoverService {
         };
       } catch (err) {
         this.deps.metrics.failoverTotal.inc({ kind: 'promote', result: 'failed' });
+        // Not promoted: the old primary stays the writer, so lift the fence this promotion set.
+        const url = this.deps.clients.url(oldNode);
+        if (!promoted && fence.fenced && url) {
+          await unfenceNode(url, 2000).catch((e: unknown) => this.deps.logger.error({ err: String(e), oldNode }, 'promotion failed and the old primary could not be unfenced'));
+          this.deps.runners.get(oldNode)?.invalidate();
+        }
         throw err;
       }
     });
@@ -216,7 +229,7 @@ export class DatabaseFailoverService {
     try {
       const { terminated } = await fenceNode(url, 2000);
       this.deps.runners.get(old)?.invalidate();
-      this.deps.logger.warn({ terminated, old }, 'old primary fenced read-only after the promotion');
+      this.deps.logger.warn({ terminated, old }, 'old primary fenced read-only before the promotion');
       return { fenced: true, detail: `default_transaction_read_only set, ${terminated} sessions ended` };
     } catch (err) {
       return { fenced: false, detail: `not reachable now (${err instanceof Error ? err.message : String(err)}); it is fenced when it answers again` };

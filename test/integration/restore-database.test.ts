@@ -68,6 +68,8 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
   let s3: S3ServerHandle;
   let api: TestInstance;
   let env: Record<string, string>;
+  // Every run's report journal in one place of its own (not ./.sav3 of the checkout).
+  const journalRoot = mkdtempSync(join(tmpdir(), 'sav3-restore-journals-'));
   const acked = new Map<string, string>();
 
   const upload = async (key: string) => {
@@ -104,6 +106,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
       SAV3_ADMIN_TOKEN: OPERATOR_TOKEN,
       DATABASE_URL: cluster.primary.url(),
       PGDATA: cluster.primary.dataDir,
+      SAV3_RESTORE_JOURNAL_DIR: journalRoot,
       ...repo.env,
       ...mediaEnv('PRIMARY', s3),
     };
@@ -113,6 +116,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     await s3?.destroy();
     await cluster?.destroy();
     repo?.destroy();
+    rmSync(journalRoot, { recursive: true, force: true });
   });
 
   it('--help prints usage and does nothing; unknown options and a missing --confirm exit 2 and change nothing', async () => {
@@ -265,7 +269,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
   };
 
   it('a restore while an incident is open joins its timeline as database.restore: start, every step with its time, the outcome; the post-mortem lists them', async () => {
-    const journals = mkdtempSync(join(tmpdir(), 'sav3-restore-journal-'));
+    const journals = mkdtempSync(join(journalRoot, 'j-'));
     const id = await openIncident('Restore from backup');
     await archiveAll(); // the incident itself must survive a restore to the end of the archive
     const run = await script(['--from-backup', 'latest', '--confirm'], { ...env, SAV3_RESTORE_JOURNAL_DIR: journals });
@@ -299,7 +303,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
   it('the API unreachable in the middle of a restore: the restore goes on, records locally, says so, and reports when the API is back (a resent report counts once)', async () => {
     proxy ??= await startTcpProxy(Number(new URL(api.url).port));
     proxy.setMode('pass');
-    const journals = mkdtempSync(join(tmpdir(), 'sav3-restore-journal-'));
+    const journals = mkdtempSync(join(journalRoot, 'j-'));
     const id = await openIncident('Restore, API flapping');
     await archiveAll();
     const run = await scriptLive(['--from-backup', 'latest', '--confirm'], { ...env, SAV3_API_URL: `http://127.0.0.1:${proxy.port}`, SAV3_RESTORE_JOURNAL_DIR: journals }, (line) => {
@@ -326,7 +330,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
   it('the API unreachable for the whole run: the restore stops at read-only (nothing changed), its reports wait in the journal until --report-pending sends them', async () => {
     proxy ??= await startTcpProxy(Number(new URL(api.url).port));
     proxy.setMode('refuse');
-    const journals = mkdtempSync(join(tmpdir(), 'sav3-restore-journal-'));
+    const journals = mkdtempSync(join(journalRoot, 'j-'));
     const id = await openIncident('Restore attempt without the API');
     const before = await sql(cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects');
     const run = await script(['--from-backup', 'latest', '--confirm'], { ...env, SAV3_API_URL: `http://127.0.0.1:${proxy!.port}`, SAV3_RESTORE_JOURNAL_DIR: journals });

@@ -176,6 +176,7 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
       ['fence_old_primary', true],
       ['wait_for_replay', true],
       ['promote', true],
+      ['verify_writes', true],
       ['switch', true],
       ['read_only_off', true],
       ['stop_old_primary', true],
@@ -245,5 +246,60 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     // A node running as a primary on a timeline not behind the source's is never touched.
     const refused = await drScript('rebuild-primary.sh', ['--pgdata', cluster.replica.dataDir, '--source', cluster.primary.url(), '--confirm']);
     expect(refused.code).toBe(1);
+  }, 60_000);
+
+  it('the promoted node dies right after its promotion: nothing is switched to it, the old primary is not stopped but back in charge, writes resume; the dead node, back, is fenced', async () => {
+    await eventually(() => pairHealth(a), (h) => h.replication?.state === 'streaming' && h.replication.direction === 'replica->primary', 10_000);
+    await eventually(() => post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover', dryRun: true }), (r) => r.body.wouldSwitch === true, 10_000);
+    // A real kill of the promoted node's postmaster, at the event the service emits right after the promotion.
+    let inRecoveryWhenKilled: boolean | undefined;
+    a.service.db.switchover.hook = async (step) => {
+      if (step !== 'verify_writes') return;
+      inRecoveryWhenKilled = (await query<{ r: boolean }>(cluster.primary, 'SELECT pg_is_in_recovery() AS r'))[0]!.r;
+      await cluster.primary.stop('immediate');
+    };
+    let res;
+    try {
+      res = await post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover' });
+    } finally {
+      a.service.db.switchover.hook = undefined;
+    }
+    // It was killed as a primary (out of recovery), not before its promotion.
+    expect(inRecoveryWhenKilled).toBe(false);
+    expect(res.status).toBe(503);
+    expect(res.body.error).toMatchObject({ code: 'switchover_failed', failedStep: 'verify_writes', rolledBack: true, writable: 'replica', abandonedTimeline: expect.any(Number) });
+    expect(res.body.error.message).toContain('replica is the primary again');
+    expect(res.body.error.steps.map((s: { name: string; ok: boolean }) => [s.name, s.ok])).toEqual([
+      ['read_only_on', true],
+      ['fence_old_primary', true],
+      ['wait_for_replay', true],
+      ['promote', true],
+      ['verify_writes', false],
+    ]);
+    expect(res.body.error.rollback.map((s: { name: string; ok: boolean }) => [s.name, s.ok])).toEqual([
+      ['fence_promoted', false],
+      ['abandon_promotion', true],
+      ['unfence_old_primary', true],
+      ['verify_old_primary_writes', true],
+      ['read_only_off', true],
+    ]);
+    // The old primary was neither stopped nor left fenced; every instance writes to it again.
+    expect(await setting(cluster.replica, 'default_transaction_read_only')).toBe('off');
+    const abandoned = res.body.error.abandonedTimeline as number;
+    for (const api of [a, b]) {
+      expect(api.service.dr.state.current()).toMatchObject({ readOnly: { enabled: false }, database: { active: 'replica', abandonedTimelines: [{ node: 'primary', timeline: abandoned }] } });
+    }
+    await eventually(() => put(b, 'fb/after-abandoned-promotion'), (r) => r.status === 201, 5000);
+    expect((await put(a, 'fb/after-abandoned-promotion-a')).status).toBe(201);
+
+    // The dead node comes back as a primary on the abandoned timeline: it is fenced, writes stay on the replica.
+    await cluster.primary.start();
+    await eventually(() => setting(cluster.primary, 'default_transaction_read_only').catch(() => 'down'), (v) => v === 'on', 10_000);
+    const tli = await query<{ tli: number }>(cluster.primary, "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tli");
+    expect(tli[0]!.tli).toBe(abandoned);
+    expect((await put(b, 'fb/with-abandoned-node-back')).status).toBe(201);
+    const sw = await post(a, '/admin/database/switch', { to: 'primary', dryRun: true });
+    expect(sw.body.checks.find((c: { name: string }) => c.name === 'newest_timeline')).toMatchObject({ ok: false, detail: expect.stringContaining('abandoned') });
+    expect((await pairHealth(a)).target).toBe('replica');
   }, 60_000);
 });

@@ -91,7 +91,8 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     expect((await post(a, '/admin/database/switchover', { to: 'primary', confirm: 'yes' })).body.error.details.confirm).toBeDefined();
     const already = await post(a, '/admin/database/switchover', { to: 'replica', confirm: 'switchover' });
     expect(already.status).toBe(200);
-    expect(already.body).toMatchObject({ switched: false });
+    // Nothing to do: the replica is the primary, so it is where the answer says the switchover comes from, too.
+    expect(already.body).toMatchObject({ switched: false, from: 'replica', to: 'replica', roles: { replica: 'primary' } });
 
     await query(cluster.primary, 'SELECT pg_wal_replay_pause()');
     await query(cluster.replica, "CREATE TABLE fb_pad AS SELECT repeat('x', 1000) AS x FROM generate_series(1, 3000)");

@@ -6,6 +6,7 @@ import { waitForReplicaCatchUp } from './catch-up.ts';
 import type { Check, FailoverDeps, FailoverOps } from './database-failover-service.ts';
 import { fenceNode, unfenceNode } from './node-fence.ts';
 import { withProbeConnection } from './pg-probe.ts';
+import { forgetAbandonedPromotions } from './switchover-state.ts';
 
 const PROMOTE_WAIT_SECONDS = 60;
 /** How long a promotion waits for the replica to replay what a still-answering primary wrote. */
@@ -88,6 +89,7 @@ export class DatabasePromotion {
       let promoted = false;
       try {
         const catchUp = await this.waitForCatchUp(node);
+        await forgetAbandonedPromotions(this.deps.dr, node);
         const { replayLsn, alreadyPromoted: raced } = await this.runPromote(this.deps.clients.url(node)!);
         promoted = true;
         const promoteMs = Math.round(performance.now() - promoteStarted);

@@ -117,6 +117,7 @@ export class SwitchoverService {
         return `${to} replayed up to ${replayLsn}`;
       });
       await step('promote', async () => {
+        await this.deps.forgetAbandoned(to);
         promotedTimeline = (await this.deps.nodes.promote(to)).timeline;
         return `${to} promoted (pg_promote), now on timeline ${promotedTimeline}`;
       });

@@ -10,9 +10,10 @@ export function switchoverStateChanges(deps: {
   dr: Pick<DrStateService, 'change' | 'current' | 'waitForInstances'>;
   watch: Pick<NodeWatch, 'identity'>;
   runners: ReadonlyMap<DatabaseTarget, ProbeRunner<DatabaseProbeData>>;
-}): Pick<SwitchoverDeps, 'recordSwitch' | 'abandonPromotion'> {
+}): Pick<SwitchoverDeps, 'recordSwitch' | 'abandonPromotion' | 'forgetAbandoned'> {
   const { dr, watch, runners } = deps;
   return {
+    forgetAbandoned: (node) => forgetAbandonedPromotions(dr, node),
     recordSwitch: async (to, by) => {
       // As a switch does: the node's identity and its (newer) timeline are recorded with it.
       await runners.get(to)?.run();
@@ -44,4 +45,17 @@ export function switchoverStateChanges(deps: {
       if (p.applied < p.total) throw new Error(`only ${p.applied}/${p.total} instances applied the abandoned promotion`);
     },
   };
+}
+
+/**
+ * Before `node` is promoted again: it is a standby now, so it was rebuilt and the timeline of its
+ * abandoned promotion is gone from it. A new promotion may reuse that timeline's number, so the
+ * record goes first, and every live instance must have applied that (else one would fence the
+ * newly promoted node as abandoned). Nothing to do, no state change, when nothing was abandoned.
+ */
+export async function forgetAbandonedPromotions(dr: Pick<DrStateService, 'change' | 'current' | 'waitForInstances'>, node: DatabaseTarget): Promise<void> {
+  if (!(dr.current().database.abandonedTimelines ?? []).some((a) => a.node === node)) return;
+  const change = await dr.change((s) => ({ ...s, database: { ...s.database, abandonedTimelines: s.database.abandonedTimelines?.filter((a) => a.node !== node) } }));
+  const p = await dr.waitForInstances(change.after.version, 3000);
+  if (p.applied < p.total) throw new Error(`only ${p.applied}/${p.total} instances applied that ${node}'s abandoned promotion is forgotten: not promoting it`);
 }

@@ -67,6 +67,8 @@ export interface SwitchoverDeps {
    * on no instance counts that timeline as the newest, so the old primary may take writes again.
    */
   abandonPromotion: (node: DatabaseTarget, timeline: number, by: string) => Promise<void>;
+  /** Before `node` (a standby now, so rebuilt) is promoted: its abandoned promotions are forgotten on every instance. */
+  forgetAbandoned: (node: DatabaseTarget) => Promise<void>;
   /** Records a recovery of an interrupted switchover (the audit log). */
   onRecovered?: (what: string) => Promise<void>;
 }

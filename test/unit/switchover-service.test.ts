@@ -128,6 +128,10 @@ function service(world: World) {
     },
     metrics: { failoverTotal: { inc: () => undefined } } as never,
     logger: { warn: () => undefined, error: () => undefined } as never,
+    forgetAbandoned: async (node) => {
+      world.fail('forget');
+      world.abandoned = world.abandoned.filter((a) => a.node !== node);
+    },
     abandonPromotion: async (node, timeline) => {
       world.fail('abandon');
       world.abandoned.push({ node, timeline });
@@ -280,6 +284,24 @@ describe('SwitchoverService with fakes', () => {
     expect(world.state.database.active).toBe('primary');
     expect(world.readOnly).toBe(false);
     expect(world.abandoned).toEqual([{ node: 'replica', timeline: 2 }]);
+  });
+
+  it('the node whose promotion was abandoned, rebuilt as a standby, can be promoted again on the same timeline number', async () => {
+    const world = new World();
+    const svc = service(world);
+    svc.hook = (step) => {
+      if (step === 'verify_writes') world.nodes.replica.up = false;
+    };
+    await expect(svc.switchover({ to: 'replica', dryRun: false }, 'ops')).rejects.toBeInstanceOf(SwitchoverFailedError);
+    expect(world.abandoned).toEqual([{ node: 'replica', timeline: 2 }]);
+    // Rebuilt from scratch as a standby of the primary (timeline 1): its next promotion is timeline 2 again.
+    world.nodes.replica = { primary: false, fenced: false, up: true, lsn: world.nodes.primary.lsn, replayed: world.nodes.primary.lsn, paused: false };
+    world.timeline.replica = 1;
+    svc.hook = undefined;
+    const result = await svc.switchover({ to: 'replica', dryRun: false }, 'ops');
+    expect(result).toMatchObject({ switched: true, bytesLost: 0 });
+    expect(world.abandoned).toEqual([]);
+    check(world, { lsn: 1000 }, result as Record<string, unknown>);
   });
 
   it('the promoted node dies and the old primary cannot take writes either: read-only mode stays on, the answer says so', async () => {

@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import request from 'supertest';
 import { migrate } from '../../src/database/migrator.ts';
 import { MIGRATIONS_DIR } from '../../src/service.ts';
@@ -303,4 +304,40 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     expect(sw.body.checks.find((c: { name: string }) => c.name === 'newest_timeline')).toMatchObject({ ok: false, detail: expect.stringContaining('abandoned') });
     expect((await pairHealth(a)).target).toBe('replica');
   }, 60_000);
+
+  it('the abandoned node, rebuilt from scratch, is promoted again (its timeline number reused); when both nodes die at the write check, read-only mode stays on and the answer says no node takes writes', async () => {
+    // As the runbook says: the abandoned node is rebuilt from scratch (its data directory removed).
+    await cluster.primary.stop('fast');
+    rmSync(cluster.primary.dataDir, { recursive: true, force: true });
+    const rebuilt = await drScript('rebuild-primary.sh', ['--pgdata', cluster.primary.dataDir, '--source', cluster.replica.url(), '--basebackup', '--port', String(cluster.primary.port), '--confirm']);
+    expect(rebuilt.stderr).toBe('');
+    expect(rebuilt.code).toBe(0);
+    await eventually(() => pairHealth(a), (h) => h.replication?.state === 'streaming' && h.replication.direction === 'replica->primary', 15_000);
+    await eventually(() => post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover', dryRun: true }), (r) => r.body.wouldSwitch === true, 10_000);
+    const abandonedBefore = a.service.dr.state.current().database.abandonedTimelines!;
+    expect(abandonedBefore).toHaveLength(1);
+
+    a.service.db.switchover.hook = async (step) => {
+      if (step === 'verify_writes') await Promise.all([cluster.primary.stop('immediate'), cluster.replica.stop('immediate')]);
+    };
+    let res;
+    try {
+      res = await post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover' });
+    } finally {
+      a.service.db.switchover.hook = undefined;
+    }
+    expect(res.status).toBe(503);
+    expect(res.body.error).toMatchObject({ code: 'switchover_failed', failedStep: 'verify_writes', rolledBack: false, writable: null });
+    expect(res.body.error.message).toContain('NO DATABASE NODE TAKES WRITES');
+    // The earlier record was forgotten before this promotion; this one is recorded, even on the same number.
+    expect(res.body.error.abandonedTimeline).toBe(abandonedBefore[0]!.timeline);
+    expect(res.body.error.rollback.map((s: { name: string; ok: boolean }) => [s.name, s.ok])).toEqual([
+      ['fence_promoted', false],
+      ['abandon_promotion', true],
+      ['unfence_old_primary', false],
+      ['read_only_kept', false],
+    ]);
+    for (const api of [a, b]) expect(api.service.dr.state.current()).toMatchObject({ readOnly: { enabled: true }, database: { active: 'replica' } });
+    expect((await put(b, 'fb/with-no-writable-node')).status).toBe(503);
+  }, 90_000);
 });

@@ -1,5 +1,6 @@
 import type { DatabaseTarget } from '../config/config.ts';
-import { attempt, SWITCHOVER_WRITE_CHECK_MS, type Outcome, type SwitchoverDeps } from './switchover-types.ts';
+import type { Check } from './database-failover-service.ts';
+import { attempt, SWITCHOVER_WRITE_CHECK_MS, SwitchoverFailedError, type Outcome, type Step, type SwitchoverDeps } from './switchover-types.ts';
 
 interface Situation {
   from: DatabaseTarget;
@@ -86,4 +87,47 @@ export async function rollForward(deps: SwitchoverDeps, s: Situation & { switche
   }
   steps.push({ name: 'next', ok: true, detail: `${s.from} stays fenced: rebuild it as a standby (rebuild-primary.sh --rewind)` });
   return { ok: steps.every((x) => x.ok), steps };
+}
+
+/**
+ * A step failed: before the promotion, back to the old primary; a promoted node that failed its
+ * write check, back too with its promotion abandoned (or read-only kept on when neither node takes
+ * writes); after the write check, forward. Throws the 503 saying which.
+ */
+export async function failSwitchover(
+  deps: SwitchoverDeps,
+  s: Situation & { switched: boolean; verified: boolean; promotedTimeline: number | null; failedStep: string; err: unknown; steps: Step[]; checks: Check[] },
+): Promise<never> {
+  const { from, to, by, wasReadOnly, switched, verified, promotedTimeline, failedStep, err, steps, checks } = s;
+  if (promotedTimeline !== null && verified) {
+    // The promoted node took a write and holds the newest timeline; the old primary is fenced:
+    // going back would put writes on an older timeline. Forward only.
+    const forward = await rollForward(deps, { from, to, switched, wasReadOnly, by });
+    deps.logger.error({ err, failedStep, forward }, 'switchover failed after the promotion; completed forward');
+    throw new SwitchoverFailedError(
+      forward.ok
+        ? `switchover failed at ${failedStep} after ${to} was promoted; completed forward: ${to} is the primary and takes writes`
+        : `switchover failed at ${failedStep} after ${to} was promoted, and completing it failed: switch to ${to} (POST /admin/database/switch) and lift read-only mode`,
+      { failedStep, rolledBack: false, rolledForward: forward.ok, rollForward: forward.steps, steps, checks },
+    );
+  }
+  if (promotedTimeline !== null) {
+    const back = await rollBackAfterPromotion(deps, { from, to, wasReadOnly, by, timeline: promotedTimeline });
+    deps.logger.error({ err, failedStep, back }, back.writable ? 'switchover: the promoted node failed its write check; rolled back to the old primary' : 'switchover: NEITHER database node takes writes; read-only mode stays on');
+    throw new SwitchoverFailedError(
+      back.writable
+        ? `switchover failed at ${failedStep}: ${to} was promoted but takes no writes; rolled back: ${from} is the primary again and takes writes; ${to}'s timeline ${promotedTimeline} is abandoned (rebuild ${to} as a standby of ${from} from scratch: rebuild-primary.sh --basebackup after removing its data directory)`
+        : `switchover failed at ${failedStep}: ${to} was promoted but takes no writes, and ${from} could not be made to take writes again: NO DATABASE NODE TAKES WRITES, read-only mode stays on. ${from} (fenced, not stopped) holds every acknowledged write: unfence it by hand (ALTER SYSTEM RESET default_transaction_read_only) once ${to} cannot come back as a primary`,
+      { failedStep, rolledBack: back.ok, writable: back.writable, abandonedTimeline: promotedTimeline, rollback: back.steps, steps, checks },
+    );
+  }
+  const rollback = await rollBack(deps, { from, to, wasReadOnly, by });
+  deps.logger.error({ err, failedStep, rollback }, 'switchover failed; rolled back to the old primary');
+  throw new SwitchoverFailedError(`switchover failed at ${failedStep}; rolled back: ${from} is the primary again and takes writes`, {
+    failedStep,
+    rolledBack: rollback.ok,
+    rollback: rollback.steps,
+    steps,
+    checks,
+  });
 }

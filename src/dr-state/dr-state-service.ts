@@ -155,9 +155,21 @@ export class DrStateService {
     this.timer.unref();
   }
 
+  /**
+   * Stops following the state. Called after the HTTP server drained (no request of this instance
+   * can still be answered), so its heartbeat is dropped: changes need not wait for it.
+   */
   async stop(): Promise<void> {
     clearInterval(this.timer);
     clearTimeout(this.leaseTimer);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.deps.store.forget?.(this.deps.instanceId).catch(() => undefined),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, 500);
+      }),
+    ]);
+    clearTimeout(timer);
     await this.subscription?.close();
   }
 

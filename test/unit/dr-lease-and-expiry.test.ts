@@ -39,6 +39,10 @@ class MemoryStore implements DrStateStore {
     this.check();
     return [...this.beats.values()];
   }
+  async forget(id: string) {
+    this.check();
+    this.beats.delete(id);
+  }
   async acquireLock() {
     return true;
   }
@@ -180,6 +184,19 @@ describe('waiting for instances to apply a version', () => {
     expect(p.stale.map((i) => i.id)).toEqual(['partitioned']);
     // Waited for its heartbeat to age past lease + skew allowance (1.2 s), not less.
     expect(p.waitedMs).toBeGreaterThanOrEqual(1100);
+    await dr.stop();
+  });
+
+  it('an instance that stopped (after draining) is not waited for', async () => {
+    const store = new MemoryStore();
+    const dr = drService(store);
+    const other = drService(store, { id: 'i2' });
+    await other.sync();
+    await other.stop();
+    const change = await dr.change((s) => s);
+    const p = await dr.waitForInstances(change.after.version, 3000);
+    expect(p).toMatchObject({ complete: true, applied: 1, total: 1 });
+    expect(p.waitedMs).toBeLessThan(1000);
     await dr.stop();
   });
 

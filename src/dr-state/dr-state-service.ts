@@ -296,7 +296,13 @@ export class DrStateService {
       throw new ConflictError('another change to the DR state won the race; nothing was changed', { current: result.current ?? this.state });
     }
     await this.apply(after);
-    this.confirm(readAt);
+    // Our compare-and-set confirms the state, once our heartbeat is at least as new as the confirmation.
+    try {
+      await this.heartbeat();
+      this.confirm(readAt);
+    } catch {
+      // Redis went away right after the change: the lease keeps its last confirmation.
+    }
     return { before: base, after };
   }
 

@@ -74,8 +74,3 @@ export function readOnlyActive(state: DrState, _now?: number): boolean {
   return state.readOnly.enabled;
 }
 
-/** Whether the mode's TTL has passed (the expiry may not be recorded yet, or was refused). */
-export function readOnlyTtlPassed(state: DrState, now: number): boolean {
-  const { enabled, expiresAt } = state.readOnly;
-  return enabled && expiresAt !== null && Date.parse(expiresAt) <= now;
-}

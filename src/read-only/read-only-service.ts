@@ -16,6 +16,8 @@ export const DEFAULT_RETRY_AFTER_SECONDS = 30;
 export const EXPIRY_RETRY_MS = 1000;
 
 class NothingToExpire extends Error {}
+/** The database target changed between the writability check and the record: check again. */
+class TargetChanged extends Error {}
 
 /** A due TTL expiry that did not take effect (yet), and why. */
 export interface ExpiryRefusal {
@@ -142,6 +144,7 @@ export class ReadOnlyService {
    * refusal shows in this instance's health and state document, is audited once, and is retried.
    */
   private async expire(expiresAt: string): Promise<void> {
+    const checkedDatabase = JSON.stringify(this.deps.dr.current().database);
     let blocked: string | null;
     try {
       blocked = (await this.deps.liftBlockedBy?.()) ?? null;
@@ -151,6 +154,7 @@ export class ReadOnlyService {
     try {
       const change = await this.deps.dr.change((current, now) => {
         if (!current.readOnly.enabled || current.readOnly.expiresAt !== expiresAt) throw new NothingToExpire();
+        if (JSON.stringify(current.database) !== checkedDatabase) throw new TargetChanged();
         if (blocked) {
           const reason = `kept on at TTL expiry: ${blocked} (was: ${current.readOnly.reason ?? ''})`.slice(0, 500);
           return { ...current, readOnly: { ...current.readOnly, reason, by: 'system:ttl', expiresAt: null, ttlExpiryRefused: { reason: blocked, at: now, expiresAt } } };
@@ -171,6 +175,14 @@ export class ReadOnlyService {
       });
     } catch (err) {
       if (err instanceof NothingToExpire || err instanceof ConflictError) return;
+      if (err instanceof TargetChanged) {
+        // Follow the newest state first, then judge the target it names.
+        await this.deps.dr.sync();
+        clearTimeout(this.expiryTimer);
+        this.expiryTimer = setTimeout(() => void this.expire(expiresAt), 100);
+        this.expiryTimer.unref();
+        return;
+      }
       // The shared state cannot be written (Redis down): the mode stays on, and the expiry is tried again.
       const reason = blocked
         ? `${blocked}; and the DR state store (Redis) is unreachable`

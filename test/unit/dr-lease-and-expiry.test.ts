@@ -268,6 +268,32 @@ describe('read-only TTL expiry never lifts the mode into an unsafe or unrecorded
     await other.stop();
   });
 
+  it('a switch to a standby between the writability check and the record: the expiry is judged again, on the new target', async () => {
+    const store = new MemoryStore();
+    const dr = drService(store, { clock: now });
+    let calls = 0;
+    const { service, events } = readOnlyService(dr, () => {
+      calls += 1;
+      if (calls === 1) {
+        // The primary was fine when checked; meanwhile an operator switched to the standby.
+        store.state = { ...store.state!, version: store.state!.version + 1, database: { ...store.state!.database, active: 'replica' } };
+        return null;
+      }
+      return dr.current().database.active === 'replica' ? 'the active database target (replica) is a standby' : null;
+    });
+    await dr.change(ttlState(clock.t + 1000));
+    clock.t += 2000;
+    service.stop();
+    await service.checkExpiry();
+    await new Promise((r) => setTimeout(r, 300));
+    service.stop();
+    expect(calls).toBe(2);
+    expect(service.isActive()).toBe(true);
+    expect(store.state!.readOnly).toMatchObject({ enabled: true, ttlExpiryRefused: { reason: expect.stringMatching(/standby/) } });
+    expect(events.map((e) => e.result)).toEqual(['refused']);
+    await dr.stop();
+  });
+
   it('restarted from the state file with an expired TTL while Redis is down: read-only stays on', async () => {
     const expired: DrState = { ...INITIAL_STATE, version: 4, readOnly: { enabled: true, reason: 'incident', since: null, by: 'ops', expiresAt: new Date(clock.t - 60_000).toISOString() } };
     const store = new MemoryStore();

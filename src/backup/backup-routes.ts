@@ -3,10 +3,12 @@ import { z } from 'zod';
 import { audited } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 import type { AuditLog } from '../audit/audit-log.ts';
+import { BadRequestError } from '../http/app-error.ts';
 import { parseOrThrow, wholeNumberParam } from '../http/validate.ts';
 import type { BackupInventory } from './backup-inventory.ts';
 import type { BackupService } from './backup-service.ts';
 import { RESTORE_POINT_NAME } from './restore-point.ts';
+import { reportAuditInput, reportEventId, reportProblem, restoreReportBody } from './restore-report.ts';
 import type { PrismaValidationStore } from './validation-store.ts';
 
 const backupBody = z.strictObject({ type: z.enum(['full', 'diff', 'incr'], { error: 'must be "full", "diff" or "incr"' }) });
@@ -58,6 +60,19 @@ export function backupRoutes(deps: { inventory: BackupInventory; service: Backup
       return { body: { restorePoint: point }, detail: { restorePoint: point } };
     });
     res.status(201).json(body);
+  });
+
+  // The restore tool on the database host reports its start, each step and its outcome: each
+  // becomes an audited action at the time it happened (joining the timeline of incidents open
+  // then). Recorded once per report (a resend is the same event); while PostgreSQL is down (the
+  // restore stopped it) the event waits in the audit spool, and is written when it is back.
+  router.post('/admin/database/restores', async (req, res) => {
+    const report = parseOrThrow(restoreReportBody, req.body, 'invalid restore report');
+    const problem = reportProblem(report);
+    if (problem) throw new BadRequestError('invalid restore report', { at: [problem] });
+    const admin = principal(res);
+    const event = await deps.audit.record(reportAuditInput(report, admin, req.id === undefined ? null : String(req.id)), { id: reportEventId(report), at: new Date(report.at) });
+    res.status(201).json({ event: { id: event.id, action: event.action, result: event.result, at: event.at, durationMs: event.durationMs ?? null } });
   });
 
   return router;

@@ -25,6 +25,11 @@ export const DR_SYNC_INTERVAL_MS = 1000;
 export const AUDIT_FLUSH_INTERVAL_MS = 2000;
 /** How long a write barrier waits for commits under way before failing them. */
 export const BARRIER_WAIT_MS = 5000;
+/**
+ * When the lease runs out, commits under way are waited for this long, then failed (never
+ * acknowledged): well within the skew allowance other instances give this one's heartbeat.
+ */
+export const LEASE_BARRIER_WAIT_MS = 500;
 
 export interface DrModule {
   state: DrStateService;
@@ -36,6 +41,11 @@ export interface DrModule {
   limiter: FailedAuthLimiter;
   /** Further reasons to refuse writes (the database capability: standby, fenced, older timeline). */
   addWriteRefusal(check: () => WriteRefusal | null): void;
+  /**
+   * What a read-only TTL expiry needs: null when the active target is verified writable (a fresh
+   * probe), else why not. Until set, the registered write refusals decide.
+   */
+  setLiftCheck(check: () => Promise<string | null>): void;
   subscriber: Redis;
   headers: RequestHandler[];
   guards: RequestHandler[];
@@ -58,11 +68,16 @@ export function createDrModule(deps: { config: Config; logger: Logger; metrics: 
     metrics,
     logger,
     file: drStateFile(config.drStateFile),
+    leaseMs: config.drStateLeaseMs,
   });
   const refusals: (() => WriteRefusal | null)[] = [];
+  let liftCheck: (() => Promise<string | null>) | undefined;
   const gate = new WriteGate(() => {
     if (!state.known()) return { code: 'state_unknown', message: 'the DR state is unknown (Redis unreachable since start and no state file); writes are refused until it is known' };
-    if (readOnlyActive(state.current(), Date.now())) return { code: 'read_only', message: 'read-only mode is on' };
+    if (state.leaseExpired()) {
+      return { code: 'state_stale', message: `the shared DR state could not be confirmed in Redis for longer than the lease (${state.leaseMs} ms); writes are refused until it is` };
+    }
+    if (readOnlyActive(state.current())) return { code: 'read_only', message: 'read-only mode is on' };
     for (const check of refusals) {
       const refusal = check();
       if (refusal) return refusal;
@@ -77,6 +92,12 @@ export function createDrModule(deps: { config: Config; logger: Logger; metrics: 
     state.annotations.barrier = { version: next.version, ...report };
     if (report.inFlight > 0) logger.warn({ version: next.version, ...report }, 'write barrier: writes running under the previous DR state were waited for or failed');
   });
+  // The lease ran out: no commit admitted under the unconfirmed state may be acknowledged later.
+  state.onLeaseLost(() => {
+    void gate.barrier(LEASE_BARRIER_WAIT_MS).then((report) => {
+      if (report.inFlight > 0) logger.warn({ ...report }, 'lease lost: writes running were waited for or failed');
+    });
+  });
   const audit = new AuditLog({
     sink: new PrismaAuditSink(deps.prisma),
     spool: new RedisAuditSpool(redis, prefix, config.instanceId),
@@ -89,7 +110,10 @@ export function createDrModule(deps: { config: Config; logger: Logger; metrics: 
     audit,
     metrics,
     logger,
-    liftBlockedBy: () => {
+    liftBlockedBy: async () => {
+      // The fresh check first (it probes the active target), then every write refusal on that result.
+      const unverified = liftCheck ? await liftCheck() : null;
+      if (unverified) return unverified;
       for (const check of refusals) {
         const refusal = check();
         if (refusal) return refusal.message;
@@ -124,6 +148,9 @@ export function createDrModule(deps: { config: Config; logger: Logger; metrics: 
     gate,
     limiter,
     addWriteRefusal: (check) => refusals.push(check),
+    setLiftCheck: (check) => {
+      liftCheck = check;
+    },
     subscriber,
     headers: [readOnlyHeader(readOnly)],
     guards: [readOnlyGuard(readOnly, metrics), writeGateMiddleware(gate)],

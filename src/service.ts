@@ -85,6 +85,11 @@ export async function createService(config: Config, logger: Logger, options: Ser
   const db = createDatabaseModule({ config, clients: database, dr, metrics, logger, migrationsDir: MIGRATIONS_DIR });
   dr.admin.routers.push(...db.routers);
   dr.addWriteRefusal(() => db.watch.writeRefusal());
+  // A read-only TTL lifts the mode only onto a target verified writable by a fresh probe.
+  dr.setLiftCheck(async () => {
+    await db.runners.get(dr.state.current().database.active)?.run();
+    return db.watch.verifiedWritable();
+  });
   const activeMedia = () => dr.state.current().media.active;
 
   const timeoutMs = config.healthTimeoutMs;
@@ -109,7 +114,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     replication: async () => db.replication() as Record<string, unknown> | undefined,
     media: { runners: mediaRunners, active: activeMedia, bucket: (b) => stores.get(b)?.bucket ?? '', saturated: mediaSaturated },
     redis: redisRunner,
-    dr: () => ({ readOnly: dr.readOnly.isActive(), stateVersion: dr.state.current().version }),
+    dr: () => ({ readOnly: dr.readOnly.isActive(), stateVersion: dr.state.current().version, ttlExpiryRefused: dr.readOnly.expiryRefused() }),
     writes: () => {
       const nodes = db.watch.report();
       return { refusal: dr.gate.closed(), splitBrain: nodes.splitBrain, writableNodes: nodes.writableNodes, fenced: nodes.fenced };

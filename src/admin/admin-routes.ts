@@ -6,7 +6,7 @@ import type { InstanceHeartbeat } from '../dr-state/dr-state.ts';
 import { DependencyUnavailableError } from '../http/app-error.ts';
 import { parseOrThrow, wholeNumberParam } from '../http/validate.ts';
 import type { ReadOnlyService } from '../read-only/read-only-service.ts';
-import { audited, PROPAGATION_WAIT_MS } from './audited.ts';
+import { audited, confirmedPropagation } from './audited.ts';
 import { principal } from './admin-auth.ts';
 
 export const readOnlyBody = z.strictObject({
@@ -41,11 +41,12 @@ export function adminRoutes(deps: AdminDeps): Router {
     const [instances, pair] = await Promise.all([deps.dr.instances().catch(() => null), deps.details?.database?.().catch(() => undefined)]);
     res.json({
       ...state,
-      readOnly: { ...state.readOnly, active: deps.readOnly.isActive() },
+      readOnly: { ...state.readOnly, ...deps.readOnly.expiryFacts(), active: deps.readOnly.isActive() },
       database: pair ? { ...state.database, ...pair } : state.database,
       instances,
       stateStore: instances === null ? 'down' : 'up',
       stateSource: deps.dr.stateSource(),
+      lease: deps.dr.lease(),
       writes: deps.writes?.() ?? null,
     });
   });
@@ -59,7 +60,7 @@ export function adminRoutes(deps: AdminDeps): Router {
       const input = parseOrThrow(readOnlyBody, req.body, 'invalid read-only request');
       if (!input.enabled && input.ttlSeconds !== undefined) parseOrThrow(z.object({ ttlSeconds: z.undefined({ error: 'only with enabled: true' }) }), input);
       const change = await deps.readOnly.set(input, principal(res).name);
-      const propagation = await deps.dr.waitForInstances(change.after.version, PROPAGATION_WAIT_MS);
+      const propagation = await confirmedPropagation(deps.dr, change.after.version, { readOnly: change.after.readOnly });
       const writes = barrierSummary(change.after.version, propagation.instances);
       return {
         before: change.before.readOnly,

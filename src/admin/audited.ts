@@ -1,7 +1,7 @@
 import type { Request, Response } from 'express';
 import type { AuditResult } from '../audit/audit-event.ts';
 import type { AuditLog } from '../audit/audit-log.ts';
-import type { Change, DrStateService } from '../dr-state/dr-state-service.ts';
+import type { Change, DrStateService, Propagation } from '../dr-state/dr-state-service.ts';
 import { AppError } from '../http/app-error.ts';
 import { principal } from './admin-auth.ts';
 
@@ -34,8 +34,30 @@ export async function audited<T>(audit: AuditLog, req: Request, res: Response, a
   }
 }
 
-/** How long a change waits for every live instance to report it applied before answering. */
-export const PROPAGATION_WAIT_MS = 1500;
+/**
+ * A change was recorded, but a live instance (heartbeat within the lease) did not report it
+ * applied within the bound: not a success, since that instance may still act on the previous state.
+ */
+export class PropagationIncompleteError extends AppError {
+  constructor(version: number, propagation: Propagation, extra: Record<string, unknown> = {}) {
+    super(
+      504,
+      'propagation_incomplete',
+      `version ${version} is recorded, but live instances did not report it applied within ${propagation.waitedMs} ms: ${propagation.notApplied.join(', ')}; they may act on the previous state until they apply it or their lease (${propagation.leaseMs} ms) runs out`,
+      { ...extra, version, propagation },
+    );
+  }
+}
+
+/**
+ * Waits until every live instance applied `version` (instances past their lease refuse writes and
+ * are listed as `stale`, not waited for); throws PropagationIncompleteError when one did not.
+ */
+export async function confirmedPropagation(dr: DrStateService, version: number, extra: Record<string, unknown> = {}): Promise<Propagation> {
+  const propagation = await dr.waitForInstances(version);
+  if (!propagation.complete) throw new PropagationIncompleteError(version, propagation, extra);
+  return propagation;
+}
 
 /**
  * The audited outcome of a DR operation that may have changed one part of the shared state: the
@@ -50,7 +72,7 @@ export async function stateChangeOutcome(
   const { change, ...rest } = result;
   if (!change) return { body: rest, result: dryRun ? 'dry_run' : 'success', detail: rest };
   const version = change.after.version;
-  const propagation = await dr.waitForInstances(version, PROPAGATION_WAIT_MS);
+  const propagation = await confirmedPropagation(dr, version, { [part]: change.after[part] });
   return {
     before: change.before[part],
     after: change.after[part],

@@ -61,6 +61,8 @@ export interface Config {
   notifyWebhookUrls: string[];
   /** Incidents: bearer token Alertmanager presents on POST /admin/incidents/alerts (unset: 401). */
   alertmanagerWebhookToken?: string;
+  /** DR_STATE_LEASE_MS: writes stop this long after the last confirmation of the shared DR state. */
+  drStateLeaseMs: number;
 }
 
 /** pgBackRest, the worker and backup validation. */
@@ -172,6 +174,9 @@ const schema = z.object({
   MEDIA_SPOOL_MAX_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(1_073_741_824),
   MEDIA_CONTENT_CACHE_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(67_108_864),
   DR_STATE_FILE: z.string().min(1).optional(),
+  // How long an instance acknowledges writes without confirming the shared DR state in Redis
+  // (at least 3 re-reads of the state, one a second).
+  DR_STATE_LEASE_MS: int(3000, 300_000).default(5000),
   ...edgeVariables(),
   PGBACKREST_STANZA: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, { error: 'must be a stanza name (letters, digits, _ and -)' }).optional(),
   PGBACKREST_CONFIG: z.string().regex(/^\//, { error: 'must be an absolute path' }).optional(),
@@ -313,6 +318,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     mediaSpoolMaxBytes: raw.MEDIA_SPOOL_MAX_BYTES,
     mediaContentCacheBytes: raw.MEDIA_CONTENT_CACHE_BYTES,
     drStateFile: resolve(raw.DR_STATE_FILE ?? join('.sav3', 'dr-state.json')),
+    drStateLeaseMs: raw.DR_STATE_LEASE_MS,
     metricsPort: raw.METRICS_PORT,
     adminAllowList: adminAllowList(raw.ADMIN_ALLOWED_CIDRS),
     notifyWebhookUrls: raw.NOTIFY_WEBHOOK_URLS?.split(',').map((u) => u.trim()).filter((u) => u.length > 0) ?? [],

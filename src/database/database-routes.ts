@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import type { AuditLog } from '../audit/audit-log.ts';
-import { audited, stateChangeOutcome } from '../admin/audited.ts';
+import { audited, confirmedPropagation, stateChangeOutcome } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
 import { parseOrThrow } from '../http/validate.ts';
@@ -31,7 +31,11 @@ export function databaseRoutes(deps: { failover: DatabaseFailoverService; verifi
     const body = await audited(deps.audit, req, res, 'database.promote', async () => {
       const input = parseOrThrow(promoteBody, req.body, 'invalid promote request');
       const result = await deps.failover.promote(input);
-      return { body: result, result: input.dryRun ? 'dry_run' : 'success', detail: result };
+      if (!result.promoted) return { body: result, result: input.dryRun ? 'dry_run' : 'success', detail: result };
+      // The promotion recorded the node's identity and timeline: answer once every live instance follows it.
+      const version = deps.dr.current().version;
+      const propagation = await confirmedPropagation(deps.dr, version, { promoted: true, node: result.node });
+      return { body: { ...result, version, propagation }, result: 'success', detail: { ...result, version } };
     });
     res.json(body);
   });

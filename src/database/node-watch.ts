@@ -119,6 +119,21 @@ export class NodeWatch {
     return null;
   }
 
+  /**
+   * Null only when the active target's latest probe shows it takes writes (reachable, a primary,
+   * not fenced, on the newest timeline); else why not. Stricter than writeRefusal, which lets an
+   * unknown target through (its commit fails by itself): lifting read-only mode needs proof.
+   */
+  verifiedWritable(): string | null {
+    const refusal = this.writeRefusal();
+    if (refusal) return refusal.message;
+    const target = this.deps.state().database.active;
+    const result = this.deps.latest(target);
+    if (!result) return `the active database target (${target}) has not been checked yet`;
+    if (!result.ok || !result.data) return `the active database target (${target}) does not answer (${result.error?.code ?? 'unknown'}): it cannot be verified writable`;
+    return null;
+  }
+
   /** Called with every database probe result. */
   observe(): void {
     for (const target of TARGETS) {

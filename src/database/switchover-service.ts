@@ -131,8 +131,10 @@ export class SwitchoverService {
       await step('switch', async () => {
         await this.deps.recordSwitch(to, by);
         switched = true;
-        const p = await this.deps.dr.waitForInstances(this.deps.dr.current().version, 1500);
-        return `every instance writes to ${to} (${p.applied}/${p.total} applied)`;
+        const p = await this.deps.dr.waitForInstances(this.deps.dr.current().version);
+        const stale = p.stale.length > 0 ? `; past their lease, refusing writes: ${p.stale.map((i) => i.id).join(', ')}` : '';
+        const missing = p.complete ? '' : `; NOT applied by live instances: ${p.notApplied.join(', ')}`;
+        return `every instance that applied it writes to ${to} (${p.applied}/${p.total} applied${stale}${missing})`;
       });
       await step('read_only_off', async () => {
         if (wasReadOnly) return 'read-only mode was on before the switchover: left on';

@@ -17,7 +17,8 @@ export class ReadOnlyWriteBarrier implements WriteBarrier {
   constructor(
     private readonly readOnly: ReadOnlyService,
     private readonly dr: DrStateService,
-    private readonly propagationMs = 1500,
+    /** Defaults to the DR state's bound: an instance not applying by then is past its lease. */
+    private readonly propagationMs?: number,
   ) {}
 
   async engage(reason: string, ttlSeconds: number, by: string) {

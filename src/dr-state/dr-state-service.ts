@@ -20,7 +20,32 @@ export interface DrStateServiceDeps {
   logger: Logger;
   /** The local copy of the last applied state (DR_STATE_FILE); none in some service tests. */
   file?: DrStateFile;
+  /**
+   * The lease (DR_STATE_LEASE_MS): writes are refused once the state was last confirmed in Redis
+   * longer ago than this; an instance whose heartbeat is older is not waited for by a change.
+   */
+  leaseMs?: number;
   now?: () => number;
+}
+
+export const DEFAULT_LEASE_MS = 5000;
+/** Allowance for clock skew between instances when judging another instance's heartbeat age. */
+export const LEASE_SKEW_MS = 1000;
+
+/** What a change's wait for every live instance found. */
+export interface Propagation {
+  /** Instances (heartbeat in the last 30 s) that report the version applied, of all listed. */
+  applied: number;
+  total: number;
+  instances: InstanceHeartbeat[];
+  /** Every live instance (heartbeat within the lease) applied the version. */
+  complete: boolean;
+  /** Live instances that did not report the version within the wait: they may still act on the previous state. */
+  notApplied: string[];
+  /** Instances whose heartbeat is older than the lease: by the lease rule they refuse writes until they re-confirm the state (and so apply this version first). */
+  stale: { id: string; appliedVersion: number; lastSeen: string }[];
+  leaseMs: number;
+  waitedMs: number;
 }
 
 /** Where the state this instance follows came from; `unknown` until Redis or the file answered. */
@@ -45,6 +70,10 @@ export class DrStateService {
   private storeUp = true;
   private syncing?: Promise<void>;
   private source: StateSource = 'unknown';
+  /** When the shared state was last confirmed in Redis (read, or written by compare-and-set). */
+  private confirmedAt: number | null = null;
+  private leaseTimer?: NodeJS.Timeout;
+  private readonly leaseListeners: (() => void)[] = [];
 
   constructor(private readonly deps: DrStateServiceDeps) {
     deps.metrics.drStateVersion.set(0);
@@ -66,6 +95,49 @@ export class DrStateService {
     return this.source;
   }
 
+  get leaseMs(): number {
+    return this.deps.leaseMs ?? DEFAULT_LEASE_MS;
+  }
+
+  /**
+   * The lease rule: once the state was last confirmed in Redis longer ago than the lease (or never,
+   * e.g. started from the state file), this instance must not acknowledge writes: another instance
+   * may have changed the state meanwhile, and waits for this one only while its lease runs.
+   */
+  leaseExpired(): boolean {
+    return this.confirmedAt === null || this.now() - this.confirmedAt > this.leaseMs;
+  }
+
+  lease(): { ms: number; confirmedAt: string | null; expired: boolean } {
+    return { ms: this.leaseMs, confirmedAt: this.confirmedAt === null ? null : new Date(this.confirmedAt).toISOString(), expired: this.leaseExpired() };
+  }
+
+  /** Called once each time the lease runs out (e.g. to raise the write barrier). */
+  onLeaseLost(listener: () => void): void {
+    this.leaseListeners.push(listener);
+  }
+
+  private confirm(at: number): void {
+    const wasExpired = this.leaseExpired();
+    this.confirmedAt = Math.max(this.confirmedAt ?? 0, at);
+    if (wasExpired && this.source !== 'unknown') this.deps.logger.info({ leaseMs: this.leaseMs }, 'DR state confirmed in Redis: the lease runs again');
+    clearTimeout(this.leaseTimer);
+    this.leaseTimer = setTimeout(() => this.checkLease(), Math.max(0, this.confirmedAt + this.leaseMs + 1 - this.now()));
+    this.leaseTimer.unref();
+  }
+
+  private checkLease(): void {
+    if (!this.leaseExpired()) return;
+    this.deps.logger.warn({ leaseMs: this.leaseMs, confirmedAt: this.lease().confirmedAt }, 'DR state not confirmed within the lease: writes are refused (state_stale) until Redis answers');
+    for (const listener of this.leaseListeners) {
+      try {
+        listener();
+      } catch (err) {
+        this.deps.logger.error({ err }, 'lease listener failed');
+      }
+    }
+  }
+
   /** Whether the last exchange with the store succeeded. */
   storeAvailable(): boolean {
     return this.storeUp;
@@ -83,8 +155,21 @@ export class DrStateService {
     this.timer.unref();
   }
 
+  /**
+   * Stops following the state. Called after the HTTP server drained (no request of this instance
+   * can still be answered), so its heartbeat is dropped: changes need not wait for it.
+   */
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    clearTimeout(this.leaseTimer);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.deps.store.forget?.(this.deps.instanceId).catch(() => undefined),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, 500);
+      }),
+    ]);
+    clearTimeout(timer);
     await this.subscription?.close();
   }
 
@@ -114,6 +199,7 @@ export class DrStateService {
   }
 
   private async doSync(): Promise<void> {
+    const readAt = this.now();
     try {
       const stored = await this.deps.store.read();
       if (this.source === 'unknown') {
@@ -135,6 +221,9 @@ export class DrStateService {
         await this.apply(stored);
       }
       await this.heartbeat();
+      // The state is confirmed only once applied and reported: the heartbeat is never older than the
+      // confirmation, so an instance that sees it older than the lease knows this one refuses writes.
+      this.confirm(readAt);
       this.markStore(true);
     } catch (err) {
       this.markStore(false, err);
@@ -183,6 +272,7 @@ export class DrStateService {
    */
   async change(mutate: (current: DrState, now: string) => Omit<DrState, 'version' | 'updatedAt'>): Promise<Change> {
     let base: DrState;
+    const readAt = this.now();
     try {
       if (!this.known()) await this.sync();
       // Without Redis there is no change anyway; a state never known is not the base of one.
@@ -206,6 +296,13 @@ export class DrStateService {
       throw new ConflictError('another change to the DR state won the race; nothing was changed', { current: result.current ?? this.state });
     }
     await this.apply(after);
+    // Our compare-and-set confirms the state, once our heartbeat is at least as new as the confirmation.
+    try {
+      await this.heartbeat();
+      this.confirm(readAt);
+    } catch {
+      // Redis went away right after the change: the lease keeps its last confirmation.
+    }
     return { before: base, after };
   }
 
@@ -213,13 +310,47 @@ export class DrStateService {
     return this.deps.store.instances();
   }
 
-  /** Waits (bounded) until every live instance reports `version` applied. */
-  async waitForInstances(version: number, timeoutMs: number): Promise<{ applied: number; total: number; instances: InstanceHeartbeat[] }> {
-    const deadline = this.now() + timeoutMs;
+  /** How long a change waits for acks: past it, an instance that has not applied is past its lease too. */
+  propagationBoundMs(): number {
+    return this.leaseMs + LEASE_SKEW_MS + 500;
+  }
+
+  /** Whether a heartbeat is within the lease (with the skew allowance), as this instance's clock sees it. */
+  heartbeatLive(beat: InstanceHeartbeat, now = this.now()): boolean {
+    return now - Date.parse(beat.lastSeen) <= this.leaseMs + LEASE_SKEW_MS;
+  }
+
+  /**
+   * Waits (bounded) until every live instance (heartbeat within the lease) reports `version`
+   * applied. An instance whose heartbeat is, or becomes, older than the lease is not waited for:
+   * by the lease rule it refuses writes until it re-confirms the state, and it applies the newest
+   * version before it confirms. With the default bound (propagationBoundMs), an instance that never
+   * answers becomes stale before the bound, so `complete` is false only when a live instance keeps
+   * heartbeating without applying (or clocks are skewed beyond LEASE_SKEW_MS).
+   */
+  async waitForInstances(version: number, timeoutMs = this.propagationBoundMs()): Promise<Propagation> {
+    const started = this.now();
+    const deadline = started + timeoutMs;
+    let instances: InstanceHeartbeat[] | null = null;
     for (;;) {
-      const instances = await this.instances().catch(() => [] as InstanceHeartbeat[]);
-      const applied = instances.filter((i) => i.appliedVersion >= version).length;
-      if (applied === instances.length || this.now() >= deadline) return { applied, total: instances.length, instances };
+      instances = await this.instances().catch(() => instances);
+      const now = this.now();
+      const list = instances ?? [];
+      const applied = list.filter((i) => i.appliedVersion >= version);
+      const pending = list.filter((i) => i.appliedVersion < version);
+      const live = pending.filter((i) => this.heartbeatLive(i, now));
+      if ((instances !== null && live.length === 0) || now >= deadline) {
+        return {
+          applied: applied.length,
+          total: list.length,
+          instances: list,
+          complete: instances !== null && live.length === 0,
+          notApplied: instances === null ? ['(the state store did not answer: unverified)'] : live.map((i) => i.id),
+          stale: pending.filter((i) => !this.heartbeatLive(i, now)).map((i) => ({ id: i.id, appliedVersion: i.appliedVersion, lastSeen: i.lastSeen })),
+          leaseMs: this.leaseMs,
+          waitedMs: now - started,
+        };
+      }
       await new Promise((resolve) => setTimeout(resolve, 25));
     }
   }

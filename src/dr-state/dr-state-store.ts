@@ -12,6 +12,8 @@ export interface DrStateStore {
   restore(state: DrState): Promise<boolean>;
   heartbeat(beat: InstanceHeartbeat): Promise<void>;
   instances(): Promise<InstanceHeartbeat[]>;
+  /** Drops an instance's heartbeat (it stopped after its last request ended: nothing to wait for). */
+  forget?(id: string): Promise<void>;
   /** A lock with an expiry for long operations; false when someone else holds it. */
   acquireLock(name: string, owner: string, ttlMs: number): Promise<boolean>;
   releaseLock(name: string, owner: string): Promise<void>;
@@ -98,6 +100,10 @@ export class RedisDrStateStore implements DrStateStore {
     }
     if (gone.length > 0) await this.redis.hdel(`${this.prefix}dr:instances`, ...gone);
     return live.sort((a, b) => a.id.localeCompare(b.id));
+  }
+
+  async forget(id: string): Promise<void> {
+    await this.redis.hdel(`${this.prefix}dr:instances`, id);
   }
 
   async acquireLock(name: string, owner: string, ttlMs: number): Promise<boolean> {

@@ -6,6 +6,11 @@ export interface ReadOnlyState {
   since: string | null;
   by: string | null;
   expiresAt: string | null;
+  /**
+   * Set when a TTL was reached but the expiry was refused (the active target could not be verified
+   * writable): the mode stays on and says why. Optional: states written before it existed apply.
+   */
+  ttlExpiryRefused?: { reason: string; at: string; expiresAt: string } | null;
 }
 
 export interface TargetState<T extends string> {
@@ -72,8 +77,13 @@ export interface InstanceHeartbeat {
   barrier?: { version: number; inFlight: number; waitedFor: number; drained: boolean; failing: number; waitedMs: number };
 }
 
-/** Read-only mode as it holds at `now`: an expired mode is off even before anyone records it. */
-export function readOnlyActive(state: DrState, now: number): boolean {
-  const { enabled, expiresAt } = state.readOnly;
-  return enabled && (expiresAt === null || Date.parse(expiresAt) > now);
+/**
+ * Read-only mode as it holds now. A TTL that has passed does not lift the mode by itself: only an
+ * expiry recorded in the shared state does (see ReadOnlyService), and that is refused unless the
+ * active target is verified writable. So a mode never expires into an unsafe state because Redis
+ * is down, an instance restarted from its state file, or Redis came back empty.
+ */
+export function readOnlyActive(state: DrState, _now?: number): boolean {
+  return state.readOnly.enabled;
 }
+

@@ -26,7 +26,7 @@ export interface HealthServiceDeps {
   redis: ProbeRunner<void>;
   /** Extra replication facts for /health/database (from the failover capability). */
   replication?: () => Promise<Record<string, unknown> | undefined>;
-  dr: () => { readOnly: boolean; stateVersion: number };
+  dr: () => { readOnly: boolean; stateVersion: number; ttlExpiryRefused?: { reason: string; kind: string; expiresAt: string; at: string } | null };
   /**
    * Whether the active target may take writes (null: yes, or unknown) and the nodes' picture
    * (split brain, writable nodes), from the database capability and the DR state.
@@ -161,13 +161,17 @@ export class HealthService {
     const [database, media, redis] = await Promise.all([this.database(reveal), this.media(reveal), this.redis(reveal)]);
     // Only the database is critical: without media or Redis the API still serves, degraded.
     const degradedComponents = [database, media, redis].some((c) => c.status !== 'healthy');
-    const status: HealthStatus = database.status === 'unhealthy' ? 'unhealthy' : degradedComponents ? 'degraded' : 'healthy';
-    const { readOnly, stateVersion } = this.deps.dr();
+    const { readOnly, stateVersion, ttlExpiryRefused } = this.deps.dr();
+    // A read-only TTL that passed without taking effect is worth a look: degraded, and says why.
+    const status: HealthStatus = database.status === 'unhealthy' ? 'unhealthy' : degradedComponents || ttlExpiryRefused ? 'degraded' : 'healthy';
     return {
       status,
       components: { database, media, redis },
       readOnly,
       stateVersion,
+      ...(ttlExpiryRefused
+        ? { readOnlyTtlExpiryRefused: { kind: ttlExpiryRefused.kind, expiresAt: ttlExpiryRefused.expiresAt, at: ttlExpiryRefused.at, ...(reveal ? { reason: ttlExpiryRefused.reason } : {}) } }
+        : {}),
     };
   }
 }

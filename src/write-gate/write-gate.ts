@@ -3,7 +3,7 @@ import { AppError } from '../http/app-error.ts';
 
 /** Why writes are closed right now; null while they are open. */
 export interface WriteRefusal {
-  code: 'read_only' | 'state_unknown' | 'state_mismatch' | 'not_writable';
+  code: 'read_only' | 'state_unknown' | 'state_stale' | 'state_mismatch' | 'not_writable';
   message: string;
 }
 

@@ -11,6 +11,9 @@ import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstanc
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const LEASE_MS = 3000;
+/** Allowance past the lease for an answer already under way (skew allowance plus request latency). */
+const LEASE_ALLOWANCE_MS = 1500;
 
 /** A small seeded generator, so a failing run can be replayed with CHAOS_SEED. */
 function mulberry32(seed: number): () => number {
@@ -48,7 +51,9 @@ async function keysOn(node: PgNode): Promise<Map<string, string>> {
  *  1. every acknowledged write is on the current primary, with its sha256, and served by the API;
  *  2. no write acknowledged after the promotion began is on the old primary (it landed on a node that
  *     was not primary when acknowledged);
- *  3. at the end exactly one node takes writes.
+ *  3. at the end exactly one node takes writes;
+ *  4. the lease: no write is acknowledged later than the lease (plus an allowance) into a Redis outage.
+ * Read-only TTLs expire at random points, also with Redis down or the unpromoted replica active.
  * The primary streams synchronously to the replica, so a killed primary loses no acknowledged commit.
  * CHAOS_SEED replays a run; CHAOS_DURATION_MS lengthens it (`npm run test:chaos`).
  */
@@ -85,6 +90,7 @@ describe('chaos: two instances, steady writes, random DR operations and faults',
       HEALTH_TIMEOUT_MS: '500',
       HEALTH_INTERVAL_MS: '250',
       LOG_LEVEL: 'warn',
+      DR_STATE_LEASE_MS: String(LEASE_MS),
     };
     const stateFiles = [0, 1].map((i) => join(tmpdir(), `sav3-chaos-${randomBytes(4).toString('hex')}-${i}.json`));
     const start = async (slot: number) => {
@@ -136,6 +142,7 @@ describe('chaos: two instances, steady writes, random DR operations and faults',
       }
     });
 
+    const outages: { from: number; to: number }[] = [];
     let promoted = false;
     let promoteStartedAt = Infinity;
     const down = new Set<PgNode>();
@@ -155,6 +162,20 @@ describe('chaos: two instances, steady writes, random DR operations and faults',
         const res = await admin('PUT', '/admin/read-only', { enabled: true, reason: 'chaos' });
         note(`read-only on → ${res.status} ${JSON.stringify(res.body.writes ?? null)}`);
       },
+      async readOnlyWithTtl() {
+        const ttlSeconds = 1 + Math.floor(rng() * 3);
+        note(`read-only on, ttl ${ttlSeconds} s → ${(await admin('PUT', '/admin/read-only', { enabled: true, reason: 'chaos ttl', ttlSeconds })).status}`);
+      },
+      async redisOutage() {
+        // Longer than the lease: every instance must stop acknowledging writes.
+        const stoppedAt = performance.now();
+        await redis.stop();
+        note('redis stopped (long outage)');
+        await sleep(LEASE_MS + 500 + rng() * 1500);
+        outages.push({ from: stoppedAt, to: performance.now() });
+        await redis.start();
+        note('redis started (empty)');
+      },
       async readOnlyOff() {
         note(`read-only off → ${(await admin('PUT', '/admin/read-only', { enabled: false, reason: 'chaos' })).status}`);
       },
@@ -164,9 +185,11 @@ describe('chaos: two instances, steady writes, random DR operations and faults',
         note(`switch to ${to} → ${(await admin('POST', '/admin/database/switch', { to })).status}`);
       },
       async redisRestart() {
+        const stoppedAt = performance.now();
         await redis.stop();
         note('redis stopped');
         await sleep(300 + rng() * 1200);
+        outages.push({ from: stoppedAt, to: performance.now() });
         await redis.start();
         note('redis started (empty)');
       },
@@ -235,6 +258,8 @@ describe('chaos: two instances, steady writes, random DR operations and faults',
     const onOld = await keysOn(cluster.primary);
     const missing = acks.filter((a) => onPrimary.get(a.key) !== a.sha256).map((a) => a.key);
     const strays = acks.filter((a) => a.ackAt > promoteStartedAt && onOld.has(a.key)).map((a) => a.key);
+    // The lease: within an outage, nothing acknowledged later than lease + allowance after it began.
+    const pastLease = acks.filter((a) => outages.some((o) => a.ackAt > o.from + LEASE_MS + LEASE_ALLOWANCE_MS && a.ackAt < o.to)).map((a) => a.key);
     const unreadable: string[] = [];
     for (const ack of acks) {
       const res = await fetch(`${instances[0]!.url}/media/${ack.key}`, { method: 'HEAD' });
@@ -247,6 +272,7 @@ describe('chaos: two instances, steady writes, random DR operations and faults',
 
     expect({ missing, report: missing.length ? report : '' }).toEqual({ missing: [], report: '' });
     expect({ strays, report: strays.length ? report : '' }).toEqual({ strays: [], report: '' });
+    expect({ pastLease, report: pastLease.length ? report : '' }).toEqual({ pastLease: [], report: '' });
     expect({ unreadable, report: unreadable.length ? report : '' }).toEqual({ unreadable: [], report: '' });
     // Liveness, loosely: writes were acknowledged both before and after the promotion.
     expect(acks.length - summary.acksAfterPromotion).toBeGreaterThan(0);

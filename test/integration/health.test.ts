@@ -152,7 +152,8 @@ describe('degraded, not unhealthy', () => {
     s3 = await startS3Server({ bucket: 'degraded-media' });
     // Redis is down from the start: the instance follows the DR state it kept on disk.
     const file = join(mkdtempSync(join(tmpdir(), 'sav3-health-')), 'dr-state.json');
-    writeFileSync(file, JSON.stringify({ ...INITIAL_STATE, version: 3 }));
+    // Read-only mode is on in it: writes are refused anyway, so Redis being down only degrades.
+    writeFileSync(file, JSON.stringify({ ...INITIAL_STATE, version: 3, readOnly: { enabled: true, reason: 'incident', since: null, by: 'ops', expiresAt: null } }));
     api = await startInstance({ ...mediaEnv('PRIMARY', s3), REDIS_URL: `redis://127.0.0.1:${await deadPort()}`, DR_STATE_FILE: file });
   });
   afterAll(async () => {
@@ -167,6 +168,24 @@ describe('degraded, not unhealthy', () => {
     expect(res.body.components.redis).toMatchObject({ status: 'unhealthy', error: { code: 'connection_refused' } });
     expect(res.body.stateVersion).toBe(3);
     expect((await request(api.url).get('/health/ready')).status).toBe(200);
+  });
+
+  it('started from its state file with read-only off, it has not confirmed the state: writes 503 state_stale, /health says so, ready for reads', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'sav3-health-')), 'dr-state.json');
+    writeFileSync(file, JSON.stringify({ ...INITIAL_STATE, version: 3 }));
+    const stale = await startInstance({ ...mediaEnv('PRIMARY', s3), REDIS_URL: `redis://127.0.0.1:${await deadPort()}`, DR_STATE_FILE: file });
+    try {
+      const put = await request(stale.url).put('/media/stale/a').send(Buffer.from('x'));
+      expect(put.status).toBe(503);
+      expect(put.body.error.code).toBe('state_stale');
+      expect(put.headers['retry-after']).toBeDefined();
+      const health = await request(stale.url).get('/health');
+      expect(health.status).toBe(503);
+      expect(health.body).toMatchObject({ readOnly: false, stateVersion: 3, components: { database: { error: { code: 'state_stale' } } } });
+      expect((await request(stale.url).get('/health/ready')).status).toBe(200);
+    } finally {
+      await stale.stop();
+    }
   });
 
   it('with neither Redis nor a state file, starts fail-safe: writes 503 state_unknown, /health unhealthy, ready for reads', async () => {

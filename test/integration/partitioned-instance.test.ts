@@ -53,10 +53,8 @@ describe('an instance cut off from Redis during enable → promote → switch', 
   });
 
   it('every upload the partitioned instance acknowledged is on the promoted node', async () => {
-    proxy.setMode('refuse');
-    await new Promise((r) => setTimeout(r, 500));
-    expect((await request(a.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'partition test' })).status).toBe(200);
-
+    // The loop runs before and across the partition: b acknowledges writes until its lease runs out
+    // (then 503 state_stale), and the enable waits for b until then (listed as stale, not waited for longer).
     let stop = false;
     const acked: string[] = [];
     const loop = (async () => {
@@ -66,6 +64,12 @@ describe('an instance cut off from Redis during enable → promote → switch', 
       }
     })();
     await new Promise((r) => setTimeout(r, 300));
+    proxy.setMode('refuse');
+    await new Promise((r) => setTimeout(r, 500));
+    const on = await request(a.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'partition test' });
+    expect(on.status).toBe(200);
+    expect(on.body.propagation.stale.map((i: { id: string }) => i.id)).toEqual(['part-b']);
+    const ackedBeforeAnswer = acked.length;
     const promote = await request(a.url).post('/admin/database/promote').set(auth).send({ confirm: 'promote-replica', maxLagSeconds: 300 });
     expect(promote.status).toBe(200);
     expect(promote.body.oldPrimary).toMatchObject({ fenced: true });
@@ -74,8 +78,9 @@ describe('an instance cut off from Redis during enable → promote → switch', 
     stop = true;
     await loop;
 
-    // The partitioned instance did acknowledge writes (else this proves nothing) ...
+    // The partitioned instance did acknowledge writes (else this proves nothing), none after the enable answered ...
     expect(acked.length).toBeGreaterThan(0);
+    expect(acked.length).toBe(ackedBeforeAnswer);
     // ... and none of them is missing on the promoted node.
     const missing: string[] = [];
     for (const key of acked) if (!(await hasRow(cluster.replica.url(), key))) missing.push(key);

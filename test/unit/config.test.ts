@@ -34,6 +34,14 @@ describe('configuration', () => {
     expect(config.instanceId).toMatch(new RegExp(`-${process.pid}$`));
   });
 
+  it('DR_STATE_LEASE_MS: 5000 by default, a whole number of at least 3000 (three state re-reads)', () => {
+    expect(loadConfig(minimal).drStateLeaseMs).toBe(5000);
+    expect(loadConfig({ ...minimal, DR_STATE_LEASE_MS: '3000' }).drStateLeaseMs).toBe(3000);
+    for (const bad of ['2999', '1.5', 'soon', '300001']) {
+      expect(problemsOf({ ...minimal, DR_STATE_LEASE_MS: bad }).map((p) => p.split(':')[0])).toEqual(['DR_STATE_LEASE_MS']);
+    }
+  });
+
   it('names every missing required variable on its own line', () => {
     expect(problemsOf({})).toEqual(['DATABASE_URL: required', 'MEDIA_PRIMARY_ENDPOINT: required']);
   });

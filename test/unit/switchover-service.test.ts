@@ -113,7 +113,7 @@ function service(world: World) {
       },
       lockHolder: async () => world.lock,
     },
-    dr: { current: () => world.state, waitForInstances: async () => ({ applied: 1, total: 1, instances: [] }) },
+    dr: { current: () => world.state, waitForInstances: async () => ({ applied: 1, total: 1, instances: [], complete: true, notApplied: [], stale: [], leaseMs: 5000, waitedMs: 0 }) },
     readOnly: { isActive: () => world.readOnly },
     barrier: {
       async engage() {

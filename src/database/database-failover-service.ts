@@ -1,4 +1,4 @@
-import type { DatabaseTarget } from '../config/config.ts';
+import type { DatabaseProbeData, DatabaseTarget } from '../domain.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
 import type { DrStateStore } from '../dr-state/dr-state-store.ts';
 import type { NodeIdentity } from '../dr-state/dr-state.ts';
@@ -12,7 +12,7 @@ import { lsnGap } from './lsn.ts';
 import { waitForReplicaCatchUp } from './catch-up.ts';
 import { fenceNode, unfenceNode } from './node-fence.ts';
 import type { NodeWatch } from './node-watch.ts';
-import { withProbeConnection, type DatabaseProbeData } from './pg-probe.ts';
+import { withProbeConnection } from './pg-probe.ts';
 import type { ReplicationMonitor } from './replication-monitor.ts';
 
 export interface Check {

@@ -1,4 +1,4 @@
-import type { DatabaseTarget } from '../config/config.ts';
+import type { DatabaseTarget } from '../domain.ts';
 import type { SwitchoverDeps } from './switchover-service.ts';
 
 /** The switchover's own TTL'd read-only mode carries this reason: how its leftovers are recognised. */

@@ -1,6 +1,6 @@
+import type { MediaBackendName } from '../domain.ts';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { MediaBackendName } from '../config/config.ts';
 import type { Logger } from '../logger.ts';
 import { orphans } from './media-gc.ts';
 import { versionObjectName } from './media-repository.ts';

@@ -1,6 +1,6 @@
+import type { MediaBackendName } from '../domain.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import type { MediaBackendName } from '../config/config.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
 import type { DrStateStore } from '../dr-state/dr-state-store.ts';
 import { ConflictError, PreconditionFailedError } from '../http/app-error.ts';

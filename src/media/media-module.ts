@@ -1,6 +1,7 @@
+import type { MediaBackendName } from '../domain.ts';
 import type { Router } from 'express';
 import type { Redis } from 'ioredis';
-import type { Config, MediaBackendName } from '../config/config.ts';
+import type { Config } from '../config/config.ts';
 import type { DrModule } from '../dr-module.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
 import type { Logger } from '../logger.ts';

@@ -1,6 +1,6 @@
+import type { MediaBackendName } from '../domain.ts';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { MediaBackendName } from '../config/config.ts';
 import type { DrStateStore } from '../dr-state/dr-state-store.ts';
 import { BadRequestError, ConflictError, DependencyUnavailableError, NotFoundError } from '../http/app-error.ts';
 import type { Logger } from '../logger.ts';

@@ -1,5 +1,5 @@
+import type { MediaBackendName } from '../../src/domain.ts';
 import { Readable } from 'node:stream';
-import type { MediaBackendName } from '../../src/config/config.ts';
 import type { CachedMeta, MediaCache } from '../../src/media/media-cache.ts';
 import type { MediaMetadata, MediaRepository, WriteCommit } from '../../src/media/media-repository.ts';
 import type { MediaVersionRepository, OutboxTask, StoredVersion } from '../../src/media/media-version-repository.ts';

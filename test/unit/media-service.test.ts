@@ -1,7 +1,7 @@
+import type { MediaBackendName } from '../../src/domain.ts';
 import { createHash } from 'node:crypto';
 import { PassThrough, Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
-import type { MediaBackendName } from '../../src/config/config.ts';
 import { AppError } from '../../src/http/app-error.ts';
 import { MediaService } from '../../src/media/media-service.ts';
 import type { ObjectStore } from '../../src/media/object-store.ts';

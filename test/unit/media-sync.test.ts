@@ -1,7 +1,7 @@
+import type { MediaBackendName } from '../../src/domain.ts';
 import { createHash, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { Redis } from 'ioredis';
-import type { MediaBackendName } from '../../src/config/config.ts';
 import type { DrStateStore } from '../../src/dr-state/dr-state-store.ts';
 import { BackupReplicator } from '../../src/media/backup-replicator.ts';
 import { MediaSyncService } from '../../src/media/media-sync.ts';

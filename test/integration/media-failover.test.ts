@@ -1,12 +1,11 @@
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { eventually } from '../support/redis-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+import { eventually, sha256Hex } from '../../support/common.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 describe('media failover between two S3 servers', () => {
   let primary: S3ServerHandle;
@@ -36,7 +35,7 @@ describe('media failover between two S3 servers', () => {
   const upload = async (api: TestInstance, key: string) => {
     const body = randomBytes(3000);
     const res = await request(api.url).put(`/media/${key}`).send(body);
-    if (res.status === 201) acked.set(key, sha(body));
+    if (res.status === 201) acked.set(key, sha256Hex(body));
     return res;
   };
   const post = (api: TestInstance, path: string, body: object) => request(api.url).post(path).set(auth).send(body);

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import pg from 'pg';
 import request from 'supertest';
@@ -11,10 +11,10 @@ import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+import { sha256Hex } from '../../support/common.ts';
 
 const SCRIPT = join(__dirname, '..', '..', 'scripts', 'dr', 'restore-database.sh');
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 function script(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -46,7 +46,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     const body = randomBytes(700);
     const res = await request(api.url).put(`/media/${key}`).send(body);
     expect(res.status).toBe(201);
-    acked.set(key, sha(body));
+    acked.set(key, sha256Hex(body));
   };
   const archiveAll = async () => {
     await sql(cluster.primary.url(), 'SELECT pg_switch_wal()');
@@ -59,7 +59,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
         r.on('data', (c: Buffer) => chunks.push(c));
         r.on('end', () => cb(null, Buffer.concat(chunks)));
       });
-      expect({ key, status: res.status, sha: sha(res.body as Buffer) }).toEqual({ key, status: 200, sha: acked.get(key) });
+      expect({ key, status: res.status, sha: sha256Hex(res.body as Buffer) }).toEqual({ key, status: 200, sha: acked.get(key) });
     }
   };
 
@@ -171,7 +171,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     for (const o of orphans) {
       const chunks: Buffer[] = [];
       for await (const c of await store.get(o.object)) chunks.push(c as Buffer);
-      orphanShas.add(sha(Buffer.concat(chunks)));
+      orphanShas.add(sha256Hex(Buffer.concat(chunks)));
     }
     store.close();
     expect(orphanShas.has(acked.get('r/after-target')!)).toBe(true);

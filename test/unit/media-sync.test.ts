@@ -1,5 +1,5 @@
 import type { MediaBackendName } from '../../src/domain.ts';
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { Redis } from 'ioredis';
 import type { DrStateStore } from '../../src/dr-state/dr-state-store.ts';
@@ -9,8 +9,8 @@ import type { StoredVersion } from '../../src/media/media-version-repository.ts'
 import type { ObjectStore } from '../../src/media/object-store.ts';
 import { MemoryObjectStore, MemoryVersionRepository } from '../support/fakes.ts';
 import { captureLogger } from '../support/log-capture.ts';
+import { sha256Hex } from '../../support/common.ts';
 
-const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 
 function world() {
   const primary = new MemoryObjectStore('primary');
@@ -22,7 +22,7 @@ function world() {
   ]);
   /** Stores content under a new version on `on` and commits it for `key`. */
   const write = async (key: string, body: string, on: MemoryObjectStore = primary, copyTo: MediaBackendName[] = []): Promise<StoredVersion> => {
-    const v: StoredVersion = { id: randomUUID(), key, size: body.length, sha256: sha(body), contentType: 'text/plain', backends: [on.backend], replaced: false };
+    const v: StoredVersion = { id: randomUUID(), key, size: body.length, sha256: sha256Hex(body), contentType: 'text/plain', backends: [on.backend], replaced: false };
     await on.put(`v/${v.id}`, Readable.from([Buffer.from(body)]), body.length, 'text/plain');
     versions.commit(key, v, copyTo);
     return v;

@@ -1,9 +1,9 @@
 import type { DatabaseProbeData, DatabaseTarget } from '../domain.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
-import type { DrStateStore } from '../dr-state/dr-state-store.ts';
+import type { ClusterLock } from '../dr-state/cluster-lock.ts';
 import type { NodeIdentity } from '../dr-state/dr-state.ts';
 import type { ProbeRunner } from '../health/probe-runner.ts';
-import { ConflictError, PreconditionFailedError } from '../http/app-error.ts';
+import { PreconditionFailedError } from '../http/app-error.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { DatabaseClients } from './database-clients.ts';
@@ -33,7 +33,7 @@ export interface FailoverDeps {
   monitor: ReplicationMonitor;
   watch: NodeWatch;
   dr: DrStateService;
-  store: DrStateStore;
+  locks: ClusterLock;
   readOnlyActive: () => boolean;
   metrics: Pick<Metrics, 'failoverTotal'>;
   logger: Logger;
@@ -47,21 +47,12 @@ export class DatabaseFailoverService {
 
   /** Runs `fn` holding the cluster-wide database lock; 409 naming the holder if someone has it. */
   async withLock<T>(operation: string, fn: () => Promise<T>, ttlMs = LOCK_TTL_MS): Promise<T> {
-    const owner = `${this.deps.instanceId}:${operation}:${Date.now()}`;
-    if (!(await this.deps.store.acquireLock(DATABASE_LOCK, owner, ttlMs))) {
-      const holder = await this.deps.store.lockHolder(DATABASE_LOCK).catch(() => null);
-      throw new ConflictError('another database DR operation is running', { lock: DATABASE_LOCK, holder });
-    }
-    try {
-      return await fn();
-    } finally {
-      await this.deps.store.releaseLock(DATABASE_LOCK, owner).catch(() => undefined);
-    }
+    return this.deps.locks.withLock(DATABASE_LOCK, operation, fn, { ttlMs, busyMessage: 'another database DR operation is running' });
   }
 
   /** Who holds the database lock (null: nobody, or the store does not answer). */
   lockHolder(): Promise<string | null> {
-    return this.deps.store.lockHolder(DATABASE_LOCK).catch(() => null);
+    return this.deps.locks.holder(DATABASE_LOCK);
   }
 
   /** Which configured node holds which role, from the latest probes (undefined without a replica). */

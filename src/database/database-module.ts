@@ -131,7 +131,7 @@ export function createDatabaseModule(deps: {
     monitor,
     watch,
     dr: dr.state,
-    store: dr.store,
+    locks: dr.locks,
     readOnlyActive: () => dr.readOnly.isActive(),
     metrics,
     logger,

@@ -12,12 +12,6 @@ export interface DrStateStore {
   restore(state: DrState): Promise<boolean>;
   heartbeat(beat: InstanceHeartbeat): Promise<void>;
   instances(): Promise<InstanceHeartbeat[]>;
-  /** A lock with an expiry for long operations; false when someone else holds it. */
-  acquireLock(name: string, owner: string, ttlMs: number): Promise<boolean>;
-  releaseLock(name: string, owner: string): Promise<void>;
-  /** Keeps a held lock alive; false when it is no longer ours. */
-  extendLock(name: string, owner: string, ttlMs: number): Promise<boolean>;
-  lockHolder(name: string): Promise<string | null>;
 }
 
 // Compare-and-set in one atomic step, publishing the new version to every instance.
@@ -37,16 +31,6 @@ if raw and cjson.decode(raw).version >= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('PUBLISH', KEYS[2], ARGV[1])
 return 1
-`;
-
-const EXTEND = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-`;
-
-const RELEASE = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
 `;
 
 /** Heartbeats older than this are no longer listed as instances. */
@@ -98,21 +82,5 @@ export class RedisDrStateStore implements DrStateStore {
     }
     if (gone.length > 0) await this.redis.hdel(`${this.prefix}dr:instances`, ...gone);
     return live.sort((a, b) => a.id.localeCompare(b.id));
-  }
-
-  async acquireLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
-    return (await this.redis.set(`${this.prefix}dr:lock:${name}`, owner, 'PX', ttlMs, 'NX')) === 'OK';
-  }
-
-  async releaseLock(name: string, owner: string): Promise<void> {
-    await this.redis.eval(RELEASE, 1, `${this.prefix}dr:lock:${name}`, owner);
-  }
-
-  async extendLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
-    return (await this.redis.eval(EXTEND, 1, `${this.prefix}dr:lock:${name}`, owner, String(ttlMs))) === 1;
-  }
-
-  async lockHolder(name: string): Promise<string | null> {
-    return this.redis.get(`${this.prefix}dr:lock:${name}`);
   }
 }

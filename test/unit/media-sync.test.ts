@@ -1,13 +1,12 @@
 import type { MediaBackendName } from '../../src/domain.ts';
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
-import type { Redis } from 'ioredis';
-import type { DrStateStore } from '../../src/dr-state/dr-state-store.ts';
+import { ClusterLock } from '../../src/dr-state/cluster-lock.ts';
 import { BackupReplicator } from '../../src/media/backup-replicator.ts';
 import { MediaSyncService } from '../../src/media/media-sync.ts';
 import type { StoredVersion } from '../../src/media/media-version-repository.ts';
 import type { ObjectStore } from '../../src/media/object-store.ts';
-import { MemoryObjectStore, MemoryVersionRepository } from '../support/fakes.ts';
+import { MemoryJobRecords, MemoryLockStore, MemoryObjectStore, MemoryVersionRepository } from '../support/fakes.ts';
 import { captureLogger } from '../support/log-capture.ts';
 import { sha256Hex } from '../../support/common.ts';
 
@@ -30,11 +29,9 @@ function world() {
   return { primary, backup, versions, stores, write };
 }
 
-const lockStore = { acquireLock: async () => true, extendLock: async () => true, releaseLock: async () => undefined, lockHolder: async () => null } as unknown as DrStateStore;
-const redis = { set: async () => 'OK' } as unknown as Redis;
 
 function syncService(w: ReturnType<typeof world>) {
-  return new MediaSyncService({ stores: w.stores, versions: w.versions, lockStore, redis, prefix: 't:', instanceId: 'i', logger: captureLogger().logger, concurrency: 2, inlineMax: 100 });
+  return new MediaSyncService({ stores: w.stores, versions: w.versions, locks: new ClusterLock(new MemoryLockStore(), 'i'), jobs: new MemoryJobRecords(), instanceId: 'i', logger: captureLogger().logger, concurrency: 2, inlineMax: 100 });
 }
 
 describe('MediaSyncService', () => {

@@ -45,7 +45,7 @@ export class MediaConsistencyChecker {
   ) {}
 
   /** Inline for small stores; a job (GET /admin/jobs/{id}) for large ones. */
-  async start(): Promise<ConsistencyReport | { async: true; job: { id: string; status: 'running'; href: string } }> {
+  async start(): Promise<ConsistencyReport | { async: true; job: { id: string; status: 'running' } }> {
     const probe = await this.deps.versions.current('', this.deps.inlineMax + 1);
     if (probe.length <= this.deps.inlineMax) return this.check();
     const id = randomUUID();
@@ -71,7 +71,7 @@ export class MediaConsistencyChecker {
         job.finishedAt = job.updatedAt = new Date().toISOString();
         await save();
       });
-    return { async: true, job: { id, status: 'running', href: `/admin/jobs/${id}` } };
+    return { async: true, job: { id, status: 'running' } };
   }
 
   async check(): Promise<ConsistencyReport> {

@@ -27,12 +27,13 @@ const PROMOTE_WAIT_SECONDS = 60;
 /** How long a promotion waits for the replica to replay what a still-answering primary wrote. */
 const CATCH_UP_WAIT_MS = 10_000;
 
+// What the service needs of each collaborator (its ports): the real classes in production, fakes in unit tests.
 export interface FailoverDeps {
-  clients: DatabaseClients;
-  runners: ReadonlyMap<DatabaseTarget, ProbeRunner<DatabaseProbeData>>;
+  clients: Pick<DatabaseClients, 'url'>;
+  runners: ReadonlyMap<DatabaseTarget, Pick<ProbeRunner<DatabaseProbeData>, 'run' | 'latest' | 'invalidate'>>;
   monitor: ReplicationMonitor;
-  watch: NodeWatch;
-  dr: DrStateService;
+  watch: Pick<NodeWatch, 'identity' | 'newestTimeline'>;
+  dr: Pick<DrStateService, 'current' | 'change'>;
   locks: ClusterLock;
   readOnlyActive: () => boolean;
   metrics: Pick<Metrics, 'failoverTotal'>;

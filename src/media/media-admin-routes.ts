@@ -4,6 +4,7 @@ import { audited, stateChangeOutcome } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 import type { AuditLog } from '../audit/audit-log.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
+import { BadRequestError } from '../http/app-error.ts';
 import { withJobHref } from '../http/job-link.ts';
 import { parseOrThrow } from '../http/validate.ts';
 import type { MediaConsistencyChecker } from './media-consistency.ts';
@@ -30,6 +31,10 @@ export function mediaAdminRoutes(deps: { failover: MediaFailoverService; sync: M
   router.post('/admin/media/sync', async (req, res) => {
     const body = await audited<Record<string, unknown>>(deps.audit, req, res, 'media.sync', async () => {
       const input = parseOrThrow(syncBody, req.body, 'invalid media sync request');
+      if (input.from === input.to) throw new BadRequestError('from and to must differ', { to: ['must differ from from'] });
+      for (const field of ['from', 'to'] as const) {
+        if (!deps.sync.configured(input[field])) throw new BadRequestError(`media backend ${input[field]} is not configured`, { [field]: ['not configured'] });
+      }
       const result = withJobHref(await deps.sync.sync(input));
       return { body: result, result: input.dryRun ? 'dry_run' : 'success', detail: { ...result, items: undefined } };
     });

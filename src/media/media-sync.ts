@@ -67,15 +67,20 @@ export class MediaSyncService {
     },
   ) {}
 
-  private store(name: MediaBackendName, field: 'from' | 'to'): ObjectStore {
+  /** Whether `name` is a configured backend (the route checks a request against it). */
+  configured(name: MediaBackendName): boolean {
+    return this.deps.stores.has(name);
+  }
+
+  private store(name: MediaBackendName): ObjectStore {
     const store = this.deps.stores.get(name);
-    if (!store) throw new BadRequestError(`media backend ${name} is not configured`, { [field]: ['not configured'] });
+    if (!store) throw new BadRequestError(`media backend ${name} is not configured`);
     return store;
   }
 
   async plan(from: MediaBackendName, to: MediaBackendName): Promise<{ scanned: number; legacy: number; items: SyncItem[] }> {
-    this.store(from, 'from');
-    this.store(to, 'to');
+    this.store(from);
+    this.store(to);
     try {
       const items: SyncItem[] = [];
       for (let after = ''; ; ) {
@@ -91,7 +96,7 @@ export class MediaSyncService {
   }
 
   async sync(input: { from: MediaBackendName; to: MediaBackendName; dryRun: boolean }) {
-    if (input.from === input.to) throw new BadRequestError('from and to must differ', { to: ['must differ from from'] });
+    if (input.from === input.to) throw new BadRequestError('from and to must differ');
     const { scanned, legacy, items } = await this.plan(input.from, input.to);
     const bytes = items.reduce((n, i) => n + i.size, 0);
     const info = { scanned, ...(legacy > 0 ? { legacy, legacyHint: 'objects of the old layout are not synced: run npm run media:migrate-layout' } : {}) };
@@ -117,8 +122,8 @@ export class MediaSyncService {
   }
 
   private async run(job: SyncJob, items: SyncItem[], lease: LockLease): Promise<void> {
-    const source = this.store(job.from, 'from');
-    const target = this.store(job.to, 'to');
+    const source = this.store(job.from);
+    const target = this.store(job.to);
     const queue = [...items];
     let lastSaved = Date.now();
     const worker = async () => {

@@ -90,6 +90,9 @@ describe('media failover between two S3 servers', () => {
 
   it('after the primary returns: sync copies what it lacks (inline, then as a job), a second sync gets 409', async () => {
     await primary.start();
+    const same = await post(a, '/admin/media/sync', { from: 'backup', to: 'backup' });
+    expect(same.status).toBe(400);
+    expect(same.body.error).toMatchObject({ message: 'from and to must differ', details: { to: ['must differ from from'] } });
     const dry = await post(a, '/admin/media/sync', { from: 'backup', to: 'primary', dryRun: true });
     expect(dry.status).toBe(200);
     expect(dry.body).toMatchObject({ dryRun: true, toCopy: 5 });
@@ -97,7 +100,7 @@ describe('media failover between two S3 servers', () => {
 
     const job = await post(a, '/admin/media/sync', { from: 'backup', to: 'primary' });
     expect(job.status).toBe(202);
-    expect(job.body).toMatchObject({ async: true, job: { status: 'running', total: 5 } });
+    expect(job.body).toMatchObject({ async: true, job: { status: 'running', total: 5, href: `/admin/jobs/${job.body.job.id}` } });
     const second = await post(b, '/admin/media/sync', { from: 'primary', to: 'backup' });
     expect([409, 200]).toContain(second.status);
     const done = await eventually(() => request(b.url).get(job.body.job.href).set(auth), (r) => r.body.status !== 'running', 10_000);

@@ -1,6 +1,7 @@
 import type { MediaBackendName } from '../../src/domain.ts';
 import { Readable } from 'node:stream';
 import type { AuditEvent, AuditSink, AuditSpool } from '../../src/audit/audit-event.ts';
+import type { BackupTool, StanzaInfo } from '../../src/backup/pgbackrest.ts';
 import type { LockStore } from '../../src/dr-state/cluster-lock.ts';
 import type { CasResult, DrStateStore } from '../../src/dr-state/dr-state-store.ts';
 import type { DrState, InstanceHeartbeat } from '../../src/dr-state/dr-state.ts';
@@ -345,5 +346,29 @@ export class MemoryAuditSpool implements AuditSpool {
   async size() {
     this.check();
     return this.items.length;
+  }
+}
+
+const fakeBackup = (label: string, stoppedAt: string) => ({
+  label, type: 'full' as const, startedAt: stoppedAt, stoppedAt, sizeBytes: 10, deltaBytes: 10, repositorySizeBytes: 5, repositoryDeltaBytes: 5,
+  wal: { start: '000000010000000000000002', stop: '000000010000000000000002' }, lsn: { start: '0/2000028', stop: '0/2000100' }, prior: null, error: false,
+});
+
+/** pgBackRest stand-in: one full backup listed; the first `failures` backups fail, later ones add to the list. */
+export class FakeBackupTool implements BackupTool {
+  backups = [fakeBackup('20261125-000000F', '2026-11-25T00:00:05.000Z')];
+  attempts = 0;
+  constructor(private readonly options: { failures: number } = { failures: 0 }) {}
+  async info(): Promise<StanzaInfo> {
+    return { stanza: 'main', status: { code: 0, message: 'ok' }, archive: { min: '000000010000000000000001', max: '000000010000000000000009' }, backups: [...this.backups] };
+  }
+  async backup(): Promise<void> {
+    this.attempts += 1;
+    await new Promise((r) => setTimeout(r, 200));
+    if (this.attempts <= this.options.failures) throw new Error('pgBackRest failed: ERROR: [056]: unable to find primary cluster');
+    this.backups.push(fakeBackup(`202611${25 + this.backups.length}-000000F`, new Date().toISOString()));
+  }
+  async restore(): Promise<void> {
+    throw new Error('restore is not faked');
   }
 }

@@ -39,10 +39,14 @@ describe('backup jobs from an API instance without pgBackRest to a worker that h
   });
 
   it('a failed backup is a failed job with pgBackRest\'s message; it frees the way for the next, which succeeds', async () => {
+    let release = () => {};
+    tool.gate = new Promise<void>((r) => (release = r));
     const first = await request(api.url).post('/admin/backups').set(auth).send({ type: 'full' });
     expect(first.status).toBe(202);
     // While it is queued or running, another backup is refused, naming the job and where to poll it.
     const busy = await request(api.url).post('/admin/backups').set(auth).send({ type: 'incr' });
+    release();
+    tool.gate = undefined;
     expect(busy.status).toBe(409);
     expect(busy.body.error.job).toEqual({ id: first.body.job.id, href: `/admin/jobs/${first.body.job.id}` });
     const failed = await eventually(async () => (await request(api.url).get(`/admin/jobs/${first.body.job.id}`).set(viewer)).body, (j) => j.status === 'failed', 10_000);

@@ -358,6 +358,8 @@ const fakeBackup = (label: string, stoppedAt: string) => ({
 export class FakeBackupTool implements BackupTool {
   backups = [fakeBackup('20261125-000000F', '2026-11-25T00:00:05.000Z')];
   attempts = 0;
+  /** While set, a backup waits for it: the test decides when the running job may end. */
+  gate?: Promise<void>;
   constructor(private readonly options: { failures: number } = { failures: 0 }) {}
   async info(): Promise<StanzaInfo> {
     return { stanza: 'main', status: { code: 0, message: 'ok' }, archive: { min: '000000010000000000000001', max: '000000010000000000000009' }, backups: [...this.backups] };
@@ -365,6 +367,7 @@ export class FakeBackupTool implements BackupTool {
   async backup(): Promise<void> {
     this.attempts += 1;
     await new Promise((r) => setTimeout(r, 200));
+    await this.gate;
     if (this.attempts <= this.options.failures) throw new Error('pgBackRest failed: ERROR: [056]: unable to find primary cluster');
     this.backups.push(fakeBackup(`202611${25 + this.backups.length}-000000F`, new Date().toISOString()));
   }

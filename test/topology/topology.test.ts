@@ -66,7 +66,7 @@ describe('the shipped docker-compose topology, started natively', () => {
     // Right after start the standby may still be connecting (health truthfully says degraded):
     // wait, bounded, for the pair to stream, and show the replication facts if it never does.
     type DbHealth = { status: string; target: string; replication?: unknown };
-    const db = await waitFor(async () => (await (await fetch(`${lb()}/health/database`)).json()) as DbHealth, (b) => b.status === 'healthy', 30_000, 500);
+    const db = await eventually(async () => (await (await fetch(`${lb()}/health/database`)).json()) as DbHealth, (b) => b.status === 'healthy', 30_000, 500);
     expect({ status: db.status, target: db.target, replication: db.status === 'healthy' ? 'ok' : db.replication }).toEqual({ status: 'healthy', target: 'primary', replication: 'ok' });
 
     // Load from both instances: every request succeeds and PostgreSQL sees no more server

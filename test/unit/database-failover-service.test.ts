@@ -53,7 +53,7 @@ async function setup(options: { replica?: boolean; readOnly?: boolean } = {}) {
     clients: { url: (t) => (targets.includes(t) ? dead : undefined) },
     runners,
     monitor,
-    watch: { identity: (t) => identities.get(t) ?? null, newestTimeline: () => newest },
+    watch: { identity: (t) => identities.get(t) ?? null, newestTimeline: () => newest, abandoned: () => false },
     dr: parts.dr,
     locks: parts.locks,
     readOnlyActive: () => readOnly,

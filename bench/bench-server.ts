@@ -7,7 +7,7 @@ import { loadConfig } from '../src/config/config.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService } from '../src/service.ts';
 import { mediaEnv, startS3Server } from '../support/s3-server.ts';
-import { startHungServer } from '../test/support/hung-server.ts';
+import { startHungServer } from '../support/hung-server.ts';
 
 async function main(): Promise<void> {
   const s3 = await startS3Server({ bucket: 'bench-media' });

@@ -6,11 +6,12 @@
 import { migrate } from '../src/database/migrator.ts';
 import { MIGRATIONS_DIR } from '../src/service.ts';
 import pg from 'pg';
-import { countUnreadable, startClusterService, refusalSummary, runbookScript, sha, startUploadLoop } from '../support/drill.ts';
+import { countUnreadable, startClusterService, refusalSummary, runbookScript, startUploadLoop } from '../support/drill.ts';
 import { stateSafetyDrill } from '../support/state-safety-drill.ts';
 import { plannedSwitchover } from '../support/switchover.ts';
 import { startPgCluster } from '../support/pg-cluster.ts';
 import { startS3Server } from '../support/s3-server.ts';
+import { sha256Hex } from '../support/common.ts';
 
 
 async function main(): Promise<void> {
@@ -58,7 +59,7 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 50));
     }
     const writeAfterReturn = (await fetch(`${base}/media/drill/after-return`, { method: 'PUT', body: 'after' })).status;
-    if (writeAfterReturn === 201) uploads.acked.set('drill/after-return', sha(Buffer.from('after')));
+    if (writeAfterReturn === 201) uploads.acked.set('drill/after-return', sha256Hex(Buffer.from('after')));
 
     const missing = await countUnreadable(base, uploads.acked);
     let orphans = 0;

@@ -14,10 +14,10 @@ import { migrate } from '../src/database/migrator.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService, MIGRATIONS_DIR } from '../src/service.ts';
 import { MinioObjectStore } from '../src/media/minio-object-store.ts';
-import { sha } from '../support/drill.ts';
 import { startPgCluster } from '../support/pg-cluster.ts';
 import { createPgBackRestRepo } from '../support/pgbackrest-repo.ts';
 import { mediaEnv, startS3Server } from '../support/s3-server.ts';
+import { sha256Hex } from '../support/common.ts';
 
 interface Upload {
   key: string;
@@ -36,7 +36,7 @@ function uploadLoop(base: string, prefix: string) {
       const body = randomBytes(4096);
       const sentAt = Date.now();
       const res = await fetch(`${base}/media/${key}`, { method: 'PUT', body }).catch(() => undefined);
-      if (res?.status === 201) acked.push({ key, sha: sha(body), sentAt, ackedAt: Date.now() });
+      if (res?.status === 201) acked.push({ key, sha: sha256Hex(body), sentAt, ackedAt: Date.now() });
       await res?.arrayBuffer().catch(() => undefined);
       await new Promise((r) => setTimeout(r, 5));
     }
@@ -152,7 +152,7 @@ async function main(): Promise<void> {
         const { object } = JSON.parse(line.slice(14)) as { object: string };
         const chunks: Buffer[] = [];
         for await (const c of await store.get(object)) chunks.push(c as Buffer);
-        orphanShas.add(sha(Buffer.concat(chunks)));
+        orphanShas.add(sha256Hex(Buffer.concat(chunks)));
       }
 
       // A client retries a 503 (Retry-After), as the API asks; a 404 or wrong content is a loss.
@@ -164,7 +164,7 @@ async function main(): Promise<void> {
             await new Promise((r) => setTimeout(r, 200 * attempt));
             continue;
           }
-          return res.status === 200 && sha(body) === u.sha;
+          return res.status === 200 && sha256Hex(body) === u.sha;
         }
       };
       // Every upload acknowledged before the target must read back intact.

@@ -1,13 +1,13 @@
 // `npm run media:migrate-layout`: moves media objects of the old layout (content under the user's
 // key) to immutable versions, with the service's own configuration (DATABASE_URL, MEDIA_*).
 // Safe while the service runs; prints a JSON report; exits 1 if any object failed.
+import type { MediaBackendName } from '../src/domain.ts';
 import { loadConfig } from '../src/config/config.ts';
 import { createPrisma } from '../src/database/database-clients.ts';
 import { createLogger } from '../src/logger.ts';
 import { migrateLegacyLayout } from '../src/media/legacy-layout-migrator.ts';
 import { MinioObjectStore } from '../src/media/minio-object-store.ts';
 import type { ObjectStore } from '../src/media/object-store.ts';
-import type { MediaBackendName } from '../src/config/config.ts';
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env);

@@ -35,7 +35,7 @@ export interface AppDeps {
   /** The admin API: authentication, then its routers, under /admin with bounded JSON bodies. */
   admin?: { json: express.RequestHandler; auth: express.RequestHandler; routers: Router[] };
   /** Failed token checks per address, shared by the admin API and health (which reveals details to a token). */
-  authLimiter?: FailedAuthLimiter;
+  authLimiter: FailedAuthLimiter;
   /** Routes without admin authentication, mounted before /admin (status page, Alertmanager webhook with its own token). */
   publicRouters?: Router[];
 }

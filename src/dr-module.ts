@@ -7,6 +7,7 @@ import { AuditLog } from './audit/audit-log.ts';
 import { PrismaAuditSink } from './audit/prisma-audit-sink.ts';
 import { RedisAuditSpool } from './audit/redis-audit-spool.ts';
 import type { Config } from './config/config.ts';
+import { ClusterLock, RedisLockStore } from './dr-state/cluster-lock.ts';
 import { DrStateService } from './dr-state/dr-state-service.ts';
 import { RedisDrStateStore } from './dr-state/dr-state-store.ts';
 import { redisSubscribe } from './dr-state/redis-subscriber.ts';
@@ -34,6 +35,8 @@ export const LEASE_BARRIER_WAIT_MS = 500;
 export interface DrModule {
   state: DrStateService;
   store: RedisDrStateStore;
+  /** The cluster-wide lock of DR operations (database, media switch, media sync). */
+  locks: ClusterLock;
   readOnly: ReadOnlyService;
   audit: AuditLog;
   /** The write barrier every client write passes through. */
@@ -143,6 +146,7 @@ export function createDrModule(deps: { config: Config; logger: Logger; metrics: 
   return {
     state,
     store,
+    locks: new ClusterLock(new RedisLockStore(redis, `${prefix}dr:lock:`), config.instanceId),
     readOnly,
     audit,
     gate,

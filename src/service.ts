@@ -1,10 +1,11 @@
+import type { MediaBackendName } from './domain.ts';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Express } from 'express';
 import type { Redis } from 'ioredis';
 import { buildApp } from './app.ts';
-import type { Config, MediaBackendName } from './config/config.ts';
+import type { Config } from './config/config.ts';
 import { createPrisma, DatabaseClients, type PrismaFactory } from './database/database-clients.ts';
 import { migrate } from './database/migrator.ts';
 import { createDatabaseModule, type DatabaseModule } from './database/database-module.ts';

@@ -1,7 +1,7 @@
 // Shared by the failover drills: the upload loop that plays the application, and the runbook
 // scripts run as an operator would.
 import { execFile } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -10,9 +10,9 @@ import { createLogger } from '../src/logger.ts';
 import { createService, type Service } from '../src/service.ts';
 import type { PgCluster } from './pg-cluster.ts';
 import { mediaEnv, type S3ServerHandle } from './s3-server.ts';
+import { sha256Hex } from './common.ts';
 
 const run = promisify(execFile);
-export const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /**
  * One silent service instance on a drill's own primary + replica and S3 server, with a fresh
@@ -64,7 +64,7 @@ export function startUploadLoop(base: string, keyPrefix: string, size: number): 
       const body = randomBytes(size);
       const res = await fetch(`${base}/media/${key}`, { method: 'PUT', body }).catch(() => undefined);
       if (res?.status === 201) {
-        acked.set(key, sha(body));
+        acked.set(key, sha256Hex(body));
         if (disasterAt && !firstAfter) firstAfter = performance.now();
       } else if (res) {
         const json = (await res.json().catch(() => ({}))) as { error?: { code?: string } };
@@ -113,7 +113,7 @@ export async function countUnreadable(base: string, acked: ReadonlyMap<string, s
     const res = await fetch(`${base}/media/${key}`);
     const body = Buffer.from(await res.arrayBuffer());
     const wrongBackend = backend !== undefined && res.headers.get('x-media-backend') !== backend;
-    if (res.status !== 200 || wrongBackend || sha(body) !== digest) missing += 1;
+    if (res.status !== 200 || wrongBackend || sha256Hex(body) !== digest) missing += 1;
   }
   return missing;
 }

@@ -9,7 +9,7 @@ import { loadConfig } from '../src/config/config.ts';
 import { migrate } from '../src/database/migrator.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService, MIGRATIONS_DIR, type Service } from '../src/service.ts';
-import { startOwnRedis } from '../test/support/redis-server.ts';
+import { startOwnRedis } from './redis-server.ts';
 import { runbookScript } from './drill.ts';
 import { startPgCluster } from './pg-cluster.ts';
 import { mediaEnv, startS3Server } from './s3-server.ts';

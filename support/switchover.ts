@@ -2,7 +2,7 @@
 // write barrier), promote (the replica catches up first, the old primary is fenced), switch, read-only
 // off. Shared by `npm run drill:database` and `npm run bench:failover`; measures each step and the
 // write unavailability, and proves nothing acknowledged is lost and nothing landed on the old primary.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -12,8 +12,8 @@ import { createLogger } from '../src/logger.ts';
 import { createService, MIGRATIONS_DIR, type Service } from '../src/service.ts';
 import { startPgCluster, type PgNode } from './pg-cluster.ts';
 import { mediaEnv, startS3Server } from './s3-server.ts';
+import { sha256Hex } from './common.ts';
 
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 export interface SwitchoverResult {
   concurrency: number;
@@ -102,7 +102,7 @@ export async function plannedSwitchover(options: { concurrency: number; uploadBy
         const key = `switchover/${(n += 1)}`;
         const body = randomBytes(options.uploadBytes);
         const res = await fetch(`${bases[i % 2]}/media/${key}`, { method: 'PUT', body }).catch(() => undefined);
-        if (res?.status === 201) acks.push({ key, sha256: sha(body), at: performance.now() });
+        if (res?.status === 201) acks.push({ key, sha256: sha256Hex(body), at: performance.now() });
         else if (res) {
           const code = ((await res.json().catch(() => ({}))) as { error?: { code?: string } }).error?.code ?? String(res.status);
           refused.set(code, (refused.get(code) ?? 0) + 1);

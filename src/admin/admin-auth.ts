@@ -1,5 +1,6 @@
+import { timingSafeEqual } from 'node:crypto';
 import type { Request, RequestHandler, Response } from 'express';
-import { matchAdminToken, type AdminRole, type AdminToken } from '../config/admin-tokens.ts';
+import { sha256, type AdminRole, type AdminToken } from '../config/admin-tokens.ts';
 import { AppError } from '../http/app-error.ts';
 import { bearerToken } from '../http/bearer.ts';
 import type { Logger } from '../logger.ts';
@@ -42,10 +43,8 @@ export function adminAuth(deps: {
   return async (req, res, next) => {
     const address = req.ip ?? 'unknown';
     const presented = bearerToken(req);
-    const token = presented === undefined ? undefined : matchAdminToken(deps.tokens, presented);
+    const token = checkAdminToken(deps, address, presented);
     if (!token) {
-      throwIfThrottled(deps.limiter, address);
-      deps.limiter.fail(address);
       deps.logger.warn({ address, method: req.method, path: req.path, tokenPresented: presented !== undefined }, 'admin authentication failed');
       throw unauthorized(presented === undefined ? 'an admin bearer token is required' : 'the token is not valid', presented !== undefined);
     }
@@ -59,8 +58,34 @@ export function adminAuth(deps: {
   };
 }
 
+/**
+ * Finds the token matching a presented bearer value. Every configured digest is compared, in
+ * constant time, so the answer's timing says nothing about which entry (if any) matched.
+ */
+export function matchAdminToken(tokens: readonly AdminToken[], presented: string): AdminToken | undefined {
+  const digest = sha256(presented);
+  let found: AdminToken | undefined;
+  for (const token of tokens) {
+    if (timingSafeEqual(token.digest, digest) && found === undefined) found = token;
+  }
+  return found;
+}
+
+/**
+ * The one token check of the service, used by the admin API and by health (which reveals raw
+ * errors to a token holder): the matching token, or undefined after counting a failed attempt for
+ * the address; 429 instead while the address is throttled. A valid token always passes.
+ */
+export function checkAdminToken(deps: { tokens: readonly AdminToken[]; limiter: FailedAuthLimiter }, address: string, presented: string | undefined): AdminToken | undefined {
+  const token = presented === undefined ? undefined : matchAdminToken(deps.tokens, presented);
+  if (token) return token;
+  throwIfThrottled(deps.limiter, address);
+  deps.limiter.fail(address);
+  return undefined;
+}
+
 /** 429 with Retry-After while an address is throttled for failed token checks. */
-export function throwIfThrottled(limiter: FailedAuthLimiter, address: string): void {
+function throwIfThrottled(limiter: FailedAuthLimiter, address: string): void {
   const wait = limiter.retryAfter(address);
   if (wait > 0) {
     const err = new AppError(429, 'too_many_requests', 'too many failed authentication attempts; try again later');

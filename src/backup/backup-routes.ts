@@ -4,6 +4,7 @@ import { audited } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 import type { AuditLog } from '../audit/audit-log.ts';
 import { BadRequestError } from '../http/app-error.ts';
+import { busyJobAsConflict, jobHref } from '../http/job-link.ts';
 import { parseOrThrow, wholeNumberParam } from '../http/validate.ts';
 import type { BackupInventory } from './backup-inventory.ts';
 import type { BackupService } from './backup-service.ts';
@@ -21,7 +22,7 @@ export const validationsQuery = z.object({ limit: wholeNumberParam(1, 100, 20) }
 export const restorePointBody = z.strictObject({ name: z.string().regex(RESTORE_POINT_NAME, { error: 'must be 1-63 characters of A-Z a-z 0-9 . _ : -' }) });
 
 const jobBody = (job: { id: string; kind: string; status: string; input: unknown; createdAt: string }) => ({
-  job: { id: job.id, kind: job.kind, status: job.status, input: job.input, createdAt: job.createdAt, href: `/admin/jobs/${job.id}` },
+  job: { id: job.id, kind: job.kind, status: job.status, input: job.input, createdAt: job.createdAt, href: jobHref(job.id) },
 });
 
 export function backupRoutes(deps: { inventory: BackupInventory; service: BackupService; validations: PrismaValidationStore; audit: AuditLog }): Router {
@@ -34,7 +35,7 @@ export function backupRoutes(deps: { inventory: BackupInventory; service: Backup
   router.post('/admin/backups', async (req, res) => {
     const body = await audited(deps.audit, req, res, 'backup.start', async () => {
       const input = parseOrThrow(backupBody, req.body, 'invalid backup request');
-      const job = await deps.service.requestBackup(input, principal(res).name);
+      const job = await busyJobAsConflict(() => deps.service.requestBackup(input, principal(res).name));
       return { body: jobBody(job), detail: { jobId: job.id, type: input.type } };
     });
     res.status(202).json(body);
@@ -43,7 +44,7 @@ export function backupRoutes(deps: { inventory: BackupInventory; service: Backup
   router.post('/admin/backups/validate', async (req, res) => {
     const body = await audited(deps.audit, req, res, 'backup.validate', async () => {
       const input = parseOrThrow(validateBody, req.body ?? {}, 'invalid validation request');
-      const job = await deps.service.requestValidation(input, principal(res).name);
+      const job = await busyJobAsConflict(() => deps.service.requestValidation(input, principal(res).name));
       return { body: jobBody(job), detail: { jobId: job.id, ...job.input } };
     });
     res.status(202).json(body);

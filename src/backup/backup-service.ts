@@ -1,4 +1,4 @@
-import { ConflictError, DependencyUnavailableError, NotFoundError, PreconditionFailedError } from '../http/app-error.ts';
+import { DependencyUnavailableError, NotFoundError, PreconditionFailedError } from '../http/app-error.ts';
 import { JobGroupBusyError, type Job, type JobQueue } from '../jobs/job-queue.ts';
 import type { BackupInventory } from './backup-inventory.ts';
 import type { ValidationInput } from './backup-validator.ts';
@@ -26,7 +26,8 @@ export class BackupService {
     try {
       return await this.deps.queue.enqueue(kind, input, { group, requestedBy: by });
     } catch (err) {
-      if (err instanceof JobGroupBusyError) throw new ConflictError(err.message, { job: { id: err.holder, href: `/admin/jobs/${err.holder}` } });
+      // A busy group is the caller's answer (a 409 naming the job, made by the route).
+      if (err instanceof JobGroupBusyError) throw err;
       throw new DependencyUnavailableError('redis', 'jobs are queued in Redis, which is unreachable', err);
     }
   }

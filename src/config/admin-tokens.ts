@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash } from 'node:crypto';
 
 export type AdminRole = 'viewer' | 'operator';
 
@@ -68,17 +68,4 @@ export function parseAdminTokens(value: string): { tokens: AdminToken[]; problem
     tokens.push({ name, role, digest });
   });
   return { tokens, problems };
-}
-
-/**
- * Finds the token matching a presented bearer value. Every configured digest is compared, in
- * constant time, so the answer's timing says nothing about which entry (if any) matched.
- */
-export function matchAdminToken(tokens: readonly AdminToken[], presented: string): AdminToken | undefined {
-  const digest = sha256(presented);
-  let found: AdminToken | undefined;
-  for (const token of tokens) {
-    if (timingSafeEqual(token.digest, digest) && found === undefined) found = token;
-  }
-  return found;
 }

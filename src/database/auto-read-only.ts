@@ -1,9 +1,9 @@
+import type { DatabaseProbeData } from '../domain.ts';
 import type { AuditLog } from '../audit/audit-log.ts';
 import { readOnlyActive } from '../dr-state/dr-state.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
 import type { ProbeResult } from '../health/probe-runner.ts';
 import type { Logger } from '../logger.ts';
-import type { DatabaseProbeData } from './pg-probe.ts';
 
 export const AUTO_ACTOR = 'system:auto-read-only';
 

@@ -1,5 +1,5 @@
+import type { DatabaseTarget } from '../domain.ts';
 import { PrismaPg } from '@prisma/adapter-pg';
-import type { DatabaseTarget } from '../config/config.ts';
 import { PrismaClient } from '../generated/prisma/client.ts';
 
 export type PrismaFactory = (url: string) => PrismaClient;

@@ -1,16 +1,14 @@
-import type { DatabaseTarget } from '../config/config.ts';
+import type { DatabaseProbeData, DatabaseTarget } from '../domain.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
-import type { DrStateStore } from '../dr-state/dr-state-store.ts';
+import type { ClusterLock } from '../dr-state/cluster-lock.ts';
 import type { NodeIdentity } from '../dr-state/dr-state.ts';
 import type { ProbeResult, ProbeRunner } from '../health/probe-runner.ts';
-import { ConflictError } from '../http/app-error.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { DatabaseClients } from './database-clients.ts';
 import { DatabasePromotion } from './database-promotion.ts';
 import { DatabaseSwitch } from './database-switch.ts';
 import type { NodeWatch } from './node-watch.ts';
-import type { DatabaseProbeData } from './pg-probe.ts';
 import type { ReplicationMonitor } from './replication-monitor.ts';
 
 export interface Check {
@@ -22,13 +20,14 @@ export interface Check {
 export const DATABASE_LOCK = 'database';
 const LOCK_TTL_MS = 120_000;
 
+// What the service needs of each collaborator (its ports): the real classes in production, fakes in unit tests.
 export interface FailoverDeps {
-  clients: DatabaseClients;
-  runners: ReadonlyMap<DatabaseTarget, ProbeRunner<DatabaseProbeData>>;
+  clients: Pick<DatabaseClients, 'url'>;
+  runners: ReadonlyMap<DatabaseTarget, Pick<ProbeRunner<DatabaseProbeData>, 'run' | 'latest' | 'invalidate'>>;
   monitor: ReplicationMonitor;
-  watch: NodeWatch;
-  dr: DrStateService;
-  store: DrStateStore;
+  watch: Pick<NodeWatch, 'identity' | 'newestTimeline' | 'abandoned'>;
+  dr: Pick<DrStateService, 'current' | 'change' | 'waitForInstances'>;
+  locks: ClusterLock;
   readOnlyActive: () => boolean;
   metrics: Pick<Metrics, 'failoverTotal'>;
   logger: Logger;
@@ -68,21 +67,12 @@ export class DatabaseFailoverService {
 
   /** Runs `fn` holding the cluster-wide database lock; 409 naming the holder if someone has it. */
   async withLock<T>(operation: string, fn: () => Promise<T>, ttlMs = LOCK_TTL_MS): Promise<T> {
-    const owner = `${this.deps.instanceId}:${operation}:${Date.now()}`;
-    if (!(await this.deps.store.acquireLock(DATABASE_LOCK, owner, ttlMs))) {
-      const holder = await this.deps.store.lockHolder(DATABASE_LOCK).catch(() => null);
-      throw new ConflictError('another database DR operation is running', { lock: DATABASE_LOCK, holder });
-    }
-    try {
-      return await fn();
-    } finally {
-      await this.deps.store.releaseLock(DATABASE_LOCK, owner).catch(() => undefined);
-    }
+    return this.deps.locks.withLock(DATABASE_LOCK, operation, fn, { ttlMs, busyMessage: 'another database DR operation is running' });
   }
 
   /** Who holds the database lock (null: nobody, or the store does not answer). */
   lockHolder(): Promise<string | null> {
-    return this.deps.store.lockHolder(DATABASE_LOCK).catch(() => null);
+    return this.deps.locks.holder(DATABASE_LOCK);
   }
 
   private async probe(target: DatabaseTarget): Promise<ProbeResult<DatabaseProbeData> | undefined> {

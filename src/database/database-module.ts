@@ -1,5 +1,6 @@
+import type { DatabaseProbeData, DatabaseTarget } from '../domain.ts';
 import type { Router } from 'express';
-import type { Config, DatabaseTarget } from '../config/config.ts';
+import type { Config } from '../config/config.ts';
 import type { DrModule } from '../dr-module.ts';
 import { ProbeRunner, type ProbeRunnerOptions } from '../health/probe-runner.ts';
 import type { Logger } from '../logger.ts';
@@ -11,7 +12,7 @@ import { databaseRoutes } from './database-routes.ts';
 import { fenceNode } from './node-fence.ts';
 import { NodeWatch } from './node-watch.ts';
 import { DatabaseVerifier } from './database-verifier.ts';
-import { probeDatabase, type DatabaseProbeData } from './pg-probe.ts';
+import { probeDatabase } from './pg-probe.ts';
 import { ReplicationMonitor, type ReplicationReport } from './replication-monitor.ts';
 import { SqlNodes } from './sql-nodes.ts';
 import { switchoverRoutes } from './switchover-routes.ts';
@@ -131,7 +132,7 @@ export function createDatabaseModule(deps: {
     monitor,
     watch,
     dr: dr.state,
-    store: dr.store,
+    locks: dr.locks,
     readOnlyActive: () => dr.readOnly.isActive(),
     metrics,
     logger,

@@ -1,4 +1,4 @@
-import type { DatabaseTarget } from '../config/config.ts';
+import type { DatabaseTarget } from '../domain.ts';
 import { PreconditionFailedError } from '../http/app-error.ts';
 import { restorePointBefore } from '../backup/restore-point.ts';
 import { lsnGap } from './lsn.ts';

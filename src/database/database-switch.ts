@@ -1,9 +1,8 @@
-import type { DatabaseTarget } from '../config/config.ts';
+import type { DatabaseProbeData, DatabaseTarget } from '../domain.ts';
 import { PreconditionFailedError } from '../http/app-error.ts';
 import { restorePointBefore } from '../backup/restore-point.ts';
 import type { Check, FailoverDeps, FailoverOps } from './database-failover-service.ts';
 import { fenceNode } from './node-fence.ts';
-import type { DatabaseProbeData } from './pg-probe.ts';
 
 /** POST /admin/database/switch: every instance to a target, refused onto an older timeline or a fenced node. */
 export class DatabaseSwitch {

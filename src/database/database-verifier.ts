@@ -1,9 +1,8 @@
+import type { DatabaseProbeData, DatabaseTarget } from '../domain.ts';
 import { randomUUID } from 'node:crypto';
-import type { DatabaseTarget } from '../config/config.ts';
 import type { ProbeRunner } from '../health/probe-runner.ts';
 import type { DatabaseClients } from './database-clients.ts';
 import { readMigrations } from './migrator.ts';
-import type { DatabaseProbeData } from './pg-probe.ts';
 import type { ReplicationReport } from './replication-monitor.ts';
 
 export interface VerifyCheck {

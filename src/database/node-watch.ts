@@ -1,10 +1,9 @@
+import type { DatabaseProbeData, DatabaseTarget } from '../domain.ts';
 import type { AuditLog } from '../audit/audit-log.ts';
-import type { DatabaseTarget } from '../config/config.ts';
 import type { DrState, NodeIdentity } from '../dr-state/dr-state.ts';
 import type { ProbeResult } from '../health/probe-runner.ts';
 import type { Logger } from '../logger.ts';
 import type { WriteRefusal } from '../write-gate/write-gate.ts';
-import type { DatabaseProbeData } from './pg-probe.ts';
 
 export const FENCE_ACTOR = 'system:fence';
 const TARGETS: DatabaseTarget[] = ['primary', 'replica'];

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import type { DatabaseProbeData } from '../domain.ts';
 import { CURRENT_TIMELINE_SQL } from './timeline-sql.ts';
 
 export interface PgProbeOptions {
@@ -64,24 +65,6 @@ export async function withProbeConnection<T>(options: PgProbeOptions, fn: (clien
 function destroySocket(client: pg.Client): void {
   const connection = (client as unknown as { connection?: { stream?: { destroy(err?: Error): void } } }).connection;
   connection?.stream?.destroy(new Error('probe aborted: no answer within the health timeout'));
-}
-
-export interface DatabaseProbeData {
-  inRecovery: boolean;
-  /** Primary: its current WAL position. */
-  currentLsn: string | null;
-  /** Standby: WAL received and replayed, the last replayed commit, the WAL receiver's status. */
-  receiveLsn: string | null;
-  replayLsn: string | null;
-  replayAt: Date | null;
-  receiverStatus: string | null;
-  /** Primary: its standbys as pg_stat_replication sees them. */
-  standbys: { state: string; replayLsn: string | null; replayLagSeconds: number | null }[];
-  /** The node's identity: cluster system identifier and timeline (null without the rights to read them). */
-  systemId: string | null;
-  timeline: number | null;
-  /** default_transaction_read_only is on: the node was fenced (or configured) read-only. */
-  fenced: boolean;
 }
 
 /** Identity columns of the probe query: system identifier and current timeline (see CURRENT_TIMELINE_SQL). */

@@ -1,7 +1,6 @@
-import type { DatabaseTarget } from '../config/config.ts';
+import type { DatabaseProbeData, DatabaseTarget } from '../domain.ts';
 import type { ProbeResult } from '../health/probe-runner.ts';
 import { lsnGap } from './lsn.ts';
-import type { DatabaseProbeData } from './pg-probe.ts';
 
 export type ReplicationState = 'streaming' | 'catching_up' | 'disconnected' | 'promoted' | 'unreachable';
 /** `fenced`: out of recovery but read-only at the server (an old primary after a promotion or switchover). */

@@ -1,5 +1,5 @@
+import type { DatabaseTarget } from '../domain.ts';
 import type pg from 'pg';
-import type { DatabaseTarget } from '../config/config.ts';
 import type { DatabaseClients } from './database-clients.ts';
 import { withNodeConnection } from './pg-probe.ts';
 import { CURRENT_TIMELINE_SQL } from './timeline-sql.ts';

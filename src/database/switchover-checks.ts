@@ -1,4 +1,4 @@
-import type { DatabaseTarget } from '../config/config.ts';
+import type { DatabaseTarget } from '../domain.ts';
 import type { Check } from './database-failover-service.ts';
 import { lsnGap } from './lsn.ts';
 import type { NodeFacts } from './sql-nodes.ts';

@@ -1,4 +1,4 @@
-import type { DatabaseTarget } from '../config/config.ts';
+import type { DatabaseTarget } from '../domain.ts';
 import { SWITCHOVER_READ_ONLY_REASON, type SwitchoverDeps } from './switchover-types.ts';
 
 /**

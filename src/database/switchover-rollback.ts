@@ -1,4 +1,4 @@
-import type { DatabaseTarget } from '../config/config.ts';
+import type { DatabaseTarget } from '../domain.ts';
 import type { Check } from './database-failover-service.ts';
 import { attempt, SWITCHOVER_WRITE_CHECK_MS, SwitchoverFailedError, type Outcome, type Step, type SwitchoverDeps } from './switchover-types.ts';
 

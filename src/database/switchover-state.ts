@@ -1,8 +1,7 @@
-import type { DatabaseTarget } from '../config/config.ts';
+import type { DatabaseProbeData, DatabaseTarget } from '../domain.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
 import type { ProbeRunner } from '../health/probe-runner.ts';
 import type { NodeWatch } from './node-watch.ts';
-import type { DatabaseProbeData } from './pg-probe.ts';
 import type { SwitchoverDeps } from './switchover-types.ts';
 
 /** The switchover's changes to the shared DR state: a switch to the promoted node, an abandoned promotion. */

@@ -1,4 +1,4 @@
-import type { DatabaseTarget } from '../config/config.ts';
+import type { DatabaseTarget } from '../domain.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
 import { AppError } from '../http/app-error.ts';
 import type { Logger } from '../logger.ts';

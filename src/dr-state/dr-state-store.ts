@@ -14,12 +14,6 @@ export interface DrStateStore {
   instances(): Promise<InstanceHeartbeat[]>;
   /** Drops an instance's heartbeat (it stopped after its last request ended: nothing to wait for). */
   forget?(id: string): Promise<void>;
-  /** A lock with an expiry for long operations; false when someone else holds it. */
-  acquireLock(name: string, owner: string, ttlMs: number): Promise<boolean>;
-  releaseLock(name: string, owner: string): Promise<void>;
-  /** Keeps a held lock alive; false when it is no longer ours. */
-  extendLock(name: string, owner: string, ttlMs: number): Promise<boolean>;
-  lockHolder(name: string): Promise<string | null>;
 }
 
 // Compare-and-set in one atomic step, publishing the new version to every instance.
@@ -39,16 +33,6 @@ if raw and cjson.decode(raw).version >= tonumber(ARGV[1]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('PUBLISH', KEYS[2], ARGV[1])
 return 1
-`;
-
-const EXTEND = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-`;
-
-const RELEASE = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
 `;
 
 /** Heartbeats older than this are no longer listed as instances. */
@@ -104,21 +88,5 @@ export class RedisDrStateStore implements DrStateStore {
 
   async forget(id: string): Promise<void> {
     await this.redis.hdel(`${this.prefix}dr:instances`, id);
-  }
-
-  async acquireLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
-    return (await this.redis.set(`${this.prefix}dr:lock:${name}`, owner, 'PX', ttlMs, 'NX')) === 'OK';
-  }
-
-  async releaseLock(name: string, owner: string): Promise<void> {
-    await this.redis.eval(RELEASE, 1, `${this.prefix}dr:lock:${name}`, owner);
-  }
-
-  async extendLock(name: string, owner: string, ttlMs: number): Promise<boolean> {
-    return (await this.redis.eval(EXTEND, 1, `${this.prefix}dr:lock:${name}`, owner, String(ttlMs))) === 1;
-  }
-
-  async lockHolder(name: string): Promise<string | null> {
-    return this.redis.get(`${this.prefix}dr:lock:${name}`);
   }
 }

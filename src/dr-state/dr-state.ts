@@ -1,4 +1,4 @@
-import type { DatabaseTarget, MediaBackendName } from '../config/config.ts';
+import type { DatabaseTarget, MediaBackendName } from '../domain.ts';
 
 export interface ReadOnlyState {
   enabled: boolean;

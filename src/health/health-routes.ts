@@ -1,9 +1,8 @@
 import { Router, type Request, type Response } from 'express';
 import type { AdminToken } from '../config/admin-tokens.ts';
 import { bearerToken } from '../http/bearer.ts';
-import { matchAdminToken } from '../config/admin-tokens.ts';
 import type { Lifecycle } from '../lifecycle/lifecycle.ts';
-import { throwIfThrottled } from '../admin/admin-auth.ts';
+import { checkAdminToken } from '../admin/admin-auth.ts';
 import type { FailedAuthLimiter } from '../admin/failed-auth-limiter.ts';
 import type { HealthService, HealthStatus } from './health-service.ts';
 
@@ -17,20 +16,15 @@ function send(res: Response, body: { status: HealthStatus } & Record<string, unk
  * token check is throttled like the admin one (a wrong token counts as a failed attempt, and is
  * answered 429 while the address is throttled), so health cannot be used to guess tokens faster.
  */
-function reveal(req: Request, tokens: readonly AdminToken[], limiter?: FailedAuthLimiter): boolean {
-  const token = bearerToken(req);
-  if (token === undefined) return false;
-  if (matchAdminToken(tokens, token) !== undefined) return true;
-  if (limiter) {
-    const address = req.ip ?? 'unknown';
-    throwIfThrottled(limiter, address);
-    limiter.fail(address);
-  }
-  return false;
+function reveal(req: Request, tokens: readonly AdminToken[], limiter: FailedAuthLimiter): boolean {
+  const presented = bearerToken(req);
+  // No token is an ordinary load-balancer poll, not a failed attempt.
+  if (presented === undefined) return false;
+  return checkAdminToken({ tokens, limiter }, req.ip ?? 'unknown', presented) !== undefined;
 }
 
 // Express answers HEAD with the GET handler and no body, so each route serves both.
-export function healthRoutes(health: HealthService, lifecycle: Lifecycle, tokens: readonly AdminToken[], limiter?: FailedAuthLimiter): Router {
+export function healthRoutes(health: HealthService, lifecycle: Lifecycle, tokens: readonly AdminToken[], limiter: FailedAuthLimiter): Router {
   const router = Router();
   router.get('/health/live', (_req, res) => {
     send(res, { status: lifecycle.shuttingDown ? 'unhealthy' : 'healthy' });

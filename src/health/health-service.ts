@@ -1,5 +1,4 @@
-import type { DatabaseTarget, MediaBackendName } from '../config/config.ts';
-import type { DatabaseProbeData } from '../database/pg-probe.ts';
+import type { DatabaseProbeData, DatabaseTarget, MediaBackendName } from '../domain.ts';
 import type { Lifecycle } from '../lifecycle/lifecycle.ts';
 import type { ProbeError } from './probe-error.ts';
 import type { ProbeResult, ProbeRunner } from './probe-runner.ts';

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
 
 export type JobStatus = 'queued' | 'running' | 'succeeded' | 'failed';
 
@@ -70,6 +69,15 @@ return false`;
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
 const EXTEND = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`;
 
+/** The Redis commands the queue uses (the port); an ioredis client is one. */
+export interface JobQueueRedis {
+  eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
+  set(key: string, value: string, exToken: 'EX', seconds: number): Promise<unknown>;
+  get(key: string): Promise<string | null>;
+  zadd(key: string, score: number, member: string): Promise<unknown>;
+  zrevrange(key: string, start: number, stop: number): Promise<string[]>;
+}
+
 export class JobGroupBusyError extends Error {
   constructor(
     readonly group: string,
@@ -85,7 +93,7 @@ export class JobGroupBusyError extends Error {
  */
 export class JobQueue {
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: JobQueueRedis,
     private readonly prefix: string,
   ) {}
 

@@ -1,5 +1,9 @@
-import type { Redis } from 'ioredis';
 import type { Logger } from '../logger.ts';
+
+/** The one Redis command a schedule needs (the port); an ioredis client is one. */
+export interface SlotClaimRedis {
+  set(key: string, value: string, exToken: 'EX', seconds: number, nxToken: 'NX'): Promise<'OK' | null>;
+}
 
 /**
  * Runs `fire` once per interval across every worker: each interval slot is claimed in Redis with
@@ -9,7 +13,7 @@ export class IntervalSchedule {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly deps: { redis: Redis; key: string; intervalSeconds: number; checkMs: number; fire: () => Promise<void>; logger: Logger },
+    private readonly deps: { redis: SlotClaimRedis; key: string; intervalSeconds: number; checkMs: number; fire: () => Promise<void>; logger: Logger },
   ) {}
 
   async tick(now = Date.now()): Promise<boolean> {

@@ -1,6 +1,6 @@
+import type { MediaBackendName } from '../domain.ts';
 import { randomUUID } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
-import type { MediaBackendName } from '../config/config.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
 import type { Logger } from '../logger.ts';
 import { HashingStream } from './hashing-stream.ts';

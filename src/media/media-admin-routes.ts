@@ -4,6 +4,8 @@ import { audited, stateChangeOutcome } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 import type { AuditLog } from '../audit/audit-log.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
+import { BadRequestError } from '../http/app-error.ts';
+import { withJobHref } from '../http/job-link.ts';
 import { parseOrThrow } from '../http/validate.ts';
 import type { MediaConsistencyChecker } from './media-consistency.ts';
 import type { MediaFailoverService } from './media-failover-service.ts';
@@ -30,7 +32,11 @@ export function mediaAdminRoutes(deps: { failover: MediaFailoverService; sync: M
   router.post('/admin/media/sync', async (req, res) => {
     const body = await audited<Record<string, unknown>>(deps.audit, req, res, 'media.sync', async () => {
       const input = parseOrThrow(syncBody, req.body, 'invalid media sync request');
-      const result = await deps.sync.sync(input);
+      if (input.from === input.to) throw new BadRequestError('from and to must differ', { to: ['must differ from from'] });
+      for (const field of ['from', 'to'] as const) {
+        if (!deps.sync.configured(input[field])) throw new BadRequestError(`media backend ${input[field]} is not configured`, { [field]: ['not configured'] });
+      }
+      const result = withJobHref(await deps.sync.sync(input));
       return { body: result, result: input.dryRun ? 'dry_run' : 'success', detail: { ...result, items: undefined } };
     });
     res.status(body.async === true ? 202 : 200).json(body);
@@ -45,7 +51,7 @@ export function mediaAdminRoutes(deps: { failover: MediaFailoverService; sync: M
     const report = await audited(deps.audit, req, res, 'verify.media', async () => {
       const canaries = await deps.failover.verify();
       // Metadata against content on each backend, and orphans; a job when the store is large.
-      const consistency = await deps.consistency.start().catch((err: unknown) => ({ status: 'fail' as const, error: err instanceof Error ? err.message : String(err) }));
+      const consistency = await deps.consistency.start().then(withJobHref, (err: unknown) => ({ status: 'fail' as const, error: err instanceof Error ? err.message : String(err) }));
       const pass = 'status' in consistency ? consistency.status : 'pass';
       const status = canaries.status === 'fail' || pass === 'fail' ? 'fail' : canaries.status === 'degraded' || pass === 'degraded' ? 'degraded' : 'pass';
       const result = { ...canaries, status, consistency };

@@ -1,5 +1,5 @@
+import type { MediaBackendName } from '../domain.ts';
 import type { Redis } from 'ioredis';
-import type { MediaBackendName } from '../config/config.ts';
 import type { MediaMetadata } from './media-repository.ts';
 import { isReady } from '../redis/redis-client.ts';
 

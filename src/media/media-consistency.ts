@@ -1,11 +1,11 @@
+import type { MediaBackendName } from '../domain.ts';
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
-import type { MediaBackendName } from '../config/config.ts';
 import type { Logger } from '../logger.ts';
 import { orphans } from './media-gc.ts';
 import { versionObjectName } from './media-repository.ts';
 import type { MediaVersionRepository, StoredVersion } from './media-version-repository.ts';
 import type { ObjectStore } from './object-store.ts';
+import type { JobRecordStore } from '../jobs/job-records.ts';
 
 const PAGE = 500;
 const CONCURRENCY = 8;
@@ -36,8 +36,7 @@ export class MediaConsistencyChecker {
       versions: MediaVersionRepository;
       stores: ReadonlyMap<MediaBackendName, ObjectStore>;
       graceMs: number;
-      redis: Redis;
-      prefix: string;
+      jobs: JobRecordStore;
       instanceId: string;
       logger: Logger;
       /** Above this many keys the pass runs as a job. */
@@ -46,13 +45,13 @@ export class MediaConsistencyChecker {
   ) {}
 
   /** Inline for small stores; a job (GET /admin/jobs/{id}) for large ones. */
-  async start(): Promise<ConsistencyReport | { async: true; job: { id: string; status: 'running'; href: string } }> {
+  async start(): Promise<ConsistencyReport | { async: true; job: { id: string; status: 'running' } }> {
     const probe = await this.deps.versions.current('', this.deps.inlineMax + 1);
     if (probe.length <= this.deps.inlineMax) return this.check();
     const id = randomUUID();
     const now = new Date().toISOString();
     const job = { id, kind: 'media.verify', status: 'running', instanceId: this.deps.instanceId, startedAt: now, updatedAt: now, finishedAt: null as string | null, error: null as string | null, report: null as ConsistencyReport | null };
-    const save = () => this.deps.redis.set(`${this.deps.prefix}jobs:${id}`, JSON.stringify(job), 'EX', 7 * 24 * 3600).catch(() => undefined);
+    const save = () => this.deps.jobs.save(id, job, 7 * 24 * 3600).catch(() => undefined);
     await save();
     const heartbeat = setInterval(() => {
       job.updatedAt = new Date().toISOString();
@@ -72,7 +71,7 @@ export class MediaConsistencyChecker {
         job.finishedAt = job.updatedAt = new Date().toISOString();
         await save();
       });
-    return { async: true, job: { id, status: 'running', href: `/admin/jobs/${id}` } };
+    return { async: true, job: { id, status: 'running' } };
   }
 
   async check(): Promise<ConsistencyReport> {

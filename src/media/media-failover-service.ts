@@ -1,9 +1,9 @@
+import type { MediaBackendName } from '../domain.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import type { MediaBackendName } from '../config/config.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
-import type { DrStateStore } from '../dr-state/dr-state-store.ts';
-import { ConflictError, PreconditionFailedError } from '../http/app-error.ts';
+import type { ClusterLock } from '../dr-state/cluster-lock.ts';
+import { PreconditionFailedError } from '../http/app-error.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { MediaCache } from './media-cache.ts';
@@ -63,6 +63,7 @@ export async function canaryChecks(store: ObjectStore, timeoutMs: number, instan
 }
 
 export const MEDIA_LOCK = 'media';
+const MEDIA_LOCK_TTL_MS = 60_000;
 
 /** Media backend switches: the target proven writable first, then every instance follows. */
 export class MediaFailoverService {
@@ -70,7 +71,7 @@ export class MediaFailoverService {
     private readonly deps: {
       stores: ReadonlyMap<MediaBackendName, ObjectStore>;
       dr: DrStateService;
-      store: DrStateStore;
+      locks: ClusterLock;
       cache: MediaCache;
       metrics: Pick<Metrics, 'failoverTotal'>;
       logger: Logger;
@@ -95,11 +96,7 @@ export class MediaFailoverService {
       );
     }
     if (current === input.to) return { changed: false, dryRun: false, from: current, to: input.to, checks, message: `${input.to} is already the active backend` };
-    const owner = `${this.deps.instanceId}:media-switch:${Date.now()}`;
-    if (!(await this.deps.store.acquireLock(MEDIA_LOCK, owner, 60_000))) {
-      throw new ConflictError('another media DR operation is running', { lock: MEDIA_LOCK, holder: await this.deps.store.lockHolder(MEDIA_LOCK).catch(() => null) });
-    }
-    try {
+    return this.deps.locks.withLock(MEDIA_LOCK, 'media-switch', async () => {
       const change = await this.deps.dr.change((s, now) => ({ ...s, media: { active: input.to, since: now, by } }));
       // Cached metadata says where each object was written; reads still try every backend, but
       // entries cached before the switch are dropped so none steers a read at a dead backend.
@@ -107,9 +104,7 @@ export class MediaFailoverService {
       this.deps.metrics.failoverTotal.inc({ kind: 'media_switch', result: 'success' });
       this.deps.logger.warn({ from: current, to: input.to, forced: failed.length > 0, cleared }, 'media backend switched');
       return { changed: true, dryRun: false, forced: failed.length > 0, from: change.before.media.active, to: input.to, checks, cacheEntriesCleared: cleared, change };
-    } finally {
-      await this.deps.store.releaseLock(MEDIA_LOCK, owner).catch(() => undefined);
-    }
+    }, { ttlMs: MEDIA_LOCK_TTL_MS, busyMessage: 'another media DR operation is running' });
   }
 
   async verify() {

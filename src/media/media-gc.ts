@@ -1,4 +1,4 @@
-import type { MediaBackendName } from '../config/config.ts';
+import type { MediaBackendName } from '../domain.ts';
 import type { Logger } from '../logger.ts';
 import { versionObjectName } from './media-repository.ts';
 import type { MediaVersionRepository } from './media-version-repository.ts';

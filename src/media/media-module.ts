@@ -1,6 +1,7 @@
+import type { MediaBackendName } from '../domain.ts';
 import type { Router } from 'express';
 import type { Redis } from 'ioredis';
-import type { Config, MediaBackendName } from '../config/config.ts';
+import type { Config } from '../config/config.ts';
 import type { DrModule } from '../dr-module.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
 import type { Logger } from '../logger.ts';
@@ -15,6 +16,7 @@ import type { MediaMetadata } from './media-repository.ts';
 import { MediaSyncService } from './media-sync.ts';
 import { PrismaMediaVersionRepository, type MediaVersionRepository } from './media-version-repository.ts';
 import type { ObjectStore } from './object-store.ts';
+import { RedisJobRecords } from '../jobs/job-records.ts';
 
 export interface MediaModule {
   failover: MediaFailoverService;
@@ -52,20 +54,20 @@ export function createMediaModule(deps: {
   dr.state.onApply((state) => setGauge(state.media.active));
 
   const versions = new PrismaMediaVersionRepository(deps.prisma);
-  const failover = new MediaFailoverService({ stores, dr: dr.state, store: dr.store, cache: deps.cache, metrics, logger, instanceId: config.instanceId, timeoutMs: config.healthTimeoutMs });
+  const failover = new MediaFailoverService({ stores, dr: dr.state, locks: dr.locks, cache: deps.cache, metrics, logger, instanceId: config.instanceId, timeoutMs: config.healthTimeoutMs });
+  const jobs = new RedisJobRecords(deps.redis, deps.prefix);
   const sync = new MediaSyncService({
     stores,
     versions,
-    lockStore: dr.store,
-    redis: deps.redis,
-    prefix: deps.prefix,
+    locks: dr.locks,
+    jobs,
     instanceId: config.instanceId,
     logger,
     concurrency: config.mediaSyncConcurrency,
     inlineMax: config.mediaSyncInlineMax,
   });
   const gc = new MediaGarbageCollector({ versions, stores, backendDown, graceMs: config.mediaGcGraceMs, intervalMs: config.mediaGcIntervalMs, sweepEvery: 10, logger });
-  const consistency = new MediaConsistencyChecker({ versions, stores, graceMs: config.mediaGcGraceMs, redis: deps.redis, prefix: deps.prefix, instanceId: config.instanceId, logger, inlineMax: 2000 });
+  const consistency = new MediaConsistencyChecker({ versions, stores, graceMs: config.mediaGcGraceMs, jobs, instanceId: config.instanceId, logger, inlineMax: 2000 });
   const continuous = config.mediaContinuousBackup && stores.has('primary') && stores.has('backup');
   const replicator = continuous
     ? new BackupReplicator({

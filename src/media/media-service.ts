@@ -1,7 +1,7 @@
+import type { MediaBackendName } from '../domain.ts';
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { MediaBackendName } from '../config/config.ts';
 import { AppError, BadRequestError, DependencyUnavailableError, NotFoundError, PayloadTooLargeError } from '../http/app-error.ts';
 import type { Logger } from '../logger.ts';
 import { HashingStream } from './hashing-stream.ts';

@@ -1,8 +1,8 @@
+import type { MediaBackendName } from '../domain.ts';
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
-import type { MediaBackendName } from '../config/config.ts';
-import type { DrStateStore } from '../dr-state/dr-state-store.ts';
-import { BadRequestError, ConflictError, DependencyUnavailableError, NotFoundError } from '../http/app-error.ts';
+import type { ClusterLock, LockLease } from '../dr-state/cluster-lock.ts';
+import type { JobRecordStore } from '../jobs/job-records.ts';
+import { BadRequestError, DependencyUnavailableError, NotFoundError } from '../http/app-error.ts';
 import type { Logger } from '../logger.ts';
 import { versionObjectName } from './media-repository.ts';
 import type { MediaVersionRepository } from './media-version-repository.ts';
@@ -43,6 +43,7 @@ export interface SyncJob {
 }
 
 const PAGE = 1000;
+const JOB_TTL_SECONDS = 7 * 24 * 3600;
 
 /**
  * Copies to one backend the current versions (those a key points at) that the metadata does not
@@ -57,9 +58,8 @@ export class MediaSyncService {
     private readonly deps: {
       stores: ReadonlyMap<MediaBackendName, ObjectStore>;
       versions: MediaVersionRepository;
-      lockStore: DrStateStore;
-      redis: Redis;
-      prefix: string;
+      locks: ClusterLock;
+      jobs: JobRecordStore;
       instanceId: string;
       logger: Logger;
       concurrency: number;
@@ -67,15 +67,20 @@ export class MediaSyncService {
     },
   ) {}
 
-  private store(name: MediaBackendName, field: 'from' | 'to'): ObjectStore {
+  /** Whether `name` is a configured backend (the route checks a request against it). */
+  configured(name: MediaBackendName): boolean {
+    return this.deps.stores.has(name);
+  }
+
+  private store(name: MediaBackendName): ObjectStore {
     const store = this.deps.stores.get(name);
-    if (!store) throw new BadRequestError(`media backend ${name} is not configured`, { [field]: ['not configured'] });
+    if (!store) throw new BadRequestError(`media backend ${name} is not configured`);
     return store;
   }
 
   async plan(from: MediaBackendName, to: MediaBackendName): Promise<{ scanned: number; legacy: number; items: SyncItem[] }> {
-    this.store(from, 'from');
-    this.store(to, 'to');
+    this.store(from);
+    this.store(to);
     try {
       const items: SyncItem[] = [];
       for (let after = ''; ; ) {
@@ -91,23 +96,20 @@ export class MediaSyncService {
   }
 
   async sync(input: { from: MediaBackendName; to: MediaBackendName; dryRun: boolean }) {
-    if (input.from === input.to) throw new BadRequestError('from and to must differ', { to: ['must differ from from'] });
+    if (input.from === input.to) throw new BadRequestError('from and to must differ');
     const { scanned, legacy, items } = await this.plan(input.from, input.to);
     const bytes = items.reduce((n, i) => n + i.size, 0);
     const info = { scanned, ...(legacy > 0 ? { legacy, legacyHint: 'objects of the old layout are not synced: run npm run media:migrate-layout' } : {}) };
     if (input.dryRun) return { dryRun: true, from: input.from, to: input.to, ...info, toCopy: items.length, bytes, items: items.slice(0, 1000).map(({ key, size, reason }) => ({ key, size, reason })) };
-    const owner = `${this.deps.instanceId}:sync:${randomUUID()}`;
-    if (!(await this.deps.lockStore.acquireLock(SYNC_LOCK, owner, LOCK_TTL_MS))) {
-      throw new ConflictError('a media sync is already running', { lock: SYNC_LOCK, holder: await this.deps.lockStore.lockHolder(SYNC_LOCK).catch(() => null) });
-    }
+    const lease = await this.deps.locks.acquire(SYNC_LOCK, 'sync', { ttlMs: LOCK_TTL_MS, busyMessage: 'a media sync is already running' });
     const job = this.newJob(input.from, input.to, items.length);
     if (items.length <= this.deps.inlineMax) {
-      await this.run(job, items, owner);
+      await this.run(job, items, lease);
       return { dryRun: false, async: false, ...info, ...this.summary(job) };
     }
     await this.save(job);
-    void this.run(job, items, owner);
-    return { dryRun: false, async: true, ...info, job: { id: job.id, status: job.status, total: job.total, href: `/admin/jobs/${job.id}` } };
+    void this.run(job, items, lease);
+    return { dryRun: false, async: true, ...info, job: { id: job.id, status: job.status, total: job.total } };
   }
 
   private summary(job: SyncJob) {
@@ -119,9 +121,9 @@ export class MediaSyncService {
     return { id: randomUUID(), kind: 'media.sync', status: 'running', from, to, total, copied: 0, bytes: 0, failed: [], instanceId: this.deps.instanceId, startedAt: now, updatedAt: now, finishedAt: null, error: null };
   }
 
-  private async run(job: SyncJob, items: SyncItem[], owner: string): Promise<void> {
-    const source = this.store(job.from, 'from');
-    const target = this.store(job.to, 'to');
+  private async run(job: SyncJob, items: SyncItem[], lease: LockLease): Promise<void> {
+    const source = this.store(job.from);
+    const target = this.store(job.to);
     const queue = [...items];
     let lastSaved = Date.now();
     const worker = async () => {
@@ -152,7 +154,7 @@ export class MediaSyncService {
         if (Date.now() - lastSaved > 250) {
           lastSaved = Date.now();
           await this.save(job).catch(() => undefined);
-          await this.deps.lockStore.extendLock(SYNC_LOCK, owner, LOCK_TTL_MS).catch(() => undefined);
+          await lease.renew();
         }
       }
     };
@@ -166,7 +168,7 @@ export class MediaSyncService {
     } finally {
       job.finishedAt = job.updatedAt = new Date().toISOString();
       await this.save(job).catch(() => undefined);
-      await this.deps.lockStore.releaseLock(SYNC_LOCK, owner).catch(() => undefined);
+      await lease.release();
       this.deps.logger[job.status === 'succeeded' ? 'info' : 'error']({ job: this.summary(job) }, `media sync ${job.status}`);
     }
   }
@@ -176,18 +178,17 @@ export class MediaSyncService {
 
   private async save(job: SyncJob): Promise<void> {
     this.onProgress?.({ id: job.id, ...this.summary(job) });
-    await this.deps.redis.set(`${this.deps.prefix}jobs:${job.id}`, JSON.stringify(job), 'EX', 7 * 24 * 3600);
+    await this.deps.jobs.save(job.id, job, JOB_TTL_SECONDS);
   }
 
   async job(id: string): Promise<SyncJob & { stale?: boolean }> {
-    let raw: string | null;
+    let job: SyncJob | undefined;
     try {
-      raw = await this.deps.redis.get(`${this.deps.prefix}jobs:${id}`);
+      job = await this.deps.jobs.load<SyncJob>(id);
     } catch (err) {
       throw new DependencyUnavailableError('redis', 'jobs are kept in Redis, which is unreachable', err);
     }
-    if (raw === null) throw new NotFoundError(`no job ${id}`);
-    const job = JSON.parse(raw) as SyncJob;
+    if (job === undefined) throw new NotFoundError(`no job ${id}`);
     if (job.status === 'running' && Date.now() - Date.parse(job.updatedAt) > JOB_STALE_MS) {
       return { ...job, status: 'failed', stale: true, error: `the instance running it (${job.instanceId}) made no progress for ${JOB_STALE_MS / 1000} s; it stopped: run the sync again` };
     }

@@ -1,4 +1,4 @@
-import type { MediaBackendName } from '../config/config.ts';
+import type { MediaBackendName } from '../domain.ts';
 import type { PrismaClient } from '../generated/prisma/client.ts';
 
 export interface StoredVersion {

@@ -1,5 +1,5 @@
+import type { MediaBackendName } from '../domain.ts';
 import type { Readable } from 'node:stream';
-import type { MediaBackendName } from '../config/config.ts';
 import { AppError } from '../http/app-error.ts';
 
 export interface StoredObjectInfo {

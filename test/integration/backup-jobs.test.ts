@@ -1,43 +1,22 @@
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { PublishedBackupInfo } from '../../src/backup/published-info.ts';
-import type { BackupTool, StanzaInfo } from '../../src/backup/pgbackrest.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { eventually } from '../support/redis-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 import { startWorker, type TestWorker } from '../support/worker.ts';
+import { eventually } from '../../support/common.ts';
+import { FakeBackupTool } from '../support/fakes.ts';
+
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 const viewer = { Authorization: `Bearer ${VIEWER_TOKEN}` };
-
-const backup = (label: string, stoppedAt: string) => ({
-  label, type: 'full' as const, startedAt: stoppedAt, stoppedAt, sizeBytes: 10, deltaBytes: 10, repositorySizeBytes: 5, repositoryDeltaBytes: 5,
-  wal: { start: '000000010000000000000002', stop: '000000010000000000000002' }, lsn: { start: '0/2000028', stop: '0/2000100' }, prior: null, error: false,
-});
-
-/** pgBackRest stand-in: the first backup fails, later ones add to the list. */
-class FakePgBackRest implements BackupTool {
-  backups = [backup('20261125-000000F', '2026-11-25T00:00:05.000Z')];
-  attempts = 0;
-  async info(): Promise<StanzaInfo> {
-    return { stanza: 'main', status: { code: 0, message: 'ok' }, archive: { min: '000000010000000000000001', max: '000000010000000000000009' }, backups: [...this.backups] };
-  }
-  async backup(): Promise<void> {
-    this.attempts += 1;
-    await new Promise((r) => setTimeout(r, 200));
-    if (this.attempts === 1) throw new Error('pgBackRest failed: ERROR: [056]: unable to find primary cluster');
-    this.backups.push(backup('20261126-000000F', new Date().toISOString()));
-  }
-  async restore(): Promise<void> {
-    throw new Error('not in this test');
-  }
-}
 
 describe('backup jobs from an API instance without pgBackRest to a worker that has it', () => {
   let s3: S3ServerHandle;
   let api: TestInstance;
   let worker: TestWorker;
-  const tool = new FakePgBackRest();
+  // The first backup fails, later ones add to the list.
+  const tool = new FakeBackupTool({ failures: 1 });
   const prefix = uniquePrefix();
   const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
 
@@ -60,8 +39,16 @@ describe('backup jobs from an API instance without pgBackRest to a worker that h
   });
 
   it('a failed backup is a failed job with pgBackRest\'s message; it frees the way for the next, which succeeds', async () => {
+    let release = () => {};
+    tool.gate = new Promise<void>((r) => (release = r));
     const first = await request(api.url).post('/admin/backups').set(auth).send({ type: 'full' });
     expect(first.status).toBe(202);
+    // While it is queued or running, another backup is refused, naming the job and where to poll it.
+    const busy = await request(api.url).post('/admin/backups').set(auth).send({ type: 'incr' });
+    release();
+    tool.gate = undefined;
+    expect(busy.status).toBe(409);
+    expect(busy.body.error.job).toEqual({ id: first.body.job.id, href: `/admin/jobs/${first.body.job.id}` });
     const failed = await eventually(async () => (await request(api.url).get(`/admin/jobs/${first.body.job.id}`).set(viewer)).body, (j) => j.status === 'failed', 10_000);
     expect(failed).toMatchObject({ status: 'failed', error: expect.stringContaining('unable to find primary cluster'), instanceId: 'jobs-worker' });
     const second = await request(api.url).post('/admin/backups').set(auth).send({ type: 'full' });

@@ -10,9 +10,9 @@ import { MIGRATIONS_DIR } from '../../src/service.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { eventually } from '../support/redis-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 import { startWorker, type TestWorker } from '../support/worker.ts';
+import { eventually } from '../../support/common.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 const viewer = { Authorization: `Bearer ${VIEWER_TOKEN}` };

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -6,10 +6,10 @@ import { migrate } from '../../src/database/migrator.ts';
 import { MIGRATIONS_DIR } from '../../src/service.ts';
 import { startPgCluster, type PgCluster, type PgNode } from '../../support/pg-cluster.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
+import { startOwnRedis, type OwnRedis } from '../../support/redis-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+import { sha256Hex } from '../../support/common.ts';
 
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const LEASE_MS = 3000;
 /** Allowance past the lease for an answer already under way (skew allowance plus request latency). */
@@ -129,7 +129,7 @@ describe('chaos: two instances, steady writes, random DR operations and faults',
         if (api) {
           try {
             const res = await fetch(`${api.url}/media/${key}`, { method: 'PUT', body, signal: AbortSignal.timeout(15_000) });
-            if (res.status === 201) acks.push({ key, sha256: sha(body), ackAt: performance.now() });
+            if (res.status === 201) acks.push({ key, sha256: sha256Hex(body), ackAt: performance.now() });
             else {
               const code = ((await res.json().catch(() => ({}))) as { error?: { code?: string } }).error?.code ?? String(res.status);
               refusals.set(code, (refusals.get(code) ?? 0) + 1);

@@ -1,14 +1,13 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import request from 'supertest';
 import { migrate } from '../../src/database/migrator.ts';
 import { MIGRATIONS_DIR } from '../../src/service.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { eventually } from '../support/redis-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+import { eventually, sha256Hex } from '../../support/common.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 describe('database failover against a real primary and streaming replica', () => {
   let cluster: PgCluster;
@@ -49,7 +48,7 @@ describe('database failover against a real primary and streaming replica', () =>
       const body = randomBytes(1000);
       const res = await request(a.url).put(`/media/db/before-${i}`).send(body);
       expect(res.status).toBe(201);
-      uploads.set(`db/before-${i}`, sha(body));
+      uploads.set(`db/before-${i}`, sha256Hex(body));
     }
   });
 

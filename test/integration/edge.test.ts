@@ -2,8 +2,8 @@
 // client addresses in ADMIN_ALLOWED_CIDRS (loopback when unset), judged after TRUST_PROXY.
 import request from 'supertest';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { deadPort } from '../support/hung-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, type TestInstance } from '../support/instance.ts';
+import { freePort } from '../../support/common.ts';
 
 describe('edge: internal metrics listener and the /admin allow-list', () => {
   let s3: S3ServerHandle;
@@ -22,7 +22,7 @@ describe('edge: internal metrics listener and the /admin allow-list', () => {
   });
 
   it('with METRICS_PORT, serves /metrics there only: 404 on PORT, nothing else on the metrics port', async () => {
-    const metricsPort = await deadPort();
+    const metricsPort = await freePort();
     const api = await start({ METRICS_PORT: String(metricsPort) });
     expect((await request(api.url).get('/metrics')).status).toBe(404);
     const metrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);

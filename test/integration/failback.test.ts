@@ -6,8 +6,8 @@ import { countUnreadable, startUploadLoop } from '../../support/drill.ts';
 import { startPgCluster, type PgCluster, type PgNode } from '../../support/pg-cluster.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { caughtUp, drScript, query } from '../support/dr-scripts.ts';
-import { eventually } from '../support/redis-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
+import { eventually } from '../../support/common.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 const setting = async (node: PgNode, name: string) => (await query<Record<string, string>>(node, `SHOW ${name}`))[0]![name]!;

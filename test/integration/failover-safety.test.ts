@@ -6,11 +6,11 @@ import { MIGRATIONS_DIR } from '../../src/service.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { heldUpload } from '../support/held-upload.ts';
-import { eventually, startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
+import { startOwnRedis, type OwnRedis } from '../../support/redis-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+import { eventually, sha256Hex } from '../../support/common.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 async function query<T extends pg.QueryResultRow>(url: string, sql: string, params: unknown[] = []): Promise<T[]> {
   const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
@@ -61,7 +61,7 @@ describe('failover safety against a real primary and streaming replica', () => {
 
   const put = async (api: TestInstance, key: string, body: Buffer) => {
     const res = await request(api.url).put(`/media/${key}`).send(body);
-    if (res.status === 201) acked.set(key, sha(body));
+    if (res.status === 201) acked.set(key, sha256Hex(body));
     return res;
   };
   const readOnly = (api: TestInstance, enabled: boolean, extra: object = {}) =>
@@ -131,7 +131,7 @@ describe('failover safety against a real primary and streaming replica', () => {
       expect(ready.body.checks.database).toBe('degraded');
       const read = await request(api.url).get('/media/safe/back-on-primary');
       expect(read.status).toBe(200);
-      expect(read.headers.etag).toBe(`"${sha(Buffer.from('back'))}"`);
+      expect(read.headers.etag).toBe(`"${sha256Hex(Buffer.from('back'))}"`);
       expect((await request(api.url).get('/health/database')).status).toBe(503);
     }
   });

@@ -4,8 +4,9 @@ import { join } from 'node:path';
 import request from 'supertest';
 import { INITIAL_STATE } from '../../src/dr-state/dr-state.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { deadPort, startHungServer, type HungServer } from '../support/hung-server.ts';
+import { startHungServer, type HungServer } from '../../support/hung-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, type TestInstance } from '../support/instance.ts';
+import { freePort } from '../../support/common.ts';
 
 const TIMEOUT_MS = 300;
 
@@ -71,7 +72,7 @@ describe('health endpoints when dependencies fail', () => {
   beforeAll(async () => {
     hung = await startHungServer();
     s3 = await startS3Server({ bucket: 'failing-media' });
-    const redisPort = await deadPort();
+    const redisPort = await freePort();
     api = await startInstance({
       ...mediaEnv('PRIMARY', s3),
       DATABASE_URL: `postgresql://postgres@${hung.url}/sav3`,
@@ -154,7 +155,7 @@ describe('degraded, not unhealthy', () => {
     const file = join(mkdtempSync(join(tmpdir(), 'sav3-health-')), 'dr-state.json');
     // Read-only mode is on in it: writes are refused anyway, so Redis being down only degrades.
     writeFileSync(file, JSON.stringify({ ...INITIAL_STATE, version: 3, readOnly: { enabled: true, reason: 'incident', since: null, by: 'ops', expiresAt: null } }));
-    api = await startInstance({ ...mediaEnv('PRIMARY', s3), REDIS_URL: `redis://127.0.0.1:${await deadPort()}`, DR_STATE_FILE: file });
+    api = await startInstance({ ...mediaEnv('PRIMARY', s3), REDIS_URL: `redis://127.0.0.1:${await freePort()}`, DR_STATE_FILE: file });
   });
   afterAll(async () => {
     await api.stop();
@@ -173,7 +174,7 @@ describe('degraded, not unhealthy', () => {
   it('started from its state file with read-only off, it has not confirmed the state: writes 503 state_stale, /health says so, ready for reads', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'sav3-health-')), 'dr-state.json');
     writeFileSync(file, JSON.stringify({ ...INITIAL_STATE, version: 3 }));
-    const stale = await startInstance({ ...mediaEnv('PRIMARY', s3), REDIS_URL: `redis://127.0.0.1:${await deadPort()}`, DR_STATE_FILE: file });
+    const stale = await startInstance({ ...mediaEnv('PRIMARY', s3), REDIS_URL: `redis://127.0.0.1:${await freePort()}`, DR_STATE_FILE: file });
     try {
       const put = await request(stale.url).put('/media/stale/a').send(Buffer.from('x'));
       expect(put.status).toBe(503);
@@ -189,7 +190,7 @@ describe('degraded, not unhealthy', () => {
   });
 
   it('with neither Redis nor a state file, starts fail-safe: writes 503 state_unknown, /health unhealthy, ready for reads', async () => {
-    const blind = await startInstance({ ...mediaEnv('PRIMARY', s3), REDIS_URL: `redis://127.0.0.1:${await deadPort()}` });
+    const blind = await startInstance({ ...mediaEnv('PRIMARY', s3), REDIS_URL: `redis://127.0.0.1:${await freePort()}` });
     try {
       const put = await request(blind.url).put('/media/fail-safe/a').send(Buffer.from('x'));
       expect(put.status).toBe(503);

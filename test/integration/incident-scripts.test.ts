@@ -3,10 +3,10 @@ import { join } from 'node:path';
 import request from 'supertest';
 import { createScratchDatabase, databaseUrl, type ScratchDatabase } from '../../support/scratch-database.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { eventually } from '../support/redis-server.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 import { script, SCRIPTS } from '../support/run-script.ts';
+import { eventually } from '../../support/common.ts';
 
 const op = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 

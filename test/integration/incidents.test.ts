@@ -1,8 +1,8 @@
 import request from 'supertest';
 import { createScratchDatabase, type ScratchDatabase } from '../../support/scratch-database.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { eventually } from '../support/redis-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
+import { eventually } from '../../support/common.ts';
 
 const op = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 const viewer = { Authorization: `Bearer ${VIEWER_TOKEN}` };

@@ -6,10 +6,9 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { deadPort } from '../support/hung-server.ts';
-import { eventually } from '../support/redis-server.ts';
 import { mediaEnv, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
+import { eventually, freePort } from '../../support/common.ts';
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
 
@@ -58,11 +57,11 @@ describe('HAProxy in front of two instances', () => {
     const dbPort = Number(new URL(process.env.TEST_DATABASE_URL!).port || 5432);
     for (const name of ['a', 'b']) {
       proxies[name] = await startTcpProxy(dbPort);
-      ports[name] = await deadPort();
+      ports[name] = await freePort();
     }
     await start('a');
     await start('b');
-    const [lbPort, statsPort] = [await deadPort(), await deadPort()];
+    const [lbPort, statsPort] = [await freePort(), await freePort()];
     dir = mkdtempSync(join(tmpdir(), 'sav3-haproxy-'));
     writeFileSync(
       join(dir, 'haproxy.cfg'),

@@ -1,12 +1,11 @@
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { eventually } from '../support/redis-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+import { eventually, sha256Hex } from '../../support/common.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 describe('media failover between two S3 servers', () => {
   let primary: S3ServerHandle;
@@ -36,7 +35,7 @@ describe('media failover between two S3 servers', () => {
   const upload = async (api: TestInstance, key: string) => {
     const body = randomBytes(3000);
     const res = await request(api.url).put(`/media/${key}`).send(body);
-    if (res.status === 201) acked.set(key, sha(body));
+    if (res.status === 201) acked.set(key, sha256Hex(body));
     return res;
   };
   const post = (api: TestInstance, path: string, body: object) => request(api.url).post(path).set(auth).send(body);
@@ -91,6 +90,9 @@ describe('media failover between two S3 servers', () => {
 
   it('after the primary returns: sync copies what it lacks (inline, then as a job), a second sync gets 409', async () => {
     await primary.start();
+    const same = await post(a, '/admin/media/sync', { from: 'backup', to: 'backup' });
+    expect(same.status).toBe(400);
+    expect(same.body.error).toMatchObject({ message: 'from and to must differ', details: { to: ['must differ from from'] } });
     const dry = await post(a, '/admin/media/sync', { from: 'backup', to: 'primary', dryRun: true });
     expect(dry.status).toBe(200);
     expect(dry.body).toMatchObject({ dryRun: true, toCopy: 5 });
@@ -98,7 +100,7 @@ describe('media failover between two S3 servers', () => {
 
     const job = await post(a, '/admin/media/sync', { from: 'backup', to: 'primary' });
     expect(job.status).toBe(202);
-    expect(job.body).toMatchObject({ async: true, job: { status: 'running', total: 5 } });
+    expect(job.body).toMatchObject({ async: true, job: { status: 'running', total: 5, href: `/admin/jobs/${job.body.job.id}` } });
     const second = await post(b, '/admin/media/sync', { from: 'primary', to: 'backup' });
     expect([409, 200]).toContain(second.status);
     const done = await eventually(() => request(b.url).get(job.body.job.href).set(auth), (r) => r.body.status !== 'running', 10_000);

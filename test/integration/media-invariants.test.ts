@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -7,10 +7,10 @@ import pg from 'pg';
 import request from 'supertest';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
-import { eventually, startOwnRedis } from '../support/redis-server.ts';
+import { startOwnRedis } from '../../support/redis-server.ts';
 import { startTcpProxy } from '../support/tcp-proxy.ts';
+import { eventually, sha256Hex } from '../../support/common.ts';
 
-const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 
 async function getRaw(url: string): Promise<{ status: number; etag?: string; length?: number; body: Buffer }> {
@@ -53,15 +53,15 @@ describe('media invariants through two instances (one database, one Redis, two S
       const bodies = Array.from({ length: 8 }, (_, i) => randomBytes(1000 + i * 3000 + round));
       const results = await Promise.all(bodies.map((body, i) => request(i % 2 ? a.url : b.url).put('/media/race/one').send(body)));
       expect(results.map((r) => r.status)).toEqual(bodies.map(() => 201));
-      const acked = new Set(bodies.map(sha));
+      const acked = new Set(bodies.map((b) => sha256Hex(b)));
       const { rows } = await sql.query('SELECT sha256 FROM media_objects WHERE key = $1', ['race/one']);
       for (const url of [a.url, b.url]) {
         const got = await getRaw(`${url}/media/race/one`);
         expect(got.status).toBe(200);
-        expect(acked.has(sha(got.body))).toBe(true);
-        expect(got.etag).toBe(`"${sha(got.body)}"`);
+        expect(acked.has(sha256Hex(got.body))).toBe(true);
+        expect(got.etag).toBe(`"${sha256Hex(got.body)}"`);
         expect(got.length).toBe(got.body.length);
-        expect(sha(got.body)).toBe(rows[0].sha256.trim());
+        expect(sha256Hex(got.body)).toBe(rows[0].sha256.trim());
       }
     }
   });
@@ -177,7 +177,7 @@ describe('media invariants through two instances (one database, one Redis, two S
   it('objects of the old layout keep working and `npm run media:migrate-layout` moves them to versions', async () => {
     const store = a.service.stores.get('primary')!;
     await store.put('legacy/one', Readable.from([Buffer.from('old layout')]), 10, 'text/plain');
-    await sql.query(`INSERT INTO media_objects (key, size, sha256, content_type, backend, updated_at) VALUES ('legacy/one', 10, $1, 'text/plain', 'primary', now())`, [sha('old layout')]);
+    await sql.query(`INSERT INTO media_objects (key, size, sha256, content_type, backend, updated_at) VALUES ('legacy/one', 10, $1, 'text/plain', 'primary', now())`, [sha256Hex('old layout')]);
     expect((await getRaw(`${a.url}/media/legacy/one`)).body.toString()).toBe('old layout');
     const out = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
       const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/media-migrate-layout.ts'], {
@@ -193,7 +193,7 @@ describe('media invariants through two instances (one database, one Redis, two S
     expect(rows[0].version).toMatch(/^[0-9a-f-]{36}$/);
     expect(await store.stat('legacy/one')).toBeUndefined();
     await eventually(async () => (await getRaw(`${b.url}/media/legacy/one`)).body.toString(), (t) => t === 'old layout', 5000);
-    expect((await getRaw(`${b.url}/media/legacy/one`)).etag).toBe(`"${sha('old layout')}"`);
+    expect((await getRaw(`${b.url}/media/legacy/one`)).etag).toBe(`"${sha256Hex('old layout')}"`);
   }, 60_000);
 });
 

@@ -1,10 +1,10 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import request from 'supertest';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { putChunked } from '../support/http.ts';
 import { mediaEnv, startInstance, type TestInstance } from '../support/instance.ts';
+import { sha256Hex } from '../../support/common.ts';
 
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 describe('media API against PostgreSQL, Redis and an S3 server', () => {
   let s3: S3ServerHandle;
@@ -29,7 +29,7 @@ describe('media API against PostgreSQL, Redis and an S3 server', () => {
     const body = randomBytes(200_000);
     const res = await request(api.url).put(`/media/${key('photo.png')}`).set('Content-Type', 'image/png').send(body);
     expect(res.status).toBe(201);
-    expect(res.body).toEqual({ key: key('photo.png'), size: 200_000, sha256: sha(body), contentType: 'image/png', backend: 'primary', createdAt: expect.any(String) });
+    expect(res.body).toEqual({ key: key('photo.png'), size: 200_000, sha256: sha256Hex(body), contentType: 'image/png', backend: 'primary', createdAt: expect.any(String) });
     expect(res.headers.location).toBe(`/media/${key('photo.png')}`);
     // Content lives under an immutable version name, never under the user's key.
     const version = await versionOf(key('photo.png'));
@@ -47,10 +47,10 @@ describe('media API against PostgreSQL, Redis and an S3 server', () => {
       r.on('end', () => cb(null, Buffer.concat(chunks)));
     });
     expect(res.status).toBe(200);
-    expect(sha(res.body as Buffer)).toBe(sha(body));
+    expect(sha256Hex(res.body as Buffer)).toBe(sha256Hex(body));
     expect(res.headers['content-type']).toBe('application/pdf');
     expect(res.headers['content-length']).toBe('50000');
-    expect(res.headers.etag).toBe(`"${sha(body)}"`);
+    expect(res.headers.etag).toBe(`"${sha256Hex(body)}"`);
     expect(res.headers['x-media-backend']).toBe('primary');
     const head = await request(api.url).head(`/media/${key('doc.bin')}`);
     expect(head.status).toBe(200);
@@ -62,7 +62,7 @@ describe('media API against PostgreSQL, Redis and an S3 server', () => {
     const res = await putChunked(api.url, `/media/${key('chunked.bin')}`, [body.subarray(0, 30_000), body.subarray(30_000)]);
     expect(res.status).toBe(201);
     expect(res.headers['transfer-encoding']).toBeUndefined();
-    expect(JSON.parse(res.body)).toMatchObject({ size: 70_000, sha256: sha(body), contentType: 'application/octet-stream' });
+    expect(JSON.parse(res.body)).toMatchObject({ size: 70_000, sha256: sha256Hex(body), contentType: 'application/octet-stream' });
   });
 
   it('answers 413 for a body over MEDIA_MAX_BYTES, declared or chunked, and stores nothing', async () => {

@@ -2,9 +2,9 @@ import pg from 'pg';
 import request from 'supertest';
 import { createScratchDatabase, type ScratchDatabase } from '../../support/scratch-database.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { eventually } from '../support/redis-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
 import { startWebhookReceiver } from '../support/webhook-receiver.ts';
+import { eventually } from '../../support/common.ts';
 
 const op = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 

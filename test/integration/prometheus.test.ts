@@ -7,9 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { deadPort } from '../support/hung-server.ts';
-import { eventually } from '../support/redis-server.ts';
 import { mediaEnv, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+import { eventually, freePort } from '../../support/common.ts';
 
 interface ScrapeConfig {
   job_name: string;
@@ -40,7 +39,7 @@ describe('Prometheus scraping two instances', () => {
     };
     dir = mkdtempSync(join(tmpdir(), 'sav3-prometheus-'));
     writeFileSync(join(dir, 'prometheus.yml'), stringify(config));
-    const port = await deadPort();
+    const port = await freePort();
     base = `http://127.0.0.1:${port}`;
     prometheus = spawn('prometheus', [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`], {
       stdio: 'ignore',

@@ -1,9 +1,10 @@
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { eventually, startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
+import { startOwnRedis, type OwnRedis } from '../../support/redis-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
+import { eventually } from '../../support/common.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 

@@ -1,5 +1,5 @@
 import { execFile, spawn } from 'node:child_process';
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,13 +13,12 @@ import { MIGRATIONS_DIR } from '../../src/service.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { eventually } from '../support/redis-server.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
+import { eventually, sha256Hex } from '../../support/common.ts';
 
 const SCRIPT = join(__dirname, '..', '..', 'scripts', 'dr', 'restore-database.sh');
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** Runs the script, calling `onLine` with each line of its output as it comes. */
 function scriptLive(args: string[], env: Record<string, string>, onLine: (line: string) => void): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -76,7 +75,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     const body = randomBytes(700);
     const res = await request(api.url).put(`/media/${key}`).send(body);
     expect(res.status).toBe(201);
-    acked.set(key, sha(body));
+    acked.set(key, sha256Hex(body));
   };
   const archiveAll = async () => {
     await sql(cluster.primary.url(), 'SELECT pg_switch_wal()');
@@ -89,7 +88,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
         r.on('data', (c: Buffer) => chunks.push(c));
         r.on('end', () => cb(null, Buffer.concat(chunks)));
       });
-      expect({ key, status: res.status, sha: sha(res.body as Buffer) }).toEqual({ key, status: 200, sha: acked.get(key) });
+      expect({ key, status: res.status, sha: sha256Hex(res.body as Buffer) }).toEqual({ key, status: 200, sha: acked.get(key) });
     }
   };
 
@@ -203,7 +202,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     for (const o of orphans) {
       const chunks: Buffer[] = [];
       for await (const c of await store.get(o.object)) chunks.push(c as Buffer);
-      orphanShas.add(sha(Buffer.concat(chunks)));
+      orphanShas.add(sha256Hex(Buffer.concat(chunks)));
     }
     store.close();
     expect(orphanShas.has(acked.get('r/after-target')!)).toBe(true);

@@ -4,7 +4,7 @@ import { MIGRATIONS_DIR } from '../../src/service.ts';
 import { startPgCluster, type PgCluster, type PgNode } from '../../support/pg-cluster.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { query } from '../support/dr-scripts.ts';
-import { eventually } from '../support/redis-server.ts';
+import { eventually } from '../../support/common.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };

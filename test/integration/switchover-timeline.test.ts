@@ -1,4 +1,4 @@
-import type { DatabaseTarget } from '../../src/config/config.ts';
+import type { DatabaseTarget } from '../../src/domain.ts';
 import { INITIAL_STATE } from '../../src/dr-state/dr-state.ts';
 import { probeDatabase } from '../../src/database/pg-probe.ts';
 import { SqlNodes } from '../../src/database/sql-nodes.ts';

@@ -4,7 +4,8 @@ import { migrate } from '../../src/database/migrator.ts';
 import { MIGRATIONS_DIR } from '../../src/service.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { eventually, startOwnRedis, type OwnRedis } from '../support/redis-server.ts';
+import { eventually } from '../../support/common.ts';
+import { startOwnRedis, type OwnRedis } from '../../support/redis-server.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
 

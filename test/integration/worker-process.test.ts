@@ -1,19 +1,11 @@
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import { join } from 'node:path';
 import request from 'supertest';
+import { freePort } from '../../support/common.ts';
 import { uniquePrefix } from '../support/instance.ts';
 import { startWorker } from '../support/worker.ts';
 
 const ROOT = join(__dirname, '..', '..');
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
 
 describe('the worker process', () => {
   it('exits 1 naming each bad variable, like the API', async () => {

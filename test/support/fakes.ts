@@ -1,9 +1,20 @@
+import type { MediaBackendName } from '../../src/domain.ts';
 import { Readable } from 'node:stream';
-import type { MediaBackendName } from '../../src/config/config.ts';
+import type { AuditEvent, AuditSink, AuditSpool } from '../../src/audit/audit-event.ts';
+import type { BackupTool, StanzaInfo } from '../../src/backup/pgbackrest.ts';
+import type { LockStore } from '../../src/dr-state/cluster-lock.ts';
+import type { CasResult, DrStateStore } from '../../src/dr-state/dr-state-store.ts';
+import type { DrState, InstanceHeartbeat } from '../../src/dr-state/dr-state.ts';
+import type { JobRecordStore } from '../../src/jobs/job-records.ts';
 import type { CachedMeta, MediaCache } from '../../src/media/media-cache.ts';
 import type { MediaMetadata, MediaRepository, WriteCommit } from '../../src/media/media-repository.ts';
 import type { MediaVersionRepository, OutboxTask, StoredVersion } from '../../src/media/media-version-repository.ts';
 import { ObjectMissingError, type ObjectStore, type StoredObjectInfo } from '../../src/media/object-store.ts';
+
+/*
+ * One fake per port of the service, in memory, each with the failure it needs to show (`down`,
+ * `failWith`): unit tests import them from here and define none of their own.
+ */
 
 export class MemoryObjectStore implements ObjectStore {
   readonly objects = new Map<string, { body: Buffer; contentType: string }>();
@@ -212,5 +223,155 @@ export class MemoryVersionRepository implements MediaVersionRepository {
   }
   async existing(ids: string[]) {
     return new Set(ids.filter((id) => this.versions.has(id)));
+  }
+}
+
+/** Cluster-wide locks with expiries on a clock the test moves (`now`); `down` fails every call. */
+export class MemoryLockStore implements LockStore {
+  readonly locks = new Map<string, { owner: string; expiresAt: number }>();
+  down = false;
+  now = 0;
+
+  private check(): void {
+    if (this.down) throw new Error('Connection is closed.');
+  }
+  private live(name: string) {
+    const lock = this.locks.get(name);
+    if (lock && lock.expiresAt <= this.now) this.locks.delete(name);
+    return this.locks.get(name);
+  }
+  async acquire(name: string, owner: string, ttlMs: number): Promise<boolean> {
+    this.check();
+    if (this.live(name)) return false;
+    this.locks.set(name, { owner, expiresAt: this.now + ttlMs });
+    return true;
+  }
+  async extend(name: string, owner: string, ttlMs: number): Promise<boolean> {
+    this.check();
+    const lock = this.live(name);
+    if (lock?.owner !== owner) return false;
+    lock.expiresAt = this.now + ttlMs;
+    return true;
+  }
+  async release(name: string, owner: string): Promise<void> {
+    this.check();
+    if (this.live(name)?.owner === owner) this.locks.delete(name);
+  }
+  async holder(name: string): Promise<string | null> {
+    this.check();
+    return this.live(name)?.owner ?? null;
+  }
+}
+
+/** The shared DR state with Redis's compare-and-set semantics; `down` fails every call. */
+export class MemoryDrStateStore implements DrStateStore {
+  state: DrState | null = null;
+  down = false;
+  beats = new Map<string, InstanceHeartbeat>();
+  private check() {
+    if (this.down) throw new Error('Connection is closed.');
+  }
+  async read() {
+    this.check();
+    return this.state;
+  }
+  async compareAndSet(expected: number, next: DrState): Promise<CasResult> {
+    this.check();
+    if ((this.state?.version ?? 0) !== expected) return { ok: false, current: this.state };
+    this.state = next;
+    return { ok: true };
+  }
+  async restore(state: DrState) {
+    this.check();
+    if (this.state && this.state.version >= state.version) return false;
+    this.state = state;
+    return true;
+  }
+  async heartbeat(beat: InstanceHeartbeat) {
+    this.check();
+    this.beats.set(beat.id, beat);
+  }
+  async instances() {
+    return [...this.beats.values()];
+  }
+}
+
+/** Job records (`jobs:<id>`), kept as JSON like Redis keeps them; `down` fails every call. */
+export class MemoryJobRecords implements JobRecordStore {
+  readonly records = new Map<string, string>();
+  down = false;
+  async save(id: string, record: object): Promise<void> {
+    if (this.down) throw new Error('Connection is closed.');
+    this.records.set(id, JSON.stringify(record));
+  }
+  async load<T>(id: string): Promise<T | undefined> {
+    if (this.down) throw new Error('Connection is closed.');
+    const raw = this.records.get(id);
+    return raw === undefined ? undefined : (JSON.parse(raw) as T);
+  }
+}
+
+/** The audit table; `down` fails writes (PostgreSQL unreachable). */
+export class MemoryAuditSink implements AuditSink {
+  rows = new Map<string, AuditEvent>();
+  down = false;
+  async write(events: AuditEvent[]) {
+    if (this.down) throw new Error('ECONNREFUSED');
+    for (const e of events) this.rows.set(e.id, e);
+  }
+  async recent(limit = 100) {
+    return [...this.rows.values()].slice(-limit).reverse();
+  }
+}
+
+/** The audit spool (a Redis list); `down` fails every call. */
+export class MemoryAuditSpool implements AuditSpool {
+  items: AuditEvent[] = [];
+  down = false;
+  private check() {
+    if (this.down) throw new Error('Connection is closed.');
+  }
+  async push(e: AuditEvent) {
+    this.check();
+    this.items.push(e);
+  }
+  async drain(max: number, fn: (events: AuditEvent[]) => Promise<void>) {
+    this.check();
+    const batch = this.items.slice(0, max);
+    if (batch.length === 0) return 0;
+    await fn(batch);
+    this.items.splice(0, batch.length);
+    return batch.length;
+  }
+  async size() {
+    this.check();
+    return this.items.length;
+  }
+}
+
+const fakeBackup = (label: string, stoppedAt: string) => ({
+  label, type: 'full' as const, startedAt: stoppedAt, stoppedAt, sizeBytes: 10, deltaBytes: 10, repositorySizeBytes: 5, repositoryDeltaBytes: 5,
+  wal: { start: '000000010000000000000002', stop: '000000010000000000000002' }, lsn: { start: '0/2000028', stop: '0/2000100' }, prior: null, error: false,
+});
+
+/** pgBackRest stand-in: one full backup listed; the first `failures` backups fail, later ones add to the list. */
+export class FakeBackupTool implements BackupTool {
+  backups = [fakeBackup('20261125-000000F', '2026-11-25T00:00:05.000Z')];
+  attempts = 0;
+  /** While set, a backup waits for it: the test decides when the running job may end. */
+  gate?: Promise<void>;
+  constructor(private readonly options: { failures: number } = { failures: 0 }) {}
+  async info(): Promise<StanzaInfo> {
+    return { stanza: 'main', status: { code: 0, message: 'ok' }, archive: { min: '000000010000000000000001', max: '000000010000000000000009' }, backups: [...this.backups] };
+  }
+  async backup(): Promise<void> {
+    this.attempts += 1;
+    await new Promise((r) => setTimeout(r, 200));
+    await this.gate;
+    if (this.attempts <= this.options.failures) throw new Error('pgBackRest failed: ERROR: [056]: unable to find primary cluster');
+    this.backups.push(fakeBackup(`202611${25 + this.backups.length}-000000F`, new Date().toISOString()));
+  }
+  async restore(): Promise<void> {
+    throw new Error('restore is not faked');
   }
 }

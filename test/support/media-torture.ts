@@ -9,13 +9,12 @@ import { MinioObjectStore } from '../../src/media/minio-object-store.ts';
 import type { ObjectStore } from '../../src/media/object-store.ts';
 import { createScratchDatabase } from '../../support/scratch-database.ts';
 import { mediaEnv, startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { deadPort } from './hung-server.ts';
 import { ADMIN_TOKENS, OPERATOR_TOKEN, startInstance, type TestInstance } from './instance.ts';
-import { startOwnRedis } from './redis-server.ts';
+import { startOwnRedis } from '../../support/redis-server.ts';
 import { startTcpProxy } from './tcp-proxy.ts';
+import { freePort, sha256Hex } from '../../support/common.ts';
 
 const ROOT = join(__dirname, '..', '..');
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const GRACE_SECONDS = 4;
 
@@ -65,7 +64,7 @@ async function childInstance(env: Record<string, string>) {
   const handle = {
     url,
     async start() {
-      port = await deadPort();
+      port = await freePort();
       child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', ...env, PORT: String(port), HOST: '127.0.0.1' }, stdio: ['ignore', 'pipe', 'pipe'] });
       child.stdout!.on('data', (c: Buffer) => (log = (log + c.toString()).slice(-200_000)));
       child.stderr!.on('data', (c: Buffer) => (log = (log + c.toString()).slice(-200_000)));
@@ -144,7 +143,7 @@ export async function runTorture(options: { seconds: number; keys?: number; writ
       const r = Math.random();
       if (r < 0.55) {
         const body = randomBytes(1 + Math.floor(Math.random() * 48_000));
-        const op: Op = { key, kind: 'put', sha: sha(body), start: Date.now(), end: 0, outcome: 'uncertain' };
+        const op: Op = { key, kind: 'put', sha: sha256Hex(body), start: Date.now(), end: 0, outcome: 'uncertain' };
         ops.push(op);
         try {
           const res = await fetch(`${url}/media/${key}`, { method: 'PUT', body, headers: { 'Content-Type': 'application/octet-stream' }, signal: AbortSignal.timeout(15_000) });
@@ -195,7 +194,7 @@ export async function runTorture(options: { seconds: number; keys?: number; writ
         return undefined; // cut mid-stream: the client sees a short body, never a complete wrong one
       }
       report.reads.ok += 1;
-      const digest = sha(body);
+      const digest = sha256Hex(body);
       const etag = res.headers.get('etag');
       if (etag !== `"${digest}"`) violation(`GET ${key} served a body of sha ${digest} under ETag ${etag}`);
       if (Number(res.headers.get('content-length')) !== body.length) violation(`GET ${key} served ${body.length} bytes under Content-Length ${res.headers.get('content-length')}`);

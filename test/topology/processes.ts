@@ -27,15 +27,6 @@ export function run(command: string, args: string[], options: { env?: Record<str
   });
 }
 
-export async function waitFor<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs: number, everyMs = 250): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (ok(value) || Date.now() > deadline) return value;
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
-
 export class Processes {
   private readonly children = new Map<string, ChildProcess>();
   private readonly logs: string;

@@ -8,10 +8,10 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { withProbeConnection } from '../../src/database/pg-probe.ts';
 import { classifyError } from '../../src/health/probe-error.ts';
-import { deadPort } from '../support/hung-server.ts';
 import { POSTGRES_GID, POSTGRES_UID, readYaml, ROOT } from './compose-map.ts';
-import { PG_BIN, run, waitFor } from './processes.ts';
+import { PG_BIN, run } from './processes.ts';
 import { EVAL_SECONDS, NOT_STARTED, PATH, SCRAPE_SECONDS, Topology } from './topology.ts';
+import { eventually, freePort } from '../../support/common.ts';
 
 jest.setTimeout(240_000);
 
@@ -41,7 +41,7 @@ describe('the shipped docker-compose topology, started natively', () => {
     const checks: Record<string, number> = {};
     for (const service of ['postgres', 'postgres-replica', 'pgbouncer', 'redis', 'minio', 'minio-backup', 'api-1', 'api-2', 'pgbackrest']) {
       const env = service === 'pgbackrest' ? topology.pgbackrestEnv() : {};
-      checks[service] = (await waitFor(() => topology.healthcheck(service, env), (r) => r.code === 0, 60_000, 1000)).code;
+      checks[service] = (await eventually(() => topology.healthcheck(service, env), (r) => r.code === 0, 60_000, 1000)).code;
     }
     expect(checks).toEqual({ postgres: 0, 'postgres-replica': 0, pgbouncer: 0, redis: 0, minio: 0, 'minio-backup': 0, 'api-1': 0, 'api-2': 0, pgbackrest: 0 });
     // Every service with a health check in the compose file is covered, but the backup worker,
@@ -66,7 +66,7 @@ describe('the shipped docker-compose topology, started natively', () => {
     // Right after start the standby may still be connecting (health truthfully says degraded):
     // wait, bounded, for the pair to stream, and show the replication facts if it never does.
     type DbHealth = { status: string; target: string; replication?: unknown };
-    const db = await waitFor(async () => (await (await fetch(`${lb()}/health/database`)).json()) as DbHealth, (b) => b.status === 'healthy', 30_000, 500);
+    const db = await eventually(async () => (await (await fetch(`${lb()}/health/database`)).json()) as DbHealth, (b) => b.status === 'healthy', 30_000, 500);
     expect({ status: db.status, target: db.target, replication: db.status === 'healthy' ? 'ok' : db.replication }).toEqual({ status: 'healthy', target: 'primary', replication: 'ok' });
 
     // Load from both instances: every request succeeds and PostgreSQL sees no more server
@@ -137,7 +137,7 @@ describe('the shipped docker-compose topology, started natively', () => {
 
   it('fires APIServiceDown, MediaStorageDown, DatabaseDown, RedisDown and HealthProbeFailing on real outages within `for` + two scrapes, and Alertmanager receives them', async () => {
     // Every target is scraped and nothing fires before the outages.
-    const up = await waitFor(
+    const up = await eventually(
       () => fetch(`${topology.prometheus}/api/v1/query?query=${encodeURIComponent('up')}`).then((r) => r.json() as Promise<{ data: { result: { metric: { job: string }; value: [number, string] }[] } }>, () => undefined),
       (r) => r?.data.result.length === topology.scrapeTargets && r.data.result.every((s) => s.value[1] === '1'),
       30_000,
@@ -202,12 +202,12 @@ describe('the shipped docker-compose topology, started natively', () => {
     // Redis dies too; its exporter keeps answering with redis_up 0.
     started.RedisDown = Date.now();
     await procs.stop('redis', 'SIGKILL');
-    await waitFor(async () => (await topology.query('pg_up')).map((s) => s.value[1]), (v) => v[0] === '0', 10_000, 500);
+    await eventually(async () => (await topology.query('pg_up')).map((s) => s.value[1]), (v) => v[0] === '0', 10_000, 500);
     expect((await topology.query('pg_up')).map((s) => s.value[1])).toEqual(['0']);
     expect((await topology.query('redis_up')).map((s) => s.value[1])).toEqual(['0']);
     // The surviving instance tells the truth about the database behind PgBouncer.
     const apiPort = map.port('api-1', Number(map.environment('api-1').PORT));
-    const dbHealth = await waitFor(() => fetch(`http://127.0.0.1:${apiPort}/health/database`).then(async (r) => ({ status: r.status, body: (await r.json()) as { error?: { code: string } } })), (r) => r.status === 503, 15_000, 500);
+    const dbHealth = await eventually(() => fetch(`http://127.0.0.1:${apiPort}/health/database`).then(async (r) => ({ status: r.status, body: (await r.json()) as { error?: { code: string } } })), (r) => r.status === 503, 15_000, 500);
     expect(dbHealth.status).toBe(503);
     expect(['connection_refused', 'timeout']).toContain(dbHealth.body.error?.code);
     console.log(`PostgreSQL killed behind PgBouncer: /health/database 503 with error.code ${dbHealth.body.error?.code}`);
@@ -223,14 +223,14 @@ describe('the shipped docker-compose topology, started natively', () => {
     expect((await topology.query('up{job=~"postgres|redis"}')).map((s) => s.value[1])).toEqual(['1', '1']);
 
     // Alertmanager holds all five; the critical ones reach the webhook (group_wait 10s).
-    const received = await waitFor(
+    const received = await eventually(
       () => fetch(`${topology.alertmanager}/api/v2/alerts`).then((r) => r.json() as Promise<{ labels: Record<string, string> }[]>, () => []),
       (list) => outages.every((n) => list.some((a) => a.labels.alertname === n)),
       15_000,
       500,
     );
     expect(received.map((a) => a.labels.alertname)).toEqual(expect.arrayContaining(outages));
-    await waitFor(async () => webhook, (w) => ['APIServiceDown', 'DatabaseDown'].every((n) => w.some((a) => a.alertname === n && a.status === 'firing')), 20_000, 500);
+    await eventually(async () => webhook, (w) => ['APIServiceDown', 'DatabaseDown'].every((n) => w.some((a) => a.alertname === n && a.status === 'firing')), 20_000, 500);
     expect(webhook.filter((a) => a.status === 'firing').map((a) => a.alertname)).toEqual(expect.arrayContaining(['APIServiceDown', 'DatabaseDown']));
   });
 
@@ -246,7 +246,7 @@ describe('the shipped docker-compose topology, started natively', () => {
 
   it('the pgBackRest side-car fails loudly when the stanza cannot be created', async () => {
     const broken = join(dir, 'pgbackrest-broken.conf');
-    writeFileSync(broken, readFileSync(topology.pgbackrestConf, 'utf8').replace(/pg1-port=\d+/, `pg1-port=${await deadPort()}`).replace(/repo1-path=.*/, `repo1-path=${dir}/repo-broken`));
+    writeFileSync(broken, readFileSync(topology.pgbackrestConf, 'utf8').replace(/pg1-port=\d+/, `pg1-port=${await freePort()}`).replace(/repo1-path=.*/, `repo1-path=${dir}/repo-broken`));
     chownSync(broken, POSTGRES_UID, POSTGRES_GID);
     const started = Date.now();
     const result = await run('sh', [join(ROOT, 'deploy/pgbackrest/sidecar.sh')], { asPostgres: true, env: { PGBACKREST_CONFIG: broken, PATH, STANZA_CREATE_ATTEMPTS: '2' }, timeoutMs: 30_000 });

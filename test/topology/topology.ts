@@ -11,10 +11,10 @@ import { join } from 'node:path';
 import * as Minio from 'minio';
 import { stringify } from 'yaml';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { deadPort } from '../support/hung-server.ts';
 import { ComposeMap, POSTGRES_GID, POSTGRES_UID, readYaml, ROOT } from './compose-map.ts';
 import { renderPgbouncer } from './pgbouncer-ini.ts';
-import { PG_BIN, Processes, run, waitFor, type RunResult } from './processes.ts';
+import { PG_BIN, Processes, run, type RunResult } from './processes.ts';
+import { eventually, freePort } from '../../support/common.ts';
 
 /** Test intervals; the alert rules' `for` durations stay as shipped. */
 export const SCRAPE_SECONDS = 2;
@@ -105,7 +105,7 @@ export class Topology {
     await this.startApis();
     await this.startMonitoring();
     await this.startLoadBalancer();
-    const ready = await waitFor(() => fetch(`${this.lb}/health/ready`).then((r) => r.status, () => 0), (s) => s === 200, 60_000, 500);
+    const ready = await eventually(() => fetch(`${this.lb}/health/ready`).then((r) => r.status, () => 0), (s) => s === 200, 60_000, 500);
     if (ready !== 200) throw new Error(`the stack did not become ready:\n${this.procs.log('api-1').slice(-3000)}`);
   }
 
@@ -128,7 +128,7 @@ export class Topology {
     chownSync(this.dir, POSTGRES_UID, POSTGRES_GID);
     const { map } = this;
     const ports = async (service: string, ...containerPorts: number[]) => {
-      for (const p of containerPorts) map.listen(service, p, await deadPort());
+      for (const p of containerPorts) map.listen(service, p, await freePort());
     };
     await ports('postgres', 5432);
     await ports('postgres-replica', 5432);
@@ -194,14 +194,14 @@ export class Topology {
     this.firstStart.healthcheckDuringTemporaryServer = (await this.healthcheck('postgres')).code;
     this.procs.start('migrate', process.execPath, ['--import', 'tsx', 'src/migrate.ts'], { env: map.processEnv('migrate'), cwd: ROOT });
     // It must be refused and retry (the real server is not up yet) before the first start goes on.
-    await waitFor(async () => this.procs.log('migrate'), (log) => log.includes('not reachable yet'), 30_000);
+    await eventually(async () => this.procs.log('migrate'), (log) => log.includes('not reachable yet'), 30_000, 250);
     const sock = { PGHOST: data.sockPrimary, PGPORT: String(map.port('postgres', 5432)) };
     must(await run(join(PG_BIN, 'psql'), ['-U', env.POSTGRES_USER!, '-d', 'postgres', '-c', `CREATE DATABASE ${env.POSTGRES_DB}`], { asPostgres: true, env: sock }), 'CREATE DATABASE');
     const initEnv = { ...sock, PATH, PGDATA: data.primary, POSTGRES_USER: env.POSTGRES_USER!, POSTGRES_DB: env.POSTGRES_DB!, REPLICATION_PASSWORD_FILE: map.path('/run/secrets/replication_password') };
     must(await run('bash', [join(ROOT, 'deploy/postgres/primary-init.sh')], { asPostgres: true, env: initEnv }), 'primary-init.sh');
     must(await run(join(PG_BIN, 'pg_ctl'), ['-D', data.primary, '-m', 'fast', '-w', 'stop'], { asPostgres: true }), 'stopping the temporary server');
     this.procs.start('postgres', join(PG_BIN, 'postgres'), ['-D', data.primary, ...this.postgresArgs('postgres'), ...local], { asPostgres: true, env: this.pgbackrestEnv() });
-    must(await waitFor(() => this.healthcheck('postgres'), (r) => r.code === 0, 30_000), 'the primary health check');
+    must(await eventually(() => this.healthcheck('postgres'), (r) => r.code === 0, 30_000, 250), 'the primary health check');
   }
 
   /** The side-car script, the replica's entrypoint, PgBouncer as the image renders it, Redis. */
@@ -313,7 +313,7 @@ export class Topology {
   private async startLoadBalancer(): Promise<void> {
     const dynamic = readYaml<{ http: { services: Record<string, { loadBalancer: { servers: { url: string }[]; healthCheck: { path: string; interval: string; timeout: string } } }> } }>('traefik/dynamic.yml');
     const service = dynamic.http.services['sav3-api']!.loadBalancer;
-    const port = await deadPort();
+    const port = await freePort();
     const external = Object.values(networkInterfaces()).flat().find((i) => i?.family === 'IPv4' && !i.internal)?.address;
     const config = [
       'global',

@@ -1,5 +1,8 @@
 import { createHash } from 'node:crypto';
-import { matchAdminToken, parseAdminTokens } from '../../src/config/admin-tokens.ts';
+import { checkAdminToken, matchAdminToken } from '../../src/admin/admin-auth.ts';
+import { FailedAuthLimiter } from '../../src/admin/failed-auth-limiter.ts';
+import { AppError } from '../../src/http/app-error.ts';
+import { parseAdminTokens } from '../../src/config/admin-tokens.ts';
 
 describe('admin tokens', () => {
   const literal = 'literal-token-value-000000001';
@@ -42,5 +45,28 @@ describe('admin tokens', () => {
 
   it('a space after the comma between entries is not part of any secret', () => {
     expect(parseAdminTokens(`a:operator:${literal}, b:viewer:${hashed}`).problems).toEqual([]);
+  });
+
+  it('one check for admin and health: wrong tokens count per address and end in 429, a valid token still passes', () => {
+    const { tokens } = parseAdminTokens(`alice:operator:${literal}`);
+    let now = 0;
+    const limiter = new FailedAuthLimiter({ maxFailures: 2, windowMs: 60_000, maxBlockMs: 60_000, now: () => now });
+    const deps = { tokens, limiter };
+    expect(checkAdminToken(deps, '10.0.0.1', 'wrong-token-value-00000000000')).toBeUndefined();
+    expect(checkAdminToken(deps, '10.0.0.1', undefined)).toBeUndefined();
+    let thrown: unknown;
+    try {
+      checkAdminToken(deps, '10.0.0.1', 'wrong-token-value-00000000001');
+    } catch (err) {
+      thrown = err;
+    }
+    expect(thrown).toBeInstanceOf(AppError);
+    expect((thrown as AppError).status).toBe(429);
+    expect(Number((thrown as AppError).headers['Retry-After'])).toBeGreaterThan(0);
+    expect(checkAdminToken(deps, '10.0.0.1', literal)?.name).toBe('alice');
+    // Another address is not affected; the blocked one is let through again after its back-off.
+    expect(checkAdminToken(deps, '10.0.0.2', 'wrong-token-value-00000000000')).toBeUndefined();
+    now += 60_001;
+    expect(checkAdminToken(deps, '10.0.0.1', 'wrong-token-value-00000000000')).toBeUndefined();
   });
 });

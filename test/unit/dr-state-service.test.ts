@@ -1,53 +1,11 @@
-import { INITIAL_STATE, type DrState, type InstanceHeartbeat } from '../../src/dr-state/dr-state.ts';
-import type { CasResult, DrStateStore } from '../../src/dr-state/dr-state-store.ts';
+import { INITIAL_STATE, type DrState } from '../../src/dr-state/dr-state.ts';
 import { DrStateService } from '../../src/dr-state/dr-state-service.ts';
 import { AppError } from '../../src/http/app-error.ts';
 import { createMetrics } from '../../src/metrics/metrics.ts';
+import { MemoryDrStateStore } from '../support/fakes.ts';
 import { captureLogger } from '../support/log-capture.ts';
 
-class MemoryStore implements DrStateStore {
-  state: DrState | null = null;
-  down = false;
-  beats = new Map<string, InstanceHeartbeat>();
-  private check() {
-    if (this.down) throw new Error('Connection is closed.');
-  }
-  async read() {
-    this.check();
-    return this.state;
-  }
-  async compareAndSet(expected: number, next: DrState): Promise<CasResult> {
-    this.check();
-    if ((this.state?.version ?? 0) !== expected) return { ok: false, current: this.state };
-    this.state = next;
-    return { ok: true };
-  }
-  async restore(state: DrState) {
-    this.check();
-    if (this.state && this.state.version >= state.version) return false;
-    this.state = state;
-    return true;
-  }
-  async heartbeat(beat: InstanceHeartbeat) {
-    this.check();
-    this.beats.set(beat.id, beat);
-  }
-  async instances() {
-    return [...this.beats.values()];
-  }
-  async acquireLock() {
-    return true;
-  }
-  async releaseLock() {}
-  async extendLock() {
-    return true;
-  }
-  async lockHolder() {
-    return null;
-  }
-}
-
-function service(store: MemoryStore, id = 'i1') {
+function service(store: MemoryDrStateStore, id = 'i1') {
   return new DrStateService({ store, subscribe: () => ({ close: async () => undefined }), instanceId: id, syncIntervalMs: 60_000, metrics: createMetrics(), logger: captureLogger().logger });
 }
 
@@ -55,7 +13,7 @@ const enableReadOnly = (s: DrState, now: string) => ({ ...s, readOnly: { enabled
 
 describe('DrStateService', () => {
   it('a change bumps the version by one and is applied locally, with listeners called', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     const dr = service(store);
     const seen: number[] = [];
     dr.onApply((s) => void seen.push(s.version));
@@ -68,7 +26,7 @@ describe('DrStateService', () => {
   });
 
   it('the loser of a race gets 409 and adopts the winner', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     const one = service(store, 'one');
     const two = service(store, 'two');
     await one.change(enableReadOnly);
@@ -85,7 +43,7 @@ describe('DrStateService', () => {
   });
 
   it('while the store is down, keeps the last state and refuses changes with 503', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     const dr = service(store);
     await dr.change(enableReadOnly);
     store.down = true;
@@ -98,7 +56,7 @@ describe('DrStateService', () => {
   });
 
   it('when the store comes back empty, puts back the newest state it holds', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     const dr = service(store);
     await dr.change(enableReadOnly);
     store.state = null;
@@ -108,7 +66,7 @@ describe('DrStateService', () => {
   });
 
   it('applies a newer stored state on sync and ignores an older one', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     const dr = service(store);
     store.state = { ...INITIAL_STATE, version: 5 };
     await dr.sync();

@@ -1,5 +1,4 @@
-import type { DatabaseTarget, MediaBackendName } from '../../src/config/config.ts';
-import type { DatabaseProbeData } from '../../src/database/pg-probe.ts';
+import type { DatabaseProbeData, DatabaseTarget, MediaBackendName } from '../../src/domain.ts';
 import { HealthService } from '../../src/health/health-service.ts';
 import { ProbeRunner } from '../../src/health/probe-runner.ts';
 import { Lifecycle } from '../../src/lifecycle/lifecycle.ts';

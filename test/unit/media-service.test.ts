@@ -1,13 +1,13 @@
-import { createHash } from 'node:crypto';
+import type { MediaBackendName } from '../../src/domain.ts';
 import { PassThrough, Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
-import type { MediaBackendName } from '../../src/config/config.ts';
 import { AppError } from '../../src/http/app-error.ts';
 import { MediaService } from '../../src/media/media-service.ts';
 import type { ObjectStore } from '../../src/media/object-store.ts';
 import { UploadSpool } from '../../src/media/upload-spool.ts';
 import { MemoryMediaCache, MemoryMediaRepository, MemoryObjectStore } from '../support/fakes.ts';
 import { captureLogger } from '../support/log-capture.ts';
+import { sha256Hex } from '../../support/common.ts';
 
 function setup(maxBytes = 1024, spool = { maxConcurrent: 4, maxBytes: 1 << 20 }) {
   const primary = new MemoryObjectStore('primary');
@@ -33,7 +33,6 @@ function setup(maxBytes = 1024, spool = { maxConcurrent: 4, maxBytes: 1 << 20 })
   return { service, primary, backup, repository, cache, down, switchTo: (b: MediaBackendName) => (active = b) };
 }
 
-const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 const body = (s: string) => ({ body: Readable.from([Buffer.from(s)]), contentType: undefined, declaredLength: Buffer.byteLength(s) });
 
 async function statusOf(promise: Promise<unknown>): Promise<number> {
@@ -50,7 +49,7 @@ describe('MediaService', () => {
   it('stores content under a fresh version name, never the key, and points the key at it', async () => {
     const { service, primary, repository, cache } = setup();
     const meta = await service.upload({ key: 'a/b.txt', body: Readable.from([Buffer.from('hello')]), contentType: 'text/plain', declaredLength: 5 });
-    expect(meta).toMatchObject({ key: 'a/b.txt', size: 5, sha256: sha('hello'), backend: 'primary', contentType: 'text/plain', version: expect.stringMatching(/^[0-9a-f-]{36}$/) });
+    expect(meta).toMatchObject({ key: 'a/b.txt', size: 5, sha256: sha256Hex('hello'), backend: 'primary', contentType: 'text/plain', version: expect.stringMatching(/^[0-9a-f-]{36}$/) });
     expect(primary.objects.has('a/b.txt')).toBe(false);
     expect(primary.objects.get(`v/${meta.version}`)?.body.toString()).toBe('hello');
     expect(repository.rows.get('a/b.txt')).toEqual(meta);
@@ -117,7 +116,7 @@ describe('MediaService', () => {
     repository.loseAnswer = true;
     const meta = await service.upload({ key: 'k', ...body('applied') });
     repository.loseAnswer = false;
-    expect(meta.sha256).toBe(sha('applied'));
+    expect(meta.sha256).toBe(sha256Hex('applied'));
     expect(repository.rows.get('k')?.version).toBe(meta.version);
   });
 

@@ -1,16 +1,15 @@
-import { createHash, randomUUID } from 'node:crypto';
+import type { MediaBackendName } from '../../src/domain.ts';
+import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
-import type { Redis } from 'ioredis';
-import type { MediaBackendName } from '../../src/config/config.ts';
-import type { DrStateStore } from '../../src/dr-state/dr-state-store.ts';
+import { ClusterLock } from '../../src/dr-state/cluster-lock.ts';
 import { BackupReplicator } from '../../src/media/backup-replicator.ts';
 import { MediaSyncService } from '../../src/media/media-sync.ts';
 import type { StoredVersion } from '../../src/media/media-version-repository.ts';
 import type { ObjectStore } from '../../src/media/object-store.ts';
-import { MemoryObjectStore, MemoryVersionRepository } from '../support/fakes.ts';
+import { MemoryJobRecords, MemoryLockStore, MemoryObjectStore, MemoryVersionRepository } from '../support/fakes.ts';
 import { captureLogger } from '../support/log-capture.ts';
+import { sha256Hex } from '../../support/common.ts';
 
-const sha = (s: string) => createHash('sha256').update(s).digest('hex');
 
 function world() {
   const primary = new MemoryObjectStore('primary');
@@ -22,7 +21,7 @@ function world() {
   ]);
   /** Stores content under a new version on `on` and commits it for `key`. */
   const write = async (key: string, body: string, on: MemoryObjectStore = primary, copyTo: MediaBackendName[] = []): Promise<StoredVersion> => {
-    const v: StoredVersion = { id: randomUUID(), key, size: body.length, sha256: sha(body), contentType: 'text/plain', backends: [on.backend], replaced: false };
+    const v: StoredVersion = { id: randomUUID(), key, size: body.length, sha256: sha256Hex(body), contentType: 'text/plain', backends: [on.backend], replaced: false };
     await on.put(`v/${v.id}`, Readable.from([Buffer.from(body)]), body.length, 'text/plain');
     versions.commit(key, v, copyTo);
     return v;
@@ -30,11 +29,9 @@ function world() {
   return { primary, backup, versions, stores, write };
 }
 
-const lockStore = { acquireLock: async () => true, extendLock: async () => true, releaseLock: async () => undefined, lockHolder: async () => null } as unknown as DrStateStore;
-const redis = { set: async () => 'OK' } as unknown as Redis;
 
 function syncService(w: ReturnType<typeof world>) {
-  return new MediaSyncService({ stores: w.stores, versions: w.versions, lockStore, redis, prefix: 't:', instanceId: 'i', logger: captureLogger().logger, concurrency: 2, inlineMax: 100 });
+  return new MediaSyncService({ stores: w.stores, versions: w.versions, locks: new ClusterLock(new MemoryLockStore(), 'i'), jobs: new MemoryJobRecords(), instanceId: 'i', logger: captureLogger().logger, concurrency: 2, inlineMax: 100 });
 }
 
 describe('MediaSyncService', () => {

@@ -1,6 +1,5 @@
+import type { DatabaseProbeData, DatabaseTarget } from '../../src/domain.ts';
 import { INITIAL_STATE, type DrState } from '../../src/dr-state/dr-state.ts';
-import type { DatabaseTarget } from '../../src/config/config.ts';
-import type { DatabaseProbeData } from '../../src/database/pg-probe.ts';
 import { NodeWatch } from '../../src/database/node-watch.ts';
 import type { ProbeResult } from '../../src/health/probe-runner.ts';
 import { captureLogger } from '../support/log-capture.ts';

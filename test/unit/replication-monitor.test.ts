@@ -1,4 +1,4 @@
-import type { DatabaseProbeData } from '../../src/database/pg-probe.ts';
+import type { DatabaseProbeData } from '../../src/domain.ts';
 import { ReplicationMonitor } from '../../src/database/replication-monitor.ts';
 import type { ProbeResult } from '../../src/health/probe-runner.ts';
 

@@ -1,4 +1,4 @@
-import type { DatabaseTarget } from '../../src/config/config.ts';
+import type { DatabaseTarget } from '../../src/domain.ts';
 import { INITIAL_STATE, type DrState } from '../../src/dr-state/dr-state.ts';
 import { lsnGap } from '../../src/database/lsn.ts';
 import type { NodeFacts } from '../../src/database/sql-nodes.ts';

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Redis } from 'ioredis';
-import { deadPort } from './hung-server.ts';
+import { freePort } from './common.ts';
 
 /** A redis-server of the test's own on a spare port, to stop and restart (never the machine's). */
 export interface OwnRedis {
@@ -11,7 +11,7 @@ export interface OwnRedis {
 }
 
 export async function startOwnRedis(): Promise<OwnRedis> {
-  const port = await deadPort();
+  const port = await freePort();
   let child: ChildProcess | undefined;
   const handle: OwnRedis = {
     port,
@@ -46,13 +46,4 @@ export async function startOwnRedis(): Promise<OwnRedis> {
   };
   await handle.start();
   return handle;
-}
-
-export async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (ok(value) || Date.now() > deadline) return value;
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }

@@ -35,12 +35,3 @@ export async function startHungServer(): Promise<HungServer> {
   };
   return handle;
 }
-
-/** A port on which nothing listens (bound, then released). */
-export async function deadPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}

@@ -1,0 +1,31 @@
+import { createHash } from 'node:crypto';
+import net from 'node:net';
+
+/** Small helpers shared by tests, drills and benchmarks (never by the service itself). */
+
+/** The hex sha256 of a body or string: what the media API reports and what tests compare. */
+export function sha256Hex(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** A TCP port nothing listens on right now (bound on 127.0.0.1, then released). */
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/**
+ * Calls `fn` until `ok` holds for its answer or `timeoutMs` has passed, then returns the last
+ * answer: the caller's assertion on it is what fails, with the value it actually saw.
+ */
+export async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 5000, everyMs = 20): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (ok(value) || Date.now() > deadline) return value;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}

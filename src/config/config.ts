@@ -4,7 +4,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { parseAdminTokens, type AdminToken } from './admin-tokens.ts';
-import type { DatabaseTarget, MediaBackendName } from '../domain.ts';
+import type { MediaBackendName } from '../domain.ts';
 
 export interface MediaBackendConfig {
   name: MediaBackendName;

@@ -63,13 +63,17 @@ describe('ReadOnlyService', () => {
     await a.readOnly.set({ enabled: true, reason: 'deploy', ttlSeconds: 1 }, 'ops');
     await b.dr.sync();
     expect(b.readOnly.retryAfterSeconds()).toBe(1);
-    // The request path checks the expiry itself, whatever the timers do.
+    // A passed TTL does not lift the mode by itself: only an expiry recorded in the shared state does.
     clock += 1000;
-    expect(a.readOnly.isActive()).toBe(false);
-    expect(b.readOnly.isActive()).toBe(false);
+    expect(a.readOnly.isActive()).toBe(true);
+    expect(b.readOnly.isActive()).toBe(true);
     // Both timers fire (real time: 1 s); the compare-and-set lets one record it.
     const state = await eventually(async () => w.store.state, (s) => s?.readOnly.enabled === false, 3000);
     expect(state?.readOnly).toMatchObject({ enabled: false, by: 'system:ttl', reason: 'expired: deploy' });
+    await a.dr.sync();
+    await b.dr.sync();
+    expect(a.readOnly.isActive()).toBe(false);
+    expect(b.readOnly.isActive()).toBe(false);
     await new Promise((r) => setTimeout(r, 100));
     const expiries = [...w.sink.rows.values()].filter((e) => e.action === 'read_only.expire');
     expect(expiries).toHaveLength(1);
@@ -88,16 +92,18 @@ describe('ReadOnlyService', () => {
     expect([...w.sink.rows.values()].find((e) => e.action === 'read_only.expire')?.result).toBe('refused');
   });
 
-  it('an expiry that cannot be recorded (Redis down) is tried again until it is', async () => {
+  it('an expiry that cannot be recorded (Redis down) keeps the mode on and is tried again until it is', async () => {
     const w = drWorld({ now });
     const a = instance(w, 'api-1');
     await a.readOnly.set({ enabled: true, reason: 'deploy', ttlSeconds: 1 }, 'ops');
     w.store.down = true;
     clock += 1000;
     await new Promise((r) => setTimeout(r, 1300));
-    expect(a.readOnly.isActive()).toBe(false);
+    // Not recorded, not lifted: the mode stays on and says why.
+    expect(a.readOnly.isActive()).toBe(true);
+    expect(a.readOnly.expiryRefused()?.kind).toBe('unrecorded');
     expect(w.store.state?.readOnly.enabled).toBe(true);
-    expect(a.log()).toContain('read-only expiry not recorded yet');
+    expect(a.log()).toContain('the expiry did not take effect');
     w.store.down = false;
     const state = await eventually(async () => w.store.state, (s) => s?.readOnly.enabled === false, 3000);
     expect(state?.readOnly.by).toBe('system:ttl');

@@ -82,8 +82,11 @@ async function main(): Promise<void> {
     await load(getUrl, { ...opts, durationMs: 500 });
 
     console.log(`\nconcurrency ${CONCURRENCY}, ${ROUNDS} interleaved rounds of ${DURATION_MS} ms, 16 KiB bodies\n`);
-    const getRatio = await paired('GET 16 KiB', async () => (await load(`${api}/media/bench/get.bin`, opts)).rps, async () => (await load(getUrl, opts)).rps);
-    const putRatio = await paired(
+    // BENCH_ONLY=put-new-keys runs only that pair (for a CPU profile of the write path).
+    const only = process.env.BENCH_ONLY;
+    const skip = async () => NaN;
+    const getRatio = only ? NaN : await paired('GET 16 KiB', async () => (await load(`${api}/media/bench/get.bin`, opts)).rps, async () => (await load(getUrl, opts)).rps);
+    const putRatio = only ? await skip() : await paired(
       'PUT 16 KiB',
       async () => (await load(`${api}/media/bench/put.bin`, { ...opts, method: 'PUT', body: () => body })).rps,
       async () => (await load(putUrl, { ...opts, method: 'PUT', body: () => body })).rps,

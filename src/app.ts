@@ -16,6 +16,7 @@ import type { Metrics } from './metrics/metrics.ts';
 import { metricsRoutes } from './metrics/metrics-routes.ts';
 import { adminAllowList } from './config/config.ts';
 import { adminNetworkGuard } from './edge/admin-network-guard.ts';
+import { openApiHandler } from './http/openapi.ts';
 
 export interface AppDeps {
   config: Pick<Config, 'trustProxy'> & Partial<Pick<Config, 'metricsPort' | 'adminAllowList'>>;
@@ -59,6 +60,7 @@ export function buildApp(deps: AppDeps): express.Express {
   for (const guard of deps.guards ?? []) app.use(guard);
   // With METRICS_PORT, /metrics lives only on the internal listener (service.ts).
   if (deps.config.metricsPort === undefined) app.use(metricsRoutes(deps.metrics.registry));
+  app.get('/openapi.json', openApiHandler());
   app.use(mediaRoutes(deps.media, { idleBodyTimeoutMs: deps.mediaIdleBodyTimeoutMs ?? 30_000 }));
   for (const router of deps.publicRouters ?? []) app.use(router);
   if (deps.admin) {

@@ -3,24 +3,32 @@
 // Environment: SAV3_API_URL, SAV3_ADMIN_TOKEN (operator), DATABASE_URL (the server restored here),
 // PGBACKREST_STANZA, PGBACKREST_CONFIG, PGBACKREST_BIN, PG_BIN, PGDATA; MEDIA_* for the media pass.
 // Exit codes: 0 done (or a dry run that could go ahead), 1 failed, 2 usage.
-import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { loadConfig, type MediaBackendConfig } from './config/config.ts';
 import { planRestore, RestorePlanError, runRestore, type RestoreApi, type RestoreServer } from './backup/database-restore.ts';
 import { findObjectsWithoutMetadata } from './backup/media-orphans.ts';
 import { isRoot, runAs } from './backup/os-command.ts';
 import { PgBackRestCli } from './backup/pgbackrest.ts';
+import { RESTORE_STEPS } from './backup/restore-report.ts';
+import { httpTransport, RestoreJournal, RestoreReporter } from './backup/restore-reporter.ts';
 import { MinioObjectStore } from './media/minio-object-store.ts';
 import type { ObjectStore } from './media/object-store.ts';
 
 export const USAGE = `usage: scripts/dr/restore-database.sh --from-backup latest|<label> [--target-time ISO | --target-name NAME] [--pg-data DIR] (--confirm | --dry-run)
+       scripts/dr/restore-database.sh --report-pending
   --from-backup   the backup to restore: latest, or a label from GET /admin/backups
   --target-time   point-in-time: recover up to this time (ISO 8601 with a zone), then promote
   --target-name   point-in-time: recover up to this restore point (POST /admin/database/restore-point)
   --pg-data       the data directory (default: PGDATA)
   --dry-run       print the plan, the backup and the WAL it would use; change nothing
   --confirm       required to act: read-only on, stop PostgreSQL, restore --delta, start, wait for promotion, verify
-Environment: SAV3_API_URL SAV3_ADMIN_TOKEN DATABASE_URL PGBACKREST_STANZA [PGBACKREST_CONFIG PGBACKREST_BIN PG_BIN PGDATA MEDIA_*]`;
+  --report-pending  send the API the restore reports it could not take during earlier restores
+Each restore reports its start, every step (with its time) and its outcome to the API (audited as
+database.restore; joins the timeline of an open incident). The reports are first written to a local
+journal (SAV3_RESTORE_JOURNAL_DIR, default ./.sav3/restores): an unreachable API never stops the restore.
+Environment: SAV3_API_URL SAV3_ADMIN_TOKEN DATABASE_URL PGBACKREST_STANZA [PGBACKREST_CONFIG PGBACKREST_BIN PG_BIN PGDATA MEDIA_* SAV3_RESTORE_JOURNAL_DIR]`;
 
 interface Args {
   backup?: string;
@@ -30,10 +38,11 @@ interface Args {
   confirm: boolean;
   dryRun: boolean;
   help: boolean;
+  reportPending: boolean;
 }
 
 export function parseArgs(argv: string[]): Args | string {
-  const args: Args = { confirm: false, dryRun: false, help: false };
+  const args: Args = { confirm: false, dryRun: false, help: false, reportPending: false };
   const value = (i: number, flag: string) => {
     const v = argv[i + 1];
     if (v === undefined || v.startsWith('--')) throw new Error(`${flag} needs a value`);
@@ -48,6 +57,7 @@ export function parseArgs(argv: string[]): Args | string {
       else if (a === '--pg-data') args.pgData = value(i++, a);
       else if (a === '--confirm') args.confirm = true;
       else if (a === '--dry-run') args.dryRun = true;
+      else if (a === '--report-pending') args.reportPending = true;
       else if (a === '-h' || a === '--help') args.help = true;
       else return `unknown argument: ${a}`;
     }
@@ -55,6 +65,7 @@ export function parseArgs(argv: string[]): Args | string {
     return (err as Error).message;
   }
   if (args.help) return args;
+  if (args.reportPending) return argv.length === 1 ? args : '--report-pending takes no other option';
   if (!args.backup) return '--from-backup is required';
   if (!/^(latest|\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?)$/.test(args.backup)) return '--from-backup must be latest or a backup label';
   if (args.targetTime && !/^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)$/.test(args.targetTime)) return '--target-time must be ISO 8601 with a zone, e.g. 2026-11-26T08:15:00Z';
@@ -67,10 +78,19 @@ export function parseArgs(argv: string[]): Args | string {
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
-function api(): RestoreApi {
-  const base = (process.env.SAV3_API_URL ?? 'http://127.0.0.1:3000').replace(/\/$/, '');
+const apiBase = () => (process.env.SAV3_API_URL ?? 'http://127.0.0.1:3000').replace(/\/$/, '');
+function apiToken(): string {
   const token = process.env.SAV3_ADMIN_TOKEN;
   if (!token) throw new RestorePlanError('SAV3_ADMIN_TOKEN is not set (an operator token)');
+  return token;
+}
+export const journalDir = () => resolve(process.env.SAV3_RESTORE_JOURNAL_DIR ?? join('.sav3', 'restores'));
+/** How long the end of a restore waits for the API to take the reports it has not yet taken. */
+const REPORT_FLUSH_MS = 10_000;
+
+function api(): RestoreApi {
+  const base = apiBase();
+  const token = apiToken();
   const call = async (method: string, path: string, body: unknown) => {
     const res = await fetch(`${base}${path}`, { method, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(60_000) });
     return { status: res.status, body: (await res.json().catch(() => ({}))) as unknown };
@@ -153,6 +173,7 @@ export async function main(argv: string[]): Promise<number> {
     say(USAGE);
     return 0;
   }
+  if (args.reportPending) return reportPending();
   const stanza = process.env.PGBACKREST_STANZA;
   if (!stanza) {
     process.stderr.write('PGBACKREST_STANZA is not set\n');
@@ -161,6 +182,7 @@ export async function main(argv: string[]): Promise<number> {
   const osUser = process.env.PGBACKREST_OS_USER ?? 'postgres';
   const tool = new PgBackRestCli({ bin: process.env.PGBACKREST_BIN ?? 'pgbackrest', stanza, configPath: process.env.PGBACKREST_CONFIG, runAs: isRoot() ? osUser : undefined });
   const started = performance.now();
+  let reporter: RestoreReporter | undefined;
   try {
     const info = await tool.info(30_000);
     const plan = planRestore(info, { backup: args.backup!, targetTime: args.targetTime, targetName: args.targetName });
@@ -173,17 +195,36 @@ export async function main(argv: string[]): Promise<number> {
     const databaseUrl = process.env.DATABASE_URL;
     if (!pgData) throw new RestorePlanError('--pg-data (or PGDATA) is required');
     if (!databaseUrl) throw new RestorePlanError('DATABASE_URL (the server restored here) is required');
-    const result = await runRestore(
-      {
-        tool,
-        api: api(),
-        server: server(pgData, process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin', osUser, databaseUrl),
-        pgData,
-        promoteTimeoutMs: 3600_000,
-        onStep: (t) => say(`step: ${t.step} ${t.ms} ms`),
-      },
-      plan,
-    );
+    const restoreApi = api();
+    reporter = startReporter();
+    const restoreStarted = performance.now();
+    const done: { step: (typeof RESTORE_STEPS)[number]; ms: number }[] = [];
+    reporter.report({ event: 'started', at: new Date().toISOString(), result: 'success', plan: { backup: plan.backup.label, target: plan.target } });
+    const finished = (result: 'success' | 'failed', error?: string) =>
+      reporter!.report({ event: 'finished', at: new Date().toISOString(), result, durationMs: Math.round(performance.now() - restoreStarted), steps: [...done], ...(error ? { error: error.slice(0, 500) } : {}) });
+    let result: Awaited<ReturnType<typeof runRestore>>;
+    try {
+      result = await runRestore(
+        {
+          tool,
+          api: restoreApi,
+          server: server(pgData, process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin', osUser, databaseUrl),
+          pgData,
+          promoteTimeoutMs: 3600_000,
+          onStep: (t) => {
+            const step = t.step as (typeof RESTORE_STEPS)[number];
+            say(t.error === undefined ? `step: ${t.step} ${t.ms} ms` : `step: ${t.step} failed after ${t.ms} ms`);
+            if (t.error === undefined) done.push({ step, ms: t.ms });
+            reporter!.report({ event: 'step', step, at: new Date().toISOString(), durationMs: t.ms, result: t.error === undefined ? 'success' : 'failed', ...(t.error ? { error: t.error.slice(0, 500) } : {}) });
+          },
+        },
+        plan,
+      );
+    } catch (err) {
+      finished('failed', err instanceof Error ? err.message : String(err));
+      throw err;
+    }
+    finished(result.ok ? 'success' : 'failed', result.ok ? undefined : 'the verification through the API did not pass');
     say(`verify: ${JSON.stringify(result.verification)}`);
     if (plan.target.type !== 'end_of_archive') {
       const stores = mediaStores();
@@ -201,12 +242,61 @@ export async function main(argv: string[]): Promise<number> {
         for (const o of orphans) say(`media-orphan: ${JSON.stringify(o)}`);
       }
     }
+    await finishReporting(reporter);
     say(`total: ${Math.round(performance.now() - started)} ms; read-only mode is still ON: check, then scripts/dr/disable-readonly-mode.sh`);
     return result.ok ? 0 : 1;
   } catch (err) {
+    if (reporter) await finishReporting(reporter);
     process.stderr.write(`restore failed: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;
   }
+}
+
+/** Reports go to the API in the background, recorded first in a journal on this host. */
+function startReporter(): RestoreReporter {
+  const restoreId = randomUUID();
+  const dir = journalDir();
+  let journal: RestoreJournal | undefined;
+  try {
+    journal = RestoreJournal.open(dir, restoreId);
+  } catch (err) {
+    say(`report: cannot create the journal directory ${dir} (${(err as Error).message}); reports are kept in memory only`);
+  }
+  const earlier = RestoreJournal.all(dir).filter((j) => j.restoreId !== restoreId).reduce((n, j) => n + j.pending().length, 0);
+  if (earlier > 0) say(`report: ${earlier} report(s) of earlier restores were never taken by the API: send them with scripts/dr/restore-database.sh --report-pending`);
+  say(`report: restore ${restoreId} reports to the API as database.restore${journal ? ` (journal ${journal.path})` : ''}`);
+  return new RestoreReporter({ restoreId, transport: httpTransport(apiBase(), apiToken()), journal, say });
+}
+
+async function finishReporting(reporter: RestoreReporter): Promise<void> {
+  const left = await reporter.flush(REPORT_FLUSH_MS);
+  if (left === 0) say(`report: the API took all ${reporter.sent} report(s) of restore ${reporter.restoreId}${reporter.rejected ? ` (${reporter.rejected} refused)` : ''}`);
+  else say(`report: the API did not take ${left} report(s) of restore ${reporter.restoreId} (${reporter.lastError}); they are recorded in ${journalDir()}: send them with scripts/dr/restore-database.sh --report-pending`);
+}
+
+/** Sends what earlier restores could not report; exit 0 when nothing is left unsent. */
+async function reportPending(): Promise<number> {
+  let token: string;
+  try {
+    token = apiToken();
+  } catch (err) {
+    process.stderr.write(`${(err as Error).message}\n`);
+    return 1;
+  }
+  const dir = journalDir();
+  let left = 0;
+  let found = 0;
+  for (const journal of RestoreJournal.all(dir)) {
+    const pending = journal.pending();
+    if (pending.length === 0) continue;
+    found += pending.length;
+    const reporter = new RestoreReporter({ restoreId: journal.restoreId, transport: httpTransport(apiBase(), token), journal, say, resending: true }, pending);
+    const remaining = await reporter.flush(REPORT_FLUSH_MS);
+    left += remaining;
+    say(`report: restore ${journal.restoreId}: ${reporter.sent} sent, ${reporter.rejected} refused, ${remaining} still unsent${remaining ? ` (${reporter.lastError})` : ''}`);
+  }
+  if (found === 0) say(`report: nothing to send (${dir})`);
+  return left === 0 ? 0 : 1;
 }
 
 if (require.main === module) {

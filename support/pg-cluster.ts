@@ -1,7 +1,7 @@
 // A real PostgreSQL primary and streaming replica on spare ports in a temp dir, for tests, the
 // drill and the local stack. The server refuses to run as root, so as root every command runs as
 // the `postgres` user.
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -65,7 +65,7 @@ process.once('exit', () => {
   for (const cluster of live) {
     for (const n of [cluster.primary, cluster.replica]) {
       try {
-        require('node:child_process').execFileSync(asRoot ? 'runuser' : join(BIN, 'pg_ctl'), [
+        execFileSync(asRoot ? 'runuser' : join(BIN, 'pg_ctl'), [
           ...(asRoot ? ['-u', 'postgres', '--', join(BIN, 'pg_ctl')] : []),
           '-D', n.dataDir, '-m', 'immediate', 'stop',
         ], { stdio: 'ignore' });

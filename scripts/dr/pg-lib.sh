@@ -41,6 +41,20 @@ with_param() {
   esac
 }
 
+# The newest timeline of a data directory whose server is down. The control file's checkpoint
+# timeline lags after a promotion until the next checkpoint (a node killed right after it still
+# says the old one); the history file a promotion writes at once in pg_wal does not.
+data_dir_timeline() {
+  local tli h
+  tli=$(control_field "$1" "Latest checkpoint's TimeLineID")
+  for h in "$1"/pg_wal/*.history; do
+    [ -e "$h" ] || continue
+    h=$(basename "$h" .history)
+    if [[ "$h" =~ ^[0-9A-F]{8}$ ]] && ((16#$h > tli)); then tli=$((16#$h)); fi
+  done
+  echo "$tli"
+}
+
 # The timeline a running server writes or replays (from its WAL file names).
 server_timeline() {
   local tli

@@ -59,7 +59,7 @@ exists=false stop=false local_id="" local_tli=""
 if [ -f "$pgdata/PG_VERSION" ] && [ -f "$pgdata/global/pg_control" ]; then
   exists=true
   local_id=$(control_field "$pgdata" 'Database system identifier')
-  local_tli=$(control_field "$pgdata" "Latest checkpoint's TimeLineID")
+  local_tli=$(data_dir_timeline "$pgdata")
 fi
 if $exists && running "$pgdata"; then
   lconn=$(local_conninfo "$pgdata")

@@ -9,13 +9,13 @@ import type { ReadOnlyService } from '../read-only/read-only-service.ts';
 import { audited, PROPAGATION_WAIT_MS } from './audited.ts';
 import { principal } from './admin-auth.ts';
 
-const readOnlyBody = z.strictObject({
+export const readOnlyBody = z.strictObject({
   enabled: z.boolean(),
   reason: z.string().trim().min(1, { error: 'must say why' }).max(500),
   ttlSeconds: z.number().int().min(1).max(7 * 24 * 3600).optional(),
 });
 
-const auditQuery = z.strictObject({ limit: wholeNumberParam(1, 1000, 50) });
+export const auditQuery = z.strictObject({ limit: wholeNumberParam(1, 1000, 50) });
 
 export interface AdminDeps {
   dr: DrStateService;

@@ -40,8 +40,13 @@ export class AuditLog {
     for (const hook of this.hooks) await hook(events);
   }
 
-  async record(input: AuditInput): Promise<AuditEvent> {
-    const event: AuditEvent = { ...input, id: randomUUID(), at: new Date(this.deps.now?.() ?? Date.now()).toISOString(), instanceId: this.deps.instanceId };
+  /**
+   * `as` is for an action another process took and reports (the restore tool on the database
+   * host): its own time, and an id derived from its report so that a report sent twice is one event.
+   */
+  async record(input: AuditInput, as: { id?: string; at?: Date } = {}): Promise<AuditEvent> {
+    const at = as.at ?? new Date(this.deps.now?.() ?? Date.now());
+    const event: AuditEvent = { ...input, id: as.id ?? randomUUID(), at: at.toISOString(), instanceId: this.deps.instanceId };
     this.deps.logger.info({ audit: event }, `audit: ${event.action} ${event.result} by ${event.actor}`);
     try {
       await this.write([event]);

@@ -67,6 +67,8 @@ export function planRestore(info: StanzaInfo, request: RestoreRequest): RestoreP
 export interface StepTiming {
   step: string;
   ms: number;
+  /** Set when the step threw (the restore stops there): its message. */
+  error?: string;
 }
 
 /**
@@ -81,7 +83,13 @@ export async function runRestore(
   const steps: StepTiming[] = [];
   const step = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
     const started = performance.now();
-    const value = await fn();
+    let value: T;
+    try {
+      value = await fn();
+    } catch (err) {
+      deps.onStep({ step: name, ms: Math.round(performance.now() - started), error: err instanceof Error ? err.message : String(err) });
+      throw err;
+    }
     const timing = { step: name, ms: Math.round(performance.now() - started) };
     steps.push(timing);
     deps.onStep(timing);

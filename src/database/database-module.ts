@@ -15,6 +15,7 @@ import { probeDatabase, type DatabaseProbeData } from './pg-probe.ts';
 import { ReplicationMonitor, type ReplicationReport } from './replication-monitor.ts';
 import { SqlNodes } from './sql-nodes.ts';
 import { switchoverRoutes } from './switchover-routes.ts';
+import { switchoverStateChanges } from './switchover-state.ts';
 import { SwitchoverService } from './switchover-service.ts';
 import { ReadOnlyWriteBarrier } from './write-barrier.ts';
 
@@ -178,23 +179,7 @@ export function createDatabaseModule(deps: {
     barrier: new ReadOnlyWriteBarrier(dr.readOnly, dr.state),
     metrics,
     logger,
-    recordSwitch: async (to, by) => {
-      // As a switch does: the node's identity and its (newer) timeline are recorded with it.
-      await runners.get(to)?.run();
-      const identity = watch.identity(to);
-      await dr.state.change((s, now) => ({
-        ...s,
-        database: {
-          ...s.database,
-          active: to,
-          since: now,
-          by,
-          nodes: identity ? { ...s.database.nodes, [to]: identity } : s.database.nodes,
-          newestTimeline: identity ? Math.max(s.database.newestTimeline ?? 0, identity.timeline) : s.database.newestTimeline,
-          promotedAt: now,
-        },
-      }));
-    },
+    ...switchoverStateChanges({ dr: dr.state, watch, runners }),
     onRecovered: async (what) => {
       await dr.audit.record({ actor: 'system:switchover-recovery', role: null, action: 'database.switchover.recover', result: 'success', before: null, after: null, detail: { what }, requestId: null });
     },

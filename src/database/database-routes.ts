@@ -8,18 +8,18 @@ import { parseOrThrow } from '../http/validate.ts';
 import type { DatabaseFailoverService } from './database-failover-service.ts';
 import type { DatabaseVerifier } from './database-verifier.ts';
 
-const promoteBody = z.strictObject({
+export const promoteBody = z.strictObject({
   confirm: z.literal('promote-replica', { error: 'must be "promote-replica"' }),
   dryRun: z.boolean().default(false),
   maxLagSeconds: z.number().min(0).max(86_400).optional(),
 });
 
-const resetBody = z.strictObject({
+export const resetBody = z.strictObject({
   confirm: z.literal('reset-dr-state', { error: 'must be "reset-dr-state"' }),
   reason: z.string().trim().min(1, { error: 'must say why' }).max(500),
 });
 
-const switchBody = z.strictObject({
+export const switchBody = z.strictObject({
   to: z.enum(['primary', 'replica'], { error: 'must be "primary" or "replica"' }),
   dryRun: z.boolean().default(false),
 });

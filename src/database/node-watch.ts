@@ -35,7 +35,8 @@ export interface NodeWatchDeps {
  * fences a node that takes writes on an older timeline than the newest (a returning old primary).
  */
 export class NodeWatch {
-  private readonly newestSeen = new Map<string, number>();
+  /** Per cluster, every timeline seen on a node out of recovery. */
+  private readonly seen = new Map<string, Set<number>>();
   private readonly fencing = new Set<DatabaseTarget>();
 
   constructor(private readonly deps: NodeWatchDeps) {}
@@ -44,9 +45,16 @@ export class NodeWatch {
   newestTimeline(systemId: string | null): number | null {
     if (!systemId) return null;
     const recorded = this.recordedTimeline(systemId);
-    const seen = this.newestSeen.get(systemId) ?? null;
+    const current = [...(this.seen.get(systemId) ?? [])].filter((t) => !this.abandoned(systemId, t));
+    const seen = current.length > 0 ? Math.max(...current) : null;
     if (recorded === null) return seen;
     return seen === null ? recorded : Math.max(recorded, seen);
+  }
+
+  /** A timeline of a promotion a switchover abandoned (recorded in the DR state): never newest, never written to. */
+  abandoned(systemId: string | null, timeline: number | null): boolean {
+    if (!systemId || timeline === null) return false;
+    return (this.deps.state().database.abandonedTimelines ?? []).some((a) => a.systemId === systemId && a.timeline === timeline);
   }
 
   private recordedTimeline(systemId: string): number | null {
@@ -101,6 +109,9 @@ export class NodeWatch {
     const { data } = result;
     if (data.inRecovery) return { code: 'not_writable', message: `the active database target (${target}) is a standby: it cannot take writes until promoted` };
     if (data.fenced) return { code: 'not_writable', message: `the active database target (${target}) is fenced read-only (default_transaction_read_only)` };
+    if (this.abandoned(data.systemId, data.timeline)) {
+      return { code: 'not_writable', message: `the active database target (${target}) is on timeline ${data.timeline}, a promotion a switchover abandoned` };
+    }
     const newest = this.newestTimeline(data.systemId);
     if (newest !== null && data.timeline !== null && data.timeline < newest) {
       return { code: 'not_writable', message: `the active database target (${target}) is on timeline ${data.timeline}, older than the newest (${newest}): it is a former primary` };
@@ -113,7 +124,9 @@ export class NodeWatch {
     for (const target of TARGETS) {
       const data = this.deps.latest(target)?.data;
       if (data?.systemId && data.timeline !== null && !data.inRecovery) {
-        this.newestSeen.set(data.systemId, Math.max(this.newestSeen.get(data.systemId) ?? 0, data.timeline));
+        const seen = this.seen.get(data.systemId) ?? new Set<number>();
+        seen.add(data.timeline);
+        this.seen.set(data.systemId, seen);
       }
     }
     const report = this.report();
@@ -121,7 +134,7 @@ export class NodeWatch {
     for (const target of report.writableNodes) {
       const data = this.deps.latest(target)!.data!;
       const newest = this.newestTimeline(data.systemId);
-      if (newest !== null && data.timeline !== null && data.timeline < newest) void this.fence(target, data, newest);
+      if (newest !== null && data.timeline !== null && (data.timeline < newest || this.abandoned(data.systemId, data.timeline))) void this.fence(target, data, newest);
     }
   }
 

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { CURRENT_TIMELINE_SQL } from './timeline-sql.ts';
 
 export interface PgProbeOptions {
   connectionString: string;
@@ -83,18 +84,9 @@ export interface DatabaseProbeData {
   fenced: boolean;
 }
 
-/**
- * Identity columns of the probe query: system identifier and timeline. `pg_control_checkpoint()`
- * gives the timeline of the last checkpoint; right after a promotion that is still the old one until
- * the end-of-recovery checkpoint, so a primary's current WAL file name (and a standby's received
- * timeline) count too. (These functions are executable by every role by default.)
- */
+/** Identity columns of the probe query: system identifier and current timeline (see CURRENT_TIMELINE_SQL). */
 const IDENTITY_COLUMNS = `(SELECT system_identifier::text FROM pg_control_system()) AS system_id,
-  GREATEST(
-    (SELECT timeline_id FROM pg_control_checkpoint()),
-    CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1)
-         ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END
-  ) AS timeline,
+  ${CURRENT_TIMELINE_SQL} AS timeline,
   current_setting('default_transaction_read_only') = 'on' AS fenced`;
 
 // Everything a health probe needs in one statement: with the transaction around it, one round trip.

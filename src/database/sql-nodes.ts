@@ -2,6 +2,7 @@ import type pg from 'pg';
 import type { DatabaseTarget } from '../config/config.ts';
 import type { DatabaseClients } from './database-clients.ts';
 import { withNodeConnection } from './pg-probe.ts';
+import { CURRENT_TIMELINE_SQL } from './timeline-sql.ts';
 
 export interface NodeFacts {
   ok: boolean;
@@ -52,7 +53,7 @@ export class SqlNodes {
                   (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS receiver_status,
                   (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming')::int AS streaming,
                   current_setting('default_transaction_read_only') = 'on' AS fenced,
-                  (SELECT timeline_id FROM pg_control_checkpoint()) AS timeline`,
+                  ${CURRENT_TIMELINE_SQL} AS timeline`,
         );
         const r = rows[0]!;
         return { ok: true, inRecovery: r.in_recovery, currentLsn: r.current_lsn, replayLsn: r.replay_lsn, replayPaused: r.replay_paused, receiverStatus: r.receiver_status, streamingStandbys: r.streaming, fenced: r.fenced, timeline: r.timeline };
@@ -154,8 +155,8 @@ export class SqlNodes {
    * lifted first. (pg_promote's own wait polls every 100 ms; polling here every few ms saves most
    * of that from the write pause.)
    */
-  async promote(target: DatabaseTarget): Promise<void> {
-    await this.with(target, async (c) => {
+  async promote(target: DatabaseTarget): Promise<{ timeline: number }> {
+    return this.with(target, async (c) => {
       await c.query('ALTER SYSTEM RESET default_transaction_read_only');
       await c.query('SELECT pg_reload_conf()');
       const { rows } = await c.query<{ signalled: boolean }>('SELECT pg_promote(false) AS signalled');
@@ -165,6 +166,30 @@ export class SqlNodes {
         if (performance.now() > deadline) throw new Error(`${target} was still in recovery ${PROMOTE_WAIT_MS} ms after pg_promote`);
         await new Promise((r) => setTimeout(r, 3));
       }
+      return { timeline: (await c.query<{ tli: number }>(`SELECT ${CURRENT_TIMELINE_SQL} AS tli`)).rows[0]!.tli };
     }, PROMOTE_WAIT_MS + 5000);
+  }
+
+  /**
+   * Proves `target` takes writes as an instance would write: a transaction in the default mode
+   * (a fenced node fails it), out of recovery, committing a WAL message (a commit that wrote WAL
+   * waits for its flush, and for a synchronous standby if one is required). Bounded by
+   * `timeoutMs`: a node that died or hangs fails it. Returns the commit's position and timeline.
+   */
+  async verifyWrites(target: DatabaseTarget, timeoutMs: number): Promise<{ lsn: string; timeline: number }> {
+    return this.with(
+      target,
+      async (c) => {
+        await c.query('BEGIN');
+        const { rows } = await c.query<{ in_recovery: boolean; read_only: string }>("SELECT pg_is_in_recovery() AS in_recovery, current_setting('transaction_read_only') AS read_only");
+        if (rows[0]!.in_recovery) throw new Error(`${target} is still in recovery: it takes no writes`);
+        if (rows[0]!.read_only === 'on') throw new Error(`${target} opens read-only transactions (default_transaction_read_only): it takes no writes`);
+        await c.query("SELECT pg_logical_emit_message(true, 'sav3', 'switchover write check')");
+        await c.query('COMMIT');
+        const r = (await c.query<{ lsn: string; tli: number }>(`SELECT pg_current_wal_lsn()::text AS lsn, ${CURRENT_TIMELINE_SQL} AS tli`)).rows[0]!;
+        return { lsn: r.lsn, timeline: r.tli };
+      },
+      timeoutMs,
+    );
   }
 }

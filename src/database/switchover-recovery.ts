@@ -1,15 +1,9 @@
 import type { DatabaseTarget } from '../config/config.ts';
-import type { SwitchoverDeps } from './switchover-service.ts';
-
-/** The switchover's own TTL'd read-only mode carries this reason: how its leftovers are recognised. */
-export const SWITCHOVER_READ_ONLY_REASON = 'switchover:';
-
-type Outcome = { name: string; ok: boolean; detail: string };
+import { SWITCHOVER_READ_ONLY_REASON, type SwitchoverDeps } from './switchover-types.ts';
 
 /**
- * What happens when a switchover does not finish: a step failing before the promotion rolls back,
- * one failing after it completes forward, and a switchover whose instance died is rolled back by
- * any instance that finds what it left.
+ * A switchover whose instance died is rolled back by any instance that finds what it left. (A
+ * step failing in a running switchover: see switchover-rollback.ts.)
  */
 export class SwitchoverRecovery {
   private recovering = false;
@@ -46,48 +40,4 @@ export class SwitchoverRecovery {
       this.recovering = false;
     }
   }
-
-  /** Before the promotion: puts the old primary back in charge (unfenced, writes resumed). */
-  async rollback(s: { from: DatabaseTarget; to: DatabaseTarget; wasReadOnly: boolean; by: string }) {
-    const steps: Outcome[] = [];
-    await attempt(steps, 'unfence_old_primary', async () => {
-      await this.deps.nodes.unfence(s.from);
-      return `${s.from} takes writes again; ${s.to} stays its standby`;
-    });
-    if (!s.wasReadOnly) {
-      await attempt(steps, 'read_only_off', async () => {
-        await this.deps.barrier.release(`switchover to ${s.to} rolled back`, s.by);
-        return 'writes resume';
-      });
-    }
-    return { ok: steps.every((x) => x.ok), steps };
-  }
-
-  /** After the promotion: every instance to the promoted node, writes resumed. */
-  async rollForward(s: { from: DatabaseTarget; to: DatabaseTarget; switched: boolean; wasReadOnly: boolean; by: string }) {
-    const steps: Outcome[] = [];
-    if (!s.switched) {
-      await attempt(steps, 'switch', async () => {
-        await this.deps.recordSwitch(s.to, s.by);
-        return `every instance writes to ${s.to}`;
-      });
-    }
-    if (!s.wasReadOnly && steps.every((x) => x.ok)) {
-      await attempt(steps, 'read_only_off', async () => {
-        await this.deps.barrier.release(`switchover to ${s.to} completed after a failed step`, s.by);
-        return 'writes resume';
-      });
-    }
-    steps.push({ name: 'next', ok: true, detail: `${s.from} stays fenced: rebuild it as a standby (rebuild-primary.sh --rewind)` });
-    return { ok: steps.every((x) => x.ok), steps };
-  }
 }
-
-async function attempt(steps: Outcome[], name: string, fn: () => Promise<string>): Promise<void> {
-  try {
-    steps.push({ name, ok: true, detail: await fn() });
-  } catch (err) {
-    steps.push({ name, ok: false, detail: err instanceof Error ? err.message : String(err) });
-  }
-}
-

@@ -6,7 +6,7 @@ import type { AuditLog } from '../audit/audit-log.ts';
 import { parseOrThrow } from '../http/validate.ts';
 import type { SwitchoverService } from './switchover-service.ts';
 
-const switchoverBody = z.strictObject({
+export const switchoverBody = z.strictObject({
   to: z.enum(['primary', 'replica'], { error: 'must be "primary" or "replica"' }),
   confirm: z.literal('switchover', { error: 'must be "switchover"' }),
   dryRun: z.boolean().default(false),

@@ -1,69 +1,34 @@
 import type { DatabaseTarget } from '../config/config.ts';
-import type { DrStateService } from '../dr-state/dr-state-service.ts';
-import { AppError, PreconditionFailedError } from '../http/app-error.ts';
-import type { Logger } from '../logger.ts';
-import type { Metrics } from '../metrics/metrics.ts';
-import type { ReadOnlyService } from '../read-only/read-only-service.ts';
-import type { DatabaseClients } from './database-clients.ts';
-import type { Check, DatabaseFailoverService } from './database-failover-service.ts';
+import { PreconditionFailedError } from '../http/app-error.ts';
 import { lsnGap } from './lsn.ts';
-import type { NodeFacts, SqlNodes } from './sql-nodes.ts';
-import { SWITCHOVER_READ_ONLY_REASON, SwitchoverRecovery } from './switchover-recovery.ts';
-import type { WriteBarrier } from './write-barrier.ts';
+import { checkSwitchover } from './switchover-checks.ts';
+import { SwitchoverRecovery } from './switchover-recovery.ts';
+import { failSwitchover } from './switchover-rollback.ts';
+import {
+  SWITCHOVER_CATCH_UP_MS,
+  SWITCHOVER_LOCK_TTL_MS,
+  SWITCHOVER_MAX_LAG_BYTES,
+  SWITCHOVER_READ_ONLY_REASON,
+  SWITCHOVER_READ_ONLY_TTL_SECONDS,
+  SWITCHOVER_WRITE_CHECK_MS,
+  SwitchoverFailedError,
+  type Step,
+  type StepHook,
+  type StepName,
+  type SwitchoverDeps,
+} from './switchover-types.ts';
 
-/** How far behind the standby may be when a switchover starts: it must catch up within the window. */
-export const SWITCHOVER_MAX_LAG_BYTES = 16 * 1024 * 1024;
-/** Bound on the wait for the standby to replay everything the fenced primary wrote. */
-export const SWITCHOVER_CATCH_UP_MS = 5000;
-/** Read-only mode of a switchover lifts itself if the switchover dies midway. */
-export const SWITCHOVER_READ_ONLY_TTL_SECONDS = 60;
-/** The lock outlives the longest switchover (every step bounded), and no more: see recoverInterrupted. */
-export const SWITCHOVER_LOCK_TTL_MS = 60_000;
-
-export type StepName = 'read_only_on' | 'fence_old_primary' | 'wait_for_replay' | 'promote' | 'switch' | 'read_only_off' | 'stop_old_primary';
-export interface Step {
-  name: StepName;
-  ok: boolean;
-  ms: number;
-  detail: string;
-}
-
-/** Test seam: runs before each step (a fault injected here interrupts the switchover there). */
-export type StepHook = (step: StepName) => Promise<void> | void;
-
-export class SwitchoverFailedError extends AppError {
-  constructor(message: string, extra: Record<string, unknown>) {
-    super(503, 'switchover_failed', message, extra);
-  }
-}
-
-const other = (t: DatabaseTarget): DatabaseTarget => (t === 'primary' ? 'replica' : 'primary');
-
-/** What the switchover needs of its neighbours: narrow, so a test can hand it fakes. */
-export interface SwitchoverDeps {
-  clients: Pick<DatabaseClients, 'has'>;
-  nodes: Pick<SqlNodes, 'facts' | 'fence' | 'unfence' | 'waitForReplay' | 'promote' | 'stop'>;
-  failover: Pick<DatabaseFailoverService, 'withLock' | 'lockHolder'>;
-  dr: Pick<DrStateService, 'current' | 'waitForInstances'>;
-  readOnly: Pick<ReadOnlyService, 'isActive'>;
-  barrier: WriteBarrier;
-  metrics: Pick<Metrics, 'failoverTotal'>;
-  logger: Pick<Logger, 'warn' | 'error'>;
-  hook?: StepHook;
-  /** Makes `to` the active target of every instance, recording its identity and timeline. */
-  recordSwitch: (to: DatabaseTarget, by: string) => Promise<void>;
-  /** Records a recovery of an interrupted switchover (the audit log). */
-  onRecovered?: (what: string) => Promise<void>;
-}
+export { SWITCHOVER_CATCH_UP_MS, SWITCHOVER_LOCK_TTL_MS, SWITCHOVER_MAX_LAG_BYTES, SWITCHOVER_READ_ONLY_TTL_SECONDS, SwitchoverFailedError, type Step, type StepHook, type StepName, type SwitchoverDeps };
 
 /**
  * A planned switchover with zero loss: the standby must stream and be caught up; writes stop
  * (read-only mode and the write barrier); the old primary is fenced (read-only at the server,
  * its sessions ended) so nothing more can commit there; the standby replays up to the fenced
- * primary's last WAL position; it is promoted; every instance switches to it; writes resume. A
- * step failing before the promotion rolls back to the old primary (unfenced, active, writes
- * resume); after it, the switchover completes forward (writes never go back to an older
- * timeline). Either way the answer says so.
+ * primary's last WAL position; it is promoted and must then commit a write; every instance
+ * switches to it; writes resume; the old primary is stopped once the promoted node still takes
+ * writes. A step failing before the promotion, or a promoted node failing its write check (no
+ * instance wrote to it yet), rolls back to the old primary; a failure after the write check
+ * completes forward (writes never go back to an older timeline). Either way the answer says so.
  */
 export class SwitchoverService {
   hook?: StepHook;
@@ -79,35 +44,14 @@ export class SwitchoverService {
     return this.recovery.recoverInterrupted(active);
   }
 
-  async check(to: DatabaseTarget, maxLagBytes: number): Promise<{ checks: Check[]; from: DatabaseTarget; facts: Partial<Record<DatabaseTarget, NodeFacts>>; done: boolean }> {
-    const from = other(to);
-    const checks: Check[] = [];
-    const configured = this.deps.clients.has('primary') && this.deps.clients.has('replica');
-    checks.push({ name: 'pair_configured', ok: configured, detail: configured ? 'DATABASE_URL and DATABASE_REPLICA_URL are set' : 'a switchover needs both DATABASE_URL and DATABASE_REPLICA_URL' });
-    if (!configured) return { checks, from, facts: {}, done: false };
-    const [f, t] = await Promise.all([this.deps.nodes.facts(from), this.deps.nodes.facts(to)]);
-    const facts = { [from]: f, [to]: t } as Partial<Record<DatabaseTarget, NodeFacts>>;
-    if (t.ok && !t.inRecovery && (!f.ok || f.inRecovery || f.fenced) && this.deps.dr.current().database.active === to) {
-      return { checks, from, facts, done: true };
-    }
-    checks.push({ name: 'old_primary_is_primary', ok: f.ok && !f.inRecovery, detail: !f.ok ? `${from} does not answer: ${f.error}` : f.inRecovery ? `${from} is a standby, not the primary` : `${from} is the primary (timeline ${f.timeline})` });
-    const active = this.deps.dr.current().database.active;
-    checks.push({ name: 'old_primary_is_active', ok: active === from, detail: `the instances write to ${active}` });
-    checks.push({ name: 'target_is_standby', ok: t.ok && t.inRecovery, detail: !t.ok ? `${to} does not answer: ${t.error}` : t.inRecovery ? `${to} is a standby` : `${to} is not in recovery` });
-    if (f.ok && t.ok && t.inRecovery) {
-      const streaming = t.receiverStatus === 'streaming' && f.streamingStandbys > 0;
-      checks.push({ name: 'target_streaming', ok: streaming, detail: `${to} WAL receiver: ${t.receiverStatus ?? 'none'}; standbys streaming from ${from}: ${f.streamingStandbys}` });
-      checks.push({ name: 'target_replaying', ok: !t.replayPaused, detail: t.replayPaused ? `WAL replay on ${to} is paused (pg_wal_replay_resume)` : 'WAL replay runs' });
-      const lag = f.currentLsn && t.replayLsn ? lsnGap(f.currentLsn, t.replayLsn) : null;
-      checks.push({ name: 'target_caught_up', ok: lag !== null && lag <= maxLagBytes, detail: lag === null ? 'replay position unknown' : `${to} replayed up to ${lag} bytes behind ${from} (bound ${maxLagBytes})` });
-    }
-    return { checks, from, facts, done: false };
+  check(to: DatabaseTarget, maxLagBytes: number) {
+    return checkSwitchover(this.deps, to, maxLagBytes);
   }
 
   async switchover(input: { to: DatabaseTarget; dryRun: boolean; maxLagBytes?: number }, by: string) {
     const { to } = input;
     const { checks, from, done } = await this.check(to, input.maxLagBytes ?? SWITCHOVER_MAX_LAG_BYTES);
-    if (done) return { switched: false, dryRun: input.dryRun, from, to, message: `${to} is already the primary and the active target; nothing to do`, checks };
+    if (done) return { switched: false, dryRun: input.dryRun, from, to, roles: { [to]: 'primary' }, message: `${to} is already the primary and the active target; nothing to do`, checks };
     const failed = checks.filter((c) => !c.ok);
     if (input.dryRun) return { switched: false, dryRun: true, wouldSwitch: failed.length === 0, from, to, checks };
     if (failed.length > 0) {
@@ -130,13 +74,14 @@ export class SwitchoverService {
     );
   }
 
-  private async run(from: DatabaseTarget, to: DatabaseTarget, by: string, checks: Check[]) {
+  private async run(from: DatabaseTarget, to: DatabaseTarget, by: string, checks: { name: string; ok: boolean; detail: string }[]) {
     const steps: Step[] = [];
     const wasReadOnly = this.deps.readOnly.isActive();
     let fenceLsn: string | null = null;
     let replayLsn: string | null = null;
     let writesStoppedAt = 0;
-    let promoted = false;
+    let promotedTimeline: number | null = null;
+    let verified = false;
     let switched = false;
     const step = async (name: StepName, fn: () => Promise<string>) => {
       const started = performance.now();
@@ -148,6 +93,10 @@ export class SwitchoverService {
         steps.push({ name, ok: false, ms: Math.round(performance.now() - started), detail: err instanceof Error ? err.message : String(err) });
         throw err;
       }
+    };
+    const verifyPromoted = async () => {
+      const w = await this.deps.nodes.verifyWrites(to, SWITCHOVER_WRITE_CHECK_MS);
+      return `${to} is out of recovery and committed a write at ${w.lsn} on timeline ${w.timeline}`;
     };
     const started = performance.now();
     try {
@@ -168,9 +117,16 @@ export class SwitchoverService {
         return `${to} replayed up to ${replayLsn}`;
       });
       await step('promote', async () => {
-        await this.deps.nodes.promote(to);
-        promoted = true;
-        return `${to} promoted (pg_promote)`;
+        await this.deps.forgetAbandoned(to);
+        promotedTimeline = (await this.deps.nodes.promote(to)).timeline;
+        return `${to} promoted (pg_promote), now on timeline ${promotedTimeline}`;
+      });
+      // Before any instance is pointed at it and before the old primary may go: the promoted node
+      // must really take writes (it may have died or hung right after the promotion).
+      await step('verify_writes', async () => {
+        const detail = await verifyPromoted();
+        verified = true;
+        return detail;
       });
       await step('switch', async () => {
         await this.deps.recordSwitch(to, by);
@@ -186,40 +142,34 @@ export class SwitchoverService {
     } catch (err) {
       this.deps.metrics.failoverTotal.inc({ kind: 'switchover', result: 'failed' });
       const failedStep = steps.find((s) => !s.ok)?.name ?? 'unknown';
-      if (promoted) {
-        // Past the promotion the promoted node holds everything and the newest timeline, and the
-        // old primary is fenced: going back would put writes on an older timeline. Forward only.
-        const forward = await this.recovery.rollForward({ from, to, switched, wasReadOnly, by });
-        this.deps.logger.error({ err, failedStep, forward }, 'switchover failed after the promotion; completed forward');
-        throw new SwitchoverFailedError(
-          forward.ok
-            ? `switchover failed at ${failedStep} after ${to} was promoted; completed forward: ${to} is the primary and takes writes`
-            : `switchover failed at ${failedStep} after ${to} was promoted, and completing it failed: switch to ${to} (POST /admin/database/switch) and lift read-only mode`,
-          { failedStep, rolledBack: false, rolledForward: forward.ok, rollForward: forward.steps, steps, checks },
-        );
-      }
-      const rollback = await this.recovery.rollback({ from, to, wasReadOnly, by });
-      this.deps.logger.error({ err, failedStep, rollback }, 'switchover failed; rolled back to the old primary');
-      throw new SwitchoverFailedError(`switchover failed at ${failedStep}; rolled back: ${from} is the primary again and takes writes`, {
-        failedStep,
-        rolledBack: rollback.ok,
-        rollback: rollback.steps,
-        steps,
-        checks,
-      });
+      return failSwitchover(this.deps, { from, to, by, wasReadOnly, switched, verified, promotedTimeline, failedStep, err, steps, checks });
     }
     const writeUnavailableMs = Math.round(performance.now() - writesStoppedAt);
     // Last, outside the write pause, and never before the promotion: a stopped primary could not
-    // be brought back by a rollback (the API reaches the nodes over SQL only). A failure here
-    // changes nothing for the data: the old primary stays fenced.
+    // be brought back by a rollback (the API reaches the nodes over SQL only). Never while the
+    // promoted node does not take writes. A failure of the stop itself changes nothing for the
+    // data: the old primary stays fenced.
+    let promotedWrites = true;
     const stopped = await step('stop_old_primary', async () => {
+      const detail = await verifyPromoted().catch((err: unknown) => {
+        promotedWrites = false;
+        throw new Error(`${from} not stopped: ${to} no longer takes writes (${err instanceof Error ? err.message : String(err)})`);
+      });
       await this.deps.nodes.stop(from);
-      return `${from} stopped (fast shutdown); it stays fenced when started again`;
+      return `${detail}; ${from} stopped (fast shutdown); it stays fenced when started again`;
     }).then(
       () => true,
       () => false,
     );
     const bytesLost = lsnGap(fenceLsn!, replayLsn!);
+    if (!promotedWrites) {
+      this.deps.metrics.failoverTotal.inc({ kind: 'switchover', result: 'failed' });
+      this.deps.logger.error({ from, to, steps }, 'switchover: the promoted node stopped taking writes after the switch; the old primary was not stopped');
+      throw new SwitchoverFailedError(
+        `switchover failed at stop_old_primary: ${to} took writes after the switch, then stopped taking them; ${from} was not stopped and stays fenced (it lacks what ${to} acknowledged since): bring ${to} back, do not unfence ${from}`,
+        { failedStep: 'stop_old_primary', rolledBack: false, rolledForward: false, steps, checks, bytesLost },
+      );
+    }
     this.deps.metrics.failoverTotal.inc({ kind: 'switchover', result: 'success' });
     this.deps.logger.warn({ from, to, writeUnavailableMs, bytesLost }, 'switchover done');
     return {

@@ -32,6 +32,19 @@ export interface DatabaseState extends TargetState<DatabaseTarget> {
   newestTimeline?: number;
   /** When a promotion was recorded (automatic read-only never switches back after one). */
   promotedAt?: string | null;
+  /**
+   * Timelines of promotions a switchover abandoned: the promoted node failed its write check
+   * before any instance wrote to it, and the old primary took over again. They count for nothing
+   * as "newest", and a node taking writes on one is fenced like a former primary.
+   */
+  abandonedTimelines?: AbandonedTimeline[];
+}
+
+export interface AbandonedTimeline {
+  systemId: string;
+  timeline: number;
+  node: DatabaseTarget;
+  at: string;
 }
 
 /** The one versioned document every instance follows. */

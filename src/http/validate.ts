@@ -26,5 +26,6 @@ export function wholeNumberParam(min: number, max: number, fallback: number) {
     .regex(/^\d+$/, { error: message })
     .transform(Number)
     .refine((n) => n >= min && n <= max, { error: message })
-    .default(fallback);
+    .default(fallback)
+    .describe(`a whole number from ${min} to ${max}; default ${fallback}`);
 }

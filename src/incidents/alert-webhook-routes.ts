@@ -22,7 +22,7 @@ const alert = z.looseObject({
   generatorURL: z.string().max(4096).optional(),
   fingerprint: z.string().max(128).optional(),
 });
-const payload = z.looseObject({
+export const payload = z.looseObject({
   version: z.literal('4', { error: 'must be "4" (Alertmanager webhook version 4)' }),
   groupKey: z.string().min(1).max(4096),
   status: z.enum(['firing', 'resolved']),

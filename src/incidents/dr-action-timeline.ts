@@ -5,6 +5,12 @@ import type { IncidentStore } from './incident-store.ts';
 /** Audit actions that are the incident's own (already on its timeline) and never join it again. */
 const OWN_ACTION = /^incident\./;
 
+/** A multi-step action reported step by step (the restore tool) names the step. */
+export function stepOf(detail: unknown): string {
+  const step = (detail as { step?: unknown } | null)?.step;
+  return typeof step === 'string' ? ` (${step})` : '';
+}
+
 /**
  * The audit hook behind "timeline for free": every DR action recorded while incidents were open
  * joins their timelines, once (keyed by the audit event), with its measured duration. It throws
@@ -25,7 +31,7 @@ export function drActionTimeline(store: IncidentStore, hub: EventHub) {
             at: started,
             kind: 'dr_action',
             visibility: 'internal',
-            message: `${event.action} ${event.result} by ${event.actor}`,
+            message: `${event.action}${stepOf(event.detail)} ${event.result} by ${event.actor}`,
             author: event.actor,
             detail: { action: event.action, result: event.result, auditId: event.id, before: event.before, after: event.after, detail: event.detail },
             durationMs: event.durationMs ?? null,

@@ -17,7 +17,7 @@ import type { SseStreams } from './sse.ts';
 const text = (max: number) => z.string().trim().min(1, { error: 'must not be empty' }).max(max);
 const ID = /^INC-\d{8}-\d{1,9}$/;
 
-const createBody = z.strictObject({
+export const createBody = z.strictObject({
   severity: z.enum(SEVERITIES, { error: 'must be P0, P1, P2 or P3' }),
   title: text(200),
   summary: text(2000),
@@ -31,7 +31,7 @@ const createBody = z.strictObject({
   roles: z.strictObject(Object.fromEntries(ROLES.map((r) => [r, z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, { error: 'must be an admin token name' }).optional()])) as Record<(typeof ROLES)[number], z.ZodOptional<z.ZodString>>).optional(),
 });
 
-const updateBody = z.strictObject({
+export const updateBody = z.strictObject({
   message: text(2000),
   // Updates are for communication: public unless marked internal.
   visibility: z.enum(['public', 'internal'], { error: 'must be public or internal' }).default('public'),
@@ -40,15 +40,15 @@ const updateBody = z.strictObject({
   rootCause: text(2000).optional(),
 });
 
-const rolesBody = z
+export const rolesBody = z
   .strictObject(Object.fromEntries(ROLES.map((r) => [r, z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, { error: 'must be an admin token name' }).optional()])) as Record<(typeof ROLES)[number], z.ZodOptional<z.ZodString>>)
   .refine((r) => Object.values(r).some((v) => v !== undefined), { error: 'name at least one role' });
 
-const listQuery = z.strictObject({
+export const listQuery = z.strictObject({
   status: z.preprocess((v) => (v === '' ? undefined : v), z.enum([...STATUSES, 'open'], { error: `must be one of ${STATUSES.join(', ')}, open` }).optional()),
   limit: wholeNumberParam(1, 1000, 100),
 });
-const eventsQuery = z.strictObject({ incidentId: z.string().regex(ID, { error: 'must be an incident id' }).optional() });
+export const eventsQuery = z.strictObject({ incidentId: z.string().regex(ID, { error: 'must be an incident id' }).optional() });
 
 export interface IncidentRouteDeps {
   incidents: IncidentService;

@@ -18,7 +18,7 @@ import { RESPONSE_TARGET_SECONDS, responseFacts, SEVERITIES } from './incident-m
 import { incidentRoutes } from './incident-routes.ts';
 import { IncidentService } from './incident-service.ts';
 import { IncidentStore } from './incident-store.ts';
-import { BACKUP_MAX_AGE_SECONDS, backupAgeSeconds, type HealthSnapshot, type LiveFacts } from './live-state.ts';
+import { backupAgeSeconds, type HealthSnapshot, type LiveFacts } from './live-state.ts';
 import { errorSummary, fetchSender, NotificationOutboxWorker, receiversOf, type WebhookSender } from './notification-outbox.ts';
 import { SseStreams } from './sse.ts';
 import { statusRoutes } from './status-routes.ts';
@@ -89,7 +89,8 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
     otherMediaUp: await deps.otherMediaUp().catch(() => false),
     replicaConfigured: config.databaseReplicaUrl !== undefined,
     backupAgeSeconds: await backupAgeSeconds(metrics.registry).catch(() => undefined),
-    backupMaxAgeSeconds: BACKUP_MAX_AGE_SECONDS,
+    // The configured bound (BACKUP_MAX_AGE), the same as the backup alert's and the inventory's.
+    backupMaxAgeSeconds: config.backup.maxAgeSeconds,
   });
   const status = new StatusService({ facts, store, prisma: deps.prisma, hub, logger, dbTimeoutMs: Math.max(200, config.healthTimeoutMs), databaseUp: deps.databaseUp });
   const streams = new SseStreams({ max: 1000, heartbeatMs: 15_000 });

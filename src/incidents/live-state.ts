@@ -43,8 +43,6 @@ export function componentStates(f: LiveFacts): Record<Component, ComponentState>
 
 /** The backup capability's metric: the time of the last good backup, by type. */
 export const BACKUP_SUCCESS_METRIC = 'sav3_backup_last_success_timestamp_seconds';
-/** No good full or differential backup for longer than this is stale (the backup alert's default). */
-export const BACKUP_MAX_AGE_SECONDS = 26 * 3600;
 
 /**
  * Age of the newest good full or differential backup, from the metric the backup capability

@@ -1,4 +1,5 @@
 // The post-mortem draft: everything the record already knows, and headings for what only people can write.
+import { stepOf } from './dr-action-timeline.ts';
 import { COMPONENT_NAMES, formatDuration, RECOVERY_TARGETS, RESPONSE_TARGET_SECONDS, ROLE_TITLES, ROLES, type Incident, type TimelineEntry } from './incident-model.ts';
 
 const DATABASE_ACTIONS = /^(database\.|read_only\.|restore|backup)/;
@@ -81,8 +82,8 @@ export function renderPostmortem(incident: Incident, timeline: TimelineEntry[]):
   else {
     lines.push('| started (UTC) | action | result | by | duration |', '| --- | --- | --- | --- | --- |');
     for (const a of actions) {
-      const d = a.detail as { action?: string; result?: string };
-      lines.push(`| ${a.at} | ${cell(d.action ?? a.message)} | ${cell(d.result ?? '')} | ${cell(a.author)} | ${a.durationMs === null ? '—' : formatDuration(a.durationMs).replace(/^0 s$/, `${a.durationMs} ms`)} |`);
+      const d = a.detail as { action?: string; result?: string; detail?: unknown };
+      lines.push(`| ${a.at} | ${cell(d.action ? `${d.action}${stepOf(d.detail)}` : a.message)} | ${cell(d.result ?? '')} | ${cell(a.author)} | ${a.durationMs === null ? '—' : formatDuration(a.durationMs).replace(/^0 s$/, `${a.durationMs} ms`)} |`);
     }
   }
   lines.push('');

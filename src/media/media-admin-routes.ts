@@ -10,9 +10,10 @@ import type { MediaFailoverService } from './media-failover-service.ts';
 import type { MediaSyncService } from './media-sync.ts';
 
 const backend = z.enum(['primary', 'backup'], { error: 'must be "primary" or "backup"' });
-const switchBody = z.strictObject({ to: backend, dryRun: z.boolean().default(false), force: z.boolean().default(false) });
-const syncBody = z.strictObject({ from: backend, to: backend, dryRun: z.boolean().default(false) });
-const jobId = z.uuid({ error: 'must be a job id' });
+export const switchBody = z.strictObject({ to: backend, dryRun: z.boolean().default(false), force: z.boolean().default(false) });
+export const syncBody = z.strictObject({ from: backend, to: backend, dryRun: z.boolean().default(false) });
+export const jobId = z.uuid({ error: 'must be a job id' });
+export const jobParams = z.object({ id: jobId });
 
 export function mediaAdminRoutes(deps: { failover: MediaFailoverService; sync: MediaSyncService; consistency: MediaConsistencyChecker; dr: DrStateService; audit: AuditLog }): Router {
   const router = Router();
@@ -36,7 +37,7 @@ export function mediaAdminRoutes(deps: { failover: MediaFailoverService; sync: M
   });
 
   router.get('/admin/jobs/:id', async (req, res) => {
-    const id = parseOrThrow(z.object({ id: jobId }), req.params, 'invalid job id').id;
+    const id = parseOrThrow(jobParams, req.params, 'invalid job id').id;
     res.json(await deps.sync.job(id));
   });
 

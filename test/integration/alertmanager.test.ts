@@ -30,7 +30,7 @@ describe('Alertmanager webhook: a real Alertmanager opens, joins and updates inc
     api = await startInstance({ ...mediaEnv('PRIMARY', s3), DATABASE_URL: db.url, ALERTMANAGER_WEBHOOK_TOKEN_FILE: join(secrets, 'token') });
     const hook = `${api.url}/admin/incidents/alerts`;
     am = await startAlertmanager(
-      (dir) => `
+      () => `
 route:
   receiver: sav3
   group_by: [alertname]

@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import request from 'supertest';
 import { migrate } from '../../src/database/migrator.ts';
 import { MIGRATIONS_DIR } from '../../src/service.ts';
@@ -91,7 +92,8 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     expect((await post(a, '/admin/database/switchover', { to: 'primary', confirm: 'yes' })).body.error.details.confirm).toBeDefined();
     const already = await post(a, '/admin/database/switchover', { to: 'replica', confirm: 'switchover' });
     expect(already.status).toBe(200);
-    expect(already.body).toMatchObject({ switched: false });
+    // Nothing to do: the replica is the primary, so it is where the answer says the switchover comes from, too.
+    expect(already.body).toMatchObject({ switched: false, from: 'replica', to: 'replica', roles: { replica: 'primary' } });
 
     await query(cluster.primary, 'SELECT pg_wal_replay_pause()');
     await query(cluster.replica, "CREATE TABLE fb_pad AS SELECT repeat('x', 1000) AS x FROM generate_series(1, 3000)");
@@ -176,6 +178,7 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
       ['fence_old_primary', true],
       ['wait_for_replay', true],
       ['promote', true],
+      ['verify_writes', true],
       ['switch', true],
       ['read_only_off', true],
       ['stop_old_primary', true],
@@ -246,4 +249,95 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     const refused = await drScript('rebuild-primary.sh', ['--pgdata', cluster.replica.dataDir, '--source', cluster.primary.url(), '--confirm']);
     expect(refused.code).toBe(1);
   }, 60_000);
+
+  it('the promoted node dies right after its promotion: nothing is switched to it, the old primary is not stopped but back in charge, writes resume; the dead node, back, is fenced', async () => {
+    await eventually(() => pairHealth(a), (h) => h.replication?.state === 'streaming' && h.replication.direction === 'replica->primary', 10_000);
+    await eventually(() => post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover', dryRun: true }), (r) => r.body.wouldSwitch === true, 10_000);
+    // A real kill of the promoted node's postmaster, at the event the service emits right after the promotion.
+    let inRecoveryWhenKilled: boolean | undefined;
+    a.service.db.switchover.hook = async (step) => {
+      if (step !== 'verify_writes') return;
+      inRecoveryWhenKilled = (await query<{ r: boolean }>(cluster.primary, 'SELECT pg_is_in_recovery() AS r'))[0]!.r;
+      await cluster.primary.stop('immediate');
+    };
+    let res;
+    try {
+      res = await post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover' });
+    } finally {
+      a.service.db.switchover.hook = undefined;
+    }
+    // It was killed as a primary (out of recovery), not before its promotion.
+    expect(inRecoveryWhenKilled).toBe(false);
+    expect(res.status).toBe(503);
+    expect(res.body.error).toMatchObject({ code: 'switchover_failed', failedStep: 'verify_writes', rolledBack: true, writable: 'replica', abandonedTimeline: expect.any(Number) });
+    expect(res.body.error.message).toContain('replica is the primary again');
+    expect(res.body.error.steps.map((s: { name: string; ok: boolean }) => [s.name, s.ok])).toEqual([
+      ['read_only_on', true],
+      ['fence_old_primary', true],
+      ['wait_for_replay', true],
+      ['promote', true],
+      ['verify_writes', false],
+    ]);
+    expect(res.body.error.rollback.map((s: { name: string; ok: boolean }) => [s.name, s.ok])).toEqual([
+      ['fence_promoted', false],
+      ['abandon_promotion', true],
+      ['unfence_old_primary', true],
+      ['verify_old_primary_writes', true],
+      ['read_only_off', true],
+    ]);
+    // The old primary was neither stopped nor left fenced; every instance writes to it again.
+    expect(await setting(cluster.replica, 'default_transaction_read_only')).toBe('off');
+    const abandoned = res.body.error.abandonedTimeline as number;
+    for (const api of [a, b]) {
+      expect(api.service.dr.state.current()).toMatchObject({ readOnly: { enabled: false }, database: { active: 'replica', abandonedTimelines: [{ node: 'primary', timeline: abandoned }] } });
+    }
+    await eventually(() => put(b, 'fb/after-abandoned-promotion'), (r) => r.status === 201, 5000);
+    expect((await put(a, 'fb/after-abandoned-promotion-a')).status).toBe(201);
+
+    // The dead node comes back as a primary on the abandoned timeline: it is fenced, writes stay on the replica.
+    await cluster.primary.start();
+    await eventually(() => setting(cluster.primary, 'default_transaction_read_only').catch(() => 'down'), (v) => v === 'on', 10_000);
+    const tli = await query<{ tli: number }>(cluster.primary, "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tli");
+    expect(tli[0]!.tli).toBe(abandoned);
+    expect((await put(b, 'fb/with-abandoned-node-back')).status).toBe(201);
+    const sw = await post(a, '/admin/database/switch', { to: 'primary', dryRun: true });
+    expect(sw.body.checks.find((c: { name: string }) => c.name === 'newest_timeline')).toMatchObject({ ok: false, detail: expect.stringContaining('abandoned') });
+    expect((await pairHealth(a)).target).toBe('replica');
+  }, 60_000);
+
+  it('the abandoned node, rebuilt from scratch, is promoted again (its timeline number reused); when both nodes die at the write check, read-only mode stays on and the answer says no node takes writes', async () => {
+    // As the runbook says: the abandoned node is rebuilt from scratch (its data directory removed).
+    await cluster.primary.stop('fast');
+    rmSync(cluster.primary.dataDir, { recursive: true, force: true });
+    const rebuilt = await drScript('rebuild-primary.sh', ['--pgdata', cluster.primary.dataDir, '--source', cluster.replica.url(), '--basebackup', '--port', String(cluster.primary.port), '--confirm']);
+    expect(rebuilt.stderr).toBe('');
+    expect(rebuilt.code).toBe(0);
+    await eventually(() => pairHealth(a), (h) => h.replication?.state === 'streaming' && h.replication.direction === 'replica->primary', 15_000);
+    await eventually(() => post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover', dryRun: true }), (r) => r.body.wouldSwitch === true, 10_000);
+    const abandonedBefore = a.service.dr.state.current().database.abandonedTimelines!;
+    expect(abandonedBefore).toHaveLength(1);
+
+    a.service.db.switchover.hook = async (step) => {
+      if (step === 'verify_writes') await Promise.all([cluster.primary.stop('immediate'), cluster.replica.stop('immediate')]);
+    };
+    let res;
+    try {
+      res = await post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover' });
+    } finally {
+      a.service.db.switchover.hook = undefined;
+    }
+    expect(res.status).toBe(503);
+    expect(res.body.error).toMatchObject({ code: 'switchover_failed', failedStep: 'verify_writes', rolledBack: false, writable: null });
+    expect(res.body.error.message).toContain('NO DATABASE NODE TAKES WRITES');
+    // The earlier record was forgotten before this promotion; this one is recorded, even on the same number.
+    expect(res.body.error.abandonedTimeline).toBe(abandonedBefore[0]!.timeline);
+    expect(res.body.error.rollback.map((s: { name: string; ok: boolean }) => [s.name, s.ok])).toEqual([
+      ['fence_promoted', false],
+      ['abandon_promotion', true],
+      ['unfence_old_primary', false],
+      ['read_only_kept', false],
+    ]);
+    for (const api of [a, b]) expect(api.service.dr.state.current()).toMatchObject({ readOnly: { enabled: true }, database: { active: 'replica' } });
+    expect((await put(b, 'fb/with-no-writable-node')).status).toBe(503);
+  }, 90_000);
 });

@@ -1,20 +1,48 @@
-import { execFile } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { execFile, spawn } from 'node:child_process';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import request from 'supertest';
 import { loadConfig } from '../../src/config/config.ts';
 import { migrate } from '../../src/database/migrator.ts';
+import { RestoreJournal } from '../../src/backup/restore-reporter.ts';
 import { MinioObjectStore } from '../../src/media/minio-object-store.ts';
 import { MIGRATIONS_DIR } from '../../src/service.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+import { eventually } from '../support/redis-server.ts';
+import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
+import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 
 const SCRIPT = join(__dirname, '..', '..', 'scripts', 'dr', 'restore-database.sh');
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** Runs the script, calling `onLine` with each line of its output as it comes. */
+function scriptLive(args: string[], env: Record<string, string>, onLine: (line: string) => void): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn('bash', [SCRIPT, ...args], { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env } });
+    let stdout = '';
+    let stderr = '';
+    let partial = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+      partial += chunk.toString();
+      const lines = partial.split('\n');
+      partial = lines.pop()!;
+      for (const line of lines) onLine(line);
+    });
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 180_000);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? 1, stdout, stderr });
+    });
+  });
+}
 
 function script(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -40,6 +68,8 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
   let s3: S3ServerHandle;
   let api: TestInstance;
   let env: Record<string, string>;
+  // Every run's report journal in one place of its own (not ./.sav3 of the checkout).
+  const journalRoot = mkdtempSync(join(tmpdir(), 'sav3-restore-journals-'));
   const acked = new Map<string, string>();
 
   const upload = async (key: string) => {
@@ -76,6 +106,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
       SAV3_ADMIN_TOKEN: OPERATOR_TOKEN,
       DATABASE_URL: cluster.primary.url(),
       PGDATA: cluster.primary.dataDir,
+      SAV3_RESTORE_JOURNAL_DIR: journalRoot,
       ...repo.env,
       ...mediaEnv('PRIMARY', s3),
     };
@@ -85,6 +116,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     await s3?.destroy();
     await cluster?.destroy();
     repo?.destroy();
+    rmSync(journalRoot, { recursive: true, force: true });
   });
 
   it('--help prints usage and does nothing; unknown options and a missing --confirm exit 2 and change nothing', async () => {
@@ -178,4 +210,183 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     expect((await request(api.url).get('/media/r/after-target')).status).toBe(404);
     expect(await sql(cluster.primary.url(), "SELECT key FROM media_objects WHERE key = 'r/after-target'")).toEqual([]);
   }, 120_000);
+
+  // --- The restore as an audited DR action on the incident timeline --------------------------
+
+  const STEPS = ['read-only on', 'stop PostgreSQL', 'pgbackrest restore', 'start PostgreSQL', 'wait for promotion', 'verify'];
+  interface Entry {
+    at: string;
+    kind: string;
+    message: string;
+    durationMs: number | null;
+    detail: { action: string; result: string; detail: { step?: string; restoreId?: string; reportedLate?: boolean; steps?: { step: string; ms: number }[]; error?: string } };
+  }
+  const openIncident = async (title: string) => {
+    const res = await request(api.url).post('/admin/incidents').set(auth).send({ severity: 'P1', title, components: ['database'], summary: 'restoring the database from backup' });
+    expect(res.status).toBe(201);
+    return res.body.id as string;
+  };
+  const resolveIncident = async (id: string) => {
+    expect((await request(api.url).post(`/admin/incidents/${id}/updates`).set(auth).send({ message: 'restored', visibility: 'public', status: 'resolved' })).status).toBe(201);
+  };
+  const restoreEntries = async (id: string) => {
+    const full = await request(api.url).get(`/admin/incidents/${id}`).set(auth);
+    expect(full.status).toBe(200);
+    return (full.body.timeline as Entry[]).filter((e) => e.kind === 'dr_action' && e.detail.action.startsWith('database.restore'));
+  };
+  const printedSteps = (stdout: string) => new Map([...stdout.matchAll(/^step: (.+) (\d+) ms$/gm)].map((m) => [m[1]!, Number(m[2])]));
+  /**
+   * start, one entry per step with the step's printed time, in order; the outcome with the whole
+   * duration (placed at the restore's start, like every entry at its action's start).
+   */
+  const expectRestoreOnTimeline = (all: Entry[], stdout: string, result: 'success' | 'failed') => {
+    const printed = printedSteps(stdout);
+    const outcome = all.find((e) => e.detail.action === 'database.restore')!;
+    expect(outcome?.detail.result).toBe(result);
+    const entries = all.filter((e) => e !== outcome);
+    expect(entries.map((e) => `${e.detail.action}${e.detail.detail.step ? ` (${e.detail.detail.step})` : ''}:${e.detail.result}`)).toEqual([
+      'database.restore.start:success',
+      ...STEPS.map((step) => `database.restore.step (${step}):success`),
+    ]);
+    expect(all).toHaveLength(8);
+    const restoreIds = new Set(entries.map((e) => e.detail.detail.restoreId));
+    expect(restoreIds.size).toBe(1);
+    for (const e of entries.filter((x) => x.detail.action === 'database.restore.step')) {
+      expect(e.durationMs).toBe(printed.get(e.detail.detail.step!));
+      expect(e.message).toBe(`database.restore.step (${e.detail.detail.step}) success by ops`);
+    }
+    const sum = [...printed.values()].reduce((a, b) => a + b, 0);
+    expect(outcome.durationMs).toBeGreaterThanOrEqual(sum);
+    expect(outcome.detail.detail.steps).toEqual(STEPS.map((step) => ({ step, ms: printed.get(step) })));
+    // Each entry sits at the time its step started: a step starts where the one before ended.
+    const times = entries.map((e) => Date.parse(e.at));
+    for (let i = 2; i < times.length; i += 1) {
+      expect(times[i]!).toBeGreaterThanOrEqual(times[i - 1]!);
+      expect(Math.abs(times[i]! - (times[i - 1]! + entries[i - 1]!.durationMs!))).toBeLessThan(50);
+    }
+    expect(Math.abs(Date.parse(outcome.at) - times[0]!)).toBeLessThan(50);
+    return outcome;
+  };
+
+  it('a restore while an incident is open joins its timeline as database.restore: start, every step with its time, the outcome; the post-mortem lists them', async () => {
+    const journals = mkdtempSync(join(journalRoot, 'j-'));
+    const id = await openIncident('Restore from backup');
+    await archiveAll(); // the incident itself must survive a restore to the end of the archive
+    const run = await script(['--from-backup', 'latest', '--confirm'], { ...env, SAV3_RESTORE_JOURNAL_DIR: journals });
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(run.stdout).toMatch(/report: the API took all 8 report\(s\) of restore [0-9a-f-]{36}/);
+    expect(run.stdout).not.toContain('did not take');
+    // Reports sent while PostgreSQL was stopped wait in the audit spool and join when it is back.
+    const entries = await eventually(() => restoreEntries(id), (e) => e.length >= 8, 20_000);
+    const outcome = expectRestoreOnTimeline(entries, run.stdout, 'success');
+    expect(outcome.message).toBe('database.restore success by ops');
+    // Everything was taken: the local journal holds nothing unsent.
+    const [journal] = RestoreJournal.all(journals);
+    expect(journal!.pending()).toEqual([]);
+    expect(journal!.restoreId).toBe(entries[0]!.detail.detail.restoreId);
+
+    const pm = await request(api.url).get(`/admin/incidents/${id}/postmortem`).set({ Authorization: `Bearer ${VIEWER_TOKEN}` });
+    expect(pm.status).toBe(200);
+    expect(pm.text).toMatch(/\| database\.restore\.start \| success \| ops \| — \|/);
+    for (const step of STEPS) expect(pm.text).toMatch(new RegExp(`\\| database\\.restore\\.step \\(${step}\\) \\| success \\| ops \\| (\\d+ ms|\\d+ s) \\|`));
+    expect(pm.text).toMatch(/\| database\.restore \| success \| ops \| (\d+ ms|\d+ s) \|/);
+    expect(pm.text).toContain(`(${printedSteps(run.stdout).get('pgbackrest restore')} ms)`);
+    await resolveIncident(id);
+    rmSync(journals, { recursive: true, force: true });
+  }, 120_000);
+
+  let proxy: TcpProxy | undefined;
+  afterAll(async () => {
+    await proxy?.close();
+  });
+
+  it('the API unreachable in the middle of a restore: the restore goes on, records locally, says so, and reports when the API is back (a resent report counts once)', async () => {
+    proxy ??= await startTcpProxy(Number(new URL(api.url).port));
+    proxy.setMode('pass');
+    const journals = mkdtempSync(join(journalRoot, 'j-'));
+    const id = await openIncident('Restore, API flapping');
+    await archiveAll();
+    const run = await scriptLive(['--from-backup', 'latest', '--confirm'], { ...env, SAV3_API_URL: `http://127.0.0.1:${proxy.port}`, SAV3_RESTORE_JOURNAL_DIR: journals }, (line) => {
+      if (line.startsWith('step: read-only on ')) proxy!.setMode('refuse');
+      // Back before the verification, which needs the API.
+      if (line.startsWith('step: start PostgreSQL ')) proxy!.setMode('pass');
+    });
+    expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(run.stdout).toContain('report: the API did not take the restore report');
+    expect(run.stdout).toContain('the restore goes on and records locally');
+    expect(run.stdout).toMatch(/report: the API took all 8 report\(s\)/);
+    const entries = await eventually(() => restoreEntries(id), (e) => e.length >= 8, 20_000);
+    expectRestoreOnTimeline(entries, run.stdout, 'success');
+    // Sent after the API came back, at the time it happened on the database host.
+    expect(entries.find((e) => e.detail.detail.step === 'pgbackrest restore')!.detail.detail.reportedLate).toBe(true);
+    // Exactly once in the audit log, even the report cut off mid-request and sent again.
+    const audit = await request(api.url).get('/admin/audit?limit=200').set(auth);
+    const mine = (audit.body.events as { action: string; detail: { restoreId?: string } | null }[]).filter((e) => e.detail?.restoreId === entries[0]!.detail.detail.restoreId);
+    expect(mine).toHaveLength(8);
+    await resolveIncident(id);
+    rmSync(journals, { recursive: true, force: true });
+  }, 120_000);
+
+  it('the API unreachable for the whole run: the restore stops at read-only (nothing changed), its reports wait in the journal until --report-pending sends them', async () => {
+    proxy ??= await startTcpProxy(Number(new URL(api.url).port));
+    proxy.setMode('refuse');
+    const journals = mkdtempSync(join(journalRoot, 'j-'));
+    const id = await openIncident('Restore attempt without the API');
+    const before = await sql(cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects');
+    const run = await script(['--from-backup', 'latest', '--confirm'], { ...env, SAV3_API_URL: `http://127.0.0.1:${proxy!.port}`, SAV3_RESTORE_JOURNAL_DIR: journals });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('restore failed: ');
+    expect(run.stdout).toMatch(/step: read-only on failed after \d+ ms/);
+    expect(run.stdout).not.toMatch(/step: stop PostgreSQL/);
+    expect(run.stdout).toMatch(/report: the API did not take 3 report\(s\) of restore [0-9a-f-]{36} \(fetch failed \([A-Z_]+\)\); they are recorded in .*--report-pending/);
+    expect(await sql(cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects')).toEqual(before);
+    expect(RestoreJournal.all(journals)[0]!.pending().map((r) => `${r.event}:${r.result}`)).toEqual(['started:success', 'step:failed', 'finished:failed']);
+
+    // Still unreachable: --report-pending says so and keeps them.
+    const still = await script(['--report-pending'], { ...env, SAV3_API_URL: `http://127.0.0.1:${proxy!.port}`, SAV3_RESTORE_JOURNAL_DIR: journals });
+    expect(still).toEqual({ code: 1, stdout: expect.stringMatching(/0 sent, 0 refused, 3 still unsent/), stderr: '' });
+    expect(still.stdout).toMatch(/0 sent, 0 refused, 3 still unsent/);
+    proxy!.setMode('pass');
+    const sent = await script(['--report-pending'], { ...env, SAV3_API_URL: `http://127.0.0.1:${proxy!.port}`, SAV3_RESTORE_JOURNAL_DIR: journals });
+    expect({ code: sent.code, stderr: sent.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(sent.stdout).toMatch(/3 sent, 0 refused, 0 still unsent/);
+    const again = await script(['--report-pending'], { ...env, SAV3_API_URL: `http://127.0.0.1:${proxy!.port}`, SAV3_RESTORE_JOURNAL_DIR: journals });
+    expect(again.stdout).toContain('report: nothing to send');
+
+    const entries = await eventually(() => restoreEntries(id), (e) => e.length >= 3, 10_000);
+    // (The outcome sits at the restore's start, beside the start entry: compared unordered.)
+    expect(entries.map((e) => `${e.detail.action}:${e.detail.result}:${e.detail.detail.reportedLate === true}`).sort()).toEqual([
+      'database.restore.start:success:true',
+      'database.restore.step:failed:true',
+      'database.restore:failed:true',
+    ].sort());
+    const failedStep = entries.find((e) => e.detail.action === 'database.restore.step')!;
+    expect(failedStep.message).toBe('database.restore.step (read-only on) failed by ops');
+    expect(failedStep.detail.detail).toMatchObject({ step: 'read-only on', error: expect.stringContaining('fetch failed') });
+    expect(typeof failedStep.durationMs).toBe('number');
+    await resolveIncident(id);
+    rmSync(journals, { recursive: true, force: true });
+  }, 120_000);
+
+  it('POST /admin/database/restores: bad reports 400, a viewer 403, no token 401; nothing recorded', async () => {
+    const good = { restoreId: randomUUID(), seq: 0, event: 'started', at: new Date().toISOString(), result: 'success', plan: { backup: '20260101-000000F', target: { type: 'end_of_archive' } } };
+    const post = (body: unknown, headers: Record<string, string> = auth) => request(api.url).post('/admin/database/restores').set(headers).send(body as object);
+    expect((await post({ ...good, restoreId: 'x' })).status).toBe(400);
+    expect((await post({ ...good, event: 'paused' })).status).toBe(400);
+    expect((await post({ ...good, extra: 1 })).status).toBe(400);
+    expect((await post({ ...good, at: new Date(Date.now() + 3600_000).toISOString() })).status).toBe(400);
+    expect((await post({ ...good, plan: undefined })).status).toBe(400);
+    expect((await post({ ...good, event: 'step', step: 'rm -rf', durationMs: 1 })).status).toBe(400);
+    expect((await post(good, { Authorization: `Bearer ${VIEWER_TOKEN}` })).status).toBe(403);
+    expect((await post(good, {})).status).toBe(401);
+    const audit = await request(api.url).get('/admin/audit?limit=200').set(auth);
+    expect((audit.body.events as { detail: { restoreId?: string } | null }[]).filter((e) => e.detail?.restoreId === good.restoreId)).toEqual([]);
+    // The same report twice is one event.
+    const first = await post(good);
+    const second = await post(good);
+    expect([first.status, second.status]).toEqual([201, 201]);
+    expect(second.body.event.id).toBe(first.body.event.id);
+    const after = await request(api.url).get('/admin/audit?limit=200').set(auth);
+    expect((after.body.events as { detail: { restoreId?: string } | null }[]).filter((e) => e.detail?.restoreId === good.restoreId)).toHaveLength(1);
+  });
 });

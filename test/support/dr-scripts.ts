@@ -20,6 +20,8 @@ export async function drScript(name: string, args: string[], env: Record<string,
 
 export async function query<T extends pg.QueryResultRow>(node: PgNode, text: string, values: unknown[] = []): Promise<T[]> {
   const client = new pg.Client({ connectionString: node.url(), connectionTimeoutMillis: 3000 });
+  // A fence ends every session on the node: a pending query still fails, an idle client must not crash the run.
+  client.on('error', () => undefined);
   await client.connect();
   try {
     return (await client.query<T>(text, values)).rows;

@@ -76,4 +76,37 @@ describe('NodeWatch (one writable primary)', () => {
     const down: ProbeResult<DatabaseProbeData> = { ok: false, latencyMs: 1, checkedAt: new Date() };
     expect(watch({ primary: down }, state, async () => ({ terminated: 0 })).w.writeRefusal()).toBeNull();
   });
+
+  it('a promotion a switchover abandoned: its timeline is never the newest, and a node taking writes on it is fenced', async () => {
+    const fenced: DatabaseTarget[] = [];
+    const probes: Partial<Record<DatabaseTarget, ProbeResult<DatabaseProbeData>>> = { primary: node({ timeline: 1 }), replica: node({ timeline: 2 }) };
+    let state: DrState = { ...INITIAL_STATE, database: { active: 'primary', since: null, by: null } };
+    const w = new NodeWatch({
+      latest: (t) => probes[t],
+      state: () => state,
+      fence: async (t) => {
+        fenced.push(t);
+        return { terminated: 0 };
+      },
+      onWritableNodes: () => undefined,
+      audit: { record: async () => undefined } as never,
+      logger: captureLogger().logger,
+    });
+    // Seen before the abandonment: timeline 2 is the newest, the primary is a former primary.
+    w.observe();
+    expect(w.writeRefusal()).toMatchObject({ code: 'not_writable' });
+    fenced.length = 0;
+    state = { ...state, database: { ...state.database, abandonedTimelines: [{ systemId: '7001', timeline: 2, node: 'replica', at: '' }] } };
+    expect(w.newestTimeline('7001')).toBe(1);
+    expect(w.writeRefusal()).toBeNull();
+    // The abandoned node still takes writes: it is the one fenced.
+    w.observe();
+    await new Promise((r) => setImmediate(r));
+    expect(fenced).toEqual(['replica']);
+    // The active target on an abandoned timeline refuses writes.
+    state = { ...state, database: { ...state.database, active: 'replica' } };
+    expect(w.writeRefusal()).toMatchObject({ code: 'not_writable', message: expect.stringContaining('abandoned') });
+    // Another cluster's timelines are not touched.
+    expect(w.abandoned('7002', 2)).toBe(false);
+  });
 });

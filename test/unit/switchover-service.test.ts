@@ -16,9 +16,17 @@ class World {
   lock: string | null = null;
   /** Operations that fail (once each) and the step hook fault. */
   failing = new Set<string>();
+  /** Promotions recorded as abandoned on every instance (the node, its timeline). */
+  abandoned: { node: DatabaseTarget; timeline: number }[] = [];
+  timeline: Record<DatabaseTarget, number> = { primary: 1, replica: 1 };
 
   fail(op: string): void {
     if (this.failing.delete(op)) throw new Error(`injected: ${op} failed`);
+  }
+  /** As an instance sees it: a node on an abandoned timeline is fenced should it come back. */
+  takesWrites(t: DatabaseTarget): boolean {
+    const n = this.nodes[t];
+    return n.up && n.primary && !n.fenced && !this.abandoned.some((a) => a.node === t && a.timeline === this.timeline[t]);
   }
   node(t: DatabaseTarget) {
     const n = this.nodes[t];
@@ -27,7 +35,7 @@ class World {
   }
   /** Acknowledged writes land on the writable node; a standby streams them unless paused. */
   write(bytes: number): void {
-    const writer = (['primary', 'replica'] as const).find((t) => this.nodes[t].primary && !this.nodes[t].fenced && this.state.database.active === t);
+    const writer = (['primary', 'replica'] as const).find((t) => this.takesWrites(t) && this.state.database.active === t);
     if (!writer || this.readOnly) return;
     this.nodes[writer].lsn += bytes;
     const other = this.nodes[writer === 'primary' ? 'replica' : 'primary'];
@@ -54,7 +62,7 @@ function service(world: World) {
           receiverStatus: n.primary ? null : 'streaming',
           streamingStandbys: n.primary && other.up && !other.primary ? 1 : 0,
           fenced: n.fenced,
-          timeline: 1,
+          timeline: world.timeline[t],
         };
       },
       async fence(t) {
@@ -84,6 +92,13 @@ function service(world: World) {
         const n = world.node(t);
         n.primary = true;
         n.lsn = n.replayed;
+        world.timeline[t] += 1;
+        return { timeline: world.timeline[t] };
+      },
+      async verifyWrites(t) {
+        world.fail('verifyWrites');
+        if (!world.node(t).primary || world.nodes[t].fenced) throw new Error(`${t} takes no writes`);
+        return { lsn: lsn(world.nodes[t].lsn), timeline: world.timeline[t] };
       },
     },
     failover: {
@@ -113,6 +128,14 @@ function service(world: World) {
     },
     metrics: { failoverTotal: { inc: () => undefined } } as never,
     logger: { warn: () => undefined, error: () => undefined } as never,
+    forgetAbandoned: async (node) => {
+      world.fail('forget');
+      world.abandoned = world.abandoned.filter((a) => a.node !== node);
+    },
+    abandonPromotion: async (node, timeline) => {
+      world.fail('abandon');
+      world.abandoned.push({ node, timeline });
+    },
     recordSwitch: async (to) => {
       world.fail('recordSwitch');
       world.state = { ...world.state, version: world.state.version + 1, database: { ...world.state.database, active: to } };
@@ -123,7 +146,7 @@ function service(world: World) {
 
 /** The invariant after any switchover, whatever failed: one writable node, the active one, nothing lost. */
 function check(world: World, before: { lsn: number }, outcome: Record<string, unknown>) {
-  const writable = (['primary', 'replica'] as const).filter((t) => world.nodes[t].primary && !world.nodes[t].fenced);
+  const writable = (['primary', 'replica'] as const).filter((t) => world.takesWrites(t));
   const active = world.state.database.active;
   const consistent = outcome.rolledBack === true || outcome.rolledForward === true || outcome.switched === true;
   if (consistent) {
@@ -140,7 +163,7 @@ describe('SwitchoverService with fakes', () => {
     const world = new World();
     const result = await service(world).switchover({ to: 'replica', dryRun: false }, 'ops');
     expect(result).toMatchObject({ switched: true, from: 'primary', to: 'replica', bytesLost: 0 });
-    expect((result as { steps: { name: string }[] }).steps.map((s) => s.name)).toEqual(['read_only_on', 'fence_old_primary', 'wait_for_replay', 'promote', 'switch', 'read_only_off', 'stop_old_primary']);
+    expect((result as { steps: { name: string }[] }).steps.map((s) => s.name)).toEqual(['read_only_on', 'fence_old_primary', 'wait_for_replay', 'promote', 'verify_writes', 'switch', 'read_only_off', 'stop_old_primary']);
     expect(result).toMatchObject({ roles: { replica: 'primary', primary: 'stopped' } });
     expect(world.state.database.active).toBe('replica');
     expect(world.nodes.primary).toMatchObject({ fenced: true, up: false });
@@ -186,13 +209,14 @@ describe('SwitchoverService with fakes', () => {
     expect(world.state.database.active).toBe('replica');
   });
 
-  const faults = ['engage', 'fence', 'waitForReplay', 'promote', 'recordSwitch', 'release', 'stop'];
-  const steps: StepName[] = ['read_only_on', 'fence_old_primary', 'wait_for_replay', 'promote', 'switch', 'read_only_off', 'stop_old_primary'];
+  const faults = ['engage', 'fence', 'waitForReplay', 'promote', 'verifyWrites', 'abandon', 'recordSwitch', 'release', 'stop'];
+  const steps: StepName[] = ['read_only_on', 'fence_old_primary', 'wait_for_replay', 'promote', 'verify_writes', 'switch', 'read_only_off', 'stop_old_primary'];
 
   it('whatever step fails (random faults, also in the rollback), the answer says what holds and the invariant holds', async () => {
     let seed = 42;
     const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
-    for (let run = 0; run < 300; run += 1) {
+    const seen = { rolledBackAfterPromotion: 0, rolledForward: 0, notStopped: 0 };
+    for (let run = 0; run < 400; run += 1) {
       const world = new World();
       world.write(Math.floor(random() * 5000));
       const n = Math.floor(random() * 3);
@@ -200,9 +224,12 @@ describe('SwitchoverService with fakes', () => {
       if (random() < 0.2) world.failing.add('unfence');
       const svc = service(world);
       const hookAt = random() < 0.3 ? steps[Math.floor(random() * steps.length)] : undefined;
+      // The promoted node dies right after its promotion, or after writes resumed on it.
+      const killAt = random() < 0.2 ? (random() < 0.5 ? 'verify_writes' : 'stop_old_primary') : undefined;
       // A write racing the switchover: acknowledged only if writes are open on the active node.
       svc.hook = (step) => {
         world.write(100);
+        if (step === killAt) world.nodes.replica.up = false;
         if (step === hookAt) throw new Error(`injected at ${step}`);
       };
       const before = { lsn: Math.max(world.nodes.primary.lsn, world.nodes.replica.lsn) };
@@ -214,14 +241,116 @@ describe('SwitchoverService with fakes', () => {
         expect(err).toBeInstanceOf(SwitchoverFailedError);
         outcome = (err as SwitchoverFailedError).extra;
         const promoted = world.nodes.replica.primary;
-        // Before the promotion it goes back, after it forward: never to a node on an older timeline.
-        if (promoted) expect(outcome.rolledBack).toBe(false);
-        else expect(outcome.rolledForward).toBeUndefined();
+        const abandoned = world.abandoned.some((a) => a.node === 'replica');
+        // Before the promotion, or a promoted node that failed its write check: back, its timeline
+        // abandoned on every instance first. After the write check: forward, never back to an older timeline.
+        if (promoted && !abandoned) expect(outcome.rolledBack).not.toBe(true);
+        if (!promoted) expect(outcome.rolledForward).toBeUndefined();
+        if (outcome.rolledForward === true) expect(abandoned).toBe(false);
+        if (outcome.abandonedTimeline !== undefined && outcome.rolledBack === true) seen.rolledBackAfterPromotion += 1;
+        if (outcome.rolledForward === true) seen.rolledForward += 1;
+        if (outcome.failedStep === 'stop_old_primary') seen.notStopped += 1;
+        // The old primary is never stopped unless the promoted node took writes and still does.
+        if (!world.nodes.primary.up) expect(world.nodes.replica).toMatchObject({ up: true, primary: true });
         if (outcome.rolledBack === true) expect(world.state.database.active).toBe('primary');
         if (outcome.rolledForward === true) expect(world.state.database.active).toBe('replica');
       }
       check(world, before, outcome);
     }
+    // Every path was taken.
+    expect(seen.rolledBackAfterPromotion).toBeGreaterThan(0);
+    expect(seen.rolledForward).toBeGreaterThan(0);
+    expect(seen.notStopped).toBeGreaterThan(0);
+  });
+
+  it('the promoted node dies right after its promotion: not stopped, not switched to; rolled back to the old primary, which takes writes again', async () => {
+    const world = new World();
+    const svc = service(world);
+    svc.hook = (step) => {
+      if (step === 'verify_writes') world.nodes.replica.up = false;
+    };
+    const err = (await svc.switchover({ to: 'replica', dryRun: false }, 'ops').catch((e: unknown) => e)) as SwitchoverFailedError;
+    expect(err).toBeInstanceOf(SwitchoverFailedError);
+    expect(err.extra).toMatchObject({ failedStep: 'verify_writes', rolledBack: true, writable: 'primary', abandonedTimeline: 2 });
+    expect((err.extra.steps as { name: string }[]).map((x) => x.name)).toEqual(['read_only_on', 'fence_old_primary', 'wait_for_replay', 'promote', 'verify_writes']);
+    expect((err.extra.rollback as { name: string; ok: boolean }[]).map((x) => [x.name, x.ok])).toEqual([
+      ['fence_promoted', false],
+      ['abandon_promotion', true],
+      ['unfence_old_primary', true],
+      ['verify_old_primary_writes', true],
+      ['read_only_off', true],
+    ]);
+    expect(world.nodes.primary).toMatchObject({ up: true, fenced: false });
+    expect(world.state.database.active).toBe('primary');
+    expect(world.readOnly).toBe(false);
+    expect(world.abandoned).toEqual([{ node: 'replica', timeline: 2 }]);
+  });
+
+  it('the node whose promotion was abandoned, rebuilt as a standby, can be promoted again on the same timeline number', async () => {
+    const world = new World();
+    const svc = service(world);
+    svc.hook = (step) => {
+      if (step === 'verify_writes') world.nodes.replica.up = false;
+    };
+    await expect(svc.switchover({ to: 'replica', dryRun: false }, 'ops')).rejects.toBeInstanceOf(SwitchoverFailedError);
+    expect(world.abandoned).toEqual([{ node: 'replica', timeline: 2 }]);
+    // Rebuilt from scratch as a standby of the primary (timeline 1): its next promotion is timeline 2 again.
+    world.nodes.replica = { primary: false, fenced: false, up: true, lsn: world.nodes.primary.lsn, replayed: world.nodes.primary.lsn, paused: false };
+    world.timeline.replica = 1;
+    svc.hook = undefined;
+    const result = await svc.switchover({ to: 'replica', dryRun: false }, 'ops');
+    expect(result).toMatchObject({ switched: true, bytesLost: 0 });
+    expect(world.abandoned).toEqual([]);
+    check(world, { lsn: 1000 }, result as Record<string, unknown>);
+  });
+
+  it('the promoted node dies and the old primary cannot take writes either: read-only mode stays on, the answer says so', async () => {
+    const world = new World();
+    const svc = service(world);
+    svc.hook = (step) => {
+      if (step === 'verify_writes') {
+        world.nodes.replica.up = false;
+        world.failing.add('unfence');
+      }
+    };
+    const err = (await svc.switchover({ to: 'replica', dryRun: false }, 'ops').catch((e: unknown) => e)) as SwitchoverFailedError;
+    expect(err.extra).toMatchObject({ failedStep: 'verify_writes', rolledBack: false, writable: null });
+    expect(err.message).toContain('NO DATABASE NODE TAKES WRITES');
+    expect(world.readOnly).toBe(true);
+    expect(world.nodes.primary).toMatchObject({ up: true, fenced: true });
+  });
+
+  it('the old primary is never unfenced before every instance applied the abandoned promotion', async () => {
+    const world = new World();
+    const svc = service(world);
+    svc.hook = (step) => {
+      if (step === 'verify_writes') {
+        world.nodes.replica.up = false;
+        world.failing.add('abandon');
+      }
+    };
+    const err = (await svc.switchover({ to: 'replica', dryRun: false }, 'ops').catch((e: unknown) => e)) as SwitchoverFailedError;
+    expect(err.extra).toMatchObject({ rolledBack: false, writable: null });
+    expect(world.nodes.primary.fenced).toBe(true);
+    expect(world.readOnly).toBe(true);
+  });
+
+  it('the promoted node stops taking writes after writes resumed on it: the old primary is not stopped, the answer is a failure naming the step', async () => {
+    const world = new World();
+    const svc = service(world);
+    svc.hook = (step) => {
+      if (step === 'stop_old_primary') world.nodes.replica.up = false;
+    };
+    const err = (await svc.switchover({ to: 'replica', dryRun: false }, 'ops').catch((e: unknown) => e)) as SwitchoverFailedError;
+    expect(err).toBeInstanceOf(SwitchoverFailedError);
+    expect(err.extra).toMatchObject({ failedStep: 'stop_old_primary', rolledBack: false, rolledForward: false, bytesLost: 0 });
+    expect(world.nodes.primary).toMatchObject({ up: true, fenced: true });
+  });
+
+  it('a switchover to the node that already is the primary names it as both from and to', async () => {
+    const world = new World();
+    const result = await service(world).switchover({ to: 'primary', dryRun: false }, 'ops');
+    expect(result).toMatchObject({ switched: false, from: 'primary', to: 'primary', roles: { primary: 'primary' } });
   });
 });
 

@@ -9,8 +9,8 @@ export interface LoadResult {
   max: number;
 }
 
-/** A closed-loop load generator: `concurrency` keep-alive clients for `durationMs`. */
-export async function load(url: string, options: { concurrency: number; durationMs: number; method?: string; body?: () => Buffer }): Promise<LoadResult> {
+/** A closed-loop load generator: `concurrency` keep-alive clients for `durationMs` (`url` may name a new target per request). */
+export async function load(url: string | (() => string), options: { concurrency: number; durationMs: number; method?: string; body?: () => Buffer }): Promise<LoadResult> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: options.concurrency });
   const latencies: number[] = [];
   let errors = 0;
@@ -19,7 +19,7 @@ export async function load(url: string, options: { concurrency: number; duration
     new Promise<void>((resolve) => {
       const started = performance.now();
       const body = options.body?.();
-      const req = http.request(url, { agent, method: options.method ?? 'GET', headers: body ? { 'Content-Length': body.length } : {} }, (res) => {
+      const req = http.request(typeof url === 'string' ? url : url(), { agent, method: options.method ?? 'GET', headers: body ? { 'Content-Length': body.length } : {} }, (res) => {
         res.resume();
         res.on('end', () => {
           latencies.push(performance.now() - started);

@@ -65,11 +65,49 @@ export class MediaGarbageCollector {
         await Promise.all([...this.deps.stores.values()].map((s) => s.remove(versionObjectName(version.id)).catch(() => undefined)));
       }
       total += gone.length;
-      if (gone.length < 100) {
-        await this.deps.versions.purgeTombstones(this.deps.graceMs);
-        return total;
-      }
+      if (gone.length < 100) break;
     }
+    total += await this.collectLegacy();
+    await this.deps.versions.purgeTombstones(this.deps.graceMs);
+    return total;
+  }
+
+  /**
+   * Removes old-layout objects (content stored under the key by an earlier release) whose key was
+   * deleted or overwritten longer than the grace period ago, on every backend, unless a row
+   * references them again. An entry is forgotten only once every backend removed the object (a
+   * backend that is down keeps it for the next run). Returns how many objects were removed.
+   */
+  async collectLegacy(): Promise<number> {
+    let removed = 0;
+    for (;;) {
+      const due = await this.deps.versions.legacyGarbage(this.deps.graceMs, 100);
+      const done: string[] = [];
+      for (const { key, referenced } of due) {
+        if (referenced) {
+          done.push(key);
+          continue;
+        }
+        const results = await Promise.all(
+          [...this.deps.stores].map(async ([name, store]) => {
+            if (this.deps.backendDown?.(name)) return false;
+            return store.remove(key).then(
+              () => true,
+              () => false,
+            );
+          }),
+        );
+        if (results.every(Boolean)) {
+          done.push(key);
+          removed += 1;
+        }
+      }
+      await this.deps.versions.dropLegacyGarbage(done, this.deps.graceMs);
+      // Entries kept for a backend that is down come back first next time: stop rather than loop.
+      if (due.length < 100 || done.length < due.length) break;
+    }
+    if (removed > 0) this.deps.logger.info({ removed }, 'old-layout media objects of deleted or overwritten keys removed');
+    return removed;
   }
 
   /** Removes content no version row references, older than the grace period; returns counts per backend. */

@@ -98,7 +98,10 @@ const SELECT = `SELECT o.key, o.size, o.sha256, o.content_type, o.backend, o.cre
  * it replaces, queue the backup copies. ON CONFLICT DO UPDATE locks the key's row and works on its
  * latest committed state, so `prev_version` is exactly the version replaced, and `seq`, drawn
  * under that lock, follows the order of commits (a deleted key keeps a tombstone row for this).
- * Nothing happens after the deadline ($9).
+ * Nothing happens after the deadline ($9). A key that held an object of the old layout (content
+ * under the key, no version) leaves that object to the garbage collector (`leg`): read from the
+ * statement's snapshot, which cannot miss one, since no write creates an old-layout row; the
+ * collector checks again that nothing references the object before it removes it.
  */
 const COMMIT_WRITE = `WITH
   ok AS (SELECT 1 AS one WHERE clock_timestamp() < $9::timestamptz),
@@ -111,13 +114,17 @@ const COMMIT_WRITE = `WITH
             prev_version = media_objects.version, deleted_at = NULL, seq = nextval('media_write_seq')
           RETURNING seq, prev_version),
   rep AS (INSERT INTO media_replaced (version) SELECT prev_version FROM ptr WHERE prev_version IS NOT NULL ON CONFLICT DO NOTHING),
-  out AS (INSERT INTO media_outbox (version, target) SELECT $2::uuid, t FROM ok, unnest($8::text[]) AS t)
+  out AS (INSERT INTO media_outbox (version, target) SELECT $2::uuid, t FROM ok, unnest($8::text[]) AS t),
+  leg AS (INSERT INTO media_legacy_garbage (key) SELECT o.key FROM ok, media_objects o
+          WHERE o.key = $1::text AND o.version IS NULL AND o.deleted_at IS NULL
+          ON CONFLICT (key) DO UPDATE SET at = now())
   SELECT seq FROM ptr`;
 
 const COMMIT_DELETE = `WITH
   del AS (UPDATE media_objects SET deleted_at = now(), updated_at = now(), prev_version = version, version = NULL, seq = nextval('media_write_seq')
           WHERE key = $1::text AND deleted_at IS NULL RETURNING seq, prev_version),
-  rep AS (INSERT INTO media_replaced (version) SELECT prev_version FROM del WHERE prev_version IS NOT NULL ON CONFLICT DO NOTHING)
+  rep AS (INSERT INTO media_replaced (version) SELECT prev_version FROM del WHERE prev_version IS NOT NULL ON CONFLICT DO NOTHING),
+  leg AS (INSERT INTO media_legacy_garbage (key) SELECT $1::text FROM del WHERE prev_version IS NULL ON CONFLICT (key) DO UPDATE SET at = now())
   SELECT seq FROM del`;
 
 export class PrismaMediaRepository implements MediaRepository {

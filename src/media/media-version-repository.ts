@@ -37,6 +37,14 @@ export interface MediaVersionRepository {
   purgeTombstones(graceMs: number): Promise<number>;
   /** Which of these version ids have a row. */
   existing(ids: string[]): Promise<Set<string>>;
+  /**
+   * Old-layout objects (named by their key) whose key was deleted or overwritten longer than
+   * `graceMs` ago; `referenced` when a row still names that object now (a live old-layout row for
+   * the key, or a version of that name): such an object must be kept.
+   */
+  legacyGarbage(graceMs: number, limit: number): Promise<{ key: string; referenced: boolean }[]>;
+  /** Forgets old-layout garbage entries (their objects removed or still referenced), unless renewed within `graceMs`. */
+  dropLegacyGarbage(keys: string[], graceMs: number): Promise<void>;
 }
 
 interface Row {
@@ -148,6 +156,29 @@ export class PrismaMediaVersionRepository implements MediaVersionRepository {
 
   async purgeTombstones(graceMs: number): Promise<number> {
     return this.prisma().$executeRawUnsafe(`DELETE FROM media_objects WHERE deleted_at < now() - make_interval(secs => $1::double precision / 1000)`, graceMs);
+  }
+
+  async legacyGarbage(graceMs: number, limit: number): Promise<{ key: string; referenced: boolean }[]> {
+    return this.prisma().$queryRawUnsafe<{ key: string; referenced: boolean }[]>(
+      `SELECT g.key,
+         EXISTS (SELECT 1 FROM media_objects o WHERE o.key = g.key AND o.version IS NULL AND o.deleted_at IS NULL)
+         OR (g.key ~ '^v/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+             AND EXISTS (SELECT 1 FROM media_versions v WHERE v.id = substr(g.key, 3)::uuid)) AS referenced
+       FROM media_legacy_garbage g
+       WHERE g.at < now() - make_interval(secs => $1::double precision / 1000)
+       ORDER BY g.at LIMIT $2`,
+      graceMs,
+      limit,
+    );
+  }
+
+  async dropLegacyGarbage(keys: string[], graceMs: number): Promise<void> {
+    if (keys.length === 0) return;
+    await this.prisma().$executeRawUnsafe(
+      `DELETE FROM media_legacy_garbage WHERE key = ANY($1::text[]) AND at < now() - make_interval(secs => $2::double precision / 1000)`,
+      keys,
+      graceMs,
+    );
   }
 
   async existing(ids: string[]): Promise<Set<string>> {

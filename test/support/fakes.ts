@@ -224,6 +224,11 @@ export class MemoryVersionRepository implements MediaVersionRepository {
   async existing(ids: string[]) {
     return new Set(ids.filter((id) => this.versions.has(id)));
   }
+  /** No old-layout objects in memory (the collector of them is tested against PostgreSQL). */
+  async legacyGarbage() {
+    return [];
+  }
+  async dropLegacyGarbage() {}
 }
 
 /** Cluster-wide locks with expiries on a clock the test moves (`now`); `down` fails every call. */

@@ -5,7 +5,7 @@ import request from 'supertest';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import type { ObjectStore } from '../../src/media/object-store.ts';
 import { mediaEnv, ownDatabase, startInstance, type TestInstance } from '../support/instance.ts';
-import { eventually } from '../support/redis-server.ts';
+import { eventually } from '../../support/common.ts';
 
 const sha = (b: string) => createHash('sha256').update(b).digest('hex');
 const GRACE_MS = 2000;

@@ -5,7 +5,7 @@ import request from 'supertest';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import type { ObjectStore } from '../../src/media/object-store.ts';
 import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
-import { eventually } from '../support/redis-server.ts';
+import { eventually } from '../../support/common.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 /** Above this many keys `POST /admin/verify/media` runs its consistency pass as a job (media-module.ts). */

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { auditQuery, readOnlyBody } from '../admin/admin-routes.ts';
 import { backupBody, restorePointBody, validateBody, validationsQuery } from '../backup/backup-routes.ts';
+import { restoreReportBody } from '../backup/restore-report.ts';
 import { promoteBody, resetBody, switchBody as databaseSwitchBody } from '../database/database-routes.ts';
 import { switchoverBody } from '../database/switchover-routes.ts';
 import { payload as alertmanagerPayload } from '../incidents/alert-webhook-routes.ts';
@@ -404,6 +405,22 @@ export const ROUTES: RouteDoc[] = [
     body: { schema: restorePointBody },
     responses: { 201: json('the restore point', z.object({ restorePoint: anyJson })) },
     errors: [412, 503],
+    extension: true,
+  },
+  {
+    method: 'post',
+    path: '/admin/database/restores',
+    tag: 'backups',
+    summary: 'the restore tool reports its start, a step or its outcome (an audited database.restore action)',
+    access: 'operator',
+    body: { schema: restoreReportBody },
+    responses: {
+      201: json(
+        'the audit event it became (a resent report is the same event)',
+        z.object({ event: z.object({ id: z.string(), action: z.string(), result: z.string(), at: z.string(), durationMs: z.number().nullable() }) }),
+      ),
+    },
+    errors: [503],
     extension: true,
   },
   {

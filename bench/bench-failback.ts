@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import { migrate } from '../src/database/migrator.ts';
+import { migrate } from '../src/services/database/migrator.ts';
 import { MIGRATIONS_DIR } from '../src/service.ts';
 import { countUnreadable, startClusterService, refusalSummary, startUploadLoop } from '../support/drill.ts';
 import { startPgCluster, type PgCluster, type PgNode } from '../support/pg-cluster.ts';

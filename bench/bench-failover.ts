@@ -5,7 +5,7 @@
 //  2. Enable read-only with N uploads in flight (N = 0 is the baseline), promote, switch, disable:
 //     each step's time and the write unavailability (read-only request → first acknowledged upload).
 import { plannedSwitchover, type SwitchoverResult } from '../support/switchover.ts';
-import { WriteGate } from '../src/write-gate/write-gate.ts';
+import { WriteGate } from '../src/services/write-gate/write-gate.ts';
 
 async function gateCost(): Promise<{ plain: number; gated: number }> {
   const ops = 200_000;

@@ -15,12 +15,12 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../src/config/config.ts';
-import { migrate } from '../src/database/migrator.ts';
+import { migrate } from '../src/services/database/migrator.ts';
 import { createLogger } from '../src/logger.ts';
 import { MIGRATIONS_DIR } from '../src/service.ts';
 import { createWorker } from '../src/worker-service.ts';
-import { JobQueue } from '../src/jobs/job-queue.ts';
-import type { ValidationReport } from '../src/backup/backup-validator.ts';
+import { JobQueue } from '../src/services/jobs/job-queue.ts';
+import type { ValidationReport } from '../src/services/backup/backup-validator.ts';
 import { startPgCluster } from '../support/pg-cluster.ts';
 import { createPgBackRestRepo } from '../support/pgbackrest-repo.ts';
 

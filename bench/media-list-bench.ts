@@ -6,9 +6,9 @@
 // For reference, the same prefix matched by a sequential scan (LIKE under the database's collation,
 // as the listing did before the "C" index): it grows with the table, which shows the figure can move.
 import pg from 'pg';
-import { createPrisma } from '../src/database/database-clients.ts';
+import { createPrisma } from '../src/adapters/database-clients.ts';
 import type { PrismaClient } from '../src/generated/prisma/client.ts';
-import { PrismaMediaRepository } from '../src/media/media-repository.ts';
+import { PrismaMediaRepository } from '../src/services/media/media-repository.ts';
 import { createScratchDatabase, type ScratchDatabase } from '../support/scratch-database.ts';
 
 const SMALL = Number(process.env.BENCH_LIST_SMALL ?? 1000);

@@ -3,7 +3,7 @@
 // promote the replica, switch every instance to it and lift read-only mode. Prints the RTO (kill to
 // the first accepted write), the writes refused meanwhile, and proves every acknowledged upload is
 // there afterwards with its sha256, and that no refused upload left content behind.
-import { migrate } from '../src/database/migrator.ts';
+import { migrate } from '../src/services/database/migrator.ts';
 import { MIGRATIONS_DIR } from '../src/service.ts';
 import pg from 'pg';
 import { countUnreadable, startClusterService, refusalSummary, runbookScript, startUploadLoop } from '../support/drill.ts';

@@ -3,11 +3,11 @@
 // Safe while the service runs; prints a JSON report; exits 1 if any object failed.
 import type { MediaBackendName } from '../src/domain.ts';
 import { loadConfig } from '../src/config/config.ts';
-import { createPrisma } from '../src/database/database-clients.ts';
+import { createPrisma } from '../src/adapters/database-clients.ts';
 import { createLogger } from '../src/logger.ts';
-import { migrateLegacyLayout } from '../src/media/legacy-layout-migrator.ts';
-import { MinioObjectStore } from '../src/media/minio-object-store.ts';
-import type { ObjectStore } from '../src/media/object-store.ts';
+import { migrateLegacyLayout } from '../src/services/media/legacy-layout-migrator.ts';
+import { MinioObjectStore } from '../src/adapters/minio-object-store.ts';
+import type { ObjectStore } from '../src/adapters/object-store.ts';
 
 async function main(): Promise<void> {
   const config = loadConfig(process.env);

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { loadConfig } from '../src/config/config.ts';
-import { migrate } from '../src/database/migrator.ts';
+import { migrate } from '../src/services/database/migrator.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService, MIGRATIONS_DIR } from '../src/service.ts';
 import { createWorker } from '../src/worker-service.ts';

@@ -3,19 +3,19 @@ import helmet from 'helmet';
 import type { FailedAuthLimiter } from './admin/failed-auth-limiter.ts';
 import type { AdminToken } from './config/admin-tokens.ts';
 import type { Config } from './config/config.ts';
-import { healthRoutes } from './health/health-routes.ts';
+import { healthRoutes } from './routes/health-routes.ts';
 import type { HealthService } from './health/health-service.ts';
 import { errorMiddleware, notFoundHandler } from './http/error-middleware.ts';
 import { requestLogger } from './http/request-logger.ts';
 import type { Lifecycle } from './lifecycle/lifecycle.ts';
 import type { Logger } from './logger.ts';
-import { mediaRoutes } from './media/media-routes.ts';
-import type { MediaService } from './media/media-service.ts';
+import { mediaRoutes } from './routes/media-routes.ts';
+import type { MediaService } from './services/media/media-service.ts';
 import { httpMetrics } from './metrics/http-metrics.ts';
 import type { Metrics } from './metrics/metrics.ts';
-import { metricsRoutes } from './metrics/metrics-routes.ts';
+import { metricsRoutes } from './routes/metrics-routes.ts';
 import { adminAllowList } from './config/config.ts';
-import { adminNetworkGuard } from './edge/admin-network-guard.ts';
+import { adminNetworkGuard } from './admin/admin-network-guard.ts';
 import { openApiHandler } from './http/openapi.ts';
 
 export interface AppDeps {

@@ -4,7 +4,7 @@
 // (default 60); any other failure, and one that outlasts the wait, exits 1 at once.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { migrate } from './database/migrator.ts';
+import { migrate } from './services/database/migrator.ts';
 import { classifyError } from './health/probe-error.ts';
 
 async function main(): Promise<void> {

@@ -7,14 +7,14 @@ import { randomUUID } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { loadConfig, type MediaBackendConfig } from './config/config.ts';
-import { planRestore, RestorePlanError, runRestore, type RestoreApi, type RestoreServer } from './backup/database-restore.ts';
-import { findObjectsWithoutMetadata } from './backup/media-orphans.ts';
-import { isRoot, runAs } from './backup/os-command.ts';
-import { PgBackRestCli } from './backup/pgbackrest.ts';
-import { RESTORE_STEPS } from './backup/restore-report.ts';
-import { httpTransport, RestoreJournal, RestoreReporter } from './backup/restore-reporter.ts';
-import { MinioObjectStore } from './media/minio-object-store.ts';
-import type { ObjectStore } from './media/object-store.ts';
+import { planRestore, RestorePlanError, runRestore, type RestoreApi, type RestoreServer } from './services/backup/database-restore.ts';
+import { findObjectsWithoutMetadata } from './services/backup/media-orphans.ts';
+import { isRoot, runAs } from './services/backup/os-command.ts';
+import { PgBackRestCli } from './services/backup/pgbackrest.ts';
+import { RESTORE_STEPS } from './services/backup/restore-report.ts';
+import { httpTransport, RestoreJournal, RestoreReporter } from './services/backup/restore-reporter.ts';
+import { MinioObjectStore } from './adapters/minio-object-store.ts';
+import type { ObjectStore } from './adapters/object-store.ts';
 
 export const USAGE = `usage: scripts/dr/restore-database.sh --from-backup latest|<label> [--target-time ISO | --target-name NAME] [--pg-data DIR] (--confirm | --dry-run)
        scripts/dr/restore-database.sh --report-pending

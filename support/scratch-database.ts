@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import pg from 'pg';
-import { migrate } from '../src/database/migrator.ts';
+import { migrate } from '../src/services/database/migrator.ts';
 
 export const PG_ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
 const MIGRATIONS = join(__dirname, '..', 'prisma', 'migrations');

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { loadConfig } from '../src/config/config.ts';
-import { migrate } from '../src/database/migrator.ts';
+import { migrate } from '../src/services/database/migrator.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService, MIGRATIONS_DIR, type Service } from '../src/service.ts';
 import { startOwnRedis } from './redis-server.ts';

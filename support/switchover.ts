@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { loadConfig } from '../src/config/config.ts';
-import { migrate } from '../src/database/migrator.ts';
+import { migrate } from '../src/services/database/migrator.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService, MIGRATIONS_DIR, type Service } from '../src/service.ts';
 import { startPgCluster, type PgNode } from './pg-cluster.ts';

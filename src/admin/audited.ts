@@ -1,7 +1,7 @@
 import type { Request, Response } from 'express';
-import type { AuditResult } from '../audit/audit-event.ts';
-import type { AuditLog } from '../audit/audit-log.ts';
-import type { Change, DrStateService, Propagation } from '../dr-state/dr-state-service.ts';
+import type { AuditResult } from '../services/audit/audit-event.ts';
+import type { AuditLog } from '../services/audit/audit-log.ts';
+import type { Change, DrStateService, Propagation } from '../services/dr-state/dr-state-service.ts';
 import { AppError } from '../http/app-error.ts';
 import { principal } from './admin-auth.ts';
 

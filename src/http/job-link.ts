@@ -1,5 +1,5 @@
 import { ConflictError } from './app-error.ts';
-import { JobGroupBusyError } from '../jobs/job-queue.ts';
+import { JobGroupBusyError } from '../services/jobs/job-queue.ts';
 
 /** Where a client polls a job (GET /admin/jobs/{id}): an HTTP detail, added by routes only. */
 export function jobHref(id: string): string {

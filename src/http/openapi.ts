@@ -1,7 +1,7 @@
 import type { RequestHandler } from 'express';
 import { z } from 'zod';
-import { mediaKeySchema } from '../media/media-key.ts';
-import { errorSchema, ROUTES, type JsonSchema, type RouteDoc, type Schema } from './openapi-routes.ts';
+import { mediaKeySchema } from '../services/media/media-key.ts';
+import { errorSchema, ROUTES, type JsonSchema, type RouteDoc, type Schema } from '../routes/openapi-routes.ts';
 
 export { ROUTES };
 

@@ -1,5 +1,5 @@
 import request from 'supertest';
-import { migrate } from '../../src/database/migrator.ts';
+import { migrate } from '../../src/services/database/migrator.ts';
 import { MIGRATIONS_DIR } from '../../src/service.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';

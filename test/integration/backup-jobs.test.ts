@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import request from 'supertest';
-import { PublishedBackupInfo } from '../../src/backup/published-info.ts';
+import { PublishedBackupInfo } from '../../src/services/backup/published-info.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 import { startWorker, type TestWorker } from '../support/worker.ts';

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import request from 'supertest';
-import { migrate } from '../../src/database/migrator.ts';
+import { migrate } from '../../src/services/database/migrator.ts';
 import { MIGRATIONS_DIR } from '../../src/service.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest-repo.ts';

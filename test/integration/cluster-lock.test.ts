@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { ClusterLock, RedisLockStore } from '../../src/dr-state/cluster-lock.ts';
+import { ClusterLock, RedisLockStore } from '../../src/services/dr-state/cluster-lock.ts';
 import { ConflictError } from '../../src/http/app-error.ts';
 import { eventually } from '../../support/common.ts';
 import { uniquePrefix } from '../support/instance.ts';

@@ -1,6 +1,6 @@
 import { rmSync } from 'node:fs';
 import request from 'supertest';
-import { migrate } from '../../src/database/migrator.ts';
+import { migrate } from '../../src/services/database/migrator.ts';
 import { MIGRATIONS_DIR } from '../../src/service.ts';
 import { countUnreadable, startUploadLoop } from '../../support/drill.ts';
 import { startPgCluster, type PgCluster, type PgNode } from '../../support/pg-cluster.ts';

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
-import { INITIAL_STATE } from '../../src/dr-state/dr-state.ts';
+import { INITIAL_STATE } from '../../src/services/dr-state/dr-state.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { startHungServer, type HungServer } from '../../support/hung-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, type TestInstance } from '../support/instance.ts';

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
-import { JobGroupBusyError, JobQueue } from '../../src/jobs/job-queue.ts';
-import { JobRunner } from '../../src/jobs/job-runner.ts';
+import { JobGroupBusyError, JobQueue } from '../../src/services/jobs/job-queue.ts';
+import { JobRunner } from '../../src/services/jobs/job-runner.ts';
 import { captureLogger } from '../support/log-capture.ts';
 import { uniquePrefix } from '../support/instance.ts';
 

@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import pg from 'pg';
 import request from 'supertest';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import type { ObjectStore } from '../../src/media/object-store.ts';
+import type { ObjectStore } from '../../src/adapters/object-store.ts';
 import { mediaEnv, ownDatabase, startInstance, type TestInstance } from '../support/instance.ts';
 import { eventually } from '../../support/common.ts';
 

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import pg from 'pg';
-import { createPrisma } from '../../src/database/database-clients.ts';
-import { migrate, readMigrations } from '../../src/database/migrator.ts';
+import { createPrisma } from '../../src/adapters/database-clients.ts';
+import { migrate, readMigrations } from '../../src/services/database/migrator.ts';
 import { PG_ADMIN_URL as ADMIN_URL, databaseUrl } from '../../support/scratch-database.ts';
 
 const DIR = join(__dirname, '..', '..', 'prisma', 'migrations');

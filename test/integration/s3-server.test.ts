@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import { Readable } from 'node:stream';
-import { MinioObjectStore } from '../../src/media/minio-object-store.ts';
+import { MinioObjectStore } from '../../src/adapters/minio-object-store.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 
 async function readAll(stream: Readable): Promise<Buffer> {

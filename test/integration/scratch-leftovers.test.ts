@@ -2,8 +2,8 @@ import { spawn } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cleanLeftovers, scratchName, uidOf } from '../../src/backup/scratch-cluster.ts';
-import { runAs } from '../../src/backup/os-command.ts';
+import { cleanLeftovers, scratchName, uidOf } from '../../src/services/backup/scratch-cluster.ts';
+import { runAs } from '../../src/services/backup/os-command.ts';
 
 const BIN = '/usr/lib/postgresql/15/bin';
 

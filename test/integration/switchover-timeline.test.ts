@@ -1,8 +1,8 @@
 import type { DatabaseTarget } from '../../src/domain.ts';
-import { INITIAL_STATE } from '../../src/dr-state/dr-state.ts';
-import { probeDatabase } from '../../src/database/pg-probe.ts';
-import { SqlNodes } from '../../src/database/sql-nodes.ts';
-import { checkSwitchover } from '../../src/database/switchover-checks.ts';
+import { INITIAL_STATE } from '../../src/services/dr-state/dr-state.ts';
+import { probeDatabase } from '../../src/health/pg-probe.ts';
+import { SqlNodes } from '../../src/services/database/sql-nodes.ts';
+import { checkSwitchover } from '../../src/services/database/switchover-checks.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';

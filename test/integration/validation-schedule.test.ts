@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { IntervalSchedule } from '../../src/jobs/validation-schedule.ts';
+import { IntervalSchedule } from '../../src/services/jobs/validation-schedule.ts';
 import { captureLogger } from '../support/log-capture.ts';
 import { uniquePrefix } from '../support/instance.ts';
 

@@ -1,6 +1,6 @@
-import { AuditLog } from '../../src/audit/audit-log.ts';
-import { ClusterLock } from '../../src/dr-state/cluster-lock.ts';
-import { DrStateService } from '../../src/dr-state/dr-state-service.ts';
+import { AuditLog } from '../../src/services/audit/audit-log.ts';
+import { ClusterLock } from '../../src/services/dr-state/cluster-lock.ts';
+import { DrStateService } from '../../src/services/dr-state/dr-state-service.ts';
 import { createMetrics, type Metrics } from '../../src/metrics/metrics.ts';
 import { MemoryAuditSink, MemoryAuditSpool, MemoryDrStateStore, MemoryLockStore } from './fakes.ts';
 import { captureLogger } from './log-capture.ts';

@@ -1,15 +1,15 @@
 import type { MediaBackendName } from '../../src/domain.ts';
 import { Readable } from 'node:stream';
-import type { AuditEvent, AuditSink, AuditSpool } from '../../src/audit/audit-event.ts';
-import type { BackupTool, StanzaInfo } from '../../src/backup/pgbackrest.ts';
-import type { LockStore } from '../../src/dr-state/cluster-lock.ts';
-import type { CasResult, DrStateStore } from '../../src/dr-state/dr-state-store.ts';
-import type { DrState, InstanceHeartbeat } from '../../src/dr-state/dr-state.ts';
-import type { JobRecordStore } from '../../src/jobs/job-records.ts';
-import type { CachedMeta, MediaCache } from '../../src/media/media-cache.ts';
-import type { MediaMetadata, MediaRepository, WriteCommit } from '../../src/media/media-repository.ts';
-import type { MediaVersionRepository, OutboxTask, StoredVersion } from '../../src/media/media-version-repository.ts';
-import { ObjectMissingError, type ObjectStore, type StoredObjectInfo } from '../../src/media/object-store.ts';
+import type { AuditEvent, AuditSink, AuditSpool } from '../../src/services/audit/audit-event.ts';
+import type { BackupTool, StanzaInfo } from '../../src/services/backup/pgbackrest.ts';
+import type { LockStore } from '../../src/services/dr-state/cluster-lock.ts';
+import type { CasResult, DrStateStore } from '../../src/services/dr-state/dr-state-store.ts';
+import type { DrState, InstanceHeartbeat } from '../../src/services/dr-state/dr-state.ts';
+import type { JobRecordStore } from '../../src/services/jobs/job-records.ts';
+import type { CachedMeta, MediaCache } from '../../src/services/media/media-cache.ts';
+import type { MediaMetadata, MediaRepository, WriteCommit } from '../../src/services/media/media-repository.ts';
+import type { MediaVersionRepository, OutboxTask, StoredVersion } from '../../src/services/media/media-version-repository.ts';
+import { ObjectMissingError, type ObjectStore, type StoredObjectInfo } from '../../src/adapters/object-store.ts';
 
 /*
  * One fake per port of the service, in memory, each with the failure it needs to show (`down`,

@@ -1,6 +1,6 @@
-import type { BackupTool } from '../../src/backup/pgbackrest.ts';
+import type { BackupTool } from '../../src/services/backup/pgbackrest.ts';
 import { loadConfig } from '../../src/config/config.ts';
-import type { JobHandler } from '../../src/jobs/job-runner.ts';
+import type { JobHandler } from '../../src/services/jobs/job-runner.ts';
 import { createWorker, type Worker } from '../../src/worker-service.ts';
 import { captureLogger } from './log-capture.ts';
 

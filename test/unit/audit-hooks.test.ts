@@ -1,4 +1,4 @@
-import { AuditLog } from '../../src/audit/audit-log.ts';
+import { AuditLog } from '../../src/services/audit/audit-log.ts';
 import { MemoryAuditSink, MemoryAuditSpool } from '../support/fakes.ts';
 import { captureLogger } from '../support/log-capture.ts';
 

@@ -1,5 +1,5 @@
 import type { DatabaseProbeData } from '../../src/domain.ts';
-import { AUTO_ACTOR, AutoReadOnly } from '../../src/database/auto-read-only.ts';
+import { AUTO_ACTOR, AutoReadOnly } from '../../src/services/database/auto-read-only.ts';
 import type { ProbeResult } from '../../src/health/probe-runner.ts';
 import { eventually } from '../../support/common.ts';
 import { drWorld } from '../support/dr-world.ts';

@@ -1,6 +1,6 @@
-import { BackupInventory } from '../../src/backup/backup-inventory.ts';
-import { BackupToolError, type BackupTool, type StanzaInfo } from '../../src/backup/pgbackrest.ts';
-import type { ArchiverStatus } from '../../src/backup/wal-archive.ts';
+import { BackupInventory } from '../../src/services/backup/backup-inventory.ts';
+import { BackupToolError, type BackupTool, type StanzaInfo } from '../../src/services/backup/pgbackrest.ts';
+import type { ArchiverStatus } from '../../src/services/backup/wal-archive.ts';
 import { createMetrics } from '../../src/metrics/metrics.ts';
 import { captureLogger } from '../support/log-capture.ts';
 

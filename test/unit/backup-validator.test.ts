@@ -1,8 +1,8 @@
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BackupValidator, type ValidationReport } from '../../src/backup/backup-validator.ts';
-import type { BackupTool, RestoreOptions, StanzaInfo } from '../../src/backup/pgbackrest.ts';
+import { BackupValidator, type ValidationReport } from '../../src/services/backup/backup-validator.ts';
+import type { BackupTool, RestoreOptions, StanzaInfo } from '../../src/services/backup/pgbackrest.ts';
 import { captureLogger } from '../support/log-capture.ts';
 
 const info: StanzaInfo = {

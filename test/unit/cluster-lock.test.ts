@@ -1,4 +1,4 @@
-import { ClusterLock } from '../../src/dr-state/cluster-lock.ts';
+import { ClusterLock } from '../../src/services/dr-state/cluster-lock.ts';
 import { ConflictError } from '../../src/http/app-error.ts';
 import { MemoryLockStore } from '../support/fakes.ts';
 

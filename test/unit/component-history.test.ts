@@ -1,4 +1,4 @@
-import { dailyHistory, HISTORY_DAYS, historyStart } from '../../src/incidents/component-history.ts';
+import { dailyHistory, HISTORY_DAYS, historyStart } from '../../src/services/incidents/component-history.ts';
 
 const DAY = 86_400_000;
 const MIN = 60_000;

@@ -1,6 +1,6 @@
 import type { DatabaseProbeData, DatabaseTarget } from '../../src/domain.ts';
-import { DATABASE_LOCK, DatabaseFailoverService } from '../../src/database/database-failover-service.ts';
-import { ReplicationMonitor } from '../../src/database/replication-monitor.ts';
+import { DATABASE_LOCK, DatabaseFailoverService } from '../../src/services/database/database-failover-service.ts';
+import { ReplicationMonitor } from '../../src/services/database/replication-monitor.ts';
 import { ProbeRunner } from '../../src/health/probe-runner.ts';
 import { ConflictError, DependencyUnavailableError, PreconditionFailedError } from '../../src/http/app-error.ts';
 import { freePort } from '../../support/common.ts';

@@ -1,11 +1,11 @@
-import type { AuditLog } from '../../src/audit/audit-log.ts';
-import type { AuditEvent } from '../../src/audit/audit-event.ts';
-import { INITIAL_STATE, type DrState, type InstanceHeartbeat } from '../../src/dr-state/dr-state.ts';
-import type { DrStateFile } from '../../src/dr-state/dr-state-file.ts';
-import type { CasResult, DrStateStore } from '../../src/dr-state/dr-state-store.ts';
-import { DrStateService } from '../../src/dr-state/dr-state-service.ts';
+import type { AuditLog } from '../../src/services/audit/audit-log.ts';
+import type { AuditEvent } from '../../src/services/audit/audit-event.ts';
+import { INITIAL_STATE, type DrState, type InstanceHeartbeat } from '../../src/services/dr-state/dr-state.ts';
+import type { DrStateFile } from '../../src/services/dr-state/dr-state-file.ts';
+import type { CasResult, DrStateStore } from '../../src/services/dr-state/dr-state-store.ts';
+import { DrStateService } from '../../src/services/dr-state/dr-state-service.ts';
 import { createMetrics } from '../../src/metrics/metrics.ts';
-import { ReadOnlyService } from '../../src/read-only/read-only-service.ts';
+import { ReadOnlyService } from '../../src/services/read-only/read-only-service.ts';
 import { captureLogger } from '../support/log-capture.ts';
 
 class MemoryStore implements DrStateStore {

@@ -1,5 +1,5 @@
-import { INITIAL_STATE, type DrState } from '../../src/dr-state/dr-state.ts';
-import { DrStateService } from '../../src/dr-state/dr-state-service.ts';
+import { INITIAL_STATE, type DrState } from '../../src/services/dr-state/dr-state.ts';
+import { DrStateService } from '../../src/services/dr-state/dr-state-service.ts';
 import { AppError } from '../../src/http/app-error.ts';
 import { createMetrics } from '../../src/metrics/metrics.ts';
 import { MemoryDrStateStore } from '../support/fakes.ts';

@@ -1,10 +1,10 @@
-import { assess } from '../../src/incidents/incident-assessor.ts';
-import { canTransition, responseFacts, severityFromLabel, STATUSES, type Incident } from '../../src/incidents/incident-model.ts';
+import { assess } from '../../src/services/incidents/incident-assessor.ts';
+import { canTransition, responseFacts, severityFromLabel, STATUSES, type Incident } from '../../src/services/incidents/incident-model.ts';
 import { Gauge, Registry } from 'prom-client';
-import { backupAgeSeconds, componentStates, type LiveFacts } from '../../src/incidents/live-state.ts';
-import { renderInitial, renderResolution, renderUpdate } from '../../src/incidents/notification-templates.ts';
-import { renderPostmortem } from '../../src/incidents/postmortem.ts';
-import { scrubPublic } from '../../src/incidents/status-service.ts';
+import { backupAgeSeconds, componentStates, type LiveFacts } from '../../src/services/incidents/live-state.ts';
+import { renderInitial, renderResolution, renderUpdate } from '../../src/services/incidents/notification-templates.ts';
+import { renderPostmortem } from '../../src/services/incidents/postmortem.ts';
+import { scrubPublic } from '../../src/services/incidents/status-service.ts';
 
 const ok = { status: 'healthy' as const };
 function facts(over: Partial<{ database: object; media: object; redis: object; readOnly: boolean; status: string }> = {}, extra: Partial<LiveFacts> = {}): LiveFacts {

@@ -1,7 +1,7 @@
 import type { MediaBackendName } from '../../src/domain.ts';
 import { ConflictError, DependencyUnavailableError, PreconditionFailedError } from '../../src/http/app-error.ts';
-import { MediaFailoverService, MEDIA_LOCK } from '../../src/media/media-failover-service.ts';
-import type { ObjectStore } from '../../src/media/object-store.ts';
+import { MediaFailoverService, MEDIA_LOCK } from '../../src/services/media/media-failover-service.ts';
+import type { ObjectStore } from '../../src/adapters/object-store.ts';
 import { MemoryMediaCache, MemoryObjectStore } from '../support/fakes.ts';
 import { drWorld } from '../support/dr-world.ts';
 

@@ -1,11 +1,11 @@
 import type { MediaBackendName } from '../../src/domain.ts';
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { ClusterLock } from '../../src/dr-state/cluster-lock.ts';
-import { BackupReplicator } from '../../src/media/backup-replicator.ts';
-import { MediaSyncService } from '../../src/media/media-sync.ts';
-import type { StoredVersion } from '../../src/media/media-version-repository.ts';
-import type { ObjectStore } from '../../src/media/object-store.ts';
+import { ClusterLock } from '../../src/services/dr-state/cluster-lock.ts';
+import { BackupReplicator } from '../../src/services/media/backup-replicator.ts';
+import { MediaSyncService } from '../../src/services/media/media-sync.ts';
+import type { StoredVersion } from '../../src/services/media/media-version-repository.ts';
+import type { ObjectStore } from '../../src/adapters/object-store.ts';
 import { MemoryJobRecords, MemoryLockStore, MemoryObjectStore, MemoryVersionRepository } from '../support/fakes.ts';
 import { captureLogger } from '../support/log-capture.ts';
 import { sha256Hex } from '../../support/common.ts';

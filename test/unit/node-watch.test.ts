@@ -1,6 +1,6 @@
 import type { DatabaseProbeData, DatabaseTarget } from '../../src/domain.ts';
-import { INITIAL_STATE, type DrState } from '../../src/dr-state/dr-state.ts';
-import { NodeWatch } from '../../src/database/node-watch.ts';
+import { INITIAL_STATE, type DrState } from '../../src/services/dr-state/dr-state.ts';
+import { NodeWatch } from '../../src/services/database/node-watch.ts';
 import type { ProbeResult } from '../../src/health/probe-runner.ts';
 import { captureLogger } from '../support/log-capture.ts';
 

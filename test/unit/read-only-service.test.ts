@@ -1,5 +1,5 @@
 import { DependencyUnavailableError } from '../../src/http/app-error.ts';
-import { ReadOnlyService } from '../../src/read-only/read-only-service.ts';
+import { ReadOnlyService } from '../../src/services/read-only/read-only-service.ts';
 import { eventually } from '../../support/common.ts';
 import { drWorld } from '../support/dr-world.ts';
 

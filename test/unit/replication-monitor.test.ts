@@ -1,5 +1,5 @@
 import type { DatabaseProbeData } from '../../src/domain.ts';
-import { ReplicationMonitor } from '../../src/database/replication-monitor.ts';
+import { ReplicationMonitor } from '../../src/services/database/replication-monitor.ts';
 import type { ProbeResult } from '../../src/health/probe-runner.ts';
 
 const now = Date.parse('2026-11-25T12:00:00Z');

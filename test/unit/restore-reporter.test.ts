@@ -1,8 +1,8 @@
 import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PermanentReportError, RestoreJournal, RestoreReporter } from '../../src/backup/restore-reporter.ts';
-import { reportEventId, reportProblem, type RestoreReport } from '../../src/backup/restore-report.ts';
+import { PermanentReportError, RestoreJournal, RestoreReporter } from '../../src/services/backup/restore-reporter.ts';
+import { reportEventId, reportProblem, type RestoreReport } from '../../src/services/backup/restore-report.ts';
 
 const ID = '0ffce991-87b6-426b-a7b1-64aec135f980';
 const step = (name: 'read-only on' | 'stop PostgreSQL' | 'pgbackrest restore', ms: number) => ({ event: 'step' as const, step: name, at: new Date().toISOString(), durationMs: ms, result: 'success' as const });

@@ -1,4 +1,4 @@
-import { archivedEndLsn, RpoTracker, type ArchiverStatus } from '../../src/backup/wal-archive.ts';
+import { archivedEndLsn, RpoTracker, type ArchiverStatus } from '../../src/services/backup/wal-archive.ts';
 
 const SEG = 16 * 1024 * 1024;
 const base: ArchiverStatus = {

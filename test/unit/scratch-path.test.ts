@@ -1,7 +1,7 @@
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { assertScratchPath, UnsafeRestorePathError } from '../../src/backup/scratch-cluster.ts';
+import { assertScratchPath, UnsafeRestorePathError } from '../../src/services/backup/scratch-cluster.ts';
 
 describe('a validation restore refuses any path that is not a fresh scratch directory', () => {
   let root: string;

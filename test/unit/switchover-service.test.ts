@@ -1,8 +1,8 @@
 import type { DatabaseTarget } from '../../src/domain.ts';
-import { INITIAL_STATE, type DrState } from '../../src/dr-state/dr-state.ts';
-import { lsnGap } from '../../src/database/lsn.ts';
-import type { NodeFacts } from '../../src/database/sql-nodes.ts';
-import { SwitchoverFailedError, SwitchoverService, type StepName } from '../../src/database/switchover-service.ts';
+import { INITIAL_STATE, type DrState } from '../../src/services/dr-state/dr-state.ts';
+import { lsnGap } from '../../src/services/database/lsn.ts';
+import type { NodeFacts } from '../../src/services/database/sql-nodes.ts';
+import { SwitchoverFailedError, SwitchoverService, type StepName } from '../../src/services/database/switchover-service.ts';
 import { PreconditionFailedError } from '../../src/http/app-error.ts';
 
 /** Two database nodes, the shared state and read-only mode, as the switchover sees them. */

@@ -1,4 +1,4 @@
-import { WriteFencedError, WriteGate, WriteRefusedError, type WriteRefusal } from '../../src/write-gate/write-gate.ts';
+import { WriteFencedError, WriteGate, WriteRefusedError, type WriteRefusal } from '../../src/services/write-gate/write-gate.ts';
 
 function deferred<T = void>() {
   let resolve!: (v: T) => void;

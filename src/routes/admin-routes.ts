@@ -1,0 +1,106 @@
+import express, { Router } from 'express';
+import { z } from 'zod';
+import type { AuditLog } from '../services/audit/audit-log.ts';
+import type { DrStateService } from '../services/dr-state/dr-state-service.ts';
+import type { InstanceHeartbeat } from '../services/dr-state/dr-state.ts';
+import { DependencyUnavailableError } from '../http/app-error.ts';
+import { parseOrThrow, wholeNumberParam } from '../http/validate.ts';
+import type { ReadOnlyService } from '../services/read-only/read-only-service.ts';
+import { audited, confirmedPropagation } from '../admin/audited.ts';
+import { principal } from '../admin/admin-auth.ts';
+
+export const readOnlyBody = z.strictObject({
+  enabled: z.boolean(),
+  reason: z.string().trim().min(1, { error: 'must say why' }).max(500),
+  ttlSeconds: z.number().int().min(1).max(7 * 24 * 3600).optional(),
+});
+
+export const auditQuery = z.strictObject({ limit: wholeNumberParam(1, 1000, 50) });
+
+export interface AdminDeps {
+  dr: DrStateService;
+  readOnly: ReadOnlyService;
+  audit: AuditLog;
+  /** Why writes are refused now (null: open), for the state document. */
+  writes?: () => unknown;
+  /** Live facts other capabilities add to the state document (the database pair's roles and lag). */
+  details?: StateDetails;
+}
+
+export interface StateDetails {
+  database?: () => Promise<Record<string, unknown> | undefined>;
+}
+
+/** DR state, read-only mode and audit routes; authentication is applied by the caller. */
+export function adminRoutes(deps: AdminDeps): Router {
+  const router = Router();
+
+  router.get('/admin/dr/state', async (_req, res) => {
+    const state = deps.dr.current();
+    // Reading the heartbeats is also a live check of the state store.
+    const [instances, pair] = await Promise.all([deps.dr.instances().catch(() => null), deps.details?.database?.().catch(() => undefined)]);
+    res.json({
+      ...state,
+      readOnly: { ...state.readOnly, ...deps.readOnly.expiryFacts(), active: deps.readOnly.isActive() },
+      database: pair ? { ...state.database, ...pair } : state.database,
+      instances,
+      stateStore: instances === null ? 'down' : 'up',
+      stateSource: deps.dr.stateSource(),
+      lease: deps.dr.lease(),
+      writes: deps.writes?.() ?? null,
+    });
+  });
+
+  router.get('/admin/read-only', (_req, res) => {
+    res.json(deps.readOnly.status());
+  });
+
+  router.put('/admin/read-only', async (req, res) => {
+    const body = await audited(deps.audit, req, res, 'read_only.set', async () => {
+      const input = parseOrThrow(readOnlyBody, req.body, 'invalid read-only request');
+      if (!input.enabled && input.ttlSeconds !== undefined) parseOrThrow(z.object({ ttlSeconds: z.undefined({ error: 'only with enabled: true' }) }), input);
+      const change = await deps.readOnly.set(input, principal(res).name);
+      const propagation = await confirmedPropagation(deps.dr, change.after.version, { readOnly: change.after.readOnly });
+      const writes = barrierSummary(change.after.version, propagation.instances);
+      return {
+        before: change.before.readOnly,
+        after: change.after.readOnly,
+        detail: { version: change.after.version, writes },
+        body: { readOnly: change.after.readOnly, version: change.after.version, propagation, writes },
+      };
+    });
+    res.json(body);
+  });
+
+  router.get('/admin/audit', async (req, res) => {
+    const { limit } = parseOrThrow(auditQuery, req.query, 'invalid query');
+    const [events, pending] = await Promise.all([
+      deps.audit.recent(limit).catch((err: unknown) => {
+        throw new DependencyUnavailableError('database', 'the audit log could not be read; events are spooled until PostgreSQL returns', err);
+      }),
+      deps.audit.pending(),
+    ]);
+    res.json({ events, pending });
+  });
+
+  return router;
+}
+
+/**
+ * What the write barrier did on every instance that applied `version`: writes running then, the
+ * commits waited for (finished before the answer), and the ones that will fail at their commit.
+ */
+export function barrierSummary(version: number, instances: InstanceHeartbeat[]) {
+  const applied = instances.filter((i) => i.barrier?.version === version);
+  const sum = (f: (b: NonNullable<InstanceHeartbeat['barrier']>) => number) => applied.reduce((n, i) => n + f(i.barrier!), 0);
+  return {
+    inFlight: sum((b) => b.inFlight),
+    waitedFor: sum((b) => b.waitedFor),
+    failing: sum((b) => b.failing),
+    drained: applied.every((i) => i.barrier!.drained),
+    instancesReporting: applied.length,
+  };
+}
+
+/** JSON bodies for admin routes only, bounded: anything larger is a mistake or an attack. */
+export const adminJson = express.json({ limit: '16kb' });

@@ -1,0 +1,119 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import express, { Router, type ErrorRequestHandler } from 'express';
+import { z } from 'zod';
+import { AppError, BadRequestError, DependencyUnavailableError } from '../http/app-error.ts';
+import { bearerToken } from '../http/bearer.ts';
+import { parseOrThrow } from '../http/validate.ts';
+import type { Logger } from '../logger.ts';
+import { severityFromLabel, type Component } from '../services/incidents/incident-model.ts';
+import type { AlertIntake } from '../services/incidents/alert-intake.ts';
+
+/** Alertmanager sends whole groups; anything beyond this is not a sane alert group. */
+export const ALERT_BODY_LIMIT = '256kb';
+const MAX_ALERTS = 500;
+
+const labels = z.record(z.string().max(256), z.string().max(4096));
+const alert = z.looseObject({
+  status: z.enum(['firing', 'resolved']),
+  labels: labels.refine((l) => typeof l.alertname === 'string' && l.alertname.length > 0, { error: 'must have an alertname' }),
+  annotations: labels.default({}),
+  startsAt: z.iso.datetime({ offset: true, error: 'must be an RFC 3339 time' }),
+  endsAt: z.string().max(64).optional(),
+  generatorURL: z.string().max(4096).optional(),
+  fingerprint: z.string().max(128).optional(),
+});
+export const payload = z.looseObject({
+  version: z.literal('4', { error: 'must be "4" (Alertmanager webhook version 4)' }),
+  groupKey: z.string().min(1).max(4096),
+  status: z.enum(['firing', 'resolved']),
+  receiver: z.string().max(256).optional(),
+  groupLabels: labels.default({}),
+  commonLabels: labels.default({}),
+  commonAnnotations: labels.default({}),
+  alerts: z.array(alert).min(1).max(MAX_ALERTS),
+});
+
+type Alert = z.output<typeof alert>;
+
+function componentsOf(a: Alert): Component[] {
+  const named = a.labels.component;
+  if (named === 'api' || named === 'database' || named === 'media-uploads' || named === 'media-downloads') return [named];
+  const name = `${a.labels.alertname} ${a.labels.job ?? ''}`;
+  if (/database|postgres|replica|replication|backup/i.test(name)) return ['database'];
+  if (/media|minio|s3|storage/i.test(name)) return ['media-uploads', 'media-downloads'];
+  if (/api|service|health/i.test(name)) return ['api'];
+  return [];
+}
+
+function fingerprint(a: Alert): string {
+  if (a.fingerprint) return a.fingerprint;
+  const sorted = Object.keys(a.labels).sort().map((k) => `${k}=${a.labels[k]}`).join(',');
+  return createHash('sha256').update(sorted).digest('hex').slice(0, 16);
+}
+
+/** POST /admin/incidents/alerts: Alertmanager's webhook, with its own bearer token (not an admin token). */
+export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; logger: Logger }): Router {
+  const router = Router();
+  const expected = deps.token === undefined ? undefined : createHash('sha256').update(deps.token).digest();
+
+  const authenticate: express.RequestHandler = (req, _res, next) => {
+    const presented = bearerToken(req);
+    // Digests have one length, so the comparison takes the same time whatever was presented.
+    const ok = expected !== undefined && presented !== undefined && timingSafeEqual(createHash('sha256').update(presented).digest(), expected);
+    if (!ok) {
+      deps.logger.warn({ configured: expected !== undefined, tokenPresented: presented !== undefined }, 'alert webhook: authentication failed');
+      const err = new AppError(401, 'unauthorized', expected === undefined ? 'the alert webhook is not configured (ALERTMANAGER_WEBHOOK_TOKEN)' : 'the token is not valid');
+      err.headers['WWW-Authenticate'] = 'Bearer realm="sav3-alerts"';
+      throw err;
+    }
+    next();
+  };
+  // The issue's contract for this route: an oversized or unreadable payload is a 400 (a bad
+  // payload that Alertmanager should not retry), not the generic 413.
+  const bodyErrors: ErrorRequestHandler = (err, _req, _res, next) => {
+    const type = (err as { type?: string })?.type;
+    if (type === 'entity.too.large') next(new BadRequestError(`the alert payload is larger than ${ALERT_BODY_LIMIT}`));
+    else if (type !== undefined) next(new BadRequestError('the alert payload is not valid JSON'));
+    else next(err);
+  };
+
+  router.post('/admin/incidents/alerts', authenticate, express.json({ limit: ALERT_BODY_LIMIT, type: () => true }), bodyErrors, async (req: express.Request, res: express.Response) => {
+    const input = parseOrThrow(payload, req.body, 'invalid Alertmanager payload');
+    const result = { incidents: [] as string[], opened: 0, joined: 0, duplicates: 0, resolved: 0 };
+    const seen = (id: string) => {
+      if (!result.incidents.includes(id)) result.incidents.push(id);
+    };
+    for (const a of input.alerts) {
+      const name = a.labels.alertname;
+      const fp = fingerprint(a);
+      const detail = { labels: a.labels, annotations: a.annotations, fingerprint: fp, startsAt: a.startsAt, endsAt: a.endsAt ?? null };
+      if (a.status === 'firing') {
+        const severity = severityFromLabel(a.labels.severity);
+        const out = await deps.alerts.openOrJoin(
+          input.groupKey,
+          { title: `Alert: ${name}`, summary: `Monitoring detected a problem (${name}); we are investigating.`, severity, components: componentsOf(a) },
+          { at: new Date(a.startsAt), kind: 'alert', visibility: 'internal', message: `firing: ${name} (${severity})${a.annotations.summary ? `: ${a.annotations.summary}` : ''}`, author: 'alertmanager', detail, dedupeKey: `alert:${fp}:${a.startsAt}:firing` },
+        );
+        seen(out.incident.id);
+        if (out.opened) result.opened += 1;
+        else if (out.added) result.joined += 1;
+        else result.duplicates += 1;
+      } else {
+        const at = a.endsAt && Date.parse(a.endsAt) > 0 ? new Date(a.endsAt) : new Date();
+        const incident = await deps.alerts.addEntry(input.groupKey, { at, kind: 'alert', visibility: 'public', message: `Monitoring reports that ${name} has recovered.`, author: 'alertmanager', detail, dedupeKey: `alert:${fp}:${a.startsAt}:resolved` });
+        if (incident) {
+          seen(incident.id);
+          result.resolved += 1;
+        }
+      }
+    }
+    res.json(result);
+  });
+  // A store failure is a 503: Alertmanager retries server errors, and the dedupe keys make the retry safe.
+  const storeErrors: ErrorRequestHandler = (err, _req, _res, next) => {
+    next(err instanceof AppError ? err : new DependencyUnavailableError('database', 'the incident store (PostgreSQL) is unavailable; retry', err));
+  };
+  router.use('/admin/incidents/alerts', storeErrors);
+
+  return router;
+}

@@ -1,0 +1,634 @@
+import { z } from 'zod';
+import { auditQuery, readOnlyBody } from './admin-routes.ts';
+import { backupBody, restorePointBody, validateBody, validationsQuery } from './backup-routes.ts';
+import { restoreReportBody } from '../services/backup/restore-report.ts';
+import { promoteBody, resetBody, switchBody as databaseSwitchBody } from './database-routes.ts';
+import { switchoverBody } from './switchover-routes.ts';
+import { payload as alertmanagerPayload } from './alert-webhook-routes.ts';
+import { createBody, eventsQuery, listQuery, rolesBody, updateBody } from './incident-routes.ts';
+import { jobParams, switchBody as mediaSwitchBody, syncBody } from './media-admin-routes.ts';
+import { listQuerySchema as mediaListQuery, mediaKeySchema } from '../services/media/media-key.ts';
+
+/**
+ * Every route the API app mounts, for the OpenAPI document (openapi.ts): Express paths exactly as
+ * mounted, the zod schemas the route validates with, and the main answers. A route added to a
+ * router and not here fails test/integration/openapi.test.ts.
+ */
+
+export type Method = 'get' | 'head' | 'put' | 'post' | 'delete';
+/** Who may call: no authentication, an admin token of that role, or Alertmanager's own token. */
+export type Access = 'public' | 'viewer' | 'operator' | 'alertmanager';
+export type Schema = z.ZodType | JsonSchema;
+export type JsonSchema = { [key: string]: unknown };
+
+export interface Answer {
+  description: string;
+  schema?: Schema;
+  /** Default application/json. */
+  contentType?: string;
+  headers?: Record<string, string>;
+}
+
+export interface RouteDoc {
+  method: Method;
+  /** The Express path as mounted: `/admin/incidents/:id`, `/media/*key`. */
+  path: string;
+  tag: string;
+  summary: string;
+  description?: string;
+  access: Access;
+  body?: { schema: Schema; contentType?: string; required?: boolean };
+  query?: z.ZodObject;
+  params?: z.ZodObject;
+  responses: Record<number, Answer>;
+  /** Further error statuses this route answers (besides the ones its access and input imply). */
+  errors?: number[];
+  /** Outside the contract, kept for operators' tools. */
+  extension?: boolean;
+}
+
+// ---- Response shapes (the contract's fields; `looseObject`: answers may carry more) ----
+
+const status = z.enum(['healthy', 'degraded', 'unhealthy']);
+const isoTime = z.iso.datetime({ offset: true });
+const componentError = z.looseObject({
+  code: z.enum(['timeout', 'connection_refused', 'auth_failed', 'not_found', 'unknown']),
+  message: z.string().optional(),
+});
+const health = <T extends z.ZodRawShape>(shape: T) =>
+  z.looseObject({ status, timestamp: isoTime, error: componentError.optional(), ...shape });
+const component = z.looseObject({
+  status,
+  latencyMs: z.number().optional(),
+  checkedAt: isoTime.optional(),
+  error: componentError.optional(),
+});
+
+const mediaObject = z.object({
+  key: mediaKeySchema,
+  size: z.number().int().min(0),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  contentType: z.string(),
+  backend: z.enum(['primary', 'backup']),
+  createdAt: isoTime,
+});
+const nullableTime = isoTime.nullable();
+const readOnlyState = z.looseObject({
+  enabled: z.boolean(),
+  reason: z.string().nullable(),
+  since: nullableTime,
+  by: z.string().nullable(),
+  expiresAt: nullableTime,
+});
+const targetState = (names: [string, ...string[]]) =>
+  z.looseObject({ active: z.enum(names), since: nullableTime.optional(), by: z.string().nullable().optional() });
+const drState = z.looseObject({
+  version: z.number().int(),
+  readOnly: readOnlyState,
+  database: targetState(['primary', 'replica']),
+  media: targetState(['primary', 'backup']),
+  instances: z.array(z.looseObject({ id: z.string(), appliedVersion: z.number().int(), lastSeen: z.string() })).nullable(),
+});
+const report = z.looseObject({ status: z.enum(['pass', 'degraded', 'fail']), timestamp: isoTime });
+const job = z.looseObject({ id: z.string(), kind: z.string(), status: z.string() });
+const acceptedJob = z.object({
+  job: z.looseObject({ id: z.string(), kind: z.string(), status: z.string(), createdAt: z.string(), href: z.string() }),
+});
+const anyJson = z.looseObject({});
+const incident = z.looseObject({
+  id: z.string().regex(/^INC-\d{8}-\d{1,9}$/),
+  severity: z.enum(['P0', 'P1', 'P2', 'P3']),
+  status: z.string(),
+  title: z.string(),
+});
+const sse = {
+  description: 'a Server-Sent Events stream (text/event-stream) until the client disconnects',
+  contentType: 'text/event-stream',
+  schema: { type: 'string' },
+};
+
+/** The contract's error shape, everywhere. */
+export const errorSchema = z.object({
+  error: z.looseObject({
+    code: z.string(),
+    message: z.string(),
+    requestId: z.string(),
+    details: z.record(z.string(), z.array(z.string())).optional().describe('validation errors (400): messages per field'),
+  }),
+});
+
+const json = (description: string, schema: Schema = anyJson): Answer => ({ description, schema });
+const healthAnswers = (schema: Schema) => ({ 200: json('healthy or degraded', schema), 503: json('unhealthy (same body)', schema) });
+
+// ---- The routes ----
+
+export const ROUTES: RouteDoc[] = [
+  // Health (contract section 2): GET and HEAD, no authentication; a valid admin token adds raw error messages.
+  ...(
+    [
+      ['/health/live', 'the process runs and is not shutting down', health({})],
+      [
+        '/health/ready',
+        'this instance can serve (database answers, or read-only mode with a readable target)',
+        health({ checks: z.record(z.string(), z.string()) }),
+      ],
+      [
+        '/health/database',
+        'the active database target answers SELECT 1',
+        health({
+          target: z.enum(['primary', 'replica']),
+          inRecovery: z.boolean().optional(),
+          latencyMs: z.number().optional(),
+          checkedAt: isoTime.optional(),
+          replication: anyJson.optional(),
+        }),
+      ],
+      [
+        '/health/media',
+        'the active media backend answers a bucket check',
+        health({
+          backend: z.enum(['primary', 'backup']),
+          bucket: z.string(),
+          latencyMs: z.number().optional(),
+          checkedAt: isoTime.optional(),
+        }),
+      ],
+      ['/health/redis', 'Redis answers PING', health({ latencyMs: z.number().optional(), checkedAt: isoTime.optional() })],
+      [
+        '/health',
+        'no critical component fails (the truth about writes)',
+        health({
+          components: z.looseObject({ database: component, media: component, redis: component }),
+          readOnly: z.boolean(),
+          stateVersion: z.number().int(),
+        }),
+      ],
+    ] as const
+  ).flatMap(([path, summary, schema]): RouteDoc[] =>
+    (['get', 'head'] as const).map((method) => ({
+      method,
+      path,
+      tag: 'health',
+      summary,
+      access: 'public',
+      responses: healthAnswers(schema),
+      errors: path === '/health/live' || path === '/health/ready' ? [] : [429],
+    })),
+  ),
+
+  {
+    method: 'get',
+    path: '/metrics',
+    tag: 'metrics',
+    summary: 'Prometheus metrics (text format); only on METRICS_PORT when that is set',
+    access: 'public',
+    responses: { 200: { description: 'Prometheus text exposition format', contentType: 'text/plain', schema: { type: 'string' } } },
+  },
+  {
+    method: 'get',
+    path: '/openapi.json',
+    tag: 'meta',
+    summary: 'this OpenAPI 3.1 document',
+    access: 'public',
+    responses: { 200: json('the document', { type: 'object' }) },
+    extension: true,
+  },
+
+  // Media (contract section 6).
+  {
+    method: 'get',
+    path: '/media',
+    tag: 'media',
+    summary: 'list objects by key, in key order',
+    access: 'public',
+    query: mediaListQuery,
+    responses: {
+      200: json(
+        'one page; nextAfter is the `after` of the next page, null on the last',
+        z.object({ items: z.array(mediaObject), nextAfter: mediaKeySchema.nullable() }),
+      ),
+    },
+    errors: [503],
+  },
+  {
+    method: 'put',
+    path: '/media/*key',
+    tag: 'media',
+    summary: 'store an object (raw body); replaces an earlier version of the key',
+    access: 'public',
+    body: { schema: { type: 'string', contentMediaType: 'application/octet-stream' }, contentType: '*/*', required: true },
+    responses: { 201: { ...json('stored and acknowledged', mediaObject), headers: { Location: 'the object URL' } } },
+    errors: [400, 413, 503],
+    description: 'While read-only mode is on: 503 with code read_only and Retry-After.',
+  },
+  {
+    method: 'get',
+    path: '/media/*key',
+    tag: 'media',
+    summary: 'stream an object (ETag is its sha256)',
+    access: 'public',
+    responses: {
+      200: {
+        description: 'the content, with its Content-Type',
+        contentType: '*/*',
+        schema: { type: 'string', contentMediaType: 'application/octet-stream' },
+        headers: { ETag: 'the sha256 in quotes', 'X-Media-Backend': 'the backend that served it' },
+      },
+    },
+    errors: [400, 404, 503],
+  },
+  {
+    method: 'head',
+    path: '/media/*key',
+    tag: 'media',
+    summary: "an object's headers without its content",
+    access: 'public',
+    responses: {
+      200: {
+        description: 'the headers GET would send',
+        headers: { ETag: 'the sha256 in quotes', 'X-Media-Backend': 'the backend holding it' },
+      },
+    },
+    errors: [400, 404, 503],
+  },
+  {
+    method: 'delete',
+    path: '/media/*key',
+    tag: 'media',
+    summary: 'delete an object',
+    access: 'public',
+    responses: { 204: { description: 'deleted (or did not exist)' } },
+    errors: [400, 404, 503],
+    description: 'While read-only mode is on: 503 with code read_only and Retry-After.',
+  },
+
+  // Public status page and Alertmanager's webhook (incidents).
+  {
+    method: 'get',
+    path: '/status',
+    tag: 'status',
+    summary: 'the public status page (HTML)',
+    access: 'public',
+    responses: { 200: { description: 'HTML', contentType: 'text/html', schema: { type: 'string' } } },
+    extension: true,
+  },
+  {
+    method: 'get',
+    path: '/status.json',
+    tag: 'status',
+    summary: 'the public status as JSON',
+    access: 'public',
+    responses: { 200: json('components, open incidents, history') },
+    extension: true,
+  },
+  {
+    method: 'get',
+    path: '/status/status.js',
+    tag: 'status',
+    summary: "the status page's script",
+    access: 'public',
+    responses: { 200: { description: 'JavaScript', contentType: 'text/javascript', schema: { type: 'string' } } },
+    extension: true,
+  },
+  {
+    method: 'get',
+    path: '/status/events',
+    tag: 'status',
+    summary: 'the public status as a live stream',
+    access: 'public',
+    responses: { 200: sse },
+    extension: true,
+  },
+  {
+    method: 'post',
+    path: '/admin/incidents/alerts',
+    tag: 'incidents',
+    summary: "Alertmanager's webhook (version 4): opens, joins or resolves incidents",
+    access: 'alertmanager',
+    body: { schema: alertmanagerPayload },
+    responses: {
+      200: json(
+        'what the alerts did',
+        z.object({
+          incidents: z.array(z.string()),
+          opened: z.number().int(),
+          joined: z.number().int(),
+          duplicates: z.number().int(),
+          resolved: z.number().int(),
+        }),
+      ),
+    },
+    errors: [409, 503],
+    extension: true,
+  },
+
+  // Admin API (contract section 4).
+  {
+    method: 'get',
+    path: '/admin/dr/state',
+    tag: 'dr',
+    summary: 'the DR state document',
+    access: 'viewer',
+    responses: { 200: json('the state, live facts and every instance', drState) },
+  },
+  {
+    method: 'post',
+    path: '/admin/dr/state/reset',
+    tag: 'dr',
+    summary: 'put back the initial DR state for the configured nodes',
+    access: 'operator',
+    body: { schema: resetBody },
+    responses: { 200: json('the new state', z.looseObject({ version: z.number().int(), state: drState })) },
+    errors: [409, 503],
+    extension: true,
+  },
+  {
+    method: 'get',
+    path: '/admin/read-only',
+    tag: 'read-only',
+    summary: 'read-only mode',
+    access: 'viewer',
+    responses: { 200: json('the mode', readOnlyState.extend({ active: z.boolean(), version: z.number().int() })) },
+  },
+  {
+    method: 'put',
+    path: '/admin/read-only',
+    tag: 'read-only',
+    summary: 'set read-only mode for every instance',
+    access: 'operator',
+    body: { schema: readOnlyBody },
+    responses: {
+      200: json(
+        'the new mode and how far it has propagated',
+        z.looseObject({ readOnly: readOnlyState, version: z.number().int(), propagation: anyJson, writes: anyJson }),
+      ),
+    },
+    errors: [409, 503],
+  },
+  {
+    method: 'post',
+    path: '/admin/database/promote',
+    tag: 'database',
+    summary: 'promote the replica (pg_promote) after checking it',
+    access: 'operator',
+    body: { schema: promoteBody },
+    responses: { 200: json('the checks and what was done') },
+    errors: [409, 412, 503],
+  },
+  {
+    method: 'post',
+    path: '/admin/database/switch',
+    tag: 'database',
+    summary: "point every instance's connection at a target",
+    access: 'operator',
+    body: { schema: databaseSwitchBody },
+    responses: { 200: json('the checks, the change and its propagation') },
+    errors: [409, 412, 503],
+  },
+  {
+    method: 'post',
+    path: '/admin/database/switchover',
+    tag: 'database',
+    summary: 'planned switchover with zero loss',
+    access: 'operator',
+    body: { schema: switchoverBody },
+    responses: { 200: json('the steps and their timings') },
+    errors: [409, 412, 503],
+    extension: true,
+  },
+  {
+    method: 'post',
+    path: '/admin/database/restore-point',
+    tag: 'backups',
+    summary: 'create a named restore point',
+    access: 'operator',
+    body: { schema: restorePointBody },
+    responses: { 201: json('the restore point', z.object({ restorePoint: anyJson })) },
+    errors: [412, 503],
+    extension: true,
+  },
+  {
+    method: 'post',
+    path: '/admin/database/restores',
+    tag: 'backups',
+    summary: 'the restore tool reports its start, a step or its outcome (an audited database.restore action)',
+    access: 'operator',
+    body: { schema: restoreReportBody },
+    responses: {
+      201: json(
+        'the audit event it became (a resent report is the same event)',
+        z.object({ event: z.object({ id: z.string(), action: z.string(), result: z.string(), at: z.string(), durationMs: z.number().nullable() }) }),
+      ),
+    },
+    errors: [503],
+    extension: true,
+  },
+  {
+    method: 'post',
+    path: '/admin/verify/database',
+    tag: 'database',
+    summary: 'deep database checks (canary write, replication)',
+    access: 'operator',
+    responses: { 200: json('every check passed', report), 503: json('a check failed (same body)', report) },
+    errors: [409],
+  },
+  {
+    method: 'post',
+    path: '/admin/media/switch',
+    tag: 'media-admin',
+    summary: "send every instance's media traffic to a backend",
+    access: 'operator',
+    body: { schema: mediaSwitchBody },
+    responses: { 200: json('the checks, the change and its propagation') },
+    errors: [409, 412, 503],
+  },
+  {
+    method: 'post',
+    path: '/admin/media/sync',
+    tag: 'media-admin',
+    summary: 'copy objects missing or different on `to`',
+    access: 'operator',
+    body: { schema: syncBody },
+    responses: {
+      200: json('the counts'),
+      202: json('a large sync runs as a job; follow it at /admin/jobs/{id}', z.looseObject({ async: z.literal(true) })),
+    },
+    errors: [409, 412, 503],
+  },
+  {
+    method: 'post',
+    path: '/admin/verify/media',
+    tag: 'media-admin',
+    summary: 'deep media checks (canary upload, download, delete; consistency)',
+    access: 'operator',
+    responses: { 200: json('passed or degraded', report), 503: json('a check failed (same body)', report) },
+    errors: [409],
+  },
+  {
+    method: 'get',
+    path: '/admin/jobs/:id',
+    tag: 'media-admin',
+    summary: 'a job (sync, consistency check, backup) and its progress',
+    access: 'viewer',
+    params: jobParams,
+    responses: { 200: json('the job', job) },
+    errors: [400, 404, 503],
+    extension: true,
+  },
+  {
+    method: 'get',
+    path: '/admin/audit',
+    tag: 'audit',
+    summary: 'the newest audit events',
+    access: 'viewer',
+    query: auditQuery,
+    responses: {
+      200: json(
+        'events (newest first) and how many wait in the spool',
+        z.looseObject({ events: z.array(anyJson), pending: z.number().int() }),
+      ),
+    },
+    errors: [503],
+  },
+
+  // Backups (outside the contract).
+  {
+    method: 'get',
+    path: '/admin/backups',
+    tag: 'backups',
+    summary: 'the backup inventory and recovery point',
+    access: 'viewer',
+    responses: { 200: json('the inventory') },
+    errors: [503],
+    extension: true,
+  },
+  {
+    method: 'post',
+    path: '/admin/backups',
+    tag: 'backups',
+    summary: 'request a backup (a worker runs it)',
+    access: 'operator',
+    body: { schema: backupBody },
+    responses: { 202: json('the job', acceptedJob) },
+    errors: [409, 503],
+    extension: true,
+  },
+  {
+    method: 'post',
+    path: '/admin/backups/validate',
+    tag: 'backups',
+    summary: 'request a restore validation (a worker runs it)',
+    access: 'operator',
+    body: { schema: validateBody, required: false },
+    responses: { 202: json('the job', acceptedJob) },
+    errors: [409, 412, 503],
+    extension: true,
+  },
+  {
+    method: 'get',
+    path: '/admin/backups/validations',
+    tag: 'backups',
+    summary: 'the newest restore validations',
+    access: 'viewer',
+    query: validationsQuery,
+    responses: { 200: json('validations', z.object({ validations: z.array(anyJson) })) },
+    errors: [503],
+    extension: true,
+  },
+
+  // Incidents (outside the contract).
+  {
+    method: 'post',
+    path: '/admin/incidents/assess',
+    tag: 'incidents',
+    summary: 'assess the current facts against the severity rules',
+    access: 'operator',
+    responses: { 200: json('the assessment') },
+    errors: [503],
+    extension: true,
+  },
+  {
+    method: 'post',
+    path: '/admin/incidents',
+    tag: 'incidents',
+    summary: 'open an incident',
+    access: 'operator',
+    body: { schema: createBody },
+    responses: { 201: { ...json('the incident and its initial notification', incident), headers: { Location: 'the incident URL' } } },
+    errors: [409, 503],
+    extension: true,
+  },
+  {
+    method: 'get',
+    path: '/admin/incidents',
+    tag: 'incidents',
+    summary: 'list incidents',
+    access: 'viewer',
+    query: listQuery,
+    responses: { 200: json('incidents, newest first', z.object({ incidents: z.array(incident) })) },
+    errors: [503],
+    extension: true,
+  },
+  {
+    method: 'get',
+    path: '/admin/incidents/:id',
+    tag: 'incidents',
+    summary: 'an incident and its timeline',
+    access: 'viewer',
+    responses: { 200: json('the incident', incident) },
+    errors: [404, 503],
+    extension: true,
+  },
+  {
+    method: 'post',
+    path: '/admin/incidents/:id/updates',
+    tag: 'incidents',
+    summary: 'post an update (status, message, ETA, root cause)',
+    access: 'operator',
+    body: { schema: updateBody },
+    responses: { 201: json('the incident', incident) },
+    errors: [404, 409, 503],
+    extension: true,
+  },
+  {
+    method: 'post',
+    path: '/admin/incidents/:id/acknowledge',
+    tag: 'incidents',
+    summary: 'acknowledge an incident',
+    access: 'operator',
+    responses: { 200: json('the incident', incident) },
+    errors: [404, 409, 503],
+    extension: true,
+  },
+  {
+    method: 'put',
+    path: '/admin/incidents/:id/roles',
+    tag: 'incidents',
+    summary: 'assign incident roles',
+    access: 'operator',
+    body: { schema: rolesBody },
+    responses: { 200: json('the incident', incident) },
+    errors: [404, 409, 503],
+    extension: true,
+  },
+  {
+    method: 'get',
+    path: '/admin/incidents/:id/postmortem',
+    tag: 'incidents',
+    summary: 'a postmortem draft (Markdown)',
+    access: 'viewer',
+    responses: { 200: { description: 'Markdown', contentType: 'text/markdown', schema: { type: 'string' } } },
+    errors: [404, 503],
+    extension: true,
+  },
+  {
+    method: 'get',
+    path: '/admin/events',
+    tag: 'incidents',
+    summary: 'live operator events (DR state, jobs, health, incidents)',
+    access: 'viewer',
+    query: eventsQuery,
+    responses: { 200: sse },
+    extension: true,
+  },
+];

@@ -1,0 +1,199 @@
+import { DependencyUnavailableError } from '../../http/app-error.ts';
+import { AppError } from '../../http/app-error.ts';
+import type { Logger } from '../../logger.ts';
+import type { Metrics } from '../../metrics/metrics.ts';
+import { BackupToolError, type BackupTool, type StanzaInfo } from './pgbackrest.ts';
+import { RpoTracker, type ArchiverStatus } from './wal-archive.ts';
+
+/** pgBackRest is not configured, missing, or its repository cannot be read: 503 with a code. */
+export class BackupUnavailableError extends AppError {
+  constructor(code: string, message: string, cause?: unknown) {
+    super(503, code, message);
+    this.cause = cause;
+    this.headers['Retry-After'] = '30';
+  }
+}
+
+export interface InventoryDeps {
+  tool: BackupTool | undefined;
+  /** Called with every fresh info (a worker publishes it for API instances without pgBackRest). */
+  onInfo?: (info: StanzaInfo) => Promise<void>;
+  /** pg_stat_archiver of the active primary. */
+  archiver: () => Promise<ArchiverStatus>;
+  /** The newest passing validation's finish time, if any. */
+  lastValidation: () => Promise<Date | undefined>;
+  metrics: Pick<Metrics, 'rpoExposure' | 'backupLastSuccess' | 'walArchiveFailures' | 'backupMaxAge' | 'backupValidationLastSuccess' | 'backupValidationMaxAge' | 'dependencyUp'>;
+  logger: Logger;
+  timeoutMs: number;
+  cacheMs: number;
+  intervalMs: number;
+  maxAgeSeconds: number;
+  validationMaxAgeSeconds: number;
+}
+
+/**
+ * The backup inventory (pgBackRest info, cached and bounded) and the live RPO picture (the
+ * archiver on the active primary), sampled in the background into the metrics.
+ */
+export class BackupInventory {
+  private cached: { at: number; info: StanzaInfo } | undefined;
+  private inflight: Promise<StanzaInfo> | undefined;
+  private readonly rpo = new RpoTracker();
+  private lastArchiver: (ArchiverStatus & { rpoExposureSeconds: number | null }) | undefined;
+  private failedCountSeen: number | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private sampling: Promise<void> | undefined;
+
+  constructor(private readonly deps: InventoryDeps) {
+    deps.metrics.backupMaxAge.set(deps.maxAgeSeconds);
+    deps.metrics.backupValidationMaxAge.set(deps.validationMaxAgeSeconds);
+  }
+
+  get configured(): boolean {
+    return this.deps.tool !== undefined;
+  }
+
+  /** pgBackRest info, from a cache younger than cacheMs unless fresh is asked; one run at a time. */
+  async info(fresh = false): Promise<StanzaInfo> {
+    const tool = this.deps.tool;
+    if (!tool) throw new BackupUnavailableError('backups_not_configured', 'backups are not configured (PGBACKREST_STANZA is not set)');
+    if (!fresh && this.cached && Date.now() - this.cached.at < this.deps.cacheMs) return this.cached.info;
+    this.inflight ??= tool
+      .info(this.deps.timeoutMs)
+      .then((info) => {
+        this.cached = { at: Date.now(), info };
+        this.deps.metrics.dependencyUp.set({ dependency: 'pgbackrest', target: 'repository' }, 1);
+        this.recordBackups(info);
+        void this.deps.onInfo?.(info).catch(() => undefined);
+        return info;
+      })
+      .catch((err: unknown) => {
+        this.deps.metrics.dependencyUp.set({ dependency: 'pgbackrest', target: 'repository' }, 0);
+        throw toUnavailable(err);
+      })
+      .finally(() => {
+        this.inflight = undefined;
+      });
+    return this.inflight;
+  }
+
+  invalidate(): void {
+    this.cached = undefined;
+  }
+
+  private recordBackups(info: StanzaInfo): void {
+    for (const type of ['full', 'diff', 'incr'] as const) {
+      const newest = info.backups.filter((b) => b.type === type && !b.error).map((b) => Date.parse(b.stoppedAt) / 1000);
+      this.deps.metrics.backupLastSuccess.set({ type }, newest.length ? Math.max(...newest) : 0);
+    }
+  }
+
+  private archiverInflight: Promise<ArchiverStatus & { rpoExposureSeconds: number | null }> | undefined;
+
+  /** Reads the archiver, updates the RPO exposure and the failure counter; one read at a time. */
+  archiver(): Promise<ArchiverStatus & { rpoExposureSeconds: number | null }> {
+    this.archiverInflight ??= this.readArchiver().finally(() => {
+      this.archiverInflight = undefined;
+    });
+    return this.archiverInflight;
+  }
+
+  private async readArchiver(): Promise<ArchiverStatus & { rpoExposureSeconds: number | null }> {
+    const status = await this.deps.archiver();
+    // The active target is a standby (read-only failover): it cannot say what its primary has not
+    // archived, so the exposure is unknown (null) and the gauge keeps its last value.
+    const observed = this.rpo.observe(status);
+    const exposure = status.inRecovery ? null : observed;
+    if (exposure !== null) this.deps.metrics.rpoExposure.set({ component: 'database' }, exposure);
+    if (this.failedCountSeen !== undefined && status.failedCount > this.failedCountSeen) {
+      this.deps.metrics.walArchiveFailures.inc(status.failedCount - this.failedCountSeen);
+    }
+    this.failedCountSeen = status.failedCount;
+    this.lastArchiver = { ...status, rpoExposureSeconds: exposure };
+    return this.lastArchiver;
+  }
+
+  /** GET /admin/backups: every backup, the archive range and the archiving status. */
+  async inventory() {
+    const [info, archiver] = await Promise.all([this.info(), this.archiver().catch((err: unknown) => err as Error)]);
+    const archiving =
+      archiver instanceof Error
+        ? { available: false, error: 'the active database did not answer' }
+        : {
+            available: true,
+            archiveMode: archiver.archiveMode,
+            inRecovery: archiver.inRecovery,
+            currentLsn: archiver.currentLsn,
+            archivedCount: archiver.archivedCount,
+            lastArchivedWal: archiver.lastArchivedWal,
+            lastArchivedAt: archiver.lastArchivedAt?.toISOString() ?? null,
+            failedCount: archiver.failedCount,
+            lastFailedWal: archiver.lastFailedWal,
+            lastFailedAt: archiver.lastFailedAt?.toISOString() ?? null,
+            failing: !!archiver.lastFailedAt && (!archiver.lastArchivedAt || archiver.lastFailedAt > archiver.lastArchivedAt),
+            rpoExposureSeconds: archiver.rpoExposureSeconds,
+          };
+    return {
+      stanza: info.stanza,
+      status: info.status,
+      backups: info.backups,
+      archive: { min: info.archive.min, max: info.archive.max },
+      archiving,
+      checkedAt: new Date(this.cached?.at ?? Date.now()).toISOString(),
+    };
+  }
+
+  /**
+   * The range a point-in-time target may take: from the oldest backup's end to the newest commit
+   * surely in the archive (the last archive time, or now when nothing is left to archive).
+   */
+  async recoverableRange(): Promise<{ from: string | null; to: string | null }> {
+    const info = await this.info();
+    const good = info.backups.filter((b) => !b.error);
+    const from = good.length ? good.map((b) => b.stoppedAt).sort()[0]! : null;
+    const archiver = await this.archiver().catch(() => undefined);
+    // Commits older than the RPO exposure are in the archive; newer ones may not be.
+    const to = !archiver
+      ? null
+      : archiver.rpoExposureSeconds === null
+        ? (archiver.lastArchivedAt?.toISOString() ?? null)
+        : new Date(archiver.checkedAt.getTime() - archiver.rpoExposureSeconds * 1000).toISOString();
+    return { from, to };
+  }
+
+  async sample(): Promise<void> {
+    this.sampling ??= (async () => {
+      if (this.deps.tool) await this.info(true).catch((err: unknown) => this.deps.logger.warn({ err }, 'backup inventory unavailable'));
+      await this.archiver().catch((err: unknown) => this.deps.logger.debug({ err }, 'archiver status unavailable'));
+      const last = await this.deps.lastValidation().catch(() => undefined);
+      this.deps.metrics.backupValidationLastSuccess.set(last ? last.getTime() / 1000 : 0);
+    })().finally(() => {
+      this.sampling = undefined;
+    });
+    return this.sampling;
+  }
+
+  /**
+   * Samples every intervalMs. The first sample waits a little: it loads the Prisma client and opens
+   * connections, which must not compete with the instance's first health probes at start-up.
+   */
+  start(firstDelayMs = Math.min(this.deps.intervalMs, 3000)): void {
+    const tick = () => {
+      void this.sample().finally(() => {
+        if (this.timer) this.timer = setTimeout(tick, this.deps.intervalMs);
+      });
+    };
+    this.timer = setTimeout(tick, firstDelayMs);
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+}
+
+function toUnavailable(err: unknown): AppError {
+  if (err instanceof AppError) return err;
+  if (err instanceof BackupToolError) return new BackupUnavailableError(err.code, err.message, err);
+  return new DependencyUnavailableError('pgbackrest', 'pgBackRest info could not be read', err);
+}

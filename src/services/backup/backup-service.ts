@@ -1,0 +1,73 @@
+import { DependencyUnavailableError, NotFoundError, PreconditionFailedError } from '../../http/app-error.ts';
+import { JobGroupBusyError, type Job, type JobQueue } from '../jobs/job-queue.ts';
+import type { BackupInventory } from './backup-inventory.ts';
+import type { ValidationInput } from './backup-validator.ts';
+import { createRestorePoint, type RestorePoint } from './restore-point.ts';
+
+export const BACKUP_JOB = 'backup';
+export const VALIDATE_JOB = 'backup.validate';
+
+export interface BackupJobInput {
+  type: 'full' | 'diff' | 'incr';
+}
+
+/** What API instances do for backups: they ask (jobs for a worker), they never restore. */
+export class BackupService {
+  constructor(
+    private readonly deps: {
+      inventory: BackupInventory;
+      queue: JobQueue;
+      activeDatabaseUrl: () => Promise<string>;
+      timeoutMs: number;
+    },
+  ) {}
+
+  private async enqueue<I>(kind: string, input: I, group: string, by: string): Promise<Job<I>> {
+    try {
+      return await this.deps.queue.enqueue(kind, input, { group, requestedBy: by });
+    } catch (err) {
+      // A busy group is the caller's answer (a 409 naming the job, made by the route).
+      if (err instanceof JobGroupBusyError) throw err;
+      throw new DependencyUnavailableError('redis', 'jobs are queued in Redis, which is unreachable', err);
+    }
+  }
+
+  async requestBackup(input: BackupJobInput, by: string): Promise<Job<BackupJobInput>> {
+    await this.deps.inventory.info(); // 503 with a code when pgBackRest or its repository is not usable
+    return this.enqueue(BACKUP_JOB, input, 'backup', by);
+  }
+
+  /** Checks the label and the target against the repository before a worker is asked. */
+  async requestValidation(input: { backup?: string; targetTime?: string }, by: string): Promise<Job<ValidationInput>> {
+    const info = await this.deps.inventory.info(true);
+    const good = info.backups.filter((b) => !b.error);
+    let label = input.backup ?? 'latest';
+    if (label !== 'latest' && !info.backups.some((b) => b.label === label)) throw new NotFoundError(`backup ${label} is not in the repository`);
+    if (label === 'latest' && good.length === 0) throw new PreconditionFailedError('the repository holds no successful backup yet', { backups: 0 });
+    if (input.targetTime) {
+      const range = await this.deps.inventory.recoverableRange();
+      const target = Date.parse(input.targetTime);
+      const usable = { from: range.from, to: range.to };
+      if (range.from === null || target < Date.parse(range.from)) throw new PreconditionFailedError('the target time is before the end of the oldest backup', { usableRange: usable });
+      if (range.to === null || target > Date.parse(range.to)) throw new PreconditionFailedError('the target time is after the newest archived WAL', { usableRange: usable });
+      if (label === 'latest') {
+        // The newest backup that ended before the target: recovery replays forward from it.
+        label = good.filter((b) => Date.parse(b.stoppedAt) <= target).at(-1)!.label;
+      } else {
+        const chosen = info.backups.find((b) => b.label === label)!;
+        if (Date.parse(chosen.stoppedAt) > target) throw new PreconditionFailedError(`backup ${label} ended after the target time; choose an older backup or a later target`, { usableRange: { from: chosen.stoppedAt, to: range.to } });
+      }
+    }
+    return this.enqueue<ValidationInput>(VALIDATE_JOB, { backup: label, ...(input.targetTime ? { targetTime: new Date(input.targetTime).toISOString() } : {}) }, 'backup-validate', by);
+  }
+
+  async restorePoint(name: string): Promise<RestorePoint> {
+    try {
+      return await createRestorePoint(await this.deps.activeDatabaseUrl(), name, this.deps.timeoutMs);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === '55000' || code === '42501') throw new PreconditionFailedError(`the database cannot create a restore point: ${(err as Error).message}`);
+      throw new DependencyUnavailableError('database', 'the active database did not answer', err);
+    }
+  }
+}

@@ -1,0 +1,274 @@
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import pg from 'pg';
+import { readMigrations } from '../database/migrator.ts';
+import type { Logger } from '../../logger.ts';
+import { runAs } from './os-command.ts';
+import type { BackupTool, StanzaInfo } from './pgbackrest.ts';
+import { freePort, ScratchCluster, scratchName } from './scratch-cluster.ts';
+
+export interface ValidationCheck {
+  name: string;
+  ok: boolean;
+  detail: string;
+  ms: number;
+  data?: unknown;
+}
+
+/**
+ * The media check of a validation: metadata sampled from the restored database, looked up in the
+ * backup bucket. A port, so the media metadata layout can change without touching validation.
+ */
+export interface MediaBackupCheck {
+  check(restoredDatabaseUrl: string): Promise<Omit<ValidationCheck, 'ms'>>;
+}
+
+export interface ValidationInput {
+  backup: string;
+  targetTime?: string;
+}
+
+export interface ValidationReport {
+  id: string;
+  status: 'passed' | 'failed';
+  backup: { label: string; type: string; stoppedAt: string } | null;
+  target: { type: 'time' | 'end_of_archive'; value: string | null };
+  checks: ValidationCheck[];
+  timings: { restoreMs: number | null; recoveryMs: number | null; checksMs: number | null; teardownMs: number | null; totalMs: number };
+  bytes: number | null;
+  startedAt: string;
+  finishedAt: string;
+}
+
+export interface ValidationReportStore {
+  save(report: ValidationReport, meta: { jobId: string; instanceId: string }): Promise<void>;
+}
+
+export interface ValidatorDeps {
+  tool: BackupTool;
+  info: () => Promise<StanzaInfo>;
+  media: MediaBackupCheck | undefined;
+  store: ValidationReportStore;
+  pgBin: string;
+  osUser: string;
+  scratchRoot: string;
+  /** Data directories of live servers on this host: a restore never goes there. */
+  liveDataDirs: () => Promise<string[]>;
+  databaseName: string;
+  databaseUser: string;
+  migrationsDir: string;
+  instanceId: string;
+  logger: Logger;
+  /** Bounds: the restore, and recovery up to the target. */
+  restoreTimeoutMs: number;
+  recoveryTimeoutMs: number;
+  onTimings?: (timings: ValidationReport['timings']) => void;
+}
+
+/**
+ * A non-destructive validation restore: restore a backup into a scratch directory, start it on a
+ * spare port with archiving off, recover to the target and promote, check it, throw it away.
+ */
+export class BackupValidator {
+  constructor(private readonly deps: ValidatorDeps) {}
+
+  async validate(input: ValidationInput, jobId: string): Promise<ValidationReport> {
+    const started = Date.now();
+    const checks: ValidationCheck[] = [];
+    const timings: ValidationReport['timings'] = { restoreMs: null, recoveryMs: null, checksMs: null, teardownMs: null, totalMs: 0 };
+    const info = await this.deps.info();
+    const backup = input.backup === 'latest' ? info.backups.filter((b) => !b.error).at(-1) : info.backups.find((b) => b.label === input.backup);
+    const report: ValidationReport = {
+      id: randomUUID(),
+      status: 'failed',
+      backup: backup ? { label: backup.label, type: backup.type, stoppedAt: backup.stoppedAt } : null,
+      target: { type: input.targetTime ? 'time' : 'end_of_archive', value: input.targetTime ?? null },
+      checks,
+      timings,
+      bytes: null,
+      startedAt: new Date(started).toISOString(),
+      finishedAt: '',
+    };
+    let cluster: ScratchCluster | undefined;
+    try {
+      if (!backup) throw new Error(`backup ${input.backup} is not in the repository`);
+      cluster = ScratchCluster.prepare(this.deps.scratchRoot, scratchName(jobId.slice(0, 8)), await freePort(), { ...this.deps, liveDataDirs: await this.deps.liveDataDirs() });
+      const restoreStart = Date.now();
+      await this.deps.tool.restore(
+        {
+          pgPath: cluster.dataDir,
+          set: backup.label,
+          target: input.targetTime ? { type: 'time', value: input.targetTime } : undefined,
+          targetAction: 'promote',
+          archiveMode: 'off',
+        },
+        this.deps.restoreTimeoutMs,
+      );
+      timings.restoreMs = Date.now() - restoreStart;
+      report.bytes = cluster.bytes();
+      checks.push({ name: 'restore', ok: true, detail: `restored ${backup.label} (${report.bytes} bytes) in ${timings.restoreMs} ms`, ms: timings.restoreMs });
+      cluster.configure();
+
+      const recoveryStart = Date.now();
+      const recovered = await this.recover(cluster);
+      timings.recoveryMs = Date.now() - recoveryStart;
+      checks.push({ ...recovered, ms: timings.recoveryMs });
+      if (!recovered.ok) throw new Error(recovered.detail);
+
+      const checksStart = Date.now();
+      const url = cluster.url(this.deps.databaseName, this.deps.databaseUser);
+      checks.push(await timed('newest_commit', () => this.newestCommit(cluster!, input.targetTime)));
+      checks.push(await timed('amcheck', () => this.amcheck(cluster!)));
+      checks.push(await timed('migrations', () => this.migrations(url)));
+      checks.push(await timed('tables', () => this.tables(url)));
+      if (this.deps.media) checks.push(await timed('media_backup_sample', () => this.deps.media!.check(url)));
+      else checks.push({ name: 'media_backup_sample', ok: true, detail: 'skipped: no backup bucket configured', ms: 0 });
+      timings.checksMs = Date.now() - checksStart;
+    } catch (err) {
+      if (!checks.some((c) => !c.ok)) checks.push({ name: 'restore', ok: false, detail: err instanceof Error ? err.message : String(err), ms: Date.now() - started });
+    } finally {
+      if (cluster) {
+        const teardownStart = Date.now();
+        await cluster.destroy().catch((err: unknown) => this.deps.logger.error({ err, dir: cluster!.dir }, 'could not remove a scratch cluster'));
+        timings.teardownMs = Date.now() - teardownStart;
+      }
+    }
+    report.status = checks.length > 0 && checks.every((c) => c.ok) ? 'passed' : 'failed';
+    timings.totalMs = Date.now() - started;
+    report.finishedAt = new Date().toISOString();
+    this.deps.onTimings?.(timings);
+    await this.deps.store.save(report, { jobId, instanceId: this.deps.instanceId });
+    return report;
+  }
+
+  /** Starts the restored cluster and waits until recovery reached its target and it promoted. */
+  private async recover(cluster: ScratchCluster): Promise<Omit<ValidationCheck, 'ms'>> {
+    const deadline = Date.now() + this.deps.recoveryTimeoutMs;
+    try {
+      await cluster.start(this.deps.recoveryTimeoutMs);
+    } catch (err) {
+      return { name: 'recovery', ok: false, detail: `the restored server did not start: ${lastLines(cluster.log()) || (err as Error).message}` };
+    }
+    while (Date.now() < deadline) {
+      try {
+        const inRecovery = await query<{ r: boolean }>(cluster.url('postgres', this.deps.databaseUser), 'SELECT pg_is_in_recovery() AS r');
+        if (inRecovery[0]?.r === false) return { name: 'recovery', ok: true, detail: 'recovery reached its target and the server promoted' };
+      } catch {
+        // the server stops if recovery fails (e.g. the target is beyond the archive): seen below
+      }
+      if (/FATAL|PANIC/.test(cluster.log()) && /recovery ended before|could not locate|shut down|database system is shut down/.test(cluster.log())) {
+        return { name: 'recovery', ok: false, detail: `recovery failed: ${lastLines(cluster.log())}` };
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return { name: 'recovery', ok: false, detail: `recovery did not finish within ${this.deps.recoveryTimeoutMs} ms` };
+  }
+
+  private async newestCommit(cluster: ScratchCluster, targetTime?: string): Promise<Omit<ValidationCheck, 'ms'>> {
+    const rows = await query<{ at: Date | null }>(cluster.url('postgres', this.deps.databaseUser), 'SELECT pg_last_xact_replay_timestamp() AS at');
+    const at = rows[0]?.at ?? null;
+    if (!targetTime) return { name: 'newest_commit', ok: true, detail: at ? `newest commit recovered: ${at.toISOString()}` : 'no transaction replayed after the backup', data: { newestCommit: at?.toISOString() ?? null } };
+    const target = Date.parse(targetTime);
+    const ok = at === null || at.getTime() <= target;
+    const gapMs = at ? target - at.getTime() : null;
+    return {
+      name: 'newest_commit',
+      ok,
+      detail: at ? `newest commit ${at.toISOString()}, ${gapMs} ms before the target ${targetTime}` : 'no transaction replayed between the backup and the target',
+      data: { newestCommit: at?.toISOString() ?? null, target: targetTime, gapMs },
+    };
+  }
+
+  private async amcheck(cluster: ScratchCluster): Promise<Omit<ValidationCheck, 'ms'>> {
+    try {
+      // Every database: heap and btree checks; amcheck is installed in the scratch cluster only.
+      await runAs(this.deps.osUser, join(this.deps.pgBin, 'pg_amcheck'), ['-h', cluster.dir, '-p', String(cluster.port), '-U', this.deps.databaseUser, '--all', '--install-missing', '--no-strict-names', '--jobs=2'], {
+        timeoutMs: this.deps.recoveryTimeoutMs,
+      });
+      return { name: 'amcheck', ok: true, detail: 'pg_amcheck --all: heap and btree clean in every database' };
+    } catch (err) {
+      const e = err as { stdout?: string; message: string };
+      return { name: 'amcheck', ok: false, detail: `pg_amcheck found problems: ${(e.stdout ?? '').split('\n').slice(0, 10).join(' ') || e.message}`.slice(0, 1000) };
+    }
+  }
+
+  private async migrations(url: string): Promise<Omit<ValidationCheck, 'ms'>> {
+    const expected = await readMigrations(this.deps.migrationsDir);
+    let applied: { migration_name: string; checksum: string }[];
+    try {
+      applied = await query(url, 'SELECT migration_name, checksum FROM "_prisma_migrations" WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL ORDER BY migration_name');
+    } catch (err) {
+      return { name: 'migrations', ok: false, detail: `_prisma_migrations is not readable: ${(err as Error).message}` };
+    }
+    const have = new Map(applied.map((m) => [m.migration_name, m.checksum]));
+    const missing = expected.filter((m) => !have.has(m.name)).map((m) => m.name);
+    const changed = expected.filter((m) => have.has(m.name) && have.get(m.name) !== m.checksum).map((m) => m.name);
+    const unknown = applied.filter((a) => !expected.some((m) => m.name === a.migration_name)).map((a) => a.migration_name);
+    const ok = missing.length === 0 && changed.length === 0 && unknown.length === 0;
+    return {
+      name: 'migrations',
+      ok,
+      detail: ok ? `all ${expected.length} migrations of the code are applied` : `missing ${missing.join(', ') || 'none'}; changed ${changed.join(', ') || 'none'}; unknown ${unknown.join(', ') || 'none'}`,
+      data: { expected: expected.length, applied: applied.length, missing, changed, unknown },
+    };
+  }
+
+  private async tables(url: string): Promise<Omit<ValidationCheck, 'ms'>> {
+    const client = new pg.Client({ connectionString: url, statement_timeout: this.deps.recoveryTimeoutMs });
+    client.on('error', () => undefined);
+    await client.connect();
+    try {
+      const { rows } = await client.query<{ schema: string; name: string }>(
+        "SELECT schemaname AS schema, tablename AS name FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2",
+      );
+      const counts: Record<string, number> = {};
+      const unreadable: string[] = [];
+      for (const t of rows) {
+        const ident = `${client.escapeIdentifier(t.schema)}.${client.escapeIdentifier(t.name)}`;
+        try {
+          const r = await client.query<{ n: string }>(`SELECT count(*)::text AS n FROM ${ident}`);
+          counts[`${t.schema}.${t.name}`] = Number(r.rows[0]!.n);
+        } catch (err) {
+          unreadable.push(`${t.schema}.${t.name}: ${(err as Error).message}`);
+        }
+      }
+      return {
+        name: 'tables',
+        ok: unreadable.length === 0 && rows.length > 0,
+        detail: unreadable.length ? `unreadable: ${unreadable.join('; ')}` : `${rows.length} tables readable`,
+        data: { rows: counts },
+      };
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+}
+
+async function timed(name: string, fn: () => Promise<Omit<ValidationCheck, 'ms'>>): Promise<ValidationCheck> {
+  const start = Date.now();
+  try {
+    return { ...(await fn()), ms: Date.now() - start };
+  } catch (err) {
+    return { name, ok: false, detail: (err as Error).message, ms: Date.now() - start };
+  }
+}
+
+async function query<T>(url: string, sql: string): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000, statement_timeout: 60_000 });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    return (await client.query(sql)).rows as T[];
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+function lastLines(log: string): string {
+  return log
+    .split('\n')
+    .filter((l) => /FATAL|PANIC|ERROR/.test(l))
+    .slice(-3)
+    .join(' ')
+    .slice(0, 600);
+}

@@ -1,0 +1,124 @@
+import { parseLsn } from '../database/lsn.ts';
+import { withProbeConnection } from '../../health/pg-probe.ts';
+
+/** What the active primary says about its WAL and archiving (pg_stat_archiver). */
+export interface ArchiverStatus {
+  checkedAt: Date;
+  inRecovery: boolean;
+  currentLsn: string | null;
+  /** The next transaction id to be assigned: it moves only when something writes. */
+  nextXid: string | null;
+  walSegmentBytes: number;
+  archivedCount: number;
+  lastArchivedWal: string | null;
+  lastArchivedAt: Date | null;
+  failedCount: number;
+  lastFailedWal: string | null;
+  lastFailedAt: Date | null;
+  archiveMode: string;
+}
+
+export async function readArchiverStatus(connectionString: string, timeoutMs: number): Promise<ArchiverStatus> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  try {
+    return await withProbeConnection({ connectionString, timeoutMs, signal: controller.signal }, async (client) => {
+      const { rows } = await client.query(`SELECT pg_is_in_recovery() AS in_recovery,
+          CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
+          CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_snapshot_xmax(pg_current_snapshot())::text END AS next_xid,
+          current_setting('wal_segment_size') AS seg, current_setting('archive_mode') AS archive_mode,
+          a.archived_count, a.last_archived_wal, a.last_archived_time, a.failed_count, a.last_failed_wal, a.last_failed_time
+        FROM pg_stat_archiver a`);
+      const r = rows[0];
+      return {
+        checkedAt: new Date(),
+        inRecovery: r.in_recovery,
+        currentLsn: r.current_lsn,
+        nextXid: r.next_xid,
+        walSegmentBytes: parseSize(r.seg),
+        archivedCount: Number(r.archived_count),
+        lastArchivedWal: r.last_archived_wal,
+        lastArchivedAt: r.last_archived_time,
+        failedCount: Number(r.failed_count),
+        lastFailedWal: r.last_failed_wal,
+        lastFailedAt: r.last_failed_time,
+        archiveMode: r.archive_mode,
+      };
+    });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function parseSize(value: string): number {
+  const m = /^(\d+)\s*(kB|MB|GB)?$/.exec(value.trim());
+  if (!m) return 16 * 1024 * 1024;
+  const unit = m[2] === 'GB' ? 1024 ** 3 : m[2] === 'MB' ? 1024 ** 2 : m[2] === 'kB' ? 1024 : 1;
+  return Number(m[1]) * unit;
+}
+
+/**
+ * The WAL position up to which everything is archived: the end of the segment named by
+ * last_archived_wal (a `.backup` file names a segment archived before it). Timeline history and
+ * `.partial` files say nothing about the current timeline's segments: undefined.
+ */
+export function archivedEndLsn(walName: string | null, segmentBytes: number): bigint | undefined {
+  if (!walName) return undefined;
+  const m = /^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(\.[0-9A-F]{8}\.backup)?$/.exec(walName);
+  if (!m) return undefined;
+  const segmentsPerId = 0x1_0000_0000n / BigInt(segmentBytes);
+  const segno = BigInt(`0x${m[2]}`) * segmentsPerId + BigInt(`0x${m[3]}`);
+  return (segno + 1n) * BigInt(segmentBytes);
+}
+
+/**
+ * RPO exposure: how long ago the oldest committed write that is not yet in the WAL archive
+ * happened, i.e. how much would be lost if every server died now; 0 when all is archived.
+ *
+ * Samples (time, insert LSN, next xid) are kept; a write happened between two samples when the
+ * next xid moved. The oldest interval with a write whose WAL ends beyond the archived end is the
+ * exposure, counted conservatively from the start of that interval. While archiving is failing the
+ * exposure is at least the time since the last successful archive. A tracker that just started
+ * knows nothing of writes before its first sample: it counts from the first write it sees.
+ */
+export class RpoTracker {
+  private samples: { at: number; lsn: bigint; xid: bigint }[] = [];
+  private archivedEnd: bigint | undefined;
+
+  observe(status: ArchiverStatus): number {
+    const now = status.checkedAt.getTime();
+    if (status.inRecovery || status.currentLsn === null || status.nextXid === null) {
+      this.samples = [];
+      return 0;
+    }
+    const end = archivedEndLsn(status.lastArchivedWal, status.walSegmentBytes);
+    if (end !== undefined) this.archivedEnd = end;
+    const archivedEnd = this.archivedEnd ?? 0n;
+    const lsn = parseLsn(status.currentLsn);
+    const xid = BigInt(status.nextXid);
+    this.samples.push({ at: now, lsn, xid });
+    // Keep only what can still matter: from the last sample whose WAL is all archived.
+    let firstNeeded = 0;
+    for (let i = this.samples.length - 1; i >= 0; i -= 1) {
+      if (this.samples[i]!.lsn <= archivedEnd) {
+        firstNeeded = i;
+        break;
+      }
+    }
+    this.samples = this.samples.slice(firstNeeded);
+    // Bounded while nothing archives: the oldest samples decide the exposure, keep those.
+    if (this.samples.length > 5000) this.samples.splice(1000, this.samples.length - 4000);
+    let exposure = 0;
+    for (let i = 1; i < this.samples.length; i += 1) {
+      const prev = this.samples[i - 1]!;
+      const cur = this.samples[i]!;
+      if (cur.xid !== prev.xid && cur.lsn > archivedEnd) {
+        exposure = (now - prev.at) / 1000;
+        break;
+      }
+    }
+    const failing = status.lastFailedAt && (!status.lastArchivedAt || status.lastFailedAt > status.lastArchivedAt) && lsn > archivedEnd;
+    if (failing && status.lastArchivedAt) exposure = Math.max(exposure, (now - status.lastArchivedAt.getTime()) / 1000);
+    return Math.max(0, exposure);
+  }
+}

@@ -1,0 +1,85 @@
+import type { DatabaseProbeData, DatabaseTarget } from '../../domain.ts';
+import { randomUUID } from 'node:crypto';
+import type { ProbeRunner } from '../../health/probe-runner.ts';
+import type { DatabaseClients } from '../../adapters/database-clients.ts';
+import { readMigrations } from './migrator.ts';
+import type { ReplicationReport } from './replication-monitor.ts';
+
+export interface VerifyCheck {
+  name: string;
+  status: 'pass' | 'fail' | 'skip';
+  latencyMs: number;
+  detail: string;
+}
+
+async function timed(name: string, fn: () => Promise<Omit<VerifyCheck, 'name' | 'latencyMs'>>): Promise<VerifyCheck> {
+  const started = performance.now();
+  try {
+    const result = await fn();
+    return { name, ...result, latencyMs: Math.round(performance.now() - started) };
+  } catch (err) {
+    return { name, status: 'fail', detail: err instanceof Error ? err.message.split('\n')[0]! : String(err), latencyMs: Math.round(performance.now() - started) };
+  }
+}
+
+/** Deep checks of the active database target, for after a failover: a report of named checks. */
+export class DatabaseVerifier {
+  constructor(
+    private readonly deps: {
+      clients: DatabaseClients;
+      runners: ReadonlyMap<DatabaseTarget, ProbeRunner<DatabaseProbeData>>;
+      replication: () => ReplicationReport | undefined;
+      migrationsDir: string;
+      instanceId: string;
+    },
+  ) {}
+
+  async verify() {
+    const target = this.deps.clients.active;
+    const prisma = this.deps.clients.client(target);
+    let inRecovery = false;
+    const checks: VerifyCheck[] = [];
+    checks.push(
+      await timed('connect', async () => {
+        const result = await this.deps.runners.get(target)?.run();
+        if (!result?.ok) throw new Error(`no answer from ${target}: ${result?.error?.code ?? 'not configured'}`);
+        inRecovery = result.data?.inRecovery === true;
+        return { status: 'pass', detail: `${target} answered; ${inRecovery ? 'in recovery (read-only standby)' : 'accepts writes'}` };
+      }),
+    );
+    checks.push(
+      await timed('canary_write_read_delete', async () => {
+        if (inRecovery) return { status: 'skip', detail: `${target} is a standby: it cannot take writes until promoted` };
+        const id = randomUUID();
+        await prisma.drCanary.create({ data: { id, instanceId: this.deps.instanceId } });
+        const read = await prisma.drCanary.findUnique({ where: { id } });
+        await prisma.drCanary.delete({ where: { id } });
+        if (!read) throw new Error('the canary row written was not read back');
+        return { status: 'pass', detail: 'a canary row was written, read back and deleted' };
+      }),
+    );
+    checks.push(
+      await timed('migrations_up_to_date', async () => {
+        const files = await readMigrations(this.deps.migrationsDir);
+        const rows = await prisma.$queryRawUnsafe<{ migration_name: string }[]>(
+          'SELECT migration_name FROM "_prisma_migrations" WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL',
+        );
+        const applied = new Set(rows.map((r) => r.migration_name));
+        const missing = files.filter((f) => !applied.has(f.name)).map((f) => f.name);
+        if (missing.length > 0) throw new Error(`not applied: ${missing.join(', ')}`);
+        return { status: 'pass', detail: `all ${files.length} migrations applied` };
+      }),
+    );
+    const replication = this.deps.replication();
+    checks.push(
+      await timed('replication_status', async () => {
+        if (!replication) return { status: 'skip', detail: 'no replica configured' };
+        const detail = `${replication.direction}: state ${replication.state}, lag ${replication.lagSeconds ?? 'unknown'} s, ${replication.lagBytes ?? 'unknown'} bytes`;
+        if (replication.state === 'promoted') return { status: 'pass', detail: `${detail}: ${replication.writer} was promoted; rebuild ${replication.standby} as a standby (rebuild-primary.sh)` };
+        return { status: replication.status === 'healthy' ? 'pass' : 'fail', detail };
+      }),
+    );
+    const ok = checks.every((c) => c.status !== 'fail');
+    return { status: ok ? 'pass' : 'fail', target, ...(replication ? { roles: replication.roles, direction: replication.direction } : {}), checks };
+  }
+}

@@ -1,0 +1,196 @@
+import { randomUUID } from 'node:crypto';
+import type { PrismaClient } from '../../generated/prisma/client.ts';
+import type { Component, Incident, IncidentStatus, Role, Severity, TimelineEntry, TimelineKind, Visibility } from './incident-model.ts';
+import type { OutboxMessage } from './notification-outbox.ts';
+import { enqueueInTx } from './notification-outbox.ts';
+
+type Row = Awaited<ReturnType<PrismaClient['incident']['findFirstOrThrow']>>;
+type UpdateRow = Awaited<ReturnType<PrismaClient['incidentUpdate']['findFirstOrThrow']>>;
+
+export interface NewIncident {
+  severity: Severity;
+  title: string;
+  summary: string;
+  components: Component[];
+  source: Incident['source'];
+  createdBy: string;
+  startedAt: Date;
+  detectedAt: Date;
+  acknowledgedAt: Date | null;
+  acknowledgedBy: string | null;
+  nextUpdateDueAt: Date | null;
+  alertGroupKey?: string;
+  roles?: Partial<Record<Role, string>>;
+}
+
+export interface NewEntry {
+  at: Date;
+  kind: TimelineKind;
+  visibility: Visibility;
+  status?: IncidentStatus | null;
+  message: string;
+  author: string;
+  detail?: unknown;
+  durationMs?: number | null;
+  dedupeKey?: string;
+}
+
+export type IncidentPatch = Partial<Pick<Row, 'status' | 'severity' | 'acknowledgedAt' | 'acknowledgedBy' | 'mitigatedAt' | 'resolvedAt' | 'nextUpdateDueAt' | 'rootCause'>> & {
+  roles?: Partial<Record<Role, string>>;
+};
+
+export class IncidentConflict extends Error {}
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null);
+
+export function toIncident(r: Row): Incident {
+  return {
+    id: r.id,
+    severity: r.severity as Severity,
+    title: r.title,
+    summary: r.summary,
+    components: r.components as Component[],
+    status: r.status as IncidentStatus,
+    source: r.source as Incident['source'],
+    createdBy: r.createdBy,
+    roles: (r.roles ?? {}) as Incident['roles'],
+    rootCause: r.rootCause,
+    startedAt: r.startedAt.toISOString(),
+    detectedAt: r.detectedAt.toISOString(),
+    acknowledgedAt: iso(r.acknowledgedAt),
+    acknowledgedBy: r.acknowledgedBy,
+    mitigatedAt: iso(r.mitigatedAt),
+    resolvedAt: iso(r.resolvedAt),
+    nextUpdateDueAt: iso(r.nextUpdateDueAt),
+  };
+}
+
+function toEntry(u: UpdateRow): TimelineEntry {
+  return {
+    id: u.id,
+    at: u.at.toISOString(),
+    kind: u.kind as TimelineKind,
+    visibility: u.visibility as Visibility,
+    status: u.status as IncidentStatus | null,
+    message: u.message,
+    author: u.author,
+    detail: u.detail ?? null,
+    durationMs: u.durationMs,
+  };
+}
+
+function entryData(incidentId: string, e: NewEntry) {
+  return {
+    id: randomUUID(),
+    incidentId,
+    at: e.at,
+    kind: e.kind,
+    visibility: e.visibility,
+    status: e.status ?? null,
+    message: e.message,
+    author: e.author,
+    detail: e.detail === undefined || e.detail === null ? undefined : (e.detail as object),
+    durationMs: e.durationMs ?? null,
+    dedupeKey: e.dedupeKey ?? null,
+  };
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  const e = err as { code?: string; meta?: { driverAdapterError?: { cause?: { originalCode?: string } } }; message?: string };
+  return e?.code === 'P2002' || e?.meta?.driverAdapterError?.cause?.originalCode === '23505' || /unique constraint/i.test(e?.message ?? '');
+}
+
+/**
+ * Incidents, their timelines and the notifications they cause, in PostgreSQL. Each change and the
+ * notifications it owes are written in one transaction: a notification is never lost to a crash
+ * between the two.
+ */
+export class IncidentStore {
+  constructor(private readonly prisma: () => PrismaClient) {}
+
+  /** Creates an incident with id INC-YYYYMMDD-N (N counts that UTC day) and its first entries. */
+  async create(input: NewIncident, entries: NewEntry[], notify: (incident: Incident) => OutboxMessage[]): Promise<Incident> {
+    try {
+      return await this.prisma().$transaction(async (tx) => {
+        const day = input.detectedAt.toISOString().slice(0, 10).replaceAll('-', '');
+        const counter = await tx.$queryRaw<{ last: number }[]>`
+          INSERT INTO incident_day_counters (day, last) VALUES (${day}, 1)
+          ON CONFLICT (day) DO UPDATE SET last = incident_day_counters.last + 1 RETURNING last`;
+        const last = counter[0]!.last;
+        const { roles, ...rest } = input;
+        const row = await tx.incident.create({ data: { ...rest, id: `INC-${day}-${last}`, status: 'investigating', roles: roles ?? {} } });
+        await tx.incidentUpdate.createMany({ data: entries.map((e) => entryData(row.id, e)) });
+        const incident = toIncident(row);
+        await enqueueInTx(tx, notify(incident));
+        return incident;
+      });
+    } catch (err) {
+      if (input.alertGroupKey !== undefined && isUniqueViolation(err)) throw new IncidentConflict('an incident for this alert group is already open');
+      throw err;
+    }
+  }
+
+  async get(id: string): Promise<Incident | undefined> {
+    const row = await this.prisma().incident.findUnique({ where: { id } });
+    return row ? toIncident(row) : undefined;
+  }
+
+  async timeline(id: string, visibility?: Visibility): Promise<TimelineEntry[]> {
+    const rows = await this.prisma().incidentUpdate.findMany({ where: { incidentId: id, ...(visibility ? { visibility } : {}) }, orderBy: [{ at: 'asc' }, { id: 'asc' }] });
+    return rows.map(toEntry);
+  }
+
+  async list(status?: IncidentStatus | 'open', limit = 100): Promise<Incident[]> {
+    const where = status === 'open' ? { status: { not: 'resolved' } } : status ? { status } : {};
+    const rows = await this.prisma().incident.findMany({ where, orderBy: [{ detectedAt: 'desc' }, { id: 'desc' }], take: limit });
+    return rows.map(toIncident);
+  }
+
+  async openForAlertGroup(groupKey: string): Promise<Incident | undefined> {
+    const row = await this.prisma().incident.findFirst({ where: { alertGroupKey: groupKey, status: { not: 'resolved' } } });
+    return row ? toIncident(row) : undefined;
+  }
+
+  /** The incident whose timeline already holds the entry with this dedupe key, if any. */
+  async incidentWithEntry(dedupeKey: string): Promise<Incident | undefined> {
+    const entry = await this.prisma().incidentUpdate.findUnique({ where: { dedupeKey }, include: { incident: true } });
+    return entry ? toIncident(entry.incident) : undefined;
+  }
+
+  /** Incidents open at `at` (started before it, not resolved before it). */
+  async openAt(at: Date): Promise<Incident[]> {
+    const rows = await this.prisma().incident.findMany({ where: { startedAt: { lte: at }, OR: [{ resolvedAt: null }, { resolvedAt: { gte: at } }] } });
+    return rows.map(toIncident);
+  }
+
+  /**
+   * Applies `patch` only if the incident is still in `expectedStatus` (compare-and-set, so two
+   * operators racing a transition cannot both win), with its timeline entries and notifications.
+   */
+  async change(id: string, expectedStatus: IncidentStatus, patch: IncidentPatch, entries: NewEntry[], notify: (incident: Incident) => OutboxMessage[]): Promise<Incident> {
+    return this.prisma().$transaction(async (tx) => {
+      const { count } = await tx.incident.updateMany({ where: { id, status: expectedStatus }, data: patch });
+      if (count === 0) throw new IncidentConflict('the incident changed meanwhile');
+      const incident = toIncident(await tx.incident.findUniqueOrThrow({ where: { id } }));
+      await tx.incidentUpdate.createMany({ data: entries.map((e) => entryData(id, e)) });
+      await enqueueInTx(tx, notify(incident));
+      return incident;
+    });
+  }
+
+  /** Adds entries whose dedupe keys were not seen before; returns how many were new. */
+  async addEntries(id: string, entries: NewEntry[]): Promise<number> {
+    const { count } = await this.prisma().incidentUpdate.createMany({ data: entries.map((e) => entryData(id, e)), skipDuplicates: true });
+    return count;
+  }
+
+  /** For the reminders: open incidents whose next public update is overdue. */
+  async overdue(now: Date, severities: Severity[]): Promise<Incident[]> {
+    const rows = await this.prisma().incident.findMany({ where: { status: { not: 'resolved' }, severity: { in: severities }, nextUpdateDueAt: { lte: now } } });
+    return rows.map(toIncident);
+  }
+
+  async enqueue(messages: OutboxMessage[]): Promise<void> {
+    await this.prisma().$transaction((tx) => enqueueInTx(tx, messages));
+  }
+}

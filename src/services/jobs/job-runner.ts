@@ -1,0 +1,82 @@
+import type { Logger } from '../../logger.ts';
+import { JOB_HEARTBEAT_MS, type Job, type JobQueue } from './job-queue.ts';
+
+export type JobHandler = (job: Job) => Promise<unknown>;
+
+/**
+ * A worker's loop: claim one job at a time, run its handler, keep it alive with heartbeats, record
+ * the outcome. A job whose kind this worker does not know fails at once (never silently dropped).
+ */
+export class JobRunner {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private stopped = true;
+  /** Jobs this runner has run (ids), for the metrics and tests. */
+  readonly ran: string[] = [];
+
+  constructor(
+    private readonly deps: {
+      queue: JobQueue;
+      handlers: ReadonlyMap<string, JobHandler>;
+      instanceId: string;
+      logger: Logger;
+      pollMs: number;
+      onFinished?: (job: Job) => void;
+    },
+  ) {}
+
+  start(): void {
+    this.stopped = false;
+    this.schedule(0);
+  }
+
+  private schedule(ms: number): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.running = this.tick().finally(() => {
+        this.running = undefined;
+      });
+    }, ms);
+  }
+
+  private async tick(): Promise<void> {
+    let job: Job | undefined;
+    try {
+      job = await this.deps.queue.claim(this.deps.instanceId);
+    } catch (err) {
+      this.deps.logger.warn({ err }, 'could not take a job (Redis); trying again');
+    }
+    if (job) await this.runJob(job);
+    this.schedule(job ? 0 : this.deps.pollMs);
+  }
+
+  private async runJob(job: Job): Promise<void> {
+    const { queue, logger } = this.deps;
+    this.ran.push(job.id);
+    const handler = this.deps.handlers.get(job.kind);
+    const beat = setInterval(() => void queue.heartbeat(job).catch(() => undefined), JOB_HEARTBEAT_MS);
+    logger.info({ jobId: job.id, kind: job.kind }, 'job started');
+    try {
+      if (!handler) throw new Error(`this worker does not run ${job.kind} jobs`);
+      const result = await handler(job);
+      clearInterval(beat);
+      await queue.finish(job, { status: 'succeeded', result });
+      logger.info({ jobId: job.id, kind: job.kind }, 'job succeeded');
+    } catch (err) {
+      clearInterval(beat);
+      const message = err instanceof Error ? err.message : String(err);
+      const result = (err as { report?: unknown }).report;
+      await queue.finish(job, { status: 'failed', error: message, result }).catch((e: unknown) => logger.error({ err: e, jobId: job.id }, 'could not record a failed job'));
+      logger.error({ jobId: job.id, kind: job.kind, err }, 'job failed');
+    } finally {
+      this.deps.onFinished?.(job);
+    }
+  }
+
+  /** Stops taking jobs and waits for the one running (if any) to finish. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+}

@@ -1,0 +1,149 @@
+import type { MediaBackendName } from '../../domain.ts';
+import type { Logger } from '../../logger.ts';
+import { versionObjectName } from './media-repository.ts';
+import type { MediaVersionRepository } from './media-version-repository.ts';
+import type { ObjectStore } from '../../adapters/object-store.ts';
+
+const VERSION_PREFIX = 'v/';
+
+/**
+ * Garbage collection of media content. A version replaced (overwritten or deleted) longer than
+ * the grace period ago loses its row, then its content on every backend. Content no row
+ * references (a refused write, a crash between upload and commit, a removal that failed) is
+ * found by the orphan sweep, which lists versions and removes unreferenced ones older than the
+ * grace period. Readers holding an older version (a stale cache entry, a stream in progress) keep
+ * working for the grace period.
+ */
+export class MediaGarbageCollector {
+  private timer?: NodeJS.Timeout;
+  private busy = false;
+  private ticks = 0;
+
+  constructor(
+    private readonly deps: {
+      versions: MediaVersionRepository;
+      stores: ReadonlyMap<MediaBackendName, ObjectStore>;
+      backendDown?: (backend: MediaBackendName) => boolean;
+      graceMs: number;
+      intervalMs: number;
+      /** Every this many ticks, the orphan sweep lists the buckets. */
+      sweepEvery: number;
+      logger: Logger;
+    },
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.tick(), this.deps.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  private async tick(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      await this.collect();
+      this.ticks += 1;
+      if (this.ticks % this.deps.sweepEvery === 0) await this.sweepOrphans();
+    } catch (err) {
+      this.deps.logger.warn({ err: String(err) }, 'media garbage collection failed; it runs again');
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** Removes versions replaced longer than the grace period ago; returns how many. */
+  async collect(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const gone = await this.deps.versions.collect(this.deps.graceMs, 100);
+      for (const version of gone) {
+        // Every backend, not only those recorded: a copy may have finished without being recorded.
+        await Promise.all([...this.deps.stores.values()].map((s) => s.remove(versionObjectName(version.id)).catch(() => undefined)));
+      }
+      total += gone.length;
+      if (gone.length < 100) break;
+    }
+    total += await this.collectLegacy();
+    await this.deps.versions.purgeTombstones(this.deps.graceMs);
+    return total;
+  }
+
+  /**
+   * Removes old-layout objects (content stored under the key by an earlier release) whose key was
+   * deleted or overwritten longer than the grace period ago, on every backend, unless a row
+   * references them again. An entry is forgotten only once every backend removed the object (a
+   * backend that is down keeps it for the next run). Returns how many objects were removed.
+   */
+  async collectLegacy(): Promise<number> {
+    let removed = 0;
+    for (;;) {
+      const due = await this.deps.versions.legacyGarbage(this.deps.graceMs, 100);
+      const done: string[] = [];
+      for (const { key, referenced } of due) {
+        if (referenced) {
+          done.push(key);
+          continue;
+        }
+        const results = await Promise.all(
+          [...this.deps.stores].map(async ([name, store]) => {
+            if (this.deps.backendDown?.(name)) return false;
+            return store.remove(key).then(
+              () => true,
+              () => false,
+            );
+          }),
+        );
+        if (results.every(Boolean)) {
+          done.push(key);
+          removed += 1;
+        }
+      }
+      await this.deps.versions.dropLegacyGarbage(done, this.deps.graceMs);
+      // Entries kept for a backend that is down come back first next time: stop rather than loop.
+      if (due.length < 100 || done.length < due.length) break;
+    }
+    if (removed > 0) this.deps.logger.info({ removed }, 'old-layout media objects of deleted or overwritten keys removed');
+    return removed;
+  }
+
+  /** Removes content no version row references, older than the grace period; returns counts per backend. */
+  async sweepOrphans(): Promise<Record<string, number>> {
+    const removed: Record<string, number> = {};
+    for (const [name, store] of this.deps.stores) {
+      if (this.deps.backendDown?.(name)) continue;
+      removed[name] = 0;
+      for await (const batch of orphans(store, this.deps.versions, this.deps.graceMs)) {
+        for (const key of batch) {
+          await store.remove(key);
+          removed[name] += 1;
+        }
+      }
+    }
+    if (Object.values(removed).some((n) => n > 0)) this.deps.logger.info({ removed }, 'orphaned media content removed');
+    return removed;
+  }
+}
+
+/** Batches of version objects on `store` that no row references and that are older than `graceMs`. */
+export async function* orphans(store: ObjectStore, versions: MediaVersionRepository, graceMs: number): AsyncIterable<string[]> {
+  const cutoff = Date.now() - graceMs;
+  let batch: { key: string; id: string }[] = [];
+  const flush = async () => {
+    const known = await versions.existing(batch.map((b) => b.id));
+    const out = batch.filter((b) => !known.has(b.id)).map((b) => b.key);
+    batch = [];
+    return out;
+  };
+  for await (const object of store.list(VERSION_PREFIX)) {
+    const id = object.key.slice(VERSION_PREFIX.length);
+    if (!/^[0-9a-f-]{36}$/.test(id)) continue;
+    if (!object.lastModified || object.lastModified.getTime() > cutoff) continue;
+    batch.push({ key: object.key, id });
+    if (batch.length >= 500) yield await flush();
+  }
+  if (batch.length > 0) yield await flush();
+}

@@ -1,0 +1,170 @@
+import type { MediaBackendName } from '../../domain.ts';
+import type { PrismaClient } from '../../generated/prisma/client.ts';
+
+export interface MediaMetadata {
+  key: string;
+  size: number;
+  sha256: string;
+  contentType: string;
+  /** The backend the version was written to. */
+  backend: MediaBackendName;
+  createdAt: Date;
+  /** The immutable version holding the content; null for an object of the old layout (content under the key). */
+  version: string | null;
+  /** Backends the content is known to be complete on. */
+  backends: MediaBackendName[];
+  /** Write order of the pointer; caches keep only the highest. */
+  seq: number;
+}
+
+/** A write to commit: content already stored, completely, under `version` on `backend`. */
+export interface WriteCommit {
+  key: string;
+  version: string;
+  size: number;
+  sha256: string;
+  contentType: string;
+  backend: MediaBackendName;
+  createdAt: Date;
+  /** Backends the continuous backup must copy the version to (outbox rows, same transaction). */
+  copyTo: MediaBackendName[];
+  /**
+   * The commit is refused after this instant: unreferenced content older than the GC grace period
+   * is removed, so a commit must not come so late that its content may be gone.
+   */
+  commitBy: Date;
+}
+
+/** A commit refused because it came after its deadline; nothing was changed. */
+export class CommitTooLateError extends Error {
+  constructor() {
+    super('the write reached its commit deadline before it could be committed');
+  }
+}
+
+/** The object name of a version: never the user's key, never written twice. */
+export function versionObjectName(version: string): string {
+  return `v/${version}`;
+}
+
+export function objectName(meta: Pick<MediaMetadata, 'key' | 'version'>): string {
+  return meta.version ? versionObjectName(meta.version) : meta.key;
+}
+
+/** Media metadata: the only mutable pointer (key -> version), changed in transactions. */
+export interface MediaRepository {
+  find(key: string): Promise<MediaMetadata | undefined>;
+  /** The commit point of a write: records the version and moves the pointer to it, in one statement. */
+  commitWrite(write: WriteCommit): Promise<MediaMetadata>;
+  /** Removes the pointer (the version is garbage after the grace period); the new seq, or undefined when absent. */
+  commitDelete(key: string): Promise<number | undefined>;
+  /** Whether a version was committed: resolves a commit whose answer was lost with the connection. */
+  versionCommitted(version: string): Promise<boolean>;
+  list(prefix: string, limit: number, after?: string): Promise<MediaMetadata[]>;
+}
+
+interface Row {
+  key: string;
+  size: bigint | number;
+  sha256: string;
+  content_type: string;
+  backend: string;
+  created_at: Date;
+  version: string | null;
+  seq: bigint | number;
+  backends: string[] | null;
+}
+
+function toMeta(row: Row): MediaMetadata {
+  return {
+    key: row.key,
+    size: Number(row.size),
+    sha256: row.sha256.trim(),
+    contentType: row.content_type,
+    backend: row.backend as MediaBackendName,
+    createdAt: row.created_at,
+    version: row.version,
+    backends: (row.backends ?? [row.backend]) as MediaBackendName[],
+    seq: Number(row.seq),
+  };
+}
+
+const SELECT = `SELECT o.key, o.size, o.sha256, o.content_type, o.backend, o.created_at, o.version::text AS version, o.seq,
+  COALESCE(v.backends, ARRAY[o.backend]) AS backends
+  FROM media_objects o LEFT JOIN media_versions v ON v.id = o.version`;
+
+/**
+ * The commit of a write, one statement: record the version, move the pointer, note the version
+ * it replaces, queue the backup copies. ON CONFLICT DO UPDATE locks the key's row and works on its
+ * latest committed state, so `prev_version` is exactly the version replaced, and `seq`, drawn
+ * under that lock, follows the order of commits (a deleted key keeps a tombstone row for this).
+ * Nothing happens after the deadline ($9). A key that held an object of the old layout (content
+ * under the key, no version) leaves that object to the garbage collector (`leg`): read from the
+ * statement's snapshot, which cannot miss one, since no write creates an old-layout row; the
+ * collector checks again that nothing references the object before it removes it.
+ */
+const COMMIT_WRITE = `WITH
+  ok AS (SELECT 1 AS one WHERE clock_timestamp() < $9::timestamptz),
+  ins AS (INSERT INTO media_versions (id, key, size, sha256, content_type, backends, created_at)
+          SELECT $2::uuid, $1::text, $3::bigint, $4::text, $5::text, ARRAY[$6::text], $7::timestamptz FROM ok),
+  ptr AS (INSERT INTO media_objects (key, size, sha256, content_type, backend, created_at, updated_at, version, seq)
+          SELECT $1::text, $3::bigint, $4::text, $5::text, $6::text, $7::timestamptz, now(), $2::uuid, nextval('media_write_seq') FROM ok
+          ON CONFLICT (key) DO UPDATE SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256, content_type = EXCLUDED.content_type,
+            backend = EXCLUDED.backend, created_at = EXCLUDED.created_at, updated_at = now(), version = EXCLUDED.version,
+            prev_version = media_objects.version, deleted_at = NULL, seq = nextval('media_write_seq')
+          RETURNING seq, prev_version),
+  rep AS (INSERT INTO media_replaced (version) SELECT prev_version FROM ptr WHERE prev_version IS NOT NULL ON CONFLICT DO NOTHING),
+  out AS (INSERT INTO media_outbox (version, target) SELECT $2::uuid, t FROM ok, unnest($8::text[]) AS t),
+  leg AS (INSERT INTO media_legacy_garbage (key) SELECT o.key FROM ok, media_objects o
+          WHERE o.key = $1::text AND o.version IS NULL AND o.deleted_at IS NULL
+          ON CONFLICT (key) DO UPDATE SET at = now())
+  SELECT seq FROM ptr`;
+
+const COMMIT_DELETE = `WITH
+  del AS (UPDATE media_objects SET deleted_at = now(), updated_at = now(), prev_version = version, version = NULL, seq = nextval('media_write_seq')
+          WHERE key = $1::text AND deleted_at IS NULL RETURNING seq, prev_version),
+  rep AS (INSERT INTO media_replaced (version) SELECT prev_version FROM del WHERE prev_version IS NOT NULL ON CONFLICT DO NOTHING),
+  leg AS (INSERT INTO media_legacy_garbage (key) SELECT $1::text FROM del WHERE prev_version IS NULL ON CONFLICT (key) DO UPDATE SET at = now())
+  SELECT seq FROM del`;
+
+export class PrismaMediaRepository implements MediaRepository {
+  /** Called per query so that a database switch takes effect on the next request. */
+  constructor(private readonly prisma: () => PrismaClient) {}
+
+  async find(key: string): Promise<MediaMetadata | undefined> {
+    const rows = await this.prisma().$queryRawUnsafe<Row[]>(`${SELECT} WHERE o.key = $1 AND o.deleted_at IS NULL`, key);
+    return rows[0] ? toMeta(rows[0]) : undefined;
+  }
+
+  async commitWrite(w: WriteCommit): Promise<MediaMetadata> {
+    const rows = await this.prisma().$queryRawUnsafe<{ seq: bigint }[]>(COMMIT_WRITE, w.key, w.version, BigInt(w.size), w.sha256, w.contentType, w.backend, w.createdAt, w.copyTo, w.commitBy);
+    if (rows.length === 0) throw new CommitTooLateError();
+    return { key: w.key, size: w.size, sha256: w.sha256, contentType: w.contentType, backend: w.backend, createdAt: w.createdAt, version: w.version, backends: [w.backend], seq: Number(rows[0]!.seq) };
+  }
+
+  async commitDelete(key: string): Promise<number | undefined> {
+    const rows = await this.prisma().$queryRawUnsafe<{ seq: bigint }[]>(COMMIT_DELETE, key);
+    return rows[0] ? Number(rows[0].seq) : undefined;
+  }
+
+  async versionCommitted(version: string): Promise<boolean> {
+    const rows = await this.prisma().$queryRawUnsafe<unknown[]>(`SELECT 1 FROM media_versions WHERE id = $1::uuid`, version);
+    return rows.length > 0;
+  }
+
+  /**
+   * Keys starting with `prefix`, literally: a byte-order range (keys are ASCII below 0x7f) that
+   * the "C"-collation index answers, whatever the database's collation.
+   */
+  async list(prefix: string, limit: number, after?: string): Promise<MediaMetadata[]> {
+    const from = after !== undefined && after >= prefix ? after : prefix;
+    const op = after !== undefined && after >= prefix ? '>' : '>=';
+    const rows = await this.prisma().$queryRawUnsafe<Row[]>(
+      `${SELECT} WHERE o.key COLLATE "C" ${op} $1 AND o.key COLLATE "C" < $2 AND o.deleted_at IS NULL ORDER BY o.key COLLATE "C" LIMIT $3`,
+      from,
+      `${prefix}\x7f`,
+      limit,
+    );
+    return rows.map(toMeta);
+  }
+}

@@ -115,7 +115,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     replication: async () => db.replication() as Record<string, unknown> | undefined,
     media: { runners: mediaRunners, active: activeMedia, bucket: (b) => stores.get(b)?.bucket ?? '', saturated: mediaSaturated },
     redis: redisRunner,
-    dr: () => ({ readOnly: dr.readOnly.isActive(), stateVersion: dr.state.current().version, ttlExpiryRefused: dr.readOnly.expiryRefused() }),
+    drSummary: () => ({ readOnly: dr.readOnly.isActive(), stateVersion: dr.state.current().version, ttlExpiryRefused: dr.readOnly.expiryRefused() }),
     writes: () => {
       const nodes = db.watch.report();
       return { refusal: dr.gate.closed(), splitBrain: nodes.splitBrain, writableNodes: nodes.writableNodes, fenced: nodes.fenced };

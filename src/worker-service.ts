@@ -56,16 +56,16 @@ export function createWorker(config: Config, logger: Logger, options: WorkerOpti
   const lifecycle = new Lifecycle();
   const redis = createRedisClient(config.redisUrl, logger, 'sav3-worker');
   const clients = new DatabaseClients({ primary: config.databaseUrl, replica: config.databaseReplicaUrl }, createPrisma);
-  const drStore = new RedisDrStateStore(redis, prefix);
-  const stores = new Map<string, ObjectStore>();
-  if (config.mediaBackup) stores.set('backup', new MinioObjectStore(config.mediaBackup));
+  const stateStore = new RedisDrStateStore(redis, prefix);
+  const objectStores = new Map<string, ObjectStore>();
+  if (config.mediaBackup) objectStores.set('backup', new MinioObjectStore(config.mediaBackup));
   // The worker follows the shared DR state for the active database (it never changes it).
   const activeTarget = async () => {
-    const target = (await drStore.read())?.database.active ?? 'primary';
-    if (clients.active !== target) await clients.switchTo(target, 0);
+    const target = (await stateStore.read())?.database.active ?? 'primary';
+    if (clients.active !== target) await clients.setActive(target, 0);
     return target;
   };
-  const backups = createBackupModule({ config, logger, metrics, redis, prefix, clients, activeTarget, stores, migrationsDir: MIGRATIONS_DIR, tool: options.tool });
+  const backups = createBackupModule({ config, logger, metrics, redis, prefix, clients, activeTarget, stores: objectStores, migrationsDir: MIGRATIONS_DIR, tool: options.tool });
   const handlers = new Map([...backups.handlers(), ...(options.extraHandlers ?? [])]);
   const runner = new JobRunner({
     queue: backups.queue,
@@ -143,7 +143,7 @@ export function createWorker(config: Config, logger: Logger, options: WorkerOpti
       await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
       server?.closeAllConnections();
       await Promise.allSettled([clients.closeAll(), closeRedis(redis)]);
-      for (const store of stores.values()) store.close();
+      for (const store of objectStores.values()) store.close();
       logger.info('worker stopped');
     },
   };

@@ -53,7 +53,7 @@ export class DatabaseClients {
    * Sends new requests to `target` at once; the old pool lets its in-flight queries finish (for up
    * to `drainMs`) and is then closed. Returns whether the drain finished within the bound.
    */
-  async switchTo(target: DatabaseTarget, drainMs: number): Promise<boolean> {
+  async setActive(target: DatabaseTarget, drainMs: number): Promise<boolean> {
     const previous = this.active;
     if (previous === target) return true;
     this.active = target;

@@ -25,7 +25,7 @@ export interface HealthServiceDeps {
   redis: ProbeRunner<void>;
   /** Extra replication facts for /health/database (from the failover capability). */
   replication?: () => Promise<Record<string, unknown> | undefined>;
-  dr: () => { readOnly: boolean; stateVersion: number; ttlExpiryRefused?: { reason: string; kind: string; expiresAt: string; at: string } | null };
+  drSummary: () => { readOnly: boolean; stateVersion: number; ttlExpiryRefused?: { reason: string; kind: string; expiresAt: string; at: string } | null };
   /**
    * Whether the active target may take writes (null: yes, or unknown) and the nodes' picture
    * (split brain, writable nodes), from the database capability and the DR state.
@@ -109,7 +109,7 @@ export class HealthService {
       return;
     }
     if (report.status === 'unhealthy') return;
-    const { readOnly } = this.deps.dr();
+    const { readOnly } = this.deps.drSummary();
     if (writes.refusal && writes.refusal.code !== 'read_only' && !readOnly) {
       report.status = 'unhealthy';
       report.writable = false;
@@ -146,7 +146,7 @@ export class HealthService {
     const results = new Map(await Promise.all([...this.deps.database.runners].map(async ([t, r]) => [t, await r.get(this.maxAgeMs)] as const)));
     const activeUp = results.get(this.deps.database.active())?.ok === true;
     const anyUp = [...results.values()].some((r) => r.ok);
-    const canServe = activeUp || (this.deps.dr().readOnly && anyUp);
+    const canServe = activeUp || (this.deps.drSummary().readOnly && anyUp);
     const accepting = !this.deps.lifecycle.shuttingDown;
     const checks: Record<string, HealthStatus> = {
       database: canServe ? (activeUp ? 'healthy' : 'degraded') : 'unhealthy',
@@ -160,7 +160,7 @@ export class HealthService {
     const [database, media, redis] = await Promise.all([this.database(reveal), this.media(reveal), this.redis(reveal)]);
     // Only the database is critical: without media or Redis the API still serves, degraded.
     const degradedComponents = [database, media, redis].some((c) => c.status !== 'healthy');
-    const { readOnly, stateVersion, ttlExpiryRefused } = this.deps.dr();
+    const { readOnly, stateVersion, ttlExpiryRefused } = this.deps.drSummary();
     // A read-only TTL that passed without taking effect is worth a look: degraded, and says why.
     const status: HealthStatus = database.status === 'unhealthy' ? 'unhealthy' : degradedComponents || ttlExpiryRefused ? 'degraded' : 'healthy';
     return {

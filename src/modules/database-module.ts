@@ -119,9 +119,9 @@ export function createDatabaseModule(deps: {
     }
     if (state.database.active === previous.database.active && clients.active === state.database.active) return;
     setTargetGauge(state.database.active);
-    // New requests go to the new target at once (switchTo does that first); the old pool drains
+    // New requests go to the new target at once (setActive does that first); the old pool drains
     // in the background, so reporting the switch applied does not wait for the drain.
-    void clients.switchTo(state.database.active, config.databaseDrainMs).then((drained) => {
+    void clients.setActive(state.database.active, config.databaseDrainMs).then((drained) => {
       logger.warn({ from: previous.database.active, to: state.database.active, drained }, 'database target switched');
     });
   });

@@ -43,7 +43,7 @@ export function databaseRoutes(deps: { failover: DatabaseFailoverService; verifi
   router.post('/admin/database/switch', async (req, res) => {
     const body = await audited<Record<string, unknown>>(deps.audit, req, res, 'database.switch', async () => {
       const input = parseOrThrow(switchBody, req.body, 'invalid switch request');
-      const result = await deps.failover.switchTo(input, principal(res).name);
+      const result = await deps.failover.switchDatabase(input, principal(res).name);
       return stateChangeOutcome(deps.dr, result, 'database', input.dryRun);
     });
     res.json(body);

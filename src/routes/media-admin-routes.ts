@@ -23,7 +23,7 @@ export function mediaAdminRoutes(deps: { failover: MediaFailoverService; sync: M
   router.post('/admin/media/switch', async (req, res) => {
     const body = await audited<Record<string, unknown>>(deps.audit, req, res, 'media.switch', async () => {
       const input = parseOrThrow(switchBody, req.body, 'invalid media switch request');
-      const result = await deps.failover.switchTo(input, principal(res).name);
+      const result = await deps.failover.switchBackend(input, principal(res).name);
       return stateChangeOutcome(deps.dr, result, 'media', input.dryRun);
     });
     res.json(body);

@@ -21,7 +21,7 @@ function health(options: { primaryUp: boolean; replicaUp: boolean; readOnly: boo
     database: { runners, active: () => 'primary' },
     media: { runners: new Map<MediaBackendName, ProbeRunner<void>>([['primary', runner<void>(async () => undefined, 'primary')]]), active: () => 'primary', bucket: () => 'b' },
     redis: runner<void>(async () => undefined, 'redis'),
-    dr: () => ({ readOnly: options.readOnly, stateVersion: 1 }),
+    drSummary: () => ({ readOnly: options.readOnly, stateVersion: 1 }),
     writes: () => options.writes ?? { refusal: null, splitBrain: false, writableNodes: ['primary'], fenced: [] },
     lifecycle: new Lifecycle(),
     intervalMs: 1000,

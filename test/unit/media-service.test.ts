@@ -30,7 +30,7 @@ function setup(maxBytes = 1024, spool = { maxConcurrent: 4, maxBytes: 1 << 20 })
     maxBytes,
     logger: captureLogger().logger,
   });
-  return { service, primary, backup, repository, cache, down, switchTo: (b: MediaBackendName) => (active = b) };
+  return { service, primary, backup, repository, cache, down, activate: (b: MediaBackendName) => (active = b) };
 }
 
 const body = (s: string) => ({ body: Readable.from([Buffer.from(s)]), contentType: undefined, declaredLength: Buffer.byteLength(s) });
@@ -127,9 +127,9 @@ describe('MediaService', () => {
   });
 
   it('reads a version from whichever backend holds it', async () => {
-    const { service, primary, backup, switchTo } = setup();
+    const { service, primary, backup, activate } = setup();
     const meta = await service.upload({ key: 'k', ...body('on primary') });
-    switchTo('backup');
+    activate('backup');
     primary.failWith = new Error('connect ECONNREFUSED');
     backup.objects.set(`v/${meta.version}`, { body: Buffer.from('on primary'), contentType: 'application/octet-stream' });
     const content = await service.download('k');
@@ -138,9 +138,9 @@ describe('MediaService', () => {
   });
 
   it('answers 503 (not 404) when the only backend holding the object is unreachable', async () => {
-    const { service, primary, switchTo } = setup();
+    const { service, primary, activate } = setup();
     await service.upload({ key: 'k', ...body('x') });
-    switchTo('backup');
+    activate('backup');
     primary.failWith = new Error('connect ECONNREFUSED');
     expect(await statusOf(service.download('k'))).toBe(503);
   });

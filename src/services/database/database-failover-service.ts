@@ -60,9 +60,9 @@ export class DatabaseFailoverService {
     return this.promotion.promote(input);
   }
 
-  /** See DatabaseSwitch.switchTo. */
-  switchTo(input: { to: DatabaseTarget; dryRun: boolean }, by: string) {
-    return this.switcher.switchTo(input, by);
+  /** See DatabaseSwitch.switchDatabase. */
+  switchDatabase(input: { to: DatabaseTarget; dryRun: boolean }, by: string) {
+    return this.switcher.switchDatabase(input, by);
   }
 
   /** Runs `fn` holding the cluster-wide database lock; 409 naming the holder if someone has it. */

@@ -31,7 +31,7 @@ export class DatabaseSwitch {
     return { fenced: true, detail: `${from} was on timeline ${data.timeline}: default_transaction_read_only set, ${terminated} sessions ended` };
   }
 
-  async switchTo(input: { to: DatabaseTarget; dryRun: boolean }, by: string) {
+  async switchDatabase(input: { to: DatabaseTarget; dryRun: boolean }, by: string) {
     const { to } = input;
     const checks: Check[] = [];
     const url = this.deps.clients.url(to);

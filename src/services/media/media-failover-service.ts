@@ -80,7 +80,7 @@ export class MediaFailoverService {
     },
   ) {}
 
-  async switchTo(input: { to: MediaBackendName; dryRun: boolean; force: boolean }, by: string) {
+  async switchBackend(input: { to: MediaBackendName; dryRun: boolean; force: boolean }, by: string) {
     const store = this.deps.stores.get(input.to);
     const checks: MediaCheck[] = store
       ? await canaryChecks(store, this.deps.timeoutMs, this.deps.instanceId)

@@ -127,7 +127,7 @@ export class MediaService {
           return meta?.version === write.version ? meta : { ...write, backends: [write.backend], seq: 0 };
         }
       }
-      this.deps.logger.error({ key: write.key, version: write.version, err: describe(err) }, 'media commit outcome unknown');
+      this.deps.logger.error({ key: write.key, version: write.version, err: errorMessage(err) }, 'media commit outcome unknown');
       throw new OutcomeUnknownError();
     }
   }
@@ -200,7 +200,7 @@ export class MediaService {
           continue;
         }
         unavailable = err;
-        this.deps.logger.warn({ backend, key: meta.key, err: describe(err) }, 'media backend failed a read; trying the next');
+        this.deps.logger.warn({ backend, key: meta.key, err: errorMessage(err) }, 'media backend failed a read; trying the next');
       }
     }
     if (unavailable !== undefined || !missing) {
@@ -219,7 +219,7 @@ export class MediaService {
       if (err instanceof AppError) throw err; // refused by the write barrier: keeps its own answer
       if (neverConnected(err)) throw new DependencyUnavailableError('database', `the metadata could not be deleted`, err);
       // The delete may have committed with its answer lost: say so rather than claim a refusal.
-      this.deps.logger.error({ key, err: describe(err) }, 'media delete outcome unknown');
+      this.deps.logger.error({ key, err: errorMessage(err) }, 'media delete outcome unknown');
       throw new OutcomeUnknownError();
     }
     if (seq === undefined) throw new NotFoundError(`no media object ${key}`);
@@ -250,7 +250,7 @@ export class MediaService {
   }
 }
 
-export function describe(err: unknown): string {
+export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 

@@ -23,7 +23,7 @@ async function main(): Promise<void> {
   });
   const api = await createService(config, createLogger('silent'), { redisKeyPrefix: `bench-media:${process.pid}:` });
   const address = await api.listen();
-  const store = api.stores;
+  const store = api.objectStores;
 
   process.on('message', (m: { seed?: number }) => {
     void (async () => {

@@ -63,7 +63,7 @@ async function main(): Promise<void> {
 
     const missing = await countUnreadable(base, uploads.acked);
     let orphans = 0;
-    for await (const object of service.stores.get('primary')!.list('drill/')) if (!uploads.acked.has(object.key)) orphans += 1;
+    for await (const object of service.objectStores.get('primary')!.list('drill/')) if (!uploads.acked.has(object.key)) orphans += 1;
     const { byCode, withoutRetryAfter } = refusalSummary(uploads.refused);
 
     console.log('\nDatabase failover drill');

@@ -9,8 +9,6 @@ import { errorMiddleware, notFoundHandler } from './http/error-middleware.ts';
 import { requestLogger } from './http/request-logger.ts';
 import type { Lifecycle } from './lifecycle/lifecycle.ts';
 import type { Logger } from './logger.ts';
-import { mediaRoutes } from './routes/media-routes.ts';
-import type { MediaService } from './services/media/media-service.ts';
 import { httpMetrics } from './metrics/http-metrics.ts';
 import type { Metrics } from './metrics/metrics.ts';
 import { metricsRoutes } from './routes/metrics-routes.ts';
@@ -25,9 +23,6 @@ export interface AppDeps {
   metrics: Metrics;
   lifecycle: Lifecycle;
   health: HealthService;
-  media: MediaService;
-  /** Uploads and downloads whose client sends or reads nothing for this long are cut. */
-  mediaIdleBodyTimeoutMs?: number;
   /** Middleware that runs before every route, health included (the X-Read-Only header). */
   headers?: express.RequestHandler[];
   /** Middleware that runs before application routes (the read-only guard). */
@@ -36,8 +31,11 @@ export interface AppDeps {
   admin?: { json: express.RequestHandler; auth: express.RequestHandler; routers: Router[] };
   /** Failed token checks per address, shared by the admin API and health (which reveals details to a token). */
   authLimiter: FailedAuthLimiter;
-  /** Routes without admin authentication, mounted before /admin (status page, Alertmanager webhook with its own token). */
-  publicRouters?: Router[];
+  /**
+   * Application routes without admin authentication, behind the guards and mounted in this order
+   * before /admin (media, status page, Alertmanager webhook with its own token).
+   */
+  routers?: Router[];
 }
 
 /** Builds the Express app from its parts; it never listens (server.ts does, tests use supertest). */
@@ -61,8 +59,7 @@ export function buildApp(deps: AppDeps): express.Express {
   // With METRICS_PORT, /metrics lives only on the internal listener (service.ts).
   if (deps.config.metricsPort === undefined) app.use(metricsRoutes(deps.metrics.registry));
   app.get('/openapi.json', openApiHandler());
-  app.use(mediaRoutes(deps.media, { idleBodyTimeoutMs: deps.mediaIdleBodyTimeoutMs ?? 30_000 }));
-  for (const router of deps.publicRouters ?? []) app.use(router);
+  for (const router of deps.routers ?? []) app.use(router);
   if (deps.admin) {
     // Network first (default: loopback only), then body limit and tokens.
     app.use('/admin', adminNetworkGuard(deps.config.adminAllowList ?? adminAllowList(undefined)), deps.admin.json, deps.admin.auth);

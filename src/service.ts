@@ -1,35 +1,34 @@
-import type { MediaBackendName } from './domain.ts';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Express } from 'express';
 import type { Redis } from 'ioredis';
 import { buildApp } from './app.ts';
-import type { Config } from './config/config.ts';
 import { createPrisma, DatabaseClients, type PrismaFactory } from './adapters/database-clients.ts';
-import { migrate } from './services/database/migrator.ts';
-import { createDatabaseModule, type DatabaseModule } from './modules/database-module.ts';
-import { HealthService } from './health/health-service.ts';
-import { ProbeRunner } from './health/probe-runner.ts';
-import { Lifecycle } from './lifecycle/lifecycle.ts';
-import type { Logger } from './logger.ts';
-import { RedisMediaCache } from './services/media/media-cache.ts';
-import { PrismaMediaRepository } from './services/media/media-repository.ts';
-import { MediaService } from './services/media/media-service.ts';
-import { UploadSpool } from './services/media/upload-spool.ts';
-import { VersionContentCache } from './services/media/version-content-cache.ts';
-import { createMediaModule, type MediaModule } from './modules/media-module.ts';
 import { MinioObjectStore } from './adapters/minio-object-store.ts';
 import type { ObjectStore } from './adapters/object-store.ts';
-import { createMetrics, type Metrics } from './metrics/metrics.ts';
-import { createDrModule, type DrModule } from './dr-module.ts';
-import { startMetricsListener } from './metrics/metrics-listener.ts';
-import { createBackupModule, type BackupModule } from './modules/backup-module.ts';
-import { createRedisClient } from './adapters/redis-client.ts';
-import { fencedRepository } from './services/write-gate/fenced-repository.ts';
-import { probeRedis } from './health/redis-probe.ts';
-import { createIncidentsModule, type IncidentsModule } from './modules/incidents-module.ts';
 import { warmUpPrisma } from './adapters/prisma-warm-up.ts';
+import { createRedisClient } from './adapters/redis-client.ts';
+import type { Config } from './config/config.ts';
+import type { MediaBackendName } from './domain.ts';
+import { HealthService } from './health/health-service.ts';
+import { ProbeRunner } from './health/probe-runner.ts';
+import { probeRedis } from './health/redis-probe.ts';
+import { Lifecycle } from './lifecycle/lifecycle.ts';
+import type { Logger } from './logger.ts';
+import { startMetricsListener } from './metrics/metrics-listener.ts';
+import { createMetrics, type Metrics } from './metrics/metrics.ts';
+import { createAdminModule, type AdminModule } from './modules/admin-module.ts';
+import { createAuditLog } from './modules/audit-module.ts';
+import { createBackupModule, type BackupModule } from './modules/backup-module.ts';
+import { createDatabaseModule, type DatabaseModule } from './modules/database-module.ts';
+import { createDrStateModule, type DrStateModule } from './modules/dr-state-module.ts';
+import { createIncidentsModule, type IncidentsModule } from './modules/incidents-module.ts';
+import { createMediaModule, type MediaModule } from './modules/media-module.ts';
+import { createReadOnlyModule, type ReadOnlyModule } from './modules/read-only-module.ts';
+import { createWriteGateModule, type WriteGateModule } from './modules/write-gate-module.ts';
+import type { AuditLog } from './services/audit/audit-log.ts';
+import { migrate } from './services/database/migrator.ts';
 import type { WebhookSender } from './services/incidents/notification-outbox.ts';
 
 export const MIGRATIONS_DIR = join(__dirname, '..', 'prisma', 'migrations');
@@ -54,11 +53,17 @@ export interface Service {
   metrics: Metrics;
   lifecycle: Lifecycle;
   health: HealthService;
-  database: DatabaseClients;
-  stores: Map<MediaBackendName, ObjectStore>;
+  // Stores: clients of the outside dependencies.
+  databaseClients: DatabaseClients;
+  objectStores: ReadonlyMap<MediaBackendName, ObjectStore>;
   redis: Redis;
-  dr: DrModule;
-  db: DatabaseModule;
+  // Capability modules: each builds its services and routers.
+  drState: DrStateModule;
+  writeGate: WriteGateModule;
+  audit: AuditLog;
+  readOnly: ReadOnlyModule;
+  admin: AdminModule;
+  database: DatabaseModule;
   media: MediaModule;
   backups: BackupModule;
   incidents: IncidentsModule;
@@ -67,6 +72,11 @@ export interface Service {
   stop(): Promise<void>;
 }
 
+/**
+ * The composition root, one straight line: stores (clients of PostgreSQL, Redis, S3) → capability
+ * modules (each builds its services and returns its routers) → health → the app, which mounts the
+ * application routers behind the guards and the admin routers once behind /admin's JSON and auth.
+ */
 export async function createService(config: Config, logger: Logger, options: ServiceOptions = {}): Promise<Service> {
   if (config.migrateOnStart) {
     const result = await migrate(config.databaseUrl, MIGRATIONS_DIR);
@@ -75,81 +85,91 @@ export async function createService(config: Config, logger: Logger, options: Ser
   const prefix = options.redisKeyPrefix ?? 'sav3:';
   const metrics = createMetrics();
   const lifecycle = new Lifecycle();
-  const database = new DatabaseClients({ primary: config.databaseUrl, replica: config.databaseReplicaUrl }, options.prismaFactory ?? createPrisma);
+
+  // 1. Stores.
+  const databaseClients = new DatabaseClients({ primary: config.databaseUrl, replica: config.databaseReplicaUrl }, options.prismaFactory ?? createPrisma);
   const redis = createRedisClient(config.redisUrl, logger, 'sav3-api');
+  const objectStores = createObjectStores(config);
+  const prisma = () => databaseClients.client();
 
-  const stores = new Map<MediaBackendName, ObjectStore>();
-  const storeOptions = { timeoutMs: config.mediaS3TimeoutMs, poolSize: config.mediaS3PoolSize };
-  stores.set('primary', new MinioObjectStore(config.mediaPrimary, storeOptions));
-  if (config.mediaBackup) stores.set('backup', new MinioObjectStore(config.mediaBackup, storeOptions));
-  const dr = createDrModule({ config, logger, metrics, redis, prefix, prisma: () => database.client() });
-  const db = createDatabaseModule({ config, clients: database, dr, metrics, logger, migrationsDir: MIGRATIONS_DIR });
-  dr.admin.routers.push(...db.routers);
-  dr.addWriteRefusal(() => db.watch.writeRefusal());
-  // A read-only TTL lifts the mode only onto a target verified writable by a fresh probe.
-  dr.setLiftCheck(async () => {
-    await db.runners.get(dr.state.current().database.active)?.run();
-    return db.watch.verifiedWritable();
+  // 2. Capability modules, in the order they must follow a new DR state (the write barrier first).
+  const drState = createDrStateModule({ config, logger, metrics, redis, prefix });
+  const dr = drState.service;
+  // The database capability adds its reasons to refuse writes (standby, fenced, older timeline);
+  // read only when a write or a lift of read-only mode asks, after `database` below exists.
+  const databaseRefusal = () => database.writeRefusal();
+  const writeGate = createWriteGateModule({ dr, metrics, logger, refusal: databaseRefusal });
+  const audit = createAuditLog({ config, logger, redis, prefix, prisma });
+  const readOnly = createReadOnlyModule({
+    dr,
+    audit,
+    metrics,
+    logger,
+    refusal: databaseRefusal,
+    // A read-only TTL lifts the mode only onto a target verified writable by a fresh probe.
+    liftCheck: async () => {
+      await database.runners.get(dr.current().database.active)?.run();
+      return database.watch.verifiedWritable();
+    },
   });
-  const activeMedia = () => dr.state.current().media.active;
+  const database = createDatabaseModule({
+    config,
+    clients: databaseClients,
+    dr,
+    locks: drState.locks,
+    audit,
+    readOnly: readOnly.service,
+    metrics,
+    logger,
+    migrationsDir: MIGRATIONS_DIR,
+  });
+  const media = createMediaModule({
+    config,
+    objectStores,
+    dr,
+    locks: drState.locks,
+    audit,
+    gate: writeGate.gate,
+    redis,
+    prefix,
+    prisma,
+    repositoryClient: () => databaseClients.client(writeGate.gate.current() ? undefined : database.readTarget()),
+    metrics,
+    logger,
+  });
+  const admin = createAdminModule({
+    config,
+    logger,
+    dr,
+    readOnly: readOnly.service,
+    audit,
+    gate: writeGate.gate,
+    databasePair: () => database.pair(config.healthIntervalMs + config.healthTimeoutMs),
+  });
+  // Backups: the inventory and RPO metrics, and requests that workers carry out.
+  const backups = createBackupModule({
+    config, logger, metrics, redis, prefix, clients: databaseClients, stores: objectStores, migrationsDir: MIGRATIONS_DIR, audit,
+    activeTarget: async () => dr.current().database.active,
+  });
 
+  // 3. Health: what the probes of every capability report.
   const timeoutMs = config.healthTimeoutMs;
-  const probeOptions = (dependency: string, target: () => string) => ({ dependency, target, timeoutMs, metrics, logger });
-  const mediaRunners = new Map<MediaBackendName, ProbeRunner<void>>();
-  for (const [name, store] of stores) {
-    mediaRunners.set(name, new ProbeRunner((signal) => store.checkBucket(timeoutMs, signal), probeOptions('media', () => name)));
-  }
-  const redisRunner = new ProbeRunner<void>((signal) => probeRedis(config.redisUrl, timeoutMs, signal), probeOptions('redis', () => 'redis'));
-
-  // Reads skip a backend whose latest background probe failed (no 30 s wait on a dead store).
-  const backendDown = (backend: MediaBackendName) => mediaRunners.get(backend)?.latest()?.ok === false;
-  const spool = new UploadSpool({ maxConcurrent: config.mediaSpoolMaxConcurrent, maxBytes: config.mediaSpoolMaxBytes });
-  const mediaSaturated = () => {
-    const pools = [...stores].flatMap(([name, store]) => store.saturated().map((pool) => `${name}.${pool}`));
-    if (spool.full) pools.push('spool');
-    return pools;
-  };
-
+  const redisRunner = new ProbeRunner<void>((signal) => probeRedis(config.redisUrl, timeoutMs, signal), { dependency: 'redis', target: () => 'redis', timeoutMs, metrics, logger });
   const health = new HealthService({
-    database: { runners: db.runners, active: () => database.active },
-    replication: async () => db.replication() as Record<string, unknown> | undefined,
-    media: { runners: mediaRunners, active: activeMedia, bucket: (b) => stores.get(b)?.bucket ?? '', saturated: mediaSaturated },
+    database: { runners: database.runners, active: () => databaseClients.active },
+    replication: async () => database.replication() as Record<string, unknown> | undefined,
+    media: { runners: media.runners, active: () => dr.current().media.active, bucket: (b) => objectStores.get(b)?.bucket ?? '', saturated: media.saturated },
     redis: redisRunner,
-    drSummary: () => ({ readOnly: dr.readOnly.isActive(), stateVersion: dr.state.current().version, ttlExpiryRefused: dr.readOnly.expiryRefused() }),
+    drSummary: () => ({ readOnly: readOnly.service.isActive(), stateVersion: dr.current().version, ttlExpiryRefused: readOnly.service.expiryRefused() }),
     writes: () => {
-      const nodes = db.watch.report();
-      return { refusal: dr.gate.closed(), splitBrain: nodes.splitBrain, writableNodes: nodes.writableNodes, fenced: nodes.fenced };
+      const nodes = database.watch.report();
+      return { refusal: writeGate.gate.closed(), splitBrain: nodes.splitBrain, writableNodes: nodes.writableNodes, fenced: nodes.fenced };
     },
     lifecycle,
     intervalMs: config.healthIntervalMs,
     timeoutMs,
   });
 
-  const cache = new RedisMediaCache(redis, prefix, config.mediaCacheTtlSeconds);
-  const mediaModule = createMediaModule({ config, stores, cache, dr, redis, prefix, prisma: () => database.client(), backendDown, metrics, logger });
-  dr.admin.routers.push(...mediaModule.routers);
-  const media = new MediaService({
-    // Writes go to the active target; reads outside a write may go to a target that answers.
-    repository: fencedRepository(new PrismaMediaRepository(() => database.client(dr.gate.current() ? undefined : db.readTarget())), dr.gate),
-    cache,
-    onCommitted: (meta) => mediaModule.onCommitted(meta),
-    copyTargets: (backend) => mediaModule.copyTargets(backend),
-    stores,
-    activeBackend: activeMedia,
-    backendDown,
-    gcGraceMs: config.mediaGcGraceMs,
-    spool,
-    contentCache: new VersionContentCache({ maxBytes: config.mediaContentCacheBytes, maxItemBytes: 256 * 1024 }),
-    maxBytes: config.mediaMaxBytes,
-    logger,
-  });
-
-  // Backups: the inventory and RPO metrics, and requests that workers carry out.
-  const backups = createBackupModule({
-    config, logger, metrics, redis, prefix, clients: database, stores, migrationsDir: MIGRATIONS_DIR, audit: dr.audit,
-    activeTarget: async () => dr.state.current().database.active,
-  });
-  dr.admin.routers.push(...backups.routers);
   await warmUpPrisma();
   const incidents = createIncidentsModule({
     config,
@@ -157,39 +177,37 @@ export async function createService(config: Config, logger: Logger, options: Ser
     metrics,
     redis,
     prefix,
-    prisma: () => database.client(),
-    audit: dr.audit,
-    dr: dr.state,
+    prisma,
+    audit,
+    dr,
     health,
     lifecycle,
-    otherMediaUp: async () => {
-      const others = [...mediaRunners].filter(([name]) => name !== activeMedia());
-      const results = await Promise.all(others.map(([, runner]) => runner.get(config.healthIntervalMs + timeoutMs)));
-      return results.some((r) => r?.ok === true);
-    },
-    databaseUp: () => db.runners.get(database.active)?.latest()?.ok === true,
+    otherMediaUp: media.otherBackendUp,
+    databaseUp: () => database.runners.get(databaseClients.active)?.latest()?.ok === true,
     sender: options.notifySender,
     outboxPollMs: options.outboxPollMs,
     outboxBackoffMs: options.outboxBackoffMs,
     checksIntervalMs: options.incidentChecksMs,
   });
-  dr.admin.routers.push(...incidents.adminRouters);
-  mediaModule.sync.onProgress = (job) => incidents.hub.publish('job.progress', job);
+  media.sync.onProgress = (job) => incidents.hub.publish('job.progress', job);
 
+  // 4. The app: every router, mounted once.
   const app = buildApp({
-    publicRouters: incidents.publicRouters,
     config,
     adminTokens: config.adminTokens,
     logger,
     metrics,
     lifecycle,
     health,
-    media,
-    mediaIdleBodyTimeoutMs: config.mediaIdleBodyTimeoutMs,
-    headers: options.withoutReadOnlyGuard ? [] : dr.headers,
-    guards: options.withoutReadOnlyGuard ? [] : dr.guards,
-    admin: dr.admin,
-    authLimiter: dr.limiter,
+    headers: options.withoutReadOnlyGuard ? [] : [readOnly.header],
+    guards: options.withoutReadOnlyGuard ? [] : [readOnly.guard, writeGate.guard],
+    routers: [...media.routers, ...incidents.publicRouters],
+    admin: {
+      json: admin.json,
+      auth: admin.auth,
+      routers: [...admin.routers, ...database.routers, ...media.adminRouters, ...backups.routers, ...incidents.adminRouters],
+    },
+    authLimiter: admin.limiter,
   });
   let server: Server | undefined;
   let metricsListener: Awaited<ReturnType<typeof startMetricsListener>> | undefined;
@@ -200,18 +218,23 @@ export async function createService(config: Config, logger: Logger, options: Ser
     metrics,
     lifecycle,
     health,
-    database,
-    stores,
+    databaseClients,
+    objectStores,
     redis,
-    dr,
-    db,
-    media: mediaModule,
+    drState,
+    writeGate,
+    audit,
+    readOnly,
+    admin,
+    database,
+    media,
     backups,
     incidents,
     async listen() {
       health.start();
-      await dr.start();
-      mediaModule.start();
+      await drState.start();
+      audit.start();
+      media.start();
       backups.start();
       await incidents.start();
       server = app.listen(config.port, config.host);
@@ -228,15 +251,27 @@ export async function createService(config: Config, logger: Logger, options: Ser
       health.stop();
       if (server) await drain(server, config.shutdownTimeoutMs, logger);
       await metricsListener?.close();
-      mediaModule.stop();
+      media.stop();
       backups.stop();
       await incidents.stop();
-      await dr.stop();
-      await Promise.allSettled([database.closeAll(), closeRedis(redis), closeRedis(dr.subscriber)]);
-      for (const store of stores.values()) store.close();
+      readOnly.stop();
+      audit.stop();
+      await audit.flush();
+      await drState.stop();
+      await Promise.allSettled([databaseClients.closeAll(), closeRedis(redis), closeRedis(drState.subscriber)]);
+      for (const store of objectStores.values()) store.close();
       logger.info('stopped');
     },
   };
+}
+
+/** The S3 buckets media lives in: always the primary, the backup when configured. */
+function createObjectStores(config: Config): Map<MediaBackendName, ObjectStore> {
+  const stores = new Map<MediaBackendName, ObjectStore>();
+  const storeOptions = { timeoutMs: config.mediaS3TimeoutMs, poolSize: config.mediaS3PoolSize };
+  stores.set('primary', new MinioObjectStore(config.mediaPrimary, storeOptions));
+  if (config.mediaBackup) stores.set('backup', new MinioObjectStore(config.mediaBackup, storeOptions));
+  return stores;
 }
 
 /** Stops accepting, lets in-flight requests finish within the bound, then cuts what is left. */

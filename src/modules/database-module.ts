@@ -1,10 +1,14 @@
-import type { DatabaseProbeData, DatabaseTarget } from '../domain.ts';
 import type { Router } from 'express';
 import type { Config } from '../config/config.ts';
-import type { DrModule } from '../dr-module.ts';
+import type { DatabaseProbeData, DatabaseTarget } from '../domain.ts';
 import { ProbeRunner, type ProbeRunnerOptions } from '../health/probe-runner.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
+import type { AuditLog } from '../services/audit/audit-log.ts';
+import type { DrStateService } from '../services/dr-state/dr-state-service.ts';
+import type { ClusterLock } from '../services/dr-state/cluster-lock.ts';
+import type { ReadOnlyService } from '../services/read-only/read-only-service.ts';
+import type { WriteRefusal } from '../services/write-gate/write-gate.ts';
 import type { DatabaseClients } from '../adapters/database-clients.ts';
 import { AutoReadOnly } from '../services/database/auto-read-only.ts';
 import { DatabaseFailoverService } from '../services/database/database-failover-service.ts';
@@ -31,6 +35,9 @@ export interface DatabaseModule {
   replication(): ReplicationReport | undefined;
   /** The pair as /admin/dr/state shows it: which configured node holds which role, lag. */
   pair(maxAgeMs: number): Promise<Record<string, unknown> | undefined>;
+  /** Why writes are refused on this instance's database view (standby, fenced, older timeline), or null. */
+  writeRefusal(): WriteRefusal | null;
+  /** Admin routers (failover, verify, switchover). */
   routers: Router[];
 }
 
@@ -38,14 +45,17 @@ export interface DatabaseModule {
 export function createDatabaseModule(deps: {
   config: Config;
   clients: DatabaseClients;
-  dr: DrModule;
+  dr: DrStateService;
+  locks: ClusterLock;
+  audit: AuditLog;
+  readOnly: ReadOnlyService;
   metrics: Metrics;
   logger: Logger;
   migrationsDir: string;
 }): DatabaseModule {
-  const { config, clients, dr, metrics, logger } = deps;
+  const { config, clients, dr, audit, readOnly, metrics, logger } = deps;
   const timeoutMs = config.healthTimeoutMs;
-  const monitor = new ReplicationMonitor(config.replicationMaxLagSeconds, () => dr.state.current().database.active);
+  const monitor = new ReplicationMonitor(config.replicationMaxLagSeconds, () => dr.current().database.active);
   const runners = new Map<DatabaseTarget, ProbeRunner<DatabaseProbeData>>();
   // Created below; the probes call it once running.
   let switchover: SwitchoverService | undefined;
@@ -54,8 +64,8 @@ export function createDatabaseModule(deps: {
   const auto =
     config.autoReadOnly && clients.has('replica')
       ? new AutoReadOnly({
-          dr: dr.state,
-          audit: dr.audit,
+          dr,
+          audit,
           logger,
           failuresToEngage: config.autoReadOnlyFailures,
           recoveriesToRelease: config.autoReadOnlyRecoveries,
@@ -71,7 +81,7 @@ export function createDatabaseModule(deps: {
 
   const watch = new NodeWatch({
     latest: (target) => runners.get(target)?.latest(),
-    state: () => dr.state.current(),
+    state: () => dr.current(),
     fence: async (target) => {
       const result = await fenceNode(clients.url(target)!, Math.max(timeoutMs * 5, 2000));
       await clients.release(target).catch(() => undefined);
@@ -79,7 +89,7 @@ export function createDatabaseModule(deps: {
       return result;
     },
     onWritableNodes: (count) => metrics.databaseWritableNodes.set(count),
-    audit: dr.audit,
+    audit,
     logger,
   });
   for (const target of ['primary', 'replica'] as const) {
@@ -93,7 +103,7 @@ export function createDatabaseModule(deps: {
       logger,
       onResult: (result) => {
         monitor.observe(target, result);
-        if (result.ok && result.data?.fenced && !result.data.inRecovery && target === dr.state.current().database.active && leftFencedBySwitchover(target)) {
+        if (result.ok && result.data?.fenced && !result.data.inRecovery && target === dr.current().database.active && leftFencedBySwitchover(target)) {
           void switchover?.recoverInterrupted(target);
         }
         if (target === 'primary') auto?.observePrimary(result);
@@ -110,7 +120,7 @@ export function createDatabaseModule(deps: {
   };
   setTargetGauge(clients.active);
   // Every instance follows the shared state: new requests go to the new target at once.
-  dr.state.onApply(async (state, previous) => {
+  dr.onApply(async (state, previous) => {
     // The write gate judges the active target by its latest probe: after a switch (or when writes
     // reopen, e.g. after a switchover unfenced or promoted a node) that must be fresh before this
     // instance reports the change applied.
@@ -131,9 +141,9 @@ export function createDatabaseModule(deps: {
     runners,
     monitor,
     watch,
-    dr: dr.state,
-    locks: dr.locks,
-    readOnlyActive: () => dr.readOnly.isActive(),
+    dr,
+    locks: deps.locks,
+    readOnlyActive: () => readOnly.isActive(),
     metrics,
     logger,
     instanceId: config.instanceId,
@@ -170,19 +180,18 @@ export function createDatabaseModule(deps: {
       replication: { state: report.state, status: report.status, lagSeconds: report.lagSeconds, lagBytes: report.lagBytes },
     };
   };
-  dr.admin.details.database = () => pair(config.healthIntervalMs + config.healthTimeoutMs);
   switchover = new SwitchoverService({
     clients,
     nodes: new SqlNodes(clients),
     failover,
-    dr: dr.state,
-    readOnly: dr.readOnly,
-    barrier: new ReadOnlyWriteBarrier(dr.readOnly, dr.state),
+    dr,
+    readOnly,
+    barrier: new ReadOnlyWriteBarrier(readOnly, dr),
     metrics,
     logger,
-    ...switchoverStateChanges({ dr: dr.state, watch, runners }),
+    ...switchoverStateChanges({ dr, watch, runners }),
     onRecovered: async (what) => {
-      await dr.audit.record({ actor: 'system:switchover-recovery', role: null, action: 'database.switchover.recover', result: 'success', before: null, after: null, detail: { what }, requestId: null });
+      await audit.record({ actor: 'system:switchover-recovery', role: null, action: 'database.switchover.recover', result: 'success', before: null, after: null, detail: { what }, requestId: null });
     },
   });
   const afterChange = () => {
@@ -197,6 +206,7 @@ export function createDatabaseModule(deps: {
     switchover: switchover!,
     replication,
     pair,
-    routers: [databaseRoutes({ failover, verifier, dr: dr.state, audit: dr.audit }), switchoverRoutes({ switchover, audit: dr.audit, afterChange })],
+    writeRefusal: () => watch.writeRefusal(),
+    routers: [databaseRoutes({ failover, verifier, dr, audit }), switchoverRoutes({ switchover, audit, afterChange })],
   };
 }

@@ -1,4 +1,4 @@
-import express, { Router } from 'express';
+import { Router } from 'express';
 import { z } from 'zod';
 import type { AuditLog } from '../services/audit/audit-log.ts';
 import type { DrStateService } from '../services/dr-state/dr-state-service.ts';
@@ -101,6 +101,3 @@ export function barrierSummary(version: number, instances: InstanceHeartbeat[]) 
     instancesReporting: applied.length,
   };
 }
-
-/** JSON bodies for admin routes only, bounded: anything larger is a mistake or an attack. */
-export const adminJson = express.json({ limit: '16kb' });

@@ -137,7 +137,7 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
   }, 60_000);
 
   it('a switchover interrupted midway (the standby dies before promotion) rolls back: the old primary is back in charge, writes resume', async () => {
-    a.service.db.switchover.hook = async (step) => {
+    a.service.database.switchover.hook = async (step) => {
       if (step === 'promote') await cluster.primary.stop('immediate');
     };
     try {
@@ -152,7 +152,7 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
         ['promote', false],
       ]);
     } finally {
-      a.service.db.switchover.hook = undefined;
+      a.service.database.switchover.hook = undefined;
     }
     expect(await setting(cluster.replica, 'default_transaction_read_only')).toBe('off');
     const state = await request(b.url).get('/admin/dr/state').set(auth);
@@ -221,14 +221,14 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
   it('a switchover failing after the promotion completes forward (never back to an older timeline); the old primary is rebuilt', async () => {
     await eventually(() => pairHealth(a), (h) => h.replication?.state === 'streaming' && h.replication.direction === 'primary->replica', 10_000);
     await eventually(() => post(a, '/admin/database/switchover', { to: 'replica', confirm: 'switchover', dryRun: true }), (r) => r.body.wouldSwitch === true, 10_000);
-    a.service.db.switchover.hook = (step) => {
+    a.service.database.switchover.hook = (step) => {
       if (step === 'switch') throw new Error('injected: the DR state store failed');
     };
     let res;
     try {
       res = await post(a, '/admin/database/switchover', { to: 'replica', confirm: 'switchover' });
     } finally {
-      a.service.db.switchover.hook = undefined;
+      a.service.database.switchover.hook = undefined;
     }
     expect(res.status).toBe(503);
     expect(res.body.error).toMatchObject({ code: 'switchover_failed', failedStep: 'switch', rolledBack: false, rolledForward: true });

@@ -159,9 +159,9 @@ describe('continuous backup (MEDIA_CONTINUOUS_BACKUP=true)', () => {
     const primary = await startS3Server({ bucket: 'cb-primary' });
     const backup = await startS3Server({ bucket: 'cb-backup' });
     const api = await startInstance({ DATABASE_URL: db.url, ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_CONTINUOUS_BACKUP: 'true' });
-    const store = api.service.stores.get('backup')!;
+    const store = api.service.objectStores.get('backup')!;
     const versionOf = async (k: string) =>
-      (await api.service.database.client().$queryRawUnsafe<{ version: string }[]>('SELECT version::text AS version FROM media_objects WHERE key = $1', k))[0]!.version;
+      (await api.service.databaseClients.client().$queryRawUnsafe<{ version: string }[]>('SELECT version::text AS version FROM media_objects WHERE key = $1', k))[0]!.version;
     const outbox = () => api.service.media.versions.outboxStats();
     try {
       expect((await request(api.url).put('/media/cb/one').send('one')).status).toBe(201);

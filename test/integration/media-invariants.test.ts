@@ -143,7 +143,7 @@ describe('media invariants through two instances (one database, one Redis, two S
 
   it('sync copies more than 1,000 objects (past a page of the plan and of the bucket listing) from what the metadata says', async () => {
     // Seeded below the API (content under versions, rows in the tables) to keep the test fast.
-    const store = a.service.stores.get('primary')!;
+    const store = a.service.objectStores.get('primary')!;
     const ids = Array.from({ length: 1050 }, () => randomUUID());
     const queue = ids.map((id, i) => ({ id, i }));
     await Promise.all(
@@ -167,7 +167,7 @@ describe('media invariants through two instances (one database, one Redis, two S
     expect(res.body).toMatchObject({ status: 'succeeded', failed: [] });
     expect(res.body.copied).toBeGreaterThanOrEqual(1050);
     let listed = 0;
-    for await (const o of b.service.stores.get('backup')!.list('v/')) if (o) listed += 1;
+    for await (const o of b.service.objectStores.get('backup')!.list('v/')) if (o) listed += 1;
     expect(listed).toBeGreaterThanOrEqual(1050);
     expect((await getRaw(`${b.url}/media/many/0777`)).body.toString()).toBe('object 777');
     // Nothing left to copy: the metadata records every copy.
@@ -175,7 +175,7 @@ describe('media invariants through two instances (one database, one Redis, two S
   }, 400_000);
 
   it('objects of the old layout keep working and `npm run media:migrate-layout` moves them to versions', async () => {
-    const store = a.service.stores.get('primary')!;
+    const store = a.service.objectStores.get('primary')!;
     await store.put('legacy/one', Readable.from([Buffer.from('old layout')]), 10, 'text/plain');
     await sql.query(`INSERT INTO media_objects (key, size, sha256, content_type, backend, updated_at) VALUES ('legacy/one', 10, $1, 'text/plain', 'primary', now())`, [sha256Hex('old layout')]);
     expect((await getRaw(`${a.url}/media/legacy/one`)).body.toString()).toBe('old layout');

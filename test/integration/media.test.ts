@@ -12,7 +12,7 @@ describe('media API against PostgreSQL, Redis and an S3 server', () => {
   const run = randomBytes(3).toString('hex');
   const key = (name: string) => `it-${run}/${name}`;
   const versionOf = async (k: string) => {
-    const rows = await api.service.database.client().$queryRawUnsafe<{ version: string }[]>('SELECT version::text AS version FROM media_objects WHERE key = $1', k);
+    const rows = await api.service.databaseClients.client().$queryRawUnsafe<{ version: string }[]>('SELECT version::text AS version FROM media_objects WHERE key = $1', k);
     return rows[0]?.version;
   };
 
@@ -34,8 +34,8 @@ describe('media API against PostgreSQL, Redis and an S3 server', () => {
     // Content lives under an immutable version name, never under the user's key.
     const version = await versionOf(key('photo.png'));
     expect(version).toMatch(/^[0-9a-f-]{36}$/);
-    expect((await api.service.stores.get('primary')!.stat(`v/${version}`))?.size).toBe(200_000);
-    expect(await api.service.stores.get('primary')!.stat(key('photo.png'))).toBeUndefined();
+    expect((await api.service.objectStores.get('primary')!.stat(`v/${version}`))?.size).toBe(200_000);
+    expect(await api.service.objectStores.get('primary')!.stat(key('photo.png'))).toBeUndefined();
   });
 
   it('GET streams back exactly the bytes, with type, length and sha256 ETag; HEAD gives the headers alone', async () => {
@@ -73,7 +73,7 @@ describe('media API against PostgreSQL, Redis and an S3 server', () => {
     const chunked = await putChunked(api.url, `/media/${key('big2')}`, [big.subarray(0, 600_000), big.subarray(600_000)]);
     expect(chunked.status).toBe(413);
     expect((await request(api.url).get(`/media/${key('big2')}`)).status).toBe(404);
-    expect(await api.service.stores.get('primary')!.stat(key('big2'))).toBeUndefined();
+    expect(await api.service.objectStores.get('primary')!.stat(key('big2'))).toBeUndefined();
   });
 
   it.each([
@@ -100,7 +100,7 @@ describe('media API against PostgreSQL, Redis and an S3 server', () => {
     expect((await request(api.url).get(`/media/${key('gone.txt')}`)).status).toBe(404);
     expect((await request(api.url).head(`/media/${key('gone.txt')}`)).status).toBe(404);
     expect((await request(api.url).delete(`/media/${key('gone.txt')}`)).status).toBe(404);
-    const store = api.service.stores.get('primary')!;
+    const store = api.service.objectStores.get('primary')!;
     expect(await store.stat(`v/${version}`)).toBeDefined();
     await new Promise((r) => setTimeout(r, 2100));
     expect(await api.service.media.gc.collect()).toBeGreaterThanOrEqual(1);

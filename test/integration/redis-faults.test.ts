@@ -120,7 +120,7 @@ describe('audit events while PostgreSQL is down', () => {
     expect(change.status).toBe(200);
     const whileDown = await request(api.url).get('/admin/audit').set(auth);
     expect(whileDown.status).toBe(503);
-    expect(await api.service.dr.audit.pending()).toBeGreaterThanOrEqual(1);
+    expect(await api.service.audit.pending()).toBeGreaterThanOrEqual(1);
 
     proxy.setMode('pass');
     const after = await eventually(

@@ -255,7 +255,7 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     await eventually(() => post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover', dryRun: true }), (r) => r.body.wouldSwitch === true, 10_000);
     // A real kill of the promoted node's postmaster, at the event the service emits right after the promotion.
     let inRecoveryWhenKilled: boolean | undefined;
-    a.service.db.switchover.hook = async (step) => {
+    a.service.database.switchover.hook = async (step) => {
       if (step !== 'verify_writes') return;
       inRecoveryWhenKilled = (await query<{ r: boolean }>(cluster.primary, 'SELECT pg_is_in_recovery() AS r'))[0]!.r;
       await cluster.primary.stop('immediate');
@@ -264,7 +264,7 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     try {
       res = await post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover' });
     } finally {
-      a.service.db.switchover.hook = undefined;
+      a.service.database.switchover.hook = undefined;
     }
     // It was killed as a primary (out of recovery), not before its promotion.
     expect(inRecoveryWhenKilled).toBe(false);
@@ -289,7 +289,7 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     expect(await setting(cluster.replica, 'default_transaction_read_only')).toBe('off');
     const abandoned = res.body.error.abandonedTimeline as number;
     for (const api of [a, b]) {
-      expect(api.service.dr.state.current()).toMatchObject({ readOnly: { enabled: false }, database: { active: 'replica', abandonedTimelines: [{ node: 'primary', timeline: abandoned }] } });
+      expect(api.service.drState.service.current()).toMatchObject({ readOnly: { enabled: false }, database: { active: 'replica', abandonedTimelines: [{ node: 'primary', timeline: abandoned }] } });
     }
     await eventually(() => put(b, 'fb/after-abandoned-promotion'), (r) => r.status === 201, 5000);
     expect((await put(a, 'fb/after-abandoned-promotion-a')).status).toBe(201);
@@ -314,17 +314,17 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     expect(rebuilt.code).toBe(0);
     await eventually(() => pairHealth(a), (h) => h.replication?.state === 'streaming' && h.replication.direction === 'replica->primary', 15_000);
     await eventually(() => post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover', dryRun: true }), (r) => r.body.wouldSwitch === true, 10_000);
-    const abandonedBefore = a.service.dr.state.current().database.abandonedTimelines!;
+    const abandonedBefore = a.service.drState.service.current().database.abandonedTimelines!;
     expect(abandonedBefore).toHaveLength(1);
 
-    a.service.db.switchover.hook = async (step) => {
+    a.service.database.switchover.hook = async (step) => {
       if (step === 'verify_writes') await Promise.all([cluster.primary.stop('immediate'), cluster.replica.stop('immediate')]);
     };
     let res;
     try {
       res = await post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover' });
     } finally {
-      a.service.db.switchover.hook = undefined;
+      a.service.database.switchover.hook = undefined;
     }
     expect(res.status).toBe(503);
     expect(res.body.error).toMatchObject({ code: 'switchover_failed', failedStep: 'verify_writes', rolledBack: false, writable: null });
@@ -337,7 +337,7 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
       ['unfence_old_primary', false],
       ['read_only_kept', false],
     ]);
-    for (const api of [a, b]) expect(api.service.dr.state.current()).toMatchObject({ readOnly: { enabled: true }, database: { active: 'replica' } });
+    for (const api of [a, b]) expect(api.service.drState.service.current()).toMatchObject({ readOnly: { enabled: true }, database: { active: 'replica' } });
     expect((await put(b, 'fb/with-no-writable-node')).status).toBe(503);
   }, 90_000);
 });

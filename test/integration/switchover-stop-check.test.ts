@@ -29,14 +29,14 @@ describe('switchover: the promoted node dies after writes resumed on it, before 
 
   it('the old primary is not stopped (it stays fenced, running) and the answer is a failure naming stop_old_primary', async () => {
     await eventually(() => request(api.url).post('/admin/database/switchover').set(auth).send({ to: 'replica', confirm: 'switchover', dryRun: true }), (r) => r.body.wouldSwitch === true, 15_000);
-    api.service.db.switchover.hook = async (step) => {
+    api.service.database.switchover.hook = async (step) => {
       if (step === 'stop_old_primary') await cluster.replica.stop('immediate');
     };
     let res;
     try {
       res = await request(api.url).post('/admin/database/switchover').set(auth).send({ to: 'replica', confirm: 'switchover' });
     } finally {
-      api.service.db.switchover.hook = undefined;
+      api.service.database.switchover.hook = undefined;
     }
     expect(res.status).toBe(503);
     expect(res.body.error).toMatchObject({ code: 'switchover_failed', failedStep: 'stop_old_primary', rolledBack: false, rolledForward: false, bytesLost: 0 });

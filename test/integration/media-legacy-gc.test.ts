@@ -28,7 +28,7 @@ describe('old-layout objects of deleted or overwritten keys are garbage-collecte
     backup = await startS3Server({ bucket: 'lg-backup' });
     // The collector runs only when the test calls it.
     api = await startInstance({ DATABASE_URL: db.url, ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_GC_GRACE_SECONDS: String(GRACE_MS / 1000), MEDIA_CACHE_TTL_SECONDS: '1', MEDIA_GC_INTERVAL_MS: '3600000' });
-    stores = [api.service.stores.get('primary')!, api.service.stores.get('backup')!];
+    stores = [api.service.objectStores.get('primary')!, api.service.objectStores.get('backup')!];
   });
   afterAll(async () => {
     await api?.stop();

@@ -67,8 +67,8 @@ describe('POST /admin/verify/media on a large store: the consistency pass as a j
   });
 
   it(`checks up to ${INLINE_MAX} keys inline; beyond, a job whose report (from any instance) names an injected missing version and an orphan`, async () => {
-    const p = a.service.stores.get('primary')!;
-    const bk = a.service.stores.get('backup')!;
+    const p = a.service.objectStores.get('primary')!;
+    const bk = a.service.objectStores.get('backup')!;
     // Exactly the threshold, all consistent: answered inline, and nothing is reported.
     const first = await seed(sql, [p], 0, INLINE_MAX - 20, ['primary']);
     const both = await seed(sql, [p, bk], INLINE_MAX - 20, INLINE_MAX, ['primary', 'backup']);

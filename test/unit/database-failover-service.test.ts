@@ -127,37 +127,37 @@ describe('DatabaseFailoverService: promote', () => {
 describe('DatabaseFailoverService: switch', () => {
   it('refuses (412) an unconfigured, unreachable, fenced or older-timeline target, and a standby while read-only mode is off', async () => {
     const only = await setup({ replica: false });
-    expect(failedChecks(await rejection(only.failover.switchTo({ to: 'replica', dryRun: false }, 'ops')))).toEqual(['target_configured']);
+    expect(failedChecks(await rejection(only.failover.switchDatabase({ to: 'replica', dryRun: false }, 'ops')))).toEqual(['target_configured']);
 
     const s = await setup();
-    expect(failedChecks(await rejection(s.failover.switchTo({ to: 'replica', dryRun: false }, 'ops')))).toEqual(['read_only_for_standby']);
+    expect(failedChecks(await rejection(s.failover.switchDatabase({ to: 'replica', dryRun: false }, 'ops')))).toEqual(['read_only_for_standby']);
     s.probes.replica = new Error('timeout');
-    expect(failedChecks(await rejection(s.failover.switchTo({ to: 'replica', dryRun: false }, 'ops')))).toEqual(['target_reachable']);
+    expect(failedChecks(await rejection(s.failover.switchDatabase({ to: 'replica', dryRun: false }, 'ops')))).toEqual(['target_reachable']);
     s.probes.replica = node({ timeline: 1, fenced: true });
     s.setNewest(2);
-    expect(failedChecks(await rejection(s.failover.switchTo({ to: 'replica', dryRun: false }, 'ops')))).toEqual(['newest_timeline', 'not_fenced']);
+    expect(failedChecks(await rejection(s.failover.switchDatabase({ to: 'replica', dryRun: false }, 'ops')))).toEqual(['newest_timeline', 'not_fenced']);
     expect(s.w.store.state).toBeNull();
     expect(await s.counted('database_switch', 'refused')).toBe(3);
   });
 
   it('switches to the standby while read-only mode is on: recorded in the DR state, lock released; a second switch is a no-op', async () => {
     const s = await setup({ readOnly: true });
-    expect(await s.failover.switchTo({ to: 'replica', dryRun: true }, 'ops')).toMatchObject({ wouldSwitch: true, changed: false });
+    expect(await s.failover.switchDatabase({ to: 'replica', dryRun: true }, 'ops')).toMatchObject({ wouldSwitch: true, changed: false });
     expect(s.w.store.state).toBeNull();
-    const answer = await s.failover.switchTo({ to: 'replica', dryRun: false }, 'ops');
+    const answer = await s.failover.switchDatabase({ to: 'replica', dryRun: false }, 'ops');
     expect(answer).toMatchObject({ changed: true, from: 'primary', to: 'replica', inRecovery: true });
     // The restore point on the old target could not be made (nothing listens): said, not fatal.
     expect(answer).toHaveProperty('restorePoint.error');
     expect(s.w.store.state?.database).toMatchObject({ active: 'replica', by: 'ops' });
     expect(s.w.lockStore.locks.size).toBe(0);
     expect(await s.counted('database_switch', 'success')).toBe(1);
-    expect(await s.failover.switchTo({ to: 'replica', dryRun: false }, 'ops')).toMatchObject({ changed: false });
+    expect(await s.failover.switchDatabase({ to: 'replica', dryRun: false }, 'ops')).toMatchObject({ changed: false });
   });
 
   it('with Redis down the switch is refused (503) and the lock is released', async () => {
     const s = await setup({ readOnly: true });
     s.w.store.down = true;
-    const err = await rejection(s.failover.switchTo({ to: 'replica', dryRun: false }, 'ops'));
+    const err = await rejection(s.failover.switchDatabase({ to: 'replica', dryRun: false }, 'ops'));
     expect(err).toBeInstanceOf(DependencyUnavailableError);
     expect(s.w.lockStore.locks.size).toBe(0);
   });

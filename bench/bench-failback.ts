@@ -31,9 +31,14 @@ async function sql(node: PgNode, text: string): Promise<pg.QueryResultRow[]> {
     await client.end();
   }
 }
-const asPostgres = (cmd: string, args: string[]) => run(asRoot ? 'runuser' : cmd, asRoot ? ['-u', 'postgres', '--', cmd, ...args] : args, { maxBuffer: 16 << 20 });
+const asPostgres = (cmd: string, args: string[]) =>
+  run(asRoot ? 'runuser' : cmd, asRoot ? ['-u', 'postgres', '--', cmd, ...args] : args, { maxBuffer: 16 << 20 });
 const rebuild = (pgdata: string, source: PgNode, method: string) =>
-  run('bash', [join(__dirname, '..', 'scripts', 'dr', 'rebuild-primary.sh'), '--pgdata', pgdata, '--source', source.url(), method, '--confirm'], { maxBuffer: 16 << 20 });
+  run(
+    'bash',
+    [join(__dirname, '..', 'scripts', 'dr', 'rebuild-primary.sh'), '--pgdata', pgdata, '--source', source.url(), method, '--confirm'],
+    { maxBuffer: 16 << 20 },
+  );
 const timed = async (fn: () => Promise<unknown>) => {
   const started = performance.now();
   await fn();
@@ -74,15 +79,22 @@ async function switchovers(): Promise<void> {
     for (let i = 0; i < SWITCHOVERS; i += 1) {
       await new Promise((r) => setTimeout(r, 500));
       const called = performance.now();
-      const res = await fetch(`${base}/admin/database/switchover`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ to, confirm: 'switchover' }) });
+      const res = await fetch(`${base}/admin/database/switchover`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ to, confirm: 'switchover' }),
+      });
       const body = (await res.json()) as { writeUnavailableMs: number; bytesLost: number; steps: { name: string; ms: number }[] };
       if (res.status !== 200) throw new Error(`switchover ${i + 1} failed: ${JSON.stringify(body)}`);
       unavailable.push(body.writeUnavailableMs);
       // Until the first acknowledgement after the answer (bounded: 5 s).
       const answered = performance.now();
-      while (ackTimes.filter((t) => t > answered).length === 0 && performance.now() - answered < 5000) await new Promise((r) => setTimeout(r, 5));
+      while (ackTimes.filter((t) => t > answered).length === 0 && performance.now() - answered < 5000)
+        await new Promise((r) => setTimeout(r, 5));
       clientGaps.push(longestGap(called, performance.now()));
-      console.log(`  switchover ${i + 1} to ${to}: ${body.writeUnavailableMs} ms without writes (client: ${clientGaps.at(-1)} ms between acknowledgements) (${body.steps.map((x) => `${x.name} ${x.ms}`).join(', ')})`);
+      console.log(
+        `  switchover ${i + 1} to ${to}: ${body.writeUnavailableMs} ms without writes (client: ${clientGaps.at(-1)} ms between acknowledgements) (${body.steps.map((x) => `${x.name} ${x.ms}`).join(', ')})`,
+      );
       lost += body.bytesLost;
       const [newPrimary, old] = to === 'replica' ? [cluster.replica, cluster.primary] : [cluster.primary, cluster.replica];
       await rebuild(old.dataDir, newPrimary, '--rewind');
@@ -100,11 +112,19 @@ async function switchovers(): Promise<void> {
       await sql(s, 'SELECT pg_promote(true, 60)');
     });
     console.log(`\nPlanned switchover under steady uploads (${SWITCHOVERS} times, back and forth, each followed by a pg_rewind rebuild)`);
-    console.log(`  write unavailability: median ${median(unavailable)} ms, max ${Math.max(...unavailable)} ms  (all: ${unavailable.join(', ')})`);
-    console.log(`  as the client saw it, longest time between acknowledged uploads: median ${median(clientGaps)} ms, max ${Math.max(...clientGaps)} ms`);
-    console.log(`  baseline, bare server switch (pg_ctl stop -m fast + pg_promote): ${bare} ms; median ratio ${(median(unavailable) / bare).toFixed(2)}`);
+    console.log(
+      `  write unavailability: median ${median(unavailable)} ms, max ${Math.max(...unavailable)} ms  (all: ${unavailable.join(', ')})`,
+    );
+    console.log(
+      `  as the client saw it, longest time between acknowledged uploads: median ${median(clientGaps)} ms, max ${Math.max(...clientGaps)} ms`,
+    );
+    console.log(
+      `  baseline, bare server switch (pg_ctl stop -m fast + pg_promote): ${bare} ms; median ratio ${(median(unavailable) / bare).toFixed(2)}`,
+    );
     console.log(`  goal: under 1000 ms (Patroni's switchover on this machine: 1600 ms)`);
-    console.log(`  bytes lost: ${lost}; uploads acknowledged ${uploads.acked.size}, missing afterwards ${missing}; refused ${JSON.stringify(refusalSummary(uploads.refused).byCode)}`);
+    console.log(
+      `  bytes lost: ${lost}; uploads acknowledged ${uploads.acked.size}, missing afterwards ${missing}; refused ${JSON.stringify(refusalSummary(uploads.refused).byCode)}`,
+    );
   } finally {
     await service.stop();
     await s3.destroy();
@@ -117,12 +137,29 @@ async function rewindLarge(): Promise<void> {
   try {
     // pgbench scale 68 is about 1 GB.
     const scale = String(Math.max(1, Math.round(68 * REWIND_GB)));
-    const loadMs = await timed(() => asPostgres(join(BIN, 'pgbench'), ['-i', '-q', '-s', scale, '-h', '127.0.0.1', '-p', String(cluster.primary.port), '-U', 'postgres', 'postgres']));
+    const loadMs = await timed(() =>
+      asPostgres(join(BIN, 'pgbench'), [
+        '-i',
+        '-q',
+        '-s',
+        scale,
+        '-h',
+        '127.0.0.1',
+        '-p',
+        String(cluster.primary.port),
+        '-U',
+        'postgres',
+        'postgres',
+      ]),
+    );
     const size = Number((await sql(cluster.primary, 'SELECT pg_database_size(current_database())::bigint AS b'))[0]!.b);
     await sql(cluster.primary, 'CHECKPOINT');
     // Wait until the standby has it all, then a failover that leaves the old primary diverged.
     for (;;) {
-      const [r] = await sql(cluster.primary, "SELECT coalesce(bool_and(replay_lsn >= pg_current_wal_lsn()), false) AS done FROM pg_stat_replication");
+      const [r] = await sql(
+        cluster.primary,
+        'SELECT coalesce(bool_and(replay_lsn >= pg_current_wal_lsn()), false) AS done FROM pg_stat_replication',
+      );
       if (r!.done) break;
       await new Promise((res) => setTimeout(res, 500));
     }
@@ -136,7 +173,9 @@ async function rewindLarge(): Promise<void> {
     const rewindMs = await timed(() => rebuild(cluster.primary.dataDir, cluster.replica, '--rewind'));
     await cluster.primary.stop('fast');
     const basebackupMs = await timed(() => rebuild(cluster.primary.dataDir, cluster.replica, '--basebackup'));
-    console.log(`\nRebuilding the old primary of a ${(size / 1024 ** 3).toFixed(2)} GB database after a failover (pgbench -s ${scale}, loaded in ${loadMs} ms)`);
+    console.log(
+      `\nRebuilding the old primary of a ${(size / 1024 ** 3).toFixed(2)} GB database after a failover (pgbench -s ${scale}, loaded in ${loadMs} ms)`,
+    );
     console.log(`  rebuild-primary.sh --rewind (pg_rewind until streaming):     ${rewindMs} ms  (goal: under 10000 ms)`);
     console.log(`  baseline, rebuild-primary.sh --basebackup (full copy):        ${basebackupMs} ms`);
     console.log(`  ratio pg_rewind / pg_basebackup: ${(rewindMs / basebackupMs).toFixed(2)}`);

@@ -28,14 +28,18 @@ async function main(): Promise<void> {
   const cost = await gateCost();
   console.log('\nWrite barrier on the write path (in-process)');
   console.log(`  commit without the gate   ${cost.plain.toFixed(0).padStart(10)} ops/s   baseline`);
-  console.log(`  admit + fenced commit     ${cost.gated.toFixed(0).padStart(10)} ops/s   ${((cost.gated / cost.plain) * 100).toFixed(1)}%  (${((1e6 / cost.gated) - (1e6 / cost.plain)).toFixed(2)} µs per write)`);
+  console.log(
+    `  admit + fenced commit     ${cost.gated.toFixed(0).padStart(10)} ops/s   ${((cost.gated / cost.plain) * 100).toFixed(1)}%  (${(1e6 / cost.gated - 1e6 / cost.plain).toFixed(2)} µs per write)`,
+  );
 
   const levels = (process.env.BENCH_FAILOVER_CONCURRENCY ?? '0,8,32').split(',').map(Number);
   const results: SwitchoverResult[] = [];
   for (const concurrency of levels) results.push(await plannedSwitchover({ concurrency, uploadBytes: 4096 }));
   const base = results[0]!;
   console.log('\nPlanned switchover (two instances, synchronous replica): read-only on → promote → switch → read-only off');
-  console.log('  uploads  enable ms (vs N=0)  in flight  waited  failed  promote ms  switch ms  disable ms  unavailable ms  acked  lost  on old primary  old primary fenced');
+  console.log(
+    '  uploads  enable ms (vs N=0)  in flight  waited  failed  promote ms  switch ms  disable ms  unavailable ms  acked  lost  on old primary  old primary fenced',
+  );
   for (const r of results) {
     const ratio = base.enableMs > 0 ? `${(r.enableMs / base.enableMs).toFixed(2)}x` : '-';
     console.log(
@@ -43,7 +47,9 @@ async function main(): Promise<void> {
     );
   }
   for (const r of results) console.log(`  uploads refused with ${r.concurrency} in flight: ${JSON.stringify(r.refused)}`);
-  console.log('  goal: enable + promote + switch + disable under 1000 ms of write unavailability with uploads in flight (previous drill, no barrier: 500 ms)');
+  console.log(
+    '  goal: enable + promote + switch + disable under 1000 ms of write unavailability with uploads in flight (previous drill, no barrier: 500 ms)',
+  );
   const bad = results.filter((r) => r.missingOnNewPrimary > 0 || r.ackedOnOldPrimaryAfterEnable > 0 || !r.oldPrimaryFenced);
   if (bad.length > 0) {
     console.log('FAILED: an acknowledged upload was lost or landed on the old primary');

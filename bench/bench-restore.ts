@@ -30,7 +30,8 @@ const BIN = '/usr/lib/postgresql/15/bin';
 const SCALE = Number(process.env.BENCH_SCALE ?? 70);
 const PROCESS_MAX = Number(process.env.BENCH_PROCESS_MAX ?? 2);
 
-const asPostgres = (file: string, args: string[]) => run(asRoot ? 'runuser' : file, asRoot ? ['-u', 'postgres', '--', file, ...args] : args, { maxBuffer: 64 * 1024 * 1024 });
+const asPostgres = (file: string, args: string[]) =>
+  run(asRoot ? 'runuser' : file, asRoot ? ['-u', 'postgres', '--', file, ...args] : args, { maxBuffer: 64 * 1024 * 1024 });
 async function timed<T>(fn: () => Promise<T>): Promise<[number, T]> {
   const t = performance.now();
   const v = await fn();
@@ -70,8 +71,32 @@ async function main(): Promise<void> {
   const results: Record<string, number | string> = {};
   try {
     await migrate(cluster.primary.url(), MIGRATIONS_DIR);
-    const [initS] = await timed(() => asPostgres(join(BIN, 'pgbench'), ['-i', '-s', String(SCALE), '-q', '-h', '127.0.0.1', '-p', String(cluster.primary.port), '-U', 'postgres', 'postgres']));
-    await asPostgres(join(BIN, 'psql'), ['-h', '127.0.0.1', '-p', String(cluster.primary.port), '-U', 'postgres', '-c', 'CHECKPOINT', 'postgres']);
+    const [initS] = await timed(() =>
+      asPostgres(join(BIN, 'pgbench'), [
+        '-i',
+        '-s',
+        String(SCALE),
+        '-q',
+        '-h',
+        '127.0.0.1',
+        '-p',
+        String(cluster.primary.port),
+        '-U',
+        'postgres',
+        'postgres',
+      ]),
+    );
+    await asPostgres(join(BIN, 'psql'), [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(cluster.primary.port),
+      '-U',
+      'postgres',
+      '-c',
+      'CHECKPOINT',
+      'postgres',
+    ]);
     const bytes = await du(cluster.primary.dataDir);
     results.databaseBytes = bytes;
     results.pgbenchInitSeconds = Number(initS.toFixed(1));
@@ -97,17 +122,44 @@ async function main(): Promise<void> {
       await dropCaches();
       const [restore] = await timed(() => repo.exec(['restore', `--pg1-path=${dir}`, '--archive-mode=off']));
       const port = 20000 + Math.floor(Math.random() * 20000);
-      appendFileSync(join(dir, 'postgresql.auto.conf'), `\nport = ${port}\nlisten_addresses = ''\nunix_socket_directories = '${scratch}'\n`);
+      appendFileSync(
+        join(dir, 'postgresql.auto.conf'),
+        `\nport = ${port}\nlisten_addresses = ''\nunix_socket_directories = '${scratch}'\n`,
+      );
       const [recover] = await timed(async () => {
         await asPostgres(join(BIN, 'pg_ctl'), ['-D', dir, '-l', join(scratch, `raw-${n}.log`), '-w', 'start']);
         for (;;) {
-          const { stdout } = await asPostgres(join(BIN, 'psql'), ['-h', scratch, '-p', String(port), '-U', 'postgres', '-Atc', 'SELECT pg_is_in_recovery()', 'postgres']);
+          const { stdout } = await asPostgres(join(BIN, 'psql'), [
+            '-h',
+            scratch,
+            '-p',
+            String(port),
+            '-U',
+            'postgres',
+            '-Atc',
+            'SELECT pg_is_in_recovery()',
+            'postgres',
+          ]);
           if (stdout.trim() === 'f') break;
           await new Promise((r) => setTimeout(r, 50));
         }
       });
-      const [amcheck] = await timed(() => asPostgres(join(BIN, 'pg_amcheck'), ['-h', scratch, '-p', String(port), '-U', 'postgres', '--all', '--install-missing', '-j', '2']));
-      const [count] = await timed(() => asPostgres(join(BIN, 'psql'), ['-h', scratch, '-p', String(port), '-U', 'postgres', '-Atc', 'SELECT (SELECT count(*) FROM pgbench_accounts) + (SELECT count(*) FROM pgbench_history) + (SELECT count(*) FROM pgbench_branches) + (SELECT count(*) FROM pgbench_tellers)', 'postgres']));
+      const [amcheck] = await timed(() =>
+        asPostgres(join(BIN, 'pg_amcheck'), ['-h', scratch, '-p', String(port), '-U', 'postgres', '--all', '--install-missing', '-j', '2']),
+      );
+      const [count] = await timed(() =>
+        asPostgres(join(BIN, 'psql'), [
+          '-h',
+          scratch,
+          '-p',
+          String(port),
+          '-U',
+          'postgres',
+          '-Atc',
+          'SELECT (SELECT count(*) FROM pgbench_accounts) + (SELECT count(*) FROM pgbench_history) + (SELECT count(*) FROM pgbench_branches) + (SELECT count(*) FROM pgbench_tellers)',
+          'postgres',
+        ]),
+      );
       const [teardown] = await timed(async () => {
         await asPostgres(join(BIN, 'pg_ctl'), ['-D', dir, '-m', 'immediate', '-w', 'stop']);
         rmSync(dir, { recursive: true, force: true });
@@ -168,10 +220,24 @@ async function main(): Promise<void> {
     const rawRestoreS = raw.restore;
 
     // Point-in-time restore of the primary itself (delta), through the restore script's code path.
-    await asPostgres(join(BIN, 'psql'), ['-h', '127.0.0.1', '-p', String(cluster.primary.port), '-U', 'postgres', '-c', "SELECT pg_create_restore_point('bench-target')", '-c', 'SELECT pg_switch_wal()', 'postgres']);
+    await asPostgres(join(BIN, 'psql'), [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(cluster.primary.port),
+      '-U',
+      'postgres',
+      '-c',
+      "SELECT pg_create_restore_point('bench-target')",
+      '-c',
+      'SELECT pg_switch_wal()',
+      'postgres',
+    ]);
     await repo.exec(['check']);
     await cluster.primary.stop('fast');
-    const [pitrRestoreS] = await timed(() => repo.exec(['restore', '--delta', '--type=name', '--target=bench-target', '--target-action=promote']));
+    const [pitrRestoreS] = await timed(() =>
+      repo.exec(['restore', '--delta', '--type=name', '--target=bench-target', '--target-action=promote']),
+    );
     const [pitrStartS] = await timed(() => cluster.primary.start());
 
     const restoreS = (report.timings.restoreMs ?? NaN) / 1000;
@@ -191,7 +257,9 @@ async function main(): Promise<void> {
       rawValidationSeconds: Number(raw.total.toFixed(2)),
       rawValidationSteps: `restore ${raw.restore.toFixed(2)} s, recovery+promote ${raw.recover.toFixed(2)} s, pg_amcheck ${raw.amcheck.toFixed(2)} s, count ${raw.count.toFixed(2)} s, teardown ${raw.teardown.toFixed(2)} s`,
       validationJobSeconds: Number(jobValidateS.toFixed(2)),
-      validationSteps: report.checks.map((c) => `${c.name} ${(c.ms / 1000).toFixed(2)} s`).join(', ') + `, teardown ${((report.timings.teardownMs ?? 0) / 1000).toFixed(2)} s`,
+      validationSteps:
+        report.checks.map((c) => `${c.name} ${(c.ms / 1000).toFixed(2)} s`).join(', ') +
+        `, teardown ${((report.timings.teardownMs ?? 0) / 1000).toFixed(2)} s`,
       validationOverhead: pct(jobValidateS, raw.total),
       // Same data directory, so per byte is per run: cp -a time / restore time (≥ 0.7 is the goal).
       restoreSpeedVsCopy: Number((cpS / restoreS).toFixed(2)),
@@ -199,7 +267,17 @@ async function main(): Promise<void> {
       pgbackrestRestoreSpeedVsCopy: Number((cpS / rawRestoreS).toFixed(2)),
       pitrDeltaRestoreSeconds: Number(pitrRestoreS.toFixed(2)),
       pitrStartAndRecoverSeconds: Number(pitrStartS.toFixed(2)),
-      allRuns: { cps, rawRestores: rawPipelines.map((r) => Number(r.restore.toFixed(2))), serviceRestores: jobValidations.map((v) => (v.report.timings.restoreMs ?? NaN) / 1000), rawBackups, jobBackups, jobBackupTool, infos, rawValidations: rawPipelines.map((r) => Number(r.total.toFixed(2))), jobValidations: jobValidations.map((v) => Number(v.total.toFixed(2))) },
+      allRuns: {
+        cps,
+        rawRestores: rawPipelines.map((r) => Number(r.restore.toFixed(2))),
+        serviceRestores: jobValidations.map((v) => (v.report.timings.restoreMs ?? NaN) / 1000),
+        rawBackups,
+        jobBackups,
+        jobBackupTool,
+        infos,
+        rawValidations: rawPipelines.map((r) => Number(r.total.toFixed(2))),
+        jobValidations: jobValidations.map((v) => Number(v.total.toFixed(2))),
+      },
     });
     console.log(JSON.stringify(results, null, 2));
     console.log(

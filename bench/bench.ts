@@ -40,11 +40,18 @@ async function main(): Promise<void> {
     console.log(row('bare express GET /bare', bare));
     console.log(row('GET /health/ready', ready, bare));
     console.log(row('GET /media/{key} (16 KiB)', media, bare));
-    console.log(`\n/health/database with a hung database (HEALTH_TIMEOUT_MS=200): p50 ${hung.p50.toFixed(1)} ms, p99 ${hung.p99.toFixed(1)} ms, max ${hung.max.toFixed(1)} ms over ${hung.requests} requests (bound: 300 ms)`);
+    console.log(
+      `\n/health/database with a hung database (HEALTH_TIMEOUT_MS=200): p50 ${hung.p50.toFixed(1)} ms, p99 ${hung.p99.toFixed(1)} ms, max ${hung.max.toFixed(1)} ms over ${hung.requests} requests (bound: 300 ms)`,
+    );
     console.log('\nread-only guard (mode off), with versus without the middleware, interleaved rounds:');
-    for (const g of guard) console.log(`  ${g.route.padEnd(34)} with ${g.with.toFixed(0)} req/s, without ${g.without.toFixed(0)} req/s: median cost ${g.cost.toFixed(1)}% (goal: under 3%)`);
+    for (const g of guard)
+      console.log(
+        `  ${g.route.padEnd(34)} with ${g.with.toFixed(0)} req/s, without ${g.without.toFixed(0)} req/s: median cost ${g.cost.toFixed(1)}% (goal: under 3%)`,
+      );
     const readyRatio = ready.rps / bare.rps;
-    console.log(`\n/health/ready at ${(readyRatio * 100).toFixed(1)}% of the bare route (goal: 80% or more): ${readyRatio >= 0.8 ? 'met' : 'NOT met'}`);
+    console.log(
+      `\n/health/ready at ${(readyRatio * 100).toFixed(1)}% of the bare route (goal: 80% or more): ${readyRatio >= 0.8 ? 'met' : 'NOT met'}`,
+    );
     console.log(`/health/database under a hung database within its bound: ${hung.max <= 300 ? 'yes' : 'NO'}`);
   } finally {
     child.disconnect();

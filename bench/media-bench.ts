@@ -27,7 +27,15 @@ interface S3Info {
 
 function client(s3: S3Info): Client {
   const url = new URL(s3.endpoint);
-  return new Client({ endPoint: url.hostname, port: Number(url.port), useSSL: false, accessKey: s3.accessKey, secretKey: s3.secretKey, region: 'us-east-1', pathStyle: true });
+  return new Client({
+    endPoint: url.hostname,
+    port: Number(url.port),
+    useSSL: false,
+    accessKey: s3.accessKey,
+    secretKey: s3.secretKey,
+    region: 'us-east-1',
+    pathStyle: true,
+  });
 }
 
 async function paired(name: string, api: () => Promise<number>, direct: () => Promise<number>) {
@@ -52,19 +60,32 @@ async function paired(name: string, api: () => Promise<number>, direct: () => Pr
   ratios.sort((p, q) => p - q);
   const mid = Math.floor(ratios.length / 2);
   const median = ratios.length % 2 ? ratios[mid]! : (ratios[mid - 1]! + ratios[mid]!) / 2;
-  console.log(`${name.padEnd(12)} API ${(apiSum / ROUNDS).toFixed(0).padStart(6)} req/s   direct S3 ${(directSum / ROUNDS).toFixed(0).padStart(6)} req/s   median ratio ${median.toFixed(2)}`);
+  console.log(
+    `${name.padEnd(12)} API ${(apiSum / ROUNDS).toFixed(0).padStart(6)} req/s   direct S3 ${(directSum / ROUNDS).toFixed(0).padStart(6)} req/s   median ratio ${median.toFixed(2)}`,
+  );
   return median;
 }
 
 function rcloneEnv(name: string, s3: S3Info): Record<string, string> {
   const p = `RCLONE_CONFIG_${name.toUpperCase()}_`;
-  return { [`${p}TYPE`]: 's3', [`${p}PROVIDER`]: 'Other', [`${p}ACCESS_KEY_ID`]: s3.accessKey, [`${p}SECRET_ACCESS_KEY`]: s3.secretKey, [`${p}ENDPOINT`]: s3.endpoint, [`${p}REGION`]: 'us-east-1', [`${p}FORCE_PATH_STYLE`]: 'true' };
+  return {
+    [`${p}TYPE`]: 's3',
+    [`${p}PROVIDER`]: 'Other',
+    [`${p}ACCESS_KEY_ID`]: s3.accessKey,
+    [`${p}SECRET_ACCESS_KEY`]: s3.secretKey,
+    [`${p}ENDPOINT`]: s3.endpoint,
+    [`${p}REGION`]: 'us-east-1',
+    [`${p}FORCE_PATH_STYLE`]: 'true',
+  };
 }
 
 async function main(): Promise<void> {
   const db = await createScratchDatabase('sav3_bench_media');
   const token = randomBytes(24).toString('hex');
-  const child = fork(join(__dirname, 'media-bench-server.ts'), { execArgv: ['--import', 'tsx', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/wt9-prof'] : [])], env: { ...process.env, BENCH_DATABASE_URL: db.url, BENCH_ADMIN_TOKENS: `bench:operator:${token}` } });
+  const child = fork(join(__dirname, 'media-bench-server.ts'), {
+    execArgv: ['--import', 'tsx', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/wt9-prof'] : [])],
+    env: { ...process.env, BENCH_DATABASE_URL: db.url, BENCH_ADMIN_TOKENS: `bench:operator:${token}` },
+  });
   const info = await new Promise<{ api: number; primary: S3Info; backup: S3Info }>((resolve, reject) => {
     child.once('message', (m) => resolve(m as never));
     child.once('exit', (code) => reject(new Error(`bench server exited with ${code}`)));
@@ -85,17 +106,27 @@ async function main(): Promise<void> {
     // BENCH_ONLY=put-new-keys runs only that pair (for a CPU profile of the write path).
     const only = process.env.BENCH_ONLY;
     const skip = async () => NaN;
-    const getRatio = only ? NaN : await paired('GET 16 KiB', async () => (await load(`${api}/media/bench/get.bin`, opts)).rps, async () => (await load(getUrl, opts)).rps);
-    const putRatio = only ? await skip() : await paired(
-      'PUT 16 KiB',
-      async () => (await load(`${api}/media/bench/put.bin`, { ...opts, method: 'PUT', body: () => body })).rps,
-      async () => (await load(putUrl, { ...opts, method: 'PUT', body: () => body })).rps,
-    );
+    const getRatio = only
+      ? NaN
+      : await paired(
+          'GET 16 KiB',
+          async () => (await load(`${api}/media/bench/get.bin`, opts)).rps,
+          async () => (await load(getUrl, opts)).rps,
+        );
+    const putRatio = only
+      ? await skip()
+      : await paired(
+          'PUT 16 KiB',
+          async () => (await load(`${api}/media/bench/put.bin`, { ...opts, method: 'PUT', body: () => body })).rps,
+          async () => (await load(putUrl, { ...opts, method: 'PUT', body: () => body })).rps,
+        );
     // The same bodies to a new key per request, on both sides: the API's commits then take no
     // turns on one key's row lock (above, every PUT overwrites one key, so commits, each waiting
     // for its WAL flush, run one at a time).
     let n = 0;
-    const directUrls = await Promise.all(Array.from({ length: 4096 }, (_, i) => s3.presignedPutObject(info.primary.bucket, `direct/many/${i}.bin`, 3600)));
+    const directUrls = await Promise.all(
+      Array.from({ length: 4096 }, (_, i) => s3.presignedPutObject(info.primary.bucket, `direct/many/${i}.bin`, 3600)),
+    );
     const putManyRatio = await paired(
       'PUT new keys',
       async () => (await load(() => `${api}/media/bench/many/${(n += 1)}.bin`, { ...opts, method: 'PUT', body: () => body })).rps,
@@ -104,7 +135,9 @@ async function main(): Promise<void> {
     const goals = () => {
       console.log(`\nGET at ${getRatio.toFixed(2)} of direct S3 (goal 0.8): ${getRatio >= 0.8 ? 'met' : 'NOT met'}`);
       console.log(`PUT at ${putRatio.toFixed(2)} of direct S3, one key (goal 0.6): ${putRatio >= 0.6 ? 'met' : 'NOT met'}`);
-      console.log(`PUT at ${putManyRatio.toFixed(2)} of direct S3, a new key per PUT (goal 0.6): ${putManyRatio >= 0.6 ? 'met' : 'NOT met'}`);
+      console.log(
+        `PUT at ${putManyRatio.toFixed(2)} of direct S3, a new key per PUT (goal 0.6): ${putManyRatio >= 0.6 ? 'met' : 'NOT met'}`,
+      );
     };
 
     if (process.env.BENCH_SKIP_SYNC) return goals();
@@ -121,16 +154,26 @@ async function main(): Promise<void> {
       const env = { ...base, ...rcloneEnv('src', info.primary), ...rcloneEnv('dst', info.backup) };
       const t = performance.now();
       // Into a prefix of its own on the backup bucket (the API's sync writes under v/).
-      await run('rclone', ['sync', `src:${info.primary.bucket}/v`, `dst:${info.backup.bucket}/rclone/v`, '--transfers', '16', '--checkers', '16'], { env, maxBuffer: 1 << 24 });
+      await run(
+        'rclone',
+        ['sync', `src:${info.primary.bucket}/v`, `dst:${info.backup.bucket}/rclone/v`, '--transfers', '16', '--checkers', '16'],
+        { env, maxBuffer: 1 << 24 },
+      );
       rcloneMs = performance.now() - t;
     } catch (err) {
       console.log(`rclone: ${err instanceof Error ? err.message.split('\n').slice(0, 6).join(' | ') : String(err)}`);
     }
     const t = performance.now();
-    const res = await fetch(`${api}/admin/media/sync`, { method: 'POST', headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` }, body: JSON.stringify({ from: 'primary', to: 'backup' }) });
+    const res = await fetch(`${api}/admin/media/sync`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ from: 'primary', to: 'backup' }),
+    });
     const syncMs = performance.now() - t;
     const sync = (await res.json()) as { copied?: number; status?: string; error?: unknown };
-    console.log(`\nsync of ${SYNC_OBJECTS} small objects primary -> backup: API ${syncMs.toFixed(0)} ms (${res.status}, ${sync.status ?? JSON.stringify(sync.error)}, copied ${sync.copied}); ${rcloneVersion} sync --transfers 16 --checkers 16: ${rcloneMs.toFixed(0)} ms; rclone time / API time ${(rcloneMs / syncMs).toFixed(2)}`);
+    console.log(
+      `\nsync of ${SYNC_OBJECTS} small objects primary -> backup: API ${syncMs.toFixed(0)} ms (${res.status}, ${sync.status ?? JSON.stringify(sync.error)}, copied ${sync.copied}); ${rcloneVersion} sync --transfers 16 --checkers 16: ${rcloneMs.toFixed(0)} ms; rclone time / API time ${(rcloneMs / syncMs).toFixed(2)}`,
+    );
     goals();
     console.log(`sync faster than rclone: ${syncMs < rcloneMs ? 'yes' : 'NO'}`);
   } finally {

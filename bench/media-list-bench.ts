@@ -21,10 +21,17 @@ async function fill(db: ScratchDatabase, rows: number): Promise<void> {
   await sql.connect();
   try {
     const t = performance.now();
-    await sql.query(`CREATE TEMP TABLE gen AS
-      SELECT gen_random_uuid() AS id, 'users/' || lpad((g / 10)::text, 6, '0') || '/f' || (g % 10) AS key FROM generate_series(0, $1::int - 1) g`, [rows]);
-    await sql.query(`INSERT INTO media_versions (id, key, size, sha256, content_type, backends) SELECT id, key, 1000, repeat('a', 64), 'image/png', ARRAY['primary'] FROM gen`);
-    await sql.query(`INSERT INTO media_objects (key, size, sha256, content_type, backend, updated_at, version) SELECT key, 1000, repeat('a', 64), 'image/png', 'primary', now(), id FROM gen`);
+    await sql.query(
+      `CREATE TEMP TABLE gen AS
+      SELECT gen_random_uuid() AS id, 'users/' || lpad((g / 10)::text, 6, '0') || '/f' || (g % 10) AS key FROM generate_series(0, $1::int - 1) g`,
+      [rows],
+    );
+    await sql.query(
+      `INSERT INTO media_versions (id, key, size, sha256, content_type, backends) SELECT id, key, 1000, repeat('a', 64), 'image/png', ARRAY['primary'] FROM gen`,
+    );
+    await sql.query(
+      `INSERT INTO media_objects (key, size, sha256, content_type, backend, updated_at, version) SELECT key, 1000, repeat('a', 64), 'image/png', 'primary', now(), id FROM gen`,
+    );
     await sql.query('VACUUM ANALYZE media_objects');
     await sql.query('VACUUM ANALYZE media_versions');
     console.log(`filled ${db.name} with ${rows} keys in ${((performance.now() - t) / 1000).toFixed(1)} s`);
@@ -68,7 +75,10 @@ async function main(): Promise<void> {
     const times = { small: [] as number[], large: [] as number[] };
     for (let i = 0; i < QUERIES; i += 1) {
       // Interleaved, so drift on a busy machine hits both alike.
-      for (const [name, r, rows] of [['small', s, SMALL], ['large', l, LARGE]] as const) {
+      for (const [name, r, rows] of [
+        ['small', s, SMALL],
+        ['large', l, LARGE],
+      ] as const) {
         const prefix = prefixOf(rows);
         const t = performance.now();
         const items = await r.repo.list(prefix, 100);
@@ -89,14 +99,19 @@ async function main(): Promise<void> {
       for (let i = 0; i < SCAN_QUERIES; i += 1) {
         const prefix = prefixOf(rows);
         const t = performance.now();
-        await client.$queryRawUnsafe(`SELECT key FROM media_objects WHERE (key COLLATE "C") || '' LIKE $1 || '%' AND deleted_at IS NULL ORDER BY key COLLATE "C" LIMIT 100`, prefix);
+        await client.$queryRawUnsafe(
+          `SELECT key FROM media_objects WHERE (key COLLATE "C") || '' LIKE $1 || '%' AND deleted_at IS NULL ORDER BY key COLLATE "C" LIMIT 100`,
+          prefix,
+        );
         out.push(performance.now() - t);
       }
       return median(out);
     };
     const scanSmall = await scan(s.client, SMALL);
     const scanLarge = await scan(l.client, LARGE);
-    console.log(`\nreference, the same listing by sequential scan: ${ms(scanSmall)} at ${SMALL} keys, ${ms(scanLarge)} at ${LARGE} keys (ratio ${(scanLarge / scanSmall).toFixed(1)})`);
+    console.log(
+      `\nreference, the same listing by sequential scan: ${ms(scanSmall)} at ${SMALL} keys, ${ms(scanLarge)} at ${LARGE} keys (ratio ${(scanLarge / scanSmall).toFixed(1)})`,
+    );
   } finally {
     for (const c of clients) await c.$disconnect().catch(() => undefined);
     await small.drop();

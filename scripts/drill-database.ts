@@ -13,7 +13,6 @@ import { startPgCluster } from '../support/pg-cluster.ts';
 import { startS3Server } from '../support/s3-server.ts';
 import { sha256Hex } from '../support/common.ts';
 
-
 async function main(): Promise<void> {
   const cluster = await startPgCluster();
   const s3 = await startS3Server({ bucket: 'drill-media' });
@@ -70,20 +69,38 @@ async function main(): Promise<void> {
     for (const [name, ms] of steps) console.log(`  ${name.padEnd(44)} ${String(ms).padStart(6)} ms`);
     console.log(`  RTO (primary killed → first accepted write)  ${String(rtoMs).padStart(6)} ms   (goal: under 5000 ms)`);
     console.log(`  uploads acknowledged: ${uploads.acked.size} (${beforeKill} before the kill)`);
-    console.log(`  uploads refused meanwhile: ${uploads.refused.length} ${JSON.stringify(byCode)}; without 503 + Retry-After: ${withoutRetryAfter}`);
+    console.log(
+      `  uploads refused meanwhile: ${uploads.refused.length} ${JSON.stringify(byCode)}; without 503 + Retry-After: ${withoutRetryAfter}`,
+    );
     console.log(`  acknowledged uploads missing or wrong afterwards: ${missing}`);
     console.log(`  refused uploads that left content behind: ${orphans}`);
-    console.log(`  while the primary was down with read-only on: /health/ready ${readyWhileDown}, a read ${readWhileDown}   (goal: 200, 200)`);
+    console.log(
+      `  while the primary was down with read-only on: /health/ready ${readyWhileDown}, a read ${readWhileDown}   (goal: 200, 200)`,
+    );
     console.log(`  old primary back → fenced and 1 writable node: ${fencedMs} ms; a write afterwards: ${writeAfterReturn}`);
-    let ok = missing === 0 && orphans === 0 && withoutRetryAfter === 0 && rtoMs < 5000 && readyWhileDown === 200 && readWhileDown === 200 && !Number.isNaN(fencedMs) && writeAfterReturn === 201;
+    let ok =
+      missing === 0 &&
+      orphans === 0 &&
+      withoutRetryAfter === 0 &&
+      rtoMs < 5000 &&
+      readyWhileDown === 200 &&
+      readWhileDown === 200 &&
+      !Number.isNaN(fencedMs) &&
+      writeAfterReturn === 201;
 
     // Planned switchover with uploads in flight: the write barrier, catch-up, fencing, timings.
     const planned = await plannedSwitchover({ concurrency: 8, uploadBytes: 2048 });
     console.log('\nPlanned switchover with 8 uploads in flight (two instances, synchronous replica)');
-    console.log(`  enable read-only ${planned.enableMs} ms (writes in flight ${planned.writesAtEnable.inFlight}: ${planned.writesAtEnable.waitedFor} waited for, ${planned.writesAtEnable.failing} failed at their commit)`);
-    console.log(`  promote ${planned.promoteMs} ms, switch ${planned.switchMs} ms, disable ${planned.disableMs} ms; write unavailability ${planned.unavailableMs} ms`);
+    console.log(
+      `  enable read-only ${planned.enableMs} ms (writes in flight ${planned.writesAtEnable.inFlight}: ${planned.writesAtEnable.waitedFor} waited for, ${planned.writesAtEnable.failing} failed at their commit)`,
+    );
+    console.log(
+      `  promote ${planned.promoteMs} ms, switch ${planned.switchMs} ms, disable ${planned.disableMs} ms; write unavailability ${planned.unavailableMs} ms`,
+    );
     console.log(`  uploads refused meanwhile: ${JSON.stringify(planned.refused)}`);
-    console.log(`  acknowledged ${planned.acked}; lost ${planned.missingOnNewPrimary}; on the old primary after the enable ${planned.ackedOnOldPrimaryAfterEnable}; old primary fenced ${planned.oldPrimaryFenced}`);
+    console.log(
+      `  acknowledged ${planned.acked}; lost ${planned.missingOnNewPrimary}; on the old primary after the enable ${planned.ackedOnOldPrimaryAfterEnable}; old primary fenced ${planned.oldPrimaryFenced}`,
+    );
     ok = ok && planned.missingOnNewPrimary === 0 && planned.ackedOnOldPrimaryAfterEnable === 0 && planned.oldPrimaryFenced;
 
     // The DR state itself: TTL over a standby, restart with Redis down, a mismatched state.

@@ -28,7 +28,10 @@ async function streamingStandbys(node: PgNode): Promise<number> {
 async function main(): Promise<void> {
   const cluster = await startPgCluster();
   const s3 = await startS3Server({ bucket: 'drill-failback' });
-  const { service, token } = await startClusterService('drill-failback', cluster, s3, { HEALTH_TIMEOUT_MS: '500', HEALTH_INTERVAL_MS: '1000' });
+  const { service, token } = await startClusterService('drill-failback', cluster, s3, {
+    HEALTH_TIMEOUT_MS: '500',
+    HEALTH_INTERVAL_MS: '1000',
+  });
   const phases: [string, number][] = [];
   const phase = async (name: string, fn: () => Promise<void>) => {
     const started = performance.now();
@@ -36,7 +39,10 @@ async function main(): Promise<void> {
     phases.push([name, Math.round(performance.now() - started)]);
   };
   const script = async (name: string, args: string[]) => {
-    const { stdout } = await run('bash', [join(__dirname, 'dr', name), ...args], { env: { ...process.env, SAV3_API_URL: base, SAV3_ADMIN_TOKEN: token }, maxBuffer: 4 << 20 });
+    const { stdout } = await run('bash', [join(__dirname, 'dr', name), ...args], {
+      env: { ...process.env, SAV3_API_URL: base, SAV3_ADMIN_TOKEN: token },
+      maxBuffer: 4 << 20,
+    });
     return stdout;
   };
   let base = '';
@@ -56,7 +62,13 @@ async function main(): Promise<void> {
     });
     let firstRebuild = '';
     await phase('rebuild the old primary as standby', async () => {
-      firstRebuild = await script('rebuild-primary.sh', ['--pgdata', cluster.primary.dataDir, '--source', cluster.replica.url(), '--confirm']);
+      firstRebuild = await script('rebuild-primary.sh', [
+        '--pgdata',
+        cluster.primary.dataDir,
+        '--source',
+        cluster.replica.url(),
+        '--confirm',
+      ]);
     });
     let switchover: { writeUnavailableMs: number; bytesLost: number; steps: { name: string; ms: number }[] } | undefined;
     await phase('switch over back to the primary', async () => {
@@ -64,14 +76,23 @@ async function main(): Promise<void> {
     });
     let secondRebuild = '';
     await phase('rebuild the replica as standby', async () => {
-      secondRebuild = await script('rebuild-primary.sh', ['--pgdata', cluster.replica.dataDir, '--source', cluster.primary.url(), '--confirm']);
+      secondRebuild = await script('rebuild-primary.sh', [
+        '--pgdata',
+        cluster.replica.dataDir,
+        '--source',
+        cluster.primary.url(),
+        '--confirm',
+      ]);
     });
     await new Promise((r) => setTimeout(r, 500));
     await uploads.stop();
 
     const streaming = await streamingStandbys(cluster.primary);
     service.health.invalidate();
-    const health = (await (await fetch(`${base}/health/database`)).json()) as { target: string; replication?: { state: string; direction: string } };
+    const health = (await (await fetch(`${base}/health/database`)).json()) as {
+      target: string;
+      replication?: { state: string; direction: string };
+    };
     const missing = await countUnreadable(base, uploads.acked);
     const { byCode, withoutRetryAfter } = refusalSummary(uploads.refused);
     const method = (out: string) => /method: ([^:(]+)/.exec(out)?.[1]?.trim() ?? '?';
@@ -81,10 +102,16 @@ async function main(): Promise<void> {
     console.log(`  rebuilds: ${method(firstRebuild)}, then ${method(secondRebuild)}`);
     if (switchover) {
       console.log(`  switchover steps: ${switchover.steps.map((s) => `${s.name} ${s.ms} ms`).join(', ')}`);
-      console.log(`  switchover write unavailability: ${switchover.writeUnavailableMs} ms (goal: under 1000 ms); bytes lost: ${switchover.bytesLost}`);
+      console.log(
+        `  switchover write unavailability: ${switchover.writeUnavailableMs} ms (goal: under 1000 ms); bytes lost: ${switchover.bytesLost}`,
+      );
     }
-    console.log(`  afterwards: active ${health.target}, replication ${health.replication?.direction} ${health.replication?.state}; standbys streaming from the primary: ${streaming}`);
-    console.log(`  uploads acknowledged: ${uploads.acked.size}; refused: ${uploads.refused.length} ${JSON.stringify(byCode)}; without 503 + Retry-After: ${withoutRetryAfter}`);
+    console.log(
+      `  afterwards: active ${health.target}, replication ${health.replication?.direction} ${health.replication?.state}; standbys streaming from the primary: ${streaming}`,
+    );
+    console.log(
+      `  uploads acknowledged: ${uploads.acked.size}; refused: ${uploads.refused.length} ${JSON.stringify(byCode)}; without 503 + Retry-After: ${withoutRetryAfter}`,
+    );
     console.log(`  acknowledged uploads missing or wrong afterwards: ${missing}`);
     const ok =
       missing === 0 &&

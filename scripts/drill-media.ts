@@ -13,7 +13,6 @@ import { countUnreadable, refusalSummary, runbookScript, startUploadLoop } from 
 import { mediaEnv, startS3Server } from '../support/s3-server.ts';
 import { createScratchDatabase } from '../support/scratch-database.ts';
 
-
 async function main(): Promise<void> {
   const db = await createScratchDatabase('sav3_drill_media');
   const primary = await startS3Server({ bucket: 'drill-primary' });
@@ -49,7 +48,10 @@ async function main(): Promise<void> {
     const rtoMs = Math.round((await uploads.firstAcceptedAfterDisaster(10_000)) - stoppedAt);
     await new Promise((r) => setTimeout(r, 1000));
     await primary.start();
-    steps.push(['sync-media-files.sh --from backup --to primary', await script('sync-media-files.sh', ['--from', 'backup', '--to', 'primary'])]);
+    steps.push([
+      'sync-media-files.sh --from backup --to primary',
+      await script('sync-media-files.sh', ['--from', 'backup', '--to', 'primary']),
+    ]);
     steps.push(['switch-media-backend.sh --to minio', await script('switch-media-backend.sh', ['--to', 'minio'])]);
     await new Promise((r) => setTimeout(r, 500));
     await uploads.stop();
@@ -63,7 +65,9 @@ async function main(): Promise<void> {
     for (const [name, ms] of steps) console.log(`  ${name.padEnd(48)} ${String(ms).padStart(6)} ms`);
     console.log(`  RTO (primary S3 stopped → first accepted upload)  ${String(rtoMs).padStart(6)} ms`);
     console.log(`  uploads acknowledged: ${uploads.acked.size} (${beforeStop} before the stop)`);
-    console.log(`  uploads refused meanwhile: ${uploads.refused.length} ${JSON.stringify(byCode)}; without 503 + Retry-After: ${withoutRetryAfter}`);
+    console.log(
+      `  uploads refused meanwhile: ${uploads.refused.length} ${JSON.stringify(byCode)}; without 503 + Retry-After: ${withoutRetryAfter}`,
+    );
     console.log(`  acknowledged uploads not readable from the primary with their sha256: ${missing}`);
     const ok = missing === 0 && withoutRetryAfter === 0 && Number.isFinite(rtoMs);
     console.log(ok ? '\ndrill passed' : '\ndrill FAILED');

@@ -61,8 +61,12 @@ function uploadLoop(base: string, prefix: string) {
 
 function restoreScript(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile('bash', [join(__dirname, 'dr', 'restore-database.sh'), ...args], { env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout: String(stdout), stderr: String(stderr) }),
+    execFile(
+      'bash',
+      [join(__dirname, 'dr', 'restore-database.sh'), ...args],
+      { env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024 },
+      (err, stdout, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout: String(stdout), stderr: String(stderr) }),
     );
   });
 }
@@ -102,9 +106,20 @@ async function main(): Promise<void> {
   const store = new MinioObjectStore(loadConfig({ DATABASE_URL: cluster.primary.url(), ...mediaEnv('PRIMARY', s3) }).mediaPrimary);
   try {
     const base = `http://127.0.0.1:${(await service.listen()).port}`;
-    const env = { SAV3_API_URL: base, SAV3_ADMIN_TOKEN: token, DATABASE_URL: cluster.primary.url(), PGDATA: cluster.primary.dataDir, ...repo.env, ...mediaEnv('PRIMARY', s3) };
+    const env = {
+      SAV3_API_URL: base,
+      SAV3_ADMIN_TOKEN: token,
+      DATABASE_URL: cluster.primary.url(),
+      PGDATA: cluster.primary.dataDir,
+      ...repo.env,
+      ...mediaEnv('PRIMARY', s3),
+    };
     const admin = (method: string, path: string, body?: unknown) =>
-      fetch(`${base}${path}`, { method, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+      fetch(`${base}${path}`, {
+        method,
+        headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
     const uploads = uploadLoop(base, 'drill/restore');
     await new Promise((r) => setTimeout(r, 1000));
     await repo.exec(['backup', '--type=full']);
@@ -139,7 +154,10 @@ async function main(): Promise<void> {
       await sql(cluster.primary.url(), 'SELECT pg_switch_wal()');
       await repo.exec(['check']);
       const runStartedAt = Date.now();
-      const run = await restoreScript(['--from-backup', 'latest', mode === 'name' ? '--target-name' : '--target-time', target, '--confirm'], env);
+      const run = await restoreScript(
+        ['--from-backup', 'latest', mode === 'name' ? '--target-name' : '--target-time', target, '--confirm'],
+        env,
+      );
       if (run.code !== 0) throw new Error(`restore-database.sh exited ${run.code}: ${run.stderr}\n${run.stdout}`);
       const lifted = await admin('PUT', '/admin/read-only', { enabled: false, reason: 'drill: restored' });
       if (lifted.status !== 200) throw new Error(`read-only off: HTTP ${lifted.status}`);
@@ -175,14 +193,22 @@ async function main(): Promise<void> {
       const after = uploads.acked.filter((u) => u.sentAt > targetDoneAt && u.ackedAt < runStartedAt);
       const unreportedList = after.filter((u) => !orphanShas.has(u.sha));
       // In flight around the target or the start of read-only: back intact, or reported.
-      const ambiguous = uploads.acked.filter((u) => !before.includes(u) && !after.includes(u) && !lostEarlier.has(u.key) && u.sentAt < writesBackAt && u.ackedAt >= targetAt - 1);
+      const ambiguous = uploads.acked.filter(
+        (u) => !before.includes(u) && !after.includes(u) && !lostEarlier.has(u.key) && u.sentAt < writesBackAt && u.ackedAt >= targetAt - 1,
+      );
       let ambiguousLost = 0;
       for (const u of ambiguous) {
         if (orphanShas.has(u.sha) || (await readsBack(u))) continue;
         ambiguousLost += 1;
         if (process.env.DRILL_DEBUG) {
           const status = (await fetch(`${base}/media/${u.key}`)).status;
-          console.log('lost in flight', u.key, { sent: u.sentAt - targetAt, acked: u.ackedAt - targetAt, runStart: runStartedAt - targetAt, writesBack: writesBackAt - targetAt, status });
+          console.log('lost in flight', u.key, {
+            sent: u.sentAt - targetAt,
+            acked: u.ackedAt - targetAt,
+            runStart: runStartedAt - targetAt,
+            writesBack: writesBackAt - targetAt,
+            status,
+          });
         }
       }
       for (const u of uploads.acked) if (orphanShas.has(u.sha)) lostEarlier.add(u.key);
@@ -201,7 +227,10 @@ async function main(): Promise<void> {
         rtoSeconds: Number((rtoMs / 1000).toFixed(2)),
         restoreSeconds: Number((restoreMs / 1000).toFixed(2)),
         restoreThroughputMBps: Number((backupBytes / 1e6 / (restoreMs / 1000)).toFixed(1)),
-        steps: run.stdout.split('\n').filter((l) => l.startsWith('step: ')).map((l) => l.slice(6)),
+        steps: run.stdout
+          .split('\n')
+          .filter((l) => l.startsWith('step: '))
+          .map((l) => l.slice(6)),
       };
       console.log(JSON.stringify(report, null, 2));
       if (missing > 0 || unreported > 0 || Number.isNaN(rtoMs)) failures += 1;

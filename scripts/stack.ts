@@ -55,8 +55,16 @@ async function main(): Promise<void> {
   const applied = await migrate(databaseUrl, MIGRATIONS_DIR);
   console.log(`database: ${applied.applied.length} migration(s) applied`);
 
-  const primary = await startS3Server({ bucket: 'sav3-media', port: Number(env.STACK_S3_PRIMARY_PORT ?? 9000), directory: join(dataDir, 's3-primary') });
-  const backup = await startS3Server({ bucket: 'sav3-media-backup', port: Number(env.STACK_S3_BACKUP_PORT ?? 9001), directory: join(dataDir, 's3-backup') });
+  const primary = await startS3Server({
+    bucket: 'sav3-media',
+    port: Number(env.STACK_S3_PRIMARY_PORT ?? 9000),
+    directory: join(dataDir, 's3-primary'),
+  });
+  const backup = await startS3Server({
+    bucket: 'sav3-media-backup',
+    port: Number(env.STACK_S3_BACKUP_PORT ?? 9001),
+    directory: join(dataDir, 's3-backup'),
+  });
 
   // Fresh random tokens each run: the code carries no default credential.
   const operator = randomBytes(24).toString('base64url');

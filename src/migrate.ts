@@ -19,7 +19,8 @@ async function main(): Promise<void> {
   for (let attempt = 1; ; attempt += 1) {
     try {
       const result = await migrate(url, join(__dirname, '..', 'prisma', 'migrations'));
-      if (result.restorePoint && 'name' in result.restorePoint) console.log(`restore point ${result.restorePoint.name} at ${result.restorePoint.lsn} (recover to it with --target-name)`);
+      if (result.restorePoint && 'name' in result.restorePoint)
+        console.log(`restore point ${result.restorePoint.name} at ${result.restorePoint.lsn} (recover to it with --target-name)`);
       else if (result.restorePoint) console.warn(`warning: no restore point before migrating: ${result.restorePoint.error}`);
       for (const name of result.applied) console.log(`applied ${name}`);
       for (const name of result.modified) console.warn(`warning: ${name} changed after it was applied`);

@@ -68,7 +68,8 @@ export function parseArgs(argv: string[]): Args | string {
   if (args.reportPending) return argv.length === 1 ? args : '--report-pending takes no other option';
   if (!args.backup) return '--from-backup is required';
   if (!/^(latest|\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?)$/.test(args.backup)) return '--from-backup must be latest or a backup label';
-  if (args.targetTime && !/^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)$/.test(args.targetTime)) return '--target-time must be ISO 8601 with a zone, e.g. 2026-11-26T08:15:00Z';
+  if (args.targetTime && !/^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)$/.test(args.targetTime))
+    return '--target-time must be ISO 8601 with a zone, e.g. 2026-11-26T08:15:00Z';
   if (args.targetName && !/^[A-Za-z0-9._:-]{1,63}$/.test(args.targetName)) return '--target-name must be a restore point name';
   if (args.targetTime && args.targetName) return 'give --target-time or --target-name, not both';
   if (args.confirm && args.dryRun) return 'give --confirm or --dry-run, not both';
@@ -92,7 +93,12 @@ function api(): RestoreApi {
   const base = apiBase();
   const token = apiToken();
   const call = async (method: string, path: string, body: unknown) => {
-    const res = await fetch(`${base}${path}`, { method, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(60_000) });
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(60_000),
+    });
     return { status: res.status, body: (await res.json().catch(() => ({}))) as unknown };
   };
   return {
@@ -180,7 +186,12 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
   const osUser = process.env.PGBACKREST_OS_USER ?? 'postgres';
-  const tool = new PgBackRestCli({ bin: process.env.PGBACKREST_BIN ?? 'pgbackrest', stanza, configPath: process.env.PGBACKREST_CONFIG, runAs: isRoot() ? osUser : undefined });
+  const tool = new PgBackRestCli({
+    bin: process.env.PGBACKREST_BIN ?? 'pgbackrest',
+    stanza,
+    configPath: process.env.PGBACKREST_CONFIG,
+    runAs: isRoot() ? osUser : undefined,
+  });
   const started = performance.now();
   let reporter: RestoreReporter | undefined;
   try {
@@ -199,9 +210,21 @@ export async function main(argv: string[]): Promise<number> {
     reporter = startReporter();
     const restoreStarted = performance.now();
     const done: { step: (typeof RESTORE_STEPS)[number]; ms: number }[] = [];
-    reporter.report({ event: 'started', at: new Date().toISOString(), result: 'success', plan: { backup: plan.backup.label, target: plan.target } });
+    reporter.report({
+      event: 'started',
+      at: new Date().toISOString(),
+      result: 'success',
+      plan: { backup: plan.backup.label, target: plan.target },
+    });
     const finished = (result: 'success' | 'failed', error?: string) =>
-      reporter!.report({ event: 'finished', at: new Date().toISOString(), result, durationMs: Math.round(performance.now() - restoreStarted), steps: [...done], ...(error ? { error: error.slice(0, 500) } : {}) });
+      reporter!.report({
+        event: 'finished',
+        at: new Date().toISOString(),
+        result,
+        durationMs: Math.round(performance.now() - restoreStarted),
+        steps: [...done],
+        ...(error ? { error: error.slice(0, 500) } : {}),
+      });
     let result: Awaited<ReturnType<typeof runRestore>>;
     try {
       result = await runRestore(
@@ -215,7 +238,14 @@ export async function main(argv: string[]): Promise<number> {
             const step = t.step as (typeof RESTORE_STEPS)[number];
             say(t.error === undefined ? `step: ${t.step} ${t.ms} ms` : `step: ${t.step} failed after ${t.ms} ms`);
             if (t.error === undefined) done.push({ step, ms: t.ms });
-            reporter!.report({ event: 'step', step, at: new Date().toISOString(), durationMs: t.ms, result: t.error === undefined ? 'success' : 'failed', ...(t.error ? { error: t.error.slice(0, 500) } : {}) });
+            reporter!.report({
+              event: 'step',
+              step,
+              at: new Date().toISOString(),
+              durationMs: t.ms,
+              result: t.error === undefined ? 'success' : 'failed',
+              ...(t.error ? { error: t.error.slice(0, 500) } : {}),
+            });
           },
         },
         plan,
@@ -234,7 +264,9 @@ export async function main(argv: string[]): Promise<number> {
         try {
           orphans = await findObjectsWithoutMetadata(databaseUrl, stores);
         } catch (err) {
-          throw new Error(`the database restore succeeded, but the media consistency pass failed (${(err as Error).message}): objects uploaded after the target are not listed yet`);
+          throw new Error(
+            `the database restore succeeded, but the media consistency pass failed (${(err as Error).message}): objects uploaded after the target are not listed yet`,
+          );
         } finally {
           for (const store of stores.values()) store.close();
         }
@@ -243,7 +275,9 @@ export async function main(argv: string[]): Promise<number> {
       }
     }
     await finishReporting(reporter);
-    say(`total: ${Math.round(performance.now() - started)} ms; read-only mode is still ON: check, then scripts/dr/disable-readonly-mode.sh`);
+    say(
+      `total: ${Math.round(performance.now() - started)} ms; read-only mode is still ON: check, then scripts/dr/disable-readonly-mode.sh`,
+    );
     return result.ok ? 0 : 1;
   } catch (err) {
     if (reporter) await finishReporting(reporter);
@@ -262,16 +296,27 @@ function startReporter(): RestoreReporter {
   } catch (err) {
     say(`report: cannot create the journal directory ${dir} (${(err as Error).message}); reports are kept in memory only`);
   }
-  const earlier = RestoreJournal.all(dir).filter((j) => j.restoreId !== restoreId).reduce((n, j) => n + j.pending().length, 0);
-  if (earlier > 0) say(`report: ${earlier} report(s) of earlier restores were never taken by the API: send them with scripts/dr/restore-database.sh --report-pending`);
+  const earlier = RestoreJournal.all(dir)
+    .filter((j) => j.restoreId !== restoreId)
+    .reduce((n, j) => n + j.pending().length, 0);
+  if (earlier > 0)
+    say(
+      `report: ${earlier} report(s) of earlier restores were never taken by the API: send them with scripts/dr/restore-database.sh --report-pending`,
+    );
   say(`report: restore ${restoreId} reports to the API as database.restore${journal ? ` (journal ${journal.path})` : ''}`);
   return new RestoreReporter({ restoreId, transport: httpTransport(apiBase(), apiToken()), journal, say });
 }
 
 async function finishReporting(reporter: RestoreReporter): Promise<void> {
   const left = await reporter.flush(REPORT_FLUSH_MS);
-  if (left === 0) say(`report: the API took all ${reporter.sent} report(s) of restore ${reporter.restoreId}${reporter.rejected ? ` (${reporter.rejected} refused)` : ''}`);
-  else say(`report: the API did not take ${left} report(s) of restore ${reporter.restoreId} (${reporter.lastError}); they are recorded in ${journalDir()}: send them with scripts/dr/restore-database.sh --report-pending`);
+  if (left === 0)
+    say(
+      `report: the API took all ${reporter.sent} report(s) of restore ${reporter.restoreId}${reporter.rejected ? ` (${reporter.rejected} refused)` : ''}`,
+    );
+  else
+    say(
+      `report: the API did not take ${left} report(s) of restore ${reporter.restoreId} (${reporter.lastError}); they are recorded in ${journalDir()}: send them with scripts/dr/restore-database.sh --report-pending`,
+    );
 }
 
 /** Sends what earlier restores could not report; exit 0 when nothing is left unsent. */
@@ -290,10 +335,15 @@ async function reportPending(): Promise<number> {
     const pending = journal.pending();
     if (pending.length === 0) continue;
     found += pending.length;
-    const reporter = new RestoreReporter({ restoreId: journal.restoreId, transport: httpTransport(apiBase(), token), journal, say, resending: true }, pending);
+    const reporter = new RestoreReporter(
+      { restoreId: journal.restoreId, transport: httpTransport(apiBase(), token), journal, say, resending: true },
+      pending,
+    );
     const remaining = await reporter.flush(REPORT_FLUSH_MS);
     left += remaining;
-    say(`report: restore ${journal.restoreId}: ${reporter.sent} sent, ${reporter.rejected} refused, ${remaining} still unsent${remaining ? ` (${reporter.lastError})` : ''}`);
+    say(
+      `report: restore ${journal.restoreId}: ${reporter.sent} sent, ${reporter.rejected} refused, ${remaining} still unsent${remaining ? ` (${reporter.lastError})` : ''}`,
+    );
   }
   if (found === 0) say(`report: nothing to send (${dir})`);
   return left === 0 ? 0 : 1;

@@ -87,7 +87,10 @@ export async function createService(config: Config, logger: Logger, options: Ser
   const lifecycle = new Lifecycle();
 
   // 1. Stores.
-  const databaseClients = new DatabaseClients({ primary: config.databaseUrl, replica: config.databaseReplicaUrl }, options.prismaFactory ?? createPrisma);
+  const databaseClients = new DatabaseClients(
+    { primary: config.databaseUrl, replica: config.databaseReplicaUrl },
+    options.prismaFactory ?? createPrisma,
+  );
   const redis = createRedisClient(config.redisUrl, logger, 'sav3-api');
   const objectStores = createObjectStores(config);
   const prisma = () => databaseClients.client();
@@ -148,19 +151,42 @@ export async function createService(config: Config, logger: Logger, options: Ser
   });
   // Backups: the inventory and RPO metrics, and requests that workers carry out.
   const backups = createBackupModule({
-    config, logger, metrics, redis, prefix, clients: databaseClients, stores: objectStores, migrationsDir: MIGRATIONS_DIR, audit,
+    config,
+    logger,
+    metrics,
+    redis,
+    prefix,
+    clients: databaseClients,
+    stores: objectStores,
+    migrationsDir: MIGRATIONS_DIR,
+    audit,
     activeTarget: async () => dr.current().database.active,
   });
 
   // 3. Health: what the probes of every capability report.
   const timeoutMs = config.healthTimeoutMs;
-  const redisRunner = new ProbeRunner<void>((signal) => probeRedis(config.redisUrl, timeoutMs, signal), { dependency: 'redis', target: () => 'redis', timeoutMs, metrics, logger });
+  const redisRunner = new ProbeRunner<void>((signal) => probeRedis(config.redisUrl, timeoutMs, signal), {
+    dependency: 'redis',
+    target: () => 'redis',
+    timeoutMs,
+    metrics,
+    logger,
+  });
   const health = new HealthService({
     database: { runners: database.runners, active: () => databaseClients.active },
     replication: async () => database.replication() as Record<string, unknown> | undefined,
-    media: { runners: media.runners, active: () => dr.current().media.active, bucket: (b) => objectStores.get(b)?.bucket ?? '', saturated: media.saturated },
+    media: {
+      runners: media.runners,
+      active: () => dr.current().media.active,
+      bucket: (b) => objectStores.get(b)?.bucket ?? '',
+      saturated: media.saturated,
+    },
     redis: redisRunner,
-    drSummary: () => ({ readOnly: readOnly.service.isActive(), stateVersion: dr.current().version, ttlExpiryRefused: readOnly.service.expiryRefused() }),
+    drSummary: () => ({
+      readOnly: readOnly.service.isActive(),
+      stateVersion: dr.current().version,
+      ttlExpiryRefused: readOnly.service.expiryRefused(),
+    }),
     writes: () => {
       const nodes = database.watch.report();
       return { refusal: writeGate.gate.closed(), splitBrain: nodes.splitBrain, writableNodes: nodes.writableNodes, fenced: nodes.fenced };
@@ -243,7 +269,10 @@ export async function createService(config: Config, logger: Logger, options: Ser
       });
       const address = server.address() as AddressInfo;
       if (config.metricsPort !== undefined) metricsListener = await startMetricsListener(metrics.registry, config.metricsPort, config.host);
-      logger.info({ port: address.port, host: address.address, metricsPort: metricsListener?.address.port, instanceId: config.instanceId }, 'listening');
+      logger.info(
+        { port: address.port, host: address.address, metricsPort: metricsListener?.address.port, instanceId: config.instanceId },
+        'listening',
+      );
       return address;
     },
     async stop() {

@@ -50,7 +50,13 @@ export function createWorker(config: Config, logger: Logger, options: WorkerOpti
   const metrics = createMetrics();
   // Instance-state gauges belong to API instances: a worker exporting their zero values would
   // trip alerts that compare instances (e.g. DR state versions).
-  for (const name of ['sav3_dr_state_version', 'sav3_read_only_mode', 'sav3_replication_lag_seconds', 'sav3_media_backup_backlog', 'sav3_read_only_rejections_total']) {
+  for (const name of [
+    'sav3_dr_state_version',
+    'sav3_read_only_mode',
+    'sav3_replication_lag_seconds',
+    'sav3_media_backup_backlog',
+    'sav3_read_only_rejections_total',
+  ]) {
     metrics.registry.removeSingleMetric(name);
   }
   const lifecycle = new Lifecycle();
@@ -65,7 +71,18 @@ export function createWorker(config: Config, logger: Logger, options: WorkerOpti
     if (clients.active !== target) await clients.setActive(target, 0);
     return target;
   };
-  const backups = createBackupModule({ config, logger, metrics, redis, prefix, clients, activeTarget, stores: objectStores, migrationsDir: MIGRATIONS_DIR, tool: options.tool });
+  const backups = createBackupModule({
+    config,
+    logger,
+    metrics,
+    redis,
+    prefix,
+    clients,
+    activeTarget,
+    stores: objectStores,
+    migrationsDir: MIGRATIONS_DIR,
+    tool: options.tool,
+  });
   const handlers = new Map([...backups.handlers(), ...(options.extraHandlers ?? [])]);
   const runner = new JobRunner({
     queue: backups.queue,
@@ -92,16 +109,28 @@ export function createWorker(config: Config, logger: Logger, options: WorkerOpti
   app.set('etag', false);
   app.use(httpMetrics(metrics));
   const send = (res: express.Response, ok: boolean, extra: Record<string, unknown> = {}) =>
-    res.setHeader('Cache-Control', 'no-store').status(ok ? 200 : 503).json({ status: ok ? 'healthy' : 'unhealthy', ...extra, timestamp: new Date().toISOString() });
+    res
+      .setHeader('Cache-Control', 'no-store')
+      .status(ok ? 200 : 503)
+      .json({ status: ok ? 'healthy' : 'unhealthy', ...extra, timestamp: new Date().toISOString() });
   app.get('/health/live', (_req, res) => send(res, !lifecycle.shuttingDown));
   app.get('/health/ready', async (_req, res) => {
     // Ready to take jobs: not stopping, and the queue (Redis) answers.
     // The queue's own connection: ready, and answering a PING within the health timeout.
     const redisOk =
       isReady(redis) &&
-      (await Promise.race([redis.ping().then(() => true, () => false), new Promise<boolean>((r) => setTimeout(() => r(false), config.healthTimeoutMs).unref())]));
+      (await Promise.race([
+        redis.ping().then(
+          () => true,
+          () => false,
+        ),
+        new Promise<boolean>((r) => setTimeout(() => r(false), config.healthTimeoutMs).unref()),
+      ]));
     const ok = !lifecycle.shuttingDown && redisOk;
-    send(res, ok, { checks: { lifecycle: lifecycle.shuttingDown ? 'unhealthy' : 'healthy', redis: redisOk ? 'healthy' : 'unhealthy' }, role: 'worker' });
+    send(res, ok, {
+      checks: { lifecycle: lifecycle.shuttingDown ? 'unhealthy' : 'healthy', redis: redisOk ? 'healthy' : 'unhealthy' },
+      role: 'worker',
+    });
   });
   app.use(metricsRoutes(metrics.registry));
   app.use(notFoundHandler);
@@ -115,10 +144,12 @@ export function createWorker(config: Config, logger: Logger, options: WorkerOpti
     runner,
     redis,
     async listen() {
-      const removed = await cleanLeftovers(config.backup.scratchDir, { pgBin: config.backup.pgBin, osUser: config.backup.osUser }).catch((err: unknown) => {
-        logger.error({ err }, 'could not clean leftover scratch clusters');
-        return [];
-      });
+      const removed = await cleanLeftovers(config.backup.scratchDir, { pgBin: config.backup.pgBin, osUser: config.backup.osUser }).catch(
+        (err: unknown) => {
+          logger.error({ err }, 'could not clean leftover scratch clusters');
+          return [];
+        },
+      );
       if (removed.length > 0) logger.warn({ removed }, 'removed scratch clusters left by a worker that stopped mid-validation');
       await waitReady(redis, 2000);
       await activeTarget().catch(() => undefined);

@@ -18,7 +18,12 @@ const run = promisify(execFile);
  * One silent service instance on a drill's own primary + replica and S3 server, with a fresh
  * operator token, its own DR state file and Redis key prefix (never an earlier run's state).
  */
-export async function startClusterService(name: string, cluster: PgCluster, s3: S3ServerHandle, env: Record<string, string> = {}): Promise<{ service: Service; token: string }> {
+export async function startClusterService(
+  name: string,
+  cluster: PgCluster,
+  s3: S3ServerHandle,
+  env: Record<string, string> = {},
+): Promise<{ service: Service; token: string }> {
   const token = randomBytes(24).toString('base64url');
   const service = await createService(
     loadConfig({
@@ -92,7 +97,9 @@ export function startUploadLoop(base: string, keyPrefix: string, size: number): 
 /** Runs a runbook script from scripts/dr against the API; returns how long it took. */
 export async function runbookScript(base: string, token: string, name: string, args: string[]): Promise<number> {
   const started = performance.now();
-  await run('bash', [join(__dirname, '..', 'scripts', 'dr', name), ...args], { env: { ...process.env, SAV3_API_URL: base, SAV3_ADMIN_TOKEN: token } });
+  await run('bash', [join(__dirname, '..', 'scripts', 'dr', name), ...args], {
+    env: { ...process.env, SAV3_API_URL: base, SAV3_ADMIN_TOKEN: token },
+  });
   return Math.round(performance.now() - started);
 }
 

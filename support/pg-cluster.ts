@@ -57,10 +57,11 @@ process.once('exit', () => {
   for (const cluster of live) {
     for (const n of [cluster.primary, cluster.replica]) {
       try {
-        execFileSync(asRoot ? 'runuser' : join(BIN, 'pg_ctl'), [
-          ...(asRoot ? ['-u', 'postgres', '--', join(BIN, 'pg_ctl')] : []),
-          '-D', n.dataDir, '-m', 'immediate', 'stop',
-        ], { stdio: 'ignore' });
+        execFileSync(
+          asRoot ? 'runuser' : join(BIN, 'pg_ctl'),
+          [...(asRoot ? ['-u', 'postgres', '--', join(BIN, 'pg_ctl')] : []), '-D', n.dataDir, '-m', 'immediate', 'stop'],
+          { stdio: 'ignore' },
+        );
       } catch {
         // already stopped
       }
@@ -123,12 +124,39 @@ export async function startPgCluster(options: PgClusterOptions = {}): Promise<Pg
   live.add(cluster);
   try {
     await cluster.primary.start();
-    await pg('pg_basebackup', ['-h', '127.0.0.1', '-p', String(primaryPort), '-U', 'postgres', '-D', replicaDir, '-R', '-X', 'stream', '--no-sync']);
+    await pg('pg_basebackup', [
+      '-h',
+      '127.0.0.1',
+      '-p',
+      String(primaryPort),
+      '-U',
+      'postgres',
+      '-D',
+      replicaDir,
+      '-R',
+      '-X',
+      'stream',
+      '--no-sync',
+    ]);
     writeFileSync(join(dir, 'replica.conf'), '');
     appendFileSync(join(replicaDir, 'postgresql.conf'), `\nport = ${replicaPort}\n${extra(replicaDir)}\n`);
     await cluster.replica.start();
     if (options.synchronous) {
-      await pg('psql', ['-h', '127.0.0.1', '-p', String(primaryPort), '-U', 'postgres', '-d', 'postgres', '-qAt', '-c', "ALTER SYSTEM SET synchronous_standby_names = '*'", '-c', 'SELECT pg_reload_conf()']);
+      await pg('psql', [
+        '-h',
+        '127.0.0.1',
+        '-p',
+        String(primaryPort),
+        '-U',
+        'postgres',
+        '-d',
+        'postgres',
+        '-qAt',
+        '-c',
+        "ALTER SYSTEM SET synchronous_standby_names = '*'",
+        '-c',
+        'SELECT pg_reload_conf()',
+      ]);
     }
     return cluster;
   } catch (err) {

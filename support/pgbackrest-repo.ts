@@ -20,7 +20,11 @@ export interface PgBackRestRepo {
   destroy(): void;
 }
 
-export async function createPgBackRestRepo(primary: PgNode, socketDir: string, options: { stanza?: string; extraGlobal?: string[] } = {}): Promise<PgBackRestRepo> {
+export async function createPgBackRestRepo(
+  primary: PgNode,
+  socketDir: string,
+  options: { stanza?: string; extraGlobal?: string[] } = {},
+): Promise<PgBackRestRepo> {
   const stanza = options.stanza ?? 'main';
   const dir = mkdtempSync(join(tmpdir(), 'sav3-pgbr-'));
   chmodSync(dir, 0o700);
@@ -54,7 +58,9 @@ export async function createPgBackRestRepo(primary: PgNode, socketDir: string, o
   }
   const exec = async (args: string[]) => {
     const argv = [`--config=${configPath}`, `--stanza=${stanza}`, ...args];
-    const { stdout } = await run(asRoot ? 'runuser' : 'pgbackrest', asRoot ? ['-u', 'postgres', '--', 'pgbackrest', ...argv] : argv, { maxBuffer: 16 * 1024 * 1024 });
+    const { stdout } = await run(asRoot ? 'runuser' : 'pgbackrest', asRoot ? ['-u', 'postgres', '--', 'pgbackrest', ...argv] : argv, {
+      maxBuffer: 16 * 1024 * 1024,
+    });
     return stdout;
   };
   appendFileSync(

@@ -53,17 +53,28 @@ export function createPgBackRestRepo(dir: string, stanza = 'sav3'): PgBackRestRe
     ].join('\n'),
   );
   if (asRoot) chownSync(config, 101, 104);
-  const pgOptions = (node: PgNode, socketDir: string) => [`--config=${config}`, `--stanza=${stanza}`, `--pg1-path=${node.dataDir}`, `--pg1-port=${node.port}`, `--pg1-socket-path=${socketDir}`];
+  const pgOptions = (node: PgNode, socketDir: string) => [
+    `--config=${config}`,
+    `--stanza=${stanza}`,
+    `--pg1-path=${node.dataDir}`,
+    `--pg1-port=${node.port}`,
+    `--pg1-socket-path=${socketDir}`,
+  ];
   return {
     config,
     stanza,
-    archiveSettings: (dataDir) => ['archive_mode = on', `archive_command = 'pgbackrest --config=${config} --stanza=${stanza} --pg1-path=${dataDir} archive-push %p'`],
+    archiveSettings: (dataDir) => [
+      'archive_mode = on',
+      `archive_command = 'pgbackrest --config=${config} --stanza=${stanza} --pg1-path=${dataDir} archive-push %p'`,
+    ],
     async stanzaCreate(node, socketDir) {
       await pgbackrest([...pgOptions(node, socketDir), 'stanza-create']);
     },
     async backup(node, socketDir) {
       await pgbackrest([...pgOptions(node, socketDir), '--type=full', 'backup']);
-      const info = JSON.parse(await pgbackrest([`--config=${config}`, `--stanza=${stanza}`, '--output=json', 'info'])) as { backup: { label: string }[] }[];
+      const info = JSON.parse(await pgbackrest([`--config=${config}`, `--stanza=${stanza}`, '--output=json', 'info'])) as {
+        backup: { label: string }[];
+      }[];
       return info[0]!.backup.at(-1)!.label;
     },
   };

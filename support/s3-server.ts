@@ -58,7 +58,11 @@ interface FilesystemStore {
   listObjects(
     bucket: string,
     options: { prefix?: string; startAfter?: string; maxKeys?: number; delimiter?: string },
-  ): Promise<{ objects: { key: string; size: number; lastModifiedDate: Date; metadata: Record<string, string> }[]; commonPrefixes: string[]; isTruncated: boolean }>;
+  ): Promise<{
+    objects: { key: string; size: number; lastModifiedDate: Date; metadata: Record<string, string> }[];
+    commonPrefixes: string[];
+    isTruncated: boolean;
+  }>;
 }
 
 interface KoaContext {
@@ -183,7 +187,13 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3ServerH
     secretKey,
     directory,
     async start() {
-      const s = new S3rver({ address: '127.0.0.1', port, silent: true, directory, configureBuckets: [{ name: options.bucket, configs: [] }] });
+      const s = new S3rver({
+        address: '127.0.0.1',
+        port,
+        silent: true,
+        directory,
+        configureBuckets: [{ name: options.bucket, configs: [] }],
+      });
       const internals = s as unknown as { store: FilesystemStore; middleware: unknown[] };
       internals.store.putObject = atomicPut(internals.store);
       internals.middleware.unshift(listV2(internals.store));

@@ -57,7 +57,11 @@ export async function stateSafetyDrill(): Promise<Check[]> {
     let base = await start();
     const script = (name: string, args: string[]) => runbookScript(base, token, name, args);
     const admin = (method: string, path: string, body?: object) =>
-      fetch(`${base}${path}`, { method, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: body ? JSON.stringify(body) : undefined });
+      fetch(`${base}${path}`, {
+        method,
+        headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+        body: body ? JSON.stringify(body) : undefined,
+      });
     const put = async (key: string) => {
       const res = await fetch(`${base}/media/${key}`, { method: 'PUT', body: key });
       return { status: res.status, code: (await json(res)).error?.code as string | undefined };
@@ -68,7 +72,11 @@ export async function stateSafetyDrill(): Promise<Check[]> {
     await script('switch-database-connection.sh', ['--to', 'replica']);
     await sleep(3500);
     const kept = await json(await admin('GET', '/admin/dr/state'));
-    checks.push({ name: 'ttl_kept_on_over_standby', ok: kept.readOnly?.active === true && String(kept.readOnly?.reason).startsWith('kept on'), detail: String(kept.readOnly?.reason) });
+    checks.push({
+      name: 'ttl_kept_on_over_standby',
+      ok: kept.readOnly?.active === true && String(kept.readOnly?.reason).startsWith('kept on'),
+      detail: String(kept.readOnly?.reason),
+    });
     await script('switch-database-connection.sh', ['--to', 'primary']);
 
     // 2. Restart while Redis is down: the instance follows its state file (read-only still on).
@@ -76,18 +84,30 @@ export async function stateSafetyDrill(): Promise<Check[]> {
     await service!.stop();
     base = await start();
     const whileDown = await put('state-drill/while-redis-down');
-    checks.push({ name: 'restart_with_redis_down_follows_state_file', ok: whileDown.status === 503 && whileDown.code === 'read_only', detail: `write answered ${whileDown.status} ${whileDown.code}` });
+    checks.push({
+      name: 'restart_with_redis_down_follows_state_file',
+      ok: whileDown.status === 503 && whileDown.code === 'read_only',
+      detail: `write answered ${whileDown.status} ${whileDown.code}`,
+    });
     await redis.start();
     let restored = false;
     for (let i = 0; i < 100 && !restored; i += 1) {
       const probe = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
       probe.on('error', () => undefined);
-      restored = await probe.get(`${prefix}dr:state`).then((v) => v !== null, () => false);
+      restored = await probe.get(`${prefix}dr:state`).then(
+        (v) => v !== null,
+        () => false,
+      );
       probe.disconnect();
       if (!restored) await sleep(100);
     }
-    checks.push({ name: 'empty_redis_gets_the_state_back', ok: restored, detail: restored ? 'the state is in Redis again' : 'not restored within 10 s' });
-    for (let i = 0; i < 50 && (await admin('PUT', '/admin/read-only', { enabled: false, reason: 'drill' })).status !== 200; i += 1) await sleep(200);
+    checks.push({
+      name: 'empty_redis_gets_the_state_back',
+      ok: restored,
+      detail: restored ? 'the state is in Redis again' : 'not restored within 10 s',
+    });
+    for (let i = 0; i < 50 && (await admin('PUT', '/admin/read-only', { enabled: false, reason: 'drill' })).status !== 200; i += 1)
+      await sleep(200);
 
     // 3. A state recording another cluster's nodes: writes refused until reset-dr-state.sh.
     const client = new Redis(redis.url);
@@ -102,7 +122,11 @@ export async function stateSafetyDrill(): Promise<Check[]> {
       await sleep(100);
       mismatch = await put('state-drill/mismatch');
     }
-    checks.push({ name: 'mismatched_state_refuses_writes', ok: mismatch.code === 'state_mismatch', detail: `write answered ${mismatch.status} ${mismatch.code}` });
+    checks.push({
+      name: 'mismatched_state_refuses_writes',
+      ok: mismatch.code === 'state_mismatch',
+      detail: `write answered ${mismatch.status} ${mismatch.code}`,
+    });
     await script('reset-dr-state.sh', ['--reason', 'drill: state of another cluster', '--yes']);
     const after = await put('state-drill/after-reset');
     checks.push({ name: 'reset_reopens_writes', ok: after.status === 201, detail: `write answered ${after.status}` });

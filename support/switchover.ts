@@ -14,7 +14,6 @@ import { startPgCluster, type PgNode } from './pg-cluster.ts';
 import { mediaEnv, startS3Server } from './s3-server.ts';
 import { sha256Hex } from './common.ts';
 
-
 export interface SwitchoverResult {
   concurrency: number;
   enableMs: number;
@@ -37,7 +36,9 @@ async function keysOn(node: PgNode): Promise<Map<string, string>> {
   client.on('error', () => undefined);
   await client.connect();
   try {
-    const { rows } = await client.query<{ key: string; sha256: string }>("SELECT key, sha256 FROM media_objects WHERE key LIKE 'switchover/%'");
+    const { rows } = await client.query<{ key: string; sha256: string }>(
+      "SELECT key, sha256 FROM media_objects WHERE key LIKE 'switchover/%'",
+    );
     return new Map(rows.map((r) => [r.key, r.sha256]));
   } finally {
     await client.end();
@@ -55,7 +56,11 @@ async function setting(node: PgNode, name: string): Promise<string> {
   }
 }
 
-export async function plannedSwitchover(options: { concurrency: number; uploadBytes: number; redisUrl?: string }): Promise<SwitchoverResult> {
+export async function plannedSwitchover(options: {
+  concurrency: number;
+  uploadBytes: number;
+  redisUrl?: string;
+}): Promise<SwitchoverResult> {
   const cluster = await startPgCluster({ synchronous: true });
   const s3 = await startS3Server({ bucket: 'switchover-media' });
   const token = randomBytes(24).toString('base64url');
@@ -78,7 +83,7 @@ export async function plannedSwitchover(options: { concurrency: number; uploadBy
           HEALTH_TIMEOUT_MS: '2000',
           HEALTH_INTERVAL_MS: '500',
           INSTANCE_ID: id,
-          DR_STATE_FILE: join(tmpdir(), `sav3-switchover-${prefix.replace(/:/g, "-")}${id}.json`),
+          DR_STATE_FILE: join(tmpdir(), `sav3-switchover-${prefix.replace(/:/g, '-')}${id}.json`),
         }),
         createLogger('silent'),
         { redisKeyPrefix: prefix },
@@ -87,7 +92,11 @@ export async function plannedSwitchover(options: { concurrency: number; uploadBy
       bases.push(`http://127.0.0.1:${(await service.listen()).port}`);
     }
     const admin = async (method: string, path: string, body: object) => {
-      const res = await fetch(`${bases[0]}${path}`, { method, headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+      const res = await fetch(`${bases[0]}${path}`, {
+        method,
+        headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+      });
       const json = (await res.json()) as Record<string, unknown>;
       if (res.status !== 200) throw new Error(`${method} ${path} answered ${res.status}: ${JSON.stringify(json)}`);
       return json;

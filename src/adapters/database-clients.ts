@@ -62,7 +62,10 @@ export class DatabaseClients {
     if (!old) return true;
     let timer: NodeJS.Timeout | undefined;
     const drained = await Promise.race([
-      old.$disconnect().then(() => true, () => true),
+      old.$disconnect().then(
+        () => true,
+        () => true,
+      ),
       new Promise<boolean>((resolve) => {
         timer = setTimeout(() => resolve(false), drainMs);
       }),

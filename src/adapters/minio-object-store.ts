@@ -98,8 +98,21 @@ export class MinioObjectStore implements ObjectStore {
   }
 
   /** One request on a presigned URL; the response arrives within the timeout or the request fails. */
-  private send(url: URL, method: 'GET' | 'PUT', agent: http.Agent, headers: Record<string, string> = {}): { req: http.ClientRequest; response: Promise<http.IncomingMessage> } {
-    const req = (this.secure ? https : http).request({ protocol: url.protocol, hostname: url.hostname, port: url.port, path: `${url.pathname}${url.search}`, method, agent, headers });
+  private send(
+    url: URL,
+    method: 'GET' | 'PUT',
+    agent: http.Agent,
+    headers: Record<string, string> = {},
+  ): { req: http.ClientRequest; response: Promise<http.IncomingMessage> } {
+    const req = (this.secure ? https : http).request({
+      protocol: url.protocol,
+      hostname: url.hostname,
+      port: url.port,
+      path: `${url.pathname}${url.search}`,
+      method,
+      agent,
+      headers,
+    });
     // Idle bound on the socket (a server that stops sending mid-body) ...
     req.setTimeout(this.timeoutMs, () => req.destroy(timeoutError(this.timeoutMs)));
     const response = new Promise<http.IncomingMessage>((resolve, reject) => {
@@ -172,7 +185,13 @@ export class MinioObjectStore implements ObjectStore {
     try {
       const stat = await this.client.statObject(this.bucket, key);
       const meta = stat.metaData as ItemBucketMetadata;
-      return { key, size: stat.size, etag: stat.etag, contentType: meta['content-type'] as string | undefined, lastModified: stat.lastModified };
+      return {
+        key,
+        size: stat.size,
+        etag: stat.etag,
+        contentType: meta['content-type'] as string | undefined,
+        lastModified: stat.lastModified,
+      };
     } catch (err) {
       if (isMissing(err)) return undefined;
       throw err;

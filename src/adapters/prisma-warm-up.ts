@@ -11,7 +11,9 @@ let warmed: Promise<void> | undefined;
  */
 export function warmUpPrisma(): Promise<void> {
   warmed ??= (async () => {
-    const client = new PrismaClient({ adapter: new PrismaPg({ connectionString: 'postgresql://warm-up@127.0.0.1:1/warm-up', connectionTimeoutMillis: 200, max: 1 }) });
+    const client = new PrismaClient({
+      adapter: new PrismaPg({ connectionString: 'postgresql://warm-up@127.0.0.1:1/warm-up', connectionTimeoutMillis: 200, max: 1 }),
+    });
     await client.drCanary.findFirst().catch(() => undefined);
     await client.$disconnect().catch(() => undefined);
     await settle();

@@ -45,7 +45,10 @@ export function adminAuth(deps: {
     const presented = bearerToken(req);
     const token = checkAdminToken(deps, address, presented);
     if (!token) {
-      deps.logger.warn({ address, method: req.method, path: req.path, tokenPresented: presented !== undefined }, 'admin authentication failed');
+      deps.logger.warn(
+        { address, method: req.method, path: req.path, tokenPresented: presented !== undefined },
+        'admin authentication failed',
+      );
       throw unauthorized(presented === undefined ? 'an admin bearer token is required' : 'the token is not valid', presented !== undefined);
     }
     const admin: AdminPrincipal = { name: token.name, role: token.role };
@@ -76,7 +79,11 @@ export function matchAdminToken(tokens: readonly AdminToken[], presented: string
  * errors to a token holder): the matching token, or undefined after counting a failed attempt for
  * the address; 429 instead while the address is throttled. A valid token always passes.
  */
-export function checkAdminToken(deps: { tokens: readonly AdminToken[]; limiter: FailedAuthLimiter }, address: string, presented: string | undefined): AdminToken | undefined {
+export function checkAdminToken(
+  deps: { tokens: readonly AdminToken[]; limiter: FailedAuthLimiter },
+  address: string,
+  presented: string | undefined,
+): AdminToken | undefined {
   const token = presented === undefined ? undefined : matchAdminToken(deps.tokens, presented);
   if (token) return token;
   throwIfThrottled(deps.limiter, address);

@@ -17,14 +17,27 @@ export interface AuditedOutcome<T> {
  * Runs an admin change and records it, whatever happens: success or dry run with the state before
  * and after; a refusal (4xx, 503) or failure with the error code. Then rethrows.
  */
-export async function audited<T>(audit: AuditLog, req: Request, res: Response, action: string, run: () => Promise<AuditedOutcome<T>>): Promise<T> {
+export async function audited<T>(
+  audit: AuditLog,
+  req: Request,
+  res: Response,
+  action: string,
+  run: () => Promise<AuditedOutcome<T>>,
+): Promise<T> {
   const admin = principal(res);
   const base = { actor: admin.name, role: admin.role, action, requestId: req.id === undefined ? null : String(req.id) };
   const started = performance.now();
   const took = () => Math.round(performance.now() - started);
   try {
     const outcome = await run();
-    await audit.record({ ...base, durationMs: took(), result: outcome.result ?? 'success', before: outcome.before ?? null, after: outcome.after ?? null, detail: outcome.detail ?? null });
+    await audit.record({
+      ...base,
+      durationMs: took(),
+      result: outcome.result ?? 'success',
+      before: outcome.before ?? null,
+      after: outcome.after ?? null,
+      detail: outcome.detail ?? null,
+    });
     return outcome.body;
   } catch (err) {
     const refused = err instanceof AppError && (err.status < 500 || err.status === 503);

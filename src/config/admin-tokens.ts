@@ -21,7 +21,10 @@ export function sha256(value: string): Buffer {
 export function parseAdminTokens(value: string): { tokens: AdminToken[]; problems: string[] } {
   const tokens: AdminToken[] = [];
   const problems: string[] = [];
-  const entries = value.split(',').map((e) => e.trimStart()).filter((e) => e.trim().length > 0);
+  const entries = value
+    .split(',')
+    .map((e) => e.trimStart())
+    .filter((e) => e.trim().length > 0);
   entries.forEach((entry, index) => {
     const first = entry.indexOf(':');
     const second = entry.indexOf(':', first + 1);

@@ -91,14 +91,10 @@ export class ConfigError extends Error {
   }
 }
 
-const postgresUrl = z
-  .string({ error: 'required' })
-  .refine(isPostgresUrl, { error: 'must be a postgresql:// URL' });
-const httpUrl = z
-  .string()
-  .refine((v) => /^https?:\/\/[^/]+\/?$/.test(v) && URL.canParse(v), {
-    error: 'must be an http(s)://host:port URL without a path',
-  });
+const postgresUrl = z.string({ error: 'required' }).refine(isPostgresUrl, { error: 'must be a postgresql:// URL' });
+const httpUrl = z.string().refine((v) => /^https?:\/\/[^/]+\/?$/.test(v) && URL.canParse(v), {
+  error: 'must be an http(s)://host:port URL without a path',
+});
 const int = (min: number, max: number) =>
   z
     .string()
@@ -149,7 +145,10 @@ const schema = z.object({
   HEALTH_INTERVAL_MS: int(100, 3_600_000).default(5000),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'must be a pino level' }).default('info'),
   MEDIA_MAX_BYTES: int(1, Number.MAX_SAFE_INTEGER).default(104_857_600),
-  INSTANCE_ID: z.string().regex(/^[A-Za-z0-9._:-]{1,100}$/, { error: 'must be 1-100 characters of A-Z a-z 0-9 . _ : -' }).optional(),
+  INSTANCE_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9._:-]{1,100}$/, { error: 'must be 1-100 characters of A-Z a-z 0-9 . _ : -' })
+    .optional(),
   TRUST_PROXY: z.string().min(1).optional(),
   MIGRATE_ON_START: bool.default(false),
   SHUTDOWN_TIMEOUT_MS: int(0, 600_000).default(10_000),
@@ -176,10 +175,16 @@ const schema = z.object({
   // (at least 3 re-reads of the state, one a second).
   DR_STATE_LEASE_MS: int(3000, 300_000).default(5000),
   ...edgeVariables(),
-  PGBACKREST_STANZA: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, { error: 'must be a stanza name (letters, digits, _ and -)' }).optional(),
+  PGBACKREST_STANZA: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,64}$/, { error: 'must be a stanza name (letters, digits, _ and -)' })
+    .optional(),
   PGBACKREST_CONFIG: z.string().regex(/^\//, { error: 'must be an absolute path' }).optional(),
   PGBACKREST_BIN: z.string().min(1).default('pgbackrest'),
-  PGBACKREST_OS_USER: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, { error: 'must be a user name' }).default('postgres'),
+  PGBACKREST_OS_USER: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_-]{0,31}$/, { error: 'must be a user name' })
+    .default('postgres'),
   PGBACKREST_TIMEOUT_MS: int(100, 600_000).default(10_000),
   PGBACKREST_INFO_CACHE_MS: int(0, 3_600_000).default(10_000),
   PG_BIN: z.string().regex(/^\//, { error: 'must be an absolute path' }).default('/usr/lib/postgresql/15/bin'),
@@ -192,9 +197,14 @@ const schema = z.object({
   WORKER_POLL_MS: int(10, 60_000).default(500),
   NOTIFY_WEBHOOK_URLS: z
     .string()
-    .refine((v) => v.split(',').every((u) => /^https?:\/\//.test(u.trim()) && URL.canParse(u.trim())), { error: 'must be comma-separated http(s) URLs' })
+    .refine((v) => v.split(',').every((u) => /^https?:\/\//.test(u.trim()) && URL.canParse(u.trim())), {
+      error: 'must be comma-separated http(s) URLs',
+    })
     .optional(),
-  ALERTMANAGER_WEBHOOK_TOKEN: z.string().regex(/^[\x21-\x7e]{24,512}$/, { error: 'must be 24-512 printable characters without spaces' }).optional(),
+  ALERTMANAGER_WEBHOOK_TOKEN: z
+    .string()
+    .regex(/^[\x21-\x7e]{24,512}$/, { error: 'must be 24-512 printable characters without spaces' })
+    .optional(),
 });
 
 type Raw = z.output<typeof schema>;
@@ -319,7 +329,10 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     drStateLeaseMs: raw.DR_STATE_LEASE_MS,
     metricsPort: raw.METRICS_PORT,
     adminAllowList: adminAllowList(raw.ADMIN_ALLOWED_CIDRS),
-    notifyWebhookUrls: raw.NOTIFY_WEBHOOK_URLS?.split(',').map((u) => u.trim()).filter((u) => u.length > 0) ?? [],
+    notifyWebhookUrls:
+      raw.NOTIFY_WEBHOOK_URLS?.split(',')
+        .map((u) => u.trim())
+        .filter((u) => u.length > 0) ?? [],
     alertmanagerWebhookToken: raw.ALERTMANAGER_WEBHOOK_TOKEN,
     backup: {
       stanza: raw.PGBACKREST_STANZA,
@@ -368,7 +381,10 @@ export interface AdminAllowList {
 const LOOPBACK = ['127.0.0.0/8', '::1/128'];
 
 function parseCidrs(value: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' }[] | undefined {
-  const entries = value.split(',').map((v) => v.trim()).filter((v) => v !== '');
+  const entries = value
+    .split(',')
+    .map((v) => v.trim())
+    .filter((v) => v !== '');
   const parsed = [];
   for (const entry of entries) {
     const [address = '', prefixText, extra] = entry.split('/');
@@ -384,7 +400,7 @@ function parseCidrs(value: string): { address: string; prefix: number; family: '
 }
 
 export function adminAllowList(value: string | undefined): AdminAllowList {
-  const configured = value === undefined ? [] : parseCidrs(value) ?? [];
+  const configured = value === undefined ? [] : (parseCidrs(value) ?? []);
   const ranges = configured.length > 0 ? configured.map((c) => `${c.address}/${c.prefix}`) : LOOPBACK;
   const list = new BlockList();
   for (const range of ranges) {

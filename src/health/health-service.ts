@@ -9,7 +9,10 @@ export interface ComponentReport {
   status: HealthStatus;
   latencyMs: number | null;
   checkedAt: string | null;
-  error?: { code: ProbeError['code'] | 'split_brain' | 'not_writable' | 'state_unknown' | 'state_mismatch' | (string & {}); message?: string };
+  error?: {
+    code: ProbeError['code'] | 'split_brain' | 'not_writable' | 'state_unknown' | 'state_mismatch' | (string & {});
+    message?: string;
+  };
   [extra: string]: unknown;
 }
 
@@ -25,7 +28,11 @@ export interface HealthServiceDeps {
   redis: ProbeRunner<void>;
   /** Extra replication facts for /health/database (from the failover capability). */
   replication?: () => Promise<Record<string, unknown> | undefined>;
-  drSummary: () => { readOnly: boolean; stateVersion: number; ttlExpiryRefused?: { reason: string; kind: string; expiresAt: string; at: string } | null };
+  drSummary: () => {
+    readOnly: boolean;
+    stateVersion: number;
+    ttlExpiryRefused?: { reason: string; kind: string; expiresAt: string; at: string } | null;
+  };
   /**
    * Whether the active target may take writes (null: yes, or unknown) and the nodes' picture
    * (split brain, writable nodes), from the database capability and the DR state.
@@ -79,7 +86,9 @@ export class HealthService {
   async database(reveal: boolean): Promise<ComponentReport> {
     const target = this.deps.database.active();
     // Every database target is (re)probed together: the replication facts need both ends.
-    const results = new Map(await Promise.all([...this.deps.database.runners].map(async ([t, r]) => [t, await r.get(this.maxAgeMs)] as const)));
+    const results = new Map(
+      await Promise.all([...this.deps.database.runners].map(async ([t, r]) => [t, await r.get(this.maxAgeMs)] as const)),
+    );
     const result = results.get(target);
     const report = toReport(result, reveal);
     report.target = target;
@@ -105,7 +114,10 @@ export class HealthService {
     if (writes.fenced.length > 0) report.fencedNodes = writes.fenced;
     if (writes.splitBrain) {
       report.status = 'unhealthy';
-      report.error = { code: 'split_brain', ...(reveal ? { message: `more than one node takes writes: ${writes.writableNodes.join(', ')}` } : {}) };
+      report.error = {
+        code: 'split_brain',
+        ...(reveal ? { message: `more than one node takes writes: ${writes.writableNodes.join(', ')}` } : {}),
+      };
       return;
     }
     if (report.status === 'unhealthy') return;
@@ -143,7 +155,9 @@ export class HealthService {
    * every instance in the load balancer, serving reads.
    */
   async ready(): Promise<{ status: HealthStatus; checks: Record<string, HealthStatus> }> {
-    const results = new Map(await Promise.all([...this.deps.database.runners].map(async ([t, r]) => [t, await r.get(this.maxAgeMs)] as const)));
+    const results = new Map(
+      await Promise.all([...this.deps.database.runners].map(async ([t, r]) => [t, await r.get(this.maxAgeMs)] as const)),
+    );
     const activeUp = results.get(this.deps.database.active())?.ok === true;
     const anyUp = [...results.values()].some((r) => r.ok);
     const canServe = activeUp || (this.deps.drSummary().readOnly && anyUp);
@@ -162,21 +176,35 @@ export class HealthService {
     const degradedComponents = [database, media, redis].some((c) => c.status !== 'healthy');
     const { readOnly, stateVersion, ttlExpiryRefused } = this.deps.drSummary();
     // A read-only TTL that passed without taking effect is worth a look: degraded, and says why.
-    const status: HealthStatus = database.status === 'unhealthy' ? 'unhealthy' : degradedComponents || ttlExpiryRefused ? 'degraded' : 'healthy';
+    const status: HealthStatus =
+      database.status === 'unhealthy' ? 'unhealthy' : degradedComponents || ttlExpiryRefused ? 'degraded' : 'healthy';
     return {
       status,
       components: { database, media, redis },
       readOnly,
       stateVersion,
       ...(ttlExpiryRefused
-        ? { readOnlyTtlExpiryRefused: { kind: ttlExpiryRefused.kind, expiresAt: ttlExpiryRefused.expiresAt, at: ttlExpiryRefused.at, ...(reveal ? { reason: ttlExpiryRefused.reason } : {}) } }
+        ? {
+            readOnlyTtlExpiryRefused: {
+              kind: ttlExpiryRefused.kind,
+              expiresAt: ttlExpiryRefused.expiresAt,
+              at: ttlExpiryRefused.at,
+              ...(reveal ? { reason: ttlExpiryRefused.reason } : {}),
+            },
+          }
         : {}),
     };
   }
 }
 
 function toReport(result: ProbeResult<unknown> | undefined, reveal: boolean): ComponentReport {
-  if (!result) return { status: 'unhealthy', latencyMs: null, checkedAt: null, error: { code: 'unknown', ...(reveal ? { message: 'not configured' } : {}) } };
+  if (!result)
+    return {
+      status: 'unhealthy',
+      latencyMs: null,
+      checkedAt: null,
+      error: { code: 'unknown', ...(reveal ? { message: 'not configured' } : {}) },
+    };
   const report: ComponentReport = {
     status: result.ok ? 'healthy' : 'unhealthy',
     latencyMs: result.latencyMs,

@@ -101,7 +101,9 @@ interface ProbeRow {
 export async function probeDatabase(options: PgProbeOptions): Promise<DatabaseProbeData> {
   return withNodeConnection(options, async (client) => {
     // BEGIN; SET LOCAL; SELECT; COMMIT as one simple-protocol query: one result per statement.
-    const results = (await client.query(`${beginWithTimeout(options.timeoutMs)}; ${PROBE_SQL}; COMMIT`)) as unknown as pg.QueryResult<ProbeRow>[];
+    const results = (await client.query(
+      `${beginWithTimeout(options.timeoutMs)}; ${PROBE_SQL}; COMMIT`,
+    )) as unknown as pg.QueryResult<ProbeRow>[];
     const row = results[2]!.rows[0]!;
     return {
       systemId: row.system_id,

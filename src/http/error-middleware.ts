@@ -17,7 +17,11 @@ export const errorMiddleware: ErrorRequestHandler = (err, req, res, next) => {
     appError =
       err.type === 'entity.too.large'
         ? new AppError(413, 'payload_too_large', 'the body is larger than the limit')
-        : new AppError(err.status ?? 400, 'bad_request', err.type === 'entity.parse.failed' ? 'the body is not valid JSON' : 'the body could not be read');
+        : new AppError(
+            err.status ?? 400,
+            'bad_request',
+            err.type === 'entity.parse.failed' ? 'the body is not valid JSON' : 'the body could not be read',
+          );
   } else if (isClientError(err)) {
     // e.g. a path with a malformed percent-encoding (/media/a%zz), which the router cannot decode.
     appError = new AppError(400, 'bad_request', 'the request is malformed');

@@ -6,7 +6,11 @@ import type { Registry } from 'prom-client';
  * The internal metrics listener (METRICS_PORT): GET /metrics and nothing else. The load balancer
  * routes only to PORT, so metrics never leave the internal network.
  */
-export async function startMetricsListener(registry: Registry, port: number, host: string): Promise<{ address: AddressInfo; close(): Promise<void> }> {
+export async function startMetricsListener(
+  registry: Registry,
+  port: number,
+  host: string,
+): Promise<{ address: AddressInfo; close(): Promise<void> }> {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '').split('?')[0];
     if (path !== '/metrics' || (req.method !== 'GET' && req.method !== 'HEAD')) {

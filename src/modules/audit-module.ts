@@ -9,7 +9,13 @@ import { RedisAuditSpool } from '../services/audit/redis-audit-spool.ts';
 export const AUDIT_FLUSH_INTERVAL_MS = 2000;
 
 /** The audit log: events go to PostgreSQL, through a Redis spool while PostgreSQL does not answer. */
-export function createAuditLog(deps: { config: Config; logger: Logger; redis: Redis; prefix: string; prisma: () => PrismaClient }): AuditLog {
+export function createAuditLog(deps: {
+  config: Config;
+  logger: Logger;
+  redis: Redis;
+  prefix: string;
+  prisma: () => PrismaClient;
+}): AuditLog {
   const { config, logger, redis, prefix } = deps;
   return new AuditLog({
     sink: new PrismaAuditSink(deps.prisma),

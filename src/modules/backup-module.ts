@@ -54,8 +54,13 @@ export function createBackupModule(deps: {
   const b = config.backup;
   // With a stanza configured this process runs pgBackRest itself (the worker, or an API instance
   // on a host that has it); without one, an API instance reads what a worker published.
-  const local = deps.tool ?? (b.stanza ? new PgBackRestCli({ bin: b.bin, stanza: b.stanza, configPath: b.configPath, runAs: isRoot() ? b.osUser : undefined }) : undefined);
-  const tool: BackupTool | undefined = local ?? (deps.audit ? new PublishedBackupInfo(deps.redis, deps.prefix, Math.max(b.statusIntervalMs * 4, 60_000)) : undefined);
+  const local =
+    deps.tool ??
+    (b.stanza
+      ? new PgBackRestCli({ bin: b.bin, stanza: b.stanza, configPath: b.configPath, runAs: isRoot() ? b.osUser : undefined })
+      : undefined);
+  const tool: BackupTool | undefined =
+    local ?? (deps.audit ? new PublishedBackupInfo(deps.redis, deps.prefix, Math.max(b.statusIntervalMs * 4, 60_000)) : undefined);
   const activeUrl = async () => {
     const target = await deps.activeTarget().catch(() => 'primary' as const);
     return deps.clients.url(target) ?? config.databaseUrl;
@@ -117,7 +122,16 @@ export function createBackupModule(deps: {
     map.set(VALIDATE_JOB, async (job) => {
       const report = await validator.validate(job.input as ValidationInput, job.id);
       void inventory.sample();
-      if (report.status !== 'passed') throw Object.assign(new Error(`validation failed: ${report.checks.filter((c) => !c.ok).map((c) => c.name).join(', ')}`), { report });
+      if (report.status !== 'passed')
+        throw Object.assign(
+          new Error(
+            `validation failed: ${report.checks
+              .filter((c) => !c.ok)
+              .map((c) => c.name)
+              .join(', ')}`,
+          ),
+          { report },
+        );
       return report;
     });
     return map;

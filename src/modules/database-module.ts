@@ -59,7 +59,8 @@ export function createDatabaseModule(deps: {
   const runners = new Map<DatabaseTarget, ProbeRunner<DatabaseProbeData>>();
   // Created below; the probes call it once running.
   let switchover: SwitchoverService | undefined;
-  const replication = (): ReplicationReport | undefined => (runners.has('replica') ? monitor.report(runners.get('primary')?.latest(), runners.get('replica')?.latest()) : undefined);
+  const replication = (): ReplicationReport | undefined =>
+    runners.has('replica') ? monitor.report(runners.get('primary')?.latest(), runners.get('replica')?.latest()) : undefined;
 
   const auto =
     config.autoReadOnly && clients.has('replica')
@@ -103,7 +104,13 @@ export function createDatabaseModule(deps: {
       logger,
       onResult: (result) => {
         monitor.observe(target, result);
-        if (result.ok && result.data?.fenced && !result.data.inRecovery && target === dr.current().database.active && leftFencedBySwitchover(target)) {
+        if (
+          result.ok &&
+          result.data?.fenced &&
+          !result.data.inRecovery &&
+          target === dr.current().database.active &&
+          leftFencedBySwitchover(target)
+        ) {
           void switchover?.recoverInterrupted(target);
         }
         if (target === 'primary') auto?.observePrimary(result);
@@ -149,7 +156,13 @@ export function createDatabaseModule(deps: {
     instanceId: config.instanceId,
     maxLagSeconds: config.replicationMaxLagSeconds,
   });
-  const verifier = new DatabaseVerifier({ clients, runners, replication, migrationsDir: deps.migrationsDir, instanceId: config.instanceId });
+  const verifier = new DatabaseVerifier({
+    clients,
+    runners,
+    replication,
+    migrationsDir: deps.migrationsDir,
+    instanceId: config.instanceId,
+  });
   /**
    * The active target is fenced, is on the newest timeline, and no other node takes writes: what a
    * switchover that died before its promotion leaves behind (a promoted standby means forward only).
@@ -191,7 +204,16 @@ export function createDatabaseModule(deps: {
     logger,
     ...switchoverStateChanges({ dr, watch, runners }),
     onRecovered: async (what) => {
-      await audit.record({ actor: 'system:switchover-recovery', role: null, action: 'database.switchover.recover', result: 'success', before: null, after: null, detail: { what }, requestId: null });
+      await audit.record({
+        actor: 'system:switchover-recovery',
+        role: null,
+        action: 'database.switchover.recover',
+        result: 'success',
+        before: null,
+        after: null,
+        detail: { what },
+        requestId: null,
+      });
     },
   });
   const afterChange = () => {

@@ -25,7 +25,13 @@ export interface DrStateModule {
   stop(): Promise<void>;
 }
 
-export function createDrStateModule(deps: { config: Config; logger: Logger; metrics: Metrics; redis: Redis; prefix: string }): DrStateModule {
+export function createDrStateModule(deps: {
+  config: Config;
+  logger: Logger;
+  metrics: Metrics;
+  redis: Redis;
+  prefix: string;
+}): DrStateModule {
   const { config, logger, metrics, redis, prefix } = deps;
   const subscriber = createRedisClient(config.redisUrl, logger, 'sav3-api-dr-subscriber', { offlineQueue: true });
   const stateStore = new RedisDrStateStore(redis, prefix);

@@ -19,7 +19,13 @@ import { incidentRoutes } from '../routes/incident-routes.ts';
 import { IncidentService } from '../services/incidents/incident-service.ts';
 import { IncidentStore } from '../services/incidents/incident-store.ts';
 import { backupAgeSeconds, type HealthSnapshot, type LiveFacts } from '../services/incidents/live-state.ts';
-import { errorSummary, fetchSender, NotificationOutboxWorker, receiversOf, type WebhookSender } from '../services/incidents/notification-outbox.ts';
+import {
+  errorSummary,
+  fetchSender,
+  NotificationOutboxWorker,
+  receiversOf,
+  type WebhookSender,
+} from '../services/incidents/notification-outbox.ts';
 import { SseStreams } from '../services/incidents/sse.ts';
 import { statusRoutes } from '../routes/status-routes.ts';
 import { StatusService } from '../services/incidents/status-service.ts';
@@ -92,12 +98,22 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
     // The configured bound (BACKUP_MAX_AGE), the same as the backup alert's and the inventory's.
     backupMaxAgeSeconds: config.backup.maxAgeSeconds,
   });
-  const status = new StatusService({ facts, store, prisma: deps.prisma, hub, logger, dbTimeoutMs: Math.max(200, config.healthTimeoutMs), databaseUp: deps.databaseUp });
+  const status = new StatusService({
+    facts,
+    store,
+    prisma: deps.prisma,
+    hub,
+    logger,
+    dbTimeoutMs: Math.max(200, config.healthTimeoutMs),
+    databaseUp: deps.databaseUp,
+  });
   const streams = new SseStreams({ max: 1000, heartbeatMs: 15_000 });
 
   deps.audit.onWritten(drActionTimeline(store, hub));
   const alerts = new AlertIntake({ store, hub, incidents });
-  deps.dr.onApply((state) => hub.publish('dr.state', { version: state.version, readOnly: state.readOnly, database: state.database, media: state.media }));
+  deps.dr.onApply((state) =>
+    hub.publish('dr.state', { version: state.version, readOnly: state.readOnly, database: state.database, media: state.media }),
+  );
   for (const s of SEVERITIES) metrics.incidentResponseTarget.set({ severity: s }, RESPONSE_TARGET_SECONDS[s]);
 
   const refreshGauges = async () => {
@@ -106,7 +122,10 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
     for (const s of SEVERITIES) {
       const mine = open.filter((i) => i.severity === s);
       metrics.incidentsOpen.set({ severity: s }, mine.length);
-      metrics.incidentUnacknowledged.set({ severity: s }, Math.max(0, ...mine.map((i) => responseFacts(i, now).unacknowledgedSeconds ?? 0)));
+      metrics.incidentUnacknowledged.set(
+        { severity: s },
+        Math.max(0, ...mine.map((i) => responseFacts(i, now).unacknowledgedSeconds ?? 0)),
+      );
     }
   };
 
@@ -153,7 +172,10 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
     incidents,
     status,
     outbox,
-    publicRouters: [statusRoutes({ status, hub, streams, lifecycle: deps.lifecycle }), alertWebhookRoutes({ alerts, token: config.alertmanagerWebhookToken, logger })],
+    publicRouters: [
+      statusRoutes({ status, hub, streams, lifecycle: deps.lifecycle }),
+      alertWebhookRoutes({ alerts, token: config.alertmanagerWebhookToken, logger }),
+    ],
     adminRouters: [incidentRoutes({ incidents, store, audit: deps.audit, assess: async () => assess(await facts()), hub, streams })],
     async start() {
       await hub.start();

@@ -84,7 +84,16 @@ export function createMediaModule(deps: {
   const timeoutMs = config.healthTimeoutMs;
   const runners = new Map<MediaBackendName, ProbeRunner<void>>();
   for (const [name, store] of stores) {
-    runners.set(name, new ProbeRunner((signal) => store.checkBucket(timeoutMs, signal), { dependency: 'media', target: () => name, timeoutMs, metrics, logger }));
+    runners.set(
+      name,
+      new ProbeRunner((signal) => store.checkBucket(timeoutMs, signal), {
+        dependency: 'media',
+        target: () => name,
+        timeoutMs,
+        metrics,
+        logger,
+      }),
+    );
   }
   // Reads skip a backend whose latest background probe failed (no 30 s wait on a dead store).
   const backendDown = (backend: MediaBackendName) => runners.get(backend)?.latest()?.ok === false;
@@ -102,7 +111,16 @@ export function createMediaModule(deps: {
   const cache = new RedisMediaCache(deps.redis, deps.prefix, config.mediaCacheTtlSeconds);
 
   const versions = new PrismaMediaVersionRepository(deps.prisma);
-  const failover = new MediaFailoverService({ stores, dr, locks: deps.locks, cache, metrics, logger, instanceId: config.instanceId, timeoutMs: config.healthTimeoutMs });
+  const failover = new MediaFailoverService({
+    stores,
+    dr,
+    locks: deps.locks,
+    cache,
+    metrics,
+    logger,
+    instanceId: config.instanceId,
+    timeoutMs: config.healthTimeoutMs,
+  });
   const jobs = new RedisJobRecords(deps.redis, deps.prefix);
   const sync = new MediaSyncService({
     stores,
@@ -114,8 +132,24 @@ export function createMediaModule(deps: {
     concurrency: config.mediaSyncConcurrency,
     inlineMax: config.mediaSyncInlineMax,
   });
-  const gc = new MediaGarbageCollector({ versions, stores, backendDown, graceMs: config.mediaGcGraceMs, intervalMs: config.mediaGcIntervalMs, sweepEvery: 10, logger });
-  const consistency = new MediaConsistencyChecker({ versions, stores, graceMs: config.mediaGcGraceMs, jobs, instanceId: config.instanceId, logger, inlineMax: 2000 });
+  const gc = new MediaGarbageCollector({
+    versions,
+    stores,
+    backendDown,
+    graceMs: config.mediaGcGraceMs,
+    intervalMs: config.mediaGcIntervalMs,
+    sweepEvery: 10,
+    logger,
+  });
+  const consistency = new MediaConsistencyChecker({
+    versions,
+    stores,
+    graceMs: config.mediaGcGraceMs,
+    jobs,
+    instanceId: config.instanceId,
+    logger,
+    inlineMax: 2000,
+  });
   const continuous = config.mediaContinuousBackup && stores.has('primary') && stores.has('backup');
   const replicator = continuous
     ? new BackupReplicator({
@@ -134,7 +168,8 @@ export function createMediaModule(deps: {
     metrics.mediaBackupBacklog.set(0);
     metrics.rpoExposure.set({ component: 'media' }, 0);
   }
-  const copyTargets = (backend: MediaBackendName): MediaBackendName[] => (continuous ? [...stores.keys()].filter((b) => b !== backend) : []);
+  const copyTargets = (backend: MediaBackendName): MediaBackendName[] =>
+    continuous ? [...stores.keys()].filter((b) => b !== backend) : [];
   const service = new MediaService({
     // Writes go to the active target; reads outside a write may go to a target that answers.
     repository: fencedRepository(new PrismaMediaRepository(deps.repositoryClient), deps.gate),

@@ -35,9 +35,16 @@ export function createWriteGateModule(deps: {
 }): WriteGateModule {
   const { dr, metrics, logger } = deps;
   const gate = new WriteGate(() => {
-    if (!dr.known()) return { code: 'state_unknown', message: 'the DR state is unknown (Redis unreachable since start and no state file); writes are refused until it is known' };
+    if (!dr.known())
+      return {
+        code: 'state_unknown',
+        message: 'the DR state is unknown (Redis unreachable since start and no state file); writes are refused until it is known',
+      };
     if (dr.leaseExpired()) {
-      return { code: 'state_stale', message: `the shared DR state could not be confirmed in Redis for longer than the lease (${dr.leaseMs} ms); writes are refused until it is` };
+      return {
+        code: 'state_stale',
+        message: `the shared DR state could not be confirmed in Redis for longer than the lease (${dr.leaseMs} ms); writes are refused until it is`,
+      };
     }
     if (readOnlyActive(dr.current())) return { code: 'read_only', message: 'read-only mode is on' };
     return deps.refusal();
@@ -47,7 +54,11 @@ export function createWriteGateModule(deps: {
     const report = await gate.barrier(BARRIER_WAIT_MS);
     metrics.writeBarrierWaited.inc(report.waitedFor);
     dr.annotations.barrier = { version: next.version, ...report };
-    if (report.inFlight > 0) logger.warn({ version: next.version, ...report }, 'write barrier: writes running under the previous DR state were waited for or failed');
+    if (report.inFlight > 0)
+      logger.warn(
+        { version: next.version, ...report },
+        'write barrier: writes running under the previous DR state were waited for or failed',
+      );
   });
   // The lease ran out: no commit admitted under the unconfirmed state may be acknowledged later.
   dr.onLeaseLost(() => {
@@ -60,5 +71,8 @@ export function createWriteGateModule(deps: {
 
 /** Changes after which a write admitted earlier must not commit: read-only mode, the database part. */
 function writeRelevantChange(next: DrState, previous: DrState): boolean {
-  return JSON.stringify(next.readOnly) !== JSON.stringify(previous.readOnly) || JSON.stringify(next.database) !== JSON.stringify(previous.database);
+  return (
+    JSON.stringify(next.readOnly) !== JSON.stringify(previous.readOnly) ||
+    JSON.stringify(next.database) !== JSON.stringify(previous.database)
+  );
 }

@@ -12,7 +12,12 @@ import { principal } from '../admin/admin-auth.ts';
 export const readOnlyBody = z.strictObject({
   enabled: z.boolean(),
   reason: z.string().trim().min(1, { error: 'must say why' }).max(500),
-  ttlSeconds: z.number().int().min(1).max(7 * 24 * 3600).optional(),
+  ttlSeconds: z
+    .number()
+    .int()
+    .min(1)
+    .max(7 * 24 * 3600)
+    .optional(),
 });
 
 export const auditQuery = z.strictObject({ limit: wholeNumberParam(1, 1000, 50) });
@@ -58,7 +63,8 @@ export function adminRoutes(deps: AdminDeps): Router {
   router.put('/admin/read-only', async (req, res) => {
     const body = await audited(deps.audit, req, res, 'read_only.set', async () => {
       const input = parseOrThrow(readOnlyBody, req.body, 'invalid read-only request');
-      if (!input.enabled && input.ttlSeconds !== undefined) parseOrThrow(z.object({ ttlSeconds: z.undefined({ error: 'only with enabled: true' }) }), input);
+      if (!input.enabled && input.ttlSeconds !== undefined)
+        parseOrThrow(z.object({ ttlSeconds: z.undefined({ error: 'only with enabled: true' }) }), input);
       const change = await deps.readOnly.set(input, principal(res).name);
       const propagation = await confirmedPropagation(deps.dr, change.after.version, { readOnly: change.after.readOnly });
       const writes = barrierSummary(change.after.version, propagation.instances);
@@ -76,7 +82,11 @@ export function adminRoutes(deps: AdminDeps): Router {
     const { limit } = parseOrThrow(auditQuery, req.query, 'invalid query');
     const [events, pending] = await Promise.all([
       deps.audit.recent(limit).catch((err: unknown) => {
-        throw new DependencyUnavailableError('database', 'the audit log could not be read; events are spooled until PostgreSQL returns', err);
+        throw new DependencyUnavailableError(
+          'database',
+          'the audit log could not be read; events are spooled until PostgreSQL returns',
+          err,
+        );
       }),
       deps.audit.pending(),
     ]);

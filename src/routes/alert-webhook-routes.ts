@@ -47,7 +47,10 @@ function componentsOf(a: Alert): Component[] {
 
 function fingerprint(a: Alert): string {
   if (a.fingerprint) return a.fingerprint;
-  const sorted = Object.keys(a.labels).sort().map((k) => `${k}=${a.labels[k]}`).join(',');
+  const sorted = Object.keys(a.labels)
+    .sort()
+    .map((k) => `${k}=${a.labels[k]}`)
+    .join(',');
   return createHash('sha256').update(sorted).digest('hex').slice(0, 16);
 }
 
@@ -59,10 +62,18 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
   const authenticate: express.RequestHandler = (req, _res, next) => {
     const presented = bearerToken(req);
     // Digests have one length, so the comparison takes the same time whatever was presented.
-    const ok = expected !== undefined && presented !== undefined && timingSafeEqual(createHash('sha256').update(presented).digest(), expected);
+    const ok =
+      expected !== undefined && presented !== undefined && timingSafeEqual(createHash('sha256').update(presented).digest(), expected);
     if (!ok) {
-      deps.logger.warn({ configured: expected !== undefined, tokenPresented: presented !== undefined }, 'alert webhook: authentication failed');
-      const err = new AppError(401, 'unauthorized', expected === undefined ? 'the alert webhook is not configured (ALERTMANAGER_WEBHOOK_TOKEN)' : 'the token is not valid');
+      deps.logger.warn(
+        { configured: expected !== undefined, tokenPresented: presented !== undefined },
+        'alert webhook: authentication failed',
+      );
+      const err = new AppError(
+        401,
+        'unauthorized',
+        expected === undefined ? 'the alert webhook is not configured (ALERTMANAGER_WEBHOOK_TOKEN)' : 'the token is not valid',
+      );
       err.headers['WWW-Authenticate'] = 'Bearer realm="sav3-alerts"';
       throw err;
     }
@@ -77,41 +88,72 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
     else next(err);
   };
 
-  router.post('/admin/incidents/alerts', authenticate, express.json({ limit: ALERT_BODY_LIMIT, type: () => true }), bodyErrors, async (req: express.Request, res: express.Response) => {
-    const input = parseOrThrow(payload, req.body, 'invalid Alertmanager payload');
-    const result = { incidents: [] as string[], opened: 0, joined: 0, duplicates: 0, resolved: 0 };
-    const seen = (id: string) => {
-      if (!result.incidents.includes(id)) result.incidents.push(id);
-    };
-    for (const a of input.alerts) {
-      const name = a.labels.alertname;
-      const fp = fingerprint(a);
-      const detail = { labels: a.labels, annotations: a.annotations, fingerprint: fp, startsAt: a.startsAt, endsAt: a.endsAt ?? null };
-      if (a.status === 'firing') {
-        const severity = severityFromLabel(a.labels.severity);
-        const out = await deps.alerts.openOrJoin(
-          input.groupKey,
-          { title: `Alert: ${name}`, summary: `Monitoring detected a problem (${name}); we are investigating.`, severity, components: componentsOf(a) },
-          { at: new Date(a.startsAt), kind: 'alert', visibility: 'internal', message: `firing: ${name} (${severity})${a.annotations.summary ? `: ${a.annotations.summary}` : ''}`, author: 'alertmanager', detail, dedupeKey: `alert:${fp}:${a.startsAt}:firing` },
-        );
-        seen(out.incident.id);
-        if (out.opened) result.opened += 1;
-        else if (out.added) result.joined += 1;
-        else result.duplicates += 1;
-      } else {
-        const at = a.endsAt && Date.parse(a.endsAt) > 0 ? new Date(a.endsAt) : new Date();
-        const incident = await deps.alerts.addEntry(input.groupKey, { at, kind: 'alert', visibility: 'public', message: `Monitoring reports that ${name} has recovered.`, author: 'alertmanager', detail, dedupeKey: `alert:${fp}:${a.startsAt}:resolved` });
-        if (incident) {
-          seen(incident.id);
-          result.resolved += 1;
+  router.post(
+    '/admin/incidents/alerts',
+    authenticate,
+    express.json({ limit: ALERT_BODY_LIMIT, type: () => true }),
+    bodyErrors,
+    async (req: express.Request, res: express.Response) => {
+      const input = parseOrThrow(payload, req.body, 'invalid Alertmanager payload');
+      const result = { incidents: [] as string[], opened: 0, joined: 0, duplicates: 0, resolved: 0 };
+      const seen = (id: string) => {
+        if (!result.incidents.includes(id)) result.incidents.push(id);
+      };
+      for (const a of input.alerts) {
+        const name = a.labels.alertname;
+        const fp = fingerprint(a);
+        const detail = { labels: a.labels, annotations: a.annotations, fingerprint: fp, startsAt: a.startsAt, endsAt: a.endsAt ?? null };
+        if (a.status === 'firing') {
+          const severity = severityFromLabel(a.labels.severity);
+          const out = await deps.alerts.openOrJoin(
+            input.groupKey,
+            {
+              title: `Alert: ${name}`,
+              summary: `Monitoring detected a problem (${name}); we are investigating.`,
+              severity,
+              components: componentsOf(a),
+            },
+            {
+              at: new Date(a.startsAt),
+              kind: 'alert',
+              visibility: 'internal',
+              message: `firing: ${name} (${severity})${a.annotations.summary ? `: ${a.annotations.summary}` : ''}`,
+              author: 'alertmanager',
+              detail,
+              dedupeKey: `alert:${fp}:${a.startsAt}:firing`,
+            },
+          );
+          seen(out.incident.id);
+          if (out.opened) result.opened += 1;
+          else if (out.added) result.joined += 1;
+          else result.duplicates += 1;
+        } else {
+          const at = a.endsAt && Date.parse(a.endsAt) > 0 ? new Date(a.endsAt) : new Date();
+          const incident = await deps.alerts.addEntry(input.groupKey, {
+            at,
+            kind: 'alert',
+            visibility: 'public',
+            message: `Monitoring reports that ${name} has recovered.`,
+            author: 'alertmanager',
+            detail,
+            dedupeKey: `alert:${fp}:${a.startsAt}:resolved`,
+          });
+          if (incident) {
+            seen(incident.id);
+            result.resolved += 1;
+          }
         }
       }
-    }
-    res.json(result);
-  });
+      res.json(result);
+    },
+  );
   // A store failure is a 503: Alertmanager retries server errors, and the dedupe keys make the retry safe.
   const storeErrors: ErrorRequestHandler = (err, _req, _res, next) => {
-    next(err instanceof AppError ? err : new DependencyUnavailableError('database', 'the incident store (PostgreSQL) is unavailable; retry', err));
+    next(
+      err instanceof AppError
+        ? err
+        : new DependencyUnavailableError('database', 'the incident store (PostgreSQL) is unavailable; retry', err),
+    );
   };
   router.use('/admin/incidents/alerts', storeErrors);
 

@@ -19,13 +19,20 @@ export const validateBody = z.strictObject({
   targetTime: z.iso.datetime({ offset: true, error: 'must be an ISO 8601 time with a zone, e.g. 2026-11-26T08:15:00Z' }).optional(),
 });
 export const validationsQuery = z.object({ limit: wholeNumberParam(1, 100, 20) });
-export const restorePointBody = z.strictObject({ name: z.string().regex(RESTORE_POINT_NAME, { error: 'must be 1-63 characters of A-Z a-z 0-9 . _ : -' }) });
+export const restorePointBody = z.strictObject({
+  name: z.string().regex(RESTORE_POINT_NAME, { error: 'must be 1-63 characters of A-Z a-z 0-9 . _ : -' }),
+});
 
 const jobBody = (job: { id: string; kind: string; status: string; input: unknown; createdAt: string }) => ({
   job: { id: job.id, kind: job.kind, status: job.status, input: job.input, createdAt: job.createdAt, href: jobHref(job.id) },
 });
 
-export function backupRoutes(deps: { inventory: BackupInventory; service: BackupService; validations: PrismaValidationStore; audit: AuditLog }): Router {
+export function backupRoutes(deps: {
+  inventory: BackupInventory;
+  service: BackupService;
+  validations: PrismaValidationStore;
+  audit: AuditLog;
+}): Router {
   const router = Router();
 
   router.get('/admin/backups', async (_req, res) => {
@@ -73,8 +80,13 @@ export function backupRoutes(deps: { inventory: BackupInventory; service: Backup
     const problem = reportProblem(report);
     if (problem) throw new BadRequestError('invalid restore report', { at: [problem] });
     const admin = principal(res);
-    const event = await deps.audit.record(reportAuditInput(report, admin, req.id === undefined ? null : String(req.id)), { id: reportEventId(report), at: new Date(report.at) });
-    res.status(201).json({ event: { id: event.id, action: event.action, result: event.result, at: event.at, durationMs: event.durationMs ?? null } });
+    const event = await deps.audit.record(reportAuditInput(report, admin, req.id === undefined ? null : String(req.id)), {
+      id: reportEventId(report),
+      at: new Date(report.at),
+    });
+    res
+      .status(201)
+      .json({ event: { id: event.id, action: event.action, result: event.result, at: event.at, durationMs: event.durationMs ?? null } });
   });
 
   return router;

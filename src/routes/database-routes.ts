@@ -24,7 +24,12 @@ export const switchBody = z.strictObject({
   dryRun: z.boolean().default(false),
 });
 
-export function databaseRoutes(deps: { failover: DatabaseFailoverService; verifier: DatabaseVerifier; dr: DrStateService; audit: AuditLog }): Router {
+export function databaseRoutes(deps: {
+  failover: DatabaseFailoverService;
+  verifier: DatabaseVerifier;
+  dr: DrStateService;
+  audit: AuditLog;
+}): Router {
   const router = Router();
 
   router.post('/admin/database/promote', async (req, res) => {
@@ -55,7 +60,12 @@ export function databaseRoutes(deps: { failover: DatabaseFailoverService; verifi
     const body = await audited(deps.audit, req, res, 'dr_state.reset', async () => {
       const input = parseOrThrow(resetBody, req.body, 'invalid reset request');
       const change = await deps.failover.resetState(principal(res).name, input.reason);
-      return { before: change.before, after: change.after, detail: { reason: input.reason, version: change.after.version }, body: { version: change.after.version, state: change.after } };
+      return {
+        before: change.before,
+        after: change.after,
+        detail: { reason: input.reason, version: change.after.version },
+        body: { version: change.after.version, state: change.after },
+      };
     });
     res.json(body);
   });

@@ -24,7 +24,12 @@ function reveal(req: Request, tokens: readonly AdminToken[], limiter: FailedAuth
 }
 
 // Express answers HEAD with the GET handler and no body, so each route serves both.
-export function healthRoutes(health: HealthService, lifecycle: Lifecycle, tokens: readonly AdminToken[], limiter: FailedAuthLimiter): Router {
+export function healthRoutes(
+  health: HealthService,
+  lifecycle: Lifecycle,
+  tokens: readonly AdminToken[],
+  limiter: FailedAuthLimiter,
+): Router {
   const router = Router();
   router.get('/health/live', (_req, res) => {
     send(res, { status: lifecycle.shuttingDown ? 'unhealthy' : 'healthy' });

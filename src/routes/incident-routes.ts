@@ -28,7 +28,19 @@ export const createBody = z.strictObject({
     .default([]),
   eta: text(200).optional(),
   startedAt: z.iso.datetime({ offset: true, error: 'must be an ISO 8601 time' }).optional(),
-  roles: z.strictObject(Object.fromEntries(ROLES.map((r) => [r, z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, { error: 'must be an admin token name' }).optional()])) as Record<(typeof ROLES)[number], z.ZodOptional<z.ZodString>>).optional(),
+  roles: z
+    .strictObject(
+      Object.fromEntries(
+        ROLES.map((r) => [
+          r,
+          z
+            .string()
+            .regex(/^[A-Za-z0-9._-]{1,64}$/, { error: 'must be an admin token name' })
+            .optional(),
+        ]),
+      ) as Record<(typeof ROLES)[number], z.ZodOptional<z.ZodString>>,
+    )
+    .optional(),
 });
 
 export const updateBody = z.strictObject({
@@ -41,11 +53,24 @@ export const updateBody = z.strictObject({
 });
 
 export const rolesBody = z
-  .strictObject(Object.fromEntries(ROLES.map((r) => [r, z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, { error: 'must be an admin token name' }).optional()])) as Record<(typeof ROLES)[number], z.ZodOptional<z.ZodString>>)
+  .strictObject(
+    Object.fromEntries(
+      ROLES.map((r) => [
+        r,
+        z
+          .string()
+          .regex(/^[A-Za-z0-9._-]{1,64}$/, { error: 'must be an admin token name' })
+          .optional(),
+      ]),
+    ) as Record<(typeof ROLES)[number], z.ZodOptional<z.ZodString>>,
+  )
   .refine((r) => Object.values(r).some((v) => v !== undefined), { error: 'name at least one role' });
 
 export const listQuery = z.strictObject({
-  status: z.preprocess((v) => (v === '' ? undefined : v), z.enum([...STATUSES, 'open'], { error: `must be one of ${STATUSES.join(', ')}, open` }).optional()),
+  status: z.preprocess(
+    (v) => (v === '' ? undefined : v),
+    z.enum([...STATUSES, 'open'], { error: `must be one of ${STATUSES.join(', ')}, open` }).optional(),
+  ),
   limit: wholeNumberParam(1, 1000, 100),
 });
 export const eventsQuery = z.strictObject({ incidentId: z.string().regex(ID, { error: 'must be an incident id' }).optional() });
@@ -86,7 +111,10 @@ export function incidentRoutes(deps: IncidentRouteDeps): Router {
       const { roles, ...input } = parseOrThrow(createBody, req.body, 'invalid incident');
       const named = Object.fromEntries(Object.entries(roles ?? {}).filter(([, v]) => v !== undefined)) as Record<string, string>;
       const incident = await deps.incidents.create({ ...input, roles: named }, principal(res).name);
-      return { body: { ...view(incident), initialNotification: renderInitial(incident, input.eta) }, after: { id: incident.id, severity: incident.severity, status: incident.status } };
+      return {
+        body: { ...view(incident), initialNotification: renderInitial(incident, input.eta) },
+        after: { id: incident.id, severity: incident.severity, status: incident.status },
+      };
     });
     res.status(201).location(`/admin/incidents/${body.id}`).json(body);
   });
@@ -108,7 +136,11 @@ export function incidentRoutes(deps: IncidentRouteDeps): Router {
       const input = parseOrThrow(updateBody, req.body, 'invalid incident update');
       const before = await deps.incidents.get(id);
       const incident = await deps.incidents.update(id, input, principal(res).name);
-      return { body: view(incident), before: { id, status: before.status }, after: { id, status: incident.status, visibility: input.visibility } };
+      return {
+        body: view(incident),
+        before: { id, status: before.status },
+        after: { id, status: incident.status, visibility: input.visibility },
+      };
     });
     res.status(201).json(body);
   });
@@ -153,7 +185,11 @@ export function incidentRoutes(deps: IncidentRouteDeps): Router {
 
   // Anything not already an answer here comes from the incident store: PostgreSQL is unavailable.
   const storeErrors: ErrorRequestHandler = (err, _req, _res, next) => {
-    next(err instanceof AppError ? err : new DependencyUnavailableError('database', 'the incident store (PostgreSQL) is unavailable; try again', err));
+    next(
+      err instanceof AppError
+        ? err
+        : new DependencyUnavailableError('database', 'the incident store (PostgreSQL) is unavailable; try again', err),
+    );
   };
   router.use('/admin/incidents', storeErrors);
 

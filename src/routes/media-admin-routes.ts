@@ -17,7 +17,13 @@ export const syncBody = z.strictObject({ from: backend, to: backend, dryRun: z.b
 export const jobId = z.uuid({ error: 'must be a job id' });
 export const jobParams = z.object({ id: jobId });
 
-export function mediaAdminRoutes(deps: { failover: MediaFailoverService; sync: MediaSyncService; consistency: MediaConsistencyChecker; dr: DrStateService; audit: AuditLog }): Router {
+export function mediaAdminRoutes(deps: {
+  failover: MediaFailoverService;
+  sync: MediaSyncService;
+  consistency: MediaConsistencyChecker;
+  dr: DrStateService;
+  audit: AuditLog;
+}): Router {
   const router = Router();
 
   router.post('/admin/media/switch', async (req, res) => {
@@ -34,7 +40,8 @@ export function mediaAdminRoutes(deps: { failover: MediaFailoverService; sync: M
       const input = parseOrThrow(syncBody, req.body, 'invalid media sync request');
       if (input.from === input.to) throw new BadRequestError('from and to must differ', { to: ['must differ from from'] });
       for (const field of ['from', 'to'] as const) {
-        if (!deps.sync.configured(input[field])) throw new BadRequestError(`media backend ${input[field]} is not configured`, { [field]: ['not configured'] });
+        if (!deps.sync.configured(input[field]))
+          throw new BadRequestError(`media backend ${input[field]} is not configured`, { [field]: ['not configured'] });
       }
       const result = withJobHref(await deps.sync.sync(input));
       return { body: result, result: input.dryRun ? 'dry_run' : 'success', detail: { ...result, items: undefined } };
@@ -51,9 +58,16 @@ export function mediaAdminRoutes(deps: { failover: MediaFailoverService; sync: M
     const report = await audited(deps.audit, req, res, 'verify.media', async () => {
       const canaries = await deps.failover.verify();
       // Metadata against content on each backend, and orphans; a job when the store is large.
-      const consistency = await deps.consistency.start().then(withJobHref, (err: unknown) => ({ status: 'fail' as const, error: err instanceof Error ? err.message : String(err) }));
+      const consistency = await deps.consistency
+        .start()
+        .then(withJobHref, (err: unknown) => ({ status: 'fail' as const, error: err instanceof Error ? err.message : String(err) }));
       const pass = 'status' in consistency ? consistency.status : 'pass';
-      const status = canaries.status === 'fail' || pass === 'fail' ? 'fail' : canaries.status === 'degraded' || pass === 'degraded' ? 'degraded' : 'pass';
+      const status =
+        canaries.status === 'fail' || pass === 'fail'
+          ? 'fail'
+          : canaries.status === 'degraded' || pass === 'degraded'
+            ? 'degraded'
+            : 'pass';
       const result = { ...canaries, status, consistency };
       return { body: result, detail: { ...result, consistency: { ...consistency, problems: undefined } } };
     });

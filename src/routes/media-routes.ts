@@ -31,7 +31,8 @@ export function toJson(meta: MediaMetadata) {
 }
 
 /** Types a browser renders or runs inline; anything else uploaded is served as an attachment. */
-const INLINE_TYPES = /^(image\/(png|jpeg|gif|webp|avif|bmp)|video\/[\w.+-]+|audio\/[\w.+-]+|text\/plain|application\/octet-stream|application\/json)$/i;
+const INLINE_TYPES =
+  /^(image\/(png|jpeg|gif|webp|avif|bmp)|video\/[\w.+-]+|audio\/[\w.+-]+|text\/plain|application\/octet-stream|application\/json)$/i;
 
 export function isInlineSafe(contentType: string): boolean {
   return INLINE_TYPES.test(contentType.split(';')[0]!.trim());
@@ -64,16 +65,19 @@ export function mediaRoutes(media: MediaService, options: { idleBodyTimeoutMs: n
   const idleUpload = (req: Request) => {
     let seen = req.socket.bytesRead;
     let lastProgress = Date.now();
-    const timer = setInterval(() => {
-      const read = req.socket.bytesRead;
-      if (read !== seen) {
-        seen = read;
-        lastProgress = Date.now();
-      } else if (Date.now() - lastProgress >= ms) {
-        clearInterval(timer);
-        cut(req)();
-      }
-    }, Math.max(20, Math.floor(ms / 5)));
+    const timer = setInterval(
+      () => {
+        const read = req.socket.bytesRead;
+        if (read !== seen) {
+          seen = read;
+          lastProgress = Date.now();
+        } else if (Date.now() - lastProgress >= ms) {
+          clearInterval(timer);
+          cut(req)();
+        }
+      },
+      Math.max(20, Math.floor(ms / 5)),
+    );
     timer.unref();
     const stop = () => clearInterval(timer);
     req.once('end', stop);

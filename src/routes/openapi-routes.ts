@@ -417,7 +417,9 @@ export const ROUTES: RouteDoc[] = [
     responses: {
       201: json(
         'the audit event it became (a resent report is the same event)',
-        z.object({ event: z.object({ id: z.string(), action: z.string(), result: z.string(), at: z.string(), durationMs: z.number().nullable() }) }),
+        z.object({
+          event: z.object({ id: z.string(), action: z.string(), result: z.string(), at: z.string(), durationMs: z.number().nullable() }),
+        }),
       ),
     },
     errors: [503],

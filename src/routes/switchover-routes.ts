@@ -10,7 +10,12 @@ export const switchoverBody = z.strictObject({
   to: z.enum(['primary', 'replica'], { error: 'must be "primary" or "replica"' }),
   confirm: z.literal('switchover', { error: 'must be "switchover"' }),
   dryRun: z.boolean().default(false),
-  maxLagBytes: z.number().int().min(0).max(1024 ** 3).optional(),
+  maxLagBytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(1024 ** 3)
+    .optional(),
 });
 
 /** POST /admin/database/switchover: the planned switchover with zero loss. */

@@ -28,7 +28,10 @@ describe('admin authentication and authorisation', () => {
     return body ? req.send(body) : req;
   };
 
-  const ALL = [...READS.map(([method, path]) => ({ method, path, body: undefined as object | undefined })), ...CHANGES.map(([method, path, body]) => ({ method, path, body }))];
+  const ALL = [
+    ...READS.map(([method, path]) => ({ method, path, body: undefined as object | undefined })),
+    ...CHANGES.map(([method, path, body]) => ({ method, path, body })),
+  ];
   it.each(ALL)('$method $path without a token answers 401 with WWW-Authenticate: Bearer', async ({ method, path, body }) => {
     const res = await send(method, path, undefined, body);
     expect(res.status).toBe(401);
@@ -66,7 +69,11 @@ describe('admin authentication and authorisation', () => {
 
   it('answers 400 for malformed JSON', async () => {
     const raw = '{"enabled":';
-    const res = await request(api.url).put('/admin/read-only').set('Authorization', `Bearer ${OPERATOR_TOKEN}`).set('Content-Type', 'application/json').send(raw);
+    const res = await request(api.url)
+      .put('/admin/read-only')
+      .set('Authorization', `Bearer ${OPERATOR_TOKEN}`)
+      .set('Content-Type', 'application/json')
+      .send(raw);
     expect(res.status).toBe(400);
     expect(res.body.error.code).toBe('bad_request');
   });
@@ -96,24 +103,24 @@ describe('admin authentication and authorisation', () => {
       return req.set('Authorization', `Bearer ${token}`);
     };
     try {
-    const codes: number[] = [];
-    for (let i = 0; i < 7; i += 1) codes.push((await send('GET', '/admin/dr/state', `guess-number-${i}-0000000000000000`)).status);
-    expect(codes.slice(0, 5)).toEqual([401, 401, 401, 401, 401]);
-    expect(codes.slice(5)).toEqual([429, 429]);
-    const blocked = await send('GET', '/admin/dr/state', 'guess-number-8-0000000000000000');
-    expect(blocked.status).toBe(429);
-    expect(Number(blocked.headers['retry-after'])).toBeGreaterThanOrEqual(1);
-    // The operator behind the same address is not locked out, for reads or changes...
-    expect((await send('GET', '/admin/dr/state', OPERATOR_TOKEN)).status).toBe(200);
-    expect((await send('PUT', '/admin/read-only', OPERATOR_TOKEN, { enabled: false, reason: 'still works' })).status).toBe(200);
-    // ...and its success does not reset the guesser's back-off.
-    expect((await send('GET', '/admin/dr/state', 'guess-number-9-0000000000000000')).status).toBe(429);
-    // Health reveals error details to a valid token: its token check is throttled the same way.
-    const health = await request(api.url).get('/health/database').set('Authorization', 'Bearer guess-number-10-000000000000000');
-    expect(health.status).toBe(429);
-    expect(health.body.error.code).toBe('too_many_requests');
-    expect((await request(api.url).get('/health/database').set('Authorization', `Bearer ${OPERATOR_TOKEN}`)).status).toBe(200);
-    expect((await request(api.url).get('/health/database')).status).toBe(200);
+      const codes: number[] = [];
+      for (let i = 0; i < 7; i += 1) codes.push((await send('GET', '/admin/dr/state', `guess-number-${i}-0000000000000000`)).status);
+      expect(codes.slice(0, 5)).toEqual([401, 401, 401, 401, 401]);
+      expect(codes.slice(5)).toEqual([429, 429]);
+      const blocked = await send('GET', '/admin/dr/state', 'guess-number-8-0000000000000000');
+      expect(blocked.status).toBe(429);
+      expect(Number(blocked.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+      // The operator behind the same address is not locked out, for reads or changes...
+      expect((await send('GET', '/admin/dr/state', OPERATOR_TOKEN)).status).toBe(200);
+      expect((await send('PUT', '/admin/read-only', OPERATOR_TOKEN, { enabled: false, reason: 'still works' })).status).toBe(200);
+      // ...and its success does not reset the guesser's back-off.
+      expect((await send('GET', '/admin/dr/state', 'guess-number-9-0000000000000000')).status).toBe(429);
+      // Health reveals error details to a valid token: its token check is throttled the same way.
+      const health = await request(api.url).get('/health/database').set('Authorization', 'Bearer guess-number-10-000000000000000');
+      expect(health.status).toBe(429);
+      expect(health.body.error.code).toBe('too_many_requests');
+      expect((await request(api.url).get('/health/database').set('Authorization', `Bearer ${OPERATOR_TOKEN}`)).status).toBe(200);
+      expect((await request(api.url).get('/health/database')).status).toBe(200);
     } finally {
       await api.stop();
       await s3b.destroy();
@@ -125,10 +132,13 @@ describe('admin authentication and authorisation', () => {
     const other = await startInstance(mediaEnv('PRIMARY', s3b));
     try {
       const codes: number[] = [];
-      for (let i = 0; i < 6; i += 1) codes.push((await request(other.url).get('/health').set('Authorization', `Bearer wrong-${i}-000000000000000000000`)).status);
+      for (let i = 0; i < 6; i += 1)
+        codes.push((await request(other.url).get('/health').set('Authorization', `Bearer wrong-${i}-000000000000000000000`)).status);
       expect(codes.slice(0, 5).every((c) => c === 200 || c === 503)).toBe(true);
       expect(codes[5]).toBe(429);
-      expect((await request(other.url).get('/admin/dr/state').set('Authorization', 'Bearer wrong-again-0000000000000000000')).status).toBe(429);
+      expect((await request(other.url).get('/admin/dr/state').set('Authorization', 'Bearer wrong-again-0000000000000000000')).status).toBe(
+        429,
+      );
       expect((await request(other.url).get('/admin/dr/state').set('Authorization', `Bearer ${OPERATOR_TOKEN}`)).status).toBe(200);
     } finally {
       await other.stop();

@@ -1,7 +1,15 @@
 import request from 'supertest';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { openSse } from '../support/sse-client.ts';
-import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, uniquePrefix, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
+import {
+  mediaEnv,
+  OPERATOR_TOKEN,
+  ownDatabase,
+  startInstance,
+  uniquePrefix,
+  VIEWER_TOKEN,
+  type TestInstance,
+} from '../support/instance.ts';
 
 const op = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 const viewer = { Authorization: `Bearer ${VIEWER_TOKEN}` };
@@ -40,24 +48,38 @@ describe('GET /admin/events across two instances', () => {
     const sync = await request(a.url).post('/admin/media/sync').set(op).send({ from: 'primary', to: 'backup' });
     expect(sync.status).toBe(202);
     // The stream is under test, not the copy: wait for the job's end, whichever it is.
-    const done = await events.next((e) => e.event === 'job.progress' && (e.data as { data: { status: string } }).data.status !== 'running', 15_000);
+    const done = await events.next(
+      (e) => e.event === 'job.progress' && (e.data as { data: { status: string } }).data.status !== 'running',
+      15_000,
+    );
     expect(done.data).toMatchObject({ type: 'job.progress', instanceId: 'events-a', data: { id: sync.body.job.id, toCopy: 3 } });
     expect(events.events.filter((e) => e.event === 'job.progress').length).toBeGreaterThanOrEqual(2);
 
     // force: the canary checks may time out on a loaded machine; the event is what is tested here.
     expect((await request(a.url).post('/admin/media/switch').set(op).send({ to: 'backup', force: true })).status).toBe(200);
-    await events.next((e) => e.event === 'dr.state' && (e.data as { data: { media: { active: string } } }).data.media.active === 'backup', 5000);
+    await events.next(
+      (e) => e.event === 'dr.state' && (e.data as { data: { media: { active: string } } }).data.media.active === 'backup',
+      5000,
+    );
     expect((await request(a.url).post('/admin/media/switch').set(op).send({ to: 'primary', force: true })).status).toBe(200);
 
-    const { body: inc } = await request(a.url).post('/admin/incidents').set(op).send({ severity: 'P2', title: 'Events', components: [], summary: 'events' });
+    const { body: inc } = await request(a.url)
+      .post('/admin/incidents')
+      .set(op)
+      .send({ severity: 'P2', title: 'Events', components: [], summary: 'events' });
     const opened = await events.next((e) => e.event === 'incident.opened', 3000);
     expect(opened.data).toMatchObject({ incidentId: inc.id });
     events.close();
-    await request(a.url).post(`/admin/incidents/${inc.id}/updates`).set(op).send({ message: 'done', visibility: 'public', status: 'resolved' });
+    await request(a.url)
+      .post(`/admin/incidents/${inc.id}/updates`)
+      .set(op)
+      .send({ message: 'done', visibility: 'public', status: 'resolved' });
   });
 
   it('with ?incidentId= it streams that incident only (plus DR events)', async () => {
-    const create = async (title: string) => (await request(a.url).post('/admin/incidents').set(op).send({ severity: 'P3', title, components: [], summary: title })).body.id as string;
+    const create = async (title: string) =>
+      (await request(a.url).post('/admin/incidents').set(op).send({ severity: 'P3', title, components: [], summary: title })).body
+        .id as string;
     const mine = await create('mine');
     const events = await openSse(`${b.url}/admin/events?incidentId=${mine}`, viewer);
     await events.next((e) => e.event === 'hello');
@@ -69,7 +91,11 @@ describe('GET /admin/events across two instances', () => {
     const ids = events.events.filter((e) => e.event.startsWith('incident.')).map((e) => (e.data as { incidentId: string }).incidentId);
     expect(ids).toEqual([mine]);
     events.close();
-    for (const id of [mine, other]) await request(a.url).post(`/admin/incidents/${id}/updates`).set(op).send({ message: 'done', visibility: 'public', status: 'resolved' });
+    for (const id of [mine, other])
+      await request(a.url)
+        .post(`/admin/incidents/${id}/updates`)
+        .set(op)
+        .send({ message: 'done', visibility: 'public', status: 'resolved' });
   });
 
   it('shutdown ends open event streams at once instead of waiting for them to drain', async () => {

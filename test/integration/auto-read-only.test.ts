@@ -40,7 +40,10 @@ describe('automatic read-only (AUTO_READ_ONLY=true)', () => {
   it('when the primary stops answering, turns read-only on and serves reads from the replica; it never promotes', async () => {
     await cluster.primary.stop('fast');
     const s = await eventually(state, (b) => b.readOnly.enabled === true, 5000);
-    expect(s).toMatchObject({ readOnly: { enabled: true, by: 'system:auto-read-only' }, database: { active: 'replica', by: 'system:auto-read-only' } });
+    expect(s).toMatchObject({
+      readOnly: { enabled: true, by: 'system:auto-read-only' },
+      database: { active: 'replica', by: 'system:auto-read-only' },
+    });
     const read = await request(api.url).get('/media/auto/before.txt');
     expect(read.status).toBe(200);
     expect(read.text).toBe('before');
@@ -59,7 +62,9 @@ describe('automatic read-only (AUTO_READ_ONLY=true)', () => {
   it('never lifts a read-only mode an operator set', async () => {
     await cluster.primary.stop('fast');
     await eventually(state, (b) => b.readOnly.enabled === true, 5000);
-    expect((await request(api.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'operator takes over' })).status).toBe(200);
+    expect((await request(api.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'operator takes over' })).status).toBe(
+      200,
+    );
     await cluster.primary.start();
     await new Promise((resolve) => setTimeout(resolve, 1500));
     expect(await state()).toMatchObject({ readOnly: { enabled: true, by: 'ops' }, database: { active: 'replica' } });
@@ -72,16 +77,26 @@ describe('automatic read-only (AUTO_READ_ONLY=true)', () => {
     expect((await request(api.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'back to normal' })).status).toBe(200);
     await cluster.primary.stop('fast');
     await eventually(state, (b) => b.readOnly.enabled === true && b.database.by === 'system:auto-read-only', 5000);
-    const promote = await request(api.url).post('/admin/database/promote').set(auth).send({ confirm: 'promote-replica', maxLagSeconds: 3600 });
+    const promote = await request(api.url)
+      .post('/admin/database/promote')
+      .set(auth)
+      .send({ confirm: 'promote-replica', maxLagSeconds: 3600 });
     expect(promote.status).toBe(200);
     expect(promote.body.promoted).toBe(true);
     await cluster.primary.start();
     // Several recoveries' worth of good probes of the old primary: automatic read-only must not act.
     await new Promise((resolve) => setTimeout(resolve, 2000));
     const s = await state();
-    expect(s).toMatchObject({ readOnly: { enabled: true, by: 'system:auto-read-only' }, database: { active: 'replica', promotedAt: expect.any(String) } });
+    expect(s).toMatchObject({
+      readOnly: { enabled: true, by: 'system:auto-read-only' },
+      database: { active: 'replica', promotedAt: expect.any(String) },
+    });
     // The old primary was fenced when it came back: one writable node.
-    const metrics = await eventually(async () => (await request(api.url).get('/metrics')).text, (t) => /^sav3_database_writable_nodes 1$/m.test(t), 5000);
+    const metrics = await eventually(
+      async () => (await request(api.url).get('/metrics')).text,
+      (t) => /^sav3_database_writable_nodes 1$/m.test(t),
+      5000,
+    );
     expect(metrics).toMatch(/^sav3_database_writable_nodes 1$/m);
   });
 });

@@ -7,7 +7,6 @@ import { startWorker, type TestWorker } from '../support/worker.ts';
 import { eventually } from '../../support/common.ts';
 import { FakeBackupTool } from '../support/fakes.ts';
 
-
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 const viewer = { Authorization: `Bearer ${VIEWER_TOKEN}` };
 
@@ -34,11 +33,15 @@ describe('backup jobs from an API instance without pgBackRest to a worker that h
   });
 
   it('the API serves the inventory the worker published', async () => {
-    const res = await eventually(() => request(api.url).get('/admin/backups').set(viewer), (r) => r.status === 200, 5000);
+    const res = await eventually(
+      () => request(api.url).get('/admin/backups').set(viewer),
+      (r) => r.status === 200,
+      5000,
+    );
     expect(res.body.backups.map((b: { label: string }) => b.label)).toEqual(['20261125-000000F']);
   });
 
-  it('a failed backup is a failed job with pgBackRest\'s message; it frees the way for the next, which succeeds', async () => {
+  it("a failed backup is a failed job with pgBackRest's message; it frees the way for the next, which succeeds", async () => {
     let release = () => {};
     tool.gate = new Promise<void>((r) => (release = r));
     const first = await request(api.url).post('/admin/backups').set(auth).send({ type: 'full' });
@@ -49,16 +52,32 @@ describe('backup jobs from an API instance without pgBackRest to a worker that h
     tool.gate = undefined;
     expect(busy.status).toBe(409);
     expect(busy.body.error.job).toEqual({ id: first.body.job.id, href: `/admin/jobs/${first.body.job.id}` });
-    const failed = await eventually(async () => (await request(api.url).get(`/admin/jobs/${first.body.job.id}`).set(viewer)).body, (j) => j.status === 'failed', 10_000);
-    expect(failed).toMatchObject({ status: 'failed', error: expect.stringContaining('unable to find primary cluster'), instanceId: 'jobs-worker' });
+    const failed = await eventually(
+      async () => (await request(api.url).get(`/admin/jobs/${first.body.job.id}`).set(viewer)).body,
+      (j) => j.status === 'failed',
+      10_000,
+    );
+    expect(failed).toMatchObject({
+      status: 'failed',
+      error: expect.stringContaining('unable to find primary cluster'),
+      instanceId: 'jobs-worker',
+    });
     const second = await request(api.url).post('/admin/backups').set(auth).send({ type: 'full' });
     expect(second.status).toBe(202);
-    const done = await eventually(async () => (await request(api.url).get(`/admin/jobs/${second.body.job.id}`).set(viewer)).body, (j) => j.status !== 'queued' && j.status !== 'running', 10_000);
+    const done = await eventually(
+      async () => (await request(api.url).get(`/admin/jobs/${second.body.job.id}`).set(viewer)).body,
+      (j) => j.status !== 'queued' && j.status !== 'running',
+      10_000,
+    );
     expect(done).toMatchObject({ status: 'succeeded', result: { label: '20261126-000000F', type: 'full' } });
     const metrics = (await request(worker.url).get('/metrics')).text;
     expect(metrics).toContain('sav3_jobs_total{kind="backup",result="failed"} 1');
     expect(metrics).toContain('sav3_jobs_total{kind="backup",result="succeeded"} 1');
-    await eventually(() => request(api.url).get('/admin/backups').set(viewer), (r) => r.body.backups?.length === 2, 5000);
+    await eventually(
+      () => request(api.url).get('/admin/backups').set(viewer),
+      (r) => r.body.backups?.length === 2,
+      5000,
+    );
   });
 
   it('an inventory no worker refreshed for a while is refused (503), never served as current', async () => {
@@ -68,6 +87,9 @@ describe('backup jobs from an API instance without pgBackRest to a worker that h
     api.service.backups.inventory.invalidate(); // past PGBACKREST_INFO_CACHE_MS
     const res = await request(api.url).get('/admin/backups').set(viewer);
     expect(res.status).toBe(503);
-    expect(res.body.error).toMatchObject({ code: 'repository_unreachable', message: expect.stringContaining('no worker has read the pgBackRest repository') });
+    expect(res.body.error).toMatchObject({
+      code: 'repository_unreachable',
+      message: expect.stringContaining('no worker has read the pgBackRest repository'),
+    });
   });
 });

@@ -82,6 +82,13 @@ describe('POST /admin/incidents/assess: "backups stale" follows BACKUP_MAX_AGE, 
     expect(staleAge).toBeGreaterThan(MAX_AGE_SECONDS);
     expect(stale.reason).toBe(`backups_stale: newest backup ${staleAge} s old (limit ${MAX_AGE_SECONDS} s)`);
     // The first matching rule wins: every more severe one passed.
-    expect(stale.rules.slice(0, stale.rules.findIndex((r) => r.rule === 'backups_stale')).every((r) => !r.matched)).toBe(true);
+    expect(
+      stale.rules
+        .slice(
+          0,
+          stale.rules.findIndex((r) => r.rule === 'backups_stale'),
+        )
+        .every((r) => !r.matched),
+    ).toBe(true);
   }, 60_000);
 });

@@ -20,9 +20,14 @@ const viewer = { Authorization: `Bearer ${VIEWER_TOKEN}` };
 const SCRIPTS = join(__dirname, '..', '..', 'scripts', 'dr');
 function runScript(name: string, args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile('bash', [join(SCRIPTS, name), ...args], { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 110_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout: String(stdout), stderr: String(stderr) });
-    });
+    execFile(
+      'bash',
+      [join(SCRIPTS, name), ...args],
+      { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 110_000 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout: String(stdout), stderr: String(stderr) });
+      },
+    );
   });
 }
 
@@ -126,7 +131,13 @@ describe('backups with pgBackRest against a real primary with a real archive_com
     fullLabel = job.result.label;
     const list = await request(api.url).get('/admin/backups').set(viewer);
     expect(list.body.backups).toHaveLength(1);
-    expect(list.body.backups[0]).toMatchObject({ label: fullLabel, type: 'full', error: false, sizeBytes: expect.any(Number), wal: { start: expect.any(String), stop: expect.any(String) } });
+    expect(list.body.backups[0]).toMatchObject({
+      label: fullLabel,
+      type: 'full',
+      error: false,
+      sizeBytes: expect.any(Number),
+      wal: { start: expect.any(String), stop: expect.any(String) },
+    });
     expect(list.body.archive.min).toMatch(/^[0-9A-F]{24}$/);
     await api.service.backups.inventory.sample();
     const metrics = (await request(api.url).get('/metrics')).text;
@@ -135,14 +146,22 @@ describe('backups with pgBackRest against a real primary with a real archive_com
     expect(metrics).toMatch(/sav3_backup_last_success_timestamp_seconds\{type="diff"\} 0/);
     // Audited with the job.
     const audit = await request(api.url).get('/admin/audit?limit=20').set(viewer);
-    expect(audit.body.events.some((e: { action: string; result: string }) => e.action === 'backup.start' && e.result === 'success')).toBe(true);
-    expect(audit.body.events.some((e: { action: string; result: string }) => e.action === 'backup.start' && e.result === 'refused')).toBe(true);
+    expect(audit.body.events.some((e: { action: string; result: string }) => e.action === 'backup.start' && e.result === 'success')).toBe(
+      true,
+    );
+    expect(audit.body.events.some((e: { action: string; result: string }) => e.action === 'backup.start' && e.result === 'refused')).toBe(
+      true,
+    );
   }, 90_000);
 
   it('RPO exposure grows while committed writes are not archived and falls to 0 once they are', async () => {
     const inventory = api.service.backups.inventory;
     await sql(cluster.primary.url(), 'SELECT pg_switch_wal()');
-    await eventually(() => inventory.archiver(), (a) => a.rpoExposureSeconds === 0, 10_000);
+    await eventually(
+      () => inventory.archiver(),
+      (a) => a.rpoExposureSeconds === 0,
+      10_000,
+    );
     await inventory.archiver();
     await sql(cluster.primary.url(), 'CREATE TABLE IF NOT EXISTS rpo_probe (x int); INSERT INTO rpo_probe VALUES (1)');
     await new Promise((r) => setTimeout(r, 1100));
@@ -150,7 +169,11 @@ describe('backups with pgBackRest against a real primary with a real archive_com
     expect(exposed.rpoExposureSeconds).toBeGreaterThanOrEqual(1);
     expect((await request(api.url).get('/metrics')).text).toMatch(/sav3_rpo_exposure_seconds\{component="database"\} [1-9]/);
     await sql(cluster.primary.url(), 'SELECT pg_switch_wal()');
-    const archived = await eventually(() => inventory.archiver(), (a) => a.rpoExposureSeconds === 0, 10_000);
+    const archived = await eventually(
+      () => inventory.archiver(),
+      (a) => a.rpoExposureSeconds === 0,
+      10_000,
+    );
     expect(archived.rpoExposureSeconds).toBe(0);
     expect((await request(api.url).get('/metrics')).text).toMatch(/sav3_rpo_exposure_seconds\{component="database"\} 0/);
   }, 30_000);
@@ -168,7 +191,11 @@ describe('backups with pgBackRest against a real primary with a real archive_com
   it('a validation restore of the latest backup passes every check, stores its report and leaves nothing behind', async () => {
     // Media uploaded before the backup is copied to the backup bucket (continuous backup).
     for (let i = 0; i < 3; i += 1) expect((await request(api.url).put(`/media/val/${i}`).send(randomBytes(500))).status).toBe(201);
-    await eventually(async () => (await request(api.url).get('/metrics')).text, (t) => /sav3_media_backup_backlog 0/.test(t), 10_000);
+    await eventually(
+      async () => (await request(api.url).get('/metrics')).text,
+      (t) => /sav3_media_backup_backlog 0/.test(t),
+      10_000,
+    );
     const backup = await request(api.url).post('/admin/backups').set(auth).send({ type: 'incr' });
     expect((await waitJob(backup.body.job.id)).status).toBe('succeeded');
     const res = await request(api.url).post('/admin/backups/validate').set(auth).send({});
@@ -206,7 +233,11 @@ describe('backups with pgBackRest against a real primary with a real archive_com
     await new Promise((r) => setTimeout(r, 300));
     await sql(url, 'INSERT INTO pitr (x) VALUES (2)');
     await sql(url, 'SELECT pg_switch_wal()');
-    await eventually(() => api.service.backups.inventory.archiver(), (a) => a.rpoExposureSeconds === 0, 10_000);
+    await eventually(
+      () => api.service.backups.inventory.archiver(),
+      (a) => a.rpoExposureSeconds === 0,
+      10_000,
+    );
     const res = await request(api.url).post('/admin/backups/validate').set(auth).send({ backup: 'latest', targetTime: target });
     expect(res.status).toBe(202);
     const job = await waitJob(res.body.job.id, 120_000);
@@ -242,10 +273,16 @@ describe('backups with pgBackRest against a real primary with a real archive_com
     const early = await request(api.url).post('/admin/backups/validate').set(auth).send({ targetTime: '2001-01-01T00:00:00Z' });
     expect(early.status).toBe(412);
     expect(early.body.error.usableRange).toEqual({ from: expect.any(String), to: expect.any(String) });
-    const late = await request(api.url).post('/admin/backups/validate').set(auth).send({ targetTime: new Date(Date.now() + 3600_000).toISOString() });
+    const late = await request(api.url)
+      .post('/admin/backups/validate')
+      .set(auth)
+      .send({ targetTime: new Date(Date.now() + 3600_000).toISOString() });
     expect(late.status).toBe(412);
     expect(late.body.error.message).toContain('after the newest archived WAL');
-    const beforeLabel = await request(api.url).post('/admin/backups/validate').set(auth).send({ backup: fullLabel, targetTime: new Date(Date.parse(early.body.error.usableRange.from) - 1000).toISOString() });
+    const beforeLabel = await request(api.url)
+      .post('/admin/backups/validate')
+      .set(auth)
+      .send({ backup: fullLabel, targetTime: new Date(Date.parse(early.body.error.usableRange.from) - 1000).toISOString() });
     expect(beforeLabel.status).toBe(412);
     for (const body of [{ backup: '../etc' }, { targetTime: 'yesterday' }, { targetTime: '2026-11-26T08:00:00' }, { extra: true }]) {
       expect((await request(api.url).post('/admin/backups/validate').set(auth).send(body)).status).toBe(400);
@@ -261,7 +298,11 @@ describe('restore points before DR changes', () => {
     cluster = await startPgCluster();
     await migrate(cluster.primary.url(), MIGRATIONS_DIR);
     s3 = await startS3Server({ bucket: 'rp-primary' });
-    api = await startInstance({ ...mediaEnv('PRIMARY', s3), DATABASE_URL: cluster.primary.url(), DATABASE_REPLICA_URL: cluster.replica.url() });
+    api = await startInstance({
+      ...mediaEnv('PRIMARY', s3),
+      DATABASE_URL: cluster.primary.url(),
+      DATABASE_REPLICA_URL: cluster.replica.url(),
+    });
   }, 60_000);
   afterAll(async () => {
     await api?.stop();
@@ -286,17 +327,26 @@ describe('restore points before DR changes', () => {
       // The run is in the audit log with the restore point's name.
       const audit = await request(api.url).get('/admin/audit?limit=50').set(viewer);
       const event = audit.body.events.find((e: { action: string }) => e.action === 'database.migrate');
-      expect(event).toMatchObject({ actor: 'system:migrate', result: 'success', detail: { applied: ['29990101000000_probe'], restorePoint: { name: (result.restorePoint as { name: string }).name } } });
+      expect(event).toMatchObject({
+        actor: 'system:migrate',
+        result: 'success',
+        detail: { applied: ['29990101000000_probe'], restorePoint: { name: (result.restorePoint as { name: string }).name } },
+      });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
   it('a switch and a promote each create a named restore point on the primary first, named in the answer and the audit event', async () => {
-    expect((await request(api.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'restore point test' })).status).toBe(200);
+    expect((await request(api.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'restore point test' })).status).toBe(
+      200,
+    );
     const toReplica = await request(api.url).post('/admin/database/switch').set(auth).send({ to: 'replica' });
     expect(toReplica.status).toBe(200);
-    expect(toReplica.body.restorePoint).toMatchObject({ name: expect.stringMatching(/^before-switch-to-replica-\d{8}T\d{9}Z$/), lsn: expect.stringMatching(/\//) });
+    expect(toReplica.body.restorePoint).toMatchObject({
+      name: expect.stringMatching(/^before-switch-to-replica-\d{8}T\d{9}Z$/),
+      lsn: expect.stringMatching(/\//),
+    });
     // Back to the primary: the point is attempted on the standby, which cannot make one; it says so.
     const back = await request(api.url).post('/admin/database/switch').set(auth).send({ to: 'primary' });
     expect(back.body.restorePoint).toEqual({ error: expect.stringContaining('recovery') });
@@ -308,10 +358,15 @@ describe('restore points before DR changes', () => {
           8000,
         )
       ).body.events.find(match);
-    const switchEvent = await audited((e) => e.action === 'database.switch' && e.detail?.restorePoint?.name === toReplica.body.restorePoint.name);
+    const switchEvent = await audited(
+      (e) => e.action === 'database.switch' && e.detail?.restorePoint?.name === toReplica.body.restorePoint.name,
+    );
     expect(switchEvent).toBeDefined();
 
-    const promote = await request(api.url).post('/admin/database/promote').set(auth).send({ confirm: 'promote-replica', maxLagSeconds: 3600 });
+    const promote = await request(api.url)
+      .post('/admin/database/promote')
+      .set(auth)
+      .send({ confirm: 'promote-replica', maxLagSeconds: 3600 });
     expect(promote.status).toBe(200);
     expect(promote.body.restorePoint).toMatchObject({ name: expect.stringMatching(/^before-promote-/), lsn: expect.any(String) });
     // The old primary is fenced now; the audit log lands on the promoted one after the switch.
@@ -376,4 +431,3 @@ describe('when pgBackRest cannot answer', () => {
     expect(Date.now() - started).toBeLessThan(3000);
   });
 });
-

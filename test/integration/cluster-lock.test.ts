@@ -14,20 +14,28 @@ describe('the cluster-wide lock in Redis', () => {
 
   it('of many contenders with random delays, never two inside at once; every refusal names a live holder', async () => {
     const prefix = `${uniquePrefix()}dr:lock:`;
-    const instances = [new ClusterLock(new RedisLockStore(redisA, prefix), 'api-a'), new ClusterLock(new RedisLockStore(redisB, prefix), 'api-b')];
+    const instances = [
+      new ClusterLock(new RedisLockStore(redisA, prefix), 'api-a'),
+      new ClusterLock(new RedisLockStore(redisB, prefix), 'api-b'),
+    ];
     let inside = 0;
     let most = 0;
     const holders: string[] = [];
     const outcomes = await Promise.allSettled(
       Array.from({ length: 40 }, async (_, i) => {
         await new Promise((r) => setTimeout(r, Math.random() * 30));
-        return instances[i % 2]!.withLock('database', `op${i}`, async (lease) => {
-          inside += 1;
-          most = Math.max(most, inside);
-          holders.push(lease.owner);
-          await new Promise((r) => setTimeout(r, Math.random() * 10));
-          inside -= 1;
-        }, { ttlMs: 10_000, busyMessage: 'busy' });
+        return instances[i % 2]!.withLock(
+          'database',
+          `op${i}`,
+          async (lease) => {
+            inside += 1;
+            most = Math.max(most, inside);
+            holders.push(lease.owner);
+            await new Promise((r) => setTimeout(r, Math.random() * 10));
+            inside -= 1;
+          },
+          { ttlMs: 10_000, busyMessage: 'busy' },
+        );
       }),
     );
     expect(most).toBe(1);
@@ -69,7 +77,11 @@ describe('the cluster-wide lock in Redis', () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(await b.holder('media-sync')).toBe(dead.owner);
     // No more renewals: it expires, and b takes it.
-    const holder = await eventually(() => b.holder('media-sync'), (h) => h === null, 2000);
+    const holder = await eventually(
+      () => b.holder('media-sync'),
+      (h) => h === null,
+      2000,
+    );
     expect(holder).toBeNull();
     const next = await b.acquire('media-sync', 'sync', { ttlMs: 10_000, busyMessage: 'busy' });
     expect(await dead.renew()).toBe(false);

@@ -20,7 +20,12 @@ describe('database failover against a real primary and streaming replica', () =>
     cluster = await startPgCluster();
     await migrate(cluster.primary.url(), MIGRATIONS_DIR);
     s3 = await startS3Server({ bucket: 'db-failover' });
-    const env = { ...mediaEnv('PRIMARY', s3), DATABASE_URL: cluster.primary.url(), DATABASE_REPLICA_URL: cluster.replica.url(), HEALTH_TIMEOUT_MS: '500' };
+    const env = {
+      ...mediaEnv('PRIMARY', s3),
+      DATABASE_URL: cluster.primary.url(),
+      DATABASE_REPLICA_URL: cluster.replica.url(),
+      HEALTH_TIMEOUT_MS: '500',
+    };
     const prefix = uniquePrefix();
     a = await startInstance({ ...env, INSTANCE_ID: 'db-a' }, prefix);
     b = await startInstance({ ...env, INSTANCE_ID: 'db-b' }, prefix);
@@ -35,11 +40,19 @@ describe('database failover against a real primary and streaming replica', () =>
   const post = (api: TestInstance, path: string, body: object) => request(api.url).post(path).set(auth).send(body);
 
   it('/health/database reports the primary and streaming replication with lag', async () => {
-    await eventually(async () => (await request(a.url).get('/health/database')).body, (body) => body.replication?.state === 'streaming', 5000);
+    await eventually(
+      async () => (await request(a.url).get('/health/database')).body,
+      (body) => body.replication?.state === 'streaming',
+      5000,
+    );
     a.service.health.invalidate();
     const res = await request(a.url).get('/health/database');
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ target: 'primary', inRecovery: false, replication: { state: expect.stringMatching(/streaming|catching_up/), lagSeconds: expect.any(Number), lagBytes: expect.any(Number) } });
+    expect(res.body).toMatchObject({
+      target: 'primary',
+      inRecovery: false,
+      replication: { state: expect.stringMatching(/streaming|catching_up/), lagSeconds: expect.any(Number), lagBytes: expect.any(Number) },
+    });
     expect((await request(a.url).get('/metrics')).text).toMatch(/^sav3_replication_lag_seconds \d/m);
   });
 
@@ -99,7 +112,11 @@ describe('database failover against a real primary and streaming replica', () =>
     expect(winner.body).toMatchObject({ promoted: true, timings: { promoteMs: expect.any(Number) } });
     // The old primary is dead: no restore point, and the answer says why rather than hiding it.
     expect(winner.body.restorePoint).toEqual({ error: expect.any(String) });
-    expect(winner.body.dataLossWindow).toMatchObject({ bytes: expect.any(Number), primaryLastKnownLsn: expect.any(String), description: expect.any(String) });
+    expect(winner.body.dataLossWindow).toMatchObject({
+      bytes: expect.any(Number),
+      primaryLastKnownLsn: expect.any(String),
+      description: expect.any(String),
+    });
     const loser = winner === p1 ? p2 : p1;
     expect(loser.status === 409 || loser.body.alreadyPromoted === true).toBe(true);
     expect(statuses[0]).toBeGreaterThanOrEqual(200);
@@ -110,7 +127,13 @@ describe('database failover against a real primary and streaming replica', () =>
 
     const sw = await post(b, '/admin/database/switch', { to: 'replica' });
     expect(sw.status).toBe(200);
-    expect(sw.body).toMatchObject({ changed: true, from: 'primary', to: 'replica', database: { active: 'replica', by: 'ops' }, propagation: { applied: 2, total: 2 } });
+    expect(sw.body).toMatchObject({
+      changed: true,
+      from: 'primary',
+      to: 'replica',
+      database: { active: 'replica', by: 'ops' },
+      propagation: { applied: 2, total: 2 },
+    });
 
     expect((await request(a.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'replica promoted' })).status).toBe(200);
     const first = await request(a.url).put('/media/db/after').send('after failover');
@@ -154,10 +177,21 @@ describe('database failover against a real primary and streaming replica', () =>
     // Events of the outage were spooled (the old primary was dead) and are flushed to the new one.
     const audit = await eventually(
       () => request(a.url).get('/admin/audit?limit=30').set(auth),
-      (r) => r.status === 200 && r.body.pending === 0 && r.body.events.some((e: { action: string; result: string }) => e.action === 'database.promote' && e.result === 'success'),
+      (r) =>
+        r.status === 200 &&
+        r.body.pending === 0 &&
+        r.body.events.some((e: { action: string; result: string }) => e.action === 'database.promote' && e.result === 'success'),
       6000,
     );
     const actions = audit.body.events.map((e: { action: string; result: string }) => `${e.action}:${e.result}`);
-    expect(actions).toEqual(expect.arrayContaining(['database.promote:success', 'database.switch:success', 'database.switch:refused', 'database.promote:dry_run', 'verify.database:success']));
+    expect(actions).toEqual(
+      expect.arrayContaining([
+        'database.promote:success',
+        'database.switch:success',
+        'database.switch:refused',
+        'database.promote:dry_run',
+        'verify.database:success',
+      ]),
+    );
   });
 });

@@ -29,7 +29,8 @@ describe('edge: internal metrics listener and the /admin allow-list', () => {
     expect(metrics.status).toBe(200);
     expect(metrics.headers.get('content-type')).toMatch(/^text\/plain/);
     expect(await metrics.text()).toMatch(/^sav3_dr_state_version \d+$/m);
-    for (const path of ['/health', '/admin/dr/state', '/media', '/metrics/x']) expect((await fetch(`http://127.0.0.1:${metricsPort}${path}`)).status).toBe(404);
+    for (const path of ['/health', '/admin/dr/state', '/media', '/metrics/x'])
+      expect((await fetch(`http://127.0.0.1:${metricsPort}${path}`)).status).toBe(404);
     expect((await fetch(`http://127.0.0.1:${metricsPort}/metrics`, { method: 'POST' })).status).toBe(404);
     await api.stop();
     await expect(fetch(`http://127.0.0.1:${metricsPort}/metrics`)).rejects.toThrow();
@@ -44,12 +45,18 @@ describe('edge: internal metrics listener and the /admin allow-list', () => {
     const api = await start({ TRUST_PROXY: '1' });
     // The proxy appends the address it saw: the last entry is the client's real address.
     for (const xff of ['10.0.0.5', '127.0.0.1, 10.0.0.5', '172.17.0.1']) {
-      const res = await request(api.url).get('/admin/dr/state').set('X-Forwarded-For', xff).set('Authorization', `Bearer ${OPERATOR_TOKEN}`);
+      const res = await request(api.url)
+        .get('/admin/dr/state')
+        .set('X-Forwarded-For', xff)
+        .set('Authorization', `Bearer ${OPERATOR_TOKEN}`);
       expect({ xff, status: res.status, code: res.body.error?.code }).toEqual({ xff, status: 403, code: 'address_not_allowed' });
       expect(res.headers['www-authenticate']).toBeUndefined();
     }
     expect((await request(api.url).get('/admin/dr/state').set('X-Forwarded-For', '10.0.0.5, 127.0.0.1')).status).toBe(401);
-    expect((await request(api.url).get('/admin/dr/state').set('X-Forwarded-For', '127.0.0.1').set('Authorization', `Bearer ${OPERATOR_TOKEN}`)).status).toBe(200);
+    expect(
+      (await request(api.url).get('/admin/dr/state').set('X-Forwarded-For', '127.0.0.1').set('Authorization', `Bearer ${OPERATOR_TOKEN}`))
+        .status,
+    ).toBe(200);
     // Everything outside /admin is unaffected.
     expect((await request(api.url).get('/health/live').set('X-Forwarded-For', '10.0.0.5')).status).toBe(200);
     expect((await request(api.url).get('/media?limit=1').set('X-Forwarded-For', '10.0.0.5')).status).toBe(200);
@@ -57,15 +64,24 @@ describe('edge: internal metrics listener and the /admin allow-list', () => {
 
   it('admits the configured ranges and then refuses loopback', async () => {
     const api = await start({ TRUST_PROXY: '1', ADMIN_ALLOWED_CIDRS: '10.0.0.0/8' });
-    expect((await request(api.url).get('/admin/dr/state').set('X-Forwarded-For', '10.20.30.40').set('Authorization', `Bearer ${OPERATOR_TOKEN}`)).status).toBe(200);
+    expect(
+      (await request(api.url).get('/admin/dr/state').set('X-Forwarded-For', '10.20.30.40').set('Authorization', `Bearer ${OPERATOR_TOKEN}`))
+        .status,
+    ).toBe(200);
     expect((await request(api.url).get('/admin/dr/state').set('X-Forwarded-For', '127.0.0.1')).status).toBe(403);
     expect((await request(api.url).get('/admin/dr/state').set('X-Forwarded-For', '11.0.0.1')).status).toBe(403);
   });
 
   it('without TRUST_PROXY, judges the socket address and ignores X-Forwarded-For', async () => {
     const api = await start({});
-    expect((await request(api.url).get('/admin/dr/state').set('X-Forwarded-For', '10.0.0.5').set('Authorization', `Bearer ${OPERATOR_TOKEN}`)).status).toBe(200);
+    expect(
+      (await request(api.url).get('/admin/dr/state').set('X-Forwarded-For', '10.0.0.5').set('Authorization', `Bearer ${OPERATOR_TOKEN}`))
+        .status,
+    ).toBe(200);
     const remote = await start({ ADMIN_ALLOWED_CIDRS: '10.0.0.0/8' });
-    expect((await request(remote.url).get('/admin/dr/state').set('X-Forwarded-For', '10.0.0.5').set('Authorization', `Bearer ${OPERATOR_TOKEN}`)).status).toBe(403);
+    expect(
+      (await request(remote.url).get('/admin/dr/state').set('X-Forwarded-For', '10.0.0.5').set('Authorization', `Bearer ${OPERATOR_TOKEN}`))
+        .status,
+    ).toBe(403);
   });
 });

@@ -22,7 +22,12 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     cluster = await startPgCluster();
     await migrate(cluster.primary.url(), MIGRATIONS_DIR);
     s3 = await startS3Server({ bucket: 'failback' });
-    const env = { ...mediaEnv('PRIMARY', s3), DATABASE_URL: cluster.primary.url(), DATABASE_REPLICA_URL: cluster.replica.url(), HEALTH_TIMEOUT_MS: '500' };
+    const env = {
+      ...mediaEnv('PRIMARY', s3),
+      DATABASE_URL: cluster.primary.url(),
+      DATABASE_REPLICA_URL: cluster.replica.url(),
+      HEALTH_TIMEOUT_MS: '500',
+    };
     const prefix = uniquePrefix();
     a = await startInstance({ ...env, INSTANCE_ID: 'fb-a' }, prefix);
     b = await startInstance({ ...env, INSTANCE_ID: 'fb-b' }, prefix);
@@ -54,21 +59,45 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     const nothing = await post(a, '/admin/database/promote', { confirm: 'promote-replica' });
     expect(nothing.body).toMatchObject({ promoted: false, alreadyPromoted: true, node: 'replica' });
 
-    const rebuilt = await drScript('rebuild-primary.sh', ['--pgdata', cluster.primary.dataDir, '--source', cluster.replica.url(), '--rewind', '--confirm']);
+    const rebuilt = await drScript('rebuild-primary.sh', [
+      '--pgdata',
+      cluster.primary.dataDir,
+      '--source',
+      cluster.replica.url(),
+      '--rewind',
+      '--confirm',
+    ]);
     expect(rebuilt.stderr).toBe('');
     expect(rebuilt.code).toBe(0);
 
-    const health = await eventually(() => pairHealth(a), (h) => h.replication?.state === 'streaming', 10_000);
+    const health = await eventually(
+      () => pairHealth(a),
+      (h) => h.replication?.state === 'streaming',
+      10_000,
+    );
     expect(health).toMatchObject({
       status: 'healthy',
       target: 'replica',
       inRecovery: false,
-      replication: { state: 'streaming', roles: { primary: 'standby', replica: 'primary' }, writer: 'replica', standby: 'primary', direction: 'replica->primary', lagBytes: 0, lagSeconds: 0 },
+      replication: {
+        state: 'streaming',
+        roles: { primary: 'standby', replica: 'primary' },
+        writer: 'replica',
+        standby: 'primary',
+        direction: 'replica->primary',
+        lagBytes: 0,
+        lagSeconds: 0,
+      },
     });
     b.service.health.invalidate();
     const state = await request(b.url).get('/admin/dr/state').set(auth);
     expect(state.status).toBe(200);
-    expect(state.body.database).toMatchObject({ active: 'replica', roles: { primary: 'standby', replica: 'primary' }, direction: 'replica->primary', replication: { state: 'streaming', lagBytes: expect.any(Number), lagSeconds: expect.any(Number) } });
+    expect(state.body.database).toMatchObject({
+      active: 'replica',
+      roles: { primary: 'standby', replica: 'primary' },
+      direction: 'replica->primary',
+      replication: { state: 'streaming', lagBytes: expect.any(Number), lagSeconds: expect.any(Number) },
+    });
     // Writes on the replica reach the rebuilt primary.
     expect((await put(a, 'fb/streamed')).status).toBe(201);
     await caughtUp(cluster.replica, cluster.primary);
@@ -78,11 +107,21 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
   it('promote dry run in the other direction names the standby node; verify passes on the replica', async () => {
     const dry = await post(a, '/admin/database/promote', { confirm: 'promote-replica', dryRun: true });
     // The standby now is the node configured as primary; promoting it while the replica takes writes is refused.
-    expect(dry.body).toMatchObject({ dryRun: true, wouldPromote: false, node: 'primary', roles: { primary: 'standby', replica: 'primary' } });
+    expect(dry.body).toMatchObject({
+      dryRun: true,
+      wouldPromote: false,
+      node: 'primary',
+      roles: { primary: 'standby', replica: 'primary' },
+    });
     expect(dry.body.checks.filter((c: { ok: boolean }) => !c.ok).map((c: { name: string }) => c.name)).toEqual(['primary_writes_stopped']);
     const verify = await post(a, '/admin/verify/database', {});
     expect(verify.status).toBe(200);
-    expect(verify.body).toMatchObject({ status: 'pass', target: 'replica', roles: { primary: 'standby', replica: 'primary' }, direction: 'replica->primary' });
+    expect(verify.body).toMatchObject({
+      status: 'pass',
+      target: 'replica',
+      roles: { primary: 'standby', replica: 'primary' },
+      direction: 'replica->primary',
+    });
     const sw = await post(a, '/admin/database/switch', { to: 'replica', dryRun: true });
     expect(sw.body).toMatchObject({ dryRun: true, roles: { primary: 'standby', replica: 'primary' } });
   });
@@ -113,7 +152,10 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
       10_000,
     );
     expect(disconnected.body.checks.find((c: { name: string }) => c.name === 'target_streaming')).toMatchObject({ ok: false });
-    const failedDry = await drScript('switchover.sh', ['--to', 'primary', '--dry-run'], { SAV3_API_URL: a.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN });
+    const failedDry = await drScript('switchover.sh', ['--to', 'primary', '--dry-run'], {
+      SAV3_API_URL: a.url,
+      SAV3_ADMIN_TOKEN: OPERATOR_TOKEN,
+    });
     expect(failedDry.code).toBe(1);
     expect(failedDry.stderr).toContain('target_streaming');
     const refused = await post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover' });
@@ -121,7 +163,11 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     expect(refused.body.error.message).toContain('target_streaming');
     await query(cluster.primary, `ALTER SYSTEM SET primary_conninfo = '${conninfo.replace(/'/g, "''")}'`);
     await query(cluster.primary, 'SELECT pg_reload_conf()');
-    await eventually(() => post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover', dryRun: true }), (r) => r.body.wouldSwitch === true, 15_000);
+    await eventually(
+      () => post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover', dryRun: true }),
+      (r) => r.body.wouldSwitch === true,
+      15_000,
+    );
     // The runbook script: a dry run prints the checks; a refusal exits 1; bad usage exits 2.
     const env = { SAV3_API_URL: a.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
     const dryScript = await drScript('switchover.sh', ['--to', 'primary', '--dry-run'], env);
@@ -157,22 +203,44 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     expect(await setting(cluster.replica, 'default_transaction_read_only')).toBe('off');
     const state = await request(b.url).get('/admin/dr/state').set(auth);
     expect(state.body).toMatchObject({ readOnly: { enabled: false }, database: { active: 'replica' } });
-    await eventually(() => put(b, 'fb/after-rollback'), (r) => r.status === 201, 5000);
+    await eventually(
+      () => put(b, 'fb/after-rollback'),
+      (r) => r.status === 201,
+      5000,
+    );
     await cluster.primary.start();
-    await eventually(() => pairHealth(a), (h) => h.replication?.state === 'streaming', 10_000);
+    await eventually(
+      () => pairHealth(a),
+      (h) => h.replication?.state === 'streaming',
+      10_000,
+    );
   }, 60_000);
 
   it('switches over back to the original primary under steady uploads: write unavailability under a second, 0 bytes lost, nothing acknowledged missing', async () => {
     const uploads = startUploadLoop(a.url, 'fb/steady', 1024);
-    await eventually(async () => uploads.acked.size, (n) => n >= 3, 10_000);
+    await eventually(
+      async () => uploads.acked.size,
+      (n) => n >= 3,
+      10_000,
+    );
     const res = await post(b, '/admin/database/switchover', { to: 'primary', confirm: 'switchover' });
     const ackedBefore = uploads.acked.size;
     // Writes resume on their own: the loop gets acknowledgements again.
-    await eventually(async () => uploads.acked.size, (n) => n >= ackedBefore + 3, 10_000);
+    await eventually(
+      async () => uploads.acked.size,
+      (n) => n >= ackedBefore + 3,
+      10_000,
+    );
     await uploads.stop();
     if (process.env.SHOW_SWITCHOVER) console.log(JSON.stringify({ ...res.body, checks: undefined }, null, 1), uploads.refused);
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ switched: true, from: 'replica', to: 'primary', bytesLost: 0, roles: { primary: 'primary', replica: 'stopped' } });
+    expect(res.body).toMatchObject({
+      switched: true,
+      from: 'replica',
+      to: 'primary',
+      bytesLost: 0,
+      roles: { primary: 'primary', replica: 'stopped' },
+    });
     expect(res.body.steps.map((s: { name: string; ok: boolean }) => [s.name, s.ok])).toEqual([
       ['read_only_on', true],
       ['fence_old_primary', true],
@@ -193,34 +261,76 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     await expect(setting(cluster.replica, 'default_transaction_read_only')).rejects.toThrow();
 
     // It is rebuilt as a standby: the pair runs primary → replica again.
-    const rebuilt = await drScript('rebuild-primary.sh', ['--pgdata', cluster.replica.dataDir, '--source', cluster.primary.url(), '--rewind', '--confirm']);
+    const rebuilt = await drScript('rebuild-primary.sh', [
+      '--pgdata',
+      cluster.replica.dataDir,
+      '--source',
+      cluster.primary.url(),
+      '--rewind',
+      '--confirm',
+    ]);
     expect(rebuilt.stderr).toBe('');
     expect(rebuilt.code).toBe(0);
     expect(rebuilt.stdout).toContain('method: pg_rewind');
-    const health = await eventually(() => pairHealth(b), (h) => h.replication?.state === 'streaming', 10_000);
-    expect(health).toMatchObject({ status: 'healthy', target: 'primary', replication: { roles: { primary: 'primary', replica: 'standby' }, direction: 'primary->replica' } });
+    const health = await eventually(
+      () => pairHealth(b),
+      (h) => h.replication?.state === 'streaming',
+      10_000,
+    );
+    expect(health).toMatchObject({
+      status: 'healthy',
+      target: 'primary',
+      replication: { roles: { primary: 'primary', replica: 'standby' }, direction: 'primary->replica' },
+    });
     expect(await setting(cluster.replica, 'default_transaction_read_only')).toBe('off');
     // The slot it held as a primary is gone (it would keep WAL on the standby forever); the one in use is on the primary.
     expect(await query(cluster.replica, 'SELECT slot_name FROM pg_replication_slots')).toEqual([]);
-    expect(await query(cluster.primary, 'SELECT slot_name, active FROM pg_replication_slots')).toEqual([{ slot_name: 'sav3_standby', active: true }]);
+    expect(await query(cluster.primary, 'SELECT slot_name, active FROM pg_replication_slots')).toEqual([
+      { slot_name: 'sav3_standby', active: true },
+    ]);
   }, 90_000);
 
   it('a switchover whose instance died midway (active target fenced, read-only on, no lock) is rolled back by any instance', async () => {
     await query(cluster.primary, 'ALTER SYSTEM SET default_transaction_read_only = on');
     await query(cluster.primary, 'SELECT pg_reload_conf()');
-    expect((await request(a.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'switchover: primary to replica', ttlSeconds: 600 })).status).toBe(200);
+    expect(
+      (
+        await request(a.url)
+          .put('/admin/read-only')
+          .set(auth)
+          .send({ enabled: true, reason: 'switchover: primary to replica', ttlSeconds: 600 })
+      ).status,
+    ).toBe(200);
     expect((await put(b, 'fb/while-interrupted')).status).toBe(503);
     const healedAt = performance.now();
-    await eventually(() => put(b, 'fb/after-recovery'), (r) => r.status === 201, 10_000);
+    await eventually(
+      () => put(b, 'fb/after-recovery'),
+      (r) => r.status === 201,
+      10_000,
+    );
     expect(performance.now() - healedAt).toBeLessThan(8000);
     expect(await setting(cluster.primary, 'default_transaction_read_only')).toBe('off');
-    const audit = await eventually(() => request(a.url).get('/admin/audit?limit=20').set(auth), (r) => r.body.events?.some((e: { action: string }) => e.action === 'database.switchover.recover'), 5000);
-    expect(audit.body.events.find((e: { action: string }) => e.action === 'database.switchover.recover').detail.what).toContain('interrupted switchover');
+    const audit = await eventually(
+      () => request(a.url).get('/admin/audit?limit=20').set(auth),
+      (r) => r.body.events?.some((e: { action: string }) => e.action === 'database.switchover.recover'),
+      5000,
+    );
+    expect(audit.body.events.find((e: { action: string }) => e.action === 'database.switchover.recover').detail.what).toContain(
+      'interrupted switchover',
+    );
   }, 30_000);
 
   it('a switchover failing after the promotion completes forward (never back to an older timeline); the old primary is rebuilt', async () => {
-    await eventually(() => pairHealth(a), (h) => h.replication?.state === 'streaming' && h.replication.direction === 'primary->replica', 10_000);
-    await eventually(() => post(a, '/admin/database/switchover', { to: 'replica', confirm: 'switchover', dryRun: true }), (r) => r.body.wouldSwitch === true, 10_000);
+    await eventually(
+      () => pairHealth(a),
+      (h) => h.replication?.state === 'streaming' && h.replication.direction === 'primary->replica',
+      10_000,
+    );
+    await eventually(
+      () => post(a, '/admin/database/switchover', { to: 'replica', confirm: 'switchover', dryRun: true }),
+      (r) => r.body.wouldSwitch === true,
+      10_000,
+    );
     a.service.database.switchover.hook = (step) => {
       if (step === 'switch') throw new Error('injected: the DR state store failed');
     };
@@ -237,22 +347,50 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
       ['read_only_off', true],
       ['next', true],
     ]);
-    await eventually(() => put(b, 'fb/after-roll-forward'), (r) => r.status === 201, 5000);
+    await eventually(
+      () => put(b, 'fb/after-roll-forward'),
+      (r) => r.status === 201,
+      5000,
+    );
     expect((await request(b.url).get('/admin/dr/state').set(auth)).body.database.active).toBe('replica');
     expect(await setting(cluster.primary, 'default_transaction_read_only')).toBe('on');
     // The fenced old primary runs on an older timeline: the script stops it and rewinds it.
-    const rebuilt = await drScript('rebuild-primary.sh', ['--pgdata', cluster.primary.dataDir, '--source', cluster.replica.url(), '--confirm']);
+    const rebuilt = await drScript('rebuild-primary.sh', [
+      '--pgdata',
+      cluster.primary.dataDir,
+      '--source',
+      cluster.replica.url(),
+      '--confirm',
+    ]);
     expect(rebuilt.stderr).toBe('');
     expect(rebuilt.stdout).toContain('method: pg_rewind');
-    await eventually(() => pairHealth(a), (h) => h.replication?.state === 'streaming' && h.replication.direction === 'replica->primary', 10_000);
+    await eventually(
+      () => pairHealth(a),
+      (h) => h.replication?.state === 'streaming' && h.replication.direction === 'replica->primary',
+      10_000,
+    );
     // A node running as a primary on a timeline not behind the source's is never touched.
-    const refused = await drScript('rebuild-primary.sh', ['--pgdata', cluster.replica.dataDir, '--source', cluster.primary.url(), '--confirm']);
+    const refused = await drScript('rebuild-primary.sh', [
+      '--pgdata',
+      cluster.replica.dataDir,
+      '--source',
+      cluster.primary.url(),
+      '--confirm',
+    ]);
     expect(refused.code).toBe(1);
   }, 60_000);
 
   it('the promoted node dies right after its promotion: nothing is switched to it, the old primary is not stopped but back in charge, writes resume; the dead node, back, is fenced', async () => {
-    await eventually(() => pairHealth(a), (h) => h.replication?.state === 'streaming' && h.replication.direction === 'replica->primary', 10_000);
-    await eventually(() => post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover', dryRun: true }), (r) => r.body.wouldSwitch === true, 10_000);
+    await eventually(
+      () => pairHealth(a),
+      (h) => h.replication?.state === 'streaming' && h.replication.direction === 'replica->primary',
+      10_000,
+    );
+    await eventually(
+      () => post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover', dryRun: true }),
+      (r) => r.body.wouldSwitch === true,
+      10_000,
+    );
     // A real kill of the promoted node's postmaster, at the event the service emits right after the promotion.
     let inRecoveryWhenKilled: boolean | undefined;
     a.service.database.switchover.hook = async (step) => {
@@ -269,7 +407,13 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     // It was killed as a primary (out of recovery), not before its promotion.
     expect(inRecoveryWhenKilled).toBe(false);
     expect(res.status).toBe(503);
-    expect(res.body.error).toMatchObject({ code: 'switchover_failed', failedStep: 'verify_writes', rolledBack: true, writable: 'replica', abandonedTimeline: expect.any(Number) });
+    expect(res.body.error).toMatchObject({
+      code: 'switchover_failed',
+      failedStep: 'verify_writes',
+      rolledBack: true,
+      writable: 'replica',
+      abandonedTimeline: expect.any(Number),
+    });
     expect(res.body.error.message).toContain('replica is the primary again');
     expect(res.body.error.steps.map((s: { name: string; ok: boolean }) => [s.name, s.ok])).toEqual([
       ['read_only_on', true],
@@ -289,19 +433,36 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     expect(await setting(cluster.replica, 'default_transaction_read_only')).toBe('off');
     const abandoned = res.body.error.abandonedTimeline as number;
     for (const api of [a, b]) {
-      expect(api.service.drState.service.current()).toMatchObject({ readOnly: { enabled: false }, database: { active: 'replica', abandonedTimelines: [{ node: 'primary', timeline: abandoned }] } });
+      expect(api.service.drState.service.current()).toMatchObject({
+        readOnly: { enabled: false },
+        database: { active: 'replica', abandonedTimelines: [{ node: 'primary', timeline: abandoned }] },
+      });
     }
-    await eventually(() => put(b, 'fb/after-abandoned-promotion'), (r) => r.status === 201, 5000);
+    await eventually(
+      () => put(b, 'fb/after-abandoned-promotion'),
+      (r) => r.status === 201,
+      5000,
+    );
     expect((await put(a, 'fb/after-abandoned-promotion-a')).status).toBe(201);
 
     // The dead node comes back as a primary on the abandoned timeline: it is fenced, writes stay on the replica.
     await cluster.primary.start();
-    await eventually(() => setting(cluster.primary, 'default_transaction_read_only').catch(() => 'down'), (v) => v === 'on', 10_000);
-    const tli = await query<{ tli: number }>(cluster.primary, "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tli");
+    await eventually(
+      () => setting(cluster.primary, 'default_transaction_read_only').catch(() => 'down'),
+      (v) => v === 'on',
+      10_000,
+    );
+    const tli = await query<{ tli: number }>(
+      cluster.primary,
+      "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tli",
+    );
     expect(tli[0]!.tli).toBe(abandoned);
     expect((await put(b, 'fb/with-abandoned-node-back')).status).toBe(201);
     const sw = await post(a, '/admin/database/switch', { to: 'primary', dryRun: true });
-    expect(sw.body.checks.find((c: { name: string }) => c.name === 'newest_timeline')).toMatchObject({ ok: false, detail: expect.stringContaining('abandoned') });
+    expect(sw.body.checks.find((c: { name: string }) => c.name === 'newest_timeline')).toMatchObject({
+      ok: false,
+      detail: expect.stringContaining('abandoned'),
+    });
     expect((await pairHealth(a)).target).toBe('replica');
   }, 60_000);
 
@@ -309,11 +470,28 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
     // As the runbook says: the abandoned node is rebuilt from scratch (its data directory removed).
     await cluster.primary.stop('fast');
     rmSync(cluster.primary.dataDir, { recursive: true, force: true });
-    const rebuilt = await drScript('rebuild-primary.sh', ['--pgdata', cluster.primary.dataDir, '--source', cluster.replica.url(), '--basebackup', '--port', String(cluster.primary.port), '--confirm']);
+    const rebuilt = await drScript('rebuild-primary.sh', [
+      '--pgdata',
+      cluster.primary.dataDir,
+      '--source',
+      cluster.replica.url(),
+      '--basebackup',
+      '--port',
+      String(cluster.primary.port),
+      '--confirm',
+    ]);
     expect(rebuilt.stderr).toBe('');
     expect(rebuilt.code).toBe(0);
-    await eventually(() => pairHealth(a), (h) => h.replication?.state === 'streaming' && h.replication.direction === 'replica->primary', 15_000);
-    await eventually(() => post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover', dryRun: true }), (r) => r.body.wouldSwitch === true, 10_000);
+    await eventually(
+      () => pairHealth(a),
+      (h) => h.replication?.state === 'streaming' && h.replication.direction === 'replica->primary',
+      15_000,
+    );
+    await eventually(
+      () => post(a, '/admin/database/switchover', { to: 'primary', confirm: 'switchover', dryRun: true }),
+      (r) => r.body.wouldSwitch === true,
+      10_000,
+    );
     const abandonedBefore = a.service.drState.service.current().database.abandonedTimelines!;
     expect(abandonedBefore).toHaveLength(1);
 
@@ -337,7 +515,8 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
       ['unfence_old_primary', false],
       ['read_only_kept', false],
     ]);
-    for (const api of [a, b]) expect(api.service.drState.service.current()).toMatchObject({ readOnly: { enabled: true }, database: { active: 'replica' } });
+    for (const api of [a, b])
+      expect(api.service.drState.service.current()).toMatchObject({ readOnly: { enabled: true }, database: { active: 'replica' } });
     expect((await put(b, 'fb/with-no-writable-node')).status).toBe(503);
   }, 90_000);
 });

@@ -24,7 +24,8 @@ async function query<T extends pg.QueryResultRow>(url: string, sql: string, para
   }
 }
 
-const rowOn = async (url: string, key: string) => (await query<{ sha256: string }>(url, 'SELECT sha256 FROM media_objects WHERE key = $1', [key]))[0]?.sha256 ?? null;
+const rowOn = async (url: string, key: string) =>
+  (await query<{ sha256: string }>(url, 'SELECT sha256 FROM media_objects WHERE key = $1', [key]))[0]?.sha256 ?? null;
 
 /**
  * One primary + streaming replica, two instances, Redis of the test's own. The scenarios follow one
@@ -47,7 +48,14 @@ describe('failover safety against a real primary and streaming replica', () => {
     await migrate(cluster.primary.url(), MIGRATIONS_DIR);
     s3 = await startS3Server({ bucket: 'failover-safety' });
     redis = await startOwnRedis();
-    env = { ...mediaEnv('PRIMARY', s3), DATABASE_URL: cluster.primary.url(), DATABASE_REPLICA_URL: cluster.replica.url(), REDIS_URL: redis.url, HEALTH_TIMEOUT_MS: '500', HEALTH_INTERVAL_MS: '300' };
+    env = {
+      ...mediaEnv('PRIMARY', s3),
+      DATABASE_URL: cluster.primary.url(),
+      DATABASE_REPLICA_URL: cluster.replica.url(),
+      REDIS_URL: redis.url,
+      HEALTH_TIMEOUT_MS: '500',
+      HEALTH_INTERVAL_MS: '300',
+    };
     a = await startInstance({ ...env, INSTANCE_ID: 'safe-a' }, prefix);
     b = await startInstance({ ...env, INSTANCE_ID: 'safe-b' }, prefix);
   }, 60_000);
@@ -65,7 +73,10 @@ describe('failover safety against a real primary and streaming replica', () => {
     return res;
   };
   const readOnly = (api: TestInstance, enabled: boolean, extra: object = {}) =>
-    request(api.url).put('/admin/read-only').set(auth).send({ enabled, reason: enabled ? 'incident' : 'over', ...extra });
+    request(api.url)
+      .put('/admin/read-only')
+      .set(auth)
+      .send({ enabled, reason: enabled ? 'incident' : 'over', ...extra });
   const post = (api: TestInstance, path: string, body: object) => request(api.url).post(path).set(auth).send(body);
 
   it('enabling read-only answers only once no instance will acknowledge a write any more, saying how many were in flight', async () => {
@@ -118,15 +129,25 @@ describe('failover safety against a real primary and streaming replica', () => {
       (r) => r.body.events?.some((e: { action: string; result: string }) => e.action === 'read_only.expire' && e.result === 'refused'),
       8000,
     );
-    expect(audit.body.events.some((e: { action: string; result: string }) => e.action === 'read_only.expire' && e.result === 'refused')).toBe(true);
+    expect(
+      audit.body.events.some((e: { action: string; result: string }) => e.action === 'read_only.expire' && e.result === 'refused'),
+    ).toBe(true);
   });
 
   it('with the primary dead and read-only on, every instance stays ready and serves reads from the replica', async () => {
-    await eventually(async () => rowOn(cluster.replica.url(), 'safe/back-on-primary'), (v) => v !== null, 5000);
+    await eventually(
+      async () => rowOn(cluster.replica.url(), 'safe/back-on-primary'),
+      (v) => v !== null,
+      5000,
+    );
     expect((await readOnly(a, true)).status).toBe(200);
     await cluster.primary.stop('immediate');
     for (const api of [a, b]) {
-      const ready = await eventually(() => request(api.url).get('/health/ready'), (r) => r.body.checks?.database === 'degraded', 5000);
+      const ready = await eventually(
+        () => request(api.url).get('/health/ready'),
+        (r) => r.body.checks?.database === 'degraded',
+        5000,
+      );
       expect(ready.status).toBe(200);
       expect(ready.body.checks.database).toBe('degraded');
       const read = await request(api.url).get('/media/safe/back-on-primary');
@@ -139,13 +160,25 @@ describe('failover safety against a real primary and streaming replica', () => {
   it('promote and switch with uploads in flight: none is acknowledged, the promoted node is recorded with its timeline', async () => {
     expect((await readOnly(a, false)).status).toBe(200);
     // Read-only off with the primary dead: /health/ready is 503 (nothing to serve writes or reads from the active target).
-    expect((await eventually(() => request(a.url).get('/health/ready'), (r) => r.status === 503, 5000)).status).toBe(503);
+    expect(
+      (
+        await eventually(
+          () => request(a.url).get('/health/ready'),
+          (r) => r.status === 503,
+          5000,
+        )
+      ).status,
+    ).toBe(503);
     const held = await Promise.all([0, 1].map((i) => heldUpload(i ? a.url : b.url, `safe/switch-held-${i}`)));
     const on = await readOnly(b, true);
     expect(on.body.writes.inFlight).toBe(2);
     const promote = await post(a, '/admin/database/promote', { confirm: 'promote-replica', maxLagSeconds: 3600 });
     expect(promote.status).toBe(200);
-    expect(promote.body).toMatchObject({ promoted: true, identity: { systemId: expect.any(String), timeline: 2 }, oldPrimary: { fenced: false } });
+    expect(promote.body).toMatchObject({
+      promoted: true,
+      identity: { systemId: expect.any(String), timeline: 2 },
+      oldPrimary: { fenced: false },
+    });
     const sw = await post(b, '/admin/database/switch', { to: 'replica' });
     expect(sw.status).toBe(200);
     expect(sw.body.database).toMatchObject({ active: 'replica', newestTimeline: 2, nodes: { replica: { timeline: 2 } } });
@@ -158,15 +191,26 @@ describe('failover safety against a real primary and streaming replica', () => {
   it('the old primary coming back is fenced (read-only, sessions ended), counted, audited, and never switched back to', async () => {
     await cluster.primary.start();
     const fenced = await eventually(
-      async () => (await query<{ v: string }>(cluster.primary.url(), "SELECT current_setting('default_transaction_read_only') AS v").catch(() => []))[0]?.v,
+      async () =>
+        (
+          await query<{ v: string }>(cluster.primary.url(), "SELECT current_setting('default_transaction_read_only') AS v").catch(() => [])
+        )[0]?.v,
       (v) => v === 'on',
       8000,
     );
     expect(fenced).toBe('on');
     await expect(query(cluster.primary.url(), 'CREATE TABLE stray_write (x int)')).rejects.toThrow(/read-only transaction/);
-    const metrics = await eventually(async () => (await request(a.url).get('/metrics')).text, (t) => /^sav3_database_writable_nodes 1$/m.test(t), 5000);
+    const metrics = await eventually(
+      async () => (await request(a.url).get('/metrics')).text,
+      (t) => /^sav3_database_writable_nodes 1$/m.test(t),
+      5000,
+    );
     expect(metrics).toMatch(/^sav3_database_writable_nodes 1$/m);
-    const health = await eventually(() => request(a.url).get('/health/database'), (r) => r.body.fencedNodes?.includes('primary') === true, 5000);
+    const health = await eventually(
+      () => request(a.url).get('/health/database'),
+      (r) => r.body.fencedNodes?.includes('primary') === true,
+      5000,
+    );
     expect(health.status).toBe(200);
     expect(health.body).toMatchObject({ target: 'replica', writableNodes: ['replica'], fencedNodes: ['primary'] });
     const back = await post(a, '/admin/database/switch', { to: 'primary', dryRun: true });
@@ -178,7 +222,10 @@ describe('failover safety against a real primary and streaming replica', () => {
       (r) => r.body.events?.some((e: { action: string }) => e.action === 'database.fence'),
       5000,
     );
-    expect(audit.body.events.find((e: { action: string }) => e.action === 'database.fence')).toMatchObject({ actor: 'system:fence', result: 'success' });
+    expect(audit.body.events.find((e: { action: string }) => e.action === 'database.fence')).toMatchObject({
+      actor: 'system:fence',
+      result: 'success',
+    });
   });
 
   it('an instance restarted while Redis is down follows its state file; Redis coming back empty gets that state back', async () => {
@@ -195,10 +242,26 @@ describe('failover safety against a real primary and streaming replica', () => {
     expect(health.body).toMatchObject({ readOnly: true, stateVersion: version });
     expect((await request(b.url).get('/media/safe/after-promote')).status).toBe(200);
     await redis.start();
-    const state = await eventually(async () => (await request(a.url).get('/admin/dr/state').set(auth)).body, (s) => s.stateStore === 'up' && s.version === version, 8000);
+    const state = await eventually(
+      async () => (await request(a.url).get('/admin/dr/state').set(auth)).body,
+      (s) => s.stateStore === 'up' && s.version === version,
+      8000,
+    );
     expect(state).toMatchObject({ version, readOnly: { enabled: true }, database: { active: 'replica' } });
-    await eventually(async () => (await request(b.url).get('/admin/dr/state').set(auth)).body, (s) => s.stateStore === 'up', 8000);
-    expect((await eventually(() => readOnly(b, false), (r) => r.status === 200, 5000)).status).toBe(200);
+    await eventually(
+      async () => (await request(b.url).get('/admin/dr/state').set(auth)).body,
+      (s) => s.stateStore === 'up',
+      8000,
+    );
+    expect(
+      (
+        await eventually(
+          () => readOnly(b, false),
+          (r) => r.status === 200,
+          5000,
+        )
+      ).status,
+    ).toBe(200);
     expect((await put(b, 'safe/after-redis', Buffer.from('y'))).status).toBe(201);
   });
 
@@ -218,10 +281,18 @@ describe('failover safety against a real primary and streaming replica', () => {
       client.disconnect();
     }
     // A write in flight when the state arrives is fenced (write_fenced); later ones are refused up front.
-    const refused = await eventually(() => put(a, 'safe/mismatch', Buffer.from('m')), (r) => r.body.error?.code === 'state_mismatch', 5000);
+    const refused = await eventually(
+      () => put(a, 'safe/mismatch', Buffer.from('m')),
+      (r) => r.body.error?.code === 'state_mismatch',
+      5000,
+    );
     expect(refused.status).toBe(503);
     expect(refused.body.error.code).toBe('state_mismatch');
-    const health = await eventually(() => request(b.url).get('/health'), (r) => r.body.components?.database?.error?.code === 'state_mismatch', 5000);
+    const health = await eventually(
+      () => request(b.url).get('/health'),
+      (r) => r.body.components?.database?.error?.code === 'state_mismatch',
+      5000,
+    );
     expect(health.body.components.database.error.code).toBe('state_mismatch');
     expect((await post(a, '/admin/dr/state/reset', { confirm: 'yes', reason: 'x' })).status).toBe(400);
     const done = await post(a, '/admin/dr/state/reset', { confirm: 'reset-dr-state', reason: 'state from another cluster' });
@@ -233,7 +304,8 @@ describe('failover safety against a real primary and streaming replica', () => {
     expect((await post(a, '/admin/database/switch', { to: 'replica' })).status).toBe(200);
     expect((await readOnly(a, false)).status).toBe(200);
     expect((await put(b, 'safe/after-reset', Buffer.from('r'))).status).toBe(201);
-    const reset = (r: { body: { events?: { action: string; result: string }[] } }) => r.body.events?.some((e) => e.action === 'dr_state.reset' && e.result === 'success') === true;
+    const reset = (r: { body: { events?: { action: string; result: string }[] } }) =>
+      r.body.events?.some((e) => e.action === 'dr_state.reset' && e.result === 'success') === true;
     expect(reset(await eventually(() => request(a.url).get('/admin/audit?limit=50').set(auth), reset, 8000))).toBe(true);
   });
 
@@ -251,7 +323,13 @@ describe('a promotion done outside the service while the primary still takes wri
     cluster = await startPgCluster();
     await migrate(cluster.primary.url(), MIGRATIONS_DIR);
     s3 = await startS3Server({ bucket: 'outside-promotion' });
-    api = await startInstance({ ...mediaEnv('PRIMARY', s3), DATABASE_URL: cluster.primary.url(), DATABASE_REPLICA_URL: cluster.replica.url(), HEALTH_TIMEOUT_MS: '1000', HEALTH_INTERVAL_MS: '300' });
+    api = await startInstance({
+      ...mediaEnv('PRIMARY', s3),
+      DATABASE_URL: cluster.primary.url(),
+      DATABASE_REPLICA_URL: cluster.replica.url(),
+      HEALTH_TIMEOUT_MS: '1000',
+      HEALTH_INTERVAL_MS: '300',
+    });
   }, 60_000);
   afterAll(async () => {
     await api?.stop();
@@ -263,13 +341,20 @@ describe('a promotion done outside the service while the primary still takes wri
     expect((await request(api.url).put('/media/outside/before').send(Buffer.from('before'))).status).toBe(201);
     await query(cluster.replica.url(), 'SELECT pg_promote(true, 30)');
     const fenced = await eventually(
-      async () => (await query<{ v: string }>(cluster.primary.url(), "SELECT current_setting('default_transaction_read_only') AS v").catch(() => []))[0]?.v,
+      async () =>
+        (
+          await query<{ v: string }>(cluster.primary.url(), "SELECT current_setting('default_transaction_read_only') AS v").catch(() => [])
+        )[0]?.v,
       (v) => v === 'on',
       8000,
     );
     expect(fenced).toBe('on');
     // The active target is the fenced former primary: health says so and writes are refused up front.
-    const health = await eventually(() => request(api.url).get('/health/database'), (r) => r.body.error?.code === 'not_writable', 5000);
+    const health = await eventually(
+      () => request(api.url).get('/health/database'),
+      (r) => r.body.error?.code === 'not_writable',
+      5000,
+    );
     expect(health.status).toBe(503);
     expect(health.body).toMatchObject({ writableNodes: ['replica'], fencedNodes: ['primary'] });
     const refused = await request(api.url).put('/media/outside/during').send(Buffer.from('x'));

@@ -23,19 +23,25 @@ describe('health endpoints against live dependencies', () => {
     await s3.destroy();
   });
 
-  it.each(['/health/live', '/health/ready', '/health/database', '/health/media', '/health/redis', '/health'])('GET %s answers 200 healthy with a timestamp', async (path) => {
-    const res = await request(api.url).get(path);
-    expect(res.status).toBe(200);
-    expect(res.body.status).toBe('healthy');
-    expect(new Date(res.body.timestamp).toISOString()).toBe(res.body.timestamp);
-    expect(res.headers['cache-control']).toBe('no-store');
-  });
+  it.each(['/health/live', '/health/ready', '/health/database', '/health/media', '/health/redis', '/health'])(
+    'GET %s answers 200 healthy with a timestamp',
+    async (path) => {
+      const res = await request(api.url).get(path);
+      expect(res.status).toBe(200);
+      expect(res.body.status).toBe('healthy');
+      expect(new Date(res.body.timestamp).toISOString()).toBe(res.body.timestamp);
+      expect(res.headers['cache-control']).toBe('no-store');
+    },
+  );
 
-  it.each(['/health/live', '/health/ready', '/health/database', '/health/media', '/health/redis', '/health'])('HEAD %s answers like GET without a body', async (path) => {
-    const res = await request(api.url).head(path);
-    expect(res.status).toBe(200);
-    expect(res.text).toBeUndefined();
-  });
+  it.each(['/health/live', '/health/ready', '/health/database', '/health/media', '/health/redis', '/health'])(
+    'HEAD %s answers like GET without a body',
+    async (path) => {
+      const res = await request(api.url).head(path);
+      expect(res.status).toBe(200);
+      expect(res.text).toBeUndefined();
+    },
+  );
 
   it('reports the database target, recovery state and probe timing', async () => {
     const res = await request(api.url).get('/health/database');
@@ -154,7 +160,14 @@ describe('degraded, not unhealthy', () => {
     // Redis is down from the start: the instance follows the DR state it kept on disk.
     const file = join(mkdtempSync(join(tmpdir(), 'sav3-health-')), 'dr-state.json');
     // Read-only mode is on in it: writes are refused anyway, so Redis being down only degrades.
-    writeFileSync(file, JSON.stringify({ ...INITIAL_STATE, version: 3, readOnly: { enabled: true, reason: 'incident', since: null, by: 'ops', expiresAt: null } }));
+    writeFileSync(
+      file,
+      JSON.stringify({
+        ...INITIAL_STATE,
+        version: 3,
+        readOnly: { enabled: true, reason: 'incident', since: null, by: 'ops', expiresAt: null },
+      }),
+    );
     api = await startInstance({ ...mediaEnv('PRIMARY', s3), REDIS_URL: `redis://127.0.0.1:${await freePort()}`, DR_STATE_FILE: file });
   });
   afterAll(async () => {
@@ -174,7 +187,11 @@ describe('degraded, not unhealthy', () => {
   it('started from its state file with read-only off, it has not confirmed the state: writes 503 state_stale, /health says so, ready for reads', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'sav3-health-')), 'dr-state.json');
     writeFileSync(file, JSON.stringify({ ...INITIAL_STATE, version: 3 }));
-    const stale = await startInstance({ ...mediaEnv('PRIMARY', s3), REDIS_URL: `redis://127.0.0.1:${await freePort()}`, DR_STATE_FILE: file });
+    const stale = await startInstance({
+      ...mediaEnv('PRIMARY', s3),
+      REDIS_URL: `redis://127.0.0.1:${await freePort()}`,
+      DR_STATE_FILE: file,
+    });
     try {
       const put = await request(stale.url).put('/media/stale/a').send(Buffer.from('x'));
       expect(put.status).toBe(503);

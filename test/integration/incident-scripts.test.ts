@@ -23,7 +23,12 @@ describe('incident classification and the incident runbook scripts', () => {
     proxy = await startTcpProxy(5432);
     const url = new URL(databaseUrl(db.name));
     url.port = String(proxy.port);
-    api = await startInstance({ ...mediaEnv('PRIMARY', s3), DATABASE_URL: url.toString(), HEALTH_TIMEOUT_MS: '1500', HEALTH_INTERVAL_MS: '500' });
+    api = await startInstance({
+      ...mediaEnv('PRIMARY', s3),
+      DATABASE_URL: url.toString(),
+      HEALTH_TIMEOUT_MS: '1500',
+      HEALTH_INTERVAL_MS: '500',
+    });
     env = { SAV3_API_URL: api.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
   });
   afterAll(async () => {
@@ -33,11 +38,24 @@ describe('incident classification and the incident runbook scripts', () => {
     await db?.drop();
   });
 
-  const assess = async () => (await request(api.url).post('/admin/incidents/assess').set(op).send({})).body as { severity: string | null; rule: string | null; rules: { rule: string; matched: boolean }[] };
+  const assess = async () =>
+    (await request(api.url).post('/admin/incidents/assess').set(op).send({})).body as {
+      severity: string | null;
+      rule: string | null;
+      rules: { rule: string; matched: boolean }[];
+    };
 
   it('proposes a severity from the live state, naming the rule: none when healthy, P1 when uploads fail, P0 when the primary is down', async () => {
     const healthy = await eventually(assess, (a) => a.severity === null, 8000);
-    expect(healthy.rules.map((r) => r.rule)).toEqual(['primary_database_down', 'primary_database_unwritable', 'media_uploads_failing', 'no_replica', 'replica_lagging', 'backups_stale', 'warnings_only']);
+    expect(healthy.rules.map((r) => r.rule)).toEqual([
+      'primary_database_down',
+      'primary_database_unwritable',
+      'media_uploads_failing',
+      'no_replica',
+      'replica_lagging',
+      'backups_stale',
+      'warnings_only',
+    ]);
 
     await request(api.url).put('/admin/read-only').set(op).send({ enabled: true, reason: 'assessment test' });
     expect(await eventually(assess, (a) => a.severity === 'P1', 5000)).toMatchObject({ severity: 'P1', rule: 'media_uploads_failing' });
@@ -57,11 +75,33 @@ describe('incident classification and the incident runbook scripts', () => {
     expect(script1.stdout).not.toMatch(/127\.0\.0\.1|ECONNREFUSED/);
     proxy.setMode('pass');
     await eventually(assess, (a) => a.severity === null, 8000);
-    expect((await request(api.url).post('/admin/incidents/assess').set({ Authorization: `Bearer ${VIEWER_TOKEN}` }).send({})).status).toBe(403);
+    expect(
+      (
+        await request(api.url)
+          .post('/admin/incidents/assess')
+          .set({ Authorization: `Bearer ${VIEWER_TOKEN}` })
+          .send({})
+      ).status,
+    ).toBe(403);
   });
 
   it('create-incident-report.sh opens an incident and prints the filled-in template; monitor-recovery.sh follows it until resolved; the report prints the post-mortem', async () => {
-    const created = await script('create-incident-report.sh', ['--severity', 'P1', '--title', 'Media uploads failing', '--summary', 'uploads fail for some users', '--components', 'media-uploads', '--eta', '1 hour'], env);
+    const created = await script(
+      'create-incident-report.sh',
+      [
+        '--severity',
+        'P1',
+        '--title',
+        'Media uploads failing',
+        '--summary',
+        'uploads fail for some users',
+        '--components',
+        'media-uploads',
+        '--eta',
+        '1 hour',
+      ],
+      env,
+    );
     expect(created.code).toBe(0);
     const id = created.stdout.split('\n')[0]!;
     expect(id).toMatch(/^INC-\d{8}-\d+$/);
@@ -73,14 +113,19 @@ describe('incident classification and the incident runbook scripts', () => {
     expect(none.code).toBe(1);
     expect(none.stderr).toContain('assessment proposes no incident');
 
-    const child = spawn('bash', [join(SCRIPTS, 'monitor-recovery.sh'), '--incident-id', id], { env: { PATH: process.env.PATH ?? '', ...env, SAV3_ADMIN_TOKEN: VIEWER_TOKEN } });
+    const child = spawn('bash', [join(SCRIPTS, 'monitor-recovery.sh'), '--incident-id', id], {
+      env: { PATH: process.env.PATH ?? '', ...env, SAV3_ADMIN_TOKEN: VIEWER_TOKEN },
+    });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
     // It says so once it follows the stream; only then can it see what happens next.
     await new Promise<void>((resolve) => child.stderr.on('data', (d: Buffer) => d.toString().includes('following') && resolve()));
     await request(api.url).put('/admin/read-only').set(op).send({ enabled: true, reason: 'protect uploads' });
-    await request(api.url).post(`/admin/incidents/${id}/updates`).set(op).send({ message: 'Uploads restored', visibility: 'public', status: 'resolved' });
+    await request(api.url)
+      .post(`/admin/incidents/${id}/updates`)
+      .set(op)
+      .send({ message: 'Uploads restored', visibility: 'public', status: 'resolved' });
     const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r('timeout'), 8000))]);
     if (code === 'timeout') child.kill();
     expect(code).toBe(0);

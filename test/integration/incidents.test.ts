@@ -28,19 +28,35 @@ describe('incidents: records, states, roles, timeline and post-mortem', () => {
   const update = (id: string, body: object) => request(api.url).post(`/admin/incidents/${id}/updates`).set(op).send(body);
 
   it('opens incidents with ids INC-YYYYMMDD-N counting up within the day, acknowledged by the operator', async () => {
-    const a = await create({ severity: 'P1', title: 'Uploads failing', components: ['media-uploads'], summary: 'uploads fail with errors' });
+    const a = await create({
+      severity: 'P1',
+      title: 'Uploads failing',
+      components: ['media-uploads'],
+      summary: 'uploads fail with errors',
+    });
     expect(a.status).toBe(201);
-    expect(a.body).toMatchObject({ severity: 'P1', status: 'investigating', components: ['media-uploads'], createdBy: 'ops', acknowledgedBy: 'ops', responseTargetSeconds: 3600, responseTargetMet: true });
+    expect(a.body).toMatchObject({
+      severity: 'P1',
+      status: 'investigating',
+      components: ['media-uploads'],
+      createdBy: 'ops',
+      acknowledgedBy: 'ops',
+      responseTargetSeconds: 3600,
+      responseTargetMet: true,
+    });
     expect(a.body.id).toMatch(new RegExp(`^INC-${today()}-\\d+$`));
     const b = await create({ severity: 'P3', title: 'Log warnings', components: [], summary: 'noisy logs' });
     const n = (id: string) => Number(id.split('-')[2]);
     expect(n(b.body.id)).toBe(n(a.body.id) + 1);
     // Clean up: resolve both so later tests see only their own open incidents.
-    for (const id of [a.body.id, b.body.id]) expect((await update(id, { message: 'done', visibility: 'public', status: 'resolved' })).status).toBe(201);
+    for (const id of [a.body.id, b.body.id])
+      expect((await update(id, { message: 'done', visibility: 'public', status: 'resolved' })).status).toBe(201);
   });
 
   it('ten incidents opened at once get ten distinct consecutive numbers', async () => {
-    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => create({ severity: 'P3', title: `race ${i}`, components: [], summary: 'race' })));
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => create({ severity: 'P3', title: `race ${i}`, components: [], summary: 'race' })),
+    );
     const ids = results.map((r) => r.body.id as string);
     expect(results.every((r) => r.status === 201)).toBe(true);
     const numbers = ids.map((id) => Number(id.split('-')[2])).sort((x, y) => x - y);
@@ -84,7 +100,12 @@ describe('incidents: records, states, roles, timeline and post-mortem', () => {
   });
 
   it('moves through the states; a resolved incident and a repeated state are 409, and a refusal changes nothing', async () => {
-    const { body: inc } = await create({ severity: 'P2', title: 'Replica lagging', components: ['database'], summary: 'replica lag above 30 s' });
+    const { body: inc } = await create({
+      severity: 'P2',
+      title: 'Replica lagging',
+      components: ['database'],
+      summary: 'replica lag above 30 s',
+    });
     const same = await update(inc.id, { message: 'still', visibility: 'public', status: 'investigating' });
     expect(same.status).toBe(409);
     expect((await update(inc.id, { message: 'found it', visibility: 'public', status: 'identified' })).body.status).toBe('identified');
@@ -100,15 +121,23 @@ describe('incidents: records, states, roles, timeline and post-mortem', () => {
     }
     expect((await update(inc.id, { message: 'late note', visibility: 'internal' })).status).toBe(409);
     const full = await request(api.url).get(`/admin/incidents/${inc.id}`).set(viewer);
-    expect(full.body.timeline.filter((e: { kind: string }) => e.kind === 'status').map((e: { status: string }) => e.status)).toEqual(['identified', 'monitoring', 'resolved']);
+    expect(full.body.timeline.filter((e: { kind: string }) => e.kind === 'status').map((e: { status: string }) => e.status)).toEqual([
+      'identified',
+      'monitoring',
+      'resolved',
+    ]);
     const listed = await request(api.url).get('/admin/incidents?status=resolved').set(viewer);
     expect(listed.body.incidents.map((i: { id: string }) => i.id)).toContain(inc.id);
-    expect((await request(api.url).get('/admin/incidents?status=open').set(viewer)).body.incidents.map((i: { id: string }) => i.id)).not.toContain(inc.id);
+    expect(
+      (await request(api.url).get('/admin/incidents?status=open').set(viewer)).body.incidents.map((i: { id: string }) => i.id),
+    ).not.toContain(inc.id);
   });
 
   it('two operators resolving at once: one wins, the other gets 409, one resolution entry', async () => {
     const { body: inc } = await create({ severity: 'P3', title: 'Race', components: [], summary: 'race' });
-    const results = await Promise.all([0, 1, 2].map((i) => update(inc.id, { message: `resolve ${i}`, visibility: 'public', status: 'resolved' })));
+    const results = await Promise.all(
+      [0, 1, 2].map((i) => update(inc.id, { message: `resolve ${i}`, visibility: 'public', status: 'resolved' })),
+    );
     expect(results.map((r) => r.status).sort()).toEqual([201, 409, 409]);
     const full = await request(api.url).get(`/admin/incidents/${inc.id}`).set(op);
     expect(full.body.timeline.filter((e: { status: string; kind: string }) => e.kind === 'status')).toHaveLength(1);
@@ -116,7 +145,10 @@ describe('incidents: records, states, roles, timeline and post-mortem', () => {
 
   it('assigns the runbook roles to admin token names only', async () => {
     const { body: inc } = await create({ severity: 'P1', title: 'Roles', components: [], summary: 'roles' });
-    const ok = await request(api.url).put(`/admin/incidents/${inc.id}/roles`).set(op).send({ incident_commander: 'ops', communications_lead: 'watch' });
+    const ok = await request(api.url)
+      .put(`/admin/incidents/${inc.id}/roles`)
+      .set(op)
+      .send({ incident_commander: 'ops', communications_lead: 'watch' });
     expect(ok.status).toBe(200);
     expect(ok.body.roles).toEqual({ incident_commander: 'ops', communications_lead: 'watch' });
     const unknown = await request(api.url).put(`/admin/incidents/${inc.id}/roles`).set(op).send({ database_administrator: 'mallory' });
@@ -131,12 +163,21 @@ describe('incidents: records, states, roles, timeline and post-mortem', () => {
     const before = await request(api.url).put('/admin/read-only').set(op).send({ enabled: true, reason: 'before the incident' });
     expect(before.status).toBe(200);
     await request(api.url).put('/admin/read-only').set(op).send({ enabled: false, reason: 'still before' });
-    const { body: inc } = await create({ severity: 'P0', title: 'Database unavailable', components: ['database', 'api'], summary: 'the primary database does not answer' });
+    const { body: inc } = await create({
+      severity: 'P0',
+      title: 'Database unavailable',
+      components: ['database', 'api'],
+      summary: 'the primary database does not answer',
+    });
     expect((await request(api.url).put('/admin/read-only').set(op).send({ enabled: true, reason: 'protect data' })).status).toBe(200);
     // Refused operations (no replica, no backup configured) are audited and join the timeline too.
     expect((await request(api.url).post('/admin/media/switch').set(op).send({ to: 'backup' })).status).toBeGreaterThanOrEqual(400);
-    expect((await request(api.url).post('/admin/media/sync').set(op).send({ from: 'primary', to: 'backup' })).status).toBeGreaterThanOrEqual(400);
-    expect((await request(api.url).post('/admin/database/promote').set(op).send({ confirm: 'promote-replica' })).status).toBeGreaterThanOrEqual(400);
+    expect(
+      (await request(api.url).post('/admin/media/sync').set(op).send({ from: 'primary', to: 'backup' })).status,
+    ).toBeGreaterThanOrEqual(400);
+    expect(
+      (await request(api.url).post('/admin/database/promote').set(op).send({ confirm: 'promote-replica' })).status,
+    ).toBeGreaterThanOrEqual(400);
     expect((await request(api.url).post('/admin/database/switch').set(op).send({ to: 'replica' })).status).toBeGreaterThanOrEqual(400);
     await request(api.url).put('/admin/read-only').set(op).send({ enabled: false, reason: 'recovered' });
     await update(inc.id, { message: 'recovered', visibility: 'public', status: 'resolved', rootCause: 'disk full' });
@@ -145,7 +186,14 @@ describe('incidents: records, states, roles, timeline and post-mortem', () => {
 
     const full = await request(api.url).get(`/admin/incidents/${inc.id}`).set(op);
     const actions = full.body.timeline.filter((e: { kind: string }) => e.kind === 'dr_action');
-    expect(actions.map((a: { detail: { action: string; result: string } }) => `${a.detail.action}:${a.detail.result}`)).toEqual(['read_only.set:success', 'media.switch:refused', 'media.sync:refused', 'database.promote:refused', 'database.switch:refused', 'read_only.set:success']);
+    expect(actions.map((a: { detail: { action: string; result: string } }) => `${a.detail.action}:${a.detail.result}`)).toEqual([
+      'read_only.set:success',
+      'media.switch:refused',
+      'media.sync:refused',
+      'database.promote:refused',
+      'database.switch:refused',
+      'read_only.set:success',
+    ]);
     for (const a of actions) {
       expect(typeof a.durationMs).toBe('number');
       expect(a.visibility).toBe('internal');
@@ -155,7 +203,8 @@ describe('incidents: records, states, roles, timeline and post-mortem', () => {
     const pm = await request(api.url).get(`/admin/incidents/${inc.id}/postmortem`).set(viewer);
     expect(pm.status).toBe(200);
     expect(pm.headers['content-type']).toMatch(/text\/markdown/);
-    for (const heading of ['## Timeline (UTC)', '## DR actions', '## Recovery objectives', '## Root cause', '## Follow-ups']) expect(pm.text).toContain(heading);
+    for (const heading of ['## Timeline (UTC)', '## DR actions', '## Recovery objectives', '## Root cause', '## Follow-ups'])
+      expect(pm.text).toContain(heading);
     expect(pm.text).toMatch(/Time to detect:\*\* 0 s/);
     expect(pm.text).toMatch(/Time to acknowledge:\*\* 0 s \(target 15 min 0 s: met\)/);
     expect(pm.text).toMatch(/Database RTO:\*\* \d+ s \(target 15 min 0 s: met\)/);
@@ -167,10 +216,18 @@ describe('incidents: records, states, roles, timeline and post-mortem', () => {
 
   it('exports open incidents by severity and the age of unacknowledged ones', async () => {
     const { body: inc } = await create({ severity: 'P2', title: 'Metrics', components: [], summary: 'metrics' });
-    const metrics = await eventually(() => request(api.url).get('/metrics'), (r) => /sav3_incidents_open\{severity="P2"\} 1\b/.test(r.text), 5000);
+    const metrics = await eventually(
+      () => request(api.url).get('/metrics'),
+      (r) => /sav3_incidents_open\{severity="P2"\} 1\b/.test(r.text),
+      5000,
+    );
     expect(metrics.text).toMatch(/sav3_incident_response_target_seconds\{severity="P0"\} 900\b/);
     expect(metrics.text).toMatch(/sav3_incident_unacknowledged_seconds\{severity="P2"\} 0\b/);
     await update(inc.id, { message: 'done', visibility: 'public', status: 'resolved' });
-    await eventually(() => request(api.url).get('/metrics'), (r) => /sav3_incidents_open\{severity="P2"\} 0\b/.test(r.text), 5000);
+    await eventually(
+      () => request(api.url).get('/metrics'),
+      (r) => /sav3_incidents_open\{severity="P2"\} 0\b/.test(r.text),
+      5000,
+    );
   });
 });

@@ -22,7 +22,16 @@ describe('the shared job queue in Redis', () => {
     };
     const { logger } = captureLogger('silent');
     const connections = [new Redis(REDIS), new Redis(REDIS)];
-    const workers = ['w1', 'w2'].map((id, i) => new JobRunner({ queue: new JobQueue(connections[i]!, prefix), handlers: new Map([['test.noop', handler(id)]]), instanceId: id, logger, pollMs: 5 }));
+    const workers = ['w1', 'w2'].map(
+      (id, i) =>
+        new JobRunner({
+          queue: new JobQueue(connections[i]!, prefix),
+          handlers: new Map([['test.noop', handler(id)]]),
+          instanceId: id,
+          logger,
+          pollMs: 5,
+        }),
+    );
     workers.forEach((w) => w.start());
     const ids: { id: string; fail: boolean }[] = [];
     for (let i = 0; i < 60; i += 1) {
@@ -53,11 +62,15 @@ describe('the shared job queue in Redis', () => {
   it('of many concurrent requests for one exclusive group, exactly one is queued; the group frees when it finishes', async () => {
     const prefix = uniquePrefix();
     const queue = new JobQueue(redis, prefix);
-    const results = await Promise.allSettled(Array.from({ length: 20 }, () => queue.enqueue('backup', { type: 'full' }, { group: 'backup', requestedBy: 'test' })));
+    const results = await Promise.allSettled(
+      Array.from({ length: 20 }, () => queue.enqueue('backup', { type: 'full' }, { group: 'backup', requestedBy: 'test' })),
+    );
     const won = results.filter((r) => r.status === 'fulfilled');
     expect(won).toHaveLength(1);
     const busy = results.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason);
-    expect(busy.every((e) => e instanceof JobGroupBusyError && e.holder === (won[0] as PromiseFulfilledResult<{ id: string }>).value.id)).toBe(true);
+    expect(
+      busy.every((e) => e instanceof JobGroupBusyError && e.holder === (won[0] as PromiseFulfilledResult<{ id: string }>).value.id),
+    ).toBe(true);
     const job = await queue.claim('w1');
     expect(job?.status).toBe('running');
     expect(await queue.claim('w2')).toBeUndefined();

@@ -37,13 +37,22 @@ describe('HAProxy in front of two instances', () => {
     const db = new URL(process.env.TEST_DATABASE_URL!);
     db.port = String(proxies[name]!.port);
     instances[name] = await startInstance(
-      { ...mediaEnv('PRIMARY', s3), DATABASE_URL: db.toString(), PORT: String(ports[name]), INSTANCE_ID: `lb-${name}`, HEALTH_INTERVAL_MS: '200', HEALTH_TIMEOUT_MS: '300' },
+      {
+        ...mediaEnv('PRIMARY', s3),
+        DATABASE_URL: db.toString(),
+        PORT: String(ports[name]),
+        INSTANCE_ID: `lb-${name}`,
+        HEALTH_INTERVAL_MS: '200',
+        HEALTH_TIMEOUT_MS: '300',
+      },
       prefix,
     );
   };
 
   const serverStatus = async (): Promise<Record<string, string>> => {
-    const csv = await fetch(`${stats}/stats;csv`).then((r) => r.text()).catch(() => '');
+    const csv = await fetch(`${stats}/stats;csv`)
+      .then((r) => r.text())
+      .catch(() => '');
     const result: Record<string, string> = {};
     for (const line of csv.split('\n')) {
       const cols = line.split(',');
@@ -115,7 +124,10 @@ listen stats
 
   it('takes an instance whose /health/ready answers 503 out of rotation, and puts it back when it recovers', async () => {
     proxies.a!.setMode('refuse');
-    expect(await eventually(serverStatus, (s) => s.a?.startsWith('DOWN') === true, 5000)).toMatchObject({ a: expect.stringMatching(/^DOWN/), b: 'UP' });
+    expect(await eventually(serverStatus, (s) => s.a?.startsWith('DOWN') === true, 5000)).toMatchObject({
+      a: expect.stringMatching(/^DOWN/),
+      b: 'UP',
+    });
     const answers = await Promise.all(Array.from({ length: 20 }, () => get(`${lb}/health/live`)));
     expect(answers.map((a) => a.servedBy)).toEqual(Array(20).fill('b'));
 

@@ -103,12 +103,20 @@ describe('media failover between two S3 servers', () => {
     expect(job.body).toMatchObject({ async: true, job: { status: 'running', total: 5, href: `/admin/jobs/${job.body.job.id}` } });
     const second = await post(b, '/admin/media/sync', { from: 'primary', to: 'backup' });
     expect([409, 200]).toContain(second.status);
-    const done = await eventually(() => request(b.url).get(job.body.job.href).set(auth), (r) => r.body.status !== 'running', 10_000);
+    const done = await eventually(
+      () => request(b.url).get(job.body.job.href).set(auth),
+      (r) => r.body.status !== 'running',
+      10_000,
+    );
     expect(done.body).toMatchObject({ status: 'succeeded', copied: 5, total: 5, failed: [] });
 
     const back = await post(a, '/admin/media/sync', { from: 'primary', to: 'backup' });
     expect(back.status).toBe(202);
-    await eventually(() => request(a.url).get(back.body.job.href).set(auth), (r) => r.body.status === 'succeeded', 10_000);
+    await eventually(
+      () => request(a.url).get(back.body.job.href).set(auth),
+      (r) => r.body.status === 'succeeded',
+      10_000,
+    );
     const nothing = await post(a, '/admin/media/sync', { from: 'backup', to: 'primary' });
     expect(nothing.status).toBe(200);
     expect(nothing.body).toMatchObject({ async: false, toCopy: 0, copied: 0, status: 'succeeded' });
@@ -133,7 +141,11 @@ describe('media failover between two S3 servers', () => {
   it('verify/media runs the canary checks on both backends and a consistency pass of metadata against content', async () => {
     const res = await post(a, '/admin/verify/media', {});
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ status: 'pass', active: 'primary', consistency: { status: 'pass', checked: 10, problemCount: 0, orphans: { primary: 0, backup: 0 } } });
+    expect(res.body).toMatchObject({
+      status: 'pass',
+      active: 'primary',
+      consistency: { status: 'pass', checked: 10, problemCount: 0, orphans: { primary: 0, backup: 0 } },
+    });
     expect(res.body.backends.map((x: { backend: string; status: string }) => [x.backend, x.status])).toEqual([
       ['primary', 'pass'],
       ['backup', 'pass'],
@@ -144,7 +156,25 @@ describe('media failover between two S3 servers', () => {
     const id = randomUUID();
     const direct = new Redis('redis://127.0.0.1:6379');
     const old = new Date(Date.now() - 60_000).toISOString();
-    await direct.set(`${prefix}jobs:${id}`, JSON.stringify({ id, kind: 'media.sync', status: 'running', from: 'primary', to: 'backup', total: 9, copied: 2, bytes: 0, failed: [], instanceId: 'gone-1', startedAt: old, updatedAt: old, finishedAt: null, error: null }));
+    await direct.set(
+      `${prefix}jobs:${id}`,
+      JSON.stringify({
+        id,
+        kind: 'media.sync',
+        status: 'running',
+        from: 'primary',
+        to: 'backup',
+        total: 9,
+        copied: 2,
+        bytes: 0,
+        failed: [],
+        instanceId: 'gone-1',
+        startedAt: old,
+        updatedAt: old,
+        finishedAt: null,
+        error: null,
+      }),
+    );
     direct.disconnect();
     const res = await request(a.url).get(`/admin/jobs/${id}`).set(auth);
     expect(res.body).toMatchObject({ status: 'failed', stale: true, error: expect.stringContaining('gone-1') });
@@ -158,15 +188,32 @@ describe('continuous backup (MEDIA_CONTINUOUS_BACKUP=true)', () => {
     const db = await ownDatabase();
     const primary = await startS3Server({ bucket: 'cb-primary' });
     const backup = await startS3Server({ bucket: 'cb-backup' });
-    const api = await startInstance({ DATABASE_URL: db.url, ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_CONTINUOUS_BACKUP: 'true' });
+    const api = await startInstance({
+      DATABASE_URL: db.url,
+      ...mediaEnv('PRIMARY', primary),
+      ...mediaEnv('BACKUP', backup),
+      MEDIA_CONTINUOUS_BACKUP: 'true',
+    });
     const store = api.service.objectStores.get('backup')!;
     const versionOf = async (k: string) =>
-      (await api.service.databaseClients.client().$queryRawUnsafe<{ version: string }[]>('SELECT version::text AS version FROM media_objects WHERE key = $1', k))[0]!.version;
+      (
+        await api.service.databaseClients
+          .client()
+          .$queryRawUnsafe<{ version: string }[]>('SELECT version::text AS version FROM media_objects WHERE key = $1', k)
+      )[0]!.version;
     const outbox = () => api.service.media.versions.outboxStats();
     try {
       expect((await request(api.url).put('/media/cb/one').send('one')).status).toBe(201);
       const one = await versionOf('cb/one');
-      expect((await eventually(() => store.stat(`v/${one}`), (s) => s?.size === 3, 5000))?.size).toBe(3);
+      expect(
+        (
+          await eventually(
+            () => store.stat(`v/${one}`),
+            (s) => s?.size === 3,
+            5000,
+          )
+        )?.size,
+      ).toBe(3);
       await eventually(outbox, (s) => s.backlog === 0, 3000);
       await backup.stop();
       expect((await request(api.url).put('/media/cb/two').send('two!')).status).toBe(201);
@@ -177,7 +224,15 @@ describe('continuous backup (MEDIA_CONTINUOUS_BACKUP=true)', () => {
       expect(metrics).toMatch(/^sav3_media_backup_backlog 1$/m);
       expect(Number(/^sav3_rpo_exposure_seconds\{component="media"\} ([\d.]+)$/m.exec(metrics)?.[1])).toBeGreaterThan(0.5);
       await backup.start();
-      expect((await eventually(() => store.stat(`v/${two}`), (s) => s?.size === 4, 8000))?.size).toBe(4);
+      expect(
+        (
+          await eventually(
+            () => store.stat(`v/${two}`),
+            (s) => s?.size === 4,
+            8000,
+          )
+        )?.size,
+      ).toBe(4);
       await eventually(outbox, (s) => s.backlog === 0, 3000);
     } finally {
       await api.stop();

@@ -33,7 +33,15 @@ describe('media invariants through two instances (one database, one Redis, two S
     await sql.connect();
     primary = await startS3Server({ bucket: 'inv-primary' });
     backup = await startS3Server({ bucket: 'inv-backup' });
-    const env = { DATABASE_URL: db.url, ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_IDLE_BODY_TIMEOUT_MS: '600', MEDIA_SYNC_INLINE_MAX: '5000', MEDIA_SYNC_CONCURRENCY: '16', MEDIA_S3_TIMEOUT_MS: '30000' };
+    const env = {
+      DATABASE_URL: db.url,
+      ...mediaEnv('PRIMARY', primary),
+      ...mediaEnv('BACKUP', backup),
+      MEDIA_IDLE_BODY_TIMEOUT_MS: '600',
+      MEDIA_SYNC_INLINE_MAX: '5000',
+      MEDIA_SYNC_CONCURRENCY: '16',
+      MEDIA_S3_TIMEOUT_MS: '30000',
+    };
     // One Redis key prefix for both, as instances of one deployment share their cache.
     const prefix = uniquePrefix();
     a = await startInstance({ ...env, INSTANCE_ID: 'inv-a' }, prefix);
@@ -51,7 +59,13 @@ describe('media invariants through two instances (one database, one Redis, two S
   it('concurrent PUTs to one key through two instances: every reader gets exactly one acknowledged body, with its sha256 and length', async () => {
     for (let round = 0; round < 5; round += 1) {
       const bodies = Array.from({ length: 8 }, (_, i) => randomBytes(1000 + i * 3000 + round));
-      const results = await Promise.all(bodies.map((body, i) => request(i % 2 ? a.url : b.url).put('/media/race/one').send(body)));
+      const results = await Promise.all(
+        bodies.map((body, i) =>
+          request(i % 2 ? a.url : b.url)
+            .put('/media/race/one')
+            .send(body),
+        ),
+      );
       expect(results.map((r) => r.status)).toEqual(bodies.map(() => 201));
       const acked = new Set(bodies.map((b) => sha256Hex(b)));
       const { rows } = await sql.query('SELECT sha256 FROM media_objects WHERE key = $1', ['race/one']);
@@ -69,7 +83,10 @@ describe('media invariants through two instances (one database, one Redis, two S
   it('a PUT racing a DELETE never leaves a key whose HEAD says 200 while GET says 404', async () => {
     for (let round = 0; round < 15; round += 1) {
       await request(a.url).put('/media/race/del').send('before').expect(201);
-      const [put] = await Promise.all([request(a.url).put('/media/race/del').send(`after-${round}`), request(b.url).delete('/media/race/del')]);
+      const [put] = await Promise.all([
+        request(a.url).put('/media/race/del').send(`after-${round}`),
+        request(b.url).delete('/media/race/del'),
+      ]);
       expect(put.status).toBe(201);
       const head = await request(b.url).head('/media/race/del');
       const get = await getRaw(`${a.url}/media/race/del`);
@@ -84,14 +101,19 @@ describe('media invariants through two instances (one database, one Redis, two S
     expect((await getRaw(`${b.url}/media/${key}`)).body.toString()).toBe('long');
   });
 
-  it.each([['/media?constructor=1'], ['/media?__proto__=x'], ['/media?prefix=a&prefix=b'], ['/media?prefix[x]=1'], ['/media/a%zz'], ['/media?limit=1e3'], ['/media?after=%00']])(
-    'answers 400, never 500, to the malformed %s',
-    async (path) => {
-      const res = await request(a.url).get(path);
-      expect(res.status).toBe(400);
-      expect(res.body.error.code).toBe('bad_request');
-    },
-  );
+  it.each([
+    ['/media?constructor=1'],
+    ['/media?__proto__=x'],
+    ['/media?prefix=a&prefix=b'],
+    ['/media?prefix[x]=1'],
+    ['/media/a%zz'],
+    ['/media?limit=1e3'],
+    ['/media?after=%00'],
+  ])('answers 400, never 500, to the malformed %s', async (path) => {
+    const res = await request(a.url).get(path);
+    expect(res.status).toBe(400);
+    expect(res.body.error.code).toBe('bad_request');
+  });
 
   it('list prefixes match literally: _ and . are not wildcards', async () => {
     for (const k of ['lit/a_b/1', 'lit/axb/1', 'lit/a.b/1', 'lit/aab/1']) await request(a.url).put(`/media/${k}`).send(k).expect(201);
@@ -120,7 +142,9 @@ describe('media invariants through two instances (one database, one Redis, two S
   it('an upload whose client goes silent is cut after the idle-body timeout and stores nothing', async () => {
     const started = Date.now();
     const outcome = await new Promise<string>((resolve) => {
-      const req = http.request(`${a.url}/media/idle/up`, { method: 'PUT', headers: { 'Content-Length': '100000' } }, (res) => resolve(`status ${res.statusCode}`));
+      const req = http.request(`${a.url}/media/idle/up`, { method: 'PUT', headers: { 'Content-Length': '100000' } }, (res) =>
+        resolve(`status ${res.statusCode}`),
+      );
       req.on('error', () => resolve('closed'));
       req.write(randomBytes(1000));
     });
@@ -133,7 +157,9 @@ describe('media invariants through two instances (one database, one Redis, two S
     await sql.query(`INSERT INTO media_objects (key, size, sha256, content_type, backend, updated_at)
       SELECT 'bulk/' || lpad(g::text, 6, '0'), 1, repeat('a', 64), 'text/plain', 'primary', now() FROM generate_series(1, 20000) g`);
     await sql.query('ANALYZE media_objects');
-    const { rows } = await sql.query(`EXPLAIN SELECT key FROM media_objects o WHERE o.key COLLATE "C" >= 'bulk/0123' AND o.key COLLATE "C" < 'bulk/0123\x7f' AND o.deleted_at IS NULL ORDER BY o.key COLLATE "C" LIMIT 100`);
+    const { rows } = await sql.query(
+      `EXPLAIN SELECT key FROM media_objects o WHERE o.key COLLATE "C" >= 'bulk/0123' AND o.key COLLATE "C" < 'bulk/0123\x7f' AND o.deleted_at IS NULL ORDER BY o.key COLLATE "C" LIMIT 100`,
+    );
     const plan = rows.map((r: Record<string, string>) => Object.values(r)[0]).join('\n');
     expect(plan).toMatch(/Index (Only )?Scan using media_objects_key_c_idx/);
     const res = await request(a.url).get('/media').query({ prefix: 'bulk/0123', limit: '1000' });
@@ -171,18 +197,29 @@ describe('media invariants through two instances (one database, one Redis, two S
     expect(listed).toBeGreaterThanOrEqual(1050);
     expect((await getRaw(`${b.url}/media/many/0777`)).body.toString()).toBe('object 777');
     // Nothing left to copy: the metadata records every copy.
-    expect((await request(a.url).post('/admin/media/sync').set(auth).send({ from: 'primary', to: 'backup', dryRun: true })).body.toCopy).toBe(0);
+    expect(
+      (await request(a.url).post('/admin/media/sync').set(auth).send({ from: 'primary', to: 'backup', dryRun: true })).body.toCopy,
+    ).toBe(0);
   }, 400_000);
 
   it('objects of the old layout keep working and `npm run media:migrate-layout` moves them to versions', async () => {
     const store = a.service.objectStores.get('primary')!;
     await store.put('legacy/one', Readable.from([Buffer.from('old layout')]), 10, 'text/plain');
-    await sql.query(`INSERT INTO media_objects (key, size, sha256, content_type, backend, updated_at) VALUES ('legacy/one', 10, $1, 'text/plain', 'primary', now())`, [sha256Hex('old layout')]);
+    await sql.query(
+      `INSERT INTO media_objects (key, size, sha256, content_type, backend, updated_at) VALUES ('legacy/one', 10, $1, 'text/plain', 'primary', now())`,
+      [sha256Hex('old layout')],
+    );
     expect((await getRaw(`${a.url}/media/legacy/one`)).body.toString()).toBe('old layout');
     const out = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
       const child = spawn(process.execPath, ['--import', 'tsx', 'scripts/media-migrate-layout.ts'], {
         cwd: join(__dirname, '..', '..'),
-        env: { PATH: process.env.PATH ?? '', DATABASE_URL: db.url, LOG_LEVEL: 'warn', ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup) },
+        env: {
+          PATH: process.env.PATH ?? '',
+          DATABASE_URL: db.url,
+          LOG_LEVEL: 'warn',
+          ...mediaEnv('PRIMARY', primary),
+          ...mediaEnv('BACKUP', backup),
+        },
       });
       let stdout = '';
       child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
@@ -192,7 +229,11 @@ describe('media invariants through two instances (one database, one Redis, two S
     const { rows } = await sql.query(`SELECT version::text AS version FROM media_objects WHERE key = 'legacy/one'`);
     expect(rows[0].version).toMatch(/^[0-9a-f-]{36}$/);
     expect(await store.stat('legacy/one')).toBeUndefined();
-    await eventually(async () => (await getRaw(`${b.url}/media/legacy/one`)).body.toString(), (t) => t === 'old layout', 5000);
+    await eventually(
+      async () => (await getRaw(`${b.url}/media/legacy/one`)).body.toString(),
+      (t) => t === 'old layout',
+      5000,
+    );
     expect((await getRaw(`${b.url}/media/legacy/one`)).etag).toBe(`"${sha256Hex('old layout')}"`);
   }, 60_000);
 });
@@ -201,10 +242,19 @@ describe('bounded S3 sockets', () => {
   it('downloads whose clients never read cannot exhaust the pool: beyond it, 503 with Retry-After, /health/media degraded; the idle timeout frees them', async () => {
     const db = await ownDatabase();
     const s3 = await startS3Server({ bucket: 'sat-primary' });
-    const api = await startInstance({ DATABASE_URL: db.url, ...mediaEnv('PRIMARY', s3), MEDIA_S3_POOL_SIZE: '2', MEDIA_IDLE_BODY_TIMEOUT_MS: '1500', MEDIA_MAX_BYTES: String(64 << 20) });
+    const api = await startInstance({
+      DATABASE_URL: db.url,
+      ...mediaEnv('PRIMARY', s3),
+      MEDIA_S3_POOL_SIZE: '2',
+      MEDIA_IDLE_BODY_TIMEOUT_MS: '1500',
+      MEDIA_MAX_BYTES: String(64 << 20),
+    });
     const stalled: http.ClientRequest[] = [];
     try {
-      await request(api.url).put('/media/big/one').send(randomBytes(24 << 20)).expect(201);
+      await request(api.url)
+        .put('/media/big/one')
+        .send(randomBytes(24 << 20))
+        .expect(201);
       for (let i = 0; i < 2; i += 1) {
         await new Promise<void>((resolve) => {
           const req = http.get(`${api.url}/media/big/one`, (res) => {
@@ -233,7 +283,11 @@ describe('bounded S3 sockets', () => {
       const upRefused = await request(api.url).put('/media/small/two').send('y');
       expect(upRefused.status).toBe(503);
       expect(upRefused.body.error.code).toBe('media_saturated');
-      await eventually(async () => (await request(api.url).get('/media/small/one')).status, (s) => s === 200, 6000);
+      await eventually(
+        async () => (await request(api.url).get('/media/small/one')).status,
+        (s) => s === 200,
+        6000,
+      );
     } finally {
       for (const req of stalled) req.destroy();
       await api.stop();
@@ -260,11 +314,17 @@ describe('honest answers under faults', () => {
     try {
       await request(api.url).put('/media/hang/both').send('on both').expect(201);
       await request(api.url).put('/media/hang/only-primary').send('only here').expect(201);
-      expect((await request(api.url).post('/admin/media/sync').set(auth).send({ from: 'primary', to: 'backup' })).body.status).toBe('succeeded');
+      expect((await request(api.url).post('/admin/media/sync').set(auth).send({ from: 'primary', to: 'backup' })).body.status).toBe(
+        'succeeded',
+      );
       // The second object is overwritten on the primary alone after the sync.
       await request(api.url).put('/media/hang/only-primary').send('only here, v2').expect(201);
       proxy.setMode('hang');
-      await eventually(async () => (await request(api.url).get('/metrics')).text, (t) => t.includes('sav3_dependency_up{dependency="media",target="primary"} 0'), 5000);
+      await eventually(
+        async () => (await request(api.url).get('/metrics')).text,
+        (t) => t.includes('sav3_dependency_up{dependency="media",target="primary"} 0'),
+        5000,
+      );
       expect((await request(api.url).post('/admin/media/switch').set(auth).send({ to: 'backup' })).status).toBe(200);
       let t = Date.now();
       const both = await request(api.url).get('/media/hang/both');
@@ -293,7 +353,12 @@ describe('honest answers under faults', () => {
     const redis = await startOwnRedis();
     const proxy = await startTcpProxy(redis.port);
     const prefix = uniquePrefix();
-    const env = { DATABASE_URL: db.url, ...mediaEnv('PRIMARY', s3), REDIS_URL: `redis://127.0.0.1:${proxy.port}`, MEDIA_CACHE_TTL_SECONDS: '600' };
+    const env = {
+      DATABASE_URL: db.url,
+      ...mediaEnv('PRIMARY', s3),
+      REDIS_URL: `redis://127.0.0.1:${proxy.port}`,
+      MEDIA_CACHE_TTL_SECONDS: '600',
+    };
     const a = await startInstance({ ...env, INSTANCE_ID: 'gap-a' }, prefix);
     const b = await startInstance({ ...env, INSTANCE_ID: 'gap-b' }, prefix);
     try {
@@ -303,7 +368,11 @@ describe('honest answers under faults', () => {
       await new Promise((r) => setTimeout(r, 300));
       await request(a.url).put('/media/gap/k').send('new').expect(201);
       proxy.setMode('pass');
-      const served = await eventually(async () => (await getRaw(`${b.url}/media/gap/k`)).body.toString(), (body) => body === 'new', 8000);
+      const served = await eventually(
+        async () => (await getRaw(`${b.url}/media/gap/k`)).body.toString(),
+        (body) => body === 'new',
+        8000,
+      );
       expect(served).toBe('new');
     } finally {
       await a.stop();

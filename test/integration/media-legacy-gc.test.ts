@@ -27,7 +27,14 @@ describe('old-layout objects of deleted or overwritten keys are garbage-collecte
     primary = await startS3Server({ bucket: 'lg-primary' });
     backup = await startS3Server({ bucket: 'lg-backup' });
     // The collector runs only when the test calls it.
-    api = await startInstance({ DATABASE_URL: db.url, ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_GC_GRACE_SECONDS: String(GRACE_MS / 1000), MEDIA_CACHE_TTL_SECONDS: '1', MEDIA_GC_INTERVAL_MS: '3600000' });
+    api = await startInstance({
+      DATABASE_URL: db.url,
+      ...mediaEnv('PRIMARY', primary),
+      ...mediaEnv('BACKUP', backup),
+      MEDIA_GC_GRACE_SECONDS: String(GRACE_MS / 1000),
+      MEDIA_CACHE_TTL_SECONDS: '1',
+      MEDIA_GC_INTERVAL_MS: '3600000',
+    });
     stores = [api.service.objectStores.get('primary')!, api.service.objectStores.get('backup')!];
   });
   afterAll(async () => {
@@ -40,10 +47,14 @@ describe('old-layout objects of deleted or overwritten keys are garbage-collecte
 
   const legacy = async (key: string, body: string) => {
     for (const store of stores) await store.put(key, Readable.from([Buffer.from(body)]), body.length, 'text/plain');
-    await sql.query(`INSERT INTO media_objects (key, size, sha256, content_type, backend, updated_at) VALUES ($1, $2, $3, 'text/plain', 'primary', now())`, [key, body.length, sha(body)]);
+    await sql.query(
+      `INSERT INTO media_objects (key, size, sha256, content_type, backend, updated_at) VALUES ($1, $2, $3, 'text/plain', 'primary', now())`,
+      [key, body.length, sha(body)],
+    );
   };
   const present = async (name: string) => Promise.all(stores.map(async (s) => (await s.stat(name)) !== undefined));
-  const garbage = async () => (await sql.query(`SELECT key FROM media_legacy_garbage ORDER BY key`)).rows.map((r: { key: string }) => r.key);
+  const garbage = async () =>
+    (await sql.query(`SELECT key FROM media_legacy_garbage ORDER BY key`)).rows.map((r: { key: string }) => r.key);
   const collect = () => api.service.media.gc.collect();
 
   it('DELETE of an old-layout key leaves its object for the grace period (a reader may still stream it), then the collector removes it on every backend', async () => {
@@ -69,7 +80,11 @@ describe('old-layout objects of deleted or overwritten keys are garbage-collecte
     await collect();
     expect(await present('old/overwritten')).toEqual([false, false]);
     const res = await request(api.url).get('/media/old/overwritten');
-    expect({ status: res.status, text: res.text, etag: res.headers.etag }).toEqual({ status: 200, text: 'new content', etag: `"${sha('new content')}"` });
+    expect({ status: res.status, text: res.text, etag: res.headers.etag }).toEqual({
+      status: 200,
+      text: 'new content',
+      etag: `"${sha('new content')}"`,
+    });
     // A write to a versioned key (or to a new key) leaves nothing for the old-layout collector.
     expect((await request(api.url).put('/media/old/overwritten').send('newer content')).status).toBe(201);
     expect((await request(api.url).put('/media/fresh/key').send('fresh')).status).toBe(201);
@@ -83,7 +98,10 @@ describe('old-layout objects of deleted or overwritten keys are garbage-collecte
     const versionName = `v/${rows[0].id}`;
     expect(await present(versionName)).toEqual([true, false]);
     // Entries that a restore or an earlier state could have left behind, well past the grace period.
-    await sql.query(`INSERT INTO media_legacy_garbage (key, at) VALUES ('old/live', now() - interval '1 hour'), ($1, now() - interval '1 hour')`, [versionName]);
+    await sql.query(
+      `INSERT INTO media_legacy_garbage (key, at) VALUES ('old/live', now() - interval '1 hour'), ($1, now() - interval '1 hour')`,
+      [versionName],
+    );
     await collect();
     expect(await present('old/live')).toEqual([true, true]);
     expect((await present(versionName))[0]).toBe(true);
@@ -106,7 +124,11 @@ describe('old-layout objects of deleted or overwritten keys are garbage-collecte
     }
     expect(await stores[1]!.stat('old/while-down')).toBeDefined();
     // The next runs (once the probes see the backup back) finish the job.
-    await eventually(async () => (await collect(), await garbage()), (g) => g.length === 0, 8000);
+    await eventually(
+      async () => (await collect(), await garbage()),
+      (g) => g.length === 0,
+      8000,
+    );
     expect(await present('old/while-down')).toEqual([false, false]);
     expect(await garbage()).toEqual([]);
   });

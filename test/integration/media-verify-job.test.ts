@@ -52,7 +52,15 @@ describe('POST /admin/verify/media on a large store: the consistency pass as a j
     backup = await startS3Server({ bucket: 'vj-backup' });
     // A short grace period so that an injected orphan counts; the collector never runs during the test;
     // canaries bounded generously (the machine is shared).
-    const env = { DATABASE_URL: db.url, ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_GC_GRACE_SECONDS: '2', MEDIA_CACHE_TTL_SECONDS: '1', MEDIA_GC_INTERVAL_MS: '3600000', HEALTH_TIMEOUT_MS: '5000' };
+    const env = {
+      DATABASE_URL: db.url,
+      ...mediaEnv('PRIMARY', primary),
+      ...mediaEnv('BACKUP', backup),
+      MEDIA_GC_GRACE_SECONDS: '2',
+      MEDIA_CACHE_TTL_SECONDS: '1',
+      MEDIA_GC_INTERVAL_MS: '3600000',
+      HEALTH_TIMEOUT_MS: '5000',
+    };
     const prefix = uniquePrefix();
     a = await startInstance({ ...env, INSTANCE_ID: 'vj-a' }, prefix);
     b = await startInstance({ ...env, INSTANCE_ID: 'vj-b' }, prefix);
@@ -74,7 +82,12 @@ describe('POST /admin/verify/media on a large store: the consistency pass as a j
     const both = await seed(sql, [p, bk], INLINE_MAX - 20, INLINE_MAX, ['primary', 'backup']);
     const inline = await request(a.url).post('/admin/verify/media').set(auth).send({});
     expect({ status: inline.status, body: inline.body }).toMatchObject({ status: 200 });
-    expect(inline.body.consistency).toMatchObject({ status: 'pass', checked: INLINE_MAX, problemCount: 0, orphans: { primary: 0, backup: 0 } });
+    expect(inline.body.consistency).toMatchObject({
+      status: 'pass',
+      checked: INLINE_MAX,
+      problemCount: 0,
+      orphans: { primary: 0, backup: 0 },
+    });
     expect(inline.body.consistency.async).toBeUndefined();
 
     // Inject: a version whose content is gone from the primary, one recorded on the backup but
@@ -90,13 +103,27 @@ describe('POST /admin/verify/media on a large store: the consistency pass as a j
 
     const started = await request(a.url).post('/admin/verify/media').set(auth).send({});
     expect({ status: started.status, body: started.body }).toMatchObject({ status: 200 }); // the canaries pass; the consistency verdict is the job's
-    expect(started.body.consistency).toMatchObject({ async: true, job: { id: expect.any(String), status: 'running', href: expect.stringMatching(/^\/admin\/jobs\//) } });
+    expect(started.body.consistency).toMatchObject({
+      async: true,
+      job: { id: expect.any(String), status: 'running', href: expect.stringMatching(/^\/admin\/jobs\//) },
+    });
     const href = started.body.consistency.job.href as string;
 
-    const done = await eventually(() => request(b.url).get(href).set(auth), (r) => r.status === 200 && r.body.status !== 'running', 120_000);
+    const done = await eventually(
+      () => request(b.url).get(href).set(auth),
+      (r) => r.status === 200 && r.body.status !== 'running',
+      120_000,
+    );
     expect(done.body).toMatchObject({ kind: 'media.verify', status: 'failed', instanceId: 'vj-a', finishedAt: expect.any(String) });
     const report = done.body.report;
-    expect(report).toMatchObject({ status: 'fail', checked: INLINE_MAX + 5, legacy: 0, problemCount: 2, orphans: { primary: 0, backup: 1 }, unreachable: [] });
+    expect(report).toMatchObject({
+      status: 'fail',
+      checked: INLINE_MAX + 5,
+      legacy: 0,
+      problemCount: 2,
+      orphans: { primary: 0, backup: 1 },
+      unreachable: [],
+    });
     expect(report.problems).toEqual(
       expect.arrayContaining([
         { key: lost, version: first.get(lost), backend: 'primary', problem: 'missing' },

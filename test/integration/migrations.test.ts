@@ -27,9 +27,19 @@ describe('offline migrations', () => {
     expect([...a.applied, ...b.applied].sort()).toEqual(files.map((f) => f.name));
     const client = new pg.Client({ connectionString: url });
     await client.connect();
-    const { rows } = await client.query('SELECT migration_name, checksum, finished_at, applied_steps_count, rolled_back_at FROM "_prisma_migrations" ORDER BY migration_name');
+    const { rows } = await client.query(
+      'SELECT migration_name, checksum, finished_at, applied_steps_count, rolled_back_at FROM "_prisma_migrations" ORDER BY migration_name',
+    );
     await client.end();
-    expect(rows).toEqual(files.map((f) => ({ migration_name: f.name, checksum: f.checksum, finished_at: expect.any(Date), applied_steps_count: 1, rolled_back_at: null })));
+    expect(rows).toEqual(
+      files.map((f) => ({
+        migration_name: f.name,
+        checksum: f.checksum,
+        finished_at: expect.any(Date),
+        applied_steps_count: 1,
+        rolled_back_at: null,
+      })),
+    );
     expect(files[0]!.checksum).toMatch(/^[0-9a-f]{64}$/);
   });
 

@@ -52,14 +52,22 @@ describe('incident notifications through the PostgreSQL outbox, two instances, f
       if (step % 7 === 3) flaky.setMode(Math.random() < 0.6 ? 'fail' : 'ok');
       const r = Math.random();
       if (open.length === 0 || r < 0.3) {
-        const res = await request(pick().url).post('/admin/incidents').set(op).send({ severity: `P${step % 4}`, title: `incident ${step}`, components: ['database'], summary: `problem ${step}` });
+        const res = await request(pick().url)
+          .post('/admin/incidents')
+          .set(op)
+          .send({ severity: `P${step % 4}`, title: `incident ${step}`, components: ['database'], summary: `problem ${step}` });
         expect(res.status).toBe(201);
         open.push(res.body.id);
         owed += 1;
       } else {
         const id = open[Math.floor(Math.random() * open.length)]!;
         const kind = Math.random();
-        const body = kind < 0.3 ? { message: `note ${step}`, visibility: 'internal' } : kind < 0.75 ? { message: `progress ${step}`, visibility: 'public' } : { message: `fixed ${step}`, visibility: 'public', status: 'resolved' };
+        const body =
+          kind < 0.3
+            ? { message: `note ${step}`, visibility: 'internal' }
+            : kind < 0.75
+              ? { message: `progress ${step}`, visibility: 'public' }
+              : { message: `fixed ${step}`, visibility: 'public', status: 'resolved' };
         const res = await request(pick().url).post(`/admin/incidents/${id}/updates`).set(op).send(body);
         expect(res.status).toBe(201);
         if (body.visibility === 'public') owed += 1;
@@ -69,10 +77,12 @@ describe('incident notifications through the PostgreSQL outbox, two instances, f
     // The flaky receiver has been failing for a while; it now recovers for good.
     await new Promise((r) => setTimeout(r, 300));
     flaky.setMode('ok');
-    const pending = async () => Number((await sql.query("SELECT count(*)::int AS n FROM notification_outbox WHERE status = 'pending'")).rows[0].n);
+    const pending = async () =>
+      Number((await sql.query("SELECT count(*)::int AS n FROM notification_outbox WHERE status = 'pending'")).rows[0].n);
     await eventually(pending, (n) => n === 0, 20_000);
 
-    const rows = (await sql.query('SELECT seq, idempotency_key, receiver, attempts, sent_at FROM notification_outbox ORDER BY seq')).rows as { idempotency_key: string; receiver: string; attempts: number }[];
+    const rows = (await sql.query('SELECT seq, idempotency_key, receiver, attempts, sent_at FROM notification_outbox ORDER BY seq'))
+      .rows as { idempotency_key: string; receiver: string; attempts: number }[];
     expect(rows.length).toBe(owed * 2);
     const receivers = [...new Set(rows.map((r) => r.receiver))];
     expect(receivers).toHaveLength(2);
@@ -89,19 +99,37 @@ describe('incident notifications through the PostgreSQL outbox, two instances, f
     expect(Math.max(...rows.map((r) => r.attempts))).toBeGreaterThan(1);
     const texts = steady.accepted().map((m) => m.body.text);
     expect(texts.some((t) => t.startsWith('Subject: [RESOLVED]') && /Total Downtime: \d/.test(t))).toBe(true);
-    expect(texts.filter((t) => /^Subject: \[P\d\] SAV3 System Incident/.test(t)).length).toBe(rows.filter((r) => r.idempotency_key.includes(':initial@')).length / 2);
+    expect(texts.filter((t) => /^Subject: \[P\d\] SAV3 System Incident/.test(t)).length).toBe(
+      rows.filter((r) => r.idempotency_key.includes(':initial@')).length / 2,
+    );
     expect(Date.now() - started).toBeLessThan(40_000);
     // Either instance may have made the failed deliveries: count both.
     const failed = await Promise.all(
-      [a, b].map(async (i) => Number(/sav3_notification_deliveries_total\{result="failed"\} (\d+)/.exec((await request(i.url).get('/metrics')).text)?.[1] ?? 0)),
+      [a, b].map(async (i) =>
+        Number(/sav3_notification_deliveries_total\{result="failed"\} (\d+)/.exec((await request(i.url).get('/metrics')).text)?.[1] ?? 0),
+      ),
     );
     expect(failed[0]! + failed[1]!).toBeGreaterThan(0);
   });
 
   it('renders the initial notification with real values: start time, impact, ETA, next update, id', async () => {
-    const res = await request(a.url).post('/admin/incidents').set(op).send({ severity: 'P0', title: 'Database Unavailable', components: ['database'], summary: 'reports of database connectivity issues', eta: '30 minutes', startedAt: new Date(Date.now() - 120_000).toISOString() });
+    const res = await request(a.url)
+      .post('/admin/incidents')
+      .set(op)
+      .send({
+        severity: 'P0',
+        title: 'Database Unavailable',
+        components: ['database'],
+        summary: 'reports of database connectivity issues',
+        eta: '30 minutes',
+        startedAt: new Date(Date.now() - 120_000).toISOString(),
+      });
     const id = res.body.id as string;
-    const msg = await eventually(async () => steady.accepted().find((m) => m.body.incidentId === id), (m) => m !== undefined, 10_000);
+    const msg = await eventually(
+      async () => steady.accepted().find((m) => m.body.incidentId === id),
+      (m) => m !== undefined,
+      10_000,
+    );
     expect(msg!.body).toMatchObject({ kind: 'initial', severity: 'P0', status: 'investigating' });
     const text = msg!.body.text;
     expect(text).toContain('Subject: [P0] SAV3 System Incident - Database Unavailable');
@@ -115,13 +143,26 @@ describe('incident notifications through the PostgreSQL outbox, two instances, f
 
     // A P0 whose next update is overdue sends one reminder per due time, from either instance.
     await sql.query("UPDATE incidents SET next_update_due_at = now() - interval '1 second' WHERE id = $1", [id]);
-    const reminder = await eventually(async () => steady.accepted().filter((m) => m.body.incidentId === id && m.body.kind === 'reminder'), (m) => m.length > 0, 10_000);
+    const reminder = await eventually(
+      async () => steady.accepted().filter((m) => m.body.incidentId === id && m.body.kind === 'reminder'),
+      (m) => m.length > 0,
+      10_000,
+    );
     expect(reminder[0]!.body.text).toContain(`[REMINDER]`);
     await new Promise((r) => setTimeout(r, 2500));
     expect(steady.accepted().filter((m) => m.body.incidentId === id && m.body.kind === 'reminder')).toHaveLength(1);
 
-    const resolved = await request(b.url).post(`/admin/incidents/${id}/updates`).set(op).send({ message: 'Primary database restored from backup', visibility: 'public', status: 'resolved', rootCause: 'disk full on the primary' });
-    const last = await eventually(async () => steady.accepted().find((m) => m.body.incidentId === id && m.body.kind === 'resolution'), (m) => m !== undefined, 10_000);
+    const resolved = await request(b.url).post(`/admin/incidents/${id}/updates`).set(op).send({
+      message: 'Primary database restored from backup',
+      visibility: 'public',
+      status: 'resolved',
+      rootCause: 'disk full on the primary',
+    });
+    const last = await eventually(
+      async () => steady.accepted().find((m) => m.body.incidentId === id && m.body.kind === 'resolution'),
+      (m) => m !== undefined,
+      10_000,
+    );
     expect(last!.body.text).toContain('Subject: [RESOLVED] SAV3 System Incident - Database Unavailable');
     expect(last!.body.text).toContain('Resolution: Primary database restored from backup');
     expect(last!.body.text).toContain('Root Cause: disk full on the primary');

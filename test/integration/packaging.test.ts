@@ -34,19 +34,26 @@ describe('monitoring configuration', () => {
   it('every alert has a unit test, and promtool test rules passes them all', () => {
     const alerts = (yaml('monitoring/alerts.yml').groups as { rules: { alert: string }[] }[]).flatMap((g) => g.rules.map((r) => r.alert));
     expect(alerts).toEqual(expect.arrayContaining(['DatabaseDown', 'MediaStorageDown', 'APIServiceDown']));
-    const tests = (yaml('monitoring/alerts.test.yml').tests as { alert_rule_test: { alertname: string; exp_alerts: unknown[] }[] }[]).flatMap((t) => t.alert_rule_test);
+    const tests = (
+      yaml('monitoring/alerts.test.yml').tests as { alert_rule_test: { alertname: string; exp_alerts: unknown[] }[] }[]
+    ).flatMap((t) => t.alert_rule_test);
     for (const alert of alerts) {
       const cases = tests.filter((t) => t.alertname === alert);
-      expect({ alert, fires: cases.some((c) => c.exp_alerts.length > 0), silent: cases.some((c) => c.exp_alerts.length === 0) }).toEqual({ alert, fires: true, silent: true });
+      expect({ alert, fires: cases.some((c) => c.exp_alerts.length > 0), silent: cases.some((c) => c.exp_alerts.length === 0) }).toEqual({
+        alert,
+        fires: true,
+        silent: true,
+      });
     }
     const out = execFileSync('promtool', ['test', 'rules', 'alerts.test.yml'], { cwd: join(ROOT, 'monitoring'), encoding: 'utf8' });
     expect(out).toContain('SUCCESS');
   });
 
   it('scrapes only services that exist, under the job names the runbook alerts use', () => {
-    const jobs = (yaml('monitoring/prometheus.yml').scrape_configs as { job_name: string; static_configs: { targets: string[] }[] }[]);
+    const jobs = yaml('monitoring/prometheus.yml').scrape_configs as { job_name: string; static_configs: { targets: string[] }[] }[];
     expect(jobs.map((j) => j.job_name)).toEqual(expect.arrayContaining(['api', 'postgres', 'minio']));
-    for (const job of jobs) for (const target of job.static_configs.flatMap((s) => s.targets)) expect(serviceNames).toContain(target.split(':')[0]);
+    for (const job of jobs)
+      for (const target of job.static_configs.flatMap((s) => s.targets)) expect(serviceNames).toContain(target.split(':')[0]);
   });
 
   it('the Grafana dashboard is valid JSON whose panels all query Prometheus', () => {
@@ -63,7 +70,12 @@ describe('metric names used by alerts and dashboards', () => {
   beforeAll(async () => {
     primary = await startS3Server({ bucket: 'pack-primary' });
     backup = await startS3Server({ bucket: 'pack-backup' });
-    api = await startInstance({ ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), DATABASE_REPLICA_URL: process.env.TEST_DATABASE_URL, MEDIA_CONTINUOUS_BACKUP: 'true' });
+    api = await startInstance({
+      ...mediaEnv('PRIMARY', primary),
+      ...mediaEnv('BACKUP', backup),
+      DATABASE_REPLICA_URL: process.env.TEST_DATABASE_URL,
+      MEDIA_CONTINUOUS_BACKUP: 'true',
+    });
     await request(api.url).get('/health');
   });
   afterAll(async () => {
@@ -81,7 +93,9 @@ describe('metric names used by alerts and dashboards', () => {
     }
     const exprs = [
       ...(yaml('monitoring/alerts.yml').groups as { rules: { expr: string }[] }[]).flatMap((g) => g.rules.map((r) => r.expr)),
-      ...(JSON.parse(read('monitoring/grafana/dashboards/sav3-dr.json')) as { panels: { targets: { expr: string }[] }[] }).panels.flatMap((p) => p.targets.map((t) => t.expr)),
+      ...(JSON.parse(read('monitoring/grafana/dashboards/sav3-dr.json')) as { panels: { targets: { expr: string }[] }[] }).panels.flatMap(
+        (p) => p.targets.map((t) => t.expr),
+      ),
     ];
     const used = new Set(exprs.flatMap((e) => e.match(/\b(sav3_\w+|http_request_duration_seconds\w*)\b/g) ?? []));
     expect(used.size).toBeGreaterThanOrEqual(10);
@@ -95,7 +109,20 @@ describe('docker-compose.yml', () => {
 
   it('runs two API replicas and every component the runbook names', () => {
     expect(apis.map(([name]) => name)).toEqual(['api-1', 'api-2']);
-    for (const name of ['postgres', 'postgres-replica', 'pgbackrest', 'pgbouncer', 'minio', 'minio-backup', 'redis', 'traefik', 'prometheus', 'alertmanager', 'grafana', 'migrate']) {
+    for (const name of [
+      'postgres',
+      'postgres-replica',
+      'pgbackrest',
+      'pgbouncer',
+      'minio',
+      'minio-backup',
+      'redis',
+      'traefik',
+      'prometheus',
+      'alertmanager',
+      'grafana',
+      'migrate',
+    ]) {
       expect(serviceNames).toContain(name);
     }
   });
@@ -130,7 +157,10 @@ describe('docker-compose.yml', () => {
 
   it('orders start-up on health where order matters, and runs migrations once, not in each replica', () => {
     for (const [, service] of apis) {
-      expect(service.depends_on).toMatchObject({ migrate: { condition: 'service_completed_successfully' }, redis: { condition: 'service_healthy' } });
+      expect(service.depends_on).toMatchObject({
+        migrate: { condition: 'service_completed_successfully' },
+        redis: { condition: 'service_healthy' },
+      });
       expect(service.environment?.MIGRATE_ON_START).toBeUndefined();
     }
     expect(compose.services.migrate).toMatchObject({ command: ['node', 'dist/migrate.js'] });
@@ -179,8 +209,10 @@ describe('docker-compose.yml: what the shipped programs need', () => {
   const env = (name: string) => compose.services[name]!.environment ?? {};
   const secretUrl = (name: string) => new URL(read(compose.secrets[name]!.file).trim());
 
-  it('publishes Traefik\'s web entry point only: no metrics, dashboard or Prometheus port', () => {
-    const published = Object.entries(compose.services).filter(([, s]) => s.ports?.length).map(([name, s]) => [name, s.ports]);
+  it("publishes Traefik's web entry point only: no metrics, dashboard or Prometheus port", () => {
+    const published = Object.entries(compose.services)
+      .filter(([, s]) => s.ports?.length)
+      .map(([name, s]) => [name, s.ports]);
     expect(published).toEqual([['traefik', ['80:80']]]);
   });
 
@@ -199,13 +231,14 @@ describe('docker-compose.yml: what the shipped programs need', () => {
     for (const name of ['postgres', 'postgres-replica']) {
       expect(compose.services[name]!.healthcheck!.test).toEqual(expect.arrayContaining(['pg_isready', '-h', '127.0.0.1']));
     }
-    for (const name of ['postgres', 'postgres-replica', 'pgbackrest', 'api-1', 'api-2']) expect(compose.services[name]!.healthcheck!.start_period).toBeDefined();
+    for (const name of ['postgres', 'postgres-replica', 'pgbackrest', 'api-1', 'api-2'])
+      expect(compose.services[name]!.healthcheck!.start_period).toBeDefined();
     expect(compose.services.pgbackrest!.healthcheck!.test).toEqual(['CMD', 'pgbackrest', '--stanza=main', 'check']);
     expect(compose.services.pgbackrest!.restart).toBe('on-failure');
     expect(compose.services.migrate!.restart).toMatch(/^on-failure/);
   });
 
-  it('gives the replica the primary\'s archive settings, so a promoted replica keeps archiving', () => {
+  it("gives the replica the primary's archive settings, so a promoted replica keeps archiving", () => {
     const primary = (compose.services.postgres as { command: string[] }).command.filter((a) => a.startsWith('archive_'));
     const replica = (compose.services['postgres-replica'] as { command: string[] }).command.filter((a) => a.startsWith('archive_'));
     expect(replica).toEqual(primary);
@@ -217,7 +250,9 @@ describe('docker-compose.yml: what the shipped programs need', () => {
     for (const name of ['api-1', 'api-2']) {
       expect(env(name)).toMatchObject({ TRUST_PROXY: '1', METRICS_PORT: '9100', ADMIN_ALLOWED_CIDRS: '${SAV3_ADMIN_ALLOWED_CIDRS:-}' });
     }
-    const api = (yaml('monitoring/prometheus.yml').scrape_configs as { job_name: string; static_configs: { targets: string[] }[] }[]).find((j) => j.job_name === 'api')!;
+    const api = (yaml('monitoring/prometheus.yml').scrape_configs as { job_name: string; static_configs: { targets: string[] }[] }[]).find(
+      (j) => j.job_name === 'api',
+    )!;
     expect(api.static_configs.flatMap((s) => s.targets)).toEqual(['api-1:9100', 'api-2:9100']);
   });
 });
@@ -243,7 +278,12 @@ describe('Dockerfile', () => {
 
 describe('the worker service', () => {
   it('compose runs it from its own image with pgBackRest and the PostgreSQL 15 server binaries, with known configuration only', () => {
-    const compose = yaml('docker-compose.yml') as { services: Record<string, { build?: { context: string; dockerfile: string }; environment?: Record<string, string>; healthcheck?: { test: string[] } }> };
+    const compose = yaml('docker-compose.yml') as {
+      services: Record<
+        string,
+        { build?: { context: string; dockerfile: string }; environment?: Record<string, string>; healthcheck?: { test: string[] } }
+      >;
+    };
     const worker = compose.services.worker!;
     expect(worker.build).toEqual({ context: '.', dockerfile: 'deploy/worker/Dockerfile' });
     const dockerfile = read('deploy/worker/Dockerfile');

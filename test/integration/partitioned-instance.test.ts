@@ -38,7 +38,13 @@ describe('an instance cut off from Redis during enable → promote → switch', 
     s3 = await startS3Server({ bucket: 'partitioned' });
     redis = await startOwnRedis();
     proxy = await startTcpProxy(Number(new URL(redis.url).port));
-    const env = { ...mediaEnv('PRIMARY', s3), DATABASE_URL: cluster.primary.url(), DATABASE_REPLICA_URL: cluster.replica.url(), HEALTH_TIMEOUT_MS: '500', HEALTH_INTERVAL_MS: '300' };
+    const env = {
+      ...mediaEnv('PRIMARY', s3),
+      DATABASE_URL: cluster.primary.url(),
+      DATABASE_REPLICA_URL: cluster.replica.url(),
+      HEALTH_TIMEOUT_MS: '500',
+      HEALTH_INTERVAL_MS: '300',
+    };
     const prefix = uniquePrefix();
     a = await startInstance({ ...env, REDIS_URL: redis.url, INSTANCE_ID: 'part-a' }, prefix);
     b = await startInstance({ ...env, REDIS_URL: `redis://127.0.0.1:${proxy.port}`, INSTANCE_ID: 'part-b' }, prefix);

@@ -31,19 +31,31 @@ describe('Prometheus scraping two instances', () => {
     const prefix = uniquePrefix();
     a = await startInstance({ ...mediaEnv('PRIMARY', s3), INSTANCE_ID: 'prom-a' }, prefix);
     b = await startInstance({ ...mediaEnv('PRIMARY', s3), INSTANCE_ID: 'prom-b' }, prefix);
-    const shipped = parse(readFileSync(join(__dirname, '..', '..', 'monitoring', 'prometheus.yml'), 'utf8')) as { scrape_configs: ScrapeConfig[] };
+    const shipped = parse(readFileSync(join(__dirname, '..', '..', 'monitoring', 'prometheus.yml'), 'utf8')) as {
+      scrape_configs: ScrapeConfig[];
+    };
     const job = shipped.scrape_configs.find((j) => j.job_name === 'api')!;
     const config = {
       global: { scrape_interval: '1s', evaluation_interval: '1s' },
-      scrape_configs: [{ ...job, scrape_interval: '1s', scrape_timeout: '1s', static_configs: [{ targets: [new URL(a.url).host, new URL(b.url).host] }] }],
+      scrape_configs: [
+        { ...job, scrape_interval: '1s', scrape_timeout: '1s', static_configs: [{ targets: [new URL(a.url).host, new URL(b.url).host] }] },
+      ],
     };
     dir = mkdtempSync(join(tmpdir(), 'sav3-prometheus-'));
     writeFileSync(join(dir, 'prometheus.yml'), stringify(config));
     const port = await freePort();
     base = `http://127.0.0.1:${port}`;
-    prometheus = spawn('prometheus', [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`], {
-      stdio: 'ignore',
-    });
+    prometheus = spawn(
+      'prometheus',
+      [
+        `--config.file=${join(dir, 'prometheus.yml')}`,
+        `--storage.tsdb.path=${join(dir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${port}`,
+      ],
+      {
+        stdio: 'ignore',
+      },
+    );
   }, 30_000);
 
   afterAll(async () => {
@@ -61,9 +73,17 @@ describe('Prometheus scraping two instances', () => {
   };
 
   it('finds both instances up and returns the service metrics of each', async () => {
-    const up = await eventually(() => query('up{job="api"}'), (r) => r.length === 2 && r.every((s) => s.value[1] === '1'), 15_000);
+    const up = await eventually(
+      () => query('up{job="api"}'),
+      (r) => r.length === 2 && r.every((s) => s.value[1] === '1'),
+      15_000,
+    );
     expect(up.map((s) => s.metric.instance).sort()).toEqual([new URL(a.url).host, new URL(b.url).host].sort());
-    const versions = await eventually(() => query('sav3_dr_state_version'), (r) => r.length === 2, 5000);
+    const versions = await eventually(
+      () => query('sav3_dr_state_version'),
+      (r) => r.length === 2,
+      5000,
+    );
     expect(versions).toHaveLength(2);
     const deps = await query('sav3_dependency_up{dependency="database"}');
     expect(deps.map((s) => s.metric.instance).sort()).toEqual([new URL(a.url).host, new URL(b.url).host].sort());

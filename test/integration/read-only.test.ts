@@ -32,7 +32,11 @@ describe('read-only mode across two instances sharing one Redis', () => {
     const version = res.body.version as number;
     expect(res.body.propagation).toMatchObject({ applied: 2, total: 2 });
 
-    const seen = await eventually(() => request(b.url).get('/health/live'), (r) => r.headers['x-read-only'] === 'true', 1000);
+    const seen = await eventually(
+      () => request(b.url).get('/health/live'),
+      (r) => r.headers['x-read-only'] === 'true',
+      1000,
+    );
     expect(seen.headers['x-read-only']).toBe('true');
     expect(performance.now() - started).toBeLessThan(1000 + 1500);
 
@@ -68,7 +72,11 @@ describe('read-only mode across two instances sharing one Redis', () => {
   it('turned off at the other instance, writes work again everywhere', async () => {
     const res = await setReadOnly(b, { enabled: false, reason: 'replica promoted' });
     expect(res.status).toBe(200);
-    await eventually(() => request(a.url).get('/health/live'), (r) => r.headers['x-read-only'] === undefined, 1000);
+    await eventually(
+      () => request(a.url).get('/health/live'),
+      (r) => r.headers['x-read-only'] === undefined,
+      1000,
+    );
     const put = await request(a.url).put('/media/read-only/after.txt').send('ok');
     expect(put.status).toBe(201);
     expect(put.headers['x-read-only']).toBeUndefined();

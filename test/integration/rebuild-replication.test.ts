@@ -53,7 +53,14 @@ describe('rebuild-primary.sh and setup-replication.sh against real clusters', ()
   });
 
   it('refuses to rebuild the current primary, which keeps taking writes', async () => {
-    const res = await script('rebuild-primary.sh', ['--pgdata', cluster.primary.dataDir, '--source', cluster.primary.url(), '--basebackup', '--confirm']);
+    const res = await script('rebuild-primary.sh', [
+      '--pgdata',
+      cluster.primary.dataDir,
+      '--source',
+      cluster.primary.url(),
+      '--basebackup',
+      '--confirm',
+    ]);
     expect(res.code).toBe(1);
     expect(res.stderr).toContain('is the current primary');
     await query(cluster.primary, 'INSERT INTO rows VALUES (11)');
@@ -64,7 +71,7 @@ describe('rebuild-primary.sh and setup-replication.sh against real clusters', ()
     expect(setup.stderr).toContain('runs as a primary');
   });
 
-  it('after a failover that lost the old primary\'s last writes: chooses pg_rewind, discards them, streams from the new primary', async () => {
+  it("after a failover that lost the old primary's last writes: chooses pg_rewind, discards them, streams from the new primary", async () => {
     // The standby stops receiving, the primary writes on (rows 100-104 only it holds), then dies.
     await caughtUp(cluster.primary, cluster.replica);
     await cluster.replica.stop('fast');
@@ -74,12 +81,26 @@ describe('rebuild-primary.sh and setup-replication.sh against real clusters', ()
     await query(newPrimary, 'SELECT pg_promote(true, 60)');
     await query(newPrimary, 'INSERT INTO rows SELECT generate_series(200, 204)');
 
-    const dry = await script('rebuild-primary.sh', ['--pgdata', oldPrimary.dataDir, '--source', newPrimary.url(), ...common(), '--dry-run']);
+    const dry = await script('rebuild-primary.sh', [
+      '--pgdata',
+      oldPrimary.dataDir,
+      '--source',
+      newPrimary.url(),
+      ...common(),
+      '--dry-run',
+    ]);
     expect(dry.code).toBe(0);
     expect(dry.stdout).toMatch(/method: pg_rewind: timeline 1 .* timeline 2/);
     expect(dry.stdout).toContain('dry run: nothing changed');
 
-    const res = await script('rebuild-primary.sh', ['--pgdata', oldPrimary.dataDir, '--source', newPrimary.url(), ...common(), '--confirm']);
+    const res = await script('rebuild-primary.sh', [
+      '--pgdata',
+      oldPrimary.dataDir,
+      '--source',
+      newPrimary.url(),
+      ...common(),
+      '--confirm',
+    ]);
     expect(res.stderr).toBe('');
     expect(res.code).toBe(0);
     expect(res.stdout).toMatch(/pg_rewind: .*diverged/);
@@ -92,7 +113,9 @@ describe('rebuild-primary.sh and setup-replication.sh against real clusters', ()
     expect(await ids(oldPrimary)).toEqual(expected);
     // The node kept its own port and settings; the slot exists on the new primary only.
     expect(oldPrimary.url()).toContain(String(oldPrimary.port));
-    expect((await query<{ slot_name: string; active: boolean }>(newPrimary, 'SELECT slot_name, active FROM pg_replication_slots'))).toEqual([{ slot_name: 'sav3_standby', active: true }]);
+    expect(await query<{ slot_name: string; active: boolean }>(newPrimary, 'SELECT slot_name, active FROM pg_replication_slots')).toEqual([
+      { slot_name: 'sav3_standby', active: true },
+    ]);
   }, 120_000);
 
   it('a failed dry run exits 1 naming why: rewinding without a data directory, a backup label that does not exist', async () => {
@@ -100,7 +123,16 @@ describe('rebuild-primary.sh and setup-replication.sh against real clusters', ()
     const rewind = await script('rebuild-primary.sh', ['--pgdata', missing, '--source', newPrimary.url(), '--rewind', '--dry-run']);
     expect(rewind.code).toBe(1);
     expect(rewind.stderr).toContain('cannot rewind: no data directory');
-    const label = await script('rebuild-primary.sh', ['--pgdata', oldPrimary.dataDir, '--source', newPrimary.url(), ...common(), '--from-backup', 'no-such-label', '--dry-run']);
+    const label = await script('rebuild-primary.sh', [
+      '--pgdata',
+      oldPrimary.dataDir,
+      '--source',
+      newPrimary.url(),
+      ...common(),
+      '--from-backup',
+      'no-such-label',
+      '--dry-run',
+    ]);
     expect(label.code).toBe(1);
     expect(label.stderr).toContain('holds no backup labelled no-such-label');
     const auto = await script('rebuild-primary.sh', ['--pgdata', missing, '--source', newPrimary.url(), ...common(), '--dry-run']);
@@ -109,7 +141,16 @@ describe('rebuild-primary.sh and setup-replication.sh against real clusters', ()
   });
 
   it('--from-backup restores the pre-failover backup as a standby (delta), replays the archive across the timeline switch and streams', async () => {
-    const res = await script('rebuild-primary.sh', ['--pgdata', oldPrimary.dataDir, '--source', newPrimary.url(), ...common(), '--from-backup', backupLabel, '--confirm']);
+    const res = await script('rebuild-primary.sh', [
+      '--pgdata',
+      oldPrimary.dataDir,
+      '--source',
+      newPrimary.url(),
+      ...common(),
+      '--from-backup',
+      backupLabel,
+      '--confirm',
+    ]);
     expect(res.stderr).toBe('');
     expect(res.code).toBe(0);
     expect(res.stdout).toContain('this node runs as a standby: it will be stopped');
@@ -125,7 +166,18 @@ describe('rebuild-primary.sh and setup-replication.sh against real clusters', ()
   it('--basebackup rebuilds a node whose data directory is gone, on its own port', async () => {
     await oldPrimary.stop('immediate');
     rmSync(oldPrimary.dataDir, { recursive: true, force: true });
-    const res = await script('rebuild-primary.sh', ['--pgdata', oldPrimary.dataDir, '--source', newPrimary.url(), '--basebackup', '--port', String(oldPrimary.port), '--log', join(cluster.dir, 'rebuilt.log'), '--confirm']);
+    const res = await script('rebuild-primary.sh', [
+      '--pgdata',
+      oldPrimary.dataDir,
+      '--source',
+      newPrimary.url(),
+      '--basebackup',
+      '--port',
+      String(oldPrimary.port),
+      '--log',
+      join(cluster.dir, 'rebuilt.log'),
+      '--confirm',
+    ]);
     expect(res.stderr).toBe('');
     expect(res.code).toBe(0);
     expect(res.stdout).toContain('pg_basebackup: a full copy');
@@ -136,7 +188,14 @@ describe('rebuild-primary.sh and setup-replication.sh against real clusters', ()
   }, 120_000);
 
   it('setup-replication fails within its timeout, exit 1, when the primary cannot be reached', async () => {
-    const res = await script('setup-replication.sh', ['--pgdata', oldPrimary.dataDir, '--primary', 'postgresql://postgres@127.0.0.1:1/postgres', '--timeout', '2']);
+    const res = await script('setup-replication.sh', [
+      '--pgdata',
+      oldPrimary.dataDir,
+      '--primary',
+      'postgresql://postgres@127.0.0.1:1/postgres',
+      '--timeout',
+      '2',
+    ]);
     expect(res.code).toBe(1);
     expect(res.stderr).toContain('the primary does not answer');
   });
@@ -145,7 +204,14 @@ describe('rebuild-primary.sh and setup-replication.sh against real clusters', ()
     await query(newPrimary, 'ALTER SYSTEM SET default_transaction_read_only = on');
     await query(newPrimary, 'SELECT pg_reload_conf()');
     await new Promise((r) => setTimeout(r, 200));
-    const fenced = await script('rebuild-primary.sh', ['--pgdata', oldPrimary.dataDir, '--source', newPrimary.url(), '--basebackup', '--confirm']);
+    const fenced = await script('rebuild-primary.sh', [
+      '--pgdata',
+      oldPrimary.dataDir,
+      '--source',
+      newPrimary.url(),
+      '--basebackup',
+      '--confirm',
+    ]);
     expect(fenced.code).toBe(1);
     expect(fenced.stderr).toContain('is fenced read-only');
     await query(newPrimary, 'ALTER SYSTEM RESET default_transaction_read_only');

@@ -38,7 +38,11 @@ describe('Redis faults', () => {
     expect(on.status).toBe(200);
     await direct.connect();
     await direct.flushall();
-    const restored = await eventually(() => direct.get(`${prefix}dr:state`), (v) => v !== null, 3000);
+    const restored = await eventually(
+      () => direct.get(`${prefix}dr:state`),
+      (v) => v !== null,
+      3000,
+    );
     expect(JSON.parse(restored!)).toMatchObject({ version: on.body.version, readOnly: { enabled: true, reason: 'before flush' } });
     expect((await request(b.url).put('/media/flush/x').send('x')).status).toBe(503);
   });
@@ -89,7 +93,11 @@ describe('Redis faults', () => {
       5000,
     );
     expect(off.status).toBe(200);
-    await eventually(() => request(a.url).get('/health/live'), (r) => r.headers['x-read-only'] === undefined, 1000);
+    await eventually(
+      () => request(a.url).get('/health/live'),
+      (r) => r.headers['x-read-only'] === undefined,
+      1000,
+    );
     expect((await request(a.url).put('/media/back/x').send('x')).status).toBe(201);
   });
 });
@@ -125,11 +133,19 @@ describe('audit events while PostgreSQL is down', () => {
     proxy.setMode('pass');
     const after = await eventually(
       () => request(api.url).get('/admin/audit?limit=20').set(auth),
-      (r) => r.status === 200 && r.body.pending === 0 && r.body.events.some((e: { after: { reason?: string } | null }) => e.after?.reason === reason),
+      (r) =>
+        r.status === 200 &&
+        r.body.pending === 0 &&
+        r.body.events.some((e: { after: { reason?: string } | null }) => e.after?.reason === reason),
       8000,
     );
     const event = after.body.events.find((e: { after: { reason?: string } | null }) => e.after?.reason === reason);
-    expect(event).toMatchObject({ action: 'read_only.set', result: 'success', after: { enabled: true, reason }, detail: { version: change.body.version } });
+    expect(event).toMatchObject({
+      action: 'read_only.set',
+      result: 'success',
+      after: { enabled: true, reason },
+      detail: { version: change.body.version },
+    });
     await request(api.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'drill over' }).expect(200);
   });
 });

@@ -21,7 +21,11 @@ const SCRIPT = join(__dirname, '..', '..', 'scripts', 'dr', 'restore-database.sh
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 
 /** Runs the script, calling `onLine` with each line of its output as it comes. */
-function scriptLive(args: string[], env: Record<string, string>, onLine: (line: string) => void): Promise<{ code: number; stdout: string; stderr: string }> {
+function scriptLive(
+  args: string[],
+  env: Record<string, string>,
+  onLine: (line: string) => void,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn('bash', [SCRIPT, ...args], { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env } });
     let stdout = '';
@@ -45,9 +49,14 @@ function scriptLive(args: string[], env: Record<string, string>, onLine: (line: 
 
 function script(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile('bash', [SCRIPT, ...args], { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env }, timeout: 180_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout: String(stdout), stderr: String(stderr) });
-    });
+    execFile(
+      'bash',
+      [SCRIPT, ...args],
+      { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env }, timeout: 180_000 },
+      (err, stdout, stderr) => {
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout: String(stdout), stderr: String(stderr) });
+      },
+    );
   });
 }
 
@@ -83,11 +92,14 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
   };
   const expectBack = async (keys: string[]) => {
     for (const key of keys) {
-      const res = await request(api.url).get(`/media/${key}`).buffer(true).parse((r, cb) => {
-        const chunks: Buffer[] = [];
-        r.on('data', (c: Buffer) => chunks.push(c));
-        r.on('end', () => cb(null, Buffer.concat(chunks)));
-      });
+      const res = await request(api.url)
+        .get(`/media/${key}`)
+        .buffer(true)
+        .parse((r, cb) => {
+          const chunks: Buffer[] = [];
+          r.on('data', (c: Buffer) => chunks.push(c));
+          r.on('end', () => cb(null, Buffer.concat(chunks)));
+        });
       expect({ key, status: res.status, sha: sha256Hex(res.body as Buffer) }).toEqual({ key, status: 200, sha: acked.get(key) });
     }
   };
@@ -97,7 +109,10 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     repo = await createPgBackRestRepo(cluster.primary, cluster.dir);
     await migrate(cluster.primary.url(), MIGRATIONS_DIR);
     s3 = await startS3Server({ bucket: 'restore-primary' });
-    api = await startInstance({ ...mediaEnv('PRIMARY', s3), DATABASE_URL: cluster.primary.url(), MEDIA_CACHE_TTL_SECONDS: '1', HEALTH_TIMEOUT_MS: '500' }, uniquePrefix());
+    api = await startInstance(
+      { ...mediaEnv('PRIMARY', s3), DATABASE_URL: cluster.primary.url(), MEDIA_CACHE_TTL_SECONDS: '1', HEALTH_TIMEOUT_MS: '500' },
+      uniquePrefix(),
+    );
     await upload('r/before-backup');
     await repo.exec(['backup', '--type=full']);
     env = {
@@ -127,17 +142,28 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     expect(noConfirm.code).toBe(2);
     expect(noConfirm.stderr).toContain('without --confirm');
     expect((await script(['--from-backup', 'latest', '--target-time', 'yesterday', '--dry-run'], env)).code).toBe(2);
-    expect((await script(['--from-backup', 'latest', '--target-time', '2026-01-01T00:00:00Z', '--target-name', 'x', '--confirm'], env)).code).toBe(2);
+    expect(
+      (await script(['--from-backup', 'latest', '--target-time', '2026-01-01T00:00:00Z', '--target-name', 'x', '--confirm'], env)).code,
+    ).toBe(2);
     // The server kept running and the data is as it was.
-    expect(await sql(cluster.primary.url(), "SELECT count(*)::int AS n FROM media_objects")).toEqual([{ n: 1 }]);
+    expect(await sql(cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects')).toEqual([{ n: 1 }]);
     expect((await request(api.url).get('/admin/read-only').set(auth)).body.enabled).toBe(false);
   });
 
   it('--dry-run prints the backup and WAL it would use; one that cannot go ahead exits 1', async () => {
     const dry = await script(['--from-backup', 'latest', '--dry-run'], env);
     expect(dry.code).toBe(0);
-    const plan = JSON.parse(dry.stdout.split('\n').find((l) => l.startsWith('plan: '))!.slice(6));
-    expect(plan).toMatchObject({ backup: { label: expect.stringMatching(/F$/), type: 'full' }, target: { type: 'end_of_archive' }, wal: { from: expect.stringMatching(/^[0-9A-F]{24}$/), to: expect.stringMatching(/^[0-9A-F]{24}$/) } });
+    const plan = JSON.parse(
+      dry.stdout
+        .split('\n')
+        .find((l) => l.startsWith('plan: '))!
+        .slice(6),
+    );
+    expect(plan).toMatchObject({
+      backup: { label: expect.stringMatching(/F$/), type: 'full' },
+      target: { type: 'end_of_archive' },
+      wal: { from: expect.stringMatching(/^[0-9A-F]{24}$/), to: expect.stringMatching(/^[0-9A-F]{24}$/) },
+    });
     expect(dry.stdout).toContain('nothing was changed');
     expect((await script(['--from-backup', '20200101-000000F', '--dry-run'], env)).code).toBe(1);
     const early = await script(['--from-backup', 'latest', '--target-time', '2001-01-01T00:00:00Z', '--dry-run'], env);
@@ -156,7 +182,10 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     let polling = true;
     const poller = (async () => {
       while (polling) {
-        const w = await request(api.url).put('/media/r/during').send('x').catch(() => undefined);
+        const w = await request(api.url)
+          .put('/media/r/during')
+          .send('x')
+          .catch(() => undefined);
         if (w) seen.push(w.status);
         if (w && w.status === 503) expect(w.headers['retry-after']).toBeDefined();
         expect((await request(api.url).get('/health/live')).status).toBe(200);
@@ -167,7 +196,8 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     polling = false;
     await poller;
     expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
-    for (const step of ['read-only on', 'stop PostgreSQL', 'pgbackrest restore', 'start PostgreSQL', 'wait for promotion', 'verify']) expect(run.stdout).toMatch(new RegExp(`step: ${step} \\d+ ms`));
+    for (const step of ['read-only on', 'stop PostgreSQL', 'pgbackrest restore', 'start PostgreSQL', 'wait for promotion', 'verify'])
+      expect(run.stdout).toMatch(new RegExp(`step: ${step} \\d+ ms`));
     // Writes before read-only took effect were accepted (they come after the restore point);
     // from the first refusal on, every write was refused with 503, none failed otherwise.
     const firstRefusal = seen.indexOf(503);
@@ -194,7 +224,10 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     await expectBack(['r/before-backup', 'r/after-backup-1', 'r/after-backup-2', 'r/before-target']);
     // Reported, not silently lost: the content of the upload after the target (and of any write the
     // first restore accepted before read-only took effect) is listed as content without metadata.
-    const orphans = run.stdout.split('\n').filter((l) => l.startsWith('media-orphan: ')).map((l) => JSON.parse(l.slice(14)) as { object: string; backend: string; size: number });
+    const orphans = run.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('media-orphan: '))
+      .map((l) => JSON.parse(l.slice(14)) as { object: string; backend: string; size: number });
     expect(run.stdout).toContain(`media: ${orphans.length} object(s) uploaded after the target`);
     expect(orphans.every((o) => o.backend === 'primary' && /^v\/[0-9a-f-]{36}$/.test(o.object))).toBe(true);
     const store = new MinioObjectStore(loadConfig({ DATABASE_URL: cluster.primary.url(), ...mediaEnv('PRIMARY', s3) }).mediaPrimary);
@@ -218,15 +251,29 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     kind: string;
     message: string;
     durationMs: number | null;
-    detail: { action: string; result: string; detail: { step?: string; restoreId?: string; reportedLate?: boolean; steps?: { step: string; ms: number }[]; error?: string } };
+    detail: {
+      action: string;
+      result: string;
+      detail: { step?: string; restoreId?: string; reportedLate?: boolean; steps?: { step: string; ms: number }[]; error?: string };
+    };
   }
   const openIncident = async (title: string) => {
-    const res = await request(api.url).post('/admin/incidents').set(auth).send({ severity: 'P1', title, components: ['database'], summary: 'restoring the database from backup' });
+    const res = await request(api.url)
+      .post('/admin/incidents')
+      .set(auth)
+      .send({ severity: 'P1', title, components: ['database'], summary: 'restoring the database from backup' });
     expect(res.status).toBe(201);
     return res.body.id as string;
   };
   const resolveIncident = async (id: string) => {
-    expect((await request(api.url).post(`/admin/incidents/${id}/updates`).set(auth).send({ message: 'restored', visibility: 'public', status: 'resolved' })).status).toBe(201);
+    expect(
+      (
+        await request(api.url)
+          .post(`/admin/incidents/${id}/updates`)
+          .set(auth)
+          .send({ message: 'restored', visibility: 'public', status: 'resolved' })
+      ).status,
+    ).toBe(201);
   };
   const restoreEntries = async (id: string) => {
     const full = await request(api.url).get(`/admin/incidents/${id}`).set(auth);
@@ -276,7 +323,11 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     expect(run.stdout).toMatch(/report: the API took all 8 report\(s\) of restore [0-9a-f-]{36}/);
     expect(run.stdout).not.toContain('did not take');
     // Reports sent while PostgreSQL was stopped wait in the audit spool and join when it is back.
-    const entries = await eventually(() => restoreEntries(id), (e) => e.length >= 8, 20_000);
+    const entries = await eventually(
+      () => restoreEntries(id),
+      (e) => e.length >= 8,
+      20_000,
+    );
     const outcome = expectRestoreOnTimeline(entries, run.stdout, 'success');
     expect(outcome.message).toBe('database.restore success by ops');
     // Everything was taken: the local journal holds nothing unsent.
@@ -284,10 +335,13 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     expect(journal!.pending()).toEqual([]);
     expect(journal!.restoreId).toBe(entries[0]!.detail.detail.restoreId);
 
-    const pm = await request(api.url).get(`/admin/incidents/${id}/postmortem`).set({ Authorization: `Bearer ${VIEWER_TOKEN}` });
+    const pm = await request(api.url)
+      .get(`/admin/incidents/${id}/postmortem`)
+      .set({ Authorization: `Bearer ${VIEWER_TOKEN}` });
     expect(pm.status).toBe(200);
     expect(pm.text).toMatch(/\| database\.restore\.start \| success \| ops \| — \|/);
-    for (const step of STEPS) expect(pm.text).toMatch(new RegExp(`\\| database\\.restore\\.step \\(${step}\\) \\| success \\| ops \\| (\\d+ ms|\\d+ s) \\|`));
+    for (const step of STEPS)
+      expect(pm.text).toMatch(new RegExp(`\\| database\\.restore\\.step \\(${step}\\) \\| success \\| ops \\| (\\d+ ms|\\d+ s) \\|`));
     expect(pm.text).toMatch(/\| database\.restore \| success \| ops \| (\d+ ms|\d+ s) \|/);
     expect(pm.text).toContain(`(${printedSteps(run.stdout).get('pgbackrest restore')} ms)`);
     await resolveIncident(id);
@@ -305,22 +359,32 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     const journals = mkdtempSync(join(journalRoot, 'j-'));
     const id = await openIncident('Restore, API flapping');
     await archiveAll();
-    const run = await scriptLive(['--from-backup', 'latest', '--confirm'], { ...env, SAV3_API_URL: `http://127.0.0.1:${proxy.port}`, SAV3_RESTORE_JOURNAL_DIR: journals }, (line) => {
-      if (line.startsWith('step: read-only on ')) proxy!.setMode('refuse');
-      // Back before the verification, which needs the API.
-      if (line.startsWith('step: start PostgreSQL ')) proxy!.setMode('pass');
-    });
+    const run = await scriptLive(
+      ['--from-backup', 'latest', '--confirm'],
+      { ...env, SAV3_API_URL: `http://127.0.0.1:${proxy.port}`, SAV3_RESTORE_JOURNAL_DIR: journals },
+      (line) => {
+        if (line.startsWith('step: read-only on ')) proxy!.setMode('refuse');
+        // Back before the verification, which needs the API.
+        if (line.startsWith('step: start PostgreSQL ')) proxy!.setMode('pass');
+      },
+    );
     expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
     expect(run.stdout).toContain('report: the API did not take the restore report');
     expect(run.stdout).toContain('the restore goes on and records locally');
     expect(run.stdout).toMatch(/report: the API took all 8 report\(s\)/);
-    const entries = await eventually(() => restoreEntries(id), (e) => e.length >= 8, 20_000);
+    const entries = await eventually(
+      () => restoreEntries(id),
+      (e) => e.length >= 8,
+      20_000,
+    );
     expectRestoreOnTimeline(entries, run.stdout, 'success');
     // Sent after the API came back, at the time it happened on the database host.
     expect(entries.find((e) => e.detail.detail.step === 'pgbackrest restore')!.detail.detail.reportedLate).toBe(true);
     // Exactly once in the audit log, even the report cut off mid-request and sent again.
     const audit = await request(api.url).get('/admin/audit?limit=200').set(auth);
-    const mine = (audit.body.events as { action: string; detail: { restoreId?: string } | null }[]).filter((e) => e.detail?.restoreId === entries[0]!.detail.detail.restoreId);
+    const mine = (audit.body.events as { action: string; detail: { restoreId?: string } | null }[]).filter(
+      (e) => e.detail?.restoreId === entries[0]!.detail.detail.restoreId,
+    );
     expect(mine).toHaveLength(8);
     await resolveIncident(id);
     rmSync(journals, { recursive: true, force: true });
@@ -332,33 +396,57 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     const journals = mkdtempSync(join(journalRoot, 'j-'));
     const id = await openIncident('Restore attempt without the API');
     const before = await sql(cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects');
-    const run = await script(['--from-backup', 'latest', '--confirm'], { ...env, SAV3_API_URL: `http://127.0.0.1:${proxy!.port}`, SAV3_RESTORE_JOURNAL_DIR: journals });
+    const run = await script(['--from-backup', 'latest', '--confirm'], {
+      ...env,
+      SAV3_API_URL: `http://127.0.0.1:${proxy!.port}`,
+      SAV3_RESTORE_JOURNAL_DIR: journals,
+    });
     expect(run.code).toBe(1);
     expect(run.stderr).toContain('restore failed: ');
     expect(run.stdout).toMatch(/step: read-only on failed after \d+ ms/);
     expect(run.stdout).not.toMatch(/step: stop PostgreSQL/);
-    expect(run.stdout).toMatch(/report: the API did not take 3 report\(s\) of restore [0-9a-f-]{36} \(fetch failed \([A-Z_]+\)\); they are recorded in .*--report-pending/);
+    expect(run.stdout).toMatch(
+      /report: the API did not take 3 report\(s\) of restore [0-9a-f-]{36} \(fetch failed \([A-Z_]+\)\); they are recorded in .*--report-pending/,
+    );
     expect(await sql(cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects')).toEqual(before);
-    expect(RestoreJournal.all(journals)[0]!.pending().map((r) => `${r.event}:${r.result}`)).toEqual(['started:success', 'step:failed', 'finished:failed']);
+    expect(
+      RestoreJournal.all(journals)[0]!
+        .pending()
+        .map((r) => `${r.event}:${r.result}`),
+    ).toEqual(['started:success', 'step:failed', 'finished:failed']);
 
     // Still unreachable: --report-pending says so and keeps them.
-    const still = await script(['--report-pending'], { ...env, SAV3_API_URL: `http://127.0.0.1:${proxy!.port}`, SAV3_RESTORE_JOURNAL_DIR: journals });
+    const still = await script(['--report-pending'], {
+      ...env,
+      SAV3_API_URL: `http://127.0.0.1:${proxy!.port}`,
+      SAV3_RESTORE_JOURNAL_DIR: journals,
+    });
     expect(still).toEqual({ code: 1, stdout: expect.stringMatching(/0 sent, 0 refused, 3 still unsent/), stderr: '' });
     expect(still.stdout).toMatch(/0 sent, 0 refused, 3 still unsent/);
     proxy!.setMode('pass');
-    const sent = await script(['--report-pending'], { ...env, SAV3_API_URL: `http://127.0.0.1:${proxy!.port}`, SAV3_RESTORE_JOURNAL_DIR: journals });
+    const sent = await script(['--report-pending'], {
+      ...env,
+      SAV3_API_URL: `http://127.0.0.1:${proxy!.port}`,
+      SAV3_RESTORE_JOURNAL_DIR: journals,
+    });
     expect({ code: sent.code, stderr: sent.stderr }).toEqual({ code: 0, stderr: '' });
     expect(sent.stdout).toMatch(/3 sent, 0 refused, 0 still unsent/);
-    const again = await script(['--report-pending'], { ...env, SAV3_API_URL: `http://127.0.0.1:${proxy!.port}`, SAV3_RESTORE_JOURNAL_DIR: journals });
+    const again = await script(['--report-pending'], {
+      ...env,
+      SAV3_API_URL: `http://127.0.0.1:${proxy!.port}`,
+      SAV3_RESTORE_JOURNAL_DIR: journals,
+    });
     expect(again.stdout).toContain('report: nothing to send');
 
-    const entries = await eventually(() => restoreEntries(id), (e) => e.length >= 3, 10_000);
+    const entries = await eventually(
+      () => restoreEntries(id),
+      (e) => e.length >= 3,
+      10_000,
+    );
     // (The outcome sits at the restore's start, beside the start entry: compared unordered.)
-    expect(entries.map((e) => `${e.detail.action}:${e.detail.result}:${e.detail.detail.reportedLate === true}`).sort()).toEqual([
-      'database.restore.start:success:true',
-      'database.restore.step:failed:true',
-      'database.restore:failed:true',
-    ].sort());
+    expect(entries.map((e) => `${e.detail.action}:${e.detail.result}:${e.detail.detail.reportedLate === true}`).sort()).toEqual(
+      ['database.restore.start:success:true', 'database.restore.step:failed:true', 'database.restore:failed:true'].sort(),
+    );
     const failedStep = entries.find((e) => e.detail.action === 'database.restore.step')!;
     expect(failedStep.message).toBe('database.restore.step (read-only on) failed by ops');
     expect(failedStep.detail.detail).toMatchObject({ step: 'read-only on', error: expect.stringContaining('fetch failed') });
@@ -368,8 +456,19 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
   }, 120_000);
 
   it('POST /admin/database/restores: bad reports 400, a viewer 403, no token 401; nothing recorded', async () => {
-    const good = { restoreId: randomUUID(), seq: 0, event: 'started', at: new Date().toISOString(), result: 'success', plan: { backup: '20260101-000000F', target: { type: 'end_of_archive' } } };
-    const post = (body: unknown, headers: Record<string, string> = auth) => request(api.url).post('/admin/database/restores').set(headers).send(body as object);
+    const good = {
+      restoreId: randomUUID(),
+      seq: 0,
+      event: 'started',
+      at: new Date().toISOString(),
+      result: 'success',
+      plan: { backup: '20260101-000000F', target: { type: 'end_of_archive' } },
+    };
+    const post = (body: unknown, headers: Record<string, string> = auth) =>
+      request(api.url)
+        .post('/admin/database/restores')
+        .set(headers)
+        .send(body as object);
     expect((await post({ ...good, restoreId: 'x' })).status).toBe(400);
     expect((await post({ ...good, event: 'paused' })).status).toBe(400);
     expect((await post({ ...good, extra: 1 })).status).toBe(400);
@@ -379,13 +478,17 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     expect((await post(good, { Authorization: `Bearer ${VIEWER_TOKEN}` })).status).toBe(403);
     expect((await post(good, {})).status).toBe(401);
     const audit = await request(api.url).get('/admin/audit?limit=200').set(auth);
-    expect((audit.body.events as { detail: { restoreId?: string } | null }[]).filter((e) => e.detail?.restoreId === good.restoreId)).toEqual([]);
+    expect(
+      (audit.body.events as { detail: { restoreId?: string } | null }[]).filter((e) => e.detail?.restoreId === good.restoreId),
+    ).toEqual([]);
     // The same report twice is one event.
     const first = await post(good);
     const second = await post(good);
     expect([first.status, second.status]).toEqual([201, 201]);
     expect(second.body.event.id).toBe(first.body.event.id);
     const after = await request(api.url).get('/admin/audit?limit=200').set(auth);
-    expect((after.body.events as { detail: { restoreId?: string } | null }[]).filter((e) => e.detail?.restoreId === good.restoreId)).toHaveLength(1);
+    expect(
+      (after.body.events as { detail: { restoreId?: string } | null }[]).filter((e) => e.detail?.restoreId === good.restoreId),
+    ).toHaveLength(1);
   });
 });

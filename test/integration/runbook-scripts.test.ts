@@ -78,7 +78,12 @@ describe('media runbook scripts', () => {
     db = await ownDatabase();
     primary = await startS3Server({ bucket: 'runbook-media-primary' });
     backup = await startS3Server({ bucket: 'runbook-media-backup' });
-    api = await startInstance({ DATABASE_URL: db.url, ...mediaEnv('PRIMARY', primary), ...mediaEnv('BACKUP', backup), MEDIA_SYNC_INLINE_MAX: '1' });
+    api = await startInstance({
+      DATABASE_URL: db.url,
+      ...mediaEnv('PRIMARY', primary),
+      ...mediaEnv('BACKUP', backup),
+      MEDIA_SYNC_INLINE_MAX: '1',
+    });
   });
   afterAll(async () => {
     await api.stop();

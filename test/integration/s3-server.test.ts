@@ -16,7 +16,14 @@ describe('the test S3 server behaves like S3 where the media invariants depend o
 
   beforeAll(async () => {
     s3 = await startS3Server({ bucket: 's3-it' });
-    store = new MinioObjectStore({ name: 'primary', endpoint: s3.endpoint, accessKey: s3.accessKey, secretKey: s3.secretKey, bucket: s3.bucket, region: 'us-east-1' });
+    store = new MinioObjectStore({
+      name: 'primary',
+      endpoint: s3.endpoint,
+      accessKey: s3.accessKey,
+      secretKey: s3.secretKey,
+      bucket: s3.bucket,
+      region: 'us-east-1',
+    });
   });
   afterAll(async () => {
     store.close();
@@ -29,11 +36,13 @@ describe('the test S3 server behaves like S3 where the media invariants depend o
     const next = randomBytes(256 * 1024);
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
-    const slow = Readable.from((async function* () {
-      yield next.subarray(0, 100_000);
-      await gate;
-      yield next.subarray(100_000);
-    })());
+    const slow = Readable.from(
+      (async function* () {
+        yield next.subarray(0, 100_000);
+        await gate;
+        yield next.subarray(100_000);
+      })(),
+    );
     const putting = store.put('atomic/obj', slow, next.length, 'application/octet-stream');
     await new Promise((r) => setTimeout(r, 200));
     expect((await readAll(await store.get('atomic/obj'))).equals(old)).toBe(true);
@@ -44,9 +53,19 @@ describe('the test S3 server behaves like S3 where the media invariants depend o
   });
 
   it('an aborted PUT publishes nothing', async () => {
-    const url = new URL(await (store as unknown as { client: { presignedPutObject(b: string, k: string, s: number): Promise<string> } }).client.presignedPutObject(s3.bucket, 'atomic/aborted', 60));
+    const url = new URL(
+      await (
+        store as unknown as { client: { presignedPutObject(b: string, k: string, s: number): Promise<string> } }
+      ).client.presignedPutObject(s3.bucket, 'atomic/aborted', 60),
+    );
     await new Promise<void>((resolve) => {
-      const req = http.request({ hostname: url.hostname, port: url.port, path: url.pathname + url.search, method: 'PUT', headers: { 'Content-Length': '100000' } });
+      const req = http.request({
+        hostname: url.hostname,
+        port: url.port,
+        path: url.pathname + url.search,
+        method: 'PUT',
+        headers: { 'Content-Length': '100000' },
+      });
       req.on('error', () => resolve());
       req.write(randomBytes(40_000));
       setTimeout(() => {
@@ -64,9 +83,11 @@ describe('the test S3 server behaves like S3 where the media invariants depend o
   it('lists past 1,000 objects, page after page, in key order', async () => {
     const keys = Array.from({ length: 2100 }, (_, i) => `many/${String(i).padStart(5, '0')}`);
     const queue = [...keys];
-    await Promise.all(Array.from({ length: 16 }, async () => {
-      for (let k = queue.shift(); k; k = queue.shift()) await store.put(k, Readable.from([Buffer.from(k)]), k.length, 'text/plain');
-    }));
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        for (let k = queue.shift(); k; k = queue.shift()) await store.put(k, Readable.from([Buffer.from(k)]), k.length, 'text/plain');
+      }),
+    );
     const listed: string[] = [];
     for await (const o of store.list('many/')) listed.push(o.key);
     expect(listed).toEqual(keys);

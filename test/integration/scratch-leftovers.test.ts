@@ -33,15 +33,31 @@ describe('scratch clusters left by a worker that died mid-validation', () => {
   });
   afterEach(() => rmSync(root, { recursive: true, force: true }));
 
-  it('a running scratch server of a dead worker is stopped and its directory deleted; a live worker\'s is kept', async () => {
+  it("a running scratch server of a dead worker is stopped and its directory deleted; a live worker's is kept", async () => {
     const dir = join(root, `v-${await deadPid()}-deadbeef`);
     const mine = join(root, scratchName('live0000'));
     for (const d of [dir, mine]) {
       mkdirSync(d, { mode: 0o700 });
       if (process.getuid?.() === 0) chownSync(d, uidOf('postgres').uid, uidOf('postgres').gid);
     }
-    await runAs('postgres', join(BIN, 'initdb'), ['-D', join(dir, 'data'), '-U', 'postgres', '--auth=trust', '--no-sync'], { timeoutMs: 60_000 });
-    await runAs('postgres', join(BIN, 'pg_ctl'), ['-D', join(dir, 'data'), '-o', `-c listen_addresses='' -c unix_socket_directories='${dir}' -c port=5999`, '-l', join(dir, 'server.log'), '-w', 'start'], { timeoutMs: 60_000 });
+    await runAs('postgres', join(BIN, 'initdb'), ['-D', join(dir, 'data'), '-U', 'postgres', '--auth=trust', '--no-sync'], {
+      timeoutMs: 60_000,
+    });
+    await runAs(
+      'postgres',
+      join(BIN, 'pg_ctl'),
+      [
+        '-D',
+        join(dir, 'data'),
+        '-o',
+        `-c listen_addresses='' -c unix_socket_directories='${dir}' -c port=5999`,
+        '-l',
+        join(dir, 'server.log'),
+        '-w',
+        'start',
+      ],
+      { timeoutMs: 60_000 },
+    );
     const pid = Number(readFileSync(join(dir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]);
     expect(running(pid)).toBe(true);
 

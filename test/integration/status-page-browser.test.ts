@@ -34,7 +34,16 @@ describe('status page in real headless Chromium', () => {
       executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
       headless: true,
       userDataDir: profile,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run', '--disable-dev-shm-usage'],
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+        '--disable-dev-shm-usage',
+      ],
     });
   }, 30_000);
   afterAll(async () => {
@@ -67,13 +76,24 @@ describe('status page in real headless Chromium', () => {
     // The live stream is connected once the first status event has arrived; give it that moment.
     await new Promise((r) => setTimeout(r, 300));
 
-    const created = await request(api.url).post('/admin/incidents').set(op).send({ severity: 'P1', title: 'Media uploads failing', components: ['media-uploads'], summary: 'Some uploads fail; downloads work.' });
+    const created = await request(api.url)
+      .post('/admin/incidents')
+      .set(op)
+      .send({
+        severity: 'P1',
+        title: 'Media uploads failing',
+        components: ['media-uploads'],
+        summary: 'Some uploads fail; downloads work.',
+      });
     expect(created.status).toBe(201);
     // From the moment the incident exists (the API answered) to the page showing it.
     const opened = Date.now();
     await page.waitForFunction(mainIncludes('Media uploads failing'), { timeout: 2000, polling: 50 });
     expect(Date.now() - opened).toBeLessThan(2000);
-    await request(api.url).post(`/admin/incidents/${created.body.id}/updates`).set(op).send({ message: 'Uploads are moving to the backup storage.', visibility: 'public', status: 'identified' });
+    await request(api.url)
+      .post(`/admin/incidents/${created.body.id}/updates`)
+      .set(op)
+      .send({ message: 'Uploads are moving to the backup storage.', visibility: 'public', status: 'identified' });
     await page.waitForFunction(mainIncludes('moving to the backup storage'), { timeout: 2000, polling: 50 });
 
     await page.evaluate(axe.source);
@@ -88,8 +108,14 @@ describe('status page in real headless Chromium', () => {
   }, 30_000);
 
   it('without JavaScript the page still shows components and the open incident', async () => {
-    const { body: inc } = await request(api.url).post('/admin/incidents').set(op).send({ severity: 'P2', title: 'Slow downloads', components: ['media-downloads'], summary: 'Downloads are slow.' });
-    await request(api.url).post(`/admin/incidents/${inc.id}/updates`).set(op).send({ message: 'A fix is rolling out.', visibility: 'public', status: 'monitoring' });
+    const { body: inc } = await request(api.url)
+      .post('/admin/incidents')
+      .set(op)
+      .send({ severity: 'P2', title: 'Slow downloads', components: ['media-downloads'], summary: 'Downloads are slow.' });
+    await request(api.url)
+      .post(`/admin/incidents/${inc.id}/updates`)
+      .set(op)
+      .send({ message: 'A fix is rolling out.', visibility: 'public', status: 'monitoring' });
     const { page, problems } = await open(false);
     const text = await page.$eval('main', (m) => m.textContent ?? '');
     expect(text).toContain('Slow downloads');

@@ -19,7 +19,16 @@ describe('switchover: the promoted node dies after writes resumed on it, before 
     cluster = await startPgCluster();
     await migrate(cluster.primary.url(), MIGRATIONS_DIR);
     s3 = await startS3Server({ bucket: 'stop-check' });
-    api = await startInstance({ ...mediaEnv('PRIMARY', s3), DATABASE_URL: cluster.primary.url(), DATABASE_REPLICA_URL: cluster.replica.url(), HEALTH_TIMEOUT_MS: '500', INSTANCE_ID: 'sc-a' }, uniquePrefix());
+    api = await startInstance(
+      {
+        ...mediaEnv('PRIMARY', s3),
+        DATABASE_URL: cluster.primary.url(),
+        DATABASE_REPLICA_URL: cluster.replica.url(),
+        HEALTH_TIMEOUT_MS: '500',
+        INSTANCE_ID: 'sc-a',
+      },
+      uniquePrefix(),
+    );
   }, 60_000);
   afterAll(async () => {
     await api?.stop();
@@ -28,7 +37,11 @@ describe('switchover: the promoted node dies after writes resumed on it, before 
   });
 
   it('the old primary is not stopped (it stays fenced, running) and the answer is a failure naming stop_old_primary', async () => {
-    await eventually(() => request(api.url).post('/admin/database/switchover').set(auth).send({ to: 'replica', confirm: 'switchover', dryRun: true }), (r) => r.body.wouldSwitch === true, 15_000);
+    await eventually(
+      () => request(api.url).post('/admin/database/switchover').set(auth).send({ to: 'replica', confirm: 'switchover', dryRun: true }),
+      (r) => r.body.wouldSwitch === true,
+      15_000,
+    );
     api.service.database.switchover.hook = async (step) => {
       if (step === 'stop_old_primary') await cluster.replica.stop('immediate');
     };
@@ -39,7 +52,13 @@ describe('switchover: the promoted node dies after writes resumed on it, before 
       api.service.database.switchover.hook = undefined;
     }
     expect(res.status).toBe(503);
-    expect(res.body.error).toMatchObject({ code: 'switchover_failed', failedStep: 'stop_old_primary', rolledBack: false, rolledForward: false, bytesLost: 0 });
+    expect(res.body.error).toMatchObject({
+      code: 'switchover_failed',
+      failedStep: 'stop_old_primary',
+      rolledBack: false,
+      rolledForward: false,
+      bytesLost: 0,
+    });
     expect(res.body.error.message).toContain('primary was not stopped');
     expect(res.body.error.steps.map((s: { name: string; ok: boolean }) => [s.name, s.ok])).toEqual([
       ['read_only_on', true],

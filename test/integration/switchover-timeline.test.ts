@@ -42,18 +42,26 @@ describe('timelines right after a promotion, before its checkpoint', () => {
     expect(await nodes.facts('replica')).toMatchObject({ ok: true, inRecovery: false, timeline: 2 });
     expect((await nodes.verifyWrites('replica', 3000)).timeline).toBe(2);
     const controller = new AbortController();
-    expect(await probeDatabase({ connectionString: urls.replica, timeoutMs: 3000, signal: controller.signal })).toMatchObject({ inRecovery: false, timeline: 2 });
+    expect(await probeDatabase({ connectionString: urls.replica, timeoutMs: 3000, signal: controller.signal })).toMatchObject({
+      inRecovery: false,
+      timeline: 2,
+    });
     // A switchover back to the (stopped) primary: refused, and the detail names the real timeline.
     const state = { ...INITIAL_STATE, database: { active: 'replica' as const, since: null, by: null } };
     const check = await checkSwitchover({ clients, nodes, dr: { current: () => state } as never }, 'primary', 1024);
-    expect(check.checks.find((c) => c.name === 'old_primary_is_primary')).toMatchObject({ ok: true, detail: 'replica is the primary (timeline 2)' });
+    expect(check.checks.find((c) => c.name === 'old_primary_is_primary')).toMatchObject({
+      ok: true,
+      detail: 'replica is the primary (timeline 2)',
+    });
     // Still before any checkpoint: the comparison above was made inside the window.
     expect((await query<{ tli: number }>(cluster.replica, 'SELECT timeline_id AS tli FROM pg_control_checkpoint()'))[0]!.tli).toBe(1);
 
     // Killed inside the window (its control file still says timeline 1): rebuilding it from the old
     // primary, on timeline 1, would throw away timeline 2. The script reads the newest timeline
     // from the history file the promotion wrote, and refuses.
-    const pids = (await query<{ pid: number }>(cluster.replica, 'SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()')).map((r) => r.pid);
+    const pids = (await query<{ pid: number }>(cluster.replica, 'SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid()')).map(
+      (r) => r.pid,
+    );
     const postmaster = Number(readFileSync(join(cluster.replica.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
     for (const pid of [postmaster, ...pids]) {
       try {
@@ -68,7 +76,13 @@ describe('timelines right after a promotion, before its checkpoint', () => {
     await new Promise((r) => setTimeout(r, 500));
     rmSync(join(cluster.replica.dataDir, 'postmaster.pid'), { force: true });
     await cluster.primary.start();
-    const rebuilt = await drScript('rebuild-primary.sh', ['--pgdata', cluster.replica.dataDir, '--source', cluster.primary.url(), '--confirm']);
+    const rebuilt = await drScript('rebuild-primary.sh', [
+      '--pgdata',
+      cluster.replica.dataDir,
+      '--source',
+      cluster.primary.url(),
+      '--confirm',
+    ]);
     expect(rebuilt.code).toBe(1);
     expect(rebuilt.stderr).toContain('timeline 2, newer than the source');
   }, 60_000);

@@ -74,14 +74,21 @@ describe('read-only TTL and the DR state lease, against a real primary and strea
   });
 
   const readOnly = (api: TestInstance, enabled: boolean, extra: object = {}) =>
-    request(api.url).put('/admin/read-only').set(auth).send({ enabled, reason: enabled ? 'incident' : 'over', ...extra });
+    request(api.url)
+      .put('/admin/read-only')
+      .set(auth)
+      .send({ enabled, reason: enabled ? 'incident' : 'over', ...extra });
   const sw = (api: TestInstance, to: string) => request(api.url).post('/admin/database/switch').set(auth).send({ to });
 
   it('TTL on, switch to the unpromoted replica, Redis down at expiry: read-only stays on everywhere, says why, audited once; Redis back empty records the refusal', async () => {
     const on = await readOnly(a, true, { ttlSeconds: 3 });
     expect(on.status).toBe(200);
     expect((await sw(a, 'replica')).status).toBe(200);
-    await eventually(() => request(b.url).get('/admin/read-only').set(auth), (r) => r.body.version === on.body.version + 1, 3000);
+    await eventually(
+      () => request(b.url).get('/admin/read-only').set(auth),
+      (r) => r.body.version === on.body.version + 1,
+      3000,
+    );
     await redis.stop();
     redisDown = true;
     await sleep(Date.parse(on.body.readOnly.expiresAt) - Date.now() + 1500);
@@ -90,12 +97,19 @@ describe('read-only TTL and the DR state lease, against a real primary and strea
     for (const api of [a, b]) {
       const status = await request(api.url).get('/admin/read-only').set(auth);
       // The target is a standby, or (a probe timed out under load) not verifiable: refused either way.
-      expect(status.body).toMatchObject({ enabled: true, active: true, ttlExpiryRefused: { kind: 'unsafe', reason: expect.stringMatching(/(standby|cannot be verified).*Redis/) } });
+      expect(status.body).toMatchObject({
+        enabled: true,
+        active: true,
+        ttlExpiryRefused: { kind: 'unsafe', reason: expect.stringMatching(/(standby|cannot be verified).*Redis/) },
+      });
       const write = await request(api.url).put('/media/ttl/refused').send('x');
       expect(write.status).toBe(503);
       expect(write.body.error.code).toBe('read_only');
       const health = await request(api.url).get('/health').set(auth);
-      expect(health.body).toMatchObject({ readOnly: true, readOnlyTtlExpiryRefused: { kind: 'unsafe', reason: expect.stringMatching(/standby|cannot be verified/) } });
+      expect(health.body).toMatchObject({
+        readOnly: true,
+        readOnlyTtlExpiryRefused: { kind: 'unsafe', reason: expect.stringMatching(/standby|cannot be verified/) },
+      });
       expect(health.body.status).not.toBe('healthy');
       const state = await request(api.url).get('/admin/dr/state').set(auth);
       expect(state.body.readOnly).toMatchObject({ active: true, ttlExpiryRefused: { kind: 'unsafe' } });
@@ -117,14 +131,40 @@ describe('read-only TTL and the DR state lease, against a real primary and strea
       (s) => s.stateStore === 'up' && s.readOnly?.expiresAt === null,
       10_000,
     );
-    expect(kept.readOnly).toMatchObject({ enabled: true, active: true, by: 'system:ttl', ttlExpiryRefused: { reason: expect.stringMatching(/standby|cannot be verified/) } });
+    expect(kept.readOnly).toMatchObject({
+      enabled: true,
+      active: true,
+      by: 'system:ttl',
+      ttlExpiryRefused: { reason: expect.stringMatching(/standby|cannot be verified/) },
+    });
     expect(kept.database.active).toBe('replica');
 
     // Back to the primary; the events reach PostgreSQL: once per instance and kind, plus one recorded refusal.
-    expect((await eventually(() => sw(a, 'primary'), (r) => r.status === 200, 8000)).status).toBe(200);
-    expect((await eventually(() => readOnly(a, false), (r) => r.status === 200, 8000)).status).toBe(200);
-    const refused = (r: { body: { events?: { action: string; result: string }[] } }) => (r.body.events ?? []).filter((e) => e.action === 'read_only.expire' && e.result === 'refused');
-    const audit = await eventually(() => request(a.url).get('/admin/audit?limit=200').set(auth), (r) => refused(r).length >= 3, 10_000);
+    expect(
+      (
+        await eventually(
+          () => sw(a, 'primary'),
+          (r) => r.status === 200,
+          8000,
+        )
+      ).status,
+    ).toBe(200);
+    expect(
+      (
+        await eventually(
+          () => readOnly(a, false),
+          (r) => r.status === 200,
+          8000,
+        )
+      ).status,
+    ).toBe(200);
+    const refused = (r: { body: { events?: { action: string; result: string }[] } }) =>
+      (r.body.events ?? []).filter((e) => e.action === 'read_only.expire' && e.result === 'refused');
+    const audit = await eventually(
+      () => request(a.url).get('/admin/audit?limit=200').set(auth),
+      (r) => refused(r).length >= 3,
+      10_000,
+    );
     const keys = refused(audit).map((e) => {
       const ev = e as unknown as { instanceId: string; detail: { kind?: string } };
       return `${ev.instanceId}:${ev.detail.kind ?? 'recorded'}`;
@@ -136,9 +176,21 @@ describe('read-only TTL and the DR state lease, against a real primary and strea
 
   it('a TTL lifted with Redis up and the primary verified writable turns writes back on (the safe path still works)', async () => {
     expect((await readOnly(a, true, { ttlSeconds: 1 })).status).toBe(200);
-    const off = await eventually(async () => (await request(b.url).get('/admin/read-only').set(auth)).body, (s) => s.enabled === false, 6000);
+    const off = await eventually(
+      async () => (await request(b.url).get('/admin/read-only').set(auth)).body,
+      (s) => s.enabled === false,
+      6000,
+    );
     expect(off).toMatchObject({ enabled: false, by: 'system:ttl' });
-    expect((await eventually(() => request(b.url).put('/media/ttl/after-expiry').send('y'), (r) => r.status === 201, 3000)).status).toBe(201);
+    expect(
+      (
+        await eventually(
+          () => request(b.url).put('/media/ttl/after-expiry').send('y'),
+          (r) => r.status === 201,
+          3000,
+        )
+      ).status,
+    ).toBe(201);
   });
 
   it('an instance cut off from Redis stops acknowledging writes after the lease; enable waits for it until then and says so; no write is acknowledged after the answer', async () => {
@@ -187,7 +239,11 @@ describe('read-only TTL and the DR state lease, against a real primary and strea
 
     // Reconnected: b confirms the state (read-only on) before it stops refusing.
     proxy.setMode('pass');
-    const back = await eventually(() => request(b.url).put('/media/lease/reconnected').send('r'), (r) => r.body.error?.code === 'read_only', 8000);
+    const back = await eventually(
+      () => request(b.url).put('/media/lease/reconnected').send('r'),
+      (r) => r.body.error?.code === 'read_only',
+      8000,
+    );
     expect(back.status).toBe(503);
     const lifted = await readOnly(a, false);
     expect(lifted.status).toBe(200);

@@ -11,7 +11,9 @@ describe('the validation schedule across workers', () => {
     const key = `${uniquePrefix()}schedule:test`;
     const fired: number[] = [];
     const { logger } = captureLogger('silent');
-    const schedules = [0, 1, 2].map((i) => new IntervalSchedule({ redis, key, intervalSeconds: 60, checkMs: 1000, logger, fire: async () => void fired.push(i) }));
+    const schedules = [0, 1, 2].map(
+      (i) => new IntervalSchedule({ redis, key, intervalSeconds: 60, checkMs: 1000, logger, fire: async () => void fired.push(i) }),
+    );
     const start = Math.floor(Date.now() / 60_000) * 60_000;
     for (let slot = 0; slot < 5; slot += 1) {
       // Every worker ticks several times within each slot, interleaved.
@@ -21,7 +23,14 @@ describe('the validation schedule across workers', () => {
   });
 
   it('is off when the interval is 0', () => {
-    const s = new IntervalSchedule({ redis, key: 'unused', intervalSeconds: 0, checkMs: 10, logger: captureLogger('silent').logger, fire: async () => undefined });
+    const s = new IntervalSchedule({
+      redis,
+      key: 'unused',
+      intervalSeconds: 0,
+      checkMs: 10,
+      logger: captureLogger('silent').logger,
+      fire: async () => undefined,
+    });
     s.start();
     expect((s as unknown as { timer: unknown }).timer).toBeUndefined();
   });

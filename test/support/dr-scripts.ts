@@ -10,7 +10,10 @@ const SCRIPTS = join(__dirname, '..', '..', 'scripts', 'dr');
 /** Runs a runbook script with a bare environment; never throws, returns the exit code. */
 export async function drScript(name: string, args: string[], env: Record<string, string> = {}) {
   try {
-    const { stdout, stderr } = await run('bash', [join(SCRIPTS, name), ...args], { env: { PATH: process.env.PATH ?? '', ...env }, timeout: 120_000 });
+    const { stdout, stderr } = await run('bash', [join(SCRIPTS, name), ...args], {
+      env: { PATH: process.env.PATH ?? '', ...env },
+      timeout: 120_000,
+    });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -35,7 +38,9 @@ export async function caughtUp(primary: PgNode, standby: PgNode, timeoutMs = 15_
   const { lsn } = (await query<{ lsn: string }>(primary, 'SELECT pg_current_wal_lsn()::text AS lsn'))[0]!;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const { behind } = (await query<{ behind: boolean }>(standby, 'SELECT coalesce(pg_last_wal_replay_lsn() < $1::pg_lsn, true) AS behind', [lsn]))[0]!;
+    const { behind } = (
+      await query<{ behind: boolean }>(standby, 'SELECT coalesce(pg_last_wal_replay_lsn() < $1::pg_lsn, true) AS behind', [lsn])
+    )[0]!;
     if (!behind) return;
     if (Date.now() > deadline) throw new Error('the standby did not catch up');
     await new Promise((r) => setTimeout(r, 100));

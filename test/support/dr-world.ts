@@ -18,7 +18,15 @@ export function drWorld(options: { now?: () => number } = {}) {
   const instance = (id = 'api-1') => {
     const { logger, text } = captureLogger();
     const metrics: Metrics = createMetrics();
-    const dr = new DrStateService({ store, subscribe: () => ({ close: async () => undefined }), instanceId: id, syncIntervalMs: 60_000, metrics, logger, now: options.now });
+    const dr = new DrStateService({
+      store,
+      subscribe: () => ({ close: async () => undefined }),
+      instanceId: id,
+      syncIntervalMs: 60_000,
+      metrics,
+      logger,
+      now: options.now,
+    });
     const audit = new AuditLog({ sink, spool, logger, instanceId: id, flushIntervalMs: 60_000, now: options.now });
     return { id, dr, audit, locks: new ClusterLock(lockStore, id), metrics, logger, log: text };
   };

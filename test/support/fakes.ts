@@ -98,7 +98,17 @@ export class MemoryMediaRepository implements MediaRepository {
     const old = this.rows.get(w.key);
     if (old?.version) this.versions.get(old.version)!.replaced = true;
     this.versions.set(w.version, { key: w.key, replaced: false });
-    const meta: MediaMetadata = { key: w.key, size: w.size, sha256: w.sha256, contentType: w.contentType, backend: w.backend, createdAt: w.createdAt, version: w.version, backends: [w.backend], seq: ++this.seq };
+    const meta: MediaMetadata = {
+      key: w.key,
+      size: w.size,
+      sha256: w.sha256,
+      contentType: w.contentType,
+      backend: w.backend,
+      createdAt: w.createdAt,
+      version: w.version,
+      backends: [w.backend],
+      seq: ++this.seq,
+    };
     this.rows.set(w.key, meta);
     if (this.loseAnswer) throw new Error('Connection terminated unexpectedly');
     return meta;
@@ -154,7 +164,10 @@ export class MemoryVersionRepository implements MediaVersionRepository {
   readonly versions = new Map<string, StoredVersion>();
   /** key -> current version id */
   readonly pointers = new Map<string, string>();
-  readonly outbox = new Map<string, { version: string; target: MediaBackendName; attempts: number; leaseUntil: number; createdAt: number }>();
+  readonly outbox = new Map<
+    string,
+    { version: string; target: MediaBackendName; attempts: number; leaseUntil: number; createdAt: number }
+  >();
   failWith?: Error;
   private nextTask = 0;
 
@@ -164,7 +177,8 @@ export class MemoryVersionRepository implements MediaVersionRepository {
     if (old) this.versions.get(old)!.replaced = true;
     this.versions.set(version.id, version);
     this.pointers.set(key, version.id);
-    for (const target of copyTo) this.outbox.set(String(++this.nextTask), { version: version.id, target, attempts: 0, leaseUntil: 0, createdAt: Date.now() });
+    for (const target of copyTo)
+      this.outbox.set(String(++this.nextTask), { version: version.id, target, attempts: 0, leaseUntil: 0, createdAt: Date.now() });
   }
   private check() {
     if (this.failWith) throw this.failWith;
@@ -202,11 +216,16 @@ export class MemoryVersionRepository implements MediaVersionRepository {
     return { backlog: this.outbox.size, oldestAgeSeconds: this.outbox.size ? (Date.now() - oldest) / 1000 : 0 };
   }
   private currentSorted(afterKey: string) {
-    return [...this.pointers].filter(([k]) => k > afterKey).sort(([a], [b]) => (a < b ? -1 : 1)).map(([, id]) => this.versions.get(id)!);
+    return [...this.pointers]
+      .filter(([k]) => k > afterKey)
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([, id]) => this.versions.get(id)!);
   }
   async currentMissingOn(target: MediaBackendName, afterKey: string, limit: number) {
     this.check();
-    return this.currentSorted(afterKey).filter((v) => !v.backends.includes(target)).slice(0, limit);
+    return this.currentSorted(afterKey)
+      .filter((v) => !v.backends.includes(target))
+      .slice(0, limit);
   }
   async current(afterKey: string, limit: number) {
     this.check();
@@ -355,8 +374,18 @@ export class MemoryAuditSpool implements AuditSpool {
 }
 
 const fakeBackup = (label: string, stoppedAt: string) => ({
-  label, type: 'full' as const, startedAt: stoppedAt, stoppedAt, sizeBytes: 10, deltaBytes: 10, repositorySizeBytes: 5, repositoryDeltaBytes: 5,
-  wal: { start: '000000010000000000000002', stop: '000000010000000000000002' }, lsn: { start: '0/2000028', stop: '0/2000100' }, prior: null, error: false,
+  label,
+  type: 'full' as const,
+  startedAt: stoppedAt,
+  stoppedAt,
+  sizeBytes: 10,
+  deltaBytes: 10,
+  repositorySizeBytes: 5,
+  repositoryDeltaBytes: 5,
+  wal: { start: '000000010000000000000002', stop: '000000010000000000000002' },
+  lsn: { start: '0/2000028', stop: '0/2000100' },
+  prior: null,
+  error: false,
 });
 
 /** pgBackRest stand-in: one full backup listed; the first `failures` backups fail, later ones add to the list. */
@@ -367,7 +396,12 @@ export class FakeBackupTool implements BackupTool {
   gate?: Promise<void>;
   constructor(private readonly options: { failures: number } = { failures: 0 }) {}
   async info(): Promise<StanzaInfo> {
-    return { stanza: 'main', status: { code: 0, message: 'ok' }, archive: { min: '000000010000000000000001', max: '000000010000000000000009' }, backups: [...this.backups] };
+    return {
+      stanza: 'main',
+      status: { code: 0, message: 'ok' },
+      archive: { min: '000000010000000000000001', max: '000000010000000000000009' },
+      backups: [...this.backups],
+    };
   }
   async backup(): Promise<void> {
     this.attempts += 1;

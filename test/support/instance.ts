@@ -25,7 +25,11 @@ export function uniquePrefix(): string {
 }
 
 /** Starts a whole service instance on a free port, as server.ts would, with captured logs. */
-export async function startInstance(env: Record<string, string | undefined>, redisKeyPrefix = uniquePrefix(), options: ServiceOptions = {}): Promise<TestInstance> {
+export async function startInstance(
+  env: Record<string, string | undefined>,
+  redisKeyPrefix = uniquePrefix(),
+  options: ServiceOptions = {},
+): Promise<TestInstance> {
   const config = loadConfig({
     DATABASE_URL: process.env.TEST_DATABASE_URL,
     PORT: '0',

@@ -65,7 +65,11 @@ async function childInstance(env: Record<string, string>) {
     url,
     async start() {
       port = await freePort();
-      child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', ...env, PORT: String(port), HOST: '127.0.0.1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+        cwd: ROOT,
+        env: { PATH: process.env.PATH ?? '', ...env, PORT: String(port), HOST: '127.0.0.1' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       child.stdout!.on('data', (c: Buffer) => (log = (log + c.toString()).slice(-200_000)));
       child.stderr!.on('data', (c: Buffer) => (log = (log + c.toString()).slice(-200_000)));
       const deadline = Date.now() + 30_000;
@@ -93,7 +97,15 @@ async function childInstance(env: Record<string, string>) {
 }
 
 export async function runTorture(options: { seconds: number; keys?: number; writers?: number }): Promise<TortureReport> {
-  const report: TortureReport = { ops: {}, faults: {}, reads: { ok: 0, notFound: 0, unavailable: 0 }, keys: 0, versionsChecked: 0, objectsChecked: 0, violations: [] };
+  const report: TortureReport = {
+    ops: {},
+    faults: {},
+    reads: { ok: 0, notFound: 0, unavailable: 0 },
+    keys: 0,
+    versionsChecked: 0,
+    objectsChecked: 0,
+    violations: [],
+  };
   const violation = (v: string) => {
     if (report.violations.length < 200) report.violations.push(v);
   };
@@ -146,10 +158,16 @@ export async function runTorture(options: { seconds: number; keys?: number; writ
         const op: Op = { key, kind: 'put', sha: sha256Hex(body), start: Date.now(), end: 0, outcome: 'uncertain' };
         ops.push(op);
         try {
-          const res = await fetch(`${url}/media/${key}`, { method: 'PUT', body, headers: { 'Content-Type': 'application/octet-stream' }, signal: AbortSignal.timeout(15_000) });
+          const res = await fetch(`${url}/media/${key}`, {
+            method: 'PUT',
+            body,
+            headers: { 'Content-Type': 'application/octet-stream' },
+            signal: AbortSignal.timeout(15_000),
+          });
           const json = (await res.json().catch(() => ({}))) as { sha256?: string; error?: { code?: string } };
           op.outcome = classify(res.status, json.error?.code);
-          if (op.outcome === 'ack' && json.sha256 !== op.sha) violation(`PUT ${key} acknowledged sha ${json.sha256} for a body of sha ${op.sha}`);
+          if (op.outcome === 'ack' && json.sha256 !== op.sha)
+            violation(`PUT ${key} acknowledged sha ${json.sha256} for a body of sha ${op.sha}`);
         } catch (err) {
           op.outcome = networkOutcome(err);
         }
@@ -197,7 +215,8 @@ export async function runTorture(options: { seconds: number; keys?: number; writ
       const digest = sha256Hex(body);
       const etag = res.headers.get('etag');
       if (etag !== `"${digest}"`) violation(`GET ${key} served a body of sha ${digest} under ETag ${etag}`);
-      if (Number(res.headers.get('content-length')) !== body.length) violation(`GET ${key} served ${body.length} bytes under Content-Length ${res.headers.get('content-length')}`);
+      if (Number(res.headers.get('content-length')) !== body.length)
+        violation(`GET ${key} served ${body.length} bytes under Content-Length ${res.headers.get('content-length')}`);
       const puts = ops.filter((o) => o.key === key && o.kind === 'put' && o.sha === digest);
       if (puts.length === 0) violation(`GET ${key} served content (sha ${digest}) no PUT sent`);
       else if (puts.every((o) => o.outcome === 'refused')) violation(`GET ${key} served a refused PUT (sha ${digest})`);
@@ -209,7 +228,12 @@ export async function runTorture(options: { seconds: number; keys?: number; writ
   };
 
   const admin = (url: string, path: string, body: object) =>
-    fetch(`${url}${path}`, { method: 'POST', headers: { Authorization: `Bearer ${OPERATOR_TOKEN}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(20_000) })
+    fetch(`${url}${path}`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${OPERATOR_TOKEN}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(20_000),
+    })
       .then((r) => r.status)
       .catch(() => 0);
 
@@ -218,7 +242,8 @@ export async function runTorture(options: { seconds: number; keys?: number; writ
     let round: string[] = [];
     while (Date.now() < deadline - 2000) {
       await sleep(500 + Math.random() * 1200);
-      if (round.length === 0) round = ['primary', 'backup', 'redis', 'postgres', 'instance', 'switch', 'sync'].sort(() => Math.random() - 0.5);
+      if (round.length === 0)
+        round = ['primary', 'backup', 'redis', 'postgres', 'instance', 'switch', 'sync'].sort(() => Math.random() - 0.5);
       const fault = round.pop()!;
       count(report.faults, fault);
       const down = 500 + Math.random() * 2500;
@@ -272,11 +297,27 @@ export async function runTorture(options: { seconds: number; keys?: number; writ
       await a.service.media.gc.sweepOrphans();
 
       const stores: Record<string, ObjectStore> = {};
-      for (const [name, s3] of [['primary', primary], ['backup', backup]] as const) {
-        stores[name] = new MinioObjectStore({ name, endpoint: s3.endpoint, accessKey: s3.accessKey, secretKey: s3.secretKey, bucket: s3.bucket, region: 'us-east-1' });
+      for (const [name, s3] of [
+        ['primary', primary],
+        ['backup', backup],
+      ] as const) {
+        stores[name] = new MinioObjectStore({
+          name,
+          endpoint: s3.endpoint,
+          accessKey: s3.accessKey,
+          secretKey: s3.secretKey,
+          bucket: s3.bucket,
+          region: 'us-east-1',
+        });
       }
       // 1. Every key: the final state is one a linearizable store could end in, and both instances serve it.
-      const pointers = new Map((await client.query<{ key: string; version: string; sha256: string; size: string }>('SELECT key, version::text AS version, sha256, size FROM media_objects WHERE deleted_at IS NULL')).rows.map((r) => [r.key, r]));
+      const pointers = new Map(
+        (
+          await client.query<{ key: string; version: string; sha256: string; size: string }>(
+            'SELECT key, version::text AS version, sha256, size FROM media_objects WHERE deleted_at IS NULL',
+          )
+        ).rows.map((r) => [r.key, r]),
+      );
       for (const key of keys) {
         report.keys += 1;
         const mine = ops.filter((o) => o.key === key);
@@ -284,30 +325,37 @@ export async function runTorture(options: { seconds: number; keys?: number; writ
         const possibleLast = (o: Op) => !acked.some((x) => x !== o && x.start > (o.outcome === 'uncertain' ? Infinity : o.end));
         const ptr = pointers.get(key);
         if (ptr) {
-          const candidates = mine.filter((o) => o.kind === 'put' && o.sha === ptr.sha256.trim() && (o.outcome === 'ack' || o.outcome === 'uncertain'));
+          const candidates = mine.filter(
+            (o) => o.kind === 'put' && o.sha === ptr.sha256.trim() && (o.outcome === 'ack' || o.outcome === 'uncertain'),
+          );
           if (candidates.length === 0) violation(`${key} ends on sha ${ptr.sha256} which no acknowledged or pending PUT wrote`);
           else if (!candidates.some(possibleLast)) violation(`${key} ends on an acknowledged PUT that a later acknowledged write replaced`);
         } else {
           const everWritten = mine.some((o) => o.kind === 'put' && o.outcome === 'ack');
           const deletes = mine.filter((o) => o.kind === 'delete' && (o.outcome === 'ack' || o.outcome === 'uncertain'));
-          if (everWritten && !deletes.some(possibleLast)) violation(`${key} is absent although no DELETE came after its last acknowledged PUT`);
+          if (everWritten && !deletes.some(possibleLast))
+            violation(`${key} is absent although no DELETE came after its last acknowledged PUT`);
         }
         for (const url of [a.url, b.url]) {
           const served = await checkRead(url, key, true);
-          if (served !== undefined && served !== (ptr ? ptr.sha256.trim() : null)) violation(`final GET ${key} via ${url} served ${served} but the metadata says ${ptr?.sha256 ?? 'absent'}`);
+          if (served !== undefined && served !== (ptr ? ptr.sha256.trim() : null))
+            violation(`final GET ${key} via ${url} served ${served} but the metadata says ${ptr?.sha256 ?? 'absent'}`);
         }
       }
       // 2. Every version row: a current version is complete, with its sha256, on every backend it names (both, after the backup drained).
-      const versions = (await client.query<{ id: string; key: string; sha256: string; backends: string[]; current: boolean }>(
-        `SELECT v.id::text AS id, v.key, v.sha256, v.backends, (o.version IS NOT NULL) AS current FROM media_versions v LEFT JOIN media_objects o ON o.version = v.id`,
-      )).rows;
+      const versions = (
+        await client.query<{ id: string; key: string; sha256: string; backends: string[]; current: boolean }>(
+          `SELECT v.id::text AS id, v.key, v.sha256, v.backends, (o.version IS NOT NULL) AS current FROM media_versions v LEFT JOIN media_objects o ON o.version = v.id`,
+        )
+      ).rows;
       for (const v of versions) {
         report.versionsChecked += 1;
         if (!v.current) {
           violation(`version ${v.id} of ${v.key} was replaced more than the grace period ago and is not collected`);
           continue;
         }
-        if (!['primary', 'backup'].every((b) => v.backends.includes(b))) violation(`current version ${v.id} of ${v.key} is recorded only on ${v.backends.join(',')} after the backup drained`);
+        if (!['primary', 'backup'].every((b) => v.backends.includes(b)))
+          violation(`current version ${v.id} of ${v.key} is recorded only on ${v.backends.join(',')} after the backup drained`);
         for (const backend of v.backends) {
           try {
             const hash = createHash('sha256');
@@ -336,7 +384,15 @@ export async function runTorture(options: { seconds: number; keys?: number; writ
   } finally {
     b.kill();
     await a.stop().catch(() => undefined);
-    await Promise.allSettled([b.close(), s3Proxies.primary.close(), s3Proxies.backup.close(), primary.destroy(), backup.destroy(), redis.stop(), pgProxy.close()]);
+    await Promise.allSettled([
+      b.close(),
+      s3Proxies.primary.close(),
+      s3Proxies.backup.close(),
+      primary.destroy(),
+      backup.destroy(),
+      redis.stop(),
+      pgProxy.close(),
+    ]);
     await db.drop().catch(() => undefined);
   }
   return report;

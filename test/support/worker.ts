@@ -12,7 +12,12 @@ export interface TestWorker {
 }
 
 /** Starts a worker as worker.ts would, on a free port, with captured logs. */
-export async function startWorker(env: Record<string, string | undefined>, redisKeyPrefix: string, extraHandlers?: Map<string, JobHandler>, tool?: BackupTool): Promise<TestWorker> {
+export async function startWorker(
+  env: Record<string, string | undefined>,
+  redisKeyPrefix: string,
+  extraHandlers?: Map<string, JobHandler>,
+  tool?: BackupTool,
+): Promise<TestWorker> {
   const config = loadConfig({
     DATABASE_URL: process.env.TEST_DATABASE_URL,
     PORT: '0',

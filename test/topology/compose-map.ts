@@ -37,7 +37,9 @@ export function readYaml<T>(path: string): T {
 
 /** Compose's `${VAR:-default}` interpolation, with the variables of an empty .env. */
 export function interpolate(value: string, env: Record<string, string> = {}): string {
-  return value.replace(/\$\{(\w+)(?::-([^}]*))?\}/g, (_m, name: string, fallback?: string) => env[name] ?? fallback ?? '').replace(/\$\$/g, '$');
+  return value
+    .replace(/\$\{(\w+)(?::-([^}]*))?\}/g, (_m, name: string, fallback?: string) => env[name] ?? fallback ?? '')
+    .replace(/\$\$/g, '$');
 }
 
 export class ComposeMap {
@@ -136,7 +138,9 @@ export class ComposeMap {
   healthcheck(service: string): string[] {
     const test = this.service(service).healthcheck?.test;
     if (!test || test[0] !== 'CMD') throw new Error(`${service}: no exec-form health check`);
-    const argv = test.slice(1).map((arg) => arg.replace(/127\.0\.0\.1:(\d+)/g, (_m, p: string) => `127.0.0.1:${this.port(service, Number(p))}`));
+    const argv = test
+      .slice(1)
+      .map((arg) => arg.replace(/127\.0\.0\.1:(\d+)/g, (_m, p: string) => `127.0.0.1:${this.port(service, Number(p))}`));
     const p = argv.indexOf('-p');
     if (p >= 0) argv[p + 1] = String(this.port(service, Number(argv[p + 1])));
     if (argv[0] === 'redis-cli') argv.splice(1, 0, '-p', String(this.port(service, 6379)));

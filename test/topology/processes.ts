@@ -17,13 +17,22 @@ function argv(command: string, args: string[], asPostgres: boolean): [string, st
 }
 
 /** Runs a command to its end; never throws (the exit code is the answer). */
-export function run(command: string, args: string[], options: { env?: Record<string, string>; asPostgres?: boolean; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+export function run(
+  command: string,
+  args: string[],
+  options: { env?: Record<string, string>; asPostgres?: boolean; timeoutMs?: number; cwd?: string } = {},
+): Promise<RunResult> {
   const [cmd, list] = argv(command, args, options.asPostgres ?? false);
   return new Promise((resolve) => {
-    execFile(cmd, list, { env: { ...process.env, ...options.env }, timeout: options.timeoutMs ?? 60_000, cwd: options.cwd, maxBuffer: 8 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 1) : 0;
-      resolve({ code, out: `${stdout}${stderr}` });
-    });
+    execFile(
+      cmd,
+      list,
+      { env: { ...process.env, ...options.env }, timeout: options.timeoutMs ?? 60_000, cwd: options.cwd, maxBuffer: 8 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+        resolve({ code, out: `${stdout}${stderr}` });
+      },
+    );
   });
 }
 
@@ -38,7 +47,12 @@ export class Processes {
     chmodSync(this.logs, 0o777);
   }
 
-  start(name: string, command: string, args: string[], options: { env?: Record<string, string>; asPostgres?: boolean; cwd?: string } = {}): ChildProcess {
+  start(
+    name: string,
+    command: string,
+    args: string[],
+    options: { env?: Record<string, string>; asPostgres?: boolean; cwd?: string } = {},
+  ): ChildProcess {
     const [cmd, list] = argv(command, args, options.asPostgres ?? false);
     const fd = openSync(join(this.logs, `${name}.log`), 'a');
     const child = spawn(cmd, list, { env: { ...process.env, ...options.env }, stdio: ['ignore', fd, fd], cwd: options.cwd });

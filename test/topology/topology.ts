@@ -105,7 +105,16 @@ export class Topology {
     await this.startApis();
     await this.startMonitoring();
     await this.startLoadBalancer();
-    const ready = await eventually(() => fetch(`${this.lb}/health/ready`).then((r) => r.status, () => 0), (s) => s === 200, 60_000, 500);
+    const ready = await eventually(
+      () =>
+        fetch(`${this.lb}/health/ready`).then(
+          (r) => r.status,
+          () => 0,
+        ),
+      (s) => s === 200,
+      60_000,
+      500,
+    );
     if (ready !== 200) throw new Error(`the stack did not become ready:\n${this.procs.log('api-1').slice(-3000)}`);
   }
 
@@ -149,11 +158,20 @@ export class Topology {
   private async startObjectStores(): Promise<void> {
     const env = this.map.environment('api-1');
     const secret = readFileSync(this.map.path(env.MEDIA_PRIMARY_SECRET_KEY_FILE!), 'utf8').trim();
-    for (const [service, bucket] of [['minio', env.MEDIA_PRIMARY_BUCKET!], ['minio-backup', env.MEDIA_BACKUP_BUCKET!]] as const) {
+    for (const [service, bucket] of [
+      ['minio', env.MEDIA_PRIMARY_BUCKET!],
+      ['minio-backup', env.MEDIA_BACKUP_BUCKET!],
+    ] as const) {
       const s3 = await startS3Server({ bucket, accessKey: env.MEDIA_PRIMARY_ACCESS_KEY!, secretKey: secret });
       this.s3[service] = s3;
       this.map.listen(service, 9000, s3.port);
-      const client = new Minio.Client({ endPoint: '127.0.0.1', port: s3.port, useSSL: false, accessKey: env.MEDIA_PRIMARY_ACCESS_KEY!, secretKey: secret });
+      const client = new Minio.Client({
+        endPoint: '127.0.0.1',
+        port: s3.port,
+        useSSL: false,
+        accessKey: env.MEDIA_PRIMARY_ACCESS_KEY!,
+        secretKey: secret,
+      });
       await client.makeBucket('minio');
       await client.putObject('minio', 'health/live', Buffer.from(''));
       const metrics = Buffer.from('# TYPE minio_cluster_health_status gauge\nminio_cluster_health_status 1\n');
@@ -167,7 +185,10 @@ export class Topology {
       .split('\n')
       .map((line) => line.replace(/^((?:repo1|pg1)-(?:path|socket-path))=(.*)$/, (_m, k: string, v: string) => `${k}=${this.map.path(v)}`))
       .join('\n')
-      .replace('[global]', `[global]\nlog-path=${this.dir}/pgbackrest-log\nlock-path=${this.dir}/pgbackrest-lock\nspool-path=${this.dir}/pgbackrest-spool`)
+      .replace(
+        '[global]',
+        `[global]\nlog-path=${this.dir}/pgbackrest-log\nlock-path=${this.dir}/pgbackrest-lock\nspool-path=${this.dir}/pgbackrest-spool`,
+      )
       .replace('[main]', `[main]\npg1-port=${this.map.port('postgres', 5432)}`);
     writeFileSync(this.pgbackrestConf, conf);
     chownSync(this.pgbackrestConf, POSTGRES_UID, POSTGRES_GID);
@@ -187,38 +208,116 @@ export class Topology {
     const { map, data } = this;
     const env = map.environment('postgres');
     const local = ['-c', `port=${map.port('postgres', 5432)}`, '-c', `unix_socket_directories=${data.sockPrimary}`, ...LOCAL_PG];
-    must(await run(join(PG_BIN, 'initdb'), ['-D', data.primary, `--username=${env.POSTGRES_USER}`, `--pwfile=${map.path(env.POSTGRES_PASSWORD_FILE!)}`, '-E', 'UTF8', '--locale=C.UTF-8', '--no-sync'], { asPostgres: true }), 'initdb');
+    must(
+      await run(
+        join(PG_BIN, 'initdb'),
+        [
+          '-D',
+          data.primary,
+          `--username=${env.POSTGRES_USER}`,
+          `--pwfile=${map.path(env.POSTGRES_PASSWORD_FILE!)}`,
+          '-E',
+          'UTF8',
+          '--locale=C.UTF-8',
+          '--no-sync',
+        ],
+        { asPostgres: true },
+      ),
+      'initdb',
+    );
     writeFileSync(join(data.primary, 'pg_hba.conf'), 'local all all trust\nlocal replication all trust\nhost all all all scram-sha-256\n');
     const quoted = [...this.postgresArgs('postgres'), ...local].map((a) => `'${a}'`).join(' ');
-    must(await run(join(PG_BIN, 'pg_ctl'), ['-D', data.primary, '-w', '-o', `${quoted} -c listen_addresses=''`, '-l', join(this.dir, 'logs', 'postgres-first-start.log'), 'start'], { asPostgres: true, env: this.pgbackrestEnv() }), 'the temporary server');
+    must(
+      await run(
+        join(PG_BIN, 'pg_ctl'),
+        [
+          '-D',
+          data.primary,
+          '-w',
+          '-o',
+          `${quoted} -c listen_addresses=''`,
+          '-l',
+          join(this.dir, 'logs', 'postgres-first-start.log'),
+          'start',
+        ],
+        { asPostgres: true, env: this.pgbackrestEnv() },
+      ),
+      'the temporary server',
+    );
     this.firstStart.healthcheckDuringTemporaryServer = (await this.healthcheck('postgres')).code;
     this.procs.start('migrate', process.execPath, ['--import', 'tsx', 'src/migrate.ts'], { env: map.processEnv('migrate'), cwd: ROOT });
     // It must be refused and retry (the real server is not up yet) before the first start goes on.
-    await eventually(async () => this.procs.log('migrate'), (log) => log.includes('not reachable yet'), 30_000, 250);
+    await eventually(
+      async () => this.procs.log('migrate'),
+      (log) => log.includes('not reachable yet'),
+      30_000,
+      250,
+    );
     const sock = { PGHOST: data.sockPrimary, PGPORT: String(map.port('postgres', 5432)) };
-    must(await run(join(PG_BIN, 'psql'), ['-U', env.POSTGRES_USER!, '-d', 'postgres', '-c', `CREATE DATABASE ${env.POSTGRES_DB}`], { asPostgres: true, env: sock }), 'CREATE DATABASE');
-    const initEnv = { ...sock, PATH, PGDATA: data.primary, POSTGRES_USER: env.POSTGRES_USER!, POSTGRES_DB: env.POSTGRES_DB!, REPLICATION_PASSWORD_FILE: map.path('/run/secrets/replication_password') };
+    must(
+      await run(join(PG_BIN, 'psql'), ['-U', env.POSTGRES_USER!, '-d', 'postgres', '-c', `CREATE DATABASE ${env.POSTGRES_DB}`], {
+        asPostgres: true,
+        env: sock,
+      }),
+      'CREATE DATABASE',
+    );
+    const initEnv = {
+      ...sock,
+      PATH,
+      PGDATA: data.primary,
+      POSTGRES_USER: env.POSTGRES_USER!,
+      POSTGRES_DB: env.POSTGRES_DB!,
+      REPLICATION_PASSWORD_FILE: map.path('/run/secrets/replication_password'),
+    };
     must(await run('bash', [join(ROOT, 'deploy/postgres/primary-init.sh')], { asPostgres: true, env: initEnv }), 'primary-init.sh');
-    must(await run(join(PG_BIN, 'pg_ctl'), ['-D', data.primary, '-m', 'fast', '-w', 'stop'], { asPostgres: true }), 'stopping the temporary server');
-    this.procs.start('postgres', join(PG_BIN, 'postgres'), ['-D', data.primary, ...this.postgresArgs('postgres'), ...local], { asPostgres: true, env: this.pgbackrestEnv() });
-    must(await eventually(() => this.healthcheck('postgres'), (r) => r.code === 0, 30_000, 250), 'the primary health check');
+    must(
+      await run(join(PG_BIN, 'pg_ctl'), ['-D', data.primary, '-m', 'fast', '-w', 'stop'], { asPostgres: true }),
+      'stopping the temporary server',
+    );
+    this.procs.start('postgres', join(PG_BIN, 'postgres'), ['-D', data.primary, ...this.postgresArgs('postgres'), ...local], {
+      asPostgres: true,
+      env: this.pgbackrestEnv(),
+    });
+    must(
+      await eventually(
+        () => this.healthcheck('postgres'),
+        (r) => r.code === 0,
+        30_000,
+        250,
+      ),
+      'the primary health check',
+    );
   }
 
   /** The side-car script, the replica's entrypoint, PgBouncer as the image renders it, Redis. */
   private startDatabaseSide(): void {
     const { map, data, procs } = this;
-    procs.start('pgbackrest', 'sh', [join(ROOT, 'deploy/pgbackrest/sidecar.sh')], { asPostgres: true, env: this.pgbackrestEnv(map.environment('pgbackrest')) });
-    const replicaLocal = ['-c', `port=${map.port('postgres-replica', 5432)}`, '-c', `unix_socket_directories=${data.sockReplica}`, ...LOCAL_PG];
-    procs.start('postgres-replica', 'bash', [join(ROOT, 'deploy/postgres/replica-entrypoint.sh'), ...this.postgresArgs('postgres-replica'), ...replicaLocal], {
+    procs.start('pgbackrest', 'sh', [join(ROOT, 'deploy/pgbackrest/sidecar.sh')], {
       asPostgres: true,
-      env: {
-        ...this.replicaPgbackrestEnv(),
-        PGDATA: this.replicaDataDir(),
-        PRIMARY_HOST: '127.0.0.1',
-        PRIMARY_PORT: String(map.port('postgres', 5432)),
-        REPLICATION_PASSWORD_FILE: map.path('/run/secrets/replication_password'),
-      },
+      env: this.pgbackrestEnv(map.environment('pgbackrest')),
     });
+    const replicaLocal = [
+      '-c',
+      `port=${map.port('postgres-replica', 5432)}`,
+      '-c',
+      `unix_socket_directories=${data.sockReplica}`,
+      ...LOCAL_PG,
+    ];
+    procs.start(
+      'postgres-replica',
+      'bash',
+      [join(ROOT, 'deploy/postgres/replica-entrypoint.sh'), ...this.postgresArgs('postgres-replica'), ...replicaLocal],
+      {
+        asPostgres: true,
+        env: {
+          ...this.replicaPgbackrestEnv(),
+          PGDATA: this.replicaDataDir(),
+          PRIMARY_HOST: '127.0.0.1',
+          PRIMARY_PORT: String(map.port('postgres', 5432)),
+          REPLICATION_PASSWORD_FILE: map.path('/run/secrets/replication_password'),
+        },
+      },
+    );
 
     const bouncerEnv = map.environment('pgbouncer');
     const bouncerDir = join(this.dir, 'pgbouncer');
@@ -241,7 +340,17 @@ export class Topology {
 
     const redisDir = join(this.dir, 'redis');
     mkdirSync(redisDir);
-    procs.start('redis', 'redis-server', [...(map.service('redis').command ?? []).slice(1), '--port', String(map.port('redis', 6379)), '--bind', '127.0.0.1', '--dir', redisDir, '--save', '']);
+    procs.start('redis', 'redis-server', [
+      ...(map.service('redis').command ?? []).slice(1),
+      '--port',
+      String(map.port('redis', 6379)),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      redisDir,
+      '--save',
+      '',
+    ]);
   }
 
   /** After the migrate step finished, the two API processes with the compose environment. */
@@ -265,8 +374,18 @@ export class Topology {
   /** Exporters; Alertmanager with the shipped config and a webhook receiver; Prometheus. */
   private async startMonitoring(): Promise<void> {
     const { map, procs, dir } = this;
-    procs.start('postgres-exporter', '/usr/bin/prometheus-postgres-exporter', [`--web.listen-address=127.0.0.1:${map.port('postgres-exporter', 9187)}`], { env: map.processEnv('postgres-exporter') });
-    procs.start('redis-exporter', '/usr/bin/prometheus-redis-exporter', [`--web.listen-address=127.0.0.1:${map.port('redis-exporter', 9121)}`], { env: map.processEnv('redis-exporter') });
+    procs.start(
+      'postgres-exporter',
+      '/usr/bin/prometheus-postgres-exporter',
+      [`--web.listen-address=127.0.0.1:${map.port('postgres-exporter', 9187)}`],
+      { env: map.processEnv('postgres-exporter') },
+    );
+    procs.start(
+      'redis-exporter',
+      '/usr/bin/prometheus-redis-exporter',
+      [`--web.listen-address=127.0.0.1:${map.port('redis-exporter', 9121)}`],
+      { env: map.processEnv('redis-exporter') },
+    );
 
     const server = http.createServer((req, res) => {
       let body = '';
@@ -284,10 +403,17 @@ export class Topology {
     for (const r of am.receivers) for (const w of r.webhook_configs ?? []) w.url = webhookUrl;
     writeFileSync(join(dir, 'alertmanager.yml'), stringify(am));
     this.alertmanager = `http://127.0.0.1:${map.port('alertmanager', 9093)}`;
-    procs.start('alertmanager', '/usr/bin/prometheus-alertmanager', [`--config.file=${join(dir, 'alertmanager.yml')}`, `--storage.path=${join(dir, 'am-data')}`, `--web.listen-address=127.0.0.1:${map.port('alertmanager', 9093)}`, '--cluster.listen-address=']);
+    procs.start('alertmanager', '/usr/bin/prometheus-alertmanager', [
+      `--config.file=${join(dir, 'alertmanager.yml')}`,
+      `--storage.path=${join(dir, 'am-data')}`,
+      `--web.listen-address=127.0.0.1:${map.port('alertmanager', 9093)}`,
+      '--cluster.listen-address=',
+    ]);
 
     type Targets = { static_configs: { targets: string[] }[] };
-    const shipped = readYaml<{ scrape_configs: (Targets & { job_name: string })[]; alerting: { alertmanagers: Targets[] } }>('monitoring/prometheus.yml');
+    const shipped = readYaml<{ scrape_configs: (Targets & { job_name: string })[]; alerting: { alertmanagers: Targets[] } }>(
+      'monitoring/prometheus.yml',
+    );
     const mapped = (t: Targets) => ({ static_configs: t.static_configs.map((s) => ({ targets: s.targets.map((x) => map.url(x)) })) });
     const config = {
       ...shipped,
@@ -296,12 +422,20 @@ export class Topology {
       alerting: { alertmanagers: shipped.alerting.alertmanagers.map(mapped) },
       // Traefik's own metrics: HAProxy stands in for Traefik and has none of that name. The backup
       // worker is not part of this topology (NOT_STARTED).
-      scrape_configs: shipped.scrape_configs.filter((j) => j.job_name !== 'traefik' && !j.static_configs.some((c) => c.targets.some((t) => NOT_STARTED.includes(t.split(':')[0]!)))).map((j) => ({ ...j, scrape_interval: `${SCRAPE_SECONDS}s`, scrape_timeout: `${SCRAPE_SECONDS}s`, ...mapped(j) })),
+      scrape_configs: shipped.scrape_configs
+        .filter(
+          (j) => j.job_name !== 'traefik' && !j.static_configs.some((c) => c.targets.some((t) => NOT_STARTED.includes(t.split(':')[0]!))),
+        )
+        .map((j) => ({ ...j, scrape_interval: `${SCRAPE_SECONDS}s`, scrape_timeout: `${SCRAPE_SECONDS}s`, ...mapped(j) })),
     };
     this.scrapeTargets = config.scrape_configs.flatMap((j) => j.static_configs.flatMap((s) => s.targets)).length;
     writeFileSync(join(dir, 'prometheus.yml'), stringify(config));
     this.prometheus = `http://127.0.0.1:${map.port('prometheus', 9090)}`;
-    procs.start('prometheus', '/usr/bin/prometheus', [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'prom-data')}`, `--web.listen-address=127.0.0.1:${map.port('prometheus', 9090)}`]);
+    procs.start('prometheus', '/usr/bin/prometheus', [
+      `--config.file=${join(dir, 'prometheus.yml')}`,
+      `--storage.tsdb.path=${join(dir, 'prom-data')}`,
+      `--web.listen-address=127.0.0.1:${map.port('prometheus', 9090)}`,
+    ]);
   }
 
   /**
@@ -311,10 +445,19 @@ export class Topology {
    * allow-list test.
    */
   private async startLoadBalancer(): Promise<void> {
-    const dynamic = readYaml<{ http: { services: Record<string, { loadBalancer: { servers: { url: string }[]; healthCheck: { path: string; interval: string; timeout: string } } }> } }>('traefik/dynamic.yml');
+    const dynamic = readYaml<{
+      http: {
+        services: Record<
+          string,
+          { loadBalancer: { servers: { url: string }[]; healthCheck: { path: string; interval: string; timeout: string } } }
+        >;
+      };
+    }>('traefik/dynamic.yml');
     const service = dynamic.http.services['sav3-api']!.loadBalancer;
     const port = await freePort();
-    const external = Object.values(networkInterfaces()).flat().find((i) => i?.family === 'IPv4' && !i.internal)?.address;
+    const external = Object.values(networkInterfaces())
+      .flat()
+      .find((i) => i?.family === 'IPv4' && !i.internal)?.address;
     const config = [
       'global',
       '  log stderr format raw local0 err',

@@ -33,7 +33,9 @@ describe('admin tokens', () => {
   });
 
   it('refuses a secret with whitespace (inside, trailing, a tab), never printing it', () => {
-    const { tokens, problems } = parseAdminTokens(`a:operator:${literal} ,b:viewer:two words-000000000000000,c:viewer:tab\there-00000000000000000,d:operator:${hashed}`);
+    const { tokens, problems } = parseAdminTokens(
+      `a:operator:${literal} ,b:viewer:two words-000000000000000,c:viewer:tab\there-00000000000000000,d:operator:${hashed}`,
+    );
     expect(problems).toEqual([
       'entry 1 (a): the secret contains whitespace',
       'entry 2 (b): the secret contains whitespace',

@@ -2,9 +2,18 @@ import { AuditLog } from '../../src/services/audit/audit-log.ts';
 import { MemoryAuditSink, MemoryAuditSpool } from '../support/fakes.ts';
 import { captureLogger } from '../support/log-capture.ts';
 
-
 describe('audit write hooks (incident timelines)', () => {
-  const input = { actor: 'ops', role: 'operator', action: 'database.switch', result: 'success' as const, before: null, after: null, detail: null, requestId: null, durationMs: 42 };
+  const input = {
+    actor: 'ops',
+    role: 'operator',
+    action: 'database.switch',
+    result: 'success' as const,
+    before: null,
+    after: null,
+    detail: null,
+    requestId: null,
+    durationMs: 42,
+  };
 
   it('run after each write; when a hook or the sink fails the event stays spooled and the hook runs again on flush, until it succeeds', async () => {
     const sink = new MemoryAuditSink();

@@ -1,13 +1,27 @@
 import { drWorld } from '../support/dr-world.ts';
 
-const input = (action: string) => ({ actor: 'ops', role: 'operator', action, result: 'success' as const, before: null, after: null, detail: null, requestId: null });
+const input = (action: string) => ({
+  actor: 'ops',
+  role: 'operator',
+  action,
+  result: 'success' as const,
+  before: null,
+  after: null,
+  detail: null,
+  requestId: null,
+});
 
 describe('AuditLog', () => {
   it('writes an event to the sink with its id, time and instance', async () => {
     const w = drWorld({ now: () => Date.parse('2026-11-26T10:00:00Z') });
     const { audit } = w.instance('api-7');
     const event = await audit.record(input('read_only.set'));
-    expect(w.sink.rows.get(event.id)).toEqual({ ...input('read_only.set'), id: event.id, at: '2026-11-26T10:00:00.000Z', instanceId: 'api-7' });
+    expect(w.sink.rows.get(event.id)).toEqual({
+      ...input('read_only.set'),
+      id: event.id,
+      at: '2026-11-26T10:00:00.000Z',
+      instanceId: 'api-7',
+    });
     expect(await audit.pending()).toBe(0);
     expect((await audit.recent(10)).map((e) => e.id)).toEqual([event.id]);
   });

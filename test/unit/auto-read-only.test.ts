@@ -4,9 +4,30 @@ import type { ProbeResult } from '../../src/health/probe-runner.ts';
 import { eventually } from '../../support/common.ts';
 import { drWorld } from '../support/dr-world.ts';
 
-const data = (inRecovery: boolean): DatabaseProbeData => ({ inRecovery, currentLsn: null, receiveLsn: null, replayLsn: null, replayAt: null, receiverStatus: null, standbys: [], systemId: 's', timeline: 1, fenced: false });
-const up = (inRecovery = false): ProbeResult<DatabaseProbeData> => ({ ok: true, latencyMs: 1, checkedAt: new Date(), data: data(inRecovery) });
-const down: ProbeResult<DatabaseProbeData> = { ok: false, latencyMs: 1000, checkedAt: new Date(), error: { code: 'timeout', message: 'no answer' } };
+const data = (inRecovery: boolean): DatabaseProbeData => ({
+  inRecovery,
+  currentLsn: null,
+  receiveLsn: null,
+  replayLsn: null,
+  replayAt: null,
+  receiverStatus: null,
+  standbys: [],
+  systemId: 's',
+  timeline: 1,
+  fenced: false,
+});
+const up = (inRecovery = false): ProbeResult<DatabaseProbeData> => ({
+  ok: true,
+  latencyMs: 1,
+  checkedAt: new Date(),
+  data: data(inRecovery),
+});
+const down: ProbeResult<DatabaseProbeData> = {
+  ok: false,
+  latencyMs: 1000,
+  checkedAt: new Date(),
+  error: { code: 'timeout', message: 'no answer' },
+};
 const settle = () => new Promise((r) => setTimeout(r, 20));
 
 function setup(options: { replica?: ProbeResult<DatabaseProbeData> | undefined; primaryCurrent?: () => boolean } = {}) {
@@ -14,7 +35,15 @@ function setup(options: { replica?: ProbeResult<DatabaseProbeData> | undefined; 
   let replica = 'replica' in options ? options.replica : up(true);
   const make = (id: string) => {
     const parts = w.instance(id);
-    const auto = new AutoReadOnly({ dr: parts.dr, audit: parts.audit, logger: parts.logger, failuresToEngage: 3, recoveriesToRelease: 2, replica: () => replica, primaryCurrent: options.primaryCurrent ?? (() => true) });
+    const auto = new AutoReadOnly({
+      dr: parts.dr,
+      audit: parts.audit,
+      logger: parts.logger,
+      failuresToEngage: 3,
+      recoveriesToRelease: 2,
+      replica: () => replica,
+      primaryCurrent: options.primaryCurrent ?? (() => true),
+    });
     return { ...parts, auto };
   };
   return { w, make, setReplica: (r: ProbeResult<DatabaseProbeData> | undefined) => void (replica = r) };
@@ -31,10 +60,22 @@ describe('AutoReadOnly', () => {
     await settle();
     expect(w.store.state).toBeNull();
     a.auto.observePrimary(down);
-    await eventually(async () => w.store.state, () => engaged(w), 1000);
-    expect(w.store.state).toMatchObject({ version: 1, readOnly: { enabled: true, by: AUTO_ACTOR }, database: { active: 'replica', by: AUTO_ACTOR } });
+    await eventually(
+      async () => w.store.state,
+      () => engaged(w),
+      1000,
+    );
+    expect(w.store.state).toMatchObject({
+      version: 1,
+      readOnly: { enabled: true, by: AUTO_ACTOR },
+      database: { active: 'replica', by: AUTO_ACTOR },
+    });
     expect(w.store.state?.readOnly.reason).toContain('failed 3 probes');
-    await eventually(async () => w.sink.rows.size, (n) => n === 1, 1000);
+    await eventually(
+      async () => w.sink.rows.size,
+      (n) => n === 1,
+      1000,
+    );
     expect([...w.sink.rows.values()][0]).toMatchObject({ actor: AUTO_ACTOR, action: 'auto_read_only.engage', result: 'success' });
   });
 
@@ -45,7 +86,11 @@ describe('AutoReadOnly', () => {
     await settle();
     expect(w.store.state).toBeNull();
     a.auto.observePrimary(up(true));
-    await eventually(async () => w.store.state, () => engaged(w), 1000);
+    await eventually(
+      async () => w.store.state,
+      () => engaged(w),
+      1000,
+    );
   });
 
   it('does nothing while the replica does not answer either, or when read-only mode is already on', async () => {
@@ -70,17 +115,29 @@ describe('AutoReadOnly', () => {
     const { w, make } = setup();
     const a = make('api-1');
     for (let i = 0; i < 3; i += 1) a.auto.observePrimary(down);
-    await eventually(async () => w.store.state, () => engaged(w), 1000);
+    await eventually(
+      async () => w.store.state,
+      () => engaged(w),
+      1000,
+    );
     a.auto.observePrimary(up());
     await settle();
     expect(engaged(w)).toBe(true);
     a.auto.observePrimary(up());
-    await eventually(async () => w.store.state, (s) => s?.readOnly.enabled === false, 1000);
+    await eventually(
+      async () => w.store.state,
+      (s) => s?.readOnly.enabled === false,
+      1000,
+    );
     expect(w.store.state).toMatchObject({ version: 2, readOnly: { by: AUTO_ACTOR }, database: { active: 'primary', by: AUTO_ACTOR } });
 
     // Engaged again, then an operator takes over read-only mode: the automation leaves it.
     for (let i = 0; i < 3; i += 1) a.auto.observePrimary(down);
-    await eventually(async () => w.store.state, () => engaged(w), 1000);
+    await eventually(
+      async () => w.store.state,
+      () => engaged(w),
+      1000,
+    );
     await a.dr.change((s, now) => ({ ...s, readOnly: { ...s.readOnly, reason: 'ops keep it', by: 'ops', since: now } }));
     for (let i = 0; i < 4; i += 1) a.auto.observePrimary(up());
     await settle();
@@ -92,7 +149,11 @@ describe('AutoReadOnly', () => {
     const { w, make, setReplica } = setup({ primaryCurrent: () => current });
     const a = make('api-1');
     for (let i = 0; i < 3; i += 1) a.auto.observePrimary(down);
-    await eventually(async () => w.store.state, () => engaged(w), 1000);
+    await eventually(
+      async () => w.store.state,
+      () => engaged(w),
+      1000,
+    );
     for (let i = 0; i < 3; i += 1) a.auto.observePrimary(up());
     await settle();
     expect(engaged(w)).toBe(true);
@@ -112,7 +173,11 @@ describe('AutoReadOnly', () => {
       a.auto.observePrimary(down);
       b.auto.observePrimary(down);
     }
-    await eventually(async () => w.store.state, () => engaged(w), 1000);
+    await eventually(
+      async () => w.store.state,
+      () => engaged(w),
+      1000,
+    );
     await settle();
     expect(w.store.state?.version).toBe(1);
     expect([...w.sink.rows.values()].filter((e) => e.action === 'auto_read_only.engage')).toHaveLength(1);
@@ -127,6 +192,10 @@ describe('AutoReadOnly', () => {
     expect(w2.store.state).toBeNull();
     // The next failed probe after Redis returns engages it.
     c.auto.observePrimary(down);
-    await eventually(async () => w2.store.state, () => engaged(w2), 1000);
+    await eventually(
+      async () => w2.store.state,
+      () => engaged(w2),
+      1000,
+    );
   });
 });

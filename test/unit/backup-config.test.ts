@@ -13,12 +13,31 @@ const problems = (env: Record<string, string>) => {
 describe('backup configuration', () => {
   it('defaults: not configured, 26 h bounds, no schedule, worker on 3001', () => {
     const { backup } = loadConfig(base);
-    expect(backup).toMatchObject({ stanza: undefined, bin: 'pgbackrest', maxAgeSeconds: 93_600, validationMaxAgeSeconds: 93_600, validateIntervalSeconds: 0, workerPort: 3001, osUser: 'postgres' });
+    expect(backup).toMatchObject({
+      stanza: undefined,
+      bin: 'pgbackrest',
+      maxAgeSeconds: 93_600,
+      validationMaxAgeSeconds: 93_600,
+      validateIntervalSeconds: 0,
+      workerPort: 3001,
+      osUser: 'postgres',
+    });
   });
 
   it('reads durations with units, and off', () => {
-    const { backup } = loadConfig({ ...base, BACKUP_MAX_AGE: '90m', BACKUP_VALIDATION_MAX_AGE: '7d', BACKUP_VALIDATE_INTERVAL: '24h', PGBACKREST_STANZA: 'main' });
-    expect(backup).toMatchObject({ maxAgeSeconds: 5400, validationMaxAgeSeconds: 604_800, validateIntervalSeconds: 86_400, stanza: 'main' });
+    const { backup } = loadConfig({
+      ...base,
+      BACKUP_MAX_AGE: '90m',
+      BACKUP_VALIDATION_MAX_AGE: '7d',
+      BACKUP_VALIDATE_INTERVAL: '24h',
+      PGBACKREST_STANZA: 'main',
+    });
+    expect(backup).toMatchObject({
+      maxAgeSeconds: 5400,
+      validationMaxAgeSeconds: 604_800,
+      validateIntervalSeconds: 86_400,
+      stanza: 'main',
+    });
     expect(loadConfig({ ...base, BACKUP_VALIDATE_INTERVAL: 'off' }).backup.validateIntervalSeconds).toBe(0);
     expect(loadConfig({ ...base, BACKUP_MAX_AGE: '3600' }).backup.maxAgeSeconds).toBe(3600);
   });

@@ -9,13 +9,34 @@ const info = (stops: [string, 'full' | 'diff' | 'incr', boolean][]): StanzaInfo 
   status: { code: 0, message: 'ok' },
   archive: { min: null, max: null },
   backups: stops.map(([stop, type, error], i) => ({
-    label: `2026112${i}-000000F`, type, error, startedAt: stop, stoppedAt: stop, sizeBytes: 1, deltaBytes: 1, repositorySizeBytes: 1, repositoryDeltaBytes: 1, wal: { start: null, stop: null }, lsn: { start: null, stop: null }, prior: null,
+    label: `2026112${i}-000000F`,
+    type,
+    error,
+    startedAt: stop,
+    stoppedAt: stop,
+    sizeBytes: 1,
+    deltaBytes: 1,
+    repositorySizeBytes: 1,
+    repositoryDeltaBytes: 1,
+    wal: { start: null, stop: null },
+    lsn: { start: null, stop: null },
+    prior: null,
   })),
 });
 
 const archiver: ArchiverStatus = {
-  checkedAt: new Date(), inRecovery: false, currentLsn: '0/3000000', nextXid: '1', walSegmentBytes: 16 << 20, archivedCount: 1,
-  lastArchivedWal: '000000010000000000000002', lastArchivedAt: new Date(), failedCount: 0, lastFailedWal: null, lastFailedAt: null, archiveMode: 'on',
+  checkedAt: new Date(),
+  inRecovery: false,
+  currentLsn: '0/3000000',
+  nextXid: '1',
+  walSegmentBytes: 16 << 20,
+  archivedCount: 1,
+  lastArchivedWal: '000000010000000000000002',
+  lastArchivedAt: new Date(),
+  failedCount: 0,
+  lastFailedWal: null,
+  lastFailedAt: null,
+  archiveMode: 'on',
 };
 
 function inventory(tool: BackupTool | undefined, overrides: { cacheMs?: number; archiver?: () => Promise<ArchiverStatus> } = {}) {
@@ -38,7 +59,11 @@ function inventory(tool: BackupTool | undefined, overrides: { cacheMs?: number; 
 describe('BackupInventory', () => {
   it('reads pgBackRest once for concurrent callers and serves the cache until it expires', async () => {
     let calls = 0;
-    const tool: BackupTool = { info: async () => (calls += 1, await new Promise((r) => setTimeout(r, 20)), info([])), backup: async () => undefined, restore: async () => undefined };
+    const tool: BackupTool = {
+      info: async () => ((calls += 1), await new Promise((r) => setTimeout(r, 20)), info([])),
+      backup: async () => undefined,
+      restore: async () => undefined,
+    };
     const { inv } = inventory(tool);
     await Promise.all(Array.from({ length: 20 }, () => inv.info()));
     await inv.info();
@@ -48,16 +73,29 @@ describe('BackupInventory', () => {
   });
 
   it('maps pgBackRest failures to 503 with their code, and marks the dependency down', async () => {
-    const { inv, metrics } = inventory({ info: async () => { throw new BackupToolError('repository_unreachable', 'the pgBackRest repository is unreachable'); }, backup: async () => undefined, restore: async () => undefined });
+    const { inv, metrics } = inventory({
+      info: async () => {
+        throw new BackupToolError('repository_unreachable', 'the pgBackRest repository is unreachable');
+      },
+      backup: async () => undefined,
+      restore: async () => undefined,
+    });
     await expect(inv.info()).rejects.toMatchObject({ status: 503, code: 'repository_unreachable' });
-    expect((await metrics.registry.getSingleMetricAsString('sav3_dependency_up'))).toContain('sav3_dependency_up{dependency="pgbackrest",target="repository"} 0');
+    expect(await metrics.registry.getSingleMetricAsString('sav3_dependency_up')).toContain(
+      'sav3_dependency_up{dependency="pgbackrest",target="repository"} 0',
+    );
     const { inv: none } = inventory(undefined);
     await expect(none.info()).rejects.toMatchObject({ status: 503, code: 'backups_not_configured' });
   });
 
   it('exports the newest successful backup per type (failed ones do not count) and the configured bounds', async () => {
     const tool: BackupTool = {
-      info: async () => info([['2026-11-25T00:00:00.000Z', 'full', false], ['2026-11-25T12:00:00.000Z', 'diff', false], ['2026-11-26T00:00:00.000Z', 'full', true]]),
+      info: async () =>
+        info([
+          ['2026-11-25T00:00:00.000Z', 'full', false],
+          ['2026-11-25T12:00:00.000Z', 'diff', false],
+          ['2026-11-26T00:00:00.000Z', 'full', true],
+        ]),
       backup: async () => undefined,
       restore: async () => undefined,
     };
@@ -88,7 +126,15 @@ describe('BackupInventory', () => {
   });
 
   it('the recoverable range runs from the end of the oldest good backup to now less the RPO exposure', async () => {
-    const tool: BackupTool = { info: async () => info([['2026-11-25T00:00:00.000Z', 'full', true], ['2026-11-25T06:00:00.000Z', 'full', false]]), backup: async () => undefined, restore: async () => undefined };
+    const tool: BackupTool = {
+      info: async () =>
+        info([
+          ['2026-11-25T00:00:00.000Z', 'full', true],
+          ['2026-11-25T06:00:00.000Z', 'full', false],
+        ]),
+      backup: async () => undefined,
+      restore: async () => undefined,
+    };
     const { inv } = inventory(tool);
     const range = await inv.recoverableRange();
     expect(range.from).toBe('2026-11-25T06:00:00.000Z');

@@ -10,7 +10,20 @@ const info: StanzaInfo = {
   status: { code: 0, message: 'ok' },
   archive: { min: '000000010000000000000001', max: '000000010000000000000009' },
   backups: [
-    { label: '20261126-080000F', type: 'full', startedAt: '2026-11-26T08:00:00.000Z', stoppedAt: '2026-11-26T08:00:05.000Z', sizeBytes: 1, deltaBytes: 1, repositorySizeBytes: 1, repositoryDeltaBytes: 1, wal: { start: null, stop: null }, lsn: { start: null, stop: null }, prior: null, error: false },
+    {
+      label: '20261126-080000F',
+      type: 'full',
+      startedAt: '2026-11-26T08:00:00.000Z',
+      stoppedAt: '2026-11-26T08:00:05.000Z',
+      sizeBytes: 1,
+      deltaBytes: 1,
+      repositorySizeBytes: 1,
+      repositoryDeltaBytes: 1,
+      wal: { start: null, stop: null },
+      lsn: { start: null, stop: null },
+      prior: null,
+      error: false,
+    },
   ],
 };
 
@@ -51,10 +64,20 @@ describe('BackupValidator with a fake pgBackRest', () => {
       },
     };
     const saved: ValidationReport[] = [];
-    const report = await validator(tool, root, saved).validate({ backup: 'latest', targetTime: '2026-11-26T09:00:00.000Z' }, '0f0f0f0f-0000-4000-8000-000000000000');
+    const report = await validator(tool, root, saved).validate(
+      { backup: 'latest', targetTime: '2026-11-26T09:00:00.000Z' },
+      '0f0f0f0f-0000-4000-8000-000000000000',
+    );
     expect(report.status).toBe('failed');
-    expect(report.checks).toEqual([expect.objectContaining({ name: 'restore', ok: false, detail: expect.stringContaining('no backup set found') })]);
-    expect(calls[0]).toMatchObject({ set: '20261126-080000F', target: { type: 'time', value: '2026-11-26T09:00:00.000Z' }, archiveMode: 'off', targetAction: 'promote' });
+    expect(report.checks).toEqual([
+      expect.objectContaining({ name: 'restore', ok: false, detail: expect.stringContaining('no backup set found') }),
+    ]);
+    expect(calls[0]).toMatchObject({
+      set: '20261126-080000F',
+      target: { type: 'time', value: '2026-11-26T09:00:00.000Z' },
+      archiveMode: 'off',
+      targetAction: 'promote',
+    });
     expect(calls[0]!.pgPath.startsWith(root)).toBe(true);
     expect(saved).toHaveLength(1);
     expect(readdirSync(root)).toEqual([]);
@@ -62,7 +85,13 @@ describe('BackupValidator with a fake pgBackRest', () => {
   });
 
   it('an unknown label is a failed report without touching the disk', async () => {
-    const tool: BackupTool = { info: async () => info, backup: async () => undefined, restore: async () => { throw new Error('must not be called'); } };
+    const tool: BackupTool = {
+      info: async () => info,
+      backup: async () => undefined,
+      restore: async () => {
+        throw new Error('must not be called');
+      },
+    };
     const saved: ValidationReport[] = [];
     const report = await validator(tool, root, saved).validate({ backup: '20200101-000000F' }, '1f0f0f0f-0000-4000-8000-000000000000');
     expect(report).toMatchObject({ status: 'failed', backup: null });

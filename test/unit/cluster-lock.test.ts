@@ -17,13 +17,27 @@ describe('ClusterLock', () => {
   it('runs fn holding the lock and releases it after, also when fn throws', async () => {
     const store = new MemoryLockStore();
     const locks = new ClusterLock(store, 'api-1');
-    const seen = await locks.withLock('database', 'promote', async (lease) => {
-      expect(lease.owner).toMatch(/^api-1:promote:/);
-      return store.locks.get('database')?.owner;
-    }, options);
+    const seen = await locks.withLock(
+      'database',
+      'promote',
+      async (lease) => {
+        expect(lease.owner).toMatch(/^api-1:promote:/);
+        return store.locks.get('database')?.owner;
+      },
+      options,
+    );
     expect(seen).toMatch(/^api-1:promote:/);
     expect(store.locks.size).toBe(0);
-    await expect(locks.withLock('database', 'switch', async () => { throw new Error('pg down'); }, options)).rejects.toThrow('pg down');
+    await expect(
+      locks.withLock(
+        'database',
+        'switch',
+        async () => {
+          throw new Error('pg down');
+        },
+        options,
+      ),
+    ).rejects.toThrow('pg down');
     expect(store.locks.size).toBe(0);
   });
 
@@ -32,12 +46,17 @@ describe('ClusterLock', () => {
     const a = new ClusterLock(store, 'api-1');
     const b = new ClusterLock(store, 'api-2');
     let ran = false;
-    await a.withLock('database', 'promote', async () => {
-      const err = await conflictOf(b.withLock('database', 'switch', async () => void (ran = true), options));
-      expect(err.status).toBe(409);
-      expect(err.message).toBe('another database DR operation is running');
-      expect(err.extra).toEqual({ lock: 'database', holder: expect.stringMatching(/^api-1:promote:/) });
-    }, options);
+    await a.withLock(
+      'database',
+      'promote',
+      async () => {
+        const err = await conflictOf(b.withLock('database', 'switch', async () => void (ran = true), options));
+        expect(err.status).toBe(409);
+        expect(err.message).toBe('another database DR operation is running');
+        expect(err.extra).toEqual({ lock: 'database', holder: expect.stringMatching(/^api-1:promote:/) });
+      },
+      options,
+    );
     expect(ran).toBe(false);
     // Other lock names are independent.
     await a.withLock('database', 'promote', () => b.withLock('media', 'media-switch', async () => 'ok', options), options);
@@ -90,7 +109,9 @@ describe('ClusterLock', () => {
     const store = new MemoryLockStore();
     await new ClusterLock(store, 'api-1').acquire('database', 'promote', options);
     const holder = store.holder.bind(store);
-    store.holder = async () => { throw new Error('timeout'); };
+    store.holder = async () => {
+      throw new Error('timeout');
+    };
     const err = await conflictOf(new ClusterLock(store, 'api-2').acquire('database', 'switch', options));
     expect(err.extra).toEqual({ lock: 'database', holder: null });
     store.holder = holder;

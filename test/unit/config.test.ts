@@ -72,7 +72,11 @@ describe('configuration', () => {
   });
 
   it('an ADMIN_TOKENS secret with whitespace is a config error naming the entry, not the secret', () => {
-    const problems = problemsOf({ MEDIA_PRIMARY_ENDPOINT: 'http://minio:9000', DATABASE_URL: 'postgresql://db/sav3', ADMIN_TOKENS: 'ops:operator:secret with spaces 0123456789 ' });
+    const problems = problemsOf({
+      MEDIA_PRIMARY_ENDPOINT: 'http://minio:9000',
+      DATABASE_URL: 'postgresql://db/sav3',
+      ADMIN_TOKENS: 'ops:operator:secret with spaces 0123456789 ',
+    });
     expect(problems).toEqual(['ADMIN_TOKENS: entry 1 (ops): the secret contains whitespace']);
   });
 
@@ -80,20 +84,31 @@ describe('configuration', () => {
     const dir = mkdtempSync(join(tmpdir(), 'sav3-config-'));
     writeFileSync(join(dir, 'db'), 'postgresql://app:from-file@db/sav3\n');
     writeFileSync(join(dir, 'tokens'), 'ops:operator:a-token-that-is-long-enough-0001\n');
-    const config = loadConfig({ MEDIA_PRIMARY_ENDPOINT: 'http://minio:9000', DATABASE_URL_FILE: join(dir, 'db'), ADMIN_TOKENS_FILE: join(dir, 'tokens') });
+    const config = loadConfig({
+      MEDIA_PRIMARY_ENDPOINT: 'http://minio:9000',
+      DATABASE_URL_FILE: join(dir, 'db'),
+      ADMIN_TOKENS_FILE: join(dir, 'tokens'),
+    });
     expect(config.databaseUrl).toBe('postgresql://app:from-file@db/sav3');
     expect(config.adminTokens.map((t) => [t.name, t.role])).toEqual([['ops', 'operator']]);
   });
 
   it('refuses a variable given both directly and as a file, and an unreadable file', () => {
-    expect(problemsOf({ ...minimal, DATABASE_URL_FILE: '/nonexistent/db' })).toEqual(['DATABASE_URL: set either DATABASE_URL or DATABASE_URL_FILE, not both']);
+    expect(problemsOf({ ...minimal, DATABASE_URL_FILE: '/nonexistent/db' })).toEqual([
+      'DATABASE_URL: set either DATABASE_URL or DATABASE_URL_FILE, not both',
+    ]);
     expect(problemsOf({ MEDIA_PRIMARY_ENDPOINT: 'http://minio:9000', DATABASE_URL_FILE: '/nonexistent/db' })).toEqual([
       'DATABASE_URL_FILE: cannot read the file it names',
     ]);
   });
 
   it('takes a backup media store only when its endpoint is set', () => {
-    const config = loadConfig({ ...minimal, MEDIA_BACKUP_ENDPOINT: 'https://s3.eu-west-1.amazonaws.com', MEDIA_BACKUP_BUCKET: 'sav3-dr', MEDIA_BACKUP_REGION: 'eu-west-1' });
+    const config = loadConfig({
+      ...minimal,
+      MEDIA_BACKUP_ENDPOINT: 'https://s3.eu-west-1.amazonaws.com',
+      MEDIA_BACKUP_BUCKET: 'sav3-dr',
+      MEDIA_BACKUP_REGION: 'eu-west-1',
+    });
     expect(config.mediaBackup).toMatchObject({ name: 'backup', bucket: 'sav3-dr', region: 'eu-west-1' });
   });
 
@@ -110,8 +125,17 @@ describe('edge configuration: METRICS_PORT and ADMIN_ALLOWED_CIDRS', () => {
       const config = loadConfig(env);
       expect(config.metricsPort).toBeUndefined();
       expect(config.adminAllowList.ranges).toEqual(['loopback']);
-      expect(['127.0.0.1', '127.9.8.7', '::1', '::ffff:127.0.0.1'].map((a) => config.adminAllowList.allows(a))).toEqual([true, true, true, true]);
-      expect(['10.0.0.1', '172.17.0.1', '192.168.1.1', '::ffff:10.0.0.1', 'fd00::1', '', undefined, 'not-an-ip'].map((a) => config.adminAllowList.allows(a))).toEqual(Array(8).fill(false));
+      expect(['127.0.0.1', '127.9.8.7', '::1', '::ffff:127.0.0.1'].map((a) => config.adminAllowList.allows(a))).toEqual([
+        true,
+        true,
+        true,
+        true,
+      ]);
+      expect(
+        ['10.0.0.1', '172.17.0.1', '192.168.1.1', '::ffff:10.0.0.1', 'fd00::1', '', undefined, 'not-an-ip'].map((a) =>
+          config.adminAllowList.allows(a),
+        ),
+      ).toEqual(Array(8).fill(false));
     }
   });
 
@@ -120,13 +144,28 @@ describe('edge configuration: METRICS_PORT and ADMIN_ALLOWED_CIDRS', () => {
     expect(config.metricsPort).toBe(9100);
     expect(config.adminAllowList.ranges).toEqual(['10.1.2.0/24', '192.0.2.7/32', 'fd00:1::/32']);
     const allows = (a: string) => config.adminAllowList.allows(a);
-    expect(['10.1.2.0', '10.1.2.255', '::ffff:10.1.2.9', '192.0.2.7', 'fd00:1:ffff::1'].map(allows)).toEqual([true, true, true, true, true]);
-    expect(['10.1.3.0', '10.1.1.255', '192.0.2.8', 'fd00:2::1', '127.0.0.1', '::1'].map(allows)).toEqual([false, false, false, false, false, false]);
+    expect(['10.1.2.0', '10.1.2.255', '::ffff:10.1.2.9', '192.0.2.7', 'fd00:1:ffff::1'].map(allows)).toEqual([
+      true,
+      true,
+      true,
+      true,
+      true,
+    ]);
+    expect(['10.1.3.0', '10.1.1.255', '192.0.2.8', 'fd00:2::1', '127.0.0.1', '::1'].map(allows)).toEqual([
+      false,
+      false,
+      false,
+      false,
+      false,
+      false,
+    ]);
   });
 
   it('refuses malformed values with one line each, never quoting them', () => {
     for (const bad of ['10.0.0.0/33', 'example.com', '10.0.0.0/8/1', '10.0.0.0/x', '::1/129', '300.1.1.1']) {
-      expect(problemsOf({ ...minimal, ADMIN_ALLOWED_CIDRS: bad })).toEqual(['ADMIN_ALLOWED_CIDRS: must be comma-separated IP addresses or CIDR ranges such as 10.1.2.0/24']);
+      expect(problemsOf({ ...minimal, ADMIN_ALLOWED_CIDRS: bad })).toEqual([
+        'ADMIN_ALLOWED_CIDRS: must be comma-separated IP addresses or CIDR ranges such as 10.1.2.0/24',
+      ]);
     }
     expect(problemsOf({ ...minimal, METRICS_PORT: '0' })).toEqual(['METRICS_PORT: must be a whole number from 1 to 65535']);
     expect(problemsOf({ ...minimal, METRICS_PORT: 'abc' })).toEqual(['METRICS_PORT: must be a whole number from 1 to 65535']);
@@ -144,24 +183,38 @@ describe('incident configuration', () => {
   });
 
   it('reads NOTIFY_WEBHOOK_URLS as comma-separated http(s) URLs, paths and secrets in paths allowed', () => {
-    const config = loadConfig({ ...minimal, NOTIFY_WEBHOOK_URLS: 'https://hooks.slack.com/services/T0/B0/secret , http://mattermost:8065/hooks/abc' });
+    const config = loadConfig({
+      ...minimal,
+      NOTIFY_WEBHOOK_URLS: 'https://hooks.slack.com/services/T0/B0/secret , http://mattermost:8065/hooks/abc',
+    });
     expect(config.notifyWebhookUrls).toEqual(['https://hooks.slack.com/services/T0/B0/secret', 'http://mattermost:8065/hooks/abc']);
   });
 
   it('refuses a bad receiver or a short token with one line each, never quoting the value', () => {
     const problems = problemsOf({ ...minimal, NOTIFY_WEBHOOK_URLS: 'ftp://x/secret-in-url', ALERTMANAGER_WEBHOOK_TOKEN: 'short-secret' });
-    expect(problems).toEqual(['NOTIFY_WEBHOOK_URLS: must be comma-separated http(s) URLs', 'ALERTMANAGER_WEBHOOK_TOKEN: must be 24-512 printable characters without spaces']);
+    expect(problems).toEqual([
+      'NOTIFY_WEBHOOK_URLS: must be comma-separated http(s) URLs',
+      'ALERTMANAGER_WEBHOOK_TOKEN: must be 24-512 printable characters without spaces',
+    ]);
     expect(problems.join('\n')).not.toMatch(/secret/);
   });
 
   it('takes ALERTMANAGER_WEBHOOK_TOKEN from ALERTMANAGER_WEBHOOK_TOKEN_FILE (Docker secrets), but not both', () => {
     const dir = mkdtempSync(join(tmpdir(), 'sav3-cfg-'));
     writeFileSync(join(dir, 'token'), 'a-webhook-token-of-enough-length\n');
-    expect(loadConfig({ ...minimal, ALERTMANAGER_WEBHOOK_TOKEN_FILE: join(dir, 'token') }).alertmanagerWebhookToken).toBe('a-webhook-token-of-enough-length');
-    expect(problemsOf({ ...minimal, ALERTMANAGER_WEBHOOK_TOKEN_FILE: join(dir, 'token'), ALERTMANAGER_WEBHOOK_TOKEN: 'a-webhook-token-of-enough-length' })).toEqual([
-      'ALERTMANAGER_WEBHOOK_TOKEN: set either ALERTMANAGER_WEBHOOK_TOKEN or ALERTMANAGER_WEBHOOK_TOKEN_FILE, not both',
-    ]);
+    expect(loadConfig({ ...minimal, ALERTMANAGER_WEBHOOK_TOKEN_FILE: join(dir, 'token') }).alertmanagerWebhookToken).toBe(
+      'a-webhook-token-of-enough-length',
+    );
+    expect(
+      problemsOf({
+        ...minimal,
+        ALERTMANAGER_WEBHOOK_TOKEN_FILE: join(dir, 'token'),
+        ALERTMANAGER_WEBHOOK_TOKEN: 'a-webhook-token-of-enough-length',
+      }),
+    ).toEqual(['ALERTMANAGER_WEBHOOK_TOKEN: set either ALERTMANAGER_WEBHOOK_TOKEN or ALERTMANAGER_WEBHOOK_TOKEN_FILE, not both']);
     writeFileSync(join(dir, 'urls'), 'https://hooks.example/one\n');
-    expect(loadConfig({ ...minimal, NOTIFY_WEBHOOK_URLS_FILE: join(dir, 'urls') }).notifyWebhookUrls).toEqual(['https://hooks.example/one']);
+    expect(loadConfig({ ...minimal, NOTIFY_WEBHOOK_URLS_FILE: join(dir, 'urls') }).notifyWebhookUrls).toEqual([
+      'https://hooks.example/one',
+    ]);
   });
 });

@@ -6,9 +6,22 @@ import { ConflictError, DependencyUnavailableError, PreconditionFailedError } fr
 import { freePort } from '../../support/common.ts';
 import { drWorld } from '../support/dr-world.ts';
 
-const node = (over: Partial<DatabaseProbeData>): DatabaseProbeData => ({ inRecovery: false, currentLsn: '0/3000000', receiveLsn: null, replayLsn: null, replayAt: null, receiverStatus: null, standbys: [], systemId: 'sys-1', timeline: 1, fenced: false, ...over });
+const node = (over: Partial<DatabaseProbeData>): DatabaseProbeData => ({
+  inRecovery: false,
+  currentLsn: '0/3000000',
+  receiveLsn: null,
+  replayLsn: null,
+  replayAt: null,
+  receiverStatus: null,
+  standbys: [],
+  systemId: 'sys-1',
+  timeline: 1,
+  fenced: false,
+  ...over,
+});
 const primaryWriting = () => node({ standbys: [{ state: 'streaming', replayLsn: '0/3000000', replayLagSeconds: 0 }] });
-const standby = (over: Partial<DatabaseProbeData> = {}) => node({ inRecovery: true, currentLsn: null, receiveLsn: '0/3000000', replayLsn: '0/3000000', receiverStatus: 'streaming', ...over });
+const standby = (over: Partial<DatabaseProbeData> = {}) =>
+  node({ inRecovery: true, currentLsn: null, receiveLsn: '0/3000000', replayLsn: '0/3000000', receiverStatus: 'streaming', ...over });
 
 async function rejection(promise: Promise<unknown>): Promise<Error & { extra?: Record<string, unknown> }> {
   return promise.then(
@@ -62,11 +75,23 @@ async function setup(options: { replica?: boolean; readOnly?: boolean } = {}) {
     instanceId: 'api-1',
     maxLagSeconds: 30,
   });
-  const counted = async (kind: string, result: string) => (await parts.metrics.failoverTotal.get()).values.find((v) => v.labels.kind === kind && v.labels.result === result)?.value ?? 0;
-  return { w, parts, probes, failover, identities, counted, observe, setNewest: (n: number) => void (newest = n), setReadOnly: (on: boolean) => void (readOnly = on) };
+  const counted = async (kind: string, result: string) =>
+    (await parts.metrics.failoverTotal.get()).values.find((v) => v.labels.kind === kind && v.labels.result === result)?.value ?? 0;
+  return {
+    w,
+    parts,
+    probes,
+    failover,
+    identities,
+    counted,
+    observe,
+    setNewest: (n: number) => void (newest = n),
+    setReadOnly: (on: boolean) => void (readOnly = on),
+  };
 }
 
-const failedChecks = (err: { extra?: Record<string, unknown> }) => (err.extra?.checks as { name: string; ok: boolean }[]).filter((c) => !c.ok).map((c) => c.name);
+const failedChecks = (err: { extra?: Record<string, unknown> }) =>
+  (err.extra?.checks as { name: string; ok: boolean }[]).filter((c) => !c.ok).map((c) => c.name);
 
 describe('DatabaseFailoverService: promote', () => {
   it('is refused (412) without a replica configured', async () => {
@@ -127,15 +152,22 @@ describe('DatabaseFailoverService: promote', () => {
 describe('DatabaseFailoverService: switch', () => {
   it('refuses (412) an unconfigured, unreachable, fenced or older-timeline target, and a standby while read-only mode is off', async () => {
     const only = await setup({ replica: false });
-    expect(failedChecks(await rejection(only.failover.switchDatabase({ to: 'replica', dryRun: false }, 'ops')))).toEqual(['target_configured']);
+    expect(failedChecks(await rejection(only.failover.switchDatabase({ to: 'replica', dryRun: false }, 'ops')))).toEqual([
+      'target_configured',
+    ]);
 
     const s = await setup();
-    expect(failedChecks(await rejection(s.failover.switchDatabase({ to: 'replica', dryRun: false }, 'ops')))).toEqual(['read_only_for_standby']);
+    expect(failedChecks(await rejection(s.failover.switchDatabase({ to: 'replica', dryRun: false }, 'ops')))).toEqual([
+      'read_only_for_standby',
+    ]);
     s.probes.replica = new Error('timeout');
     expect(failedChecks(await rejection(s.failover.switchDatabase({ to: 'replica', dryRun: false }, 'ops')))).toEqual(['target_reachable']);
     s.probes.replica = node({ timeline: 1, fenced: true });
     s.setNewest(2);
-    expect(failedChecks(await rejection(s.failover.switchDatabase({ to: 'replica', dryRun: false }, 'ops')))).toEqual(['newest_timeline', 'not_fenced']);
+    expect(failedChecks(await rejection(s.failover.switchDatabase({ to: 'replica', dryRun: false }, 'ops')))).toEqual([
+      'newest_timeline',
+      'not_fenced',
+    ]);
     expect(s.w.store.state).toBeNull();
     expect(await s.counted('database_switch', 'refused')).toBe(3);
   });

@@ -214,10 +214,12 @@ describe('waiting for instances to apply a version', () => {
 });
 
 describe('read-only TTL expiry never lifts the mode into an unsafe or unrecorded state', () => {
-  const ttlState = (expiresAt: number): ((s: DrState, n: string) => Omit<DrState, 'version' | 'updatedAt'>) => (s, n) => ({
-    ...s,
-    readOnly: { enabled: true, reason: 'incident', since: n, by: 'ops', expiresAt: new Date(expiresAt).toISOString() },
-  });
+  const ttlState =
+    (expiresAt: number): ((s: DrState, n: string) => Omit<DrState, 'version' | 'updatedAt'>) =>
+    (s, n) => ({
+      ...s,
+      readOnly: { enabled: true, reason: 'incident', since: n, by: 'ops', expiresAt: new Date(expiresAt).toISOString() },
+    });
 
   it('Redis down at expiry: the mode stays on, says why, is audited once, and lifts once Redis answers', async () => {
     const store = new MemoryStore();
@@ -260,7 +262,11 @@ describe('read-only TTL expiry never lifts the mode into an unsafe or unrecorded
     for (const s of [one.service, two.service]) {
       s.stop();
       expect(s.isActive()).toBe(true);
-      expect(s.status()).toMatchObject({ enabled: true, expiresAt: null, ttlExpiryRefused: { kind: 'unsafe', reason: expect.stringMatching(/standby/) } });
+      expect(s.status()).toMatchObject({
+        enabled: true,
+        expiresAt: null,
+        ttlExpiryRefused: { kind: 'unsafe', reason: expect.stringMatching(/standby/) },
+      });
     }
     expect(store.state!.readOnly.ttlExpiryRefused).toMatchObject({ reason: expect.stringMatching(/standby/) });
     expect([...one.events, ...two.events].filter((e) => e.action === 'read_only.expire')).toHaveLength(1);
@@ -295,7 +301,11 @@ describe('read-only TTL expiry never lifts the mode into an unsafe or unrecorded
   });
 
   it('restarted from the state file with an expired TTL while Redis is down: read-only stays on', async () => {
-    const expired: DrState = { ...INITIAL_STATE, version: 4, readOnly: { enabled: true, reason: 'incident', since: null, by: 'ops', expiresAt: new Date(clock.t - 60_000).toISOString() } };
+    const expired: DrState = {
+      ...INITIAL_STATE,
+      version: 4,
+      readOnly: { enabled: true, reason: 'incident', since: null, by: 'ops', expiresAt: new Date(clock.t - 60_000).toISOString() },
+    };
     const store = new MemoryStore();
     store.down = true;
     const dr = drService(store, { file: memoryFile(expired), clock: now });
@@ -355,7 +365,9 @@ describe('read-only TTL expiry never lifts the mode into an unsafe or unrecorded
         if (!service.isActive()) expect(store.state?.readOnly.enabled).toBe(false);
       }
       // Each (expiry, kind) refusal is audited at most once.
-      const refused = events.filter((e) => e.result === 'refused').map((e) => JSON.stringify((e.detail as { kind?: string }).kind ?? 'recorded'));
+      const refused = events
+        .filter((e) => e.result === 'refused')
+        .map((e) => JSON.stringify((e.detail as { kind?: string }).kind ?? 'recorded'));
       expect(new Set(refused).size).toBe(refused.length);
       await dr.stop();
     }

@@ -6,10 +6,20 @@ import { MemoryDrStateStore } from '../support/fakes.ts';
 import { captureLogger } from '../support/log-capture.ts';
 
 function service(store: MemoryDrStateStore, id = 'i1') {
-  return new DrStateService({ store, subscribe: () => ({ close: async () => undefined }), instanceId: id, syncIntervalMs: 60_000, metrics: createMetrics(), logger: captureLogger().logger });
+  return new DrStateService({
+    store,
+    subscribe: () => ({ close: async () => undefined }),
+    instanceId: id,
+    syncIntervalMs: 60_000,
+    metrics: createMetrics(),
+    logger: captureLogger().logger,
+  });
 }
 
-const enableReadOnly = (s: DrState, now: string) => ({ ...s, readOnly: { enabled: true, reason: 'r', since: now, by: 'ops', expiresAt: null } });
+const enableReadOnly = (s: DrState, now: string) => ({
+  ...s,
+  readOnly: { enabled: true, reason: 'r', since: now, by: 'ops', expiresAt: null },
+});
 
 describe('DrStateService', () => {
   it('a change bumps the version by one and is applied locally, with listeners called', async () => {

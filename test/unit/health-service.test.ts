@@ -5,13 +5,35 @@ import { Lifecycle } from '../../src/lifecycle/lifecycle.ts';
 import { createMetrics } from '../../src/metrics/metrics.ts';
 import { captureLogger } from '../support/log-capture.ts';
 
-const data = (inRecovery: boolean): DatabaseProbeData => ({ inRecovery, currentLsn: null, receiveLsn: null, replayLsn: null, replayAt: null, receiverStatus: null, standbys: [], systemId: '1', timeline: 1, fenced: false });
+const data = (inRecovery: boolean): DatabaseProbeData => ({
+  inRecovery,
+  currentLsn: null,
+  receiveLsn: null,
+  replayLsn: null,
+  replayAt: null,
+  receiverStatus: null,
+  standbys: [],
+  systemId: '1',
+  timeline: 1,
+  fenced: false,
+});
 
 function runner<T>(probe: () => Promise<T>, target: string) {
-  return new ProbeRunner<T>(async () => probe(), { dependency: 'database', target: () => target, timeoutMs: 100, metrics: createMetrics(), logger: captureLogger().logger });
+  return new ProbeRunner<T>(async () => probe(), {
+    dependency: 'database',
+    target: () => target,
+    timeoutMs: 100,
+    metrics: createMetrics(),
+    logger: captureLogger().logger,
+  });
 }
 
-function health(options: { primaryUp: boolean; replicaUp: boolean; readOnly: boolean; writes?: ReturnType<NonNullable<ConstructorParameters<typeof HealthService>[0]['writes']>> }) {
+function health(options: {
+  primaryUp: boolean;
+  replicaUp: boolean;
+  readOnly: boolean;
+  writes?: ReturnType<NonNullable<ConstructorParameters<typeof HealthService>[0]['writes']>>;
+}) {
   const down = () => Promise.reject(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }));
   const runners = new Map<DatabaseTarget, ProbeRunner<DatabaseProbeData>>([
     ['primary', runner(options.primaryUp ? async () => data(false) : down, 'primary')],
@@ -19,7 +41,11 @@ function health(options: { primaryUp: boolean; replicaUp: boolean; readOnly: boo
   ]);
   return new HealthService({
     database: { runners, active: () => 'primary' },
-    media: { runners: new Map<MediaBackendName, ProbeRunner<void>>([['primary', runner<void>(async () => undefined, 'primary')]]), active: () => 'primary', bucket: () => 'b' },
+    media: {
+      runners: new Map<MediaBackendName, ProbeRunner<void>>([['primary', runner<void>(async () => undefined, 'primary')]]),
+      active: () => 'primary',
+      bucket: () => 'b',
+    },
     redis: runner<void>(async () => undefined, 'redis'),
     drSummary: () => ({ readOnly: options.readOnly, stateVersion: 1 }),
     writes: () => options.writes ?? { refusal: null, splitBrain: false, writableNodes: ['primary'], fenced: [] },
@@ -31,21 +57,37 @@ function health(options: { primaryUp: boolean; replicaUp: boolean; readOnly: boo
 
 describe('HealthService: readiness serves, health tells the truth about writes', () => {
   it('ready while read-only mode is on and only the replica answers; not ready without read-only', async () => {
-    expect(await health({ primaryUp: false, replicaUp: true, readOnly: true }).ready()).toEqual({ status: 'healthy', checks: { database: 'degraded', process: 'healthy' } });
+    expect(await health({ primaryUp: false, replicaUp: true, readOnly: true }).ready()).toEqual({
+      status: 'healthy',
+      checks: { database: 'degraded', process: 'healthy' },
+    });
     expect((await health({ primaryUp: false, replicaUp: true, readOnly: false }).ready()).status).toBe('unhealthy');
     expect((await health({ primaryUp: false, replicaUp: false, readOnly: true }).ready()).status).toBe('unhealthy');
   });
 
   it('split brain makes /health/database and /health unhealthy with split_brain', async () => {
-    const h = health({ primaryUp: true, replicaUp: true, readOnly: false, writes: { refusal: null, splitBrain: true, writableNodes: ['primary', 'replica'], fenced: [] } });
-    expect(await h.database(false)).toMatchObject({ status: 'unhealthy', error: { code: 'split_brain' }, writableNodes: ['primary', 'replica'] });
+    const h = health({
+      primaryUp: true,
+      replicaUp: true,
+      readOnly: false,
+      writes: { refusal: null, splitBrain: true, writableNodes: ['primary', 'replica'], fenced: [] },
+    });
+    expect(await h.database(false)).toMatchObject({
+      status: 'unhealthy',
+      error: { code: 'split_brain' },
+      writableNodes: ['primary', 'replica'],
+    });
     expect((await h.overall(false)).status).toBe('unhealthy');
     expect((await h.ready()).status).toBe('healthy');
   });
 
   it('not_writable is unhealthy only while read-only mode is off', async () => {
     const writes = { refusal: { code: 'not_writable', message: 'standby' }, splitBrain: false, writableNodes: [], fenced: [] };
-    expect(await health({ primaryUp: true, replicaUp: true, readOnly: false, writes }).database(false)).toMatchObject({ status: 'unhealthy', writable: false, error: { code: 'not_writable' } });
+    expect(await health({ primaryUp: true, replicaUp: true, readOnly: false, writes }).database(false)).toMatchObject({
+      status: 'unhealthy',
+      writable: false,
+      error: { code: 'not_writable' },
+    });
     const readOnly = await health({ primaryUp: true, replicaUp: true, readOnly: true, writes }).database(false);
     expect(readOnly).toMatchObject({ status: 'healthy', writable: false });
     expect(readOnly.error).toBeUndefined();

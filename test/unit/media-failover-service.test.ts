@@ -13,13 +13,27 @@ function setup(configured: MediaBackendName[] = ['primary', 'backup']) {
   const stores = new Map<MediaBackendName, ObjectStore>(configured.map((n) => [n, n === 'primary' ? primary : backup]));
   const cache = new MemoryMediaCache();
   cache.entries.set('k', { seq: 1, value: 'deleted' });
-  const failover = new MediaFailoverService({ stores, dr: parts.dr, locks: parts.locks, cache, metrics: parts.metrics, logger: parts.logger, instanceId: 'api-1', timeoutMs: 1000 });
-  const counted = async (result: string) => (await parts.metrics.failoverTotal.get()).values.find((v) => v.labels.kind === 'media_switch' && v.labels.result === result)?.value ?? 0;
+  const failover = new MediaFailoverService({
+    stores,
+    dr: parts.dr,
+    locks: parts.locks,
+    cache,
+    metrics: parts.metrics,
+    logger: parts.logger,
+    instanceId: 'api-1',
+    timeoutMs: 1000,
+  });
+  const counted = async (result: string) =>
+    (await parts.metrics.failoverTotal.get()).values.find((v) => v.labels.kind === 'media_switch' && v.labels.result === result)?.value ??
+    0;
   return { w, parts, primary, backup, cache, failover, counted };
 }
 
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  return promise.then(() => undefined, (e: unknown) => e);
+  return promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
 }
 
 describe('MediaFailoverService', () => {
@@ -27,7 +41,12 @@ describe('MediaFailoverService', () => {
     const s = setup();
     const result = await s.failover.switchBackend({ to: 'backup', dryRun: false, force: false }, 'ops');
     expect(result).toMatchObject({ changed: true, from: 'primary', to: 'backup', forced: false, cacheEntriesCleared: 1 });
-    expect(result.checks.map((c) => [c.name, c.ok])).toEqual([['bucket_reachable', true], ['canary_upload', true], ['canary_download_checksum', true], ['canary_delete', true]]);
+    expect(result.checks.map((c) => [c.name, c.ok])).toEqual([
+      ['bucket_reachable', true],
+      ['canary_upload', true],
+      ['canary_download_checksum', true],
+      ['canary_delete', true],
+    ]);
     expect(s.w.store.state?.media).toMatchObject({ active: 'backup', by: 'ops' });
     expect(s.backup.objects.size).toBe(0);
     expect(s.cache.entries.size).toBe(0);
@@ -94,6 +113,10 @@ describe('MediaFailoverService', () => {
     s.primary.failWith = new Error('down');
     const report = await s.failover.verify();
     expect(report.status).toBe('fail');
-    expect(report.backends.find((b) => b.backend === 'primary')?.checks[0]).toMatchObject({ name: 'bucket_reachable', ok: false, detail: 'down' });
+    expect(report.backends.find((b) => b.backend === 'primary')?.checks[0]).toMatchObject({
+      name: 'bucket_reachable',
+      ok: false,
+      detail: 'down',
+    });
   });
 });

@@ -48,8 +48,20 @@ async function statusOf(promise: Promise<unknown>): Promise<number> {
 describe('MediaService', () => {
   it('stores content under a fresh version name, never the key, and points the key at it', async () => {
     const { service, primary, repository, cache } = setup();
-    const meta = await service.upload({ key: 'a/b.txt', body: Readable.from([Buffer.from('hello')]), contentType: 'text/plain', declaredLength: 5 });
-    expect(meta).toMatchObject({ key: 'a/b.txt', size: 5, sha256: sha256Hex('hello'), backend: 'primary', contentType: 'text/plain', version: expect.stringMatching(/^[0-9a-f-]{36}$/) });
+    const meta = await service.upload({
+      key: 'a/b.txt',
+      body: Readable.from([Buffer.from('hello')]),
+      contentType: 'text/plain',
+      declaredLength: 5,
+    });
+    expect(meta).toMatchObject({
+      key: 'a/b.txt',
+      size: 5,
+      sha256: sha256Hex('hello'),
+      backend: 'primary',
+      contentType: 'text/plain',
+      version: expect.stringMatching(/^[0-9a-f-]{36}$/),
+    });
     expect(primary.objects.has('a/b.txt')).toBe(false);
     expect(primary.objects.get(`v/${meta.version}`)?.body.toString()).toBe('hello');
     expect(repository.rows.get('a/b.txt')).toEqual(meta);
@@ -80,7 +92,9 @@ describe('MediaService', () => {
     const { service, repository } = setup(10);
     expect(await statusOf(service.upload({ key: 'big', body: Readable.from([]), contentType: undefined, declaredLength: 11 }))).toBe(413);
     const chunks = [Buffer.alloc(6), Buffer.alloc(6)];
-    expect(await statusOf(service.upload({ key: 'big', body: Readable.from(chunks), contentType: undefined, declaredLength: undefined }))).toBe(413);
+    expect(
+      await statusOf(service.upload({ key: 'big', body: Readable.from(chunks), contentType: undefined, declaredLength: undefined })),
+    ).toBe(413);
     expect(repository.rows.size).toBe(0);
   });
 
@@ -90,17 +104,28 @@ describe('MediaService', () => {
     const first = service.upload({ key: 'a', body: stalled, contentType: undefined, declaredLength: undefined });
     stalled.write(Buffer.alloc(10));
     await new Promise((r) => setTimeout(r, 10));
-    expect(await statusOf(service.upload({ key: 'b', body: Readable.from([Buffer.alloc(5)]), contentType: undefined, declaredLength: undefined }))).toBe(503);
+    expect(
+      await statusOf(
+        service.upload({ key: 'b', body: Readable.from([Buffer.alloc(5)]), contentType: undefined, declaredLength: undefined }),
+      ),
+    ).toBe(503);
     stalled.end(Buffer.alloc(200));
     expect(await statusOf(first)).toBe(503);
     expect(repository.rows.size).toBe(0);
-    expect(await statusOf(service.upload({ key: 'c', body: Readable.from([Buffer.alloc(50)]), contentType: undefined, declaredLength: undefined }))).toBe(200);
+    expect(
+      await statusOf(
+        service.upload({ key: 'c', body: Readable.from([Buffer.alloc(50)]), contentType: undefined, declaredLength: undefined }),
+      ),
+    ).toBe(200);
   });
 
-  it.each(['../etc/passwd', 'a/../b', '/lead', 'trail/', 'a//b', 'sp ace', 'x'.repeat(513), '', 'ü'])('rejects bad key #%# with 400', async (key) => {
-    const { service } = setup();
-    expect(await statusOf(service.upload({ key, body: Readable.from([]), contentType: undefined, declaredLength: 0 }))).toBe(400);
-  });
+  it.each(['../etc/passwd', 'a/../b', '/lead', 'trail/', 'a//b', 'sp ace', 'x'.repeat(513), '', 'ü'])(
+    'rejects bad key #%# with 400',
+    async (key) => {
+      const { service } = setup();
+      expect(await statusOf(service.upload({ key, body: Readable.from([]), contentType: undefined, declaredLength: 0 }))).toBe(400);
+    },
+  );
 
   it('an overwrite refused because the database is down (503) keeps the earlier acknowledged version', async () => {
     const { service, repository } = setup();

@@ -10,7 +10,6 @@ import { MemoryJobRecords, MemoryLockStore, MemoryObjectStore, MemoryVersionRepo
 import { captureLogger } from '../support/log-capture.ts';
 import { sha256Hex } from '../../support/common.ts';
 
-
 function world() {
   const primary = new MemoryObjectStore('primary');
   const backup = new MemoryObjectStore('backup');
@@ -20,8 +19,21 @@ function world() {
     ['backup', backup],
   ]);
   /** Stores content under a new version on `on` and commits it for `key`. */
-  const write = async (key: string, body: string, on: MemoryObjectStore = primary, copyTo: MediaBackendName[] = []): Promise<StoredVersion> => {
-    const v: StoredVersion = { id: randomUUID(), key, size: body.length, sha256: sha256Hex(body), contentType: 'text/plain', backends: [on.backend], replaced: false };
+  const write = async (
+    key: string,
+    body: string,
+    on: MemoryObjectStore = primary,
+    copyTo: MediaBackendName[] = [],
+  ): Promise<StoredVersion> => {
+    const v: StoredVersion = {
+      id: randomUUID(),
+      key,
+      size: body.length,
+      sha256: sha256Hex(body),
+      contentType: 'text/plain',
+      backends: [on.backend],
+      replaced: false,
+    };
     await on.put(`v/${v.id}`, Readable.from([Buffer.from(body)]), body.length, 'text/plain');
     versions.commit(key, v, copyTo);
     return v;
@@ -29,9 +41,17 @@ function world() {
   return { primary, backup, versions, stores, write };
 }
 
-
 function syncService(w: ReturnType<typeof world>) {
-  return new MediaSyncService({ stores: w.stores, versions: w.versions, locks: new ClusterLock(new MemoryLockStore(), 'i'), jobs: new MemoryJobRecords(), instanceId: 'i', logger: captureLogger().logger, concurrency: 2, inlineMax: 100 });
+  return new MediaSyncService({
+    stores: w.stores,
+    versions: w.versions,
+    locks: new ClusterLock(new MemoryLockStore(), 'i'),
+    jobs: new MemoryJobRecords(),
+    instanceId: 'i',
+    logger: captureLogger().logger,
+    concurrency: 2,
+    inlineMax: 100,
+  });
 }
 
 describe('MediaSyncService', () => {
@@ -88,7 +108,13 @@ describe('BackupReplicator (outbox)', () => {
   it('copies committed versions, keeps the outbox row until the copy is made while the backup is down, and skips replaced versions', async () => {
     const w = world();
     const stats: number[] = [];
-    const replicator = new BackupReplicator({ versions: w.versions, stores: w.stores, logger: captureLogger().logger, intervalMs: 1000, onStats: (s) => stats.push(s.backlog) });
+    const replicator = new BackupReplicator({
+      versions: w.versions,
+      stores: w.stores,
+      logger: captureLogger().logger,
+      intervalMs: 1000,
+      onStats: (s) => stats.push(s.backlog),
+    });
     const a = await w.write('a', 'alpha', w.primary, ['backup']);
     await w.write('b', 'first', w.primary, ['backup']);
     const b2 = await w.write('b', 'second', w.primary, ['backup']);

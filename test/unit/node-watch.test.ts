@@ -8,10 +8,26 @@ const node = (data: Partial<DatabaseProbeData>): ProbeResult<DatabaseProbeData> 
   ok: true,
   latencyMs: 1,
   checkedAt: new Date(),
-  data: { inRecovery: false, currentLsn: null, receiveLsn: null, replayLsn: null, replayAt: null, receiverStatus: null, standbys: [], systemId: '7001', timeline: 1, fenced: false, ...data },
+  data: {
+    inRecovery: false,
+    currentLsn: null,
+    receiveLsn: null,
+    replayLsn: null,
+    replayAt: null,
+    receiverStatus: null,
+    standbys: [],
+    systemId: '7001',
+    timeline: 1,
+    fenced: false,
+    ...data,
+  },
 });
 
-function watch(probes: Partial<Record<DatabaseTarget, ProbeResult<DatabaseProbeData>>>, state: DrState, fence: (t: DatabaseTarget) => Promise<{ terminated: number }>) {
+function watch(
+  probes: Partial<Record<DatabaseTarget, ProbeResult<DatabaseProbeData>>>,
+  state: DrState,
+  fence: (t: DatabaseTarget) => Promise<{ terminated: number }>,
+) {
   const counts: number[] = [];
   const audit = { record: jest.fn(async () => undefined) };
   const w = new NodeWatch({
@@ -51,26 +67,43 @@ describe('NodeWatch (one writable primary)', () => {
     w.observe();
     await new Promise((r) => setImmediate(r));
     expect(w.report().splitBrain).toBe(true);
-    expect(w.writeRefusal()).toMatchObject({ code: 'not_writable', message: expect.stringContaining('timeline 1, older than the newest (2)') });
+    expect(w.writeRefusal()).toMatchObject({
+      code: 'not_writable',
+      message: expect.stringContaining('timeline 1, older than the newest (2)'),
+    });
   });
 
   it('a newest timeline recorded in the DR state counts even when the newer node is unreachable', () => {
     const probes = { primary: node({ timeline: 1 }) };
-    const state: DrState = { ...INITIAL_STATE, database: { active: 'primary', since: null, by: null, newestTimeline: 2, nodes: { replica: { systemId: '7001', timeline: 2, recordedAt: '' } } } };
+    const state: DrState = {
+      ...INITIAL_STATE,
+      database: {
+        active: 'primary',
+        since: null,
+        by: null,
+        newestTimeline: 2,
+        nodes: { replica: { systemId: '7001', timeline: 2, recordedAt: '' } },
+      },
+    };
     const { w } = watch(probes, state, async () => ({ terminated: 0 }));
     expect(w.writeRefusal()?.code).toBe('not_writable');
   });
 
   it('a recorded system identifier that differs from the configured node is a state mismatch', () => {
     const probes = { primary: node({ systemId: '8002' }) };
-    const state: DrState = { ...INITIAL_STATE, database: { active: 'primary', since: null, by: null, nodes: { primary: { systemId: '7001', timeline: 1, recordedAt: '' } } } };
+    const state: DrState = {
+      ...INITIAL_STATE,
+      database: { active: 'primary', since: null, by: null, nodes: { primary: { systemId: '7001', timeline: 1, recordedAt: '' } } },
+    };
     const { w } = watch(probes, state, async () => ({ terminated: 0 }));
     expect(w.writeRefusal()?.code).toBe('state_mismatch');
   });
 
   it('a standby or a fenced node as active target is not writable; an unreachable one is left to fail by itself', () => {
     const state = INITIAL_STATE;
-    expect(watch({ primary: node({ inRecovery: true }) }, state, async () => ({ terminated: 0 })).w.writeRefusal()?.code).toBe('not_writable');
+    expect(watch({ primary: node({ inRecovery: true }) }, state, async () => ({ terminated: 0 })).w.writeRefusal()?.code).toBe(
+      'not_writable',
+    );
     expect(watch({ primary: node({ fenced: true }) }, state, async () => ({ terminated: 0 })).w.writeRefusal()?.code).toBe('not_writable');
     const down: ProbeResult<DatabaseProbeData> = { ok: false, latencyMs: 1, checkedAt: new Date() };
     expect(watch({ primary: down }, state, async () => ({ terminated: 0 })).w.writeRefusal()).toBeNull();
@@ -78,7 +111,10 @@ describe('NodeWatch (one writable primary)', () => {
 
   it('a promotion a switchover abandoned: its timeline is never the newest, and a node taking writes on it is fenced', async () => {
     const fenced: DatabaseTarget[] = [];
-    const probes: Partial<Record<DatabaseTarget, ProbeResult<DatabaseProbeData>>> = { primary: node({ timeline: 1 }), replica: node({ timeline: 2 }) };
+    const probes: Partial<Record<DatabaseTarget, ProbeResult<DatabaseProbeData>>> = {
+      primary: node({ timeline: 1 }),
+      replica: node({ timeline: 2 }),
+    };
     let state: DrState = { ...INITIAL_STATE, database: { active: 'primary', since: null, by: null } };
     const w = new NodeWatch({
       latest: (t) => probes[t],

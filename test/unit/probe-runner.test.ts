@@ -6,7 +6,11 @@ import { captureLogger } from '../support/log-capture.ts';
 function runner<T>(probe: (signal: AbortSignal) => Promise<T>, timeoutMs = 100) {
   const metrics = createMetrics();
   const { logger, text } = captureLogger();
-  return { metrics, logs: text, runner: new ProbeRunner(probe, { dependency: 'database', target: () => 'primary', timeoutMs, metrics, logger }) };
+  return {
+    metrics,
+    logs: text,
+    runner: new ProbeRunner(probe, { dependency: 'database', target: () => 'primary', timeoutMs, metrics, logger }),
+  };
 }
 
 describe('ProbeRunner', () => {
@@ -61,7 +65,10 @@ describe('ProbeRunner', () => {
     await r.run();
     fail = false;
     await r.run();
-    const lines = logs().trim().split('\n').map((l) => JSON.parse(l) as { level: number; msg: string });
+    const lines = logs()
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { level: number; msg: string });
     expect(lines.map((l) => [l.level, l.msg])).toEqual([
       [40, 'dependency is down'],
       [30, 'dependency is up'],

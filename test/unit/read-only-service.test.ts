@@ -15,7 +15,14 @@ describe('ReadOnlyService', () => {
 
   function instance(w: ReturnType<typeof drWorld>, id: string, liftBlockedBy?: () => string | null) {
     const parts = w.instance(id);
-    const readOnly = new ReadOnlyService({ dr: parts.dr, audit: parts.audit, metrics: parts.metrics, logger: parts.logger, liftBlockedBy, now });
+    const readOnly = new ReadOnlyService({
+      dr: parts.dr,
+      audit: parts.audit,
+      metrics: parts.metrics,
+      logger: parts.logger,
+      liftBlockedBy,
+      now,
+    });
     services.push(readOnly);
     return { ...parts, readOnly };
   }
@@ -68,7 +75,11 @@ describe('ReadOnlyService', () => {
     expect(a.readOnly.isActive()).toBe(true);
     expect(b.readOnly.isActive()).toBe(true);
     // Both timers fire (real time: 1 s); the compare-and-set lets one record it.
-    const state = await eventually(async () => w.store.state, (s) => s?.readOnly.enabled === false, 3000);
+    const state = await eventually(
+      async () => w.store.state,
+      (s) => s?.readOnly.enabled === false,
+      3000,
+    );
     expect(state?.readOnly).toMatchObject({ enabled: false, by: 'system:ttl', reason: 'expired: deploy' });
     await a.dr.sync();
     await b.dr.sync();
@@ -86,8 +97,16 @@ describe('ReadOnlyService', () => {
     const a = instance(w, 'api-1', () => 'the active database target is a standby');
     await a.readOnly.set({ enabled: true, reason: 'failover', ttlSeconds: 1 }, 'ops');
     clock += 1000;
-    const state = await eventually(async () => w.store.state, (s) => s?.readOnly.by === 'system:ttl', 3000);
-    expect(state?.readOnly).toMatchObject({ enabled: true, expiresAt: null, reason: 'kept on at TTL expiry: the active database target is a standby (was: failover)' });
+    const state = await eventually(
+      async () => w.store.state,
+      (s) => s?.readOnly.by === 'system:ttl',
+      3000,
+    );
+    expect(state?.readOnly).toMatchObject({
+      enabled: true,
+      expiresAt: null,
+      reason: 'kept on at TTL expiry: the active database target is a standby (was: failover)',
+    });
     expect(a.readOnly.isActive()).toBe(true);
     expect([...w.sink.rows.values()].find((e) => e.action === 'read_only.expire')?.result).toBe('refused');
   });
@@ -105,7 +124,11 @@ describe('ReadOnlyService', () => {
     expect(w.store.state?.readOnly.enabled).toBe(true);
     expect(a.log()).toContain('the expiry did not take effect');
     w.store.down = false;
-    const state = await eventually(async () => w.store.state, (s) => s?.readOnly.enabled === false, 3000);
+    const state = await eventually(
+      async () => w.store.state,
+      (s) => s?.readOnly.enabled === false,
+      3000,
+    );
     expect(state?.readOnly.by).toBe('system:ttl');
   });
 });

@@ -3,9 +3,30 @@ import { ReplicationMonitor } from '../../src/services/database/replication-moni
 import type { ProbeResult } from '../../src/health/probe-runner.ts';
 
 const now = Date.parse('2026-11-25T12:00:00Z');
-const base: DatabaseProbeData = { inRecovery: false, currentLsn: null, receiveLsn: null, replayLsn: null, replayAt: null, receiverStatus: null, standbys: [], systemId: null, timeline: null, fenced: false };
-const ok = (data: Partial<DatabaseProbeData>): ProbeResult<DatabaseProbeData> => ({ ok: true, latencyMs: 1, checkedAt: new Date(now), data: { ...base, ...data } });
-const down: ProbeResult<DatabaseProbeData> = { ok: false, latencyMs: 1, checkedAt: new Date(now), error: { code: 'connection_refused', message: 'x' } };
+const base: DatabaseProbeData = {
+  inRecovery: false,
+  currentLsn: null,
+  receiveLsn: null,
+  replayLsn: null,
+  replayAt: null,
+  receiverStatus: null,
+  standbys: [],
+  systemId: null,
+  timeline: null,
+  fenced: false,
+};
+const ok = (data: Partial<DatabaseProbeData>): ProbeResult<DatabaseProbeData> => ({
+  ok: true,
+  latencyMs: 1,
+  checkedAt: new Date(now),
+  data: { ...base, ...data },
+});
+const down: ProbeResult<DatabaseProbeData> = {
+  ok: false,
+  latencyMs: 1,
+  checkedAt: new Date(now),
+  error: { code: 'connection_refused', message: 'x' },
+};
 
 describe('ReplicationMonitor', () => {
   it('an idle, caught-up standby whose last commit is old has no lag (replay_lag NULL means caught up)', () => {
@@ -28,12 +49,21 @@ describe('ReplicationMonitor', () => {
     const monitor = new ReplicationMonitor(30);
     monitor.observePrimary(ok({ currentLsn: '0/3000200' }));
     const replica = ok({ inRecovery: true, replayLsn: '0/3000100', receiverStatus: 'waiting', replayAt: new Date(now - 12_000) });
-    expect(monitor.report(down, replica, now)).toMatchObject({ status: 'degraded', state: 'disconnected', lagSeconds: 12, lagBytes: 256, primaryLastKnownLsn: '0/3000200' });
+    expect(monitor.report(down, replica, now)).toMatchObject({
+      status: 'degraded',
+      state: 'disconnected',
+      lagSeconds: 12,
+      lagBytes: 256,
+      primaryLastKnownLsn: '0/3000200',
+    });
   });
 
   it('says promoted or unreachable when that is what the replica is', () => {
     const monitor = new ReplicationMonitor(30);
-    expect(monitor.report(undefined, ok({ inRecovery: false, currentLsn: '0/5000000' }), now)).toMatchObject({ state: 'promoted', status: 'healthy' });
+    expect(monitor.report(undefined, ok({ inRecovery: false, currentLsn: '0/5000000' }), now)).toMatchObject({
+      state: 'promoted',
+      status: 'healthy',
+    });
     expect(monitor.report(undefined, down, now)).toMatchObject({ state: 'unreachable', status: 'degraded' });
   });
 });
@@ -64,7 +94,13 @@ describe('ReplicationMonitor in either direction', () => {
     monitor.observe('replica', ok({ currentLsn: '0/9000000' }));
     monitor.observe('primary', ok({ currentLsn: '0/1000000' }));
     const standby = ok({ inRecovery: true, replayLsn: '0/8FFFF00', receiverStatus: 'waiting', replayAt: new Date(now - 3000) });
-    expect(monitor.report(standby, down, now)).toMatchObject({ writer: 'replica', state: 'disconnected', lagBytes: 256, lagSeconds: 3, roles: { primary: 'standby', replica: 'unreachable' } });
+    expect(monitor.report(standby, down, now)).toMatchObject({
+      writer: 'replica',
+      state: 'disconnected',
+      lagBytes: 256,
+      lagSeconds: 3,
+      roles: { primary: 'standby', replica: 'unreachable' },
+    });
   });
 
   it('after a switchover back, the original primary is promoted until the replica streams from it', () => {
@@ -73,6 +109,12 @@ describe('ReplicationMonitor in either direction', () => {
     expect(monitor.report(ok({ currentLsn: '0/2' }), down, now)).toMatchObject({ writer: 'primary', state: 'promoted', status: 'healthy' });
     // Two servers taking writes: the DR state's active target is the writer of record.
     const split = new ReplicationMonitor(30, () => 'replica');
-    expect(split.report(ok({ currentLsn: '0/2' }), ok({ currentLsn: '0/3' }), now)).toMatchObject({ writer: 'replica', standby: 'primary', state: 'promoted', status: 'degraded', roles: { primary: 'primary', replica: 'primary' } });
+    expect(split.report(ok({ currentLsn: '0/2' }), ok({ currentLsn: '0/3' }), now)).toMatchObject({
+      writer: 'replica',
+      standby: 'primary',
+      state: 'promoted',
+      status: 'degraded',
+      roles: { primary: 'primary', replica: 'primary' },
+    });
   });
 });

@@ -5,7 +5,13 @@ import { PermanentReportError, RestoreJournal, RestoreReporter } from '../../src
 import { reportEventId, reportProblem, type RestoreReport } from '../../src/services/backup/restore-report.ts';
 
 const ID = '0ffce991-87b6-426b-a7b1-64aec135f980';
-const step = (name: 'read-only on' | 'stop PostgreSQL' | 'pgbackrest restore', ms: number) => ({ event: 'step' as const, step: name, at: new Date().toISOString(), durationMs: ms, result: 'success' as const });
+const step = (name: 'read-only on' | 'stop PostgreSQL' | 'pgbackrest restore', ms: number) => ({
+  event: 'step' as const,
+  step: name,
+  at: new Date().toISOString(),
+  durationMs: ms,
+  result: 'success' as const,
+});
 
 describe('RestoreReporter: journal first, then the API, in order', () => {
   let dir: string;
@@ -28,7 +34,12 @@ describe('RestoreReporter: journal first, then the API, in order', () => {
         taken.push(r);
       },
     });
-    reporter.report({ event: 'started', at: new Date().toISOString(), result: 'success', plan: { backup: '20260101-000000F', target: { type: 'end_of_archive' } } });
+    reporter.report({
+      event: 'started',
+      at: new Date().toISOString(),
+      result: 'success',
+      plan: { backup: '20260101-000000F', target: { type: 'end_of_archive' } },
+    });
     reporter.report(step('read-only on', 10));
     expect(await reporter.flush(0)).toBe(2);
     expect(journal.pending().map((r) => r.seq)).toEqual([0, 1]);

@@ -26,7 +26,8 @@ describe('archivedEndLsn', () => {
     expect(archivedEndLsn('000000010000000000000002.00000028.backup', SEG)).toBe(0x3000000n);
   });
   it('says nothing for timeline history files, partial segments and garbage', () => {
-    for (const name of ['00000002.history', '000000010000000000000002.partial', 'x', null]) expect(archivedEndLsn(name, SEG)).toBeUndefined();
+    for (const name of ['00000002.history', '000000010000000000000002.partial', 'x', null])
+      expect(archivedEndLsn(name, SEG)).toBeUndefined();
   });
 });
 
@@ -77,7 +78,8 @@ describe('RpoTracker', () => {
     const t = new RpoTracker();
     t.observe(at(0, { lastArchivedWal: null }));
     let last = 0;
-    for (let i = 1; i <= 20_000; i += 1) last = t.observe(at(i, { lastArchivedWal: null, currentLsn: `0/${(0x3000000 + i * 100).toString(16)}`, nextXid: String(100 + i) }));
+    for (let i = 1; i <= 20_000; i += 1)
+      last = t.observe(at(i, { lastArchivedWal: null, currentLsn: `0/${(0x3000000 + i * 100).toString(16)}`, nextXid: String(100 + i) }));
     expect(last).toBe(19_999 + 1);
     expect((t as unknown as { samples: unknown[] }).samples.length).toBeLessThanOrEqual(5000);
   });

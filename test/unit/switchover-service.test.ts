@@ -51,7 +51,19 @@ function service(world: World) {
     nodes: {
       async facts(t): Promise<NodeFacts> {
         const n = world.nodes[t];
-        if (!n.up) return { ok: false, error: 'down', inRecovery: false, currentLsn: null, replayLsn: null, replayPaused: false, receiverStatus: null, streamingStandbys: 0, fenced: false, timeline: null };
+        if (!n.up)
+          return {
+            ok: false,
+            error: 'down',
+            inRecovery: false,
+            currentLsn: null,
+            replayLsn: null,
+            replayPaused: false,
+            receiverStatus: null,
+            streamingStandbys: 0,
+            fenced: false,
+            timeline: null,
+          };
         const other = world.nodes[t === 'primary' ? 'replica' : 'primary'];
         return {
           ok: true,
@@ -113,7 +125,19 @@ function service(world: World) {
       },
       lockHolder: async () => world.lock,
     },
-    dr: { current: () => world.state, waitForInstances: async () => ({ applied: 1, total: 1, instances: [], complete: true, notApplied: [], stale: [], leaseMs: 5000, waitedMs: 0 }) },
+    dr: {
+      current: () => world.state,
+      waitForInstances: async () => ({
+        applied: 1,
+        total: 1,
+        instances: [],
+        complete: true,
+        notApplied: [],
+        stale: [],
+        leaseMs: 5000,
+        waitedMs: 0,
+      }),
+    },
     readOnly: { isActive: () => world.readOnly },
     barrier: {
       async engage() {
@@ -163,7 +187,16 @@ describe('SwitchoverService with fakes', () => {
     const world = new World();
     const result = await service(world).switchover({ to: 'replica', dryRun: false }, 'ops');
     expect(result).toMatchObject({ switched: true, from: 'primary', to: 'replica', bytesLost: 0 });
-    expect((result as { steps: { name: string }[] }).steps.map((s) => s.name)).toEqual(['read_only_on', 'fence_old_primary', 'wait_for_replay', 'promote', 'verify_writes', 'switch', 'read_only_off', 'stop_old_primary']);
+    expect((result as { steps: { name: string }[] }).steps.map((s) => s.name)).toEqual([
+      'read_only_on',
+      'fence_old_primary',
+      'wait_for_replay',
+      'promote',
+      'verify_writes',
+      'switch',
+      'read_only_off',
+      'stop_old_primary',
+    ]);
     expect(result).toMatchObject({ roles: { replica: 'primary', primary: 'stopped' } });
     expect(world.state.database.active).toBe('replica');
     expect(world.nodes.primary).toMatchObject({ fenced: true, up: false });
@@ -190,7 +223,7 @@ describe('SwitchoverService with fakes', () => {
     expect(world.nodes.primary.fenced).toBe(false);
   });
 
-  it('leaves an operator\'s read-only mode exactly as it was (never engaged, never lifted)', async () => {
+  it("leaves an operator's read-only mode exactly as it was (never engaged, never lifted)", async () => {
     const world = new World();
     world.readOnly = true;
     world.failing.add('engage').add('release'); // would throw if touched
@@ -202,7 +235,10 @@ describe('SwitchoverService with fakes', () => {
 
   it('of two switchovers at once, one switches and the other is refused; the pair stays consistent', async () => {
     const world = new World();
-    const results = await Promise.allSettled([service(world).switchover({ to: 'replica', dryRun: false }, 'a'), service(world).switchover({ to: 'replica', dryRun: false }, 'b')]);
+    const results = await Promise.allSettled([
+      service(world).switchover({ to: 'replica', dryRun: false }, 'a'),
+      service(world).switchover({ to: 'replica', dryRun: false }, 'b'),
+    ]);
     expect(results.filter((r) => r.status === 'fulfilled' && (r.value as { switched: boolean }).switched)).toHaveLength(1);
     expect(results.filter((r) => r.status === 'rejected')).toHaveLength(1);
     check(world, { lsn: 1000 }, { switched: true });
@@ -210,11 +246,20 @@ describe('SwitchoverService with fakes', () => {
   });
 
   const faults = ['engage', 'fence', 'waitForReplay', 'promote', 'verifyWrites', 'abandon', 'recordSwitch', 'release', 'stop'];
-  const steps: StepName[] = ['read_only_on', 'fence_old_primary', 'wait_for_replay', 'promote', 'verify_writes', 'switch', 'read_only_off', 'stop_old_primary'];
+  const steps: StepName[] = [
+    'read_only_on',
+    'fence_old_primary',
+    'wait_for_replay',
+    'promote',
+    'verify_writes',
+    'switch',
+    'read_only_off',
+    'stop_old_primary',
+  ];
 
   it('whatever step fails (random faults, also in the rollback), the answer says what holds and the invariant holds', async () => {
     let seed = 42;
-    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const seen = { rolledBackAfterPromotion: 0, rolledForward: 0, notStopped: 0 };
     for (let run = 0; run < 400; run += 1) {
       const world = new World();
@@ -272,7 +317,13 @@ describe('SwitchoverService with fakes', () => {
     const err = (await svc.switchover({ to: 'replica', dryRun: false }, 'ops').catch((e: unknown) => e)) as SwitchoverFailedError;
     expect(err).toBeInstanceOf(SwitchoverFailedError);
     expect(err.extra).toMatchObject({ failedStep: 'verify_writes', rolledBack: true, writable: 'primary', abandonedTimeline: 2 });
-    expect((err.extra.steps as { name: string }[]).map((x) => x.name)).toEqual(['read_only_on', 'fence_old_primary', 'wait_for_replay', 'promote', 'verify_writes']);
+    expect((err.extra.steps as { name: string }[]).map((x) => x.name)).toEqual([
+      'read_only_on',
+      'fence_old_primary',
+      'wait_for_replay',
+      'promote',
+      'verify_writes',
+    ]);
     expect((err.extra.rollback as { name: string; ok: boolean }[]).map((x) => [x.name, x.ok])).toEqual([
       ['fence_promoted', false],
       ['abandon_promotion', true],
@@ -295,7 +346,14 @@ describe('SwitchoverService with fakes', () => {
     await expect(svc.switchover({ to: 'replica', dryRun: false }, 'ops')).rejects.toBeInstanceOf(SwitchoverFailedError);
     expect(world.abandoned).toEqual([{ node: 'replica', timeline: 2 }]);
     // Rebuilt from scratch as a standby of the primary (timeline 1): its next promotion is timeline 2 again.
-    world.nodes.replica = { primary: false, fenced: false, up: true, lsn: world.nodes.primary.lsn, replayed: world.nodes.primary.lsn, paused: false };
+    world.nodes.replica = {
+      primary: false,
+      fenced: false,
+      up: true,
+      lsn: world.nodes.primary.lsn,
+      replayed: world.nodes.primary.lsn,
+      paused: false,
+    };
     world.timeline.replica = 1;
     svc.hook = undefined;
     const result = await svc.switchover({ to: 'replica', dryRun: false }, 'ops');
@@ -355,7 +413,7 @@ describe('SwitchoverService with fakes', () => {
 });
 
 describe('recovery of a switchover whose instance died midway', () => {
-  it('unfences the active target and lifts the switchover\'s read-only mode; a fence set by hand stays', async () => {
+  it("unfences the active target and lifts the switchover's read-only mode; a fence set by hand stays", async () => {
     const world = new World();
     world.nodes.primary.fenced = true;
     world.readOnly = true;
@@ -365,7 +423,16 @@ describe('recovery of a switchover whose instance died midway', () => {
     expect(await svc.recoverInterrupted('primary')).toBeNull();
     expect(world.nodes.primary.fenced).toBe(true);
     // While another operation holds the lock: left alone.
-    world.state = { ...world.state, readOnly: { enabled: true, reason: 'kept on at TTL expiry: fenced (was: switchover: primary to replica)', since: null, by: 'system:ttl', expiresAt: null } };
+    world.state = {
+      ...world.state,
+      readOnly: {
+        enabled: true,
+        reason: 'kept on at TTL expiry: fenced (was: switchover: primary to replica)',
+        since: null,
+        by: 'system:ttl',
+        expiresAt: null,
+      },
+    };
     world.lock = 'switchover';
     expect(await svc.recoverInterrupted('primary')).toBeNull();
     world.lock = null;

@@ -15,7 +15,14 @@ export class AuditLog {
   private readonly hooks: ((events: AuditEvent[]) => Promise<void>)[] = [];
 
   constructor(
-    private readonly deps: { sink: AuditSink; spool: AuditSpool; logger: Logger; instanceId: string; flushIntervalMs: number; now?: () => number },
+    private readonly deps: {
+      sink: AuditSink;
+      spool: AuditSpool;
+      logger: Logger;
+      instanceId: string;
+      flushIntervalMs: number;
+      now?: () => number;
+    },
   ) {}
 
   start(): void {

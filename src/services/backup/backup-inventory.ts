@@ -22,7 +22,16 @@ export interface InventoryDeps {
   archiver: () => Promise<ArchiverStatus>;
   /** The newest passing validation's finish time, if any. */
   lastValidation: () => Promise<Date | undefined>;
-  metrics: Pick<Metrics, 'rpoExposure' | 'backupLastSuccess' | 'walArchiveFailures' | 'backupMaxAge' | 'backupValidationLastSuccess' | 'backupValidationMaxAge' | 'dependencyUp'>;
+  metrics: Pick<
+    Metrics,
+    | 'rpoExposure'
+    | 'backupLastSuccess'
+    | 'walArchiveFailures'
+    | 'backupMaxAge'
+    | 'backupValidationLastSuccess'
+    | 'backupValidationMaxAge'
+    | 'dependencyUp'
+  >;
   logger: Logger;
   timeoutMs: number;
   cacheMs: number;

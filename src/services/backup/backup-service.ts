@@ -42,23 +42,35 @@ export class BackupService {
     const info = await this.deps.inventory.info(true);
     const good = info.backups.filter((b) => !b.error);
     let label = input.backup ?? 'latest';
-    if (label !== 'latest' && !info.backups.some((b) => b.label === label)) throw new NotFoundError(`backup ${label} is not in the repository`);
-    if (label === 'latest' && good.length === 0) throw new PreconditionFailedError('the repository holds no successful backup yet', { backups: 0 });
+    if (label !== 'latest' && !info.backups.some((b) => b.label === label))
+      throw new NotFoundError(`backup ${label} is not in the repository`);
+    if (label === 'latest' && good.length === 0)
+      throw new PreconditionFailedError('the repository holds no successful backup yet', { backups: 0 });
     if (input.targetTime) {
       const range = await this.deps.inventory.recoverableRange();
       const target = Date.parse(input.targetTime);
       const usable = { from: range.from, to: range.to };
-      if (range.from === null || target < Date.parse(range.from)) throw new PreconditionFailedError('the target time is before the end of the oldest backup', { usableRange: usable });
-      if (range.to === null || target > Date.parse(range.to)) throw new PreconditionFailedError('the target time is after the newest archived WAL', { usableRange: usable });
+      if (range.from === null || target < Date.parse(range.from))
+        throw new PreconditionFailedError('the target time is before the end of the oldest backup', { usableRange: usable });
+      if (range.to === null || target > Date.parse(range.to))
+        throw new PreconditionFailedError('the target time is after the newest archived WAL', { usableRange: usable });
       if (label === 'latest') {
         // The newest backup that ended before the target: recovery replays forward from it.
         label = good.filter((b) => Date.parse(b.stoppedAt) <= target).at(-1)!.label;
       } else {
         const chosen = info.backups.find((b) => b.label === label)!;
-        if (Date.parse(chosen.stoppedAt) > target) throw new PreconditionFailedError(`backup ${label} ended after the target time; choose an older backup or a later target`, { usableRange: { from: chosen.stoppedAt, to: range.to } });
+        if (Date.parse(chosen.stoppedAt) > target)
+          throw new PreconditionFailedError(`backup ${label} ended after the target time; choose an older backup or a later target`, {
+            usableRange: { from: chosen.stoppedAt, to: range.to },
+          });
       }
     }
-    return this.enqueue<ValidationInput>(VALIDATE_JOB, { backup: label, ...(input.targetTime ? { targetTime: new Date(input.targetTime).toISOString() } : {}) }, 'backup-validate', by);
+    return this.enqueue<ValidationInput>(
+      VALIDATE_JOB,
+      { backup: label, ...(input.targetTime ? { targetTime: new Date(input.targetTime).toISOString() } : {}) },
+      'backup-validate',
+      by,
+    );
   }
 
   async restorePoint(name: string): Promise<RestorePoint> {
@@ -66,7 +78,8 @@ export class BackupService {
       return await createRestorePoint(await this.deps.activeDatabaseUrl(), name, this.deps.timeoutMs);
     } catch (err) {
       const code = (err as { code?: string }).code;
-      if (code === '55000' || code === '42501') throw new PreconditionFailedError(`the database cannot create a restore point: ${(err as Error).message}`);
+      if (code === '55000' || code === '42501')
+        throw new PreconditionFailedError(`the database cannot create a restore point: ${(err as Error).message}`);
       throw new DependencyUnavailableError('database', 'the active database did not answer', err);
     }
   }

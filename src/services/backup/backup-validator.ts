@@ -77,7 +77,8 @@ export class BackupValidator {
     const checks: ValidationCheck[] = [];
     const timings: ValidationReport['timings'] = { restoreMs: null, recoveryMs: null, checksMs: null, teardownMs: null, totalMs: 0 };
     const info = await this.deps.info();
-    const backup = input.backup === 'latest' ? info.backups.filter((b) => !b.error).at(-1) : info.backups.find((b) => b.label === input.backup);
+    const backup =
+      input.backup === 'latest' ? info.backups.filter((b) => !b.error).at(-1) : info.backups.find((b) => b.label === input.backup);
     const report: ValidationReport = {
       id: randomUUID(),
       status: 'failed',
@@ -92,7 +93,10 @@ export class BackupValidator {
     let cluster: ScratchCluster | undefined;
     try {
       if (!backup) throw new Error(`backup ${input.backup} is not in the repository`);
-      cluster = ScratchCluster.prepare(this.deps.scratchRoot, scratchName(jobId.slice(0, 8)), await freePort(), { ...this.deps, liveDataDirs: await this.deps.liveDataDirs() });
+      cluster = ScratchCluster.prepare(this.deps.scratchRoot, scratchName(jobId.slice(0, 8)), await freePort(), {
+        ...this.deps,
+        liveDataDirs: await this.deps.liveDataDirs(),
+      });
       const restoreStart = Date.now();
       await this.deps.tool.restore(
         {
@@ -106,7 +110,12 @@ export class BackupValidator {
       );
       timings.restoreMs = Date.now() - restoreStart;
       report.bytes = cluster.bytes();
-      checks.push({ name: 'restore', ok: true, detail: `restored ${backup.label} (${report.bytes} bytes) in ${timings.restoreMs} ms`, ms: timings.restoreMs });
+      checks.push({
+        name: 'restore',
+        ok: true,
+        detail: `restored ${backup.label} (${report.bytes} bytes) in ${timings.restoreMs} ms`,
+        ms: timings.restoreMs,
+      });
       cluster.configure();
 
       const recoveryStart = Date.now();
@@ -125,11 +134,14 @@ export class BackupValidator {
       else checks.push({ name: 'media_backup_sample', ok: true, detail: 'skipped: no backup bucket configured', ms: 0 });
       timings.checksMs = Date.now() - checksStart;
     } catch (err) {
-      if (!checks.some((c) => !c.ok)) checks.push({ name: 'restore', ok: false, detail: err instanceof Error ? err.message : String(err), ms: Date.now() - started });
+      if (!checks.some((c) => !c.ok))
+        checks.push({ name: 'restore', ok: false, detail: err instanceof Error ? err.message : String(err), ms: Date.now() - started });
     } finally {
       if (cluster) {
         const teardownStart = Date.now();
-        await cluster.destroy().catch((err: unknown) => this.deps.logger.error({ err, dir: cluster!.dir }, 'could not remove a scratch cluster'));
+        await cluster
+          .destroy()
+          .catch((err: unknown) => this.deps.logger.error({ err, dir: cluster!.dir }, 'could not remove a scratch cluster'));
         timings.teardownMs = Date.now() - teardownStart;
       }
     }
@@ -147,16 +159,24 @@ export class BackupValidator {
     try {
       await cluster.start(this.deps.recoveryTimeoutMs);
     } catch (err) {
-      return { name: 'recovery', ok: false, detail: `the restored server did not start: ${lastLines(cluster.log()) || (err as Error).message}` };
+      return {
+        name: 'recovery',
+        ok: false,
+        detail: `the restored server did not start: ${lastLines(cluster.log()) || (err as Error).message}`,
+      };
     }
     while (Date.now() < deadline) {
       try {
         const inRecovery = await query<{ r: boolean }>(cluster.url('postgres', this.deps.databaseUser), 'SELECT pg_is_in_recovery() AS r');
-        if (inRecovery[0]?.r === false) return { name: 'recovery', ok: true, detail: 'recovery reached its target and the server promoted' };
+        if (inRecovery[0]?.r === false)
+          return { name: 'recovery', ok: true, detail: 'recovery reached its target and the server promoted' };
       } catch {
         // the server stops if recovery fails (e.g. the target is beyond the archive): seen below
       }
-      if (/FATAL|PANIC/.test(cluster.log()) && /recovery ended before|could not locate|shut down|database system is shut down/.test(cluster.log())) {
+      if (
+        /FATAL|PANIC/.test(cluster.log()) &&
+        /recovery ended before|could not locate|shut down|database system is shut down/.test(cluster.log())
+      ) {
         return { name: 'recovery', ok: false, detail: `recovery failed: ${lastLines(cluster.log())}` };
       }
       await new Promise((r) => setTimeout(r, 100));
@@ -165,16 +185,27 @@ export class BackupValidator {
   }
 
   private async newestCommit(cluster: ScratchCluster, targetTime?: string): Promise<Omit<ValidationCheck, 'ms'>> {
-    const rows = await query<{ at: Date | null }>(cluster.url('postgres', this.deps.databaseUser), 'SELECT pg_last_xact_replay_timestamp() AS at');
+    const rows = await query<{ at: Date | null }>(
+      cluster.url('postgres', this.deps.databaseUser),
+      'SELECT pg_last_xact_replay_timestamp() AS at',
+    );
     const at = rows[0]?.at ?? null;
-    if (!targetTime) return { name: 'newest_commit', ok: true, detail: at ? `newest commit recovered: ${at.toISOString()}` : 'no transaction replayed after the backup', data: { newestCommit: at?.toISOString() ?? null } };
+    if (!targetTime)
+      return {
+        name: 'newest_commit',
+        ok: true,
+        detail: at ? `newest commit recovered: ${at.toISOString()}` : 'no transaction replayed after the backup',
+        data: { newestCommit: at?.toISOString() ?? null },
+      };
     const target = Date.parse(targetTime);
     const ok = at === null || at.getTime() <= target;
     const gapMs = at ? target - at.getTime() : null;
     return {
       name: 'newest_commit',
       ok,
-      detail: at ? `newest commit ${at.toISOString()}, ${gapMs} ms before the target ${targetTime}` : 'no transaction replayed between the backup and the target',
+      detail: at
+        ? `newest commit ${at.toISOString()}, ${gapMs} ms before the target ${targetTime}`
+        : 'no transaction replayed between the backup and the target',
       data: { newestCommit: at?.toISOString() ?? null, target: targetTime, gapMs },
     };
   }
@@ -182,13 +213,33 @@ export class BackupValidator {
   private async amcheck(cluster: ScratchCluster): Promise<Omit<ValidationCheck, 'ms'>> {
     try {
       // Every database: heap and btree checks; amcheck is installed in the scratch cluster only.
-      await runAs(this.deps.osUser, join(this.deps.pgBin, 'pg_amcheck'), ['-h', cluster.dir, '-p', String(cluster.port), '-U', this.deps.databaseUser, '--all', '--install-missing', '--no-strict-names', '--jobs=2'], {
-        timeoutMs: this.deps.recoveryTimeoutMs,
-      });
+      await runAs(
+        this.deps.osUser,
+        join(this.deps.pgBin, 'pg_amcheck'),
+        [
+          '-h',
+          cluster.dir,
+          '-p',
+          String(cluster.port),
+          '-U',
+          this.deps.databaseUser,
+          '--all',
+          '--install-missing',
+          '--no-strict-names',
+          '--jobs=2',
+        ],
+        {
+          timeoutMs: this.deps.recoveryTimeoutMs,
+        },
+      );
       return { name: 'amcheck', ok: true, detail: 'pg_amcheck --all: heap and btree clean in every database' };
     } catch (err) {
       const e = err as { stdout?: string; message: string };
-      return { name: 'amcheck', ok: false, detail: `pg_amcheck found problems: ${(e.stdout ?? '').split('\n').slice(0, 10).join(' ') || e.message}`.slice(0, 1000) };
+      return {
+        name: 'amcheck',
+        ok: false,
+        detail: `pg_amcheck found problems: ${(e.stdout ?? '').split('\n').slice(0, 10).join(' ') || e.message}`.slice(0, 1000),
+      };
     }
   }
 
@@ -196,7 +247,10 @@ export class BackupValidator {
     const expected = await readMigrations(this.deps.migrationsDir);
     let applied: { migration_name: string; checksum: string }[];
     try {
-      applied = await query(url, 'SELECT migration_name, checksum FROM "_prisma_migrations" WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL ORDER BY migration_name');
+      applied = await query(
+        url,
+        'SELECT migration_name, checksum FROM "_prisma_migrations" WHERE finished_at IS NOT NULL AND rolled_back_at IS NULL ORDER BY migration_name',
+      );
     } catch (err) {
       return { name: 'migrations', ok: false, detail: `_prisma_migrations is not readable: ${(err as Error).message}` };
     }
@@ -208,7 +262,9 @@ export class BackupValidator {
     return {
       name: 'migrations',
       ok,
-      detail: ok ? `all ${expected.length} migrations of the code are applied` : `missing ${missing.join(', ') || 'none'}; changed ${changed.join(', ') || 'none'}; unknown ${unknown.join(', ') || 'none'}`,
+      detail: ok
+        ? `all ${expected.length} migrations of the code are applied`
+        : `missing ${missing.join(', ') || 'none'}; changed ${changed.join(', ') || 'none'}; unknown ${unknown.join(', ') || 'none'}`,
       data: { expected: expected.length, applied: applied.length, missing, changed, unknown },
     };
   }

@@ -40,16 +40,23 @@ export function planRestore(info: StanzaInfo, request: RestoreRequest): RestoreP
       const target = Date.parse(request.targetTime);
       if (Number.isNaN(target)) throw new RestorePlanError(`--target-time ${request.targetTime} is not a time`);
       backup = good.filter((b) => Date.parse(b.stoppedAt) <= target).at(-1);
-      if (!backup) throw new RestorePlanError(`no backup ended before ${request.targetTime}; the oldest ended ${good[0]?.stoppedAt ?? 'never (no backup)'}`);
+      if (!backup)
+        throw new RestorePlanError(
+          `no backup ended before ${request.targetTime}; the oldest ended ${good[0]?.stoppedAt ?? 'never (no backup)'}`,
+        );
     } else {
       backup = good.at(-1);
       if (!backup) throw new RestorePlanError('the repository holds no successful backup');
     }
   } else {
     backup = info.backups.find((b) => b.label === request.backup);
-    if (!backup) throw new RestorePlanError(`backup ${request.backup} is not in the repository (have: ${info.backups.map((b) => b.label).join(', ') || 'none'})`);
+    if (!backup)
+      throw new RestorePlanError(
+        `backup ${request.backup} is not in the repository (have: ${info.backups.map((b) => b.label).join(', ') || 'none'})`,
+      );
     if (backup.error) throw new RestorePlanError(`backup ${request.backup} is marked as failed`);
-    if (request.targetTime && Date.parse(backup.stoppedAt) > Date.parse(request.targetTime)) throw new RestorePlanError(`backup ${backup.label} ended at ${backup.stoppedAt}, after the target ${request.targetTime}`);
+    if (request.targetTime && Date.parse(backup.stoppedAt) > Date.parse(request.targetTime))
+      throw new RestorePlanError(`backup ${backup.label} ended at ${backup.stoppedAt}, after the target ${request.targetTime}`);
   }
   const target: RestorePlan['target'] = request.targetTime
     ? { type: 'time', value: new Date(request.targetTime).toISOString() }
@@ -57,10 +64,24 @@ export function planRestore(info: StanzaInfo, request: RestoreRequest): RestoreP
       ? { type: 'name', value: request.targetName }
       : { type: 'end_of_archive' };
   return {
-    backup: { label: backup.label, type: backup.type, startedAt: backup.startedAt, stoppedAt: backup.stoppedAt, sizeBytes: backup.sizeBytes, repositorySizeBytes: backup.repositorySizeBytes },
+    backup: {
+      label: backup.label,
+      type: backup.type,
+      startedAt: backup.startedAt,
+      stoppedAt: backup.stoppedAt,
+      sizeBytes: backup.sizeBytes,
+      repositorySizeBytes: backup.repositorySizeBytes,
+    },
     target,
     wal: { from: backup.wal.start, to: info.archive.max },
-    steps: ['read-only on (API)', 'stop PostgreSQL', `pgbackrest restore --delta --set=${backup.label}${target.type === 'end_of_archive' ? '' : ` --type=${target.type} --target=${target.value}`}`, 'start PostgreSQL', 'wait for promotion', 'verify (API)'],
+    steps: [
+      'read-only on (API)',
+      'stop PostgreSQL',
+      `pgbackrest restore --delta --set=${backup.label}${target.type === 'end_of_archive' ? '' : ` --type=${target.type} --target=${target.value}`}`,
+      'start PostgreSQL',
+      'wait for promotion',
+      'verify (API)',
+    ],
   };
 }
 
@@ -77,7 +98,14 @@ export interface StepTiming {
  * the media uploaded after the target) before writes resume.
  */
 export async function runRestore(
-  deps: { tool: BackupTool; api: RestoreApi; server: RestoreServer; pgData: string; onStep: (t: StepTiming) => void; promoteTimeoutMs: number },
+  deps: {
+    tool: BackupTool;
+    api: RestoreApi;
+    server: RestoreServer;
+    pgData: string;
+    onStep: (t: StepTiming) => void;
+    promoteTimeoutMs: number;
+  },
   plan: RestorePlan,
 ): Promise<{ steps: StepTiming[]; verification: unknown; ok: boolean }> {
   const steps: StepTiming[] = [];
@@ -95,7 +123,12 @@ export async function runRestore(
     deps.onStep(timing);
     return value;
   };
-  await step('read-only on', () => deps.api.setReadOnly(true, `restore-database: ${plan.backup.label} to ${plan.target.type === 'end_of_archive' ? 'the end of the archive' : plan.target.value}`));
+  await step('read-only on', () =>
+    deps.api.setReadOnly(
+      true,
+      `restore-database: ${plan.backup.label} to ${plan.target.type === 'end_of_archive' ? 'the end of the archive' : plan.target.value}`,
+    ),
+  );
   await step('stop PostgreSQL', () => deps.server.stop());
   await step('pgbackrest restore', () =>
     deps.tool.restore(

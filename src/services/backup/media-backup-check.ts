@@ -22,7 +22,10 @@ export class BackupBucketMediaCheck implements MediaBackupCheck {
       // A sample from a random point of the key space (wrapping to the start when it runs short).
       const start = Math.random().toString(36).slice(2, 4);
       let sample = await versions.current(start, this.sampleSize);
-      if (sample.length < this.sampleSize) sample = [...sample, ...(await versions.current('', this.sampleSize - sample.length))].filter((v, i, all) => all.findIndex((w) => w.id === v.id) === i);
+      if (sample.length < this.sampleSize)
+        sample = [...sample, ...(await versions.current('', this.sampleSize - sample.length))].filter(
+          (v, i, all) => all.findIndex((w) => w.id === v.id) === i,
+        );
       const legacy = await versions.countLegacy();
       const onBackup = sample.filter((v) => v.backends.includes(this.store.backend));
       const problems: string[] = [];
@@ -40,7 +43,13 @@ export class BackupBucketMediaCheck implements MediaBackupCheck {
           problems.length === 0
             ? `${onBackup.length} sampled media versions are in the backup bucket ${this.store.bucket} at their recorded size${notYet ? `; ${notYet} more were not yet copied when the backup was taken` : ''}`
             : `${problems.length} of ${onBackup.length} sampled: ${problems.slice(0, 5).join('; ')}`,
-        data: { sampled: sample.length, checked: onBackup.length, notYetOnBackup: notYet, legacyNotChecked: legacy, problems: problems.slice(0, 20) },
+        data: {
+          sampled: sample.length,
+          checked: onBackup.length,
+          notYetOnBackup: notYet,
+          legacyNotChecked: legacy,
+          problems: problems.slice(0, 20),
+        },
       };
     } finally {
       await prisma.$disconnect().catch(() => undefined);

@@ -31,7 +31,12 @@ export async function findObjectsWithoutMetadata(databaseUrl: string, stores: Re
 }
 
 /** A listing that fails midway (a backend busy or restarting) is tried again from the start. */
-async function listOrphans(backend: string, store: ObjectStore, existing: (ids: string[]) => Promise<Set<string>>, attempts = 4): Promise<OrphanObject[]> {
+async function listOrphans(
+  backend: string,
+  store: ObjectStore,
+  existing: (ids: string[]) => Promise<Set<string>>,
+  attempts = 4,
+): Promise<OrphanObject[]> {
   for (let attempt = 1; ; attempt += 1) {
     try {
       const found: OrphanObject[] = [];

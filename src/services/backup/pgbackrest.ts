@@ -68,7 +68,13 @@ export class PgBackRestCli implements BackupTool {
   constructor(private readonly options: PgBackRestOptions) {}
 
   private command(args: string[]): { file: string; argv: string[] } {
-    const base = [`--stanza=${this.options.stanza}`, ...(this.options.configPath ? [`--config=${this.options.configPath}`] : []), '--log-level-console=error', '--log-level-stderr=error', ...args];
+    const base = [
+      `--stanza=${this.options.stanza}`,
+      ...(this.options.configPath ? [`--config=${this.options.configPath}`] : []),
+      '--log-level-console=error',
+      '--log-level-stderr=error',
+      ...args,
+    ];
     if (this.options.runAs) return { file: 'runuser', argv: ['-u', this.options.runAs, '--', this.options.bin, ...base] };
     return { file: this.options.bin, argv: base };
   }
@@ -80,11 +86,12 @@ export class PgBackRestCli implements BackupTool {
         if (!err) return resolve(stdout);
         const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: unknown };
         const text = `${stderr}`.trim().slice(-2000);
-        if (e.code === 'ENOENT' || /runuser: failed to execute|No such file or directory/.test(text) && !/ERROR: \[/.test(text)) {
+        if (e.code === 'ENOENT' || (/runuser: failed to execute|No such file or directory/.test(text) && !/ERROR: \[/.test(text))) {
           return reject(new BackupToolError('pgbackrest_missing', 'pgBackRest is not installed on this host', text));
         }
         if (e.killed) return reject(new BackupToolError('pgbackrest_timeout', `pgBackRest gave no answer within ${timeoutMs} ms`, text));
-        if (/ERROR: \[(041|055|103|104)\]/.test(text)) return reject(new BackupToolError('repository_unreachable', 'the pgBackRest repository is unreachable', text));
+        if (/ERROR: \[(041|055|103|104)\]/.test(text))
+          return reject(new BackupToolError('repository_unreachable', 'the pgBackRest repository is unreachable', text));
         reject(new BackupToolError('pgbackrest_failed', `pgBackRest failed: ${firstError(text)}`, text));
       });
     });
@@ -111,8 +118,12 @@ export class PgBackRestCli implements BackupTool {
     const args = ['restore', `--pg1-path=${options.pgPath}`];
     if (options.set) args.push(`--set=${options.set}`);
     // PostgreSQL reads recovery_target_time as '2026-11-26 08:15:00.123+00' (not ISO's T and Z).
-    const target = options.target?.type === 'time' ? new Date(options.target.value).toISOString().replace('T', ' ').replace('Z', '+00') : options.target?.value;
-    if (options.target) args.push(`--type=${options.target.type}`, `--target=${target}`, `--target-action=${options.targetAction ?? 'promote'}`);
+    const target =
+      options.target?.type === 'time'
+        ? new Date(options.target.value).toISOString().replace('T', ' ').replace('Z', '+00')
+        : options.target?.value;
+    if (options.target)
+      args.push(`--type=${options.target.type}`, `--target=${target}`, `--target-action=${options.targetAction ?? 'promote'}`);
     else if (options.immediate) args.push('--type=immediate', `--target-action=${options.targetAction ?? 'promote'}`);
     if (options.delta) args.push('--delta');
     if (options.archiveMode) args.push(`--archive-mode=${options.archiveMode}`);
@@ -142,8 +153,14 @@ interface RawStanza {
 
 function fromRaw(raw: RawStanza): StanzaInfo {
   const archives = raw.archive ?? [];
-  const mins = archives.map((a) => a.min).filter((x): x is string => !!x).sort();
-  const maxes = archives.map((a) => a.max).filter((x): x is string => !!x).sort();
+  const mins = archives
+    .map((a) => a.min)
+    .filter((x): x is string => !!x)
+    .sort();
+  const maxes = archives
+    .map((a) => a.max)
+    .filter((x): x is string => !!x)
+    .sort();
   return {
     stanza: raw.name,
     status: raw.status,

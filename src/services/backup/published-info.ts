@@ -28,10 +28,14 @@ export class PublishedBackupInfo implements BackupTool {
     } catch (err) {
       throw new BackupToolError('repository_unreachable', 'the backup inventory is read from Redis, which did not answer', String(err));
     }
-    if (raw === null) throw new BackupToolError('pgbackrest_missing', 'pgBackRest is not configured here and no worker has published the backup inventory');
+    if (raw === null)
+      throw new BackupToolError('pgbackrest_missing', 'pgBackRest is not configured here and no worker has published the backup inventory');
     const { at, info } = JSON.parse(raw) as { at: number; info: StanzaInfo };
     if (Date.now() - at > this.maxAgeMs) {
-      throw new BackupToolError('repository_unreachable', `no worker has read the pgBackRest repository for ${Math.round((Date.now() - at) / 1000)} s`);
+      throw new BackupToolError(
+        'repository_unreachable',
+        `no worker has read the pgBackRest repository for ${Math.round((Date.now() - at) / 1000)} s`,
+      );
     }
     return info;
   }

@@ -10,7 +10,12 @@ export interface RestorePoint {
 
 /** `pg_create_restore_point` on a connection of its own, bounded; names a point to recover to. */
 export async function createRestorePoint(connectionString: string, name: string, timeoutMs: number): Promise<RestorePoint> {
-  const client = new pg.Client({ connectionString, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs, application_name: 'sav3-restore-point' });
+  const client = new pg.Client({
+    connectionString,
+    connectionTimeoutMillis: timeoutMs,
+    query_timeout: timeoutMs,
+    application_name: 'sav3-restore-point',
+  });
   client.on('error', () => undefined);
   await client.connect();
   try {
@@ -30,7 +35,11 @@ export function restorePointName(reason: string, at = new Date()): string {
  * Best effort before a DR change: a restore point on the given server, or why there is none (the
  * primary may be the thing that failed). Never throws, never waits longer than the bound.
  */
-export async function restorePointBefore(connectionString: string | undefined, reason: string, timeoutMs = 2000): Promise<RestorePoint | { error: string }> {
+export async function restorePointBefore(
+  connectionString: string | undefined,
+  reason: string,
+  timeoutMs = 2000,
+): Promise<RestorePoint | { error: string }> {
   if (!connectionString) return { error: 'no database configured' };
   try {
     return await Promise.race([

@@ -6,14 +6,25 @@ import { z } from 'zod';
 import type { AuditInput } from '../audit/audit-log.ts';
 
 /** The steps of runRestore, in order (database-restore.ts). */
-export const RESTORE_STEPS = ['read-only on', 'stop PostgreSQL', 'pgbackrest restore', 'start PostgreSQL', 'wait for promotion', 'verify'] as const;
+export const RESTORE_STEPS = [
+  'read-only on',
+  'stop PostgreSQL',
+  'pgbackrest restore',
+  'start PostgreSQL',
+  'wait for promotion',
+  'verify',
+] as const;
 
 /** How far a reported time may lie ahead of this server's clock (clock skew), and how far back (a report sent days later). */
 export const REPORT_MAX_AHEAD_MS = 5 * 60_000;
 export const REPORT_MAX_AGE_MS = 30 * 86_400_000;
 
 const label = z.string().regex(/^\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?$/, { error: 'must be a pgBackRest backup label' });
-const ms = z.number().int().min(0).max(7 * 86_400_000);
+const ms = z
+  .number()
+  .int()
+  .min(0)
+  .max(7 * 86_400_000);
 
 export const restoreReportBody = z.strictObject({
   /** One restore run, chosen by the tool (a UUID); with seq it names the report, so a resent report is recorded once. */
@@ -28,10 +39,16 @@ export const restoreReportBody = z.strictObject({
   plan: z
     .strictObject({
       backup: label,
-      target: z.discriminatedUnion('type', [z.strictObject({ type: z.literal('end_of_archive') }), z.strictObject({ type: z.enum(['time', 'name']), value: z.string().min(1).max(64) })]),
+      target: z.discriminatedUnion('type', [
+        z.strictObject({ type: z.literal('end_of_archive') }),
+        z.strictObject({ type: z.enum(['time', 'name']), value: z.string().min(1).max(64) }),
+      ]),
     })
     .optional(),
-  steps: z.array(z.strictObject({ step: z.enum(RESTORE_STEPS), ms })).max(RESTORE_STEPS.length).optional(),
+  steps: z
+    .array(z.strictObject({ step: z.enum(RESTORE_STEPS), ms }))
+    .max(RESTORE_STEPS.length)
+    .optional(),
   error: z.string().max(500).optional(),
   /** The tool could not reach the API when this happened and sends it now. */
   late: z.boolean().optional(),

@@ -190,7 +190,9 @@ export function httpTransport(baseUrl: string, token: string, timeoutMs = 5000):
       body: JSON.stringify(report),
       signal,
     }).catch((err: Error & { cause?: { code?: string } }) => {
-      throw new Error(signal.aborted ? `no answer within ${timeoutMs} ms` : `${err.message}${err.cause?.code ? ` (${err.cause.code})` : ''}`);
+      throw new Error(
+        signal.aborted ? `no answer within ${timeoutMs} ms` : `${err.message}${err.cause?.code ? ` (${err.cause.code})` : ''}`,
+      );
     });
     if (res.status === 201) return;
     const body = await res.text().catch(() => '');

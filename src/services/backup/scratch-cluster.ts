@@ -1,5 +1,16 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, chownSync, appendFileSync, writeFileSync, realpathSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  chownSync,
+  appendFileSync,
+  writeFileSync,
+  realpathSync,
+} from 'node:fs';
 import net from 'node:net';
 import { join, resolve, sep } from 'node:path';
 import { isRoot, runAs } from './os-command.ts';
@@ -25,7 +36,8 @@ export function assertScratchPath(path: string, root: string, liveDataDirs: read
   for (const live of liveDataDirs) {
     const l = real(live);
     const t = existsSync(target) ? real(target) : target;
-    if (t === l || t.startsWith(l + sep) || l.startsWith(t + sep)) throw new UnsafeRestorePathError(`${target} is (or contains) the live data directory ${live}`);
+    if (t === l || t.startsWith(l + sep) || l.startsWith(t + sep))
+      throw new UnsafeRestorePathError(`${target} is (or contains) the live data directory ${live}`);
   }
   if (existsSync(join(target, 'postmaster.pid'))) throw new UnsafeRestorePathError(`${target} holds a running server (postmaster.pid)`);
   if (existsSync(join(target, 'PG_VERSION'))) throw new UnsafeRestorePathError(`${target} already holds a data directory`);
@@ -33,7 +45,10 @@ export function assertScratchPath(path: string, root: string, liveDataDirs: read
 }
 
 export function uidOf(user: string): { uid: number; gid: number } {
-  return { uid: Number(execFileSync('id', ['-u', user]).toString().trim()), gid: Number(execFileSync('id', ['-g', user]).toString().trim()) };
+  return {
+    uid: Number(execFileSync('id', ['-u', user]).toString().trim()),
+    gid: Number(execFileSync('id', ['-g', user]).toString().trim()),
+  };
 }
 
 export async function freePort(): Promise<number> {
@@ -58,7 +73,12 @@ export class ScratchCluster {
     this.port = port;
   }
 
-  static prepare(root: string, name: string, port: number, deps: { pgBin: string; osUser: string; liveDataDirs: readonly string[] }): ScratchCluster {
+  static prepare(
+    root: string,
+    name: string,
+    port: number,
+    deps: { pgBin: string; osUser: string; liveDataDirs: readonly string[] },
+  ): ScratchCluster {
     mkdirSync(root, { recursive: true, mode: 0o700 });
     const dir = join(root, name);
     assertScratchPath(dir, root, deps.liveDataDirs);
@@ -103,7 +123,12 @@ export class ScratchCluster {
 
   async start(timeoutMs: number): Promise<void> {
     // -w waits only until connections are accepted; recovery may go on (hot standby).
-    await runAs(this.deps.osUser, join(this.deps.pgBin, 'pg_ctl'), ['-D', this.dataDir, '-l', join(this.dir, 'server.log'), '-w', '-t', String(Math.ceil(timeoutMs / 1000)), 'start'], { timeoutMs: timeoutMs + 5000 });
+    await runAs(
+      this.deps.osUser,
+      join(this.deps.pgBin, 'pg_ctl'),
+      ['-D', this.dataDir, '-l', join(this.dir, 'server.log'), '-w', '-t', String(Math.ceil(timeoutMs / 1000)), 'start'],
+      { timeoutMs: timeoutMs + 5000 },
+    );
   }
 
   log(): string {
@@ -125,7 +150,9 @@ export class ScratchCluster {
   /** Stops the server (immediately: it is thrown away) and deletes the directory. */
   async destroy(): Promise<void> {
     if (existsSync(join(this.dataDir, 'postmaster.pid'))) {
-      await runAs(this.deps.osUser, join(this.deps.pgBin, 'pg_ctl'), ['-D', this.dataDir, '-m', 'immediate', '-w', '-t', '30', 'stop'], { timeoutMs: 40_000 }).catch(() => undefined);
+      await runAs(this.deps.osUser, join(this.deps.pgBin, 'pg_ctl'), ['-D', this.dataDir, '-m', 'immediate', '-w', '-t', '30', 'stop'], {
+        timeoutMs: 40_000,
+      }).catch(() => undefined);
     }
     rmSync(this.dir, { recursive: true, force: true });
   }
@@ -166,4 +193,3 @@ function alive(pid: number): boolean {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
-

@@ -37,11 +37,18 @@ export class PrismaValidationStore implements ValidationReportStore {
  * sampler runs on every API instance and must not load or occupy the request pool's Prisma client.
  */
 export async function lastPassedValidation(connectionString: string, timeoutMs: number): Promise<Date | undefined> {
-  const client = new pg.Client({ connectionString, connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs, application_name: 'sav3-backup-status' });
+  const client = new pg.Client({
+    connectionString,
+    connectionTimeoutMillis: timeoutMs,
+    query_timeout: timeoutMs,
+    application_name: 'sav3-backup-status',
+  });
   client.on('error', () => undefined);
   await client.connect();
   try {
-    const { rows } = await client.query<{ at: Date | null }>("SELECT max(finished_at) AS at FROM backup_validations WHERE status = 'passed'");
+    const { rows } = await client.query<{ at: Date | null }>(
+      "SELECT max(finished_at) AS at FROM backup_validations WHERE status = 'passed'",
+    );
     return rows[0]?.at ?? undefined;
   } finally {
     await client.end().catch(() => undefined);

@@ -46,10 +46,23 @@ export class AutoReadOnly {
     const state = this.deps.dr.current();
     const ours = state.readOnly.by === AUTO_ACTOR && state.database.by === AUTO_ACTOR;
     const promoted = Boolean(state.database.promotedAt) || this.deps.replica()?.data?.inRecovery === false;
-    if (!primaryOk && this.failures >= this.deps.failuresToEngage && state.database.active === 'primary' && !readOnlyActive(state, Date.now())) {
+    if (
+      !primaryOk &&
+      this.failures >= this.deps.failuresToEngage &&
+      state.database.active === 'primary' &&
+      !readOnlyActive(state, Date.now())
+    ) {
       const replica = this.deps.replica();
       if (replica?.ok) void this.run('auto_read_only.engage', true);
-    } else if (primaryOk && this.recoveries >= this.deps.recoveriesToRelease && ours && !promoted && this.deps.primaryCurrent() && state.readOnly.enabled && state.database.active === 'replica') {
+    } else if (
+      primaryOk &&
+      this.recoveries >= this.deps.recoveriesToRelease &&
+      ours &&
+      !promoted &&
+      this.deps.primaryCurrent() &&
+      state.readOnly.enabled &&
+      state.database.active === 'replica'
+    ) {
       void this.run('auto_read_only.release', false);
     }
   }
@@ -59,18 +72,37 @@ export class AutoReadOnly {
     try {
       const change = await this.deps.dr.change((s, now) => {
         // Re-checked on the newest state: an operator's change since our decision wins.
-        if (!engage && (s.readOnly.by !== AUTO_ACTOR || s.database.by !== AUTO_ACTOR || s.database.promotedAt)) throw new Error('the operator changed the state meanwhile');
+        if (!engage && (s.readOnly.by !== AUTO_ACTOR || s.database.by !== AUTO_ACTOR || s.database.promotedAt))
+          throw new Error('the operator changed the state meanwhile');
         if (engage && (s.database.active !== 'primary' || s.readOnly.enabled)) throw new Error('the state changed meanwhile');
         return {
-        ...s,
-        readOnly: engage
-          ? { enabled: true, reason: `automatic: the primary failed ${this.failures} probes; reads are served by the replica`, since: now, by: AUTO_ACTOR, expiresAt: null }
-          : { enabled: false, reason: 'automatic: the primary answers again', since: now, by: AUTO_ACTOR, expiresAt: null },
-        database: { ...s.database, active: engage ? 'replica' : 'primary', since: now, by: AUTO_ACTOR },
+          ...s,
+          readOnly: engage
+            ? {
+                enabled: true,
+                reason: `automatic: the primary failed ${this.failures} probes; reads are served by the replica`,
+                since: now,
+                by: AUTO_ACTOR,
+                expiresAt: null,
+              }
+            : { enabled: false, reason: 'automatic: the primary answers again', since: now, by: AUTO_ACTOR, expiresAt: null },
+          database: { ...s.database, active: engage ? 'replica' : 'primary', since: now, by: AUTO_ACTOR },
         };
       });
-      this.deps.logger.warn({ action, version: change.after.version }, engage ? 'primary down: read-only mode on, reads from the replica' : 'primary back: reads switched back, read-only mode lifted');
-      await this.deps.audit.record({ actor: AUTO_ACTOR, role: null, action, result: 'success', before: change.before, after: change.after, detail: null, requestId: null });
+      this.deps.logger.warn(
+        { action, version: change.after.version },
+        engage ? 'primary down: read-only mode on, reads from the replica' : 'primary back: reads switched back, read-only mode lifted',
+      );
+      await this.deps.audit.record({
+        actor: AUTO_ACTOR,
+        role: null,
+        action,
+        result: 'success',
+        before: change.before,
+        after: change.after,
+        detail: null,
+        requestId: null,
+      });
     } catch (err) {
       // Another instance made the same move first (409), or Redis is down (503): nothing to do now.
       this.deps.logger.info({ action, err: err instanceof Error ? err.message : String(err) }, 'automatic read-only change not made');

@@ -91,7 +91,14 @@ export class DatabaseFailoverService {
     const primary = this.deps.runners.get('primary')?.latest()?.data;
     return this.deps.dr.change((_s, now) => ({
       readOnly: { enabled: false, reason: `reset: ${reason}`, since: now, by, expiresAt: null },
-      database: { active: 'primary', since: now, by, nodes, ...(primary?.timeline && !primary.inRecovery ? { newestTimeline: primary.timeline } : {}), promotedAt: null },
+      database: {
+        active: 'primary',
+        since: now,
+        by,
+        nodes,
+        ...(primary?.timeline && !primary.inRecovery ? { newestTimeline: primary.timeline } : {}),
+        promotedAt: null,
+      },
       media: { active: 'primary', since: now, by },
     }));
   }

@@ -28,16 +28,29 @@ export class DatabasePromotion {
     const maxLag = input.maxLagSeconds ?? this.deps.maxLagSeconds;
     const checks: Check[] = [];
     const replicaUrl = this.deps.clients.url('replica');
-    checks.push({ name: 'replica_configured', ok: replicaUrl !== undefined, detail: replicaUrl ? 'DATABASE_REPLICA_URL is set' : 'DATABASE_REPLICA_URL is not set' });
-    const [primary, replica] = replicaUrl ? await Promise.all([this.ops.probe('primary'), this.ops.probe('replica')]) : [undefined, undefined];
+    checks.push({
+      name: 'replica_configured',
+      ok: replicaUrl !== undefined,
+      detail: replicaUrl ? 'DATABASE_REPLICA_URL is set' : 'DATABASE_REPLICA_URL is not set',
+    });
+    const [primary, replica] = replicaUrl
+      ? await Promise.all([this.ops.probe('primary'), this.ops.probe('replica')])
+      : [undefined, undefined];
     this.deps.monitor.observe('primary', primary);
     this.deps.monitor.observe('replica', replica);
     const replication = this.deps.monitor.report(primary, replica);
     const node = replication.standby;
     const standby = node === 'primary' ? primary : replica;
-    const alreadyPromoted = replicaUrl !== undefined && (replication.state === 'promoted' || (standby?.ok === true && standby.data?.inRecovery === false));
+    const alreadyPromoted =
+      replicaUrl !== undefined && (replication.state === 'promoted' || (standby?.ok === true && standby.data?.inRecovery === false));
     if (replicaUrl && !alreadyPromoted) {
-      checks.push({ name: 'replica_reachable', ok: standby?.ok === true, detail: standby?.ok ? `the standby (${node}) answered in ${standby.latencyMs} ms` : `the standby (${node}) does not answer: ${standby?.error?.code ?? 'unknown'}` });
+      checks.push({
+        name: 'replica_reachable',
+        ok: standby?.ok === true,
+        detail: standby?.ok
+          ? `the standby (${node}) answered in ${standby.latencyMs} ms`
+          : `the standby (${node}) does not answer: ${standby?.error?.code ?? 'unknown'}`,
+      });
     }
     if (standby?.ok && !alreadyPromoted) {
       checks.push({ name: 'replica_in_recovery', ok: true, detail: `${node} is a standby (pg_is_in_recovery)` });
@@ -62,15 +75,37 @@ export class DatabasePromotion {
       });
     }
     const checksMs = Math.round(performance.now() - started);
-    const dataLossWindow = this.dataLossWindow(replication.primaryLastKnownLsn, replication.replicaReplayLsn, replication.primaryLastSeenAt);
+    const dataLossWindow = this.dataLossWindow(
+      replication.primaryLastKnownLsn,
+      replication.replicaReplayLsn,
+      replication.primaryLastSeenAt,
+    );
     const failed = checks.filter((c) => !c.ok);
     const roles = replication.roles;
 
     if (alreadyPromoted) {
-      return { promoted: false, alreadyPromoted: true, dryRun: input.dryRun, node: replication.writer, roles, message: `${replication.writer} is already a primary and ${node} is not a standby; nothing to promote (rebuild ${node} as a standby first)`, checks, timings: { checksMs } };
+      return {
+        promoted: false,
+        alreadyPromoted: true,
+        dryRun: input.dryRun,
+        node: replication.writer,
+        roles,
+        message: `${replication.writer} is already a primary and ${node} is not a standby; nothing to promote (rebuild ${node} as a standby first)`,
+        checks,
+        timings: { checksMs },
+      };
     }
     if (input.dryRun) {
-      return { promoted: false, dryRun: true, wouldPromote: failed.length === 0, node, roles, checks, dataLossWindow, timings: { checksMs } };
+      return {
+        promoted: false,
+        dryRun: true,
+        wouldPromote: failed.length === 0,
+        node,
+        roles,
+        checks,
+        dataLossWindow,
+        timings: { checksMs },
+      };
     }
     if (failed.length > 0) {
       this.deps.metrics.failoverTotal.inc({ kind: 'promote', result: 'refused' });
@@ -94,7 +129,16 @@ export class DatabasePromotion {
         promoted = true;
         const promoteMs = Math.round(performance.now() - promoteStarted);
         this.deps.runners.get(node)?.invalidate();
-        if (raced) return { promoted: false, alreadyPromoted: true, dryRun: false, node, message: `${node} was promoted meanwhile; nothing to do`, checks, timings: { checksMs } };
+        if (raced)
+          return {
+            promoted: false,
+            alreadyPromoted: true,
+            dryRun: false,
+            node,
+            message: `${node} was promoted meanwhile; nothing to do`,
+            checks,
+            timings: { checksMs },
+          };
         this.deps.metrics.failoverTotal.inc({ kind: 'promote', result: 'success' });
         this.deps.logger.warn({ promoteMs, node, restorePoint }, 'standby promoted');
         const recorded = await this.recordPromotion(node);
@@ -108,7 +152,11 @@ export class DatabasePromotion {
           identity: recorded,
           oldPrimary: fence,
           catchUp,
-          dataLossWindow: this.dataLossWindow(replication.primaryLastKnownLsn, replayLsn ?? replication.replicaReplayLsn, replication.primaryLastSeenAt),
+          dataLossWindow: this.dataLossWindow(
+            replication.primaryLastKnownLsn,
+            replayLsn ?? replication.replicaReplayLsn,
+            replication.primaryLastSeenAt,
+          ),
           timings: { checksMs, promoteMs, totalMs: Math.round(performance.now() - started) },
         };
       } catch (err) {
@@ -116,7 +164,9 @@ export class DatabasePromotion {
         // Not promoted: the old primary stays the writer, so lift the fence this promotion set.
         const url = this.deps.clients.url(oldNode);
         if (!promoted && fence.fenced && url) {
-          await unfenceNode(url, 2000).catch((e: unknown) => this.deps.logger.error({ err: String(e), oldNode }, 'promotion failed and the old primary could not be unfenced'));
+          await unfenceNode(url, 2000).catch((e: unknown) =>
+            this.deps.logger.error({ err: String(e), oldNode }, 'promotion failed and the old primary could not be unfenced'),
+          );
           this.deps.runners.get(oldNode)?.invalidate();
         }
         throw err;
@@ -142,7 +192,9 @@ export class DatabasePromotion {
         newestTimeline: Math.max(s.database.newestTimeline ?? 0, identity.timeline),
         promotedAt: now,
         // A promotion recorded now supersedes an abandoned one on the same timeline.
-        abandonedTimelines: s.database.abandonedTimelines?.filter((a) => a.systemId !== identity.systemId || a.timeline !== identity.timeline),
+        abandonedTimelines: s.database.abandonedTimelines?.filter(
+          (a) => a.systemId !== identity.systemId || a.timeline !== identity.timeline,
+        ),
       },
     }));
     return identity;
@@ -152,7 +204,9 @@ export class DatabasePromotion {
   private waitForCatchUp(node: DatabaseTarget) {
     const replicaUrl = this.deps.clients.url(node)!;
     const primaryUrl = this.deps.clients.url(node === 'primary' ? 'replica' : 'primary');
-    return primaryUrl ? waitForReplicaCatchUp(primaryUrl, replicaUrl, CATCH_UP_WAIT_MS) : Promise.resolve({ primaryLsn: null, waitedMs: 0 });
+    return primaryUrl
+      ? waitForReplicaCatchUp(primaryUrl, replicaUrl, CATCH_UP_WAIT_MS)
+      : Promise.resolve({ primaryLsn: null, waitedMs: 0 });
   }
 
   /** Fences the old primary right away when it still answers (it may still take writes). */
@@ -165,7 +219,10 @@ export class DatabasePromotion {
       this.deps.logger.warn({ terminated, old }, 'old primary fenced read-only before the promotion');
       return { fenced: true, detail: `default_transaction_read_only set, ${terminated} sessions ended` };
     } catch (err) {
-      return { fenced: false, detail: `not reachable now (${err instanceof Error ? err.message : String(err)}); it is fenced when it answers again` };
+      return {
+        fenced: false,
+        detail: `not reachable now (${err instanceof Error ? err.message : String(err)}); it is fenced when it answers again`,
+      };
     }
   }
 
@@ -174,15 +231,20 @@ export class DatabasePromotion {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), (PROMOTE_WAIT_SECONDS + 10) * 1000);
     try {
-      return await withProbeConnection({ connectionString: url, timeoutMs: (PROMOTE_WAIT_SECONDS + 5) * 1000, signal: controller.signal }, async (client) => {
-        // Checked again under the lock: a racing promote may have finished meanwhile.
-        const before = await client.query<{ lsn: string | null; in_recovery: boolean }>('SELECT pg_last_wal_replay_lsn()::text AS lsn, pg_is_in_recovery() AS in_recovery');
-        const replayLsn = before.rows[0]?.lsn ?? null;
-        if (!before.rows[0]?.in_recovery) return { replayLsn, alreadyPromoted: true };
-        const { rows } = await client.query<{ done: boolean }>('SELECT pg_promote(true, $1) AS done', [PROMOTE_WAIT_SECONDS]);
-        if (!rows[0]?.done) throw new Error(`pg_promote did not finish within ${PROMOTE_WAIT_SECONDS} s`);
-        return { replayLsn, alreadyPromoted: false };
-      });
+      return await withProbeConnection(
+        { connectionString: url, timeoutMs: (PROMOTE_WAIT_SECONDS + 5) * 1000, signal: controller.signal },
+        async (client) => {
+          // Checked again under the lock: a racing promote may have finished meanwhile.
+          const before = await client.query<{ lsn: string | null; in_recovery: boolean }>(
+            'SELECT pg_last_wal_replay_lsn()::text AS lsn, pg_is_in_recovery() AS in_recovery',
+          );
+          const replayLsn = before.rows[0]?.lsn ?? null;
+          if (!before.rows[0]?.in_recovery) return { replayLsn, alreadyPromoted: true };
+          const { rows } = await client.query<{ done: boolean }>('SELECT pg_promote(true, $1) AS done', [PROMOTE_WAIT_SECONDS]);
+          if (!rows[0]?.done) throw new Error(`pg_promote did not finish within ${PROMOTE_WAIT_SECONDS} s`);
+          return { replayLsn, alreadyPromoted: false };
+        },
+      );
     } finally {
       clearTimeout(timer);
     }
@@ -190,7 +252,12 @@ export class DatabasePromotion {
 
   private dataLossWindow(primaryLsn: string | null, replicaLsn: string | null, primarySeenAt: string | null) {
     if (!primaryLsn || !replicaLsn) {
-      return { bytes: null, primaryLastKnownLsn: primaryLsn, replicaReplayLsn: replicaLsn, description: 'unknown: the old primary was never seen by this instance' };
+      return {
+        bytes: null,
+        primaryLastKnownLsn: primaryLsn,
+        replicaReplayLsn: replicaLsn,
+        description: 'unknown: the old primary was never seen by this instance',
+      };
     }
     const bytes = lsnGap(primaryLsn, replicaLsn);
     return {

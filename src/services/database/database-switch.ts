@@ -24,11 +24,15 @@ export class DatabaseSwitch {
     if (!last?.ok || last.data?.inRecovery || last.data?.fenced) return null;
     const old = await this.ops.probe(from);
     const data = old?.ok ? old.data : undefined;
-    if (!data || data.inRecovery || data.fenced || data.timeline === null || data.systemId !== to.systemId || data.timeline >= to.timeline) return null;
+    if (!data || data.inRecovery || data.fenced || data.timeline === null || data.systemId !== to.systemId || data.timeline >= to.timeline)
+      return null;
     const { terminated } = await fenceNode(this.deps.clients.url(from)!, 2000);
     this.deps.runners.get(from)?.invalidate();
     this.deps.logger.warn({ from, terminated }, 'switch: the former primary still took writes; fenced it first');
-    return { fenced: true, detail: `${from} was on timeline ${data.timeline}: default_transaction_read_only set, ${terminated} sessions ended` };
+    return {
+      fenced: true,
+      detail: `${from} was on timeline ${data.timeline}: default_transaction_read_only set, ${terminated} sessions ended`,
+    };
   }
 
   async switchDatabase(input: { to: DatabaseTarget; dryRun: boolean }, by: string) {
@@ -37,7 +41,12 @@ export class DatabaseSwitch {
     const url = this.deps.clients.url(to);
     checks.push({ name: 'target_configured', ok: url !== undefined, detail: url ? `${to} is configured` : `${to} is not configured` });
     const probe = url ? await this.ops.probe(to) : undefined;
-    if (url) checks.push({ name: 'target_reachable', ok: probe?.ok === true, detail: probe?.ok ? `answered in ${probe.latencyMs} ms` : `no answer: ${probe?.error?.code ?? 'unknown'}` });
+    if (url)
+      checks.push({
+        name: 'target_reachable',
+        ok: probe?.ok === true,
+        detail: probe?.ok ? `answered in ${probe.latencyMs} ms` : `no answer: ${probe?.error?.code ?? 'unknown'}`,
+      });
     const inRecovery = probe?.ok ? probe.data?.inRecovery === true : null;
     const newest = this.deps.watch.newestTimeline(probe?.data?.systemId ?? null);
     if (probe?.ok && inRecovery === false && probe.data?.timeline != null && newest !== null) {
@@ -61,18 +70,22 @@ export class DatabaseSwitch {
       checks.push({
         name: 'read_only_for_standby',
         ok: readOnly,
-        detail: readOnly ? `${to} is a standby; read-only mode is on, so it may serve reads` : `${to} is a standby (not promoted): switch to it only while read-only mode is on`,
+        detail: readOnly
+          ? `${to} is a standby; read-only mode is on, so it may serve reads`
+          : `${to} is a standby (not promoted): switch to it only while read-only mode is on`,
       });
     }
     const current = this.deps.dr.current().database.active;
     const failed = checks.filter((c) => !c.ok);
     const roles = this.roles();
-    if (input.dryRun) return { changed: false, dryRun: true, wouldSwitch: failed.length === 0 && current !== to, from: current, to, roles, checks };
+    if (input.dryRun)
+      return { changed: false, dryRun: true, wouldSwitch: failed.length === 0 && current !== to, from: current, to, roles, checks };
     if (failed.length > 0) {
       this.deps.metrics.failoverTotal.inc({ kind: 'database_switch', result: 'refused' });
       throw new PreconditionFailedError(`switch refused: ${failed.map((c) => `${c.name} (${c.detail})`).join('; ')}`, { checks });
     }
-    if (current === to) return { changed: false, dryRun: false, from: current, to, roles, checks, message: `${to} is already the active target` };
+    if (current === to)
+      return { changed: false, dryRun: false, from: current, to, roles, checks, message: `${to} is already the active target` };
     return this.ops.withLock('switch', async () => {
       // Switching away from a former primary that still takes writes (promoted elsewhere, never
       // fenced): fence it before the switch is decided, so no instance commits there afterwards.
@@ -91,7 +104,18 @@ export class DatabaseSwitch {
         },
       }));
       this.deps.metrics.failoverTotal.inc({ kind: 'database_switch', result: 'success' });
-      return { changed: true, dryRun: false, from: change.before.database.active, to, inRecovery, roles, checks, restorePoint, ...(oldTarget ? { oldTarget } : {}), change };
+      return {
+        changed: true,
+        dryRun: false,
+        from: change.before.database.active,
+        to,
+        inRecovery,
+        roles,
+        checks,
+        restorePoint,
+        ...(oldTarget ? { oldTarget } : {}),
+        change,
+      };
     });
   }
 }

@@ -18,7 +18,12 @@ async function timed(name: string, fn: () => Promise<Omit<VerifyCheck, 'name' | 
     const result = await fn();
     return { name, ...result, latencyMs: Math.round(performance.now() - started) };
   } catch (err) {
-    return { name, status: 'fail', detail: err instanceof Error ? err.message.split('\n')[0]! : String(err), latencyMs: Math.round(performance.now() - started) };
+    return {
+      name,
+      status: 'fail',
+      detail: err instanceof Error ? err.message.split('\n')[0]! : String(err),
+      latencyMs: Math.round(performance.now() - started),
+    };
   }
 }
 
@@ -75,11 +80,20 @@ export class DatabaseVerifier {
       await timed('replication_status', async () => {
         if (!replication) return { status: 'skip', detail: 'no replica configured' };
         const detail = `${replication.direction}: state ${replication.state}, lag ${replication.lagSeconds ?? 'unknown'} s, ${replication.lagBytes ?? 'unknown'} bytes`;
-        if (replication.state === 'promoted') return { status: 'pass', detail: `${detail}: ${replication.writer} was promoted; rebuild ${replication.standby} as a standby (rebuild-primary.sh)` };
+        if (replication.state === 'promoted')
+          return {
+            status: 'pass',
+            detail: `${detail}: ${replication.writer} was promoted; rebuild ${replication.standby} as a standby (rebuild-primary.sh)`,
+          };
         return { status: replication.status === 'healthy' ? 'pass' : 'fail', detail };
       }),
     );
     const ok = checks.every((c) => c.status !== 'fail');
-    return { status: ok ? 'pass' : 'fail', target, ...(replication ? { roles: replication.roles, direction: replication.direction } : {}), checks };
+    return {
+      status: ok ? 'pass' : 'fail',
+      target,
+      ...(replication ? { roles: replication.roles, direction: replication.direction } : {}),
+      checks,
+    };
   }
 }

@@ -24,7 +24,10 @@ export interface MigrateResult {
 
 export async function readMigrations(dir: string): Promise<MigrationFile[]> {
   const entries = await readdir(dir, { withFileTypes: true });
-  const names = entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+  const names = entries
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name)
+    .sort();
   return Promise.all(
     names.map(async (name) => {
       const sql = await readFile(join(dir, name, 'migration.sql'), 'utf8');
@@ -57,9 +60,12 @@ export async function migrate(databaseUrl: string, dir: string, lockTimeoutMs = 
     await acquireLock(client, lockTimeoutMs);
     try {
       await client.query(CREATE_TABLE);
-      const { rows } = await client.query<{ migration_name: string; checksum: string; finished_at: Date | null; rolled_back_at: Date | null }>(
-        'SELECT migration_name, checksum, finished_at, rolled_back_at FROM "_prisma_migrations" ORDER BY started_at',
-      );
+      const { rows } = await client.query<{
+        migration_name: string;
+        checksum: string;
+        finished_at: Date | null;
+        rolled_back_at: Date | null;
+      }>('SELECT migration_name, checksum, finished_at, rolled_back_at FROM "_prisma_migrations" ORDER BY started_at');
       const failed = rows.filter((r) => r.finished_at === null && r.rolled_back_at === null);
       if (failed.length > 0) {
         throw new Error(`migration ${failed[0]!.migration_name} failed earlier; resolve it (prisma migrate resolve) before applying more`);
@@ -77,12 +83,18 @@ export async function migrate(databaseUrl: string, dir: string, lockTimeoutMs = 
         try {
           await apply(client, migration);
         } catch (err) {
-          await auditMigration(client, 'failed', { applied: result.applied, failed: migration.name, error: (err as Error).message, restorePoint: result.restorePoint });
+          await auditMigration(client, 'failed', {
+            applied: result.applied,
+            failed: migration.name,
+            error: (err as Error).message,
+            restorePoint: result.restorePoint,
+          });
           throw err;
         }
         result.applied.push(migration.name);
       }
-      if (result.applied.length > 0) await auditMigration(client, 'success', { applied: result.applied, restorePoint: result.restorePoint });
+      if (result.applied.length > 0)
+        await auditMigration(client, 'success', { applied: result.applied, restorePoint: result.restorePoint });
       return result;
     } finally {
       await client.query('SELECT pg_advisory_unlock($1)', [PRISMA_MIGRATE_LOCK]);
@@ -127,18 +139,18 @@ async function acquireLock(client: pg.Client, timeoutMs: number): Promise<void> 
   for (;;) {
     const { rows } = await client.query<{ locked: boolean }>('SELECT pg_try_advisory_lock($1) AS locked', [PRISMA_MIGRATE_LOCK]);
     if (rows[0]?.locked) return;
-    if (Date.now() > deadline) throw new Error(`another migration holds the lock (pg_advisory_lock(${PRISMA_MIGRATE_LOCK})) after ${timeoutMs} ms`);
+    if (Date.now() > deadline)
+      throw new Error(`another migration holds the lock (pg_advisory_lock(${PRISMA_MIGRATE_LOCK})) after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 200));
   }
 }
 
 async function apply(client: pg.Client, migration: MigrationFile): Promise<void> {
   const id = randomUUID();
-  await client.query('INSERT INTO "_prisma_migrations" (id, checksum, migration_name, started_at, applied_steps_count) VALUES ($1, $2, $3, now(), 0)', [
-    id,
-    migration.checksum,
-    migration.name,
-  ]);
+  await client.query(
+    'INSERT INTO "_prisma_migrations" (id, checksum, migration_name, started_at, applied_steps_count) VALUES ($1, $2, $3, now(), 0)',
+    [id, migration.checksum, migration.name],
+  );
   try {
     await client.query('BEGIN');
     await client.query(migration.sql);

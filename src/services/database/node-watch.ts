@@ -91,7 +91,10 @@ export class NodeWatch {
     const state = this.deps.state();
     const report = this.report();
     if (report.mismatched.length > 0) {
-      return { code: 'state_mismatch', message: `the DR state recorded other database nodes than the configured ${report.mismatched.join(', ')}; an operator must check and reset it` };
+      return {
+        code: 'state_mismatch',
+        message: `the DR state recorded other database nodes than the configured ${report.mismatched.join(', ')}; an operator must check and reset it`,
+      };
     }
     const target = state.database.active;
     const result = this.deps.latest(target);
@@ -101,19 +104,33 @@ export class NodeWatch {
     if (recordedNewest !== undefined) {
       const seen = result?.ok && result.data?.timeline != null ? result.data.timeline : (state.database.nodes?.[target]?.timeline ?? null);
       if (seen === null || seen < recordedNewest) {
-        return { code: 'not_writable', message: `the active database target (${target}) is not known to be on the newest timeline (${recordedNewest})` };
+        return {
+          code: 'not_writable',
+          message: `the active database target (${target}) is not known to be on the newest timeline (${recordedNewest})`,
+        };
       }
     }
     if (!result?.ok || !result.data) return null;
     const { data } = result;
-    if (data.inRecovery) return { code: 'not_writable', message: `the active database target (${target}) is a standby: it cannot take writes until promoted` };
-    if (data.fenced) return { code: 'not_writable', message: `the active database target (${target}) is fenced read-only (default_transaction_read_only)` };
+    if (data.inRecovery)
+      return { code: 'not_writable', message: `the active database target (${target}) is a standby: it cannot take writes until promoted` };
+    if (data.fenced)
+      return {
+        code: 'not_writable',
+        message: `the active database target (${target}) is fenced read-only (default_transaction_read_only)`,
+      };
     if (this.abandoned(data.systemId, data.timeline)) {
-      return { code: 'not_writable', message: `the active database target (${target}) is on timeline ${data.timeline}, a promotion a switchover abandoned` };
+      return {
+        code: 'not_writable',
+        message: `the active database target (${target}) is on timeline ${data.timeline}, a promotion a switchover abandoned`,
+      };
     }
     const newest = this.newestTimeline(data.systemId);
     if (newest !== null && data.timeline !== null && data.timeline < newest) {
-      return { code: 'not_writable', message: `the active database target (${target}) is on timeline ${data.timeline}, older than the newest (${newest}): it is a former primary` };
+      return {
+        code: 'not_writable',
+        message: `the active database target (${target}) is on timeline ${data.timeline}, older than the newest (${newest}): it is a former primary`,
+      };
     }
     return null;
   }
@@ -129,7 +146,8 @@ export class NodeWatch {
     const target = this.deps.state().database.active;
     const result = this.deps.latest(target);
     if (!result) return `the active database target (${target}) has not been checked yet`;
-    if (!result.ok || !result.data) return `the active database target (${target}) does not answer (${result.error?.code ?? 'unknown'}): it cannot be verified writable`;
+    if (!result.ok || !result.data)
+      return `the active database target (${target}) does not answer (${result.error?.code ?? 'unknown'}): it cannot be verified writable`;
     return null;
   }
 
@@ -148,7 +166,8 @@ export class NodeWatch {
     for (const target of report.writableNodes) {
       const data = this.deps.latest(target)!.data!;
       const newest = this.newestTimeline(data.systemId);
-      if (newest !== null && data.timeline !== null && (data.timeline < newest || this.abandoned(data.systemId, data.timeline))) void this.fence(target, data, newest);
+      if (newest !== null && data.timeline !== null && (data.timeline < newest || this.abandoned(data.systemId, data.timeline)))
+        void this.fence(target, data, newest);
     }
   }
 
@@ -158,10 +177,25 @@ export class NodeWatch {
     const detail = { target, systemId: data.systemId, timeline: data.timeline, newestTimeline: newest };
     try {
       const { terminated } = await this.deps.fence(target);
-      this.deps.logger.error({ ...detail, terminated }, 'a former primary takes writes (split brain): fenced it read-only and ended its sessions');
-      await this.deps.audit.record({ actor: FENCE_ACTOR, role: null, action: 'database.fence', result: 'success', before: null, after: null, detail: { ...detail, terminated }, requestId: null });
+      this.deps.logger.error(
+        { ...detail, terminated },
+        'a former primary takes writes (split brain): fenced it read-only and ended its sessions',
+      );
+      await this.deps.audit.record({
+        actor: FENCE_ACTOR,
+        role: null,
+        action: 'database.fence',
+        result: 'success',
+        before: null,
+        after: null,
+        detail: { ...detail, terminated },
+        requestId: null,
+      });
     } catch (err) {
-      this.deps.logger.error({ ...detail, err: err instanceof Error ? err.message : String(err) }, 'a former primary takes writes (split brain) and could not be fenced');
+      this.deps.logger.error(
+        { ...detail, err: err instanceof Error ? err.message : String(err) },
+        'a former primary takes writes (split brain) and could not be fenced',
+      );
     } finally {
       this.fencing.delete(target);
     }

@@ -56,7 +56,11 @@ export class ReplicationMonitor {
     this.observe('primary', result);
   }
 
-  report(primary: ProbeResult<DatabaseProbeData> | undefined, replica: ProbeResult<DatabaseProbeData> | undefined, now = Date.now()): ReplicationReport {
+  report(
+    primary: ProbeResult<DatabaseProbeData> | undefined,
+    replica: ProbeResult<DatabaseProbeData> | undefined,
+    now = Date.now(),
+  ): ReplicationReport {
     const probes: Record<DatabaseTarget, ProbeResult<DatabaseProbeData> | undefined> = { primary, replica };
     const role = (t: DatabaseTarget): NodeRole => {
       const p = probes[t];
@@ -84,8 +88,16 @@ export class ReplicationMonitor {
     const s = probes[standby];
     if (!s?.ok || !s.data) {
       // A promoted writer whose old partner has not come back as a standby yet.
-      const state = writer === this.lastStandby && roles[writer] !== 'unreachable' && roles[writer] !== 'standby' ? 'promoted' : 'unreachable';
-      return { ...base, status: state === 'promoted' ? 'healthy' : 'degraded', state, lagSeconds: null, lagBytes: null, replicaReplayLsn: null };
+      const state =
+        writer === this.lastStandby && roles[writer] !== 'unreachable' && roles[writer] !== 'standby' ? 'promoted' : 'unreachable';
+      return {
+        ...base,
+        status: state === 'promoted' ? 'healthy' : 'degraded',
+        state,
+        lagSeconds: null,
+        lagBytes: null,
+        replicaReplayLsn: null,
+      };
     }
     const r = s.data;
     if (!r.inRecovery) {

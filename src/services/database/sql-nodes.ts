@@ -44,9 +44,20 @@ export class SqlNodes {
 
   async facts(target: DatabaseTarget): Promise<NodeFacts> {
     try {
-      return await this.with(target, async (c) => {
-        const { rows } = await c.query<{ in_recovery: boolean; current_lsn: string | null; replay_lsn: string | null; replay_paused: boolean; receiver_status: string | null; streaming: number; fenced: boolean; timeline: number | null }>(
-          `SELECT pg_is_in_recovery() AS in_recovery,
+      return await this.with(
+        target,
+        async (c) => {
+          const { rows } = await c.query<{
+            in_recovery: boolean;
+            current_lsn: string | null;
+            replay_lsn: string | null;
+            replay_paused: boolean;
+            receiver_status: string | null;
+            streaming: number;
+            fenced: boolean;
+            timeline: number | null;
+          }>(
+            `SELECT pg_is_in_recovery() AS in_recovery,
                   CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn()::text END AS current_lsn,
                   pg_last_wal_replay_lsn()::text AS replay_lsn,
                   CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END AS replay_paused,
@@ -54,12 +65,35 @@ export class SqlNodes {
                   (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming')::int AS streaming,
                   current_setting('default_transaction_read_only') = 'on' AS fenced,
                   ${CURRENT_TIMELINE_SQL} AS timeline`,
-        );
-        const r = rows[0]!;
-        return { ok: true, inRecovery: r.in_recovery, currentLsn: r.current_lsn, replayLsn: r.replay_lsn, replayPaused: r.replay_paused, receiverStatus: r.receiver_status, streamingStandbys: r.streaming, fenced: r.fenced, timeline: r.timeline };
-      }, 3000);
+          );
+          const r = rows[0]!;
+          return {
+            ok: true,
+            inRecovery: r.in_recovery,
+            currentLsn: r.current_lsn,
+            replayLsn: r.replay_lsn,
+            replayPaused: r.replay_paused,
+            receiverStatus: r.receiver_status,
+            streamingStandbys: r.streaming,
+            fenced: r.fenced,
+            timeline: r.timeline,
+          };
+        },
+        3000,
+      );
     } catch (err) {
-      return { ok: false, error: err instanceof Error ? err.message : String(err), inRecovery: false, currentLsn: null, replayLsn: null, replayPaused: false, receiverStatus: null, streamingStandbys: 0, fenced: false, timeline: null };
+      return {
+        ok: false,
+        error: err instanceof Error ? err.message : String(err),
+        inRecovery: false,
+        currentLsn: null,
+        replayLsn: null,
+        replayPaused: false,
+        receiverStatus: null,
+        streamingStandbys: 0,
+        fenced: false,
+        timeline: null,
+      };
     }
   }
 
@@ -82,8 +116,12 @@ export class SqlNodes {
       // Until every ended session is gone (pg_terminate_backend's own wait sleeps in 100 ms steps).
       const pids = rows.map((r) => r.pid);
       const deadline = performance.now() + TERMINATE_WAIT_MS;
-      while (pids.length > 0 && (await c.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ANY($1)', [pids])).rows[0]!.n > 0) {
-        if (performance.now() > deadline) throw new Error(`${target}: sessions still running ${TERMINATE_WAIT_MS} ms after they were ended`);
+      while (
+        pids.length > 0 &&
+        (await c.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ANY($1)', [pids])).rows[0]!.n > 0
+      ) {
+        if (performance.now() > deadline)
+          throw new Error(`${target}: sessions still running ${TERMINATE_WAIT_MS} ms after they were ended`);
         await new Promise((r) => setTimeout(r, 2));
       }
       // A commit that wrote WAL is flushed at once (a bare xid would be committed asynchronously,
@@ -108,9 +146,14 @@ export class SqlNodes {
   private async waitForSetting(target: DatabaseTarget, value: 'on' | 'off'): Promise<void> {
     const deadline = performance.now() + FENCE_APPLY_MS;
     for (;;) {
-      const seen = await this.with(target, async (c) => (await c.query<{ v: string }>("SELECT current_setting('default_transaction_read_only') AS v")).rows[0]!.v, 2000);
+      const seen = await this.with(
+        target,
+        async (c) => (await c.query<{ v: string }>("SELECT current_setting('default_transaction_read_only') AS v")).rows[0]!.v,
+        2000,
+      );
       if (seen === value) return;
-      if (performance.now() > deadline) throw new Error(`${target}: default_transaction_read_only is still ${seen} after ${FENCE_APPLY_MS} ms`);
+      if (performance.now() > deadline)
+        throw new Error(`${target}: default_transaction_read_only is still ${seen} after ${FENCE_APPLY_MS} ms`);
       await new Promise((r) => setTimeout(r, 5));
     }
   }
@@ -122,13 +165,16 @@ export class SqlNodes {
    */
   async stop(target: DatabaseTarget): Promise<void> {
     let refused: string | null = null;
-    await this.with(target, (c) => c.query(`COPY (SELECT 1) TO PROGRAM 'kill -INT "$(head -n 1 postmaster.pid)"'`)).catch((err: unknown) => {
-      // Our own session ends with the server: expected. A refusal leaves the server up.
-      refused = err instanceof Error ? err.message : String(err);
-    });
+    await this.with(target, (c) => c.query(`COPY (SELECT 1) TO PROGRAM 'kill -INT "$(head -n 1 postmaster.pid)"'`)).catch(
+      (err: unknown) => {
+        // Our own session ends with the server: expected. A refusal leaves the server up.
+        refused = err instanceof Error ? err.message : String(err);
+      },
+    );
     const deadline = performance.now() + STOP_WAIT_MS;
     while ((await this.facts(target)).ok) {
-      if (performance.now() > deadline) throw new Error(`${target} still answers ${STOP_WAIT_MS} ms after the stop${refused ? ` (${refused})` : ''}`);
+      if (performance.now() > deadline)
+        throw new Error(`${target} still answers ${STOP_WAIT_MS} ms after the stop${refused ? ` (${refused})` : ''}`);
       await new Promise((r) => setTimeout(r, 20));
     }
   }
@@ -144,7 +190,10 @@ export class SqlNodes {
         );
         const r = rows[0]!;
         if (r.done) return r.replay!;
-        if (performance.now() > deadline) throw new Error(`${target} replayed only up to ${r.replay ?? 'nothing'} of ${lsn} within ${timeoutMs} ms${r.paused ? ' (replay is paused)' : ''}`);
+        if (performance.now() > deadline)
+          throw new Error(
+            `${target} replayed only up to ${r.replay ?? 'nothing'} of ${lsn} within ${timeoutMs} ms${r.paused ? ' (replay is paused)' : ''}`,
+          );
         await new Promise((res) => setTimeout(res, 2));
       }
     });
@@ -156,18 +205,22 @@ export class SqlNodes {
    * of that from the write pause.)
    */
   async promote(target: DatabaseTarget): Promise<{ timeline: number }> {
-    return this.with(target, async (c) => {
-      await c.query('ALTER SYSTEM RESET default_transaction_read_only');
-      await c.query('SELECT pg_reload_conf()');
-      const { rows } = await c.query<{ signalled: boolean }>('SELECT pg_promote(false) AS signalled');
-      if (!rows[0]?.signalled) throw new Error(`pg_promote on ${target} could not signal the promotion`);
-      const deadline = performance.now() + PROMOTE_WAIT_MS;
-      while ((await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r) {
-        if (performance.now() > deadline) throw new Error(`${target} was still in recovery ${PROMOTE_WAIT_MS} ms after pg_promote`);
-        await new Promise((r) => setTimeout(r, 3));
-      }
-      return { timeline: (await c.query<{ tli: number }>(`SELECT ${CURRENT_TIMELINE_SQL} AS tli`)).rows[0]!.tli };
-    }, PROMOTE_WAIT_MS + 5000);
+    return this.with(
+      target,
+      async (c) => {
+        await c.query('ALTER SYSTEM RESET default_transaction_read_only');
+        await c.query('SELECT pg_reload_conf()');
+        const { rows } = await c.query<{ signalled: boolean }>('SELECT pg_promote(false) AS signalled');
+        if (!rows[0]?.signalled) throw new Error(`pg_promote on ${target} could not signal the promotion`);
+        const deadline = performance.now() + PROMOTE_WAIT_MS;
+        while ((await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r) {
+          if (performance.now() > deadline) throw new Error(`${target} was still in recovery ${PROMOTE_WAIT_MS} ms after pg_promote`);
+          await new Promise((r) => setTimeout(r, 3));
+        }
+        return { timeline: (await c.query<{ tli: number }>(`SELECT ${CURRENT_TIMELINE_SQL} AS tli`)).rows[0]!.tli };
+      },
+      PROMOTE_WAIT_MS + 5000,
+    );
   }
 
   /**
@@ -181,12 +234,16 @@ export class SqlNodes {
       target,
       async (c) => {
         await c.query('BEGIN');
-        const { rows } = await c.query<{ in_recovery: boolean; read_only: string }>("SELECT pg_is_in_recovery() AS in_recovery, current_setting('transaction_read_only') AS read_only");
+        const { rows } = await c.query<{ in_recovery: boolean; read_only: string }>(
+          "SELECT pg_is_in_recovery() AS in_recovery, current_setting('transaction_read_only') AS read_only",
+        );
         if (rows[0]!.in_recovery) throw new Error(`${target} is still in recovery: it takes no writes`);
-        if (rows[0]!.read_only === 'on') throw new Error(`${target} opens read-only transactions (default_transaction_read_only): it takes no writes`);
+        if (rows[0]!.read_only === 'on')
+          throw new Error(`${target} opens read-only transactions (default_transaction_read_only): it takes no writes`);
         await c.query("SELECT pg_logical_emit_message(true, 'sav3', 'switchover write check')");
         await c.query('COMMIT');
-        const r = (await c.query<{ lsn: string; tli: number }>(`SELECT pg_current_wal_lsn()::text AS lsn, ${CURRENT_TIMELINE_SQL} AS tli`)).rows[0]!;
+        const r = (await c.query<{ lsn: string; tli: number }>(`SELECT pg_current_wal_lsn()::text AS lsn, ${CURRENT_TIMELINE_SQL} AS tli`))
+          .rows[0]!;
         return { lsn: r.lsn, timeline: r.tli };
       },
       timeoutMs,

@@ -20,20 +20,24 @@ export class SwitchoverRecovery {
     if (this.recovering || (await this.deps.failover.lockHolder()) !== null) return null;
     this.recovering = true;
     try {
-      return await this.deps.failover.withLock('switchover-recovery', async () => {
-        // Only a fence a switchover left: its read-only mode is still on (the reason may have been
-        // rewritten when its TTL was kept on over the fenced target). A fence set by hand stays.
-        const state = this.deps.dr.current().readOnly;
-        if (!state.enabled || !(state.reason ?? '').includes(SWITCHOVER_READ_ONLY_REASON)) return null;
-        const facts = await this.deps.nodes.facts(active);
-        if (!facts.ok || facts.inRecovery || !facts.fenced || this.deps.dr.current().database.active !== active) return null;
-        await this.deps.nodes.unfence(active);
-        await this.deps.barrier.release(`interrupted switchover rolled back: ${active} takes writes again`, 'system:switchover-recovery');
-        const what = `${active} was left fenced by an interrupted switchover: unfenced, read-only mode lifted`;
-        this.deps.logger.warn({ active }, what);
-        await this.deps.onRecovered?.(what);
-        return what;
-      }, 30_000);
+      return await this.deps.failover.withLock(
+        'switchover-recovery',
+        async () => {
+          // Only a fence a switchover left: its read-only mode is still on (the reason may have been
+          // rewritten when its TTL was kept on over the fenced target). A fence set by hand stays.
+          const state = this.deps.dr.current().readOnly;
+          if (!state.enabled || !(state.reason ?? '').includes(SWITCHOVER_READ_ONLY_REASON)) return null;
+          const facts = await this.deps.nodes.facts(active);
+          if (!facts.ok || facts.inRecovery || !facts.fenced || this.deps.dr.current().database.active !== active) return null;
+          await this.deps.nodes.unfence(active);
+          await this.deps.barrier.release(`interrupted switchover rolled back: ${active} takes writes again`, 'system:switchover-recovery');
+          const what = `${active} was left fenced by an interrupted switchover: unfenced, read-only mode lifted`;
+          this.deps.logger.warn({ active }, what);
+          await this.deps.onRecovered?.(what);
+          return what;
+        },
+        30_000,
+      );
     } catch {
       return null;
     } finally {

@@ -1,6 +1,13 @@
 import type { DatabaseTarget } from '../../domain.ts';
 import type { Check } from './database-failover-service.ts';
-import { attempt, SWITCHOVER_WRITE_CHECK_MS, SwitchoverFailedError, type Outcome, type Step, type SwitchoverDeps } from './switchover-types.ts';
+import {
+  attempt,
+  SWITCHOVER_WRITE_CHECK_MS,
+  SwitchoverFailedError,
+  type Outcome,
+  type Step,
+  type SwitchoverDeps,
+} from './switchover-types.ts';
 
 interface Situation {
   from: DatabaseTarget;
@@ -66,7 +73,12 @@ export async function rollBackAfterPromotion(deps: SwitchoverDeps, s: Situation 
       return 'writes resume';
     });
   }
-  if (!writes) steps.push({ name: 'read_only_kept', ok: false, detail: `neither ${s.to} nor ${s.from} is known to take writes: read-only mode stays on` });
+  if (!writes)
+    steps.push({
+      name: 'read_only_kept',
+      ok: false,
+      detail: `neither ${s.to} nor ${s.from} is known to take writes: read-only mode stays on`,
+    });
   return { ok: steps.every((x) => x.ok || x.name === 'fence_promoted'), writable: writes ? s.from : null, steps };
 }
 
@@ -96,7 +108,15 @@ export async function rollForward(deps: SwitchoverDeps, s: Situation & { switche
  */
 export async function failSwitchover(
   deps: SwitchoverDeps,
-  s: Situation & { switched: boolean; verified: boolean; promotedTimeline: number | null; failedStep: string; err: unknown; steps: Step[]; checks: Check[] },
+  s: Situation & {
+    switched: boolean;
+    verified: boolean;
+    promotedTimeline: number | null;
+    failedStep: string;
+    err: unknown;
+    steps: Step[];
+    checks: Check[];
+  },
 ): Promise<never> {
   const { from, to, by, wasReadOnly, switched, verified, promotedTimeline, failedStep, err, steps, checks } = s;
   if (promotedTimeline !== null && verified) {
@@ -113,12 +133,25 @@ export async function failSwitchover(
   }
   if (promotedTimeline !== null) {
     const back = await rollBackAfterPromotion(deps, { from, to, wasReadOnly, by, timeline: promotedTimeline });
-    deps.logger.error({ err, failedStep, back }, back.writable ? 'switchover: the promoted node failed its write check; rolled back to the old primary' : 'switchover: NEITHER database node takes writes; read-only mode stays on');
+    deps.logger.error(
+      { err, failedStep, back },
+      back.writable
+        ? 'switchover: the promoted node failed its write check; rolled back to the old primary'
+        : 'switchover: NEITHER database node takes writes; read-only mode stays on',
+    );
     throw new SwitchoverFailedError(
       back.writable
         ? `switchover failed at ${failedStep}: ${to} was promoted but takes no writes; rolled back: ${from} is the primary again and takes writes; ${to}'s timeline ${promotedTimeline} is abandoned (rebuild ${to} as a standby of ${from} from scratch: rebuild-primary.sh --basebackup after removing its data directory)`
         : `switchover failed at ${failedStep}: ${to} was promoted but takes no writes, and ${from} could not be made to take writes again: NO DATABASE NODE TAKES WRITES, read-only mode stays on. ${from} (fenced, not stopped) holds every acknowledged write: unfence it by hand (ALTER SYSTEM RESET default_transaction_read_only) once ${to} cannot come back as a primary`,
-      { failedStep, rolledBack: back.ok, writable: back.writable, abandonedTimeline: promotedTimeline, rollback: back.steps, steps, checks },
+      {
+        failedStep,
+        rolledBack: back.ok,
+        writable: back.writable,
+        abandonedTimeline: promotedTimeline,
+        rollback: back.steps,
+        steps,
+        checks,
+      },
     );
   }
   const rollback = await rollBack(deps, { from, to, wasReadOnly, by });

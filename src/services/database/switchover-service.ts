@@ -18,7 +18,17 @@ import {
   type SwitchoverDeps,
 } from './switchover-types.ts';
 
-export { SWITCHOVER_CATCH_UP_MS, SWITCHOVER_LOCK_TTL_MS, SWITCHOVER_MAX_LAG_BYTES, SWITCHOVER_READ_ONLY_TTL_SECONDS, SwitchoverFailedError, type Step, type StepHook, type StepName, type SwitchoverDeps };
+export {
+  SWITCHOVER_CATCH_UP_MS,
+  SWITCHOVER_LOCK_TTL_MS,
+  SWITCHOVER_MAX_LAG_BYTES,
+  SWITCHOVER_READ_ONLY_TTL_SECONDS,
+  SwitchoverFailedError,
+  type Step,
+  type StepHook,
+  type StepName,
+  type SwitchoverDeps,
+};
 
 /**
  * A planned switchover with zero loss: the standby must stream and be caught up; writes stop
@@ -51,7 +61,16 @@ export class SwitchoverService {
   async switchover(input: { to: DatabaseTarget; dryRun: boolean; maxLagBytes?: number }, by: string) {
     const { to } = input;
     const { checks, from, done } = await this.check(to, input.maxLagBytes ?? SWITCHOVER_MAX_LAG_BYTES);
-    if (done) return { switched: false, dryRun: input.dryRun, from, to, roles: { [to]: 'primary' }, message: `${to} is already the primary and the active target; nothing to do`, checks };
+    if (done)
+      return {
+        switched: false,
+        dryRun: input.dryRun,
+        from,
+        to,
+        roles: { [to]: 'primary' },
+        message: `${to} is already the primary and the active target; nothing to do`,
+        checks,
+      };
     const failed = checks.filter((c) => !c.ok);
     if (input.dryRun) return { switched: false, dryRun: true, wouldSwitch: failed.length === 0, from, to, checks };
     if (failed.length > 0) {
@@ -66,7 +85,10 @@ export class SwitchoverService {
         const now = again.checks.filter((c) => !c.ok);
         if (again.done || now.length > 0) {
           this.deps.metrics.failoverTotal.inc({ kind: 'switchover', result: 'refused' });
-          throw new PreconditionFailedError(`switchover refused: ${again.done ? `${to} became the primary meanwhile` : now.map((c) => `${c.name} (${c.detail})`).join('; ')}`, { checks: again.checks });
+          throw new PreconditionFailedError(
+            `switchover refused: ${again.done ? `${to} became the primary meanwhile` : now.map((c) => `${c.name} (${c.detail})`).join('; ')}`,
+            { checks: again.checks },
+          );
         }
         return this.run(from, to, by, again.checks);
       },
@@ -90,7 +112,12 @@ export class SwitchoverService {
         const detail = await fn();
         steps.push({ name, ok: true, ms: Math.round(performance.now() - started), detail });
       } catch (err) {
-        steps.push({ name, ok: false, ms: Math.round(performance.now() - started), detail: err instanceof Error ? err.message : String(err) });
+        steps.push({
+          name,
+          ok: false,
+          ms: Math.round(performance.now() - started),
+          detail: err instanceof Error ? err.message : String(err),
+        });
         throw err;
       }
     };
@@ -166,7 +193,10 @@ export class SwitchoverService {
     const bytesLost = lsnGap(fenceLsn!, replayLsn!);
     if (!promotedWrites) {
       this.deps.metrics.failoverTotal.inc({ kind: 'switchover', result: 'failed' });
-      this.deps.logger.error({ from, to, steps }, 'switchover: the promoted node stopped taking writes after the switch; the old primary was not stopped');
+      this.deps.logger.error(
+        { from, to, steps },
+        'switchover: the promoted node stopped taking writes after the switch; the old primary was not stopped',
+      );
       throw new SwitchoverFailedError(
         `switchover failed at stop_old_primary: ${to} took writes after the switch, then stopped taking them; ${from} was not stopped and stays fenced (it lacks what ${to} acknowledged since): bring ${to} back, do not unfence ${from}`,
         { failedStep: 'stop_old_primary', rolledBack: false, rolledForward: false, steps, checks, bytesLost },

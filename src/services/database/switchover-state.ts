@@ -28,17 +28,26 @@ export function switchoverStateChanges(deps: {
           newestTimeline: identity ? Math.max(s.database.newestTimeline ?? 0, identity.timeline) : s.database.newestTimeline,
           promotedAt: now,
           // A promotion recorded now supersedes an earlier abandoned one on the same timeline.
-          abandonedTimelines: identity ? s.database.abandonedTimelines?.filter((a) => a.systemId !== identity.systemId || a.timeline !== identity.timeline) : s.database.abandonedTimelines,
+          abandonedTimelines: identity
+            ? s.database.abandonedTimelines?.filter((a) => a.systemId !== identity.systemId || a.timeline !== identity.timeline)
+            : s.database.abandonedTimelines,
         },
       }));
     },
     abandonPromotion: async (node, timeline, by) => {
       // The cluster's system identifier from whichever node was last seen (the promoted one may be dead).
-      const systemId = watch.identity(node)?.systemId ?? watch.identity(node === 'primary' ? 'replica' : 'primary')?.systemId ?? dr.current().database.nodes?.[node]?.systemId;
+      const systemId =
+        watch.identity(node)?.systemId ??
+        watch.identity(node === 'primary' ? 'replica' : 'primary')?.systemId ??
+        dr.current().database.nodes?.[node]?.systemId;
       if (!systemId) throw new Error(`the system identifier of ${node} is unknown: cannot record its promotion as abandoned`);
       const change = await dr.change((s, now) => ({
         ...s,
-        database: { ...s.database, by, abandonedTimelines: [...(s.database.abandonedTimelines ?? []), { systemId, timeline, node, at: now }] },
+        database: {
+          ...s.database,
+          by,
+          abandonedTimelines: [...(s.database.abandonedTimelines ?? []), { systemId, timeline, node, at: now }],
+        },
       }));
       const p = await dr.waitForInstances(change.after.version, 3000);
       if (p.applied < p.total) throw new Error(`only ${p.applied}/${p.total} instances applied the abandoned promotion`);
@@ -52,9 +61,16 @@ export function switchoverStateChanges(deps: {
  * record goes first, and every live instance must have applied that (else one would fence the
  * newly promoted node as abandoned). Nothing to do, no state change, when nothing was abandoned.
  */
-export async function forgetAbandonedPromotions(dr: Pick<DrStateService, 'change' | 'current' | 'waitForInstances'>, node: DatabaseTarget): Promise<void> {
+export async function forgetAbandonedPromotions(
+  dr: Pick<DrStateService, 'change' | 'current' | 'waitForInstances'>,
+  node: DatabaseTarget,
+): Promise<void> {
   if (!(dr.current().database.abandonedTimelines ?? []).some((a) => a.node === node)) return;
-  const change = await dr.change((s) => ({ ...s, database: { ...s.database, abandonedTimelines: s.database.abandonedTimelines?.filter((a) => a.node !== node) } }));
+  const change = await dr.change((s) => ({
+    ...s,
+    database: { ...s.database, abandonedTimelines: s.database.abandonedTimelines?.filter((a) => a.node !== node) },
+  }));
   const p = await dr.waitForInstances(change.after.version, 3000);
-  if (p.applied < p.total) throw new Error(`only ${p.applied}/${p.total} instances applied that ${node}'s abandoned promotion is forgotten: not promoting it`);
+  if (p.applied < p.total)
+    throw new Error(`only ${p.applied}/${p.total} instances applied that ${node}'s abandoned promotion is forgotten: not promoting it`);
 }

@@ -22,7 +22,8 @@ export const SWITCHOVER_LOCK_TTL_MS = 60_000;
 /** The switchover's own TTL'd read-only mode carries this reason: how its leftovers are recognised. */
 export const SWITCHOVER_READ_ONLY_REASON = 'switchover:';
 
-export type StepName = 'read_only_on' | 'fence_old_primary' | 'wait_for_replay' | 'promote' | 'verify_writes' | 'switch' | 'read_only_off' | 'stop_old_primary';
+export type StepName =
+  'read_only_on' | 'fence_old_primary' | 'wait_for_replay' | 'promote' | 'verify_writes' | 'switch' | 'read_only_off' | 'stop_old_primary';
 export interface Step {
   name: StepName;
   ok: boolean;

@@ -21,7 +21,8 @@ export function drStateFile(path: string): DrStateFile {
         return null;
       }
       const state = JSON.parse(raw) as DrState;
-      if (typeof state?.version !== 'number' || !state.readOnly || !state.database || !state.media) throw new Error(`${path} does not hold a DR state`);
+      if (typeof state?.version !== 'number' || !state.readOnly || !state.database || !state.media)
+        throw new Error(`${path} does not hold a DR state`);
       return state;
     },
     write(state) {

@@ -109,7 +109,11 @@ export class DrStateService {
   }
 
   lease(): { ms: number; confirmedAt: string | null; expired: boolean } {
-    return { ms: this.leaseMs, confirmedAt: this.confirmedAt === null ? null : new Date(this.confirmedAt).toISOString(), expired: this.leaseExpired() };
+    return {
+      ms: this.leaseMs,
+      confirmedAt: this.confirmedAt === null ? null : new Date(this.confirmedAt).toISOString(),
+      expired: this.leaseExpired(),
+    };
   }
 
   /** Called once each time the lease runs out (e.g. to raise the write barrier). */
@@ -120,7 +124,8 @@ export class DrStateService {
   private confirm(at: number): void {
     const wasExpired = this.leaseExpired();
     this.confirmedAt = Math.max(this.confirmedAt ?? 0, at);
-    if (wasExpired && this.source !== 'unknown') this.deps.logger.info({ leaseMs: this.leaseMs }, 'DR state confirmed in Redis: the lease runs again');
+    if (wasExpired && this.source !== 'unknown')
+      this.deps.logger.info({ leaseMs: this.leaseMs }, 'DR state confirmed in Redis: the lease runs again');
     clearTimeout(this.leaseTimer);
     this.leaseTimer = setTimeout(() => this.checkLease(), Math.max(0, this.confirmedAt + this.leaseMs + 1 - this.now()));
     this.leaseTimer.unref();
@@ -128,7 +133,10 @@ export class DrStateService {
 
   private checkLease(): void {
     if (!this.leaseExpired()) return;
-    this.deps.logger.warn({ leaseMs: this.leaseMs, confirmedAt: this.lease().confirmedAt }, 'DR state not confirmed within the lease: writes are refused (state_stale) until Redis answers');
+    this.deps.logger.warn(
+      { leaseMs: this.leaseMs, confirmedAt: this.lease().confirmedAt },
+      'DR state not confirmed within the lease: writes are refused (state_stale) until Redis answers',
+    );
     for (const listener of this.leaseListeners) {
       try {
         listener();
@@ -190,12 +198,17 @@ export class DrStateService {
       this.deps.logger.error({ err: err instanceof Error ? err.message : String(err) }, 'the DR state file cannot be read');
     }
     if (!saved) {
-      this.deps.logger.error('DR state unknown: Redis is unreachable and there is no state file; writes are refused until the state is known');
+      this.deps.logger.error(
+        'DR state unknown: Redis is unreachable and there is no state file; writes are refused until the state is known',
+      );
       return;
     }
     this.source = 'file';
     await this.apply(saved);
-    this.deps.logger.warn({ version: saved.version, file: this.deps.file?.path }, 'Redis unreachable at start: following the DR state from the state file');
+    this.deps.logger.warn(
+      { version: saved.version, file: this.deps.file?.path },
+      'Redis unreachable at start: following the DR state from the state file',
+    );
   }
 
   private async doSync(): Promise<void> {
@@ -215,7 +228,10 @@ export class DrStateService {
       }
       if ((stored === null || stored.version < this.state.version) && this.state.version > 0) {
         if (await this.deps.store.restore(this.state)) {
-          this.deps.logger.warn({ version: this.state.version }, 'DR state was missing from Redis; restored the newest state this instance holds');
+          this.deps.logger.warn(
+            { version: this.state.version },
+            'DR state was missing from Redis; restored the newest state this instance holds',
+          );
         }
       } else if (stored && stored.version > this.state.version) {
         await this.apply(stored);
@@ -233,7 +249,10 @@ export class DrStateService {
   private markStore(up: boolean, err?: unknown): void {
     if (up && !this.storeUp) this.deps.logger.info('DR state store reachable again');
     if (!up && this.storeUp) {
-      this.deps.logger.warn({ err: err instanceof Error ? err.message : String(err) }, 'DR state store unreachable; serving with the last known state');
+      this.deps.logger.warn(
+        { err: err instanceof Error ? err.message : String(err) },
+        'DR state store unreachable; serving with the last known state',
+      );
     }
     this.storeUp = up;
   }
@@ -242,7 +261,12 @@ export class DrStateService {
   readonly annotations: Record<string, unknown> = {};
 
   private async heartbeat(): Promise<void> {
-    await this.deps.store.heartbeat({ ...this.annotations, id: this.deps.instanceId, appliedVersion: this.state.version, lastSeen: new Date(this.now()).toISOString() });
+    await this.deps.store.heartbeat({
+      ...this.annotations,
+      id: this.deps.instanceId,
+      appliedVersion: this.state.version,
+      lastSeen: new Date(this.now()).toISOString(),
+    });
   }
 
   private async apply(next: DrState): Promise<void> {
@@ -252,7 +276,10 @@ export class DrStateService {
     try {
       this.deps.file?.write(next);
     } catch (err) {
-      this.deps.logger.error({ err: err instanceof Error ? err.message : String(err), file: this.deps.file?.path }, 'the DR state file cannot be written');
+      this.deps.logger.error(
+        { err: err instanceof Error ? err.message : String(err), file: this.deps.file?.path },
+        'the DR state file cannot be written',
+      );
     }
     for (const listener of this.listeners) {
       try {
@@ -261,7 +288,10 @@ export class DrStateService {
         this.deps.logger.error({ err, version: next.version }, 'applying the DR state failed');
       }
     }
-    this.deps.logger.info({ version: next.version, readOnly: next.readOnly.enabled, database: next.database.active, media: next.media.active }, 'DR state applied');
+    this.deps.logger.info(
+      { version: next.version, readOnly: next.readOnly.enabled, database: next.database.active, media: next.media.active },
+      'DR state applied',
+    );
     await this.heartbeat().catch(() => undefined);
   }
 
@@ -293,7 +323,9 @@ export class DrStateService {
     }
     if (!result.ok) {
       if (result.current && result.current.version > this.state.version) await this.apply(result.current);
-      throw new ConflictError('another change to the DR state won the race; nothing was changed', { current: result.current ?? this.state });
+      throw new ConflictError('another change to the DR state won the race; nothing was changed', {
+        current: result.current ?? this.state,
+      });
     }
     await this.apply(after);
     // Our compare-and-set confirms the state, once our heartbeat is at least as new as the confirmation.
@@ -346,7 +378,9 @@ export class DrStateService {
           instances: list,
           complete: instances !== null && live.length === 0,
           notApplied: instances === null ? ['(the state store did not answer: unverified)'] : live.map((i) => i.id),
-          stale: pending.filter((i) => !this.heartbeatLive(i, now)).map((i) => ({ id: i.id, appliedVersion: i.appliedVersion, lastSeen: i.lastSeen })),
+          stale: pending
+            .filter((i) => !this.heartbeatLive(i, now))
+            .map((i) => ({ id: i.id, appliedVersion: i.appliedVersion, lastSeen: i.lastSeen })),
           leaseMs: this.leaseMs,
           waitedMs: now - started,
         };

@@ -58,7 +58,15 @@ export class RedisDrStateStore implements DrStateStore {
   }
 
   async compareAndSet(expectedVersion: number, next: DrState): Promise<CasResult> {
-    const answer = (await this.redis.eval(CAS, 2, this.key, this.channel, String(expectedVersion), JSON.stringify(next), String(next.version))) as string | null;
+    const answer = (await this.redis.eval(
+      CAS,
+      2,
+      this.key,
+      this.channel,
+      String(expectedVersion),
+      JSON.stringify(next),
+      String(next.version),
+    )) as string | null;
     if (answer === 'OK') return { ok: true };
     return { ok: false, current: answer ? (JSON.parse(answer) as DrState) : null };
   }

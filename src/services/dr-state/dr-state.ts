@@ -86,4 +86,3 @@ export interface InstanceHeartbeat {
 export function readOnlyActive(state: DrState, _now?: number): boolean {
   return state.readOnly.enabled;
 }
-

@@ -55,7 +55,10 @@ export class AlertIntake {
             nextUpdateDueAt: incidents.nextDue(alert.severity, now),
             alertGroupKey: groupKey,
           },
-          [{ at: now, kind: 'opened', visibility: 'public', status: 'investigating', message: alert.summary, author: 'alertmanager' }, entry],
+          [
+            { at: now, kind: 'opened', visibility: 'public', status: 'investigating', message: alert.summary, author: 'alertmanager' },
+            entry,
+          ],
           incidents.notify('initial', 'initial', (i) => renderInitial(i)),
         );
         hub.publish('incident.opened', incident, incident.id);
@@ -72,7 +75,8 @@ export class AlertIntake {
   async addEntry(groupKey: string, entry: NewEntry): Promise<Incident | undefined> {
     const open = await this.deps.store.openForAlertGroup(groupKey);
     if (!open) return undefined;
-    if ((await this.deps.store.addEntries(open.id, [entry])) > 0) this.deps.hub.publish('incident.timeline', { message: entry.message }, open.id);
+    if ((await this.deps.store.addEntries(open.id, [entry])) > 0)
+      this.deps.hub.publish('incident.timeline', { message: entry.message }, open.id);
     return open;
   }
 }

@@ -33,12 +33,24 @@ export function drActionTimeline(store: IncidentStore, hub: EventHub) {
             visibility: 'internal',
             message: `${event.action}${stepOf(event.detail)} ${event.result} by ${event.actor}`,
             author: event.actor,
-            detail: { action: event.action, result: event.result, auditId: event.id, before: event.before, after: event.after, detail: event.detail },
+            detail: {
+              action: event.action,
+              result: event.result,
+              auditId: event.id,
+              before: event.before,
+              after: event.after,
+              detail: event.detail,
+            },
             durationMs: event.durationMs ?? null,
             dedupeKey: `audit:${event.id}:${incident.id}`,
           },
         ]);
-        if (added > 0) hub.publish('incident.timeline', { action: event.action, result: event.result, durationMs: event.durationMs ?? null }, incident.id);
+        if (added > 0)
+          hub.publish(
+            'incident.timeline',
+            { action: event.action, result: event.result, durationMs: event.durationMs ?? null },
+            incident.id,
+          );
       }
     }
   };

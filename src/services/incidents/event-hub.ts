@@ -3,7 +3,8 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../../logger.ts';
 
-export type LiveEventType = 'dr.state' | 'job.progress' | 'health.transition' | 'incident.opened' | 'incident.updated' | 'incident.timeline';
+export type LiveEventType =
+  'dr.state' | 'job.progress' | 'health.transition' | 'incident.opened' | 'incident.updated' | 'incident.timeline';
 
 export interface LiveEvent {
   type: LiveEventType;
@@ -24,9 +25,7 @@ export class EventHub {
   private readonly emitter = new EventEmitter();
   private readonly origin = randomUUID();
 
-  constructor(
-    private readonly deps: { publisher: Redis; subscriber: Redis; channel: string; logger: Logger; instanceId: string },
-  ) {
+  constructor(private readonly deps: { publisher: Redis; subscriber: Redis; channel: string; logger: Logger; instanceId: string }) {
     this.emitter.setMaxListeners(0);
   }
 
@@ -40,11 +39,19 @@ export class EventHub {
         // Not ours; ignore.
       }
     });
-    await this.deps.subscriber.subscribe(this.deps.channel).catch((err: unknown) => this.deps.logger.warn({ err }, 'live events: Redis subscribe failed; local events only'));
+    await this.deps.subscriber
+      .subscribe(this.deps.channel)
+      .catch((err: unknown) => this.deps.logger.warn({ err }, 'live events: Redis subscribe failed; local events only'));
   }
 
   publish(type: LiveEventType, data: unknown, incidentId?: string): void {
-    const event: LiveEvent = { type, at: new Date().toISOString(), instanceId: this.deps.instanceId, ...(incidentId ? { incidentId } : {}), data };
+    const event: LiveEvent = {
+      type,
+      at: new Date().toISOString(),
+      instanceId: this.deps.instanceId,
+      ...(incidentId ? { incidentId } : {}),
+      data,
+    };
     this.emitter.emit('event', event);
     this.deps.publisher.publish(this.deps.channel, JSON.stringify({ origin: this.origin, event })).catch(() => undefined);
   }

@@ -75,7 +75,8 @@ export class IncidentService {
   async create(input: CreateInput, actor: string): Promise<Incident> {
     const now = this.now();
     const startedAt = input.startedAt ? new Date(input.startedAt) : now;
-    if (startedAt.getTime() > now.getTime() + 60_000) throw new BadRequestError('invalid incident', { startedAt: ['must not be in the future'] });
+    if (startedAt.getTime() > now.getTime() + 60_000)
+      throw new BadRequestError('invalid incident', { startedAt: ['must not be in the future'] });
     const roles = input.roles ?? {};
     this.checkRoleNames(roles);
     const incident = await this.deps.store.create(
@@ -117,8 +118,10 @@ export class IncidentService {
     if (to !== undefined && !canTransition(current.status, to)) {
       throw new ConflictError(`an incident cannot move from ${current.status} to ${to}`, { status: current.status });
     }
-    if (current.status === 'resolved') throw new ConflictError('the incident is resolved; open a new one for a recurrence', { status: current.status });
-    if (input.visibility === 'internal' && to === 'resolved') throw new BadRequestError('invalid update', { visibility: ['resolving is public: the status page and receivers must hear of it'] });
+    if (current.status === 'resolved')
+      throw new ConflictError('the incident is resolved; open a new one for a recurrence', { status: current.status });
+    if (input.visibility === 'internal' && to === 'resolved')
+      throw new BadRequestError('invalid update', { visibility: ['resolving is public: the status page and receivers must hear of it'] });
     const patch: IncidentPatch = {};
     const entries: NewEntry[] = [];
     if (current.acknowledgedAt === null) {
@@ -135,7 +138,14 @@ export class IncidentService {
     }
     if (input.rootCause !== undefined) patch.rootCause = input.rootCause;
     if (input.visibility === 'public' && to !== 'resolved') patch.nextUpdateDueAt = this.nextDue(current.severity, now);
-    entries.push({ at: now, kind: to !== undefined ? 'status' : 'update', visibility: input.visibility, status: to ?? current.status, message: input.message, author: actor });
+    entries.push({
+      at: now,
+      kind: to !== undefined ? 'status' : 'update',
+      visibility: input.visibility,
+      status: to ?? current.status,
+      message: input.message,
+      author: actor,
+    });
     const key = `update:${now.getTime()}:${entries.length}:${Math.random().toString(36).slice(2, 8)}`;
     const notify =
       to === 'resolved'
@@ -144,7 +154,14 @@ export class IncidentService {
           ? this.notify('update', key, (i) => renderUpdate(i, input.message, input.eta))
           : () => [];
     const incident = await this.change(current, patch, entries, notify);
-    this.deps.hub.publish('incident.updated', { incident, update: input.visibility === 'public' ? { message: input.message, status: incident.status, at: now.toISOString() } : null }, id);
+    this.deps.hub.publish(
+      'incident.updated',
+      {
+        incident,
+        update: input.visibility === 'public' ? { message: input.message, status: incident.status, at: now.toISOString() } : null,
+      },
+      id,
+    );
     return incident;
   }
 
@@ -153,7 +170,12 @@ export class IncidentService {
     if (current.acknowledgedAt !== null) return current;
     if (current.status === 'resolved') throw new ConflictError('the incident is resolved', { status: current.status });
     const now = this.now();
-    const incident = await this.change(current, { acknowledgedAt: now, acknowledgedBy: actor }, [{ at: now, kind: 'acknowledged', visibility: 'internal', message: `acknowledged by ${actor}`, author: actor }], () => []);
+    const incident = await this.change(
+      current,
+      { acknowledgedAt: now, acknowledgedBy: actor },
+      [{ at: now, kind: 'acknowledged', visibility: 'internal', message: `acknowledged by ${actor}`, author: actor }],
+      () => [],
+    );
     this.deps.hub.publish('incident.updated', { incident, update: null }, id);
     return incident;
   }
@@ -161,7 +183,10 @@ export class IncidentService {
   private checkRoleNames(roles: Partial<Record<Role, string>>): void {
     const unknown = Object.entries(roles).filter(([, name]) => !this.deps.tokenNames.includes(name!));
     if (unknown.length > 0) {
-      throw new BadRequestError('invalid roles', Object.fromEntries(unknown.map(([role]) => [`roles.${role}`, ['must be the name of a configured admin token']])));
+      throw new BadRequestError(
+        'invalid roles',
+        Object.fromEntries(unknown.map(([role]) => [`roles.${role}`, ['must be the name of a configured admin token']])),
+      );
     }
   }
 
@@ -171,16 +196,25 @@ export class IncidentService {
     if (current.status === 'resolved') throw new ConflictError('the incident is resolved', { status: current.status });
     const now = this.now();
     const merged = { ...current.roles, ...roles };
-    const text = Object.entries(roles).map(([r, n]) => `${ROLE_TITLES[r as Role]}: ${n}`).join(', ');
+    const text = Object.entries(roles)
+      .map(([r, n]) => `${ROLE_TITLES[r as Role]}: ${n}`)
+      .join(', ');
     const patch: IncidentPatch = { roles: merged };
-    const entries: NewEntry[] = [{ at: now, kind: 'roles', visibility: 'internal', message: `roles assigned: ${text}`, author: actor, detail: roles }];
+    const entries: NewEntry[] = [
+      { at: now, kind: 'roles', visibility: 'internal', message: `roles assigned: ${text}`, author: actor, detail: roles },
+    ];
     if (current.acknowledgedAt === null) Object.assign(patch, { acknowledgedAt: now, acknowledgedBy: actor });
     const incident = await this.change(current, patch, entries, () => []);
     this.deps.hub.publish('incident.updated', { incident, update: null }, id);
     return incident;
   }
 
-  private async change(current: Incident, patch: IncidentPatch, entries: NewEntry[], notify: (i: Incident) => OutboxMessage[]): Promise<Incident> {
+  private async change(
+    current: Incident,
+    patch: IncidentPatch,
+    entries: NewEntry[],
+    notify: (i: Incident) => OutboxMessage[],
+  ): Promise<Incident> {
     try {
       return await this.deps.store.change(current.id, current.status, patch, entries, notify);
     } catch (err) {
@@ -204,6 +238,19 @@ export class IncidentService {
   /** Raises the severity (a worse alert joined); a no-op when it is not worse. */
   async raiseSeverity(current: Incident, severity: Severity, at: Date, reason: string): Promise<Incident> {
     if (worse(severity, current.severity) === current.severity) return current;
-    return this.change(current, { severity }, [{ at, kind: 'severity', visibility: 'internal', message: `severity raised from ${current.severity} to ${severity} by ${reason}`, author: 'alertmanager' }], () => []);
+    return this.change(
+      current,
+      { severity },
+      [
+        {
+          at,
+          kind: 'severity',
+          visibility: 'internal',
+          message: `severity raised from ${current.severity} to ${severity} by ${reason}`,
+          author: 'alertmanager',
+        },
+      ],
+      () => [],
+    );
   }
 }

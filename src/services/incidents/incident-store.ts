@@ -35,7 +35,9 @@ export interface NewEntry {
   dedupeKey?: string;
 }
 
-export type IncidentPatch = Partial<Pick<Row, 'status' | 'severity' | 'acknowledgedAt' | 'acknowledgedBy' | 'mitigatedAt' | 'resolvedAt' | 'nextUpdateDueAt' | 'rootCause'>> & {
+export type IncidentPatch = Partial<
+  Pick<Row, 'status' | 'severity' | 'acknowledgedAt' | 'acknowledgedBy' | 'mitigatedAt' | 'resolvedAt' | 'nextUpdateDueAt' | 'rootCause'>
+> & {
   roles?: Partial<Record<Role, string>>;
 };
 
@@ -125,7 +127,8 @@ export class IncidentStore {
         return incident;
       });
     } catch (err) {
-      if (input.alertGroupKey !== undefined && isUniqueViolation(err)) throw new IncidentConflict('an incident for this alert group is already open');
+      if (input.alertGroupKey !== undefined && isUniqueViolation(err))
+        throw new IncidentConflict('an incident for this alert group is already open');
       throw err;
     }
   }
@@ -136,7 +139,10 @@ export class IncidentStore {
   }
 
   async timeline(id: string, visibility?: Visibility): Promise<TimelineEntry[]> {
-    const rows = await this.prisma().incidentUpdate.findMany({ where: { incidentId: id, ...(visibility ? { visibility } : {}) }, orderBy: [{ at: 'asc' }, { id: 'asc' }] });
+    const rows = await this.prisma().incidentUpdate.findMany({
+      where: { incidentId: id, ...(visibility ? { visibility } : {}) },
+      orderBy: [{ at: 'asc' }, { id: 'asc' }],
+    });
     return rows.map(toEntry);
   }
 
@@ -159,7 +165,9 @@ export class IncidentStore {
 
   /** Incidents open at `at` (started before it, not resolved before it). */
   async openAt(at: Date): Promise<Incident[]> {
-    const rows = await this.prisma().incident.findMany({ where: { startedAt: { lte: at }, OR: [{ resolvedAt: null }, { resolvedAt: { gte: at } }] } });
+    const rows = await this.prisma().incident.findMany({
+      where: { startedAt: { lte: at }, OR: [{ resolvedAt: null }, { resolvedAt: { gte: at } }] },
+    });
     return rows.map(toIncident);
   }
 
@@ -167,7 +175,13 @@ export class IncidentStore {
    * Applies `patch` only if the incident is still in `expectedStatus` (compare-and-set, so two
    * operators racing a transition cannot both win), with its timeline entries and notifications.
    */
-  async change(id: string, expectedStatus: IncidentStatus, patch: IncidentPatch, entries: NewEntry[], notify: (incident: Incident) => OutboxMessage[]): Promise<Incident> {
+  async change(
+    id: string,
+    expectedStatus: IncidentStatus,
+    patch: IncidentPatch,
+    entries: NewEntry[],
+    notify: (incident: Incident) => OutboxMessage[],
+  ): Promise<Incident> {
     return this.prisma().$transaction(async (tx) => {
       const { count } = await tx.incident.updateMany({ where: { id, status: expectedStatus }, data: patch });
       if (count === 0) throw new IncidentConflict('the incident changed meanwhile');
@@ -186,7 +200,9 @@ export class IncidentStore {
 
   /** For the reminders: open incidents whose next public update is overdue. */
   async overdue(now: Date, severities: Severity[]): Promise<Incident[]> {
-    const rows = await this.prisma().incident.findMany({ where: { status: { not: 'resolved' }, severity: { in: severities }, nextUpdateDueAt: { lte: now } } });
+    const rows = await this.prisma().incident.findMany({
+      where: { status: { not: 'resolved' }, severity: { in: severities }, nextUpdateDueAt: { lte: now } },
+    });
     return rows.map(toIncident);
   }
 

@@ -23,7 +23,10 @@ export function receiversOf(urls: readonly string[]): Receiver[] {
 }
 
 /** One message to every receiver, each copy with its own idempotency key. */
-export function fanOut(receivers: readonly Receiver[], message: Omit<OutboxMessage, 'receiver' | 'idempotencyKey'> & { key: string }): OutboxMessage[] {
+export function fanOut(
+  receivers: readonly Receiver[],
+  message: Omit<OutboxMessage, 'receiver' | 'idempotencyKey'> & { key: string },
+): OutboxMessage[] {
   const { key, ...rest } = message;
   return receivers.map((r) => ({ ...rest, receiver: r.id, idempotencyKey: `${key}@${r.id}` }));
 }
@@ -179,12 +182,16 @@ export class NotificationOutboxWorker {
     const jittered = Math.round(delayMs * (0.8 + Math.random() * 0.4));
     await prisma.$executeRaw`UPDATE notification_outbox SET next_attempt_at = now() + make_interval(secs => ${jittered / 1000}), claimed_by = NULL, claimed_until = NULL, last_error = ${failure} WHERE seq = ${row.seq} AND claimed_by = ${this.o.instanceId}`;
     this.o.metrics.notificationDeliveries.inc({ result: 'failed' });
-    this.o.logger.warn({ receiver: row.receiver, attempts: row.attempts, failure, retryInMs: jittered }, 'notification delivery failed; will retry');
+    this.o.logger.warn(
+      { receiver: row.receiver, attempts: row.attempts, failure, retryInMs: jittered },
+      'notification delivery failed; will retry',
+    );
     return false;
   }
 
   private async markSent(seq: bigint): Promise<void> {
-    await this.o.prisma().$executeRaw`UPDATE notification_outbox SET status = 'sent', sent_at = now(), claimed_by = NULL, claimed_until = NULL, last_error = NULL WHERE seq = ${seq} AND claimed_by = ${this.o.instanceId}`;
+    await this.o.prisma()
+      .$executeRaw`UPDATE notification_outbox SET status = 'sent', sent_at = now(), claimed_by = NULL, claimed_until = NULL, last_error = NULL WHERE seq = ${seq} AND claimed_by = ${this.o.instanceId}`;
   }
 
   async refreshPending(): Promise<number> {

@@ -1,6 +1,14 @@
 // The runbook's communication templates (initial, resolution) and an update and a reminder in the
 // same voice, rendered with the incident's real values. Output is plain text for a webhook `text`.
-import { COMPONENT_NAMES, formatDuration, ROLE_TITLES, ROLES, UPDATE_INTERVAL_SECONDS, type Component, type Incident } from './incident-model.ts';
+import {
+  COMPONENT_NAMES,
+  formatDuration,
+  ROLE_TITLES,
+  ROLES,
+  UPDATE_INTERVAL_SECONDS,
+  type Component,
+  type Incident,
+} from './incident-model.ts';
 
 export type NotificationKind = 'initial' | 'update' | 'resolution' | 'reminder';
 

@@ -1,6 +1,15 @@
 // The post-mortem draft: everything the record already knows, and headings for what only people can write.
 import { stepOf } from './dr-action-timeline.ts';
-import { COMPONENT_NAMES, formatDuration, RECOVERY_TARGETS, RESPONSE_TARGET_SECONDS, ROLE_TITLES, ROLES, type Incident, type TimelineEntry } from './incident-model.ts';
+import {
+  COMPONENT_NAMES,
+  formatDuration,
+  RECOVERY_TARGETS,
+  RESPONSE_TARGET_SECONDS,
+  ROLE_TITLES,
+  ROLES,
+  type Incident,
+  type TimelineEntry,
+} from './incident-model.ts';
 
 const DATABASE_ACTIONS = /^(database\.|read_only\.|restore|backup)/;
 const MEDIA_ACTIONS = /^media\./;
@@ -25,10 +34,13 @@ interface DataLoss {
 
 /** RPO reached by a promotion: none when the replica had replayed everything; else the time since the primary was last seen. */
 function promotionRpo(actions: TimelineEntry[]): { seconds: number | null; text: string } | undefined {
-  const promote = actions.find((a) => (a.detail as { action?: string })?.action === 'database.promote' && (a.detail as { result?: string })?.result === 'success');
+  const promote = actions.find(
+    (a) => (a.detail as { action?: string })?.action === 'database.promote' && (a.detail as { result?: string })?.result === 'success',
+  );
   if (!promote) return undefined;
   const window = ((promote.detail as { detail?: { dataLossWindow?: DataLoss } })?.detail?.dataLossWindow ?? {}) as DataLoss;
-  if (window.bytes === 0) return { seconds: 0, text: 'none: the replica had replayed everything the primary was last seen to have written' };
+  if (window.bytes === 0)
+    return { seconds: 0, text: 'none: the replica had replayed everything the primary was last seen to have written' };
   if (window.bytes && window.primaryLastSeenAt) {
     const seconds = Math.max(0, Math.round((Date.parse(promote.at) - Date.parse(window.primaryLastSeenAt)) / 1000));
     return { seconds, text: `up to ${window.bytes} bytes of WAL, written at most ${formatDuration(seconds * 1000)} before the promotion` };
@@ -52,7 +64,14 @@ export function renderPostmortem(incident: Incident, timeline: TimelineEntry[]):
   lines.push('', '## Summary', '', incident.summary, '');
   lines.push('## Key times (UTC)', '');
   lines.push(`| event | time |`, `| --- | --- |`);
-  lines.push(`| started | ${incident.startedAt} |`, `| detected | ${incident.detectedAt} |`, `| acknowledged | ${incident.acknowledgedAt ?? '—'} |`, `| mitigated | ${incident.mitigatedAt ?? '—'} |`, `| resolved | ${incident.resolvedAt ?? '—'} |`, '');
+  lines.push(
+    `| started | ${incident.startedAt} |`,
+    `| detected | ${incident.detectedAt} |`,
+    `| acknowledged | ${incident.acknowledgedAt ?? '—'} |`,
+    `| mitigated | ${incident.mitigatedAt ?? '—'} |`,
+    `| resolved | ${incident.resolvedAt ?? '—'} |`,
+    '',
+  );
   lines.push(`- **Time to detect:** ${show(detect)}`);
   lines.push(`- **Time to acknowledge:** ${show(ack, RESPONSE_TARGET_SECONDS[incident.severity])}`);
   lines.push(`- **Time to mitigate:** ${show(mitigate)}`);
@@ -60,8 +79,16 @@ export function renderPostmortem(incident: Incident, timeline: TimelineEntry[]):
 
   lines.push('## Recovery objectives', '');
   const families: ('database' | 'media')[] = [];
-  if (incident.components.includes('database') || actions.some((a) => DATABASE_ACTIONS.test(String((a.detail as { action?: string })?.action)))) families.push('database');
-  if (incident.components.some((c) => c.startsWith('media')) || actions.some((a) => MEDIA_ACTIONS.test(String((a.detail as { action?: string })?.action)))) families.push('media');
+  if (
+    incident.components.includes('database') ||
+    actions.some((a) => DATABASE_ACTIONS.test(String((a.detail as { action?: string })?.action)))
+  )
+    families.push('database');
+  if (
+    incident.components.some((c) => c.startsWith('media')) ||
+    actions.some((a) => MEDIA_ACTIONS.test(String((a.detail as { action?: string })?.action)))
+  )
+    families.push('media');
   if (families.length === 0) lines.push('No database or media recovery was part of this incident.');
   const rto = mitigate ?? resolve;
   for (const family of families) {
@@ -69,10 +96,18 @@ export function renderPostmortem(incident: Incident, timeline: TimelineEntry[]):
     lines.push(`- **${family === 'database' ? 'Database' : 'Media storage'} RTO:** ${show(rto, target.rtoSeconds)}`);
     if (family === 'database') {
       const rpo = promotionRpo(actions);
-      if (!rpo) lines.push(`- **Database RPO:** no promotion: no committed data was at risk from failover (target ${formatDuration(target.rpoSeconds * 1000)})`);
-      else lines.push(`- **Database RPO:** ${rpo.text}${rpo.seconds === null ? '' : ` (target ${formatDuration(target.rpoSeconds * 1000)}: ${rpo.seconds <= target.rpoSeconds ? 'met' : 'missed'})`}`);
+      if (!rpo)
+        lines.push(
+          `- **Database RPO:** no promotion: no committed data was at risk from failover (target ${formatDuration(target.rpoSeconds * 1000)})`,
+        );
+      else
+        lines.push(
+          `- **Database RPO:** ${rpo.text}${rpo.seconds === null ? '' : ` (target ${formatDuration(target.rpoSeconds * 1000)}: ${rpo.seconds <= target.rpoSeconds ? 'met' : 'missed'})`}`,
+        );
     } else {
-      lines.push(`- **Media RPO:** objects not yet copied to the backup at the switch; see the media sync results below (target ${formatDuration(target.rpoSeconds * 1000)})`);
+      lines.push(
+        `- **Media RPO:** objects not yet copied to the backup at the switch; see the media sync results below (target ${formatDuration(target.rpoSeconds * 1000)})`,
+      );
     }
   }
   lines.push('');
@@ -83,14 +118,18 @@ export function renderPostmortem(incident: Incident, timeline: TimelineEntry[]):
     lines.push('| started (UTC) | action | result | by | duration |', '| --- | --- | --- | --- | --- |');
     for (const a of actions) {
       const d = a.detail as { action?: string; result?: string; detail?: unknown };
-      lines.push(`| ${a.at} | ${cell(d.action ? `${d.action}${stepOf(d.detail)}` : a.message)} | ${cell(d.result ?? '')} | ${cell(a.author)} | ${a.durationMs === null ? '—' : formatDuration(a.durationMs).replace(/^0 s$/, `${a.durationMs} ms`)} |`);
+      lines.push(
+        `| ${a.at} | ${cell(d.action ? `${d.action}${stepOf(d.detail)}` : a.message)} | ${cell(d.result ?? '')} | ${cell(a.author)} | ${a.durationMs === null ? '—' : formatDuration(a.durationMs).replace(/^0 s$/, `${a.durationMs} ms`)} |`,
+      );
     }
   }
   lines.push('');
 
   lines.push('## Timeline (UTC)', '', '| time | visibility | entry | by |', '| --- | --- | --- | --- |');
   for (const e of timeline) {
-    lines.push(`| ${e.at} | ${e.visibility} | ${cell(`${e.kind}${e.status && e.kind === 'status' ? ` → ${e.status}` : ''}: ${e.message}`)}${e.durationMs !== null ? ` (${e.durationMs} ms)` : ''} | ${cell(e.author)} |`);
+    lines.push(
+      `| ${e.at} | ${e.visibility} | ${cell(`${e.kind}${e.status && e.kind === 'status' ? ` → ${e.status}` : ''}: ${e.message}`)}${e.durationMs !== null ? ` (${e.durationMs} ms)` : ''} | ${cell(e.author)} |`,
+    );
   }
   lines.push('');
   lines.push('## Root cause', '', incident.rootCause ?? '_To be written._', '');

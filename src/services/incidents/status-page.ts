@@ -38,7 +38,10 @@ function time(iso: string): string {
 
 export function renderStatusPage(s: StatusSnapshot): string {
   const components = s.components
-    .map((c) => `<li><span>${esc(c.name)}${c.incidents.length > 0 ? ` <span class="meta">(open incident)</span>` : ''}</span><span class="state t-${c.state}">${LABEL[c.state]}</span></li>`)
+    .map(
+      (c) =>
+        `<li><span>${esc(c.name)}${c.incidents.length > 0 ? ` <span class="meta">(open incident)</span>` : ''}</span><span class="state t-${c.state}">${LABEL[c.state]}</span></li>`,
+    )
     .join('');
   let incidents: string;
   if (s.incidents === null) {
@@ -62,7 +65,12 @@ export function renderStatusPage(s: StatusSnapshot): string {
       .map((h) => {
         const bad = h.days.filter((d) => d.state === 'outage').length;
         const label = `${h.name}: ${h.uptimePercent === null ? 'no data' : `${h.uptimePercent}% available`} over the last ${h.days.length} days; ${bad} day${bad === 1 ? '' : 's'} with an outage`;
-        const bars = h.days.map((d) => `<span class="b-${d.state}" title="${esc(d.day)}: ${LABEL[d.state]}${d.outageMinutes ? `, ${d.outageMinutes} min outage` : ''}"></span>`).join('');
+        const bars = h.days
+          .map(
+            (d) =>
+              `<span class="b-${d.state}" title="${esc(d.day)}: ${LABEL[d.state]}${d.outageMinutes ? `, ${d.outageMinutes} min outage` : ''}"></span>`,
+          )
+          .join('');
         return `<div class="history"><div class="row"><span>${esc(h.name)}</span><span class="meta">${h.uptimePercent === null ? 'no data' : `${h.uptimePercent}%`}</span></div><div class="bars" role="img" aria-label="${esc(label)}">${bars}</div></div>`;
       })
       .join('');

@@ -19,7 +19,6 @@ export interface PublicIncident {
   updates: { at: string; status: IncidentStatus | null; message: string }[];
 }
 
-
 export interface StatusSnapshot {
   status: 'operational' | 'degraded' | 'outage' | 'unknown';
   updatedAt: string;
@@ -56,7 +55,9 @@ export interface StatusServiceDeps {
 
 function within<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), ms)))]).finally(() => clearTimeout(timer));
+  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), ms)))]).finally(() =>
+    clearTimeout(timer),
+  );
 }
 
 /**
@@ -128,7 +129,9 @@ export class StatusService {
         components: i.components,
         startedAt: i.startedAt,
         resolvedAt: i.resolvedAt,
-        updates: (await this.deps.store.timeline(i.id, 'public')).reverse().map((u) => ({ at: u.at, status: u.status, message: scrubPublic(u.message) })),
+        updates: (await this.deps.store.timeline(i.id, 'public'))
+          .reverse()
+          .map((u) => ({ at: u.at, status: u.status, message: scrubPublic(u.message) })),
       })),
     );
   }
@@ -138,8 +141,18 @@ export class StatusService {
     const now = this.now();
     const from = historyStart(now);
     const prisma = this.deps.prisma();
-    const rows = await prisma.componentStateChange.findMany({ where: { at: { gte: new Date(from) } }, orderBy: [{ at: 'asc' }, { id: 'asc' }] });
-    const before = await Promise.all(COMPONENTS.map((c) => prisma.componentStateChange.findFirst({ where: { component: c, at: { lt: new Date(from) } }, orderBy: [{ at: 'desc' }, { id: 'desc' }] })));
+    const rows = await prisma.componentStateChange.findMany({
+      where: { at: { gte: new Date(from) } },
+      orderBy: [{ at: 'asc' }, { id: 'asc' }],
+    });
+    const before = await Promise.all(
+      COMPONENTS.map((c) =>
+        prisma.componentStateChange.findFirst({
+          where: { component: c, at: { lt: new Date(from) } },
+          orderBy: [{ at: 'desc' }, { id: 'desc' }],
+        }),
+      ),
+    );
     return COMPONENTS.map((component, index) => {
       const changes = rows.filter((r) => r.component === component).map((r) => ({ at: r.at.getTime(), state: r.state as ComponentState }));
       const { days, uptimePercent } = dailyHistory((before[index]?.state as ComponentState | undefined) ?? null, changes, from, now);
@@ -159,7 +172,9 @@ export class StatusService {
     for (const c of changed) this.unwritten.push({ component: c, state: states[c], at });
     this.last = states;
     if (before && changed.length > 0) {
-      this.deps.hub.publish('health.transition', { components: Object.fromEntries(changed.map((c) => [c, { from: before[c], to: states[c] }])) });
+      this.deps.hub.publish('health.transition', {
+        components: Object.fromEntries(changed.map((c) => [c, { from: before[c], to: states[c] }])),
+      });
       this.invalidate();
     }
     if (this.unwritten.length > 10_000) this.unwritten.splice(0, this.unwritten.length - 10_000);
@@ -188,7 +203,11 @@ export class StatusService {
   }
 
   private async latestStored(): Promise<Partial<Record<Component, ComponentState>>> {
-    const rows = await Promise.all(COMPONENTS.map((c) => this.deps.prisma().componentStateChange.findFirst({ where: { component: c }, orderBy: [{ at: 'desc' }, { id: 'desc' }] })));
+    const rows = await Promise.all(
+      COMPONENTS.map((c) =>
+        this.deps.prisma().componentStateChange.findFirst({ where: { component: c }, orderBy: [{ at: 'desc' }, { id: 'desc' }] }),
+      ),
+    );
     return Object.fromEntries(rows.flatMap((r) => (r ? [[r.component, r.state]] : [])));
   }
 }

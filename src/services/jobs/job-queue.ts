@@ -142,7 +142,16 @@ export class JobQueue {
 
   /** Takes the oldest queued job for this worker, or undefined when there is none. */
   async claim(instanceId: string): Promise<Job | undefined> {
-    const raw = (await this.redis.eval(CLAIM, 1, this.queueKey, `${this.prefix}jobs:`, instanceId, new Date().toISOString(), `${this.prefix}jobs:group:`, RUNNING_HOLD_MS)) as string | null;
+    const raw = (await this.redis.eval(
+      CLAIM,
+      1,
+      this.queueKey,
+      `${this.prefix}jobs:`,
+      instanceId,
+      new Date().toISOString(),
+      `${this.prefix}jobs:group:`,
+      RUNNING_HOLD_MS,
+    )) as string | null;
     return raw ? normalize(JSON.parse(raw) as Job) : undefined;
   }
 
@@ -172,7 +181,12 @@ export class JobQueue {
     if (raw === null) return undefined;
     const job = normalize(JSON.parse(raw) as Job);
     if (job.status === 'running' && Date.now() - Date.parse(job.updatedAt) > JOB_STALE_MS) {
-      return { ...job, status: 'failed', stale: true, error: `the worker running it (${job.instanceId}) stopped reporting for ${JOB_STALE_MS / 1000} s` };
+      return {
+        ...job,
+        status: 'failed',
+        stale: true,
+        error: `the worker running it (${job.instanceId}) stopped reporting for ${JOB_STALE_MS / 1000} s`,
+      };
     }
     return job;
   }

@@ -66,7 +66,9 @@ export class JobRunner {
       clearInterval(beat);
       const message = err instanceof Error ? err.message : String(err);
       const result = (err as { report?: unknown }).report;
-      await queue.finish(job, { status: 'failed', error: message, result }).catch((e: unknown) => logger.error({ err: e, jobId: job.id }, 'could not record a failed job'));
+      await queue
+        .finish(job, { status: 'failed', error: message, result })
+        .catch((e: unknown) => logger.error({ err: e, jobId: job.id }, 'could not record a failed job'));
       logger.error({ jobId: job.id, kind: job.kind, err }, 'job failed');
     } finally {
       this.deps.onFinished?.(job);

@@ -13,7 +13,14 @@ export class IntervalSchedule {
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
-    private readonly deps: { redis: SlotClaimRedis; key: string; intervalSeconds: number; checkMs: number; fire: () => Promise<void>; logger: Logger },
+    private readonly deps: {
+      redis: SlotClaimRedis;
+      key: string;
+      intervalSeconds: number;
+      checkMs: number;
+      fire: () => Promise<void>;
+      logger: Logger;
+    },
   ) {}
 
   async tick(now = Date.now()): Promise<boolean> {

@@ -102,14 +102,19 @@ export class BackupReplicator {
       const delay = Math.min(MAX_DELAY_MS, 250 * 2 ** Math.min(task.attempts, 10));
       const message = err instanceof Error ? err.message : String(err);
       const log = task.attempts >= 10 ? this.deps.logger.error.bind(this.deps.logger) : this.deps.logger.warn.bind(this.deps.logger);
-      log({ key: task.key, version: task.id, target: task.target, attempts: task.attempts, err: message }, 'continuous backup copy failed; retrying');
+      log(
+        { key: task.key, version: task.id, target: task.target, attempts: task.attempts, err: message },
+        'continuous backup copy failed; retrying',
+      );
       await this.deps.versions.retryOutbox(task.taskId, message, delay).catch(() => undefined);
       return false;
     }
   }
 
   private async settle(task: OutboxTask, fn: () => Promise<unknown>): Promise<boolean> {
-    await fn().catch((err: unknown) => this.deps.logger.warn({ version: task.id, err: String(err) }, 'outbox row not settled; it will be retried'));
+    await fn().catch((err: unknown) =>
+      this.deps.logger.warn({ version: task.id, err: String(err) }, 'outbox row not settled; it will be retried'),
+    );
     return false;
   }
 }

@@ -28,9 +28,13 @@ export interface LegacyMigrationReport {
  * moved only if the key still points at that legacy content; the legacy object is removed after.
  * Safe to run while the service serves traffic, and to run again.
  */
-export async function migrateLegacyLayout(deps: { prisma: PrismaClient; stores: ReadonlyMap<MediaBackendName, ObjectStore>; logger: Logger }): Promise<LegacyMigrationReport> {
+export async function migrateLegacyLayout(deps: {
+  prisma: PrismaClient;
+  stores: ReadonlyMap<MediaBackendName, ObjectStore>;
+  logger: Logger;
+}): Promise<LegacyMigrationReport> {
   const report: LegacyMigrationReport = { migrated: 0, superseded: 0, failed: [] };
-  for (let after = ''; ; ) {
+  for (let after = ''; ;) {
     const rows = await deps.prisma.$queryRawUnsafe<LegacyRow[]>(
       `SELECT key, size, sha256, content_type, backend FROM media_objects WHERE version IS NULL AND deleted_at IS NULL AND key COLLATE "C" > $1 ORDER BY key COLLATE "C" LIMIT 200`,
       after,
@@ -56,7 +60,10 @@ export async function migrateLegacyLayout(deps: { prisma: PrismaClient; stores: 
   }
 }
 
-async function migrateOne(row: LegacyRow, deps: { prisma: PrismaClient; stores: ReadonlyMap<MediaBackendName, ObjectStore>; logger: Logger }): Promise<boolean> {
+async function migrateOne(
+  row: LegacyRow,
+  deps: { prisma: PrismaClient; stores: ReadonlyMap<MediaBackendName, ObjectStore>; logger: Logger },
+): Promise<boolean> {
   const sha256 = row.sha256.trim();
   const size = Number(row.size);
   const order = [row.backend as MediaBackendName, ...[...deps.stores.keys()].filter((b) => b !== row.backend)];
@@ -67,7 +74,10 @@ async function migrateOne(row: LegacyRow, deps: { prisma: PrismaClient; stores: 
     const version = randomUUID();
     try {
       const hasher = new HashingStream(size);
-      await Promise.all([pipeline(await store.get(row.key), hasher), store.put(versionObjectName(version), hasher, size, row.content_type)]);
+      await Promise.all([
+        pipeline(await store.get(row.key), hasher),
+        store.put(versionObjectName(version), hasher, size, row.content_type),
+      ]);
       if (hasher.digest() !== sha256) throw new Error(`legacy content of ${row.key} on ${backend} does not match its sha256`);
     } catch (err) {
       await store.remove(versionObjectName(version)).catch(() => undefined);
@@ -77,20 +87,20 @@ async function migrateOne(row: LegacyRow, deps: { prisma: PrismaClient; stores: 
     }
     // Moves the pointer only if the key still holds that legacy content (re-checked under the row lock).
     const moved = await deps.prisma.$queryRawUnsafe<{ n: number }[]>(
-        `WITH upd AS (
+      `WITH upd AS (
            UPDATE media_objects SET version = $2::uuid, seq = nextval('media_write_seq'), updated_at = now()
            WHERE key = $1::text AND version IS NULL AND deleted_at IS NULL AND sha256 = $3::text RETURNING key),
          ins AS (
            INSERT INTO media_versions (id, key, size, sha256, content_type, backends, created_at)
            SELECT $2::uuid, $1::text, $4::bigint, $3::text, $5::text, ARRAY[$6::text], now() FROM upd)
          SELECT count(*)::int AS n FROM upd`,
-        row.key,
-        version,
-        sha256,
-        BigInt(size),
-        row.content_type,
-        backend,
-      );
+      row.key,
+      version,
+      sha256,
+      BigInt(size),
+      row.content_type,
+      backend,
+    );
     if (moved[0]!.n === 0) {
       await store.remove(versionObjectName(version)).catch(() => undefined);
       return false;

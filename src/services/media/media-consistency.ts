@@ -50,7 +50,17 @@ export class MediaConsistencyChecker {
     if (probe.length <= this.deps.inlineMax) return this.check();
     const id = randomUUID();
     const now = new Date().toISOString();
-    const job = { id, kind: 'media.verify', status: 'running', instanceId: this.deps.instanceId, startedAt: now, updatedAt: now, finishedAt: null as string | null, error: null as string | null, report: null as ConsistencyReport | null };
+    const job = {
+      id,
+      kind: 'media.verify',
+      status: 'running',
+      instanceId: this.deps.instanceId,
+      startedAt: now,
+      updatedAt: now,
+      finishedAt: null as string | null,
+      error: null as string | null,
+      report: null as ConsistencyReport | null,
+    };
     const save = () => this.deps.jobs.save(id, job, 7 * 24 * 3600).catch(() => undefined);
     await save();
     const heartbeat = setInterval(() => {
@@ -75,12 +85,20 @@ export class MediaConsistencyChecker {
   }
 
   async check(): Promise<ConsistencyReport> {
-    const report: ConsistencyReport = { status: 'pass', checked: 0, legacy: await this.deps.versions.countLegacy(), problems: [], problemCount: 0, orphans: {}, unreachable: [] };
+    const report: ConsistencyReport = {
+      status: 'pass',
+      checked: 0,
+      legacy: await this.deps.versions.countLegacy(),
+      problems: [],
+      problemCount: 0,
+      orphans: {},
+      unreachable: [],
+    };
     const problem = (v: StoredVersion, backend: MediaBackendName, kind: 'missing' | 'size' | 'unreachable') => {
       report.problemCount += 1;
       if (report.problems.length < LISTED) report.problems.push({ key: v.key, version: v.id, backend, problem: kind });
     };
-    for (let after = ''; ; ) {
+    for (let after = ''; ;) {
       const page = await this.deps.versions.current(after, PAGE);
       const queue = [...page];
       await Promise.all(
@@ -114,7 +132,8 @@ export class MediaConsistencyChecker {
       }
     }
     const unreachable = report.unreachable.length > 0 || report.problems.some((p) => p.problem === 'unreachable');
-    const wrong = report.problems.some((p) => p.problem !== 'unreachable') || (report.problemCount > report.problems.length && !unreachable);
+    const wrong =
+      report.problems.some((p) => p.problem !== 'unreachable') || (report.problemCount > report.problems.length && !unreachable);
     report.status = wrong ? 'fail' : unreachable ? 'degraded' : 'pass';
     return report;
   }

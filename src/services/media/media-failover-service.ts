@@ -25,7 +25,12 @@ async function timed(name: string, fn: () => Promise<string>): Promise<MediaChec
     const detail = await fn();
     return { name, ok: true, detail, latencyMs: Math.round(performance.now() - started) };
   } catch (err) {
-    return { name, ok: false, detail: err instanceof Error ? err.message : String(err), latencyMs: Math.round(performance.now() - started) };
+    return {
+      name,
+      ok: false,
+      detail: err instanceof Error ? err.message : String(err),
+      latencyMs: Math.round(performance.now() - started),
+    };
   }
 }
 
@@ -38,27 +43,35 @@ export async function canaryChecks(store: ObjectStore, timeoutMs: number, instan
   const key = `${CANARY_PREFIX}${instanceId.replace(/[^A-Za-z0-9._-]/g, '_')}-${Date.now()}-${randomBytes(4).toString('hex')}`;
   const body = randomBytes(1024);
   const digest = createHash('sha256').update(body).digest('hex');
-  checks.push(await timed('bucket_reachable', async () => {
-    await store.checkBucket(timeoutMs);
-    return `bucket ${store.bucket} answers`;
-  }));
+  checks.push(
+    await timed('bucket_reachable', async () => {
+      await store.checkBucket(timeoutMs);
+      return `bucket ${store.bucket} answers`;
+    }),
+  );
   if (!checks[0]!.ok) return checks;
-  checks.push(await timed('canary_upload', async () => {
-    await store.put(key, Readable.from([body]), body.length, 'application/octet-stream');
-    return `wrote ${body.length} bytes`;
-  }));
+  checks.push(
+    await timed('canary_upload', async () => {
+      await store.put(key, Readable.from([body]), body.length, 'application/octet-stream');
+      return `wrote ${body.length} bytes`;
+    }),
+  );
   if (!checks[1]!.ok) return checks;
-  checks.push(await timed('canary_download_checksum', async () => {
-    const hash = createHash('sha256');
-    for await (const chunk of await store.get(key)) hash.update(chunk as Buffer);
-    const got = hash.digest('hex');
-    if (got !== digest) throw new Error(`checksum mismatch: wrote ${digest}, read ${got}`);
-    return 'read back with a matching sha256';
-  }));
-  checks.push(await timed('canary_delete', async () => {
-    await store.remove(key);
-    return 'removed';
-  }));
+  checks.push(
+    await timed('canary_download_checksum', async () => {
+      const hash = createHash('sha256');
+      for await (const chunk of await store.get(key)) hash.update(chunk as Buffer);
+      const got = hash.digest('hex');
+      if (got !== digest) throw new Error(`checksum mismatch: wrote ${digest}, read ${got}`);
+      return 'read back with a matching sha256';
+    }),
+  );
+  checks.push(
+    await timed('canary_delete', async () => {
+      await store.remove(key);
+      return 'removed';
+    }),
+  );
   return checks;
 }
 
@@ -87,7 +100,15 @@ export class MediaFailoverService {
       : [{ name: 'backend_configured', ok: false, latencyMs: 0, detail: `media backend ${input.to} is not configured` }];
     const failed = checks.filter((c) => !c.ok);
     const current = this.deps.dr.current().media.active;
-    if (input.dryRun) return { changed: false, dryRun: true, wouldSwitch: failed.length === 0 && current !== input.to, from: current, to: input.to, checks };
+    if (input.dryRun)
+      return {
+        changed: false,
+        dryRun: true,
+        wouldSwitch: failed.length === 0 && current !== input.to,
+        from: current,
+        to: input.to,
+        checks,
+      };
     if (!store || (failed.length > 0 && !input.force)) {
       this.deps.metrics.failoverTotal.inc({ kind: 'media_switch', result: 'refused' });
       throw new PreconditionFailedError(
@@ -95,16 +116,31 @@ export class MediaFailoverService {
         { checks },
       );
     }
-    if (current === input.to) return { changed: false, dryRun: false, from: current, to: input.to, checks, message: `${input.to} is already the active backend` };
-    return this.deps.locks.withLock(MEDIA_LOCK, 'media-switch', async () => {
-      const change = await this.deps.dr.change((s, now) => ({ ...s, media: { active: input.to, since: now, by } }));
-      // Cached metadata says where each object was written; reads still try every backend, but
-      // entries cached before the switch are dropped so none steers a read at a dead backend.
-      const cleared = await this.deps.cache.clear().catch(() => 0);
-      this.deps.metrics.failoverTotal.inc({ kind: 'media_switch', result: 'success' });
-      this.deps.logger.warn({ from: current, to: input.to, forced: failed.length > 0, cleared }, 'media backend switched');
-      return { changed: true, dryRun: false, forced: failed.length > 0, from: change.before.media.active, to: input.to, checks, cacheEntriesCleared: cleared, change };
-    }, { ttlMs: MEDIA_LOCK_TTL_MS, busyMessage: 'another media DR operation is running' });
+    if (current === input.to)
+      return { changed: false, dryRun: false, from: current, to: input.to, checks, message: `${input.to} is already the active backend` };
+    return this.deps.locks.withLock(
+      MEDIA_LOCK,
+      'media-switch',
+      async () => {
+        const change = await this.deps.dr.change((s, now) => ({ ...s, media: { active: input.to, since: now, by } }));
+        // Cached metadata says where each object was written; reads still try every backend, but
+        // entries cached before the switch are dropped so none steers a read at a dead backend.
+        const cleared = await this.deps.cache.clear().catch(() => 0);
+        this.deps.metrics.failoverTotal.inc({ kind: 'media_switch', result: 'success' });
+        this.deps.logger.warn({ from: current, to: input.to, forced: failed.length > 0, cleared }, 'media backend switched');
+        return {
+          changed: true,
+          dryRun: false,
+          forced: failed.length > 0,
+          from: change.before.media.active,
+          to: input.to,
+          checks,
+          cacheEntriesCleared: cleared,
+          change,
+        };
+      },
+      { ttlMs: MEDIA_LOCK_TTL_MS, busyMessage: 'another media DR operation is running' },
+    );
   }
 
   async verify() {

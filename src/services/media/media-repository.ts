@@ -137,9 +137,30 @@ export class PrismaMediaRepository implements MediaRepository {
   }
 
   async commitWrite(w: WriteCommit): Promise<MediaMetadata> {
-    const rows = await this.prisma().$queryRawUnsafe<{ seq: bigint }[]>(COMMIT_WRITE, w.key, w.version, BigInt(w.size), w.sha256, w.contentType, w.backend, w.createdAt, w.copyTo, w.commitBy);
+    const rows = await this.prisma().$queryRawUnsafe<{ seq: bigint }[]>(
+      COMMIT_WRITE,
+      w.key,
+      w.version,
+      BigInt(w.size),
+      w.sha256,
+      w.contentType,
+      w.backend,
+      w.createdAt,
+      w.copyTo,
+      w.commitBy,
+    );
     if (rows.length === 0) throw new CommitTooLateError();
-    return { key: w.key, size: w.size, sha256: w.sha256, contentType: w.contentType, backend: w.backend, createdAt: w.createdAt, version: w.version, backends: [w.backend], seq: Number(rows[0]!.seq) };
+    return {
+      key: w.key,
+      size: w.size,
+      sha256: w.sha256,
+      contentType: w.contentType,
+      backend: w.backend,
+      createdAt: w.createdAt,
+      version: w.version,
+      backends: [w.backend],
+      seq: Number(rows[0]!.seq),
+    };
   }
 
   async commitDelete(key: string): Promise<number | undefined> {

@@ -7,7 +7,14 @@ import type { Logger } from '../../logger.ts';
 import { HashingStream } from './hashing-stream.ts';
 import type { MediaCache } from './media-cache.ts';
 import { contentTypeSchema, mediaKeySchema } from './media-key.ts';
-import { CommitTooLateError, objectName, versionObjectName, type MediaMetadata, type MediaRepository, type WriteCommit } from './media-repository.ts';
+import {
+  CommitTooLateError,
+  objectName,
+  versionObjectName,
+  type MediaMetadata,
+  type MediaRepository,
+  type WriteCommit,
+} from './media-repository.ts';
 import { ObjectMissingError, type ObjectStore } from '../../adapters/object-store.ts';
 import { UploadSpool } from './upload-spool.ts';
 import type { VersionContentCache } from './version-content-cache.ts';
@@ -52,7 +59,11 @@ export interface MediaServiceDeps {
 /** The answer to a commit whose connection died: it may or may not have been applied. */
 export class OutcomeUnknownError extends AppError {
   constructor() {
-    super(503, 'outcome_unknown', 'the database connection failed while the write was committed and its outcome could not be confirmed; read the key to see whether it was applied');
+    super(
+      503,
+      'outcome_unknown',
+      'the database connection failed while the write was committed and its outcome could not be confirmed; read the key to see whether it was applied',
+    );
     this.headers['Retry-After'] = '5';
   }
 }
@@ -97,7 +108,17 @@ export class MediaService {
       throw this.storeError(err, backend);
     }
     const commitBy = new Date(Date.now() + this.deps.gcGraceMs / 2);
-    const meta = await this.commit({ key, version, size: hasher.bytes, sha256: hasher.digest(), contentType, backend, createdAt: this.now(), copyTo: this.deps.copyTargets?.(backend) ?? [], commitBy });
+    const meta = await this.commit({
+      key,
+      version,
+      size: hasher.bytes,
+      sha256: hasher.digest(),
+      contentType,
+      backend,
+      createdAt: this.now(),
+      copyTo: this.deps.copyTargets?.(backend) ?? [],
+      commitBy,
+    });
     await this.deps.cache.put(meta);
     this.deps.onCommitted?.(meta);
     return meta;
@@ -114,7 +135,8 @@ export class MediaService {
     } catch (err) {
       // Refused by the write barrier (read-only mode or a switch since the write was admitted).
       if (err instanceof AppError) throw err;
-      if (err instanceof CommitTooLateError) throw new DependencyUnavailableError('database', 'the metadata could not be saved in time', err);
+      if (err instanceof CommitTooLateError)
+        throw new DependencyUnavailableError('database', 'the metadata could not be saved in time', err);
       if (neverConnected(err)) throw new DependencyUnavailableError('database', 'the metadata could not be saved', err);
       // The transaction may have committed with its answer lost: look before refusing.
       for (let attempt = 0; attempt < 3; attempt += 1) {
@@ -123,7 +145,10 @@ export class MediaService {
         if (committed === false) throw new DependencyUnavailableError('database', 'the metadata could not be saved', err);
         if (committed === true) {
           const meta = await this.deps.repository.find(write.key).catch(() => undefined);
-          this.deps.logger.warn({ key: write.key, version: write.version }, 'a media commit whose answer was lost turned out to be applied');
+          this.deps.logger.warn(
+            { key: write.key, version: write.version },
+            'a media commit whose answer was lost turned out to be applied',
+          );
           return meta?.version === write.version ? meta : { ...write, backends: [write.backend], seq: 0 };
         }
       }
@@ -169,7 +194,10 @@ export class MediaService {
         return await this.open(fresh);
       } catch (again) {
         if (!(again instanceof ObjectMissingError)) throw again;
-        this.deps.logger.error({ key: fresh.key, version: fresh.version, backends: fresh.backends }, 'media content missing on every reachable backend');
+        this.deps.logger.error(
+          { key: fresh.key, version: fresh.version, backends: fresh.backends },
+          'media content missing on every reachable backend',
+        );
         throw new DependencyUnavailableError('media', `the content of ${fresh.key} is on no reachable backend`, again);
       }
     }

@@ -83,9 +83,18 @@ export class MediaSyncService {
     this.store(to);
     try {
       const items: SyncItem[] = [];
-      for (let after = ''; ; ) {
+      for (let after = ''; ;) {
         const page = await this.deps.versions.currentMissingOn(to, after, PAGE);
-        for (const v of page) items.push({ key: v.key, version: v.id, size: v.size, sha256: v.sha256, contentType: v.contentType, backends: v.backends, reason: 'missing' });
+        for (const v of page)
+          items.push({
+            key: v.key,
+            version: v.id,
+            size: v.size,
+            sha256: v.sha256,
+            contentType: v.contentType,
+            backends: v.backends,
+            reason: 'missing',
+          });
         if (page.length < PAGE) break;
         after = page.at(-1)!.key;
       }
@@ -99,8 +108,20 @@ export class MediaSyncService {
     if (input.from === input.to) throw new BadRequestError('from and to must differ');
     const { scanned, legacy, items } = await this.plan(input.from, input.to);
     const bytes = items.reduce((n, i) => n + i.size, 0);
-    const info = { scanned, ...(legacy > 0 ? { legacy, legacyHint: 'objects of the old layout are not synced: run npm run media:migrate-layout' } : {}) };
-    if (input.dryRun) return { dryRun: true, from: input.from, to: input.to, ...info, toCopy: items.length, bytes, items: items.slice(0, 1000).map(({ key, size, reason }) => ({ key, size, reason })) };
+    const info = {
+      scanned,
+      ...(legacy > 0 ? { legacy, legacyHint: 'objects of the old layout are not synced: run npm run media:migrate-layout' } : {}),
+    };
+    if (input.dryRun)
+      return {
+        dryRun: true,
+        from: input.from,
+        to: input.to,
+        ...info,
+        toCopy: items.length,
+        bytes,
+        items: items.slice(0, 1000).map(({ key, size, reason }) => ({ key, size, reason })),
+      };
     const lease = await this.deps.locks.acquire(SYNC_LOCK, 'sync', { ttlMs: LOCK_TTL_MS, busyMessage: 'a media sync is already running' });
     const job = this.newJob(input.from, input.to, items.length);
     if (items.length <= this.deps.inlineMax) {
@@ -118,7 +139,22 @@ export class MediaSyncService {
 
   private newJob(from: MediaBackendName, to: MediaBackendName, total: number): SyncJob {
     const now = new Date().toISOString();
-    return { id: randomUUID(), kind: 'media.sync', status: 'running', from, to, total, copied: 0, bytes: 0, failed: [], instanceId: this.deps.instanceId, startedAt: now, updatedAt: now, finishedAt: null, error: null };
+    return {
+      id: randomUUID(),
+      kind: 'media.sync',
+      status: 'running',
+      from,
+      to,
+      total,
+      copied: 0,
+      bytes: 0,
+      failed: [],
+      instanceId: this.deps.instanceId,
+      startedAt: now,
+      updatedAt: now,
+      finishedAt: null,
+      error: null,
+    };
   }
 
   private async run(job: SyncJob, items: SyncItem[], lease: LockLease): Promise<void> {
@@ -132,7 +168,13 @@ export class MediaSyncService {
         for (let attempt = 1; ; attempt += 1) {
           try {
             // From the named backend, or another that holds the version if it lacks it.
-            const sources = [source, ...item.backends.filter((b) => b !== job.from && b !== job.to).map((b) => this.deps.stores.get(b)!).filter(Boolean)];
+            const sources = [
+              source,
+              ...item.backends
+                .filter((b) => b !== job.from && b !== job.to)
+                .map((b) => this.deps.stores.get(b)!)
+                .filter(Boolean),
+            ];
             await copyFirst(item, sources, target);
             if (!(await this.deps.versions.completeCopy(item.version, job.to))) {
               await target.remove(versionObjectName(item.version)).catch(() => undefined);
@@ -190,7 +232,12 @@ export class MediaSyncService {
     }
     if (job === undefined) throw new NotFoundError(`no job ${id}`);
     if (job.status === 'running' && Date.now() - Date.parse(job.updatedAt) > JOB_STALE_MS) {
-      return { ...job, status: 'failed', stale: true, error: `the instance running it (${job.instanceId}) made no progress for ${JOB_STALE_MS / 1000} s; it stopped: run the sync again` };
+      return {
+        ...job,
+        status: 'failed',
+        stale: true,
+        error: `the instance running it (${job.instanceId}) made no progress for ${JOB_STALE_MS / 1000} s; it stopped: run the sync again`,
+      };
     }
     return job;
   }

@@ -58,7 +58,15 @@ interface Row {
 }
 
 function toVersion(r: Row): StoredVersion {
-  return { id: r.id, key: r.key, size: Number(r.size), sha256: r.sha256.trim(), contentType: r.content_type, backends: r.backends as MediaBackendName[], replaced: r.replaced };
+  return {
+    id: r.id,
+    key: r.key,
+    size: Number(r.size),
+    sha256: r.sha256.trim(),
+    contentType: r.content_type,
+    backends: r.backends as MediaBackendName[],
+    replaced: r.replaced,
+  };
 }
 
 const COLUMNS = `v.id::text AS id, v.key, v.size, v.sha256, v.content_type, v.backends, EXISTS (SELECT 1 FROM media_replaced r WHERE r.version = v.id) AS replaced`;
@@ -136,7 +144,9 @@ export class PrismaMediaVersionRepository implements MediaVersionRepository {
   }
 
   async countLegacy(): Promise<number> {
-    const rows = await this.prisma().$queryRawUnsafe<{ n: number }[]>(`SELECT count(*)::int AS n FROM media_objects WHERE version IS NULL AND deleted_at IS NULL`);
+    const rows = await this.prisma().$queryRawUnsafe<{ n: number }[]>(
+      `SELECT count(*)::int AS n FROM media_objects WHERE version IS NULL AND deleted_at IS NULL`,
+    );
     return rows[0]!.n;
   }
 
@@ -155,7 +165,10 @@ export class PrismaMediaVersionRepository implements MediaVersionRepository {
   }
 
   async purgeTombstones(graceMs: number): Promise<number> {
-    return this.prisma().$executeRawUnsafe(`DELETE FROM media_objects WHERE deleted_at < now() - make_interval(secs => $1::double precision / 1000)`, graceMs);
+    return this.prisma().$executeRawUnsafe(
+      `DELETE FROM media_objects WHERE deleted_at < now() - make_interval(secs => $1::double precision / 1000)`,
+      graceMs,
+    );
   }
 
   async legacyGarbage(graceMs: number, limit: number): Promise<{ key: string; referenced: boolean }[]> {
@@ -183,7 +196,10 @@ export class PrismaMediaVersionRepository implements MediaVersionRepository {
 
   async existing(ids: string[]): Promise<Set<string>> {
     if (ids.length === 0) return new Set();
-    const rows = await this.prisma().$queryRawUnsafe<{ id: string }[]>(`SELECT id::text AS id FROM media_versions WHERE id = ANY($1::uuid[])`, ids);
+    const rows = await this.prisma().$queryRawUnsafe<{ id: string }[]>(
+      `SELECT id::text AS id FROM media_versions WHERE id = ANY($1::uuid[])`,
+      ids,
+    );
     return new Set(rows.map((r) => r.id));
   }
 }

@@ -8,7 +8,11 @@ import { AppError } from '../../http/app-error.ts';
 
 export class SpoolFullError extends AppError {
   constructor(reason: string) {
-    super(503, 'media_saturated', `uploads without Content-Length are spooled to disk, and ${reason}; retry shortly or send Content-Length`);
+    super(
+      503,
+      'media_saturated',
+      `uploads without Content-Length are spooled to disk, and ${reason}; retry shortly or send Content-Length`,
+    );
     this.headers['Retry-After'] = '2';
   }
 }

@@ -9,7 +9,11 @@ import type { ObjectStore } from '../../adapters/object-store.ts';
  * is written once, so a copy can never replace newer content, and a corrupt source is refused
  * (the copy removed) instead of spread.
  */
-export async function copyVersion(version: Pick<StoredVersion, 'id' | 'size' | 'sha256' | 'contentType'>, from: ObjectStore, to: ObjectStore): Promise<void> {
+export async function copyVersion(
+  version: Pick<StoredVersion, 'id' | 'size' | 'sha256' | 'contentType'>,
+  from: ObjectStore,
+  to: ObjectStore,
+): Promise<void> {
   const name = versionObjectName(version.id);
   const source = await from.get(name);
   const hasher = new HashingStream(version.size);

@@ -157,9 +157,28 @@ export class ReadOnlyService {
         if (JSON.stringify(current.database) !== checkedDatabase) throw new TargetChanged();
         if (blocked) {
           const reason = `kept on at TTL expiry: ${blocked} (was: ${current.readOnly.reason ?? ''})`.slice(0, 500);
-          return { ...current, readOnly: { ...current.readOnly, reason, by: 'system:ttl', expiresAt: null, ttlExpiryRefused: { reason: blocked, at: now, expiresAt } } };
+          return {
+            ...current,
+            readOnly: {
+              ...current.readOnly,
+              reason,
+              by: 'system:ttl',
+              expiresAt: null,
+              ttlExpiryRefused: { reason: blocked, at: now, expiresAt },
+            },
+          };
         }
-        return { ...current, readOnly: { enabled: false, reason: `expired: ${current.readOnly.reason ?? ''}`.trim(), since: now, by: 'system:ttl', expiresAt: null, ttlExpiryRefused: null } };
+        return {
+          ...current,
+          readOnly: {
+            enabled: false,
+            reason: `expired: ${current.readOnly.reason ?? ''}`.trim(),
+            since: now,
+            by: 'system:ttl',
+            expiresAt: null,
+            ttlExpiryRefused: null,
+          },
+        };
       });
       this.localRefusal = null;
       if (blocked) this.deps.logger.warn({ reason: blocked }, 'read-only TTL reached, but writes could not work: the mode stays on');
@@ -192,7 +211,10 @@ export class ReadOnlyService {
       const key = `${expiresAt}:${kind}`;
       if (!this.audited.has(key)) {
         this.audited.add(key);
-        this.deps.logger.warn({ reason, err: err instanceof Error ? err.message : String(err) }, 'read-only TTL reached, but the expiry did not take effect: the mode stays on');
+        this.deps.logger.warn(
+          { reason, err: err instanceof Error ? err.message : String(err) },
+          'read-only TTL reached, but the expiry did not take effect: the mode stays on',
+        );
         await this.deps.audit
           .record({
             actor: 'system:ttl',

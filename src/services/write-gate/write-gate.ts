@@ -100,7 +100,8 @@ export class WriteGate {
   async commit<T>(fn: () => Promise<T>): Promise<T> {
     const ticket = this.context.getStore();
     if (!ticket) return fn();
-    if (ticket.epoch !== this.epoch) throw new WriteFencedError('the DR state changed while this write ran (read-only mode or a database switch); it was not saved');
+    if (ticket.epoch !== this.epoch)
+      throw new WriteFencedError('the DR state changed while this write ran (read-only mode or a database switch); it was not saved');
     const refusal = this.refusal();
     if (refusal) throw new WriteFencedError(`writes closed while this write ran: ${refusal.message}`);
     ticket.committing = true;
@@ -131,6 +132,12 @@ export class WriteGate {
     ]);
     clearTimeout(timer);
     if (!drained) for (const [ticket] of pending) ticket.abandoned = true;
-    return { inFlight, waitedFor: pending.length, drained, failing: inFlight - pending.length, waitedMs: Math.round(performance.now() - started) };
+    return {
+      inFlight,
+      waitedFor: pending.length,
+      drained,
+      failing: inFlight - pending.length,
+      waitedMs: Math.round(performance.now() - started),
+    };
   }
 }

@@ -1,6 +1,8 @@
 // The DR-state part of `npm run drill:database`, on a cluster, an instance and a Redis of its own:
 // a read-only TTL that must not expire onto a standby, a restart while Redis is down (the state
-// file), and a state that does not match the nodes (refused, then reset by the runbook script).
+// file), a state that does not match the nodes (refused, then reset by the runbook script), the
+// lease (an instance cut off from Redis stops acknowledging writes) and a TTL that falls due while
+// Redis is down (kept on until the expiry is recorded).
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +23,7 @@ export interface Check {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const LEASE_MS = 3000;
 
 export async function stateSafetyDrill(): Promise<Check[]> {
   const cluster = await startPgCluster();
@@ -45,6 +48,7 @@ export async function stateSafetyDrill(): Promise<Check[]> {
         HEALTH_INTERVAL_MS: '300',
         INSTANCE_ID: 'state-drill',
         DR_STATE_FILE: file,
+        DR_STATE_LEASE_MS: String(LEASE_MS),
       }),
       createLogger('silent'),
       { redisKeyPrefix: prefix },
@@ -130,6 +134,52 @@ export async function stateSafetyDrill(): Promise<Check[]> {
     await script('reset-dr-state.sh', ['--reason', 'drill: state of another cluster', '--yes']);
     const after = await put('state-drill/after-reset');
     checks.push({ name: 'reset_reopens_writes', ok: after.status === 201, detail: `write answered ${after.status}` });
+
+    // 4. The lease: cut off from Redis for longer than DR_STATE_LEASE_MS, the instance cannot know
+    //    whether read-only mode or a switch was decided meanwhile, so it stops acknowledging writes.
+    await redis.stop();
+    await sleep(LEASE_MS + 1500);
+    const stale = await put('state-drill/after-lease');
+    checks.push({
+      name: 'lease_lost_refuses_writes',
+      ok: stale.status === 503 && stale.code === 'state_stale',
+      detail: `write answered ${stale.status} ${stale.code}`,
+    });
+    await redis.start();
+    let back = await put('state-drill/lease-back');
+    for (let i = 0; i < 100 && back.status !== 201; i += 1) {
+      await sleep(100);
+      back = await put('state-drill/lease-back');
+    }
+    checks.push({
+      name: 'lease_regained_reopens_writes',
+      ok: back.status === 201,
+      detail: `write answered ${back.status} ${back.code ?? ''}`.trim(),
+    });
+
+    // 5. A TTL that falls due while Redis is down: the expiry cannot be recorded, so the mode stays
+    //    on and says why; once Redis is back the expiry is recorded and writes reopen.
+    await script('enable-readonly-mode.sh', ['--reason', 'drill: ttl while redis down', '--ttl', '2']);
+    await redis.stop();
+    await sleep(3500);
+    const duringOutage = await put('state-drill/ttl-redis-down');
+    const refused = await json(await admin('GET', '/admin/read-only'));
+    checks.push({
+      name: 'ttl_due_while_redis_down_kept_on',
+      ok: duringOutage.status === 503 && duringOutage.code === 'read_only' && refused.ttlExpiryRefused?.kind === 'unrecorded',
+      detail: `write answered ${duringOutage.status} ${duringOutage.code}; ttlExpiryRefused ${JSON.stringify(refused.ttlExpiryRefused ?? null)}`,
+    });
+    await redis.start();
+    let reopened = await put('state-drill/ttl-recorded');
+    for (let i = 0; i < 100 && reopened.status !== 201; i += 1) {
+      await sleep(100);
+      reopened = await put('state-drill/ttl-recorded');
+    }
+    checks.push({
+      name: 'ttl_recorded_when_redis_returns',
+      ok: reopened.status === 201,
+      detail: `write answered ${reopened.status} ${reopened.code ?? ''}`.trim(),
+    });
     return checks;
   } finally {
     await service?.stop().catch(() => undefined);

@@ -60,6 +60,9 @@ describe('POST /admin/verify/media on a large store: the consistency pass as a j
       MEDIA_CACHE_TTL_SECONDS: '1',
       MEDIA_GC_INTERVAL_MS: '3600000',
       HEALTH_TIMEOUT_MS: '5000',
+      // A listing page of 1,000 objects from the in-process S3 server can take more than the
+      // default 5 s on a loaded machine; this test is about the job path, not S3 timeouts.
+      MEDIA_S3_TIMEOUT_MS: '30000',
     };
     const prefix = uniquePrefix();
     a = await startInstance({ ...env, INSTANCE_ID: 'vj-a' }, prefix);

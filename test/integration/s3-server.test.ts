@@ -91,5 +91,5 @@ describe('the test S3 server behaves like S3 where the media invariants depend o
     const listed: string[] = [];
     for await (const o of store.list('many/')) listed.push(o.key);
     expect(listed).toEqual(keys);
-  });
+  }, 120_000); // 2,100 PUTs: seconds on a quiet machine, more than 30 s on a loaded one
 });

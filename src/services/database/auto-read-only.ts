@@ -1,6 +1,7 @@
 import type { DatabaseProbeData } from '../../domain.ts';
 import type { AuditLog } from '../audit/audit-log.ts';
 import { readOnlyActive } from '../dr-state/dr-state.ts';
+import { withActiveDatabase } from '../dr-state/database-state.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
 import type { ProbeResult } from '../../health/probe-runner.ts';
 import type { Logger } from '../../logger.ts';
@@ -75,19 +76,24 @@ export class AutoReadOnly {
         if (!engage && (s.readOnly.by !== AUTO_ACTOR || s.database.by !== AUTO_ACTOR || s.database.promotedAt))
           throw new Error('the operator changed the state meanwhile');
         if (engage && (s.database.active !== 'primary' || s.readOnly.enabled)) throw new Error('the state changed meanwhile');
-        return {
-          ...s,
-          readOnly: engage
-            ? {
-                enabled: true,
-                reason: `automatic: the primary failed ${this.failures} probes; reads are served by the replica`,
-                since: now,
-                by: AUTO_ACTOR,
-                expiresAt: null,
-              }
-            : { enabled: false, reason: 'automatic: the primary answers again', since: now, by: AUTO_ACTOR, expiresAt: null },
-          database: { ...s.database, active: engage ? 'replica' : 'primary', since: now, by: AUTO_ACTOR },
-        };
+        // Only the target moves: nothing was probed here, so no node identity is recorded.
+        return withActiveDatabase(
+          {
+            ...s,
+            readOnly: engage
+              ? {
+                  enabled: true,
+                  reason: `automatic: the primary failed ${this.failures} probes; reads are served by the replica`,
+                  since: now,
+                  by: AUTO_ACTOR,
+                  expiresAt: null,
+                }
+              : { enabled: false, reason: 'automatic: the primary answers again', since: now, by: AUTO_ACTOR, expiresAt: null },
+          },
+          engage ? 'replica' : 'primary',
+          null,
+          { inRecovery: null, by: AUTO_ACTOR, now },
+        );
       });
       this.deps.logger.warn(
         { action, version: change.after.version },

@@ -1,7 +1,7 @@
 import type { DatabaseProbeData, DatabaseTarget } from '../../domain.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
+import { withActiveDatabase } from '../dr-state/database-state.ts';
 import type { ClusterLock } from '../dr-state/cluster-lock.ts';
-import type { NodeIdentity } from '../dr-state/dr-state.ts';
 import type { ProbeResult, ProbeRunner } from '../../health/probe-runner.ts';
 import type { Logger } from '../../logger.ts';
 import type { Metrics } from '../../metrics/metrics.ts';
@@ -83,23 +83,21 @@ export class DatabaseFailoverService {
   /** The initial state (read-only off, primary targets), with the identities of the nodes configured now. */
   async resetState(by: string, reason: string) {
     await Promise.all([...this.deps.runners.values()].map((r) => r.run()));
-    const nodes: Partial<Record<DatabaseTarget, NodeIdentity>> = {};
-    for (const target of ['primary', 'replica'] as const) {
-      const identity = this.deps.watch.identity(target);
-      if (identity) nodes[target] = identity;
-    }
-    const primary = this.deps.runners.get('primary')?.latest()?.data;
-    return this.deps.dr.change((_s, now) => ({
-      readOnly: { enabled: false, reason: `reset: ${reason}`, since: now, by, expiresAt: null },
-      database: {
-        active: 'primary',
-        since: now,
-        by,
-        nodes,
-        ...(primary?.timeline && !primary.inRecovery ? { newestTimeline: primary.timeline } : {}),
-        promotedAt: null,
-      },
-      media: { active: 'primary', since: now, by },
-    }));
+    const replica = this.deps.watch.identity('replica');
+    const primary = this.deps.watch.identity('primary');
+    const inRecovery = this.deps.runners.get('primary')?.latest()?.data?.inRecovery ?? null;
+    // Only the active node (primary) sets the newest timeline at a reset; the replica's identity is kept as seen.
+    return this.deps.dr.change((_s, now) =>
+      withActiveDatabase(
+        {
+          readOnly: { enabled: false, reason: `reset: ${reason}`, since: now, by, expiresAt: null },
+          database: { active: 'primary', since: now, by, nodes: replica ? { replica } : {}, promotedAt: null },
+          media: { active: 'primary', since: now, by },
+        },
+        'primary',
+        primary,
+        { inRecovery, by, now },
+      ),
+    );
   }
 }

@@ -7,6 +7,7 @@ import type { Check, FailoverDeps, FailoverOps } from './database-failover-servi
 import { fenceNode, unfenceNode } from './node-fence.ts';
 import { withProbeConnection } from '../../health/pg-probe.ts';
 import { forgetAbandonedPromotions } from './switchover-state.ts';
+import { withNodeRecorded, withPromotionRecorded } from '../dr-state/database-state.ts';
 
 const PROMOTE_WAIT_SECONDS = 60;
 /** How long a promotion waits for the replica to replay what a still-answering primary wrote. */
@@ -184,18 +185,18 @@ export class DatabasePromotion {
     const identity = this.deps.watch.identity(node);
     if (!identity) return null;
     const previous = this.deps.watch.identity(old);
+    const seen = { inRecovery: this.deps.runners.get(node)?.latest()?.data?.inRecovery ?? null };
+    // The old node keeps its record only when it is on an older timeline (a former primary).
+    const former = previous && previous.timeline < identity.timeline ? previous : null;
+    const formerSeen = { inRecovery: this.deps.runners.get(old)?.latest()?.data?.inRecovery ?? null };
     await this.deps.dr.change((s, now) => ({
       ...s,
-      database: {
-        ...s.database,
-        nodes: { ...s.database.nodes, ...(previous && previous.timeline < identity.timeline ? { [old]: previous } : {}), [node]: identity },
-        newestTimeline: Math.max(s.database.newestTimeline ?? 0, identity.timeline),
-        promotedAt: now,
-        // A promotion recorded now supersedes an abandoned one on the same timeline.
-        abandonedTimelines: s.database.abandonedTimelines?.filter(
-          (a) => a.systemId !== identity.systemId || a.timeline !== identity.timeline,
-        ),
-      },
+      database: withPromotionRecorded(
+        withNodeRecorded(withNodeRecorded(s.database, old, former, formerSeen), node, identity, seen),
+        identity,
+        seen,
+        now,
+      ),
     }));
     return identity;
   }

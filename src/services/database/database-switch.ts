@@ -1,5 +1,6 @@
 import type { DatabaseProbeData, DatabaseTarget } from '../../domain.ts';
 import { PreconditionFailedError } from '../../http/app-error.ts';
+import { withActiveDatabase } from '../dr-state/database-state.ts';
 import { restorePointBefore } from '../backup/restore-point.ts';
 import type { Check, FailoverDeps, FailoverOps } from './database-failover-service.ts';
 import { fenceNode } from './node-fence.ts';
@@ -92,17 +93,7 @@ export class DatabaseSwitch {
       const oldTarget = await this.fenceFormerPrimary(current, probe?.data);
       const restorePoint = await restorePointBefore(this.deps.clients.url(current), `before-switch-to-${to}`);
       const identity = this.deps.watch.identity(to);
-      const change = await this.deps.dr.change((s, now) => ({
-        ...s,
-        database: {
-          ...s.database,
-          active: to,
-          since: now,
-          by,
-          nodes: identity ? { ...s.database.nodes, [to]: identity } : s.database.nodes,
-          newestTimeline: identity && !inRecovery ? Math.max(s.database.newestTimeline ?? 0, identity.timeline) : s.database.newestTimeline,
-        },
-      }));
+      const change = await this.deps.dr.change((s, now) => withActiveDatabase(s, to, identity, { inRecovery, by, now }));
       this.deps.metrics.failoverTotal.inc({ kind: 'database_switch', result: 'success' });
       return {
         changed: true,

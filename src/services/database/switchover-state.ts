@@ -1,4 +1,5 @@
 import type { DatabaseProbeData, DatabaseTarget } from '../../domain.ts';
+import { withActiveDatabase } from '../dr-state/database-state.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
 import type { ProbeRunner } from '../../health/probe-runner.ts';
 import type { NodeWatch } from './node-watch.ts';
@@ -14,25 +15,12 @@ export function switchoverStateChanges(deps: {
   return {
     forgetAbandoned: (node) => forgetAbandonedPromotions(dr, node),
     recordSwitch: async (to, by) => {
-      // As a switch does: the node's identity and its (newer) timeline are recorded with it.
+      // As a switch does: the node's identity is recorded with it, and its (newer) timeline when the
+      // fresh probe shows it takes writes (it was promoted and its write check passed).
       await runners.get(to)?.run();
       const identity = watch.identity(to);
-      await dr.change((s, now) => ({
-        ...s,
-        database: {
-          ...s.database,
-          active: to,
-          since: now,
-          by,
-          nodes: identity ? { ...s.database.nodes, [to]: identity } : s.database.nodes,
-          newestTimeline: identity ? Math.max(s.database.newestTimeline ?? 0, identity.timeline) : s.database.newestTimeline,
-          promotedAt: now,
-          // A promotion recorded now supersedes an earlier abandoned one on the same timeline.
-          abandonedTimelines: identity
-            ? s.database.abandonedTimelines?.filter((a) => a.systemId !== identity.systemId || a.timeline !== identity.timeline)
-            : s.database.abandonedTimelines,
-        },
-      }));
+      const inRecovery = runners.get(to)?.latest()?.data?.inRecovery ?? null;
+      await dr.change((s, now) => withActiveDatabase(s, to, identity, { inRecovery, by, now, promoted: true }));
     },
     abandonPromotion: async (node, timeline, by) => {
       // The cluster's system identifier from whichever node was last seen (the promoted one may be dead).

@@ -24,6 +24,7 @@ import { createBackupModule, type BackupModule } from './modules/backup-module.t
 import { createDatabaseModule, type DatabaseModule } from './modules/database-module.ts';
 import { createDrStateModule, type DrStateModule } from './modules/dr-state-module.ts';
 import { createIncidentsModule, type IncidentsModule } from './modules/incidents-module.ts';
+import { createLiveEvents } from './modules/live-events.ts';
 import { createMediaModule, type MediaModule } from './modules/media-module.ts';
 import { createReadOnlyModule, type ReadOnlyModule } from './modules/read-only-module.ts';
 import { createWriteGateModule, type WriteGateModule } from './modules/write-gate-module.ts';
@@ -126,6 +127,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     logger,
     migrationsDir: MIGRATIONS_DIR,
   });
+  const events = createLiveEvents({ config, logger, redis, prefix });
   const media = createMediaModule({
     config,
     objectStores,
@@ -139,6 +141,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     repositoryClient: () => databaseClients.client(writeGate.gate.current() ? undefined : database.readTarget()),
     metrics,
     logger,
+    onSyncProgress: (job) => events.hub.publish('job.progress', job),
   });
   const admin = createAdminModule({
     config,
@@ -201,13 +204,12 @@ export async function createService(config: Config, logger: Logger, options: Ser
     config,
     logger,
     metrics,
-    redis,
-    prefix,
     prisma,
     audit,
     dr,
     health,
     lifecycle,
+    events,
     otherMediaUp: media.otherBackendUp,
     databaseUp: () => database.runners.get(databaseClients.active)?.latest()?.ok === true,
     sender: options.notifySender,
@@ -215,7 +217,6 @@ export async function createService(config: Config, logger: Logger, options: Ser
     outboxBackoffMs: options.outboxBackoffMs,
     checksIntervalMs: options.incidentChecksMs,
   });
-  media.sync.onProgress = (job) => incidents.hub.publish('job.progress', job);
 
   // 4. The app: every router, mounted once.
   const app = buildApp({

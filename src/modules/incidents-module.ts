@@ -1,5 +1,4 @@
 import type { Router } from 'express';
-import type { Redis } from 'ioredis';
 import type { AuditLog } from '../services/audit/audit-log.ts';
 import type { Config } from '../config/config.ts';
 import type { DrStateService } from '../services/dr-state/dr-state-service.ts';
@@ -8,11 +7,11 @@ import type { HealthService } from '../health/health-service.ts';
 import type { Lifecycle } from '../lifecycle/lifecycle.ts';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
-import { createRedisClient } from '../adapters/redis-client.ts';
+import type { LiveEvents } from './live-events.ts';
 import { AlertIntake } from '../services/incidents/alert-intake.ts';
 import { alertWebhookRoutes } from '../routes/alert-webhook-routes.ts';
 import { drActionTimeline } from '../services/incidents/dr-action-timeline.ts';
-import { EventHub } from '../services/incidents/event-hub.ts';
+import type { EventHub } from '../services/incidents/event-hub.ts';
 import { assess } from '../services/incidents/incident-assessor.ts';
 import { RESPONSE_TARGET_SECONDS, responseFacts, SEVERITIES } from '../services/incidents/incident-model.ts';
 import { incidentRoutes } from '../routes/incident-routes.ts';
@@ -49,13 +48,13 @@ export interface IncidentsModuleDeps {
   config: Config;
   logger: Logger;
   metrics: Metrics;
-  redis: Redis;
-  prefix: string;
   prisma: () => PrismaClient;
   audit: AuditLog;
   dr: DrStateService;
   health: HealthService;
   lifecycle: Lifecycle;
+  /** The live events hub (built before the modules); started and stopped with this module. */
+  events: LiveEvents;
   /** Whether a media backend other than the active one answers (from its probe). */
   otherMediaUp: () => Promise<boolean>;
   /**
@@ -72,8 +71,7 @@ export interface IncidentsModuleDeps {
 /** Incident response: records, timeline, notifications, classification, status page, live events. */
 export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModule {
   const { config, logger, metrics } = deps;
-  const subscriber = createRedisClient(config.redisUrl, logger, 'sav3-api-events', { offlineQueue: true });
-  const hub = new EventHub({ publisher: deps.redis, subscriber, channel: `${deps.prefix}events`, logger, instanceId: config.instanceId });
+  const { hub } = deps.events;
   const store = new IncidentStore(deps.prisma);
   const receivers = receiversOf(config.notifyWebhookUrls);
   const incidents = new IncidentService({ store, receivers, hub, tokenNames: config.adminTokens.map((t) => t.name), logger });
@@ -178,7 +176,7 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
     ],
     adminRouters: [incidentRoutes({ incidents, store, audit: deps.audit, assess: async () => assess(await facts()), hub, streams })],
     async start() {
-      await hub.start();
+      await deps.events.start();
       outbox.start();
       // Component states follow health at its period (in memory); gauges, reminders and writing
       // the history need no finer than 5 s. Nothing touches PostgreSQL at once: the first probe
@@ -199,7 +197,7 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
       clearInterval(shutdownWatch);
       streams.closeAll();
       await outbox.stop();
-      subscriber.disconnect();
+      deps.events.stop();
     },
   };
 }

@@ -23,7 +23,7 @@ import { mediaRoutes } from '../routes/media-routes.ts';
 import { MediaConsistencyChecker } from '../services/media/media-consistency.ts';
 import { MediaFailoverService } from '../services/media/media-failover-service.ts';
 import { MediaGarbageCollector } from '../services/media/media-gc.ts';
-import { MediaSyncService } from '../services/media/media-sync.ts';
+import { MediaSyncService, type SyncProgress } from '../services/media/media-sync.ts';
 import { PrismaMediaVersionRepository, type MediaVersionRepository } from '../services/media/media-version-repository.ts';
 import type { ObjectStore } from '../adapters/object-store.ts';
 
@@ -71,6 +71,8 @@ export function createMediaModule(deps: {
   repositoryClient: () => PrismaClient;
   metrics: Metrics;
   logger: Logger;
+  /** Told of every saved sync job state (the live events port). */
+  onSyncProgress?: (job: SyncProgress) => void;
 }): MediaModule {
   const { config, dr, metrics, logger } = deps;
   const stores = deps.objectStores;
@@ -131,6 +133,7 @@ export function createMediaModule(deps: {
     logger,
     concurrency: config.mediaSyncConcurrency,
     inlineMax: config.mediaSyncInlineMax,
+    onProgress: deps.onSyncProgress,
   });
   const gc = new MediaGarbageCollector({
     versions,

@@ -53,6 +53,9 @@ const JOB_TTL_SECONDS = 7 * 24 * 3600;
  * is recorded when done. Small runs answer inline; large ones become a job in Redis whose
  * progress any instance can report, and which is reported failed, loudly, if its instance stops.
  */
+/** A sync job's progress, as saved. */
+export type SyncProgress = { id: string } & ReturnType<MediaSyncService['summary']>;
+
 export class MediaSyncService {
   constructor(
     private readonly deps: {
@@ -64,6 +67,8 @@ export class MediaSyncService {
       logger: Logger;
       concurrency: number;
       inlineMax: number;
+      /** Told of every saved job state (live events for operators). */
+      onProgress?: (job: SyncProgress) => void;
     },
   ) {}
 
@@ -215,11 +220,8 @@ export class MediaSyncService {
     }
   }
 
-  /** Told of every saved job state (live events for operators). */
-  onProgress?: (job: { id: string } & ReturnType<MediaSyncService['summary']>) => void;
-
   private async save(job: SyncJob): Promise<void> {
-    this.onProgress?.({ id: job.id, ...this.summary(job) });
+    this.deps.onProgress?.({ id: job.id, ...this.summary(job) });
     await this.deps.jobs.save(job.id, job, JOB_TTL_SECONDS);
   }
 

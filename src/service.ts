@@ -228,11 +228,11 @@ export async function createService(config: Config, logger: Logger, options: Ser
     health,
     headers: options.withoutReadOnlyGuard ? [] : [readOnly.header],
     guards: options.withoutReadOnlyGuard ? [] : [readOnly.guard, writeGate.guard],
-    routers: [...media.routers, ...incidents.publicRouters],
+    routers: [...media.publicRouters, ...incidents.publicRouters],
     admin: {
       json: admin.json,
       auth: admin.auth,
-      routers: [...admin.routers, ...database.routers, ...media.adminRouters, ...backups.routers, ...incidents.adminRouters],
+      routers: [...admin.adminRouters, ...database.adminRouters, ...media.adminRouters, ...backups.adminRouters, ...incidents.adminRouters],
     },
     authLimiter: admin.limiter,
   });

@@ -16,7 +16,8 @@ export interface AdminModule {
   auth: RequestHandler;
   /** Failed token checks per address, shared by the admin API and health (which reveals details to a token). */
   limiter: FailedAuthLimiter;
-  routers: Router[];
+  /** Admin routers (read-only mode, DR state, audit). */
+  adminRouters: Router[];
 }
 
 export function createAdminModule(deps: {
@@ -48,7 +49,7 @@ export function createAdminModule(deps: {
       });
     },
   });
-  const routers = [
+  const adminRouters = [
     adminRoutes({
       dr: deps.dr,
       readOnly: deps.readOnly,
@@ -57,5 +58,5 @@ export function createAdminModule(deps: {
       writes: () => ({ refusal: gate.closed(), inFlight: gate.inFlight() }),
     }),
   ];
-  return { json: adminJson, auth, limiter, routers };
+  return { json: adminJson, auth, limiter, adminRouters };
 }

@@ -26,7 +26,8 @@ export interface BackupModule {
   service: BackupService;
   validations: PrismaValidationStore;
   tool: BackupTool | undefined;
-  routers: Router[];
+  /** Admin routers (inventory, backups, validations); none without an audit log (the worker). */
+  adminRouters: Router[];
   /** What a worker runs (API instances never run these). */
   handlers(): Map<string, JobHandler>;
   start(): void;
@@ -81,7 +82,7 @@ export function createBackupModule(deps: {
   });
   const queue = new JobQueue(deps.redis, deps.prefix);
   const service = new BackupService({ inventory, queue, activeDatabaseUrl: activeUrl, timeoutMs: Math.max(config.healthTimeoutMs, 2000) });
-  const routers = deps.audit ? [backupRoutes({ inventory, service, validations: safe(validations), audit: deps.audit })] : [];
+  const adminRouters = deps.audit ? [backupRoutes({ inventory, service, validations: safe(validations), audit: deps.audit })] : [];
 
   const databaseUrl = new URL(config.databaseUrl);
   const backupStore = deps.stores.get('backup');
@@ -102,7 +103,7 @@ export function createBackupModule(deps: {
       tool,
       info: () => inventory.info(true),
       media: backupStore ? new BackupBucketMediaCheck(backupStore) : undefined,
-      store: validations,
+      validationStore: validations,
       pgBin: b.pgBin,
       osUser: b.osUser,
       scratchRoot: b.scratchDir,
@@ -143,7 +144,7 @@ export function createBackupModule(deps: {
     service,
     validations,
     tool,
-    routers,
+    adminRouters,
     handlers,
     start: () => inventory.start(),
     stop: () => inventory.stop(),

@@ -38,7 +38,7 @@ export interface DatabaseModule {
   /** Why writes are refused on this instance's database view (standby, fenced, older timeline), or null. */
   writeRefusal(): WriteRefusal | null;
   /** Admin routers (failover, verify, switchover). */
-  routers: Router[];
+  adminRouters: Router[];
 }
 
 /** Database probes, replication tracking, failover and verification, following the DR state. */
@@ -229,6 +229,6 @@ export function createDatabaseModule(deps: {
     replication,
     pair,
     writeRefusal: () => watch.writeRefusal(),
-    routers: [databaseRoutes({ failover, verifier, dr, audit }), switchoverRoutes({ switchover, audit, afterChange })],
+    adminRouters: [databaseRoutes({ failover, verifier, dr, audit }), switchoverRoutes({ switchover, audit, afterChange })],
   };
 }

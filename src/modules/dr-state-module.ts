@@ -36,7 +36,7 @@ export function createDrStateModule(deps: {
   const subscriber = createRedisClient(config.redisUrl, logger, 'sav3-api-dr-subscriber', { offlineQueue: true });
   const stateStore = new RedisDrStateStore(redis, prefix);
   const service = new DrStateService({
-    store: stateStore,
+    stateStore,
     subscribe: redisSubscribe(subscriber, stateStore.channel),
     instanceId: config.instanceId,
     syncIntervalMs: DR_SYNC_INTERVAL_MS,

@@ -74,7 +74,13 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
   const { hub } = deps.events;
   const store = new IncidentStore(deps.prisma);
   const receivers = receiversOf(config.notifyWebhookUrls);
-  const incidents = new IncidentService({ store, receivers, hub, tokenNames: config.adminTokens.map((t) => t.name), logger });
+  const incidents = new IncidentService({
+    incidentStore: store,
+    receivers,
+    hub,
+    tokenNames: config.adminTokens.map((t) => t.name),
+    logger,
+  });
   const outbox = new NotificationOutboxWorker({
     prisma: deps.prisma,
     receivers,
@@ -98,7 +104,7 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
   });
   const status = new StatusService({
     facts,
-    store,
+    incidentStore: store,
     prisma: deps.prisma,
     hub,
     logger,

@@ -45,7 +45,7 @@ export interface MediaModule {
   /** Backends the continuous backup copies a version written to `backend` to. */
   copyTargets(backend: MediaBackendName): MediaBackendName[];
   /** Public routers (/media). */
-  routers: Router[];
+  publicRouters: Router[];
   /** Admin routers (failover, sync, verify). */
   adminRouters: Router[];
   start(): void;
@@ -200,7 +200,7 @@ export function createMediaModule(deps: {
     consistency,
     replicator,
     copyTargets,
-    routers: [mediaRoutes(service, { idleBodyTimeoutMs: config.mediaIdleBodyTimeoutMs })],
+    publicRouters: [mediaRoutes(service, { idleBodyTimeoutMs: config.mediaIdleBodyTimeoutMs })],
     adminRouters: [mediaAdminRoutes({ failover, sync, consistency, dr, audit: deps.audit })],
     start() {
       replicator?.start();

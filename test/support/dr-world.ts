@@ -19,7 +19,7 @@ export function drWorld(options: { now?: () => number } = {}) {
     const { logger, text } = captureLogger();
     const metrics: Metrics = createMetrics();
     const dr = new DrStateService({
-      store,
+      stateStore: store,
       subscribe: () => ({ close: async () => undefined }),
       instanceId: id,
       syncIntervalMs: 60_000,

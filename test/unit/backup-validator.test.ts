@@ -32,7 +32,7 @@ function validator(tool: BackupTool, root: string, saved: ValidationReport[], li
     tool,
     info: async () => info,
     media: undefined,
-    store: { save: async (r) => void saved.push(r) },
+    validationStore: { save: async (r) => void saved.push(r) },
     pgBin: '/usr/lib/postgresql/15/bin',
     osUser: 'postgres',
     scratchRoot: root,

@@ -73,7 +73,7 @@ function memoryFile(initial: DrState | null = null): DrStateFile & { saved: DrSt
 
 function drService(store: MemoryStore, opts: { id?: string; leaseMs?: number; file?: DrStateFile; clock?: () => number } = {}) {
   return new DrStateService({
-    store,
+    stateStore: store,
     subscribe: () => ({ close: async () => undefined }),
     instanceId: opts.id ?? 'i1',
     syncIntervalMs: 60_000,

@@ -7,7 +7,7 @@ import { captureLogger } from '../support/log-capture.ts';
 
 function service(store: MemoryDrStateStore, id = 'i1') {
   return new DrStateService({
-    store,
+    stateStore: store,
     subscribe: () => ({ close: async () => undefined }),
     instanceId: id,
     syncIntervalMs: 60_000,

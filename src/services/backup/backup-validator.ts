@@ -48,7 +48,7 @@ export interface ValidatorDeps {
   tool: BackupTool;
   info: () => Promise<StanzaInfo>;
   media: MediaBackupCheck | undefined;
-  store: ValidationReportStore;
+  validationStore: ValidationReportStore;
   pgBin: string;
   osUser: string;
   scratchRoot: string;
@@ -149,7 +149,7 @@ export class BackupValidator {
     timings.totalMs = Date.now() - started;
     report.finishedAt = new Date().toISOString();
     this.deps.onTimings?.(timings);
-    await this.deps.store.save(report, { jobId, instanceId: this.deps.instanceId });
+    await this.deps.validationStore.save(report, { jobId, instanceId: this.deps.instanceId });
     return report;
   }
 

@@ -11,7 +11,7 @@ export type StateListener = (state: DrState, previous: DrState) => void | Promis
 export type Subscribe = (onChange: () => void) => { close(): Promise<void> };
 
 export interface DrStateServiceDeps {
-  store: DrStateStore;
+  stateStore: DrStateStore;
   subscribe: Subscribe;
   instanceId: string;
   /** Safety-net re-read (pub/sub drops messages across reconnects) and heartbeat period. */
@@ -172,7 +172,7 @@ export class DrStateService {
     clearTimeout(this.leaseTimer);
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
-      this.deps.store.forget?.(this.deps.instanceId).catch(() => undefined),
+      this.deps.stateStore.forget?.(this.deps.instanceId).catch(() => undefined),
       new Promise((resolve) => {
         timer = setTimeout(resolve, 500);
       }),
@@ -214,7 +214,7 @@ export class DrStateService {
   private async doSync(): Promise<void> {
     const readAt = this.now();
     try {
-      const stored = await this.deps.store.read();
+      const stored = await this.deps.stateStore.read();
       if (this.source === 'unknown') {
         // Redis answered: its state, or (when it lost its data) the newest this instance kept.
         this.source = 'store';
@@ -227,7 +227,7 @@ export class DrStateService {
         if (saved && saved.version > (stored?.version ?? 0) && saved.version > this.state.version) await this.apply(saved);
       }
       if ((stored === null || stored.version < this.state.version) && this.state.version > 0) {
-        if (await this.deps.store.restore(this.state)) {
+        if (await this.deps.stateStore.restore(this.state)) {
           this.deps.logger.warn(
             { version: this.state.version },
             'DR state was missing from Redis; restored the newest state this instance holds',
@@ -261,7 +261,7 @@ export class DrStateService {
   readonly annotations: Record<string, unknown> = {};
 
   private async heartbeat(): Promise<void> {
-    await this.deps.store.heartbeat({
+    await this.deps.stateStore.heartbeat({
       ...this.annotations,
       id: this.deps.instanceId,
       appliedVersion: this.state.version,
@@ -306,7 +306,7 @@ export class DrStateService {
     try {
       if (!this.known()) await this.sync();
       // Without Redis there is no change anyway; a state never known is not the base of one.
-      base = (await this.deps.store.read()) ?? this.state;
+      base = (await this.deps.stateStore.read()) ?? this.state;
       if (base.version < this.state.version) base = this.state;
     } catch (err) {
       this.markStore(false, err);
@@ -316,7 +316,7 @@ export class DrStateService {
     const after: DrState = { ...mutate(base, now), version: base.version + 1, updatedAt: now };
     let result;
     try {
-      result = await this.deps.store.compareAndSet(base.version, after);
+      result = await this.deps.stateStore.compareAndSet(base.version, after);
     } catch (err) {
       this.markStore(false, err);
       throw new DependencyUnavailableError('redis', 'the DR state store (Redis) is unreachable; no change was made', err);
@@ -339,7 +339,7 @@ export class DrStateService {
   }
 
   async instances(): Promise<InstanceHeartbeat[]> {
-    return this.deps.store.instances();
+    return this.deps.stateStore.instances();
   }
 
   /** How long a change waits for acks: past it, an instance that has not applied is past its lease too. */

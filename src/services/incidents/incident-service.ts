@@ -36,7 +36,7 @@ export interface UpdateInput {
 }
 
 export interface IncidentServiceDeps {
-  store: IncidentStore;
+  incidentStore: IncidentStore;
   receivers: readonly Receiver[];
   hub: EventHub;
   /** Admin token names, the only names roles can be assigned to. */
@@ -79,7 +79,7 @@ export class IncidentService {
       throw new BadRequestError('invalid incident', { startedAt: ['must not be in the future'] });
     const roles = input.roles ?? {};
     this.checkRoleNames(roles);
-    const incident = await this.deps.store.create(
+    const incident = await this.deps.incidentStore.create(
       {
         severity: input.severity,
         title: input.title,
@@ -106,7 +106,7 @@ export class IncidentService {
   }
 
   async get(id: string): Promise<Incident> {
-    const incident = await this.deps.store.get(id);
+    const incident = await this.deps.incidentStore.get(id);
     if (!incident) throw new NotFoundError(`no incident ${id}`);
     return incident;
   }
@@ -216,7 +216,7 @@ export class IncidentService {
     notify: (i: Incident) => OutboxMessage[],
   ): Promise<Incident> {
     try {
-      return await this.deps.store.change(current.id, current.status, patch, entries, notify);
+      return await this.deps.incidentStore.change(current.id, current.status, patch, entries, notify);
     } catch (err) {
       if (err instanceof IncidentConflict) throw new ConflictError('the incident changed meanwhile; read it again and retry');
       throw err;
@@ -224,14 +224,14 @@ export class IncidentService {
   }
 
   list(status?: IncidentStatus | 'open', limit?: number): Promise<Incident[]> {
-    return this.deps.store.list(status, limit);
+    return this.deps.incidentStore.list(status, limit);
   }
 
   /** Queues a reminder for each P0 whose next public update is overdue (once per due time). */
   async remindOverdue(): Promise<number> {
-    const overdue = await this.deps.store.overdue(this.now(), ['P0']);
+    const overdue = await this.deps.incidentStore.overdue(this.now(), ['P0']);
     const messages = overdue.flatMap((i) => this.notify('reminder', `reminder:${i.nextUpdateDueAt}`, renderReminder)(i));
-    await this.deps.store.enqueue(messages);
+    await this.deps.incidentStore.enqueue(messages);
     return overdue.length;
   }
 

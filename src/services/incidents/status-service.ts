@@ -42,7 +42,7 @@ export function scrubPublic(text: string): string {
 
 export interface StatusServiceDeps {
   facts: () => Promise<LiveFacts>;
-  store: IncidentStore;
+  incidentStore: IncidentStore;
   prisma: () => PrismaClient;
   hub: EventHub;
   logger: Logger;
@@ -119,7 +119,7 @@ export class StatusService {
   }
 
   private async publicIncidents(): Promise<PublicIncident[]> {
-    const open = await this.deps.store.list('open', 20);
+    const open = await this.deps.incidentStore.list('open', 20);
     return Promise.all(
       open.map(async (i) => ({
         id: i.id,
@@ -129,7 +129,7 @@ export class StatusService {
         components: i.components,
         startedAt: i.startedAt,
         resolvedAt: i.resolvedAt,
-        updates: (await this.deps.store.timeline(i.id, 'public'))
+        updates: (await this.deps.incidentStore.timeline(i.id, 'public'))
           .reverse()
           .map((u) => ({ at: u.at, status: u.status, message: scrubPublic(u.message) })),
       })),

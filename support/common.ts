@@ -8,6 +8,11 @@ export function sha256Hex(data: Buffer | string): string {
   return createHash('sha256').update(data).digest('hex');
 }
 
+/** Resolves after `ms` milliseconds. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 /** A TCP port nothing listens on right now (bound on 127.0.0.1, then released). */
 export async function freePort(): Promise<number> {
   const server = net.createServer();

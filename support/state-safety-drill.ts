@@ -11,6 +11,7 @@ import { loadConfig } from '../src/config/config.ts';
 import { migrate } from '../src/services/database/migrator.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService, MIGRATIONS_DIR, type Service } from '../src/service.ts';
+import { sleep } from './common.ts';
 import { startOwnRedis } from './redis-server.ts';
 import { runbookScript } from './drill.ts';
 import { startPgCluster } from './pg-cluster.ts';
@@ -22,7 +23,6 @@ export interface Check {
   detail: string;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const LEASE_MS = 3000;
 
 export async function stateSafetyDrill(): Promise<Check[]> {

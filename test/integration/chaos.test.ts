@@ -8,9 +8,8 @@ import { startPgCluster, type PgCluster, type PgNode } from '../../support/pg-cl
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { startOwnRedis, type OwnRedis } from '../../support/redis-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
-import { sha256Hex } from '../../support/common.ts';
+import { sha256Hex, sleep } from '../../support/common.ts';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const LEASE_MS = 3000;
 /** Allowance past the lease for an answer already under way (skew allowance plus request latency). */
 const LEASE_ALLOWANCE_MS = 1500;

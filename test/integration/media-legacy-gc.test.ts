@@ -1,13 +1,12 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import pg from 'pg';
 import request from 'supertest';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import type { ObjectStore } from '../../src/adapters/object-store.ts';
 import { mediaEnv, ownDatabase, startInstance, type TestInstance } from '../support/instance.ts';
-import { eventually } from '../../support/common.ts';
+import { eventually, sha256Hex } from '../../support/common.ts';
 
-const sha = (b: string) => createHash('sha256').update(b).digest('hex');
 const GRACE_MS = 2000;
 const pastGrace = () => new Promise((resolve) => setTimeout(resolve, GRACE_MS + 700));
 
@@ -49,7 +48,7 @@ describe('old-layout objects of deleted or overwritten keys are garbage-collecte
     for (const store of stores) await store.put(key, Readable.from([Buffer.from(body)]), body.length, 'text/plain');
     await sql.query(
       `INSERT INTO media_objects (key, size, sha256, content_type, backend, updated_at) VALUES ($1, $2, $3, 'text/plain', 'primary', now())`,
-      [key, body.length, sha(body)],
+      [key, body.length, sha256Hex(body)],
     );
   };
   const present = async (name: string) => Promise.all(stores.map(async (s) => (await s.stat(name)) !== undefined));
@@ -83,7 +82,7 @@ describe('old-layout objects of deleted or overwritten keys are garbage-collecte
     expect({ status: res.status, text: res.text, etag: res.headers.etag }).toEqual({
       status: 200,
       text: 'new content',
-      etag: `"${sha('new content')}"`,
+      etag: `"${sha256Hex('new content')}"`,
     });
     // A write to a versioned key (or to a new key) leaves nothing for the old-layout collector.
     expect((await request(api.url).put('/media/old/overwritten').send('newer content')).status).toBe(201);

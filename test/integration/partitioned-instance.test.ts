@@ -1,4 +1,3 @@
-import pg from 'pg';
 import request from 'supertest';
 import { migrate } from '../../src/services/database/migrator.ts';
 import { MIGRATIONS_DIR } from '../../src/service.ts';
@@ -6,20 +5,10 @@ import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { startOwnRedis, type OwnRedis } from '../../support/redis-server.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
+import { hasMediaRow } from '../support/media-rows.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
-
-async function hasRow(url: string, key: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
-  client.on('error', () => undefined);
-  await client.connect();
-  try {
-    return (await client.query('SELECT 1 FROM media_objects WHERE key = $1', [key])).rowCount === 1;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
 
 // An instance cut off from Redis never applies read-only mode and keeps writing to the old
 // primary; a promotion must still lose none of the writes it acknowledged (the old primary is
@@ -89,7 +78,7 @@ describe('an instance cut off from Redis during enable → promote → switch', 
     expect(acked.length).toBe(ackedBeforeAnswer);
     // ... and none of them is missing on the promoted node.
     const missing: string[] = [];
-    for (const key of acked) if (!(await hasRow(cluster.replica.url(), key))) missing.push(key);
+    for (const key of acked) if (!(await hasMediaRow(cluster.replica.url(), key))) missing.push(key);
     expect(missing).toEqual([]);
   }, 60_000);
 });

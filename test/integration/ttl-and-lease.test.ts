@@ -1,28 +1,16 @@
-import pg from 'pg';
 import request from 'supertest';
 import { migrate } from '../../src/services/database/migrator.ts';
 import { MIGRATIONS_DIR } from '../../src/service.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { eventually } from '../../support/common.ts';
+import { eventually, sleep } from '../../support/common.ts';
 import { startOwnRedis, type OwnRedis } from '../../support/redis-server.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
+import { hasMediaRow } from '../support/media-rows.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 const LEASE_MS = 3000;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function hasRow(url: string, key: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
-  client.on('error', () => undefined);
-  await client.connect();
-  try {
-    return (await client.query('SELECT 1 FROM media_objects WHERE key = $1', [key])).rowCount === 1;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
-}
 
 /**
  * A real primary + streaming replica, Redis of the test's own, instance `a` on Redis directly and
@@ -235,7 +223,7 @@ describe('read-only TTL and the DR state lease, against a real primary and strea
     expect(refusals.get('state_stale') ?? 0).toBeGreaterThan(0);
     // ... none after the enable answered, and every one is on the primary.
     expect(acks.filter((x) => x.at > answeredAt)).toEqual([]);
-    for (const { key } of acks) expect(await hasRow(cluster.primary.url(), key)).toBe(true);
+    for (const { key } of acks) expect(await hasMediaRow(cluster.primary.url(), key)).toBe(true);
 
     // Reconnected: b confirms the state (read-only on) before it stops refusing.
     proxy.setMode('pass');

@@ -316,7 +316,12 @@ export class MemoryDrStateStore implements DrStateStore {
     this.beats.set(beat.id, beat);
   }
   async instances() {
+    this.check();
     return [...this.beats.values()];
+  }
+  async forget(id: string) {
+    this.check();
+    this.beats.delete(id);
   }
 }
 

@@ -12,10 +12,9 @@ import { mediaEnv, startS3Server, type S3ServerHandle } from '../../support/s3-s
 import { ADMIN_TOKENS, OPERATOR_TOKEN, startInstance, type TestInstance } from './instance.ts';
 import { startOwnRedis } from '../../support/redis-server.ts';
 import { startTcpProxy } from './tcp-proxy.ts';
-import { freePort, sha256Hex } from '../../support/common.ts';
+import { freePort, sha256Hex, sleep } from '../../support/common.ts';
 
 const ROOT = join(__dirname, '..', '..');
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const GRACE_SECONDS = 4;
 
 type Outcome = 'ack' | 'refused' | 'uncertain' | 'absent';

@@ -2,7 +2,6 @@
 // checked with the real programs: health checks, uploads through the load balancer and PgBouncer,
 // the probe's statement timeout, what the edge exposes, alerts firing on real outages and reaching
 // Alertmanager, WAL archiving after a failover, and a side-car that fails loudly.
-import { createHash } from 'node:crypto';
 import { chownSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -10,6 +9,7 @@ import { withProbeConnection } from '../../src/health/pg-probe.ts';
 import { classifyError } from '../../src/health/probe-error.ts';
 import { POSTGRES_GID, POSTGRES_UID, readYaml, ROOT } from './compose-map.ts';
 import { PG_BIN, run } from './processes.ts';
+import { sha256Hex } from '../../support/common.ts';
 import { EVAL_SECONDS, NOT_STARTED, PATH, SCRAPE_SECONDS, Topology } from './topology.ts';
 import { eventually, freePort } from '../../support/common.ts';
 
@@ -82,7 +82,7 @@ describe('the shipped docker-compose topology, started natively', () => {
     const body = Buffer.from(`topology ${Date.now()}`);
     const put = await fetch(`${lb()}/media/topology/one.txt`, { method: 'PUT', body, headers: { 'Content-Type': 'text/plain' } });
     expect(put.status).toBe(201);
-    const sha = createHash('sha256').update(body).digest('hex');
+    const sha = sha256Hex(body);
     expect(((await put.json()) as { sha256: string }).sha256).toBe(sha);
     // Read back several times: round robin serves it from both instances.
     for (let i = 0; i < 4; i += 1) {

@@ -1,59 +1,12 @@
 import type { AuditLog } from '../../src/services/audit/audit-log.ts';
 import type { AuditEvent } from '../../src/services/audit/audit-event.ts';
-import { INITIAL_STATE, type DrState, type InstanceHeartbeat } from '../../src/services/dr-state/dr-state.ts';
+import { INITIAL_STATE, type DrState } from '../../src/services/dr-state/dr-state.ts';
 import type { DrStateFile } from '../../src/services/dr-state/dr-state-file.ts';
-import type { CasResult, DrStateStore } from '../../src/services/dr-state/dr-state-store.ts';
 import { DrStateService } from '../../src/services/dr-state/dr-state-service.ts';
 import { createMetrics } from '../../src/metrics/metrics.ts';
 import { ReadOnlyService } from '../../src/services/read-only/read-only-service.ts';
+import { MemoryDrStateStore } from '../support/fakes.ts';
 import { captureLogger } from '../support/log-capture.ts';
-
-class MemoryStore implements DrStateStore {
-  state: DrState | null = null;
-  down = false;
-  beats = new Map<string, InstanceHeartbeat>();
-  private check() {
-    if (this.down) throw new Error('Connection is closed.');
-  }
-  async read() {
-    this.check();
-    return this.state;
-  }
-  async compareAndSet(expected: number, next: DrState): Promise<CasResult> {
-    this.check();
-    if ((this.state?.version ?? 0) !== expected) return { ok: false, current: this.state };
-    this.state = next;
-    return { ok: true };
-  }
-  async restore(state: DrState) {
-    this.check();
-    if (this.state && this.state.version >= state.version) return false;
-    this.state = state;
-    return true;
-  }
-  async heartbeat(beat: InstanceHeartbeat) {
-    this.check();
-    this.beats.set(beat.id, beat);
-  }
-  async instances() {
-    this.check();
-    return [...this.beats.values()];
-  }
-  async forget(id: string) {
-    this.check();
-    this.beats.delete(id);
-  }
-  async acquireLock() {
-    return true;
-  }
-  async releaseLock() {}
-  async extendLock() {
-    return true;
-  }
-  async lockHolder() {
-    return null;
-  }
-}
 
 const clock = { t: Date.parse('2026-01-01T00:00:00Z') };
 const now = () => clock.t;
@@ -71,7 +24,7 @@ function memoryFile(initial: DrState | null = null): DrStateFile & { saved: DrSt
   };
 }
 
-function drService(store: MemoryStore, opts: { id?: string; leaseMs?: number; file?: DrStateFile; clock?: () => number } = {}) {
+function drService(store: MemoryDrStateStore, opts: { id?: string; leaseMs?: number; file?: DrStateFile; clock?: () => number } = {}) {
   return new DrStateService({
     stateStore: store,
     subscribe: () => ({ close: async () => undefined }),
@@ -98,7 +51,7 @@ afterEach(() => {
 
 describe('the lease: an instance that cannot confirm the DR state stops acknowledging writes', () => {
   it('expires once the state was last confirmed longer ago than the lease, and runs again on the next confirmation', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     const dr = drService(store, { clock: now });
     expect(dr.leaseExpired()).toBe(true); // never confirmed
     await dr.sync();
@@ -117,7 +70,7 @@ describe('the lease: an instance that cannot confirm the DR state stops acknowle
   });
 
   it('a failed heartbeat does not confirm: the heartbeat is never older than the confirmation', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     const dr = drService(store, { clock: now });
     await dr.sync();
     store.heartbeat = async () => {
@@ -130,7 +83,7 @@ describe('the lease: an instance that cannot confirm the DR state stops acknowle
   });
 
   it('started from the state file (Redis down) the lease has not run: writes wait for Redis', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     store.down = true;
     const file = memoryFile({ ...INITIAL_STATE, version: 7 });
     const dr = drService(store, { file, clock: now });
@@ -145,7 +98,7 @@ describe('the lease: an instance that cannot confirm the DR state stops acknowle
   });
 
   it('calls the lease-lost listeners once when the lease runs out', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     const dr = drService(store, { leaseMs: 60 });
     let lost = 0;
     dr.onLeaseLost(() => void (lost += 1));
@@ -159,7 +112,7 @@ describe('the lease: an instance that cannot confirm the DR state stops acknowle
 
 describe('waiting for instances to apply a version', () => {
   it('does not answer complete while a live instance has not applied it, and names it; a stale one is listed, not waited for', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     const dr = drService(store, { leaseMs: 5000 });
     const change = await dr.change((s) => s);
     const t = Date.now();
@@ -174,7 +127,7 @@ describe('waiting for instances to apply a version', () => {
   });
 
   it('with the default bound, an instance that stops heartbeating is waited for only until its lease ran out', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     const dr = drService(store, { leaseMs: 200 });
     const change = await dr.change((s) => s);
     store.beats.set('partitioned', { id: 'partitioned', appliedVersion: 0, lastSeen: new Date().toISOString() });
@@ -188,7 +141,7 @@ describe('waiting for instances to apply a version', () => {
   });
 
   it('an instance that stopped (after draining) is not waited for', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     const dr = drService(store);
     const other = drService(store, { id: 'i2' });
     await other.sync();
@@ -201,7 +154,7 @@ describe('waiting for instances to apply a version', () => {
   });
 
   it('answers at once when every live instance applied it', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     const dr = drService(store);
     const other = drService(store, { id: 'i2' });
     const change = await dr.change((s) => s);
@@ -222,7 +175,7 @@ describe('read-only TTL expiry never lifts the mode into an unsafe or unrecorded
     });
 
   it('Redis down at expiry: the mode stays on, says why, is audited once, and lifts once Redis answers', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     const dr = drService(store, { clock: now });
     const { service, events } = readOnlyService(dr, () => null);
     await dr.change(ttlState(clock.t + 1000));
@@ -249,7 +202,7 @@ describe('read-only TTL expiry never lifts the mode into an unsafe or unrecorded
   });
 
   it('active target not verified writable: the refusal is recorded in the shared state (ttlExpiryRefused) and audited once', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     const dr = drService(store, { clock: now });
     const other = drService(store, { id: 'i2', clock: now });
     const one = readOnlyService(dr, () => 'the active database target (replica) is a standby');
@@ -275,7 +228,7 @@ describe('read-only TTL expiry never lifts the mode into an unsafe or unrecorded
   });
 
   it('a switch to a standby between the writability check and the record: the expiry is judged again, on the new target', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     const dr = drService(store, { clock: now });
     let calls = 0;
     const { service, events } = readOnlyService(dr, () => {
@@ -306,7 +259,7 @@ describe('read-only TTL expiry never lifts the mode into an unsafe or unrecorded
       version: 4,
       readOnly: { enabled: true, reason: 'incident', since: null, by: 'ops', expiresAt: new Date(clock.t - 60_000).toISOString() },
     };
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     store.down = true;
     const dr = drService(store, { file: memoryFile(expired), clock: now });
     const { service, events } = readOnlyService(dr, () => null);
@@ -320,7 +273,7 @@ describe('read-only TTL expiry never lifts the mode into an unsafe or unrecorded
   });
 
   it('Redis coming back empty gets the mode back (still on), and the expiry is then recorded', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryDrStateStore();
     const dr = drService(store, { clock: now });
     const { service } = readOnlyService(dr, () => null);
     await dr.change(ttlState(clock.t + 1000));
@@ -339,7 +292,7 @@ describe('read-only TTL expiry never lifts the mode into an unsafe or unrecorded
   it('random orders of Redis up/down, target safe/unsafe and expiry checks: the mode is never off while unsafe, and off only once recorded', async () => {
     for (let round = 0; round < 40; round += 1) {
       clock.t = Date.parse('2026-01-01T00:00:00Z');
-      const store = new MemoryStore();
+      const store = new MemoryDrStateStore();
       const dr = drService(store, { clock: now });
       let unsafe = false;
       const { service, events } = readOnlyService(dr, () => (unsafe ? 'standby' : null));

@@ -5,7 +5,7 @@ import { lsnGap } from './lsn.ts';
 import { waitForReplicaCatchUp } from './catch-up.ts';
 import type { Check, FailoverDeps, FailoverOps } from './database-failover-service.ts';
 import { fenceNode, unfenceNode } from './node-fence.ts';
-import { withProbeConnection } from '../../health/pg-probe.ts';
+import { withProbeConnection } from '../../adapters/pg-connection.ts';
 import { forgetAbandonedPromotions } from './switchover-state.ts';
 
 const PROMOTE_WAIT_SECONDS = 60;

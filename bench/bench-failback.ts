@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { migrate } from '../src/services/database/migrator.ts';
-import { MIGRATIONS_DIR } from '../src/service.ts';
+import { MIGRATIONS_DIR } from '../src/paths.ts';
 import { countUnreadable, startClusterService, refusalSummary, startUploadLoop } from '../support/drill.ts';
 import { startPgCluster, type PgCluster, type PgNode } from '../support/pg-cluster.ts';
 import { startS3Server } from '../support/s3-server.ts';

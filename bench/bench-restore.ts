@@ -17,7 +17,7 @@ import { Redis } from 'ioredis';
 import { loadConfig } from '../src/config/config.ts';
 import { migrate } from '../src/services/database/migrator.ts';
 import { createLogger } from '../src/logger.ts';
-import { MIGRATIONS_DIR } from '../src/service.ts';
+import { MIGRATIONS_DIR } from '../src/paths.ts';
 import { createWorker } from '../src/worker-service.ts';
 import { JobQueue } from '../src/services/jobs/job-queue.ts';
 import type { ValidationReport } from '../src/services/backup/backup-validator.ts';

@@ -4,7 +4,7 @@
 // the first accepted write), the writes refused meanwhile, and proves every acknowledged upload is
 // there afterwards with its sha256, and that no refused upload left content behind.
 import { migrate } from '../src/services/database/migrator.ts';
-import { MIGRATIONS_DIR } from '../src/service.ts';
+import { MIGRATIONS_DIR } from '../src/paths.ts';
 import pg from 'pg';
 import { countUnreadable, startClusterService, refusalSummary, runbookScript, startUploadLoop } from '../support/drill.ts';
 import { stateSafetyDrill } from '../support/state-safety-drill.ts';

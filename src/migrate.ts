@@ -3,8 +3,8 @@
 // A database that is not reachable yet (starting, restarting) is retried for MIGRATE_WAIT_SECONDS
 // (default 60); any other failure, and one that outlasts the wait, exits 1 at once.
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { migrate } from './services/database/migrator.ts';
+import { MIGRATIONS_DIR } from './paths.ts';
 import { classifyError } from './health/probe-error.ts';
 
 async function main(): Promise<void> {
@@ -18,7 +18,7 @@ async function main(): Promise<void> {
   const deadline = Date.now() + (Number.isFinite(waitSeconds) ? waitSeconds : 60) * 1000;
   for (let attempt = 1; ; attempt += 1) {
     try {
-      const result = await migrate(url, join(__dirname, '..', 'prisma', 'migrations'));
+      const result = await migrate(url, MIGRATIONS_DIR);
       if (result.restorePoint && 'name' in result.restorePoint)
         console.log(`restore point ${result.restorePoint.name} at ${result.restorePoint.lsn} (recover to it with --target-name)`);
       else if (result.restorePoint) console.warn(`warning: no restore point before migrating: ${result.restorePoint.error}`);

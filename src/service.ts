@@ -1,14 +1,13 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import type { Express } from 'express';
 import type { Redis } from 'ioredis';
 import { buildApp } from './app.ts';
 import { createPrisma, DatabaseClients, type PrismaFactory } from './adapters/database-clients.ts';
-import { MinioObjectStore } from './adapters/minio-object-store.ts';
 import type { ObjectStore } from './adapters/object-store.ts';
+import { createObjectStores } from './adapters/object-stores.ts';
 import { warmUpPrisma } from './adapters/prisma-warm-up.ts';
-import { createRedisClient } from './adapters/redis-client.ts';
+import { closeRedis, createRedisClient } from './adapters/redis-client.ts';
 import type { Config } from './config/config.ts';
 import type { MediaBackendName } from './domain.ts';
 import { HealthService } from './health/health-service.ts';
@@ -31,8 +30,7 @@ import { createWriteGateModule, type WriteGateModule } from './modules/write-gat
 import type { AuditLog } from './services/audit/audit-log.ts';
 import { migrate } from './services/database/migrator.ts';
 import type { WebhookSender } from './services/incidents/notification-outbox.ts';
-
-export const MIGRATIONS_DIR = join(__dirname, '..', 'prisma', 'migrations');
+import { MIGRATIONS_DIR } from './paths.ts';
 
 export interface ServiceOptions {
   /** Namespace for every Redis key, so tests (and several deployments) can share one Redis. */
@@ -295,15 +293,6 @@ export async function createService(config: Config, logger: Logger, options: Ser
   };
 }
 
-/** The S3 buckets media lives in: always the primary, the backup when configured. */
-function createObjectStores(config: Config): Map<MediaBackendName, ObjectStore> {
-  const stores = new Map<MediaBackendName, ObjectStore>();
-  const storeOptions = { timeoutMs: config.mediaS3TimeoutMs, poolSize: config.mediaS3PoolSize };
-  stores.set('primary', new MinioObjectStore(config.mediaPrimary, storeOptions));
-  if (config.mediaBackup) stores.set('backup', new MinioObjectStore(config.mediaBackup, storeOptions));
-  return stores;
-}
-
 /** Stops accepting, lets in-flight requests finish within the bound, then cuts what is left. */
 async function drain(server: Server, timeoutMs: number, logger: Logger): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -321,18 +310,4 @@ async function drain(server: Server, timeoutMs: number, logger: Logger): Promise
   }
   clearTimeout(timer);
   clearInterval(sweeper);
-}
-
-export async function closeRedis(redis: Redis): Promise<void> {
-  await redis.quit().catch(() => undefined);
-  redis.disconnect();
-  if (redis.status === 'end') return;
-  // A client that never connected may not emit 'end'; do not let shutdown wait on it.
-  await new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, 1000);
-    redis.once('end', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
 }

@@ -14,13 +14,12 @@ import { IntervalSchedule } from './services/jobs/validation-schedule.ts';
 import { JobRunner, type JobHandler } from './services/jobs/job-runner.ts';
 import { Lifecycle } from './lifecycle/lifecycle.ts';
 import type { Logger } from './logger.ts';
-import { MinioObjectStore } from './adapters/minio-object-store.ts';
-import type { ObjectStore } from './adapters/object-store.ts';
+import { createObjectStores } from './adapters/object-stores.ts';
 import { httpMetrics } from './metrics/http-metrics.ts';
 import { createMetrics, type Metrics } from './metrics/metrics.ts';
 import { metricsRoutes } from './routes/metrics-routes.ts';
-import { createRedisClient, isReady, waitReady } from './adapters/redis-client.ts';
-import { closeRedis, MIGRATIONS_DIR } from './service.ts';
+import { closeRedis, createRedisClient, isReady, waitReady } from './adapters/redis-client.ts';
+import { MIGRATIONS_DIR } from './paths.ts';
 
 export interface WorkerOptions {
   redisKeyPrefix?: string;
@@ -63,8 +62,7 @@ export function createWorker(config: Config, logger: Logger, options: WorkerOpti
   const redis = createRedisClient(config.redisUrl, logger, 'sav3-worker');
   const clients = new DatabaseClients({ primary: config.databaseUrl, replica: config.databaseReplicaUrl }, createPrisma);
   const stateStore = new RedisDrStateStore(redis, prefix);
-  const objectStores = new Map<string, ObjectStore>();
-  if (config.mediaBackup) objectStores.set('backup', new MinioObjectStore(config.mediaBackup));
+  const objectStores = createObjectStores(config);
   // The worker follows the shared DR state for the active database (it never changes it).
   const activeTarget = async () => {
     const target = (await stateStore.read())?.database.active ?? 'primary';

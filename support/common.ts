@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import net from 'node:net';
 
 /** Small helpers shared by tests, drills and benchmarks (never by the service itself). */
 
@@ -13,14 +12,8 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** A TCP port nothing listens on right now (bound on 127.0.0.1, then released). */
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
+/** A TCP port nothing listens on right now: the service's own helper (scratch clusters use it). */
+export { freePort } from '../src/adapters/net.ts';
 
 /**
  * Calls `fn` until `ok` holds for its answer or `timeoutMs` has passed, then returns the last

@@ -49,3 +49,18 @@ export function waitReady(client: Redis, timeoutMs: number): Promise<boolean> {
     client.once('ready', onReady);
   });
 }
+
+/** Quits (or, failing that, disconnects) a client and waits, at most 1 s, until it has ended. */
+export async function closeRedis(redis: Redis): Promise<void> {
+  await redis.quit().catch(() => undefined);
+  redis.disconnect();
+  if (redis.status === 'end') return;
+  // A client that never connected may not emit 'end'; do not let shutdown wait on it.
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, 1000);
+    redis.once('end', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

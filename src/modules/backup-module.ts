@@ -1,6 +1,7 @@
 import type { Router } from 'express';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
+import type { DatabaseTarget, MediaBackendName } from '../domain.ts';
 import type { AuditLog } from '../services/audit/audit-log.ts';
 import type { DatabaseClients } from '../adapters/database-clients.ts';
 import { DependencyUnavailableError } from '../http/app-error.ts';
@@ -45,8 +46,8 @@ export function createBackupModule(deps: {
   prefix: string;
   clients: DatabaseClients;
   /** The database target serving writes now (from the shared DR state). */
-  activeTarget: () => Promise<'primary' | 'replica'>;
-  stores: ReadonlyMap<string, ObjectStore>;
+  activeTarget: () => Promise<DatabaseTarget>;
+  stores: ReadonlyMap<MediaBackendName, ObjectStore>;
   migrationsDir: string;
   audit?: AuditLog;
   tool?: BackupTool;

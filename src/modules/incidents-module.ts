@@ -25,7 +25,7 @@ import {
   receiversOf,
   type WebhookSender,
 } from '../services/incidents/notification-outbox.ts';
-import { SseStreams } from '../services/incidents/sse.ts';
+import { SseStreams } from '../http/sse.ts';
 import { statusRoutes } from '../routes/status-routes.ts';
 import { StatusService } from '../services/incidents/status-service.ts';
 

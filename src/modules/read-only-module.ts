@@ -3,7 +3,7 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { AuditLog } from '../services/audit/audit-log.ts';
 import type { DrStateService } from '../services/dr-state/dr-state-service.ts';
-import { readOnlyGuard, readOnlyHeader } from '../services/read-only/read-only-guard.ts';
+import { readOnlyGuard, readOnlyHeader } from '../http/read-only-guard.ts';
 import { ReadOnlyService } from '../services/read-only/read-only-service.ts';
 import type { WriteRefusal } from '../services/write-gate/write-gate.ts';
 

@@ -3,7 +3,7 @@ import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { DrStateService } from '../services/dr-state/dr-state-service.ts';
 import { readOnlyActive, type DrState } from '../services/dr-state/dr-state.ts';
-import { writeGateMiddleware } from '../services/write-gate/write-gate-middleware.ts';
+import { writeGateMiddleware } from '../http/write-gate-middleware.ts';
 import { WriteGate, type WriteRefusal } from '../services/write-gate/write-gate.ts';
 
 /** How long a write barrier waits for commits under way before failing them. */

@@ -12,7 +12,7 @@ import type { IncidentService } from '../services/incidents/incident-service.ts'
 import type { IncidentStore } from '../services/incidents/incident-store.ts';
 import { renderInitial } from '../services/incidents/notification-templates.ts';
 import { renderPostmortem } from '../services/incidents/postmortem.ts';
-import type { SseStreams } from '../services/incidents/sse.ts';
+import type { SseStreams } from '../http/sse.ts';
 
 const text = (max: number) => z.string().trim().min(1, { error: 'must not be empty' }).max(max);
 const ID = /^INC-\d{8}-\d{1,9}$/;

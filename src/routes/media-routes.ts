@@ -1,11 +1,23 @@
 import { Router, type Request, type Response } from 'express';
+import { z } from 'zod';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BadRequestError } from '../http/app-error.ts';
-import { parseOrThrow } from '../http/validate.ts';
-import { listQuerySchema } from '../services/media/media-key.ts';
+import { parseOrThrow, wholeNumberParam } from '../http/validate.ts';
+import { MAX_KEY_LENGTH, mediaKeySchema } from '../services/media/media-key.ts';
 import type { MediaMetadata } from '../services/media/media-repository.ts';
 import type { MediaService } from '../services/media/media-service.ts';
+
+/** GET /media's query: a key prefix, a page size and the key to continue after. */
+export const listQuerySchema = z.strictObject({
+  prefix: z
+    .string()
+    .max(MAX_KEY_LENGTH)
+    .regex(/^[A-Za-z0-9._\-/]*$/, { error: 'must be letters, digits and . _ - /' })
+    .default(''),
+  limit: wholeNumberParam(1, 1000, 100),
+  after: mediaKeySchema.optional(),
+});
 
 function keyParam(req: Request): string {
   const key = (req.params as { key?: string | string[] }).key;

@@ -7,7 +7,8 @@ import { switchoverBody } from './switchover-routes.ts';
 import { payload as alertmanagerPayload } from './alert-webhook-routes.ts';
 import { createBody, eventsQuery, listQuery, rolesBody, updateBody } from './incident-routes.ts';
 import { jobParams, switchBody as mediaSwitchBody, syncBody } from './media-admin-routes.ts';
-import { listQuerySchema as mediaListQuery, mediaKeySchema } from '../services/media/media-key.ts';
+import { listQuerySchema as mediaListQuery } from './media-routes.ts';
+import { mediaKeySchema } from '../services/media/media-key.ts';
 
 /**
  * Every route the API app mounts, for the OpenAPI document (openapi.ts): Express paths exactly as

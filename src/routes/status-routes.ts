@@ -3,7 +3,7 @@ import type { Lifecycle } from '../lifecycle/lifecycle.ts';
 import type { EventHub } from '../services/incidents/event-hub.ts';
 import { renderStatusPage, STATUS_SCRIPT } from '../services/incidents/status-page.ts';
 import type { StatusService, StatusSnapshot } from '../services/incidents/status-service.ts';
-import type { SseStreams } from '../services/incidents/sse.ts';
+import type { SseStreams } from '../http/sse.ts';
 
 /** How often a status stream re-reads even without an event (a missed pub/sub message heals). */
 export const STATUS_STREAM_REFRESH_MS = 5000;

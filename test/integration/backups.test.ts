@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import request from 'supertest';
 import { migrate } from '../../src/services/database/migrator.ts';
-import { MIGRATIONS_DIR } from '../../src/service.ts';
+import { MIGRATIONS_DIR } from '../../src/paths.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';

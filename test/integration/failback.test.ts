@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs';
 import request from 'supertest';
 import { migrate } from '../../src/services/database/migrator.ts';
-import { MIGRATIONS_DIR } from '../../src/service.ts';
+import { MIGRATIONS_DIR } from '../../src/paths.ts';
 import { countUnreadable, startUploadLoop } from '../../support/drill.ts';
 import { startPgCluster, type PgCluster, type PgNode } from '../../support/pg-cluster.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';

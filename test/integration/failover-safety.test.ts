@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import request from 'supertest';
 import { migrate } from '../../src/services/database/migrator.ts';
-import { MIGRATIONS_DIR } from '../../src/service.ts';
+import { MIGRATIONS_DIR } from '../../src/paths.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { heldUpload } from '../support/held-upload.ts';

@@ -1,6 +1,6 @@
 import request from 'supertest';
 import { migrate } from '../../src/services/database/migrator.ts';
-import { MIGRATIONS_DIR } from '../../src/service.ts';
+import { MIGRATIONS_DIR } from '../../src/paths.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { startOwnRedis, type OwnRedis } from '../../support/redis-server.ts';

@@ -9,7 +9,7 @@ import { loadConfig } from '../../src/config/config.ts';
 import { migrate } from '../../src/services/database/migrator.ts';
 import { RestoreJournal } from '../../src/services/backup/restore-reporter.ts';
 import { MinioObjectStore } from '../../src/adapters/minio-object-store.ts';
-import { MIGRATIONS_DIR } from '../../src/service.ts';
+import { MIGRATIONS_DIR } from '../../src/paths.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';

@@ -5,7 +5,7 @@
 import { chownSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
-import { withProbeConnection } from '../../src/health/pg-probe.ts';
+import { withProbeConnection } from '../../src/adapters/pg-connection.ts';
 import { classifyError } from '../../src/health/probe-error.ts';
 import { POSTGRES_GID, POSTGRES_UID, readYaml, ROOT } from './compose-map.ts';
 import { PG_BIN, run } from './processes.ts';

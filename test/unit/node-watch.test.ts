@@ -109,6 +109,31 @@ describe('NodeWatch (one writable primary)', () => {
     expect(watch({ primary: down }, state, async () => ({ terminated: 0 })).w.writeRefusal()).toBeNull();
   });
 
+  it('a former primary seen on an older timeline stays refused while it is down, even when the DR state records no promotion', () => {
+    // The DR state knows nothing of the failover (Redis came back empty, or it was reset): only
+    // what this instance saw tells that the replica was promoted to timeline 2.
+    const probes: Partial<Record<DatabaseTarget, ProbeResult<DatabaseProbeData>>> = {
+      primary: node({ timeline: 1 }),
+      replica: node({ inRecovery: true, timeline: 1 }),
+    };
+    const state = INITIAL_STATE;
+    const { w } = watch(probes, state, async () => ({ terminated: 0 }));
+    w.observe();
+    expect(w.writeRefusal()).toBeNull();
+    // The primary dies; the replica is promoted.
+    const down: ProbeResult<DatabaseProbeData> = { ok: false, latencyMs: 1, checkedAt: new Date() };
+    probes.primary = down;
+    probes.replica = node({ timeline: 2 });
+    w.observe();
+    const refusal = w.writeRefusal();
+    expect(refusal?.code).toBe('not_writable');
+    expect(refusal?.message).toMatch(/last seen on timeline 1, older than the newest \(2\)/);
+    // A node that was never seen on an older timeline and does not answer is still left to fail by itself.
+    const fresh = watch({ primary: down }, INITIAL_STATE, async () => ({ terminated: 0 }));
+    fresh.w.observe();
+    expect(fresh.w.writeRefusal()).toBeNull();
+  });
+
   it('a promotion a switchover abandoned: its timeline is never the newest, and a node taking writes on it is fenced', async () => {
     const fenced: DatabaseTarget[] = [];
     const probes: Partial<Record<DatabaseTarget, ProbeResult<DatabaseProbeData>>> = {

@@ -5,7 +5,8 @@ import { readMigrations } from '../database/migrator.ts';
 import type { Logger } from '../../logger.ts';
 import { runAs } from './os-command.ts';
 import type { BackupTool, StanzaInfo } from './pgbackrest.ts';
-import { freePort, ScratchCluster, scratchName } from './scratch-cluster.ts';
+import { freePort } from '../../adapters/net.ts';
+import { ScratchCluster, scratchName } from './scratch-cluster.ts';
 
 export interface ValidationCheck {
   name: string;

@@ -11,7 +11,6 @@ import {
   writeFileSync,
   realpathSync,
 } from 'node:fs';
-import net from 'node:net';
 import { join, resolve, sep } from 'node:path';
 import { isRoot, runAs } from './os-command.ts';
 
@@ -49,14 +48,6 @@ export function uidOf(user: string): { uid: number; gid: number } {
     uid: Number(execFileSync('id', ['-u', user]).toString().trim()),
     gid: Number(execFileSync('id', ['-g', user]).toString().trim()),
   };
-}
-
-export async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
 }
 
 /** A restored cluster in a scratch directory: started on a spare port, socket-only, archiving off. */

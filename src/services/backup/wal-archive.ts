@@ -1,5 +1,5 @@
 import { parseLsn } from '../database/lsn.ts';
-import { withProbeConnection } from '../../health/pg-probe.ts';
+import { withProbeConnection } from '../../adapters/pg-connection.ts';
 
 /** What the active primary says about its WAL and archiving (pg_stat_archiver). */
 export interface ArchiverStatus {

@@ -1,6 +1,6 @@
 import { PreconditionFailedError } from '../../http/app-error.ts';
 import { lsnGap } from './lsn.ts';
-import { withProbeConnection } from '../../health/pg-probe.ts';
+import { withProbeConnection } from '../../adapters/pg-connection.ts';
 
 async function queryOne<T>(url: string, sql: string): Promise<T | undefined> {
   const controller = new AbortController();

@@ -1,51 +1,18 @@
 import type { DatabaseProbeData, DatabaseTarget } from '../../domain.ts';
-import type { DrStateService } from '../dr-state/dr-state-service.ts';
 import { withActiveDatabase } from '../dr-state/database-state.ts';
-import type { ClusterLock } from '../dr-state/cluster-lock.ts';
-import type { ProbeResult, ProbeRunner } from '../../health/probe-runner.ts';
-import type { Logger } from '../../logger.ts';
-import type { Metrics } from '../../metrics/metrics.ts';
-import type { DatabaseClients } from '../../adapters/database-clients.ts';
+import type { ProbeResult } from '../../health/probe-runner.ts';
 import { DatabasePromotion } from './database-promotion.ts';
 import { DatabaseSwitch } from './database-switch.ts';
-import type { NodeWatch } from './node-watch.ts';
-import type { ReplicationMonitor } from './replication-monitor.ts';
-
-export interface Check {
-  name: string;
-  ok: boolean;
-  detail: string;
-}
+import type { FailoverDeps, FailoverLock, FailoverOps } from './failover-types.ts';
 
 export const DATABASE_LOCK = 'database';
 const LOCK_TTL_MS = 120_000;
-
-// What the service needs of each collaborator (its ports): the real classes in production, fakes in unit tests.
-export interface FailoverDeps {
-  clients: Pick<DatabaseClients, 'url'>;
-  runners: ReadonlyMap<DatabaseTarget, Pick<ProbeRunner<DatabaseProbeData>, 'run' | 'latest' | 'invalidate'>>;
-  monitor: ReplicationMonitor;
-  watch: Pick<NodeWatch, 'identity' | 'newestTimeline' | 'abandoned'>;
-  dr: Pick<DrStateService, 'current' | 'change' | 'waitForInstances'>;
-  locks: ClusterLock;
-  readOnlyActive: () => boolean;
-  metrics: Pick<Metrics, 'failoverTotal'>;
-  logger: Logger;
-  instanceId: string;
-  maxLagSeconds: number;
-}
-
-/** What the promotion and the switch take of the failover service: its lock and its probes. */
-export interface FailoverOps {
-  withLock<T>(operation: string, fn: () => Promise<T>, ttlMs?: number): Promise<T>;
-  probe(target: DatabaseTarget): Promise<ProbeResult<DatabaseProbeData> | undefined>;
-}
 
 /**
  * Replica promotion (database-promotion.ts) and database target switches (database-switch.ts),
  * under one cluster-wide lock; the DR state's reset.
  */
-export class DatabaseFailoverService {
+export class DatabaseFailoverService implements FailoverLock {
   private readonly promotion: DatabasePromotion;
   private readonly switcher: DatabaseSwitch;
 

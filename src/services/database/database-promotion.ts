@@ -3,9 +3,9 @@ import { PreconditionFailedError } from '../../http/app-error.ts';
 import { restorePointBefore } from '../backup/restore-point.ts';
 import { lsnGap } from './lsn.ts';
 import { waitForReplicaCatchUp } from './catch-up.ts';
-import type { Check, FailoverDeps, FailoverOps } from './database-failover-service.ts';
+import type { Check, FailoverDeps, FailoverOps } from './failover-types.ts';
 import { fenceNode, unfenceNode } from './node-fence.ts';
-import { withProbeConnection } from '../../health/pg-probe.ts';
+import { withProbeConnection } from '../../adapters/pg-connection.ts';
 import { forgetAbandonedPromotions } from './switchover-state.ts';
 import { withNodeRecorded, withPromotionRecorded } from '../dr-state/database-state.ts';
 

@@ -2,7 +2,7 @@ import type { DatabaseProbeData, DatabaseTarget } from '../../domain.ts';
 import { PreconditionFailedError } from '../../http/app-error.ts';
 import { withActiveDatabase } from '../dr-state/database-state.ts';
 import { restorePointBefore } from '../backup/restore-point.ts';
-import type { Check, FailoverDeps, FailoverOps } from './database-failover-service.ts';
+import type { Check, FailoverDeps, FailoverOps } from './failover-types.ts';
 import { fenceNode } from './node-fence.ts';
 
 /** POST /admin/database/switch: every instance to a target, refused onto an older timeline or a fenced node. */

@@ -1,4 +1,4 @@
-import { withNodeConnection } from '../../health/pg-probe.ts';
+import { withNodeConnection } from '../../adapters/pg-connection.ts';
 
 /**
  * Fences a PostgreSQL node that must no longer take writes (a returning old primary): every new

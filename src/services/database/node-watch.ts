@@ -36,6 +36,8 @@ export interface NodeWatchDeps {
 export class NodeWatch {
   /** Per cluster, every timeline seen on a node out of recovery. */
   private readonly seen = new Map<string, Set<number>>();
+  /** Per target, the identity and timeline of its last successful probe (it may be down now). */
+  private readonly lastKnown = new Map<DatabaseTarget, { systemId: string; timeline: number }>();
   private readonly fencing = new Set<DatabaseTarget>();
 
   constructor(private readonly deps: NodeWatchDeps) {}
@@ -110,7 +112,21 @@ export class NodeWatch {
         };
       }
     }
-    if (!result?.ok || !result.data) return null;
+    if (!result?.ok || !result.data) {
+      // Not answering now. If it was last seen on a timeline older than the newest this instance
+      // knows for its cluster, it is a former primary: when it comes back, a write must not race the
+      // next probe and its fencing (the DR state may not record the promotion, e.g. Redis came back
+      // empty or the state was reset). Otherwise unknown counts as writable: the commit fails by itself.
+      const known = this.lastKnown.get(target);
+      const newestKnown = known ? this.newestTimeline(known.systemId) : null;
+      if (known && newestKnown !== null && known.timeline < newestKnown) {
+        return {
+          code: 'not_writable',
+          message: `the active database target (${target}) was last seen on timeline ${known.timeline}, older than the newest (${newestKnown}): it is a former primary`,
+        };
+      }
+      return null;
+    }
     const { data } = result;
     if (data.inRecovery)
       return { code: 'not_writable', message: `the active database target (${target}) is a standby: it cannot take writes until promoted` };
@@ -154,7 +170,10 @@ export class NodeWatch {
   /** Called with every database probe result. */
   observe(): void {
     for (const target of TARGETS) {
-      const data = this.deps.latest(target)?.data;
+      const result = this.deps.latest(target);
+      const data = result?.data;
+      if (result?.ok && data?.systemId && data.timeline !== null)
+        this.lastKnown.set(target, { systemId: data.systemId, timeline: data.timeline });
       if (data?.systemId && data.timeline !== null && !data.inRecovery) {
         const seen = this.seen.get(data.systemId) ?? new Set<number>();
         seen.add(data.timeline);

@@ -1,8 +1,7 @@
 import type { DatabaseTarget } from '../../domain.ts';
 import type pg from 'pg';
 import type { DatabaseClients } from '../../adapters/database-clients.ts';
-import { withNodeConnection } from '../../health/pg-probe.ts';
-import { CURRENT_TIMELINE_SQL } from './timeline-sql.ts';
+import { CURRENT_TIMELINE_SQL, withNodeConnection } from '../../adapters/pg-connection.ts';
 
 export interface NodeFacts {
   ok: boolean;

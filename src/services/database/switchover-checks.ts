@@ -1,5 +1,5 @@
 import type { DatabaseTarget } from '../../domain.ts';
-import type { Check } from './database-failover-service.ts';
+import type { Check } from './failover-types.ts';
 import { lsnGap } from './lsn.ts';
 import type { NodeFacts } from './sql-nodes.ts';
 import { other, type SwitchoverDeps } from './switchover-types.ts';

@@ -1,5 +1,5 @@
 import type { DatabaseTarget } from '../../domain.ts';
-import type { Check } from './database-failover-service.ts';
+import type { Check } from './failover-types.ts';
 import {
   attempt,
   SWITCHOVER_WRITE_CHECK_MS,

@@ -5,7 +5,7 @@ import type { Logger } from '../../logger.ts';
 import type { Metrics } from '../../metrics/metrics.ts';
 import type { ReadOnlyService } from '../read-only/read-only-service.ts';
 import type { DatabaseClients } from '../../adapters/database-clients.ts';
-import type { DatabaseFailoverService } from './database-failover-service.ts';
+import type { FailoverLock } from './failover-types.ts';
 import type { SqlNodes } from './sql-nodes.ts';
 import type { WriteBarrier } from './write-barrier.ts';
 
@@ -53,7 +53,7 @@ export const other = (t: DatabaseTarget): DatabaseTarget => (t === 'primary' ? '
 export interface SwitchoverDeps {
   clients: Pick<DatabaseClients, 'has'>;
   nodes: Pick<SqlNodes, 'facts' | 'fence' | 'unfence' | 'waitForReplay' | 'promote' | 'verifyWrites' | 'stop'>;
-  failover: Pick<DatabaseFailoverService, 'withLock' | 'lockHolder'>;
+  failover: FailoverLock;
   dr: Pick<DrStateService, 'current' | 'waitForInstances'>;
   readOnly: Pick<ReadOnlyService, 'isActive'>;
   barrier: WriteBarrier;

@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { wholeNumberParam } from '../../http/validate.ts';
 
 export const MAX_KEY_LENGTH = 512;
 
@@ -22,13 +21,3 @@ export const contentTypeSchema = z
   .string()
   .max(255)
   .regex(/^[\w.+-]+\/[\w.+-]+(\s*;\s*[\w.+-]+=("[^"]*"|[\w.+-]+))*$/, { error: 'must be a media type such as image/png' });
-
-export const listQuerySchema = z.strictObject({
-  prefix: z
-    .string()
-    .max(MAX_KEY_LENGTH)
-    .regex(/^[A-Za-z0-9._\-/]*$/, { error: 'must be letters, digits and . _ - /' })
-    .default(''),
-  limit: wholeNumberParam(1, 1000, 100),
-  after: mediaKeySchema.optional(),
-});

@@ -1,14 +1,8 @@
 import type { RequestHandler } from 'express';
-import { AppError } from '../../http/app-error.ts';
-import type { Metrics } from '../../metrics/metrics.ts';
-import type { ReadOnlyService } from './read-only-service.ts';
-
-const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
-
-/** Paths that keep accepting changes in read-only mode: the DR controls and health. */
-function exempt(path: string): boolean {
-  return path === '/admin' || path.startsWith('/admin/') || path === '/health' || path.startsWith('/health/');
-}
+import { AppError } from './app-error.ts';
+import { isClientWrite } from './client-write.ts';
+import type { Metrics } from '../metrics/metrics.ts';
+import type { ReadOnlyService } from '../services/read-only/read-only-service.ts';
 
 export class ReadOnlyError extends AppError {
   constructor(reason: string | null, retryAfterSeconds: number) {
@@ -28,7 +22,7 @@ export function readOnlyHeader(readOnly: ReadOnlyService): RequestHandler {
 /** Refuses mutating requests outside /admin and /health while the mode is on. */
 export function readOnlyGuard(readOnly: ReadOnlyService, metrics: Pick<Metrics, 'readOnlyRejections'>): RequestHandler {
   return (req, _res, next) => {
-    if (MUTATING.has(req.method) && !exempt(req.path) && readOnly.isActive()) {
+    if (isClientWrite(req.method, req.path) && readOnly.isActive()) {
       metrics.readOnlyRejections.inc();
       throw new ReadOnlyError(readOnly.reason(), readOnly.retryAfterSeconds());
     }

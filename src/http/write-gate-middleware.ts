@@ -1,11 +1,6 @@
 import type { RequestHandler } from 'express';
-import type { WriteGate } from './write-gate.ts';
-
-const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
-
-function exempt(path: string): boolean {
-  return path === '/admin' || path.startsWith('/admin/') || path === '/health' || path.startsWith('/health/');
-}
+import type { WriteGate } from '../services/write-gate/write-gate.ts';
+import { isClientWrite } from './client-write.ts';
 
 /**
  * Registers every client write (a mutating request outside /admin and /health) with the write gate
@@ -13,7 +8,7 @@ function exempt(path: string): boolean {
  */
 export function writeGateMiddleware(gate: WriteGate): RequestHandler {
   return (req, res, next) => {
-    if (!MUTATING.has(req.method) || exempt(req.path)) {
+    if (!isClientWrite(req.method, req.path)) {
       next();
       return;
     }

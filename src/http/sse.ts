@@ -1,5 +1,5 @@
 import type { Request, Response } from 'express';
-import { AppError } from '../../http/app-error.ts';
+import { AppError } from './app-error.ts';
 
 export interface SseStream {
   send(event: string, data: unknown): void;

@@ -1,0 +1,83 @@
+import pg from 'pg';
+
+/**
+ * PostgreSQL connections of their own to one node, outside the request pool: used by the health
+ * probe (src/health/pg-probe.ts), by failover, fencing, catch-up and the WAL archive checks.
+ */
+
+export interface PgProbeOptions {
+  connectionString: string;
+  timeoutMs: number;
+  signal: AbortSignal;
+}
+
+/**
+ * Runs queries on a connection of its own (outside any transaction: ALTER SYSTEM needs that),
+ * never one from the request pool, so a hung server
+ * cannot starve requests. The connection has connect and query timeouts, and is destroyed the
+ * moment the signal fires.
+ */
+export async function withNodeConnection<T>(options: PgProbeOptions, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const { connectionString, timeoutMs, signal } = options;
+  signal.throwIfAborted();
+  const client = new pg.Client({
+    connectionString,
+    connectionTimeoutMillis: timeoutMs,
+    query_timeout: timeoutMs,
+    application_name: 'sav3-health-probe',
+  });
+  // An error after the probe gave up (e.g. the socket destroyed below) must not crash the process.
+  client.on('error', () => undefined);
+  const destroy = () => destroySocket(client);
+  signal.addEventListener('abort', destroy, { once: true });
+  try {
+    await client.connect();
+    return await fn(client);
+  } finally {
+    signal.removeEventListener('abort', destroy);
+    if (signal.aborted) destroy();
+    else client.end().catch(() => undefined);
+  }
+}
+
+/**
+ * The server-side statement timeout, set after connecting and never as a startup parameter:
+ * PgBouncer refuses startup parameters it does not know ("unsupported startup parameter:
+ * statement_timeout"). SET LOCAL, inside the probe's own transaction, so that behind PgBouncer in
+ * transaction mode it cannot outlive the probe on a server connection other clients use next.
+ * `timeoutMs` is a validated integer, never user input.
+ */
+export function beginWithTimeout(timeoutMs: number): string {
+  return `BEGIN; SET LOCAL statement_timeout = ${Math.trunc(timeoutMs)}`;
+}
+
+/** withConnection, with every query of `fn` in one transaction under the statement timeout. */
+export async function withProbeConnection<T>(options: PgProbeOptions, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  return withNodeConnection(options, async (client) => {
+    await client.query(beginWithTimeout(options.timeoutMs));
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  });
+}
+
+/**
+ * Cuts the socket with an error, as pg's own connect timeout does: that settles a pending
+ * connect() or query. (client.end() while connecting would leave connect() pending forever.)
+ */
+function destroySocket(client: pg.Client): void {
+  const connection = (client as unknown as { connection?: { stream?: { destroy(err?: Error): void } } }).connection;
+  connection?.stream?.destroy(new Error('probe aborted: no answer within the health timeout'));
+}
+
+/**
+ * A node's current timeline, as SQL. `pg_control_checkpoint()` alone lags: right after a
+ * promotion it still names the old timeline until the next checkpoint. A primary's current WAL
+ * file name starts with its timeline (8 hex digits), exact at once; a standby counts the timeline
+ * its WAL receiver gets too. (Every function here is executable by every role by default.)
+ */
+export const CURRENT_TIMELINE_SQL = `GREATEST(
+    (SELECT timeline_id FROM pg_control_checkpoint()),
+    CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1)
+         ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END
+  )`;

@@ -61,7 +61,7 @@ describe('POST /admin/incidents/assess: "backups stale" follows BACKUP_MAX_AGE, 
     // (On a loaded machine a media probe may time out now and then: P1 wins while it does.)
     const a = await eventually(assess, (x) => x.rule === 'backups_stale', 20_000);
     expect(a).toMatchObject({ severity: 'P2', rule: 'backups_stale' });
-    expect(staleRule(a).evidence).toBe(`newest backup never s old (limit ${MAX_AGE_SECONDS} s)`);
+    expect(staleRule(a).evidence).toBe(`no successful backup yet (limit ${MAX_AGE_SECONDS} s)`);
   }, 30_000);
 
   it('a fresh full backup clears it; once it is older than BACKUP_MAX_AGE it is P2 again, naming the rule and the configured limit', async () => {

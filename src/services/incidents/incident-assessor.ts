@@ -69,7 +69,9 @@ export function assess(f: LiveFacts, now = new Date()): Assessment {
       evidence:
         f.backupAgeSeconds === undefined
           ? 'no backup age reported'
-          : `newest backup ${f.backupAgeSeconds ?? 'never'} s old (limit ${f.backupMaxAgeSeconds} s)`,
+          : f.backupAgeSeconds === null
+            ? `no successful backup yet (limit ${f.backupMaxAgeSeconds} s)`
+            : `newest backup ${f.backupAgeSeconds} s old (limit ${f.backupMaxAgeSeconds} s)`,
     },
     {
       rule: 'warnings_only',

@@ -1,4 +1,4 @@
-import express from 'express';
+import { jsonBody } from '../http/json-body.ts';
 
 /** JSON bodies for admin routes only, bounded: anything larger is a mistake or an attack. */
-export const adminJson = express.json({ limit: '16kb' });
+export const adminJson = jsonBody({ limit: '16kb' });

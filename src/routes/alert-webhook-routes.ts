@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import express, { Router, type ErrorRequestHandler } from 'express';
+import { jsonBody } from '../http/json-body.ts';
 import { z } from 'zod';
 import { AppError, BadRequestError, DependencyUnavailableError } from '../http/app-error.ts';
 import { bearerToken } from '../http/bearer.ts';
@@ -91,7 +92,7 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
   router.post(
     '/admin/incidents/alerts',
     authenticate,
-    express.json({ limit: ALERT_BODY_LIMIT, type: () => true }),
+    jsonBody({ limit: ALERT_BODY_LIMIT, type: () => true }),
     bodyErrors,
     async (req: express.Request, res: express.Response) => {
       const input = parseOrThrow(payload, req.body, 'invalid Alertmanager payload');

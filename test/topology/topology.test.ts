@@ -277,12 +277,14 @@ describe('the shipped docker-compose topology, started natively', () => {
     // Redis dies too; its exporter keeps answering with redis_up 0.
     started.RedisDown = Date.now();
     await procs.stop('redis', 'SIGKILL');
-    await eventually(
-      async () => (await topology.query('pg_up')).map((s) => s.value[1]),
-      (v) => v[0] === '0',
-      10_000,
-      500,
-    );
+    // Both exporters are scraped on their own schedule: wait for each to report its dependency down.
+    for (const metric of ['pg_up', 'redis_up'])
+      await eventually(
+        async () => (await topology.query(metric)).map((s) => s.value[1]),
+        (v) => v[0] === '0',
+        10_000,
+        500,
+      );
     expect((await topology.query('pg_up')).map((s) => s.value[1])).toEqual(['0']);
     expect((await topology.query('redis_up')).map((s) => s.value[1])).toEqual(['0']);
     // The surviving instance tells the truth about the database behind PgBouncer.

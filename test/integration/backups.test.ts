@@ -156,24 +156,21 @@ describe('backups with pgBackRest against a real primary with a real archive_com
 
   it('RPO exposure grows while committed writes are not archived and falls to 0 once they are', async () => {
     const inventory = api.service.backups.inventory;
-    await sql(cluster.primary.url(), 'SELECT pg_switch_wal()');
-    await eventually(
-      () => inventory.archiver(),
-      (a) => a.rpoExposureSeconds === 0,
-      10_000,
-    );
+    // The service writes too (audit, jobs): a write of its own after a switch is honestly exposed
+    // until the next switch, so every attempt switches the segment before it reads.
+    const switchedAndRead = async () => {
+      await sql(cluster.primary.url(), 'SELECT pg_switch_wal()');
+      await new Promise((r) => setTimeout(r, 200));
+      return inventory.archiver();
+    };
+    await eventually(switchedAndRead, (a) => a.rpoExposureSeconds === 0, 10_000);
     await inventory.archiver();
     await sql(cluster.primary.url(), 'CREATE TABLE IF NOT EXISTS rpo_probe (x int); INSERT INTO rpo_probe VALUES (1)');
     await new Promise((r) => setTimeout(r, 1100));
     const exposed = await inventory.archiver();
     expect(exposed.rpoExposureSeconds).toBeGreaterThanOrEqual(1);
     expect((await request(api.url).get('/metrics')).text).toMatch(/sav3_rpo_exposure_seconds\{component="database"\} [1-9]/);
-    await sql(cluster.primary.url(), 'SELECT pg_switch_wal()');
-    const archived = await eventually(
-      () => inventory.archiver(),
-      (a) => a.rpoExposureSeconds === 0,
-      10_000,
-    );
+    const archived = await eventually(switchedAndRead, (a) => a.rpoExposureSeconds === 0, 10_000);
     expect(archived.rpoExposureSeconds).toBe(0);
     expect((await request(api.url).get('/metrics')).text).toMatch(/sav3_rpo_exposure_seconds\{component="database"\} 0/);
   }, 30_000);

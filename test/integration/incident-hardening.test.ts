@@ -6,7 +6,8 @@ import { gzipSync } from 'node:zlib';
 import request from 'supertest';
 import { createScratchDatabase, type ScratchDatabase } from '../../support/scratch-database.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { mediaEnv, OPERATOR_TOKEN, startInstance, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
+import { Redis } from 'ioredis';
+import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 
 const op = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 const viewer = { Authorization: `Bearer ${VIEWER_TOKEN}` };
@@ -30,11 +31,12 @@ describe('incident and restore-report intake under attack', () => {
   let s3: S3ServerHandle;
   let db: ScratchDatabase;
   let api: TestInstance;
+  const prefix = uniquePrefix();
 
   beforeAll(async () => {
     s3 = await startS3Server({ bucket: 'hardening-media' });
     db = await createScratchDatabase('sav3_harden');
-    api = await startInstance({ ...mediaEnv('PRIMARY', s3), DATABASE_URL: db.url, ALERTMANAGER_WEBHOOK_TOKEN: WEBHOOK_TOKEN });
+    api = await startInstance({ ...mediaEnv('PRIMARY', s3), DATABASE_URL: db.url, ALERTMANAGER_WEBHOOK_TOKEN: WEBHOOK_TOKEN }, prefix);
   });
   afterAll(async () => {
     await api?.stop();
@@ -340,6 +342,27 @@ describe('incident and restore-report intake under attack', () => {
       expect((await post(step(id2, 0, new Date(t)))).status).toBe(201);
       expect((await post({ ...started(id2, new Date(t + 1000)), seq: 1 })).status).toBe(409);
       expect((await auditOf(id)).map((e) => e.detail?.seq).sort()).toEqual([0, 1, 2, 3]);
+    });
+
+    it('with Redis having forgotten a restore (restarted without its data), the audit events in PostgreSQL still refuse a changed report', async () => {
+      const id = randomUUID();
+      const t = Date.now() - 60_000;
+      expect((await post(started(id, new Date(t)))).status).toBe(201);
+      const s1 = step(id, 1, new Date(t + 10_000));
+      expect((await post(s1)).status).toBe(201);
+      const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+      try {
+        expect(await redis.del(`${prefix}restore-reports:${id}`)).toBe(1);
+      } finally {
+        redis.disconnect();
+      }
+      const changed = await post({ ...s1, result: 'failed' });
+      expect(changed.status).toBe(409);
+      expect(changed.body.error.code).toBe('report_conflict');
+      const replay = await post(s1);
+      expect(replay.status).toBe(201);
+      expect(replay.body.replayed).toBe(true);
+      expect((await post({ ...started(id, new Date(t + 20_000)), seq: 2 })).body.error.code).toBe('report_inconsistent');
     });
 
     it('an error text is stored and shown with its credentials redacted (viewer, incident timeline, status page)', async () => {

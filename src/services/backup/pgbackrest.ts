@@ -109,6 +109,22 @@ export class PgBackRestCli implements BackupTool {
     return fromRaw(stanza);
   }
 
+  /** Every archived WAL segment name (any timeline, partial and history files left out). */
+  async listSegments(timeoutMs: number): Promise<string[]> {
+    const out = await this.run(['repo-ls', `archive/${this.options.stanza}`, '--recurse'], timeoutMs);
+    const names = new Set<string>();
+    for (const line of out.split('\n')) {
+      const m = /(?:^|\/)([0-9A-F]{24})-[0-9a-f]{40}(?:\.[a-z0-9]+)?$/.exec(line.trim());
+      if (m) names.add(m[1]!);
+    }
+    return [...names];
+  }
+
+  /** One archived segment, decompressed, to `dest` (writable by the user pgBackRest runs as). */
+  async fetchSegment(segment: string, dest: string, timeoutMs: number): Promise<void> {
+    await this.run(['archive-get', segment, dest], timeoutMs);
+  }
+
   async backup(type: 'full' | 'diff' | 'incr', timeoutMs: number): Promise<void> {
     // start-fast: a checkpoint now, not at the next checkpoint_timeout (minutes later).
     await this.run(['backup', `--type=${type}`, '--start-fast'], timeoutMs);

@@ -73,6 +73,37 @@ export class BackupService {
     );
   }
 
+  /**
+   * A DR job as recorded. A backup given up because its worker died may still have been finished
+   * by pgBackRest (it outlives a killed worker): when the repository holds a good backup of that
+   * type started after the job, the job is corrected to succeeded, saying so.
+   */
+  async job(id: string): Promise<Job | undefined> {
+    let job: Job | undefined;
+    try {
+      job = await this.deps.queue.get(id);
+    } catch (err) {
+      throw new DependencyUnavailableError('redis', 'jobs are kept in Redis, which is unreachable', err);
+    }
+    if (!job || job.kind !== BACKUP_JOB || job.status !== 'failed' || !job.stale || job.reconciled || !job.startedAt) return job;
+    const info = await this.deps.inventory.info(true).catch(() => undefined);
+    const type = (job.input as BackupJobInput).type;
+    // pgBackRest times are whole seconds: a backup started in the second the job started counts.
+    // It started while the job ran (before it was given up): a later job's backup is not this one.
+    const since = Math.floor(Date.parse(job.startedAt) / 1000) * 1000;
+    const until = Date.parse(job.finishedAt ?? job.updatedAt);
+    const done = info?.backups.find(
+      (b) => !b.error && b.type === type && Date.parse(b.startedAt) >= since && Date.parse(b.startedAt) <= until,
+    );
+    if (!done) return job;
+    return this.deps.queue.reconcile(job, {
+      status: 'succeeded',
+      result: { type, label: done.label, durationMs: null, backup: done },
+      error: null,
+      note: `the worker stopped reporting while pgBackRest ran; pgBackRest finished backup ${done.label} without it`,
+    });
+  }
+
   async restorePoint(name: string): Promise<RestorePoint> {
     try {
       return await createRestorePoint(await this.deps.activeDatabaseUrl(), name, this.deps.timeoutMs);

@@ -73,7 +73,7 @@ describe('a backup job whose worker was killed', () => {
   });
 
   it('is corrected when the repository shows that the orphaned pgBackRest finished the backup', async () => {
-    const base = (await tool.info()).backups[0]!;
+    const base = tool.backups[0]!;
     // pgBackRest started when the job did (its times are whole seconds).
     const at = new Date(Math.floor(Date.parse(deadStartedAt) / 1000) * 1000).toISOString();
     tool.backups.push({ ...base, label: '20261126-000001F', startedAt: at, stoppedAt: at });

@@ -64,7 +64,7 @@ export class JobRunner {
       logger.info({ jobId: job.id, kind: job.kind }, 'job succeeded');
     } catch (err) {
       clearInterval(beat);
-      const message = err instanceof Error ? err.message : String(err);
+      const message = publicJobError(err);
       const result = (err as { report?: unknown }).report;
       await queue
         .finish(job, { status: 'failed', error: message, result })
@@ -81,4 +81,23 @@ export class JobRunner {
     clearTimeout(this.timer);
     await this.running;
   }
+}
+
+/**
+ * A job's error as viewers read it: the first line of the message, without source paths, at most
+ * 500 characters. A database driver's own message (Prisma: the invocation, source paths, code
+ * excerpts) becomes its code only; the whole error goes to the log.
+ */
+export function publicJobError(err: unknown): string {
+  if (err instanceof Error && /^PrismaClient/.test(err.constructor.name)) {
+    const code = (err as { code?: unknown }).code;
+    return `a database error${typeof code === 'string' ? ` (${code})` : ''}; the worker's log has the details`;
+  }
+  const text = err instanceof Error ? err.message : String(err);
+  const first =
+    text
+      .split('\n')
+      .map((l) => l.trim())
+      .find((l) => l.length > 0) ?? 'failed';
+  return first.replace(/(?:\/[\w.@+-]+)+\.(?:[cm]?[jt]s)(?::\d+){0,2}/g, '<source>').slice(0, 500);
 }

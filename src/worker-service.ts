@@ -153,6 +153,7 @@ export function createWorker(config: Config, logger: Logger, options: WorkerOpti
       await waitReady(redis, 2000);
       await activeTarget().catch(() => undefined);
       backups.start();
+      await runner.announce().catch((err: unknown) => logger.warn({ err }, 'could not announce this worker (Redis)'));
       runner.start();
       schedule.start();
       server = app.listen(config.backup.workerPort, config.host);

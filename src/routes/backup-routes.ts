@@ -46,7 +46,8 @@ export function backupRoutes(deps: {
   const router = Router();
 
   router.get('/admin/backups', async (_req, res) => {
-    res.json(await deps.inventory.inventory());
+    const [inventory, workers] = await Promise.all([deps.inventory.inventory(), deps.service.workers()]);
+    res.json({ ...inventory, workers });
   });
 
   // DR queue jobs (backups, validations); media jobs are answered by the media routes, which pass

@@ -1,4 +1,4 @@
-import { DependencyUnavailableError, NotFoundError, PreconditionFailedError } from '../../http/app-error.ts';
+import { DependencyUnavailableError, NoWorkerError, NotFoundError, PreconditionFailedError } from '../../http/app-error.ts';
 import { JobGroupBusyError, type Job, type JobQueue } from '../jobs/job-queue.ts';
 import type { BackupInventory } from './backup-inventory.ts';
 import type { ValidationInput } from './backup-validator.ts';
@@ -22,12 +22,25 @@ export class BackupService {
     },
   ) {}
 
+  /** Live workers per job kind (GET /admin/backups). */
+  async workers(): Promise<Record<string, number> | null> {
+    try {
+      return {
+        [BACKUP_JOB]: await this.deps.queue.liveWorkers(BACKUP_JOB),
+        [VALIDATE_JOB]: await this.deps.queue.liveWorkers(VALIDATE_JOB),
+      };
+    } catch {
+      return null;
+    }
+  }
+
   private async enqueue<I>(kind: string, input: I, group: string, by: string): Promise<Job<I>> {
     try {
+      if ((await this.deps.queue.liveWorkers(kind)) === 0) throw new NoWorkerError(kind);
       return await this.deps.queue.enqueue(kind, input, { group, requestedBy: by });
     } catch (err) {
       // A busy group is the caller's answer (a 409 naming the job, made by the route).
-      if (err instanceof JobGroupBusyError) throw err;
+      if (err instanceof JobGroupBusyError || err instanceof NoWorkerError) throw err;
       throw new DependencyUnavailableError('redis', 'jobs are queued in Redis, which is unreachable', err);
     }
   }

@@ -117,7 +117,14 @@ export interface JobQueueRedis {
   get(key: string): Promise<string | null>;
   zadd(key: string, score: number, member: string): Promise<unknown>;
   zrevrange(key: string, start: number, stop: number): Promise<string[]>;
+  zcount(key: string, min: number | string, max: number | string): Promise<number>;
+  zrem(key: string, ...members: string[]): Promise<unknown>;
+  zremrangebyscore(key: string, min: number | string, max: number | string): Promise<unknown>;
+  pexpire(key: string, ms: number): Promise<unknown>;
 }
+
+/** Workers announce themselves every JOB_HEARTBEAT_MS; one not seen for this long is gone. */
+export const WORKER_LIVE_MS = 15_000;
 
 export class JobGroupBusyError extends Error {
   constructor(
@@ -265,6 +272,31 @@ export class JobQueue {
     const ids = await this.redis.zrevrange(`${this.prefix}jobs:index:${kind}`, 0, limit - 1);
     const jobs = await Promise.all(ids.map((id) => this.get(id)));
     return jobs.filter((j): j is Job => j !== undefined);
+  }
+
+  private workersKey(kind: string): string {
+    return `${this.prefix}workers:${kind}`;
+  }
+
+  /** A worker is alive and takes jobs of these kinds (called every JOB_HEARTBEAT_MS). */
+  async announce(instanceId: string, kinds: readonly string[]): Promise<void> {
+    const now = Date.now();
+    for (const kind of kinds) {
+      const key = this.workersKey(kind);
+      await this.redis.zadd(key, now, instanceId);
+      await this.redis.zremrangebyscore(key, '-inf', now - 24 * 3600_000);
+      await this.redis.pexpire(key, 24 * 3600_000);
+    }
+  }
+
+  /** A worker stops: it no longer counts as one that takes these kinds. */
+  async withdraw(instanceId: string, kinds: readonly string[]): Promise<void> {
+    for (const kind of kinds) await this.redis.zrem(this.workersKey(kind), instanceId);
+  }
+
+  /** How many workers that take this kind of job were seen within WORKER_LIVE_MS. */
+  async liveWorkers(kind: string): Promise<number> {
+    return this.redis.zcount(this.workersKey(kind), Date.now() - WORKER_LIVE_MS, '+inf');
   }
 
   /** The job currently holding a group, if any (for a 409 naming it). */

@@ -25,8 +25,20 @@ export class JobRunner {
     },
   ) {}
 
+  private presence: NodeJS.Timeout | undefined;
+
+  /** Tells API instances this worker is alive and which jobs it takes (they refuse jobs no worker takes). */
+  async announce(): Promise<void> {
+    await this.deps.queue.announce(this.deps.instanceId, [...this.deps.handlers.keys()]);
+  }
+
   start(): void {
     this.stopped = false;
+    this.presence = setInterval(
+      () => void this.announce().catch((err: unknown) => this.deps.logger.warn({ err }, 'could not announce this worker (Redis)')),
+      JOB_HEARTBEAT_MS,
+    );
+    this.presence.unref();
     this.schedule(0);
   }
 
@@ -79,6 +91,8 @@ export class JobRunner {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearInterval(this.presence);
+    await this.deps.queue.withdraw(this.deps.instanceId, [...this.deps.handlers.keys()]).catch(() => undefined);
     await this.running;
   }
 }

@@ -155,6 +155,15 @@ export class PgBackRestCli implements BackupTool {
         if (signal) return finish(new BackupToolError('pgbackrest_failed', `pgBackRest was stopped (${signal})`, text));
         if (/runuser: failed to execute|No such file or directory/.test(text) && !/ERROR: \[/.test(text))
           return finish(new BackupToolError('pgbackrest_missing', 'pgBackRest is not installed on this host', text));
+        // pgBackRest's own lock: the second guard when the job group's lock was lost (Redis restart).
+        if (/ERROR: \[050\]/.test(text))
+          return finish(
+            new BackupToolError(
+              'pgbackrest_failed',
+              'another pgBackRest backup of this stanza is running (its lock is held): this one was refused and changed nothing',
+              text,
+            ),
+          );
         if (/ERROR: \[(041|055|103|104)\]/.test(text))
           return finish(new BackupToolError('repository_unreachable', 'the pgBackRest repository is unreachable', text));
         finish(new BackupToolError('pgbackrest_failed', `pgBackRest failed: ${firstError(text)}`, text));

@@ -102,14 +102,14 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
     const sw = await post(a, '/admin/media/switch', { to: 'backup' });
     expect(sw.status).toBe(200);
     expect(sw.body).toMatchObject({ changed: true, to: 'backup', propagation: { complete: true, applied: 2 } });
-    // Both uploads were running on their instance when it applied the switch; neither was committing yet.
-    expect(sw.body.writes).toMatchObject({ inFlight: 2, waitedFor: 0, failing: 2, drained: true, instancesReporting: 2 });
     for (const h of held) {
       const answer = await h.finish();
       expect(answer.status).toBe(503);
       expect(answer.body.error?.code).toBe('write_fenced');
       expect(await rowOn(cluster.primary.url(), h.key)).toBeNull();
     }
+    // Both uploads were running on their instance when it applied the switch; neither was committing yet.
+    expect(sw.body.writes).toMatchObject({ inFlight: 2, waitedFor: 0, failing: 2, drained: true, instancesReporting: 2 });
     // A new upload goes to the new backend.
     const after = await put(b, 'loss/media-after');
     expect(after.status).toBe(201);

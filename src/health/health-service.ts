@@ -171,10 +171,12 @@ export class HealthService {
     const reads = this.deps.database.readTarget?.() ?? active;
     const activeUp = results.get(active)?.ok === true;
     const anyUp = [...results.values()].some((r) => r.ok);
-    // Reads served from another node than the active one: it answers and the active one does not,
-    // or it is on a newer timeline (the active one would serve stale data).
+    // Reads served from another node than the active one (it answers and the active one does not,
+    // or it is on a newer timeline: the active one would serve stale data) are degraded. Whether
+    // the instance can serve is as the contract says: the active target answers, or read-only
+    // mode is on and any target answers.
     const readsElsewhere = reads !== active && results.get(reads)?.ok === true;
-    const canServe = (activeUp && !readsElsewhere) || readsElsewhere || (this.deps.drSummary().readOnly && anyUp);
+    const canServe = activeUp || (this.deps.drSummary().readOnly && anyUp);
     const accepting = !this.deps.lifecycle.shuttingDown;
     const checks: Record<string, HealthStatus> = {
       database: canServe ? (activeUp && !readsElsewhere ? 'healthy' : 'degraded') : 'unhealthy',

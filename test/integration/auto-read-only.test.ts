@@ -1,7 +1,7 @@
 import pg from 'pg';
 import request from 'supertest';
 import { OPERATOR_TOKEN, type TestInstance } from '../support/instance.ts';
-import { startClusterWorld, type ClusterWorld } from '../support/cluster-world.ts';
+import { startClusterWorld, type ClusterWorld } from '../support/world.ts';
 import { eventually } from '../../support/common.ts';
 import type { PgCluster } from '../../support/pg-cluster.ts';
 

@@ -10,7 +10,7 @@ import { MIGRATIONS_DIR } from '../../src/paths.ts';
 import type { PgCluster } from '../../support/pg-cluster.ts';
 import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { startClusterWorld, type ClusterWorld } from '../support/cluster-world.ts';
+import { startClusterWorld, type ClusterWorld } from '../support/world.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 import { startWorker, type TestWorker } from '../support/worker.ts';
 import { eventually } from '../../support/common.ts';

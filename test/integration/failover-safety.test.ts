@@ -6,7 +6,7 @@ import type { PgCluster } from '../../support/pg-cluster.ts';
 import { heldUpload } from '../support/held-upload.ts';
 import { startOwnRedis, type OwnRedis } from '../../support/redis-server.ts';
 import { OPERATOR_TOKEN, type TestInstance } from '../support/instance.ts';
-import { startClusterWorld, type ClusterWorld } from '../support/cluster-world.ts';
+import { startClusterWorld, type ClusterWorld } from '../support/world.ts';
 import { eventually, sha256Hex } from '../../support/common.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };

@@ -274,6 +274,8 @@ export const ROUTES: RouteDoc[] = [
             joined: z.number().int(),
             duplicates: z.number().int(),
             resolved: z.number().int(),
+            alreadyResolved: z.number().int(),
+            clamped: z.number().int(),
           }),
         ),
       },
@@ -333,16 +335,19 @@ export const ROUTES: RouteDoc[] = [
     'operator',
     'the restore tool reports its start, a step or its outcome (an audited database.restore action)',
     {
+      description:
+        "409 `report_conflict`: a report with this restoreId and seq was recorded with other content (the record never changes); 409 `report_inconsistent`: it contradicts the restore's other reports (a second start or outcome, a report before the start or after the outcome, times going back as seq goes up). The `error` text is stored with credentials redacted.",
       body: { schema: restoreReportBody },
       responses: {
         201: json(
-          'the audit event it became (a resent report is the same event)',
+          'the audit event it became; a resent report (same restoreId, seq and content) answers the recorded event with `replayed: true`',
           z.object({
             event: z.object({ id: z.string(), action: z.string(), result: z.string(), at: z.string(), durationMs: z.number().nullable() }),
+            replayed: z.literal(true).optional(),
           }),
         ),
       },
-      errors: [503],
+      errors: [409, 503],
       extension: true,
     },
   ),

@@ -32,11 +32,6 @@ const PROCESS_MAX = Number(process.env.BENCH_PROCESS_MAX ?? 2);
 
 const asPostgres = (file: string, args: string[]) =>
   run(asRoot ? 'runuser' : file, asRoot ? ['-u', 'postgres', '--', file, ...args] : args, { maxBuffer: 64 * 1024 * 1024 });
-async function timed<T>(fn: () => Promise<T>): Promise<[number, T]> {
-  const t = performance.now();
-  const v = await fn();
-  return [(performance.now() - t) / 1000, v];
-}
 const du = async (dir: string) => Number((await run('du', ['-sb', dir])).stdout.split('\t')[0]);
 
 /** Empties the page cache (dirty pages written first); false with the reason when not permitted. */
@@ -49,14 +44,16 @@ async function dropCaches(): Promise<void> {
     cacheDropFailure ??= `could not drop the page cache (${(err as Error).message}): sides may read from a warm cache`;
   }
 }
-/** Times `fn` from a cold page cache, including the sync of what it wrote. */
-async function cold<T>(fn: () => Promise<T>): Promise<[number, T]> {
-  await dropCaches();
-  return timed(async () => {
-    const v = await fn();
-    await run('sync');
-    return v;
-  });
+/**
+ * Times `fn` in seconds. `cold`: from an emptied page cache (dropped first, untimed); `sync`: the
+ * time includes a `sync` of what it wrote (for sides that never fsync themselves, like cp -a).
+ */
+async function timed<T>(fn: () => Promise<T>, options: { cold?: boolean; sync?: boolean } = {}): Promise<[number, T]> {
+  if (options.cold) await dropCaches();
+  const t = performance.now();
+  const v = await fn();
+  if (options.sync) await run('sync');
+  return [(performance.now() - t) / 1000, v];
 }
 
 async function main(): Promise<void> {
@@ -105,7 +102,7 @@ async function main(): Promise<void> {
     const copy = join(cluster.dir, 'copy');
     const cps: number[] = [];
     const copyOnce = async () => {
-      cps.push((await cold(() => run('cp', ['-a', cluster.primary.dataDir, copy])))[0]);
+      cps.push((await timed(() => run('cp', ['-a', cluster.primary.dataDir, copy]), { cold: true, sync: true }))[0]);
       rmSync(copy, { recursive: true, force: true });
     };
     await copyOnce();
@@ -119,8 +116,7 @@ async function main(): Promise<void> {
       mkdirSync(dir);
       if (asRoot) chownSync(dir, 101, 104);
       const t0 = performance.now();
-      await dropCaches();
-      const [restore] = await timed(() => repo.exec(['restore', `--pg1-path=${dir}`, '--archive-mode=off']));
+      const [restore] = await timed(() => repo.exec(['restore', `--pg1-path=${dir}`, '--archive-mode=off']), { cold: true });
       const port = 20000 + Math.floor(Math.random() * 20000);
       appendFileSync(
         join(dir, 'postgresql.auto.conf'),
@@ -195,17 +191,14 @@ async function main(): Promise<void> {
     const infos: number[] = [];
     const jobValidations: { total: number; report: ValidationReport }[] = [];
     for (let round = 0; round < 2; round += 1) {
-      await dropCaches();
-      rawBackups.push((await timed(() => repo.exec(['backup', '--type=full', '--start-fast'])))[0]);
-      await dropCaches();
-      const [jobS, backupJob] = await timed(() => job('backup', { type: 'full' }));
+      rawBackups.push((await timed(() => repo.exec(['backup', '--type=full', '--start-fast']), { cold: true }))[0]);
+      const [jobS, backupJob] = await timed(() => job('backup', { type: 'full' }), { cold: true });
       jobBackups.push(jobS);
       // The job's own measure: pgBackRest's backup plus the info call that names the new backup.
       jobBackupTool.push(((backupJob.result as { durationMs: number }).durationMs ?? NaN) / 1000);
       infos.push((await timed(() => repo.exec(['info', '--output=json'])))[0]);
       await rawPipeline(round);
-      await dropCaches();
-      const [total, validation] = await timed(() => job('backup.validate', { backup: 'latest' }));
+      const [total, validation] = await timed(() => job('backup.validate', { backup: 'latest' }), { cold: true });
       jobValidations.push({ total, report: validation.result as ValidationReport });
       await copyOnce();
     }

@@ -18,6 +18,19 @@ import type { SseStreams } from '../http/sse.ts';
 const text = (max: number) => z.string().trim().min(1, { error: 'must not be empty' }).max(max);
 const ID = /^INC-\d{8}-\d{1,9}$/;
 
+/** Incident roles, each an admin token name (none required). */
+const roleNames = z.strictObject(
+  Object.fromEntries(
+    ROLES.map((r) => [
+      r,
+      z
+        .string()
+        .regex(/^[A-Za-z0-9._-]{1,64}$/, { error: 'must be an admin token name' })
+        .optional(),
+    ]),
+  ) as Record<(typeof ROLES)[number], z.ZodOptional<z.ZodString>>,
+);
+
 export const createBody = z.strictObject({
   severity: z.enum(SEVERITIES, { error: 'must be P0, P1, P2 or P3' }),
   title: text(200),
@@ -29,19 +42,7 @@ export const createBody = z.strictObject({
     .default([]),
   eta: text(200).optional(),
   startedAt: z.iso.datetime({ offset: true, error: 'must be an ISO 8601 time' }).optional(),
-  roles: z
-    .strictObject(
-      Object.fromEntries(
-        ROLES.map((r) => [
-          r,
-          z
-            .string()
-            .regex(/^[A-Za-z0-9._-]{1,64}$/, { error: 'must be an admin token name' })
-            .optional(),
-        ]),
-      ) as Record<(typeof ROLES)[number], z.ZodOptional<z.ZodString>>,
-    )
-    .optional(),
+  roles: roleNames.optional(),
 });
 
 export const updateBody = z.strictObject({
@@ -53,19 +54,7 @@ export const updateBody = z.strictObject({
   rootCause: text(2000).optional(),
 });
 
-export const rolesBody = z
-  .strictObject(
-    Object.fromEntries(
-      ROLES.map((r) => [
-        r,
-        z
-          .string()
-          .regex(/^[A-Za-z0-9._-]{1,64}$/, { error: 'must be an admin token name' })
-          .optional(),
-      ]),
-    ) as Record<(typeof ROLES)[number], z.ZodOptional<z.ZodString>>,
-  )
-  .refine((r) => Object.values(r).some((v) => v !== undefined), { error: 'name at least one role' });
+export const rolesBody = roleNames.refine((r) => Object.values(r).some((v) => v !== undefined), { error: 'name at least one role' });
 
 export const listQuery = z.strictObject({
   status: z.preprocess(

@@ -119,6 +119,19 @@ export const errorSchema = z.object({
 });
 
 const json = (description: string, schema: Schema = anyJson): Answer => ({ description, schema });
+
+/** One route: `route('post /admin/backups', 'backups', 'operator', 'request a backup', { body, responses, errors })`. */
+function route(
+  spec: `${Method} /${string}`,
+  tag: string,
+  access: Access,
+  summary: string,
+  rest: Omit<RouteDoc, 'method' | 'path' | 'tag' | 'access' | 'summary'>,
+): RouteDoc {
+  const [method, path] = spec.split(' ') as [Method, string];
+  return { method, path, tag, summary, access, ...rest };
+}
+
 const healthAnswers = (schema: Schema) => ({ 200: json('healthy or degraded', schema), 503: json('unhealthy (same body)', schema) });
 
 // ---- The routes ----
@@ -177,31 +190,16 @@ export const ROUTES: RouteDoc[] = [
     })),
   ),
 
-  {
-    method: 'get',
-    path: '/metrics',
-    tag: 'metrics',
-    summary: 'Prometheus metrics (text format); only on METRICS_PORT when that is set',
-    access: 'public',
+  route('get /metrics', 'metrics', 'public', 'Prometheus metrics (text format); only on METRICS_PORT when that is set', {
     responses: { 200: { description: 'Prometheus text exposition format', contentType: 'text/plain', schema: { type: 'string' } } },
-  },
-  {
-    method: 'get',
-    path: '/openapi.json',
-    tag: 'meta',
-    summary: 'this OpenAPI 3.1 document',
-    access: 'public',
+  }),
+  route('get /openapi.json', 'meta', 'public', 'this OpenAPI 3.1 document', {
     responses: { 200: json('the document', { type: 'object' }) },
     extension: true,
-  },
+  }),
 
   // Media (contract section 6).
-  {
-    method: 'get',
-    path: '/media',
-    tag: 'media',
-    summary: 'list objects by key, in key order',
-    access: 'public',
+  route('get /media', 'media', 'public', 'list objects by key, in key order', {
     query: mediaListQuery,
     responses: {
       200: json(
@@ -210,24 +208,14 @@ export const ROUTES: RouteDoc[] = [
       ),
     },
     errors: [503],
-  },
-  {
-    method: 'put',
-    path: '/media/*key',
-    tag: 'media',
-    summary: 'store an object (raw body); replaces an earlier version of the key',
-    access: 'public',
+  }),
+  route('put /media/*key', 'media', 'public', 'store an object (raw body); replaces an earlier version of the key', {
     body: { schema: { type: 'string', contentMediaType: 'application/octet-stream' }, contentType: '*/*', required: true },
     responses: { 201: { ...json('stored and acknowledged', mediaObject), headers: { Location: 'the object URL' } } },
     errors: [400, 413, 503],
     description: 'While read-only mode is on: 503 with code read_only and Retry-After.',
-  },
-  {
-    method: 'get',
-    path: '/media/*key',
-    tag: 'media',
-    summary: 'stream an object (ETag is its sha256)',
-    access: 'public',
+  }),
+  route('get /media/*key', 'media', 'public', 'stream an object (ETag is its sha256)', {
     responses: {
       200: {
         description: 'the content, with its Content-Type',
@@ -237,13 +225,8 @@ export const ROUTES: RouteDoc[] = [
       },
     },
     errors: [400, 404, 503],
-  },
-  {
-    method: 'head',
-    path: '/media/*key',
-    tag: 'media',
-    summary: "an object's headers without its content",
-    access: 'public',
+  }),
+  route('head /media/*key', 'media', 'public', "an object's headers without its content", {
     responses: {
       200: {
         description: 'the headers GET would send',
@@ -251,114 +234,76 @@ export const ROUTES: RouteDoc[] = [
       },
     },
     errors: [400, 404, 503],
-  },
-  {
-    method: 'delete',
-    path: '/media/*key',
-    tag: 'media',
-    summary: 'delete an object',
-    access: 'public',
+  }),
+  route('delete /media/*key', 'media', 'public', 'delete an object', {
     responses: { 204: { description: 'deleted (or did not exist)' } },
     errors: [400, 404, 503],
     description: 'While read-only mode is on: 503 with code read_only and Retry-After.',
-  },
+  }),
 
   // Public status page and Alertmanager's webhook (incidents).
-  {
-    method: 'get',
-    path: '/status',
-    tag: 'status',
-    summary: 'the public status page (HTML)',
-    access: 'public',
+  route('get /status', 'status', 'public', 'the public status page (HTML)', {
     responses: { 200: { description: 'HTML', contentType: 'text/html', schema: { type: 'string' } } },
     extension: true,
-  },
-  {
-    method: 'get',
-    path: '/status.json',
-    tag: 'status',
-    summary: 'the public status as JSON',
-    access: 'public',
+  }),
+  route('get /status.json', 'status', 'public', 'the public status as JSON', {
     responses: { 200: json('components, open incidents, history') },
     extension: true,
-  },
-  {
-    method: 'get',
-    path: '/status/status.js',
-    tag: 'status',
-    summary: "the status page's script",
-    access: 'public',
+  }),
+  route('get /status/status.js', 'status', 'public', "the status page's script", {
     responses: { 200: { description: 'JavaScript', contentType: 'text/javascript', schema: { type: 'string' } } },
     extension: true,
-  },
-  {
-    method: 'get',
-    path: '/status/events',
-    tag: 'status',
-    summary: 'the public status as a live stream',
-    access: 'public',
+  }),
+  route('get /status/events', 'status', 'public', 'the public status as a live stream', {
     responses: { 200: sse },
     extension: true,
-  },
-  {
-    method: 'post',
-    path: '/admin/incidents/alerts',
-    tag: 'incidents',
-    summary: "Alertmanager's webhook (version 4): opens, joins or resolves incidents",
-    access: 'alertmanager',
-    body: { schema: alertmanagerPayload },
-    responses: {
-      200: json(
-        'what the alerts did',
-        z.object({
-          incidents: z.array(z.string()),
-          opened: z.number().int(),
-          joined: z.number().int(),
-          duplicates: z.number().int(),
-          resolved: z.number().int(),
-          alreadyResolved: z.number().int(),
-          clamped: z.number().int(),
-        }),
-      ),
+  }),
+  route(
+    'post /admin/incidents/alerts',
+    'incidents',
+    'alertmanager',
+    "Alertmanager's webhook (version 4): opens, joins or resolves incidents",
+    {
+      body: { schema: alertmanagerPayload },
+      responses: {
+        200: json(
+          'what the alerts did',
+          z.object({
+            incidents: z.array(z.string()),
+            opened: z.number().int(),
+            joined: z.number().int(),
+            duplicates: z.number().int(),
+            resolved: z.number().int(),
+            alreadyResolved: z.number().int(),
+            clamped: z.number().int(),
+          }),
+        ),
+      },
+      errors: [409, 503],
+      extension: true,
     },
-    errors: [409, 503],
-    extension: true,
-  },
+  ),
 
   // Admin API (contract section 4).
-  {
-    method: 'get',
-    path: '/admin/dr/state',
-    tag: 'dr',
-    summary: 'the DR state document',
-    access: 'viewer',
+  route('get /admin/dr/state', 'dr', 'viewer', 'the DR state document', {
     responses: { 200: json('the state, live facts and every instance', drState) },
-  },
-  {
-    method: 'post',
-    path: '/admin/dr/state/reset',
-    tag: 'dr',
-    summary: 'put back the initial DR state for the configured nodes',
-    access: 'operator',
-    body: { schema: resetBody },
-    responses: { 200: json('the new state', z.looseObject({ version: z.number().int(), state: drState })) },
-    errors: [409, 503],
-    extension: true,
-  },
-  {
-    method: 'get',
-    path: '/admin/read-only',
-    tag: 'read-only',
-    summary: 'read-only mode',
-    access: 'viewer',
+  }),
+  route(
+    'post /admin/dr/state/reset',
+    'dr',
+    'operator',
+    'put back the initial DR state for the configured nodes, the database target given (412 newer_writable_<node> when the other node takes writes on a newer timeline); also replaces a state lost from Redis',
+    {
+      body: { schema: resetBody },
+      responses: { 200: json('the new state', z.looseObject({ version: z.number().int(), state: drState })) },
+      errors: [409, 412, 503],
+      extension: true,
+    },
+  ),
+  route('get /admin/read-only', 'read-only', 'viewer', 'read-only mode', {
     responses: { 200: json('the mode', readOnlyState.extend({ active: z.boolean(), version: z.number().int() })) },
-  },
-  {
-    method: 'put',
-    path: '/admin/read-only',
-    tag: 'read-only',
-    summary: 'set read-only mode for every instance',
-    access: 'operator',
+  }),
+  route('put /admin/read-only', 'read-only', 'operator', 'set read-only mode for every instance', {
     body: { schema: readOnlyBody },
     responses: {
       200: json(
@@ -367,128 +312,79 @@ export const ROUTES: RouteDoc[] = [
       ),
     },
     errors: [409, 503],
-  },
-  {
-    method: 'post',
-    path: '/admin/database/promote',
-    tag: 'database',
-    summary: 'promote the replica (pg_promote) after checking it',
-    access: 'operator',
+  }),
+  route('post /admin/database/promote', 'database', 'operator', 'promote the replica (pg_promote) after checking it', {
     body: { schema: promoteBody },
     responses: { 200: json('the checks and what was done') },
     errors: [409, 412, 503],
-  },
-  {
-    method: 'post',
-    path: '/admin/database/switch',
-    tag: 'database',
-    summary: "point every instance's connection at a target",
-    access: 'operator',
+  }),
+  route('post /admin/database/switch', 'database', 'operator', "point every instance's connection at a target", {
     body: { schema: databaseSwitchBody },
-    responses: { 200: json('the checks, the change and its propagation') },
+    responses: { 200: json('the checks, the change, its propagation and the writes its barrier met (writes)') },
     errors: [409, 412, 503],
-  },
-  {
-    method: 'post',
-    path: '/admin/database/switchover',
-    tag: 'database',
-    summary: 'planned switchover with zero loss',
-    access: 'operator',
+  }),
+  route('post /admin/database/switchover', 'database', 'operator', 'planned switchover with zero loss', {
     body: { schema: switchoverBody },
     responses: { 200: json('the steps and their timings') },
     errors: [409, 412, 503],
     extension: true,
-  },
-  {
-    method: 'post',
-    path: '/admin/database/restore-point',
-    tag: 'backups',
-    summary: 'create a named restore point',
-    access: 'operator',
+  }),
+  route('post /admin/database/restore-point', 'backups', 'operator', 'create a named restore point', {
     body: { schema: restorePointBody },
     responses: { 201: json('the restore point', z.object({ restorePoint: anyJson })) },
     errors: [412, 503],
     extension: true,
-  },
-  {
-    method: 'post',
-    path: '/admin/database/restores',
-    tag: 'backups',
-    summary: 'the restore tool reports its start, a step or its outcome (an audited database.restore action)',
-    description:
-      "409 `report_conflict`: a report with this restoreId and seq was recorded with other content (the record never changes); 409 `report_inconsistent`: it contradicts the restore's other reports (a second start or outcome, a report before the start or after the outcome, times going back as seq goes up). The `error` text is stored with credentials redacted.",
-    access: 'operator',
-    body: { schema: restoreReportBody },
-    responses: {
-      201: json(
-        'the audit event it became; a resent report (same restoreId, seq and content) answers the recorded event with `replayed: true`',
-        z.object({
-          event: z.object({ id: z.string(), action: z.string(), result: z.string(), at: z.string(), durationMs: z.number().nullable() }),
-          replayed: z.literal(true).optional(),
-        }),
-      ),
+  }),
+  route(
+    'post /admin/database/restores',
+    'backups',
+    'operator',
+    'the restore tool reports its start, a step or its outcome (an audited database.restore action)',
+    {
+      description:
+        "409 `report_conflict`: a report with this restoreId and seq was recorded with other content (the record never changes); 409 `report_inconsistent`: it contradicts the restore's other reports (a second start or outcome, a report before the start or after the outcome, times going back as seq goes up). The `error` text is stored with credentials redacted.",
+      body: { schema: restoreReportBody },
+      responses: {
+        201: json(
+          'the audit event it became; a resent report (same restoreId, seq and content) answers the recorded event with `replayed: true`',
+          z.object({
+            event: z.object({ id: z.string(), action: z.string(), result: z.string(), at: z.string(), durationMs: z.number().nullable() }),
+            replayed: z.literal(true).optional(),
+          }),
+        ),
+      },
+      errors: [409, 503],
+      extension: true,
     },
-    errors: [409, 503],
-    extension: true,
-  },
-  {
-    method: 'post',
-    path: '/admin/verify/database',
-    tag: 'database',
-    summary: 'deep database checks (canary write, replication)',
-    access: 'operator',
+  ),
+  route('post /admin/verify/database', 'database', 'operator', 'deep database checks (canary write, replication)', {
     responses: { 200: json('every check passed', report), 503: json('a check failed (same body)', report) },
     errors: [409],
-  },
-  {
-    method: 'post',
-    path: '/admin/media/switch',
-    tag: 'media-admin',
-    summary: "send every instance's media traffic to a backend",
-    access: 'operator',
+  }),
+  route('post /admin/media/switch', 'media-admin', 'operator', "send every instance's media traffic to a backend", {
     body: { schema: mediaSwitchBody },
-    responses: { 200: json('the checks, the change and its propagation') },
+    responses: { 200: json('the checks, the change, its propagation and the writes its barrier met (writes)') },
     errors: [409, 412, 503],
-  },
-  {
-    method: 'post',
-    path: '/admin/media/sync',
-    tag: 'media-admin',
-    summary: 'copy objects missing or different on `to`',
-    access: 'operator',
+  }),
+  route('post /admin/media/sync', 'media-admin', 'operator', 'copy objects missing or different on `to`', {
     body: { schema: syncBody },
     responses: {
       200: json('the counts'),
       202: json('a large sync runs as a job; follow it at /admin/jobs/{id}', z.looseObject({ async: z.literal(true) })),
     },
     errors: [409, 412, 503],
-  },
-  {
-    method: 'post',
-    path: '/admin/verify/media',
-    tag: 'media-admin',
-    summary: 'deep media checks (canary upload, download, delete; consistency)',
-    access: 'operator',
+  }),
+  route('post /admin/verify/media', 'media-admin', 'operator', 'deep media checks (canary upload, download, delete; consistency)', {
     responses: { 200: json('passed or degraded', report), 503: json('a check failed (same body)', report) },
     errors: [409],
-  },
-  {
-    method: 'get',
-    path: '/admin/jobs/:id',
-    tag: 'media-admin',
-    summary: 'a job (sync, consistency check, backup) and its progress',
-    access: 'viewer',
+  }),
+  route('get /admin/jobs/:id', 'media-admin', 'viewer', 'a job (sync, consistency check, backup) and its progress', {
     params: jobParams,
     responses: { 200: json('the job', job) },
     errors: [400, 404, 503],
     extension: true,
-  },
-  {
-    method: 'get',
-    path: '/admin/audit',
-    tag: 'audit',
-    summary: 'the newest audit events',
-    access: 'viewer',
+  }),
+  route('get /admin/audit', 'audit', 'viewer', 'the newest audit events', {
     query: auditQuery,
     responses: {
       200: json(
@@ -497,146 +393,93 @@ export const ROUTES: RouteDoc[] = [
       ),
     },
     errors: [503],
-  },
+  }),
 
   // Backups (outside the contract).
-  {
-    method: 'get',
-    path: '/admin/backups',
-    tag: 'backups',
-    summary: 'the backup inventory and recovery point, and the live workers per job kind',
-    access: 'viewer',
+  route('get /admin/backups', 'backups', 'viewer', 'the backup inventory and recovery point, and the live workers per job kind', {
     responses: { 200: json('the inventory') },
     errors: [503],
     extension: true,
-  },
-  {
-    method: 'post',
-    path: '/admin/backups',
-    tag: 'backups',
-    summary: 'request a backup (a worker runs it; 503 no_worker with Retry-After when no live worker takes backups)',
-    access: 'operator',
-    body: { schema: backupBody },
-    responses: { 202: json('the job', acceptedJob) },
-    errors: [409, 503],
-    extension: true,
-  },
-  {
-    method: 'post',
-    path: '/admin/backups/validate',
-    tag: 'backups',
-    summary: 'request a restore validation (a worker runs it; 503 no_worker with Retry-After when no live worker takes them)',
-    access: 'operator',
-    body: { schema: validateBody, required: false },
-    responses: { 202: json('the job', acceptedJob) },
-    errors: [409, 412, 503],
-    extension: true,
-  },
-  {
-    method: 'get',
-    path: '/admin/backups/validations',
-    tag: 'backups',
-    summary: 'the newest restore validations',
-    access: 'viewer',
+  }),
+  route(
+    'post /admin/backups',
+    'backups',
+    'operator',
+    'request a backup (a worker runs it; 503 no_worker with Retry-After when no live worker takes backups)',
+    {
+      body: { schema: backupBody },
+      responses: { 202: json('the job', acceptedJob) },
+      errors: [409, 503],
+      extension: true,
+    },
+  ),
+  route(
+    'post /admin/backups/validate',
+    'backups',
+    'operator',
+    'request a restore validation (a worker runs it; 503 no_worker with Retry-After when no live worker takes them)',
+    {
+      body: { schema: validateBody, required: false },
+      responses: { 202: json('the job', acceptedJob) },
+      errors: [409, 412, 503],
+      extension: true,
+    },
+  ),
+  route('get /admin/backups/validations', 'backups', 'viewer', 'the newest restore validations', {
     query: validationsQuery,
     responses: { 200: json('validations', z.object({ validations: z.array(anyJson) })) },
     errors: [503],
     extension: true,
-  },
+  }),
 
   // Incidents (outside the contract).
-  {
-    method: 'post',
-    path: '/admin/incidents/assess',
-    tag: 'incidents',
-    summary: 'assess the current facts against the severity rules',
-    access: 'operator',
+  route('post /admin/incidents/assess', 'incidents', 'operator', 'assess the current facts against the severity rules', {
     responses: { 200: json('the assessment') },
     errors: [503],
     extension: true,
-  },
-  {
-    method: 'post',
-    path: '/admin/incidents',
-    tag: 'incidents',
-    summary: 'open an incident',
-    access: 'operator',
+  }),
+  route('post /admin/incidents', 'incidents', 'operator', 'open an incident', {
     body: { schema: createBody },
     responses: { 201: { ...json('the incident and its initial notification', incident), headers: { Location: 'the incident URL' } } },
     errors: [409, 503],
     extension: true,
-  },
-  {
-    method: 'get',
-    path: '/admin/incidents',
-    tag: 'incidents',
-    summary: 'list incidents',
-    access: 'viewer',
+  }),
+  route('get /admin/incidents', 'incidents', 'viewer', 'list incidents', {
     query: listQuery,
     responses: { 200: json('incidents, newest first', z.object({ incidents: z.array(incident) })) },
     errors: [503],
     extension: true,
-  },
-  {
-    method: 'get',
-    path: '/admin/incidents/:id',
-    tag: 'incidents',
-    summary: 'an incident and its timeline',
-    access: 'viewer',
+  }),
+  route('get /admin/incidents/:id', 'incidents', 'viewer', 'an incident and its timeline', {
     responses: { 200: json('the incident', incident) },
     errors: [404, 503],
     extension: true,
-  },
-  {
-    method: 'post',
-    path: '/admin/incidents/:id/updates',
-    tag: 'incidents',
-    summary: 'post an update (status, message, ETA, root cause)',
-    access: 'operator',
+  }),
+  route('post /admin/incidents/:id/updates', 'incidents', 'operator', 'post an update (status, message, ETA, root cause)', {
     body: { schema: updateBody },
     responses: { 201: json('the incident', incident) },
     errors: [404, 409, 503],
     extension: true,
-  },
-  {
-    method: 'post',
-    path: '/admin/incidents/:id/acknowledge',
-    tag: 'incidents',
-    summary: 'acknowledge an incident',
-    access: 'operator',
+  }),
+  route('post /admin/incidents/:id/acknowledge', 'incidents', 'operator', 'acknowledge an incident', {
     responses: { 200: json('the incident', incident) },
     errors: [404, 409, 503],
     extension: true,
-  },
-  {
-    method: 'put',
-    path: '/admin/incidents/:id/roles',
-    tag: 'incidents',
-    summary: 'assign incident roles',
-    access: 'operator',
+  }),
+  route('put /admin/incidents/:id/roles', 'incidents', 'operator', 'assign incident roles', {
     body: { schema: rolesBody },
     responses: { 200: json('the incident', incident) },
     errors: [404, 409, 503],
     extension: true,
-  },
-  {
-    method: 'get',
-    path: '/admin/incidents/:id/postmortem',
-    tag: 'incidents',
-    summary: 'a postmortem draft (Markdown)',
-    access: 'viewer',
+  }),
+  route('get /admin/incidents/:id/postmortem', 'incidents', 'viewer', 'a postmortem draft (Markdown)', {
     responses: { 200: { description: 'Markdown', contentType: 'text/markdown', schema: { type: 'string' } } },
     errors: [404, 503],
     extension: true,
-  },
-  {
-    method: 'get',
-    path: '/admin/events',
-    tag: 'incidents',
-    summary: 'live operator events (DR state, jobs, health, incidents)',
-    access: 'viewer',
+  }),
+  route('get /admin/events', 'incidents', 'viewer', 'live operator events (DR state, jobs, health, incidents)', {
     query: eventsQuery,
     responses: { 200: sse },
     extension: true,
-  },
+  }),
 ];

@@ -7,10 +7,11 @@ import pg from 'pg';
 import request from 'supertest';
 import { migrate } from '../../src/services/database/migrator.ts';
 import { MIGRATIONS_DIR } from '../../src/paths.ts';
-import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
+import type { PgCluster } from '../../support/pg-cluster.ts';
 import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
+import { startClusterWorld, type ClusterWorld } from '../support/world.ts';
+import { mediaEnv, OPERATOR_TOKEN, startInstance, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 import { startWorker, type TestWorker } from '../support/worker.ts';
 import { eventually } from '../../support/common.ts';
 
@@ -42,43 +43,43 @@ async function sql(url: string, text: string, params: unknown[] = []) {
 }
 
 describe('backups with pgBackRest against a real primary with a real archive_command', () => {
+  let world: ClusterWorld;
   let cluster: PgCluster;
   let repo: PgBackRestRepo;
-  let s3: S3ServerHandle;
-  let s3Backup: S3ServerHandle;
   let api: TestInstance;
   let workers: TestWorker[] = [];
   let scratch: string;
-  let env: Record<string, string>;
-  const prefix = uniquePrefix();
 
   beforeAll(async () => {
-    cluster = await startPgCluster();
-    repo = await createPgBackRestRepo(cluster.primary, cluster.dir);
-    await migrate(cluster.primary.url(), MIGRATIONS_DIR);
-    [s3, s3Backup] = await Promise.all([startS3Server({ bucket: 'bk-primary' }), startS3Server({ bucket: 'bk-backup' })]);
     scratch = mkdtempSync(join(tmpdir(), 'sav3-scratch-'));
     // A leftover of a worker that died mid-validation (its pid is gone): removed when a worker starts.
     mkdirSync(join(scratch, 'v-999999-deadbeef', 'data'), { recursive: true });
     writeFileSync(join(scratch, 'v-999999-deadbeef', 'data', 'PG_VERSION'), '15\n');
-    env = {
-      ...mediaEnv('PRIMARY', s3),
-      ...mediaEnv('BACKUP', s3Backup),
-      MEDIA_CONTINUOUS_BACKUP: 'true',
-      DATABASE_URL: cluster.primary.url(),
-      ...repo.env,
-      BACKUP_SCRATCH_DIR: scratch,
-      BACKUP_STATUS_INTERVAL_MS: '60000',
-      PGBACKREST_INFO_CACHE_MS: '0',
-    };
-    api = await startInstance({ ...env, INSTANCE_ID: 'bk-api' }, prefix);
-    workers = [await startWorker({ ...env, INSTANCE_ID: 'bk-w1' }, prefix), await startWorker({ ...env, INSTANCE_ID: 'bk-w2' }, prefix)];
+    world = await startClusterWorld({
+      bucket: 'bk-primary',
+      backupBucket: 'bk-backup',
+      replica: false,
+      prepare: async (c) => {
+        repo = await createPgBackRestRepo(c.primary, c.dir);
+      },
+      env: {
+        MEDIA_CONTINUOUS_BACKUP: 'true',
+        BACKUP_SCRATCH_DIR: scratch,
+        BACKUP_STATUS_INTERVAL_MS: '60000',
+        PGBACKREST_INFO_CACHE_MS: '0',
+      },
+    });
+    cluster = world.cluster;
+    const env = { ...world.env, ...repo.env };
+    api = await world.start({ ...repo.env, INSTANCE_ID: 'bk-api' });
+    workers = [
+      await startWorker({ ...env, INSTANCE_ID: 'bk-w1' }, world.prefix),
+      await startWorker({ ...env, INSTANCE_ID: 'bk-w2' }, world.prefix),
+    ];
   }, 90_000);
   afterAll(async () => {
-    await api?.stop();
     for (const w of workers) await w.stop();
-    await Promise.all([s3?.destroy(), s3Backup?.destroy()]);
-    await cluster?.destroy();
+    await world?.destroy();
     repo?.destroy();
     rmSync(scratch, { recursive: true, force: true });
   });
@@ -89,6 +90,10 @@ describe('backups with pgBackRest against a real primary with a real archive_com
       (job) => job.status === 'succeeded' || job.status === 'failed',
       timeoutMs,
     );
+
+  /** Validation restores a worker has timed (its restore-phase histogram count; none yet is 0). */
+  const restores = async (w: TestWorker) =>
+    Number(/sav3_backup_restore_seconds_count\{phase="restore"\} (\d+)/.exec((await request(w.url).get('/metrics')).text)?.[1] ?? 0);
 
   it('a starting worker removed the scratch cluster a dead worker left', () => {
     expect(existsSync(join(scratch, 'v-999999-deadbeef'))).toBe(false);
@@ -116,43 +121,6 @@ describe('backups with pgBackRest against a real primary with a real archive_com
     expect((await request(api.url).post('/admin/backups').set(auth).send({ type: 'full', extra: 1 })).status).toBe(400);
     expect((await request(api.url).post('/admin/backups').set(viewer).send({ type: 'full' })).status).toBe(403);
   });
-
-  let fullLabel: string;
-  it('POST /admin/backups runs a full backup on one worker (202, a second request 409), then lists it', async () => {
-    const first = await request(api.url).post('/admin/backups').set(auth).send({ type: 'full' });
-    expect(first.status).toBe(202);
-    expect(first.body.job).toMatchObject({ kind: 'backup', status: 'queued', href: `/admin/jobs/${first.body.job.id}` });
-    const second = await request(api.url).post('/admin/backups').set(auth).send({ type: 'incr' });
-    expect(second.status).toBe(409);
-    expect(second.body.error.job.id).toBe(first.body.job.id);
-    const job = await waitJob(first.body.job.id);
-    expect(job).toMatchObject({ status: 'succeeded', result: { type: 'full', label: expect.stringMatching(/^\d{8}-\d{6}F$/) } });
-    expect(['bk-w1', 'bk-w2']).toContain(job.instanceId);
-    fullLabel = job.result.label;
-    const list = await request(api.url).get('/admin/backups').set(viewer);
-    expect(list.body.backups).toHaveLength(1);
-    expect(list.body.backups[0]).toMatchObject({
-      label: fullLabel,
-      type: 'full',
-      error: false,
-      sizeBytes: expect.any(Number),
-      wal: { start: expect.any(String), stop: expect.any(String) },
-    });
-    expect(list.body.archive.min).toMatch(/^[0-9A-F]{24}$/);
-    await api.service.backups.inventory.sample();
-    const metrics = (await request(api.url).get('/metrics')).text;
-    const stop = Date.parse(list.body.backups[0].stoppedAt) / 1000;
-    expect(metrics).toContain(`sav3_backup_last_success_timestamp_seconds{type="full"} ${stop}`);
-    expect(metrics).toMatch(/sav3_backup_last_success_timestamp_seconds\{type="diff"\} 0/);
-    // Audited with the job.
-    const audit = await request(api.url).get('/admin/audit?limit=20').set(viewer);
-    expect(audit.body.events.some((e: { action: string; result: string }) => e.action === 'backup.start' && e.result === 'success')).toBe(
-      true,
-    );
-    expect(audit.body.events.some((e: { action: string; result: string }) => e.action === 'backup.start' && e.result === 'refused')).toBe(
-      true,
-    );
-  }, 90_000);
 
   it('RPO exposure grows while committed writes are not archived and falls to 0 once they are', async () => {
     const inventory = api.service.backups.inventory;
@@ -185,126 +153,175 @@ describe('backups with pgBackRest against a real primary with a real archive_com
     expect((await request(api.url).post('/admin/database/restore-point').set(viewer).send({ name: 'x' })).status).toBe(403);
   });
 
-  it('a validation restore of the latest backup passes every check, stores its report and leaves nothing behind', async () => {
-    // Media uploaded before the backup is copied to the backup bucket (continuous backup).
-    for (let i = 0; i < 3; i += 1) expect((await request(api.url).put(`/media/val/${i}`).send(randomBytes(500))).status).toBe(201);
-    await eventually(
-      async () => (await request(api.url).get('/metrics')).text,
-      (t) => /sav3_media_backup_backlog 0/.test(t),
-      10_000,
-    );
-    const backup = await request(api.url).post('/admin/backups').set(auth).send({ type: 'incr' });
-    expect((await waitJob(backup.body.job.id)).status).toBe('succeeded');
-    const res = await request(api.url).post('/admin/backups/validate').set(auth).send({});
-    expect(res.status).toBe(202);
-    const again = await request(api.url).post('/admin/backups/validate').set(auth).send({});
-    expect(again.status).toBe(409);
-    const job = await waitJob(res.body.job.id, 120_000);
-    expect({ error: job.error, failed: job.result?.checks?.filter((c: { ok: boolean }) => !c.ok) }).toEqual({ error: null, failed: [] });
-    expect(job.status).toBe('succeeded');
-    const report = job.result;
-    expect(report.status).toBe('passed');
-    const names = report.checks.map((c: { name: string }) => c.name);
-    expect(names).toEqual(['restore', 'recovery', 'newest_commit', 'amcheck', 'migrations', 'tables', 'media_backup_sample']);
-    const byName = Object.fromEntries(report.checks.map((c: { name: string }) => [c.name, c]));
-    expect(byName.tables.data.rows['public.media_objects']).toBe(3);
-    expect(byName.media_backup_sample.data.sampled).toBe(3);
-    expect(report.timings.restoreMs).toBeGreaterThan(0);
-    expect(report.bytes).toBeGreaterThan(1_000_000);
-    expect(readdirSync(scratch)).toEqual([]);
-    const list = await request(api.url).get('/admin/backups/validations').set(viewer);
-    expect(list.status).toBe(200);
-    expect(list.body.validations[0]).toMatchObject({ jobId: job.id, status: 'passed' });
-    await api.service.backups.inventory.sample();
-    expect((await request(api.url).get('/metrics')).text).toMatch(/sav3_backup_validation_last_success_timestamp_seconds [1-9]/);
-    const runner = workers.find((w) => w.worker.config.instanceId === job.instanceId)!;
-    expect((await request(runner.url).get('/metrics')).text).toMatch(/sav3_backup_restore_seconds_count\{phase="restore"\} 1/);
-  }, 180_000);
+  // Every test above makes no backup: the empty list holds whichever of them runs. The tests below
+  // share one full backup made by their own set-up, so each can run alone.
+  describe('once a full backup exists', () => {
+    let firstFull: string;
+    beforeAll(async () => {
+      const res = await request(api.url).post('/admin/backups').set(auth).send({ type: 'full' });
+      if (res.status !== 202) throw new Error(`the set-up's full backup was refused: ${res.status} ${JSON.stringify(res.body)}`);
+      const job = await waitJob(res.body.job.id);
+      if (job.status !== 'succeeded') throw new Error(`the set-up's full backup failed: ${JSON.stringify(job.error)}`);
+      firstFull = job.result.label;
+    }, 90_000);
 
-  it('a point-in-time validation recovers up to the target and no further', async () => {
-    const url = cluster.primary.url();
-    await sql(url, 'CREATE TABLE IF NOT EXISTS pitr (x int, at timestamptz default now())');
-    await sql(url, 'INSERT INTO pitr (x) VALUES (1)');
-    await new Promise((r) => setTimeout(r, 300));
-    const target = new Date().toISOString();
-    await new Promise((r) => setTimeout(r, 300));
-    await sql(url, 'INSERT INTO pitr (x) VALUES (2)');
-    await sql(url, 'SELECT pg_switch_wal()');
-    await eventually(
-      () => api.service.backups.inventory.archiver(),
-      (a) => a.rpoExposureSeconds === 0,
-      10_000,
-    );
-    const res = await request(api.url).post('/admin/backups/validate').set(auth).send({ backup: 'latest', targetTime: target });
-    expect(res.status).toBe(202);
-    const job = await waitJob(res.body.job.id, 120_000);
-    expect({ error: job.error, failed: job.result?.checks?.filter((c: { ok: boolean }) => !c.ok) }).toEqual({ error: null, failed: [] });
-    const newest = job.result.checks.find((c: { name: string }) => c.name === 'newest_commit');
-    expect(Date.parse(newest.data.newestCommit)).toBeLessThanOrEqual(Date.parse(target));
-    expect(job.result.target).toEqual({ type: 'time', value: target });
-  }, 180_000);
+    it('POST /admin/backups runs a full backup on one worker (202, a second request 409), then lists it', async () => {
+      const first = await request(api.url).post('/admin/backups').set(auth).send({ type: 'full' });
+      expect(first.status).toBe(202);
+      expect(first.body.job).toMatchObject({ kind: 'backup', status: 'queued', href: `/admin/jobs/${first.body.job.id}` });
+      const second = await request(api.url).post('/admin/backups').set(auth).send({ type: 'incr' });
+      expect(second.status).toBe(409);
+      expect(second.body.error.job.id).toBe(first.body.job.id);
+      const job = await waitJob(first.body.job.id);
+      expect(job).toMatchObject({ status: 'succeeded', result: { type: 'full', label: expect.stringMatching(/^\d{8}-\d{6}F$/) } });
+      expect(['bk-w1', 'bk-w2']).toContain(job.instanceId);
+      const label: string = job.result.label;
+      expect(label).not.toBe(firstFull);
+      const list = await request(api.url).get('/admin/backups').set(viewer);
+      const listed = list.body.backups.find((b: { label: string }) => b.label === label);
+      expect(listed).toMatchObject({
+        label,
+        type: 'full',
+        error: false,
+        sizeBytes: expect.any(Number),
+        wal: { start: expect.any(String), stop: expect.any(String) },
+      });
+      expect(list.body.archive.min).toMatch(/^[0-9A-F]{24}$/);
+      await api.service.backups.inventory.sample();
+      const metrics = (await request(api.url).get('/metrics')).text;
+      const stop = Date.parse(listed.stoppedAt) / 1000;
+      expect(metrics).toContain(`sav3_backup_last_success_timestamp_seconds{type="full"} ${stop}`);
+      // A type never backed up reads 0; otherwise its newest stop (another test may run a diff first).
+      const diffs = list.body.backups
+        .filter((b: { type: string }) => b.type === 'diff')
+        .map((b: { stoppedAt: string }) => Date.parse(b.stoppedAt) / 1000);
+      expect(metrics).toContain(`sav3_backup_last_success_timestamp_seconds{type="diff"} ${diffs.length ? Math.max(...diffs) : 0}`);
+      // Audited with the job.
+      const audit = await request(api.url).get('/admin/audit?limit=20').set(viewer);
+      expect(audit.body.events.some((e: { action: string; result: string }) => e.action === 'backup.start' && e.result === 'success')).toBe(
+        true,
+      );
+      expect(audit.body.events.some((e: { action: string; result: string }) => e.action === 'backup.start' && e.result === 'refused')).toBe(
+        true,
+      );
+    }, 90_000);
 
-  it('the runbook scripts: backup-database.sh, verify-backups.sh, validate-daily-backups.sh (help, bad options, real runs)', async () => {
-    const env = { SAV3_API_URL: api.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
-    for (const name of ['backup-database.sh', 'verify-backups.sh', 'validate-daily-backups.sh', 'verify-database-restore.sh']) {
-      expect((await runScript(name, ['--help'], env)).code).toBe(0);
-      expect((await runScript(name, ['--bogus'], env)).code).toBe(2);
-    }
-    expect((await runScript('backup-database.sh', ['--type', 'weekly'], env)).code).toBe(2);
-    const backup = await runScript('backup-database.sh', ['--type', 'diff'], env);
-    expect(backup.code).toBe(0);
-    expect(backup.stdout).toContain('"succeeded"');
-    const verify = await runScript('verify-backups.sh', [], env);
-    expect(verify.code).toBe(0);
-    expect(verify.stderr).toMatch(/newest backup \d{8}-\d{6}F_\d{8}-\d{6}D/);
-    const validate = await runScript('validate-daily-backups.sh', ['--backup', 'latest'], env);
-    expect(validate.code).toBe(0);
-    expect(validate.stdout).toContain('"passed"');
-    expect((await runScript('validate-daily-backups.sh', ['--backup', '20200101-000000F'], env)).code).toBe(1);
-    expect((await runScript('verify-database-restore.sh', [], env)).code).toBe(0);
-  }, 120_000);
+    it('a validation restore of the latest backup passes every check, stores its report and leaves nothing behind', async () => {
+      // Media uploaded before the backup is copied to the backup bucket (continuous backup).
+      for (let i = 0; i < 3; i += 1) expect((await request(api.url).put(`/media/val/${i}`).send(randomBytes(500))).status).toBe(201);
+      await eventually(
+        async () => (await request(api.url).get('/metrics')).text,
+        (t) => /sav3_media_backup_backlog 0/.test(t),
+        10_000,
+      );
+      const backup = await request(api.url).post('/admin/backups').set(auth).send({ type: 'incr' });
+      expect((await waitJob(backup.body.job.id)).status).toBe('succeeded');
+      const restoresBefore = new Map<TestWorker, number>();
+      for (const w of workers) restoresBefore.set(w, await restores(w));
+      const res = await request(api.url).post('/admin/backups/validate').set(auth).send({});
+      expect(res.status).toBe(202);
+      const again = await request(api.url).post('/admin/backups/validate').set(auth).send({});
+      expect(again.status).toBe(409);
+      const job = await waitJob(res.body.job.id, 120_000);
+      expect({ error: job.error, failed: job.result?.checks?.filter((c: { ok: boolean }) => !c.ok) }).toEqual({ error: null, failed: [] });
+      expect(job.status).toBe('succeeded');
+      const report = job.result;
+      expect(report.status).toBe('passed');
+      const names = report.checks.map((c: { name: string }) => c.name);
+      expect(names).toEqual(['restore', 'recovery', 'newest_commit', 'amcheck', 'migrations', 'tables', 'media_backup_sample']);
+      const byName = Object.fromEntries(report.checks.map((c: { name: string }) => [c.name, c]));
+      expect(byName.tables.data.rows['public.media_objects']).toBe(3);
+      expect(byName.media_backup_sample.data.sampled).toBe(3);
+      expect(report.timings.restoreMs).toBeGreaterThan(0);
+      expect(report.bytes).toBeGreaterThan(1_000_000);
+      expect(readdirSync(scratch)).toEqual([]);
+      const list = await request(api.url).get('/admin/backups/validations').set(viewer);
+      expect(list.status).toBe(200);
+      expect(list.body.validations[0]).toMatchObject({ jobId: job.id, status: 'passed' });
+      await api.service.backups.inventory.sample();
+      expect((await request(api.url).get('/metrics')).text).toMatch(/sav3_backup_validation_last_success_timestamp_seconds [1-9]/);
+      const runner = workers.find((w) => w.worker.config.instanceId === job.instanceId)!;
+      expect(await restores(runner)).toBe(restoresBefore.get(runner)! + 1);
+    }, 180_000);
 
-  it('bad input: unknown label 404, target outside the recoverable range 412 with the range, malformed 400', async () => {
-    const unknown = await request(api.url).post('/admin/backups/validate').set(auth).send({ backup: '20200101-000000F' });
-    expect(unknown.status).toBe(404);
-    const early = await request(api.url).post('/admin/backups/validate').set(auth).send({ targetTime: '2001-01-01T00:00:00Z' });
-    expect(early.status).toBe(412);
-    expect(early.body.error.usableRange).toEqual({ from: expect.any(String), to: expect.any(String) });
-    const late = await request(api.url)
-      .post('/admin/backups/validate')
-      .set(auth)
-      .send({ targetTime: new Date(Date.now() + 3600_000).toISOString() });
-    expect(late.status).toBe(412);
-    expect(late.body.error.message).toContain('after the newest archived WAL');
-    const beforeLabel = await request(api.url)
-      .post('/admin/backups/validate')
-      .set(auth)
-      .send({ backup: fullLabel, targetTime: new Date(Date.parse(early.body.error.usableRange.from) - 1000).toISOString() });
-    expect(beforeLabel.status).toBe(412);
-    for (const body of [{ backup: '../etc' }, { targetTime: 'yesterday' }, { targetTime: '2026-11-26T08:00:00' }, { extra: true }]) {
-      expect((await request(api.url).post('/admin/backups/validate').set(auth).send(body)).status).toBe(400);
-    }
+    it('a point-in-time validation recovers up to the target and no further', async () => {
+      const url = cluster.primary.url();
+      await sql(url, 'CREATE TABLE IF NOT EXISTS pitr (x int, at timestamptz default now())');
+      await sql(url, 'INSERT INTO pitr (x) VALUES (1)');
+      await new Promise((r) => setTimeout(r, 300));
+      const target = new Date().toISOString();
+      await new Promise((r) => setTimeout(r, 300));
+      await sql(url, 'INSERT INTO pitr (x) VALUES (2)');
+      await sql(url, 'SELECT pg_switch_wal()');
+      await eventually(
+        () => api.service.backups.inventory.archiver(),
+        (a) => a.rpoExposureSeconds === 0,
+        10_000,
+      );
+      const res = await request(api.url).post('/admin/backups/validate').set(auth).send({ backup: 'latest', targetTime: target });
+      expect(res.status).toBe(202);
+      const job = await waitJob(res.body.job.id, 120_000);
+      expect({ error: job.error, failed: job.result?.checks?.filter((c: { ok: boolean }) => !c.ok) }).toEqual({ error: null, failed: [] });
+      const newest = job.result.checks.find((c: { name: string }) => c.name === 'newest_commit');
+      expect(Date.parse(newest.data.newestCommit)).toBeLessThanOrEqual(Date.parse(target));
+      expect(job.result.target).toEqual({ type: 'time', value: target });
+    }, 180_000);
+
+    it('the runbook scripts: backup-database.sh, verify-backups.sh, validate-daily-backups.sh (help, bad options, real runs)', async () => {
+      const env = { SAV3_API_URL: api.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
+      for (const name of ['backup-database.sh', 'verify-backups.sh', 'validate-daily-backups.sh', 'verify-database-restore.sh']) {
+        expect((await runScript(name, ['--help'], env)).code).toBe(0);
+        expect((await runScript(name, ['--bogus'], env)).code).toBe(2);
+      }
+      expect((await runScript('backup-database.sh', ['--type', 'weekly'], env)).code).toBe(2);
+      const backup = await runScript('backup-database.sh', ['--type', 'diff'], env);
+      expect(backup.code).toBe(0);
+      expect(backup.stdout).toContain('"succeeded"');
+      const verify = await runScript('verify-backups.sh', [], env);
+      expect(verify.code).toBe(0);
+      expect(verify.stderr).toMatch(/newest backup \d{8}-\d{6}F_\d{8}-\d{6}D/);
+      const validate = await runScript('validate-daily-backups.sh', ['--backup', 'latest'], env);
+      expect(validate.code).toBe(0);
+      expect(validate.stdout).toContain('"passed"');
+      expect((await runScript('validate-daily-backups.sh', ['--backup', '20200101-000000F'], env)).code).toBe(1);
+      expect((await runScript('verify-database-restore.sh', [], env)).code).toBe(0);
+    }, 120_000);
+
+    it('bad input: unknown label 404, target outside the recoverable range 412 with the range, malformed 400', async () => {
+      const unknown = await request(api.url).post('/admin/backups/validate').set(auth).send({ backup: '20200101-000000F' });
+      expect(unknown.status).toBe(404);
+      const early = await request(api.url).post('/admin/backups/validate').set(auth).send({ targetTime: '2001-01-01T00:00:00Z' });
+      expect(early.status).toBe(412);
+      expect(early.body.error.usableRange).toEqual({ from: expect.any(String), to: expect.any(String) });
+      const late = await request(api.url)
+        .post('/admin/backups/validate')
+        .set(auth)
+        .send({ targetTime: new Date(Date.now() + 3600_000).toISOString() });
+      expect(late.status).toBe(412);
+      expect(late.body.error.message).toContain('after the newest archived WAL');
+      const beforeLabel = await request(api.url)
+        .post('/admin/backups/validate')
+        .set(auth)
+        .send({ backup: firstFull, targetTime: new Date(Date.parse(early.body.error.usableRange.from) - 1000).toISOString() });
+      expect(beforeLabel.status).toBe(412);
+      for (const body of [{ backup: '../etc' }, { targetTime: 'yesterday' }, { targetTime: '2026-11-26T08:00:00' }, { extra: true }]) {
+        expect((await request(api.url).post('/admin/backups/validate').set(auth).send(body)).status).toBe(400);
+      }
+    });
   });
 });
 
 describe('restore points before DR changes', () => {
+  let world: ClusterWorld;
   let cluster: PgCluster;
-  let s3: S3ServerHandle;
   let api: TestInstance;
   beforeAll(async () => {
-    cluster = await startPgCluster();
-    await migrate(cluster.primary.url(), MIGRATIONS_DIR);
-    s3 = await startS3Server({ bucket: 'rp-primary' });
-    api = await startInstance({
-      ...mediaEnv('PRIMARY', s3),
-      DATABASE_URL: cluster.primary.url(),
-      DATABASE_REPLICA_URL: cluster.replica.url(),
-    });
+    world = await startClusterWorld({ bucket: 'rp-primary' });
+    cluster = world.cluster;
+    api = await world.start();
   }, 60_000);
   afterAll(async () => {
-    await api?.stop();
-    await s3?.destroy();
-    await cluster?.destroy();
+    await world?.destroy();
   });
 
   it('a migration run creates a restore point before the first pending migration, and none when nothing is pending', async () => {

@@ -5,8 +5,9 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import pg from 'pg';
 import request from 'supertest';
-import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
+import { startS3Server } from '../../support/s3-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+import { startMediaWorld, type MediaWorld } from '../support/world.ts';
 import { startOwnRedis } from '../../support/redis-server.ts';
 import { startTcpProxy } from '../support/tcp-proxy.ts';
 import { eventually, sha256Hex } from '../../support/common.ts';
@@ -20,40 +21,29 @@ async function getRaw(url: string): Promise<{ status: number; etag?: string; len
 }
 
 describe('media invariants through two instances (one database, one Redis, two S3 servers)', () => {
-  let primary: S3ServerHandle;
-  let backup: S3ServerHandle;
+  let world: MediaWorld;
   let a: TestInstance;
   let b: TestInstance;
-  let db: Awaited<ReturnType<typeof ownDatabase>>;
   let sql: pg.Client;
 
   beforeAll(async () => {
-    db = await ownDatabase();
-    sql = new pg.Client({ connectionString: db.url });
-    await sql.connect();
-    primary = await startS3Server({ bucket: 'inv-primary' });
-    backup = await startS3Server({ bucket: 'inv-backup' });
-    const env = {
-      DATABASE_URL: db.url,
-      ...mediaEnv('PRIMARY', primary),
-      ...mediaEnv('BACKUP', backup),
-      MEDIA_IDLE_BODY_TIMEOUT_MS: '600',
-      MEDIA_SYNC_INLINE_MAX: '5000',
-      MEDIA_SYNC_CONCURRENCY: '16',
-      MEDIA_S3_TIMEOUT_MS: '30000',
-    };
     // One Redis key prefix for both, as instances of one deployment share their cache.
-    const prefix = uniquePrefix();
-    a = await startInstance({ ...env, INSTANCE_ID: 'inv-a' }, prefix);
-    b = await startInstance({ ...env, INSTANCE_ID: 'inv-b' }, prefix);
+    world = await startMediaWorld({
+      bucket: 'inv-primary',
+      backupBucket: 'inv-backup',
+      env: {
+        MEDIA_IDLE_BODY_TIMEOUT_MS: '600',
+        MEDIA_SYNC_INLINE_MAX: '5000',
+        MEDIA_SYNC_CONCURRENCY: '16',
+        MEDIA_S3_TIMEOUT_MS: '30000',
+      },
+    });
+    sql = world.sql;
+    a = await world.start({ INSTANCE_ID: 'inv-a' });
+    b = await world.start({ INSTANCE_ID: 'inv-b' });
   });
   afterAll(async () => {
-    await a.stop();
-    await b.stop();
-    await sql.end();
-    await primary.destroy();
-    await backup.destroy();
-    await db.drop();
+    await world?.destroy();
   });
 
   it('concurrent PUTs to one key through two instances: every reader gets exactly one acknowledged body, with its sha256 and length', async () => {
@@ -215,10 +205,10 @@ describe('media invariants through two instances (one database, one Redis, two S
         cwd: join(__dirname, '..', '..'),
         env: {
           PATH: process.env.PATH ?? '',
-          DATABASE_URL: db.url,
+          DATABASE_URL: world.db.url,
           LOG_LEVEL: 'warn',
-          ...mediaEnv('PRIMARY', primary),
-          ...mediaEnv('BACKUP', backup),
+          ...mediaEnv('PRIMARY', world.s3),
+          ...mediaEnv('BACKUP', world.s3Backup!),
         },
       });
       let stdout = '';

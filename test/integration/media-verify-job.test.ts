@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import pg from 'pg';
 import request from 'supertest';
-import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import type { ObjectStore } from '../../src/adapters/object-store.ts';
-import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+import { OPERATOR_TOKEN, type TestInstance } from '../support/instance.ts';
+import { startMediaWorld, type MediaWorld } from '../support/world.ts';
 import { eventually } from '../../support/common.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
@@ -37,44 +37,33 @@ async function seed(sql: pg.Client, stores: ObjectStore[], from: number, to: num
 }
 
 describe('POST /admin/verify/media on a large store: the consistency pass as a job', () => {
-  let primary: S3ServerHandle;
-  let backup: S3ServerHandle;
+  let world: MediaWorld;
   let a: TestInstance;
   let b: TestInstance;
-  let db: Awaited<ReturnType<typeof ownDatabase>>;
   let sql: pg.Client;
 
   beforeAll(async () => {
-    db = await ownDatabase();
-    sql = new pg.Client({ connectionString: db.url });
-    await sql.connect();
-    primary = await startS3Server({ bucket: 'vj-primary' });
-    backup = await startS3Server({ bucket: 'vj-backup' });
     // A short grace period so that an injected orphan counts; the collector never runs during the test;
     // canaries bounded generously (the machine is shared).
-    const env = {
-      DATABASE_URL: db.url,
-      ...mediaEnv('PRIMARY', primary),
-      ...mediaEnv('BACKUP', backup),
-      MEDIA_GC_GRACE_SECONDS: '2',
-      MEDIA_CACHE_TTL_SECONDS: '1',
-      MEDIA_GC_INTERVAL_MS: '3600000',
-      HEALTH_TIMEOUT_MS: '5000',
-      // A listing page of 1,000 objects from the in-process S3 server can take more than the
-      // default 5 s on a loaded machine; this test is about the job path, not S3 timeouts.
-      MEDIA_S3_TIMEOUT_MS: '30000',
-    };
-    const prefix = uniquePrefix();
-    a = await startInstance({ ...env, INSTANCE_ID: 'vj-a' }, prefix);
-    b = await startInstance({ ...env, INSTANCE_ID: 'vj-b' }, prefix);
+    world = await startMediaWorld({
+      bucket: 'vj-primary',
+      backupBucket: 'vj-backup',
+      env: {
+        MEDIA_GC_GRACE_SECONDS: '2',
+        MEDIA_CACHE_TTL_SECONDS: '1',
+        MEDIA_GC_INTERVAL_MS: '3600000',
+        HEALTH_TIMEOUT_MS: '5000',
+        // A listing page of 1,000 objects from the in-process S3 server can take more than the
+        // default 5 s on a loaded machine; this test is about the job path, not S3 timeouts.
+        MEDIA_S3_TIMEOUT_MS: '30000',
+      },
+    });
+    sql = world.sql;
+    a = await world.start({ INSTANCE_ID: 'vj-a' });
+    b = await world.start({ INSTANCE_ID: 'vj-b' });
   });
   afterAll(async () => {
-    await a?.stop();
-    await b?.stop();
-    await sql?.end();
-    await primary?.destroy();
-    await backup?.destroy();
-    await db?.drop();
+    await world?.destroy();
   });
 
   it(`checks up to ${INLINE_MAX} keys inline; beyond, a job whose report (from any instance) names an injected missing version and an orphan`, async () => {

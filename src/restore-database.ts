@@ -132,9 +132,10 @@ function api(): RestoreApi {
   };
 }
 
-function server(pgData: string, pgBin: string, osUser: string, databaseUrl: string): RestoreServer {
+/** The server restored on this host; `logPath` is the log of a start made before (tests). */
+export function restoreServer(pgData: string, pgBin: string, osUser: string, databaseUrl: string, startLog?: string): RestoreServer {
   const ctl = (args: string[]) => runAs(osUser, join(pgBin, 'pg_ctl'), ['-D', pgData, ...args], { timeoutMs: 660_000 });
-  let logPath: string | undefined;
+  let logPath: string | undefined = startLog;
   /** postmaster.pid names a live process (pg_ctl status when this user cannot read the file). */
   const postmasterRunning = async (): Promise<boolean> => {
     let pid: number;
@@ -166,8 +167,11 @@ function server(pgData: string, pgBin: string, osUser: string, databaseUrl: stri
         .then(() => (logPath = path))
         .catch(async (err: Error) => {
           // -l needs a writable parent; fall back to the server's own logging.
-          if (/could not open log file|Permission denied/.test(err.message)) await ctl(['-w', '-t', '600', 'start']);
-          else throw err;
+          if (/could not open log file|Permission denied/.test(err.message)) return ctl(['-w', '-t', '600', 'start']);
+          // Recovery can end (FATAL) before pg_ctl sees the server ready: say why from the log.
+          const fatal = serverLogErrors(path);
+          if (fatal.length) throw new Error(`PostgreSQL did not start: ${fatal.join(' | ')} (server log: ${path})`);
+          throw err;
         });
     },
     async waitPromoted(timeoutMs) {
@@ -301,7 +305,7 @@ export async function main(argv: string[]): Promise<number> {
         {
           tool,
           api: restoreApi,
-          server: server(pgData, pgBin, osUser, databaseUrl),
+          server: restoreServer(pgData, pgBin, osUser, databaseUrl),
           pgData,
           promoteTimeoutMs: 3600_000,
           onStep: (t) => {

@@ -1,12 +1,13 @@
 // The restore script refuses a target recovery cannot reach (before touching anything), and when
 // PostgreSQL still ends during recovery it says so at once, with the state and what to do.
-import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import request from 'supertest';
 import { migrate } from '../../src/services/database/migrator.ts';
+import { restoreServer } from '../../src/restore-database.ts';
 import { MIGRATIONS_DIR } from '../../src/paths.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
@@ -34,6 +35,12 @@ function script(args: string[], env: Record<string, string>): Promise<{ code: nu
   });
 }
 
+async function deadPid(): Promise<number> {
+  const child = spawn('true');
+  await new Promise((r) => child.on('exit', r));
+  return child.pid!;
+}
+
 async function sql(url: string, text: string) {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
@@ -43,6 +50,31 @@ async function sql(url: string, text: string) {
     await client.end();
   }
 }
+
+describe('waiting for promotion watches the postmaster', () => {
+  it("a postmaster that is gone fails the wait at once with the log's FATAL lines (not after the hour bound)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sav3-restore-wait-'));
+    try {
+      const pgData = join(dir, 'data');
+      mkdirSync(pgData);
+      const log = join(dir, 'restore.log');
+      writeFileSync(
+        log,
+        'LOG:  redo done at 0/5000100\nFATAL:  recovery ended before configured recovery target was reached\nLOG:  startup process (PID 12) exited with exit code 1\n',
+      );
+      // A stale postmaster.pid naming a process that is gone counts as gone too.
+      writeFileSync(join(pgData, 'postmaster.pid'), `${await deadPid()}\n${pgData}\n`);
+      const server = restoreServer(pgData, '/usr/lib/postgresql/15/bin', 'postgres', 'postgresql://postgres@127.0.0.1:1/x', log);
+      const started = Date.now();
+      await expect(server.waitPromoted(3600_000)).rejects.toThrow(
+        /PostgreSQL exited during recovery: FATAL: {2}recovery ended before configured recovery target was reached/,
+      );
+      expect(Date.now() - started).toBeLessThan(3000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('restore-database.sh: unreachable targets (real pgBackRest)', () => {
   let cluster: PgCluster;
@@ -122,9 +154,11 @@ describe('restore-database.sh: unreachable targets (real pgBackRest)', () => {
     const run = await script(['--from-backup', 'latest', '--target-name', 'does-not-exist', '--skip-target-check', '--confirm'], env);
     expect(run.code).toBe(1);
     expect(run.ms).toBeLessThan(60_000);
-    expect(run.stderr).toContain('PostgreSQL exited during recovery');
+    // Recovery ends before or after pg_ctl saw the server ready: the start or the wait fails, at once,
+    // with the server's own words.
+    expect(run.stderr).toMatch(/PostgreSQL (did not start|exited during recovery)/);
     expect(run.stderr).toContain('recovery ended before configured recovery target was reached');
-    expect(run.stdout).toContain('step: wait for promotion failed');
+    expect(run.stdout).toMatch(/step: (start PostgreSQL|wait for promotion) failed/);
     expect(run.stdout).toContain('outcome: FAILED. PostgreSQL on this host is DOWN and read-only mode is still ON');
     const next = run.stdout.split('\n').find((l) => l.includes('restore to the end of the archive'))!;
     expect(next).toMatch(/--from-backup \d{8}-\d{6}F --confirm$/);

@@ -136,7 +136,7 @@ describe('BackupReplicator (outbox)', () => {
     const w = world();
     const v = await w.write('k', 'kept', w.primary, ['backup']);
     // The first instance leases the task and "crashes" (never completes it).
-    const leased = await w.versions.claimOutbox(10, 50);
+    const leased = await w.versions.claimOutbox(10, 50, randomUUID());
     expect(leased).toHaveLength(1);
     const other = new BackupReplicator({ versions: w.versions, stores: w.stores, logger: captureLogger().logger, intervalMs: 1000 });
     expect(await other.drain()).toBe(0); // still leased

@@ -17,6 +17,11 @@ export const OUTBOX_LEASE_MS = 10_000;
 const RENEW_MS = 3_000;
 /** Retries of a transient failure (a backend unreachable, the database gone) back off to this at most. */
 export const OUTBOX_MAX_DELAY_MS = 5_000;
+/**
+ * A copy that makes no progress to completion within this (plus 1 s per MB) is abandoned and
+ * retried: the lease is renewed while a copy runs, so a hung copy must not hold its row forever.
+ */
+export const OUTBOX_COPY_TIMEOUT_MS = 60_000;
 /** Definitive failures (content missing or corrupt on every backend that should hold it) before a row is retired. */
 export const OUTBOX_RETIRE_AFTER = 3;
 
@@ -138,7 +143,11 @@ export class BackupReplicator {
       let done = false;
       for (const b of reachable) {
         try {
-          await copyVersion(task, this.deps.stores.get(b)!, target);
+          await withTimeout(
+            copyVersion(task, this.deps.stores.get(b)!, target),
+            OUTBOX_COPY_TIMEOUT_MS + task.size / 1000,
+            `copy from ${b}`,
+          );
           done = true;
           break;
         } catch (err) {
@@ -194,6 +203,21 @@ export class BackupReplicator {
     await fn().catch((err: unknown) =>
       this.deps.logger.warn({ version: task.id, err: String(err) }, 'outbox row not settled; it will be retried'),
     );
+  }
+}
+
+/** `promise`, or a rejection once `ms` have passed (the work itself is left to its own S3 timeouts). */
+async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what} did not finish within ${Math.round(ms / 1000)} s`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -92,6 +92,46 @@ describe('continuous-backup outbox: every row is applied or retired, none waits 
     expect([...backends].sort()).toEqual(['backup', 'primary']);
   }, 60_000);
 
+  it('only the holder of a claim reschedules, renews or retires its row: a holder whose lease lapsed cannot disturb the next', async () => {
+    await primary.stop();
+    await switchTo('backup');
+    const { version } = await put('ob/tokens', 'two holders');
+    const versions = api.service.media.versions;
+    // The first holder's lease lapses at once (a holder stalled past its lease)...
+    const first = randomUUID();
+    const stale = await eventually(
+      () => versions.claimOutbox(16, 1, first),
+      (tasks) => tasks.length === 1,
+      10_000,
+      100,
+    );
+    await sleep(20);
+    // ...and the row is claimed again.
+    const second = randomUUID();
+    const fresh = await versions.claimOutbox(16, 10_000, second);
+    expect(fresh.map((t) => [t.taskId, t.id])).toEqual([[stale[0]!.taskId, version]]);
+    const taskId = fresh[0]!.taskId;
+    const row = async () =>
+      (
+        await sql.query<{ token: string; wait: number; failures: number }>(
+          'SELECT claim_token::text AS token, EXTRACT(EPOCH FROM (lease_until - now()))::float8 AS wait, failures FROM media_outbox WHERE id = $1',
+          [taskId],
+        )
+      ).rows[0];
+    await versions.retryOutbox(taskId, first, 'stale holder', 60_000, true);
+    await versions.renewOutbox(first, [taskId], 60_000);
+    expect(await versions.retireOutbox(taskId, first, 'content_missing', 'stale holder')).toBe(false);
+    const after = await row();
+    expect(after).toMatchObject({ token: second, failures: 0 });
+    expect(after!.wait).toBeLessThanOrEqual(10);
+    // The holder itself can.
+    await versions.retryOutbox(taskId, second, 'holder', 0);
+    expect(await row()).toMatchObject({ token: null, failures: 0 });
+    await primary.start();
+    await switchTo('primary');
+    await eventually(outboxRows, (rows) => rows.length === 0, 15_000, 200);
+  }, 60_000);
+
   it('a row that failed many times is retried within a few seconds of its target returning, and shows as stuck until then', async () => {
     await primary.stop();
     await switchTo('backup');

@@ -121,7 +121,8 @@ describe('BackupReplicator (outbox)', () => {
 
     w.backup.failWith = new Error('connect ECONNREFUSED');
     expect(await replicator.drain()).toBe(0);
-    expect((await w.versions.outboxStats()).backlog).toBe(2); // a and b2 wait; the replaced b was dropped
+    expect((await w.versions.outboxStats()).backlog).toBe(2); // a and b2 wait; the replaced b was retired
+    expect(w.versions.retired.map((r) => r.reason)).toEqual(['replaced']);
     for (const t of w.versions.outbox.values()) t.leaseUntil = 0; // the back-off has passed
 
     w.backup.failWith = undefined;

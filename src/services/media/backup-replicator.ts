@@ -102,7 +102,7 @@ export class BackupReplicator {
                 void this.deps.versions
                   .renewOutbox(token, [...held], leaseMs)
                   .catch((err: unknown) => this.deps.logger.warn({ err: String(err) }, 'continuous backup could not renew its lease')),
-              Math.min(RENEW_MS, leaseMs / 3),
+              Math.max(50, Math.min(RENEW_MS, leaseMs / 3)),
             );
             renew.unref();
             try {

@@ -1,15 +1,14 @@
-// The media benchmark's servers, in a process of their own: two S3 servers and the API using them.
+// The media benchmark's API, in a process of their own, using the two S3 servers named in BENCH_S3.
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import pg from 'pg';
 import { loadConfig } from '../src/config/config.ts';
 import { createLogger } from '../src/logger.ts';
 import { createService } from '../src/service.ts';
-import { mediaEnv, startS3Server } from '../support/s3-server.ts';
+import { mediaEnv, type S3Endpoint } from '../support/s3-server.ts';
 
 async function main(): Promise<void> {
-  const primary = await startS3Server({ bucket: 'bench-primary' });
-  const backup = await startS3Server({ bucket: 'bench-backup' });
+  const { primary, backup } = JSON.parse(process.env.BENCH_S3 ?? '') as { primary: S3Endpoint; backup: S3Endpoint };
   const config = loadConfig({
     DATABASE_URL: process.env.BENCH_DATABASE_URL,
     ...mediaEnv('PRIMARY', primary),
@@ -53,11 +52,7 @@ async function main(): Promise<void> {
       process.send?.({ seeded: m.seed });
     })();
   });
-  process.send?.({
-    api: address.port,
-    primary: { endpoint: primary.endpoint, bucket: primary.bucket, accessKey: primary.accessKey, secretKey: primary.secretKey },
-    backup: { endpoint: backup.endpoint, bucket: backup.bucket, accessKey: backup.accessKey, secretKey: backup.secretKey },
-  });
+  process.send?.({ api: address.port });
   process.on('disconnect', () => process.exit(0));
 }
 

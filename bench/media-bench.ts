@@ -1,10 +1,11 @@
-// `npm run bench:media`: the versioned media layout against direct S3 in the same run.
+// `npm run bench:media`: the versioned media layout against direct S3 in the same run. The S3
+// servers run in a process of their own, the API in another, as in a deployment.
 // - GET and PUT of a 16 KiB body through the API versus a presigned GET/PUT of the same bytes
 //   straight to the same S3 server, in interleaved rounds (median of the per-round ratios); PUT
 //   both to one key (every PUT an overwrite) and to a new key per PUT;
 // - a sync of 2,000 small objects between the two S3 servers versus `rclone sync` of the same
 //   objects between the same two servers.
-import { execFile, fork } from 'node:child_process';
+import { execFile, fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
@@ -82,14 +83,18 @@ function rcloneEnv(name: string, s3: S3Info): Record<string, string> {
 async function main(): Promise<void> {
   const db = await createScratchDatabase('sav3_bench_media');
   const token = randomBytes(24).toString('hex');
+  const started = <T>(child: ChildProcess) =>
+    new Promise<T>((resolve, reject) => {
+      child.once('message', (m) => resolve(m as T));
+      child.once('exit', (code) => reject(new Error(`bench server exited with ${code}`)));
+    });
+  const s3Child = fork(join(__dirname, 'media-bench-s3.ts'), { execArgv: ['--import', 'tsx'] });
+  const servers = await started<{ primary: S3Info; backup: S3Info }>(s3Child);
   const child = fork(join(__dirname, 'media-bench-server.ts'), {
-    execArgv: ['--import', 'tsx', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/wt9-prof'] : [])],
-    env: { ...process.env, BENCH_DATABASE_URL: db.url, BENCH_ADMIN_TOKENS: `bench:operator:${token}` },
+    execArgv: ['--import', 'tsx', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/bench-prof'] : [])],
+    env: { ...process.env, BENCH_DATABASE_URL: db.url, BENCH_ADMIN_TOKENS: `bench:operator:${token}`, BENCH_S3: JSON.stringify(servers) },
   });
-  const info = await new Promise<{ api: number; primary: S3Info; backup: S3Info }>((resolve, reject) => {
-    child.once('message', (m) => resolve(m as never));
-    child.once('exit', (code) => reject(new Error(`bench server exited with ${code}`)));
-  });
+  const info = { ...(await started<{ api: number }>(child)), ...servers };
   const api = `http://127.0.0.1:${info.api}`;
   try {
     const body = Buffer.alloc(16 * 1024, 7);
@@ -181,6 +186,8 @@ async function main(): Promise<void> {
     if (process.env.BENCH_CPU_PROF) await new Promise((r) => setTimeout(r, 3000));
     child.kill();
     await new Promise((resolve) => child.once('exit', resolve));
+    s3Child.disconnect();
+    await new Promise((resolve) => s3Child.once('exit', resolve));
     await db.drop();
   }
 }

@@ -223,7 +223,10 @@ export async function startS3Server(options: S3ServerOptions): Promise<S3ServerH
 }
 
 /** The MEDIA_<PRIMARY|BACKUP>_* variables that point the service at this server. */
-export function mediaEnv(prefix: 'PRIMARY' | 'BACKUP', s3: S3ServerHandle): Record<string, string> {
+/** What a client needs to reach an S3 server. */
+export type S3Endpoint = Pick<S3ServerHandle, 'endpoint' | 'bucket' | 'accessKey' | 'secretKey'>;
+
+export function mediaEnv(prefix: 'PRIMARY' | 'BACKUP', s3: S3Endpoint): Record<string, string> {
   return {
     [`MEDIA_${prefix}_ENDPOINT`]: s3.endpoint,
     [`MEDIA_${prefix}_ACCESS_KEY`]: s3.accessKey,

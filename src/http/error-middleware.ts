@@ -1,5 +1,6 @@
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 import { AppError, NotFoundError } from './app-error.ts';
+import { bodyError } from './json-body.ts';
 
 /** Turns anything thrown into the contract's error shape: {"error":{code,message,requestId,…}}. */
 export const errorMiddleware: ErrorRequestHandler = (err, req, res, next) => {
@@ -9,22 +10,13 @@ export const errorMiddleware: ErrorRequestHandler = (err, req, res, next) => {
   }
   const requestId = String(req.id ?? '');
   let appError: AppError;
+  const clientError = clientErrorOf(err);
   if (err instanceof AppError) {
     appError = err;
     // 5xx are logged with their cause (which may name hosts); 4xx are the client's, not errors.
     if (err.status >= 500 && err.cause !== undefined) res.err = err.cause instanceof Error ? err.cause : new Error(String(err.cause));
-  } else if (isBodyParserError(err)) {
-    appError =
-      err.type === 'entity.too.large'
-        ? new AppError(413, 'payload_too_large', 'the body is larger than the limit')
-        : new AppError(
-            err.status ?? 400,
-            'bad_request',
-            err.type === 'entity.parse.failed' ? 'the body is not valid JSON' : 'the body could not be read',
-          );
-  } else if (isClientError(err)) {
-    // e.g. a path with a malformed percent-encoding (/media/a%zz), which the router cannot decode.
-    appError = new AppError(400, 'bad_request', 'the request is malformed');
+  } else if (clientError) {
+    appError = clientError;
   } else {
     appError = new AppError(500, 'internal', 'internal error');
     res.err = err instanceof Error ? err : new Error(String(err));
@@ -39,8 +31,18 @@ export const notFoundHandler: RequestHandler = (_req, _res, next) => {
   next(new NotFoundError('no such route'));
 };
 
-function isBodyParserError(err: unknown): err is { type: string; status?: number } {
-  return typeof err === 'object' && err !== null && typeof (err as { type?: unknown }).type === 'string' && 'status' in err;
+/**
+ * An error that is the request's fault (an unreadable body, a malformed path) as its 4xx answer,
+ * or undefined. Route error handlers that turn unknown errors into a 503 for their dependency
+ * must ask this first: an unreadable body is not a database outage.
+ */
+export function clientErrorOf(err: unknown): AppError | undefined {
+  if (err instanceof AppError) return err.status < 500 ? err : undefined;
+  const unreadable = bodyError(err);
+  if (unreadable) return unreadable;
+  // e.g. a path with a malformed percent-encoding (/media/a%zz), which the router cannot decode.
+  if (isClientError(err)) return new AppError(400, 'bad_request', 'the request is malformed');
+  return undefined;
 }
 
 function isClientError(err: unknown): boolean {

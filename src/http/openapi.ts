@@ -26,6 +26,7 @@ const STATUS_TEXT: Record<number, string> = {
   409: 'another DR operation holds the lock, or a concurrent change won',
   412: 'a precondition failed; the body says which',
   413: 'body too large',
+  415: 'a Content-Encoding or charset the service cannot decode (identity, gzip, deflate, br; UTF-8)',
   429: 'too many failed token checks from this address (Retry-After)',
   503: 'a dependency needed for the request is down (Retry-After)',
 };
@@ -73,7 +74,9 @@ function responses(route: RouteDoc): JsonSchema {
   }
   const errors = new Set(route.errors ?? []);
   if (route.query || route.params || route.body) errors.add(400);
-  if (route.body && route.access !== 'public') errors.add(413);
+  // The Alertmanager webhook answers an oversized payload with 400 (Alertmanager does not retry it).
+  if (route.body && route.access !== 'public' && route.access !== 'alertmanager') errors.add(413);
+  if (route.body && (route.body.contentType ?? 'application/json') === 'application/json') errors.add(415);
   if (route.access === 'viewer' || route.access === 'operator') [401, 403, 429].forEach((c) => errors.add(c));
   if (route.access === 'alertmanager') errors.add(401);
   for (const code of [...errors].sort()) {

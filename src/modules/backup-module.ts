@@ -12,6 +12,7 @@ import type { ObjectStore } from '../adapters/object-store.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { BackupInventory } from '../services/backup/backup-inventory.ts';
 import { backupRoutes } from '../routes/backup-routes.ts';
+import { RestoreLedger } from '../services/backup/restore-ledger.ts';
 import { BACKUP_JOB, BackupService, VALIDATE_JOB, type BackupJobInput } from '../services/backup/backup-service.ts';
 import { BackupValidator, type ValidationInput } from '../services/backup/backup-validator.ts';
 import { BackupBucketMediaCheck } from '../services/backup/media-backup-check.ts';
@@ -83,7 +84,22 @@ export function createBackupModule(deps: {
   });
   const queue = new JobQueue(deps.redis, deps.prefix);
   const service = new BackupService({ inventory, queue, activeDatabaseUrl: activeUrl, timeoutMs: Math.max(config.healthTimeoutMs, 2000) });
-  const adminRouters = deps.audit ? [backupRoutes({ inventory, service, validations: safe(validations), audit: deps.audit })] : [];
+  const adminRouters = deps.audit
+    ? [
+        backupRoutes({
+          inventory,
+          service,
+          validations: safe(validations),
+          audit: deps.audit,
+          restores: new RestoreLedger({
+            redis: deps.redis,
+            prefix: deps.prefix,
+            prisma: () => deps.clients.client(),
+            dbTimeoutMs: Math.max(config.healthTimeoutMs, 1000),
+          }),
+        }),
+      ]
+    : [];
 
   const databaseUrl = new URL(config.databaseUrl);
   const backupStore = deps.stores.get('backup');

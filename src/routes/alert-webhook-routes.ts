@@ -1,12 +1,14 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import express, { Router, type ErrorRequestHandler } from 'express';
-import { jsonBody } from '../http/json-body.ts';
+import { bodyError, jsonBody } from '../http/json-body.ts';
 import { z } from 'zod';
-import { AppError, BadRequestError, DependencyUnavailableError } from '../http/app-error.ts';
+import { AppError, DependencyUnavailableError } from '../http/app-error.ts';
 import { bearerToken } from '../http/bearer.ts';
+import { clientErrorOf } from '../http/error-middleware.ts';
 import { parseOrThrow } from '../http/validate.ts';
 import type { Logger } from '../logger.ts';
-import { severityFromLabel, type Component } from '../services/incidents/incident-model.ts';
+import { alertTimes, severityFromLabel, type Component } from '../services/incidents/incident-model.ts';
+import type { NewEntry } from '../services/incidents/incident-store.ts';
 import type { AlertIntake } from '../services/incidents/alert-intake.ts';
 
 /** Alertmanager sends whole groups; anything beyond this is not a sane alert group. */
@@ -80,13 +82,15 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
     }
     next();
   };
-  // The issue's contract for this route: an oversized or unreadable payload is a 400 (a bad
-  // payload that Alertmanager should not retry), not the generic 413.
+  // The issue's contract for this route: an oversized payload is a 400 (a bad payload that
+  // Alertmanager should not retry), not the generic 413. Every other unreadable body keeps its
+  // answer from jsonBody (400, or 415 for an encoding or charset it cannot decode): never the 503
+  // of the store below.
   const bodyErrors: ErrorRequestHandler = (err, _req, _res, next) => {
-    const type = (err as { type?: string })?.type;
-    if (type === 'entity.too.large') next(new BadRequestError(`the alert payload is larger than ${ALERT_BODY_LIMIT}`));
-    else if (type !== undefined) next(new BadRequestError('the alert payload is not valid JSON'));
-    else next(err);
+    const unreadable = bodyError(err);
+    if (unreadable?.status === 413)
+      next(new AppError(400, 'bad_request', `the alert payload is larger than ${ALERT_BODY_LIMIT}`, { reason: 'too_large' }));
+    else next(unreadable ?? err);
   };
 
   router.post(
@@ -96,16 +100,37 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
     bodyErrors,
     async (req: express.Request, res: express.Response) => {
       const input = parseOrThrow(payload, req.body, 'invalid Alertmanager payload');
-      const result = { incidents: [] as string[], opened: 0, joined: 0, duplicates: 0, resolved: 0 };
+      const receivedAt = new Date();
+      const result = { incidents: [] as string[], opened: 0, joined: 0, duplicates: 0, resolved: 0, alreadyResolved: 0, clamped: 0 };
       const seen = (id: string) => {
         if (!result.incidents.includes(id)) result.incidents.push(id);
       };
       for (const a of input.alerts) {
-        const name = a.labels.alertname;
+        const name = a.labels.alertname ?? '';
         const fp = fingerprint(a);
-        const detail = { labels: a.labels, annotations: a.annotations, fingerprint: fp, startsAt: a.startsAt, endsAt: a.endsAt ?? null };
+        const times = alertTimes(a, receivedAt);
+        if (times.notes.length > 0) result.clamped += 1;
+        const detail = {
+          labels: a.labels,
+          annotations: a.annotations,
+          fingerprint: fp,
+          startsAt: a.startsAt,
+          endsAt: a.endsAt ?? null,
+          ...(times.notes.length > 0 ? { clamped: times.notes } : {}),
+        };
+        const recovery = (endsAt: Date, d: unknown): NewEntry => ({
+          at: endsAt,
+          kind: 'alert',
+          visibility: 'public',
+          message: `Monitoring reports that ${name} has recovered.`,
+          author: 'alertmanager',
+          detail: d,
+          dedupeKey: `alert:${fp}:${a.startsAt}:resolved`,
+        });
         if (a.status === 'firing') {
           const severity = severityFromLabel(a.labels.severity);
+          // Its resolution may have been delivered first (or alone): then this opens nothing.
+          const resolution = await deps.alerts.resolutionOf(fp, a.startsAt, times.startsAt);
           const out = await deps.alerts.openOrJoin(
             input.groupKey,
             {
@@ -115,34 +140,29 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
               components: componentsOf(a),
             },
             {
-              at: new Date(a.startsAt),
+              at: times.startsAt,
               kind: 'alert',
               visibility: 'internal',
-              message: `firing: ${name} (${severity})${a.annotations.summary ? `: ${a.annotations.summary}` : ''}`,
+              message: `firing: ${name} (${severity})${a.annotations.summary ? `: ${a.annotations.summary}` : ''}${times.notes.length > 0 ? ` [${times.notes.join('; ')}]` : ''}`,
               author: 'alertmanager',
               detail,
               dedupeKey: `alert:${fp}:${a.startsAt}:firing`,
             },
+            resolution ? recovery(resolution.endsAt, resolution.detail) : undefined,
           );
-          seen(out.incident.id);
+          if (out.incident) seen(out.incident.id);
           if (out.opened) result.opened += 1;
           else if (out.added) result.joined += 1;
+          else if (!out.incident) result.alreadyResolved += 1;
           else result.duplicates += 1;
         } else {
-          const at = a.endsAt && Date.parse(a.endsAt) > 0 ? new Date(a.endsAt) : new Date();
-          const incident = await deps.alerts.addEntry(input.groupKey, {
-            at,
-            kind: 'alert',
-            visibility: 'public',
-            message: `Monitoring reports that ${name} has recovered.`,
-            author: 'alertmanager',
-            detail,
-            dedupeKey: `alert:${fp}:${a.startsAt}:resolved`,
-          });
-          if (incident) {
-            seen(incident.id);
-            result.resolved += 1;
-          }
+          const endsAt = times.endsAt ?? receivedAt;
+          const incident = await deps.alerts.resolve(
+            { fingerprint: fp, startsAt: a.startsAt, endsAt, groupKey: input.groupKey, alertname: name, detail },
+            recovery(endsAt, detail),
+          );
+          if (incident) seen(incident.id);
+          result.resolved += 1;
         }
       }
       res.json(result);
@@ -153,7 +173,7 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
     next(
       err instanceof AppError
         ? err
-        : new DependencyUnavailableError('database', 'the incident store (PostgreSQL) is unavailable; retry', err),
+        : (clientErrorOf(err) ?? new DependencyUnavailableError('database', 'the incident store (PostgreSQL) is unavailable; retry', err)),
     );
   };
   router.use('/admin/incidents/alerts', storeErrors);

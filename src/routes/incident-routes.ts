@@ -4,6 +4,7 @@ import { audited } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 import type { AuditLog } from '../services/audit/audit-log.ts';
 import { AppError, DependencyUnavailableError, NotFoundError } from '../http/app-error.ts';
+import { clientErrorOf } from '../http/error-middleware.ts';
 import { parseOrThrow, wholeNumberParam } from '../http/validate.ts';
 import type { Assessment } from '../services/incidents/incident-assessor.ts';
 import type { EventHub } from '../services/incidents/event-hub.ts';
@@ -188,7 +189,8 @@ export function incidentRoutes(deps: IncidentRouteDeps): Router {
     next(
       err instanceof AppError
         ? err
-        : new DependencyUnavailableError('database', 'the incident store (PostgreSQL) is unavailable; try again', err),
+        : (clientErrorOf(err) ??
+            new DependencyUnavailableError('database', 'the incident store (PostgreSQL) is unavailable; try again', err)),
     );
   };
   router.use('/admin/incidents', storeErrors);

@@ -316,6 +316,8 @@ export const ROUTES: RouteDoc[] = [
           joined: z.number().int(),
           duplicates: z.number().int(),
           resolved: z.number().int(),
+          alreadyResolved: z.number().int(),
+          clamped: z.number().int(),
         }),
       ),
     },
@@ -413,17 +415,20 @@ export const ROUTES: RouteDoc[] = [
     path: '/admin/database/restores',
     tag: 'backups',
     summary: 'the restore tool reports its start, a step or its outcome (an audited database.restore action)',
+    description:
+      "409 `report_conflict`: a report with this restoreId and seq was recorded with other content (the record never changes); 409 `report_inconsistent`: it contradicts the restore's other reports (a second start or outcome, a report before the start or after the outcome, times going back as seq goes up). The `error` text is stored with credentials redacted.",
     access: 'operator',
     body: { schema: restoreReportBody },
     responses: {
       201: json(
-        'the audit event it became (a resent report is the same event)',
+        'the audit event it became; a resent report (same restoreId, seq and content) answers the recorded event with `replayed: true`',
         z.object({
           event: z.object({ id: z.string(), action: z.string(), result: z.string(), at: z.string(), durationMs: z.number().nullable() }),
+          replayed: z.literal(true).optional(),
         }),
       ),
     },
-    errors: [503],
+    errors: [409, 503],
     extension: true,
   },
   {

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../../logger.ts';
+import { redactDeep } from '../redact-secrets.ts';
 import type { AuditEvent, AuditSink, AuditSpool } from './audit-event.ts';
 
 export type AuditInput = Omit<AuditEvent, 'id' | 'at' | 'instanceId'>;
@@ -53,7 +54,16 @@ export class AuditLog {
    */
   async record(input: AuditInput, as: { id?: string; at?: Date } = {}): Promise<AuditEvent> {
     const at = as.at ?? new Date(this.deps.now?.() ?? Date.now());
-    const event: AuditEvent = { ...input, id: as.id ?? randomUUID(), at: at.toISOString(), instanceId: this.deps.instanceId };
+    // Error texts from tools may carry credentials (a connection string, PGPASSWORD=…): never stored or shown.
+    const event: AuditEvent = {
+      ...input,
+      before: redactDeep(input.before),
+      after: redactDeep(input.after),
+      detail: redactDeep(input.detail),
+      id: as.id ?? randomUUID(),
+      at: at.toISOString(),
+      instanceId: this.deps.instanceId,
+    };
     this.deps.logger.info({ audit: event }, `audit: ${event.action} ${event.result} by ${event.actor}`);
     try {
       await this.write([event]);

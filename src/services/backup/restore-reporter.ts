@@ -197,7 +197,8 @@ export function httpTransport(baseUrl: string, token: string, timeoutMs = 5000):
     if (res.status === 201) return;
     const body = await res.text().catch(() => '');
     const message = `HTTP ${res.status}${body ? ` ${body.slice(0, 300)}` : ''}`;
-    if (res.status === 400) throw new PermanentReportError(message);
+    // 400 a bad report, 409 one that contradicts what the API recorded: resending changes nothing.
+    if (res.status === 400 || res.status === 409) throw new PermanentReportError(message);
     throw new Error(message);
   }
 }

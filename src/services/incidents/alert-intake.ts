@@ -2,7 +2,7 @@ import { ConflictError } from '../../http/app-error.ts';
 import type { EventHub } from './event-hub.ts';
 import type { Component, Incident, Severity } from './incident-model.ts';
 import type { IncidentService } from './incident-service.ts';
-import { IncidentConflict, type IncidentStore, type NewEntry } from './incident-store.ts';
+import { IncidentConflict, type AlertResolution, type IncidentStore, type NewEntry } from './incident-store.ts';
 import { renderInitial } from './notification-templates.ts';
 
 export interface AlertFacts {
@@ -20,13 +20,27 @@ export interface AlertFacts {
 export class AlertIntake {
   constructor(private readonly deps: { store: IncidentStore; hub: EventHub; incidents: IncidentService }) {}
 
-  /** A firing alert opens an incident for its group or joins the open one. */
-  async openOrJoin(groupKey: string, alert: AlertFacts, entry: NewEntry): Promise<{ incident: Incident; opened: boolean; added: boolean }> {
+  /** The recorded resolution that ends this alert instance, if its resolution was delivered first. */
+  resolutionOf(fingerprint: string, startsAtRaw: string, startsAt: Date): Promise<AlertResolution | undefined> {
+    return this.deps.store.resolutionOf(fingerprint, startsAtRaw, startsAt);
+  }
+
+  /**
+   * A firing alert opens an incident for its group or joins the open one. `resolved` is the
+   * recovery entry of this very alert when its resolution arrived first: then it only joins an open
+   * incident (with its recovery, as if delivered in order) and never opens one.
+   */
+  async openOrJoin(
+    groupKey: string,
+    alert: AlertFacts,
+    entry: NewEntry,
+    resolved?: NewEntry,
+  ): Promise<{ incident: Incident | undefined; opened: boolean; added: boolean }> {
     const { store, hub, incidents } = this.deps;
     for (let attempt = 0; attempt < 3; attempt++) {
       const open = await store.openForAlertGroup(groupKey);
       if (open) {
-        const added = (await store.addEntries(open.id, [entry])) > 0;
+        const added = (await store.addEntries(open.id, resolved ? [entry, resolved] : [entry])) > 0;
         let incident = open;
         if (added) {
           incident = await incidents.raiseSeverity(open, alert.severity, entry.at, alert.title).catch(() => open);
@@ -38,6 +52,8 @@ export class AlertIntake {
       // still-firing alert must not reopen what people closed.
       const handled = entry.dedupeKey ? await store.incidentWithEntry(entry.dedupeKey) : undefined;
       if (handled) return { incident: handled, opened: false, added: false };
+      // Already over before this notification arrived: nothing to open.
+      if (resolved) return { incident: undefined, opened: false, added: false };
       const now = incidents.now();
       try {
         const incident = await store.create(
@@ -71,9 +87,13 @@ export class AlertIntake {
     throw new ConflictError('the alert group changed repeatedly; Alertmanager will retry');
   }
 
-  /** A resolved alert adds its entry to the open incident of its group, if there is one. */
-  async addEntry(groupKey: string, entry: NewEntry): Promise<Incident | undefined> {
-    const open = await this.deps.store.openForAlertGroup(groupKey);
+  /**
+   * A resolved alert is recorded (so a firing notification delivered after it opens nothing) and
+   * adds its entry to the open incident of its group, if there is one.
+   */
+  async resolve(resolution: AlertResolution, entry: NewEntry): Promise<Incident | undefined> {
+    await this.deps.store.recordResolution(resolution, this.deps.incidents.now());
+    const open = await this.deps.store.openForAlertGroup(resolution.groupKey);
     if (!open) return undefined;
     if ((await this.deps.store.addEntries(open.id, [entry])) > 0)
       this.deps.hub.publish('incident.timeline', { message: entry.message }, open.id);

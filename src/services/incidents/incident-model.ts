@@ -126,3 +126,43 @@ export function formatDuration(ms: number): string {
   if (m > 0) return `${m} min ${s} s`;
   return `${s} s`;
 }
+
+/** No alert of this service started before this: an earlier time is a broken clock or a zero value. */
+export const ALERT_EPOCH_MS = Date.parse('2000-01-01T00:00:00Z');
+/** How far ahead of this server's clock an alert time may lie (clock skew between hosts). */
+export const ALERT_MAX_AHEAD_MS = 5 * 60_000;
+
+/**
+ * An alert's start and end within sane bounds. Alertmanager sends the zero time
+ * `0001-01-01T00:00:00Z` as the end of a firing alert: no end, not an error. A start (or a
+ * resolved alert's end) before 2000-01-01, more than 5 minutes ahead, or unreadable is replaced by
+ * the time the notification was received, with a note (the payload is still taken: refusing it
+ * would lose the whole group, as Alertmanager does not retry a 400). An end before the start is the start.
+ */
+export function alertTimes(
+  alert: { status: 'firing' | 'resolved'; startsAt: string; endsAt?: string },
+  receivedAt: Date,
+): { startsAt: Date; endsAt: Date | null; notes: string[] } {
+  const notes: string[] = [];
+  const latest = receivedAt.getTime() + ALERT_MAX_AHEAD_MS;
+  const inBounds = (t: number) => Number.isFinite(t) && t >= ALERT_EPOCH_MS && t <= latest;
+  let start = Date.parse(alert.startsAt);
+  if (!inBounds(start)) {
+    notes.push(`startsAt ${alert.startsAt.slice(0, 40)} is out of bounds: the receipt time is used`);
+    start = receivedAt.getTime();
+  }
+  if (alert.status === 'firing') return { startsAt: new Date(start), endsAt: null, notes };
+  const raw = alert.endsAt ?? '';
+  let end = Date.parse(raw);
+  // Absent or the zero time: the end is when the resolution arrived.
+  if (raw === '' || (Number.isFinite(end) && end < Date.parse('0002-01-01T00:00:00Z'))) end = receivedAt.getTime();
+  else if (!inBounds(end)) {
+    notes.push(`endsAt ${raw.slice(0, 40)} is out of bounds: the receipt time is used`);
+    end = receivedAt.getTime();
+  }
+  if (end < start) {
+    notes.push('endsAt is before startsAt: startsAt is used');
+    end = start;
+  }
+  return { startsAt: new Date(start), endsAt: new Date(end), notes };
+}

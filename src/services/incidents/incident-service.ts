@@ -2,6 +2,7 @@ import { BadRequestError, ConflictError, NotFoundError } from '../../http/app-er
 import type { Logger } from '../../logger.ts';
 import type { EventHub } from './event-hub.ts';
 import {
+  ALERT_EPOCH_MS,
   canTransition,
   ROLE_TITLES,
   UPDATE_INTERVAL_SECONDS,
@@ -77,6 +78,8 @@ export class IncidentService {
     const startedAt = input.startedAt ? new Date(input.startedAt) : now;
     if (startedAt.getTime() > now.getTime() + 60_000)
       throw new BadRequestError('invalid incident', { startedAt: ['must not be in the future'] });
+    if (startedAt.getTime() < ALERT_EPOCH_MS)
+      throw new BadRequestError('invalid incident', { startedAt: ['must not be before 2000-01-01'] });
     const roles = input.roles ?? {};
     this.checkRoleNames(roles);
     const incident = await this.deps.incidentStore.create(

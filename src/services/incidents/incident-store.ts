@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { PrismaClient } from '../../generated/prisma/client.ts';
 import type { Component, Incident, IncidentStatus, Role, Severity, TimelineEntry, TimelineKind, Visibility } from './incident-model.ts';
 import type { OutboxMessage } from './notification-outbox.ts';
+import { redactDeep, redactSecrets } from '../redact-secrets.ts';
 import { enqueueInTx } from './notification-outbox.ts';
 
 type Row = Awaited<ReturnType<PrismaClient['incident']['findFirstOrThrow']>>;
@@ -42,6 +43,19 @@ export type IncidentPatch = Partial<
 };
 
 export class IncidentConflict extends Error {}
+
+/** A resolved alert (one alert instance: fingerprint and startsAt as sent), kept whatever the order of delivery. */
+export interface AlertResolution {
+  fingerprint: string;
+  startsAt: string;
+  endsAt: Date;
+  groupKey: string;
+  alertname: string;
+  detail: unknown;
+}
+
+/** How long resolutions are kept for late firing notifications (Alertmanager retries for minutes, not weeks). */
+const RESOLUTION_KEEP_MS = 30 * 86_400_000;
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
@@ -89,9 +103,10 @@ function entryData(incidentId: string, e: NewEntry) {
     kind: e.kind,
     visibility: e.visibility,
     status: e.status ?? null,
-    message: e.message,
+    // Alert annotations and operators' texts may carry credentials: never stored or shown.
+    message: redactSecrets(e.message),
     author: e.author,
-    detail: e.detail === undefined || e.detail === null ? undefined : (e.detail as object),
+    detail: e.detail === undefined || e.detail === null ? undefined : (redactDeep(e.detail) as object),
     durationMs: e.durationMs ?? null,
     dedupeKey: e.dedupeKey ?? null,
   };
@@ -161,6 +176,27 @@ export class IncidentStore {
   async incidentWithEntry(dedupeKey: string): Promise<Incident | undefined> {
     const entry = await this.prisma().incidentUpdate.findUnique({ where: { dedupeKey }, include: { incident: true } });
     return entry ? toIncident(entry.incident) : undefined;
+  }
+
+  /** Records a resolved alert (once per alert instance); forgets those older than 30 days. */
+  async recordResolution(r: AlertResolution, now: Date): Promise<void> {
+    await this.prisma().alertResolution.createMany({
+      data: [{ ...r, detail: r.detail === undefined || r.detail === null ? undefined : (r.detail as object) }],
+      skipDuplicates: true,
+    });
+    await this.prisma().alertResolution.deleteMany({ where: { receivedAt: { lt: new Date(now.getTime() - RESOLUTION_KEEP_MS) } } });
+  }
+
+  /**
+   * The recorded resolution that ends this alert instance: the same fingerprint and startsAt, or the
+   * same fingerprint ended at or after `startsAt` (the firing notification is older than its resolution).
+   */
+  async resolutionOf(fingerprint: string, startsAtRaw: string, startsAt: Date): Promise<AlertResolution | undefined> {
+    const row = await this.prisma().alertResolution.findFirst({
+      where: { fingerprint, OR: [{ startsAt: startsAtRaw }, { endsAt: { gte: startsAt } }] },
+      orderBy: { endsAt: 'desc' },
+    });
+    return row ? { ...row, detail: row.detail ?? null } : undefined;
   }
 
   /** Incidents open at `at` (started before it, not resolved before it). */

@@ -1,3 +1,4 @@
+import { redactSecrets } from '../redact-secrets.ts';
 import type { PrismaClient } from '../../generated/prisma/client.ts';
 import type { Logger } from '../../logger.ts';
 import type { EventHub } from './event-hub.ts';
@@ -32,8 +33,9 @@ export interface StatusSnapshot {
  * Removes what a public page must never show, should an operator or an alert have written it into
  * a public text: URLs, host names, IP addresses, host:port pairs.
  */
+// Credentials go first (redactSecrets), then addresses.
 export function scrubPublic(text: string): string {
-  return text
+  return redactSecrets(text)
     .replace(/\b[a-z][a-z0-9+.-]*:\/\/\S+/gi, '[address]')
     .replace(/\b\d{1,3}(\.\d{1,3}){3}(:\d+)?\b/g, '[address]')
     .replace(/\b[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.[a-z]{2,}(?::\d+)?\b/gi, '[host]')

@@ -194,8 +194,9 @@ export class PrismaMediaVersionRepository implements MediaVersionRepository {
          FROM media_outbox),
        unresolved AS (
          SELECT count(*)::int AS retired, min(r.created_at) AS oldest
-         FROM media_outbox_retired r JOIN media_versions v ON v.id = r.version JOIN media_objects o ON o.version = v.id
-         WHERE NOT (r.target = ANY(v.backends)))
+         FROM media_outbox_retired r JOIN media_versions v ON v.id = r.version
+         WHERE r.reason <> 'replaced' AND NOT (r.target = ANY(v.backends))
+           AND EXISTS (SELECT 1 FROM media_objects o WHERE o.key = r.key AND o.version = r.version))
        SELECT w.backlog, w.stuck, u.retired, EXTRACT(EPOCH FROM (now() - LEAST(w.oldest, u.oldest)))::float8 AS age
        FROM waiting w, unresolved u`,
     );

@@ -314,7 +314,10 @@ export async function runTorture(options: {
       }
       const fault = round.pop()!;
       count(report.faults, fault);
-      const down = 500 + random() * 2500;
+      // Every fault heals 1.5 s before the writers stop: a run whose last fault outlived it (the
+      // primary down to the end: deletes still acknowledged, every PUT refused) ended with every
+      // key deleted and nothing left to check.
+      const down = Math.max(100, Math.min(500 + random() * 2500, deadline - 1500 - Date.now()));
       const side = random() < 0.5 ? 'backup' : 'primary';
       report.schedule.push(
         `${((Date.now() - started) / 1000).toFixed(1)}s ${fault}${fault === 'switch' || fault === 'sync' ? ` to ${side}` : ` ${Math.round(down)}ms`}`,

@@ -305,6 +305,7 @@ export async function runTorture(options: {
     let round: Fault[] = [];
     while (Date.now() < deadline - 2000) {
       await sleep(500 + random() * 1200);
+      if (Date.now() > deadline - 1600) break;
       if (round.length === 0) {
         round = [...faultMix];
         for (let i = round.length - 1; i > 0; i -= 1) {

@@ -174,7 +174,8 @@ export async function createService(config: Config, logger: Logger, options: Ser
     logger,
   });
   const health = new HealthService({
-    database: { runners: database.runners, active: () => databaseClients.active },
+    database: { runners: database.runners, active: () => databaseClients.active, readTarget: database.readTarget },
+    stateKnown: () => dr.known(),
     replication: async () => database.replication() as Record<string, unknown> | undefined,
     media: {
       runners: media.runners,

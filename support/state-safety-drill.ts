@@ -1,8 +1,9 @@
 // The DR-state part of `npm run drill:database`, on a cluster, an instance and a Redis of its own:
 // a read-only TTL that must not expire onto a standby, a restart while Redis is down (the state
 // file), a state that does not match the nodes (refused, then reset by the runbook script), the
-// lease (an instance cut off from Redis stops acknowledging writes) and a TTL that falls due while
-// Redis is down (kept on until the expiry is recorded).
+// lease (an instance cut off from Redis stops acknowledging writes), a TTL that falls due while
+// Redis is down (kept on until the expiry is recorded), and Redis coming back empty while only an
+// instance with an older copy is up (it refuses writes until the newest copy returns, which wins).
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,8 +36,9 @@ export async function stateSafetyDrill(): Promise<Check[]> {
   const file = join(tmpdir(), `sav3-state-drill-${process.pid}-${Date.now()}.json`);
   const checks: Check[] = [];
   let service: Service | undefined;
-  const start = async () => {
-    service = await createService(
+  let other: Service | undefined;
+  const launch = async (id: string, stateFile: string) => {
+    const launched = await createService(
       loadConfig({
         DATABASE_URL: cluster.primary.url(),
         DATABASE_REPLICA_URL: cluster.replica.url(),
@@ -47,14 +49,19 @@ export async function stateSafetyDrill(): Promise<Check[]> {
         HOST: '127.0.0.1',
         HEALTH_TIMEOUT_MS: '2000',
         HEALTH_INTERVAL_MS: '300',
-        INSTANCE_ID: 'state-drill',
-        DR_STATE_FILE: file,
+        INSTANCE_ID: id,
+        DR_STATE_FILE: stateFile,
         DR_STATE_LEASE_MS: String(LEASE_MS),
       }),
       createLogger('silent'),
       { redisKeyPrefix: prefix },
     );
-    return `http://127.0.0.1:${(await service.listen()).port}`;
+    return { launched, base: `http://127.0.0.1:${(await launched.listen()).port}` };
+  };
+  const start = async () => {
+    const { launched, base } = await launch('state-drill', file);
+    service = launched;
+    return base;
   };
   const json = async (res: Response) => (await res.json().catch(() => ({}))) as Record<string, any>;
   try {
@@ -181,8 +188,53 @@ export async function stateSafetyDrill(): Promise<Check[]> {
       ok: reopened.status === 201,
       detail: `write answered ${reopened.status} ${reopened.code ?? ''}`.trim(),
     });
+
+    // 6. Redis comes back empty while only an instance with an older copy is up: a second instance
+    //    stops (its copy: read-only off), read-only goes on, the first stops too, Redis restarts
+    //    empty, the second returns first. It must not put its older copy back (that would lift
+    //    read-only mode): it refuses writes (state_unknown) until the first returns with the newest
+    //    copy, which wins.
+    const fileB = `${file}.b`;
+    const second = await launch('state-drill-b', fileB);
+    other = second.launched;
+    const putOn = async (at: string, key: string) => {
+      const res = await fetch(`${at}/media/${key}`, { method: 'PUT', body: key });
+      return { status: res.status, code: (await json(res)).error?.code as string | undefined };
+    };
+    await sleep(1500); // both see each other live (their peers)
+    await other.stop();
+    await script('enable-readonly-mode.sh', ['--reason', 'drill: state loss']);
+    await service!.stop();
+    await redis.stop();
+    await redis.start();
+    const returned = await launch('state-drill-b', fileB);
+    other = returned.launched;
+    let olderCopy = await putOn(returned.base, 'state-drill/older-copy');
+    for (let i = 0; i < 30 && olderCopy.code !== 'state_unknown' && olderCopy.status !== 201; i += 1) {
+      await sleep(100);
+      olderCopy = await putOn(returned.base, 'state-drill/older-copy');
+    }
+    await sleep(2500);
+    const stillRefused = await putOn(returned.base, 'state-drill/older-copy-later');
+    checks.push({
+      name: 'older_copy_not_put_back_into_empty_redis',
+      ok: olderCopy.code === 'state_unknown' && stillRefused.code === 'state_unknown',
+      detail: `writes answered ${olderCopy.status} ${olderCopy.code ?? ''}, 2.5 s later ${stillRefused.status} ${stillRefused.code ?? ''}`,
+    });
+    base = await start();
+    let newest = await putOn(returned.base, 'state-drill/newest-back');
+    for (let i = 0; i < 100 && newest.code !== 'read_only'; i += 1) {
+      await sleep(100);
+      newest = await putOn(returned.base, 'state-drill/newest-back');
+    }
+    checks.push({
+      name: 'newest_copy_wins_when_its_instance_returns',
+      ok: newest.status === 503 && newest.code === 'read_only',
+      detail: `write answered ${newest.status} ${newest.code ?? ''}`,
+    });
     return checks;
   } finally {
+    await other?.stop().catch(() => undefined);
     await service?.stop().catch(() => undefined);
     await redis.stop();
     await s3.destroy();

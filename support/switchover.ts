@@ -30,7 +30,14 @@ export interface SwitchoverResult {
   oldPrimaryFenced: boolean;
   /** Uploads refused, by error code (read_only while the mode is on, write_fenced at the barrier). */
   refused: Record<string, number>;
+  /**
+   * Where each step's time went: the wait for every instance to apply (propagation.waitedMs), and
+   * the promotion's own timings (checks, catch-up + pg_promote + fencing).
+   */
+  breakdown: { enableWaitMs: number; promoteWaitMs: number; switchWaitMs: number; disableWaitMs: number; promote: unknown };
 }
+
+const waited = (answer: Record<string, unknown>): number => (answer.propagation as { waitedMs?: number } | undefined)?.waitedMs ?? -1;
 
 async function keysOn(node: PgNode): Promise<Map<string, string>> {
   const client = new pg.Client({ connectionString: node.url(), connectionTimeoutMillis: 5000 });
@@ -125,11 +132,11 @@ export async function plannedSwitchover(options: {
     const t0 = performance.now();
     const enable = await admin('PUT', '/admin/read-only', { enabled: true, reason: 'planned switchover' });
     const t1 = performance.now();
-    await admin('POST', '/admin/database/promote', { confirm: 'promote-replica', maxLagSeconds: 3600 });
+    const promoted = await admin('POST', '/admin/database/promote', { confirm: 'promote-replica', maxLagSeconds: 3600 });
     const t2 = performance.now();
-    await admin('POST', '/admin/database/switch', { to: 'replica' });
+    const switched = await admin('POST', '/admin/database/switch', { to: 'replica' });
     const t3 = performance.now();
-    await admin('PUT', '/admin/read-only', { enabled: false, reason: 'switchover done' });
+    const disabled = await admin('PUT', '/admin/read-only', { enabled: false, reason: 'switchover done' });
     const t4 = performance.now();
     const deadline = t4 + 10_000;
     while (!acks.some((a) => a.at > t4) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 2));
@@ -152,6 +159,13 @@ export async function plannedSwitchover(options: {
       ackedOnOldPrimaryAfterEnable: acks.filter((a) => a.at > t1 && onOld.has(a.key)).length,
       oldPrimaryFenced: (await setting(cluster.primary, 'default_transaction_read_only')) === 'on',
       refused: Object.fromEntries(refused),
+      breakdown: {
+        enableWaitMs: waited(enable),
+        promoteWaitMs: waited(promoted),
+        switchWaitMs: waited(switched),
+        disableWaitMs: waited(disabled),
+        promote: promoted.timings ?? null,
+      },
     };
   } finally {
     for (const service of services) await service.stop().catch(() => undefined);

@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# Resets the shared DR state to the initial one (read-only off, primary database and media), recording
-# the database nodes configured now. Only for a state that does not match the configured nodes
-# (writes refused with state_mismatch), e.g. one left in Redis by an earlier cluster. Audited.
-#   SAV3_API_URL=… SAV3_ADMIN_TOKEN=… scripts/dr/reset-dr-state.sh --reason "stale state from the drill" --yes
+# Resets the shared DR state to the initial one (read-only off, media primary, database target
+# --database, default primary), recording the database nodes configured now. Only for a state that
+# does not match the configured nodes (writes refused with state_mismatch), e.g. one left in Redis by
+# an earlier cluster, or a state lost from Redis that no instance could vouch for (state_unknown).
+# Refused (412 newer_writable_<node>) when the other node takes writes on a newer timeline. Audited.
+#   SAV3_API_URL=… SAV3_ADMIN_TOKEN=… scripts/dr/reset-dr-state.sh --reason "stale state from the drill" [--database replica] --yes
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-reason="" yes=false
+reason="" yes=false database=primary
 while [ $# -gt 0 ]; do
   case "$1" in
     --reason) sav3_need "$@"; reason=$2; shift 2 ;;
+    --database) sav3_need "$@"; database=$2; shift 2 ;;
     --yes) yes=true; shift ;;
     -h|--help) sav3_usage; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 [ -n "$reason" ] || { echo "--reason is required" >&2; exit 2; }
+case "$database" in primary|replica) ;; *) echo "--database must be primary or replica" >&2; exit 2 ;; esac
 [ "$yes" = true ] || { echo "--yes is required: this replaces the DR state every instance follows" >&2; exit 2; }
-sav3_call POST /admin/dr/state/reset "{\"confirm\":\"reset-dr-state\",\"reason\":$(json_string "$reason")}"
+sav3_call POST /admin/dr/state/reset "{\"confirm\":\"reset-dr-state\",\"reason\":$(json_string "$reason"),\"database\":\"$database\"}"

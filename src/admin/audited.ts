@@ -2,6 +2,7 @@ import type { Request, Response } from 'express';
 import type { AuditResult } from '../services/audit/audit-event.ts';
 import type { AuditLog } from '../services/audit/audit-log.ts';
 import type { Change, DrStateService, Propagation } from '../services/dr-state/dr-state-service.ts';
+import type { InstanceHeartbeat } from '../services/dr-state/dr-state.ts';
 import { AppError } from '../http/app-error.ts';
 import { principal } from './admin-auth.ts';
 
@@ -86,10 +87,28 @@ export async function stateChangeOutcome(
   if (!change) return { body: rest, result: dryRun ? 'dry_run' : 'success', detail: rest };
   const version = change.after.version;
   const propagation = await confirmedPropagation(dr, version, { [part]: change.after[part] });
+  // Database and media switches raise the write barrier on every instance: say how many writes it met.
+  const writes = barrierSummary(version, propagation.instances);
   return {
     before: change.before[part],
     after: change.after[part],
-    detail: { ...rest, version },
-    body: { ...rest, version, [part]: change.after[part], propagation },
+    detail: { ...rest, version, writes },
+    body: { ...rest, version, [part]: change.after[part], propagation, writes },
+  };
+}
+
+/**
+ * What the write barrier did on every instance that applied `version`: writes running then, the
+ * commits waited for (finished before the answer), and the ones that will fail at their commit.
+ */
+export function barrierSummary(version: number, instances: InstanceHeartbeat[]) {
+  const applied = instances.filter((i) => i.barrier?.version === version);
+  const sum = (f: (b: NonNullable<InstanceHeartbeat['barrier']>) => number) => applied.reduce((n, i) => n + f(i.barrier!), 0);
+  return {
+    inFlight: sum((b) => b.inFlight),
+    waitedFor: sum((b) => b.waitedFor),
+    failing: sum((b) => b.failing),
+    drained: applied.every((i) => i.barrier!.drained),
+    instancesReporting: applied.length,
   };
 }

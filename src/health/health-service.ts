@@ -17,7 +17,14 @@ export interface ComponentReport {
 }
 
 export interface HealthServiceDeps {
-  database: { runners: ReadonlyMap<DatabaseTarget, ProbeRunner<DatabaseProbeData>>; active: () => DatabaseTarget };
+  database: {
+    runners: ReadonlyMap<DatabaseTarget, ProbeRunner<DatabaseProbeData>>;
+    active: () => DatabaseTarget;
+    /** Where reads go (the active target, or a node on a newer timeline, or the one that answers). */
+    readTarget?: () => DatabaseTarget;
+  };
+  /** Whether this instance knows the shared DR state (false: fail-safe, writes refused `state_unknown`). */
+  stateKnown?: () => boolean;
   media: {
     runners: ReadonlyMap<MediaBackendName, ProbeRunner<void>>;
     active: () => MediaBackendName;
@@ -124,7 +131,9 @@ export class HealthService {
     }
     if (report.status === 'unhealthy') return;
     const { readOnly } = this.deps.drSummary();
-    if (writes.refusal && writes.refusal.code !== 'read_only' && !readOnly) {
+    // A state not known is unhealthy even if the copy this instance holds says read-only: that copy may be outdated.
+    const unknown = writes.refusal?.code === 'state_unknown';
+    if (writes.refusal && writes.refusal.code !== 'read_only' && (!readOnly || unknown)) {
       report.status = 'unhealthy';
       report.writable = false;
       report.error = { code: writes.refusal.code, message: writes.refusal.message };
@@ -165,14 +174,23 @@ export class HealthService {
     const results = new Map(
       await Promise.all([...this.deps.database.runners].map(async ([t, r]) => [t, await r.get(this.maxAgeMs)] as const)),
     );
-    const activeUp = results.get(this.deps.database.active())?.ok === true;
+    const active = this.deps.database.active();
+    const reads = this.deps.database.readTarget?.() ?? active;
+    const activeUp = results.get(active)?.ok === true;
     const anyUp = [...results.values()].some((r) => r.ok);
+    // Reads served from another node than the active one (it answers and the active one does not,
+    // or it is on a newer timeline: the active one would serve stale data) are degraded. Whether
+    // the instance can serve is as the contract says: the active target answers, or read-only
+    // mode is on and any target answers.
+    const readsElsewhere = reads !== active && results.get(reads)?.ok === true;
     const canServe = activeUp || (this.deps.drSummary().readOnly && anyUp);
     const accepting = !this.deps.lifecycle.shuttingDown;
     const checks: Record<string, HealthStatus> = {
-      database: canServe ? (activeUp ? 'healthy' : 'degraded') : 'unhealthy',
+      database: canServe ? (activeUp && !readsElsewhere ? 'healthy' : 'degraded') : 'unhealthy',
       process: accepting ? 'healthy' : 'unhealthy',
     };
+    // Reads still work without the shared state, but nothing about writes is known: say so.
+    if (this.deps.stateKnown && !this.deps.stateKnown()) checks.drState = 'degraded';
     const ok = Object.values(checks).every((s) => s !== 'unhealthy');
     return { status: ok ? 'healthy' : 'unhealthy', checks };
   }

@@ -175,11 +175,32 @@ export function createDatabaseModule(deps: {
     const current = newest === null || data?.timeline == null || data.timeline >= newest;
     return !otherWrites && current;
   }
+  /**
+   * Reads go to the active target, unless it does not answer (then to the other node, if it does)
+   * or another reachable node of the same cluster is on a newer timeline (a promoted node, or its
+   * standby): the active one then serves stale data, e.g. after the DR state was lost or reset
+   * while the replica had been promoted.
+   */
   const readTarget = (): DatabaseTarget => {
     const active = clients.active;
-    if (runners.get(active)?.latest()?.ok !== false) return active;
     const other: DatabaseTarget = active === 'primary' ? 'replica' : 'primary';
-    return runners.get(other)?.latest()?.ok ? other : active;
+    const a = runners.get(active)?.latest();
+    const o = runners.get(other)?.latest();
+    if (a?.ok === false) return o?.ok ? other : active;
+    const ad = a?.data;
+    const od = o?.ok ? o.data : undefined;
+    if (
+      ad &&
+      od &&
+      ad.systemId !== null &&
+      ad.systemId === od.systemId &&
+      ad.timeline !== null &&
+      od.timeline !== null &&
+      od.timeline > ad.timeline &&
+      !watch.abandoned(od.systemId, od.timeline)
+    )
+      return other;
+    return active;
   };
   const pair = async (maxAgeMs: number) => {
     if (!runners.has('replica')) return undefined;

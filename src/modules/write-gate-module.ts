@@ -35,11 +35,15 @@ export function createWriteGateModule(deps: {
 }): WriteGateModule {
   const { dr, metrics, logger } = deps;
   const gate = new WriteGate(() => {
-    if (!dr.known())
+    if (!dr.known()) {
+      const loss = dr.lost();
       return {
         code: 'state_unknown',
-        message: 'the DR state is unknown (Redis unreachable since start and no state file); writes are refused until it is known',
+        message: loss
+          ? `the DR state is unknown: ${loss.reason}; writes are refused until it is restored or reset (POST /admin/dr/state/reset)`
+          : 'the DR state is unknown (Redis unreachable since start and no state file); writes are refused until it is known',
       };
+    }
     if (dr.leaseExpired()) {
       return {
         code: 'state_stale',
@@ -69,10 +73,15 @@ export function createWriteGateModule(deps: {
   return { gate, guard: writeGateMiddleware(gate) };
 }
 
-/** Changes after which a write admitted earlier must not commit: read-only mode, the database part. */
+/**
+ * Changes after which a write admitted earlier must not commit: read-only mode, the database part,
+ * the media backend (an upload admitted before a media switch stores its content on the old
+ * backend: it finishes before the switch answers, or fails).
+ */
 function writeRelevantChange(next: DrState, previous: DrState): boolean {
   return (
     JSON.stringify(next.readOnly) !== JSON.stringify(previous.readOnly) ||
-    JSON.stringify(next.database) !== JSON.stringify(previous.database)
+    JSON.stringify(next.database) !== JSON.stringify(previous.database) ||
+    next.media.active !== previous.media.active
   );
 }

@@ -2,11 +2,10 @@ import { Router } from 'express';
 import { z } from 'zod';
 import type { AuditLog } from '../services/audit/audit-log.ts';
 import type { DrStateService } from '../services/dr-state/dr-state-service.ts';
-import type { InstanceHeartbeat } from '../services/dr-state/dr-state.ts';
 import { DependencyUnavailableError } from '../http/app-error.ts';
 import { parseOrThrow, wholeNumberParam } from '../http/validate.ts';
 import type { ReadOnlyService } from '../services/read-only/read-only-service.ts';
-import { audited, confirmedPropagation } from '../admin/audited.ts';
+import { audited, barrierSummary, confirmedPropagation } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 
 export const readOnlyBody = z.strictObject({
@@ -51,6 +50,7 @@ export function adminRoutes(deps: AdminDeps): Router {
       instances,
       stateStore: instances === null ? 'down' : 'up',
       stateSource: deps.dr.stateSource(),
+      stateLost: deps.dr.lost(),
       lease: deps.dr.lease(),
       writes: deps.writes?.() ?? null,
     });
@@ -94,20 +94,4 @@ export function adminRoutes(deps: AdminDeps): Router {
   });
 
   return router;
-}
-
-/**
- * What the write barrier did on every instance that applied `version`: writes running then, the
- * commits waited for (finished before the answer), and the ones that will fail at their commit.
- */
-export function barrierSummary(version: number, instances: InstanceHeartbeat[]) {
-  const applied = instances.filter((i) => i.barrier?.version === version);
-  const sum = (f: (b: NonNullable<InstanceHeartbeat['barrier']>) => number) => applied.reduce((n, i) => n + f(i.barrier!), 0);
-  return {
-    inFlight: sum((b) => b.inFlight),
-    waitedFor: sum((b) => b.waitedFor),
-    failing: sum((b) => b.failing),
-    drained: applied.every((i) => i.barrier!.drained),
-    instancesReporting: applied.length,
-  };
 }

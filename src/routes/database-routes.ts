@@ -17,6 +17,7 @@ export const promoteBody = z.strictObject({
 export const resetBody = z.strictObject({
   confirm: z.literal('reset-dr-state', { error: 'must be "reset-dr-state"' }),
   reason: z.string().trim().min(1, { error: 'must say why' }).max(500),
+  database: z.enum(['primary', 'replica'], { error: 'must be "primary" or "replica"' }).default('primary'),
 });
 
 export const switchBody = z.strictObject({
@@ -59,11 +60,11 @@ export function databaseRoutes(deps: {
   router.post('/admin/dr/state/reset', async (req, res) => {
     const body = await audited(deps.audit, req, res, 'dr_state.reset', async () => {
       const input = parseOrThrow(resetBody, req.body, 'invalid reset request');
-      const change = await deps.failover.resetState(principal(res).name, input.reason);
+      const change = await deps.failover.resetState(principal(res).name, input.reason, input.database);
       return {
         before: change.before,
         after: change.after,
-        detail: { reason: input.reason, version: change.after.version },
+        detail: { reason: input.reason, database: input.database, version: change.after.version },
         body: { version: change.after.version, state: change.after },
       };
     });

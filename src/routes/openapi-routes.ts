@@ -338,11 +338,12 @@ export const ROUTES: RouteDoc[] = [
     method: 'post',
     path: '/admin/dr/state/reset',
     tag: 'dr',
-    summary: 'put back the initial DR state for the configured nodes',
+    summary:
+      'put back the initial DR state for the configured nodes, the database target given (412 newer_writable_<node> when the other node takes writes on a newer timeline); also replaces a state lost from Redis',
     access: 'operator',
     body: { schema: resetBody },
     responses: { 200: json('the new state', z.looseObject({ version: z.number().int(), state: drState })) },
-    errors: [409, 503],
+    errors: [409, 412, 503],
     extension: true,
   },
   {
@@ -385,7 +386,7 @@ export const ROUTES: RouteDoc[] = [
     summary: "point every instance's connection at a target",
     access: 'operator',
     body: { schema: databaseSwitchBody },
-    responses: { 200: json('the checks, the change and its propagation') },
+    responses: { 200: json('the checks, the change, its propagation and the writes its barrier met (writes)') },
     errors: [409, 412, 503],
   },
   {
@@ -447,7 +448,7 @@ export const ROUTES: RouteDoc[] = [
     summary: "send every instance's media traffic to a backend",
     access: 'operator',
     body: { schema: mediaSwitchBody },
-    responses: { 200: json('the checks, the change and its propagation') },
+    responses: { 200: json('the checks, the change, its propagation and the writes its barrier met (writes)') },
     errors: [409, 412, 503],
   },
   {

@@ -295,15 +295,25 @@ describe('failover safety against a real primary and streaming replica', () => {
     );
     expect(health.body.components.database.error.code).toBe('state_mismatch');
     expect((await post(a, '/admin/dr/state/reset', { confirm: 'yes', reason: 'x' })).status).toBe(400);
-    const done = await post(a, '/admin/dr/state/reset', { confirm: 'reset-dr-state', reason: 'state from another cluster' });
+    // A reset onto the primary target would point writes at the fenced former primary, older than
+    // the promoted replica that takes writes: refused, naming the newer node.
+    const older = await post(a, '/admin/dr/state/reset', { confirm: 'reset-dr-state', reason: 'state from another cluster' });
+    expect(older.status).toBe(412);
+    expect(older.body.error).toMatchObject({ code: 'newer_writable_replica', node: 'replica' });
+    const done = await post(a, '/admin/dr/state/reset', {
+      confirm: 'reset-dr-state',
+      reason: 'state from another cluster',
+      database: 'replica',
+    });
     expect(done.status).toBe(200);
     expect(done.body.state.database.nodes.replica.systemId).toBe(current.replica.systemId);
-    // The reset state points at the primary target, which is the fenced former primary: the
-    // operator switches to the promoted node (read-only first, as the runbook says).
-    expect((await readOnly(a, true)).status).toBe(200);
-    expect((await post(a, '/admin/database/switch', { to: 'replica' })).status).toBe(200);
-    expect((await readOnly(a, false)).status).toBe(200);
-    expect((await put(b, 'safe/after-reset', Buffer.from('r'))).status).toBe(201);
+    expect(done.body.state.database).toMatchObject({ active: 'replica', newestTimeline: 2 });
+    const after = await eventually(
+      () => put(b, 'safe/after-reset', Buffer.from('r')),
+      (r) => r.status === 201,
+      5000,
+    );
+    expect(after.status).toBe(201);
     const reset = (r: { body: { events?: { action: string; result: string }[] } }) =>
       r.body.events?.some((e) => e.action === 'dr_state.reset' && e.result === 'success') === true;
     expect(reset(await eventually(() => request(a.url).get('/admin/audit?limit=50').set(auth), reset, 8000))).toBe(true);

@@ -33,6 +33,8 @@ function drService(store: MemoryDrStateStore, opts: { id?: string; leaseMs?: num
     metrics: createMetrics(),
     logger: captureLogger().logger,
     leaseMs: opts.leaseMs ?? 5000,
+    // A fresh instance on an empty store seeds the initial state at once (no other instance to wait for).
+    seedGraceMs: 0,
     file: opts.file,
     now: opts.clock,
   });

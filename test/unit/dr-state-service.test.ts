@@ -5,7 +5,7 @@ import { createMetrics } from '../../src/metrics/metrics.ts';
 import { MemoryDrStateStore } from '../support/fakes.ts';
 import { captureLogger } from '../support/log-capture.ts';
 
-function service(store: MemoryDrStateStore, id = 'i1') {
+function service(store: MemoryDrStateStore, id = 'i1', opts: { now?: () => number; leaseMs?: number; seedGraceMs?: number } = {}) {
   return new DrStateService({
     stateStore: store,
     subscribe: () => ({ close: async () => undefined }),
@@ -13,6 +13,7 @@ function service(store: MemoryDrStateStore, id = 'i1') {
     syncIntervalMs: 60_000,
     metrics: createMetrics(),
     logger: captureLogger().logger,
+    ...opts,
   });
 }
 
@@ -84,5 +85,127 @@ describe('DrStateService', () => {
     store.state = { ...INITIAL_STATE, version: 3 };
     await dr.sync();
     expect(dr.current().version).toBe(5);
+  });
+
+  describe('Redis comes back empty: only a copy known to be current is put back at once', () => {
+    const clock = { t: Date.parse('2026-01-01T00:00:00Z') };
+    const now = () => clock.t;
+    const setup = async () => {
+      const store = new MemoryDrStateStore();
+      const a = service(store, 'a', { now, leaseMs: 5000, seedGraceMs: 0 });
+      const b = service(store, 'b', { now, leaseMs: 5000, seedGraceMs: 0 });
+      await a.sync();
+      await b.sync();
+      await a.sync(); // both saw each other live: peers [a, b]
+      await b.sync();
+      return { store, a, b };
+    };
+
+    it('a stale instance holding an older copy does not put it back; it refuses (state_unknown) until the current copy is back', async () => {
+      const { store, a, b } = await setup();
+      // b partitioned: it misses read-only mode; its lease runs out.
+      const beatB = store.beats.get('b')!;
+      clock.t += 6000;
+      store.beats.set('b', { ...beatB });
+      await a.sync();
+      await a.change(enableReadOnly);
+      // Redis restarts empty; a is down (its copy is the newest), b returns first.
+      store.state = null;
+      store.beats.clear();
+      await b.sync();
+      expect(store.state).toBeNull();
+      expect(b.known()).toBe(false);
+      expect(b.lost()?.reason).toMatch(/waiting for a/);
+      await expect(b.change(enableReadOnly)).rejects.toMatchObject({ status: 503, code: 'state_unknown' });
+      // a comes back: its copy is current neither (lease ran out while down), but it is the newest
+      // of the candidates and every peer has reported.
+      clock.t += 6000;
+      await a.sync();
+      await b.sync();
+      await a.sync();
+      expect(store.state).toMatchObject({ readOnly: { enabled: true } });
+      await b.sync();
+      expect(b.known()).toBe(true);
+      expect(b.current().readOnly.enabled).toBe(true);
+    });
+
+    it('an instance within its lease puts its copy back at once and keeps taking writes', async () => {
+      const { store, a } = await setup();
+      await a.change(enableReadOnly);
+      const version = a.current().version;
+      store.state = null;
+      clock.t += 1000;
+      await a.sync();
+      expect(store.state).toMatchObject({ version });
+      expect(a.known()).toBe(true);
+      expect(a.leaseExpired()).toBe(false);
+    });
+
+    it('two stale instances with different copies racing: the higher version wins, whoever goes first', async () => {
+      for (const order of [
+        ['a', 'b'],
+        ['b', 'a'],
+      ]) {
+        const { store, a, b } = await setup();
+        await a.change(enableReadOnly); // version 1 on both after the next syncs ...
+        await b.sync();
+        const beatB = store.beats.get('b')!;
+        clock.t += 6000;
+        store.beats.set('b', { ...beatB, lastSeen: new Date(clock.t - 6000).toISOString() });
+        await a.sync();
+        await a.change((s, at) => ({ ...s, media: { active: 'backup', since: at, by: 'ops' } })); // ... b misses version 2
+        store.state = null;
+        store.beats.clear();
+        clock.t += 6000; // both stale now
+        const byId = { a, b };
+        for (let round = 0; round < 3; round += 1) for (const id of order) await byId[id as 'a' | 'b'].sync();
+        expect(store.state).toMatchObject({ version: 2, media: { active: 'backup' } });
+        expect(a.known() && b.known()).toBe(true);
+        expect(b.current().version).toBe(2);
+      }
+    });
+
+    it('a fresh instance (no copy, never confirmed) seeds the initial state only after the grace, and not while another reports a copy', async () => {
+      const store = new MemoryDrStateStore();
+      const fresh = service(store, 'f', { now, seedGraceMs: 2000 });
+      await fresh.sync();
+      expect(fresh.known()).toBe(false);
+      clock.t += 2100;
+      await fresh.sync();
+      expect(fresh.known()).toBe(true);
+      expect(store.state).toMatchObject({ version: 0 });
+
+      const other = new MemoryDrStateStore();
+      other.beats.set('old', {
+        id: 'old',
+        appliedVersion: 9,
+        lastSeen: new Date(clock.t).toISOString(),
+        stateLost: { since: new Date(clock.t).toISOString(), peers: ['old', 'gone'] },
+      });
+      const second = service(other, 'g', { now, seedGraceMs: 2000 });
+      await second.sync();
+      clock.t += 2100;
+      await second.sync();
+      expect(second.known()).toBe(false);
+      expect(other.state).toBeNull();
+    });
+
+    it('an operator reset (seed) replaces a lost state with a version above every copy reported', async () => {
+      const { store, a, b } = await setup();
+      await a.change(enableReadOnly);
+      store.state = null;
+      store.beats.clear();
+      clock.t += 6000;
+      await b.sync(); // b (copy 0) waits for a, which has not reported yet
+      expect(b.known()).toBe(false);
+      const reset = (s: DrState, at: string) => ({ ...s, readOnly: { ...INITIAL_STATE.readOnly, reason: 'reset', since: at } });
+      const change = await b.change(reset, { seed: true });
+      expect(change.after.version).toBeGreaterThan(0);
+      expect(b.known()).toBe(true);
+      // a (stale, copy version 1 with read-only on) follows the reset, even at the same version.
+      await a.sync();
+      expect(a.current()).toEqual(change.after);
+      expect(a.known()).toBe(true);
+    });
   });
 });

@@ -33,6 +33,8 @@ function health(options: {
   replicaUp: boolean;
   readOnly: boolean;
   writes?: ReturnType<NonNullable<ConstructorParameters<typeof HealthService>[0]['writes']>>;
+  readTarget?: DatabaseTarget;
+  stateKnown?: boolean;
 }) {
   const down = () => Promise.reject(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }));
   const runners = new Map<DatabaseTarget, ProbeRunner<DatabaseProbeData>>([
@@ -40,7 +42,8 @@ function health(options: {
     ['replica', runner(options.replicaUp ? async () => data(true) : down, 'replica')],
   ]);
   return new HealthService({
-    database: { runners, active: () => 'primary' },
+    database: { runners, active: () => 'primary', readTarget: () => options.readTarget ?? 'primary' },
+    stateKnown: () => options.stateKnown ?? true,
     media: {
       runners: new Map<MediaBackendName, ProbeRunner<void>>([['primary', runner<void>(async () => undefined, 'primary')]]),
       active: () => 'primary',
@@ -91,5 +94,25 @@ describe('HealthService: readiness serves, health tells the truth about writes',
     const readOnly = await health({ primaryUp: true, replicaUp: true, readOnly: true, writes }).database(false);
     expect(readOnly).toMatchObject({ status: 'healthy', writable: false });
     expect(readOnly.error).toBeUndefined();
+  });
+
+  it('reads served from a node on a newer timeline: ready but degraded; an unknown DR state: ready for reads, says so, and /health/database is state_unknown even when the copy says read-only', async () => {
+    const h = health({
+      primaryUp: true,
+      replicaUp: true,
+      readOnly: true,
+      readTarget: 'replica',
+      stateKnown: false,
+      writes: {
+        refusal: { code: 'state_unknown', message: 'lost' },
+        splitBrain: false,
+        writableNodes: ['replica'],
+        fenced: ['primary'],
+      },
+    });
+    expect(await h.ready()).toEqual({ status: 'healthy', checks: { database: 'degraded', process: 'healthy', drState: 'degraded' } });
+    const db = await h.database(false);
+    expect(db.status).toBe('unhealthy');
+    expect(db.error?.code).toBe('state_unknown');
   });
 });

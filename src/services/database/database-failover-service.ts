@@ -1,4 +1,5 @@
 import type { DatabaseProbeData, DatabaseTarget } from '../../domain.ts';
+import { AppError, PreconditionFailedError } from '../../http/app-error.ts';
 import { withActiveDatabase } from '../dr-state/database-state.ts';
 import type { ProbeResult } from '../../health/probe-runner.ts';
 import { DatabasePromotion } from './database-promotion.ts';
@@ -47,24 +48,60 @@ export class DatabaseFailoverService implements FailoverLock {
     return runner ? runner.run() : undefined;
   }
 
-  /** The initial state (read-only off, primary targets), with the identities of the nodes configured now. */
-  async resetState(by: string, reason: string) {
+  /**
+   * The initial state (read-only off, media primary) with `to` (default primary) as the database
+   * target and the identities of the nodes configured now. Refused (412 `newer_writable_<node>`)
+   * when the other node takes writes and `to` is not as new (a standby, fenced, not answering, or on
+   * an older timeline of the same cluster): the reset would point writes at the older node. The
+   * reset is the operator's confirmation, so it also replaces a state lost from Redis (`seed`).
+   */
+  async resetState(by: string, reason: string, to: DatabaseTarget = 'primary') {
+    if (!this.deps.runners.has(to)) throw new PreconditionFailedError(`reset refused: database target ${to} is not configured`);
     await Promise.all([...this.deps.runners.values()].map((r) => r.run()));
-    const replica = this.deps.watch.identity('replica');
-    const primary = this.deps.watch.identity('primary');
-    const inRecovery = this.deps.runners.get('primary')?.latest()?.data?.inRecovery ?? null;
-    // Only the active node (primary) sets the newest timeline at a reset; the replica's identity is kept as seen.
-    return this.deps.dr.change((_s, now) =>
-      withActiveDatabase(
-        {
-          readOnly: { enabled: false, reason: `reset: ${reason}`, since: now, by, expiresAt: null },
-          database: { active: 'primary', since: now, by, nodes: replica ? { replica } : {}, promotedAt: null },
-          media: { active: 'primary', since: now, by },
-        },
-        'primary',
-        primary,
-        { inRecovery, by, now },
-      ),
+    const other: DatabaseTarget = to === 'primary' ? 'replica' : 'primary';
+    const target = this.deps.runners.get(to)?.latest();
+    const rival = this.deps.runners.get(other)?.latest();
+    const t = target?.ok ? target.data : undefined;
+    const o = rival?.ok ? rival.data : undefined;
+    if (o && !o.inRecovery && !o.fenced) {
+      const targetWrites = t !== undefined && !t.inRecovery && !t.fenced;
+      const olderTimeline =
+        targetWrites && t.systemId === o.systemId && t.timeline !== null && o.timeline !== null && t.timeline < o.timeline;
+      if (!targetWrites || olderTimeline) {
+        throw new AppError(
+          412,
+          `newer_writable_${other}`,
+          `reset refused: ${other} takes writes${o.timeline !== null ? ` on timeline ${o.timeline}` : ''} and ${to} ${
+            !t
+              ? 'does not answer'
+              : t.inRecovery
+                ? 'is a standby'
+                : t.fenced
+                  ? 'is fenced read-only'
+                  : `is on the older timeline ${t.timeline}`
+          }: the reset would point writes at the older node; reset with "database": "${other}"`,
+          { node: other, timeline: o.timeline, target: to, targetTimeline: t?.timeline ?? null },
+        );
+      }
+    }
+    const identity = this.deps.watch.identity(to);
+    const otherIdentity = this.deps.watch.identity(other);
+    const inRecovery = t ? t.inRecovery : null;
+    // Only the new active node sets the newest timeline at a reset; the other's identity is kept as seen.
+    // A reset onto a writable replica is onto a promoted node: automatic read-only never switches back.
+    return this.deps.dr.change(
+      (_s, now) =>
+        withActiveDatabase(
+          {
+            readOnly: { enabled: false, reason: `reset: ${reason}`, since: now, by, expiresAt: null },
+            database: { active: to, since: now, by, nodes: otherIdentity ? { [other]: otherIdentity } : {}, promotedAt: null },
+            media: { active: 'primary', since: now, by },
+          },
+          to,
+          identity,
+          { inRecovery, by, now, promoted: to === 'replica' && inRecovery === false },
+        ),
+      { seed: true },
     );
   }
 }

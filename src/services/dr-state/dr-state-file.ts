@@ -6,7 +6,9 @@ import type { DrState } from './dr-state.ts';
 export interface DrStateFile {
   readonly path: string;
   read(): DrState | null;
-  write(state: DrState): void;
+  /** The instances that were live when this instance last confirmed the state (see DrStateService). */
+  readPeers?(): string[];
+  write(state: DrState, peers?: string[]): void;
 }
 
 /** A JSON file replaced atomically (write a temporary file, then rename over the old one). */
@@ -20,15 +22,23 @@ export function drStateFile(path: string): DrStateFile {
       } catch {
         return null;
       }
-      const state = JSON.parse(raw) as DrState;
+      const { peers: _peers, ...state } = JSON.parse(raw) as DrState & { peers?: unknown };
       if (typeof state?.version !== 'number' || !state.readOnly || !state.database || !state.media)
         throw new Error(`${path} does not hold a DR state`);
       return state;
     },
-    write(state) {
+    readPeers() {
+      try {
+        const { peers } = JSON.parse(readFileSync(path, 'utf8')) as { peers?: unknown };
+        return Array.isArray(peers) ? peers.filter((p): p is string => typeof p === 'string') : [];
+      } catch {
+        return [];
+      }
+    },
+    write(state, peers) {
       mkdirSync(dirname(path), { recursive: true });
       const tmp = `${path}.${process.pid}.tmp`;
-      writeFileSync(tmp, JSON.stringify(state), { mode: 0o600 });
+      writeFileSync(tmp, JSON.stringify(peers ? { ...state, peers } : state), { mode: 0o600 });
       renameSync(tmp, path);
     },
   };

@@ -1,4 +1,4 @@
-import { ConflictError, DependencyUnavailableError } from '../../http/app-error.ts';
+import { AppError, ConflictError, DependencyUnavailableError } from '../../http/app-error.ts';
 import type { Logger } from '../../logger.ts';
 import type { DrMetrics } from '../../metrics/metrics.ts';
 import { INITIAL_STATE, type DrState, type InstanceHeartbeat } from './dr-state.ts';
@@ -25,6 +25,12 @@ export interface DrStateServiceDeps {
    * longer ago than this; an instance whose heartbeat is older is not waited for by a change.
    */
   leaseMs?: number;
+  /**
+   * How long an instance that never knew any state (no state file, never confirmed) waits, when it
+   * finds Redis empty, for instances holding a state to report before it seeds the initial state
+   * (a fresh cluster). Default: two sync intervals.
+   */
+  seedGraceMs?: number;
   now?: () => number;
 }
 
@@ -56,11 +62,33 @@ export interface Change {
   after: DrState;
 }
 
+/** Why this instance does not know the shared state although Redis answers (see DrStateService.lost). */
+export interface StateLoss {
+  since: string;
+  reason: string;
+}
+
+/** A change refused because this instance does not know the current shared state. */
+export class StateUnknownError extends AppError {
+  constructor(message: string) {
+    super(503, 'state_unknown', message);
+    this.headers['Retry-After'] = '5';
+  }
+}
+
 /**
  * Keeps this instance's in-memory copy of the shared DR state current: pub/sub for speed, a
- * periodic re-read as a safety net. Request paths read the copy and never wait on Redis. When Redis
- * comes back empty, the newest state any instance holds is put back. Changes are compare-and-set
- * on the version: two racing writers cannot both win.
+ * periodic re-read as a safety net. Request paths read the copy and never wait on Redis. Changes
+ * are compare-and-set on the version: two racing writers cannot both win.
+ *
+ * When Redis comes back empty (a restart without persistence, FLUSHALL), only an instance that knows
+ * its copy is current (its lease still ran when it found Redis empty: every change before that was
+ * applied by it or waited for it) puts its copy back at once. An instance whose lease had run out
+ * (partitioned, restarted from its file) cannot vouch for its copy: it refuses writes
+ * (`state_unknown`) and reports its copy as a candidate. Once every instance that was live when any
+ * candidate last confirmed the state has reported, the newest candidate is put back (compare-and-set
+ * on the version, so the higher version wins a race); until then, or until an operator resets the
+ * state, the cluster stays fail-safe.
  */
 export class DrStateService {
   private state: DrState = INITIAL_STATE;
@@ -74,6 +102,10 @@ export class DrStateService {
   private confirmedAt: number | null = null;
   private leaseTimer?: NodeJS.Timeout;
   private readonly leaseListeners: (() => void)[] = [];
+  /** Set while Redis holds no state and this instance cannot vouch for its copy. */
+  private loss: (StateLoss & { at: number }) | null = null;
+  /** The instances live (heartbeat within the lease) when this instance last confirmed the state. */
+  private peers: string[] = [];
 
   constructor(private readonly deps: DrStateServiceDeps) {
     deps.metrics.drStateVersion.set(0);
@@ -88,7 +120,16 @@ export class DrStateService {
    * unreachable at start. Until then writes are refused (fail-safe start).
    */
   known(): boolean {
-    return this.source !== 'unknown';
+    return this.source !== 'unknown' && this.loss === null;
+  }
+
+  /** Why the state is unknown although Redis answers (it lost the state), or null. */
+  lost(): StateLoss | null {
+    return this.loss ? { since: this.loss.since, reason: this.loss.reason } : null;
+  }
+
+  private get seedGraceMs(): number {
+    return this.deps.seedGraceMs ?? 2 * this.deps.syncIntervalMs;
   }
 
   stateSource(): StateSource {
@@ -158,7 +199,12 @@ export class DrStateService {
   async start(): Promise<void> {
     this.subscription = this.deps.subscribe(() => void this.sync());
     await this.sync();
-    if (!this.known()) await this.startFromFile();
+    // A fresh instance found Redis empty: give instances holding a state the grace to report first.
+    if (this.loss && this.state.version === 0 && this.confirmedAt === null) {
+      await new Promise((resolve) => setTimeout(resolve, this.seedGraceMs + 50));
+      await this.sync();
+    }
+    if (this.source === 'unknown') await this.startFromFile();
     this.timer = setInterval(() => void this.sync(), this.deps.syncIntervalMs);
     this.timer.unref();
   }
@@ -204,6 +250,7 @@ export class DrStateService {
       return;
     }
     this.source = 'file';
+    this.peers = this.deps.file?.readPeers?.() ?? [];
     await this.apply(saved);
     this.deps.logger.warn(
       { version: saved.version, file: this.deps.file?.path },
@@ -213,10 +260,13 @@ export class DrStateService {
 
   private async doSync(): Promise<void> {
     const readAt = this.now();
+    // Known current: confirmed within the lease, so every change recorded before this read was
+    // applied here or is still waiting for this instance.
+    const current = this.confirmedAt !== null && this.loss === null && !this.leaseExpired();
     try {
-      const stored = await this.deps.stateStore.read();
+      let stored = await this.deps.stateStore.read();
       if (this.source === 'unknown') {
-        // Redis answered: its state, or (when it lost its data) the newest this instance kept.
+        // Redis answered: its state, or (when it lost its data) what this instance kept.
         this.source = 'store';
         let saved: DrState | null = null;
         try {
@@ -224,19 +274,39 @@ export class DrStateService {
         } catch {
           saved = null;
         }
-        if (saved && saved.version > (stored?.version ?? 0) && saved.version > this.state.version) await this.apply(saved);
+        if (saved) this.peers = this.deps.file?.readPeers?.() ?? [];
+        if (saved && saved.version > (stored?.version ?? -1) && saved.version > this.state.version) await this.apply(saved);
       }
-      if ((stored === null || stored.version < this.state.version) && this.state.version > 0) {
-        if (await this.deps.stateStore.restore(this.state)) {
-          this.deps.logger.warn(
-            { version: this.state.version },
-            'DR state was missing from Redis; restored the newest state this instance holds',
-          );
+      if (stored === null || (current && stored.version < this.state.version)) {
+        if (current) {
+          if (await this.deps.stateStore.restore(this.state)) {
+            this.deps.logger.warn(
+              { version: this.state.version },
+              'DR state was missing from Redis (or older there); restored this instance’s copy, current within its lease',
+            );
+          }
+          stored = await this.deps.stateStore.read();
+          if (stored && stored.version > this.state.version) await this.apply(stored);
+        } else if (!(await this.seedAsCandidate(stored === null))) {
+          this.markStore(true);
+          return;
         }
-      } else if (stored && stored.version > this.state.version) {
+      } else if (stored.version !== this.state.version || stored.updatedAt !== this.state.updatedAt) {
+        // Newer; or older or another state of the same version (an operator reset while this
+        // instance was away) that Redis holds and this instance cannot vouch against: Redis wins.
+        if (stored.version < this.state.version)
+          this.deps.logger.warn(
+            { stored: stored.version, held: this.state.version },
+            'Redis holds an older DR state than this instance’s copy, which it cannot vouch for (lease expired): following Redis',
+          );
         await this.apply(stored);
       }
+      if (this.loss) {
+        this.deps.logger.warn({ version: this.state.version }, 'the shared DR state is known again');
+        this.loss = null;
+      }
       await this.heartbeat();
+      this.notePeers(await this.deps.stateStore.instances());
       // The state is confirmed only once applied and reported: the heartbeat is never older than the
       // confirmation, so an instance that sees it older than the lease knows this one refuses writes.
       this.confirm(readAt);
@@ -244,6 +314,74 @@ export class DrStateService {
     } catch (err) {
       this.markStore(false, err);
     }
+  }
+
+  private notePeers(beats: InstanceHeartbeat[]): void {
+    const peers = beats
+      .filter((b) => b.id === this.deps.instanceId || this.heartbeatLive(b))
+      .map((b) => b.id)
+      .sort();
+    if (!peers.includes(this.deps.instanceId)) peers.push(this.deps.instanceId);
+    if (peers.join() === this.peers.join()) return;
+    this.peers = peers;
+    try {
+      this.deps.file?.write(this.state, this.peers);
+    } catch {
+      // Logged by apply when the file cannot be written at all.
+    }
+  }
+
+  /**
+   * Redis holds no state and this instance cannot vouch for its copy (lease expired). Refuses
+   * writes (state_unknown) and reports its copy as a candidate; puts it back only when it is the
+   * newest among the candidates and every instance that any candidate saw live at its last
+   * confirmation has reported (so none that may hold a newer state is missing), or, for an
+   * instance that never knew any state, after the grace with no other candidate (a fresh
+   * cluster). True once Redis holds a state again.
+   */
+  private async seedAsCandidate(empty: boolean): Promise<boolean> {
+    const now = this.now();
+    if (!this.loss) {
+      this.loss = {
+        at: now,
+        since: new Date(now).toISOString(),
+        reason: empty
+          ? 'Redis holds no DR state (it restarted empty) and this instance’s copy may be outdated (its lease had run out)'
+          : 'Redis holds an older DR state than this instance’s copy, which may itself be outdated (its lease had run out)',
+      };
+      if (this.state.version > 0 || this.confirmedAt !== null)
+        this.deps.logger.error(
+          { version: this.state.version, peers: this.peers },
+          'DR state lost from Redis and this instance cannot vouch for its copy: writes refused (state_unknown) until the newest copy is restored or an operator resets the state',
+        );
+    }
+    await this.heartbeat();
+    const fresh = this.state.version === 0 && this.confirmedAt === null && this.peers.length === 0;
+    if (fresh && now - this.loss.at < this.seedGraceMs) return false;
+    const beats = (await this.deps.stateStore.instances()).filter((b) => b.id !== this.deps.instanceId && this.heartbeatLive(b, now));
+    // A live instance that is not lost vouches for its copy: it puts it back itself.
+    if (beats.some((b) => !b.stateLost)) return false;
+    const present = new Set([this.deps.instanceId, ...beats.map((b) => b.id)]);
+    const required = new Set([...this.peers, ...beats.flatMap((b) => b.stateLost?.peers ?? [])]);
+    const missing = [...required].filter((id) => !present.has(id));
+    const newest = Math.max(0, ...beats.map((b) => b.appliedVersion));
+    if (missing.length > 0 || newest > this.state.version) {
+      this.loss.reason = `${this.loss.reason.split(';')[0]}; ${
+        missing.length > 0
+          ? `waiting for ${missing.join(', ')} (live when a copy was last confirmed: may hold a newer state), or an operator reset`
+          : `instance(s) with version ${newest} put theirs back`
+      }`;
+      return false;
+    }
+    if (await this.deps.stateStore.restore(this.state))
+      this.deps.logger.warn(
+        { version: this.state.version, candidates: [...present] },
+        'DR state was missing from Redis; put back the newest copy among the instances that could have held one',
+      );
+    const stored = await this.deps.stateStore.read();
+    if (!stored) return false;
+    if (stored.version !== this.state.version) await this.apply(stored);
+    return true;
   }
 
   private markStore(up: boolean, err?: unknown): void {
@@ -266,6 +404,7 @@ export class DrStateService {
       id: this.deps.instanceId,
       appliedVersion: this.state.version,
       lastSeen: new Date(this.now()).toISOString(),
+      ...(this.loss ? { stateLost: { since: this.loss.since, peers: this.peers } } : {}),
     });
   }
 
@@ -274,7 +413,7 @@ export class DrStateService {
     this.state = next;
     this.deps.metrics.drStateVersion.set(next.version);
     try {
-      this.deps.file?.write(next);
+      this.deps.file?.write(next, this.peers.length > 0 ? this.peers : undefined);
     } catch (err) {
       this.deps.logger.error(
         { err: err instanceof Error ? err.message : String(err), file: this.deps.file?.path },
@@ -297,26 +436,57 @@ export class DrStateService {
 
   /**
    * Applies `mutate` to the newest stored state as one compare-and-set. Throws 503 when the store
-   * is unreachable (nothing is half-applied) and 409 with the current state when another change
-   * won the race.
+   * is unreachable (nothing is half-applied), 503 `state_unknown` while this instance does not know
+   * the current state (unless `seed`: an operator's reset, which replaces whatever is stored with a
+   * version above every copy an instance reports), and 409 with the current state when another
+   * change won the race.
    */
-  async change(mutate: (current: DrState, now: string) => Omit<DrState, 'version' | 'updatedAt'>): Promise<Change> {
+  async change(
+    mutate: (current: DrState, now: string) => Omit<DrState, 'version' | 'updatedAt'>,
+    opts: { seed?: boolean } = {},
+  ): Promise<Change> {
     let base: DrState;
+    let expected: number;
+    let version: number;
     const readAt = this.now();
     try {
       if (!this.known()) await this.sync();
-      // Without Redis there is no change anyway; a state never known is not the base of one.
-      base = (await this.deps.stateStore.read()) ?? this.state;
-      if (base.version < this.state.version) base = this.state;
+      const stored = await this.deps.stateStore.read();
+      if (opts.seed) {
+        base = stored ?? this.state;
+        expected = stored?.version ?? 0;
+        const copies = (await this.deps.stateStore.instances()).map((i) => i.appliedVersion);
+        version = Math.max(expected, this.state.version, ...copies) + 1;
+      } else {
+        // A fresh instance (never knew any state) on an empty store may make the first change, as
+        // long as no instance reports a copy: it is the seeding of a fresh cluster.
+        const fresh =
+          this.loss !== null &&
+          stored === null &&
+          this.state.version === 0 &&
+          this.confirmedAt === null &&
+          this.peers.length === 0 &&
+          (await this.deps.stateStore.instances()).every((i) => i.appliedVersion === 0);
+        if (!this.known() && !fresh)
+          throw new StateUnknownError(
+            `the DR state is unknown on this instance (${this.loss?.reason ?? 'Redis unreachable since start and no state file'}); no change was made. An operator can reset it (POST /admin/dr/state/reset)`,
+          );
+        // Without Redis there is no change anyway.
+        base = stored ?? this.state;
+        if (base.version < this.state.version) base = this.state;
+        expected = base.version;
+        version = base.version + 1;
+      }
     } catch (err) {
+      if (err instanceof AppError) throw err;
       this.markStore(false, err);
       throw new DependencyUnavailableError('redis', 'the DR state store (Redis) is unreachable; no change was made', err);
     }
     const now = new Date(this.now()).toISOString();
-    const after: DrState = { ...mutate(base, now), version: base.version + 1, updatedAt: now };
+    const after: DrState = { ...mutate(base, now), version, updatedAt: now };
     let result;
     try {
-      result = await this.deps.stateStore.compareAndSet(base.version, after);
+      result = await this.deps.stateStore.compareAndSet(expected, after);
     } catch (err) {
       this.markStore(false, err);
       throw new DependencyUnavailableError('redis', 'the DR state store (Redis) is unreachable; no change was made', err);
@@ -328,6 +498,10 @@ export class DrStateService {
       });
     }
     await this.apply(after);
+    if (this.loss) {
+      this.deps.logger.warn({ version: after.version }, 'the DR state was reset by an operator: known again');
+      this.loss = null;
+    }
     // Our compare-and-set confirms the state, once our heartbeat is at least as new as the confirmation.
     try {
       await this.heartbeat();

@@ -75,6 +75,12 @@ export interface InstanceHeartbeat {
   lastSeen: string;
   /** The write barrier this instance raised when it applied the last write-relevant change. */
   barrier?: { version: number; inFlight: number; waitedFor: number; drained: boolean; failing: number; waitedMs: number };
+  /**
+   * Set while this instance found the shared state missing from Redis and cannot vouch for its own
+   * copy (its lease had run out): its copy is a candidate (`appliedVersion`), and `peers` are the
+   * instances that were live when it last confirmed the state, any of which may hold a newer one.
+   */
+  stateLost?: { since: string; peers: string[] };
 }
 
 /**

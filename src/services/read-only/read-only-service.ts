@@ -1,6 +1,6 @@
 import type { AuditLog } from '../audit/audit-log.ts';
 import { readOnlyActive, type DrState, type ReadOnlyState } from '../dr-state/dr-state.ts';
-import type { Change, DrStateService } from '../dr-state/dr-state-service.ts';
+import { StateUnknownError, type Change, type DrStateService } from '../dr-state/dr-state-service.ts';
 import { ConflictError } from '../../http/app-error.ts';
 import type { Logger } from '../../logger.ts';
 import type { Metrics } from '../../metrics/metrics.ts';
@@ -203,9 +203,11 @@ export class ReadOnlyService {
         return;
       }
       // The shared state cannot be written (Redis down): the mode stays on, and the expiry is tried again.
+      // Or the shared state is unknown on this instance (lost from Redis, not vouched for).
+      const why = err instanceof StateUnknownError ? 'the shared DR state is unknown (lost from Redis)' : 'Redis unreachable';
       const reason = blocked
-        ? `${blocked}; and the DR state store (Redis) is unreachable`
-        : 'the expiry cannot be recorded in the shared DR state (Redis unreachable): the mode stays on until it can be';
+        ? `${blocked}; and the DR state store cannot record the expiry (${why})`
+        : `the expiry cannot be recorded in the shared DR state (${why}): the mode stays on until it can be`;
       const kind = blocked ? 'unsafe' : 'unrecorded';
       this.localRefusal = { reason, at: new Date(this.now()).toISOString(), expiresAt, kind };
       const key = `${expiresAt}:${kind}`;

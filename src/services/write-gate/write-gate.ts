@@ -101,7 +101,9 @@ export class WriteGate {
     const ticket = this.context.getStore();
     if (!ticket) return fn();
     if (ticket.epoch !== this.epoch)
-      throw new WriteFencedError('the DR state changed while this write ran (read-only mode or a database switch); it was not saved');
+      throw new WriteFencedError(
+        'the DR state changed while this write ran (read-only mode, a database or media switch); it was not saved',
+      );
     const refusal = this.refusal();
     if (refusal) throw new WriteFencedError(`writes closed while this write ran: ${refusal.message}`);
     ticket.committing = true;

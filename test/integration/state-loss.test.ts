@@ -1,0 +1,220 @@
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import request from 'supertest';
+import { migrate } from '../../src/services/database/migrator.ts';
+import { MIGRATIONS_DIR } from '../../src/paths.ts';
+import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
+import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
+import { startOwnRedis, type OwnRedis } from '../../support/redis-server.ts';
+import { eventually, sleep } from '../../support/common.ts';
+import { heldUpload } from '../support/held-upload.ts';
+import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
+import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+
+const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
+const LEASE_MS = 3000;
+
+async function rowOn(url: string, key: string): Promise<string | null> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    return (await client.query<{ sha256: string }>('SELECT sha256 FROM media_objects WHERE key = $1', [key])).rows[0]?.sha256 ?? null;
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * The DR state lost from Redis (a restart without persistence), a media switch with uploads in
+ * flight, and the reset, against a real primary + streaming replica. Instance `a` talks to Redis
+ * directly, `b` through a proxy (to cut it off); each has a state file of its own.
+ */
+describe('the DR state lost from Redis, and the media switch barrier, against a real primary and streaming replica', () => {
+  let cluster: PgCluster;
+  let s3: S3ServerHandle;
+  let s3b: S3ServerHandle;
+  let redis: OwnRedis;
+  let proxy: TcpProxy;
+  let a: TestInstance;
+  let b: TestInstance;
+  let env: Record<string, string>;
+  const prefix = uniquePrefix();
+  const fileA = join(tmpdir(), `sav3-state-loss-a-${randomBytes(4).toString('hex')}.json`);
+  const fileB = join(tmpdir(), `sav3-state-loss-b-${randomBytes(4).toString('hex')}.json`);
+  const startA = () => startInstance({ ...env, REDIS_URL: redis.url, INSTANCE_ID: 'loss-a', DR_STATE_FILE: fileA }, prefix);
+  const startB = () =>
+    startInstance({ ...env, REDIS_URL: `redis://127.0.0.1:${proxy.port}`, INSTANCE_ID: 'loss-b', DR_STATE_FILE: fileB }, prefix);
+
+  beforeAll(async () => {
+    cluster = await startPgCluster();
+    await migrate(cluster.primary.url(), MIGRATIONS_DIR);
+    s3 = await startS3Server({ bucket: 'loss-primary' });
+    s3b = await startS3Server({ bucket: 'loss-backup' });
+    redis = await startOwnRedis();
+    proxy = await startTcpProxy(redis.port);
+    env = {
+      ...mediaEnv('PRIMARY', s3),
+      ...mediaEnv('BACKUP', s3b),
+      DATABASE_URL: cluster.primary.url(),
+      DATABASE_REPLICA_URL: cluster.replica.url(),
+      HEALTH_TIMEOUT_MS: '500',
+      HEALTH_INTERVAL_MS: '300',
+      DR_STATE_LEASE_MS: String(LEASE_MS),
+    };
+    a = await startA();
+    b = await startB();
+  }, 60_000);
+  afterAll(async () => {
+    await a?.stop();
+    await b?.stop();
+    await proxy?.close();
+    await redis?.stop();
+    await s3?.destroy();
+    await s3b?.destroy();
+    await cluster?.destroy();
+    for (const f of [fileA, fileB]) rmSync(f, { force: true });
+  });
+
+  const readOnly = (api: TestInstance, enabled: boolean) =>
+    request(api.url)
+      .put('/admin/read-only')
+      .set(auth)
+      .send({ enabled, reason: enabled ? 'incident' : 'over' });
+  const post = (api: TestInstance, path: string, body: object) => request(api.url).post(path).set(auth).send(body);
+  const put = (api: TestInstance, key: string) => request(api.url).put(`/media/${key}`).send(Buffer.from(key));
+  const storedState = async () => {
+    const client = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+    try {
+      const raw = await client.get(`${prefix}dr:state`);
+      return raw === null ? null : (JSON.parse(raw) as { version: number; readOnly: { enabled: boolean } });
+    } finally {
+      client.disconnect();
+    }
+  };
+
+  it('a media switch raises the write barrier: uploads in flight are not acknowledged on the old backend after it answered, and the answer says how many', async () => {
+    const held = await Promise.all([0, 1].map((i) => heldUpload(i ? a.url : b.url, `loss/media-held-${i}`)));
+    const sw = await post(a, '/admin/media/switch', { to: 'backup' });
+    expect(sw.status).toBe(200);
+    expect(sw.body).toMatchObject({ changed: true, to: 'backup', propagation: { complete: true, applied: 2 } });
+    for (const h of held) {
+      const answer = await h.finish();
+      expect(answer.status).toBe(503);
+      expect(answer.body.error?.code).toBe('write_fenced');
+      expect(await rowOn(cluster.primary.url(), h.key)).toBeNull();
+    }
+    // Both uploads were running on their instance when it applied the switch; neither was committing yet.
+    expect(sw.body.writes).toMatchObject({ inFlight: 2, waitedFor: 0, failing: 2, drained: true, instancesReporting: 2 });
+    // A new upload goes to the new backend.
+    const after = await put(b, 'loss/media-after');
+    expect(after.status).toBe(201);
+    expect(after.body.backend).toBe('backup');
+    expect((await post(a, '/admin/media/switch', { to: 'primary' })).status).toBe(200);
+  });
+
+  it('a stale instance (lease run out) does not put its older copy into an emptied Redis: it refuses writes (state_unknown) until the newest copy returns, which wins', async () => {
+    proxy.setMode('refuse');
+    const on = await readOnly(a, true);
+    expect(on.status).toBe(200);
+    expect(on.body.propagation.stale.map((i: { id: string }) => i.id)).toEqual(['loss-b']);
+    // The only instance holding the current state (read-only on) goes away; Redis restarts empty.
+    await a.stop();
+    await redis.stop();
+    await redis.start();
+    proxy.setMode('pass');
+
+    // b (read-only off in its copy, lease run out) reconnects to the empty Redis.
+    const refused = await eventually(
+      () => put(b, 'loss/stale-write'),
+      (r) => r.body.error?.code === 'state_unknown',
+      10_000,
+    );
+    expect(refused.status).toBe(503);
+    await sleep(2500);
+    expect((await put(b, 'loss/stale-write-2')).status).toBe(503);
+    expect(await storedState()).toBeNull();
+    const state = await request(b.url).get('/admin/dr/state').set(auth);
+    expect(state.body.stateLost).toMatchObject({ reason: expect.stringMatching(/waiting for loss-a/) });
+    const health = await request(b.url).get('/health/database').set(auth);
+    expect(health.status).toBe(503);
+    expect(health.body.error.code).toBe('state_unknown');
+    const ready = await request(b.url).get('/health/ready');
+    expect(ready.status).toBe(200);
+    expect(ready.body.checks.drState).toBe('degraded');
+    expect((await readOnly(b, true)).body.error?.code).toBe('state_unknown');
+    expect(await rowOn(cluster.primary.url(), 'loss/stale-write')).toBeNull();
+
+    // a returns from its state file: its copy is the newest of the instances' copies, so it wins.
+    a = await startA();
+    const back = await eventually(
+      () => put(b, 'loss/after-return'),
+      (r) => r.body.error?.code === 'read_only',
+      10_000,
+    );
+    expect(back.status).toBe(503);
+    expect(await storedState()).toMatchObject({ version: on.body.version, readOnly: { enabled: true } });
+    const off = await readOnly(a, false);
+    expect(off.status).toBe(200);
+    expect(off.body.propagation).toMatchObject({ complete: true, applied: 2 });
+    expect((await put(b, 'loss/writable-again')).status).toBe(201);
+  }, 60_000);
+
+  it('the state lost after a promotion: reads come from the promoted node, health says so, and a reset onto the old primary is refused (412 naming the newer node)', async () => {
+    expect((await readOnly(a, true)).status).toBe(200);
+    const promote = await post(a, '/admin/database/promote', { confirm: 'promote-replica', maxLagSeconds: 3600 });
+    expect(promote.status).toBe(200);
+    expect((await post(a, '/admin/database/switch', { to: 'replica' })).status).toBe(200);
+    expect((await readOnly(a, false)).status).toBe(200);
+    expect((await put(a, 'loss/on-promoted')).status).toBe(201);
+    expect(await rowOn(cluster.replica.url(), 'loss/on-promoted')).not.toBeNull();
+    expect(await rowOn(cluster.primary.url(), 'loss/on-promoted')).toBeNull();
+
+    // Everything lost: both instances stop, their files are gone, Redis restarts empty. A fresh
+    // instance starts from the initial state (database target: the old primary).
+    await a.stop();
+    await b.stop();
+    for (const f of [fileA, fileB]) rmSync(f, { force: true });
+    await redis.stop();
+    await redis.start();
+    a = await startA();
+    expect((await request(a.url).get('/admin/dr/state').set(auth)).body.database.active).toBe('primary');
+
+    // Reads come from the promoted node (newer timeline), not the old primary.
+    const read = await eventually(
+      () => request(a.url).get('/media/loss/on-promoted').responseType('blob'),
+      (r) => r.status !== 503,
+      5000,
+    );
+    expect(read.status).toBe(200);
+    expect(Buffer.from(read.body).toString()).toBe('loss/on-promoted');
+    const ready = await request(a.url).get('/health/ready');
+    expect(ready.status).toBe(200);
+    expect(ready.body.checks.database).toBe('degraded');
+    const health = await request(a.url).get('/health/database').set(auth);
+    expect(health.status).toBe(503);
+    expect(['not_writable', 'split_brain']).toContain(health.body.error.code);
+    expect((await put(a, 'loss/onto-old-primary')).status).toBe(503);
+    expect(await rowOn(cluster.primary.url(), 'loss/onto-old-primary')).toBeNull();
+
+    // A reset onto the old primary would point writes at the older node: refused, naming the newer one.
+    const refused = await post(a, '/admin/dr/state/reset', { confirm: 'reset-dr-state', reason: 'state lost' });
+    expect(refused.status).toBe(412);
+    expect(refused.body.error).toMatchObject({ code: 'newer_writable_replica' });
+    expect(refused.body.error.message).toMatch(/replica takes writes on timeline 2/);
+    const reset = await post(a, '/admin/dr/state/reset', { confirm: 'reset-dr-state', reason: 'state lost', database: 'replica' });
+    expect(reset.status).toBe(200);
+    expect(reset.body.state.database).toMatchObject({ active: 'replica', newestTimeline: 2 });
+    const write = await eventually(
+      () => put(a, 'loss/after-reset'),
+      (r) => r.status === 201,
+      5000,
+    );
+    expect(write.status).toBe(201);
+    expect(await rowOn(cluster.replica.url(), 'loss/after-reset')).not.toBeNull();
+  }, 90_000);
+});

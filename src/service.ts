@@ -182,6 +182,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
       active: () => dr.current().media.active,
       bucket: (b) => objectStores.get(b)?.bucket ?? '',
       saturated: media.saturated,
+      backup: () => media.replicator?.stats(),
     },
     redis: redisRunner,
     drSummary: () => ({

@@ -55,6 +55,8 @@ export function createWorker(config: Config, logger: Logger, options: WorkerOpti
     'sav3_read_only_mode',
     'sav3_replication_lag_seconds',
     'sav3_media_backup_backlog',
+    'sav3_media_backup_stuck',
+    'sav3_media_backup_retired',
     'sav3_read_only_rejections_total',
   ]) {
     metrics.registry.removeSingleMetric(name);

@@ -31,6 +31,8 @@ export interface HealthServiceDeps {
     bucket: (b: MediaBackendName) => string;
     /** Media pools at their bound (e.g. "primary.download", "spool"): reported as degraded. */
     saturated?: () => string[];
+    /** The continuous backup's outbox as last read: stuck or retired rows are reported as degraded. */
+    backup?: () => { backlog: number; stuck: number; retired: number; oldestAgeSeconds: number } | undefined;
   };
   redis: ProbeRunner<void>;
   /** Extra replication facts for /health/database (from the failover capability). */
@@ -150,6 +152,11 @@ export class HealthService {
     if (saturated.length > 0) {
       report.saturated = saturated;
       if (report.status === 'healthy') report.status = 'degraded';
+    }
+    const backup = this.deps.media.backup?.();
+    if (backup) {
+      report.backup = backup;
+      if ((backup.stuck > 0 || backup.retired > 0) && report.status === 'healthy') report.status = 'degraded';
     }
     return report;
   }

@@ -68,6 +68,16 @@ export function createMetrics(registry: Registry = new Registry()) {
       help: 'Uploads waiting to be copied to the backup media backend (continuous backup)',
       registers,
     }),
+    mediaBackupStuck: new Gauge({
+      name: 'sav3_media_backup_stuck',
+      help: 'Continuous-backup outbox rows that keep failing (3 attempts or more) or have waited over a minute',
+      registers,
+    }),
+    mediaBackupRetired: new Gauge({
+      name: 'sav3_media_backup_retired',
+      help: 'Versions the continuous backup gave up on (content missing on every backend that should hold it) still missing on the target: run a media sync',
+      registers,
+    }),
     rpoExposure: new Gauge({
       name: 'sav3_rpo_exposure_seconds',
       help: 'Age of the oldest acknowledged write not yet backed up (database: unarchived WAL; media: the outbox), 0 when all is',

@@ -161,14 +161,18 @@ export function createMediaModule(deps: {
         backendDown,
         logger,
         intervalMs: 500,
-        onStats: ({ backlog, oldestAgeSeconds }) => {
+        onStats: ({ backlog, oldestAgeSeconds, stuck, retired }) => {
           metrics.mediaBackupBacklog.set(backlog);
+          metrics.mediaBackupStuck.set(stuck);
+          metrics.mediaBackupRetired.set(retired);
           metrics.rpoExposure.set({ component: 'media' }, oldestAgeSeconds);
         },
       })
     : undefined;
   if (replicator) {
     metrics.mediaBackupBacklog.set(0);
+    metrics.mediaBackupStuck.set(0);
+    metrics.mediaBackupRetired.set(0);
     metrics.rpoExposure.set({ component: 'media' }, 0);
   }
   const copyTargets = (backend: MediaBackendName): MediaBackendName[] =>

@@ -8,7 +8,7 @@ import type { DrState, InstanceHeartbeat } from '../../src/services/dr-state/dr-
 import type { JobRecordStore } from '../../src/services/jobs/job-records.ts';
 import type { CachedMeta, MediaCache } from '../../src/services/media/media-cache.ts';
 import type { MediaMetadata, MediaRepository, WriteCommit } from '../../src/services/media/media-repository.ts';
-import type { MediaVersionRepository, OutboxTask, StoredVersion } from '../../src/services/media/media-version-repository.ts';
+import type { MediaVersionRepository, OutboxTask, RetireReason, StoredVersion } from '../../src/services/media/media-version-repository.ts';
 import { ObjectMissingError, type ObjectStore, type StoredObjectInfo } from '../../src/adapters/object-store.ts';
 
 /*
@@ -166,8 +166,19 @@ export class MemoryVersionRepository implements MediaVersionRepository {
   readonly pointers = new Map<string, string>();
   readonly outbox = new Map<
     string,
-    { version: string; target: MediaBackendName; attempts: number; leaseUntil: number; createdAt: number }
+    {
+      version: string;
+      target: MediaBackendName;
+      attempts: number;
+      failures: number;
+      leaseUntil: number;
+      createdAt: number;
+      token?: string;
+      lastError?: string;
+    }
   >();
+  /** Retired rows, as media_outbox_retired keeps them. */
+  readonly retired: { taskId: string; version: string; target: MediaBackendName; reason: RetireReason; createdAt: number }[] = [];
   failWith?: Error;
   private nextTask = 0;
 
@@ -178,22 +189,41 @@ export class MemoryVersionRepository implements MediaVersionRepository {
     this.versions.set(version.id, version);
     this.pointers.set(key, version.id);
     for (const target of copyTo)
-      this.outbox.set(String(++this.nextTask), { version: version.id, target, attempts: 0, leaseUntil: 0, createdAt: Date.now() });
+      this.outbox.set(String(++this.nextTask), {
+        version: version.id,
+        target,
+        attempts: 0,
+        failures: 0,
+        leaseUntil: 0,
+        createdAt: Date.now(),
+      });
   }
   private check() {
     if (this.failWith) throw this.failWith;
   }
-  async claimOutbox(limit: number, leaseMs: number): Promise<OutboxTask[]> {
+  async claimOutbox(limit: number, leaseMs: number, token: string, down: MediaBackendName[] = []): Promise<OutboxTask[]> {
     this.check();
     const now = Date.now();
-    const due = [...this.outbox].filter(([, t]) => t.leaseUntil <= now).slice(0, limit);
-    return due.flatMap(([id, t]) => {
-      const v = this.versions.get(t.version);
-      if (!v) return [];
+    const due = [...this.outbox]
+      .filter(([, t]) => {
+        const v = this.versions.get(t.version);
+        return t.leaseUntil <= now && !down.includes(t.target) && v !== undefined && !v.backends.every((b) => down.includes(b));
+      })
+      .slice(0, limit);
+    return due.map(([id, t]) => {
+      const v = this.versions.get(t.version)!;
       t.leaseUntil = now + leaseMs;
       t.attempts += 1;
-      return [{ ...v, backends: [...v.backends], taskId: id, target: t.target, attempts: t.attempts }];
+      t.token = token;
+      return { ...v, backends: [...v.backends], taskId: id, target: t.target, attempts: t.attempts, failures: t.failures };
     });
+  }
+  async renewOutbox(token: string, taskIds: string[], leaseMs: number) {
+    this.check();
+    for (const id of taskIds) {
+      const t = this.outbox.get(id);
+      if (t?.token === token) t.leaseUntil = Date.now() + leaseMs;
+    }
   }
   async completeCopy(version: string, target: MediaBackendName) {
     this.check();
@@ -202,18 +232,40 @@ export class MemoryVersionRepository implements MediaVersionRepository {
     for (const [id, t] of this.outbox) if (t.version === version && t.target === target) this.outbox.delete(id);
     return v !== undefined;
   }
-  async retryOutbox(taskId: string, _error: string, delayMs: number) {
+  async retryOutbox(taskId: string, token: string, error: string, delayMs: number, definitive = false) {
     this.check();
     const t = this.outbox.get(taskId);
-    if (t) t.leaseUntil = Date.now() + delayMs;
+    if (t?.token !== token) return;
+    t.leaseUntil = Date.now() + delayMs;
+    t.token = undefined;
+    t.lastError = error;
+    if (definitive) t.failures += 1;
   }
-  async dropOutbox(taskId: string) {
+  async retireOutbox(taskId: string, token: string, reason: RetireReason) {
+    this.check();
+    const t = this.outbox.get(taskId);
+    if (t?.token !== token) return false;
     this.outbox.delete(taskId);
+    this.retired.push({ taskId, version: t.version, target: t.target, reason, createdAt: t.createdAt });
+    return true;
   }
   async outboxStats() {
     this.check();
-    const oldest = Math.min(...[...this.outbox.values()].map((t) => t.createdAt));
-    return { backlog: this.outbox.size, oldestAgeSeconds: this.outbox.size ? (Date.now() - oldest) / 1000 : 0 };
+    const now = Date.now();
+    const unresolved = this.retired.filter((r) => {
+      const v = this.versions.get(r.version);
+      return v && [...this.pointers.values()].includes(r.version) && !v.backends.includes(r.target);
+    });
+    const created = [...this.outbox.values(), ...unresolved].map((t) => t.createdAt);
+    return {
+      backlog: this.outbox.size,
+      stuck: [...this.outbox.values()].filter((t) => (t.attempts >= 3 && t.lastError) || now - t.createdAt > 60_000).length,
+      retired: unresolved.length,
+      oldestAgeSeconds: created.length ? (now - Math.min(...created)) / 1000 : 0,
+    };
+  }
+  async purgeRetired() {
+    return 0;
   }
   private currentSorted(afterKey: string) {
     return [...this.pointers]

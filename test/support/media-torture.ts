@@ -2,7 +2,7 @@
 // while S3 servers, Redis, PostgreSQL and one instance are killed and restarted at random; then a
 // checker walks every key and every stored version and lists every violation of the invariants.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
 import { join } from 'node:path';
 import pg from 'pg';
 import { MinioObjectStore } from '../../src/adapters/minio-object-store.ts';
@@ -17,6 +17,46 @@ import { freePort, sha256Hex, sleep } from '../../support/common.ts';
 const ROOT = join(__dirname, '..', '..');
 const GRACE_SECONDS = 4;
 
+/** Every kind of fault the torture injects. */
+export const FAULTS = ['primary', 'backup', 'redis', 'postgres', 'instance', 'switch', 'sync'] as const;
+export type Fault = (typeof FAULTS)[number];
+
+/**
+ * A small seeded PRNG (mulberry32): every random choice of a run (keys, bodies, operations,
+ * pauses, the fault schedule) comes from one seed, so a failing run can be replayed with
+ * TORTURE_SEED. Each writer and the chaos loop draw from a stream of their own (derived from the
+ * seed), so one stream's choices do not depend on how the others interleave.
+ */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `n` bytes from `random` (a PUT body: distinct per PUT, reproducible from the seed). */
+function randomBody(random: () => number, n: number): Buffer {
+  const body = Buffer.allocUnsafe(n);
+  for (let i = 0; i < n; i += 4) {
+    const word = Math.floor(random() * 4294967296);
+    for (let j = 0; j < 4 && i + j < n; j += 1) body[i + j] = (word >>> (8 * j)) & 0xff;
+  }
+  return body;
+}
+
+/** The seed of a run: TORTURE_SEED when set (a replay), else a fresh one. */
+export function tortureSeed(): number {
+  const raw = process.env.TORTURE_SEED;
+  if (raw === undefined || raw === '') return randomInt(2 ** 31);
+  const seed = Number(raw);
+  if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) throw new Error(`TORTURE_SEED must be an integer in [0, 2^32), not ${raw}`);
+  return seed;
+}
+
 type Outcome = 'ack' | 'refused' | 'uncertain' | 'absent';
 interface Op {
   key: string;
@@ -28,6 +68,10 @@ interface Op {
 }
 
 export interface TortureReport {
+  seed: number;
+  faultMix: Fault[];
+  /** The faults in the order they were injected (with their down time in ms). */
+  schedule: string[];
   ops: Record<string, number>;
   faults: Record<string, number>;
   reads: { ok: number; notFound: number; unavailable: number };
@@ -95,8 +139,22 @@ async function childInstance(env: Record<string, string>) {
   return handle;
 }
 
-export async function runTorture(options: { seconds: number; keys?: number; writers?: number }): Promise<TortureReport> {
+export async function runTorture(options: {
+  seconds: number;
+  seed: number;
+  keys?: number;
+  writers?: number;
+  /** The faults to inject, each once per round in a random order (default: all of them). */
+  faults?: readonly Fault[];
+}): Promise<TortureReport> {
+  const { seed } = options;
+  const faultMix = [...(options.faults ?? FAULTS)];
+  // Seen at once (jest prints console.log only when the test ends): a hung run can be replayed too.
+  process.stderr.write(`media torture: TORTURE_SEED=${seed} TORTURE_SECONDS=${options.seconds} faults=${faultMix.join(',')}\n`);
   const report: TortureReport = {
+    seed,
+    faultMix,
+    schedule: [],
     ops: {},
     faults: {},
     reads: { ok: 0, notFound: 0, unavailable: 0 },
@@ -105,9 +163,13 @@ export async function runTorture(options: { seconds: number; keys?: number; writ
     objectsChecked: 0,
     violations: [],
   };
+  // Every failure message names the seed that replays it.
   const violation = (v: string) => {
-    if (report.violations.length < 200) report.violations.push(v);
+    if (report.violations.length < 200) report.violations.push(`[TORTURE_SEED=${seed}] ${v}`);
   };
+  // One stream per writer and one for the chaos loop; the seed's own stream derives theirs.
+  const seeds = seededRandom(seed);
+  const stream = () => seededRandom(Math.floor(seeds() * 4294967296));
   const db = await createScratchDatabase('sav3_torture');
   const pgProxy = await startTcpProxy(5432);
   const dbUrl = new URL(db.url);
@@ -144,16 +206,17 @@ export async function runTorture(options: { seconds: number; keys?: number; writ
   const keys = Array.from({ length: options.keys ?? 6 }, (_, i) => `t/${i === 0 ? 'x'.repeat(250) : `k${i}`}`);
   const ops: Op[] = [];
   const count = (m: Record<string, number>, k: string) => (m[k] = (m[k] ?? 0) + 1);
-  const deadline = Date.now() + options.seconds * 1000;
-  const pick = <T>(xs: T[]) => xs[Math.floor(Math.random() * xs.length)]!;
+  const started = Date.now();
+  const deadline = started + options.seconds * 1000;
+  const pick = <T>(random: () => number, xs: readonly T[]) => xs[Math.floor(random() * xs.length)]!;
 
-  const writer = async () => {
+  const writer = async (random: () => number) => {
     while (Date.now() < deadline) {
-      const key = pick(keys);
-      const url = pick(urls);
-      const r = Math.random();
+      const key = pick(random, keys);
+      const url = pick(random, urls);
+      const r = random();
       if (r < 0.55) {
-        const body = randomBytes(1 + Math.floor(Math.random() * 48_000));
+        const body = randomBody(random, 1 + Math.floor(random() * 48_000));
         const op: Op = { key, kind: 'put', sha: sha256Hex(body), start: Date.now(), end: 0, outcome: 'uncertain' };
         ops.push(op);
         try {
@@ -236,16 +299,30 @@ export async function runTorture(options: { seconds: number; keys?: number; writ
       .then((r) => r.status)
       .catch(() => 0);
 
-  const chaos = async () => {
-    // Every kind of fault in each round, in a random order.
-    let round: string[] = [];
+  let restarting: Promise<void> = Promise.resolve();
+  const chaos = async (random: () => number) => {
+    // Every kind of fault of the mix in each round, in a random order (Fisher-Yates).
+    let round: Fault[] = [];
     while (Date.now() < deadline - 2000) {
-      await sleep(500 + Math.random() * 1200);
-      if (round.length === 0)
-        round = ['primary', 'backup', 'redis', 'postgres', 'instance', 'switch', 'sync'].sort(() => Math.random() - 0.5);
+      await sleep(500 + random() * 1200);
+      if (Date.now() > deadline - 1600) break;
+      if (round.length === 0) {
+        round = [...faultMix];
+        for (let i = round.length - 1; i > 0; i -= 1) {
+          const j = Math.floor(random() * (i + 1));
+          [round[i], round[j]] = [round[j]!, round[i]!];
+        }
+      }
       const fault = round.pop()!;
       count(report.faults, fault);
-      const down = 500 + Math.random() * 2500;
+      // Every fault heals 1.5 s before the writers stop: a run whose last fault outlived it (the
+      // primary down to the end: deletes still acknowledged, every PUT refused) ended with every
+      // key deleted and nothing left to check.
+      const down = Math.max(100, Math.min(500 + random() * 2500, deadline - 1500 - Date.now()));
+      const side = random() < 0.5 ? 'backup' : 'primary';
+      report.schedule.push(
+        `${((Date.now() - started) / 1000).toFixed(1)}s ${fault}${fault === 'switch' || fault === 'sync' ? ` to ${side}` : ` ${Math.round(down)}ms`}`,
+      );
       if (fault === 'primary' || fault === 'backup') {
         s3Proxies[fault].setMode('refuse');
         await sleep(down);
@@ -259,20 +336,25 @@ export async function runTorture(options: { seconds: number; keys?: number; writ
         await sleep(down);
         pgProxy.setMode('pass');
       } else if (fault === 'instance') {
+        // The restart (a fresh process, several seconds under load) runs beside the next faults:
+        // waiting for it let one slow start use up the run and leave kinds of fault never injected.
+        await restarting;
         b.kill();
-        await sleep(down);
-        await b.start();
+        restarting = sleep(down).then(() => b.start());
       } else if (fault === 'switch') {
-        await admin(a.url, '/admin/media/switch', { to: Math.random() < 0.5 ? 'backup' : 'primary' });
+        await admin(a.url, '/admin/media/switch', { to: side });
       } else {
-        const to = Math.random() < 0.5 ? 'backup' : 'primary';
+        const to = side;
         await admin(a.url, '/admin/media/sync', { from: to === 'backup' ? 'primary' : 'backup', to });
       }
     }
   };
 
   try {
-    await Promise.all([...Array.from({ length: options.writers ?? 4 }, writer), chaos()]);
+    const writers = Array.from({ length: options.writers ?? 4 }, stream);
+    const chaosRandom = stream();
+    await Promise.all([...writers.map(writer), chaos(chaosRandom)]);
+    await restarting;
 
     // Heal, let background copies finish, and let the grace period pass so garbage is garbage.
     pgProxy.setMode('pass');
@@ -292,6 +374,18 @@ export async function runTorture(options: { seconds: number; keys?: number; writ
         await sleep(250);
       }
       await sleep(GRACE_SECONDS * 1000 + 500);
+      // The collector skips a backend its instance's probe last saw down: wait until instance A
+      // has seen both come back (a probe can time out on a loaded machine), or say so.
+      for (const [name, runner] of a.service.media.runners) {
+        const probeDeadline = Date.now() + 15_000;
+        while (!(await runner.run()).ok) {
+          if (Date.now() > probeDeadline) {
+            violation(`instance A's probe still finds the ${name} S3 server down 15 s after every fault healed`);
+            break;
+          }
+          await sleep(200);
+        }
+      }
       await a.service.media.gc.collect();
       await a.service.media.gc.sweepOrphans();
 

@@ -121,7 +121,8 @@ describe('BackupReplicator (outbox)', () => {
 
     w.backup.failWith = new Error('connect ECONNREFUSED');
     expect(await replicator.drain()).toBe(0);
-    expect((await w.versions.outboxStats()).backlog).toBe(2); // a and b2 wait; the replaced b was dropped
+    expect((await w.versions.outboxStats()).backlog).toBe(2); // a and b2 wait; the replaced b was retired
+    expect(w.versions.retired.map((r) => r.reason)).toEqual(['replaced']);
     for (const t of w.versions.outbox.values()) t.leaseUntil = 0; // the back-off has passed
 
     w.backup.failWith = undefined;
@@ -136,7 +137,7 @@ describe('BackupReplicator (outbox)', () => {
     const w = world();
     const v = await w.write('k', 'kept', w.primary, ['backup']);
     // The first instance leases the task and "crashes" (never completes it).
-    const leased = await w.versions.claimOutbox(10, 50);
+    const leased = await w.versions.claimOutbox(10, 50, randomUUID());
     expect(leased).toHaveLength(1);
     const other = new BackupReplicator({ versions: w.versions, stores: w.stores, logger: captureLogger().logger, intervalMs: 1000 });
     expect(await other.drain()).toBe(0); // still leased

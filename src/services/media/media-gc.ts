@@ -5,6 +5,8 @@ import type { MediaVersionRepository } from './media-version-repository.ts';
 import type { ObjectStore } from '../../adapters/object-store.ts';
 
 const VERSION_PREFIX = 'v/';
+/** How long the record of a retired continuous-backup row is kept. */
+const RETIRED_KEPT_MS = 7 * 24 * 3600 * 1000;
 
 /**
  * Garbage collection of media content. A version replaced (overwritten or deleted) longer than
@@ -69,6 +71,7 @@ export class MediaGarbageCollector {
     }
     total += await this.collectLegacy();
     await this.deps.versions.purgeTombstones(this.deps.graceMs);
+    await this.deps.versions.purgeRetired(RETIRED_KEPT_MS);
     return total;
   }
 

@@ -14,18 +14,49 @@ export interface StoredVersion {
 export interface OutboxTask extends StoredVersion {
   taskId: string;
   target: MediaBackendName;
+  /** Claims of this row so far, this one included. */
   attempts: number;
+  /** Definitive failures so far (content missing or corrupt on every backend that should hold it). */
+  failures: number;
+}
+
+/** Why an outbox row was retired without a copy. */
+export type RetireReason = 'replaced' | 'content_missing' | 'target_not_configured';
+
+export interface OutboxStats {
+  /** Rows waiting. */
+  backlog: number;
+  /**
+   * Age of the oldest acknowledged version not yet on its copy target: the oldest waiting row, or
+   * a retired one whose version is still current and still missing on the target.
+   */
+  oldestAgeSeconds: number;
+  /** Waiting rows that keep failing (three attempts or more) or have waited longer than a minute. */
+  stuck: number;
+  /** Retired rows whose version is still current and still missing on the target (a sync copies them). */
+  retired: number;
 }
 
 /** Versions and the outbox, for the continuous backup, sync, garbage collection and verification. */
 export interface MediaVersionRepository {
-  /** Leases up to `limit` due outbox tasks for `leaseMs`; a crashed holder's lease simply expires. */
-  claimOutbox(limit: number, leaseMs: number): Promise<OutboxTask[]>;
+  /**
+   * Leases up to `limit` due outbox tasks for `leaseMs` under `token`, oldest first, skipping those
+   * whose target is in `down` or whose every holder is (a row waiting on a dead backend is not
+   * tried, and blocks nothing). A crashed holder's lease, or a lease whose answer was lost with the
+   * connection, simply expires.
+   */
+  claimOutbox(limit: number, leaseMs: number, token: string, down?: MediaBackendName[]): Promise<OutboxTask[]>;
+  /** Extends the lease of the rows `token` still holds (its holder is alive and copying). */
+  renewOutbox(token: string, taskIds: string[], leaseMs: number): Promise<void>;
   /** Records a finished copy and clears its outbox rows; false when the version no longer exists. */
   completeCopy(version: string, target: MediaBackendName): Promise<boolean>;
-  retryOutbox(taskId: string, error: string, delayMs: number): Promise<void>;
-  dropOutbox(taskId: string): Promise<void>;
-  outboxStats(): Promise<{ backlog: number; oldestAgeSeconds: number }>;
+  /** Reschedules a row `token` holds after `delayMs`; a definitive failure is counted. */
+  retryOutbox(taskId: string, token: string, error: string, delayMs: number, definitive?: boolean): Promise<void>;
+  /** Retires a row without a copy, recording why (only while `token` holds it); false when it was gone. */
+  retireOutbox(taskId: string, token: string, reason: RetireReason, error?: string): Promise<boolean>;
+  outboxStats(): Promise<OutboxStats>;
+  /** Forgets retired rows older than `maxAgeMs`. */
+  purgeRetired(maxAgeMs: number): Promise<number>;
   /** Current versions (referenced by a key) not yet on `target`, in key order after `afterKey`. */
   currentMissingOn(target: MediaBackendName, afterKey: string, limit: number): Promise<StoredVersion[]>;
   /** Current versions in key order after `afterKey` (verification). */
@@ -74,19 +105,41 @@ const COLUMNS = `v.id::text AS id, v.key, v.size, v.sha256, v.content_type, v.ba
 export class PrismaMediaVersionRepository implements MediaVersionRepository {
   constructor(private readonly prisma: () => PrismaClient) {}
 
-  async claimOutbox(limit: number, leaseMs: number): Promise<OutboxTask[]> {
-    const rows = await this.prisma().$queryRawUnsafe<(Row & { task_id: bigint; target: string; attempts: number })[]>(
+  async claimOutbox(limit: number, leaseMs: number, token: string, down: MediaBackendName[] = []): Promise<OutboxTask[]> {
+    const rows = await this.prisma().$queryRawUnsafe<(Row & { task_id: bigint; target: string; attempts: number; failures: number })[]>(
       `WITH due AS (
-         SELECT id FROM media_outbox WHERE lease_until <= now() ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED),
+         SELECT o.id FROM media_outbox o JOIN media_versions v ON v.id = o.version
+         WHERE o.lease_until <= now() AND NOT (o.target = ANY($4::text[])) AND NOT (v.backends <@ $4::text[])
+         ORDER BY o.id LIMIT $1 FOR UPDATE OF o SKIP LOCKED),
        leased AS (
-         UPDATE media_outbox o SET lease_until = now() + make_interval(secs => $2::double precision / 1000), attempts = o.attempts + 1
-         FROM due WHERE o.id = due.id RETURNING o.id, o.version, o.target, o.attempts)
-       SELECT l.id AS task_id, l.target, l.attempts, ${COLUMNS}
+         UPDATE media_outbox o SET lease_until = now() + make_interval(secs => $2::double precision / 1000), attempts = o.attempts + 1,
+           claim_token = $3::uuid
+         FROM due WHERE o.id = due.id RETURNING o.id, o.version, o.target, o.attempts, o.failures)
+       SELECT l.id AS task_id, l.target, l.attempts, l.failures, ${COLUMNS}
        FROM leased l JOIN media_versions v ON v.id = l.version ORDER BY l.id`,
       limit,
       leaseMs,
+      token,
+      down,
     );
-    return rows.map((r) => ({ ...toVersion(r), taskId: String(r.task_id), target: r.target as MediaBackendName, attempts: r.attempts }));
+    return rows.map((r) => ({
+      ...toVersion(r),
+      taskId: String(r.task_id),
+      target: r.target as MediaBackendName,
+      attempts: r.attempts,
+      failures: r.failures,
+    }));
+  }
+
+  async renewOutbox(token: string, taskIds: string[], leaseMs: number): Promise<void> {
+    if (taskIds.length === 0) return;
+    await this.prisma().$executeRawUnsafe(
+      `UPDATE media_outbox SET lease_until = now() + make_interval(secs => $3::double precision / 1000)
+       WHERE id = ANY($2::bigint[]) AND claim_token = $1::uuid`,
+      token,
+      taskIds,
+      leaseMs,
+    );
   }
 
   async completeCopy(version: string, target: MediaBackendName): Promise<boolean> {
@@ -102,24 +155,60 @@ export class PrismaMediaVersionRepository implements MediaVersionRepository {
     return rows[0]!.found > 0;
   }
 
-  async retryOutbox(taskId: string, error: string, delayMs: number): Promise<void> {
+  async retryOutbox(taskId: string, token: string, error: string, delayMs: number, definitive = false): Promise<void> {
     await this.prisma().$executeRawUnsafe(
-      `UPDATE media_outbox SET lease_until = now() + make_interval(secs => $2::double precision / 1000), last_error = $3 WHERE id = $1::bigint`,
+      `UPDATE media_outbox SET lease_until = now() + make_interval(secs => $3::double precision / 1000), last_error = $4,
+         claim_token = NULL, failures = failures + $5::int
+       WHERE id = $1::bigint AND claim_token = $2::uuid`,
       taskId,
+      token,
       delayMs,
       error.slice(0, 500),
+      definitive ? 1 : 0,
     );
   }
 
-  async dropOutbox(taskId: string): Promise<void> {
-    await this.prisma().$executeRawUnsafe(`DELETE FROM media_outbox WHERE id = $1::bigint`, taskId);
+  async retireOutbox(taskId: string, token: string, reason: RetireReason, error?: string): Promise<boolean> {
+    const rows = await this.prisma().$queryRawUnsafe<{ id: bigint }[]>(
+      `WITH gone AS (DELETE FROM media_outbox WHERE id = $1::bigint AND claim_token = $2::uuid
+         RETURNING id, version, target, attempts, COALESCE($4::text, last_error) AS last_error, created_at)
+       INSERT INTO media_outbox_retired (id, version, key, target, reason, attempts, last_error, created_at)
+       SELECT g.id, g.version, COALESCE(v.key, ''), g.target, $3::text, g.attempts, left(g.last_error, 500), g.created_at
+       FROM gone g LEFT JOIN media_versions v ON v.id = g.version
+       ON CONFLICT (id) DO NOTHING
+       RETURNING id`,
+      taskId,
+      token,
+      reason,
+      error ?? null,
+    );
+    return rows.length > 0;
   }
 
-  async outboxStats(): Promise<{ backlog: number; oldestAgeSeconds: number }> {
-    const rows = await this.prisma().$queryRawUnsafe<{ backlog: number; age: number | null }[]>(
-      `SELECT count(*)::int AS backlog, EXTRACT(EPOCH FROM (now() - min(created_at)))::float8 AS age FROM media_outbox`,
+  async outboxStats(): Promise<OutboxStats> {
+    const rows = await this.prisma().$queryRawUnsafe<{ backlog: number; stuck: number; retired: number; age: number | null }[]>(
+      `WITH waiting AS (
+         SELECT count(*)::int AS backlog,
+           count(*) FILTER (WHERE (attempts >= 3 AND last_error IS NOT NULL) OR created_at < now() - interval '60 seconds')::int AS stuck,
+           min(created_at) AS oldest
+         FROM media_outbox),
+       unresolved AS (
+         SELECT count(*)::int AS retired, min(r.created_at) AS oldest
+         FROM media_outbox_retired r JOIN media_versions v ON v.id = r.version
+         WHERE r.reason <> 'replaced' AND NOT (r.target = ANY(v.backends))
+           AND EXISTS (SELECT 1 FROM media_objects o WHERE o.key = r.key AND o.version = r.version))
+       SELECT w.backlog, w.stuck, u.retired, EXTRACT(EPOCH FROM (now() - LEAST(w.oldest, u.oldest)))::float8 AS age
+       FROM waiting w, unresolved u`,
     );
-    return { backlog: rows[0]!.backlog, oldestAgeSeconds: Math.max(0, rows[0]!.age ?? 0) };
+    const r = rows[0]!;
+    return { backlog: r.backlog, stuck: r.stuck, retired: r.retired, oldestAgeSeconds: Math.max(0, r.age ?? 0) };
+  }
+
+  async purgeRetired(maxAgeMs: number): Promise<number> {
+    return this.prisma().$executeRawUnsafe(
+      `DELETE FROM media_outbox_retired WHERE retired_at < now() - make_interval(secs => $1::double precision / 1000)`,
+      maxAgeMs,
+    );
   }
 
   async currentMissingOn(target: MediaBackendName, afterKey: string, limit: number): Promise<StoredVersion[]> {

@@ -4,6 +4,9 @@ import { versionObjectName } from './media-repository.ts';
 import type { StoredVersion } from './media-version-repository.ts';
 import type { ObjectStore } from '../../adapters/object-store.ts';
 
+/** The source's content of a version does not hash to the version's sha256 (nothing was copied). */
+export class VersionCorruptError extends Error {}
+
 /**
  * Copies one immutable version between backends, checking its sha256 on the way: a version name
  * is written once, so a copy can never replace newer content, and a corrupt source is refused
@@ -26,6 +29,6 @@ export async function copyVersion(
   const digest = hasher.digest();
   if (digest !== version.sha256) {
     await to.remove(name).catch(() => undefined);
-    throw new Error(`version ${version.id} on ${from.backend} has sha256 ${digest}, not ${version.sha256}`);
+    throw new VersionCorruptError(`version ${version.id} on ${from.backend} has sha256 ${digest}, not ${version.sha256}`);
   }
 }

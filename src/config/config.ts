@@ -152,7 +152,7 @@ const schema = z.object({
   TRUST_PROXY: z.string().min(1).optional(),
   MIGRATE_ON_START: bool.default(false),
   SHUTDOWN_TIMEOUT_MS: int(0, 600_000).default(10_000),
-  MEDIA_CACHE_TTL_SECONDS: int(1, 86_400).default(300),
+  MEDIA_CACHE_TTL_SECONDS: int(1, 3600).default(2),
   REPLICATION_MAX_LAG_SECONDS: int(0, 86_400).default(30),
   DATABASE_DRAIN_MS: int(0, 600_000).default(5000),
   AUTO_READ_ONLY: bool.default(false),

@@ -146,11 +146,21 @@ export class MemoryMediaCache implements MediaCache {
     const cur = this.entries.get(key);
     if (!cur || cur.seq < seq) this.entries.set(key, { seq, value });
   }
+  /** Keys a writer dropped (outcome unknown, superseded). */
+  readonly invalidated: string[] = [];
   async put(meta: MediaMetadata) {
-    this.set(meta.key, meta.seq, meta);
+    if (meta.seq > 0) this.set(meta.key, meta.seq, meta);
+  }
+  async recordWrite(meta: MediaMetadata) {
+    if (meta.seq > 0) this.set(meta.key, meta.seq, meta);
+    else await this.invalidate(meta.key);
   }
   async markDeleted(key: string, seq: number) {
     this.set(key, seq, 'deleted');
+  }
+  async invalidate(key: string) {
+    this.invalidated.push(key);
+    if (!this.down) this.entries.delete(key);
   }
   async clear() {
     const n = this.entries.size;

@@ -4,24 +4,43 @@ import type { MediaMetadata } from './media-repository.ts';
 import { isReady } from '../../adapters/redis-client.ts';
 
 const DELETED = 'deleted';
-const DELETED_TTL_SECONDS = 120;
+
+/**
+ * Added to the writer's wait when it could not update Redis: covers the Redis round trip between
+ * the moment an entry's remaining lifetime is computed here and the moment Redis applies it.
+ */
+export const CACHE_SETTLE_MARGIN_MS = 500;
 
 export type CachedMeta = MediaMetadata | 'deleted' | undefined;
 
 export interface MediaCache {
   get(key: string): Promise<CachedMeta>;
-  /** Records metadata read from the database or just committed; an entry with a higher seq wins. */
-  put(meta: MediaMetadata): Promise<void>;
-  /** Records a committed delete (seq from the delete); an entry with a higher seq wins. */
-  markDeleted(key: string, seq: number): Promise<void>;
+  /**
+   * Best effort, for a reader: records metadata read from the database by a read that began at
+   * `observedAt` (ms since the epoch, this process's clock); an entry with a higher seq wins.
+   */
+  put(meta: MediaMetadata, observedAt: number): Promise<void>;
+  /**
+   * For a writer, after its commit (begun at `observedAt`) and before its acknowledgement: records
+   * the new version or, when Redis cannot take it, waits until every entry that may name an
+   * older version has expired. After it returns, no instance reads an older version of the key.
+   */
+  recordWrite(meta: MediaMetadata, observedAt: number): Promise<void>;
+  /** The same for a committed delete (seq from the delete). */
+  markDeleted(key: string, seq: number, observedAt: number): Promise<void>;
+  /**
+   * For a write whose outcome is unknown, or whose pointer has moved on since: drops the key's
+   * entry, or waits until it has expired when Redis cannot be reached.
+   */
+  invalidate(key: string): Promise<void>;
   /** Drops every cached entry (after a media switch). */
   clear(): Promise<number>;
 }
 
 /**
- * Only writes an entry whose seq is higher than the cached one: concurrent writers and readers
- * filling the cache from the database can leave it stale (an older version, complete and
- * self-consistent) but never move it backwards over a newer write it has already seen.
+ * Writes an entry only over an older one (lower seq): concurrent writers and readers filling the
+ * cache never move it backwards over a newer write it has already seen. ARGV[3] is the entry's
+ * remaining lifetime in ms; a write whose lifetime is already over only removes an older entry.
  */
 const SET_IF_NEWER = `
 local cur = redis.call('GET', KEYS[1])
@@ -29,29 +48,41 @@ if cur then
   local s = tonumber(string.match(cur, '^(%d+)|'))
   if s and s >= tonumber(ARGV[1]) then return 0 end
 end
-redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'EX', ARGV[3])
+if tonumber(ARGV[3]) <= 0 then
+  redis.call('DEL', KEYS[1])
+  return 2
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
 return 1`;
 
 /**
- * Metadata cache in Redis: each entry names one version (content is never cached). A read that
- * finds Redis unavailable is a miss, never an error. A write that commits while Redis is
- * unreachable remembers its entry and writes it as soon as Redis is back, so an entry cached
- * before the outage does not keep serving the replaced version (a Redis restart loses the cache
- * anyway); only if this instance stops first does the entry age out with its TTL.
+ * Metadata cache in Redis: each entry names one version (the content cache holds bytes by
+ * version, so it serves only what this metadata names).
+ *
+ * Staleness bound. Every entry expires at most `ttlMs` after the database observation it comes
+ * from began (the lifetime is computed from that instant, not from when the entry reaches Redis,
+ * so a reader delayed between its database read and its cache write cannot extend an old
+ * version's life). A writer updates the entry after its commit (seq-ordered, never backwards);
+ * when it cannot (Redis unreachable from this instance, a timeout), it waits `ttlMs` plus a
+ * margin before acknowledging, so every entry observed before its commit, on every instance,
+ * has expired. Hence once a write or delete is acknowledged, no instance reads an older version
+ * of its key from this cache, even if the writer dies right after, without any process having to
+ * remember anything. A read that finds Redis unavailable is a miss (the database answers).
  */
 export class RedisMediaCache implements MediaCache {
-  private readonly pending = new Map<string, { seq: number; value: string; ttl: number }>();
+  private readonly ttlMs: number;
 
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
-    private readonly ttlSeconds: number,
+    ttlSeconds: number,
+    private readonly sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms)),
   ) {
-    redis.on('ready', () => void this.flushPending());
+    this.ttlMs = ttlSeconds * 1000;
   }
 
   private k(key: string): string {
-    return `${this.prefix}media:v2:${key}`;
+    return `${this.prefix}media:v3:${key}`;
   }
 
   async get(key: string): Promise<CachedMeta> {
@@ -68,46 +99,53 @@ export class RedisMediaCache implements MediaCache {
     }
   }
 
-  async put(meta: MediaMetadata): Promise<void> {
-    await this.write(meta.key, meta.seq, JSON.stringify(meta), this.ttlSeconds);
+  async put(meta: MediaMetadata, observedAt: number): Promise<void> {
+    // Never cache a placeholder without a real seq over a real entry.
+    if (meta.seq <= 0) return;
+    await this.write(meta.key, meta.seq, JSON.stringify(meta), observedAt, false);
   }
 
-  async markDeleted(key: string, seq: number): Promise<void> {
-    await this.write(key, seq, DELETED, DELETED_TTL_SECONDS);
+  async recordWrite(meta: MediaMetadata, observedAt: number): Promise<void> {
+    if (meta.seq <= 0) return this.invalidate(meta.key);
+    if (!(await this.write(meta.key, meta.seq, JSON.stringify(meta), observedAt, true))) await this.settle();
   }
 
-  private async write(key: string, seq: number, value: string, ttl: number): Promise<void> {
+  async markDeleted(key: string, seq: number, observedAt: number): Promise<void> {
+    if (!(await this.write(key, seq, DELETED, observedAt, true))) await this.settle();
+  }
+
+  async invalidate(key: string): Promise<void> {
     try {
       if (!isReady(this.redis)) throw new Error('redis not ready');
-      await this.redis.eval(SET_IF_NEWER, 1, this.k(key), seq, value, ttl);
-      this.pending.delete(key);
+      await this.redis.del(this.k(key));
     } catch {
-      const known = this.pending.get(key);
-      if (!known || known.seq < seq) this.pending.set(key, { seq, value, ttl });
+      await this.settle();
     }
   }
 
-  /** Entries that could not be written while Redis was unreachable. */
-  get pendingCount(): number {
-    return this.pending.size;
+  /** Whether Redis applied the write (or already held a newer entry). */
+  private async write(key: string, seq: number, value: string, observedAt: number, mustApply: boolean): Promise<boolean> {
+    try {
+      if (!isReady(this.redis)) return false;
+      const remaining = Math.floor(observedAt + this.ttlMs - Date.now());
+      if (remaining <= 0 && !mustApply) return true;
+      await this.redis.eval(SET_IF_NEWER, 1, this.k(key), seq, value, Math.max(0, remaining));
+      return true;
+    } catch {
+      return false;
+    }
   }
 
-  async flushPending(): Promise<void> {
-    for (const [key, entry] of [...this.pending]) {
-      try {
-        await this.redis.eval(SET_IF_NEWER, 1, this.k(key), entry.seq, entry.value, entry.ttl);
-        if (this.pending.get(key) === entry) this.pending.delete(key);
-      } catch {
-        return;
-      }
-    }
+  /** Waits until every entry observed before now has expired. */
+  private async settle(): Promise<void> {
+    await this.sleep(this.ttlMs + CACHE_SETTLE_MARGIN_MS);
   }
 
   async clear(): Promise<number> {
     let removed = 0;
     let cursor = '0';
     do {
-      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.prefix}media:v2:*`, 'COUNT', 500);
+      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${this.prefix}media:v3:*`, 'COUNT', 500);
       cursor = next;
       if (keys.length > 0) removed += await this.redis.del(...keys);
     } while (cursor !== '0');

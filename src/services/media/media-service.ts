@@ -108,6 +108,7 @@ export class MediaService {
       throw this.storeError(err, backend);
     }
     const commitBy = new Date(Date.now() + this.deps.gcGraceMs / 2);
+    const observedAt = Date.now();
     const meta = await this.commit({
       key,
       version,
@@ -119,7 +120,8 @@ export class MediaService {
       copyTo: this.deps.copyTargets?.(backend) ?? [],
       commitBy,
     });
-    await this.deps.cache.put(meta);
+    // Before the acknowledgement: no instance may serve the replaced version after it.
+    await this.deps.cache.recordWrite(meta, observedAt);
     this.deps.onCommitted?.(meta);
     return meta;
   }
@@ -149,10 +151,12 @@ export class MediaService {
             { key: write.key, version: write.version },
             'a media commit whose answer was lost turned out to be applied',
           );
+          // Superseded since: seq 0 says so, and the cache drops the key's entry instead of recording it.
           return meta?.version === write.version ? meta : { ...write, backends: [write.backend], seq: 0 };
         }
       }
       this.deps.logger.error({ key: write.key, version: write.version, err: errorMessage(err) }, 'media commit outcome unknown');
+      await this.deps.cache.invalidate(write.key); // it may have committed
       throw new OutcomeUnknownError();
     }
   }
@@ -167,13 +171,14 @@ export class MediaService {
 
   private async fromDatabase(key: string): Promise<MediaMetadata> {
     let meta: MediaMetadata | undefined;
+    const observedAt = Date.now();
     try {
       meta = await this.deps.repository.find(key);
     } catch (err) {
       throw new DependencyUnavailableError('database', `the metadata could not be read`, err);
     }
     if (!meta) throw new NotFoundError(`no media object ${key}`);
-    await this.deps.cache.put(meta);
+    await this.deps.cache.put(meta, observedAt);
     return meta;
   }
 
@@ -241,6 +246,7 @@ export class MediaService {
   async remove(rawKey: string): Promise<void> {
     const key = this.validateKey(rawKey);
     let seq: number | undefined;
+    const observedAt = Date.now();
     try {
       seq = await this.deps.repository.commitDelete(key);
     } catch (err) {
@@ -248,10 +254,11 @@ export class MediaService {
       if (neverConnected(err)) throw new DependencyUnavailableError('database', `the metadata could not be deleted`, err);
       // The delete may have committed with its answer lost: say so rather than claim a refusal.
       this.deps.logger.error({ key, err: errorMessage(err) }, 'media delete outcome unknown');
+      await this.deps.cache.invalidate(key); // it may have committed
       throw new OutcomeUnknownError();
     }
     if (seq === undefined) throw new NotFoundError(`no media object ${key}`);
-    await this.deps.cache.markDeleted(key, seq);
+    await this.deps.cache.markDeleted(key, seq, observedAt);
   }
 
   async list(prefix: string, limit: number, after?: string): Promise<MediaMetadata[]> {

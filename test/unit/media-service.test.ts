@@ -145,6 +145,33 @@ describe('MediaService', () => {
     expect(repository.rows.get('k')?.version).toBe(meta.version);
   });
 
+  it('a commit whose answer was lost and whose key moved on since is acknowledged without caching a seq-0 entry', async () => {
+    const { service, repository, cache } = setup();
+    const old = await service.upload({ key: 'k', ...body('old') });
+    const find = repository.find.bind(repository);
+    // Another write moves the pointer on between the lost answer and the look-up.
+    repository.find = async (key) => ({ ...(await find(key))!, version: '00000000-0000-4000-8000-000000000099', seq: 99 });
+    repository.loseAnswer = true;
+    const meta = await service.upload({ key: 'k', ...body('applied') });
+    expect(meta.seq).toBe(0);
+    expect(cache.invalidated).toEqual(['k']);
+    // The entry naming the replaced version is gone, and no seq-0 entry took its place.
+    expect(cache.entries.has('k')).toBe(false);
+    expect(old.seq).toBeGreaterThan(0);
+  });
+
+  it('a PUT or DELETE whose outcome is unknown invalidates the cached entry before answering 503', async () => {
+    const { service, repository, cache } = setup();
+    await service.upload({ key: 'k', ...body('x') });
+    await service.upload({ key: 'd', ...body('y') });
+    repository.failWith = new Error('Connection terminated unexpectedly');
+    expect(await statusOf(service.upload({ key: 'k', ...body('maybe') }))).toBe(503);
+    expect(await statusOf(service.remove('d'))).toBe(503);
+    expect(cache.invalidated).toEqual(['k', 'd']);
+    expect(cache.entries.has('k')).toBe(false);
+    expect(cache.entries.has('d')).toBe(false);
+  });
+
   it('answers 503 when the active backend is down', async () => {
     const { service, primary } = setup();
     primary.failWith = Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });

@@ -11,13 +11,18 @@ const DELETED = 'deleted';
  */
 export const CACHE_SETTLE_MARGIN_MS = 500;
 
+/** The clock of `observedAt`: monotonic, so a step of the wall clock cannot extend an entry's life. */
+export function cacheClock(): number {
+  return performance.now();
+}
+
 export type CachedMeta = MediaMetadata | 'deleted' | undefined;
 
 export interface MediaCache {
   get(key: string): Promise<CachedMeta>;
   /**
    * Best effort, for a reader: records metadata read from the database by a read that began at
-   * `observedAt` (ms since the epoch, this process's clock); an entry with a higher seq wins.
+   * `observedAt` (`cacheClock()`); an entry with a higher seq wins.
    */
   put(meta: MediaMetadata, observedAt: number): Promise<void>;
   /**
@@ -29,8 +34,8 @@ export interface MediaCache {
   /** The same for a committed delete (seq from the delete). */
   markDeleted(key: string, seq: number, observedAt: number): Promise<void>;
   /**
-   * For a write whose outcome is unknown, or whose pointer has moved on since: drops the key's
-   * entry, or waits until it has expired when Redis cannot be reached.
+   * For a write whose outcome is unknown, or whose pointer has moved on since (its seq is not
+   * known): returns once no entry observed before the call can be read any more.
    */
   invalidate(key: string): Promise<void>;
   /** Drops every cached entry (after a media switch). */
@@ -106,7 +111,7 @@ export class RedisMediaCache implements MediaCache {
   }
 
   async recordWrite(meta: MediaMetadata, observedAt: number): Promise<void> {
-    if (meta.seq <= 0) return this.invalidate(meta.key);
+    if (meta.seq <= 0) return this.invalidate();
     if (!(await this.write(meta.key, meta.seq, JSON.stringify(meta), observedAt, true))) await this.settle();
   }
 
@@ -114,20 +119,21 @@ export class RedisMediaCache implements MediaCache {
     if (!(await this.write(key, seq, DELETED, observedAt, true))) await this.settle();
   }
 
-  async invalidate(key: string): Promise<void> {
-    try {
-      if (!isReady(this.redis)) throw new Error('redis not ready');
-      await this.redis.del(this.k(key));
-    } catch {
-      await this.settle();
-    }
+  /**
+   * Waits out the TTL rather than deleting the entry: without the write's seq an unconditional
+   * DEL could remove a newer writer's entry and let a reader's delayed fill of an older version
+   * back in after that writer's acknowledgement. A rare path (a lost commit answer), so the wait
+   * is affordable.
+   */
+  async invalidate(): Promise<void> {
+    await this.settle();
   }
 
   /** Whether Redis applied the write (or already held a newer entry). */
   private async write(key: string, seq: number, value: string, observedAt: number, mustApply: boolean): Promise<boolean> {
     try {
       if (!isReady(this.redis)) return false;
-      const remaining = Math.floor(observedAt + this.ttlMs - Date.now());
+      const remaining = Math.floor(observedAt + this.ttlMs - cacheClock());
       if (remaining <= 0 && !mustApply) return true;
       await this.redis.eval(SET_IF_NEWER, 1, this.k(key), seq, value, Math.max(0, remaining));
       return true;

@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { AppError, BadRequestError, DependencyUnavailableError, NotFoundError, PayloadTooLargeError } from '../../http/app-error.ts';
 import type { Logger } from '../../logger.ts';
 import { HashingStream } from './hashing-stream.ts';
-import type { MediaCache } from './media-cache.ts';
+import { cacheClock, type MediaCache } from './media-cache.ts';
 import { contentTypeSchema, mediaKeySchema } from './media-key.ts';
 import {
   CommitTooLateError,
@@ -108,7 +108,7 @@ export class MediaService {
       throw this.storeError(err, backend);
     }
     const commitBy = new Date(Date.now() + this.deps.gcGraceMs / 2);
-    const observedAt = Date.now();
+    const observedAt = cacheClock();
     const meta = await this.commit({
       key,
       version,
@@ -171,7 +171,7 @@ export class MediaService {
 
   private async fromDatabase(key: string): Promise<MediaMetadata> {
     let meta: MediaMetadata | undefined;
-    const observedAt = Date.now();
+    const observedAt = cacheClock();
     try {
       meta = await this.deps.repository.find(key);
     } catch (err) {
@@ -246,7 +246,7 @@ export class MediaService {
   async remove(rawKey: string): Promise<void> {
     const key = this.validateKey(rawKey);
     let seq: number | undefined;
-    const observedAt = Date.now();
+    const observedAt = cacheClock();
     try {
       seq = await this.deps.repository.commitDelete(key);
     } catch (err) {

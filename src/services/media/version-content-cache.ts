@@ -4,8 +4,10 @@ import { PassThrough, Readable } from 'node:stream';
 /**
  * Small versions' bytes in process memory, least recently used out first. Safe without any
  * invalidation because a version is immutable: the metadata decides which version a key serves
- * (and whether it exists), this only saves the trip to S3 for its bytes. An entry is kept only
- * when the whole body arrived and hashed to the version's sha256.
+ * (and whether it exists), this only saves the trip to S3 for its bytes, and is asked only for
+ * the version that metadata names (from PostgreSQL, or a Redis entry that cannot outlive an
+ * acknowledged replacement: see RedisMediaCache). An entry is kept only when the whole body
+ * arrived and hashed to the version's sha256.
  */
 export class VersionContentCache {
   private readonly entries = new Map<string, Buffer>();

@@ -63,7 +63,7 @@ describe('RedisMediaCache: every entry dies at most one TTL after the observatio
     expect(waits).toEqual([]);
   });
 
-  it("a writer whose commit outlived the TTL removes an older entry instead of writing one that is already dead", async () => {
+  it('a writer whose commit outlived the TTL removes an older entry instead of writing one that is already dead', async () => {
     await cache.put(meta('k', 1), cacheClock());
     await cache.recordWrite(meta('k', 2), cacheClock() - 5000);
     expect(await cache.get('k')).toBeUndefined();

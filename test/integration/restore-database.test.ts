@@ -1,9 +1,9 @@
+import { sql } from '../support/dr-scripts.ts';
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import request from 'supertest';
 import { loadConfig } from '../../src/config/config.ts';
 import { migrate } from '../../src/services/database/migrator.ts';
@@ -58,16 +58,6 @@ function script(args: string[], env: Record<string, string>): Promise<{ code: nu
       },
     );
   });
-}
-
-async function sql(url: string, text: string) {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query(text)).rows;
-  } finally {
-    await client.end();
-  }
 }
 
 describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () => {

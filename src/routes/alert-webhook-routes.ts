@@ -10,6 +10,7 @@ import type { Logger } from '../logger.ts';
 import { alertTimes, severityFromLabel, type Component } from '../services/incidents/incident-model.ts';
 import type { NewEntry } from '../services/incidents/incident-store.ts';
 import type { AlertIntake } from '../services/incidents/alert-intake.ts';
+import { oneLine, stripControls } from '../services/incidents/incident-text.ts';
 
 /** Alertmanager sends whole groups; anything beyond this is not a sane alert group. */
 export const ALERT_BODY_LIMIT = '256kb';
@@ -20,7 +21,8 @@ const alert = z.looseObject({
   status: z.enum(['firing', 'resolved']),
   labels: labels.refine((l) => typeof l.alertname === 'string' && l.alertname.length > 0, { error: 'must have an alertname' }),
   annotations: labels.default({}),
-  startsAt: z.iso.datetime({ offset: true, error: 'must be an RFC 3339 time' }),
+  // Bounded: with the fingerprint it makes the (indexed) dedupe key of the alert's entries.
+  startsAt: z.iso.datetime({ offset: true, error: 'must be an RFC 3339 time' }).max(64),
   endsAt: z.string().max(64).optional(),
   generatorURL: z.string().max(4096).optional(),
   fingerprint: z.string().max(128).optional(),
@@ -37,6 +39,17 @@ export const payload = z.looseObject({
 });
 
 type Alert = z.output<typeof alert>;
+
+/**
+ * Label and annotation texts as shown to people (terminal, chat, post-mortem, status page): no
+ * control characters, line breaks or BiDi controls in labels, none but line breaks in
+ * annotations. Replaced, not refused: a 400 would lose the whole group.
+ */
+function cleanAlert(a: Alert): Alert {
+  const labels = Object.fromEntries(Object.entries(a.labels).map(([k, v]) => [oneLine(k), oneLine(v)]));
+  const annotations = Object.fromEntries(Object.entries(a.annotations).map(([k, v]) => [oneLine(k), stripControls(v)]));
+  return { ...a, labels, annotations };
+}
 
 function componentsOf(a: Alert): Component[] {
   const named = a.labels.component;
@@ -105,7 +118,7 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
       const seen = (id: string) => {
         if (!result.incidents.includes(id)) result.incidents.push(id);
       };
-      for (const a of input.alerts) {
+      for (const a of input.alerts.map(cleanAlert)) {
         const name = a.labels.alertname ?? '';
         const fp = fingerprint(a);
         const times = alertTimes(a, receivedAt);
@@ -134,7 +147,7 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
           const out = await deps.alerts.openOrJoin(
             input.groupKey,
             {
-              title: `Alert: ${name}`,
+              title: `Alert: ${name}`.slice(0, 200),
               summary: `Monitoring detected a problem (${name}); we are investigating.`,
               severity,
               components: componentsOf(a),

@@ -4,6 +4,7 @@ import { bodyError, jsonBody } from '../http/json-body.ts';
 import { z } from 'zod';
 import { AppError, DependencyUnavailableError } from '../http/app-error.ts';
 import { bearerToken } from '../http/bearer.ts';
+import { FailedAuthLimiter } from '../admin/failed-auth-limiter.ts';
 import { clientErrorOf } from '../http/error-middleware.ts';
 import { parseOrThrow } from '../http/validate.ts';
 import type { Logger } from '../logger.ts';
@@ -70,10 +71,15 @@ function fingerprint(a: Alert): string {
   return createHash('sha256').update(sorted).digest('hex').slice(0, 16);
 }
 
-/** POST /admin/incidents/alerts: Alertmanager's webhook, with its own bearer token (not an admin token). */
-export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; logger: Logger }): Router {
+/**
+ * POST /admin/incidents/alerts: Alertmanager's webhook, with its own bearer token (not an admin
+ * token). Wrong tokens back off like the admin API's: after repeated failures from an address,
+ * further failures are 429 with Retry-After (the right token always passes).
+ */
+export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; logger: Logger; limiter?: FailedAuthLimiter }): Router {
   const router = Router();
   const expected = deps.token === undefined ? undefined : createHash('sha256').update(deps.token).digest();
+  const limiter = deps.limiter ?? new FailedAuthLimiter();
 
   const authenticate: express.RequestHandler = (req, _res, next) => {
     const presented = bearerToken(req);
@@ -81,6 +87,14 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
     const ok =
       expected !== undefined && presented !== undefined && timingSafeEqual(createHash('sha256').update(presented).digest(), expected);
     if (!ok) {
+      const address = req.ip ?? 'unknown';
+      const wait = limiter.retryAfter(address);
+      if (wait > 0) {
+        const err = new AppError(429, 'too_many_requests', 'too many failed authentication attempts; try again later');
+        err.headers['Retry-After'] = String(wait);
+        throw err;
+      }
+      limiter.fail(address);
       deps.logger.warn(
         { configured: expected !== undefined, tokenPresented: presented !== undefined },
         'alert webhook: authentication failed',
@@ -118,6 +132,9 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
       const seen = (id: string) => {
         if (!result.incidents.includes(id)) result.incidents.push(id);
       };
+      // An alert's entries are deduplicated per group: the same alert routed into two groups
+      // (two routes with different group_by) belongs to each group's incident.
+      const group = createHash('sha256').update(input.groupKey).digest('hex').slice(0, 16);
       for (const a of input.alerts.map(cleanAlert)) {
         const name = a.labels.alertname ?? '';
         const fp = fingerprint(a);
@@ -138,7 +155,7 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
           message: `Monitoring reports that ${name} has recovered.`,
           author: 'alertmanager',
           detail: d,
-          dedupeKey: `alert:${fp}:${a.startsAt}:resolved`,
+          dedupeKey: `alert:${group}:${fp}:${a.startsAt}:resolved`,
         });
         if (a.status === 'firing') {
           const severity = severityFromLabel(a.labels.severity);
@@ -159,7 +176,7 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
               message: `firing: ${name} (${severity})${a.annotations.summary ? `: ${a.annotations.summary}` : ''}${times.notes.length > 0 ? ` [${times.notes.join('; ')}]` : ''}`,
               author: 'alertmanager',
               detail,
-              dedupeKey: `alert:${fp}:${a.startsAt}:firing`,
+              dedupeKey: `alert:${group}:${fp}:${a.startsAt}:firing`,
             },
             resolution ? recovery(resolution.endsAt, resolution.detail) : undefined,
           );

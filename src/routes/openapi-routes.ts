@@ -283,7 +283,7 @@ export const ROUTES: RouteDoc[] = [
           }),
         ),
       },
-      errors: [409, 503],
+      errors: [409, 429, 503],
       extension: true,
     },
   ),

@@ -333,6 +333,47 @@ describe('incidents under a second attack', () => {
     expect(again.res.status).toBe(200);
   });
 
+  it('the same alert routed into two groups opens an incident in each; a re-send is a duplicate within its group only', async () => {
+    const t = new Date(Date.now() - 5000).toISOString();
+    const same = alert('firing', { alertname: 'TwoRoutes', severity: 'P3', instance: 'a' }, t);
+    const post = (groupKey: string) =>
+      request(api.url)
+        .post('/admin/incidents/alerts')
+        .set(hook)
+        .send(payload([same], groupKey));
+    const first = await post('{}/{route="one"}:{alertname="TwoRoutes"}');
+    const second = await post('{}/{route="two"}:{instance="a"}');
+    expect(first.body).toMatchObject({ opened: 1 });
+    expect(second.body).toMatchObject({ opened: 1 });
+    expect(second.body.incidents).not.toEqual(first.body.incidents);
+    expect((await post('{}/{route="two"}:{instance="a"}')).body).toMatchObject({
+      opened: 0,
+      duplicates: 1,
+      incidents: second.body.incidents,
+    });
+    for (const id of [...first.body.incidents, ...second.body.incidents] as string[])
+      expect((await update(id, { message: 'done', status: 'resolved' })).status).toBe(201);
+  });
+
+  it('wrong webhook tokens back off (429 with Retry-After) like the admin API; the right token still passes', async () => {
+    const post = (auth: Record<string, string>) =>
+      request(api.url)
+        .post('/admin/incidents/alerts')
+        .set(auth)
+        .send(payload([alert('firing', { alertname: 'Guess', severity: 'P3' }, new Date().toISOString())], '{}:{guess="1"}'));
+    const answers: number[] = [];
+    for (let i = 0; i < 8; i++) answers.push((await post({ Authorization: `Bearer guess-${i}` })).status);
+    expect(answers.slice(0, 4)).toEqual([401, 401, 401, 401]);
+    expect(answers.slice(5)).toEqual([429, 429, 429]);
+    const throttled = await post({ Authorization: 'Bearer guess-x' });
+    expect(throttled.status).toBe(429);
+    expect(Number(throttled.headers['retry-after'])).toBeGreaterThan(0);
+    const right = await post(hook);
+    expect(right.status).toBe(200);
+    expect(right.body.opened).toBe(1);
+    expect((await update(right.body.incidents[0] as string, { message: 'done', status: 'resolved' })).status).toBe(201);
+  });
+
   describe('many open incidents', () => {
     afterAll(async () => {
       await sql.query(`UPDATE incidents SET status = 'resolved', resolved_at = now() WHERE id LIKE 'INC-19990101-%'`);

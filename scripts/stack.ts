@@ -15,6 +15,7 @@ import { createLogger } from '../src/logger.ts';
 import { createService } from '../src/service.ts';
 import { MIGRATIONS_DIR } from '../src/paths.ts';
 import { createWorker } from '../src/worker-service.ts';
+import { stackPrefixes } from './stack-wiring.ts';
 import { startPgCluster } from '../support/pg-cluster.ts';
 import { createPgBackRestRepo } from '../support/pgbackrest-repo.ts';
 import { mediaEnv, startS3Server } from '../support/s3-server.ts';
@@ -83,10 +84,10 @@ async function main(): Promise<void> {
     DR_STATE_FILE: env.DR_STATE_FILE ?? (cluster ? join(mkdtempSync(join(tmpdir(), 'sav3-stack-')), 'dr-state.json') : undefined),
     ...(repo ? { ...repo.env, BACKUP_SCRATCH_DIR: join(cluster!.dir, 'validate') } : {}),
   });
-  const redisKeyPrefix = cluster ? `sav3:stack:${Date.now()}:` : undefined;
-  const service = await createService(config, createLogger(config.logLevel), { redisKeyPrefix });
+  const prefixes = stackPrefixes(!!cluster);
+  const service = await createService(config, createLogger(config.logLevel), prefixes.service);
   const address = await service.listen();
-  const worker = repo ? createWorker({ ...config, instanceId: 'stack-worker' }, createLogger(config.logLevel)) : undefined;
+  const worker = repo ? createWorker({ ...config, instanceId: 'stack-worker' }, createLogger(config.logLevel), prefixes.worker) : undefined;
   const workerAddress = await worker?.listen();
   const base = `http://127.0.0.1:${address.port}`;
 

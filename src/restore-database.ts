@@ -4,13 +4,22 @@
 // PGBACKREST_STANZA, PGBACKREST_CONFIG, PGBACKREST_BIN, PG_BIN, PGDATA; MEDIA_* for the media pass.
 // Exit codes: 0 done (or a dry run that could go ahead), 1 failed, 2 usage.
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { loadConfig, type MediaBackendConfig } from './config/config.ts';
-import { planRestore, RestorePlanError, runRestore, type RestoreApi, type RestoreServer } from './services/backup/database-restore.ts';
+import {
+  checkTarget,
+  planRestore,
+  RestorePlanError,
+  runRestore,
+  type RestoreApi,
+  type RestoreServer,
+} from './services/backup/database-restore.ts';
 import { findObjectsWithoutMetadata } from './services/backup/media-orphans.ts';
 import { isRoot, runAs } from './services/backup/os-command.ts';
 import { PgBackRestCli } from './services/backup/pgbackrest.ts';
+import { scanArchive } from './services/backup/wal-scan.ts';
 import { RESTORE_STEPS } from './services/backup/restore-report.ts';
 import { httpTransport, RestoreJournal, RestoreReporter } from './services/backup/restore-reporter.ts';
 import { MinioObjectStore } from './adapters/minio-object-store.ts';
@@ -22,6 +31,8 @@ export const USAGE = `usage: scripts/dr/restore-database.sh --from-backup latest
   --target-time   point-in-time: recover up to this time (ISO 8601 with a zone), then promote
   --target-name   point-in-time: recover up to this restore point (POST /admin/database/restore-point)
   --pg-data       the data directory (default: PGDATA)
+  --skip-target-check  act even when the target could not be verified in the archived WAL (a target
+                  recovery cannot reach stops PostgreSQL: check it yourself first)
   --dry-run       print the plan, the backup and the WAL it would use; change nothing
   --confirm       required to act: read-only on, stop PostgreSQL, restore --delta, start, wait for promotion, verify
   --report-pending  send the API the restore reports it could not take during earlier restores
@@ -35,6 +46,7 @@ interface Args {
   targetTime?: string;
   targetName?: string;
   pgData?: string;
+  skipTargetCheck: boolean;
   confirm: boolean;
   dryRun: boolean;
   help: boolean;
@@ -42,7 +54,7 @@ interface Args {
 }
 
 export function parseArgs(argv: string[]): Args | string {
-  const args: Args = { confirm: false, dryRun: false, help: false, reportPending: false };
+  const args: Args = { skipTargetCheck: false, confirm: false, dryRun: false, help: false, reportPending: false };
   const value = (i: number, flag: string) => {
     const v = argv[i + 1];
     if (v === undefined || v.startsWith('--')) throw new Error(`${flag} needs a value`);
@@ -56,6 +68,7 @@ export function parseArgs(argv: string[]): Args | string {
       else if (a === '--target-name') args.targetName = value(i++, a);
       else if (a === '--pg-data') args.pgData = value(i++, a);
       else if (a === '--confirm') args.confirm = true;
+      else if (a === '--skip-target-check') args.skipTargetCheck = true;
       else if (a === '--dry-run') args.dryRun = true;
       else if (a === '--report-pending') args.reportPending = true;
       else if (a === '-h' || a === '--help') args.help = true;
@@ -119,8 +132,29 @@ function api(): RestoreApi {
   };
 }
 
-function server(pgData: string, pgBin: string, osUser: string, databaseUrl: string): RestoreServer {
+/** The server restored on this host; `logPath` is the log of a start made before (tests). */
+export function restoreServer(pgData: string, pgBin: string, osUser: string, databaseUrl: string, startLog?: string): RestoreServer {
   const ctl = (args: string[]) => runAs(osUser, join(pgBin, 'pg_ctl'), ['-D', pgData, ...args], { timeoutMs: 660_000 });
+  let logPath: string | undefined = startLog;
+  /** postmaster.pid names a live process (pg_ctl status when this user cannot read the file). */
+  const postmasterRunning = async (): Promise<boolean> => {
+    let pid: number;
+    try {
+      pid = Number(readFileSync(join(pgData, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      return ctl(['status']).then(
+        () => true,
+        (e: Error & { stdout?: string }) => !/no server running/.test(`${e.stdout ?? ''}${e.message}`),
+      );
+    }
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'EPERM';
+    }
+  };
   return {
     stop: async () => {
       await ctl(['-m', 'fast', '-w', '-t', '600', 'stop']).catch((err: Error & { stderr?: string }) => {
@@ -128,16 +162,29 @@ function server(pgData: string, pgBin: string, osUser: string, databaseUrl: stri
       });
     },
     start: async () => {
-      await ctl(['-l', join(pgData, '..', `restore-${Date.now()}.log`), '-w', '-t', '600', 'start']).catch(async (err: Error) => {
-        // -l needs a writable parent; fall back to the server's own logging.
-        if (/could not open log file|Permission denied/.test(err.message)) await ctl(['-w', '-t', '600', 'start']);
-        else throw err;
-      });
+      const path = join(pgData, '..', `restore-${Date.now()}.log`);
+      await ctl(['-l', path, '-w', '-t', '600', 'start'])
+        .then(() => (logPath = path))
+        .catch(async (err: Error) => {
+          // -l needs a writable parent; fall back to the server's own logging.
+          if (/could not open log file|Permission denied/.test(err.message)) return ctl(['-w', '-t', '600', 'start']);
+          // Recovery can end (FATAL) before pg_ctl sees the server ready: say why from the log.
+          const fatal = serverLogErrors(path);
+          if (fatal.length) throw new Error(`PostgreSQL did not start: ${fatal.join(' | ')} (server log: ${path})`);
+          throw err;
+        });
     },
     async waitPromoted(timeoutMs) {
       const deadline = Date.now() + timeoutMs;
       let lastError = '';
       while (Date.now() < deadline) {
+        // Recovery that cannot reach its target ends the postmaster (FATAL): stop waiting at once.
+        if (!(await postmasterRunning())) {
+          const fatal = logPath ? serverLogErrors(logPath) : [];
+          throw new Error(
+            `PostgreSQL exited during recovery${fatal.length ? `: ${fatal.join(' | ')}` : ''} (server log: ${logPath ?? "the server's own log"})`,
+          );
+        }
         const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 2000 });
         client.on('error', () => undefined);
         try {
@@ -155,6 +202,19 @@ function server(pgData: string, pgBin: string, osUser: string, databaseUrl: stri
       throw new Error(`the server did not promote within ${timeoutMs / 1000} s (${lastError})`);
     },
   };
+}
+
+/** The FATAL/PANIC lines (and the recovery messages around them) at the end of a server log. */
+function serverLogErrors(path: string): string[] {
+  try {
+    return readFileSync(path, 'utf8')
+      .split('\n')
+      .filter((l) => /FATAL|PANIC|recovery target/.test(l))
+      .slice(-4)
+      .map((l) => l.slice(0, 300));
+  } catch {
+    return [];
+  }
 }
 
 function mediaStores(): Map<string, ObjectStore> | undefined {
@@ -198,6 +258,20 @@ export async function main(argv: string[]): Promise<number> {
     const info = await tool.info(30_000);
     const plan = planRestore(info, { backup: args.backup!, targetTime: args.targetTime, targetName: args.targetName });
     say(`plan: ${JSON.stringify(plan)}`);
+    const pgBin = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
+    if (plan.target.type !== 'end_of_archive') {
+      // A target recovery cannot reach stops PostgreSQL after the data was replaced: check first.
+      if (args.skipTargetCheck) say('target: NOT checked against the archived WAL (--skip-target-check)');
+      else {
+        if (!plan.wal.from) throw new RestorePlanError(`backup ${plan.backup.label} names no WAL: the target cannot be verified`);
+        const scan = await scanArchive(tool, plan.wal.from, { pgBin, osUser, timeoutMs: 300_000 }).catch((err: unknown) => {
+          throw new RestorePlanError(
+            `the target could not be verified in the archived WAL (${(err as Error).message}); nothing was changed. Check it yourself, then rerun with --skip-target-check`,
+          );
+        });
+        say(`target: ${checkTarget(plan, scan)} (${scan.segments} WAL segment(s) read)`);
+      }
+    }
     if (args.dryRun) {
       say('dry run: nothing was changed');
       return 0;
@@ -231,7 +305,7 @@ export async function main(argv: string[]): Promise<number> {
         {
           tool,
           api: restoreApi,
-          server: server(pgData, process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin', osUser, databaseUrl),
+          server: restoreServer(pgData, pgBin, osUser, databaseUrl),
           pgData,
           promoteTimeoutMs: 3600_000,
           onStep: (t) => {
@@ -252,6 +326,17 @@ export async function main(argv: string[]): Promise<number> {
       );
     } catch (err) {
       finished('failed', err instanceof Error ? err.message : String(err));
+      if (done.some((d) => d.step === 'stop PostgreSQL')) {
+        process.stderr.write(`restore failed: ${err instanceof Error ? err.message : String(err)}\n`);
+        for (const line of afterFailure(
+          plan,
+          pgData,
+          done.map((d) => d.step),
+        ))
+          say(line);
+        await finishReporting(reporter);
+        return 1;
+      }
       throw err;
     }
     finished(result.ok ? 'success' : 'failed', result.ok ? undefined : 'the verification through the API did not pass');
@@ -284,6 +369,21 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`restore failed: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;
   }
+}
+
+/** What the operator must know and do when a restore failed after PostgreSQL was stopped. */
+export function afterFailure(plan: { backup: { label: string }; target: { type: string } }, pgData: string, done: string[]): string[] {
+  const restored = done.includes('pgbackrest restore');
+  return [
+    'outcome: FAILED. PostgreSQL on this host is DOWN and read-only mode is still ON (writes answer 503).',
+    restored
+      ? `state: ${pgData} holds backup ${plan.backup.label} with recovery settings for a target PostgreSQL did not reach; the data it held before was replaced (delta restore).`
+      : `state: ${pgData} was not restored (${done.at(-1) ?? 'nothing'} was the last step done); starting PostgreSQL brings back the data it held.`,
+    'next: look first: scripts/dr/restore-database.sh --from-backup <label> [--target-time T | --target-name N] --dry-run',
+    `next: then restore to the end of the archive (loses nothing archived): scripts/dr/restore-database.sh --from-backup ${plan.backup.label} --confirm`,
+    restored ? '' : `next: or start it as it was: pg_ctl -D ${pgData} start`,
+    'next: when the verification passes: scripts/dr/disable-readonly-mode.sh',
+  ].filter(Boolean);
 }
 
 /** Reports go to the API in the background, recorded first in a journal on this host. */

@@ -6,6 +6,7 @@ import { createBackupModule, type BackupModule } from './modules/backup-module.t
 import { VALIDATE_JOB } from './services/backup/backup-service.ts';
 import type { BackupTool } from './services/backup/pgbackrest.ts';
 import { cleanLeftovers } from './services/backup/scratch-cluster.ts';
+import { stopAllPgBackRest } from './services/backup/pgbackrest.ts';
 import type { Config } from './config/config.ts';
 import { DatabaseClients, createPrisma } from './adapters/database-clients.ts';
 import { RedisDrStateStore } from './services/dr-state/dr-state-store.ts';
@@ -154,6 +155,7 @@ export function createWorker(config: Config, logger: Logger, options: WorkerOpti
       await waitReady(redis, 2000);
       await activeTarget().catch(() => undefined);
       backups.start();
+      await runner.announce().catch((err: unknown) => logger.warn({ err }, 'could not announce this worker (Redis)'));
       runner.start();
       schedule.start();
       server = app.listen(config.backup.workerPort, config.host);
@@ -171,6 +173,9 @@ export function createWorker(config: Config, logger: Logger, options: WorkerOpti
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([runner.stop(), new Promise((r) => (timer = setTimeout(r, config.shutdownTimeoutMs)))]);
       clearTimeout(timer);
+      // pgBackRest still running for an abandoned job is stopped with it (its whole process group).
+      const stopped = stopAllPgBackRest();
+      if (stopped > 0) logger.warn({ stopped }, 'stopped pgBackRest runs of jobs abandoned at shutdown');
       await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
       server?.closeAllConnections();
       await Promise.allSettled([clients.closeAll(), closeRedis(redis)]);

@@ -44,6 +44,16 @@ export class PreconditionFailedError extends AppError {
   }
 }
 
+/** No live worker takes this kind of job: queuing it would hold its group with nothing to run it. */
+export class NoWorkerError extends AppError {
+  constructor(kind: string) {
+    super(503, 'no_worker', `no live worker takes ${kind} jobs (none announced itself in the last 15 s); start one (npm run worker)`, {
+      jobKind: kind,
+    });
+    this.headers['Retry-After'] = '30';
+  }
+}
+
 /** A dependency needed for the request is down; the cause is logged, never sent to the client. */
 export class DependencyUnavailableError extends AppError {
   constructor(dependency: string, message: string, cause?: unknown) {

@@ -400,23 +400,35 @@ export const ROUTES: RouteDoc[] = [
   }),
 
   // Backups (outside the contract).
-  route('get /admin/backups', 'backups', 'viewer', 'the backup inventory and recovery point', {
+  route('get /admin/backups', 'backups', 'viewer', 'the backup inventory and recovery point, and the live workers per job kind', {
     responses: { 200: json('the inventory') },
     errors: [503],
     extension: true,
   }),
-  route('post /admin/backups', 'backups', 'operator', 'request a backup (a worker runs it)', {
-    body: { schema: backupBody },
-    responses: { 202: json('the job', acceptedJob) },
-    errors: [409, 503],
-    extension: true,
-  }),
-  route('post /admin/backups/validate', 'backups', 'operator', 'request a restore validation (a worker runs it)', {
-    body: { schema: validateBody, required: false },
-    responses: { 202: json('the job', acceptedJob) },
-    errors: [409, 412, 503],
-    extension: true,
-  }),
+  route(
+    'post /admin/backups',
+    'backups',
+    'operator',
+    'request a backup (a worker runs it; 503 no_worker with Retry-After when no live worker takes backups)',
+    {
+      body: { schema: backupBody },
+      responses: { 202: json('the job', acceptedJob) },
+      errors: [409, 503],
+      extension: true,
+    },
+  ),
+  route(
+    'post /admin/backups/validate',
+    'backups',
+    'operator',
+    'request a restore validation (a worker runs it; 503 no_worker with Retry-After when no live worker takes them)',
+    {
+      body: { schema: validateBody, required: false },
+      responses: { 202: json('the job', acceptedJob) },
+      errors: [409, 412, 503],
+      extension: true,
+    },
+  ),
   route('get /admin/backups/validations', 'backups', 'viewer', 'the newest restore validations', {
     query: validationsQuery,
     responses: { 200: json('validations', z.object({ validations: z.array(anyJson) })) },

@@ -108,7 +108,13 @@ export class BackupInventory {
   }
 
   private async readArchiver(): Promise<ArchiverStatus & { rpoExposureSeconds: number | null }> {
-    const status = await this.deps.archiver();
+    let status: ArchiverStatus;
+    try {
+      status = await this.deps.archiver();
+    } catch (err) {
+      this.rpo.interrupt();
+      throw err;
+    }
     // The active target is a standby (read-only failover): it cannot say what its primary has not
     // archived, so the exposure is unknown (null) and the gauge keeps its last value.
     const observed = this.rpo.observe(status);

@@ -1,4 +1,4 @@
-import { DependencyUnavailableError, NotFoundError, PreconditionFailedError } from '../../http/app-error.ts';
+import { DependencyUnavailableError, NoWorkerError, NotFoundError, PreconditionFailedError } from '../../http/app-error.ts';
 import { JobGroupBusyError, type Job, type JobQueue } from '../jobs/job-queue.ts';
 import type { BackupInventory } from './backup-inventory.ts';
 import type { ValidationInput } from './backup-validator.ts';
@@ -22,12 +22,25 @@ export class BackupService {
     },
   ) {}
 
+  /** Live workers per job kind (GET /admin/backups). */
+  async workers(): Promise<Record<string, number> | null> {
+    try {
+      return {
+        [BACKUP_JOB]: await this.deps.queue.liveWorkers(BACKUP_JOB),
+        [VALIDATE_JOB]: await this.deps.queue.liveWorkers(VALIDATE_JOB),
+      };
+    } catch {
+      return null;
+    }
+  }
+
   private async enqueue<I>(kind: string, input: I, group: string, by: string): Promise<Job<I>> {
     try {
+      if ((await this.deps.queue.liveWorkers(kind)) === 0) throw new NoWorkerError(kind);
       return await this.deps.queue.enqueue(kind, input, { group, requestedBy: by });
     } catch (err) {
       // A busy group is the caller's answer (a 409 naming the job, made by the route).
-      if (err instanceof JobGroupBusyError) throw err;
+      if (err instanceof JobGroupBusyError || err instanceof NoWorkerError) throw err;
       throw new DependencyUnavailableError('redis', 'jobs are queued in Redis, which is unreachable', err);
     }
   }
@@ -71,6 +84,37 @@ export class BackupService {
       'backup-validate',
       by,
     );
+  }
+
+  /**
+   * A DR job as recorded. A backup given up because its worker died may still have been finished
+   * by pgBackRest (it outlives a killed worker): when the repository holds a good backup of that
+   * type started after the job, the job is corrected to succeeded, saying so.
+   */
+  async job(id: string): Promise<Job | undefined> {
+    let job: Job | undefined;
+    try {
+      job = await this.deps.queue.get(id);
+    } catch (err) {
+      throw new DependencyUnavailableError('redis', 'jobs are kept in Redis, which is unreachable', err);
+    }
+    if (!job || job.kind !== BACKUP_JOB || job.status !== 'failed' || !job.stale || job.reconciled || !job.startedAt) return job;
+    const info = await this.deps.inventory.info(true).catch(() => undefined);
+    const type = (job.input as BackupJobInput).type;
+    // pgBackRest times are whole seconds: a backup started in the second the job started counts.
+    // It started while the job ran (before it was given up): a later job's backup is not this one.
+    const since = Math.floor(Date.parse(job.startedAt) / 1000) * 1000;
+    const until = Date.parse(job.finishedAt ?? job.updatedAt);
+    const done = info?.backups.find(
+      (b) => !b.error && b.type === type && Date.parse(b.startedAt) >= since && Date.parse(b.startedAt) <= until,
+    );
+    if (!done) return job;
+    return this.deps.queue.reconcile(job, {
+      status: 'succeeded',
+      result: { type, label: done.label, durationMs: null, backup: done },
+      error: null,
+      note: `the worker stopped reporting while pgBackRest ran; pgBackRest finished backup ${done.label} without it`,
+    });
   }
 
   async restorePoint(name: string): Promise<RestorePoint> {

@@ -150,7 +150,21 @@ export class BackupValidator {
     timings.totalMs = Date.now() - started;
     report.finishedAt = new Date().toISOString();
     this.deps.onTimings?.(timings);
-    await this.deps.validationStore.save(report, { jobId, instanceId: this.deps.instanceId });
+    try {
+      await this.deps.validationStore.save(report, { jobId, instanceId: this.deps.instanceId });
+    } catch (err) {
+      // The report was computed: it is kept in the job's result. The store's own message (Prisma:
+      // source paths and code excerpts) goes to the log only, never to the job viewers read.
+      this.deps.logger.error({ err, jobId, reportId: report.id }, 'could not store a validation report');
+      throw Object.assign(
+        new Error(
+          `the validation ${report.status}, but its report could not be stored (${storeFailure(err)}); the report is in this job's result`,
+        ),
+        {
+          report,
+        },
+      );
+    }
     return report;
   }
 
@@ -328,4 +342,14 @@ function lastLines(log: string): string {
     .slice(-3)
     .join(' ')
     .slice(0, 600);
+}
+
+/** Why a store refused, in words fit for a job record (no message, stack or path of the driver). */
+export function storeFailure(err: unknown): string {
+  const code = (err as { code?: unknown }).code;
+  const c = typeof code === 'string' ? code : '';
+  if (/^P10(01|02|08|17)$/.test(c) || /^(ECONNREFUSED|ETIMEDOUT|ECONNRESET|57P01|57P03|08\w{3})$/.test(c))
+    return 'the database is unreachable';
+  if (/^P2\d{3}$/.test(c) || /^(23|42)\w{3}$/.test(c)) return `the database refused it: ${c}`;
+  return 'the database did not accept it';
 }

@@ -1,4 +1,5 @@
 import type { BackupInfo, BackupTool, StanzaInfo } from './pgbackrest.ts';
+import { lsnValue, type WalScan } from './wal-scan.ts';
 
 /** The admin API as the restore script uses it (read-only mode, verification). */
 export interface RestoreApi {
@@ -23,6 +24,8 @@ export interface RestoreRequest {
 export interface RestorePlan {
   backup: Pick<BackupInfo, 'label' | 'type' | 'startedAt' | 'stoppedAt' | 'sizeBytes' | 'repositorySizeBytes'>;
   target: { type: 'end_of_archive' } | { type: 'time'; value: string } | { type: 'name'; value: string };
+  /** Where the backup ended (recovery must replay past it before any target counts). */
+  lsnStop?: string | null;
   wal: { from: string | null; to: string | null };
   steps: string[];
 }
@@ -73,6 +76,7 @@ export function planRestore(info: StanzaInfo, request: RestoreRequest): RestoreP
       repositorySizeBytes: backup.repositorySizeBytes,
     },
     target,
+    lsnStop: backup.lsn.stop,
     wal: { from: backup.wal.start, to: info.archive.max },
     steps: [
       'read-only on (API)',
@@ -83,6 +87,36 @@ export function planRestore(info: StanzaInfo, request: RestoreRequest): RestoreP
       'verify (API)',
     ],
   };
+}
+
+/**
+ * Whether recovery can reach the plan's target in the archived WAL (`scan` read from the backup's
+ * first WAL on): a restore point of that name written after the backup ended, or a commit at or
+ * after the target time. Throws a RestorePlanError naming what the archive holds otherwise.
+ */
+export function checkTarget(plan: RestorePlan, scan: WalScan): string {
+  const backupLsnStop = plan.lsnStop ?? null;
+  if (plan.target.type === 'end_of_archive') return 'the end of the archive';
+  if (plan.target.type === 'name') {
+    const name = plan.target.value;
+    const after = scan.restorePoints.filter((p) => !backupLsnStop || lsnValue(p.lsn) >= lsnValue(backupLsnStop));
+    const found = after.find((p) => p.name === name);
+    if (found) return `restore point ${name} at ${found.lsn} is in the archived WAL`;
+    const before = scan.restorePoints.some((p) => p.name === name);
+    const known = after.map((p) => p.name).slice(-10);
+    throw new RestorePlanError(
+      before
+        ? `restore point ${name} was written before backup ${plan.backup.label} ended: recovery cannot stop there; choose an older backup (--from-backup <label>)`
+        : `restore point ${name} is not in the archived WAL after backup ${plan.backup.label} (${scan.segments} segment(s) read; newest names: ${known.join(', ') || 'none'})`,
+    );
+  }
+  const target = plan.target.value;
+  if (Date.parse(target) > Date.now()) throw new RestorePlanError(`--target-time ${target} is in the future`);
+  if (!scan.lastCommitAt || Date.parse(scan.lastCommitAt) < Date.parse(target))
+    throw new RestorePlanError(
+      `--target-time ${target} is after the newest commit in the archived WAL (${scan.lastCommitAt ?? 'none after the backup'}): recovery would end before reaching it; the usable range is ${plan.backup.stoppedAt} to ${scan.lastCommitAt ?? plan.backup.stoppedAt}`,
+    );
+  return `the archived WAL holds commits up to ${scan.lastCommitAt}`;
 }
 
 export interface StepTiming {

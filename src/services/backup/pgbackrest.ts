@@ -1,4 +1,29 @@
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
+
+/** Process groups of pgBackRest runs still going: stopped when this process ends. */
+const liveGroups = new Set<number>();
+
+function killGroup(group: number | undefined, signal: NodeJS.Signals): void {
+  if (!group) return;
+  try {
+    process.kill(-group, signal);
+  } catch {
+    // already gone
+  }
+}
+
+/**
+ * Stops every pgBackRest run of this process (its whole process group). Called when the process
+ * ends: a backup must not outlive the worker that answers for it. A worker killed with SIGKILL
+ * cannot do this; its job is then given up and corrected from the repository (BackupService.job).
+ */
+export function stopAllPgBackRest(signal: NodeJS.Signals = 'SIGTERM'): number {
+  for (const g of liveGroups) killGroup(g, signal);
+  const n = liveGroups.size;
+  liveGroups.clear();
+  return n;
+}
+process.on('exit', () => stopAllPgBackRest('SIGTERM'));
 
 /** One backup as `pgbackrest info --output=json` lists it. */
 export interface BackupInfo {
@@ -82,17 +107,66 @@ export class PgBackRestCli implements BackupTool {
   private run(args: string[], timeoutMs: number): Promise<string> {
     const { file, argv } = this.command(args);
     return new Promise((resolve, reject) => {
-      execFile(file, argv, { timeout: timeoutMs, killSignal: 'SIGTERM', maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
-        if (!err) return resolve(stdout);
-        const e = err as NodeJS.ErrnoException & { killed?: boolean; code?: unknown };
-        const text = `${stderr}`.trim().slice(-2000);
-        if (e.code === 'ENOENT' || (/runuser: failed to execute|No such file or directory/.test(text) && !/ERROR: \[/.test(text))) {
-          return reject(new BackupToolError('pgbackrest_missing', 'pgBackRest is not installed on this host', text));
-        }
-        if (e.killed) return reject(new BackupToolError('pgbackrest_timeout', `pgBackRest gave no answer within ${timeoutMs} ms`, text));
+      // Its own process group: a timeout (or this process ending) stops pgBackRest and everything
+      // it started (runuser, its local and remote processes), not just the direct child.
+      const child = spawn(file, argv, { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+      const group = child.pid;
+      if (group) liveGroups.add(group);
+      let stdout = '';
+      let stderr = '';
+      let bytes = 0;
+      const take = (into: 'out' | 'err') => (chunk: Buffer) => {
+        bytes += chunk.length;
+        if (bytes > 64 * 1024 * 1024) return;
+        if (into === 'out') stdout += chunk.toString();
+        else stderr += chunk.toString();
+      };
+      child.stdout.on('data', take('out'));
+      child.stderr.on('data', take('err'));
+      let killed = false;
+      let settled = false;
+      const timer = setTimeout(() => {
+        killed = true;
+        killGroup(group, 'SIGTERM');
+        // Whatever ignores SIGTERM is gone a second later; the answer does not wait for it.
+        setTimeout(() => killGroup(group, 'SIGKILL'), 1000).unref();
+        finish(new BackupToolError('pgbackrest_timeout', `pgBackRest gave no answer within ${timeoutMs} ms`, stderr.trim().slice(-2000)));
+      }, timeoutMs);
+      const finish = (err: Error | null, out?: string) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (err) reject(err);
+        else resolve(out ?? '');
+      };
+      child.on('error', (err: NodeJS.ErrnoException) => {
+        if (group) liveGroups.delete(group);
+        finish(
+          err.code === 'ENOENT'
+            ? new BackupToolError('pgbackrest_missing', 'pgBackRest is not installed on this host', err.message)
+            : new BackupToolError('pgbackrest_failed', `pgBackRest could not run: ${err.message}`, err.message),
+        );
+      });
+      child.on('close', (code, signal) => {
+        if (group) liveGroups.delete(group);
+        if (killed) return;
+        if (code === 0) return finish(null, stdout);
+        const text = stderr.trim().slice(-2000);
+        if (signal) return finish(new BackupToolError('pgbackrest_failed', `pgBackRest was stopped (${signal})`, text));
+        if (/runuser: failed to execute|No such file or directory/.test(text) && !/ERROR: \[/.test(text))
+          return finish(new BackupToolError('pgbackrest_missing', 'pgBackRest is not installed on this host', text));
+        // pgBackRest's own lock: the second guard when the job group's lock was lost (Redis restart).
+        if (/ERROR: \[050\]/.test(text))
+          return finish(
+            new BackupToolError(
+              'pgbackrest_failed',
+              'another pgBackRest backup of this stanza is running (its lock is held): this one was refused and changed nothing',
+              text,
+            ),
+          );
         if (/ERROR: \[(041|055|103|104)\]/.test(text))
-          return reject(new BackupToolError('repository_unreachable', 'the pgBackRest repository is unreachable', text));
-        reject(new BackupToolError('pgbackrest_failed', `pgBackRest failed: ${firstError(text)}`, text));
+          return finish(new BackupToolError('repository_unreachable', 'the pgBackRest repository is unreachable', text));
+        finish(new BackupToolError('pgbackrest_failed', `pgBackRest failed: ${firstError(text)}`, text));
       });
     });
   }
@@ -107,6 +181,22 @@ export class PgBackRestCli implements BackupTool {
       throw new BackupToolError('repository_unreachable', `pgBackRest reports the stanza: ${stanza.status.message}`, stanza.status.message);
     }
     return fromRaw(stanza);
+  }
+
+  /** Every archived WAL segment name (any timeline, partial and history files left out). */
+  async listSegments(timeoutMs: number): Promise<string[]> {
+    const out = await this.run(['repo-ls', `archive/${this.options.stanza}`, '--recurse'], timeoutMs);
+    const names = new Set<string>();
+    for (const line of out.split('\n')) {
+      const m = /(?:^|\/)([0-9A-F]{24})-[0-9a-f]{40}(?:\.[a-z0-9]+)?$/.exec(line.trim());
+      if (m) names.add(m[1]!);
+    }
+    return [...names];
+  }
+
+  /** One archived segment, decompressed, to `dest` (writable by the user pgBackRest runs as). */
+  async fetchSegment(segment: string, dest: string, timeoutMs: number): Promise<void> {
+    await this.run(['archive-get', segment, dest], timeoutMs);
   }
 
   async backup(type: 'full' | 'diff' | 'incr', timeoutMs: number): Promise<void> {

@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import {
   existsSync,
   mkdirSync,
@@ -149,24 +150,33 @@ export class ScratchCluster {
   }
 }
 
-/** Scratch directory names carry the pid of the worker that made them: `v-<pid>-<suffix>`. */
+/**
+ * This process's boot id: random per start. A pid alone does not tell a worker from its
+ * predecessor: in a container the worker is always PID 1, so a restarted worker has the pid of the
+ * one that crashed. Names carry both: `v-<pid>.<boot id>-<suffix>`.
+ */
+export const BOOT_ID = randomBytes(8).toString('hex');
+
 export function scratchName(suffix: string): string {
-  return `v-${process.pid}-${suffix}`;
+  return `v-${process.pid}.${BOOT_ID}-${suffix}`;
 }
 
 /**
- * Leftovers of a worker that died mid-validation: any scratch cluster whose worker process is
- * gone is stopped and deleted. Those of live workers (another worker on this host) are kept.
+ * Leftovers of a worker that died mid-validation: any scratch cluster whose worker is gone is
+ * stopped and deleted: one of a dead pid, or of this pid but another boot (this process's
+ * predecessor with the same pid; also the older `v-<pid>-…` names without a boot id, which this
+ * process never makes). Those of this process and of other live workers on this host are kept.
  */
 export async function cleanLeftovers(root: string, deps: { pgBin: string; osUser: string }): Promise<string[]> {
   if (!existsSync(root)) return [];
   const removed: string[] = [];
   for (const name of readdirSync(root)) {
-    const m = /^v-(\d+)-/.exec(name);
+    const m = /^v-(\d+)(?:\.([0-9a-f]{16}))?-/.exec(name);
     if (!m) continue;
     const pid = Number(m[1]);
-    if (pid !== process.pid && alive(pid)) continue;
-    if (pid === process.pid) continue;
+    const boot = m[2];
+    if (pid === process.pid && boot === BOOT_ID) continue; // ours
+    if (pid !== process.pid && alive(pid)) continue; // another live worker's
     const dir = join(root, name);
     if (!statSync(dir).isDirectory()) continue;
     const cluster = new ScratchCluster(dir, 0, deps);

@@ -16,6 +16,8 @@ export interface ArchiverStatus {
   lastFailedWal: string | null;
   lastFailedAt: Date | null;
   archiveMode: string;
+  /** pg_postmaster_start_time(): a change means the server restarted (or was restored) between samples. */
+  postmasterStartedAt?: Date | null;
 }
 
 export async function readArchiverStatus(connectionString: string, timeoutMs: number): Promise<ArchiverStatus> {
@@ -26,7 +28,7 @@ export async function readArchiverStatus(connectionString: string, timeoutMs: nu
       const { rows } = await client.query(`SELECT pg_is_in_recovery() AS in_recovery,
           CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
           CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_snapshot_xmax(pg_current_snapshot())::text END AS next_xid,
-          current_setting('wal_segment_size') AS seg, current_setting('archive_mode') AS archive_mode,
+          current_setting('wal_segment_size') AS seg, pg_postmaster_start_time() AS started, current_setting('archive_mode') AS archive_mode,
           a.archived_count, a.last_archived_wal, a.last_archived_time, a.failed_count, a.last_failed_wal, a.last_failed_time
         FROM pg_stat_archiver a`);
       const r = rows[0];
@@ -43,6 +45,7 @@ export async function readArchiverStatus(connectionString: string, timeoutMs: nu
         lastFailedWal: r.last_failed_wal,
         lastFailedAt: r.last_failed_time,
         archiveMode: r.archive_mode,
+        postmasterStartedAt: r.started ?? null,
       };
     });
   } finally {
@@ -80,23 +83,49 @@ export function archivedEndLsn(walName: string | null, segmentBytes: number): bi
  * exposure, counted conservatively from the start of that interval. While archiving is failing the
  * exposure is at least the time since the last successful archive. A tracker that just started
  * knows nothing of writes before its first sample: it counts from the first write it sees.
+ *
+ * Interrupted samples (a read failed: `interrupt()`; or the server restarted:
+ * pg_postmaster_start_time() changed): a write seen across the gap is counted from the first
+ * sample after the gap, not from the last one before it (the server was down or unreadable for
+ * most of that time: counting from before would report the outage itself as exposure, 83 s right
+ * after a restart). A server whose WAL position went back (restored to an earlier point: a new
+ * history) starts afresh, archived end included: nothing before the restore is its exposure.
  */
 export class RpoTracker {
-  private samples: { at: number; lsn: bigint; xid: bigint }[] = [];
+  private samples: { at: number; lsn: bigint; xid: bigint; afterGap?: boolean }[] = [];
   private archivedEnd: bigint | undefined;
+  private gap = false;
+  private startedAt: number | undefined;
+
+  /** A read failed: the next sample follows a gap. */
+  interrupt(): void {
+    this.gap = true;
+  }
 
   observe(status: ArchiverStatus): number {
     const now = status.checkedAt.getTime();
     if (status.inRecovery || status.currentLsn === null || status.nextXid === null) {
       this.samples = [];
+      this.gap = false;
       return 0;
     }
-    const end = archivedEndLsn(status.lastArchivedWal, status.walSegmentBytes);
-    if (end !== undefined) this.archivedEnd = end;
-    const archivedEnd = this.archivedEnd ?? 0n;
+    const started = status.postmasterStartedAt ? new Date(status.postmasterStartedAt).getTime() : undefined;
+    if (started !== undefined && this.startedAt !== undefined && started !== this.startedAt) this.gap = true;
+    if (started !== undefined) this.startedAt = started;
     const lsn = parseLsn(status.currentLsn);
     const xid = BigInt(status.nextXid);
-    this.samples.push({ at: now, lsn, xid });
+    const end = archivedEndLsn(status.lastArchivedWal, status.walSegmentBytes);
+    const last = this.samples.at(-1);
+    if (last && lsn < last.lsn) {
+      // Restored to an earlier point: another history; the old samples and archived end say nothing.
+      this.samples = [];
+      this.archivedEnd = undefined;
+      this.gap = false;
+    }
+    if (end !== undefined) this.archivedEnd = end;
+    const archivedEnd = this.archivedEnd ?? 0n;
+    this.samples.push({ at: now, lsn, xid, ...(this.gap && this.samples.length > 0 ? { afterGap: true } : {}) });
+    this.gap = false;
     // Keep only what can still matter: from the last sample whose WAL is all archived.
     let firstNeeded = 0;
     for (let i = this.samples.length - 1; i >= 0; i -= 1) {
@@ -113,7 +142,7 @@ export class RpoTracker {
       const prev = this.samples[i - 1]!;
       const cur = this.samples[i]!;
       if (cur.xid !== prev.xid && cur.lsn > archivedEnd) {
-        exposure = (now - prev.at) / 1000;
+        exposure = (now - (cur.afterGap ? cur.at : prev.at)) / 1000;
         break;
       }
     }

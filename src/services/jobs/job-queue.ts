@@ -18,11 +18,33 @@ export interface Job<I = unknown, R = unknown> {
   startedAt: string | null;
   updatedAt: string;
   finishedAt: string | null;
+  /** Set when the job was given up because its worker stopped reporting (see STALE_RULES). */
+  stale?: boolean;
+  /** Set when a later look at the outcome (the repository) corrected what was recorded. */
+  reconciled?: string;
 }
 
 /** A running job whose worker has not reported for this long is reported failed (its worker stopped). */
 export const JOB_HEARTBEAT_MS = 5000;
 export const JOB_STALE_MS = 30_000;
+/**
+ * Per kind: what a job given up for lack of heartbeats (its worker died) means. Every queue job
+ * heartbeats every JOB_HEARTBEAT_MS; JOB_STALE_MS (30 s, the README's rule) without one is death.
+ */
+const STALE_MESSAGES: Record<string, (worker: string) => string> = {
+  backup: (w) =>
+    `the worker running it (${w}) stopped reporting for ${JOB_STALE_MS / 1000} s and the job was given up; pgBackRest may still have finished the backup without it: GET /admin/backups lists what the repository holds (this job is corrected when it shows up)`,
+  'backup.validate': (w) =>
+    `the worker running it (${w}) stopped reporting for ${JOB_STALE_MS / 1000} s and the validation was given up; its scratch cluster is removed when a worker starts: run the validation again`,
+};
+export function staleMessage(kind: string, worker: string | null): string {
+  const w = worker ?? 'unknown';
+  return (
+    STALE_MESSAGES[kind] ??
+    ((x: string) => `the worker running it (${x}) stopped reporting for ${JOB_STALE_MS / 1000} s; the job was given up`)
+  )(w);
+}
+
 /** How long a queued job holds its group while no worker takes it, then while a worker runs it. */
 const QUEUED_HOLD_MS = 3_600_000;
 const RUNNING_HOLD_MS = JOB_STALE_MS * 2;
@@ -65,6 +87,25 @@ for i = 1, 100 do
 end
 return false`;
 
+// Give up a running job whose heartbeat is still the one seen (a late heartbeat or finish wins):
+// recorded failed and stale, and its group released.
+const GIVE_UP = `
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+local job = cjson.decode(raw)
+if job.status ~= 'running' or job.updatedAt ~= ARGV[1] then return raw end
+job.status = 'failed'
+job.stale = true
+job.error = ARGV[2]
+job.finishedAt = ARGV[3]
+local out = cjson.encode(job)
+redis.call('SET', KEYS[1], out, 'KEEPTTL')
+if job.group ~= cjson.null and job.group ~= nil then
+  local g = ARGV[4] .. job.group
+  if redis.call('GET', g) == job.id then redis.call('DEL', g) end
+end
+return out`;
+
 // Release a group only if this job still holds it.
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`;
 const EXTEND = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0`;
@@ -76,7 +117,14 @@ export interface JobQueueRedis {
   get(key: string): Promise<string | null>;
   zadd(key: string, score: number, member: string): Promise<unknown>;
   zrevrange(key: string, start: number, stop: number): Promise<string[]>;
+  zcount(key: string, min: number | string, max: number | string): Promise<number>;
+  zrem(key: string, ...members: string[]): Promise<unknown>;
+  zremrangebyscore(key: string, min: number | string, max: number | string): Promise<unknown>;
+  pexpire(key: string, ms: number): Promise<unknown>;
 }
+
+/** Workers announce themselves every JOB_HEARTBEAT_MS; one not seen for this long is gone. */
+export const WORKER_LIVE_MS = 15_000;
 
 export class JobGroupBusyError extends Error {
   constructor(
@@ -124,17 +172,27 @@ export class JobQueue {
       updatedAt: now,
       finishedAt: null,
     };
-    const holder = (await this.redis.eval(
-      ENQUEUE,
-      3,
-      this.key(job.id),
-      options.group ? this.groupKey(options.group) : '',
-      this.queueKey,
-      job.id,
-      JSON.stringify(job),
-      JOB_TTL_SECONDS,
-      QUEUED_HOLD_MS,
-    )) as string | null;
+    const tryEnqueue = async () =>
+      (await this.redis.eval(
+        ENQUEUE,
+        3,
+        this.key(job.id),
+        options.group ? this.groupKey(options.group) : '',
+        this.queueKey,
+        job.id,
+        JSON.stringify(job),
+        JOB_TTL_SECONDS,
+        QUEUED_HOLD_MS,
+      )) as string | null;
+    let holder = await tryEnqueue();
+    if (holder) {
+      // A holder whose worker died (given up now) or that finished without releasing holds nothing.
+      const held = await this.get(holder);
+      if (!held || held.status === 'succeeded' || held.status === 'failed') {
+        await this.redis.eval(RELEASE, 1, this.groupKey(options.group!), holder);
+        holder = await tryEnqueue();
+      }
+    }
     if (holder) throw new JobGroupBusyError(options.group!, holder);
     await this.redis.zadd(`${this.prefix}jobs:index:${kind}`, Date.now(), job.id);
     return job;
@@ -175,20 +233,38 @@ export class JobQueue {
     await this.redis.set(this.key(job.id), JSON.stringify(job), 'EX', JOB_TTL_SECONDS);
   }
 
-  /** A job as stored; a running job without heartbeat for JOB_STALE_MS is reported failed. */
-  async get(id: string): Promise<(Job & { stale?: boolean }) | undefined> {
+  /**
+   * A job as stored. A running job without heartbeat for JOB_STALE_MS is given up: recorded failed
+   * (with its kind's message) and its group released, so the next request is not refused naming it.
+   */
+  async get(id: string): Promise<Job | undefined> {
     const raw = await this.redis.get(this.key(id));
     if (raw === null) return undefined;
     const job = normalize(JSON.parse(raw) as Job);
     if (job.status === 'running' && Date.now() - Date.parse(job.updatedAt) > JOB_STALE_MS) {
-      return {
-        ...job,
-        status: 'failed',
-        stale: true,
-        error: `the worker running it (${job.instanceId}) stopped reporting for ${JOB_STALE_MS / 1000} s`,
-      };
+      const out = (await this.redis.eval(
+        GIVE_UP,
+        1,
+        this.key(id),
+        job.updatedAt,
+        staleMessage(job.kind, job.instanceId),
+        new Date().toISOString(),
+        `${this.prefix}jobs:group:`,
+      )) as string | null;
+      return out ? normalize(JSON.parse(out) as Job) : undefined;
     }
     return job;
+  }
+
+  /** Corrects a finished job's record when a later look shows what really happened. */
+  async reconcile(
+    job: Job,
+    outcome: { status: 'succeeded' | 'failed'; result: unknown; error: string | null; note: string },
+  ): Promise<Job> {
+    const next: Job = { ...job, status: outcome.status, result: outcome.result, error: outcome.error, reconciled: outcome.note };
+    next.updatedAt = new Date().toISOString();
+    await this.save(next);
+    return next;
   }
 
   /** The newest jobs of one kind. */
@@ -196,6 +272,31 @@ export class JobQueue {
     const ids = await this.redis.zrevrange(`${this.prefix}jobs:index:${kind}`, 0, limit - 1);
     const jobs = await Promise.all(ids.map((id) => this.get(id)));
     return jobs.filter((j): j is Job => j !== undefined);
+  }
+
+  private workersKey(kind: string): string {
+    return `${this.prefix}workers:${kind}`;
+  }
+
+  /** A worker is alive and takes jobs of these kinds (called every JOB_HEARTBEAT_MS). */
+  async announce(instanceId: string, kinds: readonly string[]): Promise<void> {
+    const now = Date.now();
+    for (const kind of kinds) {
+      const key = this.workersKey(kind);
+      await this.redis.zadd(key, now, instanceId);
+      await this.redis.zremrangebyscore(key, '-inf', now - 24 * 3600_000);
+      await this.redis.pexpire(key, 24 * 3600_000);
+    }
+  }
+
+  /** A worker stops: it no longer counts as one that takes these kinds. */
+  async withdraw(instanceId: string, kinds: readonly string[]): Promise<void> {
+    for (const kind of kinds) await this.redis.zrem(this.workersKey(kind), instanceId);
+  }
+
+  /** How many workers that take this kind of job were seen within WORKER_LIVE_MS. */
+  async liveWorkers(kind: string): Promise<number> {
+    return this.redis.zcount(this.workersKey(kind), Date.now() - WORKER_LIVE_MS, '+inf');
   }
 
   /** The job currently holding a group, if any (for a 409 naming it). */

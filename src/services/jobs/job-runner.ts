@@ -25,8 +25,20 @@ export class JobRunner {
     },
   ) {}
 
+  private presence: NodeJS.Timeout | undefined;
+
+  /** Tells API instances this worker is alive and which jobs it takes (they refuse jobs no worker takes). */
+  async announce(): Promise<void> {
+    await this.deps.queue.announce(this.deps.instanceId, [...this.deps.handlers.keys()]);
+  }
+
   start(): void {
     this.stopped = false;
+    this.presence = setInterval(
+      () => void this.announce().catch((err: unknown) => this.deps.logger.warn({ err }, 'could not announce this worker (Redis)')),
+      JOB_HEARTBEAT_MS,
+    );
+    this.presence.unref();
     this.schedule(0);
   }
 
@@ -64,7 +76,7 @@ export class JobRunner {
       logger.info({ jobId: job.id, kind: job.kind }, 'job succeeded');
     } catch (err) {
       clearInterval(beat);
-      const message = err instanceof Error ? err.message : String(err);
+      const message = publicJobError(err);
       const result = (err as { report?: unknown }).report;
       await queue
         .finish(job, { status: 'failed', error: message, result })
@@ -79,6 +91,27 @@ export class JobRunner {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    clearInterval(this.presence);
+    await this.deps.queue.withdraw(this.deps.instanceId, [...this.deps.handlers.keys()]).catch(() => undefined);
     await this.running;
   }
+}
+
+/**
+ * A job's error as viewers read it: the first line of the message, without source paths, at most
+ * 500 characters. A database driver's own message (Prisma: the invocation, source paths, code
+ * excerpts) becomes its code only; the whole error goes to the log.
+ */
+export function publicJobError(err: unknown): string {
+  if (err instanceof Error && /^PrismaClient/.test(err.constructor.name)) {
+    const code = (err as { code?: unknown }).code;
+    return `a database error${typeof code === 'string' ? ` (${code})` : ''}; the worker's log has the details`;
+  }
+  const text = err instanceof Error ? err.message : String(err);
+  const first =
+    text
+      .split('\n')
+      .map((l) => l.trim())
+      .find((l) => l.length > 0) ?? 'failed';
+  return first.replace(/(?:\/[\w.@+-]+)+\.(?:[cm]?[jt]s)(?::\d+){0,2}/g, '<source>').slice(0, 500);
 }

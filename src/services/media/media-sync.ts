@@ -233,7 +233,8 @@ export class MediaSyncService {
       throw new DependencyUnavailableError('redis', 'jobs are kept in Redis, which is unreachable', err);
     }
     if (job === undefined) throw new NotFoundError(`no job ${id}`);
-    if (job.status === 'running' && Date.now() - Date.parse(job.updatedAt) > JOB_STALE_MS) {
+    // The 15 s rule is media sync's own (it saves progress every item); DR queue jobs have theirs.
+    if (String(job.kind).startsWith('media.') && job.status === 'running' && Date.now() - Date.parse(job.updatedAt) > JOB_STALE_MS) {
       return {
         ...job,
         status: 'failed',

@@ -1,0 +1,137 @@
+// What the WAL archive really holds for a point-in-time restore: the restore points (names) and the
+// newest commit time after a backup. PostgreSQL 13+ stops with
+// `FATAL: recovery ended before configured recovery target was reached` when a target is not in
+// the WAL it replays: the restore script checks the target here before it touches anything.
+import { execFileSync } from 'node:child_process';
+import { chownSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isRoot, runAs } from './os-command.ts';
+
+/** The archive as the scanner needs it (pgBackRest's repo-ls and archive-get). */
+export interface WalArchiveSource {
+  /** Every archived WAL segment name (24 hex digits), any timeline. */
+  listSegments(timeoutMs: number): Promise<string[]>;
+  /** Copies one archived segment (decompressed) to `dest`. */
+  fetchSegment(segment: string, dest: string, timeoutMs: number): Promise<void>;
+}
+
+export interface WalScan {
+  segments: number;
+  restorePoints: { name: string; lsn: string; at: string | null }[];
+  /** The newest commit (or abort) time in the scanned WAL: a time target must not be later. */
+  lastCommitAt: string | null;
+}
+
+const SEGMENT = /^[0-9A-F]{24}$/;
+
+/** `0/3000028` → a comparable bigint. */
+export function lsnValue(lsn: string): bigint {
+  const [hi, lo] = lsn.split('/');
+  return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
+}
+
+/**
+ * The segments recovery would replay from `startSegment`: for each position the highest timeline
+ * archived (PostgreSQL reads the newest timeline of the history it follows first). Abandoned
+ * branches of older restores are not told apart here; they only matter when two timelines newer
+ * than the backup hold the same position, which the scan then reads from the newest.
+ */
+export function replaySegments(all: string[], startSegment: string): string[] {
+  const startTl = startSegment.slice(0, 8);
+  const startPos = startSegment.slice(8);
+  const byPos = new Map<string, string>();
+  for (const s of all) {
+    if (!SEGMENT.test(s)) continue;
+    const tl = s.slice(0, 8);
+    const pos = s.slice(8);
+    if (tl < startTl || pos < startPos) continue;
+    const had = byPos.get(pos);
+    if (!had || had.slice(0, 8) < tl) byPos.set(pos, s);
+  }
+  return [...byPos.keys()].sort().map((pos) => byPos.get(pos)!);
+}
+
+/** Parses pg_waldump output (run with TZ=UTC). */
+export function parseWalDump(text: string): Pick<WalScan, 'restorePoints' | 'lastCommitAt'> {
+  const restorePoints: WalScan['restorePoints'] = [];
+  let lastCommitAt: string | null = null;
+  let lastTime: string | null = null;
+  for (const line of text.split('\n')) {
+    const commit = /desc: (?:COMMIT|ABORT) (\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2}(?:\.\d+)?) UTC/.exec(line);
+    if (commit) {
+      lastTime = new Date(`${commit[1]}T${commit[2]}Z`).toISOString();
+      if (!lastCommitAt || lastTime > lastCommitAt) lastCommitAt = lastTime;
+      continue;
+    }
+    const point = /lsn: ([0-9A-F]+\/[0-9A-F]+),.*desc: RESTORE_POINT (.+)$/.exec(line);
+    if (point) restorePoints.push({ name: point[2]!.trim(), lsn: point[1]!, at: lastTime });
+  }
+  return { restorePoints, lastCommitAt };
+}
+
+/**
+ * Fetches the archived WAL from `startSegment` on and reads it with pg_waldump, within the bound
+ * (throws when the bound or `maxSegments` is exceeded: the target could not be verified).
+ */
+export async function scanArchive(
+  source: WalArchiveSource,
+  startSegment: string,
+  options: { pgBin: string; osUser: string; timeoutMs: number; maxSegments?: number },
+): Promise<WalScan> {
+  const deadline = Date.now() + options.timeoutMs;
+  const left = () => {
+    const ms = deadline - Date.now();
+    if (ms <= 0) throw new Error(`reading the archived WAL took longer than ${options.timeoutMs / 1000} s`);
+    return ms;
+  };
+  const segments = replaySegments(await source.listSegments(left()), startSegment);
+  if (segments.length > (options.maxSegments ?? 4096))
+    throw new Error(`the archive holds ${segments.length} WAL segments after the backup: too many to read here`);
+  const dir = mkdtempSync(join(tmpdir(), 'sav3-walscan-'));
+  try {
+    if (isRoot()) chownSync(dir, ...idsOf(options.osUser));
+    for (const s of segments) await source.fetchSegment(s, join(dir, s), left());
+    // One pg_waldump per run of consecutive segments of one timeline (records cross segment ends).
+    const runs: string[][] = [];
+    for (const s of segments) {
+      const run = runs.at(-1);
+      const prev = run?.at(-1);
+      if (run && prev && prev.slice(0, 8) === s.slice(0, 8) && next(prev) === s.slice(8)) run.push(s);
+      else runs.push([s]);
+    }
+    let out = '';
+    for (const run of runs) {
+      const res = await runAs(options.osUser, join(options.pgBin, 'pg_waldump'), ['-p', dir, run[0]!, run.at(-1)!], {
+        timeoutMs: left(),
+        env: { ...process.env, TZ: 'UTC' },
+      }).catch((err: Error & { stdout?: string }) => {
+        // pg_waldump ends with an error at the end of the written WAL: what it printed is good.
+        if (err.stdout === undefined) throw err;
+        return { stdout: err.stdout, stderr: '' };
+      });
+      out += res.stdout;
+    }
+    return { segments: segments.length, ...parseWalDump(out) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The position after `segment` (16 MB segments: 256 per log file). */
+function next(segment: string): string {
+  const log = parseInt(segment.slice(8, 16), 16);
+  const seg = parseInt(segment.slice(16, 24), 16);
+  const [l, s] = seg >= 0xff ? [log + 1, 0] : [log, seg + 1];
+  return `${l.toString(16).toUpperCase().padStart(8, '0')}${s.toString(16).toUpperCase().padStart(8, '0')}`;
+}
+
+function idsOf(user: string): [number, number] {
+  // getent is everywhere PostgreSQL is; fall back to Debian's postgres ids.
+  try {
+    const line = execFileSync('getent', ['passwd', user]).toString().split(':');
+    return [Number(line[2]), Number(line[3])];
+  } catch {
+    return [101, 104];
+  }
+}

@@ -1,0 +1,174 @@
+// The restore script refuses a target recovery cannot reach (before touching anything), and when
+// PostgreSQL still ends during recovery it says so at once, with the state and what to do.
+import { execFile, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import request from 'supertest';
+import { migrate } from '../../src/services/database/migrator.ts';
+import { restoreServer } from '../../src/restore-database.ts';
+import { MIGRATIONS_DIR } from '../../src/paths.ts';
+import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
+import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
+import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
+import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+
+const SCRIPT = join(__dirname, '..', '..', 'scripts', 'dr', 'restore-database.sh');
+const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
+
+function script(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    execFile(
+      'bash',
+      [SCRIPT, ...args],
+      { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env }, timeout: 150_000 },
+      (err, stdout, stderr) =>
+        resolve({
+          code: err ? ((err as { code?: number }).code ?? 1) : 0,
+          stdout: String(stdout),
+          stderr: String(stderr),
+          ms: Date.now() - started,
+        }),
+    );
+  });
+}
+
+async function deadPid(): Promise<number> {
+  const child = spawn('true');
+  await new Promise((r) => child.on('exit', r));
+  return child.pid!;
+}
+
+async function sql(url: string, text: string) {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query(text)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+describe('waiting for promotion watches the postmaster', () => {
+  it("a postmaster that is gone fails the wait at once with the log's FATAL lines (not after the hour bound)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sav3-restore-wait-'));
+    try {
+      const pgData = join(dir, 'data');
+      mkdirSync(pgData);
+      const log = join(dir, 'restore.log');
+      writeFileSync(
+        log,
+        'LOG:  redo done at 0/5000100\nFATAL:  recovery ended before configured recovery target was reached\nLOG:  startup process (PID 12) exited with exit code 1\n',
+      );
+      // A stale postmaster.pid naming a process that is gone counts as gone too.
+      writeFileSync(join(pgData, 'postmaster.pid'), `${await deadPid()}\n${pgData}\n`);
+      const server = restoreServer(pgData, '/usr/lib/postgresql/15/bin', 'postgres', 'postgresql://postgres@127.0.0.1:1/x', log);
+      const started = Date.now();
+      await expect(server.waitPromoted(3600_000)).rejects.toThrow(
+        /PostgreSQL exited during recovery: FATAL: {2}recovery ended before configured recovery target was reached/,
+      );
+      expect(Date.now() - started).toBeLessThan(3000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('restore-database.sh: unreachable targets (real pgBackRest)', () => {
+  let cluster: PgCluster;
+  let repo: PgBackRestRepo;
+  let s3: S3ServerHandle;
+  let api: TestInstance;
+  let env: Record<string, string>;
+  const journalRoot = mkdtempSync(join(tmpdir(), 'sav3-restore-journals-'));
+
+  const archiveAll = async () => {
+    await sql(cluster.primary.url(), 'SELECT pg_switch_wal()');
+    await repo.exec(['check']);
+  };
+  const unchanged = async (rows: number) => {
+    expect(await sql(cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects')).toEqual([{ n: rows }]);
+    expect((await request(api.url).get('/admin/read-only').set(auth)).body.enabled).toBe(false);
+  };
+
+  beforeAll(async () => {
+    cluster = await startPgCluster();
+    repo = await createPgBackRestRepo(cluster.primary, cluster.dir);
+    await migrate(cluster.primary.url(), MIGRATIONS_DIR);
+    s3 = await startS3Server({ bucket: 'restore-target' });
+    api = await startInstance(
+      { ...mediaEnv('PRIMARY', s3), DATABASE_URL: cluster.primary.url(), HEALTH_TIMEOUT_MS: '500' },
+      uniquePrefix(),
+    );
+    await repo.exec(['backup', '--type=full']);
+    expect((await request(api.url).put('/media/t/one').send('one')).status).toBe(201);
+    expect((await request(api.url).post('/admin/database/restore-point').set(auth).send({ name: 'known-point' })).status).toBe(201);
+    await archiveAll();
+    env = {
+      SAV3_API_URL: api.url,
+      SAV3_ADMIN_TOKEN: OPERATOR_TOKEN,
+      DATABASE_URL: cluster.primary.url(),
+      PGDATA: cluster.primary.dataDir,
+      SAV3_RESTORE_JOURNAL_DIR: journalRoot,
+      ...repo.env,
+    };
+  }, 90_000);
+  afterAll(async () => {
+    await api?.stop();
+    await s3?.destroy();
+    await cluster?.destroy();
+    repo?.destroy();
+    rmSync(journalRoot, { recursive: true, force: true });
+  });
+
+  it('an unknown restore point: the dry run exits 1 and a real run exits 1 without touching anything; a known one passes the check', async () => {
+    const dry = await script(['--from-backup', 'latest', '--target-name', 'does-not-exist', '--dry-run'], env);
+    expect(dry.code).toBe(1);
+    expect(dry.stderr).toContain('restore point does-not-exist is not in the archived WAL');
+    expect(dry.stderr).toContain('known-point');
+    const real = await script(['--from-backup', 'latest', '--target-name', 'does-not-exist', '--confirm'], env);
+    expect(real.code).toBe(1);
+    expect(real.stdout).not.toContain('step: ');
+    await unchanged(1);
+    const known = await script(['--from-backup', 'latest', '--target-name', 'known-point', '--dry-run'], env);
+    expect({ code: known.code, stderr: known.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(known.stdout).toMatch(/target: restore point known-point at [0-9A-F]+\/[0-9A-F]+ is in the archived WAL/);
+  }, 60_000);
+
+  it('a target time after the newest archived commit (or in the future) is refused before anything is done', async () => {
+    await new Promise((r) => setTimeout(r, 1500));
+    const late = new Date().toISOString();
+    const dry = await script(['--from-backup', 'latest', '--target-time', late, '--dry-run'], env);
+    expect(dry.code).toBe(1);
+    expect(dry.stderr).toContain('is after the newest commit in the archived WAL');
+    const future = new Date(Date.now() + 3600_000).toISOString();
+    const real = await script(['--from-backup', 'latest', '--target-time', future, '--confirm'], env);
+    expect(real.code).toBe(1);
+    expect(real.stderr).toContain('is in the future');
+    await unchanged(1);
+  }, 60_000);
+
+  it('PostgreSQL ending during recovery (target unreachable, check skipped): the script fails at once, says the state and the way back, which works', async () => {
+    const run = await script(['--from-backup', 'latest', '--target-name', 'does-not-exist', '--skip-target-check', '--confirm'], env);
+    expect(run.code).toBe(1);
+    expect(run.ms).toBeLessThan(60_000);
+    // Recovery ends before or after pg_ctl saw the server ready: the start or the wait fails, at once,
+    // with the server's own words.
+    expect(run.stderr).toMatch(/PostgreSQL (did not start|exited during recovery)/);
+    expect(run.stderr).toContain('recovery ended before configured recovery target was reached');
+    expect(run.stdout).toMatch(/step: (start PostgreSQL|wait for promotion) failed/);
+    expect(run.stdout).toContain('outcome: FAILED. PostgreSQL on this host is DOWN and read-only mode is still ON');
+    const next = run.stdout.split('\n').find((l) => l.includes('restore to the end of the archive'))!;
+    expect(next).toMatch(/--from-backup \d{8}-\d{6}F --confirm$/);
+    // Following the printed way back brings the primary back with everything archived.
+    const back = await script(
+      next.slice(next.indexOf('scripts/dr/restore-database.sh') + 'scripts/dr/restore-database.sh '.length).split(' '),
+      env,
+    );
+    expect({ code: back.code, stderr: back.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(await sql(cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects')).toEqual([{ n: 1 }]);
+    await request(api.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'test done' });
+  }, 150_000);
+});

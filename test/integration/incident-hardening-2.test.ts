@@ -136,6 +136,32 @@ describe('incidents under a second attack', () => {
     expect(api.logs()).not.toMatch(secrets);
   });
 
+  it('credentials in alert labels and annotations reach neither the record nor the live events', async () => {
+    const events = await openStream(`${api.url}/admin/events`, viewer);
+    const t = new Date(Date.now() - 5000).toISOString();
+    const post = (labels: Record<string, string>) =>
+      request(api.url)
+        .post('/admin/incidents/alerts')
+        .set(hook)
+        .send(payload([alert('firing', { severity: 'P3', ...labels }, t, { summary: 'dsn u:pwANNOT@db1:5432' })], '{}:{leak="1"}'));
+    const opened = await post({ alertname: 'Leak password=pwOPEN' });
+    expect(opened.body.opened).toBe(1);
+    const joined = await post({ alertname: 'Leak --token pwJOIN' });
+    expect(joined.body.joined).toBe(1);
+    await eventually(
+      async () => events.text(),
+      (text) => text.includes('incident.timeline'),
+      3000,
+    );
+    events.close();
+    const secrets = /pwOPEN|pwJOIN|pwANNOT/;
+    expect(events.text()).not.toMatch(secrets);
+    const id = opened.body.incidents[0] as string;
+    expect((await request(api.url).get(`/admin/incidents/${id}`).set(viewer)).text).not.toMatch(secrets);
+    expect((await request(api.url).get(`/admin/incidents/${id}/postmortem`).set(viewer)).text).not.toMatch(secrets);
+    expect((await update(id, { message: 'done', status: 'resolved' })).status).toBe(201);
+  });
+
   it('a resolved incident cannot be acknowledged (409), like any other change', async () => {
     const fired = await request(api.url)
       .post('/admin/incidents/alerts')

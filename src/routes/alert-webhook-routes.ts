@@ -179,6 +179,8 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
               dedupeKey: `alert:${group}:${fp}:${a.startsAt}:firing`,
             },
             resolution ? recovery(resolution.endsAt, resolution.detail) : undefined,
+            // Keys written before they named the group (this alert's entry from an earlier release).
+            `alert:${fp}:${a.startsAt}:firing`,
           );
           if (out.incident) seen(out.incident.id);
           if (out.opened) result.opened += 1;
@@ -190,6 +192,7 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
           const incident = await deps.alerts.resolve(
             { fingerprint: fp, startsAt: a.startsAt, endsAt, groupKey: input.groupKey, alertname: name, detail },
             recovery(endsAt, detail),
+            `alert:${fp}:${a.startsAt}:resolved`,
           );
           if (incident) seen(incident.id);
           result.resolved += 1;

@@ -381,6 +381,50 @@ describe('incidents under a second attack', () => {
       expect((await update(id, { message: 'done', status: 'resolved' })).status).toBe(201);
   });
 
+  it('entries recorded under the old dedupe key (before it named the group) are still recognised', async () => {
+    const t = new Date(Date.now() - 5000).toISOString();
+    const groupKey = '{}:{legacy="1"}';
+    const post = (a: object, status = 'firing') =>
+      request(api.url)
+        .post('/admin/incidents/alerts')
+        .set(hook)
+        .send(payload([a], groupKey, status));
+    const opened = await post(alert('firing', { alertname: 'Legacy', severity: 'P3', n: '1' }, t));
+    expect(opened.body.opened).toBe(1);
+    const id = opened.body.incidents[0] as string;
+    // What an earlier release wrote for two other alerts of the group (firing, and the recovery of n=1).
+    const fp = (await request(api.url).get(`/admin/incidents/${id}`).set(viewer)).body.timeline.find(
+      (e: { kind: string }) => e.kind === 'alert',
+    ).detail.fingerprint as string;
+    const old = alert('firing', { alertname: 'Legacy', severity: 'P3', n: '2' }, t);
+    const oldFp = (
+      await request(api.url)
+        .post('/admin/incidents/alerts')
+        .set(hook)
+        .send(payload([old], '{}:{probe="fp"}'))
+    ).body;
+    const probe = (await request(api.url).get(`/admin/incidents/${oldFp.incidents[0]}`).set(viewer)).body.timeline.find(
+      (e: { kind: string }) => e.kind === 'alert',
+    ).detail.fingerprint as string;
+    expect((await update(oldFp.incidents[0] as string, { message: 'probe done', status: 'resolved' })).status).toBe(201);
+    await sql.query(
+      `INSERT INTO incident_updates (id, incident_id, at, kind, visibility, message, author, dedupe_key)
+       VALUES (gen_random_uuid(), $1, now(), 'alert', 'internal', 'old firing', 'alertmanager', $2),
+              (gen_random_uuid(), $1, now(), 'alert', 'public', 'old recovery', 'alertmanager', $3)`,
+      [id, `alert:${probe}:${t}:firing`, `alert:${fp}:${t}:resolved`],
+    );
+    const count = async () => (await request(api.url).get(`/admin/incidents/${id}`).set(viewer)).body.timeline.length as number;
+    const before = await count();
+    expect((await post(old)).body).toMatchObject({ opened: 0, joined: 0, duplicates: 1 });
+    expect(
+      (await post(alert('resolved', { alertname: 'Legacy', severity: 'P3', n: '1' }, t, {}, new Date().toISOString()), 'resolved')).body,
+    ).toMatchObject({ resolved: 1 });
+    expect(await count()).toBe(before);
+    expect((await update(id, { message: 'done', status: 'resolved' })).status).toBe(201);
+    // A still-firing alert handled (under its old key) by an incident since resolved reopens nothing.
+    expect((await post(old)).body).toMatchObject({ opened: 0 });
+  });
+
   it('wrong webhook tokens back off (429 with Retry-After) like the admin API; the right token still passes', async () => {
     const post = (auth: Record<string, string>) =>
       request(api.url)

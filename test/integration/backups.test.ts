@@ -129,7 +129,7 @@ describe('backups with pgBackRest against a real primary with a real archive_com
     const switchedAndRead = async () => {
       await sql(cluster.primary.url(), 'SELECT pg_switch_wal()');
       await new Promise((r) => setTimeout(r, 200));
-      return inventory.archiver();
+      return inventory.archiver().catch(() => ({ rpoExposureSeconds: null }));
     };
     await eventually(switchedAndRead, (a) => a.rpoExposureSeconds === 0, 10_000);
     await inventory.archiver();
@@ -253,9 +253,10 @@ describe('backups with pgBackRest against a real primary with a real archive_com
       await new Promise((r) => setTimeout(r, 300));
       await sql(url, 'INSERT INTO pitr (x) VALUES (2)');
       await sql(url, 'SELECT pg_switch_wal()');
+      // A loaded machine can miss the probe's timeout: a read that timed out is just retried.
       await eventually(
-        () => api.service.backups.inventory.archiver(),
-        (a) => a.rpoExposureSeconds === 0,
+        () => api.service.backups.inventory.archiver().catch(() => undefined),
+        (a) => a?.rpoExposureSeconds === 0,
         10_000,
       );
       const res = await request(api.url).post('/admin/backups/validate').set(auth).send({ backup: 'latest', targetTime: target });

@@ -11,7 +11,7 @@ import type { DrStateService } from '../services/dr-state/dr-state-service.ts';
 import type { ClusterLock } from '../services/dr-state/cluster-lock.ts';
 import { RedisJobRecords } from '../services/jobs/job-records.ts';
 import { BackupReplicator } from '../services/media/backup-replicator.ts';
-import { RedisMediaCache } from '../services/media/media-cache.ts';
+import { RedisMediaCache, updatingCache } from '../services/media/media-cache.ts';
 import { PrismaMediaRepository } from '../services/media/media-repository.ts';
 import { MediaService } from '../services/media/media-service.ts';
 import { UploadSpool } from '../services/media/upload-spool.ts';
@@ -179,7 +179,8 @@ export function createMediaModule(deps: {
     continuous ? [...stores.keys()].filter((b) => b !== backend) : [];
   const service = new MediaService({
     // Writes go to the active target; reads outside a write may go to a target that answers.
-    repository: fencedRepository(new PrismaMediaRepository(deps.repositoryClient), deps.gate),
+    // The cache update is part of the fenced commit: a barrier waits for it (see updatingCache).
+    repository: fencedRepository(updatingCache(new PrismaMediaRepository(deps.repositoryClient), cache), deps.gate),
     cache,
     onCommitted: () => replicator?.kick(),
     copyTargets,

@@ -2,6 +2,7 @@ import type { MediaBackendName } from '../../src/domain.ts';
 import { PassThrough, Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import { AppError } from '../../src/http/app-error.ts';
+import { updatingCache } from '../../src/services/media/media-cache.ts';
 import { MediaService } from '../../src/services/media/media-service.ts';
 import type { ObjectStore } from '../../src/adapters/object-store.ts';
 import { UploadSpool } from '../../src/services/media/upload-spool.ts';
@@ -17,7 +18,7 @@ function setup(maxBytes = 1024, spool = { maxConcurrent: 4, maxBytes: 1 << 20 })
   const down = new Set<MediaBackendName>();
   let active: MediaBackendName = 'primary';
   const service = new MediaService({
-    repository,
+    repository: updatingCache(repository, cache),
     cache,
     stores: new Map<MediaBackendName, ObjectStore>([
       ['primary', primary],

@@ -1,6 +1,6 @@
 import type { MediaBackendName } from '../../domain.ts';
 import type { Redis } from 'ioredis';
-import type { MediaMetadata } from './media-repository.ts';
+import type { MediaMetadata, MediaRepository } from './media-repository.ts';
 import { isReady } from '../../adapters/redis-client.ts';
 
 const DELETED = 'deleted';
@@ -157,4 +157,30 @@ export class RedisMediaCache implements MediaCache {
     } while (cursor !== '0');
     return removed;
   }
+}
+
+/**
+ * The repository's commits, each followed by its cache update (`recordWrite`, `markDeleted`)
+ * before it returns. Wrapped by the write fence (fencedRepository), the update is part of the
+ * write's commit: a barrier (read-only mode, a switch, the DR state lease running out) waits for
+ * it, and a write still settling when the barrier gives up is not acknowledged.
+ */
+export function updatingCache(repository: MediaRepository, cache: MediaCache): MediaRepository {
+  return {
+    find: (key) => repository.find(key),
+    list: (prefix, limit, after) => repository.list(prefix, limit, after),
+    versionCommitted: (version) => repository.versionCommitted(version),
+    async commitWrite(write) {
+      const observedAt = cacheClock();
+      const meta = await repository.commitWrite(write);
+      await cache.recordWrite(meta, observedAt);
+      return meta;
+    },
+    async commitDelete(key) {
+      const observedAt = cacheClock();
+      const seq = await repository.commitDelete(key);
+      if (seq !== undefined) await cache.markDeleted(key, seq, observedAt);
+      return seq;
+    },
+  };
 }

@@ -35,6 +35,7 @@ export interface MediaContent {
 }
 
 export interface MediaServiceDeps {
+  /** Its commits update the cache before they return (`updatingCache`), inside the write fence. */
   repository: MediaRepository;
   cache: MediaCache;
   stores: ReadonlyMap<MediaBackendName, ObjectStore>;
@@ -108,7 +109,6 @@ export class MediaService {
       throw this.storeError(err, backend);
     }
     const commitBy = new Date(Date.now() + this.deps.gcGraceMs / 2);
-    const observedAt = cacheClock();
     const meta = await this.commit({
       key,
       version,
@@ -120,8 +120,6 @@ export class MediaService {
       copyTo: this.deps.copyTargets?.(backend) ?? [],
       commitBy,
     });
-    // Before the acknowledgement: no instance may serve the replaced version after it.
-    await this.deps.cache.recordWrite(meta, observedAt);
     this.deps.onCommitted?.(meta);
     return meta;
   }
@@ -132,6 +130,7 @@ export class MediaService {
    * accepted (e.g. a write fence) belong here, right before `commitWrite`.
    */
   private async commit(write: WriteCommit): Promise<MediaMetadata> {
+    const observedAt = cacheClock();
     try {
       return await this.deps.repository.commitWrite(write);
     } catch (err) {
@@ -151,8 +150,10 @@ export class MediaService {
             { key: write.key, version: write.version },
             'a media commit whose answer was lost turned out to be applied',
           );
-          // Superseded since: seq 0 says so, and the cache drops the key's entry instead of recording it.
-          return meta?.version === write.version ? meta : { ...write, backends: [write.backend], seq: 0 };
+          // Superseded since: seq 0 says so, and the cache waits out older entries instead of recording it.
+          const applied = meta?.version === write.version ? meta : { ...write, backends: [write.backend], seq: 0 };
+          await this.deps.cache.recordWrite(applied, observedAt);
+          return applied;
         }
       }
       this.deps.logger.error({ key: write.key, version: write.version, err: errorMessage(err) }, 'media commit outcome unknown');
@@ -246,7 +247,6 @@ export class MediaService {
   async remove(rawKey: string): Promise<void> {
     const key = this.validateKey(rawKey);
     let seq: number | undefined;
-    const observedAt = cacheClock();
     try {
       seq = await this.deps.repository.commitDelete(key);
     } catch (err) {
@@ -258,7 +258,6 @@ export class MediaService {
       throw new OutcomeUnknownError();
     }
     if (seq === undefined) throw new NotFoundError(`no media object ${key}`);
-    await this.deps.cache.markDeleted(key, seq, observedAt);
   }
 
   async list(prefix: string, limit: number, after?: string): Promise<MediaMetadata[]> {

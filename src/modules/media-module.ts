@@ -217,7 +217,13 @@ export function createMediaModule(deps: {
     consistency,
     replicator,
     copyTargets,
-    publicRouters: [mediaRoutes(service, { idleBodyTimeoutMs: config.mediaIdleBodyTimeoutMs })],
+    publicRouters: [
+      mediaRoutes(service, {
+        idleBodyTimeoutMs: config.mediaIdleBodyTimeoutMs,
+        minUploadBytesPerSec: config.mediaMinUploadBytesPerSec,
+        minUploadRateWindowMs: config.mediaMinUploadRateWindowMs,
+      }),
+    ],
     adminRouters: [mediaAdminRoutes({ failover, sync, consistency, dr, audit: deps.audit })],
     start() {
       replicator?.start();

@@ -256,6 +256,10 @@ export const ROUTES: RouteDoc[] = [
   }),
   route('get /status/events', 'status', 'public', 'the public status as a live stream', {
     responses: { 200: sse },
+    errors: [429, 503],
+    description:
+      'At most 10 streams per client address (429 with Retry-After) and 1000 in all (503 with Retry-After). ' +
+      "Operators' /admin/events streams have a pool of their own, which anonymous streams cannot fill.",
     extension: true,
   }),
   route(
@@ -279,7 +283,7 @@ export const ROUTES: RouteDoc[] = [
           }),
         ),
       },
-      errors: [409, 503],
+      errors: [409, 429, 503],
       extension: true,
     },
   ),
@@ -481,6 +485,7 @@ export const ROUTES: RouteDoc[] = [
   route('get /admin/events', 'incidents', 'viewer', 'live operator events (DR state, jobs, health, incidents)', {
     query: eventsQuery,
     responses: { 200: sse },
+    errors: [503],
     extension: true,
   }),
 ];

@@ -309,7 +309,10 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     healthIntervalMs: raw.HEALTH_INTERVAL_MS,
     logLevel: raw.LOG_LEVEL,
     mediaMaxBytes: raw.MEDIA_MAX_BYTES,
-    instanceId: raw.INSTANCE_ID ?? `${hostname()}-${process.pid}`,
+    // Stable across restarts (host and port): a copy of the DR state names the instances that were
+    // live, and recovering a state lost from Redis waits for them by these names. Port 0 (tests)
+    // has no stable name: host and pid.
+    instanceId: raw.INSTANCE_ID ?? (raw.PORT !== 0 ? `${hostname()}:${raw.PORT}` : `${hostname()}-${process.pid}`),
     trustProxy: parseTrustProxy(raw.TRUST_PROXY),
     migrateOnStart: raw.MIGRATE_ON_START,
     shutdownTimeoutMs: raw.SHUTDOWN_TIMEOUT_MS,

@@ -84,6 +84,7 @@ export interface BackupConfig {
   validateIntervalSeconds: number;
   scratchDir: string;
   workerPort: number;
+  workerInstanceId: string;
   jobPollMs: number;
 }
 
@@ -358,6 +359,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
       validateIntervalSeconds: raw.BACKUP_VALIDATE_INTERVAL,
       scratchDir: raw.BACKUP_SCRATCH_DIR ?? join(tmpdir(), 'sav3-validate'),
       workerPort: raw.WORKER_PORT,
+      // The worker's own stable name (host and its port), never the API's on the same host.
+      workerInstanceId: raw.INSTANCE_ID ?? (raw.WORKER_PORT !== 0 ? `${hostname()}:${raw.WORKER_PORT}` : `${hostname()}-${process.pid}`),
       jobPollMs: raw.WORKER_POLL_MS,
     },
   };

@@ -1,8 +1,8 @@
 // The media benchmark's API, in a process of their own, using the two S3 servers named in BENCH_S3.
 import { randomUUID } from 'node:crypto';
-import { Readable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import pg from 'pg';
 import { loadConfig } from '../src/config/config.ts';
 import { createLogger } from '../src/logger.ts';
@@ -21,8 +21,6 @@ async function main(): Promise<void> {
     MEDIA_SYNC_CONCURRENCY: process.env.BENCH_SYNC_CONCURRENCY ?? '16',
     MEDIA_SYNC_INLINE_MAX: '100000',
     ADMIN_TOKENS: process.env.BENCH_ADMIN_TOKENS,
-    // A file of this run's own: a copy left by an earlier run (whose lease ran out, under another
-    // Redis prefix) would make this instance refuse writes with 503 state_unknown.
     DR_STATE_FILE: join(tmpdir(), `sav3-bench-media-${process.pid}.json`),
   });
   const api = await createService(config, createLogger('silent'), { redisKeyPrefix: `bench-media:${process.pid}:` });

@@ -46,6 +46,9 @@ export interface Config {
   mediaS3TimeoutMs: number;
   mediaS3PoolSize: number;
   mediaIdleBodyTimeoutMs: number;
+  /** An upload averaging fewer bytes a second than this over the window is cut with 408 (0: off). */
+  mediaMinUploadBytesPerSec: number;
+  mediaMinUploadRateWindowMs: number;
   mediaSpoolMaxConcurrent: number;
   mediaSpoolMaxBytes: number;
   mediaContentCacheBytes: number;
@@ -81,6 +84,7 @@ export interface BackupConfig {
   validateIntervalSeconds: number;
   scratchDir: string;
   workerPort: number;
+  workerInstanceId: string;
   jobPollMs: number;
 }
 
@@ -167,6 +171,8 @@ const schema = z.object({
   MEDIA_S3_TIMEOUT_MS: int(100, 600_000).default(5000),
   MEDIA_S3_POOL_SIZE: int(1, 4096).default(64),
   MEDIA_IDLE_BODY_TIMEOUT_MS: int(100, 3_600_000).default(30_000),
+  MEDIA_MIN_UPLOAD_BYTES_PER_SEC: int(0, Number.MAX_SAFE_INTEGER).default(1024),
+  MEDIA_MIN_UPLOAD_RATE_WINDOW_MS: int(100, 3_600_000).default(30_000),
   MEDIA_SPOOL_MAX_CONCURRENT: int(0, 10_000).default(8),
   MEDIA_SPOOL_MAX_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(1_073_741_824),
   MEDIA_CONTENT_CACHE_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(67_108_864),
@@ -304,7 +310,10 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     healthIntervalMs: raw.HEALTH_INTERVAL_MS,
     logLevel: raw.LOG_LEVEL,
     mediaMaxBytes: raw.MEDIA_MAX_BYTES,
-    instanceId: raw.INSTANCE_ID ?? `${hostname()}-${process.pid}`,
+    // Stable across restarts (host and port): a copy of the DR state names the instances that were
+    // live, and recovering a state lost from Redis waits for them by these names. Port 0 (tests)
+    // has no stable name: host and pid.
+    instanceId: raw.INSTANCE_ID ?? (raw.PORT !== 0 ? `${hostname()}:${raw.PORT}` : `${hostname()}-${process.pid}`),
     trustProxy: parseTrustProxy(raw.TRUST_PROXY),
     migrateOnStart: raw.MIGRATE_ON_START,
     shutdownTimeoutMs: raw.SHUTDOWN_TIMEOUT_MS,
@@ -322,6 +331,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     mediaS3TimeoutMs: raw.MEDIA_S3_TIMEOUT_MS,
     mediaS3PoolSize: raw.MEDIA_S3_POOL_SIZE,
     mediaIdleBodyTimeoutMs: raw.MEDIA_IDLE_BODY_TIMEOUT_MS,
+    mediaMinUploadBytesPerSec: raw.MEDIA_MIN_UPLOAD_BYTES_PER_SEC,
+    mediaMinUploadRateWindowMs: raw.MEDIA_MIN_UPLOAD_RATE_WINDOW_MS,
     mediaSpoolMaxConcurrent: raw.MEDIA_SPOOL_MAX_CONCURRENT,
     mediaSpoolMaxBytes: raw.MEDIA_SPOOL_MAX_BYTES,
     mediaContentCacheBytes: raw.MEDIA_CONTENT_CACHE_BYTES,
@@ -348,6 +359,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
       validateIntervalSeconds: raw.BACKUP_VALIDATE_INTERVAL,
       scratchDir: raw.BACKUP_SCRATCH_DIR ?? join(tmpdir(), 'sav3-validate'),
       workerPort: raw.WORKER_PORT,
+      // The worker's own stable name (host and its port), never the API's on the same host.
+      workerInstanceId: raw.INSTANCE_ID ?? (raw.WORKER_PORT !== 0 ? `${hostname()}:${raw.WORKER_PORT}` : `${hostname()}-${process.pid}`),
       jobPollMs: raw.WORKER_POLL_MS,
     },
   };

@@ -6,7 +6,7 @@ import { promoteBody, resetBody, switchBody as databaseSwitchBody } from './data
 import { switchoverBody } from './switchover-routes.ts';
 import { payload as alertmanagerPayload } from './alert-webhook-routes.ts';
 import { createBody, eventsQuery, listQuery, rolesBody, updateBody } from './incident-routes.ts';
-import { jobParams, switchBody as mediaSwitchBody, syncBody } from './media-admin-routes.ts';
+import { jobParams, switchBody as mediaSwitchBody, syncBody, verifyMediaBody } from './media-admin-routes.ts';
 import { listQuerySchema as mediaListQuery } from './media-routes.ts';
 import { mediaKeySchema } from '../services/media/media-key.ts';
 
@@ -379,6 +379,7 @@ export const ROUTES: RouteDoc[] = [
     errors: [409, 412, 503],
   }),
   route('post /admin/verify/media', 'media-admin', 'operator', 'deep media checks (canary upload, download, delete; consistency)', {
+    body: { schema: verifyMediaBody, required: false },
     responses: { 200: json('passed or degraded', report), 503: json('a check failed (same body)', report) },
     errors: [409],
   }),

@@ -302,8 +302,15 @@ export class MemoryVersionRepository implements MediaVersionRepository {
   async purgeTombstones() {
     return 0;
   }
-  async existing(ids: string[]) {
-    return new Set(ids.filter((id) => this.versions.has(id)));
+  async referenced(names: string[]) {
+    return new Set(names.filter((name) => name.startsWith('v/') && this.versions.has(name.slice(2))));
+  }
+  async markBad(version: string, backend: MediaBackendName) {
+    this.check();
+    const v = this.versions.get(version);
+    if (!v?.backends.includes(backend)) return false;
+    v.backends = v.backends.filter((b) => b !== backend);
+    return true;
   }
   /** No old-layout objects in memory (the collector of them is tested against PostgreSQL). */
   async legacyGarbage() {

@@ -26,7 +26,8 @@ import { createIncidentsModule, type IncidentsModule } from './modules/incidents
 import { createLiveEvents } from './modules/live-events.ts';
 import { createMediaModule, type MediaModule } from './modules/media-module.ts';
 import { createReadOnlyModule, type ReadOnlyModule } from './modules/read-only-module.ts';
-import { createWriteGateModule, type WriteGateModule } from './modules/write-gate-module.ts';
+import { BARRIER_WAIT_MS, createWriteGateModule, type WriteGateModule } from './modules/write-gate-module.ts';
+import { DatabaseWriteFence } from './services/database/write-fence.ts';
 import type { AuditLog } from './services/audit/audit-log.ts';
 import { migrate } from './services/database/migrator.ts';
 import type { WebhookSender } from './services/incidents/notification-outbox.ts';
@@ -125,6 +126,8 @@ export async function createService(config: Config, logger: Logger, options: Ser
     logger,
     migrationsDir: MIGRATIONS_DIR,
   });
+  // The database write fence: every write-relevant change raises it on the nodes before it answers.
+  dr.useWriteFence(new DatabaseWriteFence(databaseClients, BARRIER_WAIT_MS));
   const events = createLiveEvents({ config, logger, redis, prefix });
   const media = createMediaModule({
     config,

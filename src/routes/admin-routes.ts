@@ -5,7 +5,7 @@ import type { DrStateService } from '../services/dr-state/dr-state-service.ts';
 import { DependencyUnavailableError } from '../http/app-error.ts';
 import { parseOrThrow, wholeNumberParam } from '../http/validate.ts';
 import type { ReadOnlyService } from '../services/read-only/read-only-service.ts';
-import { audited, barrierSummary, confirmedPropagation } from '../admin/audited.ts';
+import { audited, barrierSummary, confirmedPropagation, fenceSummary } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 
 export const readOnlyBody = z.strictObject({
@@ -67,7 +67,7 @@ export function adminRoutes(deps: AdminDeps): Router {
         parseOrThrow(z.object({ ttlSeconds: z.undefined({ error: 'only with enabled: true' }) }), input);
       const change = await deps.readOnly.set(input, principal(res).name);
       const propagation = await confirmedPropagation(deps.dr, change.after.version, { readOnly: change.after.readOnly });
-      const writes = barrierSummary(change.after.version, propagation.instances);
+      const writes = { ...barrierSummary(change.after.version, propagation.instances), ...fenceSummary(change.fence) };
       return {
         before: change.before.readOnly,
         after: change.after.readOnly,

@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import type { AuditLog } from '../services/audit/audit-log.ts';
-import { audited, confirmedPropagation, stateChangeOutcome } from '../admin/audited.ts';
+import { audited, confirmedPropagation, fenceSummary, stateChangeOutcome } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 import type { DrStateService } from '../services/dr-state/dr-state-service.ts';
 import { parseOrThrow } from '../http/validate.ts';
@@ -41,7 +41,8 @@ export function databaseRoutes(deps: {
       // The promotion recorded the node's identity and timeline: answer once every live instance follows it.
       const version = deps.dr.current().version;
       const propagation = await confirmedPropagation(deps.dr, version, { promoted: true, node: result.node });
-      return { body: { ...result, version, propagation }, result: 'success', detail: { ...result, version } };
+      const writes = fenceSummary(deps.dr.fenceReport(version));
+      return { body: { ...result, version, propagation, writes }, result: 'success', detail: { ...result, version, writes } };
     });
     res.json(body);
   });

@@ -1,7 +1,7 @@
 import { AppError, ConflictError, DependencyUnavailableError } from '../../http/app-error.ts';
 import type { Logger } from '../../logger.ts';
 import type { DrMetrics } from '../../metrics/metrics.ts';
-import { INITIAL_STATE, type DrState, type InstanceHeartbeat } from './dr-state.ts';
+import { INITIAL_STATE, writeRelevantChange, type DrState, type InstanceHeartbeat } from './dr-state.ts';
 import type { DrStateFile } from './dr-state-file.ts';
 import type { DrStateStore } from './dr-state-store.ts';
 
@@ -60,6 +60,32 @@ export type StateSource = 'unknown' | 'store' | 'file';
 export interface Change {
   before: DrState;
   after: DrState;
+  /** The database write fence raised for a write-relevant change (absent: not relevant, or no fence configured). */
+  fence?: FenceReport;
+}
+
+/** What raising the database write fence to a change's version did (see WriteFence). */
+export interface FenceReport {
+  /**
+   * raised: every node that takes writes has its fence at `epoch` (commits admitted under an older
+   * version finished before, or are refused); not_raised: no node could be fenced (e.g. the database
+   * is unreachable), so a write stalled under the previous state may still commit where it can;
+   * partial: some nodes raised, some failed.
+   */
+  databaseFence: 'raised' | 'partial' | 'not_raised';
+  epoch: number;
+  /** Per configured node: raised, skipped (standby, or fenced read-only), or failed with the error. */
+  nodes: Record<string, { outcome: 'raised' | 'standby' | 'fenced' | 'failed'; error?: string }>;
+  reason?: string;
+  waitedMs: number;
+}
+
+/** The database write fence as the DR state sees it (implemented over the configured nodes). */
+export interface WriteFence {
+  /** Raises the fence on every node that takes writes to `version` (never lowers it); waits for commits under way. */
+  raise(version: number, by: string): Promise<FenceReport>;
+  /** The highest fence epoch any reachable node holds (null: none answered). */
+  highest(): Promise<number | null>;
 }
 
 /** Why this instance does not know the shared state although Redis answers (see DrStateService.lost). */
@@ -106,6 +132,9 @@ export class DrStateService {
   private loss: (StateLoss & { at: number }) | null = null;
   /** The instances live (heartbeat within the lease) when this instance last confirmed the state. */
   private peers: string[] = [];
+  private fence?: WriteFence;
+  /** The fence reports of the last changes made here, by version (for answers that have only the version). */
+  private readonly fenceReports = new Map<number, FenceReport>();
 
   constructor(private readonly deps: DrStateServiceDeps) {
     deps.metrics.drStateVersion.set(0);
@@ -113,6 +142,16 @@ export class DrStateService {
 
   current(): DrState {
     return this.state;
+  }
+
+  /** Sets the database write fence every write-relevant change raises before it returns. */
+  useWriteFence(fence: WriteFence): void {
+    this.fence = fence;
+  }
+
+  /** The fence report of change `version`, when made by this instance. */
+  fenceReport(version: number): FenceReport | undefined {
+    return this.fenceReports.get(version);
   }
 
   /**
@@ -456,7 +495,9 @@ export class DrStateService {
         base = stored ?? this.state;
         expected = stored?.version ?? 0;
         const copies = (await this.deps.stateStore.instances()).map((i) => i.appliedVersion);
-        version = Math.max(expected, this.state.version, ...copies) + 1;
+        // Above the database write fence too, else every write would be refused as stale.
+        const fenced = (await this.fence?.highest().catch(() => null)) ?? 0;
+        version = Math.max(expected, this.state.version, fenced, ...copies) + 1;
       } else {
         // A fresh instance (never knew any state) on an empty store may make the first change, as
         // long as no instance reports a copy: it is the seeding of a fresh cluster.
@@ -509,7 +550,20 @@ export class DrStateService {
     } catch {
       // Redis went away right after the change: the lease keeps its last confirmation.
     }
-    return { before: base, after };
+    // The database write fence, before the change answers: a write admitted under an older version
+    // (on any instance, even one paused past its lease) committed before this, or is refused.
+    let fence: FenceReport | undefined;
+    if (this.fence && (opts.seed || writeRelevantChange(after, base))) {
+      fence = await this.fence.raise(after.version, `${this.deps.instanceId}`);
+      this.fenceReports.set(after.version, fence);
+      for (const v of this.fenceReports.keys()) if (this.fenceReports.size > 20) this.fenceReports.delete(v);
+      if (fence.databaseFence !== 'raised')
+        this.deps.logger.error(
+          { version: after.version, fence },
+          'the database write fence could not be raised on every node that takes writes: a write stalled under the previous DR state may still commit there',
+        );
+    }
+    return { before: base, after, ...(fence ? { fence } : {}) };
   }
 
   async instances(): Promise<InstanceHeartbeat[]> {

@@ -92,3 +92,17 @@ export interface InstanceHeartbeat {
 export function readOnlyActive(state: DrState, _now?: number): boolean {
   return state.readOnly.enabled;
 }
+
+/**
+ * Changes after which a write admitted earlier must not commit: read-only mode, the database part,
+ * the media backend (an upload admitted before a media switch stores its content on the old
+ * backend: it finishes before the switch answers, or fails). They raise the write barrier on every
+ * instance and the database write fence.
+ */
+export function writeRelevantChange(next: DrState, previous: DrState): boolean {
+  return (
+    JSON.stringify(next.readOnly) !== JSON.stringify(previous.readOnly) ||
+    JSON.stringify(next.database) !== JSON.stringify(previous.database) ||
+    next.media.active !== previous.media.active
+  );
+}

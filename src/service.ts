@@ -127,7 +127,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     migrationsDir: MIGRATIONS_DIR,
   });
   // The database write fence: every write-relevant change raises it on the nodes before it answers.
-  dr.useWriteFence(new DatabaseWriteFence(databaseClients, BARRIER_WAIT_MS));
+  dr.useWriteFence(new DatabaseWriteFence(databaseClients, BARRIER_WAIT_MS, prefix));
   const events = createLiveEvents({ config, logger, redis, prefix });
   const media = createMediaModule({
     config,

@@ -179,7 +179,7 @@ export function createMediaModule(deps: {
     continuous ? [...stores.keys()].filter((b) => b !== backend) : [];
   const service = new MediaService({
     // Writes go to the active target; reads outside a write may go to a target that answers.
-    repository: fencedRepository(new PrismaMediaRepository(deps.repositoryClient), deps.gate),
+    repository: fencedRepository(new PrismaMediaRepository(deps.repositoryClient, deps.prefix), deps.gate),
     cache,
     onCommitted: () => replicator?.kick(),
     copyTargets,

@@ -7,8 +7,8 @@ const TARGETS: DatabaseTarget[] = ['primary', 'replica'];
 
 /**
  * The database write fence over the configured nodes (see media-repository checkFence): on every
- * node that takes writes (not a standby, not fenced read-only by a switchover), an UPDATE of the
- * one fence row to the change's DR state version. The UPDATE waits for commits holding FOR SHARE
+ * node that takes writes (not a standby, not fenced read-only by a switchover), an upsert of the
+ * scope's fence row to the change's DR state version. The UPDATE waits for commits holding FOR SHARE
  * on the row (the commits under way), bounded by `timeoutMs`; connections of its own, never the
  * request pool's. Never lowers the epoch (GREATEST), so racing raises and replays are harmless.
  */
@@ -16,6 +16,8 @@ export class DatabaseWriteFence implements WriteFence {
   constructor(
     private readonly clients: DatabaseClients,
     private readonly timeoutMs: number,
+    /** The DR state this fence belongs to (its Redis key prefix): one row per scope. */
+    private readonly scope: string,
   ) {}
 
   private with<T>(url: string, fn: (client: import('pg').Client) => Promise<T>): Promise<T> {
@@ -40,11 +42,13 @@ export class DatabaseWriteFence implements WriteFence {
             );
             if (rows[0]!.r) return { outcome: 'standby' as const };
             if (rows[0]!.fenced) return { outcome: 'fenced' as const };
-            const updated = await c.query(
-              `UPDATE dr_write_fence SET epoch = GREATEST(epoch, $1::bigint), raised_at = now(), raised_by = $2 WHERE id = 1`,
-              [version, by.slice(0, 200)],
+            // Takes the row lock: waits for the commits holding FOR SHARE on it.
+            await c.query(
+              `INSERT INTO dr_write_fence (scope, epoch, raised_at, raised_by) VALUES ($3, $1::bigint, now(), $2)
+               ON CONFLICT (scope) DO UPDATE SET epoch = GREATEST(dr_write_fence.epoch, EXCLUDED.epoch),
+                 raised_at = EXCLUDED.raised_at, raised_by = EXCLUDED.raised_by`,
+              [version, by.slice(0, 200), this.scope],
             );
-            if (updated.rowCount !== 1) throw new Error('the fence row (dr_write_fence) is missing');
             return { outcome: 'raised' as const };
           });
         } catch (err) {
@@ -67,7 +71,9 @@ export class DatabaseWriteFence implements WriteFence {
     const epochs = await Promise.all(
       TARGETS.filter((t) => this.clients.has(t)).map((t) =>
         this.with(this.clients.url(t)!, async (c) => {
-          const { rows } = await c.query<{ epoch: string }>(`SELECT epoch::text AS epoch FROM dr_write_fence WHERE id = 1`);
+          const { rows } = await c.query<{ epoch: string }>(`SELECT epoch::text AS epoch FROM dr_write_fence WHERE scope = $1`, [
+            this.scope,
+          ]);
           return rows[0] ? Number(rows[0].epoch) : null;
         }).catch(() => null),
       ),

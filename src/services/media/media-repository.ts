@@ -117,7 +117,7 @@ const SELECT = `SELECT o.key, o.size, o.sha256, o.content_type, o.backend, o.cre
  * the DR state version the write was admitted under.
  */
 const COMMIT_WRITE = `WITH
-  fence AS (SELECT epoch FROM dr_write_fence WHERE id = 1 FOR SHARE),
+  fence AS (SELECT epoch FROM dr_write_fence WHERE scope = $11::text FOR SHARE),
   ok AS (SELECT 1 AS one FROM fence WHERE clock_timestamp() < $9::timestamptz AND ($10::bigint IS NULL OR fence.epoch <= $10::bigint)),
   ins AS (INSERT INTO media_versions (id, key, size, sha256, content_type, backends, created_at)
           SELECT $2::uuid, $1::text, $3::bigint, $4::text, $5::text, ARRAY[$6::text], $7::timestamptz FROM ok),
@@ -135,7 +135,7 @@ const COMMIT_WRITE = `WITH
   SELECT (SELECT seq FROM ptr) AS seq, (SELECT epoch FROM fence) AS fence`;
 
 const COMMIT_DELETE = `WITH
-  fence AS (SELECT epoch FROM dr_write_fence WHERE id = 1 FOR SHARE),
+  fence AS (SELECT epoch FROM dr_write_fence WHERE scope = $3::text FOR SHARE),
   del AS (UPDATE media_objects SET deleted_at = now(), updated_at = now(), prev_version = version, version = NULL, seq = nextval('media_write_seq')
           WHERE key = $1::text AND deleted_at IS NULL AND EXISTS (SELECT 1 FROM fence WHERE $2::bigint IS NULL OR fence.epoch <= $2::bigint)
           RETURNING seq, prev_version),
@@ -145,15 +145,13 @@ const COMMIT_DELETE = `WITH
 
 /**
  * The database write fence (migration dr_write_fence): every client write's commit statement takes
- * FOR SHARE on its one row and changes nothing when its epoch is above the DR state version the
- * write was admitted under. A write-relevant DR change raises the epoch (UPDATE, see
+ * FOR SHARE on its scope's row (one per DR state) and changes nothing when its epoch is above the
+ * DR state version the write was admitted under. A write-relevant DR change raises the epoch (UPDATE, see
  * WriteFenceRaiser) before it answers: the UPDATE waits for the commits holding the share lock, so
  * those finished before the answer; every commit after it is refused. Unlike the instance's own
  * write gate, this holds for an instance whose timers did not run (paused process, GC, CPU steal).
  */
-function checkFence(fence: bigint | number | null | undefined, admitted: number | undefined): void {
-  if (fence === null || fence === undefined)
-    throw new Error('the database write fence row (dr_write_fence) is missing: migrations not applied?');
+function checkFence(fence: bigint | number | null, admitted: number | undefined): void {
   if (admitted !== undefined && Number(fence) > admitted)
     throw new WriteFencedError(
       `the DR state changed (version ${Number(fence)}) after this write was admitted (version ${admitted}): the database write fence refused its commit; it was not saved`,
@@ -161,8 +159,28 @@ function checkFence(fence: bigint | number | null | undefined, admitted: number 
 }
 
 export class PrismaMediaRepository implements MediaRepository {
-  /** Called per query so that a database switch takes effect on the next request. */
-  constructor(private readonly prisma: () => PrismaClient) {}
+  constructor(
+    /** Called per query so that a database switch takes effect on the next request. */
+    private readonly prisma: () => PrismaClient,
+    /** The write fence's scope: the DR state this service follows (its Redis key prefix). */
+    private readonly fenceScope = 'sav3:',
+  ) {}
+
+  /**
+   * Runs a commit statement; when its scope has no fence row yet (nothing was locked, so a first
+   * raise would not wait for it), creates the row (epoch 0) and runs the statement again.
+   */
+  private async fenced(sql: string, ...args: unknown[]): Promise<{ seq: bigint | null; fence: bigint | null }> {
+    for (let attempt = 0; ; attempt += 1) {
+      const rows = await this.prisma().$queryRawUnsafe<{ seq: bigint | null; fence: bigint | null }[]>(sql, ...args);
+      const row = rows[0] ?? { seq: null, fence: null };
+      if (row.fence !== null || attempt > 0) return row;
+      await this.prisma().$executeRawUnsafe(
+        `INSERT INTO dr_write_fence (scope, epoch) VALUES ($1, 0) ON CONFLICT (scope) DO NOTHING`,
+        this.fenceScope,
+      );
+    }
+  }
 
   async find(key: string): Promise<MediaMetadata | undefined> {
     const rows = await this.prisma().$queryRawUnsafe<Row[]>(`${SELECT} WHERE o.key = $1 AND o.deleted_at IS NULL`, key);
@@ -170,7 +188,7 @@ export class PrismaMediaRepository implements MediaRepository {
   }
 
   async commitWrite(w: WriteCommit): Promise<MediaMetadata> {
-    const rows = await this.prisma().$queryRawUnsafe<{ seq: bigint | null; fence: bigint | null }[]>(
+    const row = await this.fenced(
       COMMIT_WRITE,
       w.key,
       w.version,
@@ -182,10 +200,10 @@ export class PrismaMediaRepository implements MediaRepository {
       w.copyTo,
       w.commitBy,
       w.fenceEpoch ?? null,
+      this.fenceScope,
     );
-    const row = rows[0];
-    if (row?.seq === null || row?.seq === undefined) {
-      checkFence(row?.fence, w.fenceEpoch);
+    if (row.seq === null) {
+      checkFence(row.fence, w.fenceEpoch);
       throw new CommitTooLateError();
     }
     return {
@@ -202,14 +220,9 @@ export class PrismaMediaRepository implements MediaRepository {
   }
 
   async commitDelete(key: string, fenceEpoch?: number): Promise<number | undefined> {
-    const rows = await this.prisma().$queryRawUnsafe<{ seq: bigint | null; fence: bigint | null }[]>(
-      COMMIT_DELETE,
-      key,
-      fenceEpoch ?? null,
-    );
-    const row = rows[0];
-    if (row?.seq === null || row?.seq === undefined) {
-      checkFence(row?.fence, fenceEpoch);
+    const row = await this.fenced(COMMIT_DELETE, key, fenceEpoch ?? null, this.fenceScope);
+    if (row.seq === null) {
+      checkFence(row.fence, fenceEpoch);
       return undefined;
     }
     return Number(row.seq);

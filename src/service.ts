@@ -152,6 +152,12 @@ export async function createService(config: Config, logger: Logger, options: Ser
     audit,
     gate: writeGate.gate,
     databasePair: () => database.pair(config.healthIntervalMs + config.healthTimeoutMs),
+    noWritableNode: async () => {
+      await Promise.all([...database.runners.values()].map((r) => r.run().catch(() => undefined)));
+      const { writableNodes, fenced } = database.watch.report();
+      if (writableNodes.length > 0) return null;
+      return `no configured database node takes writes (every node is a standby, fenced${fenced.length > 0 ? ` (${fenced.join(', ')})` : ''} or not answering); promote a node first`;
+    },
   });
   // Backups: the inventory and RPO metrics, and requests that workers carry out.
   const backups = createBackupModule({

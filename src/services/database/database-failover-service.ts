@@ -1,4 +1,5 @@
 import type { DatabaseProbeData, DatabaseTarget } from '../../domain.ts';
+import { DR_LOCK_TTL_MS } from '../dr-state/cluster-lock.ts';
 import { AppError, PreconditionFailedError } from '../../http/app-error.ts';
 import { withActiveDatabase } from '../dr-state/database-state.ts';
 import type { ProbeResult } from '../../health/probe-runner.ts';
@@ -7,7 +8,8 @@ import { DatabaseSwitch } from './database-switch.ts';
 import type { FailoverDeps, FailoverLock, FailoverOps } from './failover-types.ts';
 
 export const DATABASE_LOCK = 'database';
-const LOCK_TTL_MS = 120_000;
+/** Short, renewed while the operation runs (see DR_LOCK_TTL_MS): a dead holder frees it within seconds. */
+const LOCK_TTL_MS = DR_LOCK_TTL_MS;
 
 /**
  * Replica promotion (database-promotion.ts) and database target switches (database-switch.ts),

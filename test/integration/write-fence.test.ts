@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import request from 'supertest';
 import { migrate } from '../../src/services/database/migrator.ts';
+import { fenceNode, unfenceNode } from '../../src/services/database/node-fence.ts';
 import { MIGRATIONS_DIR } from '../../src/paths.ts';
 import { eventually, sleep } from '../../support/common.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
@@ -78,6 +79,7 @@ describe('the database write fence against a paused instance', () => {
 
     // The commit statement of the upload blocks behind a table lock on the primary.
     locker = new pg.Client({ connectionString: cluster.primary.url() });
+    locker.on('error', () => undefined);
     await locker.connect();
     await locker.query('BEGIN');
     await locker.query('LOCK TABLE media_objects IN EXCLUSIVE MODE');
@@ -103,6 +105,8 @@ describe('the database write fence against a paused instance', () => {
 
     // The lock goes, the paused instance runs on: its commit must not be acknowledged.
     await locker.query('COMMIT');
+    await locker.end();
+    locker = undefined;
     await sleep(300);
     paused.signal('SIGCONT');
     const answer = await upload;
@@ -131,4 +135,33 @@ describe('the database write fence against a paused instance', () => {
     expect((await request(a.url).put('/media/fence/after').send(Buffer.from('after'))).status).toBe(201);
     expect(await hasMediaRow(cluster.primary.url(), 'fence/paused')).toBe(true);
   }, 120_000);
+
+  // Issue 10 F3: the primary fenced (e.g. by a promote whose handler died) and the replica a standby.
+  it('with no node taking writes, a lift of read-only mode is refused (412 no_writable_node) and /health says degraded', async () => {
+    expect((await request(a.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'no writable node' })).status).toBe(200);
+    await fenceNode(cluster.primary.url(), 5000);
+    try {
+      const off = await request(a.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'try to lift' });
+      expect(off.status).toBe(412);
+      expect(off.body.error.code).toBe('no_writable_node');
+      expect((await request(a.url).get('/admin/read-only').set(auth)).body.enabled).toBe(true);
+      const health = await eventually(
+        async () => (await request(a.url).get('/health').set(auth)).body as { status: string; checks?: unknown; components?: unknown },
+        (b) => b.status === 'degraded',
+        5000,
+        200,
+      );
+      expect(JSON.stringify(health)).toContain('no_writable_node');
+    } finally {
+      await unfenceNode(cluster.primary.url(), 5000);
+    }
+    // Writable again: the lift goes through.
+    const off = await eventually(
+      () => request(a.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'primary back' }),
+      (r) => r.status === 200,
+      5000,
+      200,
+    );
+    expect(off.status).toBe(200);
+  }, 60_000);
 });

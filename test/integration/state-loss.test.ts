@@ -91,7 +91,7 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
     const client = new Redis(redis.url, { maxRetriesPerRequest: 1 });
     try {
       const raw = await client.get(`${prefix}dr:state`);
-      return raw === null ? null : (JSON.parse(raw) as { version: number; readOnly: { enabled: boolean } });
+      return raw === null ? null : (JSON.parse(raw) as { version: number; seeded?: boolean; readOnly: { enabled: boolean } });
     } finally {
       client.disconnect();
     }
@@ -162,6 +162,44 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
     expect(off.status).toBe(200);
     expect(off.body.propagation).toMatchObject({ complete: true, applied: 2 });
     expect((await put(b, 'loss/writable-again')).status).toBe(201);
+  }, 60_000);
+
+  // Issue 10 F2: a brand-new instance (no state file) seeds the default (version 0) into the emptied
+  // Redis while the holders of the real state are away; when they return they must not follow it.
+  it('a blind seed by a fresh instance never lowers the state: returning holders put theirs back (read-only stays on)', async () => {
+    const on = await readOnly(a, true);
+    expect(on.status).toBe(200);
+    // The holders go away (a stops, its file keeps the state; b is cut off), Redis restarts empty.
+    proxy.setMode('refuse');
+    await a.stop();
+    await redis.stop();
+    await redis.start();
+    const fileC = join(tmpdir(), `sav3-state-loss-c-${randomBytes(4).toString('hex')}.json`);
+    const c = await startInstance({ ...env, REDIS_URL: redis.url, INSTANCE_ID: 'loss-c', DR_STATE_FILE: fileC }, prefix);
+    try {
+      const seeded = await eventually(storedState, (st) => st !== null, 10_000);
+      expect(seeded).toMatchObject({ version: 0, seeded: true, readOnly: { enabled: false } });
+
+      // The holders return: the higher version wins, everywhere, read-only on.
+      proxy.setMode('pass');
+      a = await startA();
+      const back = await eventually(storedState, (st) => st !== null && st.readOnly.enabled, 10_000);
+      expect(back!.version).toBeGreaterThanOrEqual(on.body.version);
+      const refused = await eventually(
+        () => put(c, 'loss/after-seed'),
+        (r) => r.body.error?.code === 'read_only',
+        10_000,
+      );
+      expect(refused.status).toBe(503);
+      expect(await rowOn(cluster.primary.url(), 'loss/after-seed')).toBeNull();
+      expect(a.logs() + b.logs()).toMatch(/DR state conflict/);
+      const off = await readOnly(a, false);
+      expect(off.status).toBe(200);
+      expect((await put(c, 'loss/after-seed')).status).toBe(201);
+    } finally {
+      await c.stop();
+      rmSync(fileC, { force: true });
+    }
   }, 60_000);
 
   it('the state lost after a promotion: reads come from the promoted node, health says so, and a reset onto the old primary is refused (412 naming the newer node)', async () => {

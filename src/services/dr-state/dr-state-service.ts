@@ -330,6 +330,9 @@ export class DrStateService {
           this.markStore(true);
           return;
         }
+      } else if (this.conflicts(stored)) {
+        // A lower version, or a blind seed, over the copy this instance holds: never followed.
+        await this.reassert(stored);
       } else if (stored.version !== this.state.version || stored.updatedAt !== this.state.updatedAt) {
         // Newer; or older or another state of the same version (an operator reset while this
         // instance was away) that Redis holds and this instance cannot vouch against: Redis wins.
@@ -353,6 +356,46 @@ export class DrStateService {
     } catch (err) {
       this.markStore(false, err);
     }
+  }
+
+  /**
+   * Whether `stored` must not replace this instance's copy: versions only move up (every change is a
+   * compare-and-set on the version, and an operator's reset goes above every reported copy and the
+   * database write fence), so a lower version in Redis is a state lost and re-seeded or restored from
+   * an outdated copy; and a blindly seeded state (see DrState.seeded) never wins over a copy that
+   * knew the real state.
+   */
+  private conflicts(stored: DrState): boolean {
+    if (this.source === 'unknown' || this.state.version === 0 || this.state.seeded) return false;
+    if (stored.version < this.state.version) return true;
+    return stored.seeded === true && stored.updatedAt !== this.state.updatedAt;
+  }
+
+  /** Puts this instance's copy back over a conflicting stored state (compare-and-set), logs and applies the outcome. */
+  private async reassert(stored: DrState): Promise<void> {
+    const next: DrState =
+      stored.version < this.state.version
+        ? this.state
+        : { ...this.state, version: stored.version + 1, updatedAt: new Date(this.now()).toISOString() };
+    const won =
+      next === this.state ? await this.deps.stateStore.restore(next) : (await this.deps.stateStore.compareAndSet(stored.version, next)).ok;
+    this.deps.logger.error(
+      {
+        stored: {
+          version: stored.version,
+          seeded: stored.seeded === true,
+          readOnly: stored.readOnly.enabled,
+          database: stored.database.active,
+        },
+        held: { version: this.state.version, readOnly: this.state.readOnly.enabled, database: this.state.database.active },
+        putBack: won ? next.version : null,
+      },
+      won
+        ? 'DR state conflict: Redis held a lower or blindly seeded state; this instance put its own copy back (versions never go down)'
+        : 'DR state conflict: Redis held a lower or blindly seeded state; putting this instance’s copy back lost a race',
+    );
+    const now = await this.deps.stateStore.read();
+    if (now && (now.version > this.state.version || (now.version === next.version && next !== this.state))) await this.apply(now);
   }
 
   private notePeers(beats: InstanceHeartbeat[]): void {
@@ -412,6 +455,8 @@ export class DrStateService {
       }`;
       return false;
     }
+    // A fresh instance seeds a default it knows nothing about: marked, so any copy that knew the real state wins.
+    if (fresh) await this.apply({ ...this.state, seeded: true });
     if (await this.deps.stateStore.restore(this.state))
       this.deps.logger.warn(
         { version: this.state.version, candidates: [...present] },
@@ -525,6 +570,8 @@ export class DrStateService {
     }
     const now = new Date(this.now()).toISOString();
     const after: DrState = { ...mutate(base, now), version, updatedAt: now };
+    // A change is made knowing the state it replaces: only the blind seed itself is marked.
+    delete after.seeded;
     let result;
     try {
       result = await this.deps.stateStore.compareAndSet(expected, after);

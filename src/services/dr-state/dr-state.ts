@@ -59,6 +59,13 @@ export interface DrState {
   database: DatabaseState;
   media: TargetState<MediaBackendName>;
   updatedAt: string | null;
+  /**
+   * Set on the state a fresh instance (no state file) seeds blindly into an empty Redis (never on a
+   * change made on top of it): any instance holding a copy that was not seeded so (it knew the real
+   * state, e.g. read-only on, before it was paused or partitioned) puts its copy back over it when it
+   * returns (issue 10 F2).
+   */
+  seeded?: boolean;
 }
 
 export const INITIAL_STATE: DrState = {

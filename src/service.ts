@@ -22,6 +22,8 @@ import { createAuditLog } from './modules/audit-module.ts';
 import { createBackupModule, type BackupModule } from './modules/backup-module.ts';
 import { createDatabaseModule, type DatabaseModule } from './modules/database-module.ts';
 import { createDrStateModule, type DrStateModule } from './modules/dr-state-module.ts';
+import { INITIAL_STATE, type DrState } from './services/dr-state/dr-state.ts';
+import { withNodeRecorded } from './services/dr-state/database-state.ts';
 import { createIncidentsModule, type IncidentsModule } from './modules/incidents-module.ts';
 import { createLiveEvents } from './modules/live-events.ts';
 import { createMediaModule, type MediaModule } from './modules/media-module.ts';
@@ -125,6 +127,21 @@ export async function createService(config: Config, logger: Logger, options: Ser
     metrics,
     logger,
     migrationsDir: MIGRATIONS_DIR,
+  });
+  // A fresh instance's seed: the newest writable node (by timeline) as the target, every node's identity.
+  dr.useSeedDatabase(async () => {
+    const results = await Promise.all(
+      [...database.runners.entries()].map(async ([target, runner]) => ({ target, result: await runner.run().catch(() => undefined) })),
+    );
+    const now = new Date().toISOString();
+    let seeded: DrState['database'] = { ...INITIAL_STATE.database };
+    for (const { target, result } of results)
+      seeded = withNodeRecorded(seeded, target, database.watch.identity(target), { inRecovery: result?.data?.inRecovery ?? null });
+    const writable = results
+      .filter(({ result }) => result?.ok && result.data && !result.data.inRecovery && !result.data.fenced)
+      .sort((x, y) => (y.result!.data!.timeline ?? 0) - (x.result!.data!.timeline ?? 0));
+    const to = writable[0]?.target;
+    return to ? { ...seeded, active: to, since: now, by: 'system:seed' } : seeded;
   });
   // The database write fence: every write-relevant change raises it on the nodes before it answers.
   dr.useWriteFence(new DatabaseWriteFence(databaseClients, BARRIER_WAIT_MS, prefix));

@@ -178,7 +178,9 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
     const c = await startInstance({ ...env, REDIS_URL: redis.url, INSTANCE_ID: 'loss-c', DR_STATE_FILE: fileC }, prefix);
     try {
       const seeded = await eventually(storedState, (st) => st !== null, 10_000);
-      expect(seeded).toMatchObject({ version: 0, seeded: true, readOnly: { enabled: false } });
+      // Marked as a blind seed, at most at the database write fence's epoch (the last change's version).
+      expect(seeded).toMatchObject({ seeded: true, readOnly: { enabled: false } });
+      expect(seeded!.version).toBeLessThanOrEqual(on.body.version);
 
       // The holders return: the higher version wins, everywhere, read-only on.
       proxy.setMode('pass');
@@ -202,7 +204,7 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
     }
   }, 60_000);
 
-  it('the state lost after a promotion: reads come from the promoted node, health says so, and a reset onto the old primary is refused (412 naming the newer node)', async () => {
+  it('the state lost after a promotion: a fresh seed points at the promoted node (never the fenced old primary), and a reset onto the old primary is refused (412 naming the newer node)', async () => {
     expect((await readOnly(a, true)).status).toBe(200);
     const promote = await post(a, '/admin/database/promote', { confirm: 'promote-replica', maxLagSeconds: 3600 });
     expect(promote.status).toBe(200);
@@ -213,31 +215,32 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
     expect(await rowOn(cluster.primary.url(), 'loss/on-promoted')).toBeNull();
 
     // Everything lost: both instances stop, their files are gone, Redis restarts empty. A fresh
-    // instance starts from the initial state (database target: the old primary).
+    // instance seeds the state (issue 10 F2): not blindly the old primary, but the newest writable
+    // node (the promoted replica; the old primary is fenced), with both nodes' identities recorded.
     await a.stop();
     await b.stop();
     for (const f of [fileA, fileB]) rmSync(f, { force: true });
     await redis.stop();
     await redis.start();
     a = await startA();
-    expect((await request(a.url).get('/admin/dr/state').set(auth)).body.database.active).toBe('primary');
+    const seeded = (await request(a.url).get('/admin/dr/state').set(auth)).body;
+    expect(seeded).toMatchObject({ seeded: true, database: { active: 'replica', by: 'system:seed', newestTimeline: 2 } });
+    expect(Object.keys(seeded.database.nodes).sort()).toEqual(['primary', 'replica']);
+    expect(seeded.database.nodes.replica.timeline).toBe(2);
 
-    // Reads come from the promoted node (newer timeline), not the old primary.
-    const read = await eventually(
-      () => request(a.url).get('/media/loss/on-promoted').responseType('blob'),
-      (r) => r.status !== 503,
-      5000,
-    );
+    // Reads and writes go to the promoted node, never to the old primary (the seed's version is not
+    // below the database write fence, so writes are not refused as stale).
+    const read = await request(a.url).get('/media/loss/on-promoted').responseType('blob');
     expect(read.status).toBe(200);
     expect(Buffer.from(read.body).toString()).toBe('loss/on-promoted');
-    const ready = await request(a.url).get('/health/ready');
-    expect(ready.status).toBe(200);
-    expect(ready.body.checks.database).toBe('degraded');
-    const health = await request(a.url).get('/health/database').set(auth);
-    expect(health.status).toBe(503);
-    expect(['not_writable', 'split_brain']).toContain(health.body.error.code);
-    expect((await put(a, 'loss/onto-old-primary')).status).toBe(503);
-    expect(await rowOn(cluster.primary.url(), 'loss/onto-old-primary')).toBeNull();
+    const seededWrite = await eventually(
+      () => put(a, 'loss/after-seed-promoted'),
+      (r) => r.status === 201,
+      5000,
+    );
+    expect(seededWrite.status).toBe(201);
+    expect(await rowOn(cluster.replica.url(), 'loss/after-seed-promoted')).not.toBeNull();
+    expect(await rowOn(cluster.primary.url(), 'loss/after-seed-promoted')).toBeNull();
 
     // A reset onto the old primary would point writes at the older node: refused, naming the newer one.
     const refused = await post(a, '/admin/dr/state/reset', { confirm: 'reset-dr-state', reason: 'state lost' });

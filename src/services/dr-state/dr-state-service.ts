@@ -1,7 +1,7 @@
 import { AppError, ConflictError, DependencyUnavailableError } from '../../http/app-error.ts';
 import type { Logger } from '../../logger.ts';
 import type { DrMetrics } from '../../metrics/metrics.ts';
-import { INITIAL_STATE, writeRelevantChange, type DrState, type InstanceHeartbeat } from './dr-state.ts';
+import { INITIAL_STATE, writeRelevantChange, type DatabaseState, type DrState, type InstanceHeartbeat } from './dr-state.ts';
 import type { DrStateFile } from './dr-state-file.ts';
 import type { DrStateStore } from './dr-state-store.ts';
 
@@ -133,6 +133,7 @@ export class DrStateService {
   /** The instances live (heartbeat within the lease) when this instance last confirmed the state. */
   private peers: string[] = [];
   private fence?: WriteFence;
+  private seedDatabase?: () => Promise<DatabaseState | null>;
   /** The fence reports of the last changes made here, by version (for answers that have only the version). */
   private readonly fenceReports = new Map<number, FenceReport>();
 
@@ -147,6 +148,14 @@ export class DrStateService {
   /** Sets the database write fence every write-relevant change raises before it returns. */
   useWriteFence(fence: WriteFence): void {
     this.fence = fence;
+  }
+
+  /**
+   * What a fresh instance's seed records as the database part: the newest writable node as the
+   * target and every node's identity (null: nothing known, the initial state's).
+   */
+  useSeedDatabase(fn: () => Promise<DatabaseState | null>): void {
+    this.seedDatabase = fn;
   }
 
   /** The fence report of change `version`, when made by this instance. */
@@ -455,8 +464,20 @@ export class DrStateService {
       }`;
       return false;
     }
-    // A fresh instance seeds a default it knows nothing about: marked, so any copy that knew the real state wins.
-    if (fresh) await this.apply({ ...this.state, seeded: true });
+    // A fresh instance seeds a default it knows little about: marked, so any copy that knew the real
+    // state wins; its database target is the newest writable node; its version is not below the
+    // database write fence (else every write would be refused as admitted under an older state).
+    if (fresh) {
+      const database = await this.seedDatabase?.().catch(() => null);
+      const floor = (await this.fence?.highest().catch(() => null)) ?? 0;
+      await this.apply({
+        ...this.state,
+        ...(database ? { database } : {}),
+        version: Math.max(this.state.version, floor),
+        updatedAt: new Date(now).toISOString(),
+        seeded: true,
+      });
+    }
     if (await this.deps.stateStore.restore(this.state))
       this.deps.logger.warn(
         { version: this.state.version, candidates: [...present] },
@@ -464,7 +485,7 @@ export class DrStateService {
       );
     const stored = await this.deps.stateStore.read();
     if (!stored) return false;
-    if (stored.version !== this.state.version) await this.apply(stored);
+    if (JSON.stringify(stored) !== JSON.stringify(this.state)) await this.apply(stored);
     return true;
   }
 

@@ -46,6 +46,8 @@ export interface ServiceOptions {
   outboxPollMs?: number;
   outboxBackoffMs?: number;
   incidentChecksMs?: number;
+  /** Bounds on anonymous /status/events streams (tests make them small). */
+  publicStreams?: { max?: number; perAddress?: number };
 }
 
 /** Everything one running instance holds; built only here (the composition root). */
@@ -242,6 +244,7 @@ export async function createService(config: Config, logger: Logger, options: Ser
     outboxPollMs: options.outboxPollMs,
     outboxBackoffMs: options.outboxBackoffMs,
     checksIntervalMs: options.incidentChecksMs,
+    publicStreams: options.publicStreams,
   });
 
   // 4. The app: every router, mounted once.

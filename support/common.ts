@@ -27,3 +27,20 @@ export async function eventually<T>(fn: () => Promise<T>, ok: (v: T) => boolean,
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
+
+/**
+ * A small seeded PRNG (mulberry32): every random choice of a run (keys, bodies, operations,
+ * pauses, the fault schedule) comes from one seed, so a failing run can be replayed with
+ * TORTURE_SEED or CHAOS_SEED. Each writer and the chaos loop draw from a stream of their own (derived from the
+ * seed), so one stream's choices do not depend on how the others interleave.
+ */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

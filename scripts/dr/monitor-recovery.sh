@@ -19,6 +19,14 @@ case "$id" in ""|INC-[0-9]*) ;; *) echo "--incident-id must look like INC-YYYYMM
 exec node -e '
 const id = process.argv[1];
 const url = `${(process.env.SAV3_API_URL || "http://127.0.0.1:3000").replace(/\/$/, "")}/admin/events${id ? `?incidentId=${id}` : ""}`;
+// Texts from the API (titles, updates, alert labels) are shown, never obeyed by the terminal:
+// control characters (ESC sequences, carriage returns, line breaks) and BiDi controls as visible escapes.
+function safe(s) {
+  return String(s).replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
+    const n = c.codePointAt(0);
+    return n < 0x100 ? `\\x${n.toString(16).padStart(2, "0")}` : `\\u${n.toString(16).padStart(4, "0")}`;
+  });
+}
 function line(e) {
   const d = e.data ?? {};
   if (e.type === "dr.state") return `version ${d.version}: read-only ${d.readOnly?.enabled ? "on" : "off"}, database ${d.database?.active}, media ${d.media?.active}`;
@@ -38,7 +46,7 @@ function line(e) {
     process.exit(3);
   }
   if (!res.ok) {
-    process.stderr.write(`HTTP ${res.status}: ${await res.text()}\n`);
+    process.stderr.write(`HTTP ${res.status}: ${safe(await res.text())}\n`);
     process.exit(1);
   }
   process.stderr.write(`following ${id || "all DR events"}; Ctrl-C to stop\n`);
@@ -54,7 +62,7 @@ function line(e) {
       if (!data) continue;
       const e = JSON.parse(data);
       if (!e.type) continue;
-      process.stdout.write(`${e.at} ${e.instanceId} ${e.type} ${line(e)}\n`);
+      process.stdout.write(`${safe(`${e.at} ${e.instanceId} ${e.type} ${line(e)}`)}\n`);
       const d = e.data ?? {};
       if (id && e.type === "incident.updated" && d.incident?.id === id && d.incident?.status === "resolved") process.exit(0);
     }

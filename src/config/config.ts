@@ -46,6 +46,9 @@ export interface Config {
   mediaS3TimeoutMs: number;
   mediaS3PoolSize: number;
   mediaIdleBodyTimeoutMs: number;
+  /** An upload averaging fewer bytes a second than this over the window is cut with 408 (0: off). */
+  mediaMinUploadBytesPerSec: number;
+  mediaMinUploadRateWindowMs: number;
   mediaSpoolMaxConcurrent: number;
   mediaSpoolMaxBytes: number;
   mediaContentCacheBytes: number;
@@ -167,6 +170,8 @@ const schema = z.object({
   MEDIA_S3_TIMEOUT_MS: int(100, 600_000).default(5000),
   MEDIA_S3_POOL_SIZE: int(1, 4096).default(64),
   MEDIA_IDLE_BODY_TIMEOUT_MS: int(100, 3_600_000).default(30_000),
+  MEDIA_MIN_UPLOAD_BYTES_PER_SEC: int(0, Number.MAX_SAFE_INTEGER).default(1024),
+  MEDIA_MIN_UPLOAD_RATE_WINDOW_MS: int(100, 3_600_000).default(30_000),
   MEDIA_SPOOL_MAX_CONCURRENT: int(0, 10_000).default(8),
   MEDIA_SPOOL_MAX_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(1_073_741_824),
   MEDIA_CONTENT_CACHE_BYTES: int(0, Number.MAX_SAFE_INTEGER).default(67_108_864),
@@ -322,6 +327,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     mediaS3TimeoutMs: raw.MEDIA_S3_TIMEOUT_MS,
     mediaS3PoolSize: raw.MEDIA_S3_POOL_SIZE,
     mediaIdleBodyTimeoutMs: raw.MEDIA_IDLE_BODY_TIMEOUT_MS,
+    mediaMinUploadBytesPerSec: raw.MEDIA_MIN_UPLOAD_BYTES_PER_SEC,
+    mediaMinUploadRateWindowMs: raw.MEDIA_MIN_UPLOAD_RATE_WINDOW_MS,
     mediaSpoolMaxConcurrent: raw.MEDIA_SPOOL_MAX_CONCURRENT,
     mediaSpoolMaxBytes: raw.MEDIA_SPOOL_MAX_BYTES,
     mediaContentCacheBytes: raw.MEDIA_CONTENT_CACHE_BYTES,

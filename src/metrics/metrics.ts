@@ -73,6 +73,12 @@ export function createMetrics(registry: Registry = new Registry()) {
       help: 'Continuous-backup outbox rows that keep failing (3 attempts or more) or have waited over a minute',
       registers,
     }),
+    mediaIntegrityFailures: new Counter({
+      name: 'sav3_media_integrity_failures_total',
+      help: 'Media reads whose content did not match the acknowledged sha256 or size (the response was aborted), by backend',
+      labelNames: ['backend'] as const,
+      registers,
+    }),
     mediaBackupRetired: new Gauge({
       name: 'sav3_media_backup_retired',
       help: 'Versions the continuous backup gave up on (content missing on every backend that should hold it) still missing on the target: run a media sync',

@@ -13,7 +13,7 @@ import { alertWebhookRoutes } from '../routes/alert-webhook-routes.ts';
 import { drActionTimeline } from '../services/incidents/dr-action-timeline.ts';
 import type { EventHub } from '../services/incidents/event-hub.ts';
 import { assess } from '../services/incidents/incident-assessor.ts';
-import { RESPONSE_TARGET_SECONDS, responseFacts, SEVERITIES } from '../services/incidents/incident-model.ts';
+import { RESPONSE_TARGET_SECONDS, SEVERITIES } from '../services/incidents/incident-model.ts';
 import { incidentRoutes } from '../routes/incident-routes.ts';
 import { IncidentService } from '../services/incidents/incident-service.ts';
 import { IncidentStore } from '../services/incidents/incident-store.ts';
@@ -66,6 +66,8 @@ export interface IncidentsModuleDeps {
   outboxPollMs?: number;
   outboxBackoffMs?: number;
   checksIntervalMs?: number;
+  /** Bounds on anonymous /status/events streams: in all, and per client address. */
+  publicStreams?: { max?: number; perAddress?: number };
 }
 
 /** Incident response: records, timeline, notifications, classification, status page, live events. */
@@ -111,7 +113,14 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
     dbTimeoutMs: Math.max(200, config.healthTimeoutMs),
     databaseUp: deps.databaseUp,
   });
-  const streams = new SseStreams({ max: 1000, heartbeatMs: 15_000 });
+  // Separate pools: anonymous status-page streams (bounded per client address too) can never take
+  // the operators' live follow (/admin/events) away.
+  const adminStreams = new SseStreams({ max: 200, heartbeatMs: 15_000 });
+  const publicStreams = new SseStreams({
+    max: deps.publicStreams?.max ?? 1000,
+    perAddress: deps.publicStreams?.perAddress ?? 10,
+    heartbeatMs: 15_000,
+  });
 
   deps.audit.onWritten(drActionTimeline(store, hub));
   const alerts = new AlertIntake({ store, hub, incidents });
@@ -120,15 +129,17 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
   );
   for (const s of SEVERITIES) metrics.incidentResponseTarget.set({ severity: s }, RESPONSE_TARGET_SECONDS[s]);
 
+  // Counted by PostgreSQL (GROUP BY severity), not from a bounded list: a thousand minor
+  // incidents cannot hide a P0 from the gauges and the response-target alert.
   const refreshGauges = async () => {
-    const open = await store.list('open', 1000);
+    const counts = await store.openCounts();
     const now = Date.now();
     for (const s of SEVERITIES) {
-      const mine = open.filter((i) => i.severity === s);
-      metrics.incidentsOpen.set({ severity: s }, mine.length);
+      const { open, oldestUnacknowledged } = counts.get(s) ?? { open: 0, oldestUnacknowledged: null };
+      metrics.incidentsOpen.set({ severity: s }, open);
       metrics.incidentUnacknowledged.set(
         { severity: s },
-        Math.max(0, ...mine.map((i) => responseFacts(i, now).unacknowledgedSeconds ?? 0)),
+        oldestUnacknowledged === null ? 0 : Math.max(0, Math.round((now - oldestUnacknowledged.getTime()) / 1000)),
       );
     }
   };
@@ -177,10 +188,12 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
     status,
     outbox,
     publicRouters: [
-      statusRoutes({ status, hub, streams, lifecycle: deps.lifecycle }),
+      statusRoutes({ status, hub, streams: publicStreams, lifecycle: deps.lifecycle }),
       alertWebhookRoutes({ alerts, token: config.alertmanagerWebhookToken, logger }),
     ],
-    adminRouters: [incidentRoutes({ incidents, store, audit: deps.audit, assess: async () => assess(await facts()), hub, streams })],
+    adminRouters: [
+      incidentRoutes({ incidents, store, audit: deps.audit, assess: async () => assess(await facts()), hub, streams: adminStreams }),
+    ],
     async start() {
       await deps.events.start();
       outbox.start();
@@ -193,7 +206,10 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
       checksTimer.unref();
       // Streams end as soon as shutdown begins, so draining never waits on them.
       shutdownWatch = setInterval(() => {
-        if (deps.lifecycle.shuttingDown) streams.closeAll();
+        if (deps.lifecycle.shuttingDown) {
+          publicStreams.closeAll();
+          adminStreams.closeAll();
+        }
       }, 100);
       shutdownWatch.unref();
     },
@@ -201,7 +217,8 @@ export function createIncidentsModule(deps: IncidentsModuleDeps): IncidentsModul
       clearInterval(historyTimer);
       clearInterval(checksTimer);
       clearInterval(shutdownWatch);
-      streams.closeAll();
+      publicStreams.closeAll();
+      adminStreams.closeAll();
       await outbox.stop();
       deps.events.stop();
     },

@@ -182,6 +182,19 @@ export function createMediaModule(deps: {
     repository: fencedRepository(new PrismaMediaRepository(deps.repositoryClient, deps.prefix), deps.gate),
     cache,
     onCommitted: () => replicator?.kick(),
+    // A copy that failed its integrity check on read is no longer trusted: the backend leaves the
+    // version's backends (reads prefer another) and the outbox copies the version there again.
+    onCorrupt: ({ key, version, backend }) => {
+      metrics.mediaIntegrityFailures.inc({ backend });
+      if (!version) return;
+      void versions.markBad(version, backend).then(
+        (queued) => {
+          if (queued) logger.warn({ key, version, backend }, 'corrupt media copy dropped from the metadata; a repair copy is queued');
+          replicator?.kick();
+        },
+        (err: unknown) => logger.warn({ key, version, backend, err: String(err) }, 'a corrupt media copy could not be marked'),
+      );
+    },
     copyTargets,
     stores,
     activeBackend,
@@ -204,7 +217,13 @@ export function createMediaModule(deps: {
     consistency,
     replicator,
     copyTargets,
-    publicRouters: [mediaRoutes(service, { idleBodyTimeoutMs: config.mediaIdleBodyTimeoutMs })],
+    publicRouters: [
+      mediaRoutes(service, {
+        idleBodyTimeoutMs: config.mediaIdleBodyTimeoutMs,
+        minUploadBytesPerSec: config.mediaMinUploadBytesPerSec,
+        minUploadRateWindowMs: config.mediaMinUploadRateWindowMs,
+      }),
+    ],
     adminRouters: [mediaAdminRoutes({ failover, sync, consistency, dr, audit: deps.audit })],
     start() {
       replicator?.start();

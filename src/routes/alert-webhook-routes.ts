@@ -4,12 +4,14 @@ import { bodyError, jsonBody } from '../http/json-body.ts';
 import { z } from 'zod';
 import { AppError, DependencyUnavailableError } from '../http/app-error.ts';
 import { bearerToken } from '../http/bearer.ts';
+import { FailedAuthLimiter } from '../admin/failed-auth-limiter.ts';
 import { clientErrorOf } from '../http/error-middleware.ts';
 import { parseOrThrow } from '../http/validate.ts';
 import type { Logger } from '../logger.ts';
 import { alertTimes, severityFromLabel, type Component } from '../services/incidents/incident-model.ts';
 import type { NewEntry } from '../services/incidents/incident-store.ts';
 import type { AlertIntake } from '../services/incidents/alert-intake.ts';
+import { oneLine, stripControls } from '../services/incidents/incident-text.ts';
 
 /** Alertmanager sends whole groups; anything beyond this is not a sane alert group. */
 export const ALERT_BODY_LIMIT = '256kb';
@@ -20,7 +22,8 @@ const alert = z.looseObject({
   status: z.enum(['firing', 'resolved']),
   labels: labels.refine((l) => typeof l.alertname === 'string' && l.alertname.length > 0, { error: 'must have an alertname' }),
   annotations: labels.default({}),
-  startsAt: z.iso.datetime({ offset: true, error: 'must be an RFC 3339 time' }),
+  // Bounded: with the fingerprint it makes the (indexed) dedupe key of the alert's entries.
+  startsAt: z.iso.datetime({ offset: true, error: 'must be an RFC 3339 time' }).max(64),
   endsAt: z.string().max(64).optional(),
   generatorURL: z.string().max(4096).optional(),
   fingerprint: z.string().max(128).optional(),
@@ -37,6 +40,17 @@ export const payload = z.looseObject({
 });
 
 type Alert = z.output<typeof alert>;
+
+/**
+ * Label and annotation texts as shown to people (terminal, chat, post-mortem, status page): no
+ * control characters, line breaks or BiDi controls in labels, none but line breaks in
+ * annotations. Replaced, not refused: a 400 would lose the whole group.
+ */
+function cleanAlert(a: Alert): Alert {
+  const labels = Object.fromEntries(Object.entries(a.labels).map(([k, v]) => [oneLine(k), oneLine(v)]));
+  const annotations = Object.fromEntries(Object.entries(a.annotations).map(([k, v]) => [oneLine(k), stripControls(v)]));
+  return { ...a, labels, annotations };
+}
 
 function componentsOf(a: Alert): Component[] {
   const named = a.labels.component;
@@ -57,10 +71,15 @@ function fingerprint(a: Alert): string {
   return createHash('sha256').update(sorted).digest('hex').slice(0, 16);
 }
 
-/** POST /admin/incidents/alerts: Alertmanager's webhook, with its own bearer token (not an admin token). */
-export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; logger: Logger }): Router {
+/**
+ * POST /admin/incidents/alerts: Alertmanager's webhook, with its own bearer token (not an admin
+ * token). Wrong tokens back off like the admin API's: after repeated failures from an address,
+ * further failures are 429 with Retry-After (the right token always passes).
+ */
+export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; logger: Logger; limiter?: FailedAuthLimiter }): Router {
   const router = Router();
   const expected = deps.token === undefined ? undefined : createHash('sha256').update(deps.token).digest();
+  const limiter = deps.limiter ?? new FailedAuthLimiter();
 
   const authenticate: express.RequestHandler = (req, _res, next) => {
     const presented = bearerToken(req);
@@ -68,6 +87,14 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
     const ok =
       expected !== undefined && presented !== undefined && timingSafeEqual(createHash('sha256').update(presented).digest(), expected);
     if (!ok) {
+      const address = req.ip ?? 'unknown';
+      const wait = limiter.retryAfter(address);
+      if (wait > 0) {
+        const err = new AppError(429, 'too_many_requests', 'too many failed authentication attempts; try again later');
+        err.headers['Retry-After'] = String(wait);
+        throw err;
+      }
+      limiter.fail(address);
       deps.logger.warn(
         { configured: expected !== undefined, tokenPresented: presented !== undefined },
         'alert webhook: authentication failed',
@@ -105,7 +132,10 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
       const seen = (id: string) => {
         if (!result.incidents.includes(id)) result.incidents.push(id);
       };
-      for (const a of input.alerts) {
+      // An alert's entries are deduplicated per group: the same alert routed into two groups
+      // (two routes with different group_by) belongs to each group's incident.
+      const group = createHash('sha256').update(input.groupKey).digest('hex').slice(0, 16);
+      for (const a of input.alerts.map(cleanAlert)) {
         const name = a.labels.alertname ?? '';
         const fp = fingerprint(a);
         const times = alertTimes(a, receivedAt);
@@ -125,7 +155,7 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
           message: `Monitoring reports that ${name} has recovered.`,
           author: 'alertmanager',
           detail: d,
-          dedupeKey: `alert:${fp}:${a.startsAt}:resolved`,
+          dedupeKey: `alert:${group}:${fp}:${a.startsAt}:resolved`,
         });
         if (a.status === 'firing') {
           const severity = severityFromLabel(a.labels.severity);
@@ -134,7 +164,7 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
           const out = await deps.alerts.openOrJoin(
             input.groupKey,
             {
-              title: `Alert: ${name}`,
+              title: `Alert: ${name}`.slice(0, 200),
               summary: `Monitoring detected a problem (${name}); we are investigating.`,
               severity,
               components: componentsOf(a),
@@ -146,9 +176,11 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
               message: `firing: ${name} (${severity})${a.annotations.summary ? `: ${a.annotations.summary}` : ''}${times.notes.length > 0 ? ` [${times.notes.join('; ')}]` : ''}`,
               author: 'alertmanager',
               detail,
-              dedupeKey: `alert:${fp}:${a.startsAt}:firing`,
+              dedupeKey: `alert:${group}:${fp}:${a.startsAt}:firing`,
             },
             resolution ? recovery(resolution.endsAt, resolution.detail) : undefined,
+            // Keys written before they named the group (this alert's entry from an earlier release).
+            `alert:${fp}:${a.startsAt}:firing`,
           );
           if (out.incident) seen(out.incident.id);
           if (out.opened) result.opened += 1;
@@ -160,6 +192,7 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
           const incident = await deps.alerts.resolve(
             { fingerprint: fp, startsAt: a.startsAt, endsAt, groupKey: input.groupKey, alertname: name, detail },
             recovery(endsAt, detail),
+            `alert:${fp}:${a.startsAt}:resolved`,
           );
           if (incident) seen(incident.id);
           result.resolved += 1;

@@ -13,9 +13,22 @@ import type { IncidentService } from '../services/incidents/incident-service.ts'
 import type { IncidentStore } from '../services/incidents/incident-store.ts';
 import { renderInitial } from '../services/incidents/notification-templates.ts';
 import { renderPostmortem } from '../services/incidents/postmortem.ts';
+import { cleanText, multiLineProblem, singleLineProblem } from '../services/incidents/incident-text.ts';
 import type { SseStreams } from '../http/sse.ts';
 
 const text = (max: number) => z.string().trim().min(1, { error: 'must not be empty' }).max(max);
+/** A title or ETA: one line (a notification's subject), no control or BiDi characters. */
+const line = (max: number) =>
+  text(max).superRefine((v, ctx) => {
+    const problem = singleLineProblem(v);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
+/** A summary, message or root cause: line breaks and tabs allowed, no other control or BiDi characters. */
+const block = (max: number) =>
+  text(max).superRefine((v, ctx) => {
+    const problem = multiLineProblem(v);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
 const ID = /^INC-\d{8}-\d{1,9}$/;
 
 /** Incident roles, each an admin token name (none required). */
@@ -33,25 +46,25 @@ const roleNames = z.strictObject(
 
 export const createBody = z.strictObject({
   severity: z.enum(SEVERITIES, { error: 'must be P0, P1, P2 or P3' }),
-  title: text(200),
-  summary: text(2000),
+  title: line(200),
+  summary: block(2000),
   components: z
     .array(z.enum(COMPONENTS, { error: `must be one of ${COMPONENTS.join(', ')}` }))
     .max(COMPONENTS.length)
     .refine((c) => new Set(c).size === c.length, { error: 'must not repeat a component' })
     .default([]),
-  eta: text(200).optional(),
+  eta: line(200).optional(),
   startedAt: z.iso.datetime({ offset: true, error: 'must be an ISO 8601 time' }).optional(),
   roles: roleNames.optional(),
 });
 
 export const updateBody = z.strictObject({
-  message: text(2000),
+  message: block(2000),
   // Updates are for communication: public unless marked internal.
   visibility: z.enum(['public', 'internal'], { error: 'must be public or internal' }).default('public'),
   status: z.enum(STATUSES, { error: `must be one of ${STATUSES.join(', ')}` }).optional(),
-  eta: text(200).optional(),
-  rootCause: text(2000).optional(),
+  eta: line(200).optional(),
+  rootCause: block(2000).optional(),
 });
 
 export const rolesBody = roleNames.refine((r) => Object.values(r).some((v) => v !== undefined), { error: 'name at least one role' });
@@ -102,7 +115,10 @@ export function incidentRoutes(deps: IncidentRouteDeps): Router {
       const named = Object.fromEntries(Object.entries(roles ?? {}).filter(([, v]) => v !== undefined)) as Record<string, string>;
       const incident = await deps.incidents.create({ ...input, roles: named }, principal(res).name);
       return {
-        body: { ...view(incident), initialNotification: renderInitial(incident, input.eta) },
+        body: {
+          ...view(incident),
+          initialNotification: renderInitial(incident, input.eta === undefined ? undefined : cleanText(input.eta)),
+        },
         after: { id: incident.id, severity: incident.severity, status: incident.status },
       };
     });

@@ -14,6 +14,8 @@ import type { MediaSyncService } from '../services/media/media-sync.ts';
 const backend = z.enum(['primary', 'backup'], { error: 'must be "primary" or "backup"' });
 export const switchBody = z.strictObject({ to: backend, dryRun: z.boolean().default(false), force: z.boolean().default(false) });
 export const syncBody = z.strictObject({ from: backend, to: backend, dryRun: z.boolean().default(false) });
+/** POST /admin/verify/media: `deep` reads and hashes every current version (default: sizes only). */
+export const verifyMediaBody = z.strictObject({ deep: z.boolean().default(false) });
 export const jobId = z.uuid({ error: 'must be a job id' });
 export const jobParams = z.object({ id: jobId });
 
@@ -59,10 +61,11 @@ export function mediaAdminRoutes(deps: {
 
   router.post('/admin/verify/media', async (req, res) => {
     const report = await audited(deps.audit, req, res, 'verify.media', async () => {
+      const input = parseOrThrow(verifyMediaBody, req.body ?? {}, 'invalid media verify request');
       const canaries = await deps.failover.verify();
       // Metadata against content on each backend, and orphans; a job when the store is large.
       const consistency = await deps.consistency
-        .start()
+        .start({ deep: input.deep })
         .then(withJobHref, (err: unknown) => ({ status: 'fail' as const, error: err instanceof Error ? err.message : String(err) }));
       const pass = 'status' in consistency ? consistency.status : 'pass';
       const status =

@@ -66,29 +66,82 @@ function setObjectHeaders(res: Response, meta: MediaMetadata): void {
   if (!isInlineSafe(meta.contentType)) res.setHeader('Content-Disposition', 'attachment');
 }
 
-export function mediaRoutes(media: MediaService, options: { idleBodyTimeoutMs: number }): Router {
+export function mediaRoutes(
+  media: MediaService,
+  options: {
+    idleBodyTimeoutMs: number;
+    /** An upload averaging less than this over `minUploadRateWindowMs` (after the first window) gets 408; 0: off. */
+    minUploadBytesPerSec?: number;
+    minUploadRateWindowMs?: number;
+  },
+): Router {
   const router = Router();
   // A client that stops sending its upload, or stops reading its download, loses its connection
   // after this much silence, which frees the S3 socket it held. Only the body transfer is timed,
   // never the time the service itself takes to answer.
   const ms = options.idleBodyTimeoutMs;
   const cut = (req: Request) => () => req.socket.destroy(Object.assign(new Error('client body idle'), { code: 'ECLIENTIDLE' }));
+  // A trickle (a byte now and then) keeps the idle timer quiet while holding an upload slot and an
+  // S3 socket for ever: an upload must also average `minRate` bytes a second over each window.
+  const minRate = options.minUploadBytesPerSec ?? 0;
+  const rateWindowMs = options.minUploadRateWindowMs ?? 30_000;
+  // The client is answered 408 and the connection closed once the answer is out: reading stops at
+  // once (the body can no longer complete, so nothing is committed), and the upload in progress
+  // fails and frees its S3 socket and spool slot when the connection goes.
+  const tooSlow = (req: Request, res: Response) => {
+    if (req.complete || req.socket.destroyed) return;
+    req.socket.pause();
+    if (res.headersSent) {
+      cut(req)();
+      return;
+    }
+    // Once the answer is out the request is no longer the server's "incoming" one: closing the
+    // socket would not end its body. It is destroyed itself, which fails the upload in progress.
+    res.once('finish', () => {
+      const err = Object.assign(new Error('upload below the minimum transfer rate'), { code: 'ECLIENTSLOW' });
+      req.destroy(err);
+      req.socket.destroy(err);
+    });
+    res
+      .status(408)
+      .set('Connection', 'close')
+      .json({
+        error: {
+          code: 'upload_too_slow',
+          message: `the upload averaged less than ${minRate} bytes a second over ${rateWindowMs} ms`,
+          requestId: String(req.id ?? ''),
+        },
+      });
+  };
   // Progress is read from the socket (a 'data' listener would start the body flowing early).
-  const idleUpload = (req: Request) => {
+  const idleUpload = (req: Request, res: Response) => {
     let seen = req.socket.bytesRead;
     let lastProgress = Date.now();
+    const samples: { at: number; read: number }[] = [{ at: lastProgress, read: seen }];
     const timer = setInterval(
       () => {
+        const now = Date.now();
         const read = req.socket.bytesRead;
         if (read !== seen) {
           seen = read;
-          lastProgress = Date.now();
-        } else if (Date.now() - lastProgress >= ms) {
+          lastProgress = now;
+        } else if (now - lastProgress >= ms) {
           clearInterval(timer);
           cut(req)();
+          return;
+        }
+        if (minRate <= 0) return;
+        samples.push({ at: now, read });
+        // The oldest sample at least a window old is the base of the average (none: still in grace).
+        while (samples.length > 1 && samples[1]!.at <= now - rateWindowMs) samples.shift();
+        const base = samples[0]!;
+        if (now - base.at < rateWindowMs) return;
+        if (((read - base.read) * 1000) / (now - base.at) < minRate) {
+          clearInterval(timer);
+          tooSlow(req, res);
         }
       },
-      Math.max(20, Math.floor(ms / 5)),
+      Math.max(20, Math.floor(Math.min(ms, minRate > 0 ? rateWindowMs : ms) / 5)),
     );
     timer.unref();
     const stop = () => clearInterval(timer);
@@ -112,7 +165,7 @@ export function mediaRoutes(media: MediaService, options: { idleBodyTimeoutMs: n
   });
 
   router.put('/media/*key', async (req, res) => {
-    idleUpload(req);
+    idleUpload(req, res);
     const meta = await media.upload({
       key: keyParam(req),
       body: req,

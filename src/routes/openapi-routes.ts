@@ -6,7 +6,7 @@ import { promoteBody, resetBody, switchBody as databaseSwitchBody } from './data
 import { switchoverBody } from './switchover-routes.ts';
 import { payload as alertmanagerPayload } from './alert-webhook-routes.ts';
 import { createBody, eventsQuery, listQuery, rolesBody, updateBody } from './incident-routes.ts';
-import { jobParams, switchBody as mediaSwitchBody, syncBody } from './media-admin-routes.ts';
+import { jobParams, switchBody as mediaSwitchBody, syncBody, verifyMediaBody } from './media-admin-routes.ts';
 import { listQuerySchema as mediaListQuery } from './media-routes.ts';
 import { mediaKeySchema } from '../services/media/media-key.ts';
 
@@ -273,6 +273,10 @@ export const ROUTES: RouteDoc[] = [
   }),
   route('get /status/events', 'status', 'public', 'the public status as a live stream', {
     responses: { 200: sse },
+    errors: [429, 503],
+    description:
+      'At most 10 streams per client address (429 with Retry-After) and 1000 in all (503 with Retry-After). ' +
+      "Operators' /admin/events streams have a pool of their own, which anonymous streams cannot fill.",
     extension: true,
   }),
   route(
@@ -296,7 +300,7 @@ export const ROUTES: RouteDoc[] = [
           }),
         ),
       },
-      errors: [409, 503],
+      errors: [409, 429, 503],
       extension: true,
     },
   ),
@@ -397,6 +401,7 @@ export const ROUTES: RouteDoc[] = [
     errors: [409, 412, 503],
   }),
   route('post /admin/verify/media', 'media-admin', 'operator', 'deep media checks (canary upload, download, delete; consistency)', {
+    body: { schema: verifyMediaBody, required: false },
     responses: { 200: json('passed or degraded', report), 503: json('a check failed (same body)', report) },
     errors: [409],
   }),
@@ -502,6 +507,7 @@ export const ROUTES: RouteDoc[] = [
   route('get /admin/events', 'incidents', 'viewer', 'live operator events (DR state, jobs, health, incidents)', {
     query: eventsQuery,
     responses: { 200: sse },
+    errors: [503],
     extension: true,
   }),
 ];

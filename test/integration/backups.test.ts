@@ -1,9 +1,9 @@
+import { sql } from '../support/dr-scripts.ts';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import request from 'supertest';
 import { migrate } from '../../src/services/database/migrator.ts';
 import { MIGRATIONS_DIR } from '../../src/paths.ts';
@@ -30,16 +30,6 @@ function runScript(name: string, args: string[], env: Record<string, string>): P
       },
     );
   });
-}
-
-async function sql(url: string, text: string, params: unknown[] = []) {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query(text, params)).rows;
-  } finally {
-    await client.end();
-  }
 }
 
 describe('backups with pgBackRest against a real primary with a real archive_command', () => {
@@ -129,7 +119,7 @@ describe('backups with pgBackRest against a real primary with a real archive_com
     const switchedAndRead = async () => {
       await sql(cluster.primary.url(), 'SELECT pg_switch_wal()');
       await new Promise((r) => setTimeout(r, 200));
-      return inventory.archiver();
+      return inventory.archiver().catch(() => ({ rpoExposureSeconds: null }));
     };
     await eventually(switchedAndRead, (a) => a.rpoExposureSeconds === 0, 10_000);
     await inventory.archiver();
@@ -253,9 +243,10 @@ describe('backups with pgBackRest against a real primary with a real archive_com
       await new Promise((r) => setTimeout(r, 300));
       await sql(url, 'INSERT INTO pitr (x) VALUES (2)');
       await sql(url, 'SELECT pg_switch_wal()');
+      // A loaded machine can miss the probe's timeout: a read that timed out is just retried.
       await eventually(
-        () => api.service.backups.inventory.archiver(),
-        (a) => a.rpoExposureSeconds === 0,
+        () => api.service.backups.inventory.archiver().catch(() => undefined),
+        (a) => a?.rpoExposureSeconds === 0,
         10_000,
       );
       const res = await request(api.url).post('/admin/backups/validate').set(auth).send({ backup: 'latest', targetTime: target });

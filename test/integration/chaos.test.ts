@@ -8,23 +8,11 @@ import { startPgCluster, type PgCluster, type PgNode } from '../../support/pg-cl
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { startOwnRedis, type OwnRedis } from '../../support/redis-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
-import { sha256Hex, sleep } from '../../support/common.ts';
+import { seededRandom, sha256Hex, sleep } from '../../support/common.ts';
 
 const LEASE_MS = 3000;
 /** Allowance past the lease for an answer already under way (skew allowance plus request latency). */
 const LEASE_ALLOWANCE_MS = 1500;
-
-/** A small seeded generator, so a failing run can be replayed with CHAOS_SEED. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Ack {
   key: string;
@@ -74,7 +62,7 @@ describe('chaos: two instances, steady writes, random DR operations and faults',
     async () => {
       const seed = Number(process.env.CHAOS_SEED ?? Math.floor(Math.random() * 1e6));
       const durationMs = Number(process.env.CHAOS_DURATION_MS ?? 35_000);
-      const rng = mulberry32(seed);
+      const rng = seededRandom(seed);
       const log: string[] = [`seed ${seed}`];
       const note = (line: string) => log.push(`${Math.round(performance.now())} ${line}`);
 

@@ -1,9 +1,9 @@
+import { sql } from '../support/dr-scripts.ts';
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import request from 'supertest';
 import { loadConfig } from '../../src/config/config.ts';
 import { migrate } from '../../src/services/database/migrator.ts';
@@ -58,16 +58,6 @@ function script(args: string[], env: Record<string, string>): Promise<{ code: nu
       },
     );
   });
-}
-
-async function sql(url: string, text: string) {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query(text)).rows;
-  } finally {
-    await client.end();
-  }
 }
 
 describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () => {
@@ -304,11 +294,13 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     const sum = [...printed.values()].reduce((a, b) => a + b, 0);
     expect(outcome.durationMs).toBeGreaterThanOrEqual(sum);
     expect(outcome.detail.detail.steps).toEqual(STEPS.map((step) => ({ step, ms: printed.get(step) })));
-    // Each entry sits at the time its step started: a step starts where the one before ended.
+    // Each entry sits at the time its step started: a step starts where the one before ended
+    // (within the tool's own work between two steps, which a loaded machine stretches).
     const times = entries.map((e) => Date.parse(e.at));
     for (let i = 2; i < times.length; i += 1) {
-      expect(times[i]!).toBeGreaterThanOrEqual(times[i - 1]!);
-      expect(Math.abs(times[i]! - (times[i - 1]! + entries[i - 1]!.durationMs!))).toBeLessThan(50);
+      const gap = times[i]! - (times[i - 1]! + entries[i - 1]!.durationMs!);
+      expect(gap).toBeGreaterThan(-50);
+      expect(gap).toBeLessThan(1000);
     }
     expect(Math.abs(Date.parse(outcome.at) - times[0]!)).toBeLessThan(50);
     return outcome;

@@ -1,10 +1,10 @@
 // The restore script refuses a target recovery cannot reach (before touching anything), and when
 // PostgreSQL still ends during recovery it says so at once, with the state and what to do.
+import { sql } from '../support/dr-scripts.ts';
 import { execFile, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import request from 'supertest';
 import { migrate } from '../../src/services/database/migrator.ts';
 import { restoreServer } from '../../src/restore-database.ts';
@@ -39,16 +39,6 @@ async function deadPid(): Promise<number> {
   const child = spawn('true');
   await new Promise((r) => child.on('exit', r));
   return child.pid!;
-}
-
-async function sql(url: string, text: string) {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query(text)).rows;
-  } finally {
-    await client.end();
-  }
 }
 
 describe('waiting for promotion watches the postmaster', () => {

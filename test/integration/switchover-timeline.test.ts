@@ -1,3 +1,4 @@
+import { eventually } from '../../support/common.ts';
 import type { DatabaseTarget } from '../../src/domain.ts';
 import { INITIAL_STATE } from '../../src/services/dr-state/dr-state.ts';
 import { probeDatabase } from '../../src/health/pg-probe.ts';
@@ -32,7 +33,14 @@ describe('timelines right after a promotion, before its checkpoint', () => {
     const before = await nodes.facts('replica');
     expect(before).toMatchObject({ ok: true, inRecovery: true, timeline: 1 });
 
-    held = (await query<{ pid: number }>(cluster.replica, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'"))[0]!.pid;
+    const checkpointer = await eventually(
+      () => query<{ pid: number }>(cluster.replica, "SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'"),
+      (rows) => rows.length === 1,
+      10_000,
+      200,
+    );
+    expect(checkpointer).toHaveLength(1);
+    held = checkpointer[0]!.pid;
     process.kill(held, 'SIGSTOP');
     await cluster.primary.stop('fast');
     expect(await nodes.promote('replica')).toEqual({ timeline: 2 });

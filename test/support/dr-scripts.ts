@@ -21,8 +21,13 @@ export async function drScript(name: string, args: string[], env: Record<string,
   }
 }
 
-export async function query<T extends pg.QueryResultRow>(node: PgNode, text: string, values: unknown[] = []): Promise<T[]> {
-  const client = new pg.Client({ connectionString: node.url(), connectionTimeoutMillis: 3000 });
+export function query<T extends pg.QueryResultRow>(node: PgNode, text: string, values: unknown[] = []): Promise<T[]> {
+  return sql<T>(node.url(), text, values);
+}
+
+/** One statement (or, without values, several) on a connection of its own. */
+export async function sql<T extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 3000 });
   // A fence ends every session on the node: a pending query still fails, an idle client must not crash the run.
   client.on('error', () => undefined);
   await client.connect();

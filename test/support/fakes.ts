@@ -292,8 +292,15 @@ export class MemoryVersionRepository implements MediaVersionRepository {
   async purgeTombstones() {
     return 0;
   }
-  async existing(ids: string[]) {
-    return new Set(ids.filter((id) => this.versions.has(id)));
+  async referenced(names: string[]) {
+    return new Set(names.filter((name) => name.startsWith('v/') && this.versions.has(name.slice(2))));
+  }
+  async markBad(version: string, backend: MediaBackendName) {
+    this.check();
+    const v = this.versions.get(version);
+    if (!v?.backends.includes(backend)) return false;
+    v.backends = v.backends.filter((b) => b !== backend);
+    return true;
   }
   /** No old-layout objects in memory (the collector of them is tested against PostgreSQL). */
   async legacyGarbage() {
@@ -471,3 +478,26 @@ export class FakeBackupTool implements BackupTool {
     throw new Error('restore is not faked');
   }
 }
+
+/** A stanza with one good full backup, as `pgbackrest info` reports it. */
+export const oneFullBackup: StanzaInfo = {
+  stanza: 'main',
+  status: { code: 0, message: 'ok' },
+  archive: { min: '000000010000000000000001', max: '000000010000000000000009' },
+  backups: [
+    {
+      label: '20261126-080000F',
+      type: 'full',
+      startedAt: '2026-11-26T08:00:00.000Z',
+      stoppedAt: '2026-11-26T08:00:05.000Z',
+      sizeBytes: 1,
+      deltaBytes: 1,
+      repositorySizeBytes: 1,
+      repositoryDeltaBytes: 1,
+      wal: { start: null, stop: null },
+      lsn: { start: null, stop: null },
+      prior: null,
+      error: false,
+    },
+  ],
+};

@@ -12,7 +12,7 @@ import { mediaEnv, startS3Server, type S3ServerHandle } from '../../support/s3-s
 import { ADMIN_TOKENS, OPERATOR_TOKEN, startInstance, type TestInstance } from './instance.ts';
 import { startOwnRedis } from '../../support/redis-server.ts';
 import { startTcpProxy } from './tcp-proxy.ts';
-import { freePort, sha256Hex, sleep } from '../../support/common.ts';
+import { freePort, seededRandom, sha256Hex, sleep } from '../../support/common.ts';
 
 const ROOT = join(__dirname, '..', '..');
 const GRACE_SECONDS = 4;
@@ -20,23 +20,6 @@ const GRACE_SECONDS = 4;
 /** Every kind of fault the torture injects. */
 export const FAULTS = ['primary', 'backup', 'redis', 'postgres', 'instance', 'switch', 'sync'] as const;
 export type Fault = (typeof FAULTS)[number];
-
-/**
- * A small seeded PRNG (mulberry32): every random choice of a run (keys, bodies, operations,
- * pauses, the fault schedule) comes from one seed, so a failing run can be replayed with
- * TORTURE_SEED. Each writer and the chaos loop draw from a stream of their own (derived from the
- * seed), so one stream's choices do not depend on how the others interleave.
- */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** `n` bytes from `random` (a PUT body: distinct per PUT, reproducible from the seed). */
 function randomBody(random: () => number, n: number): Buffer {

@@ -2,30 +2,11 @@ import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BackupValidator, type ValidationReport } from '../../src/services/backup/backup-validator.ts';
-import type { BackupTool, RestoreOptions, StanzaInfo } from '../../src/services/backup/pgbackrest.ts';
+import type { BackupTool, RestoreOptions } from '../../src/services/backup/pgbackrest.ts';
 import { captureLogger } from '../support/log-capture.ts';
+import { oneFullBackup } from '../support/fakes.ts';
 
-const info: StanzaInfo = {
-  stanza: 'main',
-  status: { code: 0, message: 'ok' },
-  archive: { min: '000000010000000000000001', max: '000000010000000000000009' },
-  backups: [
-    {
-      label: '20261126-080000F',
-      type: 'full',
-      startedAt: '2026-11-26T08:00:00.000Z',
-      stoppedAt: '2026-11-26T08:00:05.000Z',
-      sizeBytes: 1,
-      deltaBytes: 1,
-      repositorySizeBytes: 1,
-      repositoryDeltaBytes: 1,
-      wal: { start: null, stop: null },
-      lsn: { start: null, stop: null },
-      prior: null,
-      error: false,
-    },
-  ],
-};
+const info = oneFullBackup;
 
 function validator(tool: BackupTool, root: string, saved: ValidationReport[], liveDataDirs: string[] = []) {
   return new BackupValidator({

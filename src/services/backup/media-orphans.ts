@@ -1,5 +1,5 @@
 import { createPrisma } from '../../adapters/database-clients.ts';
-import { PrismaMediaVersionRepository } from '../media/media-version-repository.ts';
+import { isVersionObjectName, PrismaMediaVersionRepository } from '../media/media-version-repository.ts';
 import type { ObjectStore } from '../../adapters/object-store.ts';
 
 export interface OrphanObject {
@@ -23,7 +23,7 @@ export async function findObjectsWithoutMetadata(databaseUrl: string, stores: Re
   try {
     const versions = new PrismaMediaVersionRepository(() => prisma);
     const orphans: OrphanObject[] = [];
-    for (const [backend, store] of stores) orphans.push(...(await listOrphans(backend, store, (ids) => versions.existing(ids))));
+    for (const [backend, store] of stores) orphans.push(...(await listOrphans(backend, store, (names) => versions.referenced(names))));
     return orphans;
   } finally {
     await prisma.$disconnect().catch(() => undefined);
@@ -34,7 +34,7 @@ export async function findObjectsWithoutMetadata(databaseUrl: string, stores: Re
 async function listOrphans(
   backend: string,
   store: ObjectStore,
-  existing: (ids: string[]) => Promise<Set<string>>,
+  referenced: (names: string[]) => Promise<Set<string>>,
   attempts = 4,
 ): Promise<OrphanObject[]> {
   for (let attempt = 1; ; attempt += 1) {
@@ -42,12 +42,13 @@ async function listOrphans(
       const found: OrphanObject[] = [];
       let batch: OrphanObject[] = [];
       const flush = async () => {
-        const known = await existing(batch.map((o) => o.object.slice(VERSION_PREFIX.length)));
-        found.push(...batch.filter((o) => !known.has(o.object.slice(VERSION_PREFIX.length))));
+        const known = await referenced(batch.map((o) => o.object));
+        found.push(...batch.filter((o) => !known.has(o.object)));
         batch = [];
       };
       for await (const object of store.list(VERSION_PREFIX)) {
-        if (!/^[0-9a-f-]{36}$/.test(object.key.slice(VERSION_PREFIX.length))) continue;
+        // Only version names: anything else under v/ is not content of this service's versions.
+        if (!isVersionObjectName(object.key)) continue;
         batch.push({ backend, object: object.key, size: object.size, lastModified: object.lastModified?.toISOString() ?? null });
         if (batch.length >= 500) await flush();
       }

@@ -35,11 +35,16 @@ export class AlertIntake {
     alert: AlertFacts,
     entry: NewEntry,
     resolved?: NewEntry,
+    /** The entry's dedupe key as written before keys named the group: recognised, never written. */
+    legacyKey?: string,
   ): Promise<{ incident: Incident | undefined; opened: boolean; added: boolean }> {
     const { store, hub, incidents } = this.deps;
+    const legacy = legacyKey ? await store.incidentWithEntry(legacyKey) : undefined;
     for (let attempt = 0; attempt < 3; attempt++) {
       const open = await store.openForAlertGroup(groupKey);
       if (open) {
+        // Already on this incident's timeline under its old key: a re-send.
+        if (legacy?.id === open.id) return { incident: open, opened: false, added: false };
         const added = (await store.addEntries(open.id, resolved ? [entry, resolved] : [entry])) > 0;
         let incident = open;
         if (added) {
@@ -50,7 +55,7 @@ export class AlertIntake {
       }
       // This very alert was handled before by an incident since resolved: a re-send of a
       // still-firing alert must not reopen what people closed.
-      const handled = entry.dedupeKey ? await store.incidentWithEntry(entry.dedupeKey) : undefined;
+      const handled = (entry.dedupeKey ? await store.incidentWithEntry(entry.dedupeKey) : undefined) ?? legacy;
       if (handled) return { incident: handled, opened: false, added: false };
       // Already over before this notification arrived: nothing to open.
       if (resolved) return { incident: undefined, opened: false, added: false };
@@ -91,10 +96,12 @@ export class AlertIntake {
    * A resolved alert is recorded (so a firing notification delivered after it opens nothing) and
    * adds its entry to the open incident of its group, if there is one.
    */
-  async resolve(resolution: AlertResolution, entry: NewEntry): Promise<Incident | undefined> {
+  async resolve(resolution: AlertResolution, entry: NewEntry, legacyKey?: string): Promise<Incident | undefined> {
     await this.deps.store.recordResolution(resolution, this.deps.incidents.now());
     const open = await this.deps.store.openForAlertGroup(resolution.groupKey);
     if (!open) return undefined;
+    // Already on this incident's timeline under its old key (before keys named the group): a re-send.
+    if (legacyKey && (await this.deps.store.incidentWithEntry(legacyKey))?.id === open.id) return open;
     if ((await this.deps.store.addEntries(open.id, [entry])) > 0)
       this.deps.hub.publish('incident.timeline', { message: entry.message }, open.id);
     return open;

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../../logger.ts';
+import { redactDeep } from '../redact-secrets.ts';
 
 export type LiveEventType =
   'dr.state' | 'job.progress' | 'health.transition' | 'incident.opened' | 'incident.updated' | 'incident.timeline';
@@ -50,7 +51,8 @@ export class EventHub {
       at: new Date().toISOString(),
       instanceId: this.deps.instanceId,
       ...(incidentId ? { incidentId } : {}),
-      data,
+      // Whatever a publisher passes (an alert's title, an update's text), the streams carry it redacted.
+      data: redactDeep(data),
     };
     this.emitter.emit('event', event);
     this.deps.publisher.publish(this.deps.channel, JSON.stringify({ origin: this.origin, event })).catch(() => undefined);

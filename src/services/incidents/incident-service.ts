@@ -17,6 +17,8 @@ import {
 import { IncidentConflict, type IncidentPatch, type IncidentStore, type NewEntry } from './incident-store.ts';
 import { fanOut, type OutboxMessage, type Receiver } from './notification-outbox.ts';
 import { renderInitial, renderReminder, renderResolution, renderUpdate, type NotificationKind } from './notification-templates.ts';
+import { chatEscape, cleanText } from './incident-text.ts';
+import { redactSecrets } from '../redact-secrets.ts';
 
 export interface CreateInput {
   severity: Severity;
@@ -58,14 +60,24 @@ export class IncidentService {
     return new Date(this.deps.now?.() ?? Date.now());
   }
 
-  /** The outbox rows owed to every receiver for one message about an incident. */
+  /**
+   * The outbox rows owed to every receiver for one message about an incident. The text is redacted
+   * once more (whatever a template took in) and escaped for Slack and Mattermost (`<!channel>`,
+   * `<url|label>` and `@here` reach nobody).
+   */
   notify(kind: NotificationKind, key: string, render: (i: Incident) => string) {
     return (incident: Incident): OutboxMessage[] =>
       fanOut(this.deps.receivers, {
         key: `${incident.id}:${key}`,
         kind,
         incidentId: incident.id,
-        payload: { text: render(incident), incidentId: incident.id, kind, severity: incident.severity, status: incident.status },
+        payload: {
+          text: chatEscape(redactSecrets(render(incident))),
+          incidentId: incident.id,
+          kind,
+          severity: incident.severity,
+          status: incident.status,
+        },
       });
   }
 
@@ -73,7 +85,14 @@ export class IncidentService {
     return new Date(from.getTime() + UPDATE_INTERVAL_SECONDS[severity] * 1000);
   }
 
-  async create(input: CreateInput, actor: string): Promise<Incident> {
+  async create(raw: CreateInput, actor: string): Promise<Incident> {
+    // The one entry point of operators' texts: stored, published and sent only redacted.
+    const input: CreateInput = {
+      ...raw,
+      title: cleanText(raw.title),
+      summary: cleanText(raw.summary),
+      ...(raw.eta !== undefined ? { eta: cleanText(raw.eta) } : {}),
+    };
     const now = this.now();
     const startedAt = input.startedAt ? new Date(input.startedAt) : now;
     if (startedAt.getTime() > now.getTime() + 60_000)
@@ -114,7 +133,13 @@ export class IncidentService {
     return incident;
   }
 
-  async update(id: string, input: UpdateInput, actor: string): Promise<Incident> {
+  async update(id: string, raw: UpdateInput, actor: string): Promise<Incident> {
+    const input: UpdateInput = {
+      ...raw,
+      message: cleanText(raw.message),
+      ...(raw.eta !== undefined ? { eta: cleanText(raw.eta) } : {}),
+      ...(raw.rootCause !== undefined ? { rootCause: cleanText(raw.rootCause) } : {}),
+    };
     const current = await this.get(id);
     const now = this.now();
     const to = input.status;
@@ -170,8 +195,9 @@ export class IncidentService {
 
   async acknowledge(id: string, actor: string): Promise<Incident> {
     const current = await this.get(id);
-    if (current.acknowledgedAt !== null) return current;
+    // Like every other change to a resolved incident (its response record is final).
     if (current.status === 'resolved') throw new ConflictError('the incident is resolved', { status: current.status });
+    if (current.acknowledgedAt !== null) return current;
     const now = this.now();
     const incident = await this.change(
       current,

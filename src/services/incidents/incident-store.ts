@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { PrismaClient } from '../../generated/prisma/client.ts';
 import type { Component, Incident, IncidentStatus, Role, Severity, TimelineEntry, TimelineKind, Visibility } from './incident-model.ts';
 import type { OutboxMessage } from './notification-outbox.ts';
+import { SEVERITIES as SEVERITY_ORDER } from './incident-model.ts';
 import { redactDeep, redactSecrets } from '../redact-secrets.ts';
 import { enqueueInTx } from './notification-outbox.ts';
 
@@ -63,14 +64,15 @@ export function toIncident(r: Row): Incident {
   return {
     id: r.id,
     severity: r.severity as Severity,
-    title: r.title,
-    summary: r.summary,
+    // Redacted on the way in, and again on the way out (rows written before a rule existed).
+    title: redactSecrets(r.title),
+    summary: redactSecrets(r.summary),
     components: r.components as Component[],
     status: r.status as IncidentStatus,
     source: r.source as Incident['source'],
     createdBy: r.createdBy,
     roles: (r.roles ?? {}) as Incident['roles'],
-    rootCause: r.rootCause,
+    rootCause: r.rootCause === null ? null : redactSecrets(r.rootCause),
     startedAt: r.startedAt.toISOString(),
     detectedAt: r.detectedAt.toISOString(),
     acknowledgedAt: iso(r.acknowledgedAt),
@@ -88,9 +90,9 @@ function toEntry(u: UpdateRow): TimelineEntry {
     kind: u.kind as TimelineKind,
     visibility: u.visibility as Visibility,
     status: u.status as IncidentStatus | null,
-    message: u.message,
+    message: redactSecrets(u.message),
     author: u.author,
-    detail: u.detail ?? null,
+    detail: u.detail === null ? null : redactDeep(u.detail),
     durationMs: u.durationMs,
   };
 }
@@ -135,7 +137,17 @@ export class IncidentStore {
           ON CONFLICT (day) DO UPDATE SET last = incident_day_counters.last + 1 RETURNING last`;
         const last = counter[0]!.last;
         const { roles, ...rest } = input;
-        const row = await tx.incident.create({ data: { ...rest, id: `INC-${day}-${last}`, status: 'investigating', roles: roles ?? {} } });
+        // Every free text is stored redacted, whoever wrote it (an operator, an alert).
+        const row = await tx.incident.create({
+          data: {
+            ...rest,
+            title: redactSecrets(rest.title),
+            summary: redactSecrets(rest.summary),
+            id: `INC-${day}-${last}`,
+            status: 'investigating',
+            roles: roles ?? {},
+          },
+        });
         await tx.incidentUpdate.createMany({ data: entries.map((e) => entryData(row.id, e)) });
         const incident = toIncident(row);
         await enqueueInTx(tx, notify(incident));
@@ -167,8 +179,76 @@ export class IncidentStore {
     return rows.map(toIncident);
   }
 
+  /**
+   * Open incidents for the status page: every P0 and P1 (never bounded: the page must not hide
+   * one), at most `perSeverity` of each lower severity with the count of the rest; worst severity
+   * first, then newest first.
+   */
+  async openBySeverity(perSeverity: number): Promise<{ incidents: Incident[]; more: { severity: Severity; count: number }[] }> {
+    const prisma = this.prisma();
+    const open = { status: { not: 'resolved' } };
+    const order = [{ detectedAt: 'desc' as const }, { id: 'desc' as const }];
+    const [critical, counts, ...lower] = await Promise.all([
+      prisma.incident.findMany({ where: { ...open, severity: { in: ['P0', 'P1'] } }, orderBy: order }),
+      prisma.incident.groupBy({ by: ['severity'], where: open, _count: { _all: true } }),
+      ...(['P2', 'P3'] as const).map((severity) =>
+        prisma.incident.findMany({ where: { ...open, severity }, orderBy: order, take: perSeverity }),
+      ),
+    ]);
+    const rank = (s: string) => SEVERITY_ORDER.indexOf(s as Severity);
+    const incidents = [...critical, ...lower.flat()]
+      .sort((a, b) => rank(a.severity) - rank(b.severity) || b.detectedAt.getTime() - a.detectedAt.getTime() || (a.id < b.id ? 1 : -1))
+      .map(toIncident);
+    const more = SEVERITY_ORDER.flatMap((severity) => {
+      const total = counts.find((c) => c.severity === severity)?._count._all ?? 0;
+      const shown = incidents.filter((i) => i.severity === severity).length;
+      return total > shown ? [{ severity, count: total - shown }] : [];
+    });
+    return { incidents, more };
+  }
+
+  /** The public entries of several incidents in one read, oldest first per incident. */
+  async publicTimelines(ids: string[]): Promise<Map<string, TimelineEntry[]>> {
+    const out = new Map<string, TimelineEntry[]>(ids.map((id) => [id, []]));
+    if (ids.length === 0) return out;
+    const rows = await this.prisma().incidentUpdate.findMany({
+      where: { incidentId: { in: ids }, visibility: 'public' },
+      orderBy: [{ at: 'asc' }, { id: 'asc' }],
+    });
+    for (const r of rows) out.get(r.incidentId)?.push(toEntry(r));
+    return out;
+  }
+
+  /**
+   * Per severity: how many incidents are open and when the oldest unacknowledged one was detected
+   * (counted by PostgreSQL, whatever their number).
+   */
+  async openCounts(): Promise<Map<Severity, { open: number; oldestUnacknowledged: Date | null }>> {
+    const prisma = this.prisma();
+    const open = { status: { not: 'resolved' } };
+    const [counts, unacked] = await Promise.all([
+      prisma.incident.groupBy({ by: ['severity'], where: open, _count: { _all: true } }),
+      prisma.incident.groupBy({ by: ['severity'], where: { ...open, acknowledgedAt: null }, _min: { detectedAt: true } }),
+    ]);
+    return new Map(
+      SEVERITY_ORDER.map((s) => [
+        s,
+        {
+          open: counts.find((c) => c.severity === s)?._count._all ?? 0,
+          oldestUnacknowledged: unacked.find((c) => c.severity === s)?._min.detectedAt ?? null,
+        },
+      ]),
+    );
+  }
+
   async openForAlertGroup(groupKey: string): Promise<Incident | undefined> {
-    const row = await this.prisma().incident.findFirst({ where: { alertGroupKey: groupKey, status: { not: 'resolved' } } });
+    // Through the unique index on md5(alert_group_key) (a group key may be too long for a btree).
+    const [hit] = await this.prisma().$queryRaw<{ id: string }[]>`
+      SELECT id FROM incidents
+      WHERE md5(alert_group_key) = md5(${groupKey}) AND alert_group_key = ${groupKey} AND status <> 'resolved'
+      LIMIT 1`;
+    if (!hit) return undefined;
+    const row = await this.prisma().incident.findFirst({ where: { id: hit.id, status: { not: 'resolved' } } });
     return row ? toIncident(row) : undefined;
   }
 
@@ -219,7 +299,8 @@ export class IncidentStore {
     notify: (incident: Incident) => OutboxMessage[],
   ): Promise<Incident> {
     return this.prisma().$transaction(async (tx) => {
-      const { count } = await tx.incident.updateMany({ where: { id, status: expectedStatus }, data: patch });
+      const data = { ...patch, ...(typeof patch.rootCause === 'string' ? { rootCause: redactSecrets(patch.rootCause) } : {}) };
+      const { count } = await tx.incident.updateMany({ where: { id, status: expectedStatus }, data });
       if (count === 0) throw new IncidentConflict('the incident changed meanwhile');
       const incident = toIncident(await tx.incident.findUniqueOrThrow({ where: { id } }));
       await tx.incidentUpdate.createMany({ data: entries.map((e) => entryData(id, e)) });

@@ -9,6 +9,7 @@ import {
   type Component,
   type Incident,
 } from './incident-model.ts';
+import { oneLine } from './incident-text.ts';
 
 export type NotificationKind = 'initial' | 'update' | 'resolution' | 'reminder';
 
@@ -36,14 +37,14 @@ function affected(incident: Incident): string {
 
 export function renderInitial(incident: Incident, eta?: string): string {
   return [
-    `Subject: [${incident.severity}] SAV3 System Incident - ${incident.title}`,
+    `Subject: [${incident.severity}] SAV3 System Incident - ${oneLine(incident.title)}`,
     '',
     `We are currently investigating ${incident.summary.replace(/\.$/, '')}, affecting the SAV3 platform.`,
     '',
     `Impact: ${impactOf(incident)}`,
     `Affected: ${affected(incident)}`,
     `Start Time: ${incident.startedAt}`,
-    `ETA: ${eta ?? `Investigating (updates every ${intervalText(incident)})`}`,
+    `ETA: ${eta !== undefined ? oneLine(eta) : `Investigating (updates every ${intervalText(incident)})`}`,
     '',
     `Response Team: ${team(incident)}`,
     `Incident ID: ${incident.id}`,
@@ -54,14 +55,14 @@ export function renderInitial(incident: Incident, eta?: string): string {
 
 export function renderUpdate(incident: Incident, message: string, eta?: string): string {
   return [
-    `Subject: [${incident.severity}] [UPDATE] SAV3 System Incident - ${incident.title}`,
+    `Subject: [${incident.severity}] [UPDATE] SAV3 System Incident - ${oneLine(incident.title)}`,
     '',
     `Status: ${incident.status}`,
     message,
     '',
     `Impact: ${impactOf(incident)}`,
     `Start Time: ${incident.startedAt}`,
-    ...(eta ? [`ETA: ${eta}`] : []),
+    ...(eta ? [`ETA: ${oneLine(eta)}`] : []),
     '',
     `Incident ID: ${incident.id}`,
     '',
@@ -72,9 +73,9 @@ export function renderUpdate(incident: Incident, message: string, eta?: string):
 export function renderResolution(incident: Incident, resolution: string): string {
   const downtime = incident.resolvedAt ? formatDuration(Date.parse(incident.resolvedAt) - Date.parse(incident.startedAt)) : 'unknown';
   return [
-    `Subject: [RESOLVED] SAV3 System Incident - ${incident.title}`,
+    `Subject: [RESOLVED] SAV3 System Incident - ${oneLine(incident.title)}`,
     '',
-    `The incident "${incident.title}" affecting the SAV3 platform has been resolved.`,
+    `The incident "${oneLine(incident.title)}" affecting the SAV3 platform has been resolved.`,
     '',
     `Resolution: ${resolution}`,
     `Total Downtime: ${downtime}`,
@@ -88,7 +89,7 @@ export function renderResolution(incident: Incident, resolution: string): string
 
 export function renderReminder(incident: Incident): string {
   return [
-    `Subject: [${incident.severity}] [REMINDER] SAV3 System Incident - ${incident.title}`,
+    `Subject: [${incident.severity}] [REMINDER] SAV3 System Incident - ${oneLine(incident.title)}`,
     '',
     `The next public update for ${incident.id} was due at ${incident.nextUpdateDueAt}.`,
     `Status: ${incident.status}; Response Team: ${team(incident)}.`,

@@ -10,6 +10,7 @@ import {
   type Incident,
   type TimelineEntry,
 } from './incident-model.ts';
+import { mdBlock, mdInline } from './incident-text.ts';
 
 const DATABASE_ACTIONS = /^(database\.|read_only\.|restore|backup)/;
 const MEDIA_ACTIONS = /^media\./;
@@ -25,7 +26,8 @@ function show(ms: number | null, target?: number): string {
   return `${formatDuration(ms)} (target ${formatDuration(target * 1000)}: ${ms <= target * 1000 ? 'met' : 'missed'})`;
 }
 
-const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\r?\n/g, ' ');
+/** Every text from the record goes through these: redacted, one line, no raw HTML, no forged structure. */
+const cell = mdInline;
 
 interface DataLoss {
   bytes?: number | null;
@@ -55,13 +57,13 @@ export function renderPostmortem(incident: Incident, timeline: TimelineEntry[]):
   const mitigate = span(incident.startedAt, incident.mitigatedAt);
   const resolve = span(incident.startedAt, incident.resolvedAt);
   const lines: string[] = [];
-  lines.push(`# Post-mortem: ${incident.id} — ${incident.title}`, '');
+  lines.push(`# Post-mortem: ${incident.id} — ${mdInline(incident.title)}`, '');
   lines.push(`- **Severity:** ${incident.severity}`);
   lines.push(`- **Status:** ${incident.status}`);
   lines.push(`- **Components:** ${incident.components.map((c) => COMPONENT_NAMES[c]).join(', ') || 'none named'}`);
-  lines.push(`- **Opened by:** ${incident.createdBy} (${incident.source})`);
-  for (const role of ROLES) lines.push(`- **${ROLE_TITLES[role]}:** ${incident.roles[role] ?? 'unassigned'}`);
-  lines.push('', '## Summary', '', incident.summary, '');
+  lines.push(`- **Opened by:** ${mdInline(incident.createdBy)} (${incident.source})`);
+  for (const role of ROLES) lines.push(`- **${ROLE_TITLES[role]}:** ${mdInline(incident.roles[role] ?? 'unassigned')}`);
+  lines.push('', '## Summary', '', mdBlock(incident.summary), '');
   lines.push('## Key times (UTC)', '');
   lines.push(`| event | time |`, `| --- | --- |`);
   lines.push(
@@ -132,7 +134,7 @@ export function renderPostmortem(incident: Incident, timeline: TimelineEntry[]):
     );
   }
   lines.push('');
-  lines.push('## Root cause', '', incident.rootCause ?? '_To be written._', '');
+  lines.push('## Root cause', '', incident.rootCause === null ? '_To be written._' : mdBlock(incident.rootCause), '');
   lines.push('## What went well', '', '_To be written._', '');
   lines.push('## What went wrong', '', '_To be written._', '');
   lines.push('## Follow-ups', '', '- [ ] _Action, owner, due date_', '');

@@ -46,7 +46,7 @@ export function renderStatusPage(s: StatusSnapshot): string {
   let incidents: string;
   if (s.incidents === null) {
     incidents = '<p>Incident information is unavailable right now: the state is unknown. This page updates when it returns.</p>';
-  } else if (s.incidents.length === 0) {
+  } else if (s.incidents.length === 0 && s.moreIncidents.length === 0) {
     incidents = '<p>No open incidents.</p>';
   } else {
     incidents = s.incidents
@@ -56,6 +56,8 @@ export function renderStatusPage(s: StatusSnapshot): string {
 <ol class="updates">${i.updates.map((u) => `<li>${time(u.at)}${u.status ? ` <strong>${esc(u.status)}</strong>` : ''}: ${esc(u.message)}</li>`).join('')}</ol></article>`,
       )
       .join('');
+    if (s.moreIncidents.length > 0)
+      incidents += `<p class="more">${s.moreIncidents.map((m) => `And ${m.count} more open ${esc(m.severity)} incident${m.count === 1 ? '' : 's'}.`).join(' ')}</p>`;
   }
   let history: string;
   if (s.history === null) {

@@ -7,6 +7,9 @@ import type { IncidentStore } from './incident-store.ts';
 import { dailyHistory, historyStart, type DayState } from './component-history.ts';
 import { componentStates, type ComponentState, type LiveFacts } from './live-state.ts';
 
+/** Open P2 and P3 incidents listed on the status page per severity (the rest are counted). */
+export const PUBLIC_PER_SEVERITY = 20;
+
 const RANK: Record<ComponentState, number> = { operational: 0, unknown: 1, degraded: 2, outage: 3 };
 
 export interface PublicIncident {
@@ -26,6 +29,8 @@ export interface StatusSnapshot {
   components: { id: Component; name: string; state: ComponentState; incidents: string[] }[];
   /** null: PostgreSQL could not be read; the page says the incident state is unknown. */
   incidents: PublicIncident[] | null;
+  /** Open P2 and P3 incidents beyond those listed (P0 and P1 are always all listed). */
+  moreIncidents: { severity: Severity; count: number }[];
   history: { id: Component; name: string; uptimePercent: number | null; days: DayState[] }[] | null;
 }
 
@@ -104,10 +109,12 @@ export class StatusService {
       .then(componentStates)
       .catch(() => Object.fromEntries(COMPONENTS.map((c) => [c, 'unknown'])) as Record<Component, ComponentState>);
     // Bounded reads (not gated on the probe: a probe flapping on a loaded host must not blank the page).
-    const [incidents, history] = await Promise.all([
+    const [open, history] = await Promise.all([
       within(this.publicIncidents(), this.deps.dbTimeoutMs).catch(() => null),
       within(this.history(), this.deps.dbTimeoutMs).catch(() => null),
     ]);
+    const incidents = open?.incidents ?? null;
+    const moreIncidents = open?.more ?? [];
     const components = COMPONENTS.map((id) => ({
       id,
       name: COMPONENT_NAMES[id],
@@ -117,25 +124,27 @@ export class StatusService {
     const worst = components.reduce((w, c) => (RANK[c.state] > RANK[w] ? c.state : w), 'operational' as ComponentState);
     // An open incident is news even while every probe passes (e.g. errors the probes cannot see).
     const status = worst === 'operational' && (incidents ?? []).length > 0 ? 'degraded' : worst;
-    return { status, updatedAt: new Date(this.now()).toISOString(), components, incidents, history };
+    return { status, updatedAt: new Date(this.now()).toISOString(), components, incidents, moreIncidents, history };
   }
 
-  private async publicIncidents(): Promise<PublicIncident[]> {
-    const open = await this.deps.incidentStore.list('open', 20);
-    return Promise.all(
-      open.map(async (i) => ({
-        id: i.id,
-        title: scrubPublic(i.title),
-        severity: i.severity,
-        status: i.status,
-        components: i.components,
-        startedAt: i.startedAt,
-        resolvedAt: i.resolvedAt,
-        updates: (await this.deps.incidentStore.timeline(i.id, 'public'))
-          .reverse()
-          .map((u) => ({ at: u.at, status: u.status, message: scrubPublic(u.message) })),
-      })),
-    );
+  /**
+   * Every open P0 and P1, and up to PUBLIC_PER_SEVERITY of each lower severity (the rest counted),
+   * worst first: an open P0 never drops off the page behind newer minor incidents.
+   */
+  private async publicIncidents(): Promise<{ incidents: PublicIncident[]; more: StatusSnapshot['moreIncidents'] }> {
+    const { incidents: open, more } = await this.deps.incidentStore.openBySeverity(PUBLIC_PER_SEVERITY);
+    const timelines = await this.deps.incidentStore.publicTimelines(open.map((i) => i.id));
+    const incidents = open.map((i) => ({
+      id: i.id,
+      title: scrubPublic(i.title),
+      severity: i.severity,
+      status: i.status,
+      components: i.components,
+      startedAt: i.startedAt,
+      resolvedAt: i.resolvedAt,
+      updates: (timelines.get(i.id) ?? []).reverse().map((u) => ({ at: u.at, status: u.status, message: scrubPublic(u.message) })),
+    }));
+    return { incidents, more };
   }
 
   /** Per component and UTC day: the worst state seen and the minutes spent degraded or out. */

@@ -1,7 +1,7 @@
 import type { MediaBackendName } from '../../domain.ts';
 import type { Logger } from '../../logger.ts';
 import { versionObjectName } from './media-repository.ts';
-import type { MediaVersionRepository } from './media-version-repository.ts';
+import { isVersionObjectName, type MediaVersionRepository } from './media-version-repository.ts';
 import type { ObjectStore } from '../../adapters/object-store.ts';
 
 const VERSION_PREFIX = 'v/';
@@ -113,39 +113,63 @@ export class MediaGarbageCollector {
     return removed;
   }
 
-  /** Removes content no version row references, older than the grace period; returns counts per backend. */
+  /**
+   * Removes content no row references, older than the grace period; returns counts per backend.
+   * Foreign objects under `v/` (not a version name) are logged, never removed.
+   */
   async sweepOrphans(): Promise<Record<string, number>> {
     const removed: Record<string, number> = {};
+    const foreign: Record<string, number> = {};
     for (const [name, store] of this.deps.stores) {
       if (this.deps.backendDown?.(name)) continue;
       removed[name] = 0;
       for await (const batch of orphans(store, this.deps.versions, this.deps.graceMs)) {
-        for (const key of batch) {
+        for (const key of batch.orphans) {
           await store.remove(key);
           removed[name] += 1;
+        }
+        if (batch.foreign.length > 0) {
+          foreign[name] = (foreign[name] ?? 0) + batch.foreign.length;
+          this.deps.logger.warn(
+            { backend: name, objects: batch.foreign.slice(0, 10) },
+            'objects under v/ that are not media versions: kept; remove them by hand if they are not wanted',
+          );
         }
       }
     }
     if (Object.values(removed).some((n) => n > 0)) this.deps.logger.info({ removed }, 'orphaned media content removed');
+    if (Object.keys(foreign).length > 0) this.deps.logger.warn({ foreign }, 'foreign objects under v/ found (not removed)');
     return removed;
   }
 }
 
-/** Batches of version objects on `store` that no row references and that are older than `graceMs`. */
-export async function* orphans(store: ObjectStore, versions: MediaVersionRepository, graceMs: number): AsyncIterable<string[]> {
+export interface OrphanBatch {
+  /** Version objects no row references, older than the grace period: garbage. */
+  orphans: string[];
+  /**
+   * Objects under `v/` whose name is not a version name (`v/<uuid>`) and that no old-layout row
+   * references: something else wrote them. Reported, never deleted automatically.
+   */
+  foreign: string[];
+}
+
+/**
+ * Batches of objects under `v/` on `store`: version objects that no row references and that are
+ * older than `graceMs`, and foreign objects. An object an old-layout row names (content stored
+ * under a key that looks like `v/<uuid>`) is neither. One odd name never breaks a batch.
+ */
+export async function* orphans(store: ObjectStore, versions: MediaVersionRepository, graceMs: number): AsyncIterable<OrphanBatch> {
   const cutoff = Date.now() - graceMs;
-  let batch: { key: string; id: string }[] = [];
-  const flush = async () => {
-    const known = await versions.existing(batch.map((b) => b.id));
-    const out = batch.filter((b) => !known.has(b.id)).map((b) => b.key);
+  let batch: string[] = [];
+  const flush = async (): Promise<OrphanBatch> => {
+    const known = await versions.referenced(batch);
+    const unknown = batch.filter((name) => !known.has(name));
     batch = [];
-    return out;
+    return { orphans: unknown.filter(isVersionObjectName), foreign: unknown.filter((name) => !isVersionObjectName(name)) };
   };
   for await (const object of store.list(VERSION_PREFIX)) {
-    const id = object.key.slice(VERSION_PREFIX.length);
-    if (!/^[0-9a-f-]{36}$/.test(id)) continue;
     if (!object.lastModified || object.lastModified.getTime() > cutoff) continue;
-    batch.push({ key: object.key, id });
+    batch.push(object.key);
     if (batch.length >= 500) yield await flush();
   }
   if (batch.length > 0) yield await flush();

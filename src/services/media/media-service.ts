@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AppError, BadRequestError, DependencyUnavailableError, NotFoundError, PayloadTooLargeError } from '../../http/app-error.ts';
 import type { Logger } from '../../logger.ts';
-import { HashingStream } from './hashing-stream.ts';
+import { HashingStream, VerifyingStream } from './hashing-stream.ts';
 import type { MediaCache } from './media-cache.ts';
 import { contentTypeSchema, mediaKeySchema } from './media-key.ts';
 import {
@@ -51,6 +51,12 @@ export interface MediaServiceDeps {
   contentCache?: VersionContentCache;
   maxBytes: number;
   logger: Logger;
+  /**
+   * Told when content read from `backend` did not match the acknowledged size and sha256 (the
+   * response was aborted): count it and stop trusting that copy (`version` undefined for an
+   * old-layout object).
+   */
+  onCorrupt?: (event: { key: string; version: string | undefined; backend: MediaBackendName }) => void;
   /** Called after a write is committed (wakes the continuous backup). */
   onCommitted?: (meta: MediaMetadata) => void;
   now?: () => Date;
@@ -221,7 +227,8 @@ export class MediaService {
       if (!store) continue;
       try {
         const stream = await store.get(name);
-        return { meta, servedBy: backend, stream: cache ? cache.tee(meta.version!, meta.size, meta.sha256, stream) : stream };
+        const body = cache ? cache.tee(meta.version!, meta.size, meta.sha256, stream) : stream;
+        return { meta, servedBy: backend, stream: this.verified(meta, backend, body) };
       } catch (err) {
         if (err instanceof ObjectMissingError) {
           missing = err;
@@ -236,6 +243,26 @@ export class MediaService {
       throw new DependencyUnavailableError('media', `no reachable media backend could serve ${meta.key}`, unavailable);
     }
     throw missing;
+  }
+
+  /**
+   * Every byte served from a backend is hashed on its way out; a body that does not match the
+   * acknowledged sha256 and length fails at its end (before its last chunk is released), so the
+   * route aborts the response instead of completing it under the acknowledged ETag.
+   */
+  private verified(meta: MediaMetadata, backend: MediaBackendName, source: Readable): Readable {
+    const verifier = new VerifyingStream({ size: meta.size, sha256: meta.sha256 }, (err) => {
+      this.deps.logger.error(
+        { key: meta.key, version: meta.version, backend, expectedSha256: meta.sha256, bytes: err.bytes, sha256: err.sha256 },
+        'media content failed its integrity check; the response was aborted',
+      );
+      this.deps.onCorrupt?.({ key: meta.key, version: meta.version ?? undefined, backend });
+    });
+    source.once('error', (err) => verifier.destroy(err));
+    verifier.once('close', () => {
+      if (!source.readableEnded) source.destroy();
+    });
+    return source.pipe(verifier);
   }
 
   async remove(rawKey: string): Promise<void> {

@@ -1,6 +1,13 @@
 import type { MediaBackendName } from '../../domain.ts';
 import type { PrismaClient } from '../../generated/prisma/client.ts';
 
+/** A version's object name: `v/` and a lowercase UUID as PostgreSQL prints it, nothing else. */
+export const VERSION_OBJECT_NAME = /^v\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export function isVersionObjectName(name: string): boolean {
+  return VERSION_OBJECT_NAME.test(name);
+}
+
 export interface StoredVersion {
   id: string;
   key: string;
@@ -66,8 +73,19 @@ export interface MediaVersionRepository {
   collect(graceMs: number, limit: number): Promise<StoredVersion[]>;
   /** Removes tombstones of keys deleted longer than `graceMs` ago. */
   purgeTombstones(graceMs: number): Promise<number>;
-  /** Which of these version ids have a row. */
-  existing(ids: string[]): Promise<Set<string>>;
+  /**
+   * Which of these object names (listed under `v/`) a row references: a version row (for names
+   * `v/<uuid>`), or an old-layout row or pending old-layout garbage entry named exactly so (an
+   * earlier release stored content under the user's key, which may look like `v/<uuid>`). Names
+   * that are not `v/<uuid>` never reach a uuid cast.
+   */
+  referenced(names: string[]): Promise<Set<string>>;
+  /**
+   * `backend` was found not to hold `version` intact (missing, wrong size or wrong sha256): it is
+   * removed from the version's backends and an outbox row copies the version there again (the
+   * backlog and RPO exposure count it until then). False when the version does not list `backend`.
+   */
+  markBad(version: string, backend: MediaBackendName): Promise<boolean>;
   /**
    * Old-layout objects (named by their key) whose key was deleted or overwritten longer than
    * `graceMs` ago; `referenced` when a row still names that object now (a live old-layout row for
@@ -264,8 +282,8 @@ export class PrismaMediaVersionRepository implements MediaVersionRepository {
     return this.prisma().$queryRawUnsafe<{ key: string; referenced: boolean }[]>(
       `SELECT g.key,
          EXISTS (SELECT 1 FROM media_objects o WHERE o.key = g.key AND o.version IS NULL AND o.deleted_at IS NULL)
-         OR (g.key ~ '^v/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-             AND EXISTS (SELECT 1 FROM media_versions v WHERE v.id = substr(g.key, 3)::uuid)) AS referenced
+         OR CASE WHEN g.key ~ '^v/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+             THEN EXISTS (SELECT 1 FROM media_versions v WHERE v.id = substr(g.key, 3)::uuid) ELSE false END AS referenced
        FROM media_legacy_garbage g
        WHERE g.at < now() - make_interval(secs => $1::double precision / 1000)
        ORDER BY g.at LIMIT $2`,
@@ -283,12 +301,32 @@ export class PrismaMediaVersionRepository implements MediaVersionRepository {
     );
   }
 
-  async existing(ids: string[]): Promise<Set<string>> {
-    if (ids.length === 0) return new Set();
-    const rows = await this.prisma().$queryRawUnsafe<{ id: string }[]>(
-      `SELECT id::text AS id FROM media_versions WHERE id = ANY($1::uuid[])`,
+  async referenced(names: string[]): Promise<Set<string>> {
+    if (names.length === 0) return new Set();
+    const ids = names.filter((n) => isVersionObjectName(n)).map((n) => n.slice(2));
+    const rows = await this.prisma().$queryRawUnsafe<{ name: string }[]>(
+      `SELECT 'v/' || id::text AS name FROM media_versions WHERE id = ANY($1::uuid[])
+       UNION SELECT key AS name FROM media_objects WHERE version IS NULL AND key = ANY($2::text[])
+       UNION SELECT key AS name FROM media_legacy_garbage WHERE key = ANY($2::text[])`,
       ids,
+      names,
     );
-    return new Set(rows.map((r) => r.id));
+    return new Set(rows.map((r) => r.name));
+  }
+
+  async markBad(version: string, backend: MediaBackendName): Promise<boolean> {
+    const rows = await this.prisma().$queryRawUnsafe<{ id: string }[]>(
+      `WITH upd AS (
+         UPDATE media_versions SET backends = array_remove(backends, $2::text)
+         WHERE id = $1::uuid AND $2::text = ANY(backends) RETURNING id),
+       ins AS (
+         INSERT INTO media_outbox (version, target)
+         SELECT id, $2::text FROM upd
+         WHERE NOT EXISTS (SELECT 1 FROM media_outbox o WHERE o.version = $1::uuid AND o.target = $2::text))
+       SELECT id::text AS id FROM upd`,
+      version,
+      backend,
+    );
+    return rows.length > 0;
   }
 }

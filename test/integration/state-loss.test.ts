@@ -258,4 +258,33 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
     expect(write.status).toBe(201);
     expect(await rowOn(cluster.replica.url(), 'loss/after-reset')).not.toBeNull();
   }, 90_000);
+
+  // Issue 10 F4.
+  it('two racing resets: one wins, the other 409; a reset keeps the media backend unless told, and answers with propagation and writes', async () => {
+    const reset = (extra: object = {}) =>
+      post(a, '/admin/dr/state/reset', { confirm: 'reset-dr-state', reason: 'race', database: 'replica', ...extra });
+    const race = await Promise.all([reset(), reset()]);
+    expect(race.map((r) => r.status).sort()).toEqual([200, 409]);
+    const lost = race.find((r) => r.status === 409)!;
+    expect(lost.body.error).toMatchObject({ code: 'conflict' });
+    const won = race.find((r) => r.status === 200)!;
+    expect(won.body.propagation).toMatchObject({ complete: true });
+    expect(won.body.writes).toMatchObject({
+      databaseFence: 'raised',
+      fenceEpoch: won.body.version,
+      fenceNodes: { replica: { outcome: 'raised' } },
+    });
+
+    // The media backend: as given, then kept by a reset that does not name one.
+    const toBackup = await reset({ media: 'backup' });
+    expect(toBackup.status).toBe(200);
+    expect(toBackup.body.state.media.active).toBe('backup');
+    const kept = await reset();
+    expect(kept.status).toBe(200);
+    expect(kept.body.state.media.active).toBe('backup');
+    // A stale expectVersion is refused.
+    const stale = await reset({ expectVersion: toBackup.body.version });
+    expect(stale.status).toBe(409);
+    expect((await reset({ media: 'primary', expectVersion: kept.body.version })).status).toBe(200);
+  }, 60_000);
 });

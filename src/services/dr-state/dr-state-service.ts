@@ -548,7 +548,11 @@ export class DrStateService {
    */
   async change(
     mutate: (current: DrState, now: string) => Omit<DrState, 'version' | 'updatedAt'>,
-    opts: { seed?: boolean } = {},
+    opts: {
+      seed?: boolean;
+      /** Compare-and-set on the version the caller read (null: nothing stored): 409 when the stored version differs. */
+      expectVersion?: number | null;
+    } = {},
   ): Promise<Change> {
     let base: DrState;
     let expected: number;
@@ -557,6 +561,11 @@ export class DrStateService {
     try {
       if (!this.known()) await this.sync();
       const stored = await this.deps.stateStore.read();
+      if (opts.expectVersion !== undefined && (stored?.version ?? null) !== opts.expectVersion)
+        throw new ConflictError(
+          `the DR state changed since it was read (version ${opts.expectVersion ?? 'none'}, now ${stored?.version ?? 'none'}); nothing was changed`,
+          { current: stored ?? this.state },
+        );
       if (opts.seed) {
         base = stored ?? this.state;
         expected = stored?.version ?? 0;
@@ -632,6 +641,11 @@ export class DrStateService {
         );
     }
     return { before: base, after, ...(fence ? { fence } : {}) };
+  }
+
+  /** The version Redis holds now (null: nothing stored); throws when Redis does not answer. */
+  async storedVersion(): Promise<number | null> {
+    return (await this.deps.stateStore.read())?.version ?? null;
   }
 
   async instances(): Promise<InstanceHeartbeat[]> {

@@ -208,7 +208,11 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
     expect((await readOnly(a, true)).status).toBe(200);
     const promote = await post(a, '/admin/database/promote', { confirm: 'promote-replica', maxLagSeconds: 3600 });
     expect(promote.status).toBe(200);
-    expect((await post(a, '/admin/database/switch', { to: 'replica' })).status).toBe(200);
+    const switched = await post(a, '/admin/database/switch', { to: 'replica' });
+    expect(switched.status).toBe(200);
+    // After promote + switch both nodes' identities are recorded (issue 10 F5; the promotion records the former primary), the old primary on the older timeline.
+    expect(switched.body.database.nodes).toMatchObject({ primary: { timeline: 1 }, replica: { timeline: 2 } });
+    expect(switched.body.database.nodes.primary.systemId).toBe(switched.body.database.nodes.replica.systemId);
     expect((await readOnly(a, false)).status).toBe(200);
     expect((await put(a, 'loss/on-promoted')).status).toBe(201);
     expect(await rowOn(cluster.replica.url(), 'loss/on-promoted')).not.toBeNull();

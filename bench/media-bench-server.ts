@@ -1,5 +1,7 @@
 // The media benchmark's API, in a process of their own, using the two S3 servers named in BENCH_S3.
 import { randomUUID } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import pg from 'pg';
 import { loadConfig } from '../src/config/config.ts';
@@ -19,6 +21,7 @@ async function main(): Promise<void> {
     MEDIA_SYNC_CONCURRENCY: process.env.BENCH_SYNC_CONCURRENCY ?? '16',
     MEDIA_SYNC_INLINE_MAX: '100000',
     ADMIN_TOKENS: process.env.BENCH_ADMIN_TOKENS,
+    DR_STATE_FILE: join(tmpdir(), `sav3-bench-media-${process.pid}.json`),
   });
   const api = await createService(config, createLogger('silent'), { redisKeyPrefix: `bench-media:${process.pid}:` });
   const address = await api.listen();

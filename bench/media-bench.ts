@@ -98,7 +98,10 @@ async function main(): Promise<void> {
   const api = `http://127.0.0.1:${info.api}`;
   try {
     const body = Buffer.alloc(16 * 1024, 7);
-    if ((await fetch(`${api}/media/bench/get.bin`, { method: 'PUT', body })).status !== 201) throw new Error('setup upload failed');
+    {
+      const res = await fetch(`${api}/media/bench/get.bin`, { method: 'PUT', body });
+      if (res.status !== 201) throw new Error(`setup upload failed: ${res.status} ${await res.text()}`);
+    }
     const s3 = client(info.primary);
     await s3.putObject(info.primary.bucket, 'direct/get.bin', body, body.length);
     const getUrl = await s3.presignedGetObject(info.primary.bucket, 'direct/get.bin', 3600);

@@ -88,7 +88,7 @@ export function createWorker(config: Config, logger: Logger, options: WorkerOpti
   const runner = new JobRunner({
     queue: backups.queue,
     handlers,
-    instanceId: config.instanceId,
+    instanceId: config.backup.workerInstanceId,
     logger,
     pollMs: options.pollMs ?? config.backup.jobPollMs,
     onFinished: (job) => metrics.jobsTotal.inc({ kind: job.kind, result: job.status }),
@@ -161,7 +161,7 @@ export function createWorker(config: Config, logger: Logger, options: WorkerOpti
       server = app.listen(config.backup.workerPort, config.host);
       await new Promise<void>((resolve, reject) => server!.once('listening', resolve).once('error', reject));
       const address = server.address() as AddressInfo;
-      logger.info({ port: address.port, instanceId: config.instanceId, jobs: [...handlers.keys()] }, 'worker listening');
+      logger.info({ port: address.port, instanceId: config.backup.workerInstanceId, jobs: [...handlers.keys()] }, 'worker listening');
       return address;
     },
     async stop() {

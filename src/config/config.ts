@@ -84,6 +84,7 @@ export interface BackupConfig {
   validateIntervalSeconds: number;
   scratchDir: string;
   workerPort: number;
+  workerInstanceId: string;
   jobPollMs: number;
 }
 
@@ -309,7 +310,10 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     healthIntervalMs: raw.HEALTH_INTERVAL_MS,
     logLevel: raw.LOG_LEVEL,
     mediaMaxBytes: raw.MEDIA_MAX_BYTES,
-    instanceId: raw.INSTANCE_ID ?? `${hostname()}-${process.pid}`,
+    // Stable across restarts (host and port): a copy of the DR state names the instances that were
+    // live, and recovering a state lost from Redis waits for them by these names. Port 0 (tests)
+    // has no stable name: host and pid.
+    instanceId: raw.INSTANCE_ID ?? (raw.PORT !== 0 ? `${hostname()}:${raw.PORT}` : `${hostname()}-${process.pid}`),
     trustProxy: parseTrustProxy(raw.TRUST_PROXY),
     migrateOnStart: raw.MIGRATE_ON_START,
     shutdownTimeoutMs: raw.SHUTDOWN_TIMEOUT_MS,
@@ -355,6 +359,8 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
       validateIntervalSeconds: raw.BACKUP_VALIDATE_INTERVAL,
       scratchDir: raw.BACKUP_SCRATCH_DIR ?? join(tmpdir(), 'sav3-validate'),
       workerPort: raw.WORKER_PORT,
+      // The worker's own stable name (host and its port), never the API's on the same host.
+      workerInstanceId: raw.INSTANCE_ID ?? (raw.WORKER_PORT !== 0 ? `${hostname()}:${raw.WORKER_PORT}` : `${hostname()}-${process.pid}`),
       jobPollMs: raw.WORKER_POLL_MS,
     },
   };

@@ -3,6 +3,8 @@
 // checker walks every key and every stored version and lists every violation of the invariants.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomInt } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { MinioObjectStore } from '../../src/adapters/minio-object-store.ts';
@@ -87,13 +89,16 @@ export async function childInstance(env: Record<string, string>) {
   // killed process's port may be taken by then).
   const proxy = await startTcpProxy(() => port);
   const url = `http://127.0.0.1:${proxy.port}`;
+  // Its own state file, kept across its restarts (the default under the checkout would be shared
+  // with every other run).
+  const stateFile = join(tmpdir(), `sav3-torture-${env.INSTANCE_ID}-${process.pid}.json`);
   const handle = {
     url,
     async start() {
       port = await freePort();
       child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
         cwd: ROOT,
-        env: { PATH: process.env.PATH ?? '', ...env, PORT: String(port), HOST: '127.0.0.1' },
+        env: { PATH: process.env.PATH ?? '', DR_STATE_FILE: stateFile, ...env, PORT: String(port), HOST: '127.0.0.1' },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       child.stdout!.on('data', (c: Buffer) => (log = (log + c.toString()).slice(-200_000)));
@@ -119,7 +124,10 @@ export async function childInstance(env: Record<string, string>) {
       proxy.setMode('refuse');
       proxy.setMode('pass');
     },
-    close: () => proxy.close(),
+    close: async () => {
+      await proxy.close();
+      rmSync(stateFile, { force: true });
+    },
     logs: () => log,
   };
   await handle.start();

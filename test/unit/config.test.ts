@@ -1,5 +1,5 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { adminAllowList, ConfigError, loadConfig } from '../../src/config/config.ts';
 
@@ -31,7 +31,12 @@ describe('configuration', () => {
     });
     expect(config.databaseReplicaUrl).toBeUndefined();
     expect(config.mediaBackup).toBeUndefined();
-    expect(config.instanceId).toMatch(new RegExp(`-${process.pid}$`));
+    // Stable across restarts: host and port (the default PORT is 3000).
+    expect(config.instanceId).toBe(`${hostname()}:3000`);
+    expect(loadConfig({ ...minimal, PORT: '0' }).instanceId).toBe(`${hostname()}-${process.pid}`);
+    expect(loadConfig({ ...minimal, INSTANCE_ID: 'api-1' }).instanceId).toBe('api-1');
+    // A worker on the same host is named by its own port (WORKER_PORT, 3001 by default).
+    expect(config.backup.workerInstanceId).toBe(`${hostname()}:3001`);
   });
 
   it('DR_STATE_LEASE_MS: 5000 by default, a whole number of at least 3000 (three state re-reads)', () => {

@@ -22,11 +22,14 @@ import { createAuditLog } from './modules/audit-module.ts';
 import { createBackupModule, type BackupModule } from './modules/backup-module.ts';
 import { createDatabaseModule, type DatabaseModule } from './modules/database-module.ts';
 import { createDrStateModule, type DrStateModule } from './modules/dr-state-module.ts';
+import { INITIAL_STATE, type DrState } from './services/dr-state/dr-state.ts';
+import { withNodeRecorded } from './services/dr-state/database-state.ts';
 import { createIncidentsModule, type IncidentsModule } from './modules/incidents-module.ts';
 import { createLiveEvents } from './modules/live-events.ts';
 import { createMediaModule, type MediaModule } from './modules/media-module.ts';
 import { createReadOnlyModule, type ReadOnlyModule } from './modules/read-only-module.ts';
-import { createWriteGateModule, type WriteGateModule } from './modules/write-gate-module.ts';
+import { BARRIER_WAIT_MS, createWriteGateModule, type WriteGateModule } from './modules/write-gate-module.ts';
+import { DatabaseWriteFence } from './services/database/write-fence.ts';
 import type { AuditLog } from './services/audit/audit-log.ts';
 import { migrate } from './services/database/migrator.ts';
 import type { WebhookSender } from './services/incidents/notification-outbox.ts';
@@ -127,6 +130,23 @@ export async function createService(config: Config, logger: Logger, options: Ser
     logger,
     migrationsDir: MIGRATIONS_DIR,
   });
+  // A fresh instance's seed: the newest writable node (by timeline) as the target, every node's identity.
+  dr.useSeedDatabase(async () => {
+    const results = await Promise.all(
+      [...database.runners.entries()].map(async ([target, runner]) => ({ target, result: await runner.run().catch(() => undefined) })),
+    );
+    const now = new Date().toISOString();
+    let seeded: DrState['database'] = { ...INITIAL_STATE.database };
+    for (const { target, result } of results)
+      seeded = withNodeRecorded(seeded, target, database.watch.identity(target), { inRecovery: result?.data?.inRecovery ?? null });
+    const writable = results
+      .filter(({ result }) => result?.ok && result.data && !result.data.inRecovery && !result.data.fenced)
+      .sort((x, y) => (y.result!.data!.timeline ?? 0) - (x.result!.data!.timeline ?? 0));
+    const to = writable[0]?.target;
+    return to ? { ...seeded, active: to, since: now, by: 'system:seed' } : seeded;
+  });
+  // The database write fence: every write-relevant change raises it on the nodes before it answers.
+  dr.useWriteFence(new DatabaseWriteFence(databaseClients, BARRIER_WAIT_MS, prefix));
   const events = createLiveEvents({ config, logger, redis, prefix });
   const media = createMediaModule({
     config,
@@ -151,6 +171,12 @@ export async function createService(config: Config, logger: Logger, options: Ser
     audit,
     gate: writeGate.gate,
     databasePair: () => database.pair(config.healthIntervalMs + config.healthTimeoutMs),
+    noWritableNode: async () => {
+      await Promise.all([...database.runners.values()].map((r) => r.run().catch(() => undefined)));
+      const { writableNodes, fenced } = database.watch.report();
+      if (writableNodes.length > 0) return null;
+      return `no configured database node takes writes (every node is a standby, fenced${fenced.length > 0 ? ` (${fenced.join(', ')})` : ''} or not answering); promote a node first`;
+    },
   });
   // Backups: the inventory and RPO metrics, and requests that workers carry out.
   const backups = createBackupModule({

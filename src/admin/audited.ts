@@ -1,7 +1,7 @@
 import type { Request, Response } from 'express';
 import type { AuditResult } from '../services/audit/audit-event.ts';
 import type { AuditLog } from '../services/audit/audit-log.ts';
-import type { Change, DrStateService, Propagation } from '../services/dr-state/dr-state-service.ts';
+import type { Change, DrStateService, FenceReport, Propagation } from '../services/dr-state/dr-state-service.ts';
 import type { InstanceHeartbeat } from '../services/dr-state/dr-state.ts';
 import { AppError } from '../http/app-error.ts';
 import { principal } from './admin-auth.ts';
@@ -88,7 +88,7 @@ export async function stateChangeOutcome(
   const version = change.after.version;
   const propagation = await confirmedPropagation(dr, version, { [part]: change.after[part] });
   // Database and media switches raise the write barrier on every instance: say how many writes it met.
-  const writes = barrierSummary(version, propagation.instances);
+  const writes = { ...barrierSummary(version, propagation.instances), ...fenceSummary(change.fence) };
   return {
     before: change.before[part],
     after: change.after[part],
@@ -110,5 +110,20 @@ export function barrierSummary(version: number, instances: InstanceHeartbeat[]) 
     failing: sum((b) => b.failing),
     drained: applied.every((i) => i.barrier!.drained),
     instancesReporting: applied.length,
+  };
+}
+
+/**
+ * The database write fence part of a change's `writes`: `databaseFence` raised / partial /
+ * not_raised (with the reason) and the nodes, or `not_applicable` when the change raised none.
+ */
+export function fenceSummary(fence: FenceReport | undefined) {
+  if (!fence) return { databaseFence: 'not_applicable' as const };
+  return {
+    databaseFence: fence.databaseFence,
+    fenceEpoch: fence.epoch,
+    fenceNodes: fence.nodes,
+    fenceWaitedMs: fence.waitedMs,
+    ...(fence.reason ? { fenceReason: fence.reason } : {}),
   };
 }

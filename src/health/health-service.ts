@@ -139,6 +139,14 @@ export class HealthService {
       report.error = { code: writes.refusal.code, message: writes.refusal.message };
     } else {
       report.writable = !readOnly && !writes.refusal;
+      // Read-only on hides it from writes, but with no node taking writes the mode cannot be lifted.
+      if (readOnly && writes.writableNodes.length === 0 && report.status === 'healthy') {
+        report.status = 'degraded';
+        report.error = {
+          code: 'no_writable_node',
+          ...(reveal ? { message: 'read-only mode is on and no configured database node takes writes: it cannot be lifted' } : {}),
+        };
+      }
     }
   }
 

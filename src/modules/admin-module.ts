@@ -29,6 +29,8 @@ export function createAdminModule(deps: {
   gate: WriteGate;
   /** The database pair as the state document shows it (roles, lag). */
   databasePair: () => Promise<Record<string, unknown> | undefined>;
+  /** Why lifting read-only mode would open writes onto no writable node (fresh probes), or null. */
+  noWritableNode?: () => Promise<string | null>;
 }): AdminModule {
   const { config, logger, audit, gate } = deps;
   const limiter = new FailedAuthLimiter();
@@ -55,6 +57,7 @@ export function createAdminModule(deps: {
       readOnly: deps.readOnly,
       audit,
       details: { database: deps.databasePair },
+      ...(deps.noWritableNode ? { noWritableNode: deps.noWritableNode } : {}),
       writes: () => ({ refusal: gate.closed(), inFlight: gate.inFlight() }),
     }),
   ];

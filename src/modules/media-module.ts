@@ -180,7 +180,7 @@ export function createMediaModule(deps: {
   const service = new MediaService({
     // Writes go to the active target; reads outside a write may go to a target that answers.
     // The cache update is part of the fenced commit: a barrier waits for it (see updatingCache).
-    repository: fencedRepository(updatingCache(new PrismaMediaRepository(deps.repositoryClient), cache), deps.gate),
+    repository: fencedRepository(updatingCache(new PrismaMediaRepository(deps.repositoryClient, deps.prefix), cache), deps.gate),
     cache,
     onCommitted: () => replicator?.kick(),
     // A copy that failed its integrity check on read is no longer trusted: the backend leaves the

@@ -2,7 +2,7 @@ import type { RequestHandler } from 'express';
 import type { Logger } from '../logger.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { DrStateService } from '../services/dr-state/dr-state-service.ts';
-import { readOnlyActive, type DrState } from '../services/dr-state/dr-state.ts';
+import { readOnlyActive, writeRelevantChange } from '../services/dr-state/dr-state.ts';
 import { writeGateMiddleware } from '../http/write-gate-middleware.ts';
 import { WriteGate, type WriteRefusal } from '../services/write-gate/write-gate.ts';
 
@@ -34,25 +34,28 @@ export function createWriteGateModule(deps: {
   refusal: () => WriteRefusal | null;
 }): WriteGateModule {
   const { dr, metrics, logger } = deps;
-  const gate = new WriteGate(() => {
-    if (!dr.known()) {
-      const loss = dr.lost();
-      return {
-        code: 'state_unknown',
-        message: loss
-          ? `the DR state is unknown: ${loss.reason}; writes are refused until it is restored or reset (POST /admin/dr/state/reset)`
-          : 'the DR state is unknown (Redis unreachable since start and no state file); writes are refused until it is known',
-      };
-    }
-    if (dr.leaseExpired()) {
-      return {
-        code: 'state_stale',
-        message: `the shared DR state could not be confirmed in Redis for longer than the lease (${dr.leaseMs} ms); writes are refused until it is`,
-      };
-    }
-    if (readOnlyActive(dr.current())) return { code: 'read_only', message: 'read-only mode is on' };
-    return deps.refusal();
-  });
+  const gate = new WriteGate(
+    () => {
+      if (!dr.known()) {
+        const loss = dr.lost();
+        return {
+          code: 'state_unknown',
+          message: loss
+            ? `the DR state is unknown: ${loss.reason}; writes are refused until it is restored or reset (POST /admin/dr/state/reset)`
+            : 'the DR state is unknown (Redis unreachable since start and no state file); writes are refused until it is known',
+        };
+      }
+      if (dr.leaseExpired()) {
+        return {
+          code: 'state_stale',
+          message: `the shared DR state could not be confirmed in Redis for longer than the lease (${dr.leaseMs} ms); writes are refused until it is`,
+        };
+      }
+      if (readOnlyActive(dr.current())) return { code: 'read_only', message: 'read-only mode is on' };
+      return deps.refusal();
+    },
+    () => dr.current().version,
+  );
   dr.onApply(async (next, previous) => {
     if (!writeRelevantChange(next, previous)) return;
     const report = await gate.barrier(BARRIER_WAIT_MS);
@@ -71,17 +74,4 @@ export function createWriteGateModule(deps: {
     });
   });
   return { gate, guard: writeGateMiddleware(gate) };
-}
-
-/**
- * Changes after which a write admitted earlier must not commit: read-only mode, the database part,
- * the media backend (an upload admitted before a media switch stores its content on the old
- * backend: it finishes before the switch answers, or fails).
- */
-function writeRelevantChange(next: DrState, previous: DrState): boolean {
-  return (
-    JSON.stringify(next.readOnly) !== JSON.stringify(previous.readOnly) ||
-    JSON.stringify(next.database) !== JSON.stringify(previous.database) ||
-    next.media.active !== previous.media.active
-  );
 }

@@ -2,10 +2,10 @@ import { Router } from 'express';
 import { z } from 'zod';
 import type { AuditLog } from '../services/audit/audit-log.ts';
 import type { DrStateService } from '../services/dr-state/dr-state-service.ts';
-import { DependencyUnavailableError } from '../http/app-error.ts';
+import { AppError, DependencyUnavailableError } from '../http/app-error.ts';
 import { parseOrThrow, wholeNumberParam } from '../http/validate.ts';
 import type { ReadOnlyService } from '../services/read-only/read-only-service.ts';
-import { audited, barrierSummary, confirmedPropagation } from '../admin/audited.ts';
+import { audited, barrierSummary, confirmedPropagation, fenceSummary } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 
 export const readOnlyBody = z.strictObject({
@@ -19,6 +19,13 @@ export const readOnlyBody = z.strictObject({
     .optional(),
 });
 
+/** A lift of read-only mode refused: no configured database node takes writes. */
+export class NoWritableNodeError extends AppError {
+  constructor(reason: string) {
+    super(412, 'no_writable_node', `read-only mode stays on: ${reason}; nothing was changed`);
+  }
+}
+
 export const auditQuery = z.strictObject({ limit: wholeNumberParam(1, 1000, 50) });
 
 export interface AdminDeps {
@@ -29,6 +36,8 @@ export interface AdminDeps {
   writes?: () => unknown;
   /** Live facts other capabilities add to the state document (the database pair's roles and lag). */
   details?: StateDetails;
+  /** Why no configured database node takes writes now (fresh probes), or null: a lift is then refused. */
+  noWritableNode?: () => Promise<string | null>;
 }
 
 export interface StateDetails {
@@ -65,9 +74,14 @@ export function adminRoutes(deps: AdminDeps): Router {
       const input = parseOrThrow(readOnlyBody, req.body, 'invalid read-only request');
       if (!input.enabled && input.ttlSeconds !== undefined)
         parseOrThrow(z.object({ ttlSeconds: z.undefined({ error: 'only with enabled: true' }) }), input);
+      // Lifting the mode with no node taking writes would turn every write into a failure (or worse).
+      if (!input.enabled) {
+        const blocked = await deps.noWritableNode?.();
+        if (blocked) throw new NoWritableNodeError(blocked);
+      }
       const change = await deps.readOnly.set(input, principal(res).name);
       const propagation = await confirmedPropagation(deps.dr, change.after.version, { readOnly: change.after.readOnly });
-      const writes = barrierSummary(change.after.version, propagation.instances);
+      const writes = { ...barrierSummary(change.after.version, propagation.instances), ...fenceSummary(change.fence) };
       return {
         before: change.before.readOnly,
         after: change.after.readOnly,

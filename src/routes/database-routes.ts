@@ -1,7 +1,7 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import type { AuditLog } from '../services/audit/audit-log.ts';
-import { audited, confirmedPropagation, stateChangeOutcome } from '../admin/audited.ts';
+import { audited, barrierSummary, confirmedPropagation, fenceSummary, stateChangeOutcome } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 import type { DrStateService } from '../services/dr-state/dr-state-service.ts';
 import { parseOrThrow } from '../http/validate.ts';
@@ -18,6 +18,10 @@ export const resetBody = z.strictObject({
   confirm: z.literal('reset-dr-state', { error: 'must be "reset-dr-state"' }),
   reason: z.string().trim().min(1, { error: 'must say why' }).max(500),
   database: z.enum(['primary', 'replica'], { error: 'must be "primary" or "replica"' }).default('primary'),
+  /** The media backend after the reset; default: the current one. */
+  media: z.enum(['primary', 'backup'], { error: 'must be "primary" or "backup"' }).optional(),
+  /** The DR state version the operator saw (GET /admin/dr/state): 409 when it changed since. Default: the version when the reset starts. */
+  expectVersion: z.number().int().min(0).optional(),
 });
 
 export const switchBody = z.strictObject({
@@ -41,7 +45,8 @@ export function databaseRoutes(deps: {
       // The promotion recorded the node's identity and timeline: answer once every live instance follows it.
       const version = deps.dr.current().version;
       const propagation = await confirmedPropagation(deps.dr, version, { promoted: true, node: result.node });
-      return { body: { ...result, version, propagation }, result: 'success', detail: { ...result, version } };
+      const writes = fenceSummary(deps.dr.fenceReport(version));
+      return { body: { ...result, version, propagation, writes }, result: 'success', detail: { ...result, version, writes } };
     });
     res.json(body);
   });
@@ -60,12 +65,18 @@ export function databaseRoutes(deps: {
   router.post('/admin/dr/state/reset', async (req, res) => {
     const body = await audited(deps.audit, req, res, 'dr_state.reset', async () => {
       const input = parseOrThrow(resetBody, req.body, 'invalid reset request');
-      const change = await deps.failover.resetState(principal(res).name, input.reason, input.database);
+      const change = await deps.failover.resetState(principal(res).name, input.reason, input.database, {
+        ...(input.media ? { media: input.media } : {}),
+        ...(input.expectVersion !== undefined ? { expectVersion: input.expectVersion } : {}),
+      });
+      const version = change.after.version;
+      const propagation = await confirmedPropagation(deps.dr, version, { reset: true });
+      const writes = { ...barrierSummary(version, propagation.instances), ...fenceSummary(change.fence) };
       return {
         before: change.before,
         after: change.after,
-        detail: { reason: input.reason, database: input.database, version: change.after.version },
-        body: { version: change.after.version, state: change.after },
+        detail: { reason: input.reason, database: input.database, media: change.after.media.active, version, writes },
+        body: { version, state: change.after, propagation, writes },
       };
     });
     res.json(body);

@@ -96,6 +96,23 @@ const acceptedJob = z.object({
   job: z.looseObject({ id: z.string(), kind: z.string(), status: z.string(), createdAt: z.string(), href: z.string() }),
 });
 const anyJson = z.looseObject({});
+
+/**
+ * What a write-relevant change met: the instances' write barriers (inFlight, waitedFor, failing,
+ * drained) and the database write fence (`databaseFence`: raised on every node taking writes,
+ * partial, not_raised with `fenceReason`, or not_applicable).
+ */
+const writesSummary = z.looseObject({
+  inFlight: z.number().int(),
+  waitedFor: z.number().int(),
+  failing: z.number().int(),
+  drained: z.boolean(),
+  instancesReporting: z.number().int(),
+  databaseFence: z.enum(['raised', 'partial', 'not_raised', 'not_applicable']),
+  fenceEpoch: z.number().int().optional(),
+  fenceNodes: anyJson.optional(),
+  fenceReason: z.string().optional(),
+});
 const incident = z.looseObject({
   id: z.string().regex(/^INC-\d{8}-\d{1,9}$/),
   severity: z.enum(['P0', 'P1', 'P2', 'P3']),
@@ -311,20 +328,23 @@ export const ROUTES: RouteDoc[] = [
     body: { schema: readOnlyBody },
     responses: {
       200: json(
-        'the new mode and how far it has propagated',
-        z.looseObject({ readOnly: readOnlyState, version: z.number().int(), propagation: anyJson, writes: anyJson }),
+        'the new mode, how far it has propagated, and the writes its barrier and the database write fence met (writes)',
+        z.looseObject({ readOnly: readOnlyState, version: z.number().int(), propagation: anyJson, writes: writesSummary }),
       ),
     },
-    errors: [409, 503],
+    // 412 no_writable_node: a lift while no configured database node takes writes.
+    errors: [409, 412, 503],
   }),
   route('post /admin/database/promote', 'database', 'operator', 'promote the replica (pg_promote) after checking it', {
     body: { schema: promoteBody },
-    responses: { 200: json('the checks and what was done') },
+    responses: { 200: json('the checks, what was done, and the database write fence raised (writes)') },
     errors: [409, 412, 503],
   }),
   route('post /admin/database/switch', 'database', 'operator', "point every instance's connection at a target", {
     body: { schema: databaseSwitchBody },
-    responses: { 200: json('the checks, the change, its propagation and the writes its barrier met (writes)') },
+    responses: {
+      200: json('the checks, the change, its propagation and the writes its barrier and the database write fence met (writes)'),
+    },
     errors: [409, 412, 503],
   }),
   route('post /admin/database/switchover', 'database', 'operator', 'planned switchover with zero loss', {
@@ -367,7 +387,9 @@ export const ROUTES: RouteDoc[] = [
   }),
   route('post /admin/media/switch', 'media-admin', 'operator', "send every instance's media traffic to a backend", {
     body: { schema: mediaSwitchBody },
-    responses: { 200: json('the checks, the change, its propagation and the writes its barrier met (writes)') },
+    responses: {
+      200: json('the checks, the change, its propagation and the writes its barrier and the database write fence met (writes)'),
+    },
     errors: [409, 412, 503],
   }),
   route('post /admin/media/sync', 'media-admin', 'operator', 'copy objects missing or different on `to`', {

@@ -1,5 +1,8 @@
 import { Redis } from 'ioredis';
-import { ClusterLock, RedisLockStore } from '../../src/services/dr-state/cluster-lock.ts';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ClusterLock, DR_LOCK_TTL_MS, RedisLockStore } from '../../src/services/dr-state/cluster-lock.ts';
 import { ConflictError } from '../../src/http/app-error.ts';
 import { eventually } from '../../support/common.ts';
 import { uniquePrefix } from '../support/instance.ts';
@@ -90,4 +93,64 @@ describe('the cluster-wide lock in Redis', () => {
     await next.release();
     expect(await a.holder('media-sync')).toBeNull();
   });
+
+  it('withLock renews the lock by itself while its work runs past the TTL', async () => {
+    const prefix = `${uniquePrefix()}dr:lock:`;
+    const a = new ClusterLock(new RedisLockStore(redisA, prefix), 'api-a');
+    const b = new ClusterLock(new RedisLockStore(redisB, prefix), 'api-b');
+    const options = { ttlMs: 600, busyMessage: 'busy' };
+    await a.withLock(
+      'database',
+      'promote',
+      async (lease) => {
+        await new Promise((r) => setTimeout(r, 2000));
+        // Over three TTLs later, still ours.
+        expect(await b.holder('database')).toBe(lease.owner);
+        await expect(b.acquire('database', 'switch', options)).rejects.toBeInstanceOf(ConflictError);
+      },
+      options,
+    );
+    expect(await b.holder('database')).toBeNull();
+  });
+
+  // Issue 10 F3: a promote handler SIGKILLed mid-operation held the database lock for 120 s.
+  it('the DR lock of a holder process killed with SIGKILL frees within DR_LOCK_TTL_MS', async () => {
+    expect(DR_LOCK_TTL_MS).toBeLessThanOrEqual(10_000);
+    const prefix = `${uniquePrefix()}dr:lock:`;
+    const script = `
+      import { Redis } from 'ioredis';
+      import { ClusterLock, DR_LOCK_TTL_MS, RedisLockStore } from ${JSON.stringify(join(__dirname, '..', '..', 'src', 'services', 'dr-state', 'cluster-lock.ts'))};
+      const lock = new ClusterLock(new RedisLockStore(new Redis(${JSON.stringify(REDIS)}), ${JSON.stringify(prefix)}), 'api-dying');
+      await lock.withLock('database', 'promote', () => { console.log('held'); return new Promise(() => setInterval(() => {}, 1000)); }, { ttlMs: DR_LOCK_TTL_MS, busyMessage: 'busy' });
+    `;
+    // Inside the repository, so the holder resolves its packages.
+    const cache = join(__dirname, '..', '..', 'node_modules', '.cache');
+    mkdirSync(cache, { recursive: true });
+    const dir = mkdtempSync(join(cache, 'sav3-lock-holder-'));
+    writeFileSync(join(dir, 'holder.mts'), script);
+    const child = spawn(process.execPath, ['--import', 'tsx', join(dir, 'holder.mts')], {
+      cwd: join(__dirname, '..', '..'),
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    await new Promise<void>((resolve, reject) => {
+      child.stdout!.on('data', (c: Buffer) => c.toString().includes('held') && resolve());
+      child.on('exit', (code) => reject(new Error(`holder exited with ${code}`)));
+    });
+    const b = new ClusterLock(new RedisLockStore(redisB, prefix), 'api-b');
+    // Alive past its TTL: renewed.
+    await new Promise((r) => setTimeout(r, DR_LOCK_TTL_MS + 1000));
+    expect(await b.holder('database')).toMatch(/^api-dying:promote:/);
+    child.kill('SIGKILL');
+    const killedAt = Date.now();
+    await eventually(
+      () => b.holder('database'),
+      (h) => h === null,
+      DR_LOCK_TTL_MS + 2000,
+      100,
+    );
+    expect(Date.now() - killedAt).toBeLessThanOrEqual(DR_LOCK_TTL_MS + 500);
+    const lease = await b.acquire('database', 'promote', { ttlMs: DR_LOCK_TTL_MS, busyMessage: 'busy' });
+    await lease.release();
+    rmSync(dir, { recursive: true, force: true });
+  }, 40_000);
 });

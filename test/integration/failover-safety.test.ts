@@ -301,8 +301,14 @@ describe('an incident on a real primary and streaming replica', () => {
       (v) => v !== null,
       5000,
     );
-    expect((await readOnly(a, true)).status).toBe(200);
+    // Uploads in flight (admitted while writes were open) when the primary dies and read-only goes on.
+    const held = await Promise.all([0, 1].map((i) => heldUpload(i ? a.url : b.url, `safe/switch-held-${i}`)));
     await cluster.primary.stop('immediate');
+    const on = await readOnly(b, true);
+    expect(on.status).toBe(200);
+    expect(on.body.writes.inFlight).toBe(2);
+    // The primary is dead: the fence could not be raised there, and the answer says so.
+    expect(on.body.writes).toMatchObject({ databaseFence: 'not_raised', fenceNodes: { primary: { outcome: 'failed' } } });
     for (const api of [a, b]) {
       const ready = await eventually(
         () => request(api.url).get('/health/ready'),
@@ -317,21 +323,12 @@ describe('an incident on a real primary and streaming replica', () => {
       expect((await request(api.url).get('/health/database')).status).toBe(503);
     }
 
+    // Lifting read-only mode with no node taking writes (primary dead, replica a standby) is refused (issue 10 F3).
+    const lift = await readOnly(a, false);
+    expect(lift.status).toBe(412);
+    expect(lift.body.error.code).toBe('no_writable_node');
+
     // Promote and switch with uploads in flight: none is acknowledged, the promoted node is recorded with its timeline.
-    expect((await readOnly(a, false)).status).toBe(200);
-    // Read-only off with the primary dead: /health/ready is 503 (nothing to serve writes or reads from the active target).
-    expect(
-      (
-        await eventually(
-          () => request(a.url).get('/health/ready'),
-          (r) => r.status === 503,
-          5000,
-        )
-      ).status,
-    ).toBe(503);
-    const held = await Promise.all([0, 1].map((i) => heldUpload(i ? a.url : b.url, `safe/switch-held-${i}`)));
-    const on = await readOnly(b, true);
-    expect(on.body.writes.inFlight).toBe(2);
     const promote = await post(a, '/admin/database/promote', { confirm: 'promote-replica', maxLagSeconds: 3600 });
     expect(promote.status).toBe(200);
     expect(promote.body).toMatchObject({

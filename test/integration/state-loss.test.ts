@@ -91,7 +91,7 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
     const client = new Redis(redis.url, { maxRetriesPerRequest: 1 });
     try {
       const raw = await client.get(`${prefix}dr:state`);
-      return raw === null ? null : (JSON.parse(raw) as { version: number; readOnly: { enabled: boolean } });
+      return raw === null ? null : (JSON.parse(raw) as { version: number; seeded?: boolean; readOnly: { enabled: boolean } });
     } finally {
       client.disconnect();
     }
@@ -164,42 +164,87 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
     expect((await put(b, 'loss/writable-again')).status).toBe(201);
   }, 60_000);
 
-  it('the state lost after a promotion: reads come from the promoted node, health says so, and a reset onto the old primary is refused (412 naming the newer node)', async () => {
+  // Issue 10 F2: a brand-new instance (no state file) seeds the default (version 0) into the emptied
+  // Redis while the holders of the real state are away; when they return they must not follow it.
+  it('a blind seed by a fresh instance never lowers the state: returning holders put theirs back (read-only stays on)', async () => {
+    const on = await readOnly(a, true);
+    expect(on.status).toBe(200);
+    // The holders go away (a stops, its file keeps the state; b is cut off), Redis restarts empty.
+    proxy.setMode('refuse');
+    await a.stop();
+    await redis.stop();
+    await redis.start();
+    const fileC = join(tmpdir(), `sav3-state-loss-c-${randomBytes(4).toString('hex')}.json`);
+    const c = await startInstance({ ...env, REDIS_URL: redis.url, INSTANCE_ID: 'loss-c', DR_STATE_FILE: fileC }, prefix);
+    try {
+      const seeded = await eventually(storedState, (st) => st !== null, 10_000);
+      // Marked as a blind seed, at most at the database write fence's epoch (the last change's version).
+      expect(seeded).toMatchObject({ seeded: true, readOnly: { enabled: false } });
+      expect(seeded!.version).toBeLessThanOrEqual(on.body.version);
+
+      // The holders return: the higher version wins, everywhere, read-only on.
+      proxy.setMode('pass');
+      a = await startA();
+      const back = await eventually(storedState, (st) => st !== null && st.readOnly.enabled, 10_000);
+      expect(back!.version).toBeGreaterThanOrEqual(on.body.version);
+      const refused = await eventually(
+        () => put(c, 'loss/after-seed'),
+        (r) => r.body.error?.code === 'read_only',
+        10_000,
+      );
+      expect(refused.status).toBe(503);
+      expect(await rowOn(cluster.primary.url(), 'loss/after-seed')).toBeNull();
+      expect(a.logs() + b.logs()).toMatch(/DR state conflict/);
+      const off = await readOnly(a, false);
+      expect(off.status).toBe(200);
+      expect((await put(c, 'loss/after-seed')).status).toBe(201);
+    } finally {
+      await c.stop();
+      rmSync(fileC, { force: true });
+    }
+  }, 60_000);
+
+  it('the state lost after a promotion: a fresh seed points at the promoted node (never the fenced old primary), and a reset onto the old primary is refused (412 naming the newer node)', async () => {
     expect((await readOnly(a, true)).status).toBe(200);
     const promote = await post(a, '/admin/database/promote', { confirm: 'promote-replica', maxLagSeconds: 3600 });
     expect(promote.status).toBe(200);
-    expect((await post(a, '/admin/database/switch', { to: 'replica' })).status).toBe(200);
+    const switched = await post(a, '/admin/database/switch', { to: 'replica' });
+    expect(switched.status).toBe(200);
+    // After promote + switch both nodes' identities are recorded (issue 10 F5; the promotion records the former primary), the old primary on the older timeline.
+    expect(switched.body.database.nodes).toMatchObject({ primary: { timeline: 1 }, replica: { timeline: 2 } });
+    expect(switched.body.database.nodes.primary.systemId).toBe(switched.body.database.nodes.replica.systemId);
     expect((await readOnly(a, false)).status).toBe(200);
     expect((await put(a, 'loss/on-promoted')).status).toBe(201);
     expect(await rowOn(cluster.replica.url(), 'loss/on-promoted')).not.toBeNull();
     expect(await rowOn(cluster.primary.url(), 'loss/on-promoted')).toBeNull();
 
     // Everything lost: both instances stop, their files are gone, Redis restarts empty. A fresh
-    // instance starts from the initial state (database target: the old primary).
+    // instance seeds the state (issue 10 F2): not blindly the old primary, but the newest writable
+    // node (the promoted replica; the old primary is fenced), with both nodes' identities recorded.
     await a.stop();
     await b.stop();
     for (const f of [fileA, fileB]) rmSync(f, { force: true });
     await redis.stop();
     await redis.start();
     a = await startA();
-    expect((await request(a.url).get('/admin/dr/state').set(auth)).body.database.active).toBe('primary');
+    const seeded = (await request(a.url).get('/admin/dr/state').set(auth)).body;
+    expect(seeded).toMatchObject({ seeded: true, database: { active: 'replica', by: 'system:seed', newestTimeline: 2 } });
+    expect(Object.keys(seeded.database.nodes).sort()).toEqual(['primary', 'replica']);
+    expect(seeded.database.nodes.replica.timeline).toBe(2);
 
-    // Reads come from the promoted node (newer timeline), not the old primary.
-    const read = await eventually(
-      () => request(a.url).get('/media/loss/on-promoted').responseType('blob'),
-      (r) => r.status !== 503,
-      5000,
-    );
+    // Reads and writes go to the promoted node, never to the old primary (the seed's version is not
+    // below the database write fence, so writes are not refused as stale).
+    const read = await request(a.url).get('/media/loss/on-promoted').responseType('blob');
     expect(read.status).toBe(200);
     expect(Buffer.from(read.body).toString()).toBe('loss/on-promoted');
-    const ready = await request(a.url).get('/health/ready');
-    expect(ready.status).toBe(200);
-    expect(ready.body.checks.database).toBe('degraded');
-    const health = await request(a.url).get('/health/database').set(auth);
-    expect(health.status).toBe(503);
-    expect(['not_writable', 'split_brain']).toContain(health.body.error.code);
-    expect((await put(a, 'loss/onto-old-primary')).status).toBe(503);
-    expect(await rowOn(cluster.primary.url(), 'loss/onto-old-primary')).toBeNull();
+    const seededWrite = await eventually(
+      () => put(a, 'loss/after-seed-promoted'),
+      (r) => r.status === 201,
+      5000,
+    );
+    expect(seededWrite.status).toBe(201);
+    expect(await rowOn(cluster.replica.url(), 'loss/after-seed-promoted')).not.toBeNull();
+    expect(await rowOn(cluster.primary.url(), 'loss/after-seed-promoted')).toBeNull();
 
     // A reset onto the old primary would point writes at the older node: refused, naming the newer one.
     const refused = await post(a, '/admin/dr/state/reset', { confirm: 'reset-dr-state', reason: 'state lost' });
@@ -217,4 +262,33 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
     expect(write.status).toBe(201);
     expect(await rowOn(cluster.replica.url(), 'loss/after-reset')).not.toBeNull();
   }, 90_000);
+
+  // Issue 10 F4.
+  it('two racing resets: one wins, the other 409; a reset keeps the media backend unless told, and answers with propagation and writes', async () => {
+    const reset = (extra: object = {}) =>
+      post(a, '/admin/dr/state/reset', { confirm: 'reset-dr-state', reason: 'race', database: 'replica', ...extra });
+    const race = await Promise.all([reset(), reset()]);
+    expect(race.map((r) => r.status).sort()).toEqual([200, 409]);
+    const lost = race.find((r) => r.status === 409)!;
+    expect(lost.body.error).toMatchObject({ code: 'conflict' });
+    const won = race.find((r) => r.status === 200)!;
+    expect(won.body.propagation).toMatchObject({ complete: true });
+    expect(won.body.writes).toMatchObject({
+      databaseFence: 'raised',
+      fenceEpoch: won.body.version,
+      fenceNodes: { replica: { outcome: 'raised' } },
+    });
+
+    // The media backend: as given, then kept by a reset that does not name one.
+    const toBackup = await reset({ media: 'backup' });
+    expect(toBackup.status).toBe(200);
+    expect(toBackup.body.state.media.active).toBe('backup');
+    const kept = await reset();
+    expect(kept.status).toBe(200);
+    expect(kept.body.state.media.active).toBe('backup');
+    // A stale expectVersion is refused.
+    const stale = await reset({ expectVersion: toBackup.body.version });
+    expect(stale.status).toBe(409);
+    expect((await reset({ media: 'primary', expectVersion: kept.body.version })).status).toBe(200);
+  }, 60_000);
 });

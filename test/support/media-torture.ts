@@ -80,8 +80,8 @@ function networkOutcome(err: unknown): Outcome {
   return code === 'ECONNREFUSED' ? 'refused' : 'uncertain';
 }
 
-/** A service instance in a child process, to be killed with SIGKILL and started again. */
-async function childInstance(env: Record<string, string>) {
+/** A service instance in a child process, to be killed with SIGKILL (or paused with SIGSTOP) and started again. */
+export async function childInstance(env: Record<string, string>) {
   let port = 0;
   let child: ChildProcess | undefined;
   let log = '';
@@ -113,6 +113,10 @@ async function childInstance(env: Record<string, string>) {
         await sleep(100);
       }
       throw new Error('child instance did not start');
+    },
+    /** Sends `signal` to the process (e.g. SIGSTOP / SIGCONT to pause it as a GC pause or CPU steal would). */
+    signal(signal: NodeJS.Signals) {
+      child?.kill(signal);
     },
     kill() {
       child?.kill('SIGKILL');

@@ -91,9 +91,14 @@ describe('HealthService: readiness serves, health tells the truth about writes',
       writable: false,
       error: { code: 'not_writable' },
     });
-    const readOnly = await health({ primaryUp: true, replicaUp: true, readOnly: true, writes }).database(false);
+    // Read-only on while another node takes writes (e.g. the active target is the replica before a switch back): healthy.
+    const other = { ...writes, writableNodes: ['replica'] };
+    const readOnly = await health({ primaryUp: true, replicaUp: true, readOnly: true, writes: other }).database(false);
     expect(readOnly).toMatchObject({ status: 'healthy', writable: false });
     expect(readOnly.error).toBeUndefined();
+    // Issue 10 F3: read-only on and no node takes writes: the mode cannot be lifted, so degraded, not healthy.
+    const stuck = await health({ primaryUp: true, replicaUp: true, readOnly: true, writes }).database(false);
+    expect(stuck).toMatchObject({ status: 'degraded', writable: false, writableNodes: [], error: { code: 'no_writable_node' } });
   });
 
   it('reads served from a node on a newer timeline: ready but degraded; an unknown DR state: ready for reads, says so, and /health/database is state_unknown even when the copy says read-only', async () => {

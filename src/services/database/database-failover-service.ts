@@ -1,5 +1,6 @@
-import type { DatabaseProbeData, DatabaseTarget } from '../../domain.ts';
-import { AppError, PreconditionFailedError } from '../../http/app-error.ts';
+import type { DatabaseProbeData, DatabaseTarget, MediaBackendName } from '../../domain.ts';
+import { DR_LOCK_TTL_MS } from '../dr-state/cluster-lock.ts';
+import { AppError, DependencyUnavailableError, PreconditionFailedError } from '../../http/app-error.ts';
 import { withActiveDatabase } from '../dr-state/database-state.ts';
 import type { ProbeResult } from '../../health/probe-runner.ts';
 import { DatabasePromotion } from './database-promotion.ts';
@@ -7,7 +8,8 @@ import { DatabaseSwitch } from './database-switch.ts';
 import type { FailoverDeps, FailoverLock, FailoverOps } from './failover-types.ts';
 
 export const DATABASE_LOCK = 'database';
-const LOCK_TTL_MS = 120_000;
+/** Short, renewed while the operation runs (see DR_LOCK_TTL_MS): a dead holder frees it within seconds. */
+const LOCK_TTL_MS = DR_LOCK_TTL_MS;
 
 /**
  * Replica promotion (database-promotion.ts) and database target switches (database-switch.ts),
@@ -55,8 +57,22 @@ export class DatabaseFailoverService implements FailoverLock {
    * an older timeline of the same cluster): the reset would point writes at the older node. The
    * reset is the operator's confirmation, so it also replaces a state lost from Redis (`seed`).
    */
-  async resetState(by: string, reason: string, to: DatabaseTarget = 'primary') {
+  async resetState(
+    by: string,
+    reason: string,
+    to: DatabaseTarget = 'primary',
+    opts: { media?: MediaBackendName; expectVersion?: number | null } = {},
+  ) {
     if (!this.deps.runners.has(to)) throw new PreconditionFailedError(`reset refused: database target ${to} is not configured`);
+    // Compare-and-set on the version read now (or the one the operator saw): of two racing resets, one wins, the other 409.
+    let expectVersion = opts.expectVersion;
+    if (expectVersion === undefined) {
+      try {
+        expectVersion = await this.deps.dr.storedVersion();
+      } catch (err) {
+        throw new DependencyUnavailableError('redis', 'the DR state store (Redis) is unreachable; no change was made', err);
+      }
+    }
     await Promise.all([...this.deps.runners.values()].map((r) => r.run()));
     const other: DatabaseTarget = to === 'primary' ? 'replica' : 'primary';
     const target = this.deps.runners.get(to)?.latest();
@@ -90,18 +106,19 @@ export class DatabaseFailoverService implements FailoverLock {
     // Only the new active node sets the newest timeline at a reset; the other's identity is kept as seen.
     // A reset onto a writable replica is onto a promoted node: automatic read-only never switches back.
     return this.deps.dr.change(
-      (_s, now) =>
+      (s, now) =>
         withActiveDatabase(
           {
             readOnly: { enabled: false, reason: `reset: ${reason}`, since: now, by, expiresAt: null },
             database: { active: to, since: now, by, nodes: otherIdentity ? { [other]: otherIdentity } : {}, promotedAt: null },
-            media: { active: 'primary', since: now, by },
+            // The media backend given, else the current one (a reset is about the database and the state, not a media switch).
+            media: { active: opts.media ?? s.media.active, since: now, by },
           },
           to,
           identity,
           { inRecovery, by, now, promoted: to === 'replica' && inRecovery === false },
         ),
-      { seed: true },
+      { seed: true, expectVersion },
     );
   }
 }

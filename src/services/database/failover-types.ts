@@ -23,7 +23,7 @@ export interface FailoverDeps {
   runners: ReadonlyMap<DatabaseTarget, Pick<ProbeRunner<DatabaseProbeData>, 'run' | 'latest' | 'invalidate'>>;
   monitor: ReplicationMonitor;
   watch: Pick<NodeWatch, 'identity' | 'newestTimeline' | 'abandoned'>;
-  dr: Pick<DrStateService, 'current' | 'change' | 'waitForInstances'>;
+  dr: Pick<DrStateService, 'current' | 'change' | 'waitForInstances' | 'storedVersion'>;
   locks: ClusterLock;
   readOnlyActive: () => boolean;
   metrics: Pick<Metrics, 'failoverTotal'>;

@@ -1,4 +1,5 @@
 import type { DatabaseTarget } from '../../domain.ts';
+import { DR_LOCK_TTL_MS } from '../dr-state/cluster-lock.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
 import { AppError } from '../../http/app-error.ts';
 import type { Logger } from '../../logger.ts';
@@ -18,7 +19,8 @@ export const SWITCHOVER_WRITE_CHECK_MS = 3000;
 /** Read-only mode of a switchover lifts itself if the switchover dies midway. */
 export const SWITCHOVER_READ_ONLY_TTL_SECONDS = 60;
 /** The lock outlives the longest switchover (every step bounded), and no more: see recoverInterrupted. */
-export const SWITCHOVER_LOCK_TTL_MS = 60_000;
+/** Short, renewed while the switchover runs (see DR_LOCK_TTL_MS). */
+export const SWITCHOVER_LOCK_TTL_MS = DR_LOCK_TTL_MS;
 /** The switchover's own TTL'd read-only mode carries this reason: how its leftovers are recognised. */
 export const SWITCHOVER_READ_ONLY_REASON = 'switchover:';
 

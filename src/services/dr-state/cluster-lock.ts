@@ -16,6 +16,17 @@ export interface LockStore {
   holder(name: string): Promise<string | null>;
 }
 
+/**
+ * The TTL of the DR operation locks (database promote/switch/switchover/reset, media switch). Short,
+ * because a holder that dies (SIGKILL, OOM, host lost) mid-operation must not block every other
+ * operator for long: its lock frees within this. A live holder renews it every DR_LOCK_RENEW_MS
+ * (withLock does so by itself) for as long as it works. The price: a holder paused (GC, SIGSTOP)
+ * longer than the TTL loses the lock and another operation may start; the DR state's
+ * compare-and-set still lets only one of their state changes win.
+ */
+export const DR_LOCK_TTL_MS = 10_000;
+export const DR_LOCK_RENEW_MS = 3_000;
+
 /** The Redis commands RedisLockStore uses; an ioredis client is one. */
 export interface LockRedis {
   set(key: string, value: string, pxToken: 'PX', milliseconds: number, nxToken: 'NX'): Promise<'OK' | null>;
@@ -101,12 +112,28 @@ export class ClusterLock {
     };
   }
 
-  /** Runs `fn` holding lock `name`; the lock is released however `fn` ends. */
+  /**
+   * Runs `fn` holding lock `name`, renewed every third of its TTL (at most every DR_LOCK_RENEW_MS)
+   * while `fn` runs, so a short TTL bounds only how long a dead holder blocks others; the lock is
+   * released however `fn` ends.
+   */
   async withLock<T>(name: string, operation: string, fn: (lease: LockLease) => Promise<T>, options: LockOptions): Promise<T> {
     const lease = await this.acquire(name, operation, options);
+    let renewing = true;
+    const timer = setInterval(
+      () => {
+        void lease.renew().then((held) => {
+          if (!held && renewing) renewing = false;
+        });
+      },
+      Math.max(100, Math.min(DR_LOCK_RENEW_MS, Math.floor(options.ttlMs / 3))),
+    );
+    timer.unref();
     try {
       return await fn(lease);
     } finally {
+      renewing = false;
+      clearInterval(timer);
       await lease.release();
     }
   }

@@ -1,7 +1,7 @@
 import { AppError, ConflictError, DependencyUnavailableError } from '../../http/app-error.ts';
 import type { Logger } from '../../logger.ts';
 import type { DrMetrics } from '../../metrics/metrics.ts';
-import { INITIAL_STATE, type DrState, type InstanceHeartbeat } from './dr-state.ts';
+import { INITIAL_STATE, writeRelevantChange, type DatabaseState, type DrState, type InstanceHeartbeat } from './dr-state.ts';
 import type { DrStateFile } from './dr-state-file.ts';
 import type { DrStateStore } from './dr-state-store.ts';
 
@@ -60,6 +60,32 @@ export type StateSource = 'unknown' | 'store' | 'file';
 export interface Change {
   before: DrState;
   after: DrState;
+  /** The database write fence raised for a write-relevant change (absent: not relevant, or no fence configured). */
+  fence?: FenceReport;
+}
+
+/** What raising the database write fence to a change's version did (see WriteFence). */
+export interface FenceReport {
+  /**
+   * raised: every node that takes writes has its fence at `epoch` (commits admitted under an older
+   * version finished before, or are refused); not_raised: no node could be fenced (e.g. the database
+   * is unreachable), so a write stalled under the previous state may still commit where it can;
+   * partial: some nodes raised, some failed.
+   */
+  databaseFence: 'raised' | 'partial' | 'not_raised';
+  epoch: number;
+  /** Per configured node: raised, skipped (standby, or fenced read-only), or failed with the error. */
+  nodes: Record<string, { outcome: 'raised' | 'standby' | 'fenced' | 'failed'; error?: string }>;
+  reason?: string;
+  waitedMs: number;
+}
+
+/** The database write fence as the DR state sees it (implemented over the configured nodes). */
+export interface WriteFence {
+  /** Raises the fence on every node that takes writes to `version` (never lowers it); waits for commits under way. */
+  raise(version: number, by: string): Promise<FenceReport>;
+  /** The highest fence epoch any reachable node holds (null: none answered). */
+  highest(): Promise<number | null>;
 }
 
 /** Why this instance does not know the shared state although Redis answers (see DrStateService.lost). */
@@ -106,6 +132,10 @@ export class DrStateService {
   private loss: (StateLoss & { at: number }) | null = null;
   /** The instances live (heartbeat within the lease) when this instance last confirmed the state. */
   private peers: string[] = [];
+  private fence?: WriteFence;
+  private seedDatabase?: () => Promise<DatabaseState | null>;
+  /** The fence reports of the last changes made here, by version (for answers that have only the version). */
+  private readonly fenceReports = new Map<number, FenceReport>();
 
   constructor(private readonly deps: DrStateServiceDeps) {
     deps.metrics.drStateVersion.set(0);
@@ -113,6 +143,24 @@ export class DrStateService {
 
   current(): DrState {
     return this.state;
+  }
+
+  /** Sets the database write fence every write-relevant change raises before it returns. */
+  useWriteFence(fence: WriteFence): void {
+    this.fence = fence;
+  }
+
+  /**
+   * What a fresh instance's seed records as the database part: the newest writable node as the
+   * target and every node's identity (null: nothing known, the initial state's).
+   */
+  useSeedDatabase(fn: () => Promise<DatabaseState | null>): void {
+    this.seedDatabase = fn;
+  }
+
+  /** The fence report of change `version`, when made by this instance. */
+  fenceReport(version: number): FenceReport | undefined {
+    return this.fenceReports.get(version);
   }
 
   /**
@@ -291,6 +339,9 @@ export class DrStateService {
           this.markStore(true);
           return;
         }
+      } else if (this.conflicts(stored)) {
+        // A lower version, or a blind seed, over the copy this instance holds: never followed.
+        await this.reassert(stored);
       } else if (stored.version !== this.state.version || stored.updatedAt !== this.state.updatedAt) {
         // Newer; or older or another state of the same version (an operator reset while this
         // instance was away) that Redis holds and this instance cannot vouch against: Redis wins.
@@ -314,6 +365,46 @@ export class DrStateService {
     } catch (err) {
       this.markStore(false, err);
     }
+  }
+
+  /**
+   * Whether `stored` must not replace this instance's copy: versions only move up (every change is a
+   * compare-and-set on the version, and an operator's reset goes above every reported copy and the
+   * database write fence), so a lower version in Redis is a state lost and re-seeded or restored from
+   * an outdated copy; and a blindly seeded state (see DrState.seeded) never wins over a copy that
+   * knew the real state.
+   */
+  private conflicts(stored: DrState): boolean {
+    if (this.source === 'unknown' || this.state.version === 0 || this.state.seeded) return false;
+    if (stored.version < this.state.version) return true;
+    return stored.seeded === true && stored.updatedAt !== this.state.updatedAt;
+  }
+
+  /** Puts this instance's copy back over a conflicting stored state (compare-and-set), logs and applies the outcome. */
+  private async reassert(stored: DrState): Promise<void> {
+    const next: DrState =
+      stored.version < this.state.version
+        ? this.state
+        : { ...this.state, version: stored.version + 1, updatedAt: new Date(this.now()).toISOString() };
+    const won =
+      next === this.state ? await this.deps.stateStore.restore(next) : (await this.deps.stateStore.compareAndSet(stored.version, next)).ok;
+    this.deps.logger.error(
+      {
+        stored: {
+          version: stored.version,
+          seeded: stored.seeded === true,
+          readOnly: stored.readOnly.enabled,
+          database: stored.database.active,
+        },
+        held: { version: this.state.version, readOnly: this.state.readOnly.enabled, database: this.state.database.active },
+        putBack: won ? next.version : null,
+      },
+      won
+        ? 'DR state conflict: Redis held a lower or blindly seeded state; this instance put its own copy back (versions never go down)'
+        : 'DR state conflict: Redis held a lower or blindly seeded state; putting this instance’s copy back lost a race',
+    );
+    const now = await this.deps.stateStore.read();
+    if (now && (now.version > this.state.version || (now.version === next.version && next !== this.state))) await this.apply(now);
   }
 
   private notePeers(beats: InstanceHeartbeat[]): void {
@@ -373,6 +464,20 @@ export class DrStateService {
       }`;
       return false;
     }
+    // A fresh instance seeds a default it knows little about: marked, so any copy that knew the real
+    // state wins; its database target is the newest writable node; its version is not below the
+    // database write fence (else every write would be refused as admitted under an older state).
+    if (fresh) {
+      const database = await this.seedDatabase?.().catch(() => null);
+      const floor = (await this.fence?.highest().catch(() => null)) ?? 0;
+      await this.apply({
+        ...this.state,
+        ...(database ? { database } : {}),
+        version: Math.max(this.state.version, floor),
+        updatedAt: new Date(now).toISOString(),
+        seeded: true,
+      });
+    }
     if (await this.deps.stateStore.restore(this.state))
       this.deps.logger.warn(
         { version: this.state.version, candidates: [...present] },
@@ -380,7 +485,7 @@ export class DrStateService {
       );
     const stored = await this.deps.stateStore.read();
     if (!stored) return false;
-    if (stored.version !== this.state.version) await this.apply(stored);
+    if (JSON.stringify(stored) !== JSON.stringify(this.state)) await this.apply(stored);
     return true;
   }
 
@@ -443,7 +548,11 @@ export class DrStateService {
    */
   async change(
     mutate: (current: DrState, now: string) => Omit<DrState, 'version' | 'updatedAt'>,
-    opts: { seed?: boolean } = {},
+    opts: {
+      seed?: boolean;
+      /** Compare-and-set on the version the caller read (null: nothing stored): 409 when the stored version differs. */
+      expectVersion?: number | null;
+    } = {},
   ): Promise<Change> {
     let base: DrState;
     let expected: number;
@@ -452,11 +561,18 @@ export class DrStateService {
     try {
       if (!this.known()) await this.sync();
       const stored = await this.deps.stateStore.read();
+      if (opts.expectVersion !== undefined && (stored?.version ?? null) !== opts.expectVersion)
+        throw new ConflictError(
+          `the DR state changed since it was read (version ${opts.expectVersion ?? 'none'}, now ${stored?.version ?? 'none'}); nothing was changed`,
+          { current: stored ?? this.state },
+        );
       if (opts.seed) {
         base = stored ?? this.state;
         expected = stored?.version ?? 0;
         const copies = (await this.deps.stateStore.instances()).map((i) => i.appliedVersion);
-        version = Math.max(expected, this.state.version, ...copies) + 1;
+        // Above the database write fence too, else every write would be refused as stale.
+        const fenced = (await this.fence?.highest().catch(() => null)) ?? 0;
+        version = Math.max(expected, this.state.version, fenced, ...copies) + 1;
       } else {
         // A fresh instance (never knew any state) on an empty store may make the first change, as
         // long as no instance reports a copy: it is the seeding of a fresh cluster.
@@ -484,6 +600,8 @@ export class DrStateService {
     }
     const now = new Date(this.now()).toISOString();
     const after: DrState = { ...mutate(base, now), version, updatedAt: now };
+    // A change is made knowing the state it replaces: only the blind seed itself is marked.
+    delete after.seeded;
     let result;
     try {
       result = await this.deps.stateStore.compareAndSet(expected, after);
@@ -509,7 +627,25 @@ export class DrStateService {
     } catch {
       // Redis went away right after the change: the lease keeps its last confirmation.
     }
-    return { before: base, after };
+    // The database write fence, before the change answers: a write admitted under an older version
+    // (on any instance, even one paused past its lease) committed before this, or is refused.
+    let fence: FenceReport | undefined;
+    if (this.fence && (opts.seed || writeRelevantChange(after, base))) {
+      fence = await this.fence.raise(after.version, `${this.deps.instanceId}`);
+      this.fenceReports.set(after.version, fence);
+      for (const v of this.fenceReports.keys()) if (this.fenceReports.size > 20) this.fenceReports.delete(v);
+      if (fence.databaseFence !== 'raised')
+        this.deps.logger.error(
+          { version: after.version, fence },
+          'the database write fence could not be raised on every node that takes writes: a write stalled under the previous DR state may still commit there',
+        );
+    }
+    return { before: base, after, ...(fence ? { fence } : {}) };
+  }
+
+  /** The version Redis holds now (null: nothing stored); throws when Redis does not answer. */
+  async storedVersion(): Promise<number | null> {
+    return (await this.deps.stateStore.read())?.version ?? null;
   }
 
   async instances(): Promise<InstanceHeartbeat[]> {

@@ -59,6 +59,13 @@ export interface DrState {
   database: DatabaseState;
   media: TargetState<MediaBackendName>;
   updatedAt: string | null;
+  /**
+   * Set on the state a fresh instance (no state file) seeds blindly into an empty Redis (never on a
+   * change made on top of it): any instance holding a copy that was not seeded so (it knew the real
+   * state, e.g. read-only on, before it was paused or partitioned) puts its copy back over it when it
+   * returns (issue 10 F2).
+   */
+  seeded?: boolean;
 }
 
 export const INITIAL_STATE: DrState = {
@@ -91,4 +98,18 @@ export interface InstanceHeartbeat {
  */
 export function readOnlyActive(state: DrState, _now?: number): boolean {
   return state.readOnly.enabled;
+}
+
+/**
+ * Changes after which a write admitted earlier must not commit: read-only mode, the database part,
+ * the media backend (an upload admitted before a media switch stores its content on the old
+ * backend: it finishes before the switch answers, or fails). They raise the write barrier on every
+ * instance and the database write fence.
+ */
+export function writeRelevantChange(next: DrState, previous: DrState): boolean {
+  return (
+    JSON.stringify(next.readOnly) !== JSON.stringify(previous.readOnly) ||
+    JSON.stringify(next.database) !== JSON.stringify(previous.database) ||
+    next.media.active !== previous.media.active
+  );
 }

@@ -1,4 +1,5 @@
 import type { MediaBackendName } from '../../domain.ts';
+import { DR_LOCK_TTL_MS } from '../dr-state/cluster-lock.ts';
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
@@ -76,7 +77,8 @@ export async function canaryChecks(store: ObjectStore, timeoutMs: number, instan
 }
 
 export const MEDIA_LOCK = 'media';
-const MEDIA_LOCK_TTL_MS = 60_000;
+/** Short, renewed while the switch runs (see DR_LOCK_TTL_MS). */
+const MEDIA_LOCK_TTL_MS = DR_LOCK_TTL_MS;
 
 /** Media backend switches: the target proven writable first, then every instance follows. */
 export class MediaFailoverService {

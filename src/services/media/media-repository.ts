@@ -1,5 +1,6 @@
 import type { MediaBackendName } from '../../domain.ts';
 import type { PrismaClient } from '../../generated/prisma/client.ts';
+import { WriteFencedError } from '../write-gate/write-gate.ts';
 
 export interface MediaMetadata {
   key: string;
@@ -33,6 +34,12 @@ export interface WriteCommit {
    * is removed, so a commit must not come so late that its content may be gone.
    */
   commitBy: Date;
+  /**
+   * The DR state version the client write was admitted under: the commit is refused (nothing
+   * changed, WriteFencedError) when the database write fence was raised above it. Undefined for
+   * work outside a client write (background jobs), which the fence does not hold back.
+   */
+  fenceEpoch?: number;
 }
 
 /** A commit refused because it came after its deadline; nothing was changed. */
@@ -56,8 +63,11 @@ export interface MediaRepository {
   find(key: string): Promise<MediaMetadata | undefined>;
   /** The commit point of a write: records the version and moves the pointer to it, in one statement. */
   commitWrite(write: WriteCommit): Promise<MediaMetadata>;
-  /** Removes the pointer (the version is garbage after the grace period); the new seq, or undefined when absent. */
-  commitDelete(key: string): Promise<number | undefined>;
+  /**
+   * Removes the pointer (the version is garbage after the grace period); the new seq, or undefined
+   * when absent. `fenceEpoch`: as WriteCommit.fenceEpoch.
+   */
+  commitDelete(key: string, fenceEpoch?: number): Promise<number | undefined>;
   /** Whether a version was committed: resolves a commit whose answer was lost with the connection. */
   versionCommitted(version: string): Promise<boolean>;
   list(prefix: string, limit: number, after?: string): Promise<MediaMetadata[]>;
@@ -102,9 +112,13 @@ const SELECT = `SELECT o.key, o.size, o.sha256, o.content_type, o.backend, o.cre
  * under the key, no version) leaves that object to the garbage collector (`leg`): read from the
  * statement's snapshot, which cannot miss one, since no write creates an old-layout row; the
  * collector checks again that nothing references the object before it removes it.
+ *
+ * The database write fence ($10, see checkFence): nothing happens either once the fence epoch is above
+ * the DR state version the write was admitted under.
  */
 const COMMIT_WRITE = `WITH
-  ok AS (SELECT 1 AS one WHERE clock_timestamp() < $9::timestamptz),
+  fence AS (SELECT epoch FROM dr_write_fence WHERE scope = $11::text FOR SHARE),
+  ok AS (SELECT 1 AS one FROM fence WHERE clock_timestamp() < $9::timestamptz AND ($10::bigint IS NULL OR fence.epoch <= $10::bigint)),
   ins AS (INSERT INTO media_versions (id, key, size, sha256, content_type, backends, created_at)
           SELECT $2::uuid, $1::text, $3::bigint, $4::text, $5::text, ARRAY[$6::text], $7::timestamptz FROM ok),
   ptr AS (INSERT INTO media_objects (key, size, sha256, content_type, backend, created_at, updated_at, version, seq)
@@ -118,18 +132,55 @@ const COMMIT_WRITE = `WITH
   leg AS (INSERT INTO media_legacy_garbage (key) SELECT o.key FROM ok, media_objects o
           WHERE o.key = $1::text AND o.version IS NULL AND o.deleted_at IS NULL
           ON CONFLICT (key) DO UPDATE SET at = now())
-  SELECT seq FROM ptr`;
+  SELECT (SELECT seq FROM ptr) AS seq, (SELECT epoch FROM fence) AS fence`;
 
 const COMMIT_DELETE = `WITH
+  fence AS (SELECT epoch FROM dr_write_fence WHERE scope = $3::text FOR SHARE),
   del AS (UPDATE media_objects SET deleted_at = now(), updated_at = now(), prev_version = version, version = NULL, seq = nextval('media_write_seq')
-          WHERE key = $1::text AND deleted_at IS NULL RETURNING seq, prev_version),
+          WHERE key = $1::text AND deleted_at IS NULL AND EXISTS (SELECT 1 FROM fence WHERE $2::bigint IS NULL OR fence.epoch <= $2::bigint)
+          RETURNING seq, prev_version),
   rep AS (INSERT INTO media_replaced (version) SELECT prev_version FROM del WHERE prev_version IS NOT NULL ON CONFLICT DO NOTHING),
   leg AS (INSERT INTO media_legacy_garbage (key) SELECT $1::text FROM del WHERE prev_version IS NULL ON CONFLICT (key) DO UPDATE SET at = now())
-  SELECT seq FROM del`;
+  SELECT (SELECT seq FROM del) AS seq, (SELECT epoch FROM fence) AS fence`;
+
+/**
+ * The database write fence (migration dr_write_fence): every client write's commit statement takes
+ * FOR SHARE on its scope's row (one per DR state) and changes nothing when its epoch is above the
+ * DR state version the write was admitted under. A write-relevant DR change raises the epoch (UPDATE, see
+ * WriteFenceRaiser) before it answers: the UPDATE waits for the commits holding the share lock, so
+ * those finished before the answer; every commit after it is refused. Unlike the instance's own
+ * write gate, this holds for an instance whose timers did not run (paused process, GC, CPU steal).
+ */
+function checkFence(fence: bigint | number | null, admitted: number | undefined): void {
+  if (admitted !== undefined && Number(fence) > admitted)
+    throw new WriteFencedError(
+      `the DR state changed (version ${Number(fence)}) after this write was admitted (version ${admitted}): the database write fence refused its commit; it was not saved`,
+    );
+}
 
 export class PrismaMediaRepository implements MediaRepository {
-  /** Called per query so that a database switch takes effect on the next request. */
-  constructor(private readonly prisma: () => PrismaClient) {}
+  constructor(
+    /** Called per query so that a database switch takes effect on the next request. */
+    private readonly prisma: () => PrismaClient,
+    /** The write fence's scope: the DR state this service follows (its Redis key prefix). */
+    private readonly fenceScope = 'sav3:',
+  ) {}
+
+  /**
+   * Runs a commit statement; when its scope has no fence row yet (nothing was locked, so a first
+   * raise would not wait for it), creates the row (epoch 0) and runs the statement again.
+   */
+  private async fenced(sql: string, ...args: unknown[]): Promise<{ seq: bigint | null; fence: bigint | null }> {
+    for (let attempt = 0; ; attempt += 1) {
+      const rows = await this.prisma().$queryRawUnsafe<{ seq: bigint | null; fence: bigint | null }[]>(sql, ...args);
+      const row = rows[0] ?? { seq: null, fence: null };
+      if (row.fence !== null || attempt > 0) return row;
+      await this.prisma().$executeRawUnsafe(
+        `INSERT INTO dr_write_fence (scope, epoch) VALUES ($1, 0) ON CONFLICT (scope) DO NOTHING`,
+        this.fenceScope,
+      );
+    }
+  }
 
   async find(key: string): Promise<MediaMetadata | undefined> {
     const rows = await this.prisma().$queryRawUnsafe<Row[]>(`${SELECT} WHERE o.key = $1 AND o.deleted_at IS NULL`, key);
@@ -137,7 +188,7 @@ export class PrismaMediaRepository implements MediaRepository {
   }
 
   async commitWrite(w: WriteCommit): Promise<MediaMetadata> {
-    const rows = await this.prisma().$queryRawUnsafe<{ seq: bigint }[]>(
+    const row = await this.fenced(
       COMMIT_WRITE,
       w.key,
       w.version,
@@ -148,8 +199,13 @@ export class PrismaMediaRepository implements MediaRepository {
       w.createdAt,
       w.copyTo,
       w.commitBy,
+      w.fenceEpoch ?? null,
+      this.fenceScope,
     );
-    if (rows.length === 0) throw new CommitTooLateError();
+    if (row.seq === null) {
+      checkFence(row.fence, w.fenceEpoch);
+      throw new CommitTooLateError();
+    }
     return {
       key: w.key,
       size: w.size,
@@ -159,13 +215,17 @@ export class PrismaMediaRepository implements MediaRepository {
       createdAt: w.createdAt,
       version: w.version,
       backends: [w.backend],
-      seq: Number(rows[0]!.seq),
+      seq: Number(row.seq),
     };
   }
 
-  async commitDelete(key: string): Promise<number | undefined> {
-    const rows = await this.prisma().$queryRawUnsafe<{ seq: bigint }[]>(COMMIT_DELETE, key);
-    return rows[0] ? Number(rows[0].seq) : undefined;
+  async commitDelete(key: string, fenceEpoch?: number): Promise<number | undefined> {
+    const row = await this.fenced(COMMIT_DELETE, key, fenceEpoch ?? null, this.fenceScope);
+    if (row.seq === null) {
+      checkFence(row.fence, fenceEpoch);
+      return undefined;
+    }
+    return Number(row.seq);
   }
 
   async versionCommitted(version: string): Promise<boolean> {

@@ -12,6 +12,12 @@ export interface WriteTicket {
   readonly id: number;
   /** The gate epoch the write was admitted under; a barrier moves the epoch on. */
   readonly epoch: number;
+  /**
+   * The DR state version the write was admitted under: its commit statement checks it against the
+   * database write fence (see media-repository checkFence), which holds even where this process's
+   * own barrier could not run in time (a paused process).
+   */
+  readonly stateVersion: number;
   committing: boolean;
   /** Set when a barrier gave up waiting for this write's commit: it must not be acknowledged. */
   abandoned: boolean;
@@ -58,7 +64,11 @@ export class WriteGate {
   private readonly commits = new Map<WriteTicket, Promise<unknown>>();
   private readonly context = new AsyncLocalStorage<WriteTicket>();
 
-  constructor(private readonly refusal: () => WriteRefusal | null) {}
+  constructor(
+    private readonly refusal: () => WriteRefusal | null,
+    /** The DR state version writes are admitted under (0 when not given: unit tests). */
+    private readonly stateVersion: () => number = () => 0,
+  ) {}
 
   /** Why writes are closed now, or null. */
   closed(): WriteRefusal | null {
@@ -69,7 +79,13 @@ export class WriteGate {
   admit(): WriteTicket {
     const refusal = this.refusal();
     if (refusal) throw new WriteRefusedError(refusal);
-    const ticket: WriteTicket = { id: (this.nextId += 1), epoch: this.epoch, committing: false, abandoned: false };
+    const ticket: WriteTicket = {
+      id: (this.nextId += 1),
+      epoch: this.epoch,
+      stateVersion: this.stateVersion(),
+      committing: false,
+      abandoned: false,
+    };
     this.running.add(ticket);
     return ticket;
   }
@@ -94,12 +110,13 @@ export class WriteGate {
 
   /**
    * Commits a write's metadata: refuses when a barrier passed since admission or writes are closed
-   * now; otherwise runs `fn` as a commit the next barrier waits for. Work outside a client write
-   * (background jobs) runs unchecked.
+   * now; otherwise runs `fn` as a commit the next barrier waits for, with the DR state version the
+   * write was admitted under, which `fn` must pass to the database write fence. Work outside a
+   * client write (background jobs) runs unchecked (`fn` gets undefined).
    */
-  async commit<T>(fn: () => Promise<T>): Promise<T> {
+  async commit<T>(fn: (fenceEpoch: number | undefined) => Promise<T>): Promise<T> {
     const ticket = this.context.getStore();
-    if (!ticket) return fn();
+    if (!ticket) return fn(undefined);
     if (ticket.epoch !== this.epoch)
       throw new WriteFencedError(
         'the DR state changed while this write ran (read-only mode, a database or media switch); it was not saved',
@@ -107,7 +124,7 @@ export class WriteGate {
     const refusal = this.refusal();
     if (refusal) throw new WriteFencedError(`writes closed while this write ran: ${refusal.message}`);
     ticket.committing = true;
-    const done = fn();
+    const done = fn(ticket.stateVersion);
     this.commits.set(ticket, done);
     try {
       const result = await done;

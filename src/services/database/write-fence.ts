@@ -1,0 +1,84 @@
+import type { DatabaseTarget } from '../../domain.ts';
+import type { DatabaseClients } from '../../adapters/database-clients.ts';
+import { withNodeConnection } from '../../adapters/pg-connection.ts';
+import type { FenceReport, WriteFence } from '../dr-state/dr-state-service.ts';
+
+const TARGETS: DatabaseTarget[] = ['primary', 'replica'];
+
+/**
+ * The database write fence over the configured nodes (see media-repository checkFence): on every
+ * node that takes writes (not a standby, not fenced read-only by a switchover), an upsert of the
+ * scope's fence row to the change's DR state version. The UPDATE waits for commits holding FOR SHARE
+ * on the row (the commits under way), bounded by `timeoutMs`; connections of its own, never the
+ * request pool's. Never lowers the epoch (GREATEST), so racing raises and replays are harmless.
+ */
+export class DatabaseWriteFence implements WriteFence {
+  constructor(
+    private readonly clients: DatabaseClients,
+    private readonly timeoutMs: number,
+    /** The DR state this fence belongs to (its Redis key prefix): one row per scope. */
+    private readonly scope: string,
+  ) {}
+
+  private with<T>(url: string, fn: (client: import('pg').Client) => Promise<T>): Promise<T> {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), this.timeoutMs + 1000);
+    return withNodeConnection({ connectionString: url, timeoutMs: this.timeoutMs, signal: controller.signal }, async (client) => {
+      // Server side too: an UPDATE left waiting after the client gave up would queue new commits behind it.
+      await client.query(`SET statement_timeout = ${Math.trunc(this.timeoutMs)}`);
+      return fn(client);
+    }).finally(() => clearTimeout(timer));
+  }
+
+  async raise(version: number, by: string): Promise<FenceReport> {
+    const started = performance.now();
+    const nodes: FenceReport['nodes'] = {};
+    await Promise.all(
+      TARGETS.filter((t) => this.clients.has(t)).map(async (target) => {
+        try {
+          nodes[target] = await this.with(this.clients.url(target)!, async (c) => {
+            const { rows } = await c.query<{ r: boolean; fenced: boolean }>(
+              `SELECT pg_is_in_recovery() AS r, current_setting('default_transaction_read_only') = 'on' AS fenced`,
+            );
+            if (rows[0]!.r) return { outcome: 'standby' as const };
+            if (rows[0]!.fenced) return { outcome: 'fenced' as const };
+            // Takes the row lock: waits for the commits holding FOR SHARE on it.
+            await c.query(
+              `INSERT INTO dr_write_fence (scope, epoch, raised_at, raised_by) VALUES ($3, $1::bigint, now(), $2)
+               ON CONFLICT (scope) DO UPDATE SET epoch = GREATEST(dr_write_fence.epoch, EXCLUDED.epoch),
+                 raised_at = EXCLUDED.raised_at, raised_by = EXCLUDED.raised_by`,
+              [version, by.slice(0, 200), this.scope],
+            );
+            return { outcome: 'raised' as const };
+          });
+        } catch (err) {
+          nodes[target] = { outcome: 'failed', error: err instanceof Error ? err.message : String(err) };
+        }
+      }),
+    );
+    const outcomes = Object.values(nodes);
+    const raised = outcomes.filter((n) => n.outcome === 'raised').length;
+    const failed = Object.entries(nodes).filter(([, n]) => n.outcome === 'failed');
+    const databaseFence = failed.length === 0 && raised > 0 ? 'raised' : raised > 0 ? 'partial' : 'not_raised';
+    const report: FenceReport = { databaseFence, epoch: version, nodes, waitedMs: Math.round(performance.now() - started) };
+    if (databaseFence !== 'raised')
+      report.reason =
+        failed.length > 0 ? `not raised on ${failed.map(([t, n]) => `${t} (${n.error})`).join(', ')}` : 'no configured node takes writes';
+    return report;
+  }
+
+  async highest(): Promise<number | null> {
+    const epochs = await Promise.all(
+      TARGETS.filter((t) => this.clients.has(t)).map((t) =>
+        this.with(this.clients.url(t)!, async (c) => {
+          const { rows } = await c.query<{ epoch: string }>(`SELECT epoch::text AS epoch FROM dr_write_fence WHERE scope = $1`, [
+            this.scope,
+          ]);
+          return rows[0] ? Number(rows[0].epoch) : null;
+        }).catch(() => null),
+      ),
+    );
+    const known = epochs.filter((e): e is number => e !== null);
+    return known.length > 0 ? Math.max(...known) : null;
+  }
+}

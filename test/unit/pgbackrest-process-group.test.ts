@@ -27,6 +27,8 @@ describe('pgBackRest in its own process group', () => {
   let bin: string;
   const grandchild = () => Number(readFileSync(join(dir, 'pid'), 'utf8'));
   beforeEach(() => {
+    // Each test counts only its own runs: what an earlier test's stopped run left is cleared.
+    stopAllPgBackRest('SIGKILL');
     dir = mkdtempSync(join(tmpdir(), 'sav3-pgbr-group-'));
     bin = join(dir, 'pgbackrest');
     // Like pgBackRest with its local processes: a child that ignores SIGTERM's end of its parent.

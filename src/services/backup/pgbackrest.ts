@@ -129,7 +129,11 @@ export class PgBackRestCli implements BackupTool {
         killed = true;
         killGroup(group, 'SIGTERM');
         // Whatever ignores SIGTERM is gone a second later; the answer does not wait for it.
-        setTimeout(() => killGroup(group, 'SIGKILL'), 1000).unref();
+        setTimeout(() => {
+          killGroup(group, 'SIGKILL');
+          // Gone now, even if its pipes close later: no longer one of this process's live runs.
+          if (group) liveGroups.delete(group);
+        }, 1000).unref();
         finish(new BackupToolError('pgbackrest_timeout', `pgBackRest gave no answer within ${timeoutMs} ms`, stderr.trim().slice(-2000)));
       }, timeoutMs);
       const finish = (err: Error | null, out?: string) => {
@@ -146,6 +150,10 @@ export class PgBackRestCli implements BackupTool {
             ? new BackupToolError('pgbackrest_missing', 'pgBackRest is not installed on this host', err.message)
             : new BackupToolError('pgbackrest_failed', `pgBackRest could not run: ${err.message}`, err.message),
         );
+      });
+      // After a timeout the group is being stopped: once its leader has exited it is not a live run.
+      child.on('exit', () => {
+        if (killed && group) liveGroups.delete(group);
       });
       child.on('close', (code, signal) => {
         if (group) liveGroups.delete(group);

@@ -1,3 +1,4 @@
+import { changeRetrying } from '../dr-state/dr-state-service.ts';
 import type { DatabaseTarget } from '../../domain.ts';
 import { PreconditionFailedError } from '../../http/app-error.ts';
 import { restorePointBefore } from '../backup/restore-point.ts';
@@ -189,7 +190,9 @@ export class DatabasePromotion {
     // The old node keeps its record only when it is on an older timeline (a former primary).
     const former = previous && previous.timeline < identity.timeline ? previous : null;
     const formerSeen = { inRecovery: this.deps.runners.get(old)?.latest()?.data?.inRecovery ?? null };
-    await this.deps.dr.change((s, now) => ({
+    // The node is promoted already: a concurrent change of the DR state must not leave the
+    // promotion unrecorded (see changeRetrying).
+    await changeRetrying(this.deps.dr, (s, now) => ({
       ...s,
       database: withPromotionRecorded(
         withNodeRecorded(withNodeRecorded(s.database, old, former, formerSeen), node, identity, seen),

@@ -1,3 +1,4 @@
+import { changeRetrying } from '../dr-state/dr-state-service.ts';
 import type { DatabaseProbeData, DatabaseTarget } from '../../domain.ts';
 import { withActiveDatabase } from '../dr-state/database-state.ts';
 import type { DrStateService } from '../dr-state/dr-state-service.ts';
@@ -20,7 +21,7 @@ export function switchoverStateChanges(deps: {
       await runners.get(to)?.run();
       const identity = watch.identity(to);
       const inRecovery = runners.get(to)?.latest()?.data?.inRecovery ?? null;
-      await dr.change((s, now) => withActiveDatabase(s, to, identity, { inRecovery, by, now, promoted: true }));
+      await changeRetrying(dr, (s, now) => withActiveDatabase(s, to, identity, { inRecovery, by, now, promoted: true }));
     },
     abandonPromotion: async (node, timeline, by) => {
       // The cluster's system identifier from whichever node was last seen (the promoted one may be dead).

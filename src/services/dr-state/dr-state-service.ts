@@ -703,3 +703,23 @@ export class DrStateService {
     return this.deps.now?.() ?? Date.now();
   }
 }
+
+/**
+ * `change` for recording what has already happened (a node promoted): a compare-and-set lost to a
+ * concurrent change (another instance putting a state back, a read-only toggle) is retried on the
+ * newer state, a few times, instead of answering 409 "nothing was changed".
+ */
+export async function changeRetrying(
+  dr: Pick<DrStateService, 'change'>,
+  mutate: (current: DrState, now: string) => Omit<DrState, 'version' | 'updatedAt'>,
+  attempts = 5,
+): Promise<Change> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await dr.change(mutate);
+    } catch (err) {
+      if (!(err instanceof ConflictError) || attempt >= attempts) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
+    }
+  }
+}

@@ -2,7 +2,7 @@
 // drill and the local stack. The server refuses to run as root, so as root every command runs as
 // the `postgres` user.
 import { execFile, execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -43,7 +43,25 @@ function node(dataDir: string, port: number, dir: string): PgNode {
     dataDir,
     url: (database = 'postgres') => `postgresql://postgres@127.0.0.1:${port}/${database}`,
     async start() {
-      await pg('pg_ctl', ['-D', dataDir, '-l', join(dir, `${port}.log`), '-w', '-t', '30', 'start']);
+      const log = join(dir, `${port}.log`);
+      const start = () => pg('pg_ctl', ['-D', dataDir, '-l', log, '-w', '-t', '30', 'start']);
+      try {
+        await start();
+      } catch {
+        // Once more after a pause (a loaded machine), then fail with what the server logged: the
+        // temp dir, and its log, are gone after the test.
+        await new Promise((r) => setTimeout(r, 1000));
+        await start().catch((err: unknown) => {
+          const tail = (() => {
+            try {
+              return readFileSync(log, 'utf8').trim().split('\n').slice(-8).join('\n');
+            } catch {
+              return '(no server log)';
+            }
+          })();
+          throw new Error(`PostgreSQL on port ${port} did not start: ${err instanceof Error ? err.message : String(err)}\n${tail}`);
+        });
+      }
     },
     async stop(mode = 'fast') {
       await pg('pg_ctl', ['-D', dataDir, '-m', mode, '-w', '-t', '30', 'stop']).catch(() => undefined);

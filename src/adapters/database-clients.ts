@@ -1,21 +1,48 @@
 import type { DatabaseTarget } from '../domain.ts';
 import { PrismaPg } from '@prisma/adapter-pg';
+import pg from 'pg';
 import { PrismaClient } from '../generated/prisma/client.ts';
 
 export type PrismaFactory = (url: string) => PrismaClient;
 
-/** Request pool settings: a dead or hung server fails a request within seconds, never holds it. */
-export const createPrisma: PrismaFactory = (url) =>
-  new PrismaClient({
-    adapter: new PrismaPg({
-      connectionString: url,
-      max: 10,
-      connectionTimeoutMillis: 3000,
-      idleTimeoutMillis: 30_000,
-      query_timeout: 30_000,
-      application_name: 'sav3-api',
-    }),
+/** The pg pool under each client createPrisma made (the same connections Prisma uses). */
+const pools = new WeakMap<PrismaClient, pg.Pool>();
+
+/**
+ * Request pool settings: a dead or hung server fails a request within seconds, never holds it.
+ * The pool is made here and handed to the adapter, so hot statements (the media commit) can run
+ * on it without Prisma's per-query work (poolOf); Prisma's $disconnect ends it.
+ */
+export const createPrisma: PrismaFactory = (url) => {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: 10,
+    connectionTimeoutMillis: 3000,
+    idleTimeoutMillis: 30_000,
+    query_timeout: 30_000,
+    application_name: 'sav3-api',
   });
+  // An idle connection that fails (server restarted) is dropped by the pool; the next query reports it.
+  pool.on('error', () => undefined);
+  const client = new PrismaClient({ adapter: new PrismaPg(pool, { disposeExternalPool: true }) });
+  pools.set(client, pool);
+  return client;
+};
+
+/** The pg pool under a client made by createPrisma (undefined for any other client). */
+export function poolOf(client: PrismaClient): pg.Pool | undefined {
+  return pools.get(client);
+}
+
+/**
+ * $disconnect, and the end of the client's pool even when only poolOf's callers used it (Prisma
+ * ends it only if it connected itself).
+ */
+export async function disconnectPrisma(client: PrismaClient): Promise<void> {
+  await client.$disconnect();
+  const pool = pools.get(client);
+  if (pool && !pool.ending) await pool.end();
+}
 
 /**
  * One Prisma client per database target, created on first use. `active` names the target that
@@ -62,7 +89,7 @@ export class DatabaseClients {
     if (!old) return true;
     let timer: NodeJS.Timeout | undefined;
     const drained = await Promise.race([
-      old.$disconnect().then(
+      disconnectPrisma(old).then(
         () => true,
         () => true,
       ),
@@ -78,7 +105,7 @@ export class DatabaseClients {
   async release(target: DatabaseTarget): Promise<void> {
     const client = this.clients.get(target);
     this.clients.delete(target);
-    await client?.$disconnect();
+    if (client) await disconnectPrisma(client);
   }
 
   async closeAll(): Promise<void> {

@@ -319,7 +319,8 @@ export function errorMessage(err: unknown): string {
 function neverConnected(err: unknown): boolean {
   for (let e: unknown = err, depth = 0; e && depth < 5; e = (e as { cause?: unknown }).cause, depth += 1) {
     const text = `${(e as { code?: unknown }).code ?? ''} ${(e as { kind?: unknown }).kind ?? ''} ${e instanceof Error ? e.message : ''}`;
-    if (/ECONNREFUSED|DatabaseNotReachable|P1001|connect ECONN/.test(text)) return true;
+    // The last: a pool closed by a database switch before the statement was sent.
+    if (/ECONNREFUSED|DatabaseNotReachable|P1001|connect ECONN|Cannot use a pool after calling end/.test(text)) return true;
   }
   const meta = JSON.stringify((err as { meta?: unknown }).meta ?? {});
   return /ECONNREFUSED|DatabaseNotReachable/.test(meta);

@@ -60,6 +60,16 @@ end
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
 return 1`;
 
+/** SET_IF_NEWER as a command of the client: EVALSHA, the script sent once per connection. */
+type WithSetIfNewer = Redis & {
+  sav3MediaSetIfNewer(key: string, seq: number, value: string, lifetimeMs: number): Promise<number>;
+};
+
+function withSetIfNewer(redis: Redis): WithSetIfNewer {
+  if (!('sav3MediaSetIfNewer' in redis)) redis.defineCommand('sav3MediaSetIfNewer', { numberOfKeys: 1, lua: SET_IF_NEWER });
+  return redis as WithSetIfNewer;
+}
+
 /**
  * Metadata cache in Redis: each entry names one version (the content cache holds bytes by
  * version, so it serves only what this metadata names).
@@ -76,14 +86,16 @@ return 1`;
  */
 export class RedisMediaCache implements MediaCache {
   private readonly ttlMs: number;
+  private readonly redis: WithSetIfNewer;
 
   constructor(
-    private readonly redis: Redis,
+    redis: Redis,
     private readonly prefix: string,
     ttlSeconds: number,
     private readonly sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms)),
   ) {
     this.ttlMs = ttlSeconds * 1000;
+    this.redis = withSetIfNewer(redis);
   }
 
   private k(key: string): string {
@@ -135,7 +147,7 @@ export class RedisMediaCache implements MediaCache {
       if (!isReady(this.redis)) return false;
       const remaining = Math.floor(observedAt + this.ttlMs - cacheClock());
       if (remaining <= 0 && !mustApply) return true;
-      await this.redis.eval(SET_IF_NEWER, 1, this.k(key), seq, value, Math.max(0, remaining));
+      await this.redis.sav3MediaSetIfNewer(this.k(key), seq, value, Math.max(0, remaining));
       return true;
     } catch {
       return false;

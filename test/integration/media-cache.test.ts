@@ -70,6 +70,20 @@ describe('RedisMediaCache: every entry dies at most one TTL after the observatio
     expect(waits).toEqual([]);
   });
 
+  it('sends its compare-and-set script at most once per connection, then only its sha (EVALSHA)', async () => {
+    const monitor = await direct.duplicate().monitor();
+    const seen: string[] = [];
+    monitor.on('monitor', (_time: string, args: string[]) => {
+      if (args.some((a) => a.startsWith(`${prefix}media:v3:`))) seen.push(args[0]!.toLowerCase());
+    });
+    for (let seq = 1; seq <= 3; seq += 1) await cache.recordWrite(meta('k', seq), cacheClock());
+    await new Promise((r) => setTimeout(r, 200));
+    monitor.disconnect();
+    expect(seen).toHaveLength(3);
+    expect(seen.filter((c) => c === 'eval').length).toBeLessThanOrEqual(1);
+    expect(await cache.get('k')).toMatchObject({ seq: 3 });
+  });
+
   it('a writer that cannot reach Redis waits out the TTL before it may acknowledge; so does an unknown outcome', async () => {
     const offline = new Redis(REDIS_URL, { lazyConnect: true });
     const cut = new RedisMediaCache(offline, prefix, 2, async (ms) => void waits.push(ms));

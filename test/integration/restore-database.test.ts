@@ -398,7 +398,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     expect(run.stdout).toMatch(/step: read-only on failed after \d+ ms/);
     expect(run.stdout).not.toMatch(/step: stop PostgreSQL/);
     expect(run.stdout).toMatch(
-      /report: the API did not take 3 report\(s\) of restore [0-9a-f-]{36} \(fetch failed \([A-Z_]+\)\); they are recorded in .*--report-pending/,
+      /report: the API did not take 3 report\(s\) of restore [0-9a-f-]{36} \(connection failed: [^()]+ \([A-Z_]+\)\); they are recorded in .*--report-pending/,
     );
     expect(await sql(cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects')).toEqual(before);
     expect(
@@ -441,7 +441,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     );
     const failedStep = entries.find((e) => e.detail.action === 'database.restore.step')!;
     expect(failedStep.message).toBe('database.restore.step (read-only on) failed by ops');
-    expect(failedStep.detail.detail).toMatchObject({ step: 'read-only on', error: expect.stringContaining('fetch failed') });
+    expect(failedStep.detail.detail).toMatchObject({ step: 'read-only on', error: expect.stringContaining('connection failed: ') });
     expect(typeof failedStep.durationMs).toBe('number');
     await resolveIncident(id);
     rmSync(journals, { recursive: true, force: true });

@@ -2,6 +2,7 @@ import pg from 'pg';
 import { migrate } from '../../src/services/database/migrator.ts';
 import { MIGRATIONS_DIR } from '../../src/paths.ts';
 import { startPgCluster, type PgCluster, type PgClusterOptions } from '../../support/pg-cluster.ts';
+import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { mediaEnv, ownDatabase, startInstance, uniquePrefix, type TestInstance } from './instance.ts';
 
@@ -9,6 +10,7 @@ import { mediaEnv, ownDatabase, startInstance, uniquePrefix, type TestInstance }
 // of the file's own), one or two S3 servers, and service instances on them with one Redis key
 // prefix. `start(env)` starts an instance with the world's environment plus `env`; `destroy()`
 // stops every instance it started, then the S3 servers and the database (safe after a failed set-up).
+// A cluster variant adds what some files need: a pgBackRest repository (startBackupWorld).
 
 export interface WorldOptions {
   /** The primary media bucket's name (one S3 server of the world's own). */
@@ -41,6 +43,11 @@ export interface ClusterWorldOptions extends WorldOptions {
 
 export interface ClusterWorld extends World {
   cluster: PgCluster;
+}
+
+export interface BackupWorld extends ClusterWorld {
+  /** The primary archives here (a real archive_command); instances get `repo.env` only when a test passes it. */
+  repo: PgBackRestRepo;
 }
 
 export interface MediaWorld extends World {
@@ -102,6 +109,33 @@ export async function startClusterWorld(options: ClusterWorldOptions): Promise<C
     ...(options.replica === false ? {} : { DATABASE_REPLICA_URL: cluster.replica.url() }),
   };
   return { ...(await world(options, databaseEnv, [() => cluster.destroy()])), cluster };
+}
+
+/**
+ * A cluster world whose primary has a pgBackRest repository of its own (instances get no replica
+ * URL); `destroy()` removes the repository after the cluster.
+ */
+export async function startBackupWorld(options: WorldOptions & { cluster?: PgClusterOptions }): Promise<BackupWorld> {
+  let repo: PgBackRestRepo | undefined;
+  const prepare = async (cluster: PgCluster) => {
+    repo = await createPgBackRestRepo(cluster.primary, cluster.dir);
+  };
+  let clusterWorld: ClusterWorld;
+  try {
+    clusterWorld = await startClusterWorld({ ...options, replica: false, prepare });
+  } catch (err) {
+    repo?.destroy();
+    throw err;
+  }
+  const created = repo!;
+  return {
+    ...clusterWorld,
+    repo: created,
+    async destroy() {
+      await clusterWorld.destroy();
+      created.destroy();
+    },
+  };
 }
 
 /** A scratch database of the file's own (media rows no other file sees), with S3 servers and instances on it. */

@@ -19,11 +19,16 @@ export async function createRestorePoint(connectionString: string, name: string,
   client.on('error', () => undefined);
   await client.connect();
   try {
-    const { rows } = await client.query<{ lsn: string }>('SELECT pg_create_restore_point($1)::text AS lsn', [name]);
-    return { name, lsn: rows[0]!.lsn, createdAt: new Date().toISOString() };
+    return await restorePointOn(client, name);
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+/** `pg_create_restore_point` on a connection already open (e.g. the one that fences the node next). */
+export async function restorePointOn(client: pg.Client, name: string): Promise<RestorePoint> {
+  const { rows } = await client.query<{ lsn: string }>('SELECT pg_create_restore_point($1)::text AS lsn', [name]);
+  return { name, lsn: rows[0]!.lsn, createdAt: new Date().toISOString() };
 }
 
 /** A generated name: `<reason>-20261126T081500123Z` (sortable, unique per millisecond). */

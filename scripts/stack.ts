@@ -78,6 +78,7 @@ async function main(): Promise<void> {
     ...mediaEnv('PRIMARY', primary),
     ...mediaEnv('BACKUP', backup),
     ADMIN_TOKENS: env.ADMIN_TOKENS ?? `stack-operator:operator:${operator},stack-viewer:viewer:${viewer}`,
+    // The worker (below) claims jobs under an id of its own, never the API instance's.
     INSTANCE_ID: env.INSTANCE_ID ?? 'stack-1',
     // A stack with its own new cluster starts from a clean DR state of its own: a state file of
     // this run and (below) a Redis key prefix of this run, never what an earlier stack or drill left.
@@ -87,7 +88,13 @@ async function main(): Promise<void> {
   const prefixes = stackPrefixes(!!cluster);
   const service = await createService(config, createLogger(config.logLevel), prefixes.service);
   const address = await service.listen();
-  const worker = repo ? createWorker({ ...config, instanceId: 'stack-worker' }, createLogger(config.logLevel), prefixes.worker) : undefined;
+  const worker = repo
+    ? createWorker(
+        { ...config, backup: { ...config.backup, workerInstanceId: 'stack-worker' } },
+        createLogger(config.logLevel),
+        prefixes.worker,
+      )
+    : undefined;
   const workerAddress = await worker?.listen();
   const base = `http://127.0.0.1:${address.port}`;
 

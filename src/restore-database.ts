@@ -24,6 +24,7 @@ import { RESTORE_STEPS } from './services/backup/restore-report.ts';
 import { httpTransport, RestoreJournal, RestoreReporter } from './services/backup/restore-reporter.ts';
 import { MinioObjectStore } from './adapters/minio-object-store.ts';
 import type { ObjectStore } from './adapters/object-store.ts';
+import { httpCall, runMain } from './adapters/http-call.ts';
 
 export const USAGE = `usage: scripts/dr/restore-database.sh --from-backup latest|<label> [--target-time ISO | --target-name NAME] [--pg-data DIR] (--confirm | --dry-run)
        scripts/dr/restore-database.sh --report-pending
@@ -91,6 +92,13 @@ export function parseArgs(argv: string[]): Args | string {
 }
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
+const parseJson = (text: string): unknown => {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return {};
+  }
+};
 
 const apiBase = () => (process.env.SAV3_API_URL ?? 'http://127.0.0.1:3000').replace(/\/$/, '');
 function apiToken(): string {
@@ -106,13 +114,13 @@ function api(): RestoreApi {
   const base = apiBase();
   const token = apiToken();
   const call = async (method: string, path: string, body: unknown) => {
-    const res = await fetch(`${base}${path}`, {
+    const res = await httpCall(`${base}${path}`, {
       method,
       headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
       body: JSON.stringify(body),
-      signal: AbortSignal.timeout(60_000),
+      timeoutMs: 60_000,
     });
-    return { status: res.status, body: (await res.json().catch(() => ({}))) as unknown };
+    return { status: res.status, body: parseJson(res.text) };
   };
   return {
     async setReadOnly(enabled, reason) {
@@ -450,5 +458,5 @@ async function reportPending(): Promise<number> {
 }
 
 if (require.main === module) {
-  main(process.argv.slice(2)).then((code) => process.exit(code));
+  runMain(() => main(process.argv.slice(2)), 'restore failed');
 }

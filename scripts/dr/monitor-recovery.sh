@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Follows recovery live (GET /admin/events, server-sent events): DR state changes, job progress,
 # health transitions and, with --incident-id, that incident's updates and timeline. One line per
-# event. Ends when the incident is resolved (exit 0) or the stream ends (exit 1).
+# event. Ends when the incident is resolved (exit 0), the stream ends (exit 1) or the API cannot be
+# reached or is lost (exit 3).
 #   SAV3_API_URL=… SAV3_ADMIN_TOKEN=… scripts/dr/monitor-recovery.sh [--incident-id INC-YYYYMMDD-N]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -37,6 +38,13 @@ function line(e) {
   if (e.type === "incident.timeline") return `${e.incidentId}: ${d.action ? `${d.action} ${d.result}${d.durationMs != null ? ` (${d.durationMs} ms)` : ""}` : (d.alert ?? d.message ?? "")}`;
   return JSON.stringify(d);
 }
+// Every way out below calls process.exit, so an empty event loop means a wait nothing can end
+// (Node 20 fetch can leave a request whose connection was reset unsettled): that is a lost
+// connection (exit 3), never the 0 of a resolved incident.
+process.on("beforeExit", () => {
+  process.stderr.write(`lost the connection to ${process.env.SAV3_API_URL || "http://127.0.0.1:3000"}\n`);
+  process.exit(3);
+});
 (async () => {
   let res;
   try {

@@ -67,6 +67,42 @@ describe('the database write fence against a paused instance', () => {
     await cluster?.destroy();
   });
 
+  /**
+   * Sends `send` to the paused instance with its commit statement (`statement`) blocked behind a
+   * table lock on the primary, pauses the instance past its lease (its timers cannot run), enables
+   * read-only mode on the other instance, then lets the lock go and the instance run on.
+   */
+  async function stalledPastEnable(send: () => Promise<Response>, statement: string) {
+    locker = new pg.Client({ connectionString: cluster.primary.url() });
+    locker.on('error', () => undefined);
+    await locker.connect();
+    await locker.query('BEGIN');
+    await locker.query('LOCK TABLE media_objects IN EXCLUSIVE MODE');
+    const pending = send().then(async (r) => ({
+      status: r.status,
+      body: (await r.json().catch(() => null)) as { error?: { code?: string } } | null,
+    }));
+    await eventually(
+      async () =>
+        (await locker!.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE $1`, [`%${statement}%`]))
+          .rowCount,
+      (n) => n === 1,
+      10_000,
+      50,
+    );
+    paused.signal('SIGSTOP');
+    await sleep(LEASE_MS + 2500);
+    const on = await request(a.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'fence test' });
+    expect(on.status).toBe(200);
+    expect(on.body.propagation.stale.map((i: { id: string }) => i.id)).toEqual(['fence-paused']);
+    await locker.query('COMMIT');
+    await locker.end();
+    locker = undefined;
+    await sleep(300);
+    paused.signal('SIGCONT');
+    return { answer: await pending, on };
+  }
+
   it('a write stalled in its commit past a read-only enable is refused (503 write_fenced), and nothing is stored', async () => {
     // Both instances follow the same state and take writes.
     await eventually(
@@ -77,39 +113,10 @@ describe('the database write fence against a paused instance', () => {
     );
     expect((await request(paused.url).put('/media/fence/warm').send(Buffer.from('warm'))).status).toBe(201);
 
-    // The commit statement of the upload blocks behind a table lock on the primary.
-    locker = new pg.Client({ connectionString: cluster.primary.url() });
-    locker.on('error', () => undefined);
-    await locker.connect();
-    await locker.query('BEGIN');
-    await locker.query('LOCK TABLE media_objects IN EXCLUSIVE MODE');
-    const upload = fetch(`${paused.url}/media/fence/paused`, { method: 'PUT', body: 'paused write' }).then(async (r) => ({
-      status: r.status,
-      body: (await r.json().catch(() => null)) as { error?: { code?: string } } | null,
-    }));
-    await eventually(
-      async () =>
-        (await locker!.query(`SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO media_versions%'`))
-          .rowCount,
-      (n) => n === 1,
-      10_000,
-      50,
+    const { answer, on } = await stalledPastEnable(
+      () => fetch(`${paused.url}/media/fence/paused`, { method: 'PUT', body: 'paused write' }),
+      'INSERT INTO media_versions',
     );
-
-    // Paused past its lease: its timers (lease expiry, barrier) cannot run.
-    paused.signal('SIGSTOP');
-    await sleep(LEASE_MS + 2500);
-    const on = await request(a.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'fence test' });
-    expect(on.status).toBe(200);
-    expect(on.body.propagation.stale.map((i: { id: string }) => i.id)).toEqual(['fence-paused']);
-
-    // The lock goes, the paused instance runs on: its commit must not be acknowledged.
-    await locker.query('COMMIT');
-    await locker.end();
-    locker = undefined;
-    await sleep(300);
-    paused.signal('SIGCONT');
-    const answer = await upload;
     expect(answer.status).toBe(503);
     expect(answer.body?.error?.code).toBe('write_fenced');
     expect(await hasMediaRow(cluster.primary.url(), 'fence/paused')).toBe(false);
@@ -134,6 +141,20 @@ describe('the database write fence against a paused instance', () => {
     expect(retry).toBe(201);
     expect((await request(a.url).put('/media/fence/after').send(Buffer.from('after'))).status).toBe(201);
     expect(await hasMediaRow(cluster.primary.url(), 'fence/paused')).toBe(true);
+  }, 120_000);
+
+  it('a delete stalled in its commit past a read-only enable is refused (503 write_fenced), and the object stays', async () => {
+    expect((await request(paused.url).put('/media/fence/victim').send(Buffer.from('kept'))).status).toBe(201);
+    const { answer } = await stalledPastEnable(
+      () => fetch(`${paused.url}/media/fence/victim`, { method: 'DELETE' }),
+      'UPDATE media_objects',
+    );
+    expect(answer.status).toBe(503);
+    expect(answer.body?.error?.code).toBe('write_fenced');
+    expect(await hasMediaRow(cluster.primary.url(), 'fence/victim')).toBe(true);
+    const off = await request(a.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'fence test done' });
+    expect(off.status).toBe(200);
+    expect(await (await fetch(`${a.url}/media/fence/victim`)).text()).toBe('kept');
   }, 120_000);
 
   // Issue 10 F3: the primary fenced (e.g. by a promote whose handler died) and the replica a standby.

@@ -71,3 +71,26 @@ describe('pgBackRest in its own process group', () => {
     expect(await until(() => !alive(grandchild()), 2000)).toBe(true);
   });
 });
+
+describe('pgBackRest output beyond the bound', () => {
+  it('fails the run (never a cut answer taken for whole) and stops the group', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sav3-pgbr-output-'));
+    try {
+      const bin = join(dir, 'pgbackrest');
+      // Like `info --output=json` of a huge repository: far more than the bound, then more after a pause.
+      writeFileSync(bin, `#!/bin/sh\necho $$ > ${join(dir, 'pid')}\nhead -c 300000 /dev/zero | tr '\\\\0' x\nsleep 30\necho ']'\n`);
+      chmodSync(bin, 0o755);
+      const cli = new PgBackRestCli({ bin, stanza: 'main', maxOutputBytes: 100_000 });
+      const started = Date.now();
+      await expect(cli.info(20_000)).rejects.toMatchObject({
+        code: 'pgbackrest_failed',
+        message: expect.stringContaining('more than 100000 bytes'),
+      });
+      expect(Date.now() - started).toBeLessThan(5000);
+      const pid = Number(readFileSync(join(dir, 'pid'), 'utf8'));
+      expect(await until(() => !alive(pid), 3000)).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

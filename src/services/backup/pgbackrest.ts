@@ -86,7 +86,12 @@ export interface PgBackRestOptions {
   configPath?: string;
   /** Run as this user (pgBackRest must never write its repository as root). */
   runAs?: string;
+  /** Output (stdout and stderr together) beyond which a run fails; MAX_OUTPUT_BYTES by default. */
+  maxOutputBytes?: number;
 }
+
+/** pgBackRest's `info` of a long-lived repository, or a segment list, stays far below this. */
+const MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
 
 /** The real pgBackRest command line. */
 export class PgBackRestCli implements BackupTool {
@@ -115,9 +120,15 @@ export class PgBackRestCli implements BackupTool {
       let stdout = '';
       let stderr = '';
       let bytes = 0;
+      const maxBytes = this.options.maxOutputBytes ?? MAX_OUTPUT_BYTES;
       const take = (into: 'out' | 'err') => (chunk: Buffer) => {
+        if (settled) return;
         bytes += chunk.length;
-        if (bytes > 64 * 1024 * 1024) return;
+        if (bytes > maxBytes) {
+          // Cut output is never taken for a whole answer (JSON that ends early, a partial list).
+          stop();
+          return finish(new BackupToolError('pgbackrest_failed', `pgBackRest wrote more than ${maxBytes} bytes: its answer was not used`));
+        }
         if (into === 'out') stdout += chunk.toString();
         else stderr += chunk.toString();
       };
@@ -125,15 +136,18 @@ export class PgBackRestCli implements BackupTool {
       child.stderr.on('data', take('err'));
       let killed = false;
       let settled = false;
-      const timer = setTimeout(() => {
+      /** Stops the whole group; whatever ignores SIGTERM is gone a second later (not waited for). */
+      const stop = () => {
         killed = true;
         killGroup(group, 'SIGTERM');
-        // Whatever ignores SIGTERM is gone a second later; the answer does not wait for it.
         setTimeout(() => {
           killGroup(group, 'SIGKILL');
           // Gone now, even if its pipes close later: no longer one of this process's live runs.
           if (group) liveGroups.delete(group);
         }, 1000).unref();
+      };
+      const timer = setTimeout(() => {
+        stop();
         finish(new BackupToolError('pgbackrest_timeout', `pgBackRest gave no answer within ${timeoutMs} ms`, stderr.trim().slice(-2000)));
       }, timeoutMs);
       const finish = (err: Error | null, out?: string) => {

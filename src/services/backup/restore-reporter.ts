@@ -5,6 +5,7 @@
 import { appendFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RestoreReport } from './restore-report.ts';
+import { httpCall } from '../../adapters/http-call.ts';
 
 export type ReportInput = Omit<RestoreReport, 'restoreId' | 'seq' | 'late'>;
 
@@ -174,31 +175,16 @@ export class RestoreReporter {
 /** POSTs reports to the API with the operator token; bounded, so a hung API costs one timeout per try. */
 export function httpTransport(baseUrl: string, token: string, timeoutMs = 5000): ReportTransport {
   return async (report) => {
-    // A ref'd timer (AbortSignal.timeout's is not): the process waits for the answer or the bound.
-    const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(Object.assign(new Error('timeout'), { name: 'TimeoutError' })), timeoutMs);
-    try {
-      await send(report, abort.signal);
-    } finally {
-      clearTimeout(timer);
-    }
-  };
-  async function send(report: RestoreReport, signal: AbortSignal): Promise<void> {
-    const res = await fetch(`${baseUrl.replace(/\/$/, '')}/admin/database/restores`, {
+    const res = await httpCall(`${baseUrl.replace(/\/$/, '')}/admin/database/restores`, {
       method: 'POST',
       headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
       body: JSON.stringify(report),
-      signal,
-    }).catch((err: Error & { cause?: { code?: string } }) => {
-      throw new Error(
-        signal.aborted ? `no answer within ${timeoutMs} ms` : `${err.message}${err.cause?.code ? ` (${err.cause.code})` : ''}`,
-      );
+      timeoutMs,
     });
     if (res.status === 201) return;
-    const body = await res.text().catch(() => '');
-    const message = `HTTP ${res.status}${body ? ` ${body.slice(0, 300)}` : ''}`;
+    const message = `HTTP ${res.status}${res.text ? ` ${res.text.slice(0, 300)}` : ''}`;
     // 400 a bad report, 409 one that contradicts what the API recorded: resending changes nothing.
     if (res.status === 400 || res.status === 409) throw new PermanentReportError(message);
     throw new Error(message);
-  }
+  };
 }

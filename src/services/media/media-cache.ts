@@ -176,9 +176,10 @@ export function updatingCache(repository: MediaRepository, cache: MediaCache): M
       await cache.recordWrite(meta, observedAt);
       return meta;
     },
-    async commitDelete(key) {
+    // Every argument goes on: the fence epoch (fencedRepository, outside) reaches the SQL.
+    async commitDelete(key, fenceEpoch) {
       const observedAt = cacheClock();
-      const seq = await repository.commitDelete(key);
+      const seq = await repository.commitDelete(key, fenceEpoch);
       if (seq !== undefined) await cache.markDeleted(key, seq, observedAt);
       return seq;
     },

@@ -79,6 +79,7 @@ export function createBackupModule(deps: {
     timeoutMs: b.timeoutMs,
     cacheMs: b.infoCacheMs,
     intervalMs: b.statusIntervalMs,
+    archiveStallMs: b.archiveStallMs,
     maxAgeSeconds: b.maxAgeSeconds,
     validationMaxAgeSeconds: b.validationMaxAgeSeconds,
   });

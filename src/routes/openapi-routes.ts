@@ -446,6 +446,8 @@ export const ROUTES: RouteDoc[] = [
     'operator',
     'request a restore validation (a worker runs it; 503 no_worker with Retry-After when no live worker takes them)',
     {
+      description:
+        "412 with `usableRange` {from, to} for a target outside it (`from`: the backup's end rounded up to the second; `to`: the newest commit surely archived, an upper bound); 503 `dependency_unavailable` when the active database does not answer. A job with a `targetTime` first reads the archived WAL: a target after its newest commit ends the job refused (report status `refused`), nothing restored.",
       body: { schema: validateBody, required: false },
       responses: { 202: json('the job', acceptedJob) },
       errors: [409, 412, 503],

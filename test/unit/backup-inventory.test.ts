@@ -132,7 +132,7 @@ describe('BackupInventory', () => {
     };
     const { inv } = inventory(tool);
     const range = await inv.recoverableRange();
-    expect(range.from).toBe('2026-11-25T06:00:00.000Z');
+    expect(range.from).toBe('2026-11-25T06:00:01.000Z'); // pgBackRest's whole seconds, rounded up
     expect(Math.abs(Date.parse(range.to!) - Date.now())).toBeLessThan(2000);
   });
 

@@ -194,18 +194,22 @@ export class BackupInventory {
   }
 
   /**
-   * The range a point-in-time target may take: from the oldest backup's end to the newest commit
-   * surely in the archive (the last archive time, or now when nothing is left to archive).
+   * The range a point-in-time target may take: from the end of the oldest good backup (pgBackRest
+   * records whole seconds, cut down: rounded up here, a target in that second may precede the real
+   * end) to the newest commit surely in the repository's archive (now less the RPO exposure). That
+   * bound is an upper one: recovery also needs a commit at or after the target, which only the WAL
+   * itself shows (the validation job reads it before it restores). The active database's archiver
+   * must answer: without it nothing is known (503).
    */
   async recoverableRange(): Promise<{ from: string | null; to: string | null }> {
     const info = await this.info();
     const good = info.backups.filter((b) => !b.error);
-    const from = good.length ? good.map((b) => b.stoppedAt).sort()[0]! : null;
-    const archiver = await this.archiver().catch(() => undefined);
-    // Commits older than the RPO exposure are in the archive; newer ones may not be.
-    const to = !archiver
-      ? null
-      : archiver.rpoExposureSeconds === null
+    const from = good.length ? backupEnd(good.map((b) => b.stoppedAt).sort()[0]!) : null;
+    const archiver = await this.archiver().catch((err: unknown) => {
+      throw new DependencyUnavailableError('database', 'the active database did not answer: the archived range is unknown', err);
+    });
+    const to =
+      archiver.rpoExposureSeconds === null
         ? (archiver.lastArchivedAt?.toISOString() ?? null)
         : new Date(archiver.checkedAt.getTime() - archiver.rpoExposureSeconds * 1000).toISOString();
     return { from, to };
@@ -240,6 +244,14 @@ export class BackupInventory {
     clearTimeout(this.timer);
     this.timer = undefined;
   }
+}
+
+/**
+ * When a backup really ended, at the latest: pgBackRest's stop time is whole seconds, cut down
+ * (17:44:13.5 is listed 17:44:13), so the next second.
+ */
+export function backupEnd(stoppedAt: string): string {
+  return new Date(Math.floor(Date.parse(stoppedAt) / 1000) * 1000 + 1000).toISOString();
 }
 
 function toUnavailable(err: unknown): AppError {

@@ -1,6 +1,6 @@
 import { DependencyUnavailableError, NoWorkerError, NotFoundError, PreconditionFailedError } from '../../http/app-error.ts';
 import { JobGroupBusyError, type Job, type JobQueue } from '../jobs/job-queue.ts';
-import type { BackupInventory } from './backup-inventory.ts';
+import { backupEnd, type BackupInventory } from './backup-inventory.ts';
 import type { ValidationInput } from './backup-validator.ts';
 import { createRestorePoint, type RestorePoint } from './restore-point.ts';
 
@@ -69,12 +69,12 @@ export class BackupService {
         throw new PreconditionFailedError('the target time is after the newest archived WAL', { usableRange: usable });
       if (label === 'latest') {
         // The newest backup that ended before the target: recovery replays forward from it.
-        label = good.filter((b) => Date.parse(b.stoppedAt) <= target).at(-1)!.label;
+        label = good.filter((b) => Date.parse(backupEnd(b.stoppedAt)) <= target).at(-1)!.label;
       } else {
         const chosen = info.backups.find((b) => b.label === label)!;
-        if (Date.parse(chosen.stoppedAt) > target)
+        if (Date.parse(backupEnd(chosen.stoppedAt)) > target)
           throw new PreconditionFailedError(`backup ${label} ended after the target time; choose an older backup or a later target`, {
-            usableRange: { from: chosen.stoppedAt, to: range.to },
+            usableRange: { from: backupEnd(chosen.stoppedAt), to: range.to },
           });
       }
     }

@@ -354,9 +354,11 @@ export const ROUTES: RouteDoc[] = [
     extension: true,
   }),
   route('post /admin/database/restore-point', 'backups', 'operator', 'create a named restore point', {
+    description:
+      'Names are unique: PostgreSQL accepts a name twice and recovery to a name stops at its first point, so every point is recorded in `restore_points` with it; a name already used answers 409 `restore_point_exists` and writes nothing.',
     body: { schema: restorePointBody },
     responses: { 201: json('the restore point', z.object({ restorePoint: anyJson })) },
-    errors: [412, 503],
+    errors: [409, 412, 503],
     extension: true,
   }),
   route(

@@ -12,6 +12,8 @@ import { scanArchive, type WalArchiveSource, type WalScan } from './wal-scan.ts'
 export interface ValidationCheck {
   name: string;
   ok: boolean;
+  /** The check could not prove anything (nothing to check, not configured): `detail` says why; never a pass. */
+  skipped?: true;
   detail: string;
   ms: number;
   data?: unknown;
@@ -149,7 +151,7 @@ export class BackupValidator {
       checks.push(await timed('migrations', () => this.migrations(url)));
       checks.push(await timed('tables', () => this.tables(url)));
       if (this.deps.media) checks.push(await timed('media_backup_sample', () => this.deps.media!.check(url)));
-      else checks.push({ name: 'media_backup_sample', ok: true, detail: 'skipped: no backup bucket configured', ms: 0 });
+      else checks.push({ name: 'media_backup_sample', ok: true, skipped: true, detail: 'skipped: no backup bucket configured', ms: 0 });
       timings.checksMs = Date.now() - checksStart;
     } catch (err) {
       if (!checks.some((c) => !c.ok))

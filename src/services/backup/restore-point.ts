@@ -27,7 +27,7 @@ type Queryable = Pick<pg.Client, 'query'>;
  * recovery to a name stops at its first point: the table's primary key refuses a used name
  * (RestorePointExistsError), also between concurrent requests (the second insert waits for the
  * first to commit). Where the table does not exist yet (the very first migration run) the point is
- * created unrecorded.
+ * created unrecorded (as on a server that refuses the insert as read-only but still takes the point).
  */
 export async function writeRestorePoint(client: Queryable, name: string, by: string): Promise<RestorePoint> {
   await client.query('BEGIN');
@@ -37,7 +37,9 @@ export async function writeRestorePoint(client: Queryable, name: string, by: str
     await client.query('ROLLBACK').catch(() => undefined);
     const code = (err as { code?: string }).code;
     if (code === '23505') throw new RestorePointExistsError(name);
-    if (code !== '42P01') throw err;
+    // 42P01: no table yet (first migration run). 25006: a read-only transaction (a standby): the
+    // point itself then fails with PostgreSQL's own reason (55000 recovery is in progress).
+    if (code !== '42P01' && code !== '25006') throw err;
     const { rows } = await client.query<{ lsn: string }>('SELECT pg_create_restore_point($1)::text AS lsn', [name]);
     return { name, lsn: rows[0]!.lsn, createdAt: new Date().toISOString(), recorded: false };
   }

@@ -47,6 +47,8 @@ export interface StanzaInfo {
   status: { code: number; message: string };
   backups: BackupInfo[];
   archive: { min: string | null; max: string | null };
+  /** When pgBackRest info was started (ISO): its listing holds every segment archived before. */
+  readAt?: string;
 }
 
 export interface RestoreOptions {
@@ -194,6 +196,7 @@ export class PgBackRestCli implements BackupTool {
   }
 
   async info(timeoutMs: number): Promise<StanzaInfo> {
+    const readAt = new Date().toISOString();
     const out = await this.run(['info', '--output=json'], timeoutMs);
     const parsed = JSON.parse(out) as RawStanza[];
     const stanza = parsed.find((s) => s.name === this.options.stanza);
@@ -202,7 +205,7 @@ export class PgBackRestCli implements BackupTool {
     if (stanza.status.code !== 0 && stanza.status.code !== 2) {
       throw new BackupToolError('repository_unreachable', `pgBackRest reports the stanza: ${stanza.status.message}`, stanza.status.message);
     }
-    return fromRaw(stanza);
+    return { ...fromRaw(stanza), readAt };
   }
 
   /** Every archived WAL segment name (any timeline, partial and history files left out). */

@@ -1,7 +1,7 @@
 import { changeRetrying } from '../dr-state/dr-state-service.ts';
 import type { DatabaseTarget } from '../../domain.ts';
 import { PreconditionFailedError } from '../../http/app-error.ts';
-import { restorePointName, restorePointOn, type RestorePoint } from '../backup/restore-point.ts';
+import { writeGeneratedRestorePoint, writeRestorePoint, type RestorePoint } from '../backup/restore-point.ts';
 import { lsnGap } from './lsn.ts';
 import { waitForReplicaCatchUp } from './catch-up.ts';
 import type { Check, FailoverDeps, FailoverOps } from './failover-types.ts';
@@ -253,7 +253,11 @@ export class DatabasePromotion {
       const { terminated } = await withNodeConnection(
         { connectionString: url, timeoutMs: OLD_PRIMARY_TIMEOUT_MS, signal: controller.signal },
         async (client) => {
-          restorePoint = await restorePointOn(client, restorePointName('before-promote')).catch((err: unknown) => ({
+          // On this connection (one set-up less), recorded like every restore point.
+          restorePoint = await writeGeneratedRestorePoint(
+            (name) => writeRestorePoint(client, name, 'system:before-promote'),
+            'before-promote',
+          ).catch((err: unknown) => ({
             error: err instanceof Error ? err.message : String(err),
           }));
           const fenced = await fenceOn(client);

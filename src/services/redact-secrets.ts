@@ -40,7 +40,7 @@ export function redactSecrets(text: string): string {
   return out;
 }
 
-/** redactSecrets on every string (and key) of a JSON-like value. */
+/** redactSecrets on every string value of a JSON-like value (object keys are kept as they are). */
 export function redactDeep(value: unknown): unknown {
   if (typeof value === 'string') return redactSecrets(value);
   if (Array.isArray(value)) return value.map(redactDeep);

@@ -18,7 +18,7 @@ export interface Job<I = unknown, R = unknown> {
   startedAt: string | null;
   updatedAt: string;
   finishedAt: string | null;
-  /** Set when the job was given up because its worker stopped reporting (see STALE_RULES). */
+  /** Set when the job was given up because its worker stopped reporting (see STALE_MESSAGES). */
   stale?: boolean;
   /** Set when a later look at the outcome (the repository) corrected what was recorded. */
   reconciled?: string;

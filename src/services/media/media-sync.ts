@@ -12,7 +12,7 @@ import { copyVersion } from './version-copier.ts';
 export const SYNC_LOCK = 'media-sync';
 const LOCK_TTL_MS = 30_000;
 /** A running job whose instance has not reported progress for this long has failed. */
-export const JOB_STALE_MS = 15_000;
+export const SYNC_STALE_MS = 15_000;
 const COPY_ATTEMPTS = 3;
 
 export interface SyncItem {
@@ -234,12 +234,12 @@ export class MediaSyncService {
     }
     if (job === undefined) throw new NotFoundError(`no job ${id}`);
     // The 15 s rule is media sync's own (it saves progress every item); DR queue jobs have theirs.
-    if (String(job.kind).startsWith('media.') && job.status === 'running' && Date.now() - Date.parse(job.updatedAt) > JOB_STALE_MS) {
+    if (String(job.kind).startsWith('media.') && job.status === 'running' && Date.now() - Date.parse(job.updatedAt) > SYNC_STALE_MS) {
       return {
         ...job,
         status: 'failed',
         stale: true,
-        error: `the instance running it (${job.instanceId}) made no progress for ${JOB_STALE_MS / 1000} s; it stopped: run the sync again`,
+        error: `the instance running it (${job.instanceId}) made no progress for ${SYNC_STALE_MS / 1000} s; it stopped: run the sync again`,
       };
     }
     return job;

@@ -4,6 +4,7 @@ import { bodyError, jsonBody } from '../http/json-body.ts';
 import { z } from 'zod';
 import { AppError, DependencyUnavailableError } from '../http/app-error.ts';
 import { bearerToken } from '../http/bearer.ts';
+import { throwIfThrottled } from '../admin/admin-auth.ts';
 import { FailedAuthLimiter } from '../admin/failed-auth-limiter.ts';
 import { clientErrorOf } from '../http/error-middleware.ts';
 import { parseOrThrow } from '../http/validate.ts';
@@ -88,12 +89,7 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
       expected !== undefined && presented !== undefined && timingSafeEqual(createHash('sha256').update(presented).digest(), expected);
     if (!ok) {
       const address = req.ip ?? 'unknown';
-      const wait = limiter.retryAfter(address);
-      if (wait > 0) {
-        const err = new AppError(429, 'too_many_requests', 'too many failed authentication attempts; try again later');
-        err.headers['Retry-After'] = String(wait);
-        throw err;
-      }
+      throwIfThrottled(limiter, address);
       limiter.fail(address);
       deps.logger.warn(
         { configured: expected !== undefined, tokenPresented: presented !== undefined },

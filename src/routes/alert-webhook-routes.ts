@@ -2,11 +2,11 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import express, { Router, type ErrorRequestHandler } from 'express';
 import { bodyError, jsonBody } from '../http/json-body.ts';
 import { z } from 'zod';
-import { AppError, DependencyUnavailableError } from '../http/app-error.ts';
+import { AppError } from '../http/app-error.ts';
 import { bearerToken } from '../http/bearer.ts';
 import { throwIfThrottled } from '../admin/admin-auth.ts';
 import { FailedAuthLimiter } from '../admin/failed-auth-limiter.ts';
-import { clientErrorOf } from '../http/error-middleware.ts';
+import { dependencyErrors } from '../http/dependency-errors.ts';
 import { parseOrThrow } from '../http/validate.ts';
 import type { Logger } from '../logger.ts';
 import { alertTimes, severityFromLabel, type Component } from '../services/incidents/incident-model.ts';
@@ -198,14 +198,7 @@ export function alertWebhookRoutes(deps: { alerts: AlertIntake; token?: string; 
     },
   );
   // A store failure is a 503: Alertmanager retries server errors, and the dedupe keys make the retry safe.
-  const storeErrors: ErrorRequestHandler = (err, _req, _res, next) => {
-    next(
-      err instanceof AppError
-        ? err
-        : (clientErrorOf(err) ?? new DependencyUnavailableError('database', 'the incident store (PostgreSQL) is unavailable; retry', err)),
-    );
-  };
-  router.use('/admin/incidents/alerts', storeErrors);
+  router.use('/admin/incidents/alerts', dependencyErrors('database', 'the incident store (PostgreSQL) is unavailable; retry'));
 
   return router;
 }

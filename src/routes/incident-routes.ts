@@ -1,10 +1,10 @@
-import { Router, type ErrorRequestHandler } from 'express';
+import { Router } from 'express';
 import { z } from 'zod';
 import { audited } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 import type { AuditLog } from '../services/audit/audit-log.ts';
-import { AppError, DependencyUnavailableError, NotFoundError } from '../http/app-error.ts';
-import { clientErrorOf } from '../http/error-middleware.ts';
+import { NotFoundError } from '../http/app-error.ts';
+import { dependencyErrors } from '../http/dependency-errors.ts';
 import { parseOrThrow, wholeNumberParam } from '../http/validate.ts';
 import type { Assessment } from '../services/incidents/incident-assessor.ts';
 import type { EventHub } from '../services/incidents/event-hub.ts';
@@ -190,15 +190,7 @@ export function incidentRoutes(deps: IncidentRouteDeps): Router {
   });
 
   // Anything not already an answer here comes from the incident store: PostgreSQL is unavailable.
-  const storeErrors: ErrorRequestHandler = (err, _req, _res, next) => {
-    next(
-      err instanceof AppError
-        ? err
-        : (clientErrorOf(err) ??
-            new DependencyUnavailableError('database', 'the incident store (PostgreSQL) is unavailable; try again', err)),
-    );
-  };
-  router.use('/admin/incidents', storeErrors);
+  router.use('/admin/incidents', dependencyErrors('database', 'the incident store (PostgreSQL) is unavailable; try again'));
 
   return router;
 }

@@ -7,6 +7,7 @@ import type { PrismaClient } from '../../generated/prisma/client.ts';
 import { AppError, DependencyUnavailableError } from '../../http/app-error.ts';
 import { RESTORE_ACTION, type RestoreReport } from './restore-report.ts';
 import { redactSecrets } from '../redact-secrets.ts';
+import { withTimeout } from '../../lib/with-timeout.ts';
 
 /** A report as recorded: everything but `late` (a resend says it is late; it is the same report). */
 export interface RecordedReport {
@@ -119,15 +120,11 @@ export class RestoreLedger {
   }
 
   private async fromDatabase(restoreId: string): Promise<RecordedReport[]> {
-    let timer: NodeJS.Timeout | undefined;
     const read = this.deps.prisma().auditEvent.findMany({
       where: { action: { in: Object.values(RESTORE_ACTION) }, detail: { path: ['restoreId'], equals: restoreId } },
       take: 200,
     });
-    const rows = await Promise.race([
-      read,
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), this.deps.dbTimeoutMs))),
-    ]).finally(() => clearTimeout(timer));
+    const rows = await withTimeout(read, this.deps.dbTimeoutMs, 'timeout');
     return rows.map(fromAudit).filter((r): r is RecordedReport => r !== undefined);
   }
 

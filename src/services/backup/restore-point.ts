@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { withTimeout } from '../../lib/with-timeout.ts';
 
 export const RESTORE_POINT_NAME = /^[A-Za-z0-9._:-]{1,63}$/;
 
@@ -42,10 +43,12 @@ export async function restorePointBefore(
 ): Promise<RestorePoint | { error: string }> {
   if (!connectionString) return { error: 'no database configured' };
   try {
-    return await Promise.race([
+    return await withTimeout(
       createRestorePoint(connectionString, restorePointName(reason), timeoutMs),
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs + 200).unref()),
-    ]);
+      timeoutMs + 200,
+      `no answer within ${timeoutMs} ms`,
+      { unref: true },
+    );
   } catch (err) {
     return { error: err instanceof Error ? err.message : String(err) };
   }

@@ -10,6 +10,7 @@ import { parseOrThrow } from '../http/validate.ts';
 import type { MediaConsistencyChecker } from '../services/media/media-consistency.ts';
 import type { MediaFailoverService } from '../services/media/media-failover-service.ts';
 import type { MediaSyncService } from '../services/media/media-sync.ts';
+import { errorMessage } from '../lib/error-message.ts';
 
 const backend = z.enum(['primary', 'backup'], { error: 'must be "primary" or "backup"' });
 export const switchBody = z.strictObject({ to: backend, dryRun: z.boolean().default(false), force: z.boolean().default(false) });
@@ -66,7 +67,7 @@ export function mediaAdminRoutes(deps: {
       // Metadata against content on each backend, and orphans; a job when the store is large.
       const consistency = await deps.consistency
         .start({ deep: input.deep })
-        .then(withJobHref, (err: unknown) => ({ status: 'fail' as const, error: err instanceof Error ? err.message : String(err) }));
+        .then(withJobHref, (err: unknown) => ({ status: 'fail' as const, error: errorMessage(err) }));
       const pass = 'status' in consistency ? consistency.status : 'pass';
       const status =
         canaries.status === 'fail' || pass === 'fail'

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { withTimeout } from '../../lib/with-timeout.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 export const RESTORE_POINT_NAME = /^[A-Za-z0-9._:-]{1,63}$/;
 
@@ -50,6 +51,6 @@ export async function restorePointBefore(
       { unref: true },
     );
   } catch (err) {
-    return { error: err instanceof Error ? err.message : String(err) };
+    return { error: errorMessage(err) };
   }
 }

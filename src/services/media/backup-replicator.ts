@@ -6,6 +6,7 @@ import type { MediaVersionRepository, OutboxStats, OutboxTask, RetireReason } fr
 import { ObjectMissingError, type ObjectStore } from '../../adapters/object-store.ts';
 import { copyVersion, VersionCorruptError } from './version-copier.ts';
 import { withTimeout } from '../../lib/with-timeout.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 const BATCH = 16;
 const CONCURRENCY = 4;
@@ -155,7 +156,7 @@ export class BackupReplicator {
           break;
         } catch (err) {
           // Missing or corrupt on this holder: another may still have it whole.
-          if (err instanceof ObjectMissingError || err instanceof VersionCorruptError) definitive.push(`${b}: ${errorText(err)}`);
+          if (err instanceof ObjectMissingError || err instanceof VersionCorruptError) definitive.push(`${b}: ${errorMessage(err)}`);
           else throw err;
         }
       }
@@ -166,7 +167,7 @@ export class BackupReplicator {
       }
       return true;
     } catch (err) {
-      const message = errorText(err);
+      const message = errorMessage(err);
       // Definitive only when every backend that should hold the version answered and lacks it whole:
       // versions are immutable, so no retry can bring its content back.
       const hopeless = definitive.length > 0 && definitive.length === holders.length;
@@ -207,8 +208,4 @@ export class BackupReplicator {
       this.deps.logger.warn({ version: task.id, err: String(err) }, 'outbox row not settled; it will be retried'),
     );
   }
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -8,6 +8,7 @@ import { versionObjectName } from './media-repository.ts';
 import type { MediaVersionRepository } from './media-version-repository.ts';
 import { ObjectMissingError, type ObjectStore } from '../../adapters/object-store.ts';
 import { copyVersion } from './version-copier.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 export const SYNC_LOCK = 'media-sync';
 const LOCK_TTL_MS = 30_000;
@@ -192,7 +193,7 @@ export class MediaSyncService {
               await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
               continue;
             }
-            job.failed.push({ key: item.key, error: err instanceof Error ? err.message : String(err) });
+            job.failed.push({ key: item.key, error: errorMessage(err) });
             break;
           }
         }
@@ -211,7 +212,7 @@ export class MediaSyncService {
       if (job.failed.length > 0) job.error = `${job.failed.length} object(s) could not be copied`;
     } catch (err) {
       job.status = 'failed';
-      job.error = err instanceof Error ? err.message : String(err);
+      job.error = errorMessage(err);
     } finally {
       job.finishedAt = job.updatedAt = new Date().toISOString();
       await this.save(job).catch(() => undefined);

@@ -19,7 +19,6 @@ import {
   type RestoreLedger,
 } from '../services/backup/restore-ledger.ts';
 import type { PrismaValidationStore } from '../services/backup/validation-store.ts';
-import { jobParams } from './media-admin-routes.ts';
 
 export const backupBody = z.strictObject({ type: z.enum(['full', 'diff', 'incr'], { error: 'must be "full", "diff" or "incr"' }) });
 const label = z.string().regex(/^(latest|\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?)$/, { error: 'must be "latest" or a pgBackRest backup label' });
@@ -48,15 +47,6 @@ export function backupRoutes(deps: {
   router.get('/admin/backups', async (_req, res) => {
     const [inventory, workers] = await Promise.all([deps.inventory.inventory(), deps.service.workers()]);
     res.json({ ...inventory, workers });
-  });
-
-  // DR queue jobs (backups, validations); media jobs are answered by the media routes, which pass
-  // these on.
-  router.get('/admin/jobs/:id', async (req, res, next) => {
-    const id = parseOrThrow(jobParams, req.params, 'invalid job id').id;
-    const job = await deps.service.job(id);
-    if (!job) return next();
-    res.json(job);
   });
 
   router.post('/admin/backups', async (req, res) => {

@@ -17,8 +17,6 @@ export const switchBody = z.strictObject({ to: backend, dryRun: z.boolean().defa
 export const syncBody = z.strictObject({ from: backend, to: backend, dryRun: z.boolean().default(false) });
 /** POST /admin/verify/media: `deep` reads and hashes every current version (default: sizes only). */
 export const verifyMediaBody = z.strictObject({ deep: z.boolean().default(false) });
-export const jobId = z.uuid({ error: 'must be a job id' });
-export const jobParams = z.object({ id: jobId });
 
 export function mediaAdminRoutes(deps: {
   failover: MediaFailoverService;
@@ -50,14 +48,6 @@ export function mediaAdminRoutes(deps: {
       return { body: result, result: input.dryRun ? 'dry_run' : 'success', detail: { ...result, items: undefined } };
     });
     res.status(body.async === true ? 202 : 200).json(body);
-  });
-
-  router.get('/admin/jobs/:id', async (req, res, next) => {
-    const id = parseOrThrow(jobParams, req.params, 'invalid job id').id;
-    const job = await deps.sync.job(id);
-    // Jobs of the DR queue (backups, validations) have their own rules: the backup routes answer.
-    if (!String(job.kind).startsWith('media.')) return next();
-    res.json(job);
   });
 
   router.post('/admin/verify/media', async (req, res) => {

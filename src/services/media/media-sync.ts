@@ -2,7 +2,7 @@ import type { MediaBackendName } from '../../domain.ts';
 import { randomUUID } from 'node:crypto';
 import type { ClusterLock, LockLease } from '../dr-state/cluster-lock.ts';
 import type { JobRecordStore } from '../jobs/job-records.ts';
-import { BadRequestError, DependencyUnavailableError, NotFoundError } from '../../http/app-error.ts';
+import { BadRequestError, DependencyUnavailableError } from '../../http/app-error.ts';
 import type { Logger } from '../../logger.ts';
 import { versionObjectName } from './media-repository.ts';
 import type { MediaVersionRepository } from './media-version-repository.ts';
@@ -225,26 +225,22 @@ export class MediaSyncService {
     this.deps.onProgress?.({ id: job.id, ...this.summary(job) });
     await this.deps.jobs.save(job.id, job, JOB_TTL_SECONDS);
   }
+}
 
-  async job(id: string): Promise<SyncJob & { stale?: boolean }> {
-    let job: SyncJob | undefined;
-    try {
-      job = await this.deps.jobs.load<SyncJob>(id);
-    } catch (err) {
-      throw new DependencyUnavailableError('redis', 'jobs are kept in Redis, which is unreachable', err);
-    }
-    if (job === undefined) throw new NotFoundError(`no job ${id}`);
-    // The 15 s rule is media sync's own (it saves progress every item); DR queue jobs have theirs.
-    if (String(job.kind).startsWith('media.') && job.status === 'running' && Date.now() - Date.parse(job.updatedAt) > SYNC_STALE_MS) {
-      return {
-        ...job,
-        status: 'failed',
-        stale: true,
-        error: `the instance running it (${job.instanceId}) made no progress for ${SYNC_STALE_MS / 1000} s; it stopped: run the sync again`,
-      };
-    }
-    return job;
+/**
+ * A media job (kind `media.*`) as GET /admin/jobs/{id} shows it. The 15 s rule is media sync's own
+ * (it saves progress every item); DR queue jobs have theirs.
+ */
+export function mediaJobView(job: SyncJob): SyncJob & { stale?: boolean } {
+  if (job.status === 'running' && Date.now() - Date.parse(job.updatedAt) > SYNC_STALE_MS) {
+    return {
+      ...job,
+      status: 'failed',
+      stale: true,
+      error: `the instance running it (${job.instanceId}) made no progress for ${SYNC_STALE_MS / 1000} s; it stopped: run the sync again`,
+    };
   }
+  return job;
 }
 
 async function copyFirst(item: SyncItem, sources: ObjectStore[], target: ObjectStore): Promise<void> {

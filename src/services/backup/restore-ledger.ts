@@ -159,6 +159,37 @@ export class RestoreLedger {
   }
 
   /**
+   * Takes a restore report: a resend is answered with what was recorded (`replayed`); other content
+   * for the same report is refused (the record never changes, 409 report_conflict), and so is a
+   * report that contradicts the restore's others (409 report_inconsistent). Otherwise the report is
+   * recorded; the caller writes its audit event when it is not a replay.
+   */
+  async accept(report: RestoreReport): Promise<{ recorded: RecordedReport; replayed: boolean }> {
+    const recorded = recordedReport(report);
+    const known = await this.recorded(report.restoreId);
+    const refuse = (earlier: RecordedReport) =>
+      new ReportConflictError(
+        'report_conflict',
+        `report ${report.seq} of restore ${report.restoreId} was recorded with other content; the record is not changed`,
+        { seq: report.seq, recorded: earlier },
+      );
+    const earlier = known.get(report.seq);
+    if (earlier) {
+      if (!sameReport(earlier, recorded)) throw refuse(earlier);
+      return { recorded: earlier, replayed: true };
+    }
+    const why = inconsistency(recorded, [...known.values()]);
+    if (why)
+      throw new ReportConflictError('report_inconsistent', `the report contradicts the restore's earlier reports: ${why}`, {
+        seq: report.seq,
+      });
+    // Another instance may take the same seq at the same moment: the first one recorded wins.
+    const claimed = await this.claim(report.restoreId, recorded);
+    if (!sameReport(claimed, recorded)) throw refuse(claimed);
+    return { recorded, replayed: false };
+  }
+
+  /**
    * Records the report unless one with its seq is there already (another instance, at the same
    * moment): returns the one recorded first. Redis down: the audit event is the record.
    */

@@ -1,11 +1,8 @@
 import request from 'supertest';
-import { migrate } from '../../src/services/database/migrator.ts';
-import { MIGRATIONS_DIR } from '../../src/paths.ts';
-import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
-import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
-import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
+import type { PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
 import { eventually } from '../../support/common.ts';
-import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+import { OPERATOR_TOKEN, type TestInstance } from '../support/instance.ts';
+import { startBackupWorld, type BackupWorld } from '../support/world.ts';
 
 const op = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 /** Small enough to pass within the test, far below the 26 h default the rule used to apply. */
@@ -19,34 +16,25 @@ interface Assessment {
 }
 
 describe('POST /admin/incidents/assess: "backups stale" follows BACKUP_MAX_AGE, on a real pgBackRest repository', () => {
-  let cluster: PgCluster;
+  let world: BackupWorld;
   let repo: PgBackRestRepo;
-  let s3: S3ServerHandle;
   let api: TestInstance;
 
   beforeAll(async () => {
-    cluster = await startPgCluster();
-    repo = await createPgBackRestRepo(cluster.primary, cluster.dir);
-    await migrate(cluster.primary.url(), MIGRATIONS_DIR);
-    s3 = await startS3Server({ bucket: 'stale-media' });
-    api = await startInstance(
-      {
-        ...mediaEnv('PRIMARY', s3),
-        DATABASE_URL: cluster.primary.url(),
-        ...repo.env,
+    world = await startBackupWorld({
+      bucket: 'stale-media',
+      env: {
         BACKUP_MAX_AGE: `${MAX_AGE_SECONDS}s`,
         BACKUP_STATUS_INTERVAL_MS: '60000',
         PGBACKREST_INFO_CACHE_MS: '0',
         HEALTH_INTERVAL_MS: '500',
       },
-      uniquePrefix(),
-    );
+    });
+    repo = world.repo;
+    api = await world.start(repo.env);
   }, 90_000);
   afterAll(async () => {
-    await api?.stop();
-    await s3?.destroy();
-    await cluster?.destroy();
-    repo?.destroy();
+    await world?.destroy();
   });
 
   const assess = async () => {

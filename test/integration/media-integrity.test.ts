@@ -3,11 +3,12 @@ import { promises as fs } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import pg from 'pg';
+import type pg from 'pg';
 import request from 'supertest';
-import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
+import type { S3ServerHandle } from '../../support/s3-server.ts';
 import type { ObjectStore } from '../../src/adapters/object-store.ts';
-import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, type TestInstance } from '../support/instance.ts';
+import { OPERATOR_TOKEN, type TestInstance } from '../support/instance.ts';
+import { startMediaWorld, type MediaWorld } from '../support/world.ts';
 import { eventually, sha256Hex, sleep } from '../../support/common.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
@@ -52,35 +53,31 @@ function rawGet(base: string, key: string): Promise<Fetched> {
  * backup's copy is corrupted on the S3 server's disk.
  */
 describe('media integrity: corrupt or missing copies are never served as good, found, and repaired', () => {
-  let db: Awaited<ReturnType<typeof ownDatabase>>;
+  let world: MediaWorld;
   let primary: S3ServerHandle;
   let backup: S3ServerHandle;
   let api: TestInstance;
   let sql: pg.Client;
 
   beforeAll(async () => {
-    db = await ownDatabase();
-    primary = await startS3Server({ bucket: 'mi-primary' });
-    backup = await startS3Server({ bucket: 'mi-backup' });
-    api = await startInstance({
-      DATABASE_URL: db.url,
-      ...mediaEnv('PRIMARY', primary),
-      ...mediaEnv('BACKUP', backup),
-      MEDIA_CONTINUOUS_BACKUP: 'true',
-      HEALTH_INTERVAL_MS: '300',
-      MEDIA_S3_TIMEOUT_MS: '2000',
-      MEDIA_GC_GRACE_SECONDS: String(GRACE_MS / 1000),
-      MEDIA_GC_INTERVAL_MS: '3600000',
+    world = await startMediaWorld({
+      bucket: 'mi-primary',
+      backupBucket: 'mi-backup',
+      env: {
+        MEDIA_CONTINUOUS_BACKUP: 'true',
+        HEALTH_INTERVAL_MS: '300',
+        MEDIA_S3_TIMEOUT_MS: '2000',
+        MEDIA_GC_GRACE_SECONDS: String(GRACE_MS / 1000),
+        MEDIA_GC_INTERVAL_MS: '3600000',
+      },
     });
-    sql = new pg.Client({ connectionString: db.url });
-    await sql.connect();
+    sql = world.sql;
+    primary = world.s3;
+    backup = world.s3Backup!;
+    api = await world.start();
   });
   afterAll(async () => {
-    await sql?.end();
-    await api?.stop();
-    await primary?.destroy();
-    await backup?.destroy();
-    await db?.drop();
+    await world?.destroy();
   });
 
   const store = (b: 'primary' | 'backup'): ObjectStore => api.service.objectStores.get(b)!;
@@ -103,6 +100,14 @@ describe('media integrity: corrupt or missing copies are never served as good, f
     );
     return v;
   };
+  /** Until the version is on both backends again (the replicator copied it back). */
+  const repaired = (v: string) =>
+    eventually(
+      () => backends(v),
+      (b) => b.length === 2,
+      15_000,
+      100,
+    );
   /** Flips one byte of the backup's copy on the S3 server's disk: same size, other sha256. */
   const corruptOnBackup = async (v: string, at: number) => {
     const file = objectFile(backup, `v/${v}`);
@@ -154,12 +159,7 @@ describe('media integrity: corrupt or missing copies are never served as good, f
           await primary.start();
         }
         // The replicator repairs the copy from the primary.
-        await eventually(
-          () => backends(v),
-          (b) => b.length === 2,
-          15_000,
-          100,
-        );
+        await repaired(v);
         expect(await backupHash(v)).toBe(sha256Hex(body));
         await primary.stop();
         try {
@@ -188,12 +188,7 @@ describe('media integrity: corrupt or missing copies are never served as good, f
       expect(deep.status).toBe(503);
       expect(deep.body.consistency).toMatchObject({ status: 'fail', deep: true, corrupt: 1, repairQueued: 1 });
       expect(deep.body.consistency.problems).toEqual([{ key, version: v, backend: 'backup', problem: 'corrupt' }]);
-      await eventually(
-        () => backends(v),
-        (b) => b.length === 2,
-        15_000,
-        100,
-      );
+      await repaired(v);
       expect(await backupHash(v)).toBe(sha256Hex(body));
       const after = await verify({ deep: true });
       expect(after.body.consistency).toMatchObject({ status: 'pass', corrupt: 0, problemCount: 0 });
@@ -236,12 +231,7 @@ describe('media integrity: corrupt or missing copies are never served as good, f
       } finally {
         await primary.start();
       }
-      await eventually(
-        () => backends(v),
-        (b) => b.length === 2,
-        15_000,
-        100,
-      );
+      await repaired(v);
       expect(await store('backup').stat(`v/${v}`)).toMatchObject({ size: 1000 });
       expect(await outbox(v)).toEqual([]);
       expect((await verify({ deep: true })).body.consistency).toMatchObject({ status: 'pass', problemCount: 0 });

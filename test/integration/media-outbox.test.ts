@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import pg from 'pg';
+import type pg from 'pg';
 import request from 'supertest';
 import { BackupReplicator, OUTBOX_LEASE_MS } from '../../src/services/media/backup-replicator.ts';
-import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, type TestInstance } from '../support/instance.ts';
+import type { S3ServerHandle } from '../../support/s3-server.ts';
+import { OPERATOR_TOKEN, type TestInstance } from '../support/instance.ts';
+import { startMediaWorld, type MediaWorld } from '../support/world.ts';
 import { eventually, sleep } from '../../support/common.ts';
 import { captureLogger } from '../support/log-capture.ts';
 
@@ -20,33 +21,23 @@ const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
  * Real S3 servers (atomic PUT), PostgreSQL and Redis.
  */
 describe('continuous-backup outbox: every row is applied or retired, none waits on a vanished claim', () => {
-  let db: Awaited<ReturnType<typeof ownDatabase>>;
+  let world: MediaWorld;
   let primary: S3ServerHandle;
-  let backup: S3ServerHandle;
   let api: TestInstance;
   let sql: pg.Client;
 
   beforeAll(async () => {
-    db = await ownDatabase();
-    primary = await startS3Server({ bucket: 'ob-primary' });
-    backup = await startS3Server({ bucket: 'ob-backup' });
-    api = await startInstance({
-      DATABASE_URL: db.url,
-      ...mediaEnv('PRIMARY', primary),
-      ...mediaEnv('BACKUP', backup),
-      MEDIA_CONTINUOUS_BACKUP: 'true',
-      HEALTH_INTERVAL_MS: '300',
-      MEDIA_S3_TIMEOUT_MS: '2000',
+    world = await startMediaWorld({
+      bucket: 'ob-primary',
+      backupBucket: 'ob-backup',
+      env: { MEDIA_CONTINUOUS_BACKUP: 'true', HEALTH_INTERVAL_MS: '300', MEDIA_S3_TIMEOUT_MS: '2000' },
     });
-    sql = new pg.Client({ connectionString: db.url });
-    await sql.connect();
+    sql = world.sql;
+    primary = world.s3;
+    api = await world.start();
   });
   afterAll(async () => {
-    await sql.end();
-    await api.stop();
-    await primary.destroy();
-    await backup.destroy();
-    await db.drop();
+    await world?.destroy();
   });
 
   const store = (b: 'primary' | 'backup') => api.service.objectStores.get(b)!;

@@ -40,7 +40,6 @@ describe('POST /admin/verify/media on a large store: the consistency pass as a j
   let world: MediaWorld;
   let a: TestInstance;
   let b: TestInstance;
-  let sql: pg.Client;
 
   beforeAll(async () => {
     // A short grace period so that an injected orphan counts; the collector never runs during the test;
@@ -58,7 +57,6 @@ describe('POST /admin/verify/media on a large store: the consistency pass as a j
         MEDIA_S3_TIMEOUT_MS: '30000',
       },
     });
-    sql = world.sql;
     a = await world.start({ INSTANCE_ID: 'vj-a' });
     b = await world.start({ INSTANCE_ID: 'vj-b' });
   });
@@ -70,8 +68,8 @@ describe('POST /admin/verify/media on a large store: the consistency pass as a j
     const p = a.service.objectStores.get('primary')!;
     const bk = a.service.objectStores.get('backup')!;
     // Exactly the threshold, all consistent: answered inline, and nothing is reported.
-    const first = await seed(sql, [p], 0, INLINE_MAX - 20, ['primary']);
-    const both = await seed(sql, [p, bk], INLINE_MAX - 20, INLINE_MAX, ['primary', 'backup']);
+    const first = await seed(world.sql, [p], 0, INLINE_MAX - 20, ['primary']);
+    const both = await seed(world.sql, [p, bk], INLINE_MAX - 20, INLINE_MAX, ['primary', 'backup']);
     const inline = await request(a.url).post('/admin/verify/media').set(auth).send({});
     expect({ status: inline.status, body: inline.body }).toMatchObject({ status: 200 });
     expect(inline.body.consistency).toMatchObject({
@@ -90,7 +88,7 @@ describe('POST /admin/verify/media on a large store: the consistency pass as a j
     await bk.remove(`v/${both.get(notOnBackup)}`);
     const orphan = `v/${randomUUID()}`;
     await bk.put(orphan, Readable.from([Buffer.from('nobody refers to me')]), 19, 'text/plain');
-    await seed(sql, [p], INLINE_MAX, INLINE_MAX + 5, ['primary']); // now above the threshold
+    await seed(world.sql, [p], INLINE_MAX, INLINE_MAX + 5, ['primary']); // now above the threshold
     await new Promise((resolve) => setTimeout(resolve, 3200)); // the orphan passes the grace period
 
     const started = await request(a.url).post('/admin/verify/media').set(auth).send({});

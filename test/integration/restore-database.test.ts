@@ -1,20 +1,19 @@
 import { sql } from '../support/dr-scripts.ts';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
 import { loadConfig } from '../../src/config/config.ts';
-import { migrate } from '../../src/services/database/migrator.ts';
 import { RestoreJournal } from '../../src/services/backup/restore-reporter.ts';
 import { MinioObjectStore } from '../../src/adapters/minio-object-store.ts';
-import { MIGRATIONS_DIR } from '../../src/paths.ts';
-import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
-import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
-import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
+import type { PgCluster } from '../../support/pg-cluster.ts';
+import type { PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
-import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
+import { mediaEnv, OPERATOR_TOKEN, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
+import { archiveAll, restoreScript, restoreScriptEnv } from '../support/restore-script.ts';
+import { startBackupWorld, type BackupWorld } from '../support/world.ts';
 import { eventually, sha256Hex } from '../../support/common.ts';
 
 const SCRIPT = join(__dirname, '..', '..', 'scripts', 'dr', 'restore-database.sh');
@@ -47,23 +46,12 @@ function scriptLive(
   });
 }
 
-function script(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      'bash',
-      [SCRIPT, ...args],
-      { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env }, timeout: 180_000 },
-      (err, stdout, stderr) => {
-        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout: String(stdout), stderr: String(stderr) });
-      },
-    );
-  });
-}
+const script = (args: string[], env: Record<string, string>) => restoreScript(args, env, 180_000);
 
 describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () => {
+  let world: BackupWorld;
   let cluster: PgCluster;
   let repo: PgBackRestRepo;
-  let s3: S3ServerHandle;
   let api: TestInstance;
   let env: Record<string, string>;
   // Every run's report journal in one place of its own (not ./.sav3 of the checkout).
@@ -75,10 +63,6 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     const res = await request(api.url).put(`/media/${key}`).send(body);
     expect(res.status).toBe(201);
     acked.set(key, sha256Hex(body));
-  };
-  const archiveAll = async () => {
-    await sql(cluster.primary.url(), 'SELECT pg_switch_wal()');
-    await repo.exec(['check']); // waits until the current WAL segment is in the archive
   };
   const expectBack = async (keys: string[]) => {
     for (const key of keys) {
@@ -95,31 +79,15 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
   };
 
   beforeAll(async () => {
-    cluster = await startPgCluster();
-    repo = await createPgBackRestRepo(cluster.primary, cluster.dir);
-    await migrate(cluster.primary.url(), MIGRATIONS_DIR);
-    s3 = await startS3Server({ bucket: 'restore-primary' });
-    api = await startInstance(
-      { ...mediaEnv('PRIMARY', s3), DATABASE_URL: cluster.primary.url(), MEDIA_CACHE_TTL_SECONDS: '1', HEALTH_TIMEOUT_MS: '500' },
-      uniquePrefix(),
-    );
+    world = await startBackupWorld({ bucket: 'restore-primary', env: { MEDIA_CACHE_TTL_SECONDS: '1', HEALTH_TIMEOUT_MS: '500' } });
+    ({ cluster, repo } = world);
+    api = await world.start();
     await upload('r/before-backup');
     await repo.exec(['backup', '--type=full']);
-    env = {
-      SAV3_API_URL: api.url,
-      SAV3_ADMIN_TOKEN: OPERATOR_TOKEN,
-      DATABASE_URL: cluster.primary.url(),
-      PGDATA: cluster.primary.dataDir,
-      SAV3_RESTORE_JOURNAL_DIR: journalRoot,
-      ...repo.env,
-      ...mediaEnv('PRIMARY', s3),
-    };
+    env = { ...restoreScriptEnv(world, api, journalRoot), ...mediaEnv('PRIMARY', world.s3) };
   }, 90_000);
   afterAll(async () => {
-    await api?.stop();
-    await s3?.destroy();
-    await cluster?.destroy();
-    repo?.destroy();
+    await world?.destroy();
     rmSync(journalRoot, { recursive: true, force: true });
   });
 
@@ -166,7 +134,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     await upload('r/after-backup-2');
     expect((await request(api.url).post('/admin/database/restore-point').set(auth).send({ name: 'before-mistake-1' })).status).toBe(201);
     await sql(cluster.primary.url(), 'DELETE FROM media_objects');
-    await archiveAll();
+    await archiveAll(world);
     // While the restore runs, the API keeps answering: writes 503 with Retry-After, health/live 200.
     const seen: number[] = [];
     let polling = true;
@@ -208,7 +176,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     await new Promise((r) => setTimeout(r, 200));
     await upload('r/after-target');
     await sql(cluster.primary.url(), "DELETE FROM media_objects WHERE key LIKE 'r/%'");
-    await archiveAll();
+    await archiveAll(world);
     const run = await script(['--from-backup', 'latest', '--target-time', target, '--confirm'], env);
     expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
     await expectBack(['r/before-backup', 'r/after-backup-1', 'r/after-backup-2', 'r/before-target']);
@@ -220,7 +188,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
       .map((l) => JSON.parse(l.slice(14)) as { object: string; backend: string; size: number });
     expect(run.stdout).toContain(`media: ${orphans.length} object(s) uploaded after the target`);
     expect(orphans.every((o) => o.backend === 'primary' && /^v\/[0-9a-f-]{36}$/.test(o.object))).toBe(true);
-    const store = new MinioObjectStore(loadConfig({ DATABASE_URL: cluster.primary.url(), ...mediaEnv('PRIMARY', s3) }).mediaPrimary);
+    const store = new MinioObjectStore(loadConfig({ DATABASE_URL: cluster.primary.url(), ...mediaEnv('PRIMARY', world.s3) }).mediaPrimary);
     const orphanShas = new Set<string>();
     for (const o of orphans) {
       const chunks: Buffer[] = [];
@@ -309,7 +277,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
   it('a restore while an incident is open joins its timeline as database.restore: start, every step with its time, the outcome; the post-mortem lists them', async () => {
     const journals = mkdtempSync(join(journalRoot, 'j-'));
     const id = await openIncident('Restore from backup');
-    await archiveAll(); // the incident itself must survive a restore to the end of the archive
+    await archiveAll(world); // the incident itself must survive a restore to the end of the archive
     const run = await script(['--from-backup', 'latest', '--confirm'], { ...env, SAV3_RESTORE_JOURNAL_DIR: journals });
     expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
     expect(run.stdout).toMatch(/report: the API took all 8 report\(s\) of restore [0-9a-f-]{36}/);
@@ -350,7 +318,7 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     proxy.setMode('pass');
     const journals = mkdtempSync(join(journalRoot, 'j-'));
     const id = await openIncident('Restore, API flapping');
-    await archiveAll();
+    await archiveAll(world);
     const run = await scriptLive(
       ['--from-backup', 'latest', '--confirm'],
       { ...env, SAV3_API_URL: `http://127.0.0.1:${proxy.port}`, SAV3_RESTORE_JOURNAL_DIR: journals },

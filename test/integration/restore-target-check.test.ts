@@ -1,38 +1,21 @@
 // The restore script refuses a target recovery cannot reach (before touching anything), and when
 // PostgreSQL still ends during recovery it says so at once, with the state and what to do.
 import { sql } from '../support/dr-scripts.ts';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
-import { migrate } from '../../src/services/database/migrator.ts';
 import { restoreServer } from '../../src/restore-database.ts';
-import { MIGRATIONS_DIR } from '../../src/paths.ts';
-import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
-import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
-import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+import { OPERATOR_TOKEN, type TestInstance } from '../support/instance.ts';
+import { archiveAll, restoreScript, restoreScriptEnv } from '../support/restore-script.ts';
+import { startBackupWorld, type BackupWorld } from '../support/world.ts';
 
-const SCRIPT = join(__dirname, '..', '..', 'scripts', 'dr', 'restore-database.sh');
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
-
-function script(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string; ms: number }> {
+/** The script's result and how long it ran (`ms`). */
+async function script(args: string[], env: Record<string, string>) {
   const started = Date.now();
-  return new Promise((resolve) => {
-    execFile(
-      'bash',
-      [SCRIPT, ...args],
-      { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', ...env }, timeout: 150_000 },
-      (err, stdout, stderr) =>
-        resolve({
-          code: err ? ((err as { code?: number }).code ?? 1) : 0,
-          stdout: String(stdout),
-          stderr: String(stderr),
-          ms: Date.now() - started,
-        }),
-    );
-  });
+  return { ...(await restoreScript(args, env, 150_000)), ms: Date.now() - started };
 }
 
 async function deadPid(): Promise<number> {
@@ -67,49 +50,27 @@ describe('waiting for promotion watches the postmaster', () => {
 });
 
 describe('restore-database.sh: unreachable targets (real pgBackRest)', () => {
-  let cluster: PgCluster;
-  let repo: PgBackRestRepo;
-  let s3: S3ServerHandle;
+  let world: BackupWorld;
   let api: TestInstance;
   let env: Record<string, string>;
   const journalRoot = mkdtempSync(join(tmpdir(), 'sav3-restore-journals-'));
 
-  const archiveAll = async () => {
-    await sql(cluster.primary.url(), 'SELECT pg_switch_wal()');
-    await repo.exec(['check']);
-  };
   const unchanged = async (rows: number) => {
-    expect(await sql(cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects')).toEqual([{ n: rows }]);
+    expect(await sql(world.cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects')).toEqual([{ n: rows }]);
     expect((await request(api.url).get('/admin/read-only').set(auth)).body.enabled).toBe(false);
   };
 
   beforeAll(async () => {
-    cluster = await startPgCluster();
-    repo = await createPgBackRestRepo(cluster.primary, cluster.dir);
-    await migrate(cluster.primary.url(), MIGRATIONS_DIR);
-    s3 = await startS3Server({ bucket: 'restore-target' });
-    api = await startInstance(
-      { ...mediaEnv('PRIMARY', s3), DATABASE_URL: cluster.primary.url(), HEALTH_TIMEOUT_MS: '500' },
-      uniquePrefix(),
-    );
-    await repo.exec(['backup', '--type=full']);
+    world = await startBackupWorld({ bucket: 'restore-target', env: { HEALTH_TIMEOUT_MS: '500' } });
+    api = await world.start();
+    await world.repo.exec(['backup', '--type=full']);
     expect((await request(api.url).put('/media/t/one').send('one')).status).toBe(201);
     expect((await request(api.url).post('/admin/database/restore-point').set(auth).send({ name: 'known-point' })).status).toBe(201);
-    await archiveAll();
-    env = {
-      SAV3_API_URL: api.url,
-      SAV3_ADMIN_TOKEN: OPERATOR_TOKEN,
-      DATABASE_URL: cluster.primary.url(),
-      PGDATA: cluster.primary.dataDir,
-      SAV3_RESTORE_JOURNAL_DIR: journalRoot,
-      ...repo.env,
-    };
+    await archiveAll(world);
+    env = restoreScriptEnv(world, api, journalRoot);
   }, 90_000);
   afterAll(async () => {
-    await api?.stop();
-    await s3?.destroy();
-    await cluster?.destroy();
-    repo?.destroy();
+    await world?.destroy();
     rmSync(journalRoot, { recursive: true, force: true });
   });
 
@@ -158,7 +119,7 @@ describe('restore-database.sh: unreachable targets (real pgBackRest)', () => {
       env,
     );
     expect({ code: back.code, stderr: back.stderr }).toEqual({ code: 0, stderr: '' });
-    expect(await sql(cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects')).toEqual([{ n: 1 }]);
+    expect(await sql(world.cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects')).toEqual([{ n: 1 }]);
     await request(api.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'test done' });
   }, 150_000);
 });

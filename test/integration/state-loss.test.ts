@@ -5,15 +5,13 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import request from 'supertest';
-import { migrate } from '../../src/services/database/migrator.ts';
-import { MIGRATIONS_DIR } from '../../src/paths.ts';
-import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
-import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
-import { startOwnRedis, type OwnRedis } from '../../support/redis-server.ts';
+import type { PgCluster } from '../../support/pg-cluster.ts';
+import type { OwnRedis } from '../../support/redis-server.ts';
 import { eventually, sleep } from '../../support/common.ts';
 import { heldUpload } from '../support/held-upload.ts';
-import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
-import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+import type { TcpProxy } from '../support/tcp-proxy.ts';
+import { OPERATOR_TOKEN, type TestInstance } from '../support/instance.ts';
+import { startPartitionWorld, type PartitionWorld } from '../support/world.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 const LEASE_MS = 3000;
@@ -35,48 +33,29 @@ async function rowOn(url: string, key: string): Promise<string | null> {
  * directly, `b` through a proxy (to cut it off); each has a state file of its own.
  */
 describe('the DR state lost from Redis, and the media switch barrier, against a real primary and streaming replica', () => {
+  let world: PartitionWorld;
   let cluster: PgCluster;
-  let s3: S3ServerHandle;
-  let s3b: S3ServerHandle;
   let redis: OwnRedis;
   let proxy: TcpProxy;
   let a: TestInstance;
   let b: TestInstance;
-  let env: Record<string, string>;
-  const prefix = uniquePrefix();
   const fileA = join(tmpdir(), `sav3-state-loss-a-${randomBytes(4).toString('hex')}.json`);
   const fileB = join(tmpdir(), `sav3-state-loss-b-${randomBytes(4).toString('hex')}.json`);
-  const startA = () => startInstance({ ...env, REDIS_URL: redis.url, INSTANCE_ID: 'loss-a', DR_STATE_FILE: fileA }, prefix);
-  const startB = () =>
-    startInstance({ ...env, REDIS_URL: `redis://127.0.0.1:${proxy.port}`, INSTANCE_ID: 'loss-b', DR_STATE_FILE: fileB }, prefix);
+  const startA = () => world.startDirect({ INSTANCE_ID: 'loss-a', DR_STATE_FILE: fileA });
+  const startB = () => world.startProxied({ INSTANCE_ID: 'loss-b', DR_STATE_FILE: fileB });
 
   beforeAll(async () => {
-    cluster = await startPgCluster();
-    await migrate(cluster.primary.url(), MIGRATIONS_DIR);
-    s3 = await startS3Server({ bucket: 'loss-primary' });
-    s3b = await startS3Server({ bucket: 'loss-backup' });
-    redis = await startOwnRedis();
-    proxy = await startTcpProxy(redis.port);
-    env = {
-      ...mediaEnv('PRIMARY', s3),
-      ...mediaEnv('BACKUP', s3b),
-      DATABASE_URL: cluster.primary.url(),
-      DATABASE_REPLICA_URL: cluster.replica.url(),
-      HEALTH_TIMEOUT_MS: '500',
-      HEALTH_INTERVAL_MS: '300',
-      DR_STATE_LEASE_MS: String(LEASE_MS),
-    };
+    world = await startPartitionWorld({
+      bucket: 'loss-primary',
+      backupBucket: 'loss-backup',
+      env: { HEALTH_TIMEOUT_MS: '500', HEALTH_INTERVAL_MS: '300', DR_STATE_LEASE_MS: String(LEASE_MS) },
+    });
+    ({ cluster, redis, proxy } = world);
     a = await startA();
     b = await startB();
   }, 60_000);
   afterAll(async () => {
-    await a?.stop();
-    await b?.stop();
-    await proxy?.close();
-    await redis?.stop();
-    await s3?.destroy();
-    await s3b?.destroy();
-    await cluster?.destroy();
+    await world?.destroy();
     for (const f of [fileA, fileB]) rmSync(f, { force: true });
   });
 
@@ -90,7 +69,7 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
   const storedState = async () => {
     const client = new Redis(redis.url, { maxRetriesPerRequest: 1 });
     try {
-      const raw = await client.get(`${prefix}dr:state`);
+      const raw = await client.get(`${world.prefix}dr:state`);
       return raw === null ? null : (JSON.parse(raw) as { version: number; seeded?: boolean; readOnly: { enabled: boolean } });
     } finally {
       client.disconnect();
@@ -175,7 +154,7 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
     await redis.stop();
     await redis.start();
     const fileC = join(tmpdir(), `sav3-state-loss-c-${randomBytes(4).toString('hex')}.json`);
-    const c = await startInstance({ ...env, REDIS_URL: redis.url, INSTANCE_ID: 'loss-c', DR_STATE_FILE: fileC }, prefix);
+    const c = await world.startDirect({ INSTANCE_ID: 'loss-c', DR_STATE_FILE: fileC });
     try {
       const seeded = await eventually(storedState, (st) => st !== null, 10_000);
       // Marked as a blind seed, at most at the database write fence's epoch (the last change's version).

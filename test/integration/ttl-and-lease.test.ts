@@ -1,13 +1,10 @@
 import request from 'supertest';
-import { migrate } from '../../src/services/database/migrator.ts';
-import { MIGRATIONS_DIR } from '../../src/paths.ts';
-import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
-import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { eventually, sleep } from '../../support/common.ts';
-import { startOwnRedis, type OwnRedis } from '../../support/redis-server.ts';
-import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
+import type { OwnRedis } from '../../support/redis-server.ts';
+import type { TcpProxy } from '../support/tcp-proxy.ts';
 import { hasMediaRow } from '../support/media-rows.ts';
-import { mediaEnv, OPERATOR_TOKEN, startInstance, uniquePrefix, type TestInstance } from '../support/instance.ts';
+import { OPERATOR_TOKEN, type TestInstance } from '../support/instance.ts';
+import { startPartitionWorld, type PartitionWorld } from '../support/world.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 const LEASE_MS = 3000;
@@ -19,38 +16,23 @@ const LEASE_MS = 3000;
  * writes, and a change answers only once every live instance applied it.
  */
 describe('read-only TTL and the DR state lease, against a real primary and streaming replica', () => {
-  let cluster: PgCluster;
-  let s3: S3ServerHandle;
+  let world: PartitionWorld;
   let redis: OwnRedis;
   let proxy: TcpProxy;
   let a: TestInstance;
   let b: TestInstance;
 
   beforeAll(async () => {
-    cluster = await startPgCluster();
-    await migrate(cluster.primary.url(), MIGRATIONS_DIR);
-    s3 = await startS3Server({ bucket: 'ttl-lease' });
-    redis = await startOwnRedis();
-    proxy = await startTcpProxy(Number(new URL(redis.url).port));
-    const env = {
-      ...mediaEnv('PRIMARY', s3),
-      DATABASE_URL: cluster.primary.url(),
-      DATABASE_REPLICA_URL: cluster.replica.url(),
-      HEALTH_TIMEOUT_MS: '500',
-      HEALTH_INTERVAL_MS: '300',
-      DR_STATE_LEASE_MS: String(LEASE_MS),
-    };
-    const prefix = uniquePrefix();
-    a = await startInstance({ ...env, REDIS_URL: redis.url, INSTANCE_ID: 'lease-a' }, prefix);
-    b = await startInstance({ ...env, REDIS_URL: `redis://127.0.0.1:${proxy.port}`, INSTANCE_ID: 'lease-b' }, prefix);
+    world = await startPartitionWorld({
+      bucket: 'ttl-lease',
+      env: { HEALTH_TIMEOUT_MS: '500', HEALTH_INTERVAL_MS: '300', DR_STATE_LEASE_MS: String(LEASE_MS) },
+    });
+    ({ redis, proxy } = world);
+    a = await world.startDirect({ INSTANCE_ID: 'lease-a' });
+    b = await world.startProxied({ INSTANCE_ID: 'lease-b' });
   }, 60_000);
   afterAll(async () => {
-    await a?.stop();
-    await b?.stop();
-    await proxy?.close();
-    await redis?.stop();
-    await s3?.destroy();
-    await cluster?.destroy();
+    await world?.destroy();
   });
 
   let redisDown = false;
@@ -227,7 +209,7 @@ describe('read-only TTL and the DR state lease, against a real primary and strea
     expect(refusals.get('state_stale') ?? 0).toBeGreaterThan(0);
     // ... none after the enable answered, and every one is on the primary.
     expect(acks.filter((x) => x.at > answeredAt)).toEqual([]);
-    for (const { key } of acks) expect(await hasMediaRow(cluster.primary.url(), key)).toBe(true);
+    for (const { key } of acks) expect(await hasMediaRow(world.cluster.primary.url(), key)).toBe(true);
 
     // Reconnected: b confirms the state (read-only on) before it stops refusing.
     proxy.setMode('pass');

@@ -1,7 +1,7 @@
 import type { MediaBackendName } from '../../src/domain.ts';
 import { Readable } from 'node:stream';
 import type { AuditEvent, AuditSink, AuditSpool } from '../../src/services/audit/audit-event.ts';
-import type { BackupTool, StanzaInfo } from '../../src/services/backup/pgbackrest.ts';
+import type { BackupInfo, BackupTool, StanzaInfo } from '../../src/services/backup/pgbackrest.ts';
 import type { LockStore } from '../../src/services/dr-state/cluster-lock.ts';
 import type { CasResult, DrStateStore } from '../../src/services/dr-state/dr-state-store.ts';
 import type { DrState, InstanceHeartbeat } from '../../src/services/dr-state/dr-state.ts';
@@ -489,25 +489,24 @@ export class FakeBackupTool implements BackupTool {
   }
 }
 
+/** One backup as `pgbackrest info` lists it: a good full backup of a byte, no WAL or LSN range, unless `fields` say otherwise. */
+export const listedBackup = (fields: Pick<BackupInfo, 'label' | 'startedAt' | 'stoppedAt'> & Partial<BackupInfo>): BackupInfo => ({
+  type: 'full',
+  sizeBytes: 1,
+  deltaBytes: 1,
+  repositorySizeBytes: 1,
+  repositoryDeltaBytes: 1,
+  wal: { start: null, stop: null },
+  lsn: { start: null, stop: null },
+  prior: null,
+  error: false,
+  ...fields,
+});
+
 /** A stanza with one good full backup, as `pgbackrest info` reports it. */
 export const oneFullBackup: StanzaInfo = {
   stanza: 'main',
   status: { code: 0, message: 'ok' },
   archive: { min: '000000010000000000000001', max: '000000010000000000000009' },
-  backups: [
-    {
-      label: '20261126-080000F',
-      type: 'full',
-      startedAt: '2026-11-26T08:00:00.000Z',
-      stoppedAt: '2026-11-26T08:00:05.000Z',
-      sizeBytes: 1,
-      deltaBytes: 1,
-      repositorySizeBytes: 1,
-      repositoryDeltaBytes: 1,
-      wal: { start: null, stop: null },
-      lsn: { start: null, stop: null },
-      prior: null,
-      error: false,
-    },
-  ],
+  backups: [listedBackup({ label: '20261126-080000F', startedAt: '2026-11-26T08:00:00.000Z', stoppedAt: '2026-11-26T08:00:05.000Z' })],
 };

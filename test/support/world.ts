@@ -2,13 +2,18 @@ import pg from 'pg';
 import { migrate } from '../../src/services/database/migrator.ts';
 import { MIGRATIONS_DIR } from '../../src/paths.ts';
 import { startPgCluster, type PgCluster, type PgClusterOptions } from '../../support/pg-cluster.ts';
+import { createPgBackRestRepo, type PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
+import { startOwnRedis, type OwnRedis } from '../../support/redis-server.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { mediaEnv, ownDatabase, startInstance, uniquePrefix, type TestInstance } from './instance.ts';
+import { startTcpProxy, type TcpProxy } from './tcp-proxy.ts';
 
 // The set-ups integration files share: a database (a real primary + replica, or a scratch database
 // of the file's own), one or two S3 servers, and service instances on them with one Redis key
 // prefix. `start(env)` starts an instance with the world's environment plus `env`; `destroy()`
 // stops every instance it started, then the S3 servers and the database (safe after a failed set-up).
+// Two cluster variants add what some files need: a pgBackRest repository (startBackupWorld), or a
+// Redis of the world's own with a proxy to cut instances off from it (startPartitionWorld).
 
 export interface WorldOptions {
   /** The primary media bucket's name (one S3 server of the world's own). */
@@ -41,6 +46,22 @@ export interface ClusterWorldOptions extends WorldOptions {
 
 export interface ClusterWorld extends World {
   cluster: PgCluster;
+}
+
+export interface BackupWorld extends ClusterWorld {
+  /** The primary archives here (a real archive_command); instances get `repo.env` only when a test passes it. */
+  repo: PgBackRestRepo;
+}
+
+export interface PartitionWorld extends ClusterWorld {
+  /** A Redis of the world's own, to stop and restart. */
+  redis: OwnRedis;
+  /** In front of `redis`: `proxy.setMode('refuse')` cuts off the instances started by `startProxied`. */
+  proxy: TcpProxy;
+  /** An instance on `redis` directly. */
+  startDirect(env?: Record<string, string>): Promise<TestInstance>;
+  /** An instance on `redis` through `proxy`. */
+  startProxied(env?: Record<string, string>): Promise<TestInstance>;
 }
 
 export interface MediaWorld extends World {
@@ -102,6 +123,64 @@ export async function startClusterWorld(options: ClusterWorldOptions): Promise<C
     ...(options.replica === false ? {} : { DATABASE_REPLICA_URL: cluster.replica.url() }),
   };
   return { ...(await world(options, databaseEnv, [() => cluster.destroy()])), cluster };
+}
+
+/**
+ * A cluster world whose primary has a pgBackRest repository of its own (instances get no replica
+ * URL); `destroy()` removes the repository after the cluster.
+ */
+export async function startBackupWorld(options: WorldOptions & { cluster?: PgClusterOptions }): Promise<BackupWorld> {
+  let repo: PgBackRestRepo | undefined;
+  const prepare = async (cluster: PgCluster) => {
+    repo = await createPgBackRestRepo(cluster.primary, cluster.dir);
+  };
+  let clusterWorld: ClusterWorld;
+  try {
+    clusterWorld = await startClusterWorld({ ...options, replica: false, prepare });
+  } catch (err) {
+    repo?.destroy();
+    throw err;
+  }
+  const created = repo!;
+  return {
+    ...clusterWorld,
+    repo: created,
+    async destroy() {
+      await clusterWorld.destroy();
+      created.destroy();
+    },
+  };
+}
+
+/**
+ * A cluster world whose instances share a Redis of the world's own, some of them through a proxy
+ * that can cut them off (a partition); `destroy()` stops the proxy and Redis after the rest.
+ */
+export async function startPartitionWorld(options: WorldOptions): Promise<PartitionWorld> {
+  const clusterWorld = await startClusterWorld(options);
+  let redis: OwnRedis | undefined;
+  let proxy: TcpProxy;
+  try {
+    redis = await startOwnRedis();
+    proxy = await startTcpProxy(redis.port);
+  } catch (err) {
+    await redis?.stop();
+    await clusterWorld.destroy();
+    throw err;
+  }
+  const own = redis;
+  return {
+    ...clusterWorld,
+    redis: own,
+    proxy,
+    startDirect: (env = {}) => clusterWorld.start({ ...env, REDIS_URL: own.url }),
+    startProxied: (env = {}) => clusterWorld.start({ ...env, REDIS_URL: `redis://127.0.0.1:${proxy.port}` }),
+    async destroy() {
+      await clusterWorld.destroy();
+      await proxy.close();
+      await own.stop();
+    },
+  };
 }
 
 /** A scratch database of the file's own (media rows no other file sees), with S3 servers and instances on it. */

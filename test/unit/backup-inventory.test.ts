@@ -2,26 +2,16 @@ import { BackupInventory } from '../../src/services/backup/backup-inventory.ts';
 import { BackupToolError, type BackupTool, type StanzaInfo } from '../../src/services/backup/pgbackrest.ts';
 import type { ArchiverStatus } from '../../src/services/backup/wal-archive.ts';
 import { createMetrics } from '../../src/metrics/metrics.ts';
+import { listedBackup } from '../support/fakes.ts';
 import { captureLogger } from '../support/log-capture.ts';
 
 const info = (stops: [string, 'full' | 'diff' | 'incr', boolean][]): StanzaInfo => ({
   stanza: 'main',
   status: { code: 0, message: 'ok' },
   archive: { min: null, max: null },
-  backups: stops.map(([stop, type, error], i) => ({
-    label: `2026112${i}-000000F`,
-    type,
-    error,
-    startedAt: stop,
-    stoppedAt: stop,
-    sizeBytes: 1,
-    deltaBytes: 1,
-    repositorySizeBytes: 1,
-    repositoryDeltaBytes: 1,
-    wal: { start: null, stop: null },
-    lsn: { start: null, stop: null },
-    prior: null,
-  })),
+  backups: stops.map(([stop, type, error], i) =>
+    listedBackup({ label: `2026112${i}-000000F`, type, error, startedAt: stop, stoppedAt: stop }),
+  ),
 });
 
 const archiver: ArchiverStatus = {

@@ -97,7 +97,7 @@ export function createBackupModule(deps: {
           new JobLookup({
             records: new RedisJobRecords(deps.redis, deps.prefix),
             media: mediaJobView,
-            queue: (job) => service.job(job),
+            queue: (id, job) => service.job(id, job),
           }),
         ),
         backupRoutes({

@@ -92,10 +92,10 @@ export class BackupService {
    * type started after the job, the job is corrected to succeeded, saying so. `record` is the job's
    * record as read from Redis (GET /admin/jobs/{id} reads it once, for every kind of job).
    */
-  async job(record: Job): Promise<Job | undefined> {
+  async job(id: string, record: Job): Promise<Job | undefined> {
     let job: Job | undefined;
     try {
-      job = await this.deps.queue.current(record);
+      job = await this.deps.queue.current(id, record);
     } catch (err) {
       throw new DependencyUnavailableError('redis', 'jobs are kept in Redis, which is unreachable', err);
     }

@@ -15,7 +15,7 @@ export class JobLookup {
       /** Media jobs (kind `media.*`). */
       media: (record: SyncJob) => object;
       /** DR queue jobs (backups, validations); undefined when the job is gone by now. */
-      queue: (job: Job) => Promise<Job | undefined>;
+      queue: (id: string, job: Job) => Promise<Job | undefined>;
     },
   ) {}
 
@@ -29,6 +29,6 @@ export class JobLookup {
     }
     if (record === undefined) throw new NotFoundError(`no job ${id}`);
     if (String(record.kind).startsWith('media.')) return this.deps.media(record as SyncJob);
-    return this.deps.queue(record as Job);
+    return this.deps.queue(id, record as Job);
   }
 }

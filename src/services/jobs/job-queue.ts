@@ -240,17 +240,17 @@ export class JobQueue {
   async get(id: string): Promise<Job | undefined> {
     const raw = await this.redis.get(this.key(id));
     if (raw === null) return undefined;
-    return this.current(JSON.parse(raw) as Job);
+    return this.current(id, JSON.parse(raw) as Job);
   }
 
   /** A job record already read from its `jobs:<id>` key, as get() answers it (given up if stale). */
-  async current(record: Job): Promise<Job | undefined> {
+  async current(id: string, record: Job): Promise<Job | undefined> {
     const job = normalize(record);
     if (job.status === 'running' && Date.now() - Date.parse(job.updatedAt) > JOB_STALE_MS) {
       const out = (await this.redis.eval(
         GIVE_UP,
         1,
-        this.key(job.id),
+        this.key(id),
         job.updatedAt,
         staleMessage(job.kind, job.instanceId),
         new Date().toISOString(),

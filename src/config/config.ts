@@ -78,6 +78,8 @@ export interface BackupConfig {
   timeoutMs: number;
   infoCacheMs: number;
   statusIntervalMs: number;
+  /** A segment waiting to be archived (a `.ready` file) longer than this means archiving is stuck. */
+  archiveStallMs: number;
   maxAgeSeconds: number;
   validationMaxAgeSeconds: number;
   /** 0: no scheduled validation. */
@@ -195,6 +197,7 @@ const schema = z.object({
   PGBACKREST_INFO_CACHE_MS: int(0, 3_600_000).default(10_000),
   PG_BIN: z.string().regex(/^\//, { error: 'must be an absolute path' }).default('/usr/lib/postgresql/15/bin'),
   BACKUP_STATUS_INTERVAL_MS: int(100, 3_600_000).default(15_000),
+  WAL_ARCHIVE_STALL_MS: int(1000, 3_600_000).default(60_000),
   BACKUP_MAX_AGE: duration.default(26 * 3600),
   BACKUP_VALIDATION_MAX_AGE: duration.default(26 * 3600),
   BACKUP_VALIDATE_INTERVAL: offOrDuration.default(0),
@@ -310,10 +313,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     healthIntervalMs: raw.HEALTH_INTERVAL_MS,
     logLevel: raw.LOG_LEVEL,
     mediaMaxBytes: raw.MEDIA_MAX_BYTES,
-    // Stable across restarts (host and port): a copy of the DR state names the instances that were
-    // live, and recovering a state lost from Redis waits for them by these names. Port 0 (tests)
-    // has no stable name: host and pid.
-    instanceId: raw.INSTANCE_ID ?? (raw.PORT !== 0 ? `${hostname()}:${raw.PORT}` : `${hostname()}-${process.pid}`),
+    instanceId: raw.INSTANCE_ID ?? stableId(raw.PORT),
     trustProxy: parseTrustProxy(raw.TRUST_PROXY),
     migrateOnStart: raw.MIGRATE_ON_START,
     shutdownTimeoutMs: raw.SHUTDOWN_TIMEOUT_MS,
@@ -354,16 +354,27 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
       timeoutMs: raw.PGBACKREST_TIMEOUT_MS,
       infoCacheMs: raw.PGBACKREST_INFO_CACHE_MS,
       statusIntervalMs: raw.BACKUP_STATUS_INTERVAL_MS,
+      archiveStallMs: raw.WAL_ARCHIVE_STALL_MS,
       maxAgeSeconds: raw.BACKUP_MAX_AGE,
       validationMaxAgeSeconds: raw.BACKUP_VALIDATION_MAX_AGE,
       validateIntervalSeconds: raw.BACKUP_VALIDATE_INTERVAL,
       scratchDir: raw.BACKUP_SCRATCH_DIR ?? join(tmpdir(), 'sav3-validate'),
       workerPort: raw.WORKER_PORT,
-      // The worker's own stable name (host and its port), never the API's on the same host.
-      workerInstanceId: raw.INSTANCE_ID ?? (raw.WORKER_PORT !== 0 ? `${hostname()}:${raw.WORKER_PORT}` : `${hostname()}-${process.pid}`),
+      // INSTANCE_ID when set (then the same name as the API's, if both are given it); otherwise the
+      // worker's own stable name (host and its port), distinct from the API's on the same host.
+      workerInstanceId: raw.INSTANCE_ID ?? stableId(raw.WORKER_PORT),
       jobPollMs: raw.WORKER_POLL_MS,
     },
   };
+}
+
+/**
+ * An instance's name, stable across restarts (host and port): a copy of the DR state names the
+ * instances that were live, and recovering a state lost from Redis waits for them by these names.
+ * Port 0 (tests) has no stable name: host and pid.
+ */
+function stableId(port: number): string {
+  return port !== 0 ? `${hostname()}:${port}` : `${hostname()}-${process.pid}`;
 }
 
 // --- Edge: the internal metrics listener and the network allow-list of /admin ---------------

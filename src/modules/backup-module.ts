@@ -12,6 +12,10 @@ import type { ObjectStore } from '../adapters/object-store.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { BackupInventory } from '../services/backup/backup-inventory.ts';
 import { backupRoutes } from '../routes/backup-routes.ts';
+import { jobRoutes } from '../routes/job-routes.ts';
+import { JobLookup } from '../services/jobs/job-lookup.ts';
+import { RedisJobRecords } from '../services/jobs/job-records.ts';
+import { mediaJobView } from '../services/media/media-sync.ts';
 import { RestoreLedger } from '../services/backup/restore-ledger.ts';
 import { BACKUP_JOB, BackupService, VALIDATE_JOB, type BackupJobInput } from '../services/backup/backup-service.ts';
 import { BackupValidator, type ValidationInput } from '../services/backup/backup-validator.ts';
@@ -20,6 +24,7 @@ import { isRoot } from '../services/backup/os-command.ts';
 import { PgBackRestCli, type BackupTool } from '../services/backup/pgbackrest.ts';
 import { PublishedBackupInfo } from '../services/backup/published-info.ts';
 import { readArchiverStatus } from '../services/backup/wal-archive.ts';
+import type { WalArchiveSource } from '../services/backup/wal-scan.ts';
 import { lastPassedValidation, PrismaValidationStore } from '../services/backup/validation-store.ts';
 
 export interface BackupModule {
@@ -28,7 +33,10 @@ export interface BackupModule {
   service: BackupService;
   validations: PrismaValidationStore;
   tool: BackupTool | undefined;
-  /** Admin routers (inventory, backups, validations); none without an audit log (the worker). */
+  /**
+   * Admin routers (jobs of every kind, inventory, backups, validations); none without an audit log
+   * (the worker).
+   */
   adminRouters: Router[];
   /** What a worker runs (API instances never run these). */
   handlers(): Map<string, JobHandler>;
@@ -79,6 +87,7 @@ export function createBackupModule(deps: {
     timeoutMs: b.timeoutMs,
     cacheMs: b.infoCacheMs,
     intervalMs: b.statusIntervalMs,
+    archiveStallMs: b.archiveStallMs,
     maxAgeSeconds: b.maxAgeSeconds,
     validationMaxAgeSeconds: b.validationMaxAgeSeconds,
   });
@@ -86,6 +95,13 @@ export function createBackupModule(deps: {
   const service = new BackupService({ inventory, queue, activeDatabaseUrl: activeUrl, timeoutMs: Math.max(config.healthTimeoutMs, 2000) });
   const adminRouters = deps.audit
     ? [
+        jobRoutes(
+          new JobLookup({
+            records: new RedisJobRecords(deps.redis, deps.prefix),
+            media: mediaJobView,
+            queue: (id, job) => service.job(id, job),
+          }),
+        ),
         backupRoutes({
           inventory,
           service,
@@ -118,6 +134,7 @@ export function createBackupModule(deps: {
     });
     const validator = new BackupValidator({
       tool,
+      walSource: 'listSegments' in tool && 'fetchSegment' in tool ? (tool as unknown as WalArchiveSource) : undefined,
       info: () => inventory.info(true),
       media: backupStore ? new BackupBucketMediaCheck(backupStore) : undefined,
       validationStore: validations,
@@ -140,6 +157,13 @@ export function createBackupModule(deps: {
     map.set(VALIDATE_JOB, async (job) => {
       const report = await validator.validate(job.input as ValidationInput, job.id);
       void inventory.sample();
+      if (report.status === 'refused')
+        throw Object.assign(
+          new Error(
+            `validation refused, the backup was not judged: ${report.checks.find((c) => c.name === 'target')?.detail ?? 'the target cannot be reached'}`,
+          ),
+          { report },
+        );
       if (report.status !== 'passed')
         throw Object.assign(
           new Error(

@@ -1,6 +1,9 @@
 import type { MediaBackendName } from '../../domain.ts';
 import type { PrismaClient } from '../../generated/prisma/client.ts';
 
+/** The prefix every version's object name starts with. */
+export const VERSION_PREFIX = 'v/';
+
 /** A version's object name: `v/` and a lowercase UUID as PostgreSQL prints it, nothing else. */
 export const VERSION_OBJECT_NAME = /^v\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -68,6 +71,8 @@ export interface MediaVersionRepository {
   currentMissingOn(target: MediaBackendName, afterKey: string, limit: number): Promise<StoredVersion[]>;
   /** Current versions in key order after `afterKey` (verification). */
   current(afterKey: string, limit: number): Promise<StoredVersion[]>;
+  /** Current versions already copied to `target` (its name in their backends), in key order after `afterKey`. */
+  currentOn(target: MediaBackendName, afterKey: string, limit: number): Promise<StoredVersion[]>;
   countLegacy(): Promise<number>;
   /** Deletes version rows replaced longer than `graceMs` ago and returns them (their content goes next). */
   collect(graceMs: number, limit: number): Promise<StoredVersion[]>;
@@ -233,6 +238,17 @@ export class PrismaMediaVersionRepository implements MediaVersionRepository {
     const rows = await this.prisma().$queryRawUnsafe<Row[]>(
       `SELECT ${COLUMNS} FROM media_objects o JOIN media_versions v ON v.id = o.version
        WHERE o.key COLLATE "C" > $1 AND NOT ($2::text = ANY(v.backends)) ORDER BY o.key COLLATE "C" LIMIT $3`,
+      afterKey,
+      target,
+      limit,
+    );
+    return rows.map(toVersion);
+  }
+
+  async currentOn(target: MediaBackendName, afterKey: string, limit: number): Promise<StoredVersion[]> {
+    const rows = await this.prisma().$queryRawUnsafe<Row[]>(
+      `SELECT ${COLUMNS} FROM media_objects o JOIN media_versions v ON v.id = o.version
+       WHERE o.key COLLATE "C" > $1 AND $2::text = ANY(v.backends) ORDER BY o.key COLLATE "C" LIMIT $3`,
       afterKey,
       target,
       limit,

@@ -16,6 +16,7 @@ import {
   type RestoreApi,
   type RestoreServer,
 } from './services/backup/database-restore.ts';
+import { proveDataDirectory } from './services/backup/data-dir-identity.ts';
 import { findObjectsWithoutMetadata } from './services/backup/media-orphans.ts';
 import { isRoot, runAs } from './services/backup/os-command.ts';
 import { PgBackRestCli } from './services/backup/pgbackrest.ts';
@@ -32,6 +33,8 @@ export const USAGE = `usage: scripts/dr/restore-database.sh --from-backup latest
   --target-time   point-in-time: recover up to this time (ISO 8601 with a zone), then promote
   --target-name   point-in-time: recover up to this restore point (POST /admin/database/restore-point)
   --pg-data       the data directory (default: PGDATA)
+  --allow-standby restore a data directory holding standby.signal while DATABASE_URL does not answer
+                  (only once you know no primary runs elsewhere: it is promoted)
   --skip-target-check  act even when the target could not be verified in the archived WAL (a target
                   recovery cannot reach stops PostgreSQL: check it yourself first)
   --dry-run       print the plan, the backup and the WAL it would use; change nothing
@@ -47,6 +50,7 @@ interface Args {
   targetTime?: string;
   targetName?: string;
   pgData?: string;
+  allowStandby: boolean;
   skipTargetCheck: boolean;
   confirm: boolean;
   dryRun: boolean;
@@ -55,7 +59,7 @@ interface Args {
 }
 
 export function parseArgs(argv: string[]): Args | string {
-  const args: Args = { skipTargetCheck: false, confirm: false, dryRun: false, help: false, reportPending: false };
+  const args: Args = { allowStandby: false, skipTargetCheck: false, confirm: false, dryRun: false, help: false, reportPending: false };
   const value = (i: number, flag: string) => {
     const v = argv[i + 1];
     if (v === undefined || v.startsWith('--')) throw new Error(`${flag} needs a value`);
@@ -70,6 +74,7 @@ export function parseArgs(argv: string[]): Args | string {
       else if (a === '--pg-data') args.pgData = value(i++, a);
       else if (a === '--confirm') args.confirm = true;
       else if (a === '--skip-target-check') args.skipTargetCheck = true;
+      else if (a === '--allow-standby') args.allowStandby = true;
       else if (a === '--dry-run') args.dryRun = true;
       else if (a === '--report-pending') args.reportPending = true;
       else if (a === '-h' || a === '--help') args.help = true;
@@ -280,14 +285,24 @@ export async function main(argv: string[]): Promise<number> {
         say(`target: ${checkTarget(plan, scan)} (${scan.segments} WAL segment(s) read)`);
       }
     }
-    if (args.dryRun) {
-      say('dry run: nothing was changed');
-      return 0;
-    }
     const pgData = args.pgData ?? process.env.PGDATA;
     const databaseUrl = process.env.DATABASE_URL;
     if (!pgData) throw new RestorePlanError('--pg-data (or PGDATA) is required');
     if (!databaseUrl) throw new RestorePlanError('DATABASE_URL (the server restored here) is required');
+    // The directory stopped and replaced must be DATABASE_URL's server's (never a replica's).
+    const proved = await proveDataDirectory({
+      pgData,
+      databaseUrl,
+      pgBin,
+      osUser,
+      stanzaSystemId: info.systemId,
+      allowStandby: args.allowStandby,
+    });
+    say(`data directory: ${proved}`);
+    if (args.dryRun) {
+      say('dry run: nothing was changed');
+      return 0;
+    }
     const restoreApi = api();
     reporter = startReporter();
     const restoreStarted = performance.now();

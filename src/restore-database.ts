@@ -10,11 +10,14 @@ import pg from 'pg';
 import { loadConfig, type MediaBackendConfig } from './config/config.ts';
 import {
   checkTarget,
+  describeAnswer,
   planRestore,
+  readOnlyAnswer,
   RestorePlanError,
   runRestore,
   type RestoreApi,
   type RestoreServer,
+  verifyReport,
 } from './services/backup/database-restore.ts';
 import { proveDataDirectory } from './services/backup/data-dir-identity.ts';
 import { findObjectsWithoutMetadata } from './services/backup/media-orphans.ts';
@@ -101,7 +104,7 @@ const parseJson = (text: string): unknown => {
   try {
     return JSON.parse(text) as unknown;
   } catch {
-    return {};
+    return undefined;
   }
 };
 
@@ -118,29 +121,47 @@ const REPORT_FLUSH_MS = 10_000;
 function api(): RestoreApi {
   const base = apiBase();
   const token = apiToken();
-  const call = async (method: string, path: string, body: unknown) => {
-    const res = await httpCall(`${base}${path}`, {
+  const call = (method: string, path: string, body: unknown) =>
+    httpCall(`${base}${path}`, {
       method,
       headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
       body: JSON.stringify(body),
       timeoutMs: 60_000,
     });
-    return { status: res.status, body: parseJson(res.text) };
-  };
   return {
     async setReadOnly(enabled, reason) {
       const res = await call('PUT', '/admin/read-only', { enabled, reason });
-      if (res.status !== 200) throw new Error(`read-only ${enabled ? 'on' : 'off'} failed: HTTP ${res.status} ${JSON.stringify(res.body)}`);
+      const answer = readOnlyAnswer.safeParse(parseJson(res.text));
+      // Only the API's own answer that the mode is now as asked counts (a proxy's 200 page does not).
+      if (res.status !== 200 || !answer.success || answer.data.readOnly.enabled !== enabled)
+        throw new Error(
+          `read-only ${enabled ? 'on' : 'off'} was not confirmed by the API: ${describeAnswer(res.status, res.text)}`,
+        );
     },
     async verifyDatabase() {
       // Right after promotion the service may still be reconnecting: a few tries.
-      let last: { status: number; body: unknown } = { status: 0, body: null };
+      let last = 'no answer';
       for (let attempt = 0; attempt < 10; attempt += 1) {
-        last = await call('POST', '/admin/verify/database', {}).catch((err: unknown) => ({ status: 0, body: String(err) }));
-        if (last.status === 200) break;
-        await new Promise((r) => setTimeout(r, 1000));
+        if (attempt > 0) await new Promise((r) => setTimeout(r, 1000));
+        const res = await call('POST', '/admin/verify/database', {}).catch((err: unknown) => (err as Error).message);
+        if (typeof res === 'string') {
+          last = res;
+          continue;
+        }
+        const report = verifyReport.safeParse(parseJson(res.text));
+        // 200 with every check passed, 503 with one failed: anything else is not a verification.
+        if (!report.success || (res.status !== 200 && res.status !== 503)) {
+          last = `not a verification report: ${describeAnswer(res.status, res.text)}`;
+          continue;
+        }
+        if (report.data.status === 'pass') return { ok: true, report: report.data };
+        last = `the verification failed: ${report.data.checks
+          .filter((c) => c.status === 'fail')
+          .map((c) => `${c.name}: ${c.detail ?? 'fail'}`)
+          .join('; ')}`;
+        if (attempt === 9) return { ok: false, report: report.data };
       }
-      return { ok: last.status === 200, report: last.body };
+      throw new Error(`no verification through the API (${last})`);
     },
   };
 }
@@ -397,6 +418,12 @@ export async function main(argv: string[]): Promise<number> {
 /** What the operator must know and do when a restore failed after PostgreSQL was stopped. */
 export function afterFailure(plan: { backup: { label: string }; target: { type: string } }, pgData: string, done: string[]): string[] {
   const restored = done.includes('pgbackrest restore');
+  if (done.includes('wait for promotion'))
+    return [
+      `outcome: FAILED. PostgreSQL on this host was restored from backup ${plan.backup.label} and promoted (it is UP), but it was not verified through the API; read-only mode is still ON (writes answer 503).`,
+      'next: check the API and the database: scripts/dr/verify-database-restore.sh',
+      'next: when the verification passes: scripts/dr/disable-readonly-mode.sh',
+    ];
   return [
     'outcome: FAILED. PostgreSQL on this host is DOWN and read-only mode is still ON (writes answer 503).',
     restored

@@ -10,6 +10,7 @@ import { RestoreJournal } from '../../src/services/backup/restore-reporter.ts';
 import { MinioObjectStore } from '../../src/adapters/minio-object-store.ts';
 import type { PgCluster } from '../../support/pg-cluster.ts';
 import type { PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
+import { startDoctoredApi } from '../support/http.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
 import { mediaEnv, OPERATOR_TOKEN, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 import { archiveAll, restoreScript, restoreScriptEnv } from '../support/restore-script.ts';
@@ -306,6 +307,41 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     expect(pm.text).toContain(`(${printedSteps(run.stdout).get('pgbackrest restore')} ms)`);
     await resolveIncident(id);
     rmSync(journals, { recursive: true, force: true });
+  }, 120_000);
+
+  it("answers that are not the API's (a proxy's HTML page): read-only not confirmed stops the restore before anything is changed", async () => {
+    const html = await startDoctoredApi(api.url, () => ({ status: 200, body: '<html>ok</html>' }));
+    try {
+      const run = await script(['--from-backup', 'latest', '--confirm'], { ...env, SAV3_API_URL: html.url });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain('read-only on was not confirmed by the API: HTTP 200 <html>ok</html>');
+      expect(run.stdout).not.toContain('step: stop PostgreSQL');
+      expect(run.stdout).not.toContain('read-only mode is still ON');
+      expect(await sql(cluster.primary.url(), 'SELECT pg_is_in_recovery() AS r')).toEqual([{ r: false }]);
+      expect((await request(api.url).get('/admin/read-only').set(auth)).body.enabled).toBe(false);
+    } finally {
+      await html.close();
+    }
+  }, 60_000);
+
+  it('a verification answered with {} is no verification: the restore fails (exit 1) and says PostgreSQL is up but not verified', async () => {
+    await archiveAll(world);
+    const empty = await startDoctoredApi(api.url, (method, path) =>
+      path === '/admin/verify/database' ? { status: 200, body: '{}', contentType: 'application/json' } : undefined,
+    );
+    try {
+      const run = await script(['--from-backup', 'latest', '--confirm'], { ...env, SAV3_API_URL: empty.url });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain('no verification through the API (not a verification report: HTTP 200 {})');
+      expect(run.stdout).toMatch(/step: verify failed after \d+ ms/);
+      expect(run.stdout).toContain('and promoted (it is UP), but it was not verified through the API; read-only mode is still ON');
+      expect(run.stdout).not.toContain('PostgreSQL on this host is DOWN');
+      expect(run.stdout).not.toMatch(/^total: /m);
+      expect((await request(api.url).get('/admin/read-only').set(auth)).body.enabled).toBe(true);
+    } finally {
+      await empty.close();
+      await request(api.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'test done' });
+    }
   }, 120_000);
 
   let proxy: TcpProxy | undefined;

@@ -2,7 +2,8 @@
 //   restore-database --from-backup latest|<label> [--target-time T | --target-name N] [--pg-data DIR] (--confirm | --dry-run)
 // Environment: SAV3_API_URL, SAV3_ADMIN_TOKEN (operator), DATABASE_URL (the server restored here),
 // PGBACKREST_STANZA, PGBACKREST_CONFIG, PGBACKREST_BIN, PG_BIN, PGDATA; MEDIA_* for the media pass.
-// Exit codes: 0 done (or a dry run that could go ahead), 1 failed, 2 usage.
+// Exit codes: 0 the restored primary verified (or a dry run that could go ahead), 1 failed, 2 usage;
+// the replica's state is a line of its own ("replica: …"), never the exit code.
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -17,7 +18,10 @@ import {
   runRestore,
   type RestoreApi,
   type RestoreServer,
+  primaryVerified,
+  replicaOf,
   verifyReport,
+  type VerifyReport,
 } from './services/backup/database-restore.ts';
 import { proveDataDirectory } from './services/backup/data-dir-identity.ts';
 import { findObjectsWithoutMetadata } from './services/backup/media-orphans.ts';
@@ -46,7 +50,13 @@ export const USAGE = `usage: scripts/dr/restore-database.sh --from-backup latest
 Each restore reports its start, every step (with its time) and its outcome to the API (audited as
 database.restore; joins the timeline of an open incident). The reports are first written to a local
 journal (SAV3_RESTORE_JOURNAL_DIR, default ./.sav3/restores): an unreachable API never stops the restore.
-Environment: SAV3_API_URL SAV3_ADMIN_TOKEN DATABASE_URL PGBACKREST_STANZA [PGBACKREST_CONFIG PGBACKREST_BIN PG_BIN PGDATA MEDIA_* SAV3_RESTORE_JOURNAL_DIR]`;
+After the verification it prints two lines: "primary: …" (connect, canary write, migrations passed or
+not) and "replica: …": FOLLOWS the restored primary (streams from it on its timeline), MUST BE REBUILT
+(scripts/dr/rebuild-primary.sh on its host; never promote it as it is), or none configured; it waits
+up to SAV3_REPLICA_WAIT_SECONDS (30) for a replica to follow before saying it must be rebuilt.
+Exit codes: 0 the restored primary passed the verification (or a dry run that could go ahead),
+whatever the replica line says; 1 failed or refused; 2 usage.
+Environment: SAV3_API_URL SAV3_ADMIN_TOKEN DATABASE_URL PGBACKREST_STANZA [PGBACKREST_CONFIG PGBACKREST_BIN PG_BIN PGDATA MEDIA_* SAV3_RESTORE_JOURNAL_DIR SAV3_REPLICA_WAIT_SECONDS]`;
 
 interface Args {
   backup?: string;
@@ -118,7 +128,7 @@ export const journalDir = () => resolve(process.env.SAV3_RESTORE_JOURNAL_DIR ?? 
 /** How long the end of a restore waits for the API to take the reports it has not yet taken. */
 const REPORT_FLUSH_MS = 10_000;
 
-function api(): RestoreApi {
+function api(): RestoreApi & { verifyOnce(): Promise<VerifyReport | string> } {
   const base = apiBase();
   const token = apiToken();
   const call = (method: string, path: string, body: unknown) =>
@@ -128,7 +138,17 @@ function api(): RestoreApi {
       body: JSON.stringify(body),
       timeoutMs: 60_000,
     });
+  /** One verification: the verify route's report, or why the answer was none. */
+  const verifyOnce = async (): Promise<VerifyReport | string> => {
+    const res = await call('POST', '/admin/verify/database', {}).catch((err: unknown) => (err as Error).message);
+    if (typeof res === 'string') return res;
+    const report = verifyReport.safeParse(parseJson(res.text));
+    // 200 with every check passed, 503 with one failed: anything else is not a verification.
+    if (!report.success || (res.status !== 200 && res.status !== 503)) return `not a verification report: ${describeAnswer(res.status, res.text)}`;
+    return report.data;
+  };
   return {
+    verifyOnce,
     async setReadOnly(enabled, reason) {
       const res = await call('PUT', '/admin/read-only', { enabled, reason });
       const answer = readOnlyAnswer.safeParse(parseJson(res.text));
@@ -139,28 +159,23 @@ function api(): RestoreApi {
         );
     },
     async verifyDatabase() {
-      // Right after promotion the service may still be reconnecting: a few tries.
+      // Right after promotion the service may still be reconnecting: a few tries. Success is the
+      // restored primary verified; the replica is judged apart (replicaVerdict), never here.
       let last = 'no answer';
+      let report: VerifyReport | undefined;
       for (let attempt = 0; attempt < 10; attempt += 1) {
         if (attempt > 0) await new Promise((r) => setTimeout(r, 1000));
-        const res = await call('POST', '/admin/verify/database', {}).catch((err: unknown) => (err as Error).message);
-        if (typeof res === 'string') {
-          last = res;
+        const got = await verifyOnce();
+        if (typeof got === 'string') {
+          last = got;
           continue;
         }
-        const report = verifyReport.safeParse(parseJson(res.text));
-        // 200 with every check passed, 503 with one failed: anything else is not a verification.
-        if (!report.success || (res.status !== 200 && res.status !== 503)) {
-          last = `not a verification report: ${describeAnswer(res.status, res.text)}`;
-          continue;
-        }
-        if (report.data.status === 'pass') return { ok: true, report: report.data };
-        last = `the verification failed: ${report.data.checks
-          .filter((c) => c.status === 'fail')
-          .map((c) => `${c.name}: ${c.detail ?? 'fail'}`)
-          .join('; ')}`;
-        if (attempt === 9) return { ok: false, report: report.data };
+        report = got;
+        const primary = primaryVerified(got);
+        if (primary.ok) return { ok: true, report: got };
+        last = `the restored primary did not pass: ${primary.failed.join('; ')}`;
       }
+      if (report) return { ok: false, report };
       throw new Error(`no verification through the API (${last})`);
     },
   };
@@ -383,8 +398,14 @@ export async function main(argv: string[]): Promise<number> {
       }
       throw err;
     }
-    finished(result.ok ? 'success' : 'failed', result.ok ? undefined : 'the verification through the API did not pass');
+    finished(result.ok ? 'success' : 'failed', result.ok ? undefined : 'the restored primary did not pass the verification through the API');
     say(`verify: ${JSON.stringify(result.verification)}`);
+    say(
+      result.ok
+        ? 'primary: the restored primary passed the verification (connect, canary write, migrations)'
+        : `primary: the restored primary did NOT pass the verification (${primaryVerified(result.verification).failed.join('; ')})`,
+    );
+    say(await replicaVerdict(restoreApi, result.verification));
     if (plan.target.type !== 'end_of_archive') {
       const stores = mediaStores();
       if (!stores) say('media: not configured here (MEDIA_* unset); run the media consistency pass where it is');
@@ -413,6 +434,31 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`restore failed: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;
   }
+}
+
+/** How long the end of a restore waits for the replica to stream from the restored primary. */
+const replicaWaitMs = () => {
+  const v = Number(process.env.SAV3_REPLICA_WAIT_SECONDS ?? 30);
+  return Number.isFinite(v) && v >= 0 ? v * 1000 : 30_000;
+};
+
+/**
+ * One line saying whether the replica follows the restored primary (streams from it on its
+ * timeline) or must be rebuilt. A replica reconnects within seconds when it can follow, so the
+ * verification is repeated for up to SAV3_REPLICA_WAIT_SECONDS before the answer is "rebuild";
+ * the exit code never depends on it.
+ */
+async function replicaVerdict(restoreApi: { verifyOnce(): Promise<VerifyReport | string> }, first: VerifyReport): Promise<string> {
+  let replica = replicaOf(first);
+  const deadline = Date.now() + replicaWaitMs();
+  while (replica.configured && !replica.follows && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 3000));
+    const again = await restoreApi.verifyOnce();
+    if (typeof again !== 'string') replica = replicaOf(again);
+  }
+  if (!replica.configured) return 'replica: none configured in the API (no DATABASE_REPLICA_URL): nothing follows the restored primary yet';
+  if (replica.follows) return `replica: FOLLOWS the restored primary (${replica.why})`;
+  return `replica: MUST BE REBUILT: it does not follow the restored primary (${replica.why}) and must never be promoted as it is; on its host: scripts/dr/rebuild-primary.sh --pgdata <its data directory> --source '<the restored primary>' --confirm`;
 }
 
 /** What the operator must know and do when a restore failed after PostgreSQL was stopped. */

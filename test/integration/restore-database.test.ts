@@ -130,6 +130,29 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     expect(early.stderr).toContain('no backup ended before');
   });
 
+  it("POST /admin/verify/database probes replication now, not the last health probe's result (a replica gone since says fail)", async () => {
+    // Background probes every 10 minutes: only the one at start-up is cached.
+    const paired = await world.start({ DATABASE_REPLICA_URL: cluster.replica.url(), HEALTH_INTERVAL_MS: '600000' });
+    const replicationCheck = async () => {
+      const res = await request(paired.url).post('/admin/verify/database').set(auth).send({});
+      return {
+        status: res.status,
+        check: (res.body.checks as { name: string; status: string; detail: string }[]).find((c) => c.name === 'replication_status'),
+      };
+    };
+    try {
+      expect(await replicationCheck()).toMatchObject({ status: 200, check: { status: 'pass' } });
+      await cluster.replica.stop('fast');
+      expect(await replicationCheck()).toMatchObject({
+        status: 503,
+        check: { status: 'fail', detail: expect.stringContaining('replica does not answer') },
+      });
+    } finally {
+      await cluster.replica.start();
+      await paired.stop();
+    }
+  }, 60_000);
+
   it('a DELETE without WHERE, undone by a restore to a restore point: every acknowledged upload is back; the API answered throughout', async () => {
     await upload('r/after-backup-1');
     await upload('r/after-backup-2');
@@ -151,10 +174,21 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
         await new Promise((r) => setTimeout(r, 50));
       }
     })();
-    const run = await script(['--from-backup', 'latest', '--target-name', 'before-mistake-1', '--confirm'], env);
+    // The restore goes through an instance that knows the replica: it must be told apart from the primary.
+    const paired = await world.start({ DATABASE_REPLICA_URL: cluster.replica.url() });
+    const run = await script(['--from-backup', 'latest', '--target-name', 'before-mistake-1', '--confirm'], {
+      ...env,
+      SAV3_API_URL: paired.url,
+      SAV3_REPLICA_WAIT_SECONDS: '5',
+    });
+    await paired.stop();
     polling = false;
     await poller;
+    // Success is the restored primary verified; the replica, which replayed the DELETE on the old
+    // timeline, cannot follow and is reported on a line of its own (exit 0 whatever its timing).
     expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(run.stdout).toContain('primary: the restored primary passed the verification');
+    expect(run.stdout).toMatch(/^replica: MUST BE REBUILT: it does not follow the restored primary \(.+\).*rebuild-primary\.sh/m);
     for (const step of ['read-only on', 'stop PostgreSQL', 'pgbackrest restore', 'start PostgreSQL', 'wait for promotion', 'verify'])
       expect(run.stdout).toMatch(new RegExp(`step: ${step} \\d+ ms`));
     // Writes before read-only took effect were accepted (they come after the restore point);

@@ -17,6 +17,26 @@ export const verifyReport = z.looseObject({
 });
 export type VerifyReport = z.infer<typeof verifyReport>;
 
+/** The checks that prove the restored primary itself; the replica's state is judged apart. */
+export const PRIMARY_CHECKS = ['connect', 'canary_write_read_delete', 'migrations_up_to_date'] as const;
+
+/** Every primary check passed (a skipped canary means the node is still a standby). */
+export function primaryVerified(report: VerifyReport): { ok: boolean; failed: string[] } {
+  const failed = PRIMARY_CHECKS.filter((name) => report.checks.find((c) => c.name === name)?.status !== 'pass').map((name) => {
+    const check = report.checks.find((c) => c.name === name);
+    return `${name}: ${check ? `${check.status}${check.detail ? ` (${check.detail})` : ''}` : 'missing'}`;
+  });
+  return { ok: failed.length === 0, failed };
+}
+
+/** What the verification says about the replica: none configured, following the writer, or not. */
+export function replicaOf(report: VerifyReport): { configured: false } | { configured: true; follows: boolean; why: string } {
+  const r = replicaFacts.safeParse(report.replication);
+  if (!r.success) return { configured: false };
+  return { configured: true, follows: r.data.standbyFollows, why: r.data.why ?? r.data.state };
+}
+const replicaFacts = z.looseObject({ state: z.string(), standbyFollows: z.boolean(), why: z.string().nullable() });
+
 /** PUT /admin/read-only's answer: the mode now in force. */
 export const readOnlyAnswer = z.looseObject({ readOnly: z.looseObject({ enabled: z.boolean() }) });
 

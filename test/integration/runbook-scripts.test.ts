@@ -2,6 +2,7 @@ import { readdirSync } from 'node:fs';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 import { SCRIPTS, script } from '../support/run-script.ts';
+import { startTcpProxy } from '../support/tcp-proxy.ts';
 
 describe('runbook scripts', () => {
   let s3: S3ServerHandle;
@@ -126,6 +127,31 @@ describe('operator safety of every runbook script', () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('unknown argument: --no-such-option');
   });
+
+  it('a server that accepts TCP and never answers: every API call is bounded (SAV3_HTTP_TIMEOUT), each script exits non-zero within it', async () => {
+    const hung = await startTcpProxy(1);
+    hung.setMode('hang');
+    try {
+      const env = { SAV3_API_URL: `http://127.0.0.1:${hung.port}`, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN, SAV3_HTTP_TIMEOUT: '2' };
+      const runs = await Promise.all(
+        ['backup-database.sh', 'verify-backups.sh', 'validate-daily-backups.sh', 'verify-database-restore.sh', 'dr-state.sh'].map(
+          async (name) => {
+            const started = Date.now();
+            const run = await script(name, [], env);
+            return { name, code: run.code, stderr: run.stderr, ms: Date.now() - started };
+          },
+        ),
+      );
+      for (const run of runs) {
+        expect({ name: run.name, failed: run.code !== 0 && run.code !== null }).toEqual({ name: run.name, failed: true });
+        expect(run.ms).toBeLessThan(8000);
+        expect(run.stderr).toContain('within 2s');
+      }
+      expect((await script('dr-state.sh', [], { ...env, SAV3_HTTP_TIMEOUT: 'soon' })).code).toBe(2);
+    } finally {
+      await hung.close();
+    }
+  }, 30_000);
 
   it('an option missing its value, or a malformed number, exits 2', async () => {
     expect((await script('switch-database-connection.sh', ['--to'], env)).code).toBe(2);

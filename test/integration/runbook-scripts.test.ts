@@ -2,6 +2,7 @@ import { readdirSync } from 'node:fs';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 import { SCRIPTS, script } from '../support/run-script.ts';
+import { startDoctoredApi } from '../support/http.ts';
 import { startTcpProxy } from '../support/tcp-proxy.ts';
 
 describe('runbook scripts', () => {
@@ -152,6 +153,59 @@ describe('operator safety of every runbook script', () => {
       await hung.close();
     }
   }, 30_000);
+
+  describe('verify-backups.sh and verify-database-restore.sh judge the answers, not only their status', () => {
+    const good = {
+      backups: [{ label: '20261126-000000F', type: 'full', stoppedAt: new Date().toISOString(), error: false }],
+      archiving: { available: true, failing: false, rpoExposureSeconds: 0, lastArchivedWal: '000000010000000000000009' },
+      backupAge: {
+        maxAgeSeconds: 93600,
+        newestFullOrDiff: { label: '20261126-000000F', stoppedAt: new Date().toISOString() },
+        ageSeconds: 60,
+        tooOld: false,
+      },
+    };
+    const passed = { status: 'pass', checks: [{ name: 'connect', status: 'pass', detail: 'primary answered' }] };
+    /** A fake API answering GET /admin/backups and POST /admin/verify/database with these bodies. */
+    const run = async (name: string, answers: { backups?: unknown; verify?: unknown; verifyStatus?: number; raw?: string }) => {
+      const fake = await startDoctoredApi('http://127.0.0.1:1', (method, path) => {
+        if (answers.raw !== undefined) return { status: 200, body: answers.raw };
+        if (path === '/admin/backups')
+          return { status: 200, body: JSON.stringify('backups' in answers ? answers.backups : good), contentType: 'application/json' };
+        if (path === '/admin/verify/database')
+          return {
+            status: answers.verifyStatus ?? 200,
+            body: JSON.stringify('verify' in answers ? answers.verify : passed),
+            contentType: 'application/json',
+          };
+        return { status: 404, body: '{}' };
+      });
+      try {
+        return await script(name, [], { SAV3_API_URL: fake.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN });
+      } finally {
+        await fake.close();
+      }
+    };
+
+    it('verify-backups.sh exits 1 when the RPO exposure is unknown or beyond 5 minutes, archiving is unavailable, the newest full/diff backup is too old, or the answer is not the inventory', async () => {
+      expect((await run('verify-backups.sh', {})).code).toBe(0);
+      const cases: [unknown, string][] = [
+        [{ ...good, archiving: { available: false, error: 'the active database did not answer' } }, 'WAL archiving status is unavailable'],
+        [{ ...good, archiving: { ...good.archiving, rpoExposureSeconds: null } }, 'RPO exposure is unknown'],
+        [{ ...good, archiving: { ...good.archiving, rpoExposureSeconds: 301 } }, 'RPO exposure 301 s is above 300 s'],
+        [{ ...good, backupAge: { ...good.backupAge, ageSeconds: 30 * 86400, tooOld: true } }, 'beyond BACKUP_MAX_AGE (93600 s)'],
+        [{ ...good, backupAge: undefined }, 'does not say how old'],
+        [null, 'not the backup inventory'],
+        [{}, 'not the backup inventory'],
+      ];
+      for (const [backups, message] of cases) {
+        const result = await run('verify-backups.sh', { backups });
+        expect({ message, code: result.code, said: result.stderr.includes(message) }).toEqual({ message, code: 1, said: true });
+      }
+      const html = await run('verify-backups.sh', { raw: '<html>ok</html>' });
+      expect(html.code).toBe(1);
+    }, 60_000);
+  });
 
   it('an option missing its value, or a malformed number, exits 2', async () => {
     expect((await script('switch-database-connection.sh', ['--to'], env)).code).toBe(2);

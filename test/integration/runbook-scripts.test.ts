@@ -205,6 +205,31 @@ describe('operator safety of every runbook script', () => {
       const html = await run('verify-backups.sh', { raw: '<html>ok</html>' });
       expect(html.code).toBe(1);
     }, 60_000);
+
+    it('verify-database-restore.sh exits 1 on a failed check, archiving failing or unavailable, {} or HTML; 0 when both pass', async () => {
+      const ok = await run('verify-database-restore.sh', {});
+      expect({ code: ok.code, stderr: ok.stderr }).toEqual({ code: 0, stderr: expect.stringContaining('verification: pass') });
+      const failedCheck = await run('verify-database-restore.sh', {
+        verifyStatus: 503,
+        verify: {
+          status: 'fail',
+          checks: [{ name: 'replication_status', status: 'fail', detail: 'replica is on timeline 1, primary on 2' }],
+        },
+      });
+      expect(failedCheck.code).toBe(1);
+      expect(failedCheck.stderr).toContain('FAIL: replication_status: replica is on timeline 1, primary on 2');
+      expect(failedCheck.stderr).toContain('rebuild-primary.sh');
+      const archiving = await run('verify-database-restore.sh', {
+        backups: { ...good, archiving: { ...good.archiving, failing: true, lastFailedWal: '00000002000000000000000A' } },
+      });
+      expect(archiving.code).toBe(1);
+      expect(archiving.stderr).toContain('WAL archiving is failing');
+      expect((await run('verify-database-restore.sh', { backups: { ...good, archiving: { available: false } } })).code).toBe(1);
+      const empty = await run('verify-database-restore.sh', { verify: {} });
+      expect(empty.code).toBe(1);
+      expect(empty.stderr).toContain('not a verification report');
+      expect((await run('verify-database-restore.sh', { raw: '<html>ok</html>' })).code).toBe(1);
+    }, 60_000);
   });
 
   it('an option missing its value, or a malformed number, exits 2', async () => {

@@ -71,6 +71,22 @@ interface Args {
   reportPending: boolean;
 }
 
+/**
+ * An ISO 8601 time with a zone as one the restore takes later (the zone as ±HH:MM), or null: what
+ * passes the usage check is exactly what the plan accepts (a usage error is exit 2, never 1 later).
+ */
+export function targetTimeOf(value: string): string | null {
+  const m = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}(?::?\d{2})?)$/.exec(value);
+  if (!m) return null;
+  const [, y, mo, d, h, mi, sec = '00', frac = '', zone] = m;
+  if (Number(h) > 23 || Number(mi) > 59 || Number(sec) > 59) return null;
+  // Date.parse rolls 2026-02-30 over into March: the day must exist in its month.
+  if (new Date(Date.UTC(Number(y), Number(mo) - 1, Number(d))).getUTCDate() !== Number(d) || Number(mo) < 1 || Number(mo) > 12) return null;
+  const z = zone === 'Z' ? 'Z' : `${zone!.slice(0, 3)}:${zone!.slice(3).replace(':', '') || '00'}`;
+  const iso = `${y}-${mo}-${d}T${h}:${mi}:${sec}${frac}${z}`;
+  return Number.isNaN(Date.parse(iso)) ? null : iso;
+}
+
 export function parseArgs(argv: string[]): Args | string {
   const args: Args = { allowStandby: false, skipTargetCheck: false, confirm: false, dryRun: false, help: false, reportPending: false };
   const value = (i: number, flag: string) => {
@@ -100,8 +116,11 @@ export function parseArgs(argv: string[]): Args | string {
   if (args.reportPending) return argv.length === 1 ? args : '--report-pending takes no other option';
   if (!args.backup) return '--from-backup is required';
   if (!/^(latest|\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?)$/.test(args.backup)) return '--from-backup must be latest or a backup label';
-  if (args.targetTime && !/^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)$/.test(args.targetTime))
-    return '--target-time must be ISO 8601 with a zone, e.g. 2026-11-26T08:15:00Z';
+  if (args.targetTime) {
+    const time = targetTimeOf(args.targetTime);
+    if (!time) return '--target-time must be ISO 8601 with a zone, e.g. 2026-11-26T08:15:00Z';
+    args.targetTime = time;
+  }
   if (args.targetName && !/^[A-Za-z0-9._:-]{1,63}$/.test(args.targetName)) return '--target-name must be a restore point name';
   if (args.targetTime && args.targetName) return 'give --target-time or --target-name, not both';
   if (args.confirm && args.dryRun) return 'give --confirm or --dry-run, not both';
@@ -144,7 +163,8 @@ function api(): RestoreApi & { verifyOnce(): Promise<VerifyReport | string> } {
     if (typeof res === 'string') return res;
     const report = verifyReport.safeParse(parseJson(res.text));
     // 200 with every check passed, 503 with one failed: anything else is not a verification.
-    if (!report.success || (res.status !== 200 && res.status !== 503)) return `not a verification report: ${describeAnswer(res.status, res.text)}`;
+    if (!report.success || (res.status !== 200 && res.status !== 503))
+      return `not a verification report: ${describeAnswer(res.status, res.text)}`;
     return report.data;
   };
   return {
@@ -154,9 +174,7 @@ function api(): RestoreApi & { verifyOnce(): Promise<VerifyReport | string> } {
       const answer = readOnlyAnswer.safeParse(parseJson(res.text));
       // Only the API's own answer that the mode is now as asked counts (a proxy's 200 page does not).
       if (res.status !== 200 || !answer.success || answer.data.readOnly.enabled !== enabled)
-        throw new Error(
-          `read-only ${enabled ? 'on' : 'off'} was not confirmed by the API: ${describeAnswer(res.status, res.text)}`,
-        );
+        throw new Error(`read-only ${enabled ? 'on' : 'off'} was not confirmed by the API: ${describeAnswer(res.status, res.text)}`);
     },
     async verifyDatabase() {
       // Right after promotion the service may still be reconnecting: a few tries. Success is the
@@ -398,7 +416,10 @@ export async function main(argv: string[]): Promise<number> {
       }
       throw err;
     }
-    finished(result.ok ? 'success' : 'failed', result.ok ? undefined : 'the restored primary did not pass the verification through the API');
+    finished(
+      result.ok ? 'success' : 'failed',
+      result.ok ? undefined : 'the restored primary did not pass the verification through the API',
+    );
     say(`verify: ${JSON.stringify(result.verification)}`);
     say(
       result.ok

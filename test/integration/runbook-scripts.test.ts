@@ -232,6 +232,14 @@ describe('operator safety of every runbook script', () => {
     }, 60_000);
   });
 
+  it('an empty argument does not hide the ones after it: verify-backups.sh and verify-database-restore.sh refuse "" --bogus (exit 2)', async () => {
+    for (const name of ['verify-backups.sh', 'verify-database-restore.sh']) {
+      const bad = await script(name, ['', '--bogus'], env);
+      expect({ name, code: bad.code }).toEqual({ name, code: 2 });
+      expect(bad.stderr).toContain('unknown argument');
+    }
+  });
+
   it('an option missing its value, or a malformed number, exits 2', async () => {
     expect((await script('switch-database-connection.sh', ['--to'], env)).code).toBe(2);
     expect((await script('switch-database-connection.sh', ['--to', '--dry-run'], env)).code).toBe(2);

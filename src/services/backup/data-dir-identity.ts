@@ -94,7 +94,9 @@ export async function proveDataDirectory(options: {
   const localId = /^Database system identifier:\s*(\d+)/m.exec(control.stdout)?.[1];
   if (!localId) throw refuse(`pg_controldata names no system identifier for ${pgData}`);
   if (options.stanzaSystemId && options.stanzaSystemId !== localId)
-    throw refuse(`${pgData} has system identifier ${localId} and the backup stanza ${options.stanzaSystemId}: it belongs to another cluster`);
+    throw refuse(
+      `${pgData} has system identifier ${localId} and the backup stanza ${options.stanzaSystemId}: it belongs to another cluster`,
+    );
   const server = await serverIdentity(databaseUrl);
   if (server) {
     if (real(server.dataDirectory) !== dir)

@@ -26,4 +26,9 @@ export interface DatabaseProbeData {
   timeline: number | null;
   /** default_transaction_read_only is on: the node was fenced (or configured) read-only. */
   fenced: boolean;
+  /**
+   * Primary on a timeline above 1: where each earlier timeline ended (its `.history` file); null
+   * on a standby, on timeline 1, or without the right to read it (pg_read_file).
+   */
+  forks?: { timeline: number; switchLsn: string }[] | null;
 }

@@ -7,6 +7,24 @@ const IDENTITY_COLUMNS = `(SELECT system_identifier::text FROM pg_control_system
   ${CURRENT_TIMELINE_SQL} AS timeline,
   current_setting('default_transaction_read_only') = 'on' AS fenced`;
 
+/**
+ * A primary's timeline history file (`0000000N.history`: "parent timeline, switch LSN, reason" per
+ * line), read only where the role may (superuser or an EXECUTE grant): otherwise NULL, never an error.
+ */
+const FORKS_COLUMN = `CASE WHEN NOT pg_is_in_recovery() AND has_function_privilege('pg_read_file(text, bigint, bigint, boolean)', 'execute')
+         THEN pg_read_file('pg_wal/' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) || '.history', 0, 1048576, true) END AS history`;
+
+/** The history file's lines as forks; [] on timeline 1 (no file), null when it could not be read. */
+export function parseTimelineHistory(text: string | null, timeline: number | null): DatabaseProbeData['forks'] {
+  if (text === null) return timeline === 1 ? [] : null;
+  const forks: { timeline: number; switchLsn: string }[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^\s*(\d+)\s+([0-9A-Fa-f]+\/[0-9A-Fa-f]+)/.exec(line);
+    if (m) forks.push({ timeline: Number(m[1]), switchLsn: m[2]!.toUpperCase() });
+  }
+  return forks;
+}
+
 // Everything a health probe needs in one statement: with the transaction around it, one round trip.
 const PROBE_SQL = `SELECT pg_is_in_recovery() AS in_recovery,
        CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS current_lsn,
@@ -18,6 +36,7 @@ const PROBE_SQL = `SELECT pg_is_in_recovery() AS in_recovery,
          (SELECT coalesce(json_agg(json_build_object('state', state, 'replayLsn', replay_lsn::text,
                   'replayLagSeconds', EXTRACT(EPOCH FROM replay_lag)::float8)), '[]'::json)
             FROM pg_stat_replication) END AS standbys,
+       ${FORKS_COLUMN},
        ${IDENTITY_COLUMNS}`;
 
 interface ProbeRow {
@@ -31,6 +50,7 @@ interface ProbeRow {
   system_id: string | null;
   timeline: number | null;
   fenced: boolean;
+  history: string | null;
 }
 
 export async function probeDatabase(options: PgProbeOptions): Promise<DatabaseProbeData> {
@@ -51,6 +71,7 @@ export async function probeDatabase(options: PgProbeOptions): Promise<DatabasePr
       replayAt: row.replay_at,
       receiverStatus: row.receiver_status,
       standbys: row.standbys,
+      forks: row.in_recovery ? null : parseTimelineHistory(row.history, row.timeline),
     };
   });
 }

@@ -223,7 +223,13 @@ export function createDatabaseModule(deps: {
       writer: report.writer,
       standby: report.standby,
       direction: report.direction,
-      replication: { state: report.state, status: report.status, lagSeconds: report.lagSeconds, lagBytes: report.lagBytes },
+      replication: {
+        state: report.state,
+        status: report.status,
+        lagSeconds: report.lagSeconds,
+        lagBytes: report.lagBytes,
+        ...(report.diverged ? { diverged: report.diverged } : {}),
+      },
     };
   };
   switchover = new SwitchoverService({

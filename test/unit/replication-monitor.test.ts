@@ -1,5 +1,6 @@
 import type { DatabaseProbeData } from '../../src/domain.ts';
-import { ReplicationMonitor } from '../../src/services/database/replication-monitor.ts';
+import { divergence, ReplicationMonitor } from '../../src/services/database/replication-monitor.ts';
+import { parseTimelineHistory } from '../../src/health/pg-probe.ts';
 import type { ProbeResult } from '../../src/health/probe-runner.ts';
 
 const now = Date.parse('2026-11-25T12:00:00Z');
@@ -116,5 +117,48 @@ describe('ReplicationMonitor in either direction', () => {
       status: 'degraded',
       roles: { primary: 'primary', replica: 'primary' },
     });
+  });
+});
+
+describe("a standby diverged from its writer (timelines and the writer's history)", () => {
+  // Timeline 3 forked off timeline 2 at 0/800CDD8 (a point-in-time restore of the primary).
+  const forks = parseTimelineHistory('1\t0/3000000\tno recovery target specified\n\n2\t0/800cdd8\tat restore point "before"\n', 3);
+  const writer = { ...base, currentLsn: '0/9000000', timeline: 3, forks };
+  const standby = (timeline: number, replayLsn: string) => ({ ...base, inRecovery: true, timeline, replayLsn, receiverStatus: null });
+
+  it('reads the history file; timeline 1 has none; an unreadable one is unknown', () => {
+    expect(forks).toEqual([
+      { timeline: 1, switchLsn: '0/3000000' },
+      { timeline: 2, switchLsn: '0/800CDD8' },
+    ]);
+    expect(parseTimelineHistory(null, 1)).toEqual([]);
+    expect(parseTimelineHistory(null, 3)).toBeNull();
+  });
+
+  it('past the fork on the old timeline: diverged; before it: can follow; same timeline: not diverged', () => {
+    expect(divergence(standby(2, '0/A0000A0'), writer)).toMatchObject({
+      diverged: true,
+      detail: expect.stringContaining('past 0/800CDD8'),
+    });
+    expect(divergence(standby(2, '0/8000000'), writer)).toMatchObject({ diverged: false });
+    expect(divergence(standby(3, '0/9000000'), writer)).toMatchObject({ diverged: false });
+    expect(divergence(standby(4, '0/9000000'), writer)).toMatchObject({ diverged: true });
+    // A timeline the writer never descended from.
+    expect(divergence(standby(5, '0/1000000'), { ...writer, timeline: 6, forks: [{ timeline: 1, switchLsn: '0/3000000' }] })).toMatchObject(
+      {
+        diverged: true,
+      },
+    );
+    // Without the writer's history nothing is claimed.
+    expect(divergence(standby(2, '0/A0000A0'), { ...writer, forks: null })).toBeUndefined();
+  });
+
+  it('the report says diverged with no lag figure, never "lag 0"', () => {
+    const monitor = new ReplicationMonitor(30);
+    const primary = ok(writer);
+    monitor.observePrimary(primary);
+    const report = monitor.report(primary, ok(standby(2, '0/A0000A0')), now);
+    expect(report).toMatchObject({ status: 'degraded', state: 'diverged', lagBytes: null, lagSeconds: null });
+    expect(report.diverged).toContain('timeline 2');
   });
 });

@@ -14,7 +14,7 @@ describe('npm run stack: the API and the worker share one Redis key prefix', () 
   it('scripts/stack.ts hands the service and the worker those prefixes (a worker without one polls the shared sav3: keys)', () => {
     const src = readFileSync(join(__dirname, '..', '..', 'scripts', 'stack.ts'), 'utf8');
     expect(src).toMatch(/createService\([^;]*prefixes\.service\)/);
-    expect(src).toMatch(/createWorker\([^;]*prefixes\.worker\)/);
+    expect(src).toMatch(/createWorker\([^;]*prefixes\.worker,?\s*\)/);
     expect(src).not.toMatch(/redisKeyPrefix\s*[:=]/);
   });
 });

@@ -56,6 +56,16 @@ export class DatabasePromotion {
     }
     if (standby?.ok && !alreadyPromoted) {
       checks.push({ name: 'replica_in_recovery', ok: true, detail: `${node} is a standby (pg_is_in_recovery)` });
+      // Promoting a standby that replayed past the writer's fork (e.g. after a point-in-time
+      // restore of the primary) would bring back what the restore undid.
+      checks.push({
+        name: 'replica_not_diverged',
+        ok: replication.state !== 'diverged',
+        detail:
+          replication.state === 'diverged'
+            ? `${replication.diverged}: rebuild ${node} as a standby of ${replication.writer} first (scripts/dr/rebuild-primary.sh)`
+            : `no divergence seen (${replication.writer} is the writer)`,
+      });
       const lag = replication.lagSeconds;
       checks.push({
         name: 'lag_within_bound',

@@ -1,8 +1,9 @@
 import type { DatabaseProbeData, DatabaseTarget } from '../../domain.ts';
 import type { ProbeResult } from '../../health/probe-runner.ts';
-import { lsnGap } from './lsn.ts';
+import { lsnGap, parseLsn } from './lsn.ts';
 
-export type ReplicationState = 'streaming' | 'catching_up' | 'disconnected' | 'promoted' | 'unreachable';
+/** `diverged`: the standby holds WAL its writer never had; it can never follow it (rebuild it). */
+export type ReplicationState = 'streaming' | 'catching_up' | 'disconnected' | 'promoted' | 'unreachable' | 'diverged';
 /** `fenced`: out of recovery but read-only at the server (an old primary after a promotion or switchover). */
 export type NodeRole = 'primary' | 'standby' | 'fenced' | 'unreachable';
 export type Direction = 'primary->replica' | 'replica->primary';
@@ -23,6 +24,33 @@ export interface ReplicationReport {
   writer: DatabaseTarget;
   standby: DatabaseTarget;
   direction: Direction;
+  /** With state `diverged`: why. */
+  diverged?: string;
+}
+
+/**
+ * Whether a standby holds WAL its writer never had (the writer was restored to a point in time, or
+ * promoted, after the standby had replayed past that point): true/false with the reason, or
+ * undefined when it cannot be told (a timeline or the writer's history unknown).
+ */
+export function divergence(standby: DatabaseProbeData, writer: DatabaseProbeData): { diverged: boolean; detail: string } | undefined {
+  const [ts, tw] = [standby.timeline, writer.timeline];
+  const at = standby.replayLsn ?? standby.receiveLsn;
+  if (ts === null || tw === null || at === null) return undefined;
+  if (ts === tw) return { diverged: false, detail: `both on timeline ${tw}` };
+  if (ts > tw) return { diverged: true, detail: `the standby is on timeline ${ts}, newer than the writer's ${tw}` };
+  if (!writer.forks) return undefined;
+  const fork = writer.forks.find((f) => f.timeline === ts);
+  if (!fork) return { diverged: true, detail: `the standby's timeline ${ts} is not in the writer's history (timeline ${tw})` };
+  if (parseLsn(at) > parseLsn(fork.switchLsn))
+    return {
+      diverged: true,
+      detail: `the standby replayed timeline ${ts} to ${at}, past ${fork.switchLsn} where the writer's history left it: it holds changes the writer does not have`,
+    };
+  return {
+    diverged: false,
+    detail: `the standby (timeline ${ts}, at ${at}) is before the writer's fork at ${fork.switchLsn} and can follow timeline ${tw}`,
+  };
 }
 
 const other = (t: DatabaseTarget): DatabaseTarget => (t === 'primary' ? 'replica' : 'primary');
@@ -104,9 +132,20 @@ export class ReplicationMonitor {
       // Both servers out of recovery: two primaries until the other one is rebuilt as a standby.
       return { ...base, status: 'degraded', state: 'promoted', lagSeconds: null, lagBytes: null, replicaReplayLsn: r.currentLsn };
     }
+    const w = probes[writer];
+    const split = w?.ok && w.data && !w.data.inRecovery ? divergence(r, w.data) : undefined;
+    if (split?.diverged)
+      return {
+        ...base,
+        status: 'degraded',
+        state: 'diverged',
+        lagSeconds: null,
+        lagBytes: null,
+        replicaReplayLsn: r.replayLsn,
+        diverged: split.detail,
+      };
     const lagBytes = write && r.replayLsn ? lsnGap(write.lsn, r.replayLsn) : null;
     let lagSeconds: number | null;
-    const w = probes[writer];
     const seen = w?.ok && !w.data?.inRecovery ? w.data?.standbys.find((x) => x.replayLsn !== null) : undefined;
     if (lagBytes === 0) lagSeconds = 0;
     else if (seen) {

@@ -30,7 +30,9 @@ export function assess(f: LiveFacts, now = new Date()): Assessment {
     f.backupMaxAgeSeconds !== undefined &&
     (f.backupAgeSeconds === null || f.backupAgeSeconds > f.backupMaxAgeSeconds);
   // A configured replica that is unreachable or not streaming leaves no failover target.
-  const replicaMissing = f.replicaConfigured && (replication?.state === 'unreachable' || replication?.state === 'disconnected');
+  const replicaMissing =
+    f.replicaConfigured &&
+    (replication?.state === 'unreachable' || replication?.state === 'disconnected' || replication?.state === 'diverged');
   const rules: RuleResult[] = [
     {
       rule: 'primary_database_down',

@@ -26,6 +26,8 @@ export function standbyFollows(fresh: FreshReplication): { follows: boolean; why
   if (!w?.ok || !w.data || w.data.inRecovery) return { follows: false, why: `no writer answers (${report.writer})` };
   if (!s?.ok || !s.data) return { follows: false, why: `${report.standby} does not answer` };
   if (!s.data.inRecovery) return { follows: false, why: `${report.standby} is not in recovery: it is a primary of its own` };
+  if (report.state === 'diverged')
+    return { follows: false, why: `${report.standby} diverged: ${report.diverged ?? 'it holds WAL the writer never had'}` };
   if (w.data.systemId && s.data.systemId && w.data.systemId !== s.data.systemId)
     return { follows: false, why: `${report.standby} belongs to another cluster (system identifier ${s.data.systemId})` };
   if (s.data.receiverStatus !== 'streaming')

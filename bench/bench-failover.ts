@@ -49,7 +49,7 @@ async function main(): Promise<void> {
   for (const r of results) console.log(`  uploads refused with ${r.concurrency} in flight: ${JSON.stringify(r.refused)}`);
   for (const r of results)
     console.log(
-      `  ${r.concurrency} in flight, waits for every instance to apply (ms): enable ${r.breakdown.enableWaitMs}, promote ${r.breakdown.promoteWaitMs}, switch ${r.breakdown.switchWaitMs}, disable ${r.breakdown.disableWaitMs}; promotion timings ${JSON.stringify(r.breakdown.promote)}`,
+      `  ${r.concurrency} in flight, last upload acknowledged before → first after: ${Number.isNaN(r.ackGapMs) ? '-' : `${r.ackGapMs} ms`}; waits for every instance to apply (ms): enable ${r.breakdown.enableWaitMs}, promote ${r.breakdown.promoteWaitMs}, switch ${r.breakdown.switchWaitMs}, disable ${r.breakdown.disableWaitMs}; promotion timings ${JSON.stringify(r.breakdown.promote)}`,
     );
   console.log(
     '  goal: enable + promote + switch + disable under 1000 ms of write unavailability with uploads in flight (previous drill, no barrier: 500 ms)',

@@ -106,7 +106,16 @@ export async function createService(config: Config, logger: Logger, options: Ser
   // read only when a write or a lift of read-only mode asks, after `database` below exists.
   const databaseRefusal = () => database.writeRefusal();
   const writeGate = createWriteGateModule({ dr, metrics, logger, refusal: databaseRefusal });
-  const audit = createAuditLog({ config, logger, redis, prefix, prisma });
+  // Events wait in the spool while the active target cannot take them (a promotion recorded and the
+  // switch still to come, a standby target): no failed insert first, nothing written to a node to be discarded.
+  const audit = createAuditLog({
+    config,
+    logger,
+    redis,
+    prefix,
+    prisma,
+    sinkClosed: () => database.writeRefusal()?.code === 'not_writable',
+  });
   const readOnly = createReadOnlyModule({
     dr,
     audit,

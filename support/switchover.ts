@@ -24,6 +24,8 @@ export interface SwitchoverResult {
   disableMs: number;
   /** From the read-only request to the first upload acknowledged afterwards. */
   unavailableMs: number;
+  /** From the last upload acknowledged before the read-only request to the first one after read-only mode was lifted. */
+  ackGapMs: number;
   acked: number;
   missingOnNewPrimary: number;
   ackedOnOldPrimaryAfterEnable: number;
@@ -141,6 +143,7 @@ export async function plannedSwitchover(options: {
     const deadline = t4 + 10_000;
     while (!acks.some((a) => a.at > t4) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 2));
     const firstAfter = acks.find((a) => a.at > t4)?.at ?? NaN;
+    const lastBefore = acks.filter((a) => a.at < t0).at(-1)?.at ?? NaN;
     await new Promise((r) => setTimeout(r, 300));
     running = false;
     await Promise.all(loops);
@@ -154,6 +157,7 @@ export async function plannedSwitchover(options: {
       switchMs: Math.round(t3 - t2),
       disableMs: Math.round(t4 - t3),
       unavailableMs: Math.round(firstAfter - t0),
+      ackGapMs: Math.round(firstAfter - lastBefore),
       acked: acks.length,
       missingOnNewPrimary: acks.filter((a) => onNew.get(a.key) !== a.sha256).length,
       ackedOnOldPrimaryAfterEnable: acks.filter((a) => a.at > t1 && onOld.has(a.key)).length,

@@ -78,6 +78,8 @@ export interface BackupConfig {
   timeoutMs: number;
   infoCacheMs: number;
   statusIntervalMs: number;
+  /** A segment waiting to be archived (a `.ready` file) longer than this means archiving is stuck. */
+  archiveStallMs: number;
   maxAgeSeconds: number;
   validationMaxAgeSeconds: number;
   /** 0: no scheduled validation. */
@@ -195,6 +197,7 @@ const schema = z.object({
   PGBACKREST_INFO_CACHE_MS: int(0, 3_600_000).default(10_000),
   PG_BIN: z.string().regex(/^\//, { error: 'must be an absolute path' }).default('/usr/lib/postgresql/15/bin'),
   BACKUP_STATUS_INTERVAL_MS: int(100, 3_600_000).default(15_000),
+  WAL_ARCHIVE_STALL_MS: int(1000, 3_600_000).default(60_000),
   BACKUP_MAX_AGE: duration.default(26 * 3600),
   BACKUP_VALIDATION_MAX_AGE: duration.default(26 * 3600),
   BACKUP_VALIDATE_INTERVAL: offOrDuration.default(0),
@@ -354,6 +357,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
       timeoutMs: raw.PGBACKREST_TIMEOUT_MS,
       infoCacheMs: raw.PGBACKREST_INFO_CACHE_MS,
       statusIntervalMs: raw.BACKUP_STATUS_INTERVAL_MS,
+      archiveStallMs: raw.WAL_ARCHIVE_STALL_MS,
       maxAgeSeconds: raw.BACKUP_MAX_AGE,
       validationMaxAgeSeconds: raw.BACKUP_VALIDATION_MAX_AGE,
       validateIntervalSeconds: raw.BACKUP_VALIDATE_INTERVAL,

@@ -119,7 +119,14 @@ export function createMetrics(registry: Registry = new Registry()) {
     }),
     walArchiveFailures: new Counter({
       name: 'sav3_wal_archive_failures_total',
-      help: 'WAL segments the primary failed to archive (pg_stat_archiver.failed_count increases)',
+      help: 'WAL segments the primary failed to archive, by reason: archive_command_failed (pg_stat_archiver.failed_count increases), archive_missing_in_repository (reported archived, absent from the pgBackRest repository), archive_not_progressing (waiting to be archived beyond WAL_ARCHIVE_STALL_MS)',
+      labelNames: ['reason'] as const,
+      registers,
+    }),
+    walArchivingFailing: new Gauge({
+      name: 'sav3_wal_archiving_failing',
+      help: 'WAL archiving is failing now (1), by reason; 0 when it is not (or it cannot be read)',
+      labelNames: ['reason'] as const,
       registers,
     }),
     backupMaxAge: new Gauge({

@@ -15,6 +15,8 @@ export function createAuditLog(deps: {
   redis: Redis;
   prefix: string;
   prisma: () => PrismaClient;
+  /** See AuditLog's sinkClosed. */
+  sinkClosed?: () => boolean;
 }): AuditLog {
   const { config, logger, redis, prefix } = deps;
   return new AuditLog({
@@ -23,5 +25,6 @@ export function createAuditLog(deps: {
     logger,
     instanceId: config.instanceId,
     flushIntervalMs: AUDIT_FLUSH_INTERVAL_MS,
+    ...(deps.sinkClosed ? { sinkClosed: deps.sinkClosed } : {}),
   });
 }

@@ -20,6 +20,7 @@ import { isRoot } from '../services/backup/os-command.ts';
 import { PgBackRestCli, type BackupTool } from '../services/backup/pgbackrest.ts';
 import { PublishedBackupInfo } from '../services/backup/published-info.ts';
 import { readArchiverStatus } from '../services/backup/wal-archive.ts';
+import type { WalArchiveSource } from '../services/backup/wal-scan.ts';
 import { lastPassedValidation, PrismaValidationStore } from '../services/backup/validation-store.ts';
 
 export interface BackupModule {
@@ -79,6 +80,7 @@ export function createBackupModule(deps: {
     timeoutMs: b.timeoutMs,
     cacheMs: b.infoCacheMs,
     intervalMs: b.statusIntervalMs,
+    archiveStallMs: b.archiveStallMs,
     maxAgeSeconds: b.maxAgeSeconds,
     validationMaxAgeSeconds: b.validationMaxAgeSeconds,
   });
@@ -118,6 +120,7 @@ export function createBackupModule(deps: {
     });
     const validator = new BackupValidator({
       tool,
+      walSource: 'listSegments' in tool && 'fetchSegment' in tool ? (tool as unknown as WalArchiveSource) : undefined,
       info: () => inventory.info(true),
       media: backupStore ? new BackupBucketMediaCheck(backupStore) : undefined,
       validationStore: validations,
@@ -140,6 +143,13 @@ export function createBackupModule(deps: {
     map.set(VALIDATE_JOB, async (job) => {
       const report = await validator.validate(job.input as ValidationInput, job.id);
       void inventory.sample();
+      if (report.status === 'refused')
+        throw Object.assign(
+          new Error(
+            `validation refused, the backup was not judged: ${report.checks.find((c) => c.name === 'target')?.detail ?? 'the target cannot be reached'}`,
+          ),
+          { report },
+        );
       if (report.status !== 'passed')
         throw Object.assign(
           new Error(

@@ -134,6 +134,11 @@ export function createDatabaseModule(deps: {
     if (state.database.active !== previous.database.active || (previous.readOnly.enabled && !state.readOnly.enabled)) {
       await runners.get(state.database.active)?.run();
     }
+    // A promotion recorded: the switch to the promoted node comes next. Its pool is opened now, in
+    // the background, so the first requests after the switch do not wait for a client and a connection.
+    if (state.database.promotedAt && state.database.promotedAt !== previous.database.promotedAt) {
+      for (const target of ['primary', 'replica'] as const) if (target !== state.database.active) void clients.warm(target);
+    }
     if (state.database.active === previous.database.active && clients.active === state.database.active) return;
     setTargetGauge(state.database.active);
     // New requests go to the new target at once (setActive does that first); the old pool drains

@@ -85,7 +85,7 @@ export function backupRoutes(deps: {
   router.post('/admin/database/restore-point', async (req, res) => {
     const body = await audited(deps.audit, req, res, 'database.restore_point', async () => {
       const { name } = parseOrThrow(restorePointBody, req.body, 'invalid restore point request');
-      const point = await deps.service.restorePoint(name);
+      const point = await deps.service.restorePoint(name, principal(res).name);
       return { body: { restorePoint: point }, detail: { restorePoint: point } };
     });
     res.status(201).json(body);

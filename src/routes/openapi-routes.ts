@@ -354,9 +354,11 @@ export const ROUTES: RouteDoc[] = [
     extension: true,
   }),
   route('post /admin/database/restore-point', 'backups', 'operator', 'create a named restore point', {
+    description:
+      'Names are unique: PostgreSQL accepts a name twice and recovery to a name stops at its first point, so every point is recorded in `restore_points` with it; a name already used answers 409 `restore_point_exists` and writes nothing.',
     body: { schema: restorePointBody },
     responses: { 201: json('the restore point', z.object({ restorePoint: anyJson })) },
-    errors: [412, 503],
+    errors: [409, 412, 503],
     extension: true,
   }),
   route(
@@ -446,6 +448,8 @@ export const ROUTES: RouteDoc[] = [
     'operator',
     'request a restore validation (a worker runs it; 503 no_worker with Retry-After when no live worker takes them)',
     {
+      description:
+        "412 with `usableRange` {from, to} for a target outside it (`from`: the backup's end rounded up to the second; `to`: the newest commit surely archived, an upper bound); 503 `dependency_unavailable` when the active database does not answer. A job with a `targetTime` first reads the archived WAL: a target after its newest commit ends the job refused (report status `refused`), nothing restored.",
       body: { schema: validateBody, required: false },
       responses: { 202: json('the job', acceptedJob) },
       errors: [409, 412, 503],

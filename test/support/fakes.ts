@@ -289,6 +289,12 @@ export class MemoryVersionRepository implements MediaVersionRepository {
       .filter((v) => !v.backends.includes(target))
       .slice(0, limit);
   }
+  async currentOn(target: MediaBackendName, afterKey: string, limit: number) {
+    this.check();
+    return this.currentSorted(afterKey)
+      .filter((v) => v.backends.includes(target))
+      .slice(0, limit);
+  }
   async current(afterKey: string, limit: number) {
     this.check();
     return this.currentSorted(afterKey).slice(0, limit);

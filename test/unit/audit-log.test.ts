@@ -1,3 +1,5 @@
+import { AuditLog } from '../../src/services/audit/audit-log.ts';
+import type { AuditEvent } from '../../src/services/audit/audit-event.ts';
 import { drWorld } from '../support/dr-world.ts';
 
 const input = (action: string) => ({
@@ -42,6 +44,24 @@ describe('AuditLog', () => {
     expect([...w.sink.rows.keys()]).toEqual([event.id]);
     expect(await audit.pending()).toBe(0);
     expect(await audit.flush()).toBe(0);
+  });
+
+  it('while the database of the sink cannot take writes (a promotion recorded, the switch to come) events go to the spool without an insert, and are written once it can', async () => {
+    const w = drWorld();
+    const { logger } = w.instance();
+    let closed = true;
+    let inserts = 0;
+    const sink = { write: (events: AuditEvent[]) => ((inserts += 1), w.sink.write(events)), recent: (n: number) => w.sink.recent(n) };
+    const audit = new AuditLog({ sink, spool: w.spool, logger, instanceId: 'api-1', flushIntervalMs: 60_000, sinkClosed: () => closed });
+    const event = await audit.record(input('database.promote'));
+    expect(inserts).toBe(0);
+    expect(w.spool.items.map((e) => e.id)).toEqual([event.id]);
+    expect(await audit.flush()).toBe(0);
+    expect(inserts).toBe(0);
+    closed = false;
+    expect(await audit.flush()).toBe(1);
+    expect([...w.sink.rows.keys()]).toEqual([event.id]);
+    expect(await audit.pending()).toBe(0);
   });
 
   it('with PostgreSQL and Redis down events stay in the process, in order, until either returns', async () => {

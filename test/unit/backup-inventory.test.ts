@@ -29,7 +29,10 @@ const archiver: ArchiverStatus = {
   archiveMode: 'on',
 };
 
-function inventory(tool: BackupTool | undefined, overrides: { cacheMs?: number; archiver?: () => Promise<ArchiverStatus> } = {}) {
+function inventory(
+  tool: BackupTool | undefined,
+  overrides: { cacheMs?: number; archiver?: () => Promise<ArchiverStatus>; archiveStallMs?: number } = {},
+) {
   const metrics = createMetrics();
   const inv = new BackupInventory({
     tool,
@@ -42,6 +45,7 @@ function inventory(tool: BackupTool | undefined, overrides: { cacheMs?: number; 
     intervalMs: 60_000,
     maxAgeSeconds: 93_600,
     validationMaxAgeSeconds: 3600,
+    archiveStallMs: overrides.archiveStallMs,
   });
   return { inv, metrics };
 }
@@ -103,7 +107,8 @@ describe('BackupInventory', () => {
   it('counts archive failures as they grow, re-baselining after a stats reset', async () => {
     let failed = 0;
     const { inv, metrics } = inventory(undefined, { archiver: async () => ({ ...archiver, checkedAt: new Date(), failedCount: failed }) });
-    const total = async () => (await metrics.walArchiveFailures.get()).values[0]?.value ?? 0;
+    const total = async () =>
+      (await metrics.walArchiveFailures.get()).values.find((v) => v.labels.reason === 'archive_command_failed')?.value ?? 0;
     await inv.archiver();
     failed = 3;
     await inv.archiver();
@@ -127,7 +132,7 @@ describe('BackupInventory', () => {
     };
     const { inv } = inventory(tool);
     const range = await inv.recoverableRange();
-    expect(range.from).toBe('2026-11-25T06:00:00.000Z');
+    expect(range.from).toBe('2026-11-25T06:00:01.000Z'); // pgBackRest's whole seconds, rounded up
     expect(Math.abs(Date.parse(range.to!) - Date.now())).toBeLessThan(2000);
   });
 
@@ -164,5 +169,58 @@ describe('BackupInventory', () => {
     });
     expect(backupAge(backups, 3 * 86400, now).tooOld).toBe(false);
     expect(backupAge([], 93600, now)).toEqual({ maxAgeSeconds: 93600, newestFullOrDiff: null, ageSeconds: null, tooOld: true });
+  });
+
+  it('PostgreSQL reporting segments archived that the repository lacks: failing, counted, and the RPO counts from them', async () => {
+    // archive_command = '/bin/true': pg_stat_archiver says …0D was archived a minute ago; the repository ends at …0A.
+    const tool: BackupTool = {
+      info: async () => ({
+        ...info([['2026-11-25T00:00:00.000Z', 'full', false]]),
+        archive: { min: '000000010000000000000001', max: '00000001000000000000000A' },
+        readAt: new Date().toISOString(),
+      }),
+      backup: async () => undefined,
+      restore: async () => undefined,
+    };
+    const { inv, metrics } = inventory(tool, {
+      archiver: async () => ({
+        ...archiver,
+        checkedAt: new Date(),
+        currentLsn: '0/E000100',
+        lastArchivedWal: '00000001000000000000000D',
+        lastArchivedAt: new Date(Date.now() - 60_000),
+      }),
+    });
+    const listed = await inv.inventory();
+    expect(listed.archiving).toMatchObject({
+      available: true,
+      failing: true,
+      failure: { code: 'archive_missing_in_repository' },
+      repositoryArchivedWal: '00000001000000000000000A',
+    });
+    const exposure = (listed.archiving as { rpoExposureSeconds: number }).rpoExposureSeconds;
+    expect(exposure).toBeGreaterThanOrEqual(59);
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('sav3_wal_archive_failures_total{reason="archive_missing_in_repository"} 3');
+    expect(text).toContain('sav3_wal_archiving_failing{reason="archive_missing_in_repository"} 1');
+    expect(text).toMatch(/sav3_rpo_exposure_seconds\{component="database"\} (59|6\d)/);
+  });
+
+  it('segments waiting to be archived beyond the stall bound (archive_command empty): failing archive_not_progressing', async () => {
+    const { inv, metrics } = inventory(undefined, {
+      archiveStallMs: 1000,
+      archiver: async () => ({
+        ...archiver,
+        checkedAt: new Date(),
+        ready: { count: 2, oldestWal: '000000010000000000000003', oldestAt: new Date(Date.now() - 120_000) },
+      }),
+    });
+    const read = await inv.archiver();
+    expect(read.assessment).toMatchObject({ failing: true, failure: { code: 'archive_not_progressing' } });
+    expect(read.rpoExposureSeconds).toBeGreaterThanOrEqual(119);
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('sav3_wal_archive_failures_total{reason="archive_not_progressing"} 2');
+    expect(text).toContain('sav3_wal_archiving_failing{reason="archive_not_progressing"} 1');
+    expect(text).toContain('sav3_wal_archiving_failing{reason="archive_missing_in_repository"} 0');
   });
 });

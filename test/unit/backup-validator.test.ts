@@ -6,11 +6,18 @@ import type { BackupTool, RestoreOptions } from '../../src/services/backup/pgbac
 import { captureLogger } from '../support/log-capture.ts';
 import { oneFullBackup } from '../support/fakes.ts';
 
-const info = oneFullBackup;
+// With the WAL range pgBackRest lists for every backup (the target check reads from its start).
+const info = {
+  ...oneFullBackup,
+  backups: oneFullBackup.backups.map((b) => ({ ...b, wal: { start: '000000010000000000000002', stop: '000000010000000000000002' } })),
+};
 
 function validator(tool: BackupTool, root: string, saved: ValidationReport[], liveDataDirs: string[] = []) {
   return new BackupValidator({
     tool,
+    // The archived WAL holds commits up to now: any past target is reachable.
+    walSource: { listSegments: async () => [], fetchSegment: async () => undefined },
+    scan: async () => ({ segments: 1, restorePoints: [], lastCommitAt: new Date().toISOString() }),
     info: async () => info,
     media: undefined,
     validationStore: { save: async (r) => void saved.push(r) },
@@ -51,6 +58,7 @@ describe('BackupValidator with a fake pgBackRest', () => {
     );
     expect(report.status).toBe('failed');
     expect(report.checks).toEqual([
+      expect.objectContaining({ name: 'target', ok: true }),
       expect.objectContaining({ name: 'restore', ok: false, detail: expect.stringContaining('no backup set found') }),
     ]);
     expect(calls[0]).toMatchObject({

@@ -23,6 +23,12 @@ export class AuditLog {
       instanceId: string;
       flushIntervalMs: number;
       now?: () => number;
+      /**
+       * True while the sink's database is known not to take writes (the active target is a standby,
+       * fenced, or on an older timeline than a recorded promotion): events go to the spool at once,
+       * instead of after a failed insert (or onto a node that is to be discarded), and wait there.
+       */
+      sinkClosed?: () => boolean;
     },
   ) {}
 
@@ -65,6 +71,10 @@ export class AuditLog {
       instanceId: this.deps.instanceId,
     };
     this.deps.logger.info({ audit: event }, `audit: ${event.action} ${event.result} by ${event.actor}`);
+    if (this.deps.sinkClosed?.()) {
+      await this.spool(event);
+      return event;
+    }
     try {
       await this.write([event]);
     } catch {
@@ -83,6 +93,7 @@ export class AuditLog {
 
   /** Writes waiting events: this process's first, then the shared spool. */
   async flush(): Promise<number> {
+    if (this.deps.sinkClosed?.()) return 0;
     let written = 0;
     if (this.local.length > 0) {
       const batch = this.local.splice(0, this.local.length);

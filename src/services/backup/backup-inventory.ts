@@ -3,7 +3,13 @@ import { AppError } from '../../http/app-error.ts';
 import type { Logger } from '../../logger.ts';
 import type { Metrics } from '../../metrics/metrics.ts';
 import { BackupToolError, type BackupTool, type StanzaInfo } from './pgbackrest.ts';
+import { ArchiveCheck, type ArchiveAssessment, type ArchiveFailureCode } from './archive-check.ts';
 import { RpoTracker, type ArchiverStatus } from './wal-archive.ts';
+
+const FAILURE_CODES: ArchiveFailureCode[] = ['archive_command_failed', 'archive_missing_in_repository', 'archive_not_progressing'];
+
+/** The archiver status with what the service concluded from it and the repository. */
+export type ArchiverReading = ArchiverStatus & { rpoExposureSeconds: number | null; assessment: ArchiveAssessment };
 
 /** pgBackRest is not configured, missing, or its repository cannot be read: 503 with a code. */
 export class BackupUnavailableError extends AppError {
@@ -27,6 +33,7 @@ export interface InventoryDeps {
     | 'rpoExposure'
     | 'backupLastSuccess'
     | 'walArchiveFailures'
+    | 'walArchivingFailing'
     | 'backupMaxAge'
     | 'backupValidationLastSuccess'
     | 'backupValidationMaxAge'
@@ -38,6 +45,10 @@ export interface InventoryDeps {
   intervalMs: number;
   maxAgeSeconds: number;
   validationMaxAgeSeconds: number;
+  /** A `.ready` segment older than this: archiving is not progressing (WAL_ARCHIVE_STALL_MS). */
+  archiveStallMs?: number;
+  /** Leeway between PostgreSQL reporting a segment archived and pgBackRest info listing it. */
+  archiveGraceMs?: number;
 }
 
 /**
@@ -48,7 +59,7 @@ export class BackupInventory {
   private cached: { at: number; info: StanzaInfo } | undefined;
   private inflight: Promise<StanzaInfo> | undefined;
   private readonly rpo = new RpoTracker();
-  private lastArchiver: (ArchiverStatus & { rpoExposureSeconds: number | null }) | undefined;
+  private readonly archiveCheck: ArchiveCheck;
   private failedCountSeen: number | undefined;
   private timer: NodeJS.Timeout | undefined;
   private sampling: Promise<void> | undefined;
@@ -56,6 +67,11 @@ export class BackupInventory {
   constructor(private readonly deps: InventoryDeps) {
     deps.metrics.backupMaxAge.set(deps.maxAgeSeconds);
     deps.metrics.backupValidationMaxAge.set(deps.validationMaxAgeSeconds);
+    this.archiveCheck = new ArchiveCheck({ stallMs: deps.archiveStallMs ?? 60_000, graceMs: deps.archiveGraceMs });
+    for (const reason of FAILURE_CODES) {
+      deps.metrics.walArchiveFailures.inc({ reason }, 0);
+      deps.metrics.walArchivingFailing.set({ reason }, 0);
+    }
   }
 
   get configured(): boolean {
@@ -97,17 +113,17 @@ export class BackupInventory {
     }
   }
 
-  private archiverInflight: Promise<ArchiverStatus & { rpoExposureSeconds: number | null }> | undefined;
+  private archiverInflight: Promise<ArchiverReading> | undefined;
 
   /** Reads the archiver, updates the RPO exposure and the failure counter; one read at a time. */
-  archiver(): Promise<ArchiverStatus & { rpoExposureSeconds: number | null }> {
+  archiver(): Promise<ArchiverReading> {
     this.archiverInflight ??= this.readArchiver().finally(() => {
       this.archiverInflight = undefined;
     });
     return this.archiverInflight;
   }
 
-  private async readArchiver(): Promise<ArchiverStatus & { rpoExposureSeconds: number | null }> {
+  private async readArchiver(): Promise<ArchiverReading> {
     let status: ArchiverStatus;
     try {
       status = await this.deps.archiver();
@@ -115,17 +131,27 @@ export class BackupInventory {
       this.rpo.interrupt();
       throw err;
     }
+    // The repository's listing (cached; its read time, not the cache's, bounds what it must hold).
+    const info = this.deps.tool ? await this.info().catch(() => undefined) : undefined;
+    const readAt = info ? new Date(info.readAt ?? this.cached?.at ?? 0) : undefined;
+    const assessment = this.archiveCheck.assess(status, info && readAt ? { max: info.archive.max, readAt } : undefined);
+    // Only what the repository holds counts as archived for the RPO.
+    const observed = this.rpo.observe({ ...status, lastArchivedWal: assessment.archivedWal });
+    const since = assessment.failing ? [assessment.stalledSince, assessment.missingSince].filter((d): d is Date => d !== null) : [];
+    const floor = since.length ? (status.checkedAt.getTime() - Math.min(...since.map((d) => d.getTime()))) / 1000 : 0;
     // The active target is a standby (read-only failover): it cannot say what its primary has not
     // archived, so the exposure is unknown (null) and the gauge keeps its last value.
-    const observed = this.rpo.observe(status);
-    const exposure = status.inRecovery ? null : observed;
+    const exposure = status.inRecovery ? null : Math.max(observed, floor);
     if (exposure !== null) this.deps.metrics.rpoExposure.set({ component: 'database' }, exposure);
     if (this.failedCountSeen !== undefined && status.failedCount > this.failedCountSeen) {
-      this.deps.metrics.walArchiveFailures.inc(status.failedCount - this.failedCountSeen);
+      this.deps.metrics.walArchiveFailures.inc({ reason: 'archive_command_failed' }, status.failedCount - this.failedCountSeen);
     }
     this.failedCountSeen = status.failedCount;
-    this.lastArchiver = { ...status, rpoExposureSeconds: exposure };
-    return this.lastArchiver;
+    for (const [reason, n] of Object.entries(assessment.newFailures)) if (n) this.deps.metrics.walArchiveFailures.inc({ reason }, n);
+    for (const reason of FAILURE_CODES) this.deps.metrics.walArchivingFailing.set({ reason }, assessment.failure?.code === reason ? 1 : 0);
+    if (assessment.failure && assessment.failure.code !== 'archive_command_failed')
+      this.deps.logger.warn({ code: assessment.failure.code }, assessment.failure.message);
+    return { ...status, rpoExposureSeconds: exposure, assessment };
   }
 
   /** GET /admin/backups: every backup, the archive range and the archiving status. */
@@ -145,7 +171,16 @@ export class BackupInventory {
             failedCount: archiver.failedCount,
             lastFailedWal: archiver.lastFailedWal,
             lastFailedAt: archiver.lastFailedAt?.toISOString() ?? null,
-            failing: !!archiver.lastFailedAt && (!archiver.lastArchivedAt || archiver.lastFailedAt > archiver.lastArchivedAt),
+            failing: archiver.assessment.failing,
+            failure: archiver.assessment.failure,
+            repositoryArchivedWal: info.archive.max,
+            ready: archiver.ready
+              ? {
+                  count: archiver.ready.count,
+                  oldestWal: archiver.ready.oldestWal,
+                  oldestAt: archiver.ready.oldestAt?.toISOString() ?? null,
+                }
+              : null,
             rpoExposureSeconds: archiver.rpoExposureSeconds,
           };
     return {
@@ -160,18 +195,22 @@ export class BackupInventory {
   }
 
   /**
-   * The range a point-in-time target may take: from the oldest backup's end to the newest commit
-   * surely in the archive (the last archive time, or now when nothing is left to archive).
+   * The range a point-in-time target may take: from the end of the oldest good backup (pgBackRest
+   * records whole seconds, cut down: rounded up here, a target in that second may precede the real
+   * end) to the newest commit surely in the repository's archive (now less the RPO exposure). That
+   * bound is an upper one: recovery also needs a commit at or after the target, which only the WAL
+   * itself shows (the validation job reads it before it restores). The active database's archiver
+   * must answer: without it nothing is known (503).
    */
   async recoverableRange(): Promise<{ from: string | null; to: string | null }> {
     const info = await this.info();
     const good = info.backups.filter((b) => !b.error);
-    const from = good.length ? good.map((b) => b.stoppedAt).sort()[0]! : null;
-    const archiver = await this.archiver().catch(() => undefined);
-    // Commits older than the RPO exposure are in the archive; newer ones may not be.
-    const to = !archiver
-      ? null
-      : archiver.rpoExposureSeconds === null
+    const from = good.length ? backupEnd(good.map((b) => b.stoppedAt).sort()[0]!) : null;
+    const archiver = await this.archiver().catch((err: unknown) => {
+      throw new DependencyUnavailableError('database', 'the active database did not answer: the archived range is unknown', err);
+    });
+    const to =
+      archiver.rpoExposureSeconds === null
         ? (archiver.lastArchivedAt?.toISOString() ?? null)
         : new Date(archiver.checkedAt.getTime() - archiver.rpoExposureSeconds * 1000).toISOString();
     return { from, to };
@@ -228,6 +267,14 @@ export function backupAge(
     ageSeconds,
     tooOld: ageSeconds === null || ageSeconds > maxAgeSeconds,
   };
+}
+
+/**
+ * When a backup really ended, at the latest: pgBackRest's stop time is whole seconds, cut down
+ * (17:44:13.5 is listed 17:44:13), so the next second.
+ */
+export function backupEnd(stoppedAt: string): string {
+  return new Date(Math.floor(Date.parse(stoppedAt) / 1000) * 1000 + 1000).toISOString();
 }
 
 function toUnavailable(err: unknown): AppError {

@@ -1,8 +1,8 @@
-import { DependencyUnavailableError, NoWorkerError, NotFoundError, PreconditionFailedError } from '../../http/app-error.ts';
+import { AppError, DependencyUnavailableError, NoWorkerError, NotFoundError, PreconditionFailedError } from '../../http/app-error.ts';
 import { JobGroupBusyError, type Job, type JobQueue } from '../jobs/job-queue.ts';
-import type { BackupInventory } from './backup-inventory.ts';
+import { backupEnd, type BackupInventory } from './backup-inventory.ts';
 import type { ValidationInput } from './backup-validator.ts';
-import { createRestorePoint, type RestorePoint } from './restore-point.ts';
+import { createRestorePoint, RestorePointExistsError, type RestorePoint } from './restore-point.ts';
 
 export const BACKUP_JOB = 'backup';
 export const VALIDATE_JOB = 'backup.validate';
@@ -69,12 +69,12 @@ export class BackupService {
         throw new PreconditionFailedError('the target time is after the newest archived WAL', { usableRange: usable });
       if (label === 'latest') {
         // The newest backup that ended before the target: recovery replays forward from it.
-        label = good.filter((b) => Date.parse(b.stoppedAt) <= target).at(-1)!.label;
+        label = good.filter((b) => Date.parse(backupEnd(b.stoppedAt)) <= target).at(-1)!.label;
       } else {
         const chosen = info.backups.find((b) => b.label === label)!;
-        if (Date.parse(chosen.stoppedAt) > target)
+        if (Date.parse(backupEnd(chosen.stoppedAt)) > target)
           throw new PreconditionFailedError(`backup ${label} ended after the target time; choose an older backup or a later target`, {
-            usableRange: { from: chosen.stoppedAt, to: range.to },
+            usableRange: { from: backupEnd(chosen.stoppedAt), to: range.to },
           });
       }
     }
@@ -117,10 +117,11 @@ export class BackupService {
     });
   }
 
-  async restorePoint(name: string): Promise<RestorePoint> {
+  async restorePoint(name: string, by: string): Promise<RestorePoint> {
     try {
-      return await createRestorePoint(await this.deps.activeDatabaseUrl(), name, this.deps.timeoutMs);
+      return await createRestorePoint(await this.deps.activeDatabaseUrl(), name, this.deps.timeoutMs, by);
     } catch (err) {
+      if (err instanceof RestorePointExistsError) throw new AppError(409, 'restore_point_exists', err.message, { name });
       const code = (err as { code?: string }).code;
       if (code === '55000' || code === '42501')
         throw new PreconditionFailedError(`the database cannot create a restore point: ${(err as Error).message}`);

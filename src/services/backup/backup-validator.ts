@@ -7,10 +7,13 @@ import { runAs } from './os-command.ts';
 import type { BackupTool, StanzaInfo } from './pgbackrest.ts';
 import { freePort } from '../../adapters/net.ts';
 import { ScratchCluster, scratchName } from './scratch-cluster.ts';
+import { scanArchive, type WalArchiveSource, type WalScan } from './wal-scan.ts';
 
 export interface ValidationCheck {
   name: string;
   ok: boolean;
+  /** The check could not prove anything (nothing to check, not configured): `detail` says why; never a pass. */
+  skipped?: true;
   detail: string;
   ms: number;
   data?: unknown;
@@ -31,7 +34,11 @@ export interface ValidationInput {
 
 export interface ValidationReport {
   id: string;
-  status: 'passed' | 'failed';
+  /**
+   * `refused`: the target time is not in the archived WAL (recovery could not reach it); nothing
+   * was restored and the backup was not judged.
+   */
+  status: 'passed' | 'failed' | 'refused';
   backup: { label: string; type: string; stoppedAt: string } | null;
   target: { type: 'time' | 'end_of_archive'; value: string | null };
   checks: ValidationCheck[];
@@ -47,6 +54,12 @@ export interface ValidationReportStore {
 
 export interface ValidatorDeps {
   tool: BackupTool;
+  /** The archived WAL, read before a point-in-time validation (pgBackRest repo-ls and archive-get). */
+  walSource?: WalArchiveSource;
+  /** Bound on that read; 300 s by default. */
+  walScanTimeoutMs?: number;
+  /** Tests replace the WAL read; scanArchive by default. */
+  scan?: typeof scanArchive;
   info: () => Promise<StanzaInfo>;
   media: MediaBackupCheck | undefined;
   validationStore: ValidationReportStore;
@@ -94,6 +107,12 @@ export class BackupValidator {
     let cluster: ScratchCluster | undefined;
     try {
       if (!backup) throw new Error(`backup ${input.backup} is not in the repository`);
+      if (input.targetTime) {
+        const target = await timed('target', () => this.checkTarget(backup, input.targetTime!));
+        checks.push(target);
+        // Nothing restored: the outcome is `refused`, stored like any report.
+        if (!target.ok) return await this.finish(report, started, jobId);
+      }
       cluster = ScratchCluster.prepare(this.deps.scratchRoot, scratchName(jobId.slice(0, 8)), await freePort(), {
         ...this.deps,
         liveDataDirs: await this.deps.liveDataDirs(),
@@ -132,7 +151,7 @@ export class BackupValidator {
       checks.push(await timed('migrations', () => this.migrations(url)));
       checks.push(await timed('tables', () => this.tables(url)));
       if (this.deps.media) checks.push(await timed('media_backup_sample', () => this.deps.media!.check(url)));
-      else checks.push({ name: 'media_backup_sample', ok: true, detail: 'skipped: no backup bucket configured', ms: 0 });
+      else checks.push({ name: 'media_backup_sample', ok: true, skipped: true, detail: 'skipped: no backup bucket configured', ms: 0 });
       timings.checksMs = Date.now() - checksStart;
     } catch (err) {
       if (!checks.some((c) => !c.ok))
@@ -146,7 +165,17 @@ export class BackupValidator {
         timings.teardownMs = Date.now() - teardownStart;
       }
     }
-    report.status = checks.length > 0 && checks.every((c) => c.ok) ? 'passed' : 'failed';
+    return this.finish(report, started, jobId);
+  }
+
+  /** Sets the outcome and stores the report. */
+  private async finish(report: ValidationReport, started: number, jobId: string): Promise<ValidationReport> {
+    const { checks, timings } = report;
+    report.status = checks.some((c) => c.name === 'target' && !c.ok)
+      ? 'refused'
+      : checks.length > 0 && checks.every((c) => c.ok)
+        ? 'passed'
+        : 'failed';
     timings.totalMs = Date.now() - started;
     report.finishedAt = new Date().toISOString();
     this.deps.onTimings?.(timings);
@@ -166,6 +195,43 @@ export class BackupValidator {
       );
     }
     return report;
+  }
+
+  /**
+   * Recovery to a time stops at the first commit after it; with none in the archived WAL,
+   * PostgreSQL ends with "recovery ended before configured recovery target was reached" and a
+   * good backup would be recorded as failed. So the WAL from the backup's first segment is read
+   * first, as the restore script does: the target must not be after its newest commit.
+   */
+  private async checkTarget(backup: StanzaInfo['backups'][number], targetTime: string): Promise<Omit<ValidationCheck, 'ms'>> {
+    const source = this.deps.walSource;
+    const refuse = (detail: string, data?: unknown) => ({ name: 'target', ok: false, detail, ...(data ? { data } : {}) });
+    if (!source || !backup.wal.start)
+      return refuse(
+        `the target ${targetTime} could not be checked against the archived WAL (no WAL source or start segment): not restored`,
+      );
+    let scan: WalScan;
+    try {
+      scan = await (this.deps.scan ?? scanArchive)(source, backup.wal.start, {
+        pgBin: this.deps.pgBin,
+        osUser: this.deps.osUser,
+        timeoutMs: this.deps.walScanTimeoutMs ?? 300_000,
+      });
+    } catch (err) {
+      return refuse(`the target ${targetTime} could not be checked against the archived WAL: ${(err as Error).message}; not restored`);
+    }
+    const data = { target: targetTime, newestArchivedCommit: scan.lastCommitAt, segments: scan.segments };
+    if (!scan.lastCommitAt || Date.parse(scan.lastCommitAt) < Date.parse(targetTime))
+      return refuse(
+        `the target ${targetTime} is after the newest commit in the archived WAL (${scan.lastCommitAt ?? 'none after the backup'}): recovery cannot reach it; the backup was not restored nor judged (usable range ${backup.stoppedAt} to ${scan.lastCommitAt ?? backup.stoppedAt})`,
+        data,
+      );
+    return {
+      name: 'target',
+      ok: true,
+      detail: `the archived WAL holds commits up to ${scan.lastCommitAt} (${scan.segments} segment(s) read)`,
+      data,
+    };
   }
 
   /** Starts the restored cluster and waits until recovery reached its target and it promoted. */

@@ -49,6 +49,8 @@ export interface StanzaInfo {
   archive: { min: string | null; max: string | null };
   /** The stanza's current database system identifier (`db` in pgBackRest's info), when listed. */
   systemId?: string | null;
+  /** When pgBackRest info was started (ISO): its listing holds every segment archived before. */
+  readAt?: string;
 }
 
 export interface RestoreOptions {
@@ -196,6 +198,7 @@ export class PgBackRestCli implements BackupTool {
   }
 
   async info(timeoutMs: number): Promise<StanzaInfo> {
+    const readAt = new Date().toISOString();
     const out = await this.run(['info', '--output=json'], timeoutMs);
     // System identifiers exceed 2^53: kept as strings, not rounded by JSON.parse.
     const parsed = JSON.parse(out.replace(/"system-id"\s*:\s*(\d+)/g, '"system-id":"$1"')) as RawStanza[];
@@ -205,7 +208,7 @@ export class PgBackRestCli implements BackupTool {
     if (stanza.status.code !== 0 && stanza.status.code !== 2) {
       throw new BackupToolError('repository_unreachable', `pgBackRest reports the stanza: ${stanza.status.message}`, stanza.status.message);
     }
-    return fromRaw(stanza);
+    return { ...fromRaw(stanza), readAt };
   }
 
   /** Every archived WAL segment name (any timeline, partial and history files left out). */

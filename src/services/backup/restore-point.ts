@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 
 export const RESTORE_POINT_NAME = /^[A-Za-z0-9._:-]{1,63}$/;
@@ -6,10 +7,56 @@ export interface RestorePoint {
   name: string;
   lsn: string;
   createdAt: string;
+  /** false: the `restore_points` table does not exist yet (migrations not applied): the name was not checked. */
+  recorded?: false;
+}
+
+/** A restore point of that name was already created (recorded in `restore_points`). */
+export class RestorePointExistsError extends Error {
+  constructor(readonly pointName: string) {
+    super(`a restore point named ${pointName} already exists: recovery to a name stops at its first point; choose another name`);
+  }
+}
+
+/** The few calls of pg.Client the recording needs (a connection of the caller's, outside a transaction). */
+type Queryable = Pick<pg.Client, 'query'>;
+
+/**
+ * Writes `pg_create_restore_point(name)` and records the name in `restore_points` in one
+ * transaction. PostgreSQL keeps no catalog of restore points and accepts a name twice, while
+ * recovery to a name stops at its first point: the table's primary key refuses a used name
+ * (RestorePointExistsError), also between concurrent requests (the second insert waits for the
+ * first to commit). Where the table does not exist yet (the very first migration run) the point is
+ * created unrecorded (as on a server that refuses the insert as read-only but still takes the point).
+ */
+export async function writeRestorePoint(client: Queryable, name: string, by: string): Promise<RestorePoint> {
+  await client.query('BEGIN');
+  try {
+    await client.query('INSERT INTO restore_points (name, created_by) VALUES ($1, $2)', [name, by]);
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    const code = (err as { code?: string }).code;
+    if (code === '23505') throw new RestorePointExistsError(name);
+    // 42P01: no table yet (first migration run). 25006: a read-only transaction (a standby): the
+    // point itself then fails with PostgreSQL's own reason (55000 recovery is in progress).
+    if (code !== '42P01' && code !== '25006') throw err;
+    const { rows } = await client.query<{ lsn: string }>('SELECT pg_create_restore_point($1)::text AS lsn', [name]);
+    return { name, lsn: rows[0]!.lsn, createdAt: new Date().toISOString(), recorded: false };
+  }
+  try {
+    const { rows } = await client.query<{ lsn: string }>('SELECT pg_create_restore_point($1)::text AS lsn', [name]);
+    const lsn = rows[0]!.lsn;
+    await client.query('UPDATE restore_points SET lsn = $2 WHERE name = $1', [name, lsn]);
+    await client.query('COMMIT');
+    return { name, lsn, createdAt: new Date().toISOString() };
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
 }
 
 /** `pg_create_restore_point` on a connection of its own, bounded; names a point to recover to. */
-export async function createRestorePoint(connectionString: string, name: string, timeoutMs: number): Promise<RestorePoint> {
+export async function createRestorePoint(connectionString: string, name: string, timeoutMs: number, by = 'system'): Promise<RestorePoint> {
   const client = new pg.Client({
     connectionString,
     connectionTimeoutMillis: timeoutMs,
@@ -19,8 +66,7 @@ export async function createRestorePoint(connectionString: string, name: string,
   client.on('error', () => undefined);
   await client.connect();
   try {
-    const { rows } = await client.query<{ lsn: string }>('SELECT pg_create_restore_point($1)::text AS lsn', [name]);
-    return { name, lsn: rows[0]!.lsn, createdAt: new Date().toISOString() };
+    return await writeRestorePoint(client, name, by);
   } finally {
     await client.end().catch(() => undefined);
   }
@@ -29,6 +75,25 @@ export async function createRestorePoint(connectionString: string, name: string,
 /** A generated name: `<reason>-20261126T081500123Z` (sortable, unique per millisecond). */
 export function restorePointName(reason: string, at = new Date()): string {
   return `${reason}-${at.toISOString().replace(/[-:.]/g, '')}`.slice(0, 63);
+}
+
+/**
+ * A generated point's name may be taken (two instances in the same millisecond, a clock set
+ * back): then once more with a random suffix, never a second point of the same name.
+ */
+export async function writeGeneratedRestorePoint(
+  write: (name: string) => Promise<RestorePoint>,
+  reason: string,
+  at = new Date(),
+): Promise<RestorePoint> {
+  const name = restorePointName(reason, at);
+  try {
+    return await write(name);
+  } catch (err) {
+    if (!(err instanceof RestorePointExistsError)) throw err;
+    const suffix = `-${randomBytes(3).toString('hex')}`;
+    return write(`${name.slice(0, 63 - suffix.length)}${suffix}`);
+  }
 }
 
 /**
@@ -43,7 +108,7 @@ export async function restorePointBefore(
   if (!connectionString) return { error: 'no database configured' };
   try {
     return await Promise.race([
-      createRestorePoint(connectionString, restorePointName(reason), timeoutMs),
+      writeGeneratedRestorePoint((name) => createRestorePoint(connectionString, name, timeoutMs, `system:${reason}`), reason),
       new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs + 200).unref()),
     ]);
   } catch (err) {

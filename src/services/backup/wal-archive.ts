@@ -18,6 +18,11 @@ export interface ArchiverStatus {
   archiveMode: string;
   /** pg_postmaster_start_time(): a change means the server restarted (or was restored) between samples. */
   postmasterStartedAt?: Date | null;
+  /**
+   * Segments waiting to be archived (`.ready` files, pg_ls_archive_statusdir()); null when they
+   * cannot be read (the role lacks pg_monitor, or a standby) or were not read.
+   */
+  ready?: { count: number; oldestWal: string | null; oldestAt: Date | null } | null;
 }
 
 export async function readArchiverStatus(connectionString: string, timeoutMs: number): Promise<ArchiverStatus> {
@@ -46,11 +51,34 @@ export async function readArchiverStatus(connectionString: string, timeoutMs: nu
         lastFailedAt: r.last_failed_time,
         archiveMode: r.archive_mode,
         postmasterStartedAt: r.started ?? null,
+        ready: r.in_recovery ? null : await readReady(client),
       };
     });
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * The `.ready` files of pg_wal/archive_status (PostgreSQL 12+): what waits to be archived. Needs
+ * pg_monitor (or superuser); without it the answer is null (unknown), never an error, so the rest of
+ * the archiver status is still served.
+ */
+async function readReady(client: {
+  query: (text: string) => Promise<{ rows: Record<string, unknown>[] }>;
+}): Promise<ArchiverStatus['ready']> {
+  const { rows } = await client.query(
+    `SELECT coalesce(has_function_privilege(to_regprocedure('pg_catalog.pg_ls_archive_statusdir()'), 'EXECUTE'), false) AS allowed`,
+  );
+  if (rows[0]?.allowed !== true) return null;
+  const ready = await client.query(`SELECT count(*)::int AS n, min(name) AS oldest, min(modification) AS oldest_at
+      FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'`);
+  const r = ready.rows[0]!;
+  return {
+    count: Number(r.n),
+    oldestWal: typeof r.oldest === 'string' ? r.oldest.replace(/\.ready$/, '') : null,
+    oldestAt: (r.oldest_at as Date | null) ?? null,
+  };
 }
 
 function parseSize(value: string): number {

@@ -1,18 +1,22 @@
 import { changeRetrying } from '../dr-state/dr-state-service.ts';
 import type { DatabaseTarget } from '../../domain.ts';
 import { PreconditionFailedError } from '../../http/app-error.ts';
-import { restorePointBefore } from '../backup/restore-point.ts';
+import { writeGeneratedRestorePoint, writeRestorePoint, type RestorePoint } from '../backup/restore-point.ts';
 import { lsnGap } from './lsn.ts';
 import { waitForReplicaCatchUp } from './catch-up.ts';
 import type { Check, FailoverDeps, FailoverOps } from './failover-types.ts';
-import { fenceNode, unfenceNode } from './node-fence.ts';
-import { withProbeConnection } from '../../adapters/pg-connection.ts';
+import { fenceOn, unfenceNode } from './node-fence.ts';
+import { withNodeConnection, withProbeConnection } from '../../adapters/pg-connection.ts';
 import { forgetAbandonedPromotions } from './switchover-state.ts';
 import { withNodeRecorded, withPromotionRecorded } from '../dr-state/database-state.ts';
 
 const PROMOTE_WAIT_SECONDS = 60;
+/** How often the end of a signalled promotion is checked. */
+const PROMOTE_POLL_MS = 5;
 /** How long a promotion waits for the replica to replay what a still-answering primary wrote. */
 const CATCH_UP_WAIT_MS = 10_000;
+/** Bound on connecting to the old primary and on each of its statements (restore point, fence). */
+const OLD_PRIMARY_TIMEOUT_MS = 2000;
 
 /** POST /admin/database/promote: checked, locked, measured; the old primary fenced first when it answers. */
 export class DatabasePromotion {
@@ -124,18 +128,17 @@ export class DatabasePromotion {
       throw new PreconditionFailedError(`promotion refused: ${failed.map((c) => `${c.name} (${c.detail})`).join('; ')}`, { checks });
     }
     return this.ops.withLock('promote', async () => {
-      // A named point on the old primary (the other node, if it still answers), to undo the failover's data
-      // decisions later by a point-in-time restore; recorded in the answer and the audit event.
-      const restorePoint = await restorePointBefore(this.deps.clients.url(node === 'primary' ? 'replica' : 'primary'), 'before-promote');
       const promoteStarted = performance.now();
       const oldNode: DatabaseTarget = node === 'primary' ? 'replica' : 'primary';
-      // Fence the old primary first, when it answers: an instance that never applied read-only
+      // A named point on the old primary (the other node, if it still answers), to undo the failover's data
+      // decisions later by a point-in-time restore; recorded in the answer and the audit event.
+      // Then fence the old primary, when it answers: an instance that never applied read-only
       // mode (cut off from Redis) could otherwise still commit there after the catch-up check, and
       // lose those acknowledged writes at the promotion. Once fenced, nothing more is written on it.
-      const fence = await this.fenceOldPrimary(oldNode);
+      const { restorePoint, fence, walLsn } = await this.restorePointAndFence(oldNode);
       let promoted = false;
       try {
-        const catchUp = await this.waitForCatchUp(node);
+        const catchUp = await this.waitForCatchUp(node, walLsn);
         await forgetAbandonedPromotions(this.deps.dr, node);
         const { replayLsn, alreadyPromoted: raced } = await this.runPromote(this.deps.clients.url(node)!);
         promoted = true;
@@ -215,28 +218,73 @@ export class DatabasePromotion {
   }
 
   /** See waitForReplicaCatchUp: a planned promotion of either node loses nothing the old primary wrote. */
-  private waitForCatchUp(node: DatabaseTarget) {
+  private waitForCatchUp(node: DatabaseTarget, primaryLsn: string | null) {
     const replicaUrl = this.deps.clients.url(node)!;
     const primaryUrl = this.deps.clients.url(node === 'primary' ? 'replica' : 'primary');
     return primaryUrl
-      ? waitForReplicaCatchUp(primaryUrl, replicaUrl, CATCH_UP_WAIT_MS)
+      ? waitForReplicaCatchUp(primaryUrl, replicaUrl, CATCH_UP_WAIT_MS, primaryLsn)
       : Promise.resolve({ primaryLsn: null, waitedMs: 0 });
   }
 
-  /** Fences the old primary right away when it still answers (it may still take writes). */
-  private async fenceOldPrimary(old: DatabaseTarget): Promise<{ fenced: boolean; detail: string }> {
+  /**
+   * On the old primary, when it still answers, on one connection: a named restore point (best
+   * effort: to undo the failover's data decisions later by a point-in-time restore), then the fence
+   * (it may still take writes). One connection instead of two keeps a connection set-up out of the
+   * write unavailability; the order is unchanged (the fence ends every other session).
+   */
+  private async restorePointAndFence(old: DatabaseTarget): Promise<{
+    restorePoint: RestorePoint | { error: string };
+    fence: { fenced: boolean; detail: string };
+    /** The old primary's WAL position once fenced (null: not read), for the catch-up wait. */
+    walLsn: string | null;
+  }> {
     const url = this.deps.clients.url(old);
-    if (!url) return { fenced: false, detail: `${old} is not configured` };
+    if (!url)
+      return {
+        restorePoint: { error: 'no database configured' },
+        fence: { fenced: false, detail: `${old} is not configured` },
+        walLsn: null,
+      };
+    let restorePoint: RestorePoint | { error: string } | undefined;
+    let walLsn: string | null = null;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), 2 * OLD_PRIMARY_TIMEOUT_MS);
     try {
-      const { terminated } = await fenceNode(url, 2000);
+      const { terminated } = await withNodeConnection(
+        { connectionString: url, timeoutMs: OLD_PRIMARY_TIMEOUT_MS, signal: controller.signal },
+        async (client) => {
+          // On this connection (one set-up less), recorded like every restore point.
+          restorePoint = await writeGeneratedRestorePoint(
+            (name) => writeRestorePoint(client, name, 'system:before-promote'),
+            'before-promote',
+          ).catch((err: unknown) => ({
+            error: err instanceof Error ? err.message : String(err),
+          }));
+          const fenced = await fenceOn(client);
+          // Where the catch-up must reach, read after the fence (on this connection: one set-up less).
+          walLsn = await client
+            .query<{ lsn: string | null }>('SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS lsn')
+            .then((r) => r.rows[0]?.lsn ?? null)
+            .catch(() => null);
+          return fenced;
+        },
+      );
       this.deps.runners.get(old)?.invalidate();
       this.deps.logger.warn({ terminated, old }, 'old primary fenced read-only before the promotion');
-      return { fenced: true, detail: `default_transaction_read_only set, ${terminated} sessions ended` };
-    } catch (err) {
       return {
-        fenced: false,
-        detail: `not reachable now (${err instanceof Error ? err.message : String(err)}); it is fenced when it answers again`,
+        restorePoint: restorePoint ?? { error: 'not created' },
+        fence: { fenced: true, detail: `default_transaction_read_only set, ${terminated} sessions ended` },
+        walLsn,
       };
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      return {
+        restorePoint: restorePoint ?? { error: message },
+        fence: { fenced: false, detail: `not reachable now (${message}); it is fenced when it answers again` },
+        walLsn: null,
+      };
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -254,8 +302,18 @@ export class DatabasePromotion {
           );
           const replayLsn = before.rows[0]?.lsn ?? null;
           if (!before.rows[0]?.in_recovery) return { replayLsn, alreadyPromoted: true };
-          const { rows } = await client.query<{ done: boolean }>('SELECT pg_promote(true, $1) AS done', [PROMOTE_WAIT_SECONDS]);
-          if (!rows[0]?.done) throw new Error(`pg_promote did not finish within ${PROMOTE_WAIT_SECONDS} s`);
+          // pg_promote(wait => true) checks for the end of recovery only every 100 ms (PostgreSQL's
+          // WAITS_PER_SECOND); the promotion itself takes a few ms. Signalled without the wait, its end
+          // is watched here, as closely, on the same connection (still bounded by PROMOTE_WAIT_SECONDS).
+          const { rows } = await client.query<{ signalled: boolean }>('SELECT pg_promote(false) AS signalled');
+          if (!rows[0]?.signalled) throw new Error('pg_promote could not signal the standby to promote');
+          const deadline = performance.now() + PROMOTE_WAIT_SECONDS * 1000;
+          for (;;) {
+            const now = await client.query<{ in_recovery: boolean }>('SELECT pg_is_in_recovery() AS in_recovery');
+            if (!now.rows[0]?.in_recovery) break;
+            if (performance.now() > deadline) throw new Error(`pg_promote did not finish within ${PROMOTE_WAIT_SECONDS} s`);
+            await new Promise((r) => setTimeout(r, PROMOTE_POLL_MS));
+          }
           return { replayLsn, alreadyPromoted: false };
         },
       );

@@ -3,6 +3,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { writeGeneratedRestorePoint, writeRestorePoint } from '../backup/restore-point.ts';
 
 /** The advisory lock `prisma migrate deploy` takes, so this runner and Prisma's exclude each other. */
 export const PRISMA_MIGRATE_LOCK = 72707369;
@@ -110,10 +111,9 @@ export async function migrate(databaseUrl: string, dir: string, lockTimeoutMs = 
  * the reason is reported instead.
  */
 async function restorePointBeforeMigrations(client: pg.Client): Promise<MigrateResult['restorePoint']> {
-  const name = `before-migrate-${new Date().toISOString().replace(/[-:.]/g, '')}`;
   try {
-    const { rows } = await client.query<{ lsn: string }>('SELECT pg_create_restore_point($1)::text AS lsn', [name]);
-    return { name, lsn: rows[0]!.lsn };
+    const point = await writeGeneratedRestorePoint((name) => writeRestorePoint(client, name, 'system:migrate'), 'before-migrate');
+    return { name: point.name, lsn: point.lsn };
   } catch (err) {
     return { error: err instanceof Error ? err.message : String(err) };
   }

@@ -37,6 +37,8 @@ export interface DrStateServiceDeps {
 export const DEFAULT_LEASE_MS = 5000;
 /** Allowance for clock skew between instances when judging another instance's heartbeat age. */
 export const LEASE_SKEW_MS = 1000;
+/** How often a change's wait for every live instance reads their heartbeats again. */
+const WAIT_POLL_MS = 10;
 
 /** What a change's wait for every live instance found. */
 export interface Propagation {
@@ -615,6 +617,11 @@ export class DrStateService {
         current: result.current ?? this.state,
       });
     }
+    // The database write fence, before the change answers: a write admitted under an older version
+    // (on any instance, even one paused past its lease) committed before this, or is refused. Raised
+    // while this instance applies the change (its own barrier) and heartbeats: neither depends on
+    // the other, and the answer waits for both.
+    const raising = this.fence && (opts.seed || writeRelevantChange(after, base)) ? this.raiseFence(this.fence, after.version) : undefined;
     await this.apply(after);
     if (this.loss) {
       this.deps.logger.warn({ version: after.version }, 'the DR state was reset by an operator: known again');
@@ -627,20 +634,26 @@ export class DrStateService {
     } catch {
       // Redis went away right after the change: the lease keeps its last confirmation.
     }
-    // The database write fence, before the change answers: a write admitted under an older version
-    // (on any instance, even one paused past its lease) committed before this, or is refused.
-    let fence: FenceReport | undefined;
-    if (this.fence && (opts.seed || writeRelevantChange(after, base))) {
-      fence = await this.fence.raise(after.version, `${this.deps.instanceId}`);
-      this.fenceReports.set(after.version, fence);
-      for (const v of this.fenceReports.keys()) if (this.fenceReports.size > 20) this.fenceReports.delete(v);
-      if (fence.databaseFence !== 'raised')
-        this.deps.logger.error(
-          { version: after.version, fence },
-          'the database write fence could not be raised on every node that takes writes: a write stalled under the previous DR state may still commit there',
-        );
-    }
+    const fence = await raising;
     return { before: base, after, ...(fence ? { fence } : {}) };
+  }
+
+  private async raiseFence(fence: WriteFence, version: number): Promise<FenceReport> {
+    const report = await fence.raise(version, `${this.deps.instanceId}`).catch((err: unknown): FenceReport => ({
+      databaseFence: 'not_raised',
+      epoch: version,
+      nodes: {},
+      reason: err instanceof Error ? err.message : String(err),
+      waitedMs: 0,
+    }));
+    this.fenceReports.set(version, report);
+    for (const v of this.fenceReports.keys()) if (this.fenceReports.size > 20) this.fenceReports.delete(v);
+    if (report.databaseFence !== 'raised')
+      this.deps.logger.error(
+        { version, fence: report },
+        'the database write fence could not be raised on every node that takes writes: a write stalled under the previous DR state may still commit there',
+      );
+    return report;
   }
 
   /** The version Redis holds now (null: nothing stored); throws when Redis does not answer. */
@@ -695,7 +708,7 @@ export class DrStateService {
           waitedMs: now - started,
         };
       }
-      await new Promise((resolve) => setTimeout(resolve, 25));
+      await new Promise((resolve) => setTimeout(resolve, WAIT_POLL_MS));
     }
   }
 

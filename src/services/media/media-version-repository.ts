@@ -68,6 +68,8 @@ export interface MediaVersionRepository {
   currentMissingOn(target: MediaBackendName, afterKey: string, limit: number): Promise<StoredVersion[]>;
   /** Current versions in key order after `afterKey` (verification). */
   current(afterKey: string, limit: number): Promise<StoredVersion[]>;
+  /** Current versions already copied to `target` (its name in their backends), in key order after `afterKey`. */
+  currentOn(target: MediaBackendName, afterKey: string, limit: number): Promise<StoredVersion[]>;
   countLegacy(): Promise<number>;
   /** Deletes version rows replaced longer than `graceMs` ago and returns them (their content goes next). */
   collect(graceMs: number, limit: number): Promise<StoredVersion[]>;
@@ -233,6 +235,17 @@ export class PrismaMediaVersionRepository implements MediaVersionRepository {
     const rows = await this.prisma().$queryRawUnsafe<Row[]>(
       `SELECT ${COLUMNS} FROM media_objects o JOIN media_versions v ON v.id = o.version
        WHERE o.key COLLATE "C" > $1 AND NOT ($2::text = ANY(v.backends)) ORDER BY o.key COLLATE "C" LIMIT $3`,
+      afterKey,
+      target,
+      limit,
+    );
+    return rows.map(toVersion);
+  }
+
+  async currentOn(target: MediaBackendName, afterKey: string, limit: number): Promise<StoredVersion[]> {
+    const rows = await this.prisma().$queryRawUnsafe<Row[]>(
+      `SELECT ${COLUMNS} FROM media_objects o JOIN media_versions v ON v.id = o.version
+       WHERE o.key COLLATE "C" > $1 AND $2::text = ANY(v.backends) ORDER BY o.key COLLATE "C" LIMIT $3`,
       afterKey,
       target,
       limit,

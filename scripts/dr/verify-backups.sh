@@ -29,7 +29,7 @@ else if (age.tooOld)
 const a = v.archiving;
 if (!a || a.available !== true) problems.push("WAL archiving status is unavailable" + (a && a.error ? " (" + a.error + ")" : "") + ": the RPO cannot be known");
 else {
-  if (a.failing) problems.push("WAL archiving is failing: last failed " + a.lastFailedWal + " at " + a.lastFailedAt);
+  if (a.failing) problems.push("WAL archiving is failing: " + (a.failure && a.failure.message ? a.failure.message + " (" + a.failure.code + ")" : "last failed " + a.lastFailedWal + " at " + a.lastFailedAt));
   if (typeof a.rpoExposureSeconds !== "number") problems.push("RPO exposure is unknown");
   else if (a.rpoExposureSeconds > rpoMax) problems.push("RPO exposure " + a.rpoExposureSeconds + " s is above " + rpoMax + " s");
 }

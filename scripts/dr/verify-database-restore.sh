@@ -33,6 +33,6 @@ let v;
 try { v = JSON.parse(require("fs").readFileSync(0, "utf8")); } catch { v = undefined; }
 const a = v && typeof v === "object" ? v.archiving : undefined;
 if (!a || a.available !== true) { console.error("FAIL: WAL archiving status of the restored primary is unavailable" + (a && a.error ? " (" + a.error + ")" : "")); process.exit(1); }
-if (a.failing) { console.error("FAIL: WAL archiving is failing: last failed " + a.lastFailedWal + " at " + a.lastFailedAt); process.exit(1); }
+if (a.failing) { console.error("FAIL: WAL archiving is failing: " + (a.failure && a.failure.message ? a.failure.message + " (" + a.failure.code + ")" : "last failed " + a.lastFailedWal + " at " + a.lastFailedAt)); process.exit(1); }
 console.error("archiving: not failing; last archived " + (a.lastArchivedWal ?? "none") + "; RPO exposure " + (a.rpoExposureSeconds ?? "unknown") + " s");
 ' <<<"$backups"

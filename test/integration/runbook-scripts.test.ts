@@ -220,10 +220,19 @@ describe('operator safety of every runbook script', () => {
       expect(failedCheck.stderr).toContain('FAIL: replication_status: replica is on timeline 1, primary on 2');
       expect(failedCheck.stderr).toContain('rebuild-primary.sh');
       const archiving = await run('verify-database-restore.sh', {
-        backups: { ...good, archiving: { ...good.archiving, failing: true, lastFailedWal: '00000002000000000000000A' } },
+        backups: {
+          ...good,
+          archiving: {
+            ...good.archiving,
+            failing: true,
+            failure: { code: 'archive_missing_in_repository', message: 'PostgreSQL reports …0D archived; the repository ends at …0A' },
+          },
+        },
       });
       expect(archiving.code).toBe(1);
-      expect(archiving.stderr).toContain('WAL archiving is failing');
+      expect(archiving.stderr).toContain(
+        'WAL archiving is failing: PostgreSQL reports …0D archived; the repository ends at …0A (archive_missing_in_repository)',
+      );
       expect((await run('verify-database-restore.sh', { backups: { ...good, archiving: { available: false } } })).code).toBe(1);
       const empty = await run('verify-database-restore.sh', { verify: {} });
       expect(empty.code).toBe(1);

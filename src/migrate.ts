@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { migrate } from './services/database/migrator.ts';
 import { MIGRATIONS_DIR } from './paths.ts';
 import { classifyError } from './health/probe-error.ts';
+import { errorMessage } from './lib/error-message.ts';
 
 async function main(): Promise<void> {
   const file = process.env.DATABASE_URL_FILE;
@@ -36,6 +37,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  console.error(`migration failed: ${err instanceof Error ? err.message : String(err)}`);
+  console.error(`migration failed: ${errorMessage(err)}`);
   process.exit(1);
 });

@@ -33,6 +33,7 @@ import { httpTransport, RestoreJournal, RestoreReporter } from './services/backu
 import { MinioObjectStore } from './adapters/minio-object-store.ts';
 import type { ObjectStore } from './adapters/object-store.ts';
 import { httpCall, runMain } from './adapters/http-call.ts';
+import { errorMessage } from './lib/error-message.ts';
 
 export const USAGE = `usage: scripts/dr/restore-database.sh --from-backup latest|<label> [--target-time ISO | --target-name NAME] [--pg-data DIR] (--confirm | --dry-run)
        scripts/dr/restore-database.sh --report-pending
@@ -402,9 +403,9 @@ export async function main(argv: string[]): Promise<number> {
         plan,
       );
     } catch (err) {
-      finished('failed', err instanceof Error ? err.message : String(err));
+      finished('failed', errorMessage(err));
       if (done.some((d) => d.step === 'stop PostgreSQL')) {
-        process.stderr.write(`restore failed: ${err instanceof Error ? err.message : String(err)}\n`);
+        process.stderr.write(`restore failed: ${errorMessage(err)}\n`);
         for (const line of afterFailure(
           plan,
           pgData,
@@ -452,7 +453,7 @@ export async function main(argv: string[]): Promise<number> {
     return result.ok ? 0 : 1;
   } catch (err) {
     if (reporter) await finishReporting(reporter);
-    process.stderr.write(`restore failed: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`restore failed: ${errorMessage(err)}\n`);
     return 1;
   }
 }

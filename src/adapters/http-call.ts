@@ -1,5 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
+import { errorMessage } from '../lib/error-message.ts';
 
 export interface HttpAnswer {
   status: number;
@@ -76,7 +77,7 @@ export function runMain(main: () => Promise<number>, what: string, code = 1): vo
     },
     (err: unknown) => {
       settled = true;
-      process.stderr.write(`${what}: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.stderr.write(`${what}: ${errorMessage(err)}\n`);
       process.exit(1);
     },
   );

@@ -91,8 +91,8 @@ export function checkAdminToken(
   return undefined;
 }
 
-/** 429 with Retry-After while an address is throttled for failed token checks. */
-function throwIfThrottled(limiter: FailedAuthLimiter, address: string): void {
+/** 429 with Retry-After while an address is throttled for failed token checks (admin API and alert webhook). */
+export function throwIfThrottled(limiter: FailedAuthLimiter, address: string): void {
   const wait = limiter.retryAfter(address);
   if (wait > 0) {
     const err = new AppError(429, 'too_many_requests', 'too many failed authentication attempts; try again later');

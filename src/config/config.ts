@@ -313,10 +313,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
     healthIntervalMs: raw.HEALTH_INTERVAL_MS,
     logLevel: raw.LOG_LEVEL,
     mediaMaxBytes: raw.MEDIA_MAX_BYTES,
-    // Stable across restarts (host and port): a copy of the DR state names the instances that were
-    // live, and recovering a state lost from Redis waits for them by these names. Port 0 (tests)
-    // has no stable name: host and pid.
-    instanceId: raw.INSTANCE_ID ?? (raw.PORT !== 0 ? `${hostname()}:${raw.PORT}` : `${hostname()}-${process.pid}`),
+    instanceId: raw.INSTANCE_ID ?? stableId(raw.PORT),
     trustProxy: parseTrustProxy(raw.TRUST_PROXY),
     migrateOnStart: raw.MIGRATE_ON_START,
     shutdownTimeoutMs: raw.SHUTDOWN_TIMEOUT_MS,
@@ -363,11 +360,21 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
       validateIntervalSeconds: raw.BACKUP_VALIDATE_INTERVAL,
       scratchDir: raw.BACKUP_SCRATCH_DIR ?? join(tmpdir(), 'sav3-validate'),
       workerPort: raw.WORKER_PORT,
-      // The worker's own stable name (host and its port), never the API's on the same host.
-      workerInstanceId: raw.INSTANCE_ID ?? (raw.WORKER_PORT !== 0 ? `${hostname()}:${raw.WORKER_PORT}` : `${hostname()}-${process.pid}`),
+      // INSTANCE_ID when set (then the same name as the API's, if both are given it); otherwise the
+      // worker's own stable name (host and its port), distinct from the API's on the same host.
+      workerInstanceId: raw.INSTANCE_ID ?? stableId(raw.WORKER_PORT),
       jobPollMs: raw.WORKER_POLL_MS,
     },
   };
+}
+
+/**
+ * An instance's name, stable across restarts (host and port): a copy of the DR state names the
+ * instances that were live, and recovering a state lost from Redis waits for them by these names.
+ * Port 0 (tests) has no stable name: host and pid.
+ */
+function stableId(port: number): string {
+  return port !== 0 ? `${hostname()}:${port}` : `${hostname()}-${process.pid}`;
 }
 
 // --- Edge: the internal metrics listener and the network allow-list of /admin ---------------

@@ -1,3 +1,5 @@
+import { errorMessage } from '../lib/error-message.ts';
+
 export type ProbeErrorCode = 'timeout' | 'connection_refused' | 'auth_failed' | 'not_found' | 'unknown';
 
 export interface ProbeError {
@@ -30,7 +32,7 @@ const SERVER_REFUSED = /^(08...|57P01|57P02|57P03)$/;
  * statement_timeout") is not one.
  */
 export function classifyError(err: unknown): ProbeError {
-  const message = err instanceof Error ? err.message : String(err);
+  const message = errorMessage(err);
   const code = String((err as { code?: unknown } | null)?.code ?? '');
   const nested = (err as { errors?: unknown[] } | null)?.errors;
   if (err instanceof ProbeTimeoutError || TIMEOUT.has(code) || /\btime(out|d out)\b/i.test(message)) {

@@ -1,4 +1,4 @@
-import type { ErrorRequestHandler, RequestHandler } from 'express';
+import type { ErrorRequestHandler, Request, RequestHandler } from 'express';
 import { AppError, NotFoundError } from './app-error.ts';
 import { bodyError } from './json-body.ts';
 
@@ -8,7 +8,6 @@ export const errorMiddleware: ErrorRequestHandler = (err, req, res, next) => {
     next(err);
     return;
   }
-  const requestId = String(req.id ?? '');
   let appError: AppError;
   const clientError = clientErrorOf(err);
   if (err instanceof AppError) {
@@ -22,10 +21,13 @@ export const errorMiddleware: ErrorRequestHandler = (err, req, res, next) => {
     res.err = err instanceof Error ? err : new Error(String(err));
   }
   for (const [name, value] of Object.entries(appError.headers ?? {})) res.setHeader(name, value);
-  res.status(appError.status).json({
-    error: { code: appError.code, message: appError.message, requestId, ...appError.extra },
-  });
+  res.status(appError.status).json(errorBody(req, appError));
 };
+
+/** The contract's error body for `appError`, with the request's id. */
+export function errorBody(req: Request, appError: AppError): { error: Record<string, unknown> } {
+  return { error: { code: appError.code, message: appError.message, requestId: String(req.id ?? ''), ...appError.extra } };
+}
 
 export const notFoundHandler: RequestHandler = (_req, _res, next) => {
   next(new NotFoundError('no such route'));

@@ -2,6 +2,7 @@
 // config (exit 1 with one line per problem) → start → stop on SIGTERM/SIGINT, exit 0 when stopped.
 import { ConfigError, loadConfig, type Config } from '../config/config.ts';
 import { createLogger, type Logger } from '../logger.ts';
+import { errorMessage } from '../lib/error-message.ts';
 
 export function processMain(name: string, start: (config: Config, logger: Logger) => Promise<{ stop(): Promise<void> }>): void {
   const main = async () => {
@@ -39,7 +40,7 @@ export function processMain(name: string, start: (config: Config, logger: Logger
     process.on('SIGINT', () => shutdown('SIGINT'));
   };
   main().catch((err: unknown) => {
-    process.stderr.write(`fatal: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(`fatal: ${errorMessage(err)}\n`);
     process.exit(1);
   });
 }

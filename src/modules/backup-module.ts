@@ -12,6 +12,10 @@ import type { ObjectStore } from '../adapters/object-store.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import { BackupInventory } from '../services/backup/backup-inventory.ts';
 import { backupRoutes } from '../routes/backup-routes.ts';
+import { jobRoutes } from '../routes/job-routes.ts';
+import { JobLookup } from '../services/jobs/job-lookup.ts';
+import { RedisJobRecords } from '../services/jobs/job-records.ts';
+import { mediaJobView } from '../services/media/media-sync.ts';
 import { RestoreLedger } from '../services/backup/restore-ledger.ts';
 import { BACKUP_JOB, BackupService, VALIDATE_JOB, type BackupJobInput } from '../services/backup/backup-service.ts';
 import { BackupValidator, type ValidationInput } from '../services/backup/backup-validator.ts';
@@ -29,7 +33,10 @@ export interface BackupModule {
   service: BackupService;
   validations: PrismaValidationStore;
   tool: BackupTool | undefined;
-  /** Admin routers (inventory, backups, validations); none without an audit log (the worker). */
+  /**
+   * Admin routers (jobs of every kind, inventory, backups, validations); none without an audit log
+   * (the worker).
+   */
   adminRouters: Router[];
   /** What a worker runs (API instances never run these). */
   handlers(): Map<string, JobHandler>;
@@ -88,6 +95,13 @@ export function createBackupModule(deps: {
   const service = new BackupService({ inventory, queue, activeDatabaseUrl: activeUrl, timeoutMs: Math.max(config.healthTimeoutMs, 2000) });
   const adminRouters = deps.audit
     ? [
+        jobRoutes(
+          new JobLookup({
+            records: new RedisJobRecords(deps.redis, deps.prefix),
+            media: mediaJobView,
+            queue: (id, job) => service.job(id, job),
+          }),
+        ),
         backupRoutes({
           inventory,
           service,

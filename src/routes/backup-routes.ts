@@ -10,16 +10,8 @@ import type { BackupInventory } from '../services/backup/backup-inventory.ts';
 import type { BackupService } from '../services/backup/backup-service.ts';
 import { RESTORE_POINT_NAME } from '../services/backup/restore-point.ts';
 import { RESTORE_ACTION, reportAuditInput, reportEventId, reportProblem, restoreReportBody } from '../services/backup/restore-report.ts';
-import {
-  inconsistency,
-  recordedReport,
-  ReportConflictError,
-  sameReport,
-  type RecordedReport,
-  type RestoreLedger,
-} from '../services/backup/restore-ledger.ts';
+import type { RestoreLedger } from '../services/backup/restore-ledger.ts';
 import type { PrismaValidationStore } from '../services/backup/validation-store.ts';
-import { jobParams } from './media-admin-routes.ts';
 
 export const backupBody = z.strictObject({ type: z.enum(['full', 'diff', 'incr'], { error: 'must be "full", "diff" or "incr"' }) });
 const label = z.string().regex(/^(latest|\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?)$/, { error: 'must be "latest" or a pgBackRest backup label' });
@@ -48,15 +40,6 @@ export function backupRoutes(deps: {
   router.get('/admin/backups', async (_req, res) => {
     const [inventory, workers] = await Promise.all([deps.inventory.inventory(), deps.service.workers()]);
     res.json({ ...inventory, workers });
-  });
-
-  // DR queue jobs (backups, validations); media jobs are answered by the media routes, which pass
-  // these on.
-  router.get('/admin/jobs/:id', async (req, res, next) => {
-    const id = parseOrThrow(jobParams, req.params, 'invalid job id').id;
-    const job = await deps.service.job(id);
-    if (!job) return next();
-    res.json(job);
   });
 
   router.post('/admin/backups', async (req, res) => {
@@ -100,38 +83,18 @@ export function backupRoutes(deps: {
     const problem = reportProblem(report);
     if (problem) throw new BadRequestError('invalid restore report', { at: [problem] });
     const id = reportEventId(report);
-    const answer = (r: RecordedReport, replayed: boolean) =>
-      res.status(201).json({
-        event: { id, action: RESTORE_ACTION[r.event], result: r.result, at: r.at, durationMs: r.durationMs },
-        ...(replayed ? { replayed: true } : {}),
+    const { recorded, replayed } = await deps.restores.accept(report);
+    if (!replayed) {
+      const admin = principal(res);
+      await deps.audit.record(reportAuditInput(report, admin, req.id === undefined ? null : String(req.id)), {
+        id,
+        at: new Date(report.at),
       });
-    // A resend is answered with what was recorded; other content for the same report is refused
-    // (the record never changes), and so is a report that contradicts the restore's others.
-    const recorded = recordedReport(report);
-    const known = await deps.restores.recorded(report.restoreId);
-    const refuse = (earlier: RecordedReport) =>
-      new ReportConflictError(
-        'report_conflict',
-        `report ${report.seq} of restore ${report.restoreId} was recorded with other content; the record is not changed`,
-        { seq: report.seq, recorded: earlier },
-      );
-    const earlier = known.get(report.seq);
-    if (earlier) {
-      if (!sameReport(earlier, recorded)) throw refuse(earlier);
-      answer(earlier, true);
-      return;
     }
-    const why = inconsistency(recorded, [...known.values()]);
-    if (why)
-      throw new ReportConflictError('report_inconsistent', `the report contradicts the restore's earlier reports: ${why}`, {
-        seq: report.seq,
-      });
-    // Another instance may take the same seq at the same moment: the first one recorded wins.
-    const claimed = await deps.restores.claim(report.restoreId, recorded);
-    if (!sameReport(claimed, recorded)) throw refuse(claimed);
-    const admin = principal(res);
-    await deps.audit.record(reportAuditInput(report, admin, req.id === undefined ? null : String(req.id)), { id, at: new Date(report.at) });
-    answer(recorded, false);
+    res.status(201).json({
+      event: { id, action: RESTORE_ACTION[recorded.event], result: recorded.result, at: recorded.at, durationMs: recorded.durationMs },
+      ...(replayed ? { replayed: true } : {}),
+    });
   });
 
   return router;

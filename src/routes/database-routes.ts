@@ -38,14 +38,17 @@ export function databaseRoutes(deps: {
   const router = Router();
 
   router.post('/admin/database/promote', async (req, res) => {
-    const body = await audited(deps.audit, req, res, 'database.promote', async () => {
+    const body = await audited<Record<string, unknown>>(deps.audit, req, res, 'database.promote', async () => {
       const input = parseOrThrow(promoteBody, req.body, 'invalid promote request');
-      const result = await deps.failover.promote(input);
-      if (!result.promoted) return { body: result, result: input.dryRun ? 'dry_run' : 'success', detail: result };
-      // The promotion recorded the node's identity and timeline: answer once every live instance follows it.
-      const version = deps.dr.current().version;
+      const outcome = await deps.failover.promote(input);
+      // Only a promotion that happened carries the change that recorded it.
+      if (!('recordedChange' in outcome)) return { body: outcome, result: input.dryRun ? 'dry_run' : 'success', detail: outcome };
+      const { recordedChange, ...result } = outcome;
+      // The promotion recorded the node's identity and timeline (its own change, even if another
+      // one came after it): answer once every live instance follows it.
+      const version = recordedChange?.after.version ?? deps.dr.current().version;
       const propagation = await confirmedPropagation(deps.dr, version, { promoted: true, node: result.node });
-      const writes = fenceSummary(deps.dr.fenceReport(version));
+      const writes = fenceSummary(recordedChange?.fence);
       return { body: { ...result, version, propagation, writes }, result: 'success', detail: { ...result, version, writes } };
     });
     res.json(body);

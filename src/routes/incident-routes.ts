@@ -1,19 +1,18 @@
-import { Router, type ErrorRequestHandler } from 'express';
+import { Router } from 'express';
 import { z } from 'zod';
 import { audited } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 import type { AuditLog } from '../services/audit/audit-log.ts';
-import { AppError, DependencyUnavailableError, NotFoundError } from '../http/app-error.ts';
-import { clientErrorOf } from '../http/error-middleware.ts';
+import { NotFoundError } from '../http/app-error.ts';
+import { dependencyErrors } from '../http/dependency-errors.ts';
 import { parseOrThrow, wholeNumberParam } from '../http/validate.ts';
 import type { Assessment } from '../services/incidents/incident-assessor.ts';
 import type { EventHub } from '../services/incidents/event-hub.ts';
 import { COMPONENTS, responseFacts, ROLES, SEVERITIES, STATUSES, type Incident } from '../services/incidents/incident-model.ts';
 import type { IncidentService } from '../services/incidents/incident-service.ts';
 import type { IncidentStore } from '../services/incidents/incident-store.ts';
-import { renderInitial } from '../services/incidents/notification-templates.ts';
 import { renderPostmortem } from '../services/incidents/postmortem.ts';
-import { cleanText, multiLineProblem, singleLineProblem } from '../services/incidents/incident-text.ts';
+import { multiLineProblem, singleLineProblem } from '../services/incidents/incident-text.ts';
 import type { SseStreams } from '../http/sse.ts';
 
 const text = (max: number) => z.string().trim().min(1, { error: 'must not be empty' }).max(max);
@@ -113,12 +112,9 @@ export function incidentRoutes(deps: IncidentRouteDeps): Router {
     const body = await audited(deps.audit, req, res, 'incident.create', async () => {
       const { roles, ...input } = parseOrThrow(createBody, req.body, 'invalid incident');
       const named = Object.fromEntries(Object.entries(roles ?? {}).filter(([, v]) => v !== undefined)) as Record<string, string>;
-      const incident = await deps.incidents.create({ ...input, roles: named }, principal(res).name);
+      const { incident, initialNotification } = await deps.incidents.create({ ...input, roles: named }, principal(res).name);
       return {
-        body: {
-          ...view(incident),
-          initialNotification: renderInitial(incident, input.eta === undefined ? undefined : cleanText(input.eta)),
-        },
+        body: { ...view(incident), initialNotification },
         after: { id: incident.id, severity: incident.severity, status: incident.status },
       };
     });
@@ -190,15 +186,7 @@ export function incidentRoutes(deps: IncidentRouteDeps): Router {
   });
 
   // Anything not already an answer here comes from the incident store: PostgreSQL is unavailable.
-  const storeErrors: ErrorRequestHandler = (err, _req, _res, next) => {
-    next(
-      err instanceof AppError
-        ? err
-        : (clientErrorOf(err) ??
-            new DependencyUnavailableError('database', 'the incident store (PostgreSQL) is unavailable; try again', err)),
-    );
-  };
-  router.use('/admin/incidents', storeErrors);
+  router.use('/admin/incidents', dependencyErrors('database', 'the incident store (PostgreSQL) is unavailable; try again'));
 
   return router;
 }

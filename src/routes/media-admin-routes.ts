@@ -10,14 +10,13 @@ import { parseOrThrow } from '../http/validate.ts';
 import type { MediaConsistencyChecker } from '../services/media/media-consistency.ts';
 import type { MediaFailoverService } from '../services/media/media-failover-service.ts';
 import type { MediaSyncService } from '../services/media/media-sync.ts';
+import { errorMessage } from '../lib/error-message.ts';
 
 const backend = z.enum(['primary', 'backup'], { error: 'must be "primary" or "backup"' });
 export const switchBody = z.strictObject({ to: backend, dryRun: z.boolean().default(false), force: z.boolean().default(false) });
 export const syncBody = z.strictObject({ from: backend, to: backend, dryRun: z.boolean().default(false) });
 /** POST /admin/verify/media: `deep` reads and hashes every current version (default: sizes only). */
 export const verifyMediaBody = z.strictObject({ deep: z.boolean().default(false) });
-export const jobId = z.uuid({ error: 'must be a job id' });
-export const jobParams = z.object({ id: jobId });
 
 export function mediaAdminRoutes(deps: {
   failover: MediaFailoverService;
@@ -51,14 +50,6 @@ export function mediaAdminRoutes(deps: {
     res.status(body.async === true ? 202 : 200).json(body);
   });
 
-  router.get('/admin/jobs/:id', async (req, res, next) => {
-    const id = parseOrThrow(jobParams, req.params, 'invalid job id').id;
-    const job = await deps.sync.job(id);
-    // Jobs of the DR queue (backups, validations) have their own rules: the backup routes answer.
-    if (!String(job.kind).startsWith('media.')) return next();
-    res.json(job);
-  });
-
   router.post('/admin/verify/media', async (req, res) => {
     const report = await audited(deps.audit, req, res, 'verify.media', async () => {
       const input = parseOrThrow(verifyMediaBody, req.body ?? {}, 'invalid media verify request');
@@ -66,7 +57,7 @@ export function mediaAdminRoutes(deps: {
       // Metadata against content on each backend, and orphans; a job when the store is large.
       const consistency = await deps.consistency
         .start({ deep: input.deep })
-        .then(withJobHref, (err: unknown) => ({ status: 'fail' as const, error: err instanceof Error ? err.message : String(err) }));
+        .then(withJobHref, (err: unknown) => ({ status: 'fail' as const, error: errorMessage(err) }));
       const pass = 'status' in consistency ? consistency.status : 'pass';
       const status =
         canaries.status === 'fail' || pass === 'fail'

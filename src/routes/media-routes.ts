@@ -2,7 +2,8 @@ import { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { BadRequestError } from '../http/app-error.ts';
+import { AppError, BadRequestError } from '../http/app-error.ts';
+import { errorBody } from '../http/error-middleware.ts';
 import { parseOrThrow, wholeNumberParam } from '../http/validate.ts';
 import { MAX_KEY_LENGTH, mediaKeySchema } from '../services/media/media-key.ts';
 import type { MediaMetadata } from '../services/media/media-repository.ts';
@@ -102,16 +103,8 @@ export function mediaRoutes(
       req.destroy(err);
       req.socket.destroy(err);
     });
-    res
-      .status(408)
-      .set('Connection', 'close')
-      .json({
-        error: {
-          code: 'upload_too_slow',
-          message: `the upload averaged less than ${minRate} bytes a second over ${rateWindowMs} ms`,
-          requestId: String(req.id ?? ''),
-        },
-      });
+    const slow = new AppError(408, 'upload_too_slow', `the upload averaged less than ${minRate} bytes a second over ${rateWindowMs} ms`);
+    res.status(slow.status).set('Connection', 'close').json(errorBody(req, slow));
   };
   // Progress is read from the socket (a 'data' listener would start the body flowing early).
   const idleUpload = (req: Request, res: Response) => {

@@ -6,7 +6,8 @@ import { promoteBody, resetBody, switchBody as databaseSwitchBody } from './data
 import { switchoverBody } from './switchover-routes.ts';
 import { payload as alertmanagerPayload } from './alert-webhook-routes.ts';
 import { createBody, eventsQuery, listQuery, rolesBody, updateBody } from './incident-routes.ts';
-import { jobParams, switchBody as mediaSwitchBody, syncBody, verifyMediaBody } from './media-admin-routes.ts';
+import { switchBody as mediaSwitchBody, syncBody, verifyMediaBody } from './media-admin-routes.ts';
+import { jobParams } from './job-routes.ts';
 import { listQuerySchema as mediaListQuery } from './media-routes.ts';
 import { mediaKeySchema } from '../services/media/media-key.ts';
 

@@ -1,3 +1,5 @@
+import { mapStrings } from '../lib/map-strings.ts';
+
 /**
  * Removes credentials from a free text (an error message from a tool, an alert annotation, an
  * operator's incident text) before it is stored or shown: the userinfo of a connection string
@@ -40,11 +42,7 @@ export function redactSecrets(text: string): string {
   return out;
 }
 
-/** redactSecrets on every string (and key) of a JSON-like value. */
+/** redactSecrets on every string value of a JSON-like value (object keys are kept as they are). */
 export function redactDeep(value: unknown): unknown {
-  if (typeof value === 'string') return redactSecrets(value);
-  if (Array.isArray(value)) return value.map(redactDeep);
-  if (value !== null && typeof value === 'object' && !(value instanceof Date))
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactDeep(v)]));
-  return value;
+  return mapStrings(value, redactSecrets);
 }

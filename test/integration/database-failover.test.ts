@@ -111,6 +111,9 @@ describe('database failover against a real primary and streaming replica', () =>
     const winner = p1.body.promoted ? p1 : p2;
     expect(winner.status).toBe(200);
     expect(winner.body).toMatchObject({ promoted: true, timings: { promoteMs: expect.any(Number) } });
+    // The answer's version and fence are those of the change that recorded this promotion.
+    expect(winner.body.writes).toMatchObject({ databaseFence: expect.any(String) });
+    if (winner.body.writes.databaseFence !== 'not_applicable') expect(winner.body.writes.fenceEpoch).toBe(winner.body.version);
     // The old primary is dead: no restore point, and the answer says why rather than hiding it.
     expect(winner.body.restorePoint).toEqual({ error: expect.any(String) });
     expect(winner.body.dataLossWindow).toMatchObject({

@@ -1,19 +1,17 @@
 import type { PrismaClient } from '../../generated/prisma/client.ts';
 import type { AuditEvent, AuditSink } from './audit-event.ts';
+import { mapStrings } from '../../lib/map-strings.ts';
 
-const json = (v: unknown) => (v === undefined || v === null ? undefined : (withoutNul(v) as object));
+const json = (v: unknown) => (v === undefined || v === null ? undefined : (v as object));
 
 /**
  * PostgreSQL cannot store the NUL character in text or jsonb: one such event would fail its whole
  * batch on every flush and hold back every event spooled after it. Inputs refuse NUL (jsonBody);
- * anything else that carries one (an error message, say) is written with U+FFFD in its place.
+ * anything else that carries one (an error message, say, or an object key) is written with U+FFFD
+ * in its place.
  */
-function withoutNul(v: unknown): unknown {
-  if (typeof v === 'string') return v.includes('\u0000') ? v.replaceAll('\u0000', '\uFFFD') : v;
-  if (Array.isArray(v)) return v.map(withoutNul);
-  if (v !== null && typeof v === 'object' && !(v instanceof Date))
-    return Object.fromEntries(Object.entries(v).map(([k, x]) => [withoutNul(k) as string, withoutNul(x)]));
-  return v;
+function withoutNul(event: AuditEvent): AuditEvent {
+  return mapStrings(event, (s) => s.replaceAll('\u0000', '\uFFFD'), { keys: true }) as AuditEvent;
 }
 
 export class PrismaAuditSink implements AuditSink {
@@ -21,13 +19,10 @@ export class PrismaAuditSink implements AuditSink {
 
   async write(events: AuditEvent[]): Promise<void> {
     await this.prisma().auditEvent.createMany({
-      data: events.map((e) => ({
-        ...(withoutNul(e) as AuditEvent),
-        at: new Date(e.at),
-        before: json(e.before),
-        after: json(e.after),
-        detail: json(e.detail),
-      })),
+      data: events.map((e) => {
+        const clean = withoutNul(e);
+        return { ...clean, at: new Date(e.at), before: json(clean.before), after: json(clean.after), detail: json(clean.detail) };
+      }),
       skipDuplicates: true,
     });
   }

@@ -89,12 +89,13 @@ export class BackupService {
   /**
    * A DR job as recorded. A backup given up because its worker died may still have been finished
    * by pgBackRest (it outlives a killed worker): when the repository holds a good backup of that
-   * type started after the job, the job is corrected to succeeded, saying so.
+   * type started after the job, the job is corrected to succeeded, saying so. `record` is the job's
+   * record as read from Redis (GET /admin/jobs/{id} reads it once, for every kind of job).
    */
-  async job(id: string): Promise<Job | undefined> {
+  async job(id: string, record: Job): Promise<Job | undefined> {
     let job: Job | undefined;
     try {
-      job = await this.deps.queue.get(id);
+      job = await this.deps.queue.current(id, record);
     } catch (err) {
       throw new DependencyUnavailableError('redis', 'jobs are kept in Redis, which is unreachable', err);
     }

@@ -8,6 +8,7 @@ import type { BackupTool, StanzaInfo } from './pgbackrest.ts';
 import { freePort } from '../../adapters/net.ts';
 import { ScratchCluster, scratchName } from './scratch-cluster.ts';
 import { scanArchive, type WalArchiveSource, type WalScan } from './wal-scan.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 export interface ValidationCheck {
   name: string;
@@ -154,8 +155,7 @@ export class BackupValidator {
       else checks.push({ name: 'media_backup_sample', ok: true, skipped: true, detail: 'skipped: no backup bucket configured', ms: 0 });
       timings.checksMs = Date.now() - checksStart;
     } catch (err) {
-      if (!checks.some((c) => !c.ok))
-        checks.push({ name: 'restore', ok: false, detail: err instanceof Error ? err.message : String(err), ms: Date.now() - started });
+      if (!checks.some((c) => !c.ok)) checks.push({ name: 'restore', ok: false, detail: errorMessage(err), ms: Date.now() - started });
     } finally {
       if (cluster) {
         const teardownStart = Date.now();

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { BackupInfo, BackupTool, StanzaInfo } from './pgbackrest.ts';
 import { lsnValue, type WalScan } from './wal-scan.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 /** The admin API as the restore script uses it (read-only mode, verification). */
 export interface RestoreApi {
@@ -188,7 +189,7 @@ export async function runRestore(
     try {
       value = await fn();
     } catch (err) {
-      deps.onStep({ step: name, ms: Math.round(performance.now() - started), error: err instanceof Error ? err.message : String(err) });
+      deps.onStep({ step: name, ms: Math.round(performance.now() - started), error: errorMessage(err) });
       throw err;
     }
     const timing = { step: name, ms: Math.round(performance.now() - started) };

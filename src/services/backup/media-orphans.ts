@@ -1,5 +1,5 @@
 import { createPrisma } from '../../adapters/database-clients.ts';
-import { isVersionObjectName, PrismaMediaVersionRepository } from '../media/media-version-repository.ts';
+import { isVersionObjectName, PrismaMediaVersionRepository, VERSION_PREFIX } from '../media/media-version-repository.ts';
 import type { ObjectStore } from '../../adapters/object-store.ts';
 
 export interface OrphanObject {
@@ -9,8 +9,6 @@ export interface OrphanObject {
   size: number;
   lastModified: string | null;
 }
-
-const VERSION_PREFIX = 'v/';
 
 /**
  * After a point-in-time restore: content whose version row the restored database does not have,

@@ -97,6 +97,24 @@ export interface PgBackRestOptions {
 /** pgBackRest's `info` of a long-lived repository, or a segment list, stays far below this. */
 const MAX_OUTPUT_BYTES = 64 * 1024 * 1024;
 
+/** What a pgBackRest run that exited unsuccessfully (not stopped by us) means, from its stderr. */
+export function classifyFailure(stderr: string, signal: NodeJS.Signals | null): BackupToolError {
+  const text = stderr.trim().slice(-2000);
+  if (signal) return new BackupToolError('pgbackrest_failed', `pgBackRest was stopped (${signal})`, text);
+  if (/runuser: failed to execute|No such file or directory/.test(text) && !/ERROR: \[/.test(text))
+    return new BackupToolError('pgbackrest_missing', 'pgBackRest is not installed on this host', text);
+  // pgBackRest's own lock: the second guard when the job group's lock was lost (Redis restart).
+  if (/ERROR: \[050\]/.test(text))
+    return new BackupToolError(
+      'pgbackrest_failed',
+      'another pgBackRest backup of this stanza is running (its lock is held): this one was refused and changed nothing',
+      text,
+    );
+  if (/ERROR: \[(041|055|103|104)\]/.test(text))
+    return new BackupToolError('repository_unreachable', 'the pgBackRest repository is unreachable', text);
+  return new BackupToolError('pgbackrest_failed', `pgBackRest failed: ${firstError(text)}`, text);
+}
+
 /** The real pgBackRest command line. */
 export class PgBackRestCli implements BackupTool {
   constructor(private readonly options: PgBackRestOptions) {}
@@ -177,22 +195,7 @@ export class PgBackRestCli implements BackupTool {
         if (group) liveGroups.delete(group);
         if (killed) return;
         if (code === 0) return finish(null, stdout);
-        const text = stderr.trim().slice(-2000);
-        if (signal) return finish(new BackupToolError('pgbackrest_failed', `pgBackRest was stopped (${signal})`, text));
-        if (/runuser: failed to execute|No such file or directory/.test(text) && !/ERROR: \[/.test(text))
-          return finish(new BackupToolError('pgbackrest_missing', 'pgBackRest is not installed on this host', text));
-        // pgBackRest's own lock: the second guard when the job group's lock was lost (Redis restart).
-        if (/ERROR: \[050\]/.test(text))
-          return finish(
-            new BackupToolError(
-              'pgbackrest_failed',
-              'another pgBackRest backup of this stanza is running (its lock is held): this one was refused and changed nothing',
-              text,
-            ),
-          );
-        if (/ERROR: \[(041|055|103|104)\]/.test(text))
-          return finish(new BackupToolError('repository_unreachable', 'the pgBackRest repository is unreachable', text));
-        finish(new BackupToolError('pgbackrest_failed', `pgBackRest failed: ${firstError(text)}`, text));
+        finish(classifyFailure(stderr, signal));
       });
     });
   }

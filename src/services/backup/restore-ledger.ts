@@ -7,6 +7,7 @@ import type { PrismaClient } from '../../generated/prisma/client.ts';
 import { AppError, DependencyUnavailableError } from '../../http/app-error.ts';
 import { RESTORE_ACTION, type RestoreReport } from './restore-report.ts';
 import { redactSecrets } from '../redact-secrets.ts';
+import { withTimeout } from '../../lib/with-timeout.ts';
 
 /** A report as recorded: everything but `late` (a resend says it is late; it is the same report). */
 export interface RecordedReport {
@@ -119,15 +120,11 @@ export class RestoreLedger {
   }
 
   private async fromDatabase(restoreId: string): Promise<RecordedReport[]> {
-    let timer: NodeJS.Timeout | undefined;
     const read = this.deps.prisma().auditEvent.findMany({
       where: { action: { in: Object.values(RESTORE_ACTION) }, detail: { path: ['restoreId'], equals: restoreId } },
       take: 200,
     });
-    const rows = await Promise.race([
-      read,
-      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), this.deps.dbTimeoutMs))),
-    ]).finally(() => clearTimeout(timer));
+    const rows = await withTimeout(read, this.deps.dbTimeoutMs, 'timeout');
     return rows.map(fromAudit).filter((r): r is RecordedReport => r !== undefined);
   }
 
@@ -159,6 +156,37 @@ export class RestoreLedger {
       }
     }
     return out;
+  }
+
+  /**
+   * Takes a restore report: a resend is answered with what was recorded (`replayed`); other content
+   * for the same report is refused (the record never changes, 409 report_conflict), and so is a
+   * report that contradicts the restore's others (409 report_inconsistent). Otherwise the report is
+   * recorded; the caller writes its audit event when it is not a replay.
+   */
+  async accept(report: RestoreReport): Promise<{ recorded: RecordedReport; replayed: boolean }> {
+    const recorded = recordedReport(report);
+    const known = await this.recorded(report.restoreId);
+    const refuse = (earlier: RecordedReport) =>
+      new ReportConflictError(
+        'report_conflict',
+        `report ${report.seq} of restore ${report.restoreId} was recorded with other content; the record is not changed`,
+        { seq: report.seq, recorded: earlier },
+      );
+    const earlier = known.get(report.seq);
+    if (earlier) {
+      if (!sameReport(earlier, recorded)) throw refuse(earlier);
+      return { recorded: earlier, replayed: true };
+    }
+    const why = inconsistency(recorded, [...known.values()]);
+    if (why)
+      throw new ReportConflictError('report_inconsistent', `the report contradicts the restore's earlier reports: ${why}`, {
+        seq: report.seq,
+      });
+    // Another instance may take the same seq at the same moment: the first one recorded wins.
+    const claimed = await this.claim(report.restoreId, recorded);
+    if (!sameReport(claimed, recorded)) throw refuse(claimed);
+    return { recorded, replayed: false };
   }
 
   /**

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { withTimeout } from '../../lib/with-timeout.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 export const RESTORE_POINT_NAME = /^[A-Za-z0-9._:-]{1,63}$/;
 
@@ -107,11 +109,13 @@ export async function restorePointBefore(
 ): Promise<RestorePoint | { error: string }> {
   if (!connectionString) return { error: 'no database configured' };
   try {
-    return await Promise.race([
+    return await withTimeout(
       writeGeneratedRestorePoint((name) => createRestorePoint(connectionString, name, timeoutMs, `system:${reason}`), reason),
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs + 200).unref()),
-    ]);
+      timeoutMs + 200,
+      `no answer within ${timeoutMs} ms`,
+      { unref: true },
+    );
   } catch (err) {
-    return { error: err instanceof Error ? err.message : String(err) };
+    return { error: errorMessage(err) };
   }
 }

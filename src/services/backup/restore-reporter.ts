@@ -6,6 +6,7 @@ import { appendFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RestoreReport } from './restore-report.ts';
 import { httpCall } from '../../adapters/http-call.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 export type ReportInput = Omit<RestoreReport, 'restoreId' | 'seq' | 'late'>;
 
@@ -139,7 +140,7 @@ export class RestoreReporter {
         this.sent += 1;
         this.failing = false;
       } catch (err) {
-        const message = err instanceof Error ? err.message : String(err);
+        const message = errorMessage(err);
         if (!(err instanceof PermanentReportError)) {
           this.lastError = message;
           this.failing = true;

@@ -164,7 +164,9 @@ export class DatabasePromotion {
           restorePoint,
           roles: { ...roles, [node]: 'primary' },
           checks,
-          identity: recorded,
+          identity: recorded?.identity ?? null,
+          // The DR state change that recorded it (its version and fence), not whatever is current when the route answers.
+          recordedChange: recorded?.change,
           oldPrimary: fence,
           catchUp,
           dataLossWindow: this.dataLossWindow(
@@ -205,7 +207,7 @@ export class DatabasePromotion {
     const formerSeen = { inRecovery: this.deps.runners.get(old)?.latest()?.data?.inRecovery ?? null };
     // The node is promoted already: a concurrent change of the DR state must not leave the
     // promotion unrecorded (see changeRetrying).
-    await changeRetrying(this.deps.dr, (s, now) => ({
+    const change = await changeRetrying(this.deps.dr, (s, now) => ({
       ...s,
       database: withPromotionRecorded(
         withNodeRecorded(withNodeRecorded(s.database, old, former, formerSeen), node, identity, seen),
@@ -214,7 +216,7 @@ export class DatabasePromotion {
         now,
       ),
     }));
-    return identity;
+    return { identity, change };
   }
 
   /** See waitForReplicaCatchUp: a planned promotion of either node loses nothing the old primary wrote. */

@@ -136,8 +136,6 @@ export class DrStateService {
   private peers: string[] = [];
   private fence?: WriteFence;
   private seedDatabase?: () => Promise<DatabaseState | null>;
-  /** The fence reports of the last changes made here, by version (for answers that have only the version). */
-  private readonly fenceReports = new Map<number, FenceReport>();
 
   constructor(private readonly deps: DrStateServiceDeps) {
     deps.metrics.drStateVersion.set(0);
@@ -158,11 +156,6 @@ export class DrStateService {
    */
   useSeedDatabase(fn: () => Promise<DatabaseState | null>): void {
     this.seedDatabase = fn;
-  }
-
-  /** The fence report of change `version`, when made by this instance. */
-  fenceReport(version: number): FenceReport | undefined {
-    return this.fenceReports.get(version);
   }
 
   /**
@@ -646,8 +639,6 @@ export class DrStateService {
       reason: err instanceof Error ? err.message : String(err),
       waitedMs: 0,
     }));
-    this.fenceReports.set(version, report);
-    for (const v of this.fenceReports.keys()) if (this.fenceReports.size > 20) this.fenceReports.delete(v);
     if (report.databaseFence !== 'raised')
       this.deps.logger.error(
         { version, fence: report },

@@ -1,9 +1,20 @@
+import { createHash } from 'node:crypto';
 import { ConflictError } from '../../http/app-error.ts';
+import { alertFingerprint, cleanAlert, componentsOf, type IncomingAlert } from './alertmanager-alert.ts';
 import type { EventHub } from './event-hub.ts';
-import type { Component, Incident, Severity } from './incident-model.ts';
+import { alertTimes, severityFromLabel, type Component, type Incident, type Severity } from './incident-model.ts';
 import type { IncidentService } from './incident-service.ts';
 import { IncidentConflict, type AlertResolution, type IncidentStore, type NewEntry } from './incident-store.ts';
 import { renderInitial } from './notification-templates.ts';
+
+/** What one alert of a notification did (the webhook's answer counts these). */
+export interface AlertOutcome {
+  /** The incident the alert is on, if any. */
+  incidentId?: string;
+  outcome: 'opened' | 'joined' | 'duplicate' | 'already_resolved' | 'resolved';
+  /** Its times were out of bounds and were clamped. */
+  clamped: boolean;
+}
 
 export interface AlertFacts {
   title: string;
@@ -19,6 +30,73 @@ export interface AlertFacts {
  */
 export class AlertIntake {
   constructor(private readonly deps: { store: IncidentStore; hub: EventHub; incidents: IncidentService }) {}
+
+  /**
+   * One alert of an Alertmanager notification for `groupKey`: a firing alert opens or joins its
+   * group's incident, a resolved one records its resolution and joins the open incident.
+   */
+  async handle(raw: IncomingAlert, groupKey: string, receivedAt: Date): Promise<AlertOutcome> {
+    const a = cleanAlert(raw);
+    // An alert's entries are deduplicated per group: the same alert routed into two groups
+    // (two routes with different group_by) belongs to each group's incident.
+    const group = createHash('sha256').update(groupKey).digest('hex').slice(0, 16);
+    const name = a.labels.alertname ?? '';
+    const fp = alertFingerprint(a);
+    const times = alertTimes(a, receivedAt);
+    const clamped = times.notes.length > 0;
+    const detail = {
+      labels: a.labels,
+      annotations: a.annotations,
+      fingerprint: fp,
+      startsAt: a.startsAt,
+      endsAt: a.endsAt ?? null,
+      ...(times.notes.length > 0 ? { clamped: times.notes } : {}),
+    };
+    const recovery = (endsAt: Date, d: unknown): NewEntry => ({
+      at: endsAt,
+      kind: 'alert',
+      visibility: 'public',
+      message: `Monitoring reports that ${name} has recovered.`,
+      author: 'alertmanager',
+      detail: d,
+      dedupeKey: `alert:${group}:${fp}:${a.startsAt}:resolved`,
+    });
+    if (a.status === 'firing') {
+      const severity = severityFromLabel(a.labels.severity);
+      // Its resolution may have been delivered first (or alone): then this opens nothing.
+      const resolution = await this.resolutionOf(fp, a.startsAt, times.startsAt);
+      const out = await this.openOrJoin(
+        groupKey,
+        {
+          title: `Alert: ${name}`.slice(0, 200),
+          summary: `Monitoring detected a problem (${name}); we are investigating.`,
+          severity,
+          components: componentsOf(a),
+        },
+        {
+          at: times.startsAt,
+          kind: 'alert',
+          visibility: 'internal',
+          message: `firing: ${name} (${severity})${a.annotations.summary ? `: ${a.annotations.summary}` : ''}${times.notes.length > 0 ? ` [${times.notes.join('; ')}]` : ''}`,
+          author: 'alertmanager',
+          detail,
+          dedupeKey: `alert:${group}:${fp}:${a.startsAt}:firing`,
+        },
+        resolution ? recovery(resolution.endsAt, resolution.detail) : undefined,
+        // Keys written before they named the group (this alert's entry from an earlier release).
+        `alert:${fp}:${a.startsAt}:firing`,
+      );
+      const outcome = out.opened ? 'opened' : out.added ? 'joined' : !out.incident ? 'already_resolved' : 'duplicate';
+      return { ...(out.incident ? { incidentId: out.incident.id } : {}), outcome, clamped };
+    }
+    const endsAt = times.endsAt ?? receivedAt;
+    const incident = await this.resolve(
+      { fingerprint: fp, startsAt: a.startsAt, endsAt, groupKey, alertname: name, detail },
+      recovery(endsAt, detail),
+      `alert:${fp}:${a.startsAt}:resolved`,
+    );
+    return { ...(incident ? { incidentId: incident.id } : {}), outcome: 'resolved', clamped };
+  }
 
   /** The recorded resolution that ends this alert instance, if its resolution was delivered first. */
   resolutionOf(fingerprint: string, startsAtRaw: string, startsAt: Date): Promise<AlertResolution | undefined> {

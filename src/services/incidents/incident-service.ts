@@ -85,7 +85,11 @@ export class IncidentService {
     return new Date(from.getTime() + UPDATE_INTERVAL_SECONDS[severity] * 1000);
   }
 
-  async create(raw: CreateInput, actor: string): Promise<Incident> {
+  /**
+   * Opens an incident. `initialNotification`: the initial notification's text as rendered (before
+   * the redaction and chat escaping of what is sent), for the operator who opened it.
+   */
+  async create(raw: CreateInput, actor: string): Promise<{ incident: Incident; initialNotification: string }> {
     // The one entry point of operators' texts: stored, published and sent only redacted.
     const input: CreateInput = {
       ...raw,
@@ -124,7 +128,7 @@ export class IncidentService {
       this.notify('initial', 'initial', (i) => renderInitial(i, input.eta)),
     );
     this.deps.hub.publish('incident.opened', incident, incident.id);
-    return incident;
+    return { incident, initialNotification: renderInitial(incident, input.eta) };
   }
 
   async get(id: string): Promise<Incident> {

@@ -1,4 +1,5 @@
 import { redactSecrets } from '../redact-secrets.ts';
+import { withTimeout } from '../../lib/with-timeout.ts';
 import type { PrismaClient } from '../../generated/prisma/client.ts';
 import type { Logger } from '../../logger.ts';
 import type { EventHub } from './event-hub.ts';
@@ -60,13 +61,6 @@ export interface StatusServiceDeps {
   now?: () => number;
 }
 
-function within<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), ms)))]).finally(() =>
-    clearTimeout(timer),
-  );
-}
-
 /**
  * The public status: component states from health, open incidents with their public updates only,
  * and 90 days of history from recorded state changes. Each part fails on its own: with PostgreSQL
@@ -110,8 +104,8 @@ export class StatusService {
       .catch(() => Object.fromEntries(COMPONENTS.map((c) => [c, 'unknown'])) as Record<Component, ComponentState>);
     // Bounded reads (not gated on the probe: a probe flapping on a loaded host must not blank the page).
     const [open, history] = await Promise.all([
-      within(this.publicIncidents(), this.deps.dbTimeoutMs).catch(() => null),
-      within(this.history(), this.deps.dbTimeoutMs).catch(() => null),
+      withTimeout(this.publicIncidents(), this.deps.dbTimeoutMs, 'timeout').catch(() => null),
+      withTimeout(this.history(), this.deps.dbTimeoutMs, 'timeout').catch(() => null),
     ]);
     const incidents = open?.incidents ?? null;
     const moreIncidents = open?.more ?? [];
@@ -198,7 +192,7 @@ export class StatusService {
    */
   async flushHistory(): Promise<number> {
     if (this.unwritten.length === 0 || !this.deps.databaseUp()) return 0;
-    this.stored ??= await within(this.latestStored(), this.deps.dbTimeoutMs * 3);
+    this.stored ??= await withTimeout(this.latestStored(), this.deps.dbTimeoutMs * 3, 'timeout');
     const batch = this.unwritten.slice();
     const latest = { ...this.stored };
     const rows = batch.filter((r) => {
@@ -206,7 +200,8 @@ export class StatusService {
       latest[r.component] = r.state;
       return true;
     });
-    if (rows.length > 0) await within(this.deps.prisma().componentStateChange.createMany({ data: rows }), this.deps.dbTimeoutMs * 3);
+    if (rows.length > 0)
+      await withTimeout(this.deps.prisma().componentStateChange.createMany({ data: rows }), this.deps.dbTimeoutMs * 3, 'timeout');
     this.unwritten.splice(0, batch.length);
     this.stored = latest;
     if (rows.length > 0) this.invalidate();

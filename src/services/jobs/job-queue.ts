@@ -18,7 +18,7 @@ export interface Job<I = unknown, R = unknown> {
   startedAt: string | null;
   updatedAt: string;
   finishedAt: string | null;
-  /** Set when the job was given up because its worker stopped reporting (see STALE_RULES). */
+  /** Set when the job was given up because its worker stopped reporting (see STALE_MESSAGES). */
   stale?: boolean;
   /** Set when a later look at the outcome (the repository) corrected what was recorded. */
   reconciled?: string;
@@ -240,7 +240,12 @@ export class JobQueue {
   async get(id: string): Promise<Job | undefined> {
     const raw = await this.redis.get(this.key(id));
     if (raw === null) return undefined;
-    const job = normalize(JSON.parse(raw) as Job);
+    return this.current(id, JSON.parse(raw) as Job);
+  }
+
+  /** A job record already read from its `jobs:<id>` key, as get() answers it (given up if stale). */
+  async current(id: string, record: Job): Promise<Job | undefined> {
+    const job = normalize(record);
     if (job.status === 'running' && Date.now() - Date.parse(job.updatedAt) > JOB_STALE_MS) {
       const out = (await this.redis.eval(
         GIVE_UP,

@@ -1,5 +1,6 @@
 import type { Logger } from '../../logger.ts';
 import { JOB_HEARTBEAT_MS, type Job, type JobQueue } from './job-queue.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 export type JobHandler = (job: Job) => Promise<unknown>;
 
@@ -107,7 +108,7 @@ export function publicJobError(err: unknown): string {
     const code = (err as { code?: unknown }).code;
     return `a database error${typeof code === 'string' ? ` (${code})` : ''}; the worker's log has the details`;
   }
-  const text = err instanceof Error ? err.message : String(err);
+  const text = errorMessage(err);
   const first =
     text
       .split('\n')

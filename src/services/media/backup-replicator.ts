@@ -5,6 +5,8 @@ import { versionObjectName } from './media-repository.ts';
 import type { MediaVersionRepository, OutboxStats, OutboxTask, RetireReason } from './media-version-repository.ts';
 import { ObjectMissingError, type ObjectStore } from '../../adapters/object-store.ts';
 import { copyVersion, VersionCorruptError } from './version-copier.ts';
+import { withTimeout } from '../../lib/with-timeout.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 const BATCH = 16;
 const CONCURRENCY = 4;
@@ -143,16 +145,18 @@ export class BackupReplicator {
       let done = false;
       for (const b of reachable) {
         try {
+          // Left to its own S3 timeouts once given up.
+          const ms = OUTBOX_COPY_TIMEOUT_MS + task.size / 1000;
           await withTimeout(
             copyVersion(task, this.deps.stores.get(b)!, target),
-            OUTBOX_COPY_TIMEOUT_MS + task.size / 1000,
-            `copy from ${b}`,
+            ms,
+            `copy from ${b} did not finish within ${Math.round(ms / 1000)} s`,
           );
           done = true;
           break;
         } catch (err) {
           // Missing or corrupt on this holder: another may still have it whole.
-          if (err instanceof ObjectMissingError || err instanceof VersionCorruptError) definitive.push(`${b}: ${errorText(err)}`);
+          if (err instanceof ObjectMissingError || err instanceof VersionCorruptError) definitive.push(`${b}: ${errorMessage(err)}`);
           else throw err;
         }
       }
@@ -163,7 +167,7 @@ export class BackupReplicator {
       }
       return true;
     } catch (err) {
-      const message = errorText(err);
+      const message = errorMessage(err);
       // Definitive only when every backend that should hold the version answered and lacks it whole:
       // versions are immutable, so no retry can bring its content back.
       const hopeless = definitive.length > 0 && definitive.length === holders.length;
@@ -204,23 +208,4 @@ export class BackupReplicator {
       this.deps.logger.warn({ version: task.id, err: String(err) }, 'outbox row not settled; it will be retried'),
     );
   }
-}
-
-/** `promise`, or a rejection once `ms` have passed (the work itself is left to its own S3 timeouts). */
-async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} did not finish within ${Math.round(ms / 1000)} s`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

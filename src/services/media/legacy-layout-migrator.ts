@@ -6,6 +6,7 @@ import type { Logger } from '../../logger.ts';
 import { HashingStream } from './hashing-stream.ts';
 import { versionObjectName } from './media-repository.ts';
 import { ObjectMissingError, type ObjectStore } from '../../adapters/object-store.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 interface LegacyRow {
   key: string;
@@ -50,7 +51,7 @@ export async function migrateLegacyLayout(deps: {
             await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
             continue;
           }
-          report.failed.push({ key: row.key, error: err instanceof Error ? err.message : String(err) });
+          report.failed.push({ key: row.key, error: errorMessage(err) });
           break;
         }
       }

@@ -9,6 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { ObjectMissingError, type ObjectStore } from '../../adapters/object-store.ts';
 import type { JobRecordStore } from '../jobs/job-records.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 const PAGE = 500;
 const CONCURRENCY = 8;
@@ -98,7 +99,7 @@ export class MediaConsistencyChecker {
       })
       .catch((err: unknown) => {
         job.status = 'failed';
-        job.error = err instanceof Error ? err.message : String(err);
+        job.error = errorMessage(err);
       })
       .finally(async () => {
         clearInterval(heartbeat);

@@ -9,6 +9,7 @@ import type { Logger } from '../../logger.ts';
 import type { Metrics } from '../../metrics/metrics.ts';
 import type { MediaCache } from './media-cache.ts';
 import type { ObjectStore } from '../../adapters/object-store.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 export interface MediaCheck {
   name: string;
@@ -29,7 +30,7 @@ async function timed(name: string, fn: () => Promise<string>): Promise<MediaChec
     return {
       name,
       ok: false,
-      detail: err instanceof Error ? err.message : String(err),
+      detail: errorMessage(err),
       latencyMs: Math.round(performance.now() - started),
     };
   }

@@ -1,10 +1,9 @@
 import type { MediaBackendName } from '../../domain.ts';
 import type { Logger } from '../../logger.ts';
 import { versionObjectName } from './media-repository.ts';
-import { isVersionObjectName, type MediaVersionRepository } from './media-version-repository.ts';
+import { isVersionObjectName, VERSION_PREFIX, type MediaVersionRepository } from './media-version-repository.ts';
 import type { ObjectStore } from '../../adapters/object-store.ts';
 
-const VERSION_PREFIX = 'v/';
 /** How long the record of a retired continuous-backup row is kept. */
 const RETIRED_KEPT_MS = 7 * 24 * 3600 * 1000;
 

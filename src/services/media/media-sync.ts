@@ -2,17 +2,18 @@ import type { MediaBackendName } from '../../domain.ts';
 import { randomUUID } from 'node:crypto';
 import type { ClusterLock, LockLease } from '../dr-state/cluster-lock.ts';
 import type { JobRecordStore } from '../jobs/job-records.ts';
-import { BadRequestError, DependencyUnavailableError, NotFoundError } from '../../http/app-error.ts';
+import { BadRequestError, DependencyUnavailableError } from '../../http/app-error.ts';
 import type { Logger } from '../../logger.ts';
 import { versionObjectName } from './media-repository.ts';
 import type { MediaVersionRepository } from './media-version-repository.ts';
 import { ObjectMissingError, type ObjectStore } from '../../adapters/object-store.ts';
 import { copyVersion } from './version-copier.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 export const SYNC_LOCK = 'media-sync';
 const LOCK_TTL_MS = 30_000;
 /** A running job whose instance has not reported progress for this long has failed. */
-export const JOB_STALE_MS = 15_000;
+export const SYNC_STALE_MS = 15_000;
 const COPY_ATTEMPTS = 3;
 
 export interface SyncItem {
@@ -192,7 +193,7 @@ export class MediaSyncService {
               await new Promise((resolve) => setTimeout(resolve, 200 * attempt));
               continue;
             }
-            job.failed.push({ key: item.key, error: err instanceof Error ? err.message : String(err) });
+            job.failed.push({ key: item.key, error: errorMessage(err) });
             break;
           }
         }
@@ -211,7 +212,7 @@ export class MediaSyncService {
       if (job.failed.length > 0) job.error = `${job.failed.length} object(s) could not be copied`;
     } catch (err) {
       job.status = 'failed';
-      job.error = err instanceof Error ? err.message : String(err);
+      job.error = errorMessage(err);
     } finally {
       job.finishedAt = job.updatedAt = new Date().toISOString();
       await this.save(job).catch(() => undefined);
@@ -224,26 +225,22 @@ export class MediaSyncService {
     this.deps.onProgress?.({ id: job.id, ...this.summary(job) });
     await this.deps.jobs.save(job.id, job, JOB_TTL_SECONDS);
   }
+}
 
-  async job(id: string): Promise<SyncJob & { stale?: boolean }> {
-    let job: SyncJob | undefined;
-    try {
-      job = await this.deps.jobs.load<SyncJob>(id);
-    } catch (err) {
-      throw new DependencyUnavailableError('redis', 'jobs are kept in Redis, which is unreachable', err);
-    }
-    if (job === undefined) throw new NotFoundError(`no job ${id}`);
-    // The 15 s rule is media sync's own (it saves progress every item); DR queue jobs have theirs.
-    if (String(job.kind).startsWith('media.') && job.status === 'running' && Date.now() - Date.parse(job.updatedAt) > JOB_STALE_MS) {
-      return {
-        ...job,
-        status: 'failed',
-        stale: true,
-        error: `the instance running it (${job.instanceId}) made no progress for ${JOB_STALE_MS / 1000} s; it stopped: run the sync again`,
-      };
-    }
-    return job;
+/**
+ * A media job (kind `media.*`) as GET /admin/jobs/{id} shows it. The 15 s rule is media sync's own
+ * (it saves progress every item); DR queue jobs have theirs.
+ */
+export function mediaJobView(job: SyncJob): SyncJob & { stale?: boolean } {
+  if (job.status === 'running' && Date.now() - Date.parse(job.updatedAt) > SYNC_STALE_MS) {
+    return {
+      ...job,
+      status: 'failed',
+      stale: true,
+      error: `the instance running it (${job.instanceId}) made no progress for ${SYNC_STALE_MS / 1000} s; it stopped: run the sync again`,
+    };
   }
+  return job;
 }
 
 async function copyFirst(item: SyncItem, sources: ObjectStore[], target: ObjectStore): Promise<void> {

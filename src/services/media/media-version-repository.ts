@@ -1,6 +1,9 @@
 import type { MediaBackendName } from '../../domain.ts';
 import type { PrismaClient } from '../../generated/prisma/client.ts';
 
+/** The prefix every version's object name starts with. */
+export const VERSION_PREFIX = 'v/';
+
 /** A version's object name: `v/` and a lowercase UUID as PostgreSQL prints it, nothing else. */
 export const VERSION_OBJECT_NAME = /^v\/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 

@@ -4,6 +4,7 @@ import { StateUnknownError, type Change, type DrStateService } from '../dr-state
 import { ConflictError } from '../../http/app-error.ts';
 import type { Logger } from '../../logger.ts';
 import type { Metrics } from '../../metrics/metrics.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 export interface ReadOnlyRequest {
   enabled: boolean;
@@ -149,7 +150,7 @@ export class ReadOnlyService {
     try {
       blocked = (await this.deps.liftBlockedBy?.()) ?? null;
     } catch (err) {
-      blocked = `the active database target could not be checked (${err instanceof Error ? err.message : String(err)})`;
+      blocked = `the active database target could not be checked (${errorMessage(err)})`;
     }
     try {
       const change = await this.deps.dr.change((current, now) => {
@@ -214,7 +215,7 @@ export class ReadOnlyService {
       if (!this.audited.has(key)) {
         this.audited.add(key);
         this.deps.logger.warn(
-          { reason, err: err instanceof Error ? err.message : String(err) },
+          { reason, err: errorMessage(err) },
           'read-only TTL reached, but the expiry did not take effect: the mode stays on',
         );
         await this.deps.audit

@@ -2,7 +2,8 @@
 //   restore-database --from-backup latest|<label> [--target-time T | --target-name N] [--pg-data DIR] (--confirm | --dry-run)
 // Environment: SAV3_API_URL, SAV3_ADMIN_TOKEN (operator), DATABASE_URL (the server restored here),
 // PGBACKREST_STANZA, PGBACKREST_CONFIG, PGBACKREST_BIN, PG_BIN, PGDATA; MEDIA_* for the media pass.
-// Exit codes: 0 done (or a dry run that could go ahead), 1 failed, 2 usage.
+// Exit codes: 0 the restored primary verified (or a dry run that could go ahead), 1 failed, 2 usage;
+// the replica's state is a line of its own ("replica: …"), never the exit code.
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -10,12 +11,19 @@ import pg from 'pg';
 import { loadConfig, type MediaBackendConfig } from './config/config.ts';
 import {
   checkTarget,
+  describeAnswer,
   planRestore,
+  readOnlyAnswer,
   RestorePlanError,
   runRestore,
   type RestoreApi,
   type RestoreServer,
+  primaryVerified,
+  replicaOf,
+  verifyReport,
+  type VerifyReport,
 } from './services/backup/database-restore.ts';
+import { proveDataDirectory } from './services/backup/data-dir-identity.ts';
 import { findObjectsWithoutMetadata } from './services/backup/media-orphans.ts';
 import { isRoot, runAs } from './services/backup/os-command.ts';
 import { PgBackRestCli } from './services/backup/pgbackrest.ts';
@@ -33,6 +41,8 @@ export const USAGE = `usage: scripts/dr/restore-database.sh --from-backup latest
   --target-time   point-in-time: recover up to this time (ISO 8601 with a zone), then promote
   --target-name   point-in-time: recover up to this restore point (POST /admin/database/restore-point)
   --pg-data       the data directory (default: PGDATA)
+  --allow-standby restore a data directory holding standby.signal while DATABASE_URL does not answer
+                  (only once you know no primary runs elsewhere: it is promoted)
   --skip-target-check  act even when the target could not be verified in the archived WAL (a target
                   recovery cannot reach stops PostgreSQL: check it yourself first)
   --dry-run       print the plan, the backup and the WAL it would use; change nothing
@@ -41,13 +51,20 @@ export const USAGE = `usage: scripts/dr/restore-database.sh --from-backup latest
 Each restore reports its start, every step (with its time) and its outcome to the API (audited as
 database.restore; joins the timeline of an open incident). The reports are first written to a local
 journal (SAV3_RESTORE_JOURNAL_DIR, default ./.sav3/restores): an unreachable API never stops the restore.
-Environment: SAV3_API_URL SAV3_ADMIN_TOKEN DATABASE_URL PGBACKREST_STANZA [PGBACKREST_CONFIG PGBACKREST_BIN PG_BIN PGDATA MEDIA_* SAV3_RESTORE_JOURNAL_DIR]`;
+After the verification it prints two lines: "primary: …" (connect, canary write, migrations passed or
+not) and "replica: …": FOLLOWS the restored primary (streams from it on its timeline), MUST BE REBUILT
+(scripts/dr/rebuild-primary.sh on its host; never promote it as it is), or none configured; it waits
+up to SAV3_REPLICA_WAIT_SECONDS (30) for a replica to follow before saying it must be rebuilt.
+Exit codes: 0 the restored primary passed the verification (or a dry run that could go ahead),
+whatever the replica line says; 1 failed or refused; 2 usage.
+Environment: SAV3_API_URL SAV3_ADMIN_TOKEN DATABASE_URL PGBACKREST_STANZA [PGBACKREST_CONFIG PGBACKREST_BIN PG_BIN PGDATA MEDIA_* SAV3_RESTORE_JOURNAL_DIR SAV3_REPLICA_WAIT_SECONDS]`;
 
 interface Args {
   backup?: string;
   targetTime?: string;
   targetName?: string;
   pgData?: string;
+  allowStandby: boolean;
   skipTargetCheck: boolean;
   confirm: boolean;
   dryRun: boolean;
@@ -55,8 +72,24 @@ interface Args {
   reportPending: boolean;
 }
 
+/**
+ * An ISO 8601 time with a zone as one the restore takes later (the zone as ±HH:MM), or null: what
+ * passes the usage check is exactly what the plan accepts (a usage error is exit 2, never 1 later).
+ */
+export function targetTimeOf(value: string): string | null {
+  const m = /^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?(Z|[+-]\d{2}(?::?\d{2})?)$/.exec(value);
+  if (!m) return null;
+  const [, y, mo, d, h, mi, sec = '00', frac = '', zone] = m;
+  if (Number(h) > 23 || Number(mi) > 59 || Number(sec) > 59) return null;
+  // Date.parse rolls 2026-02-30 over into March: the day must exist in its month.
+  if (new Date(Date.UTC(Number(y), Number(mo) - 1, Number(d))).getUTCDate() !== Number(d) || Number(mo) < 1 || Number(mo) > 12) return null;
+  const z = zone === 'Z' ? 'Z' : `${zone!.slice(0, 3)}:${zone!.slice(3).replace(':', '') || '00'}`;
+  const iso = `${y}-${mo}-${d}T${h}:${mi}:${sec}${frac}${z}`;
+  return Number.isNaN(Date.parse(iso)) ? null : iso;
+}
+
 export function parseArgs(argv: string[]): Args | string {
-  const args: Args = { skipTargetCheck: false, confirm: false, dryRun: false, help: false, reportPending: false };
+  const args: Args = { allowStandby: false, skipTargetCheck: false, confirm: false, dryRun: false, help: false, reportPending: false };
   const value = (i: number, flag: string) => {
     const v = argv[i + 1];
     if (v === undefined || v.startsWith('--')) throw new Error(`${flag} needs a value`);
@@ -71,6 +104,7 @@ export function parseArgs(argv: string[]): Args | string {
       else if (a === '--pg-data') args.pgData = value(i++, a);
       else if (a === '--confirm') args.confirm = true;
       else if (a === '--skip-target-check') args.skipTargetCheck = true;
+      else if (a === '--allow-standby') args.allowStandby = true;
       else if (a === '--dry-run') args.dryRun = true;
       else if (a === '--report-pending') args.reportPending = true;
       else if (a === '-h' || a === '--help') args.help = true;
@@ -83,8 +117,11 @@ export function parseArgs(argv: string[]): Args | string {
   if (args.reportPending) return argv.length === 1 ? args : '--report-pending takes no other option';
   if (!args.backup) return '--from-backup is required';
   if (!/^(latest|\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?)$/.test(args.backup)) return '--from-backup must be latest or a backup label';
-  if (args.targetTime && !/^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)$/.test(args.targetTime))
-    return '--target-time must be ISO 8601 with a zone, e.g. 2026-11-26T08:15:00Z';
+  if (args.targetTime) {
+    const time = targetTimeOf(args.targetTime);
+    if (!time) return '--target-time must be ISO 8601 with a zone, e.g. 2026-11-26T08:15:00Z';
+    args.targetTime = time;
+  }
   if (args.targetName && !/^[A-Za-z0-9._:-]{1,63}$/.test(args.targetName)) return '--target-name must be a restore point name';
   if (args.targetTime && args.targetName) return 'give --target-time or --target-name, not both';
   if (args.confirm && args.dryRun) return 'give --confirm or --dry-run, not both';
@@ -97,7 +134,7 @@ const parseJson = (text: string): unknown => {
   try {
     return JSON.parse(text) as unknown;
   } catch {
-    return {};
+    return undefined;
   }
 };
 
@@ -111,32 +148,54 @@ export const journalDir = () => resolve(process.env.SAV3_RESTORE_JOURNAL_DIR ?? 
 /** How long the end of a restore waits for the API to take the reports it has not yet taken. */
 const REPORT_FLUSH_MS = 10_000;
 
-function api(): RestoreApi {
+function api(): RestoreApi & { verifyOnce(): Promise<VerifyReport | string> } {
   const base = apiBase();
   const token = apiToken();
-  const call = async (method: string, path: string, body: unknown) => {
-    const res = await httpCall(`${base}${path}`, {
+  const call = (method: string, path: string, body: unknown) =>
+    httpCall(`${base}${path}`, {
       method,
       headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
       body: JSON.stringify(body),
       timeoutMs: 60_000,
     });
-    return { status: res.status, body: parseJson(res.text) };
+  /** One verification: the verify route's report, or why the answer was none. */
+  const verifyOnce = async (): Promise<VerifyReport | string> => {
+    const res = await call('POST', '/admin/verify/database', {}).catch((err: unknown) => (err as Error).message);
+    if (typeof res === 'string') return res;
+    const report = verifyReport.safeParse(parseJson(res.text));
+    // 200 with every check passed, 503 with one failed: anything else is not a verification.
+    if (!report.success || (res.status !== 200 && res.status !== 503))
+      return `not a verification report: ${describeAnswer(res.status, res.text)}`;
+    return report.data;
   };
   return {
+    verifyOnce,
     async setReadOnly(enabled, reason) {
       const res = await call('PUT', '/admin/read-only', { enabled, reason });
-      if (res.status !== 200) throw new Error(`read-only ${enabled ? 'on' : 'off'} failed: HTTP ${res.status} ${JSON.stringify(res.body)}`);
+      const answer = readOnlyAnswer.safeParse(parseJson(res.text));
+      // Only the API's own answer that the mode is now as asked counts (a proxy's 200 page does not).
+      if (res.status !== 200 || !answer.success || answer.data.readOnly.enabled !== enabled)
+        throw new Error(`read-only ${enabled ? 'on' : 'off'} was not confirmed by the API: ${describeAnswer(res.status, res.text)}`);
     },
     async verifyDatabase() {
-      // Right after promotion the service may still be reconnecting: a few tries.
-      let last: { status: number; body: unknown } = { status: 0, body: null };
+      // Right after promotion the service may still be reconnecting: a few tries. Success is the
+      // restored primary verified; the replica is judged apart (replicaVerdict), never here.
+      let last = 'no answer';
+      let report: VerifyReport | undefined;
       for (let attempt = 0; attempt < 10; attempt += 1) {
-        last = await call('POST', '/admin/verify/database', {}).catch((err: unknown) => ({ status: 0, body: String(err) }));
-        if (last.status === 200) break;
-        await new Promise((r) => setTimeout(r, 1000));
+        if (attempt > 0) await new Promise((r) => setTimeout(r, 1000));
+        const got = await verifyOnce();
+        if (typeof got === 'string') {
+          last = got;
+          continue;
+        }
+        report = got;
+        const primary = primaryVerified(got);
+        if (primary.ok) return { ok: true, report: got };
+        last = `the restored primary did not pass: ${primary.failed.join('; ')}`;
       }
-      return { ok: last.status === 200, report: last.body };
+      if (report) return { ok: false, report };
+      throw new Error(`no verification through the API (${last})`);
     },
   };
 }
@@ -281,14 +340,24 @@ export async function main(argv: string[]): Promise<number> {
         say(`target: ${checkTarget(plan, scan)} (${scan.segments} WAL segment(s) read)`);
       }
     }
-    if (args.dryRun) {
-      say('dry run: nothing was changed');
-      return 0;
-    }
     const pgData = args.pgData ?? process.env.PGDATA;
     const databaseUrl = process.env.DATABASE_URL;
     if (!pgData) throw new RestorePlanError('--pg-data (or PGDATA) is required');
     if (!databaseUrl) throw new RestorePlanError('DATABASE_URL (the server restored here) is required');
+    // The directory stopped and replaced must be DATABASE_URL's server's (never a replica's).
+    const proved = await proveDataDirectory({
+      pgData,
+      databaseUrl,
+      pgBin,
+      osUser,
+      stanzaSystemId: info.systemId,
+      allowStandby: args.allowStandby,
+    });
+    say(`data directory: ${proved}`);
+    if (args.dryRun) {
+      say('dry run: nothing was changed');
+      return 0;
+    }
     const restoreApi = api();
     reporter = startReporter();
     const restoreStarted = performance.now();
@@ -348,8 +417,17 @@ export async function main(argv: string[]): Promise<number> {
       }
       throw err;
     }
-    finished(result.ok ? 'success' : 'failed', result.ok ? undefined : 'the verification through the API did not pass');
+    finished(
+      result.ok ? 'success' : 'failed',
+      result.ok ? undefined : 'the restored primary did not pass the verification through the API',
+    );
     say(`verify: ${JSON.stringify(result.verification)}`);
+    say(
+      result.ok
+        ? 'primary: the restored primary passed the verification (connect, canary write, migrations)'
+        : `primary: the restored primary did NOT pass the verification (${primaryVerified(result.verification).failed.join('; ')})`,
+    );
+    say(await replicaVerdict(restoreApi, result.verification));
     if (plan.target.type !== 'end_of_archive') {
       const stores = mediaStores();
       if (!stores) say('media: not configured here (MEDIA_* unset); run the media consistency pass where it is');
@@ -380,9 +458,40 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
+/** How long the end of a restore waits for the replica to stream from the restored primary. */
+const replicaWaitMs = () => {
+  const v = Number(process.env.SAV3_REPLICA_WAIT_SECONDS ?? 30);
+  return Number.isFinite(v) && v >= 0 ? v * 1000 : 30_000;
+};
+
+/**
+ * One line saying whether the replica follows the restored primary (streams from it on its
+ * timeline) or must be rebuilt. A replica reconnects within seconds when it can follow, so the
+ * verification is repeated for up to SAV3_REPLICA_WAIT_SECONDS before the answer is "rebuild";
+ * the exit code never depends on it.
+ */
+async function replicaVerdict(restoreApi: { verifyOnce(): Promise<VerifyReport | string> }, first: VerifyReport): Promise<string> {
+  let replica = replicaOf(first);
+  const deadline = Date.now() + replicaWaitMs();
+  while (replica.configured && !replica.follows && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 3000));
+    const again = await restoreApi.verifyOnce();
+    if (typeof again !== 'string') replica = replicaOf(again);
+  }
+  if (!replica.configured) return 'replica: none configured in the API (no DATABASE_REPLICA_URL): nothing follows the restored primary yet';
+  if (replica.follows) return `replica: FOLLOWS the restored primary (${replica.why})`;
+  return `replica: MUST BE REBUILT: it does not follow the restored primary (${replica.why}) and must never be promoted as it is; on its host: scripts/dr/rebuild-primary.sh --pgdata <its data directory> --source '<the restored primary>' --confirm`;
+}
+
 /** What the operator must know and do when a restore failed after PostgreSQL was stopped. */
 export function afterFailure(plan: { backup: { label: string }; target: { type: string } }, pgData: string, done: string[]): string[] {
   const restored = done.includes('pgbackrest restore');
+  if (done.includes('wait for promotion'))
+    return [
+      `outcome: FAILED. PostgreSQL on this host was restored from backup ${plan.backup.label} and promoted (it is UP), but it was not verified through the API; read-only mode is still ON (writes answer 503).`,
+      'next: check the API and the database: scripts/dr/verify-database-restore.sh',
+      'next: when the verification passes: scripts/dr/disable-readonly-mode.sh',
+    ];
   return [
     'outcome: FAILED. PostgreSQL on this host is DOWN and read-only mode is still ON (writes answer 503).',
     restored

@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
 # Shared by the DR runbook scripts: base URL and token from the environment, the token passed to
 # curl on standard input (never on the command line, where `ps` would show it), the server's
-# JSON printed, and a non-zero exit code when the answer is not 2xx.
+# JSON printed, and a non-zero exit code when the answer is not 2xx. Every call is bounded:
+# SAV3_HTTP_TIMEOUT seconds for the whole answer (default 60), SAV3_CONNECT_TIMEOUT to connect
+# (default 10); a server that accepts and never answers fails the call (exit 3) within the bound.
 set -euo pipefail
 
 : "${SAV3_API_URL:=http://127.0.0.1:3000}"
+: "${SAV3_HTTP_TIMEOUT:=60}"
+: "${SAV3_CONNECT_TIMEOUT:=10}"
+for _bound in SAV3_HTTP_TIMEOUT SAV3_CONNECT_TIMEOUT; do
+  if ! [[ "${!_bound}" =~ ^[0-9]+(\.[0-9]+)?$ ]] || [[ "${!_bound}" =~ ^0+(\.0+)?$ ]]; then
+    echo "$_bound must be a positive number of seconds" >&2
+    exit 2
+  fi
+done
 
 sav3_call() {
   local method=$1 path=$2 body=${3:-}
@@ -14,11 +24,14 @@ sav3_call() {
   fi
   local out status
   out=$(mktemp)
-  local args=(-sS -o "$out" -w '%{http_code}' -X "$method" -H @-)
+  local args=(-sS -o "$out" -w '%{http_code}' --max-time "$SAV3_HTTP_TIMEOUT" --connect-timeout "$SAV3_CONNECT_TIMEOUT" -X "$method" -H @-)
   if [ -n "$body" ]; then args+=(-H 'Content-Type: application/json' --data-binary "$body"); fi
-  if ! status=$(curl "${args[@]}" "${SAV3_API_URL%/}$path" <<<"Authorization: Bearer $SAV3_ADMIN_TOKEN"); then
+  local rc=0
+  status=$(curl "${args[@]}" "${SAV3_API_URL%/}$path" <<<"Authorization: Bearer $SAV3_ADMIN_TOKEN") || rc=$?
+  if [ "$rc" -ne 0 ]; then
     rm -f "$out"
-    echo "could not reach $SAV3_API_URL" >&2
+    if [ "$rc" -eq 28 ]; then echo "no answer from $SAV3_API_URL within ${SAV3_HTTP_TIMEOUT}s ($method $path; SAV3_HTTP_TIMEOUT)" >&2
+    else echo "could not reach $SAV3_API_URL" >&2; fi
     return 3
   fi
   if command -v jq >/dev/null 2>&1; then jq . "$out" 2>/dev/null || cat "$out"; else cat "$out"; echo; fi
@@ -76,10 +89,14 @@ sav3_call_checked() {
 # Backup and validation jobs: polls GET /admin/jobs/<id> until the job finishes; prints it and
 # returns 0 when it succeeded, 1 when it failed.
 sav3_wait_job() {
-  local id=$1 timeout=${2:-3600} out status
+  local id=$1 timeout=${2:-3600} out status misses=0
   local deadline=$((SECONDS + timeout))
   while :; do
-    out=$(sav3_call GET "/admin/jobs/$id" 2>/dev/null) || true
+    # A restarting API is waited for; one that fails 5 polls in a row (each bounded) is given up on.
+    if out=$(sav3_call GET "/admin/jobs/$id" 2>/dev/null); then misses=0; else
+      misses=$((misses + 1))
+      if [ "$misses" -ge 5 ]; then echo "job $id: the API did not answer 5 polls in a row (${SAV3_API_URL}); the job may still run: GET /admin/jobs/$id" >&2; return 1; fi
+    fi
     status=$(node -e 'try{process.stdout.write(JSON.parse(require("fs").readFileSync(0,"utf8")).status||"")}catch{}' <<<"$out")
     case "$status" in
       succeeded) echo "$out"; return 0 ;;

@@ -16,6 +16,20 @@ export class BodyError extends AppError {
   }
 }
 
+/** `null`, `a number`… when `raw` is valid JSON but no object or array; undefined otherwise. */
+function jsonScalarKind(raw: unknown): string | undefined {
+  if (typeof raw !== 'string') return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+  if (value === null) return 'null';
+  if (typeof value === 'object') return undefined;
+  return typeof value === 'string' ? 'a string' : typeof value === 'number' ? 'a number' : 'a boolean';
+}
+
 /** The zlib codes of a body that is not what its Content-Encoding says. */
 const ZLIB_CODES = /^(Z_|ERR_BROTLI|ERR_ZSTD|ERR__?ZLIB)/;
 
@@ -38,8 +52,12 @@ export function bodyError(err: unknown): BodyError | undefined {
       return new BodyError(415, 'unsupported_encoding', 'the Content-Encoding is not supported (identity, gzip, deflate or br)');
     case 'charset.unsupported':
       return new BodyError(415, 'unsupported_charset', 'the charset is not supported (send UTF-8)');
-    case 'entity.parse.failed':
+    case 'entity.parse.failed': {
+      // Strict parsing refuses valid JSON that is not an object or array (null, 1, "x"): say so.
+      const kind = jsonScalarKind((err as { body?: unknown }).body);
+      if (kind) return new BodyError(400, 'not_an_object', `the body must be a JSON object, not ${kind}`);
       return new BodyError(400, 'invalid_json', 'the body is not valid JSON');
+    }
     case 'request.aborted':
     case 'request.size.invalid':
     case 'stream.encoding.set':

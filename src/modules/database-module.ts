@@ -161,10 +161,22 @@ export function createDatabaseModule(deps: {
     instanceId: config.instanceId,
     maxLagSeconds: config.replicationMaxLagSeconds,
   });
+  /** Both nodes probed for this call: a probe already running when it was asked is not taken. */
+  const freshReplication = async () => {
+    if (!runners.has('replica')) return undefined;
+    const asked = Date.now();
+    const fresh = async (target: DatabaseTarget) => {
+      const runner = runners.get(target)!;
+      const result = await runner.run();
+      return result.checkedAt.getTime() >= asked ? result : runner.run();
+    };
+    const [p, r] = await Promise.all([fresh('primary'), fresh('replica')]);
+    return { report: monitor.report(p, r), probes: { primary: p, replica: r } };
+  };
   const verifier = new DatabaseVerifier({
     clients,
     runners,
-    replication,
+    replication: freshReplication,
     migrationsDir: deps.migrationsDir,
     instanceId: config.instanceId,
   });

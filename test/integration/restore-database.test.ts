@@ -10,6 +10,7 @@ import { RestoreJournal } from '../../src/services/backup/restore-reporter.ts';
 import { MinioObjectStore } from '../../src/adapters/minio-object-store.ts';
 import type { PgCluster } from '../../support/pg-cluster.ts';
 import type { PgBackRestRepo } from '../../support/pgbackrest-repo.ts';
+import { startDoctoredApi } from '../support/http.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
 import { mediaEnv, OPERATOR_TOKEN, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 import { archiveAll, restoreScript, restoreScriptEnv } from '../support/restore-script.ts';
@@ -129,6 +130,29 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     expect(early.stderr).toContain('no backup ended before');
   });
 
+  it("POST /admin/verify/database probes replication now, not the last health probe's result (a replica gone since says fail)", async () => {
+    // Background probes every 10 minutes: only the one at start-up is cached.
+    const paired = await world.start({ DATABASE_REPLICA_URL: cluster.replica.url(), HEALTH_INTERVAL_MS: '600000' });
+    const replicationCheck = async () => {
+      const res = await request(paired.url).post('/admin/verify/database').set(auth).send({});
+      return {
+        status: res.status,
+        check: (res.body.checks as { name: string; status: string; detail: string }[]).find((c) => c.name === 'replication_status'),
+      };
+    };
+    try {
+      expect(await replicationCheck()).toMatchObject({ status: 200, check: { status: 'pass' } });
+      await cluster.replica.stop('fast');
+      expect(await replicationCheck()).toMatchObject({
+        status: 503,
+        check: { status: 'fail', detail: expect.stringContaining('replica does not answer') },
+      });
+    } finally {
+      await cluster.replica.start();
+      await paired.stop();
+    }
+  }, 60_000);
+
   it('a DELETE without WHERE, undone by a restore to a restore point: every acknowledged upload is back; the API answered throughout', async () => {
     await upload('r/after-backup-1');
     await upload('r/after-backup-2');
@@ -150,10 +174,21 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
         await new Promise((r) => setTimeout(r, 50));
       }
     })();
-    const run = await script(['--from-backup', 'latest', '--target-name', 'before-mistake-1', '--confirm'], env);
+    // The restore goes through an instance that knows the replica: it must be told apart from the primary.
+    const paired = await world.start({ DATABASE_REPLICA_URL: cluster.replica.url() });
+    const run = await script(['--from-backup', 'latest', '--target-name', 'before-mistake-1', '--confirm'], {
+      ...env,
+      SAV3_API_URL: paired.url,
+      SAV3_REPLICA_WAIT_SECONDS: '5',
+    });
+    await paired.stop();
     polling = false;
     await poller;
+    // Success is the restored primary verified; the replica, which replayed the DELETE on the old
+    // timeline, cannot follow and is reported on a line of its own (exit 0 whatever its timing).
     expect({ code: run.code, stderr: run.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(run.stdout).toContain('primary: the restored primary passed the verification');
+    expect(run.stdout).toMatch(/^replica: MUST BE REBUILT: it does not follow the restored primary \(.+\).*rebuild-primary\.sh/m);
     for (const step of ['read-only on', 'stop PostgreSQL', 'pgbackrest restore', 'start PostgreSQL', 'wait for promotion', 'verify'])
       expect(run.stdout).toMatch(new RegExp(`step: ${step} \\d+ ms`));
     // Writes before read-only took effect were accepted (they come after the restore point);
@@ -306,6 +341,42 @@ describe('scripts/dr/restore-database.sh on a real primary with pgBackRest', () 
     expect(pm.text).toContain(`(${printedSteps(run.stdout).get('pgbackrest restore')} ms)`);
     await resolveIncident(id);
     rmSync(journals, { recursive: true, force: true });
+  }, 120_000);
+
+  it("answers that are not the API's (a proxy's HTML page): read-only not confirmed stops the restore before anything is changed", async () => {
+    const html = await startDoctoredApi(api.url, () => ({ status: 200, body: '<html>ok</html>' }));
+    const readOnlyBefore = (await request(api.url).get('/admin/read-only').set(auth)).body.enabled;
+    try {
+      const run = await script(['--from-backup', 'latest', '--confirm'], { ...env, SAV3_API_URL: html.url });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain('read-only on was not confirmed by the API: HTTP 200 <html>ok</html>');
+      expect(run.stdout).not.toContain('step: stop PostgreSQL');
+      expect(run.stdout).not.toContain('read-only mode is still ON');
+      expect(await sql(cluster.primary.url(), 'SELECT pg_is_in_recovery() AS r')).toEqual([{ r: false }]);
+      expect((await request(api.url).get('/admin/read-only').set(auth)).body.enabled).toBe(readOnlyBefore);
+    } finally {
+      await html.close();
+    }
+  }, 60_000);
+
+  it('a verification answered with {} is no verification: the restore fails (exit 1) and says PostgreSQL is up but not verified', async () => {
+    await archiveAll(world);
+    const empty = await startDoctoredApi(api.url, (method, path) =>
+      path === '/admin/verify/database' ? { status: 200, body: '{}', contentType: 'application/json' } : undefined,
+    );
+    try {
+      const run = await script(['--from-backup', 'latest', '--confirm'], { ...env, SAV3_API_URL: empty.url });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain('no verification through the API (not a verification report: HTTP 200 {})');
+      expect(run.stdout).toMatch(/step: verify failed after \d+ ms/);
+      expect(run.stdout).toContain('and promoted (it is UP), but it was not verified through the API; read-only mode is still ON');
+      expect(run.stdout).not.toContain('PostgreSQL on this host is DOWN');
+      expect(run.stdout).not.toMatch(/^total: /m);
+      expect((await request(api.url).get('/admin/read-only').set(auth)).body.enabled).toBe(true);
+    } finally {
+      await empty.close();
+      await request(api.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'test done' });
+    }
   }, 120_000);
 
   let proxy: TcpProxy | undefined;

@@ -2,7 +2,7 @@
 // PostgreSQL still ends during recovery it says so at once, with the state and what to do.
 import { sql } from '../support/dr-scripts.ts';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
@@ -73,6 +73,45 @@ describe('restore-database.sh: unreachable targets (real pgBackRest)', () => {
     await world?.destroy();
     rmSync(journalRoot, { recursive: true, force: true });
   });
+
+  it("a data directory that is not DATABASE_URL's server's (the replica's) is refused, dry run too, and nothing is touched; a symlink to the right one passes", async () => {
+    const replicaData = world.cluster.replica.dataDir;
+    const inRecovery = async () => sql(world.cluster.replica.url(), 'SELECT pg_is_in_recovery() AS r');
+    for (const mode of ['--dry-run', '--confirm']) {
+      const run = await script(['--from-backup', 'latest', '--pg-data', replicaData, mode], env);
+      expect({ mode, code: run.code }).toEqual({ mode, code: 1 });
+      expect(run.stderr).toMatch(/refusing: the server of DATABASE_URL runs on .*, not on .*replica/);
+      expect(run.stdout).not.toContain('step: ');
+    }
+    expect(await inRecovery()).toEqual([{ r: true }]);
+    await unchanged(1);
+    // DATABASE_URL does not answer and a server runs on the directory: it is another server.
+    const deadUrl = 'postgresql://postgres@127.0.0.1:1/postgres';
+    const other = await script(['--from-backup', 'latest', '--pg-data', replicaData, '--dry-run'], { ...env, DATABASE_URL: deadUrl });
+    expect(other.code).toBe(1);
+    expect(other.stderr).toContain('a PostgreSQL server runs on');
+    // The same stopped standby: refused unless --allow-standby says the primary is known to be gone.
+    await world.cluster.replica.stop('fast');
+    try {
+      const standby = await script(['--from-backup', 'latest', '--pg-data', replicaData, '--confirm'], { ...env, DATABASE_URL: deadUrl });
+      expect(standby.code).toBe(1);
+      expect(standby.stderr).toContain('is a standby (standby.signal)');
+      expect(standby.stdout).not.toContain('step: ');
+      const allowed = await script(['--from-backup', 'latest', '--pg-data', replicaData, '--allow-standby', '--dry-run'], {
+        ...env,
+        DATABASE_URL: deadUrl,
+      });
+      expect({ code: allowed.code, stderr: allowed.stderr }).toEqual({ code: 0, stderr: '' });
+      expect(allowed.stdout).toContain('belongs to the backup');
+    } finally {
+      await world.cluster.replica.start();
+    }
+    const link = join(journalRoot, 'primary-data-link');
+    symlinkSync(world.cluster.primary.dataDir, link);
+    const viaLink = await script(['--from-backup', 'latest', '--pg-data', link, '--dry-run'], env);
+    expect({ code: viaLink.code, stderr: viaLink.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(viaLink.stdout).toContain('is the data directory of the server of DATABASE_URL');
+  }, 90_000);
 
   it('an unknown restore point: the dry run exits 1 and a real run exits 1 without touching anything; a known one passes the check', async () => {
     const dry = await script(['--from-backup', 'latest', '--target-name', 'does-not-exist', '--dry-run'], env);

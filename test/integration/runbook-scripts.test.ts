@@ -2,6 +2,8 @@ import { readdirSync } from 'node:fs';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 import { SCRIPTS, script } from '../support/run-script.ts';
+import { startDoctoredApi } from '../support/http.ts';
+import { startTcpProxy } from '../support/tcp-proxy.ts';
 
 describe('runbook scripts', () => {
   let s3: S3ServerHandle;
@@ -125,6 +127,126 @@ describe('operator safety of every runbook script', () => {
     const bad = await script(name, ['--no-such-option'], env);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('unknown argument: --no-such-option');
+  });
+
+  it('a server that accepts TCP and never answers: every API call is bounded (SAV3_HTTP_TIMEOUT), each script exits non-zero within it', async () => {
+    const hung = await startTcpProxy(1);
+    hung.setMode('hang');
+    try {
+      const env = { SAV3_API_URL: `http://127.0.0.1:${hung.port}`, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN, SAV3_HTTP_TIMEOUT: '2' };
+      const runs = await Promise.all(
+        ['backup-database.sh', 'verify-backups.sh', 'validate-daily-backups.sh', 'verify-database-restore.sh', 'dr-state.sh'].map(
+          async (name) => {
+            const started = Date.now();
+            const run = await script(name, [], env);
+            return { name, code: run.code, stderr: run.stderr, ms: Date.now() - started };
+          },
+        ),
+      );
+      for (const run of runs) {
+        expect({ name: run.name, failed: run.code !== 0 && run.code !== null }).toEqual({ name: run.name, failed: true });
+        expect(run.ms).toBeLessThan(8000);
+        expect(run.stderr).toContain('within 2s');
+      }
+      expect((await script('dr-state.sh', [], { ...env, SAV3_HTTP_TIMEOUT: 'soon' })).code).toBe(2);
+    } finally {
+      await hung.close();
+    }
+  }, 30_000);
+
+  describe('verify-backups.sh and verify-database-restore.sh judge the answers, not only their status', () => {
+    const good = {
+      backups: [{ label: '20261126-000000F', type: 'full', stoppedAt: new Date().toISOString(), error: false }],
+      archiving: { available: true, failing: false, rpoExposureSeconds: 0, lastArchivedWal: '000000010000000000000009' },
+      backupAge: {
+        maxAgeSeconds: 93600,
+        newestFullOrDiff: { label: '20261126-000000F', stoppedAt: new Date().toISOString() },
+        ageSeconds: 60,
+        tooOld: false,
+      },
+    };
+    const passed = { status: 'pass', checks: [{ name: 'connect', status: 'pass', detail: 'primary answered' }] };
+    /** A fake API answering GET /admin/backups and POST /admin/verify/database with these bodies. */
+    const run = async (name: string, answers: { backups?: unknown; verify?: unknown; verifyStatus?: number; raw?: string }) => {
+      const fake = await startDoctoredApi('http://127.0.0.1:1', (method, path) => {
+        if (answers.raw !== undefined) return { status: 200, body: answers.raw };
+        if (path === '/admin/backups')
+          return { status: 200, body: JSON.stringify('backups' in answers ? answers.backups : good), contentType: 'application/json' };
+        if (path === '/admin/verify/database')
+          return {
+            status: answers.verifyStatus ?? 200,
+            body: JSON.stringify('verify' in answers ? answers.verify : passed),
+            contentType: 'application/json',
+          };
+        return { status: 404, body: '{}' };
+      });
+      try {
+        return await script(name, [], { SAV3_API_URL: fake.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN });
+      } finally {
+        await fake.close();
+      }
+    };
+
+    it('verify-backups.sh exits 1 when the RPO exposure is unknown or beyond 5 minutes, archiving is unavailable, the newest full/diff backup is too old, or the answer is not the inventory', async () => {
+      expect((await run('verify-backups.sh', {})).code).toBe(0);
+      const cases: [unknown, string][] = [
+        [{ ...good, archiving: { available: false, error: 'the active database did not answer' } }, 'WAL archiving status is unavailable'],
+        [{ ...good, archiving: { ...good.archiving, rpoExposureSeconds: null } }, 'RPO exposure is unknown'],
+        [{ ...good, archiving: { ...good.archiving, rpoExposureSeconds: 301 } }, 'RPO exposure 301 s is above 300 s'],
+        [{ ...good, backupAge: { ...good.backupAge, ageSeconds: 30 * 86400, tooOld: true } }, 'beyond BACKUP_MAX_AGE (93600 s)'],
+        [{ ...good, backupAge: undefined }, 'does not say how old'],
+        [null, 'not the backup inventory'],
+        [{}, 'not the backup inventory'],
+      ];
+      for (const [backups, message] of cases) {
+        const result = await run('verify-backups.sh', { backups });
+        expect({ message, code: result.code, said: result.stderr.includes(message) }).toEqual({ message, code: 1, said: true });
+      }
+      const html = await run('verify-backups.sh', { raw: '<html>ok</html>' });
+      expect(html.code).toBe(1);
+    }, 60_000);
+
+    it('verify-database-restore.sh exits 1 on a failed check, archiving failing or unavailable, {} or HTML; 0 when both pass', async () => {
+      const ok = await run('verify-database-restore.sh', {});
+      expect({ code: ok.code, stderr: ok.stderr }).toEqual({ code: 0, stderr: expect.stringContaining('verification: pass') });
+      const failedCheck = await run('verify-database-restore.sh', {
+        verifyStatus: 503,
+        verify: {
+          status: 'fail',
+          checks: [{ name: 'replication_status', status: 'fail', detail: 'replica is on timeline 1, primary on 2' }],
+        },
+      });
+      expect(failedCheck.code).toBe(1);
+      expect(failedCheck.stderr).toContain('FAIL: replication_status: replica is on timeline 1, primary on 2');
+      expect(failedCheck.stderr).toContain('rebuild-primary.sh');
+      const archiving = await run('verify-database-restore.sh', {
+        backups: {
+          ...good,
+          archiving: {
+            ...good.archiving,
+            failing: true,
+            failure: { code: 'archive_missing_in_repository', message: 'PostgreSQL reports …0D archived; the repository ends at …0A' },
+          },
+        },
+      });
+      expect(archiving.code).toBe(1);
+      expect(archiving.stderr).toContain(
+        'WAL archiving is failing: PostgreSQL reports …0D archived; the repository ends at …0A (archive_missing_in_repository)',
+      );
+      expect((await run('verify-database-restore.sh', { backups: { ...good, archiving: { available: false } } })).code).toBe(1);
+      const empty = await run('verify-database-restore.sh', { verify: {} });
+      expect(empty.code).toBe(1);
+      expect(empty.stderr).toContain('not a verification report');
+      expect((await run('verify-database-restore.sh', { raw: '<html>ok</html>' })).code).toBe(1);
+    }, 60_000);
+  });
+
+  it('an empty argument does not hide the ones after it: verify-backups.sh and verify-database-restore.sh refuse "" --bogus (exit 2)', async () => {
+    for (const name of ['verify-backups.sh', 'verify-database-restore.sh']) {
+      const bad = await script(name, ['', '--bogus'], env);
+      expect({ name, code: bad.code }).toEqual({ name, code: 2 });
+      expect(bad.stderr).toContain('unknown argument');
+    }
   });
 
   it('an option missing its value, or a malformed number, exits 2', async () => {

@@ -1,4 +1,4 @@
-import { BackupInventory } from '../../src/services/backup/backup-inventory.ts';
+import { backupAge, BackupInventory } from '../../src/services/backup/backup-inventory.ts';
 import { BackupToolError, type BackupTool, type StanzaInfo } from '../../src/services/backup/pgbackrest.ts';
 import type { ArchiverStatus } from '../../src/services/backup/wal-archive.ts';
 import { createMetrics } from '../../src/metrics/metrics.ts';
@@ -152,6 +152,23 @@ describe('BackupInventory', () => {
     standby = true;
     expect((await inv.archiver()).rpoExposureSeconds).toBeNull();
     expect((await metrics.rpoExposure.get()).values[0]?.value).toBe(exposed.rpoExposureSeconds);
+  });
+
+  it("backupAge follows BackupTooOld's rule: the newest good full or differential backup against BACKUP_MAX_AGE (incremental and failed ones do not count)", () => {
+    const now = Date.parse('2026-11-26T12:00:00Z');
+    const backups = info([
+      ['2026-11-24T12:00:00Z', 'full', false],
+      ['2026-11-25T08:00:00Z', 'diff', true],
+      ['2026-11-26T11:00:00Z', 'incr', false],
+    ]).backups;
+    expect(backupAge(backups, 26 * 3600, now)).toEqual({
+      maxAgeSeconds: 93600,
+      newestFullOrDiff: { label: '20261120-000000F', stoppedAt: '2026-11-24T12:00:00Z' },
+      ageSeconds: 172800,
+      tooOld: true,
+    });
+    expect(backupAge(backups, 3 * 86400, now).tooOld).toBe(false);
+    expect(backupAge([], 93600, now)).toEqual({ maxAgeSeconds: 93600, newestFullOrDiff: null, ageSeconds: null, tooOld: true });
   });
 
   it('PostgreSQL reporting segments archived that the repository lacks: failing, counted, and the RPO counts from them', async () => {

@@ -189,6 +189,7 @@ export class BackupInventory {
       backups: info.backups,
       archive: { min: info.archive.min, max: info.archive.max },
       archiving,
+      backupAge: backupAge(info.backups, this.deps.maxAgeSeconds),
       checkedAt: new Date(this.cached?.at ?? Date.now()).toISOString(),
     };
   }
@@ -244,6 +245,28 @@ export class BackupInventory {
     clearTimeout(this.timer);
     this.timer = undefined;
   }
+}
+
+/**
+ * The newest successful full or differential backup against BACKUP_MAX_AGE: the BackupTooOld
+ * alert's rule (time() - newest full|diff stop > sav3_backup_max_age_seconds), for the scripts.
+ */
+export function backupAge(
+  backups: readonly { type: string; stoppedAt: string; error: boolean; label: string }[],
+  maxAgeSeconds: number,
+  now = Date.now(),
+) {
+  const newest = backups
+    .filter((b) => !b.error && (b.type === 'full' || b.type === 'diff'))
+    .sort((a, b) => Date.parse(a.stoppedAt) - Date.parse(b.stoppedAt))
+    .at(-1);
+  const ageSeconds = newest ? Math.max(0, Math.round((now - Date.parse(newest.stoppedAt)) / 1000)) : null;
+  return {
+    maxAgeSeconds,
+    newestFullOrDiff: newest ? { label: newest.label, stoppedAt: newest.stoppedAt } : null,
+    ageSeconds,
+    tooOld: ageSeconds === null || ageSeconds > maxAgeSeconds,
+  };
 }
 
 /**

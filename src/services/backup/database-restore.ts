@@ -1,11 +1,50 @@
+import { z } from 'zod';
 import type { BackupInfo, BackupTool, StanzaInfo } from './pgbackrest.ts';
 import { lsnValue, type WalScan } from './wal-scan.ts';
 import { errorMessage } from '../../lib/error-message.ts';
 
 /** The admin API as the restore script uses it (read-only mode, verification). */
 export interface RestoreApi {
+  /** Resolves only when the API answered that read-only mode is now as asked. */
   setReadOnly(enabled: boolean, reason: string): Promise<void>;
-  verifyDatabase(): Promise<{ ok: boolean; report: unknown }>;
+  /** Throws when no verification report (the verify route's JSON) could be had. */
+  verifyDatabase(): Promise<{ ok: boolean; report: VerifyReport }>;
+}
+
+/** POST /admin/verify/database's answer, as far as the restore relies on it. */
+export const verifyReport = z.looseObject({
+  status: z.enum(['pass', 'degraded', 'fail']),
+  checks: z.array(z.looseObject({ name: z.string(), status: z.enum(['pass', 'fail', 'skip']), detail: z.string().optional() })).min(1),
+});
+export type VerifyReport = z.infer<typeof verifyReport>;
+
+/** The checks that prove the restored primary itself; the replica's state is judged apart. */
+export const PRIMARY_CHECKS = ['connect', 'canary_write_read_delete', 'migrations_up_to_date'] as const;
+
+/** Every primary check passed (a skipped canary means the node is still a standby). */
+export function primaryVerified(report: VerifyReport): { ok: boolean; failed: string[] } {
+  const failed = PRIMARY_CHECKS.filter((name) => report.checks.find((c) => c.name === name)?.status !== 'pass').map((name) => {
+    const check = report.checks.find((c) => c.name === name);
+    return `${name}: ${check ? `${check.status}${check.detail ? ` (${check.detail})` : ''}` : 'missing'}`;
+  });
+  return { ok: failed.length === 0, failed };
+}
+
+/** What the verification says about the replica: none configured, following the writer, or not. */
+export function replicaOf(report: VerifyReport): { configured: false } | { configured: true; follows: boolean; why: string } {
+  const r = replicaFacts.safeParse(report.replication);
+  if (!r.success) return { configured: false };
+  return { configured: true, follows: r.data.standbyFollows, why: r.data.why ?? r.data.state };
+}
+const replicaFacts = z.looseObject({ state: z.string(), standbyFollows: z.boolean(), why: z.string().nullable() });
+
+/** PUT /admin/read-only's answer: the mode now in force. */
+export const readOnlyAnswer = z.looseObject({ readOnly: z.looseObject({ enabled: z.boolean() }) });
+
+/** A short, printable picture of an answer that was not what was expected. */
+export function describeAnswer(status: number, text: string): string {
+  const flat = text.replace(/\s+/g, ' ').trim();
+  return `HTTP ${status} ${flat.length > 200 ? `${flat.slice(0, 200)}…` : flat || '(empty body)'}`;
 }
 
 /** The PostgreSQL server being restored, on this host. */
@@ -142,7 +181,7 @@ export async function runRestore(
     promoteTimeoutMs: number;
   },
   plan: RestorePlan,
-): Promise<{ steps: StepTiming[]; verification: unknown; ok: boolean }> {
+): Promise<{ steps: StepTiming[]; verification: VerifyReport; ok: boolean }> {
   const steps: StepTiming[] = [];
   const step = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
     const started = performance.now();

@@ -47,6 +47,8 @@ export interface StanzaInfo {
   status: { code: number; message: string };
   backups: BackupInfo[];
   archive: { min: string | null; max: string | null };
+  /** The stanza's current database system identifier (`db` in pgBackRest's info), when listed. */
+  systemId?: string | null;
   /** When pgBackRest info was started (ISO): its listing holds every segment archived before. */
   readAt?: string;
 }
@@ -201,7 +203,8 @@ export class PgBackRestCli implements BackupTool {
   async info(timeoutMs: number): Promise<StanzaInfo> {
     const readAt = new Date().toISOString();
     const out = await this.run(['info', '--output=json'], timeoutMs);
-    const parsed = JSON.parse(out) as RawStanza[];
+    // System identifiers exceed 2^53: kept as strings, not rounded by JSON.parse.
+    const parsed = JSON.parse(out.replace(/"system-id"\s*:\s*(\d+)/g, '"system-id":"$1"')) as RawStanza[];
     const stanza = parsed.find((s) => s.name === this.options.stanza);
     if (!stanza) throw new BackupToolError('repository_unreachable', `stanza ${this.options.stanza} is not in the repository`);
     // 0 ok, 2 no valid backup yet (still a usable repository); anything else means it is not usable.
@@ -257,6 +260,7 @@ interface RawStanza {
   name: string;
   status: { code: number; message: string };
   archive?: { min: string | null; max: string | null }[];
+  db?: { id: number; 'system-id': number | string }[];
   backup?: {
     label: string;
     type: 'full' | 'diff' | 'incr';
@@ -270,6 +274,7 @@ interface RawStanza {
 }
 
 function fromRaw(raw: RawStanza): StanzaInfo {
+  const current = [...(raw.db ?? [])].sort((a, b) => a.id - b.id).at(-1);
   const archives = raw.archive ?? [];
   const mins = archives
     .map((a) => a.min)
@@ -283,6 +288,7 @@ function fromRaw(raw: RawStanza): StanzaInfo {
     stanza: raw.name,
     status: raw.status,
     archive: { min: mins[0] ?? null, max: maxes.at(-1) ?? null },
+    systemId: current === undefined ? null : String(current['system-id']),
     backups: (raw.backup ?? []).map((b) => ({
       label: b.label,
       type: b.type,

@@ -2,6 +2,8 @@ import type { MediaBackendName } from '../../src/domain.ts';
 import { Readable } from 'node:stream';
 import type { AuditEvent, AuditSink, AuditSpool } from '../../src/services/audit/audit-event.ts';
 import type { BackupInfo, BackupTool, StanzaInfo } from '../../src/services/backup/pgbackrest.ts';
+import type { ValidatorDeps } from '../../src/services/backup/backup-validator.ts';
+import { captureLogger } from './log-capture.ts';
 import type { LockStore } from '../../src/services/dr-state/cluster-lock.ts';
 import type { CasResult, DrStateStore } from '../../src/services/dr-state/dr-state-store.ts';
 import type { DrState, InstanceHeartbeat } from '../../src/services/dr-state/dr-state.ts';
@@ -516,3 +518,29 @@ export const oneFullBackup: StanzaInfo = {
   archive: { min: '000000010000000000000001', max: '000000010000000000000009' },
   backups: [listedBackup({ label: '20261126-080000F', startedAt: '2026-11-26T08:00:00.000Z', stoppedAt: '2026-11-26T08:00:05.000Z' })],
 };
+
+/**
+ * A BackupValidator's dependencies for unit tests: scratch clusters under `root`, no live data
+ * directories, no media check, a silent log and short bounds; `over` gives the rest (tool, info,
+ * store) and replaces any of these.
+ */
+export function validatorDeps(
+  root: string,
+  over: Partial<ValidatorDeps> & Pick<ValidatorDeps, 'tool' | 'info' | 'validationStore'>,
+): ValidatorDeps {
+  return {
+    media: undefined,
+    pgBin: '/usr/lib/postgresql/15/bin',
+    osUser: 'postgres',
+    scratchRoot: root,
+    liveDataDirs: async () => [],
+    databaseName: 'app',
+    databaseUser: 'postgres',
+    migrationsDir: '/nonexistent',
+    instanceId: 'unit',
+    logger: captureLogger('silent').logger,
+    restoreTimeoutMs: 1000,
+    recoveryTimeoutMs: 1000,
+    ...over,
+  };
+}

@@ -9,7 +9,7 @@ import type { BackupTool, RestoreOptions, StanzaInfo } from '../../src/services/
 import type { ArchiverStatus } from '../../src/services/backup/wal-archive.ts';
 import type { WalScan } from '../../src/services/backup/wal-scan.ts';
 import type { JobQueue } from '../../src/services/jobs/job-queue.ts';
-import { listedBackup } from '../support/fakes.ts';
+import { listedBackup, validatorDeps } from '../support/fakes.ts';
 import { captureLogger } from '../support/log-capture.ts';
 
 // pgBackRest lists 17:44:13 for a backup that really ended at 17:44:13.5.
@@ -90,34 +90,24 @@ describe('the validation job checks a time target against the archived WAL befor
   afterEach(() => rmSync(root, { recursive: true, force: true }));
 
   const validator = (scan: WalScan | Error, restores: RestoreOptions[], saved: ValidationReport[]) =>
-    new BackupValidator({
-      tool: {
-        ...tool,
-        restore: async (o) => {
-          restores.push(o);
-          throw new Error('stop here: restore reached');
+    new BackupValidator(
+      validatorDeps(root, {
+        tool: {
+          ...tool,
+          restore: async (o) => {
+            restores.push(o);
+            throw new Error('stop here: restore reached');
+          },
         },
-      },
-      walSource: { listSegments: async () => [], fetchSegment: async () => undefined },
-      scan: async () => {
-        if (scan instanceof Error) throw scan;
-        return scan;
-      },
-      info: async () => stanza,
-      media: undefined,
-      validationStore: { save: async (r) => void saved.push(r) },
-      pgBin: '/usr/lib/postgresql/15/bin',
-      osUser: 'postgres',
-      scratchRoot: root,
-      liveDataDirs: async () => [],
-      databaseName: 'app',
-      databaseUser: 'postgres',
-      migrationsDir: '/nonexistent',
-      instanceId: 'unit',
-      logger: captureLogger('silent').logger,
-      restoreTimeoutMs: 1000,
-      recoveryTimeoutMs: 1000,
-    });
+        walSource: { listSegments: async () => [], fetchSegment: async () => undefined },
+        scan: async () => {
+          if (scan instanceof Error) throw scan;
+          return scan;
+        },
+        info: async () => stanza,
+        validationStore: { save: async (r) => void saved.push(r) },
+      }),
+    );
 
   it('a target after the newest archived commit is refused, nothing restored, the report stored as refused (not failed)', async () => {
     const restores: RestoreOptions[] = [];

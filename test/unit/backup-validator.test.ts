@@ -3,8 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BackupValidator, type ValidationReport } from '../../src/services/backup/backup-validator.ts';
 import type { BackupTool, RestoreOptions } from '../../src/services/backup/pgbackrest.ts';
-import { captureLogger } from '../support/log-capture.ts';
-import { oneFullBackup } from '../support/fakes.ts';
+import { oneFullBackup, validatorDeps } from '../support/fakes.ts';
 
 // With the WAL range pgBackRest lists for every backup (the target check reads from its start).
 const info = {
@@ -13,26 +12,17 @@ const info = {
 };
 
 function validator(tool: BackupTool, root: string, saved: ValidationReport[], liveDataDirs: string[] = []) {
-  return new BackupValidator({
-    tool,
-    // The archived WAL holds commits up to now: any past target is reachable.
-    walSource: { listSegments: async () => [], fetchSegment: async () => undefined },
-    scan: async () => ({ segments: 1, restorePoints: [], lastCommitAt: new Date().toISOString() }),
-    info: async () => info,
-    media: undefined,
-    validationStore: { save: async (r) => void saved.push(r) },
-    pgBin: '/usr/lib/postgresql/15/bin',
-    osUser: 'postgres',
-    scratchRoot: root,
-    liveDataDirs: async () => liveDataDirs,
-    databaseName: 'app',
-    databaseUser: 'postgres',
-    migrationsDir: '/nonexistent',
-    instanceId: 'unit',
-    logger: captureLogger('silent').logger,
-    restoreTimeoutMs: 1000,
-    recoveryTimeoutMs: 1000,
-  });
+  return new BackupValidator(
+    validatorDeps(root, {
+      tool,
+      // The archived WAL holds commits up to now: any past target is reachable.
+      walSource: { listSegments: async () => [], fetchSegment: async () => undefined },
+      scan: async () => ({ segments: 1, restorePoints: [], lastCommitAt: new Date().toISOString() }),
+      info: async () => info,
+      validationStore: { save: async (r) => void saved.push(r) },
+      liveDataDirs: async () => liveDataDirs,
+    }),
+  );
 }
 
 describe('BackupValidator with a fake pgBackRest', () => {

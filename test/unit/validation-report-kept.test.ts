@@ -5,7 +5,7 @@ import { BackupValidator, type ValidationReport } from '../../src/services/backu
 import type { BackupTool } from '../../src/services/backup/pgbackrest.ts';
 import { publicJobError } from '../../src/services/jobs/job-runner.ts';
 import { captureLogger } from '../support/log-capture.ts';
-import { oneFullBackup } from '../support/fakes.ts';
+import { oneFullBackup, validatorDeps } from '../support/fakes.ts';
 
 const info = oneFullBackup;
 
@@ -33,27 +33,18 @@ describe('a validation whose report cannot be stored', () => {
       },
     };
     const log = captureLogger('error');
-    const validator = new BackupValidator({
-      tool,
-      info: async () => info,
-      media: undefined,
-      validationStore: {
-        save: async () => {
-          throw new PrismaClientKnownRequestError();
+    const validator = new BackupValidator(
+      validatorDeps(root, {
+        tool,
+        info: async () => info,
+        validationStore: {
+          save: async () => {
+            throw new PrismaClientKnownRequestError();
+          },
         },
-      },
-      pgBin: '/usr/lib/postgresql/15/bin',
-      osUser: 'postgres',
-      scratchRoot: root,
-      liveDataDirs: async () => [],
-      databaseName: 'app',
-      databaseUser: 'postgres',
-      migrationsDir: '/nonexistent',
-      instanceId: 'unit',
-      logger: log.logger,
-      restoreTimeoutMs: 1000,
-      recoveryTimeoutMs: 1000,
-    });
+        logger: log.logger,
+      }),
+    );
     const err = (await validator
       .validate({ backup: 'latest' }, '0f0f0f0f-0000-4000-8000-000000000000')
       .catch((e: unknown) => e)) as Error & {

@@ -27,7 +27,7 @@ import { proveDataDirectory } from './services/backup/data-dir-identity.ts';
 import { findObjectsWithoutMetadata } from './services/backup/media-orphans.ts';
 import { isRoot, runAs } from './services/backup/os-command.ts';
 import { PgBackRestCli } from './services/backup/pgbackrest.ts';
-import { scanArchive } from './services/backup/wal-scan.ts';
+import { archiveContinuity, describeGap, scanArchive } from './services/backup/wal-scan.ts';
 import { RESTORE_STEPS } from './services/backup/restore-report.ts';
 import { httpTransport, RestoreJournal, RestoreReporter } from './services/backup/restore-reporter.ts';
 import { MinioObjectStore } from './adapters/minio-object-store.ts';
@@ -327,7 +327,24 @@ export async function main(argv: string[]): Promise<number> {
     const plan = planRestore(info, { backup: args.backup!, targetTime: args.targetTime, targetName: args.targetName });
     say(`plan: ${JSON.stringify(plan)}`);
     const pgBin = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
-    if (plan.target.type !== 'end_of_archive') {
+    if (plan.target.type === 'end_of_archive') {
+      // Recovery to the end of the archive stops at the first hole in it: whatever was archived
+      // after the hole would be lost without a word. Only the listing is read.
+      if (args.skipTargetCheck) say('archive: NOT checked for holes (--skip-target-check)');
+      else if (!plan.wal.from) throw new RestorePlanError(`backup ${plan.backup.label} names no WAL: the archive cannot be checked`);
+      else {
+        const { segments, gap } = await archiveContinuity(tool, plan.wal.from, 60_000).catch((err: unknown) => {
+          throw new RestorePlanError(
+            `the archived WAL could not be listed (${(err as Error).message}); nothing was changed. Check it yourself, then rerun with --skip-target-check`,
+          );
+        });
+        if (gap)
+          throw new RestorePlanError(
+            `${describeGap(gap)}. A restore to the end of the archive would end at the hole: restore to a target before it (--target-time or --target-name), or accept the loss with --skip-target-check; nothing was changed`,
+          );
+        say(`archive: continuous from ${plan.wal.from} (${segments.length} segment(s))`);
+      }
+    } else {
       // A target recovery cannot reach stops PostgreSQL after the data was replaced: check first.
       if (args.skipTargetCheck) say('target: NOT checked against the archived WAL (--skip-target-check)');
       else {
@@ -338,6 +355,7 @@ export async function main(argv: string[]): Promise<number> {
           );
         });
         say(`target: ${checkTarget(plan, scan)} (${scan.segments} WAL segment(s) read)`);
+        if (scan.gap) say(`archive: ${describeGap(scan.gap)}; the target is before the hole`);
       }
     }
     const pgData = args.pgData ?? process.env.PGDATA;

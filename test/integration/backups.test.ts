@@ -218,7 +218,16 @@ describe('backups with pgBackRest against a real primary with a real archive_com
       const report = job.result;
       expect(report.status).toBe('passed');
       const names = report.checks.map((c: { name: string }) => c.name);
-      expect(names).toEqual(['restore', 'recovery', 'newest_commit', 'amcheck', 'migrations', 'tables', 'media_backup_sample']);
+      expect(names).toEqual([
+        'wal_continuity',
+        'restore',
+        'recovery',
+        'newest_commit',
+        'amcheck',
+        'migrations',
+        'tables',
+        'media_backup_sample',
+      ]);
       const byName = Object.fromEntries(report.checks.map((c: { name: string }) => [c.name, c]));
       expect(byName.tables.data.rows['public.media_objects']).toBe(3);
       expect(byName.media_backup_sample.data.sampled).toBe(3);

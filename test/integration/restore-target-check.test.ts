@@ -2,7 +2,7 @@
 // PostgreSQL still ends during recovery it says so at once, with the state and what to do.
 import { sql } from '../support/dr-scripts.ts';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
@@ -161,4 +161,36 @@ describe('restore-database.sh: unreachable targets (real pgBackRest)', () => {
     expect(await sql(world.cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects')).toEqual([{ n: 1 }]);
     await request(api.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'test done' });
   }, 150_000);
+  // Last: it breaks the archive. Found by an outside attack: an archive_command that reported
+  // success without storing (or archive_mode off for a while) leaves a hole; recovery stops there
+  // without an error, and a restore "to the end of the archive" lost every row archived after it.
+  it('a hole in the archived WAL: a restore to the end of the archive and a target after the hole are refused, naming the hole', async () => {
+    const rows = (await sql<{ n: number }>(world.cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects'))[0]!.n;
+    for (const key of ['hole/a', 'hole/b', 'hole/c']) {
+      expect((await request(api.url).put(`/media/${key}`).send(key)).status).toBe(201);
+      await archiveAll(world);
+    }
+    const afterHole = new Date().toISOString();
+    // The segment holding hole/b goes missing from the repository.
+    const archived = readdirSync(join(world.repo.dir, 'repo'), { recursive: true })
+      .map(String)
+      .filter((f) => /(^|\/)[0-9A-F]{24}-[0-9a-f]{40}/.test(f))
+      .sort((x, y) => x.split('/').at(-1)!.localeCompare(y.split('/').at(-1)!));
+    const lost = archived.at(-2)!;
+    rmSync(join(world.repo.dir, 'repo', lost));
+    const segment = lost.split('/').at(-1)!.slice(0, 24);
+
+    const whole = await script(['--from-backup', 'latest', '--dry-run'], env);
+    expect(whole.code).toBe(1);
+    expect(whole.stderr).toMatch(/the archived WAL has a hole after [0-9A-F]{24} \(next archived: [0-9A-F]{24}\)/);
+    expect(whole.stderr).toContain('recovery stops there');
+    expect(whole.stderr).not.toContain(`after ${segment}`);
+    const real = await script(['--from-backup', 'latest', '--confirm'], env);
+    expect(real.code).toBe(1);
+    expect(real.stdout).not.toContain('step: ');
+    const late = await script(['--from-backup', 'latest', '--target-time', afterHole, '--dry-run'], env);
+    expect(late.code).toBe(1);
+    expect(late.stderr).toContain('has a hole after');
+    await unchanged(rows + 3);
+  }, 120_000);
 });

@@ -6,6 +6,8 @@ import { chownSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { withProbeConnection } from '../../src/adapters/pg-connection.ts';
+import type { DatabaseClients } from '../../src/adapters/database-clients.ts';
+import { DatabaseWriteFence } from '../../src/services/database/write-fence.ts';
 import { classifyError } from '../../src/health/probe-error.ts';
 import { POSTGRES_GID, POSTGRES_UID, readYaml, ROOT } from './compose-map.ts';
 import { PG_BIN, run } from './processes.ts';
@@ -158,6 +160,14 @@ describe('the shipped docker-compose topology, started natively', () => {
       async (c) => (await c.query<{ statement_timeout: string }>('SHOW statement_timeout')).rows[0]!.statement_timeout,
     );
     expect(inside).toBe('1234ms');
+    // The database write fence bounds its statements the same way (a session SET leaked 5 s to
+    // other clients' transactions once: this topology test caught it).
+    const fence = new DatabaseWriteFence(
+      { has: (t: string) => t === 'primary', url: () => url } as unknown as DatabaseClients,
+      4321,
+      'topology-leak-check',
+    );
+    for (let i = 0; i < 5; i += 1) expect((await fence.raise(i + 1, 'topology test')).nodes.primary).toEqual({ outcome: 'raised' });
     const after = new pg.Client({ connectionString: url });
     await after.connect();
     const outside: string[] = [];

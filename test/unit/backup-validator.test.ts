@@ -16,8 +16,8 @@ function validator(tool: BackupTool, root: string, saved: ValidationReport[], li
     validatorDeps(root, {
       tool,
       // The archived WAL holds commits up to now: any past target is reachable.
-      walSource: { listSegments: async () => [], fetchSegment: async () => undefined },
-      scan: async () => ({ segments: 1, restorePoints: [], lastCommitAt: new Date().toISOString() }),
+      walSource: { listSegments: async () => ['000000010000000000000002'], fetchSegment: async () => undefined },
+      scan: async () => ({ segments: 1, restorePoints: [], lastCommitAt: new Date().toISOString(), gap: null }),
       info: async () => info,
       validationStore: { save: async (r) => void saved.push(r) },
       liveDataDirs: async () => liveDataDirs,
@@ -86,7 +86,7 @@ describe('BackupValidator with a fake pgBackRest', () => {
     const report = await validator(tool, root, saved, [root]).validate({ backup: 'latest' }, '2f0f0f0f-0000-4000-8000-000000000000');
     expect(restored).toBe(false);
     expect(report.status).toBe('failed');
-    expect(report.checks[0]!.detail).toContain('live data directory');
+    expect(report.checks.find((c) => !c.ok)!.detail).toContain('live data directory');
     expect(existsSync(root)).toBe(true);
   });
 });

@@ -7,7 +7,7 @@ import { runAs } from './os-command.ts';
 import type { BackupTool, StanzaInfo } from './pgbackrest.ts';
 import { freePort } from '../../adapters/net.ts';
 import { ScratchCluster, scratchName } from './scratch-cluster.ts';
-import { scanArchive, type WalArchiveSource, type WalScan } from './wal-scan.ts';
+import { archiveContinuity, describeGap, scanArchive, type WalArchiveSource, type WalScan } from './wal-scan.ts';
 import { errorMessage } from '../../lib/error-message.ts';
 
 export interface ValidationCheck {
@@ -113,6 +113,10 @@ export class BackupValidator {
         checks.push(target);
         // Nothing restored: the outcome is `refused`, stored like any report.
         if (!target.ok) return await this.finish(report, started, jobId);
+      } else {
+        // To the end of the archive: a hole in it ends recovery early without an error, so the
+        // restore below would "pass" on less data than was archived.
+        checks.push(await timed('wal_continuity', () => this.checkContinuity(backup)));
       }
       cluster = ScratchCluster.prepare(this.deps.scratchRoot, scratchName(jobId.slice(0, 8)), await freePort(), {
         ...this.deps,
@@ -232,6 +236,30 @@ export class BackupValidator {
       detail: `the archived WAL holds commits up to ${scan.lastCommitAt} (${scan.segments} segment(s) read)`,
       data,
     };
+  }
+
+  /** The archive's listing from the backup's first segment: continuous, or where the hole is. */
+  private async checkContinuity(backup: StanzaInfo['backups'][number]): Promise<Omit<ValidationCheck, 'ms'>> {
+    const source = this.deps.walSource;
+    if (!source || !backup.wal.start)
+      return { name: 'wal_continuity', ok: true, skipped: true, detail: 'skipped: no WAL source or start segment to list' };
+    try {
+      const { segments, gap } = await archiveContinuity(source, backup.wal.start, this.deps.walScanTimeoutMs ?? 300_000);
+      if (gap) return { name: 'wal_continuity', ok: false, detail: describeGap(gap), data: gap };
+      if (segments.length === 0)
+        return {
+          name: 'wal_continuity',
+          ok: false,
+          detail: `the archive holds no WAL from ${backup.wal.start} on: the backup cannot be recovered`,
+        };
+      return {
+        name: 'wal_continuity',
+        ok: true,
+        detail: `the archived WAL is continuous from ${backup.wal.start} (${segments.length} segment(s))`,
+      };
+    } catch (err) {
+      return { name: 'wal_continuity', ok: false, detail: `the archived WAL could not be listed: ${errorMessage(err)}` };
+    }
   }
 
   /** Starts the restored cluster and waits until recovery reached its target and it promoted. */

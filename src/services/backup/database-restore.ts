@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { BackupInfo, BackupTool, StanzaInfo } from './pgbackrest.ts';
-import { lsnValue, type WalScan } from './wal-scan.ts';
+import { describeGap, lsnValue, type WalScan } from './wal-scan.ts';
 import { errorMessage } from '../../lib/error-message.ts';
 
 /** The admin API as the restore script uses it (read-only mode, verification). */
@@ -135,6 +135,16 @@ export function planRestore(info: StanzaInfo, request: RestoreRequest): RestoreP
  * after the target time. Throws a RestorePlanError naming what the archive holds otherwise.
  */
 export function checkTarget(plan: RestorePlan, scan: WalScan): string {
+  try {
+    return checkTargetIn(plan, scan);
+  } catch (err) {
+    // A target behind a hole in the archive: say so, it is why recovery cannot reach it.
+    if (err instanceof RestorePlanError && scan.gap) throw new RestorePlanError(`${err.message}; ${describeGap(scan.gap)}`);
+    throw err;
+  }
+}
+
+function checkTargetIn(plan: RestorePlan, scan: WalScan): string {
   const backupLsnStop = plan.lsnStop ?? null;
   if (plan.target.type === 'end_of_archive') return 'the end of the archive';
   if (plan.target.type === 'name') {

@@ -16,8 +16,19 @@ export interface WalArchiveSource {
   fetchSegment(segment: string, dest: string, timeoutMs: number): Promise<void>;
 }
 
+/** A hole in the archived WAL: recovery stops after `lastReachable`; what is archived after it is lost to it. */
+export interface ArchiveGap {
+  lastReachable: string;
+  /** The next archived segment after the hole. */
+  nextArchived: string;
+  /** Archived segments after the hole, which recovery from this backup can never replay. */
+  segmentsBeyond: number;
+}
+
 export interface WalScan {
   segments: number;
+  /** Null when the archive is continuous from the backup's first segment to its newest one. */
+  gap: ArchiveGap | null;
   restorePoints: { name: string; lsn: string; at: string | null }[];
   /** The newest commit (or abort) time in the scanned WAL: a time target must not be later. */
   lastCommitAt: string | null;
@@ -37,7 +48,7 @@ export function lsnValue(lsn: string): bigint {
  * branches of older restores are not told apart here; they only matter when two timelines newer
  * than the backup hold the same position, which the scan then reads from the newest.
  */
-export function replaySegments(all: string[], startSegment: string): string[] {
+export function replaySegments(all: string[], startSegment: string): { segments: string[]; gap: ArchiveGap | null } {
   const startTl = startSegment.slice(0, 8);
   const startPos = startSegment.slice(8);
   const byPos = new Map<string, string>();
@@ -49,7 +60,37 @@ export function replaySegments(all: string[], startSegment: string): string[] {
     const had = byPos.get(pos);
     if (!had || had.slice(0, 8) < tl) byPos.set(pos, s);
   }
-  return [...byPos.keys()].sort().map((pos) => byPos.get(pos)!);
+  const ordered = [...byPos.keys()].sort().map((pos) => byPos.get(pos)!);
+  // Recovery replays position after position and stops at the first one the archive lacks
+  // (the backup's own first segment included): nothing archived after a hole is reachable.
+  let reachable = 0;
+  let expected = startPos;
+  while (reachable < ordered.length && ordered[reachable]!.slice(8) === expected) {
+    expected = next(ordered[reachable]!);
+    reachable += 1;
+  }
+  const beyond = ordered.length - reachable;
+  return {
+    segments: ordered.slice(0, reachable),
+    gap:
+      beyond > 0
+        ? {
+            lastReachable: ordered[reachable - 1] ?? `(none: ${startSegment} is missing)`,
+            nextArchived: ordered[reachable]!,
+            segmentsBeyond: beyond,
+          }
+        : null,
+  };
+}
+
+/** What recovery from `startSegment` can replay, from the archive's listing alone (no segment read). */
+export async function archiveContinuity(source: WalArchiveSource, startSegment: string, timeoutMs: number) {
+  return replaySegments(await source.listSegments(timeoutMs), startSegment);
+}
+
+/** An operator's sentence for a hole. */
+export function describeGap(gap: ArchiveGap): string {
+  return `the archived WAL has a hole after ${gap.lastReachable} (next archived: ${gap.nextArchived}): recovery stops there, and the ${gap.segmentsBeyond} segment(s) archived after the hole can never be replayed from this backup`;
 }
 
 /** Parses pg_waldump output (run with TZ=UTC). */
@@ -85,7 +126,7 @@ export async function scanArchive(
     if (ms <= 0) throw new Error(`reading the archived WAL took longer than ${options.timeoutMs / 1000} s`);
     return ms;
   };
-  const segments = replaySegments(await source.listSegments(left()), startSegment);
+  const { segments, gap } = replaySegments(await source.listSegments(left()), startSegment);
   if (segments.length > (options.maxSegments ?? 4096))
     throw new Error(`the archive holds ${segments.length} WAL segments after the backup: too many to read here`);
   const dir = mkdtempSync(join(tmpdir(), 'sav3-walscan-'));
@@ -112,7 +153,7 @@ export async function scanArchive(
       });
       out += res.stdout;
     }
-    return { segments: segments.length, ...parseWalDump(out) };
+    return { segments: segments.length, gap, ...parseWalDump(out) };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -1,6 +1,6 @@
 import type { DatabaseTarget } from '../../domain.ts';
 import type { DatabaseClients } from '../../adapters/database-clients.ts';
-import { withNodeConnection } from '../../adapters/pg-connection.ts';
+import { withProbeConnection } from '../../adapters/pg-connection.ts';
 import type { FenceReport, WriteFence } from '../dr-state/dr-state-service.ts';
 
 const TARGETS: DatabaseTarget[] = ['primary', 'replica'];
@@ -23,11 +23,12 @@ export class DatabaseWriteFence implements WriteFence {
   private with<T>(url: string, fn: (client: import('pg').Client) => Promise<T>): Promise<T> {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), this.timeoutMs + 1000);
-    return withNodeConnection({ connectionString: url, timeoutMs: this.timeoutMs, signal: controller.signal }, async (client) => {
-      // Server side too: an UPDATE left waiting after the client gave up would queue new commits behind it.
-      await client.query(`SET statement_timeout = ${Math.trunc(this.timeoutMs)}`);
-      return fn(client);
-    }).finally(() => clearTimeout(timer));
+    // Server side too (an UPDATE left waiting after the client gave up would queue new commits
+    // behind it), as SET LOCAL in one transaction: a session SET would stay on the server
+    // connection PgBouncer (transaction mode) hands to other clients next.
+    return withProbeConnection({ connectionString: url, timeoutMs: this.timeoutMs, signal: controller.signal }, fn).finally(() =>
+      clearTimeout(timer),
+    );
   }
 
   async raise(version: number, by: string): Promise<FenceReport> {

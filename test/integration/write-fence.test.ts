@@ -72,12 +72,12 @@ describe('the database write fence against a paused instance', () => {
    * table lock on the primary, pauses the instance past its lease (its timers cannot run), enables
    * read-only mode on the other instance, then lets the lock go and the instance run on.
    */
-  async function stalledPastEnable(send: () => Promise<Response>, statement: string) {
+  async function stalledPastEnable(send: () => Promise<Response>, statement: string, lock = 'LOCK TABLE media_objects IN EXCLUSIVE MODE') {
     locker = new pg.Client({ connectionString: cluster.primary.url() });
     locker.on('error', () => undefined);
     await locker.connect();
     await locker.query('BEGIN');
-    await locker.query('LOCK TABLE media_objects IN EXCLUSIVE MODE');
+    await locker.query(lock);
     const pending = send().then(async (r) => ({
       status: r.status,
       body: (await r.json().catch(() => null)) as { error?: { code?: string } } | null,
@@ -155,6 +155,24 @@ describe('the database write fence against a paused instance', () => {
     const off = await request(a.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'fence test done' });
     expect(off.status).toBe(200);
     expect(await (await fetch(`${a.url}/media/fence/victim`)).text()).toBe('kept');
+  }, 120_000);
+
+  // Found by an outside attack: an overwrite whose commit statement already holds the fence row
+  // (FOR SHARE) and then waits behind a row lock kept the fence from being raised within its bound;
+  // the enable answered "not_raised" and the paused instance acknowledged afterwards. The raise now
+  // cancels such commits after a short wait: the fence is raised and the stalled write fails.
+  it('an overwrite stalled while holding the fence row is cancelled by the raise: the enable says raised, the write fails, the old version stays', async () => {
+    expect((await request(paused.url).put('/media/fence/row').send(Buffer.from('first'))).status).toBe(201);
+    const { answer, on } = await stalledPastEnable(
+      () => fetch(`${paused.url}/media/fence/row`, { method: 'PUT', body: 'second' }),
+      'INSERT INTO media_versions',
+      "SELECT 1 FROM media_objects WHERE key = 'fence/row' FOR UPDATE",
+    );
+    expect(on.body.writes).toMatchObject({ databaseFence: 'raised', fenceNodes: { primary: { outcome: 'raised' } } });
+    expect(answer.status).toBe(503);
+    const off = await request(a.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'fence test done' });
+    expect(off.status).toBe(200);
+    expect(await (await fetch(`${a.url}/media/fence/row`)).text()).toBe('first');
   }, 120_000);
 
   // Issue 10 F3: the primary fenced (e.g. by a promote whose handler died) and the replica a standby.

@@ -1,6 +1,6 @@
 import type { DatabaseTarget } from '../../domain.ts';
 import type { DatabaseClients } from '../../adapters/database-clients.ts';
-import { withProbeConnection } from '../../adapters/pg-connection.ts';
+import { withNodeConnection, withProbeConnection } from '../../adapters/pg-connection.ts';
 import type { FenceReport, WriteFence } from '../dr-state/dr-state-service.ts';
 
 const TARGETS: DatabaseTarget[] = ['primary', 'replica'];
@@ -43,13 +43,22 @@ export class DatabaseWriteFence implements WriteFence {
             );
             if (rows[0]!.r) return { outcome: 'standby' as const };
             if (rows[0]!.fenced) return { outcome: 'fenced' as const };
-            // Takes the row lock: waits for the commits holding FOR SHARE on it.
-            await c.query(
-              `INSERT INTO dr_write_fence (scope, epoch, raised_at, raised_by) VALUES ($3, $1::bigint, now(), $2)
+            // Takes the row lock: waits for the commits holding FOR SHARE on it. A commit stuck
+            // while it holds the share (behind a row lock, on a paused instance) would keep the
+            // fence down past its bound and then commit after the change answered: after a short
+            // wait such commits are cancelled (they fail, nothing of theirs is committed).
+            const { rows: me } = await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+            const canceller = setTimeout(() => void this.cancelStuckCommits(this.clients.url(target)!, me[0]!.pid), this.cancelAfterMs());
+            try {
+              await c.query(
+                `INSERT INTO dr_write_fence (scope, epoch, raised_at, raised_by) VALUES ($3, $1::bigint, now(), $2)
                ON CONFLICT (scope) DO UPDATE SET epoch = GREATEST(dr_write_fence.epoch, EXCLUDED.epoch),
                  raised_at = EXCLUDED.raised_at, raised_by = EXCLUDED.raised_by`,
-              [version, by.slice(0, 200), this.scope],
-            );
+                [version, by.slice(0, 200), this.scope],
+              );
+            } finally {
+              clearTimeout(canceller);
+            }
             return { outcome: 'raised' as const };
           });
         } catch (err) {
@@ -66,6 +75,25 @@ export class DatabaseWriteFence implements WriteFence {
       report.reason =
         failed.length > 0 ? `not raised on ${failed.map(([t, n]) => `${t} (${n.error})`).join(', ')}` : 'no configured node takes writes';
     return report;
+  }
+
+  /** How long the raise waits for the commits under way before it cancels those still holding it up. */
+  private cancelAfterMs(): number {
+    return Math.max(100, Math.min(1000, Math.floor(this.timeoutMs / 4)));
+  }
+
+  /**
+   * Cancels the media commits that block the fence raise running on backend `fencePid` (only
+   * statements that took the fence row FOR SHARE: never another raise, never other work).
+   */
+  private async cancelStuckCommits(url: string, fencePid: number): Promise<void> {
+    await withNodeConnection({ connectionString: url, timeoutMs: 2000, signal: AbortSignal.timeout(3000) }, async (c) => {
+      await c.query(
+        `SELECT pg_cancel_backend(a.pid) FROM pg_stat_activity a
+          WHERE a.pid = ANY (pg_blocking_pids($1::int)) AND a.query LIKE '%FROM dr_write_fence WHERE scope = %FOR SHARE%'`,
+        [fencePid],
+      );
+    }).catch(() => undefined);
   }
 
   async highest(): Promise<number | null> {

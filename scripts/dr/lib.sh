@@ -91,16 +91,20 @@ sav3_call_checked() {
 sav3_wait_job() {
   local id=$1 timeout=${2:-3600} out status misses=0
   local deadline=$((SECONDS + timeout))
+  # A job id is a UUID: an answer without one (or not JSON) started nothing that can be waited for.
+  if ! [[ "$id" =~ ^[0-9a-fA-F-]{36}$ ]]; then echo "the API's answer names no job (job.id missing or malformed): nothing started that can be followed" >&2; return 1; fi
   while :; do
     # A restarting API is waited for; one that fails 5 polls in a row (each bounded) is given up on.
     if out=$(sav3_call GET "/admin/jobs/$id" 2>/dev/null); then misses=0; else
       misses=$((misses + 1))
       if [ "$misses" -ge 5 ]; then echo "job $id: the API did not answer 5 polls in a row (${SAV3_API_URL}); the job may still run: GET /admin/jobs/$id" >&2; return 1; fi
     fi
-    status=$(node -e 'try{process.stdout.write(JSON.parse(require("fs").readFileSync(0,"utf8")).status||"")}catch{}' <<<"$out")
+    # Only this job's own record counts: anything else (another id, no id, not JSON) is not an answer.
+    status=$(node -e 'try{const j=JSON.parse(require("fs").readFileSync(0,"utf8"));process.stdout.write(j&&j.id===process.argv[1]?String(j.status||""):"not-this-job")}catch{process.stdout.write("not-this-job")}' "$id" <<<"$out")
     case "$status" in
       succeeded) echo "$out"; return 0 ;;
       failed) echo "$out"; echo "job $id failed" >&2; return 1 ;;
+      not-this-job) [ -z "$out" ] || { echo "GET /admin/jobs/$id did not answer with that job's record; giving up" >&2; return 1; } ;;
     esac
     if [ $SECONDS -ge $deadline ]; then echo "job $id still $status after ${timeout}s" >&2; return 1; fi
     sleep 2

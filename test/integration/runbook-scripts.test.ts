@@ -154,6 +154,39 @@ describe('operator safety of every runbook script', () => {
     }
   }, 30_000);
 
+  // Found by an outside attack: an API answering 200 {"status":"succeeded"} to everything made both
+  // job scripts exit 0 with no backup and no validation; {} or HTML made them poll for an hour.
+  it('backup-database.sh and validate-daily-backups.sh follow only a job the API named, by its own record', async () => {
+    for (const body of ['{"status":"succeeded"}', '{}', 'null', '<html>ok</html>']) {
+      const fake = await startDoctoredApi('http://127.0.0.1:1', () => ({ status: 200, body, contentType: 'application/json' }));
+      try {
+        for (const name of ['backup-database.sh', 'validate-daily-backups.sh']) {
+          const started = Date.now();
+          const run = await script(name, [], { SAV3_API_URL: fake.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN, SAV3_HTTP_TIMEOUT: '5' });
+          expect({ name, body, code: run.code }).toEqual({ name, body, code: 1 });
+          expect(run.stderr).toContain('names no job');
+          expect(Date.now() - started).toBeLessThan(10_000);
+        }
+      } finally {
+        await fake.close();
+      }
+    }
+    // A job id, then an answer that is not that job's record: given up at once, never "succeeded".
+    const id = '0f0f0f0f-0000-4000-8000-000000000000';
+    const fake = await startDoctoredApi('http://127.0.0.1:1', (method) =>
+      method === 'POST'
+        ? { status: 202, body: JSON.stringify({ job: { id, href: `/admin/jobs/${id}` } }), contentType: 'application/json' }
+        : { status: 200, body: '{"status":"succeeded"}', contentType: 'application/json' },
+    );
+    try {
+      const run = await script('backup-database.sh', [], { SAV3_API_URL: fake.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain("did not answer with that job's record");
+    } finally {
+      await fake.close();
+    }
+  }, 60_000);
+
   describe('verify-backups.sh and verify-database-restore.sh judge the answers, not only their status', () => {
     const good = {
       backups: [{ label: '20261126-000000F', type: 'full', stoppedAt: new Date().toISOString(), error: false }],

@@ -105,4 +105,19 @@ describe('ArchiveCheck: PostgreSQL says archived, the repository decides', () =>
     );
     expect(a.failure?.code).toBe('archive_command_failed');
   });
+
+  // Found by an outside attack: with archive_mode off nothing waits and nothing fails; only the
+  // RPO figure grew, until its own alert.
+  it('archive_mode off on the primary with a repository is archive_not_progressing at once; on a standby or with no repository it decides nothing', () => {
+    const a = new ArchiveCheck({ stallMs: 60_000 }).assess(at(0, { archiveMode: 'off' }), repo('00000001000000000000000A', 0));
+    expect(a).toMatchObject({
+      failing: true,
+      failure: { code: 'archive_not_progressing', message: expect.stringContaining('archive_mode is off') },
+    });
+    expect(new ArchiveCheck({ stallMs: 60_000 }).assess(at(0, { archiveMode: 'off', inRecovery: true }), repo(null, 0)).failing).toBe(
+      false,
+    );
+    // No repository configured (no pgBackRest): archiving is not this service's to judge.
+    expect(new ArchiveCheck({ stallMs: 60_000 }).assess(at(0, { archiveMode: 'off' }), undefined).failing).toBe(false);
+  });
 });

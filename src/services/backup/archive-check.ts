@@ -121,6 +121,14 @@ export class ArchiveCheck {
         this.staleCounted = 0;
       }
     }
+    // archive_mode off where a repository is configured (listed): nothing waits (no .ready files)
+    // and nothing fails, yet nothing is archived.
+    if (repository && !status.inRecovery && status.archiveMode === 'off')
+      failure ??= {
+        code: 'archive_not_progressing',
+        message:
+          'archive_mode is off on the primary: no WAL is archived, so a restore can reach no further than the last segment archived before',
+      };
     return { failing: failure !== null, failure, archivedWal, newFailures, stalledSince, missingSince };
   }
 }

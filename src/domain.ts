@@ -31,4 +31,6 @@ export interface DatabaseProbeData {
    * on a standby, on timeline 1, or without the right to read it (pg_read_file).
    */
   forks?: { timeline: number; switchLsn: string }[] | null;
+  /** Its commits wait for a synchronous standby (synchronous_standby_names set, synchronous_commit not off/local). */
+  waitsForSyncStandby?: boolean;
 }

@@ -76,6 +76,10 @@ function destroySocket(client: pg.Client): void {
  * file name starts with its timeline (8 hex digits), exact at once; a standby counts the timeline
  * its WAL receiver gets too. (Every function here is executable by every role by default.)
  */
+/** Whether a node's commits wait for a synchronous standby (synchronous_standby_names set, synchronous_commit neither off nor local). */
+export const WAITS_FOR_SYNC_STANDBY_SQL = `(current_setting('synchronous_standby_names') <> ''
+    AND current_setting('synchronous_commit') NOT IN ('off', 'local'))`;
+
 export const CURRENT_TIMELINE_SQL = `GREATEST(
     (SELECT timeline_id FROM pg_control_checkpoint()),
     CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1)

@@ -1,6 +1,12 @@
 import pg from 'pg';
 import type { DatabaseProbeData } from '../domain.ts';
-import { beginWithTimeout, CURRENT_TIMELINE_SQL, withNodeConnection, type PgProbeOptions } from '../adapters/pg-connection.ts';
+import {
+  beginWithTimeout,
+  CURRENT_TIMELINE_SQL,
+  WAITS_FOR_SYNC_STANDBY_SQL,
+  withNodeConnection,
+  type PgProbeOptions,
+} from '../adapters/pg-connection.ts';
 
 /** Identity columns of the probe query: system identifier and current timeline (see CURRENT_TIMELINE_SQL). */
 const IDENTITY_COLUMNS = `(SELECT system_identifier::text FROM pg_control_system()) AS system_id,
@@ -37,6 +43,7 @@ const PROBE_SQL = `SELECT pg_is_in_recovery() AS in_recovery,
                   'replayLagSeconds', EXTRACT(EPOCH FROM replay_lag)::float8)), '[]'::json)
             FROM pg_stat_replication) END AS standbys,
        ${FORKS_COLUMN},
+       ${WAITS_FOR_SYNC_STANDBY_SQL} AS sync,
        ${IDENTITY_COLUMNS}`;
 
 interface ProbeRow {
@@ -51,6 +58,7 @@ interface ProbeRow {
   timeline: number | null;
   fenced: boolean;
   history: string | null;
+  sync: boolean;
 }
 
 export async function probeDatabase(options: PgProbeOptions): Promise<DatabaseProbeData> {
@@ -72,6 +80,7 @@ export async function probeDatabase(options: PgProbeOptions): Promise<DatabasePr
       receiverStatus: row.receiver_status,
       standbys: row.standbys,
       forks: row.in_recovery ? null : parseTimelineHistory(row.history, row.timeline),
+      waitsForSyncStandby: row.sync,
     };
   });
 }

@@ -84,6 +84,7 @@ describe('database failover against a real primary and streaming replica', () =>
       ['replica_configured', true],
       ['replica_reachable', true],
       ['replica_in_recovery', true],
+      ['replica_not_waiting_for_sync_standby', true],
       ['replica_not_diverged', true],
       ['lag_within_bound', true],
       ['primary_writes_stopped', false],

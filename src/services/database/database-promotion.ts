@@ -62,6 +62,15 @@ export class DatabasePromotion {
       checks.push({ name: 'replica_in_recovery', ok: true, detail: `${node} is a standby (pg_is_in_recovery)` });
       // Promoting a standby that replayed past the writer's fork (e.g. after a point-in-time
       // restore of the primary) would bring back what the restore undid.
+      // Promoted, it has no standby of its own: with synchronous_standby_names set, every commit would hang.
+      checks.push({
+        name: 'replica_not_waiting_for_sync_standby',
+        ok: standby.data?.waitsForSyncStandby !== true,
+        detail:
+          standby.data?.waitsForSyncStandby === true
+            ? `${node} has synchronous_standby_names set: once promoted every commit would wait for a standby it does not have; on ${node}: ALTER SYSTEM RESET synchronous_standby_names; SELECT pg_reload_conf()`
+            : `commits on ${node} will not wait for a synchronous standby`,
+      });
       checks.push({
         name: 'replica_not_diverged',
         ok: replication.state !== 'diverged',

@@ -1,7 +1,7 @@
 import type { DatabaseTarget } from '../../domain.ts';
 import type pg from 'pg';
 import type { DatabaseClients } from '../../adapters/database-clients.ts';
-import { CURRENT_TIMELINE_SQL, withNodeConnection } from '../../adapters/pg-connection.ts';
+import { CURRENT_TIMELINE_SQL, WAITS_FOR_SYNC_STANDBY_SQL, withNodeConnection } from '../../adapters/pg-connection.ts';
 
 export interface NodeFacts {
   ok: boolean;
@@ -16,6 +16,12 @@ export interface NodeFacts {
   /** default_transaction_read_only is on: fenced by a switchover. */
   fenced: boolean;
   timeline: number | null;
+  /**
+   * Commits on this node wait for a synchronous standby (synchronous_standby_names set, and
+   * synchronous_commit neither off nor local): once promoted with no standby of its own, every
+   * commit would hang. Absent: not read.
+   */
+  waitsForSyncStandby?: boolean;
 }
 
 /** Statement bound for the switchover's own connections (never the request pool's). */
@@ -55,6 +61,7 @@ export class SqlNodes {
             streaming: number;
             fenced: boolean;
             timeline: number | null;
+            sync: boolean;
           }>(
             `SELECT pg_is_in_recovery() AS in_recovery,
                   CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_insert_lsn()::text END AS current_lsn,
@@ -63,7 +70,8 @@ export class SqlNodes {
                   (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS receiver_status,
                   (SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming')::int AS streaming,
                   current_setting('default_transaction_read_only') = 'on' AS fenced,
-                  ${CURRENT_TIMELINE_SQL} AS timeline`,
+                  ${CURRENT_TIMELINE_SQL} AS timeline,
+                  ${WAITS_FOR_SYNC_STANDBY_SQL} AS sync`,
           );
           const r = rows[0]!;
           return {
@@ -76,6 +84,7 @@ export class SqlNodes {
             streamingStandbys: r.streaming,
             fenced: r.fenced,
             timeline: r.timeline,
+            waitsForSyncStandby: r.sync,
           };
         },
         3000,

@@ -62,6 +62,15 @@ export async function checkSwitchover(
       ok: !t.replayPaused,
       detail: t.replayPaused ? `WAL replay on ${to} is paused (pg_wal_replay_resume)` : 'WAL replay runs',
     });
+    // Promoted, it has no standby of its own (the old primary is fenced, not streaming from it).
+    checks.push({
+      name: 'target_not_waiting_for_sync_standby',
+      ok: t.waitsForSyncStandby !== true,
+      detail:
+        t.waitsForSyncStandby === true
+          ? `${to} has synchronous_standby_names set: once promoted every commit would wait for a standby it does not have; on ${to}: ALTER SYSTEM RESET synchronous_standby_names; SELECT pg_reload_conf()`
+          : `commits on ${to} will not wait for a synchronous standby`,
+    });
     const lag = f.currentLsn && t.replayLsn ? lsnGap(f.currentLsn, t.replayLsn) : null;
     checks.push({
       name: 'target_caught_up',

@@ -1,0 +1,59 @@
+import request from 'supertest';
+import { OPERATOR_TOKEN, type TestInstance } from '../support/instance.ts';
+import { startClusterWorld, type ClusterWorld } from '../support/world.ts';
+import { eventually } from '../../support/common.ts';
+import { sql } from '../support/dr-scripts.ts';
+
+const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
+type Checks = { checks?: { name: string; ok: boolean; detail: string }[] };
+const check = (body: Checks, name: string) => body.checks?.find((c) => c.name === name);
+
+/**
+ * A standby configured to wait for a synchronous standby of its own (synchronous_standby_names
+ * copied from the primary) hangs every commit once promoted: nothing streams from it. Found by an
+ * outside attack: a switchover promoted it, the rollback failed, and neither node took writes.
+ */
+describe('promoting a standby whose commits would wait for a synchronous standby', () => {
+  let world: ClusterWorld;
+  let api: TestInstance;
+
+  beforeAll(async () => {
+    world = await startClusterWorld({ bucket: 'sync-standby', env: { HEALTH_INTERVAL_MS: '200', HEALTH_TIMEOUT_MS: '1000' } });
+    api = await world.start();
+  }, 90_000);
+  afterAll(async () => {
+    await world?.destroy();
+  });
+
+  it('is refused by the promote and the switchover checks, naming the setting; once reset, both checks pass', async () => {
+    const replica = world.cluster.replica.url();
+    await sql(replica, "ALTER SYSTEM SET synchronous_standby_names = '*'");
+    await sql(replica, 'SELECT pg_reload_conf()');
+    const promote = () => request(api.url).post('/admin/database/promote').set(auth).send({ confirm: 'promote-replica', dryRun: true });
+    const switchover = () =>
+      request(api.url).post('/admin/database/switchover').set(auth).send({ to: 'replica', confirm: 'switchover', dryRun: true });
+
+    const refused = await eventually(
+      async () => (await promote()).body as Checks,
+      (b) => check(b, 'replica_not_waiting_for_sync_standby')?.ok === false,
+      15_000,
+      200,
+    );
+    expect(check(refused, 'replica_not_waiting_for_sync_standby')!.detail).toContain('ALTER SYSTEM RESET synchronous_standby_names');
+    expect((refused as { wouldPromote?: boolean }).wouldPromote).toBe(false);
+    const so = await switchover();
+    expect(check(so.body, 'target_not_waiting_for_sync_standby')).toMatchObject({ ok: false });
+    expect(await sql(replica, 'SELECT pg_is_in_recovery() AS r')).toEqual([{ r: true }]);
+
+    await sql(replica, 'ALTER SYSTEM RESET synchronous_standby_names');
+    await sql(replica, 'SELECT pg_reload_conf()');
+    const passed = await eventually(
+      async () => (await promote()).body as Checks,
+      (b) => check(b, 'replica_not_waiting_for_sync_standby')?.ok === true,
+      15_000,
+      200,
+    );
+    expect(check(passed, 'replica_not_waiting_for_sync_standby')!.ok).toBe(true);
+    expect(check((await switchover()).body, 'target_not_waiting_for_sync_standby')).toMatchObject({ ok: true });
+  }, 90_000);
+});

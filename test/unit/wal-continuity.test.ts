@@ -15,6 +15,22 @@ describe('the archived WAL as recovery replays it: continuous, or up to the firs
     expect(replaySegments(all, seg(1, 2))).toEqual({ segments: [seg(1, 2), seg(2, 3), seg(2, 4), seg(2, 5)], gap: null });
   });
 
+  it('a log file ends where the segment size ends it (64 MB: after 3F; 16 MB: after FF), which the listing does not say', () => {
+    const at = (log: number, n: number) =>
+      `00000001${log.toString(16).toUpperCase().padStart(8, '0')}${n.toString(16).toUpperCase().padStart(8, '0')}`;
+    // 64 MB segments: 0x40 per log file.
+    expect(replaySegments([at(0, 0x3e), at(0, 0x3f), at(1, 0), at(1, 1)], at(0, 0x3e)).gap).toBeNull();
+    // 16 MB segments: 0x3F is followed by 0x40 in the same log file; a missing 0x40 is a hole.
+    expect(replaySegments([at(0, 0x3f), at(0, 0x40), at(0, 0xff), at(1, 0)], at(0, 0x3f)).gap).toMatchObject({
+      lastReachable: at(0, 0x40),
+    });
+    expect(replaySegments([at(0, 0x3f), at(0, 0x41)], at(0, 0x3f)).gap).toMatchObject({
+      lastReachable: at(0, 0x3f),
+      nextArchived: at(0, 0x41),
+    });
+    expect(replaySegments([at(0, 0xfe), at(0, 0xff), at(1, 0)], at(0, 0xfe)).gap).toBeNull();
+  });
+
   it('a missing segment ends what recovery can reach; what was archived after it is counted', () => {
     const { segments, gap } = replaySegments([seg(1, 2), seg(1, 3), seg(1, 5), seg(1, 6)], seg(1, 2));
     expect(segments).toEqual([seg(1, 2), seg(1, 3)]);

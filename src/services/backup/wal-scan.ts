@@ -64,9 +64,9 @@ export function replaySegments(all: string[], startSegment: string): { segments:
   // Recovery replays position after position and stops at the first one the archive lacks
   // (the backup's own first segment included): nothing archived after a hole is reachable.
   let reachable = 0;
-  let expected = startPos;
-  while (reachable < ordered.length && ordered[reachable]!.slice(8) === expected) {
-    expected = next(ordered[reachable]!);
+  let expected = [startPos];
+  while (reachable < ordered.length && expected.includes(ordered[reachable]!.slice(8))) {
+    expected = followers(ordered[reachable]!);
     reachable += 1;
   }
   const beyond = ordered.length - reachable;
@@ -138,7 +138,7 @@ export async function scanArchive(
     for (const s of segments) {
       const run = runs.at(-1);
       const prev = run?.at(-1);
-      if (run && prev && prev.slice(0, 8) === s.slice(0, 8) && next(prev) === s.slice(8)) run.push(s);
+      if (run && prev && prev.slice(0, 8) === s.slice(0, 8) && followers(prev).includes(s.slice(8))) run.push(s);
       else runs.push([s]);
     }
     let out = '';
@@ -159,12 +159,19 @@ export async function scanArchive(
   }
 }
 
-/** The position after `segment` (16 MB segments: 256 per log file). */
-function next(segment: string): string {
+/**
+ * The positions that can follow `segment` (timeline aside): the next one in its log file or, where
+ * a log file ends for some WAL segment size (a power of two from 1 MB to 1 GB: 4096 down to 4
+ * segments per log file), the first of the next log file. The archive listing does not say the
+ * cluster's segment size; a log file's end is only taken when the next number in it is absent.
+ */
+function followers(segment: string): string[] {
   const log = parseInt(segment.slice(8, 16), 16);
-  const seg = parseInt(segment.slice(16, 24), 16);
-  const [l, s] = seg >= 0xff ? [log + 1, 0] : [log, seg + 1];
-  return `${l.toString(16).toUpperCase().padStart(8, '0')}${s.toString(16).toUpperCase().padStart(8, '0')}`;
+  const seg = parseInt(segment.slice(16, 24), 16) + 1;
+  const hex = (n: number) => n.toString(16).toUpperCase().padStart(8, '0');
+  const sameLog = `${hex(log)}${hex(seg)}`;
+  const isLogEnd = seg >= 4 && seg <= 4096 && (seg & (seg - 1)) === 0;
+  return isLogEnd ? [sameLog, `${hex(log + 1)}${hex(0)}`] : [sameLog];
 }
 
 function idsOf(user: string): [number, number] {

@@ -70,16 +70,19 @@ function destroySocket(client: pg.Client): void {
   connection?.stream?.destroy(new Error('probe aborted: no answer within the health timeout'));
 }
 
+/** Whether a node's commits wait for a synchronous standby (synchronous_standby_names set, synchronous_commit neither off nor local). */
+export const WAITS_FOR_SYNC_STANDBY_SQL = `(current_setting('synchronous_standby_names') <> ''
+    AND current_setting('synchronous_commit') NOT IN ('off', 'local'))`;
+
+/** A primary's current WAL position (null on a standby). */
+export const PRIMARY_WAL_LSN_SQL = 'SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS lsn';
+
 /**
  * A node's current timeline, as SQL. `pg_control_checkpoint()` alone lags: right after a
  * promotion it still names the old timeline until the next checkpoint. A primary's current WAL
  * file name starts with its timeline (8 hex digits), exact at once; a standby counts the timeline
  * its WAL receiver gets too. (Every function here is executable by every role by default.)
  */
-/** Whether a node's commits wait for a synchronous standby (synchronous_standby_names set, synchronous_commit neither off nor local). */
-export const WAITS_FOR_SYNC_STANDBY_SQL = `(current_setting('synchronous_standby_names') <> ''
-    AND current_setting('synchronous_commit') NOT IN ('off', 'local'))`;
-
 export const CURRENT_TIMELINE_SQL = `GREATEST(
     (SELECT timeline_id FROM pg_control_checkpoint()),
     CASE WHEN pg_is_in_recovery() THEN (SELECT received_tli FROM pg_stat_wal_receiver LIMIT 1)

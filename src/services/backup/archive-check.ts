@@ -1,4 +1,4 @@
-import type { ArchiverStatus } from './wal-archive.ts';
+import { segmentNumber, type ArchiverStatus } from './wal-archive.ts';
 
 export type ArchiveFailureCode = 'archive_command_failed' | 'archive_missing_in_repository' | 'archive_not_progressing';
 
@@ -40,9 +40,7 @@ function segmentsBetween(after: string | undefined, upTo: string, segmentBytes: 
   const a = after ? SEGMENT.exec(after) : null;
   const b = SEGMENT.exec(upTo);
   if (!a || !b || a[1] !== b[1]) return 1;
-  const perId = 0x1_0000_0000n / BigInt(segmentBytes);
-  const segno = (name: string) => BigInt(`0x${name.slice(8, 16)}`) * perId + BigInt(`0x${name.slice(16, 24)}`);
-  const n = segno(upTo) - segno(after!);
+  const n = segmentNumber(upTo, segmentBytes) - segmentNumber(after!, segmentBytes);
   return n > 0n ? Number(n) : 0;
 }
 

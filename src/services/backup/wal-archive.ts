@@ -95,11 +95,13 @@ function parseSize(value: string): number {
  */
 export function archivedEndLsn(walName: string | null, segmentBytes: number): bigint | undefined {
   if (!walName) return undefined;
-  const m = /^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(\.[0-9A-F]{8}\.backup)?$/.exec(walName);
-  if (!m) return undefined;
-  const segmentsPerId = 0x1_0000_0000n / BigInt(segmentBytes);
-  const segno = BigInt(`0x${m[2]}`) * segmentsPerId + BigInt(`0x${m[3]}`);
-  return (segno + 1n) * BigInt(segmentBytes);
+  if (!/^[0-9A-F]{24}(\.[0-9A-F]{8}\.backup)?$/.test(walName)) return undefined;
+  return (segmentNumber(walName, segmentBytes) + 1n) * BigInt(segmentBytes);
+}
+
+/** A WAL segment's number from 0/0 (its log file and segment parts), for segments of `segmentBytes`. */
+export function segmentNumber(name: string, segmentBytes: number): bigint {
+  return BigInt(`0x${name.slice(8, 16)}`) * (0x1_0000_0000n / BigInt(segmentBytes)) + BigInt(`0x${name.slice(16, 24)}`);
 }
 
 /**

@@ -1,6 +1,6 @@
 import { PreconditionFailedError } from '../../http/app-error.ts';
 import { lsnGap } from './lsn.ts';
-import { withProbeConnection } from '../../adapters/pg-connection.ts';
+import { PRIMARY_WAL_LSN_SQL, withProbeConnection } from '../../adapters/pg-connection.ts';
 
 /** How often the replica's replay position is read again while it catches up. */
 const CATCH_UP_POLL_MS = 5;
@@ -36,15 +36,7 @@ export async function waitForReplicaCatchUp(
   knownPrimaryLsn: string | null = null,
 ): Promise<{ primaryLsn: string | null; waitedMs: number }> {
   const started = performance.now();
-  const primaryLsn =
-    knownPrimaryLsn ??
-    (
-      await queryOne<{ lsn: string | null }>(
-        primaryUrl,
-        'SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS lsn',
-      )
-    )?.lsn ??
-    null;
+  const primaryLsn = knownPrimaryLsn ?? (await queryOne<{ lsn: string | null }>(primaryUrl, PRIMARY_WAL_LSN_SQL))?.lsn ?? null;
   if (!primaryLsn) return { primaryLsn: null, waitedMs: 0 };
   const deadline = Date.now() + waitMs;
   let replicaLsn: string | null = null;

@@ -6,9 +6,11 @@ import { lsnGap } from './lsn.ts';
 import { waitForReplicaCatchUp } from './catch-up.ts';
 import type { Check, FailoverDeps, FailoverOps } from './failover-types.ts';
 import { fenceOn, unfenceNode } from './node-fence.ts';
-import { withNodeConnection, withProbeConnection } from '../../adapters/pg-connection.ts';
+import { PRIMARY_WAL_LSN_SQL, withNodeConnection, withProbeConnection } from '../../adapters/pg-connection.ts';
+import { syncStandbyCheck } from './switchover-checks.ts';
 import { forgetAbandonedPromotions } from './switchover-state.ts';
 import { withNodeRecorded, withPromotionRecorded } from '../dr-state/database-state.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 const PROMOTE_WAIT_SECONDS = 60;
 /** How often the end of a signalled promotion is checked. */
@@ -60,17 +62,9 @@ export class DatabasePromotion {
     }
     if (standby?.ok && !alreadyPromoted) {
       checks.push({ name: 'replica_in_recovery', ok: true, detail: `${node} is a standby (pg_is_in_recovery)` });
+      checks.push(syncStandbyCheck('replica_not_waiting_for_sync_standby', node, standby.data?.waitsForSyncStandby));
       // Promoting a standby that replayed past the writer's fork (e.g. after a point-in-time
       // restore of the primary) would bring back what the restore undid.
-      // Promoted, it has no standby of its own: with synchronous_standby_names set, every commit would hang.
-      checks.push({
-        name: 'replica_not_waiting_for_sync_standby',
-        ok: standby.data?.waitsForSyncStandby !== true,
-        detail:
-          standby.data?.waitsForSyncStandby === true
-            ? `${node} has synchronous_standby_names set: once promoted every commit would wait for a standby it does not have; on ${node}: ALTER SYSTEM RESET synchronous_standby_names; SELECT pg_reload_conf()`
-            : `commits on ${node} will not wait for a synchronous standby`,
-      });
       checks.push({
         name: 'replica_not_diverged',
         ok: replication.state !== 'diverged',
@@ -269,12 +263,12 @@ export class DatabasePromotion {
             (name) => writeRestorePoint(client, name, 'system:before-promote'),
             'before-promote',
           ).catch((err: unknown) => ({
-            error: err instanceof Error ? err.message : String(err),
+            error: errorMessage(err),
           }));
           const fenced = await fenceOn(client);
           // Where the catch-up must reach, read after the fence (on this connection: one set-up less).
           walLsn = await client
-            .query<{ lsn: string | null }>('SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS lsn')
+            .query<{ lsn: string | null }>(PRIMARY_WAL_LSN_SQL)
             .then((r) => r.rows[0]?.lsn ?? null)
             .catch(() => null);
           return fenced;
@@ -288,7 +282,7 @@ export class DatabasePromotion {
         walLsn,
       };
     } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
+      const message = errorMessage(err);
       return {
         restorePoint: restorePoint ?? { error: message },
         fence: { fenced: false, detail: `not reachable now (${message}); it is fenced when it answers again` },

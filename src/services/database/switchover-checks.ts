@@ -13,6 +13,21 @@ export interface SwitchoverCheck {
   done: boolean;
 }
 
+/**
+ * A node about to be promoted has no standby of its own (the old primary is fenced, not streaming
+ * from it): if its commits wait for a synchronous standby, every one of them would hang.
+ */
+export function syncStandbyCheck(name: string, node: DatabaseTarget, waitsForSyncStandby: boolean | undefined): Check {
+  return {
+    name,
+    ok: waitsForSyncStandby !== true,
+    detail:
+      waitsForSyncStandby === true
+        ? `${node} has synchronous_standby_names set: once promoted every commit would wait for a standby it does not have; on ${node}: ALTER SYSTEM RESET synchronous_standby_names; SELECT pg_reload_conf()`
+        : `commits on ${node} will not wait for a synchronous standby`,
+  };
+}
+
 /** The switchover's preconditions: the pair, the roles, and a standby that streams, replays and is caught up. */
 export async function checkSwitchover(
   deps: Pick<SwitchoverDeps, 'clients' | 'nodes' | 'dr'>,
@@ -62,15 +77,7 @@ export async function checkSwitchover(
       ok: !t.replayPaused,
       detail: t.replayPaused ? `WAL replay on ${to} is paused (pg_wal_replay_resume)` : 'WAL replay runs',
     });
-    // Promoted, it has no standby of its own (the old primary is fenced, not streaming from it).
-    checks.push({
-      name: 'target_not_waiting_for_sync_standby',
-      ok: t.waitsForSyncStandby !== true,
-      detail:
-        t.waitsForSyncStandby === true
-          ? `${to} has synchronous_standby_names set: once promoted every commit would wait for a standby it does not have; on ${to}: ALTER SYSTEM RESET synchronous_standby_names; SELECT pg_reload_conf()`
-          : `commits on ${to} will not wait for a synchronous standby`,
-    });
+    checks.push(syncStandbyCheck('target_not_waiting_for_sync_standby', to, t.waitsForSyncStandby));
     const lag = f.currentLsn && t.replayLsn ? lsnGap(f.currentLsn, t.replayLsn) : null;
     checks.push({
       name: 'target_caught_up',

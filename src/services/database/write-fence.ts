@@ -2,6 +2,7 @@ import type { DatabaseTarget } from '../../domain.ts';
 import type { DatabaseClients } from '../../adapters/database-clients.ts';
 import { withNodeConnection, withProbeConnection } from '../../adapters/pg-connection.ts';
 import type { FenceReport, WriteFence } from '../dr-state/dr-state-service.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 const TARGETS: DatabaseTarget[] = ['primary', 'replica'];
 
@@ -62,7 +63,7 @@ export class DatabaseWriteFence implements WriteFence {
             return { outcome: 'raised' as const };
           });
         } catch (err) {
-          nodes[target] = { outcome: 'failed', error: err instanceof Error ? err.message : String(err) };
+          nodes[target] = { outcome: 'failed', error: errorMessage(err) };
         }
       }),
     );

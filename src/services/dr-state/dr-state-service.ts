@@ -4,6 +4,7 @@ import type { DrMetrics } from '../../metrics/metrics.ts';
 import { INITIAL_STATE, writeRelevantChange, type DatabaseState, type DrState, type InstanceHeartbeat } from './dr-state.ts';
 import type { DrStateFile } from './dr-state-file.ts';
 import type { DrStateStore } from './dr-state-store.ts';
+import { errorMessage } from '../../lib/error-message.ts';
 
 export type StateListener = (state: DrState, previous: DrState) => void | Promise<void>;
 
@@ -284,7 +285,7 @@ export class DrStateService {
     try {
       saved = this.deps.file?.read() ?? null;
     } catch (err) {
-      this.deps.logger.error({ err: err instanceof Error ? err.message : String(err) }, 'the DR state file cannot be read');
+      this.deps.logger.error({ err: errorMessage(err) }, 'the DR state file cannot be read');
     }
     if (!saved) {
       this.deps.logger.error(
@@ -487,10 +488,7 @@ export class DrStateService {
   private markStore(up: boolean, err?: unknown): void {
     if (up && !this.storeUp) this.deps.logger.info('DR state store reachable again');
     if (!up && this.storeUp) {
-      this.deps.logger.warn(
-        { err: err instanceof Error ? err.message : String(err) },
-        'DR state store unreachable; serving with the last known state',
-      );
+      this.deps.logger.warn({ err: errorMessage(err) }, 'DR state store unreachable; serving with the last known state');
     }
     this.storeUp = up;
   }
@@ -515,10 +513,7 @@ export class DrStateService {
     try {
       this.deps.file?.write(next, this.peers.length > 0 ? this.peers : undefined);
     } catch (err) {
-      this.deps.logger.error(
-        { err: err instanceof Error ? err.message : String(err), file: this.deps.file?.path },
-        'the DR state file cannot be written',
-      );
+      this.deps.logger.error({ err: errorMessage(err), file: this.deps.file?.path }, 'the DR state file cannot be written');
     }
     for (const listener of this.listeners) {
       try {
@@ -636,7 +631,7 @@ export class DrStateService {
       databaseFence: 'not_raised',
       epoch: version,
       nodes: {},
-      reason: err instanceof Error ? err.message : String(err),
+      reason: errorMessage(err),
       waitedMs: 0,
     }));
     if (report.databaseFence !== 'raised')

@@ -16,6 +16,15 @@ import { startBackupWorld, type BackupWorld } from '../support/world.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 
+/** Until `check` holds (the inventory is cached for BACKUP_INFO_CACHE_MS). */
+async function eventuallyFresh(check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('the inventory never showed it');
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
 describe('restore-database.sh reads the archive on the timeline recovery follows (real pgBackRest)', () => {
   let world: BackupWorld;
   let api: TestInstance;
@@ -31,7 +40,7 @@ describe('restore-database.sh reads the archive on the timeline recovery follows
   const rows = async () => (await sql<{ n: number }>(world.cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects'))[0]!.n;
 
   beforeAll(async () => {
-    world = await startBackupWorld({ bucket: 'restore-timelines', env: { HEALTH_TIMEOUT_MS: '500' } });
+    world = await startBackupWorld({ bucket: 'restore-timelines', env: { HEALTH_TIMEOUT_MS: '500', PGBACKREST_INFO_CACHE_MS: '500' } });
     api = await world.start();
     env = restoreScriptEnv(world, api, journalRoot);
   }, 90_000);
@@ -98,6 +107,21 @@ describe('restore-database.sh reads the archive on the timeline recovery follows
     expect(holed.code).toBe(1);
     expect(holed.stderr).toContain(`missing: ${lostSegment}`);
     expect(holed.stderr).toContain('recovery stops there');
+
+    // The inventory says the same of every backup: A stops at the hole, B is on the abandoned branch.
+    // An instance on the repository's host (it runs pgBackRest itself; without a stanza it reads a worker's publication).
+    const local = await world.start({ ...world.repo.env, PGBACKREST_INFO_CACHE_MS: '500' });
+    const listed = await request(local.url).get('/admin/backups').set(auth);
+    expect({ status: listed.status, body: listed.status === 200 ? null : listed.body }).toEqual({ status: 200, body: null });
+    type Listed = { label: string; recovery: { timeline: number; toEndOfArchive: boolean; problem: string | null } | null };
+    const byLabel2 = new Map((listed.body.backups as Listed[]).map((x) => [x.label, x.recovery]));
+    await eventuallyFresh(async () => {
+      const body = (await request(local.url).get('/admin/backups').set(auth)).body as { backups: Listed[] };
+      for (const x of body.backups) byLabel2.set(x.label, x.recovery);
+      return byLabel2.get(a!)?.problem?.includes(`missing: ${lostSegment}`) === true;
+    });
+    expect(byLabel2.get(a!)).toMatchObject({ timeline: 2, toEndOfArchive: false });
+    expect(byLabel2.get(b)).toMatchObject({ toEndOfArchive: false, problem: expect.stringContaining('is not a child of this server') });
   }, 300_000);
 
   it('a backup whose own WAL is not all archived cannot be recovered: refused by the dry run', async () => {

@@ -1,4 +1,5 @@
 import {
+  backupRecovery,
   describeGap,
   inferSegmentBytes,
   newestTimeline,
@@ -129,6 +130,38 @@ describe('recoveryPath reads the followed history through the archive', () => {
     const path = await recoveryPath(source, listed, { start: '000000010000000100000000', startLsn: '1/28' }, { timeoutMs: 5000 });
     expect(path).toEqual({ timeline: 2, forks: [{ timeline: 1, switchLsn: '0/3000100' }], segmentBytes: 4 * MB });
     expect(fetched).toEqual(['00000002.history', '000000010000000100000000']);
+  });
+});
+
+describe("every backup's recovery for the inventory, from one listing", () => {
+  it('reads the history file once per timeline and says what stops each backup', async () => {
+    const fetched: string[] = [];
+    const source = {
+      listSegments: async () => [seg(1, 2), seg(1, 3), seg(1, 4), seg(1, 5), seg(2, 4), seg(2, 6), '00000002.history'],
+      fetchSegment: async (name: string, dest: string) => {
+        fetched.push(name);
+        writeFileSync(dest, '1\t0/4000100\tbefore the mistake\n');
+      },
+    };
+    const backup = (label: string, n: number, lsn: string) => ({ label, wal: { start: seg(1, n), stop: seg(1, n) }, lsn: { start: lsn } });
+    const recovery = await backupRecovery(
+      source,
+      [
+        backup('old', 2, '0/2000028'),
+        backup('abandoned', 5, '0/5000028'),
+        { label: 'no-wal', wal: { start: null, stop: null }, lsn: { start: null } },
+      ],
+      { timeoutMs: 5000 },
+    );
+    expect(fetched).toEqual(['00000002.history']);
+    expect(recovery.get('old')).toMatchObject({
+      timeline: 2,
+      segments: 3,
+      toEndOfArchive: false,
+      problem: expect.stringContaining(`missing: ${seg(2, 5)}`),
+    });
+    expect(recovery.get('abandoned')).toMatchObject({ toEndOfArchive: false, problem: expect.stringContaining('abandoned branch') });
+    expect(recovery.get('no-wal')).toBeNull();
   });
 });
 

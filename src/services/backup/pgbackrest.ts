@@ -40,6 +40,21 @@ export interface BackupInfo {
   lsn: { start: string | null; stop: string | null };
   prior: string | null;
   error: boolean;
+  /**
+   * Whether recovery from this backup can replay the archive to its end, as the archive was listed
+   * with the inventory (see wal-scan's backupRecovery); absent when it was not checked.
+   */
+  recovery?: BackupRecovery | null;
+}
+
+/** A backup's recovery against the archive: the timeline followed, and what stops it (null: nothing). */
+export interface BackupRecovery {
+  timeline: number;
+  /** Segments replayable from the backup's first one. */
+  segments: number;
+  /** True when recovery reaches the end of the archive on that timeline's history. */
+  toEndOfArchive: boolean;
+  problem: string | null;
 }
 
 export interface StanzaInfo {

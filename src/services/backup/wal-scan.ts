@@ -7,6 +7,7 @@ import { chownSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRoot, runAs } from './os-command.ts';
+import type { BackupRecovery } from './pgbackrest.ts';
 
 /** The archive as the scanner needs it (pgBackRest's repo-ls and archive-get). */
 export interface WalArchiveSource {
@@ -238,6 +239,41 @@ export async function archiveContinuity(
   const listed = await source.listSegments(options.timeoutMs);
   const path = await recoveryPath(source, listed, from, { ...options, timeoutMs: Math.max(1, deadline - Date.now()) });
   return replaySegments(listed, from, path);
+}
+
+/**
+ * Every listed backup's recovery against the archive, from one listing (history files read once per
+ * timeline): the inventory's `recovery` field. A backup whose WAL is unknown gets null.
+ */
+export async function backupRecovery(
+  source: WalArchiveSource,
+  backups: readonly { label: string; wal: { start: string | null; stop: string | null }; lsn: { start: string | null } }[],
+  options: { timeoutMs: number; osUser?: string },
+): Promise<Map<string, BackupRecovery | null>> {
+  const deadline = Date.now() + options.timeoutMs;
+  const left = () => Math.max(1, deadline - Date.now());
+  const listed = await source.listSegments(left());
+  const froms = backups.filter((b) => b.wal.start && SEGMENT.test(b.wal.start)).map((b) => ({ label: b.label, from: replayFrom(b) }));
+  // One segment size for the archive: the first backup that tells it, else measured once.
+  const segmentBytes = froms.map((f) => inferSegmentBytes(f.from)).find((x) => x !== undefined);
+  const paths = new Map<string, RecoveryPath>();
+  const out = new Map<string, BackupRecovery | null>(backups.map((b) => [b.label, null]));
+  for (const { label, from } of froms) {
+    const tl = from.start.slice(0, 8);
+    let path = paths.get(tl);
+    if (!path) {
+      path = await recoveryPath(source, listed, from, { timeoutMs: left(), osUser: options.osUser, segmentBytes });
+      paths.set(tl, path);
+    }
+    const replay = replaySegments(listed, from, path);
+    out.set(label, {
+      timeline: replay.timeline,
+      segments: replay.segments.length,
+      toEndOfArchive: !replay.notChild && !replay.gap,
+      problem: replay.notChild ?? (replay.gap ? describeGap(replay.gap) : null),
+    });
+  }
+  return out;
 }
 
 /** An operator's sentence for a hole. */

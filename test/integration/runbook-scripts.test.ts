@@ -228,6 +228,23 @@ describe('operator safety of every runbook script', () => {
         [{ ...good, archiving: { ...good.archiving, rpoExposureSeconds: 301 } }, 'RPO exposure 301 s is above 300 s'],
         [{ ...good, backupAge: { ...good.backupAge, ageSeconds: 30 * 86400, tooOld: true } }, 'beyond BACKUP_MAX_AGE (93600 s)'],
         [{ ...good, backupAge: undefined }, 'does not say how old'],
+        [
+          {
+            ...good,
+            backups: [
+              {
+                ...good.backups[0],
+                recovery: {
+                  timeline: 2,
+                  segments: 3,
+                  toEndOfArchive: false,
+                  problem: 'the archived WAL has a hole after 000000020000000000000004',
+                },
+              },
+            ],
+          },
+          'cannot be recovered to the end of the archive: the archived WAL has a hole after 000000020000000000000004',
+        ],
         [null, 'not the backup inventory'],
         [{}, 'not the backup inventory'],
       ];

@@ -214,12 +214,14 @@ export class PgBackRestCli implements BackupTool {
     return { ...fromRaw(stanza), readAt };
   }
 
-  /** Every archived WAL segment name (any timeline, partial and history files left out). */
+  /** Every archived WAL segment name (any timeline) and timeline history file name (`00000002.history`); partial files left out. */
   async listSegments(timeoutMs: number): Promise<string[]> {
     const out = await this.run(['repo-ls', `archive/${this.options.stanza}`, '--recurse'], timeoutMs);
     const names = new Set<string>();
     for (const line of out.split('\n')) {
-      const m = /(?:^|\/)([0-9A-F]{24})-[0-9a-f]{40}(?:\.[a-z0-9]+)?$/.exec(line.trim());
+      const m =
+        /(?:^|\/)([0-9A-F]{24})-[0-9a-f]{40}(?:\.[a-z0-9]+)?$/.exec(line.trim()) ??
+        /(?:^|\/)([0-9A-F]{8}\.history)(?:\.[a-z0-9]+)?$/.exec(line.trim());
       if (m) names.add(m[1]!);
     }
     return [...names];

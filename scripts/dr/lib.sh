@@ -77,7 +77,12 @@ sav3_call_checked() {
   printf '%s\n' "$out"
   printf '%s' "$out" | node -e '
     let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => {
-      let j; try { j = JSON.parse(s); } catch { process.exit(0); }
+      let j; try { j = JSON.parse(s); } catch { j = undefined; }
+      // A proxy page or an empty 200 is not the API having acted (or checked): never success.
+      if (typeof j !== "object" || j === null || Array.isArray(j)) {
+        process.stderr.write("the answer is not the API'"'"'s (not a JSON object): nothing is known to have been done\n");
+        process.exit(1);
+      }
       const failed = (j.checks || []).filter((c) => c.ok === false || c.status === "fail");
       if (j.dryRun && (failed.length > 0 || j.wouldPromote === false)) {
         process.stderr.write("dry run: checks failed: " + failed.map((c) => c.name).join(", ") + "\n");

@@ -488,4 +488,23 @@ describe('operator safety of every runbook script', () => {
       await s3.destroy();
     }
   });
+
+  it("a 200 that is not the API's JSON (a proxy page, an empty body, an array) is never success, dry run or not", async () => {
+    for (const raw of ['<html>ok</html>', '', '[]', 'null']) {
+      const fake = await startDoctoredApi('http://127.0.0.1:1', () => ({ status: 200, body: raw }));
+      try {
+        const env = { SAV3_API_URL: fake.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
+        for (const [name, args] of [
+          ['promote-replica.sh', ['--dry-run']],
+          ['switch-database-connection.sh', ['--to', 'replica']],
+          ['switch-media-backend.sh', ['--to', 'backup', '--dry-run']],
+        ] as const) {
+          const run = await script(name, [...args], env);
+          expect({ raw, name, code: run.code }).toEqual({ raw, name, code: 1 });
+        }
+      } finally {
+        await fake.close();
+      }
+    }
+  }, 60_000);
 });

@@ -110,7 +110,12 @@ describe('WriteGate (the write barrier)', () => {
 describe('WriteGate: commits a barrier gave up on', () => {
   let version = 1;
   let refusal: WriteRefusal | null = null;
-  const gate = (options: WriteGateOptions = {}) => new WriteGate(() => refusal, () => version, { settleMs: 1000, ...options });
+  const gate = (options: WriteGateOptions = {}) =>
+    new WriteGate(
+      () => refusal,
+      () => version,
+      { settleMs: 1000, ...options },
+    );
   beforeEach(() => {
     version = 1;
     refusal = null;
@@ -125,7 +130,13 @@ describe('WriteGate: commits a barrier gave up on', () => {
     const report = await g.barrier(20, 2);
     expect(report).toMatchObject({ inFlight: 1, waitedFor: 1, failing: 0, drained: false });
     expect(ticket.abandonedBy).toEqual([2]);
-    return { ticket, write: write.then((value) => ({ value }), (error: unknown) => ({ error })) };
+    return {
+      ticket,
+      write: write.then(
+        (value) => ({ value }),
+        (error: unknown) => ({ error }),
+      ),
+    };
   }
 
   it('applied before the change answered (its fence raised by this instance): acknowledged', async () => {
@@ -167,9 +178,15 @@ describe('WriteGate: commits a barrier gave up on', () => {
 
   it('refused by the database fence, or failed with an ERROR from the server (e.g. cancelled by the fence raise): write_fenced', async () => {
     const fenced = new WriteFencedError('the database write fence refused its commit');
-    for (const failure of [fenced, Object.assign(new Error('canceling statement due to user request'), { severity: 'ERROR', code: '57014' })]) {
+    for (const failure of [
+      fenced,
+      Object.assign(new Error('canceling statement due to user request'), { severity: 'ERROR', code: '57014' }),
+    ]) {
       const commit = deferred<string>();
-      const { write } = await abandoned(gate({ fenceRaised: () => true }), commit.promise.then(() => Promise.reject(failure)));
+      const { write } = await abandoned(
+        gate({ fenceRaised: () => true }),
+        commit.promise.then(() => Promise.reject(failure)),
+      );
       commit.resolve('');
       const { error } = (await write) as { error: unknown };
       expect(error).toBeInstanceOf(WriteFencedError);
@@ -180,7 +197,10 @@ describe('WriteGate: commits a barrier gave up on', () => {
   it('an error marked as nothing applied (a commit past its deadline) keeps its own answer', async () => {
     const late = Object.assign(new Error('the write reached its commit deadline'), { nothingChanged: true });
     const commit = deferred<string>();
-    const { write } = await abandoned(gate(), commit.promise.then(() => Promise.reject(late)));
+    const { write } = await abandoned(
+      gate(),
+      commit.promise.then(() => Promise.reject(late)),
+    );
     commit.resolve('');
     expect(await write).toEqual({ error: late });
   });
@@ -191,7 +211,10 @@ describe('WriteGate: commits a barrier gave up on', () => {
       Object.assign(new Error('terminating connection due to administrator command'), { severity: 'FATAL', code: '57P01' }),
     ]) {
       const commit = deferred<string>();
-      const { write } = await abandoned(gate({ fenceRaised: () => true }), commit.promise.then(() => Promise.reject(failure)));
+      const { write } = await abandoned(
+        gate({ fenceRaised: () => true }),
+        commit.promise.then(() => Promise.reject(failure)),
+      );
       commit.resolve('');
       expect(await write).toMatchObject({ error: { code: 'outcome_unknown', settled: false } });
     }
@@ -281,7 +304,7 @@ describe('WriteGate: commits a barrier gave up on', () => {
     type Kind = 'fast' | 'rowlock' | 'tablelock' | 'sync' | 'cache';
     for (let seed = 1; seed <= 40; seed += 1) {
       let x = seed * 2654435761;
-      const rand = () => ((x = (x * 1103515245 + 12345) % 2147483648) / 2147483648);
+      const rand = () => (x = (x * 1103515245 + 12345) % 2147483648) / 2147483648;
       const pick = <T>(a: readonly T[]) => a[Math.floor(rand() * a.length)]!;
       const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
       version = 1;

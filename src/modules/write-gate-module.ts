@@ -60,8 +60,15 @@ export function createWriteGateModule(deps: {
     () => dr.current().version,
     {
       // A commit a barrier gave up on is acknowledged only if it finished before the change
-      // answered: the change's database fence, raised here on every node that takes writes.
-      fenceRaised: async (version) => (await dr.fenceRaise(version))?.databaseFence === 'raised',
+      // answered: the change's database fence, raised here on every node that takes writes. A node
+      // skipped as fenced read-only does not count: its sessions are ended after the setting is
+      // visible, so a commit there may still end after the raise looked at it.
+      fenceRaised: async (version) => {
+        const report = await dr.fenceRaise(version);
+        return (
+          report?.databaseFence === 'raised' && Object.values(report.nodes).every((n) => n.outcome === 'raised' || n.outcome === 'standby')
+        );
+      },
       // Past the fence's own bound (its raise cancels the commits holding it up within 1 s).
       settleMs: 2 * BARRIER_WAIT_MS,
     },

@@ -358,7 +358,11 @@ describe('an incident on a real primary and streaming replica', () => {
     // The fence ends client sessions after the setting shows: a session opened meanwhile may be
     // ended too; a write never succeeds, and once the fence is done it is refused as read-only.
     const refusal = await eventually(
-      () => query(cluster.primary.url(), 'CREATE TABLE stray_write (x int)').then(() => 'WRITTEN', (err: Error) => err.message),
+      () =>
+        query(cluster.primary.url(), 'CREATE TABLE stray_write (x int)').then(
+          () => 'WRITTEN',
+          (err: Error) => err.message,
+        ),
       (m) => m === 'WRITTEN' || /read-only transaction/.test(m),
       8000,
     );

@@ -55,6 +55,8 @@ export interface BackupRecovery {
   /** True when recovery reaches the end of the archive on that timeline's history. */
   toEndOfArchive: boolean;
   problem: string | null;
+  /** The backup cannot be recovered with this archive at all (a branch the followed timeline abandoned). */
+  notChild?: boolean;
 }
 
 export interface StanzaInfo {

@@ -273,7 +273,7 @@ export async function archiveContinuity(
 export async function backupRecovery(
   source: WalArchiveSource,
   backups: readonly { label: string; wal: { start: string | null; stop: string | null }; lsn: { start: string | null } }[],
-  options: { timeoutMs: number; osUser?: string },
+  options: { timeoutMs: number; osUser?: string; timeline?: number },
 ): Promise<Map<string, BackupRecovery | null>> {
   const deadline = Date.now() + options.timeoutMs;
   const left = () => Math.max(1, deadline - Date.now());
@@ -287,15 +287,28 @@ export async function backupRecovery(
     const tl = from.start.slice(0, 8);
     let path = paths.get(tl);
     if (!path) {
-      path = await recoveryPath(source, listed, from, { timeoutMs: left(), osUser: options.osUser, segmentBytes });
+      path = await recoveryPath(source, listed, from, {
+        timeoutMs: left(),
+        osUser: options.osUser,
+        segmentBytes,
+        timeline: options.timeline,
+      });
       paths.set(tl, path);
     }
     const replay = replaySegments(listed, from, path);
+    // Followed as PostgreSQL's 'latest' (the live timeline unknown), newer timelines in the archive
+    // are lost to recovery; with the live timeline pinned they are branches it abandoned.
+    const stranded =
+      !path.pinned && replay.newerTimelines.length > 0
+        ? `recovery with PostgreSQL's 'latest' would follow timeline ${replay.timeline}, but the archive holds timeline(s) ${replay.newerTimelines.join(', ')} too (a history file missing from the repository?): everything on them would be lost`
+        : null;
+    const problem = replay.notChild ?? (replay.gap ? describeGap(replay.gap) : stranded);
     out.set(label, {
       timeline: replay.timeline,
       segments: replay.segments.length,
-      toEndOfArchive: !replay.notChild && !replay.gap,
-      problem: replay.notChild ?? (replay.gap ? describeGap(replay.gap) : null),
+      toEndOfArchive: problem === null,
+      problem,
+      ...(replay.notChild ? { notChild: true } : {}),
     });
   }
   return out;

@@ -70,6 +70,9 @@ if $exists && running "$pgdata"; then
   if [ "$(sql "$lconn" 'SELECT pg_is_in_recovery()')" = f ]; then
     local_tli=$(server_timeline "$lconn")
     if [ "$local_tli" -ge "$source_tli" ]; then
+      # A node that still takes writes may be the live primary: never thrown away on a flag.
+      [ "$(sql "$lconn" "SELECT current_setting('default_transaction_read_only')")" = on ] ||
+        fail "refusing: this node runs as a primary on timeline $local_tli (the source is on $source_tli) and takes writes (not fenced): it may be the current primary. An abandoned promotion is fenced read-only by the switchover; check which node the API writes to (GET /admin/dr/state)"
       $discard_newer || fail "refusing: this node runs as a primary on timeline $local_tli and the source is on timeline $source_tli, so this may be the current primary; stop it yourself if it is a stale one (or --discard-newer-timeline if its timeline was abandoned)"
       say "this node runs as a primary on timeline $local_tli, not older than the source's $source_tli: --discard-newer-timeline, its data is discarded; it will be stopped"
     else

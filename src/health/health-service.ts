@@ -174,8 +174,8 @@ export class HealthService {
   }
 
   /**
-   * Ready while this instance can serve: the active target answers, or read-only mode is on and any
-   * configured target answers reads. A shared primary outage with read-only mode on therefore keeps
+   * Ready while this instance can serve: the active target answers, or read-only mode is on and the
+   * node reads go to answers (never a former primary behind the newest timeline). A shared primary outage with read-only mode on therefore keeps
    * every instance in the load balancer, serving reads.
    */
   async ready(): Promise<{ status: HealthStatus; checks: Record<string, HealthStatus> }> {
@@ -185,7 +185,8 @@ export class HealthService {
     const active = this.deps.database.active();
     const reads = this.deps.database.readTarget?.() ?? active;
     const activeUp = results.get(active)?.ok === true;
-    const anyUp = [...results.values()].some((r) => r.ok);
+    // The node reads would go to: never a former primary behind the newest timeline (readTarget).
+    const anyUp = this.deps.database.readTarget ? results.get(reads)?.ok === true : [...results.values()].some((r) => r.ok);
     // Reads served from another node than the active one (it answers and the active one does not,
     // or it is on a newer timeline: the active one would serve stale data) are degraded. Whether
     // the instance can serve is as the contract says: the active target answers, or read-only

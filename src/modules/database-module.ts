@@ -207,7 +207,14 @@ export function createDatabaseModule(deps: {
     const other: DatabaseTarget = active === 'primary' ? 'replica' : 'primary';
     const a = runners.get(active)?.latest();
     const o = runners.get(other)?.latest();
-    if (a?.ok === false) return o?.ok ? other : active;
+    // Never reads from a node on an older timeline than the newest known (a former primary): it
+    // lacks what was acknowledged since; the active target's failure is answered instead.
+    const behind = (d: DatabaseProbeData | undefined) => {
+      if (!d || d.timeline === null) return true;
+      const newest = Math.max(watch.newestTimeline(d.systemId) ?? 0, dr.current().database.newestTimeline ?? 0);
+      return d.timeline < newest || watch.abandoned(d.systemId, d.timeline);
+    };
+    if (a?.ok === false) return o?.ok && !behind(o.data) ? other : active;
     const ad = a?.data;
     const od = o?.ok ? o.data : undefined;
     if (

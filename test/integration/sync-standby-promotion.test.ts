@@ -1,4 +1,8 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
 import request from 'supertest';
+import { createPrisma, disconnectPrisma } from '../../src/adapters/database-clients.ts';
+import { PrismaMediaRepository } from '../../src/services/media/media-repository.ts';
 import { OPERATOR_TOKEN, type TestInstance } from '../support/instance.ts';
 import { startClusterWorld, type ClusterWorld } from '../support/world.ts';
 import { eventually } from '../../support/common.ts';
@@ -95,5 +99,36 @@ describe('promoting a standby whose commits would wait for a synchronous standby
     }
     await eventually(health, (b) => b.status !== 'unhealthy', 10_000, 100);
     expect((await request(api.url).put('/media/sync/back').send('x')).status).toBe(201);
+  }, 90_000);
+
+  it('a synchronous standby setting more standbys than stream (FIRST 2): health says not_writable once a commit waited 2 s, and a commit caught waiting is never told "not saved"', async () => {
+    const primary = world.cluster.primary.url();
+    const health = async () =>
+      (await request(api.url).get('/health/database').set(auth)).body as { status: string; error?: { code: string; message?: string } };
+    const client = createPrisma(primary);
+    const repo = new PrismaMediaRepository(() => client, 'sync:');
+    const waiter = new pg.Client({ connectionString: primary });
+    await waiter.connect();
+    try {
+      await waiter.query('CREATE TABLE IF NOT EXISTS sync_wait_probe (x int)');
+      await sql(primary, "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 2 (*)'");
+      await sql(primary, 'SELECT pg_reload_conf()');
+      // One standby streams: it is connected as a synchronous one, yet every commit waits for a second.
+      const caught = waiter.query('INSERT INTO sync_wait_probe VALUES (1)');
+      const hung = await eventually(health, (b) => b.error?.code === 'not_writable', 15_000, 200);
+      expect(hung.error!.message).toContain('synchronous standby');
+      // Not visible yet, but applied: a lost answer's lookup says "unknown", never "not committed".
+      expect(await repo.versionCommitted(randomUUID())).toBeUndefined();
+      await sql(primary, 'ALTER SYSTEM RESET synchronous_standby_names');
+      await sql(primary, 'SELECT pg_reload_conf()');
+      await caught;
+      expect(await repo.versionCommitted(randomUUID())).toBe(false);
+    } finally {
+      await sql(primary, 'ALTER SYSTEM RESET synchronous_standby_names').catch(() => undefined);
+      await sql(primary, 'SELECT pg_reload_conf()').catch(() => undefined);
+      await waiter.end().catch(() => undefined);
+      await disconnectPrisma(client).catch(() => undefined);
+    }
+    await eventually(health, (b) => b.status !== 'unhealthy', 10_000, 100);
   }, 90_000);
 });

@@ -114,6 +114,17 @@ describe('DatabaseFailoverService: promote', () => {
     expect(s.w.store.state).toBeNull();
   });
 
+  it('is refused while the primary does not answer here and read-only mode is off: another instance may still write to it (a partition)', async () => {
+    const s = await setup();
+    s.probes.primary = new Error('connect ECONNREFUSED 127.0.0.1:5432');
+    await s.observe();
+    const err = await rejection(s.failover.promote({ dryRun: false }));
+    expect(failedChecks(err)).toEqual(['primary_writes_stopped']);
+    expect(err.message).toContain('another instance may still reach it');
+    s.setReadOnly(true);
+    expect(await s.failover.promote({ dryRun: true })).toMatchObject({ wouldPromote: true });
+  });
+
   it('is refused when the standby does not answer, or lags beyond the bound', async () => {
     const s = await setup({ readOnly: true });
     s.probes.replica = new Error('connect ECONNREFUSED 127.0.0.1:5433');

@@ -60,10 +60,13 @@ function health(options: {
 
 describe('HealthService: readiness serves, health tells the truth about writes', () => {
   it('ready while read-only mode is on and only the replica answers; not ready without read-only', async () => {
-    expect(await health({ primaryUp: false, replicaUp: true, readOnly: true }).ready()).toEqual({
+    // Reads go to the replica (readTarget: the active target is down, the replica is not behind).
+    expect(await health({ primaryUp: false, replicaUp: true, readOnly: true, readTarget: 'replica' }).ready()).toEqual({
       status: 'healthy',
       checks: { database: 'degraded', process: 'healthy' },
     });
+    // A former primary behind the newest timeline answers, but reads never go to it: not ready.
+    expect((await health({ primaryUp: false, replicaUp: true, readOnly: true, readTarget: 'primary' }).ready()).status).toBe('unhealthy');
     expect((await health({ primaryUp: false, replicaUp: true, readOnly: false }).ready()).status).toBe('unhealthy');
     expect((await health({ primaryUp: false, replicaUp: false, readOnly: true }).ready()).status).toBe('unhealthy');
   });

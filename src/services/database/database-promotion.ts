@@ -81,16 +81,24 @@ export class DatabasePromotion {
       });
       // A primary that still takes writes would acknowledge writes the promoted node never gets.
       const writer = node === 'primary' ? replica : primary;
-      const primaryWrites = writer?.ok === true && writer.data?.inRecovery === false && !writer.data.fenced;
+      const answers = writer?.ok === true && writer.data !== undefined;
+      const primaryWrites = answers && writer.data?.inRecovery === false && !writer.data.fenced;
       const readOnly = this.deps.readOnlyActive();
+      // Unreachable from here proves nothing: another instance may still reach the primary and
+      // acknowledge writes the promoted node never gets (a partition). Only read-only mode, applied
+      // by every instance, or the primary itself seen fenced or in recovery, stops its writes.
       checks.push({
         name: 'primary_writes_stopped',
-        ok: !primaryWrites || readOnly,
-        detail: !primaryWrites
-          ? 'the primary does not take writes (unreachable, fenced or a standby)'
-          : readOnly
+        ok: readOnly || (answers && !primaryWrites),
+        detail: readOnly
+          ? primaryWrites
             ? 'the primary answers; read-only mode is on, so no instance commits on it (the replica catches up before the promotion)'
-            : 'the primary still answers and read-only mode is off: turn read-only mode on first, or writes acknowledged on the old primary would be lost',
+            : 'read-only mode is on: no instance commits on the primary'
+          : answers && !primaryWrites
+            ? 'the primary does not take writes (fenced or a standby)'
+            : answers
+              ? 'the primary still answers and read-only mode is off: turn read-only mode on first, or writes acknowledged on the old primary would be lost'
+              : 'the primary does not answer from this instance, but another instance may still reach it and acknowledge writes the promoted node would never get: turn read-only mode on first (it waits for every instance), then promote',
       });
     }
     const checksMs = Math.round(performance.now() - started);

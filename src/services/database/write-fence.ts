@@ -48,6 +48,9 @@ export class DatabaseWriteFence implements WriteFence {
             // while it holds the share (behind a row lock, on a paused instance) would keep the
             // fence down past its bound and then commit after the change answered: after a short
             // wait such commits are cancelled (they fail, nothing of theirs is committed).
+            // The fence row matters on this node only: its own commit must not wait for a
+            // synchronous standby (one that stalls would leave the fence down, the change waiting).
+            await c.query('SET LOCAL synchronous_commit = local');
             const { rows: me } = await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
             const canceller = setTimeout(() => void this.cancelStuckCommits(this.clients.url(target)!, me[0]!.pid), this.cancelAfterMs());
             try {

@@ -72,7 +72,11 @@ export interface MediaRepository {
    */
   commitDelete(key: string, fenceEpoch?: number): Promise<number | undefined>;
   /** Whether a version was committed: resolves a commit whose answer was lost with the connection. */
-  versionCommitted(version: string): Promise<boolean>;
+  /**
+   * Whether the version's commit was applied: undefined when that cannot be told yet (a commit
+   * waiting for a synchronous standby is applied but not visible until the standby answers).
+   */
+  versionCommitted(version: string): Promise<boolean | undefined>;
   list(prefix: string, limit: number, after?: string): Promise<MediaMetadata[]>;
 }
 
@@ -243,9 +247,15 @@ export class PrismaMediaRepository implements MediaRepository {
     return Number(row.seq);
   }
 
-  async versionCommitted(version: string): Promise<boolean> {
-    const rows = await this.query(`SELECT 1 FROM media_versions WHERE id = $1::uuid`, version);
-    return rows.length > 0;
+  async versionCommitted(version: string): Promise<boolean | undefined> {
+    const rows = await this.query<{ found: boolean; waiting: boolean }>(
+      `SELECT EXISTS (SELECT 1 FROM media_versions WHERE id = $1::uuid) AS found,
+              EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event = 'SyncRep') AS waiting`,
+      version,
+    );
+    if (rows[0]?.found) return true;
+    // Not visible, but a commit waiting for a synchronous standby may be this one.
+    return rows[0]?.waiting ? undefined : false;
   }
 
   /**

@@ -31,20 +31,37 @@ async function main(): Promise<void> {
   const servers = await started<{ primary: { endpoint: string; bucket: string; accessKey: string; secretKey: string } }>(s3Child);
   const child = fork(join(__dirname, 'media-bench-server.ts'), {
     execArgv: ['--import', 'tsx', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir=/tmp/bench-prof'] : [])],
-    env: { ...process.env, BENCH_DATABASE_URL: db.url, BENCH_ADMIN_TOKENS: `bench:operator:${randomBytes(24).toString('hex')}`, BENCH_S3: JSON.stringify(servers) },
+    env: {
+      ...process.env,
+      BENCH_DATABASE_URL: db.url,
+      BENCH_ADMIN_TOKENS: `bench:operator:${randomBytes(24).toString('hex')}`,
+      BENCH_S3: JSON.stringify(servers),
+    },
   });
   const { api: port } = await started<{ api: number }>(child);
   const api = `http://127.0.0.1:${port}`;
   const url = new URL(servers.primary.endpoint);
-  const s3 = new Client({ endPoint: url.hostname, port: Number(url.port), useSSL: false, accessKey: servers.primary.accessKey, secretKey: servers.primary.secretKey, region: 'us-east-1', pathStyle: true });
+  const s3 = new Client({
+    endPoint: url.hostname,
+    port: Number(url.port),
+    useSSL: false,
+    accessKey: servers.primary.accessKey,
+    secretKey: servers.primary.secretKey,
+    region: 'us-east-1',
+    pathStyle: true,
+  });
   const body = Buffer.alloc(16 * 1024, 7);
-  const directUrls = await Promise.all(Array.from({ length: 4096 }, (_, i) => s3.presignedPutObject(servers.primary.bucket, `direct/many/${i}.bin`, 3600)));
+  const directUrls = await Promise.all(
+    Array.from({ length: 4096 }, (_, i) => s3.presignedPutObject(servers.primary.bucket, `direct/many/${i}.bin`, 3600)),
+  );
   // PostgreSQL: the backends serving the scratch database (the API's pool), not the whole server,
   // which other work on the machine may use.
   const backends = async () => {
     const c = new pg.Client({ connectionString: db.url });
     await c.connect();
-    const { rows } = await c.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()');
+    const { rows } = await c.query<{ pid: number }>(
+      'SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()',
+    );
     await c.end();
     return rows.map((r) => r.pid);
   };
@@ -78,7 +95,7 @@ async function main(): Promise<void> {
       const wall = performance.now() - t;
       const per = Object.entries(meters).map(([k, f]) => `${k} ${((f() - before[k]!) / requests).toFixed(2)}`);
       pgPids = await backends(); // a pool connection replaced since is counted from the next round
-      console.log(`${name.padEnd(16)} ${(requests / wall * 1000).toFixed(0).padStart(5)} req/s  ms CPU/req: ${per.join('  ')}`);
+      console.log(`${name.padEnd(16)} ${((requests / wall) * 1000).toFixed(0).padStart(5)} req/s  ms CPU/req: ${per.join('  ')}`);
     }
   }
   child.disconnect();

@@ -33,4 +33,10 @@ export interface DatabaseProbeData {
   forks?: { timeline: number; switchLsn: string }[] | null;
   /** Its commits wait for a synchronous standby (synchronous_standby_names set, synchronous_commit not off/local). */
   waitsForSyncStandby?: boolean;
+  /**
+   * Primary: its commits wait for a synchronous standby and none is connected as one (streaming
+   * with sync_state sync or quorum): every commit would hang. False when the standbys' sync state
+   * cannot be read (without pg_read_all_stats).
+   */
+  commitsHang?: boolean;
 }

@@ -27,7 +27,7 @@ import { proveDataDirectory } from './services/backup/data-dir-identity.ts';
 import { findObjectsWithoutMetadata } from './services/backup/media-orphans.ts';
 import { isRoot, runAs } from './services/backup/os-command.ts';
 import { PgBackRestCli } from './services/backup/pgbackrest.ts';
-import { archiveContinuity, describeGap, scanArchive } from './services/backup/wal-scan.ts';
+import { describeGap, recoveryPath, replayFrom, replaySegments, scanArchive, type Replay } from './services/backup/wal-scan.ts';
 import { RESTORE_STEPS } from './services/backup/restore-report.ts';
 import { httpTransport, RestoreJournal, RestoreReporter } from './services/backup/restore-reporter.ts';
 import { MinioObjectStore } from './adapters/minio-object-store.ts';
@@ -324,32 +324,53 @@ export async function main(argv: string[]): Promise<number> {
   let reporter: RestoreReporter | undefined;
   try {
     const info = await tool.info(30_000);
-    const plan = planRestore(info, { backup: args.backup!, targetTime: args.targetTime, targetName: args.targetName });
-    say(`plan: ${JSON.stringify(plan)}`);
+    const request = { backup: args.backup!, targetTime: args.targetTime, targetName: args.targetName };
+    let plan = planRestore(info, request);
     const pgBin = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
+    // The archive as recovery will read it: the timeline it follows (the newest), and what it can replay.
+    let listed: string[] | undefined;
+    let replay: Replay | undefined;
+    if (args.skipTargetCheck) say('archive: NOT checked (--skip-target-check)');
+    else {
+      listed = await tool.listSegments(60_000).catch((err: unknown) => {
+        throw new RestorePlanError(
+          `the archived WAL could not be listed (${errorMessage(err)}); nothing was changed. Check it yourself, then rerun with --skip-target-check`,
+        );
+      });
+      const skipped: string[] = [];
+      for (;;) {
+        const backup = info.backups.find((b) => b.label === plan.backup.label)!;
+        if (!backup.wal.start) throw new RestorePlanError(`backup ${backup.label} names no WAL: the archive cannot be checked`);
+        const from = replayFrom(backup);
+        replay = replaySegments(listed, from, await recoveryPath(tool, listed, from, { timeoutMs: 60_000, osUser }));
+        if (!replay.notChild) break;
+        // A backup on a branch the archive's newest timeline abandoned (taken before a point-in-time
+        // restore moved the history on): recovery from it stops, after the data was replaced.
+        if (request.backup !== 'latest')
+          throw new RestorePlanError(`backup ${backup.label} cannot be restored: ${replay.notChild}; nothing was changed`);
+        skipped.push(backup.label);
+        say(`backup ${backup.label} skipped: ${replay.notChild}`);
+        plan = planRestore({ ...info, backups: info.backups.filter((b) => !skipped.includes(b.label)) }, request);
+      }
+      if (replay.gap?.withinBackup)
+        throw new RestorePlanError(`${describeGap(replay.gap)} (backup ${plan.backup.label}); nothing was changed`);
+      say(`archive: recovery follows timeline ${replay.timeline}; ${replay.segments.length} segment(s) from ${plan.wal.from} replayable`);
+    }
+    say(`plan: ${JSON.stringify(plan)}`);
     if (plan.target.type === 'end_of_archive') {
       // Recovery to the end of the archive stops at the first hole in it: whatever was archived
       // after the hole would be lost without a word. Only the listing is read.
-      if (args.skipTargetCheck) say('archive: NOT checked for holes (--skip-target-check)');
-      else if (!plan.wal.from) throw new RestorePlanError(`backup ${plan.backup.label} names no WAL: the archive cannot be checked`);
-      else {
-        const { segments, gap } = await archiveContinuity(tool, plan.wal.from, 60_000).catch((err: unknown) => {
-          throw new RestorePlanError(
-            `the archived WAL could not be listed (${(err as Error).message}); nothing was changed. Check it yourself, then rerun with --skip-target-check`,
-          );
-        });
-        if (gap)
-          throw new RestorePlanError(
-            `${describeGap(gap)}. A restore to the end of the archive would end at the hole: restore to a target before it (--target-time or --target-name), or accept the loss with --skip-target-check; nothing was changed`,
-          );
-        say(`archive: continuous from ${plan.wal.from} (${segments.length} segment(s))`);
-      }
+      if (replay?.gap)
+        throw new RestorePlanError(
+          `${describeGap(replay.gap)}. A restore to the end of the archive would end at the hole: restore to a target before it (--target-time or --target-name), or accept the loss with --skip-target-check; nothing was changed`,
+        );
+      if (replay) say(`archive: continuous from ${plan.wal.from} (${replay.segments.length} segment(s))`);
     } else {
       // A target recovery cannot reach stops PostgreSQL after the data was replaced: check first.
       if (args.skipTargetCheck) say('target: NOT checked against the archived WAL (--skip-target-check)');
       else {
-        if (!plan.wal.from) throw new RestorePlanError(`backup ${plan.backup.label} names no WAL: the target cannot be verified`);
-        const scan = await scanArchive(tool, plan.wal.from, { pgBin, osUser, timeoutMs: 300_000 }).catch((err: unknown) => {
+        const backup = info.backups.find((b) => b.label === plan.backup.label)!;
+        const scan = await scanArchive(tool, replayFrom(backup), { pgBin, osUser, timeoutMs: 300_000 }).catch((err: unknown) => {
           throw new RestorePlanError(
             `the target could not be verified in the archived WAL (${(err as Error).message}); nothing was changed. Check it yourself, then rerun with --skip-target-check`,
           );

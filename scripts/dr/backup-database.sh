@@ -15,5 +15,7 @@ done
 case "$type" in full|diff|incr) ;; *) echo "--type must be full, diff or incr" >&2; exit 2 ;; esac
 out=$(sav3_call POST /admin/backups "{\"type\":\"$type\"}") || { echo "$out"; exit 1; }
 echo "$out"
+# Even with --no-wait: exit 0 only when the answer names the backup job it started.
+id=$(sav3_started_job backup <<<"$out") || exit 1
 [ "$wait" = true ] || exit 0
-sav3_wait_job "$(json_field job.id <<<"$out")"
+sav3_wait_job "$id" backup

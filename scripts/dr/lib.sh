@@ -77,7 +77,12 @@ sav3_call_checked() {
   printf '%s\n' "$out"
   printf '%s' "$out" | node -e '
     let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => {
-      let j; try { j = JSON.parse(s); } catch { process.exit(0); }
+      let j; try { j = JSON.parse(s); } catch { j = undefined; }
+      // A proxy page or an empty 200 is not the API having acted (or checked): never success.
+      if (typeof j !== "object" || j === null || Array.isArray(j)) {
+        process.stderr.write("the answer is not the API'"'"'s (not a JSON object): nothing is known to have been done\n");
+        process.exit(1);
+      }
       const failed = (j.checks || []).filter((c) => c.ok === false || c.status === "fail");
       if (j.dryRun && (failed.length > 0 || j.wouldPromote === false)) {
         process.stderr.write("dry run: checks failed: " + failed.map((c) => c.name).join(", ") + "\n");
@@ -86,26 +91,80 @@ sav3_call_checked() {
     });'
 }
 
-# Backup and validation jobs: polls GET /admin/jobs/<id> until the job finishes; prints it and
-# returns 0 when it succeeded, 1 when it failed.
+# Jobs (GET /admin/jobs/<id>). A job's id is a UUID; its record carries that id, the kind it was
+# started as and one of these statuses. Anything else is not that job: it is never followed.
+SAV3_JOB_ID_RE='^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+# Reads an answer on stdin. `start KIND`: the answer to the request that started a job; prints its
+# id. `record KIND ID`: a poll's answer; prints the status. Exit 1 with the reason otherwise.
+SAV3_JOB_CHECK='
+const [mode, kind, id] = process.argv.slice(1);
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const STATUSES = ["queued", "running", "succeeded", "failed"];
+const text = require("fs").readFileSync(0, "utf8");
+let v;
+try { v = JSON.parse(text); } catch { v = undefined; }
+const obj = (x) => typeof x === "object" && x !== null && !Array.isArray(x);
+const fail = (m) => { process.stderr.write(m + "\n"); process.exit(1); };
+const shown = (x) => (x === undefined ? "none" : JSON.stringify(x).slice(0, 80));
+if (mode === "start") {
+  const j = obj(v) ? v.job : undefined;
+  if (!obj(j) || typeof j.id !== "string" || !UUID.test(j.id))
+    fail("the API\x27s answer names no job (job.id missing or not a UUID): nothing started that can be followed");
+  if (j.kind !== kind) fail("the API\x27s answer names job " + j.id + " of kind " + shown(j.kind) + ", not the " + kind + " job this script started: not followed");
+  if (!STATUSES.includes(j.status)) fail("the API\x27s answer names job " + j.id + " with status " + shown(j.status) + ", not a job status: not followed");
+  process.stdout.write(j.id);
+} else {
+  const what = "GET /admin/jobs/" + id;
+  if (!obj(v)) fail(what + " answered " + (text.trim() === "" ? "an empty body" : "something that is not a JSON object") + ", not the job\x27s record; giving up");
+  if (v.id !== id) fail(what + " did not answer with that job\x27s record (its id is " + shown(v.id) + "); giving up");
+  if (v.kind !== kind) fail(what + " answered a job of kind " + shown(v.kind) + ", not the " + kind + " job this script started; giving up");
+  if (!STATUSES.includes(v.status)) fail(what + " answered the job\x27s record without a job status (status " + shown(v.status) + "); giving up");
+  process.stdout.write(v.status);
+}'
+
+# The id of the job a start answer (stdin) names, checked against the kind the caller started.
+sav3_started_job() {
+  node -e "$SAV3_JOB_CHECK" start "$1"
+}
+
+# Polls GET /admin/jobs/<id> until the job of kind KIND finishes; prints it and returns 0 when it
+# succeeded, 1 when it failed, ran past TIMEOUT seconds (default 3600) or the answer was not its
+# record (malformed, another job, another kind, no status: given up at once, never polled on).
+#   sav3_wait_job ID KIND [TIMEOUT]
 sav3_wait_job() {
-  local id=$1 timeout=${2:-3600} out status misses=0
+  local errors rc=0
+  errors=$(mktemp)
+  _sav3_wait_job "$errors" "$@" || rc=$?
+  rm -f "$errors"
+  return "$rc"
+}
+_sav3_wait_job() {
+  local errors=$1 id=$2 kind=$3 timeout=${4:-3600} out status http misses=0 rc
   local deadline=$((SECONDS + timeout))
-  # A job id is a UUID: an answer without one (or not JSON) started nothing that can be waited for.
-  if ! [[ "$id" =~ ^[0-9a-fA-F-]{36}$ ]]; then echo "the API's answer names no job (job.id missing or malformed): nothing started that can be followed" >&2; return 1; fi
+  if ! [[ "$id" =~ $SAV3_JOB_ID_RE ]]; then echo "the API's answer names no job (job.id missing or not a UUID): nothing started that can be followed" >&2; return 1; fi
   while :; do
-    # A restarting API is waited for; one that fails 5 polls in a row (each bounded) is given up on.
-    if out=$(sav3_call GET "/admin/jobs/$id" 2>/dev/null); then misses=0; else
+    rc=0
+    out=$(sav3_call GET "/admin/jobs/$id" 2>"$errors") || rc=$?
+    if [ "$rc" -eq 0 ]; then
+      misses=0
+      status=$(node -e "$SAV3_JOB_CHECK" record "$kind" "$id" <<<"$out") || return 1
+      case "$status" in
+        succeeded) echo "$out"; return 0 ;;
+        failed) echo "$out"; echo "job $id failed" >&2; return 1 ;;
+      esac
+    else
+      # Only what may heal is retried: the API unreachable or restarting (no answer in time, 5xx),
+      # and not more than 5 polls in a row (each bounded). A 4xx (job unknown, token refused) is final.
+      http=$(sed -n 's/^HTTP \([0-9][0-9]*\)$/\1/p' "$errors" | tail -n 1)
+      if [ "$rc" -ne 3 ] && [[ "$http" != 5?? ]]; then
+        [ -z "$out" ] || echo "$out"
+        echo "GET /admin/jobs/$id answered ${http:+HTTP }${http:-an error}; giving up (the job may still run)" >&2
+        return 1
+      fi
       misses=$((misses + 1))
       if [ "$misses" -ge 5 ]; then echo "job $id: the API did not answer 5 polls in a row (${SAV3_API_URL}); the job may still run: GET /admin/jobs/$id" >&2; return 1; fi
+      status=${status:-unknown}
     fi
-    # Only this job's own record counts: anything else (another id, no id, not JSON) is not an answer.
-    status=$(node -e 'try{const j=JSON.parse(require("fs").readFileSync(0,"utf8"));process.stdout.write(j&&j.id===process.argv[1]?String(j.status||""):"not-this-job")}catch{process.stdout.write("not-this-job")}' "$id" <<<"$out")
-    case "$status" in
-      succeeded) echo "$out"; return 0 ;;
-      failed) echo "$out"; echo "job $id failed" >&2; return 1 ;;
-      not-this-job) [ -z "$out" ] || { echo "GET /admin/jobs/$id did not answer with that job's record; giving up" >&2; return 1; } ;;
-    esac
     if [ $SECONDS -ge $deadline ]; then echo "job $id still $status after ${timeout}s" >&2; return 1; fi
     sleep 2
   done

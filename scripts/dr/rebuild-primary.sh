@@ -8,8 +8,10 @@
 # setup-replication.sh (slot, streaming).
 #   scripts/dr/rebuild-primary.sh --pgdata DIR --source CONNINFO
 #       [--from-backup latest|LABEL | --rewind | --basebackup] [--stanza NAME [--pgbackrest-config FILE]]
-#       [--slot NAME] [--port N] [--log FILE] [--timeout SECONDS] [--dry-run] --confirm
-# --source is the current primary. Without a method it chooses. Environment instead of options:
+#       [--slot NAME] [--port N] [--log FILE] [--timeout SECONDS] [--discard-newer-timeline] [--dry-run] --confirm
+# --source is the current primary. Without a method it chooses. A node on a newer timeline than the
+# source (e.g. one whose promotion a switchover abandoned: the API recorded it) is refused unless
+# --discard-newer-timeline says its data is to be thrown away. Environment instead of options:
 # PGDATA, SAV3_PRIMARY_CONNINFO, PGBACKREST_STANZA, PGBACKREST_CONFIG.
 # Exit codes: 0 rebuilt and streaming (or a dry run that would do it); 1 refused or failed; 2 bad usage.
 set -euo pipefail
@@ -18,7 +20,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/pg-lib.sh"
 
 pgdata=${PGDATA:-} source=${SAV3_PRIMARY_CONNINFO:-} stanza=${PGBACKREST_STANZA:-} bconf=${PGBACKREST_CONFIG:-}
-method=auto set=latest slot=sav3_standby port="" log="" timeout=60 dry=false confirm=false
+method=auto set=latest slot=sav3_standby port="" log="" timeout=60 dry=false confirm=false discard_newer=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --pgdata) need_value "$@"; pgdata=$2; shift 2 ;;
@@ -32,9 +34,10 @@ while [ $# -gt 0 ]; do
     --port) need_value "$@"; port=$2; shift 2 ;;
     --log) need_value "$@"; log=$2; shift 2 ;;
     --timeout) need_value "$@"; timeout=$2; shift 2 ;;
+    --discard-newer-timeline) discard_newer=true; shift ;;
     --dry-run) dry=true; shift ;;
     --confirm) confirm=true; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -66,8 +69,12 @@ if $exists && running "$pgdata"; then
   [ "$(sql "$lconn" "$identity")" != "$source_identity" ] || fail "refusing: $pgdata is the current primary (the source itself); rebuild the other node"
   if [ "$(sql "$lconn" 'SELECT pg_is_in_recovery()')" = f ]; then
     local_tli=$(server_timeline "$lconn")
-    [ "$local_tli" -lt "$source_tli" ] || fail "refusing: this node runs as a primary on timeline $local_tli and the source is on timeline $source_tli, so this may be the current primary; stop it yourself if it is a stale one"
-    say "this node runs as a stale primary on timeline $local_tli (the current primary is on timeline $source_tli): it will be stopped"
+    if [ "$local_tli" -ge "$source_tli" ]; then
+      $discard_newer || fail "refusing: this node runs as a primary on timeline $local_tli and the source is on timeline $source_tli, so this may be the current primary; stop it yourself if it is a stale one (or --discard-newer-timeline if its timeline was abandoned)"
+      say "this node runs as a primary on timeline $local_tli, not older than the source's $source_tli: --discard-newer-timeline, its data is discarded; it will be stopped"
+    else
+      say "this node runs as a stale primary on timeline $local_tli (the current primary is on timeline $source_tli): it will be stopped"
+    fi
   else
     say "this node runs as a standby: it will be stopped"
   fi
@@ -75,7 +82,8 @@ if $exists && running "$pgdata"; then
 fi
 
 if $exists && ! $stop && [ -n "$local_tli" ] && [ "$local_tli" -gt "$source_tli" ]; then
-  fail "refusing: this node is on timeline $local_tli, newer than the source's $source_tli: it may hold the newest data (is the source a stale primary?)"
+  $discard_newer || fail "refusing: this node is on timeline $local_tli, newer than the source's $source_tli: it may hold the newest data (is the source a stale primary?); if its timeline was abandoned (a switchover's failed promotion), --discard-newer-timeline throws its data away"
+  say "this node is on timeline $local_tli, newer than the source's $source_tli: --discard-newer-timeline, its data is discarded"
 fi
 
 # --- Which way, and why ---------------------------------------------------------------------------

@@ -19,13 +19,19 @@ from=$(norm "$from") to=$(norm "$to")
 [ -n "$from" ] && [ -n "$to" ] || { echo "--from and --to (primary|backup) are required" >&2; exit 2; }
 answer=$(sav3_call POST /admin/media/sync "{\"from\":\"$from\",\"to\":\"$to\",\"dryRun\":$dry}") || { echo "$answer"; exit 1; }
 echo "$answer"
-href=$(printf '%s' "$answer" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{process.stdout.write(JSON.parse(s).job?.href??"")}catch{}})')
-[ -n "$href" ] || exit 0
-while :; do
-  sleep 1
-  job=$(sav3_call GET "$href") || { echo "$job"; exit 1; }
-  status=$(printf '%s' "$job" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>process.stdout.write(JSON.parse(s).status))')
-  [ "$status" = running ] && continue
-  echo "$job"
-  [ "$status" = succeeded ] && exit 0 || exit 1
-done
+# A small run answers its result (200), a large one the media.sync job it started (202): anything
+# else (`{}`, HTML, a job of another kind) is not a sync and exits 1.
+shape=$(node -e '
+let v;
+try { v = JSON.parse(require("fs").readFileSync(0, "utf8")); } catch { v = undefined; }
+const ok = typeof v === "object" && v !== null;
+if (ok && v.async === true) process.stdout.write("job");
+else if (ok && v.dryRun === true && typeof v.toCopy === "number") process.stdout.write("done");
+else if (ok && v.dryRun === false && v.status === "succeeded") process.stdout.write("done");
+else if (ok && v.dryRun === false && v.status === "failed") { console.error("the sync failed: " + (Array.isArray(v.failed) ? v.failed.length : "some") + " object(s) not copied"); process.exit(1); }
+else { console.error("the answer is neither a sync result nor a sync job (POST /admin/media/sync)"); process.exit(1); }
+' <<<"$answer") || exit 1
+[ "$shape" = job ] || exit 0
+id=$(sav3_started_job media.sync <<<"$answer") || exit 1
+# Bounded at a day, not an hour: a large sync may run longer; one that stops progressing is failed by the API.
+sav3_wait_job "$id" media.sync 86400

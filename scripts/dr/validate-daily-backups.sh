@@ -16,5 +16,7 @@ while [ $# -gt 0 ]; do
 done
 out=$(sav3_call POST /admin/backups/validate "{$body}") || { echo "$out"; exit 1; }
 echo "$out"
+# Even with --no-wait: exit 0 only when the answer names the backup.validate job it started.
+id=$(sav3_started_job backup.validate <<<"$out") || exit 1
 [ "$wait" = true ] || exit 0
-sav3_wait_job "$(json_field job.id <<<"$out")"
+sav3_wait_job "$id" backup.validate

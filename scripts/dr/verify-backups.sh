@@ -34,6 +34,11 @@ else {
   else if (a.rpoExposureSeconds > rpoMax) problems.push("RPO exposure " + a.rpoExposureSeconds + " s is above " + rpoMax + " s");
 }
 const newest = good[good.length - 1];
+// The newest backup must be recoverable to the end of the archive (a hole, or a branch a
+// point-in-time restore abandoned, would stop it); unknown (null) is said, not failed.
+if (newest && newest.recovery && newest.recovery.toEndOfArchive === false)
+  problems.push("the newest backup " + newest.label + " cannot be recovered to the end of the archive: " + newest.recovery.problem);
+else if (newest && newest.recovery === null) console.error("note: the archive was not read for the recovery of the newest backup (unknown)");
 console.error("newest backup " + (newest ? newest.label + " ended " + newest.stoppedAt : "none") + "; RPO exposure " + (a && typeof a.rpoExposureSeconds === "number" ? a.rpoExposureSeconds + " s" : "unknown"));
 for (const p of problems) console.error("FAIL: " + p);
 process.exit(problems.length ? 1 : 0);

@@ -74,6 +74,13 @@ function destroySocket(client: pg.Client): void {
 export const WAITS_FOR_SYNC_STANDBY_SQL = `(current_setting('synchronous_standby_names') <> ''
     AND current_setting('synchronous_commit') NOT IN ('off', 'local'))`;
 
+/**
+ * A primary's commits hang: they wait for a synchronous standby and none streams as one. A standby
+ * whose sync state is hidden (a role without pg_read_all_stats sees NULL) counts as connected.
+ */
+export const COMMITS_HANG_SQL = `(NOT pg_is_in_recovery() AND ${WAITS_FOR_SYNC_STANDBY_SQL}
+    AND NOT EXISTS (SELECT 1 FROM pg_stat_replication WHERE sync_state IS NULL OR (state = 'streaming' AND sync_state IN ('sync', 'quorum'))))`;
+
 /** A primary's current WAL position (null on a standby). */
 export const PRIMARY_WAL_LSN_SQL = 'SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS lsn';
 

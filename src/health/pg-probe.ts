@@ -4,6 +4,7 @@ import {
   beginWithTimeout,
   CURRENT_TIMELINE_SQL,
   WAITS_FOR_SYNC_STANDBY_SQL,
+  COMMITS_HANG_SQL,
   withNodeConnection,
   type PgProbeOptions,
 } from '../adapters/pg-connection.ts';
@@ -44,6 +45,7 @@ const PROBE_SQL = `SELECT pg_is_in_recovery() AS in_recovery,
             FROM pg_stat_replication) END AS standbys,
        ${FORKS_COLUMN},
        ${WAITS_FOR_SYNC_STANDBY_SQL} AS sync,
+       ${COMMITS_HANG_SQL} AS hang,
        ${IDENTITY_COLUMNS}`;
 
 interface ProbeRow {
@@ -59,6 +61,7 @@ interface ProbeRow {
   fenced: boolean;
   history: string | null;
   sync: boolean;
+  hang: boolean;
 }
 
 export async function probeDatabase(options: PgProbeOptions): Promise<DatabaseProbeData> {
@@ -81,6 +84,7 @@ export async function probeDatabase(options: PgProbeOptions): Promise<DatabasePr
       standbys: row.standbys,
       forks: row.in_recovery ? null : parseTimelineHistory(row.history, row.timeline),
       waitsForSyncStandby: row.sync,
+      commitsHang: row.hang,
     };
   });
 }

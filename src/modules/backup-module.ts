@@ -72,6 +72,8 @@ export function createBackupModule(deps: {
       : undefined);
   const tool: BackupTool | undefined =
     local ?? (deps.audit ? new PublishedBackupInfo(deps.redis, deps.prefix, Math.max(b.statusIntervalMs * 4, 60_000)) : undefined);
+  // The archive itself (repo-ls, archive-get) where this process runs pgBackRest.
+  const walSource = local && 'listSegments' in local && 'fetchSegment' in local ? (local as unknown as WalArchiveSource) : undefined;
   const activeUrl = async () => {
     const target = await deps.activeTarget().catch(() => 'primary' as const);
     return deps.clients.url(target) ?? config.databaseUrl;
@@ -79,6 +81,7 @@ export function createBackupModule(deps: {
   const validations = new PrismaValidationStore(() => deps.clients.client());
   const inventory = new BackupInventory({
     tool,
+    walSource,
     onInfo: local ? (info) => PublishedBackupInfo.publish(deps.redis, deps.prefix, info) : undefined,
     archiver: async () => readArchiverStatus(await activeUrl(), config.healthTimeoutMs * 3),
     lastValidation: async () => lastPassedValidation(await activeUrl(), config.healthTimeoutMs * 3),
@@ -134,7 +137,7 @@ export function createBackupModule(deps: {
     });
     const validator = new BackupValidator({
       tool,
-      walSource: 'listSegments' in tool && 'fetchSegment' in tool ? (tool as unknown as WalArchiveSource) : undefined,
+      walSource,
       info: () => inventory.info(true),
       media: backupStore ? new BackupBucketMediaCheck(backupStore) : undefined,
       validationStore: validations,

@@ -134,6 +134,10 @@ export function createDatabaseModule(deps: {
     if (state.database.active !== previous.database.active || (previous.readOnly.enabled && !state.readOnly.enabled)) {
       await runners.get(state.database.active)?.run();
     }
+    // Any change may come with nodes fenced, unfenced or promoted by the instance that made it:
+    // every node is probed again now, so this instance's health does not report them as they were
+    // until the next interval.
+    if (state.version !== previous.version) for (const runner of runners.values()) void runner.run().catch(() => undefined);
     // A promotion recorded: the switch to the promoted node comes next. Its pool is opened now, in
     // the background, so the first requests after the switch do not wait for a client and a connection.
     if (state.database.promotedAt && state.database.promotedAt !== previous.database.promotedAt) {

@@ -32,6 +32,9 @@ export function createWriteGateModule(deps: {
   logger: Logger;
   /** Further reasons to refuse writes (the database capability: standby, fenced, older timeline). */
   refusal: () => WriteRefusal | null;
+  /** The barrier's bounds (default BARRIER_WAIT_MS, LEASE_BARRIER_WAIT_MS; tests shorten them). */
+  barrierWaitMs?: number;
+  leaseBarrierWaitMs?: number;
 }): WriteGateModule {
   const { dr, metrics, logger } = deps;
   const gate = new WriteGate(
@@ -55,10 +58,24 @@ export function createWriteGateModule(deps: {
       return deps.refusal();
     },
     () => dr.current().version,
+    {
+      // A commit a barrier gave up on is acknowledged only if it finished before the change
+      // answered: the change's database fence, raised here on every node that takes writes. A node
+      // skipped as fenced read-only does not count: its sessions are ended after the setting is
+      // visible, so a commit there may still end after the raise looked at it.
+      fenceRaised: async (version) => {
+        const report = await dr.fenceRaise(version);
+        return (
+          report?.databaseFence === 'raised' && Object.values(report.nodes).every((n) => n.outcome === 'raised' || n.outcome === 'standby')
+        );
+      },
+      // Past the fence's own bound (its raise cancels the commits holding it up within 1 s).
+      settleMs: 2 * BARRIER_WAIT_MS,
+    },
   );
   dr.onApply(async (next, previous) => {
     if (!writeRelevantChange(next, previous)) return;
-    const report = await gate.barrier(BARRIER_WAIT_MS);
+    const report = await gate.barrier(deps.barrierWaitMs ?? BARRIER_WAIT_MS, next.version);
     metrics.writeBarrierWaited.inc(report.waitedFor);
     dr.annotations.barrier = { version: next.version, ...report };
     if (report.inFlight > 0)
@@ -69,7 +86,7 @@ export function createWriteGateModule(deps: {
   });
   // The lease ran out: no commit admitted under the unconfirmed state may be acknowledged later.
   dr.onLeaseLost(() => {
-    void gate.barrier(LEASE_BARRIER_WAIT_MS).then((report) => {
+    void gate.barrier(deps.leaseBarrierWaitMs ?? LEASE_BARRIER_WAIT_MS).then((report) => {
       if (report.inFlight > 0) logger.warn({ ...report }, 'lease lost: writes running were waited for or failed');
     });
   });

@@ -514,6 +514,7 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
       ['abandon_promotion', true],
       ['unfence_old_primary', false],
       ['read_only_kept', false],
+      ['read_only_until_lifted', true],
     ]);
     for (const api of [a, b])
       expect(api.service.drState.service.current()).toMatchObject({ readOnly: { enabled: true }, database: { active: 'replica' } });

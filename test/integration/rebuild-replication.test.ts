@@ -200,7 +200,7 @@ describe('rebuild-primary.sh and setup-replication.sh against real clusters', ()
     expect(res.stderr).toContain('the primary does not answer');
   });
 
-  it('refuses a fenced source (an old primary) and a stopped node on a newer timeline than the source', async () => {
+  it('refuses a fenced source (an old primary) and a stopped node on a newer timeline than the source, unless --discard-newer-timeline says its timeline was abandoned', async () => {
     await query(newPrimary, 'ALTER SYSTEM SET default_transaction_read_only = on');
     await query(newPrimary, 'SELECT pg_reload_conf()');
     await new Promise((r) => setTimeout(r, 200));
@@ -224,5 +224,17 @@ describe('rebuild-primary.sh and setup-replication.sh against real clusters', ()
     expect(newer.code).toBe(1);
     expect(newer.stderr).toMatch(/timeline 3, newer than the source's 2/);
     expect((await script('rebuild-primary.sh', ['--pgdata', oldPrimary.dataDir, '--source', newPrimary.url(), '--dry-run'])).code).toBe(1);
-  }, 60_000);
+    // Its timeline abandoned (the API recorded the failed promotion): the operator says so, and it is rebuilt.
+    const discarded = await script('rebuild-primary.sh', [
+      '--pgdata',
+      oldPrimary.dataDir,
+      '--source',
+      newPrimary.url(),
+      '--discard-newer-timeline',
+      '--confirm',
+    ]);
+    expect({ code: discarded.code, stderr: discarded.stderr.slice(-400) }).toMatchObject({ code: 0 });
+    expect(discarded.stdout).toContain("newer than the source's 2: --discard-newer-timeline, its data is discarded");
+    expect(await query(oldPrimary, 'SELECT pg_is_in_recovery() AS r')).toEqual([{ r: true }]);
+  }, 90_000);
 });

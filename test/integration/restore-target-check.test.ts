@@ -182,7 +182,7 @@ describe('restore-database.sh: unreachable targets (real pgBackRest)', () => {
 
     const whole = await script(['--from-backup', 'latest', '--dry-run'], env);
     expect(whole.code).toBe(1);
-    expect(whole.stderr).toMatch(/the archived WAL has a hole after [0-9A-F]{24} \(next archived: [0-9A-F]{24}\)/);
+    expect(whole.stderr).toMatch(/the archived WAL has a hole after [0-9A-F]{24} \(missing: [0-9A-F]{24}; next archived: [0-9A-F]{24}\)/);
     expect(whole.stderr).toContain('recovery stops there');
     expect(whole.stderr).not.toContain(`after ${segment}`);
     const real = await script(['--from-backup', 'latest', '--confirm'], env);

@@ -175,7 +175,11 @@ describe('operator safety of every runbook script', () => {
     const id = '0f0f0f0f-0000-4000-8000-000000000000';
     const fake = await startDoctoredApi('http://127.0.0.1:1', (method) =>
       method === 'POST'
-        ? { status: 202, body: JSON.stringify({ job: { id, href: `/admin/jobs/${id}` } }), contentType: 'application/json' }
+        ? {
+            status: 202,
+            body: JSON.stringify({ job: { id, kind: 'backup', status: 'queued', href: `/admin/jobs/${id}` } }),
+            contentType: 'application/json',
+          }
         : { status: 200, body: '{"status":"succeeded"}', contentType: 'application/json' },
     );
     try {
@@ -186,6 +190,161 @@ describe('operator safety of every runbook script', () => {
       await fake.close();
     }
   }, 60_000);
+
+  // Found by an outside attack on the job scripts: a record of another kind was followed, --no-wait
+  // took any 2xx, 36 dashes passed as a job id, and a 200 with an empty body (or no status) was
+  // polled for the whole hour. A hostile API: the start answer, then each poll's answer in turn
+  // (the last one repeated).
+  describe('the job scripts follow only the job they started, and give up at once on a malformed answer', () => {
+    const id = '0f0f0f0f-0000-4000-8000-000000000000';
+    type Answer = { status: number; body: string };
+    const json = (status: number, value: unknown): Answer => ({ status, body: JSON.stringify(value) });
+    const started = (kind: string, over: object = {}) =>
+      json(202, { job: { id, kind, status: 'queued', href: `/admin/jobs/${id}`, ...over } });
+    const record = (kind: string, status: string) => json(200, { id, kind, status, input: {}, result: null, error: null });
+
+    async function hostile(name: string, args: string[], start: Answer, polls: Answer[]) {
+      let n = 0;
+      const paths: string[] = [];
+      const fake = await startDoctoredApi('http://127.0.0.1:1', (method, path) => {
+        paths.push(`${method} ${path}`);
+        const a = method === 'POST' ? start : (polls[Math.min(n++, polls.length - 1)] ?? json(404, {}));
+        return { status: a.status, body: a.body, contentType: 'application/json' };
+      });
+      const began = Date.now();
+      try {
+        const run = await script(name, args, { SAV3_API_URL: fake.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN, SAV3_HTTP_TIMEOUT: '5' });
+        return { ...run, ms: Date.now() - began, polls: paths.filter((p) => p.startsWith('GET')) };
+      } finally {
+        await fake.close();
+      }
+    }
+
+    it('a poll answering a record of another kind (a validation following a backup record, and back) exits 1 at once', async () => {
+      const validate = await hostile('validate-daily-backups.sh', [], started('backup.validate'), [record('backup', 'succeeded')]);
+      expect(validate.code).toBe(1);
+      expect(validate.stderr).toContain('answered a job of kind "backup", not the backup.validate job this script started');
+      expect(validate.polls).toEqual([`GET /admin/jobs/${id}`]);
+      const backup = await hostile('backup-database.sh', [], started('backup'), [record('media.sync', 'succeeded')]);
+      expect(backup.code).toBe(1);
+      expect(backup.stderr).toContain('not the backup job this script started');
+      // The start answer itself naming another kind is not followed at all.
+      const other = await hostile('validate-daily-backups.sh', [], started('backup'), [record('backup', 'succeeded')]);
+      expect(other.code).toBe(1);
+      expect(other.stderr).toContain(`names job ${id} of kind "backup", not the backup.validate job`);
+      expect(other.polls).toEqual([]);
+    });
+
+    it('--no-wait still requires the answer to name the job started (UUID id, its kind, a job status)', async () => {
+      const bad: [Answer, string][] = [
+        [json(202, {}), 'names no job'],
+        [json(200, { status: 'succeeded' }), 'names no job'],
+        [{ status: 202, body: '' }, 'names no job'],
+        [json(202, { job: { id: 'not-a-uuid', kind: 'backup', status: 'queued' } }), 'names no job'],
+        [started('backup.validate'), 'of kind "backup.validate", not the backup job'],
+        [started('backup', { kind: undefined }), 'of kind none, not the backup job'],
+        [started('backup', { status: 'done' }), 'with status "done", not a job status'],
+        [started('backup', { status: undefined }), 'with status none, not a job status'],
+      ];
+      for (const [answer, message] of bad) {
+        const run = await hostile('backup-database.sh', ['--no-wait'], answer, [record('backup', 'succeeded')]);
+        expect({ body: answer.body, code: run.code, stderr: run.stderr }).toEqual({
+          body: answer.body,
+          code: 1,
+          stderr: expect.stringContaining(message),
+        });
+        expect(run.polls).toEqual([]);
+      }
+      const ok = await hostile('validate-daily-backups.sh', ['--no-wait'], started('backup.validate'), [record('backup', 'failed')]);
+      expect({ code: ok.code, polls: ok.polls }).toEqual({ code: 0, polls: [] });
+    });
+
+    it('a job id of 36 dashes (or any non-UUID of the right length) is not a job id', async () => {
+      for (const fakeId of ['-'.repeat(36), 'f'.repeat(36), `${id.slice(0, 8)}${id.slice(9)}-`]) {
+        for (const name of ['backup-database.sh', 'validate-daily-backups.sh']) {
+          const kind = name === 'backup-database.sh' ? 'backup' : 'backup.validate';
+          const run = await hostile(name, [], started(kind, { id: fakeId }), [json(200, { id: fakeId, kind, status: 'succeeded' })]);
+          expect({ fakeId, name, code: run.code }).toEqual({ fakeId, name, code: 1 });
+          expect(run.stderr).toContain('names no job (job.id missing or not a UUID)');
+          expect(run.polls).toEqual([]);
+        }
+      }
+    });
+
+    it('a poll answering 200 with an empty body, a body without a status or an unknown status, or a 4xx, ends the wait at once (exit 1)', async () => {
+      const malformed: [Answer, string][] = [
+        [{ status: 200, body: '' }, "answered an empty body, not the job's record"],
+        [{ status: 200, body: '<html>maintenance</html>' }, 'not a JSON object'],
+        [json(200, [record('backup', 'succeeded')]), 'not a JSON object'],
+        [json(200, { id, kind: 'backup' }), 'without a job status (status none)'],
+        [json(200, { id, kind: 'backup', status: 'done' }), 'without a job status (status "done")'],
+        [json(404, { error: { code: 'not_found' } }), 'answered HTTP 404; giving up'],
+        [json(401, { error: { code: 'unauthorized' } }), 'answered HTTP 401; giving up'],
+      ];
+      for (const [answer, message] of malformed) {
+        const run = await hostile('backup-database.sh', [], started('backup'), [record('backup', 'running'), answer]);
+        expect({ body: answer.body, code: run.code, stderr: run.stderr }).toEqual({
+          body: answer.body,
+          code: 1,
+          stderr: expect.stringContaining(message),
+        });
+        expect(run.polls).toHaveLength(2);
+        expect(run.ms).toBeLessThan(10_000);
+      }
+    }, 60_000);
+
+    it('a restarting API (5xx) is polled again, at most 5 times in a row; the good path exits 0 with the job printed', async () => {
+      const unavailable = json(503, { error: { code: 'dependency_unavailable' } });
+      const healed = await hostile('backup-database.sh', [], started('backup'), [
+        record('backup', 'running'),
+        unavailable,
+        unavailable,
+        record('backup', 'succeeded'),
+      ]);
+      expect({ code: healed.code, stderr: healed.stderr, polls: healed.polls.length }).toEqual({ code: 0, stderr: '', polls: 4 });
+      expect(JSON.parse(healed.stdout.slice(healed.stdout.lastIndexOf('{\n  "id"')))).toMatchObject({
+        id,
+        kind: 'backup',
+        status: 'succeeded',
+      });
+      const down = await hostile('backup-database.sh', [], started('backup'), [unavailable]);
+      expect(down.code).toBe(1);
+      expect(down.stderr).toContain('did not answer 5 polls in a row');
+      expect(down.polls).toHaveLength(5);
+      const validated = await hostile('validate-daily-backups.sh', ['--backup', 'latest'], started('backup.validate'), [
+        record('backup.validate', 'succeeded'),
+      ]);
+      expect({ code: validated.code, stderr: validated.stderr }).toEqual({ code: 0, stderr: '' });
+      const failed = await hostile('validate-daily-backups.sh', [], started('backup.validate'), [record('backup.validate', 'failed')]);
+      expect(failed.code).toBe(1);
+      expect(failed.stderr).toContain(`job ${id} failed`);
+    }, 60_000);
+
+    it('sync-media-files.sh: an answer that is neither a result nor a media.sync job, a failed run, or a record of another kind exits 1', async () => {
+      const args = ['--from', 'primary', '--to', 'backup'];
+      const syncJob = json(202, { async: true, job: { id, kind: 'media.sync', status: 'running', total: 5, href: `/admin/jobs/${id}` } });
+      const cases: [Answer, Answer[], number, string][] = [
+        [json(200, {}), [], 1, 'neither a sync result nor a sync job'],
+        [{ status: 200, body: '' }, [], 1, 'neither a sync result nor a sync job'],
+        [
+          json(200, { dryRun: false, async: false, status: 'failed', failed: [{ key: 'a', error: 'x' }] }),
+          [],
+          1,
+          'the sync failed: 1 object(s)',
+        ],
+        [json(202, { async: true, job: { id: '-'.repeat(36), kind: 'media.sync', status: 'running' } }), [], 1, 'names no job'],
+        [syncJob, [record('backup', 'succeeded')], 1, 'not the media.sync job'],
+        [syncJob, [{ status: 200, body: '' }], 1, 'an empty body'],
+        [json(200, { dryRun: false, async: false, status: 'succeeded', failed: [] }), [], 0, ''],
+        [syncJob, [record('media.sync', 'running'), record('media.sync', 'succeeded')], 0, ''],
+      ];
+      for (const [start, polls, code, message] of cases) {
+        const run = await hostile('sync-media-files.sh', args, start, polls);
+        expect({ body: start.body, code: run.code }).toEqual({ body: start.body, code });
+        expect(run.stderr).toContain(message);
+      }
+    }, 60_000);
+  });
 
   describe('verify-backups.sh and verify-database-restore.sh judge the answers, not only their status', () => {
     const good = {
@@ -228,6 +387,23 @@ describe('operator safety of every runbook script', () => {
         [{ ...good, archiving: { ...good.archiving, rpoExposureSeconds: 301 } }, 'RPO exposure 301 s is above 300 s'],
         [{ ...good, backupAge: { ...good.backupAge, ageSeconds: 30 * 86400, tooOld: true } }, 'beyond BACKUP_MAX_AGE (93600 s)'],
         [{ ...good, backupAge: undefined }, 'does not say how old'],
+        [
+          {
+            ...good,
+            backups: [
+              {
+                ...good.backups[0],
+                recovery: {
+                  timeline: 2,
+                  segments: 3,
+                  toEndOfArchive: false,
+                  problem: 'the archived WAL has a hole after 000000020000000000000004',
+                },
+              },
+            ],
+          },
+          'cannot be recovered to the end of the archive: the archived WAL has a hole after 000000020000000000000004',
+        ],
         [null, 'not the backup inventory'],
         [{}, 'not the backup inventory'],
       ];
@@ -312,4 +488,23 @@ describe('operator safety of every runbook script', () => {
       await s3.destroy();
     }
   });
+
+  it("a 200 that is not the API's JSON (a proxy page, an empty body, an array) is never success, dry run or not", async () => {
+    for (const raw of ['<html>ok</html>', '', '[]', 'null']) {
+      const fake = await startDoctoredApi('http://127.0.0.1:1', () => ({ status: 200, body: raw }));
+      try {
+        const env = { SAV3_API_URL: fake.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
+        for (const [name, args] of [
+          ['promote-replica.sh', ['--dry-run']],
+          ['switch-database-connection.sh', ['--to', 'replica']],
+          ['switch-media-backend.sh', ['--to', 'backup', '--dry-run']],
+        ] as const) {
+          const run = await script(name, [...args], env);
+          expect({ raw, name, code: run.code }).toEqual({ raw, name, code: 1 });
+        }
+      } finally {
+        await fake.close();
+      }
+    }
+  }, 60_000);
 });

@@ -56,4 +56,44 @@ describe('promoting a standby whose commits would wait for a synchronous standby
     expect(check(passed, 'replica_not_waiting_for_sync_standby')!.ok).toBe(true);
     expect(check((await switchover()).body, 'target_not_waiting_for_sync_standby')).toMatchObject({ ok: true });
   }, 90_000);
+
+  it('a primary whose commits wait for a synchronous standby that is not connected is not writable: health says so, writes are refused at once (never hang)', async () => {
+    const primary = world.cluster.primary.url();
+    const health = async () =>
+      (await request(api.url).get('/health/database').set(auth)).body as { status: string; error?: { code: string; message?: string } };
+    try {
+      // The streaming replica is a synchronous standby under '*': commits do not hang, nothing changes.
+      await sql(primary, "ALTER SYSTEM SET synchronous_standby_names = '*'");
+      await sql(primary, 'SELECT pg_reload_conf()');
+      await eventually(
+        async () => (await sql<{ s: string }>(primary, 'SELECT sync_state AS s FROM pg_stat_replication'))[0]?.s,
+        (s) => s === 'sync',
+        10_000,
+        100,
+      );
+      await new Promise((r) => setTimeout(r, 600));
+      expect((await health()).status).not.toBe('unhealthy');
+      expect((await request(api.url).put('/media/sync/ok').send('x')).status).toBe(201);
+
+      // A name no standby has: every commit would wait forever.
+      await sql(primary, "ALTER SYSTEM SET synchronous_standby_names = 'nobody'");
+      await sql(primary, 'SELECT pg_reload_conf()');
+      const hung = await eventually(health, (b) => b.error?.code === 'not_writable', 10_000, 100);
+      expect(hung.status).toBe('unhealthy');
+      expect(hung.error!.message).toContain('synchronous standby');
+      const started = Date.now();
+      const refused = await request(api.url).put('/media/sync/refused').send('x');
+      expect({ status: refused.status, code: refused.body.error?.code ?? refused.body.code }).toEqual({
+        status: 503,
+        code: 'not_writable',
+      });
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(await sql(primary, "SELECT count(*)::int AS n FROM media_objects WHERE key = 'sync/refused'")).toEqual([{ n: 0 }]);
+    } finally {
+      await sql(primary, 'ALTER SYSTEM RESET synchronous_standby_names');
+      await sql(primary, 'SELECT pg_reload_conf()');
+    }
+    await eventually(health, (b) => b.status !== 'unhealthy', 10_000, 100);
+    expect((await request(api.url).put('/media/sync/back').send('x')).status).toBe(201);
+  }, 90_000);
 });

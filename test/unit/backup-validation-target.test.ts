@@ -112,7 +112,7 @@ describe('the validation job checks a time target against the archived WAL befor
   it('a target after the newest archived commit is refused, nothing restored, the report stored as refused (not failed)', async () => {
     const restores: RestoreOptions[] = [];
     const saved: ValidationReport[] = [];
-    const scan = { segments: 4, restorePoints: [], lastCommitAt: '2026-11-26T17:44:19.000Z', gap: null };
+    const scan = { segments: 4, restorePoints: [], lastCommitAt: '2026-11-26T17:44:19.000Z', gap: null, notChild: null };
     const report = await validator(scan, restores, saved).validate(
       { backup: '20261126-174400F', targetTime: '2026-11-26T17:44:20.000Z' },
       '2f0f0f0f-0000-4000-8000-000000000000',
@@ -140,7 +140,7 @@ describe('the validation job checks a time target against the archived WAL befor
   it('a target with a commit at or after it in the archive goes on to the restore', async () => {
     const restores: RestoreOptions[] = [];
     const report = await validator(
-      { segments: 4, restorePoints: [], lastCommitAt: '2026-11-26T17:44:21.982Z', gap: null },
+      { segments: 4, restorePoints: [], lastCommitAt: '2026-11-26T17:44:21.982Z', gap: null, notChild: null },
       restores,
       [],
     ).validate({ backup: '20261126-174400F', targetTime: '2026-11-26T17:44:20.000Z' }, '4f0f0f0f-0000-4000-8000-000000000000');

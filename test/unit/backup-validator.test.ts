@@ -8,7 +8,11 @@ import { oneFullBackup, validatorDeps } from '../support/fakes.ts';
 // With the WAL range pgBackRest lists for every backup (the target check reads from its start).
 const info = {
   ...oneFullBackup,
-  backups: oneFullBackup.backups.map((b) => ({ ...b, wal: { start: '000000010000000000000002', stop: '000000010000000000000002' } })),
+  backups: oneFullBackup.backups.map((b) => ({
+    ...b,
+    wal: { start: '000000010000000000000002', stop: '000000010000000000000002' },
+    lsn: { start: '0/2000028', stop: '0/2000100' },
+  })),
 };
 
 function validator(tool: BackupTool, root: string, saved: ValidationReport[], liveDataDirs: string[] = []) {
@@ -17,7 +21,7 @@ function validator(tool: BackupTool, root: string, saved: ValidationReport[], li
       tool,
       // The archived WAL holds commits up to now: any past target is reachable.
       walSource: { listSegments: async () => ['000000010000000000000002'], fetchSegment: async () => undefined },
-      scan: async () => ({ segments: 1, restorePoints: [], lastCommitAt: new Date().toISOString(), gap: null }),
+      scan: async () => ({ segments: 1, restorePoints: [], lastCommitAt: new Date().toISOString(), gap: null, notChild: null }),
       info: async () => info,
       validationStore: { save: async (r) => void saved.push(r) },
       liveDataDirs: async () => liveDataDirs,

@@ -59,11 +59,11 @@ describe('ReplicationMonitor', () => {
     });
   });
 
-  it('says promoted or unreachable when that is what the replica is', () => {
+  it('says promoted or unreachable when that is what the replica is; a promoted node with no standby is degraded (no failover left)', () => {
     const monitor = new ReplicationMonitor(30);
     expect(monitor.report(undefined, ok({ inRecovery: false, currentLsn: '0/5000000' }), now)).toMatchObject({
       state: 'promoted',
-      status: 'healthy',
+      status: 'degraded',
     });
     expect(monitor.report(undefined, down, now)).toMatchObject({ state: 'unreachable', status: 'degraded' });
   });
@@ -107,7 +107,11 @@ describe('ReplicationMonitor in either direction', () => {
   it('after a switchover back, the original primary is promoted until the replica streams from it', () => {
     const monitor = new ReplicationMonitor(30);
     monitor.observe('primary', ok({ inRecovery: true, replayLsn: '0/1', receiverStatus: 'streaming' }));
-    expect(monitor.report(ok({ currentLsn: '0/2' }), down, now)).toMatchObject({ writer: 'primary', state: 'promoted', status: 'healthy' });
+    expect(monitor.report(ok({ currentLsn: '0/2' }), down, now)).toMatchObject({
+      writer: 'primary',
+      state: 'promoted',
+      status: 'degraded',
+    });
     // Two servers taking writes: the DR state's active target is the writer of record.
     const split = new ReplicationMonitor(30, () => 'replica');
     expect(split.report(ok({ currentLsn: '0/2' }), ok({ currentLsn: '0/3' }), now)).toMatchObject({

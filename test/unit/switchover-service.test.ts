@@ -13,6 +13,7 @@ class World {
   };
   state: DrState = { ...INITIAL_STATE, database: { active: 'primary', since: null, by: null } };
   readOnly = false;
+  readOnlyTtl: number | undefined;
   lock: string | null = null;
   /** Operations that fail (once each) and the step hook fault. */
   failing = new Set<string>();
@@ -140,9 +141,10 @@ function service(world: World) {
     },
     readOnly: { isActive: () => world.readOnly },
     barrier: {
-      async engage() {
+      async engage(_reason, ttlSeconds) {
         world.fail('engage');
         world.readOnly = true;
+        world.readOnlyTtl = ttlSeconds;
         return { applied: 1, total: 1 };
       },
       async release() {
@@ -375,6 +377,9 @@ describe('SwitchoverService with fakes', () => {
     expect(err.extra).toMatchObject({ failedStep: 'verify_writes', rolledBack: false, writable: null });
     expect(err.message).toContain('NO DATABASE NODE TAKES WRITES');
     expect(world.readOnly).toBe(true);
+    // The switchover's own mode had a TTL; it is set again with none: it stays on until an operator lifts it.
+    expect(world.readOnlyTtl).toBeUndefined();
+    expect(err.extra.rollback).toContainEqual(expect.objectContaining({ name: 'read_only_until_lifted', ok: true }));
     expect(world.nodes.primary).toMatchObject({ up: true, fenced: true });
   });
 
@@ -403,6 +408,28 @@ describe('SwitchoverService with fakes', () => {
     expect(err).toBeInstanceOf(SwitchoverFailedError);
     expect(err.extra).toMatchObject({ failedStep: 'stop_old_primary', rolledBack: false, rolledForward: false, bytesLost: 0 });
     expect(world.nodes.primary).toMatchObject({ up: true, fenced: true });
+  });
+
+  it('the switch fails after the promotion and completing it fails too: read-only mode stays on with no expiry', async () => {
+    const world = new World();
+    const svc = service(world);
+    svc.hook = (step) => {
+      if (step === 'switch') world.failing.add('recordSwitch');
+    };
+    // The retry of the switch in the roll forward fails too.
+    const record = svc['deps'].recordSwitch;
+    let calls = 0;
+    svc['deps'].recordSwitch = async (...args) => {
+      calls += 1;
+      if (calls === 2) throw new Error('injected: recordSwitch failed again');
+      return record(...args);
+    };
+    const err = (await svc.switchover({ to: 'replica', dryRun: false }, 'ops').catch((e: unknown) => e)) as SwitchoverFailedError;
+    expect(err.extra).toMatchObject({ failedStep: 'switch', rolledForward: false });
+    expect(err.extra.rollForward).toContainEqual(expect.objectContaining({ name: 'read_only_until_lifted', ok: true }));
+    // The switchover's read-only mode had a 60 s TTL: it would have expired into writes on the fenced old primary.
+    expect(world.readOnly).toBe(true);
+    expect(world.readOnlyTtl).toBeUndefined();
   });
 
   it('a switchover to the node that already is the primary names it as both from and to', async () => {

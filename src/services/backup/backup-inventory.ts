@@ -5,6 +5,7 @@ import type { Metrics } from '../../metrics/metrics.ts';
 import { BackupToolError, type BackupTool, type StanzaInfo } from './pgbackrest.ts';
 import { ArchiveCheck, type ArchiveAssessment, type ArchiveFailureCode } from './archive-check.ts';
 import { RpoTracker, type ArchiverStatus } from './wal-archive.ts';
+import { backupRecovery, type WalArchiveSource } from './wal-scan.ts';
 
 const FAILURE_CODES: ArchiveFailureCode[] = ['archive_command_failed', 'archive_missing_in_repository', 'archive_not_progressing'];
 
@@ -22,6 +23,8 @@ export class BackupUnavailableError extends AppError {
 
 export interface InventoryDeps {
   tool: BackupTool | undefined;
+  /** The archive's listing and files (pgBackRest repo-ls, archive-get): each backup's `recovery` is read from it. */
+  walSource?: WalArchiveSource;
   /** Called with every fresh info (a worker publishes it for API instances without pgBackRest). */
   onInfo?: (info: StanzaInfo) => Promise<void>;
   /** pg_stat_archiver of the active primary. */
@@ -85,6 +88,7 @@ export class BackupInventory {
     if (!fresh && this.cached && Date.now() - this.cached.at < this.deps.cacheMs) return this.cached.info;
     this.inflight ??= tool
       .info(this.deps.timeoutMs)
+      .then((info) => this.withRecovery(info))
       .then((info) => {
         this.cached = { at: Date.now(), info };
         this.deps.metrics.dependencyUp.set({ dependency: 'pgbackrest', target: 'repository' }, 1);
@@ -100,6 +104,22 @@ export class BackupInventory {
         this.inflight = undefined;
       });
     return this.inflight;
+  }
+
+  /**
+   * Each backup's recovery against the archive (a hole, a branch a point-in-time restore
+   * abandoned): listed once per read; unknown (null) when the archive could not be read.
+   */
+  private async withRecovery(info: StanzaInfo): Promise<StanzaInfo> {
+    const source = this.deps.walSource;
+    if (!source || info.backups.length === 0) return info;
+    try {
+      const recovery = await backupRecovery(source, info.backups, { timeoutMs: this.deps.timeoutMs });
+      return { ...info, backups: info.backups.map((b) => ({ ...b, recovery: recovery.get(b.label) ?? null })) };
+    } catch (err) {
+      this.deps.logger.warn({ err }, "the archive could not be read for the backups' recovery");
+      return { ...info, backups: info.backups.map((b) => ({ ...b, recovery: null })) };
+    }
   }
 
   invalidate(): void {

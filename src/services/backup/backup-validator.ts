@@ -7,7 +7,7 @@ import { runAs } from './os-command.ts';
 import type { BackupTool, StanzaInfo } from './pgbackrest.ts';
 import { freePort } from '../../adapters/net.ts';
 import { ScratchCluster, scratchName } from './scratch-cluster.ts';
-import { archiveContinuity, describeGap, scanArchive, type WalArchiveSource, type WalScan } from './wal-scan.ts';
+import { archiveContinuity, describeGap, replayFrom, scanArchive, type WalArchiveSource, type WalScan } from './wal-scan.ts';
 import { errorMessage } from '../../lib/error-message.ts';
 
 export interface ValidationCheck {
@@ -216,7 +216,7 @@ export class BackupValidator {
       );
     let scan: WalScan;
     try {
-      scan = await (this.deps.scan ?? scanArchive)(source, backup.wal.start, {
+      scan = await (this.deps.scan ?? scanArchive)(source, replayFrom(backup), {
         pgBin: this.deps.pgBin,
         osUser: this.deps.osUser,
         timeoutMs: this.deps.walScanTimeoutMs ?? 300_000,
@@ -224,6 +224,8 @@ export class BackupValidator {
     } catch (err) {
       return refuse(`the target ${targetTime} could not be checked against the archived WAL: ${(err as Error).message}; not restored`);
     }
+    if (scan.notChild) return refuse(`backup ${backup.label} cannot be recovered with this archive: ${scan.notChild}; not restored`);
+    if (scan.gap?.withinBackup) return refuse(`${describeGap(scan.gap)}; not restored`, scan.gap);
     const data = { target: targetTime, newestArchivedCommit: scan.lastCommitAt, segments: scan.segments };
     if (!scan.lastCommitAt || Date.parse(scan.lastCommitAt) < Date.parse(targetTime))
       return refuse(
@@ -244,14 +246,12 @@ export class BackupValidator {
     if (!source || !backup.wal.start)
       return { name: 'wal_continuity', ok: true, skipped: true, detail: 'skipped: no WAL source or start segment to list' };
     try {
-      const { segments, gap } = await archiveContinuity(source, backup.wal.start, this.deps.walScanTimeoutMs ?? 300_000);
+      const { segments, gap, notChild, timeline } = await archiveContinuity(source, replayFrom(backup), {
+        timeoutMs: this.deps.walScanTimeoutMs ?? 300_000,
+        osUser: this.deps.osUser,
+      });
+      if (notChild) return { name: 'wal_continuity', ok: false, detail: notChild, data: { timeline } };
       if (gap) return { name: 'wal_continuity', ok: false, detail: describeGap(gap), data: gap };
-      if (segments.length === 0)
-        return {
-          name: 'wal_continuity',
-          ok: false,
-          detail: `the archive holds no WAL from ${backup.wal.start} on: the backup cannot be recovered`,
-        };
       return {
         name: 'wal_continuity',
         ok: true,

@@ -40,6 +40,21 @@ export interface BackupInfo {
   lsn: { start: string | null; stop: string | null };
   prior: string | null;
   error: boolean;
+  /**
+   * Whether recovery from this backup can replay the archive to its end, as the archive was listed
+   * with the inventory (see wal-scan's backupRecovery); absent when it was not checked.
+   */
+  recovery?: BackupRecovery | null;
+}
+
+/** A backup's recovery against the archive: the timeline followed, and what stops it (null: nothing). */
+export interface BackupRecovery {
+  timeline: number;
+  /** Segments replayable from the backup's first one. */
+  segments: number;
+  /** True when recovery reaches the end of the archive on that timeline's history. */
+  toEndOfArchive: boolean;
+  problem: string | null;
 }
 
 export interface StanzaInfo {
@@ -214,12 +229,14 @@ export class PgBackRestCli implements BackupTool {
     return { ...fromRaw(stanza), readAt };
   }
 
-  /** Every archived WAL segment name (any timeline, partial and history files left out). */
+  /** Every archived WAL segment name (any timeline) and timeline history file name (`00000002.history`); partial files left out. */
   async listSegments(timeoutMs: number): Promise<string[]> {
     const out = await this.run(['repo-ls', `archive/${this.options.stanza}`, '--recurse'], timeoutMs);
     const names = new Set<string>();
     for (const line of out.split('\n')) {
-      const m = /(?:^|\/)([0-9A-F]{24})-[0-9a-f]{40}(?:\.[a-z0-9]+)?$/.exec(line.trim());
+      const m =
+        /(?:^|\/)([0-9A-F]{24})-[0-9a-f]{40}(?:\.[a-z0-9]+)?$/.exec(line.trim()) ??
+        /(?:^|\/)([0-9A-F]{8}\.history)(?:\.[a-z0-9]+)?$/.exec(line.trim());
       if (m) names.add(m[1]!);
     }
     return [...names];

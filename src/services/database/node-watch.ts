@@ -135,6 +135,11 @@ export class NodeWatch {
         code: 'not_writable',
         message: `the active database target (${target}) is fenced read-only (default_transaction_read_only)`,
       };
+    if (data.commitsHang)
+      return {
+        code: 'not_writable',
+        message: `the active database target (${target}) makes every commit wait for a synchronous standby, and none is connected (synchronous_standby_names): a write would hang`,
+      };
     if (this.abandoned(data.systemId, data.timeline)) {
       return {
         code: 'not_writable',

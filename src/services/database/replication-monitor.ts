@@ -115,12 +115,13 @@ export class ReplicationMonitor {
     };
     const s = probes[standby];
     if (!s?.ok || !s.data) {
-      // A promoted writer whose old partner has not come back as a standby yet.
+      // A promoted writer whose old partner has not come back as a standby yet: it takes writes,
+      // with no standby to fail over to (degraded until its partner is rebuilt as one).
       const state =
         writer === this.lastStandby && roles[writer] !== 'unreachable' && roles[writer] !== 'standby' ? 'promoted' : 'unreachable';
       return {
         ...base,
-        status: state === 'promoted' ? 'healthy' : 'degraded',
+        status: 'degraded',
         state,
         lagSeconds: null,
         lagBytes: null,

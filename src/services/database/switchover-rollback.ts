@@ -73,13 +73,28 @@ export async function rollBackAfterPromotion(deps: SwitchoverDeps, s: Situation 
       return 'writes resume';
     });
   }
-  if (!writes)
+  if (!writes) {
     steps.push({
       name: 'read_only_kept',
       ok: false,
       detail: `neither ${s.to} nor ${s.from} is known to take writes: read-only mode stays on`,
     });
+    if (!s.wasReadOnly)
+      await keepReadOnly(deps, steps, `switchover to ${s.to} failed after its promotion and neither node takes writes`, s.by);
+  }
   return { ok: steps.every((x) => x.ok || x.name === 'fence_promoted'), writable: writes ? s.from : null, steps };
+}
+
+/**
+ * The switchover's own read-only mode carries a TTL (it lifts itself if the switchover dies
+ * midway); after a failure past the promotion it must stay on until an operator acts: set again
+ * without a TTL, with the reason.
+ */
+async function keepReadOnly(deps: SwitchoverDeps, steps: Outcome[], reason: string, by: string): Promise<void> {
+  await attempt(steps, 'read_only_until_lifted', async () => {
+    await deps.barrier.engage(`${reason}: read-only until an operator lifts it`, undefined, by);
+    return "read-only mode stays on with no expiry (it was set with the switchover's TTL)";
+  });
 }
 
 /** After the promotion, the promoted node proven to take writes: every instance to it, writes resumed. */
@@ -96,6 +111,8 @@ export async function rollForward(deps: SwitchoverDeps, s: Situation & { switche
       await deps.barrier.release(`switchover to ${s.to} completed after a failed step`, s.by);
       return 'writes resume';
     });
+  } else if (!s.wasReadOnly) {
+    await keepReadOnly(deps, steps, `switchover to ${s.to} failed after its promotion and could not be completed`, s.by);
   }
   steps.push({ name: 'next', ok: true, detail: `${s.from} stays fenced: rebuild it as a standby (rebuild-primary.sh --rewind)` });
   return { ok: steps.every((x) => x.ok), steps };
@@ -141,7 +158,7 @@ export async function failSwitchover(
     );
     throw new SwitchoverFailedError(
       back.writable
-        ? `switchover failed at ${failedStep}: ${to} was promoted but takes no writes; rolled back: ${from} is the primary again and takes writes; ${to}'s timeline ${promotedTimeline} is abandoned (rebuild ${to} as a standby of ${from} from scratch: rebuild-primary.sh --basebackup after removing its data directory)`
+        ? `switchover failed at ${failedStep}: ${to} was promoted but takes no writes; rolled back: ${from} is the primary again and takes writes; ${to}'s timeline ${promotedTimeline} is abandoned (rebuild ${to} as a standby of ${from} from scratch: rebuild-primary.sh --discard-newer-timeline on its host)`
         : `switchover failed at ${failedStep}: ${to} was promoted but takes no writes, and ${from} could not be made to take writes again: NO DATABASE NODE TAKES WRITES, read-only mode stays on. ${from} (fenced, not stopped) holds every acknowledged write: unfence it by hand (ALTER SYSTEM RESET default_transaction_read_only) once ${to} cannot come back as a primary`,
       {
         failedStep,

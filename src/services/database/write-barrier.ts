@@ -8,7 +8,8 @@ import type { ReadOnlyService } from '../read-only/read-only-service.ts';
  * write either committed before the fence (and is replayed) or fails (and was never acknowledged).
  */
 export interface WriteBarrier {
-  engage(reason: string, ttlSeconds: number, by: string): Promise<{ applied: number; total: number }>;
+  /** `ttlSeconds` undefined: on until lifted. */
+  engage(reason: string, ttlSeconds: number | undefined, by: string): Promise<{ applied: number; total: number }>;
   release(reason: string, by: string): Promise<void>;
 }
 
@@ -21,7 +22,7 @@ export class ReadOnlyWriteBarrier implements WriteBarrier {
     private readonly propagationMs?: number,
   ) {}
 
-  async engage(reason: string, ttlSeconds: number, by: string) {
+  async engage(reason: string, ttlSeconds: number | undefined, by: string) {
     const change = await this.readOnly.set({ enabled: true, reason, ttlSeconds }, by);
     const { applied, total } = await this.dr.waitForInstances(change.after.version, this.propagationMs);
     return { applied, total };

@@ -40,6 +40,8 @@ export const DEFAULT_LEASE_MS = 5000;
 export const LEASE_SKEW_MS = 1000;
 /** How often a change's wait for every live instance reads their heartbeats again. */
 const WAIT_POLL_MS = 10;
+/** How many of its latest changes' fence raises an instance remembers (far more than writes wait for). */
+const FENCE_RAISES_KEPT = 32;
 
 /** What a change's wait for every live instance found. */
 export interface Propagation {
@@ -136,6 +138,8 @@ export class DrStateService {
   /** The instances live (heartbeat within the lease) when this instance last confirmed the state. */
   private peers: string[] = [];
   private fence?: WriteFence;
+  /** The database write fence raises of this instance's latest changes, by version (see fenceRaise). */
+  private readonly fenceRaises = new Map<number, Promise<FenceReport>>();
   private seedDatabase?: () => Promise<DatabaseState | null>;
 
   constructor(private readonly deps: DrStateServiceDeps) {
@@ -144,6 +148,15 @@ export class DrStateService {
 
   current(): DrState {
     return this.state;
+  }
+
+  /**
+   * The database write fence this instance raised for its change to `version`, which that change
+   * awaited before it answered (undefined: not this instance's change, none raised, or one of long
+   * ago). The write gate asks it about the commits a barrier gave up on.
+   */
+  fenceRaise(version: number): Promise<FenceReport> | undefined {
+    return this.fenceRaises.get(version);
   }
 
   /** Sets the database write fence every write-relevant change raises before it returns. */
@@ -610,6 +623,10 @@ export class DrStateService {
     // while this instance applies the change (its own barrier) and heartbeats: neither depends on
     // the other, and the answer waits for both.
     const raising = this.fence && (opts.seed || writeRelevantChange(after, base)) ? this.raiseFence(this.fence, after.version) : undefined;
+    if (raising) {
+      this.fenceRaises.set(after.version, raising);
+      for (const old of this.fenceRaises.keys()) if (this.fenceRaises.size > FENCE_RAISES_KEPT) this.fenceRaises.delete(old);
+    }
     await this.apply(after);
     if (this.loss) {
       this.deps.logger.warn({ version: after.version }, 'the DR state was reset by an operator: known again');

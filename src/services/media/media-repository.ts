@@ -45,6 +45,8 @@ export interface WriteCommit {
 
 /** A commit refused because it came after its deadline; nothing was changed. */
 export class CommitTooLateError extends Error {
+  /** Nothing was applied (the write gate answers it as it is, even for a commit a barrier gave up on). */
+  readonly nothingChanged = true;
   constructor() {
     super('the write reached its commit deadline before it could be committed');
   }

@@ -2,6 +2,7 @@ import type { MediaBackendName } from '../../domain.ts';
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { AppError, BadRequestError, DependencyUnavailableError, NotFoundError, PayloadTooLargeError } from '../../http/app-error.ts';
+import { WriteOutcomeUnknownError } from '../write-gate/write-gate.ts';
 import type { Logger } from '../../logger.ts';
 import { sendExactly } from '../../lib/send-exactly.ts';
 import { HashingStream, VerifyingStream } from './hashing-stream.ts';
@@ -140,7 +141,9 @@ export class MediaService {
     try {
       return await this.deps.repository.commitWrite(write);
     } catch (err) {
-      // Refused by the write barrier (read-only mode or a switch since the write was admitted).
+      // Refused by the write barrier (read-only mode or a switch since the write was admitted), or
+      // a commit the barrier gave up on whose outcome it cannot vouch for (it may have been applied).
+      if (err instanceof WriteOutcomeUnknownError && !err.settled) await this.deps.cache.invalidate(write.key);
       if (err instanceof AppError) throw err;
       if (err instanceof CommitTooLateError)
         throw new DependencyUnavailableError('database', 'the metadata could not be saved in time', err);
@@ -277,6 +280,7 @@ export class MediaService {
     try {
       seq = await this.deps.repository.commitDelete(key);
     } catch (err) {
+      if (err instanceof WriteOutcomeUnknownError && !err.settled) await this.deps.cache.invalidate(key); // it may have committed
       if (err instanceof AppError) throw err; // refused by the write barrier: keeps its own answer
       if (neverConnected(err)) throw new DependencyUnavailableError('database', `the metadata could not be deleted`, err);
       // The delete may have committed with its answer lost: say so rather than claim a refusal.

@@ -136,7 +136,7 @@ export class MediaSyncService {
     }
     await this.save(job);
     void this.run(job, items, lease);
-    return { dryRun: false, async: true, ...info, job: { id: job.id, status: job.status, total: job.total } };
+    return { dryRun: false, async: true, ...info, job: { id: job.id, kind: job.kind, status: job.status, total: job.total } };
   }
 
   private summary(job: SyncJob) {

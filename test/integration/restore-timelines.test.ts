@@ -1,0 +1,146 @@
+// Recovery follows the archive's newest timeline (PostgreSQL's recovery_target_timeline 'latest'),
+// so the restore script reads the archive as recovery will: on that timeline's history. Found by an
+// outside attack on the backups: after a point-in-time restore (timeline 2), a hole on timeline 2
+// was hidden by timeline 1's abandoned segments at the same positions, `--from-backup latest` picked
+// a backup on the abandoned branch (the dry run passed, the real restore stopped PostgreSQL and then
+// failed with "requested timeline 2 is not a child of this server's history"), and a backup whose
+// own first segment was not archived passed the dry run.
+import { readdirSync, rmSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import request from 'supertest';
+import { sql } from '../support/dr-scripts.ts';
+import { OPERATOR_TOKEN, type TestInstance } from '../support/instance.ts';
+import { archiveAll, restoreScript, restoreScriptEnv } from '../support/restore-script.ts';
+import { startBackupWorld, type BackupWorld } from '../support/world.ts';
+
+const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
+
+/** Until `check` holds (the inventory is cached for BACKUP_INFO_CACHE_MS). */
+async function eventuallyFresh(check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('the inventory never showed it');
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+describe('restore-database.sh reads the archive on the timeline recovery follows (real pgBackRest)', () => {
+  let world: BackupWorld;
+  let api: TestInstance;
+  let env: Record<string, string>;
+  const journalRoot = mkdtempSync(join(tmpdir(), 'sav3-restore-timelines-'));
+  const labels = async () =>
+    (JSON.parse(await world.repo.exec(['info', '--output=json'])) as { backup: { label: string }[] }[])[0]!.backup.map((b) => b.label);
+  const archivedFiles = () =>
+    readdirSync(join(world.repo.dir, 'repo'), { recursive: true })
+      .map(String)
+      .filter((f) => /(^|\/)[0-9A-F]{24}-[0-9a-f]{40}/.test(f));
+  const put = async (key: string) => expect((await request(api.url).put(`/media/${key}`).send(key)).status).toBe(201);
+  const rows = async () => (await sql<{ n: number }>(world.cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects'))[0]!.n;
+
+  beforeAll(async () => {
+    world = await startBackupWorld({ bucket: 'restore-timelines', env: { HEALTH_TIMEOUT_MS: '500', PGBACKREST_INFO_CACHE_MS: '500' } });
+    api = await world.start();
+    env = restoreScriptEnv(world, api, journalRoot);
+  }, 90_000);
+  afterAll(async () => {
+    await world?.destroy();
+    rmSync(journalRoot, { recursive: true, force: true });
+  });
+
+  it('a backup on an abandoned branch is skipped by latest and refused by label; a hole on the new timeline is found under the old one', async () => {
+    // Timeline 1: backup A, a restore point, then more WAL and backup B (after the fork to come).
+    await world.repo.exec(['backup', '--type=full']);
+    const [a] = await labels();
+    await put('tl/one');
+    expect((await request(api.url).post('/admin/database/restore-point').set(auth).send({ name: 'fork-here' })).status).toBe(201);
+    for (const key of ['tl/two', 'tl/three', 'tl/four']) {
+      await put(key);
+      await archiveAll(world);
+    }
+    await world.repo.exec(['backup', '--type=full']);
+    const b = (await labels()).at(-1)!;
+    await put('tl/five');
+    await archiveAll(world);
+
+    // A point-in-time restore to the restore point: timeline 2 forks off timeline 1 there.
+    const restored = await restoreScript(['--from-backup', a!, '--target-name', 'fork-here', '--confirm'], env, 150_000);
+    expect({ code: restored.code, stderr: restored.stderr }).toEqual({ code: 0, stderr: '' });
+    expect((await request(api.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'restored' })).status).toBe(200);
+    expect(await rows()).toBe(1);
+
+    // B lies on timeline 1 after the fork: by label it is refused before anything is touched,
+    // and latest skips it for A (the dry run names why).
+    const byLabel = await restoreScript(['--from-backup', b, '--confirm'], env, 120_000);
+    expect(byLabel.code).toBe(1);
+    expect(byLabel.stderr).toContain(`backup ${b} cannot be restored`);
+    expect(byLabel.stderr).toContain('is not a child of this server');
+    expect(byLabel.stdout).not.toContain('step: ');
+    const latest = await restoreScript(['--from-backup', 'latest', '--dry-run'], env, 120_000);
+    expect({ code: latest.code, stderr: latest.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(latest.stdout).toContain(`backup ${b} skipped`);
+    expect(latest.stdout).toContain(`"label":"${a}"`);
+    expect(latest.stdout).toContain('recovery follows timeline 2');
+
+    // Timeline 2 goes on over positions timeline 1 also archived (its abandoned branch).
+    for (const key of ['tl/six', 'tl/seven', 'tl/eight']) {
+      await put(key);
+      await archiveAll(world);
+    }
+    const tl2 = archivedFiles()
+      .filter((f) => f.split('/').at(-1)!.startsWith('00000002'))
+      .sort((x, y) => x.split('/').at(-1)!.localeCompare(y.split('/').at(-1)!));
+    const lost = tl2[1]!;
+    const lostSegment = lost.split('/').at(-1)!.slice(0, 24);
+    // Timeline 1 holds the same position: read by position alone, the archive looked whole.
+    expect(
+      archivedFiles().some((f) =>
+        f
+          .split('/')
+          .at(-1)!
+          .startsWith(`00000001${lostSegment.slice(8)}`),
+      ),
+    ).toBe(true);
+    rmSync(join(world.repo.dir, 'repo', lost));
+    const holed = await restoreScript(['--from-backup', 'latest', '--dry-run'], env, 120_000);
+    expect(holed.code).toBe(1);
+    expect(holed.stderr).toContain(`missing: ${lostSegment}`);
+    expect(holed.stderr).toContain('recovery stops there');
+
+    // The inventory says the same of every backup: A stops at the hole, B is on the abandoned branch.
+    // An instance on the repository's host (it runs pgBackRest itself; without a stanza it reads a worker's publication).
+    const local = await world.start({ ...world.repo.env, PGBACKREST_INFO_CACHE_MS: '500' });
+    const listed = await request(local.url).get('/admin/backups').set(auth);
+    expect({ status: listed.status, body: listed.status === 200 ? null : listed.body }).toEqual({ status: 200, body: null });
+    type Listed = { label: string; recovery: { timeline: number; toEndOfArchive: boolean; problem: string | null } | null };
+    const byLabel2 = new Map((listed.body.backups as Listed[]).map((x) => [x.label, x.recovery]));
+    await eventuallyFresh(async () => {
+      const body = (await request(local.url).get('/admin/backups').set(auth)).body as { backups: Listed[] };
+      for (const x of body.backups) byLabel2.set(x.label, x.recovery);
+      return byLabel2.get(a!)?.problem?.includes(`missing: ${lostSegment}`) === true;
+    });
+    expect(byLabel2.get(a!)).toMatchObject({ timeline: 2, toEndOfArchive: false });
+    expect(byLabel2.get(b)).toMatchObject({ toEndOfArchive: false, problem: expect.stringContaining('is not a child of this server') });
+  }, 300_000);
+
+  it('a backup whose own WAL is not all archived cannot be recovered: refused by the dry run', async () => {
+    await world.repo.exec(['backup', '--type=full']);
+    const c = (await labels()).at(-1)!;
+    const info = JSON.parse(await world.repo.exec(['info', '--output=json', `--set=${c}`])) as {
+      backup: { label: string; archive: { start: string } }[];
+    }[];
+    const start = info[0]!.backup.find((x) => x.label === c)!.archive.start;
+    rmSync(
+      join(
+        world.repo.dir,
+        'repo',
+        archivedFiles().find((f) => f.split('/').at(-1)!.startsWith(start))!,
+      ),
+    );
+    const run = await restoreScript(['--from-backup', c, '--dry-run'], env, 120_000);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain(`the archive lacks ${start}, part of the backup's own WAL`);
+    expect(run.stdout).not.toContain('dry run: nothing was changed');
+  }, 120_000);
+});

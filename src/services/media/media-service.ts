@@ -107,7 +107,10 @@ export class MediaService {
     const hasher = new HashingStream(maxBytes);
     try {
       if (input.declaredLength !== undefined) {
-        await Promise.all([sendExactly(input.body, hasher, input.declaredLength), store.put(name, hasher, input.declaredLength, contentType)]);
+        await Promise.all([
+          sendExactly(input.body, hasher, input.declaredLength),
+          store.put(name, hasher, input.declaredLength, contentType),
+        ]);
       } else {
         await this.deps.spool.spool(input.body, hasher, (file, size) => store.put(name, file, size, contentType));
       }

@@ -1,9 +1,10 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { Client, type ItemBucketMetadata } from 'minio';
 import type { MediaBackendConfig } from '../config/config.ts';
+import { sendExactly } from '../lib/send-exactly.ts';
+import { S3Presigner } from './s3-presigner.ts';
 import { ObjectMissingError, PoolLimiter, StoreSaturatedError, type ObjectStore, type StoredObjectInfo } from './object-store.ts';
 
 const PRESIGN_SECONDS = 15 * 60;
@@ -49,6 +50,8 @@ export class MinioObjectStore implements ObjectStore {
   private readonly downloads: PoolLimiter;
   private readonly secure: boolean;
   private readonly timeoutMs: number;
+  /** Undefined for the global AWS endpoint, whose host the MinIO client rewrites per region. */
+  private readonly presigner: S3Presigner | undefined;
 
   constructor(
     private readonly config: MediaBackendConfig,
@@ -67,6 +70,20 @@ export class MinioObjectStore implements ObjectStore {
     this.uploads = new PoolLimiter('upload', options.poolSize);
     this.downloads = new PoolLimiter('download', options.poolSize);
     this.client = this.createClient(boundedTransport(this.secure, this.timeoutMs), this.controlAgent);
+    const host = new URL(config.endpoint).hostname;
+    this.presigner = /^s3(\.cn-north-1)?\.amazonaws\.com(\.cn)?$/.test(host)
+      ? undefined
+      : new S3Presigner(config.endpoint, config.bucket, config.region, config.accessKey ?? '', config.secretKey ?? '');
+  }
+
+  /** A presigned URL for one request on `key`. */
+  private async presign(method: 'GET' | 'PUT', key: string): Promise<URL> {
+    if (this.presigner) return new URL(this.presigner.url(method, key, PRESIGN_SECONDS));
+    return new URL(
+      method === 'PUT'
+        ? await this.client.presignedPutObject(this.bucket, key, PRESIGN_SECONDS)
+        : await this.client.presignedGetObject(this.bucket, key, PRESIGN_SECONDS),
+    );
   }
 
   private createClient(transport: Transport, agent: http.Agent, retries = true): Client {
@@ -138,9 +155,9 @@ export class MinioObjectStore implements ObjectStore {
     try {
       // A presigned PUT streams the body as it arrives; the client's putObject would buffer up to
       // a whole part (64 MiB) in memory to sign its payload.
-      const url = new URL(await this.client.presignedPutObject(this.bucket, key, PRESIGN_SECONDS));
+      const url = await this.presign('PUT', key);
       const { req, response } = this.send(url, 'PUT', this.uploadAgent, { 'Content-Length': String(size), 'Content-Type': contentType });
-      await Promise.all([pipeline(body, req), response]).catch((err) => {
+      await Promise.all([sendExactly(body, req, size), response]).catch((err) => {
         req.destroy();
         throw err;
       });
@@ -159,7 +176,7 @@ export class MinioObjectStore implements ObjectStore {
     const release = this.downloads.tryAcquire();
     if (!release) throw new StoreSaturatedError(this.backend, 'download');
     try {
-      const url = new URL(await this.client.presignedGetObject(this.bucket, key, PRESIGN_SECONDS));
+      const url = await this.presign('GET', key);
       const { req, response } = this.send(url, 'GET', this.downloadAgent);
       req.end();
       const res = await response;

@@ -146,7 +146,7 @@ describe('writes the barrier gave up on, against PostgreSQL', () => {
       async () =>
         (
           await admin.query(
-            `SELECT 1 FROM pg_stat_activity WHERE usename = 'writer' AND query LIKE '%INSERT INTO media_versions%'
+            `SELECT 1 FROM pg_stat_activity WHERE usename = 'writer' AND query LIKE '%FROM media_commit_write(%'
               AND (wait_event_type = 'Lock' OR wait_event = 'SyncRep')`,
           )
         ).rowCount,

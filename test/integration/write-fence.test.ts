@@ -115,7 +115,7 @@ describe('the database write fence against a paused instance', () => {
 
     const { answer, on } = await stalledPastEnable(
       () => fetch(`${paused.url}/media/fence/paused`, { method: 'PUT', body: 'paused write' }),
-      'INSERT INTO media_versions',
+      'FROM media_commit_write(', // the write's commit statement runs inside this function
     );
     expect(answer.status).toBe(503);
     expect(answer.body?.error?.code).toBe('write_fenced');
@@ -165,7 +165,7 @@ describe('the database write fence against a paused instance', () => {
     expect((await request(paused.url).put('/media/fence/row').send(Buffer.from('first'))).status).toBe(201);
     const { answer, on } = await stalledPastEnable(
       () => fetch(`${paused.url}/media/fence/row`, { method: 'PUT', body: 'second' }),
-      'INSERT INTO media_versions',
+      'FROM media_commit_write(', // the write's commit statement runs inside this function
       "SELECT 1 FROM media_objects WHERE key = 'fence/row' FOR UPDATE",
     );
     expect(on.body.writes).toMatchObject({ databaseFence: 'raised', fenceNodes: { primary: { outcome: 'raised' } } });

@@ -88,13 +88,15 @@ export class DatabaseWriteFence implements WriteFence {
 
   /**
    * Cancels the media commits that block the fence raise running on backend `fencePid` (only
-   * statements that took the fence row FOR SHARE: never another raise, never other work).
+   * statements that took the fence row FOR SHARE: never another raise, never other work). A
+   * write's commit shows as its call of media_commit_write (the statement runs inside it).
    */
   private async cancelStuckCommits(url: string, fencePid: number): Promise<void> {
     await withNodeConnection({ connectionString: url, timeoutMs: 2000, signal: AbortSignal.timeout(3000) }, async (c) => {
       await c.query(
         `SELECT pg_cancel_backend(a.pid) FROM pg_stat_activity a
-          WHERE a.pid = ANY (pg_blocking_pids($1::int)) AND a.query LIKE '%FROM dr_write_fence WHERE scope = %FOR SHARE%'`,
+          WHERE a.pid = ANY (pg_blocking_pids($1::int))
+            AND (a.query LIKE '%FROM dr_write_fence WHERE scope = %FOR SHARE%' OR a.query LIKE '%FROM media_commit_write(%')`,
         [fencePid],
       );
     }).catch(() => undefined);

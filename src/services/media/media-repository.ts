@@ -125,24 +125,15 @@ const SELECT = `SELECT o.key, o.size, o.sha256, o.content_type, o.backend, o.cre
  *
  * The database write fence ($10, see checkFence): nothing happens either once the fence epoch is above
  * the DR state version the write was admitted under.
+ *
+ * The statement is the body of the function media_commit_write (migration
+ * 20261126233000_media_commit_write_function), unchanged: planned once per server session
+ * instead of on every upload (the planning was most of PostgreSQL's CPU per commit), which holds
+ * behind PgBouncer in transaction mode, unlike a named prepared statement. A change to the
+ * statement is a new migration that replaces the function.
  */
-const COMMIT_WRITE = `WITH
-  fence AS (SELECT epoch FROM dr_write_fence WHERE scope = $11::text FOR SHARE),
-  ok AS (SELECT 1 AS one FROM fence WHERE clock_timestamp() < $9::timestamptz AND ($10::bigint IS NULL OR fence.epoch <= $10::bigint)),
-  ins AS (INSERT INTO media_versions (id, key, size, sha256, content_type, backends, created_at)
-          SELECT $2::uuid, $1::text, $3::bigint, $4::text, $5::text, ARRAY[$6::text], $7::timestamptz FROM ok),
-  ptr AS (INSERT INTO media_objects (key, size, sha256, content_type, backend, created_at, updated_at, version, seq)
-          SELECT $1::text, $3::bigint, $4::text, $5::text, $6::text, $7::timestamptz, now(), $2::uuid, nextval('media_write_seq') FROM ok
-          ON CONFLICT (key) DO UPDATE SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256, content_type = EXCLUDED.content_type,
-            backend = EXCLUDED.backend, created_at = EXCLUDED.created_at, updated_at = now(), version = EXCLUDED.version,
-            prev_version = media_objects.version, deleted_at = NULL, seq = nextval('media_write_seq')
-          RETURNING seq, prev_version),
-  rep AS (INSERT INTO media_replaced (version) SELECT prev_version FROM ptr WHERE prev_version IS NOT NULL ON CONFLICT DO NOTHING),
-  out AS (INSERT INTO media_outbox (version, target) SELECT $2::uuid, t FROM ok, unnest($8::text[]) AS t),
-  leg AS (INSERT INTO media_legacy_garbage (key) SELECT o.key FROM ok, media_objects o
-          WHERE o.key = $1::text AND o.version IS NULL AND o.deleted_at IS NULL
-          ON CONFLICT (key) DO UPDATE SET at = now())
-  SELECT (SELECT seq FROM ptr) AS seq, (SELECT epoch FROM fence) AS fence`;
+const COMMIT_WRITE = `SELECT commit_seq AS seq, fence_epoch AS fence FROM media_commit_write(
+  $1::text, $2::uuid, $3::bigint, $4::text, $5::text, $6::text, $7::timestamptz, $8::text[], $9::timestamptz, $10::bigint, $11::text)`;
 
 const COMMIT_DELETE = `WITH
   fence AS (SELECT epoch FROM dr_write_fence WHERE scope = $3::text FOR SHARE),

@@ -1,10 +1,10 @@
 import type { MediaBackendName } from '../../domain.ts';
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { AppError, BadRequestError, DependencyUnavailableError, NotFoundError, PayloadTooLargeError } from '../../http/app-error.ts';
 import { WriteOutcomeUnknownError } from '../write-gate/write-gate.ts';
 import type { Logger } from '../../logger.ts';
+import { sendExactly } from '../../lib/send-exactly.ts';
 import { HashingStream, VerifyingStream } from './hashing-stream.ts';
 import { cacheClock, type MediaCache } from './media-cache.ts';
 import { contentTypeSchema, mediaKeySchema } from './media-key.ts';
@@ -107,7 +107,10 @@ export class MediaService {
     const hasher = new HashingStream(maxBytes);
     try {
       if (input.declaredLength !== undefined) {
-        await Promise.all([pipeline(input.body, hasher), store.put(name, hasher, input.declaredLength, contentType)]);
+        await Promise.all([
+          sendExactly(input.body, hasher, input.declaredLength),
+          store.put(name, hasher, input.declaredLength, contentType),
+        ]);
       } else {
         await this.deps.spool.spool(input.body, hasher, (file, size) => store.put(name, file, size, contentType));
       }

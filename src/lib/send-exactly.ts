@@ -1,0 +1,81 @@
+import type { Readable, Writable } from 'node:stream';
+
+/** A body that is not the length it was declared to be. */
+export class BodyLengthError extends Error {
+  constructor(
+    readonly declared: number,
+    readonly seen: number,
+  ) {
+    super(`the body ${seen > declared ? 'exceeds' : 'ended short of'} its declared ${declared} bytes (${seen} seen)`);
+  }
+}
+
+/**
+ * Streams `source`, a body of exactly `size` bytes, into `target`, as `pipeline(source, target)`
+ * does: with back-pressure, and on an error of either stream, or one closing early, both are
+ * destroyed with the error and the promise rejects; it resolves once `target` has finished. Unlike
+ * `pipeline`, the chunk that completes the body goes with `target.end()`, so an HTTP request's
+ * headers, a one-chunk body and its end leave in one socket write instead of two; and it has none
+ * of pipeline's per-call machinery (end-of-stream watchers, an AbortController and an AbortError
+ * made at every finish), which was a measurable part of the CPU of a small upload. A body longer
+ * or shorter than `size` fails with BodyLengthError. Its error listeners stay on both streams
+ * (later errors of a destroyed stream are ignored, never unhandled).
+ */
+export function sendExactly(source: Readable, target: Writable, size: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let sent = 0;
+    let settled = false;
+    const detach = () => {
+      source.off('data', onData);
+      source.off('end', onEnd);
+      source.off('close', onSourceClose);
+      target.off('drain', onDrain);
+      target.off('finish', onFinish);
+      target.off('close', onTargetClose);
+    };
+    const fail = (err: Error) => {
+      if (settled) return;
+      settled = true;
+      detach();
+      source.destroy(err);
+      target.destroy(err);
+      reject(err);
+    };
+    const onData = (chunk: Buffer) => {
+      sent += chunk.length;
+      if (sent > size) fail(new BodyLengthError(size, sent));
+      else if (sent === size) target.end(chunk);
+      else if (!target.write(chunk)) source.pause();
+    };
+    const onDrain = () => source.resume();
+    const onEnd = () => {
+      if (sent < size) fail(new BodyLengthError(size, sent));
+      else if (!target.writableEnded) target.end(); // an empty body
+    };
+    const onFinish = () => {
+      if (settled) return;
+      settled = true;
+      detach();
+      resolve();
+    };
+    const onError = (err: Error) => fail(err);
+    const prematureClose = () => Object.assign(new Error('premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+    const onSourceClose = () => {
+      if (!source.readableEnded) fail(prematureClose());
+    };
+    const onTargetClose = () => {
+      if (!target.writableFinished) fail(prematureClose());
+    };
+    source.on('error', onError);
+    target.on('error', onError);
+    source.on('end', onEnd);
+    source.on('close', onSourceClose);
+    target.on('drain', onDrain);
+    target.on('finish', onFinish);
+    target.on('close', onTargetClose);
+    source.on('data', onData);
+    // A stream destroyed before this was called emits nothing more.
+    if (source.destroyed && !source.readableEnded) fail(source.errored ?? prematureClose());
+    else if (target.destroyed) fail(target.errored ?? prematureClose());
+  });
+}

@@ -23,7 +23,7 @@ import {
   verifyReport,
   type VerifyReport,
 } from './services/backup/database-restore.ts';
-import { proveDataDirectory } from './services/backup/data-dir-identity.ts';
+import { dataDirState, proveDataDirectory } from './services/backup/data-dir-identity.ts';
 import { findObjectsWithoutMetadata } from './services/backup/media-orphans.ts';
 import { isRoot, runAs } from './services/backup/os-command.ts';
 import { PgBackRestCli } from './services/backup/pgbackrest.ts';
@@ -660,8 +660,16 @@ async function replicaVerdict(restoreApi: { verifyOnce(): Promise<VerifyReport |
 }
 
 /** What the operator must know and do when a restore failed after PostgreSQL was stopped. */
-export function afterFailure(plan: { backup: { label: string }; target: { type: string } }, pgData: string, done: string[]): string[] {
+export function afterFailure(
+  plan: { backup: { label: string }; target: { type: string } },
+  pgData: string,
+  done: string[],
+  state: ReturnType<typeof dataDirState> = dataDirState(pgData),
+): string[] {
   const restored = done.includes('pgbackrest restore');
+  // A restore killed or failed halfway has already replaced part of the directory and removed its
+  // control file: PostgreSQL cannot start on it, only another restore brings it back.
+  const startable = !restored && state === 'intact';
   if (done.includes('wait for promotion'))
     return [
       `outcome: FAILED. PostgreSQL on this host was restored from backup ${plan.backup.label} and promoted (it is UP), but it was not verified through the API; read-only mode is still ON (writes answer 503).`,
@@ -672,10 +680,16 @@ export function afterFailure(plan: { backup: { label: string }; target: { type: 
     'outcome: FAILED. PostgreSQL on this host is DOWN and read-only mode is still ON (writes answer 503).',
     restored
       ? `state: ${pgData} holds backup ${plan.backup.label} with recovery settings for a target PostgreSQL did not reach; the data it held before was replaced (delta restore).`
-      : `state: ${pgData} was not restored (${done.at(-1) ?? 'nothing'} was the last step done); starting PostgreSQL brings back the data it held.`,
+      : state === 'intact'
+        ? `state: ${pgData} was not restored (${done.at(-1) ?? 'nothing'} was the last step done) and its control file (global/pg_control) is in place; starting PostgreSQL brings back the data it held.`
+        : state === 'unreadable'
+          ? `state: ${pgData} was not restored to the end (${done.at(-1) ?? 'nothing'} was the last step done) and cannot be read from here: without global/pg_control PostgreSQL cannot start on it (an interrupted pgBackRest restore): then restore again.`
+          : state === 'interrupted_restore'
+            ? `state: ${pgData} holds an interrupted pgBackRest restore: part of it was replaced and its control file (global/pg_control) is gone, so PostgreSQL cannot start on it; restore again (the restore below takes it).`
+            : `state: ${pgData} holds no control file (global/pg_control): PostgreSQL cannot start on it; restore again.`,
     'next: look first: scripts/dr/restore-database.sh --from-backup <label> [--target-time T | --target-name N] --dry-run',
     `next: then restore to the end of the archive (loses nothing archived): scripts/dr/restore-database.sh --from-backup ${plan.backup.label} --confirm`,
-    restored ? '' : `next: or start it as it was: pg_ctl -D ${pgData} start`,
+    startable ? `next: or start it as it was: pg_ctl -D ${pgData} start` : '',
     'next: when the verification passes: scripts/dr/disable-readonly-mode.sh',
   ].filter(Boolean);
 }

@@ -21,6 +21,49 @@ export function postmasterAlive(pgData: string): boolean {
   }
 }
 
+/**
+ * What pgBackRest leaves in a data directory while it restores into it: it writes `backup.manifest`
+ * there first (so that a rerun with --delta knows the directory is a restore target even without
+ * PG_VERSION), removes `global/pg_control` (so that a half-restored cluster cannot start), and
+ * removes the manifest again at the end. Both seen together: a restore interrupted halfway.
+ */
+export interface InterruptedRestore {
+  label: string | null;
+  systemId: string | null;
+}
+
+/** The interrupted pgBackRest restore `pgData` holds (no control file, pgBackRest's manifest), or null. */
+export function interruptedRestore(pgData: string): InterruptedRestore | null {
+  if (existsSync(join(pgData, 'global', 'pg_control'))) return null;
+  let text: string;
+  try {
+    text = readFileSync(join(pgData, 'backup.manifest'), 'utf8');
+  } catch {
+    return null;
+  }
+  // An INI file of pgBackRest's: [backup] backup-label="…", [backup:db] db-system-id=….
+  if (!/^\[backup\]$/m.test(text) || !/^\[backup:db\]$/m.test(text)) return null;
+  return {
+    label: /^backup-label="([^"\n]*)"$/m.exec(text)?.[1] ?? null,
+    systemId: /^db-system-id=(\d+)$/m.exec(text)?.[1] ?? null,
+  };
+}
+
+/**
+ * What the data directory holds after a restore failed before PostgreSQL started: its own data
+ * (the control file is in place), an interrupted pgBackRest restore (PostgreSQL cannot start on
+ * it), or something else without a control file; `unreadable` when this process cannot tell.
+ */
+export function dataDirState(pgData: string): 'intact' | 'interrupted_restore' | 'no_control_file' | 'unreadable' {
+  try {
+    readdirSync(pgData);
+  } catch {
+    return 'unreadable';
+  }
+  if (existsSync(join(pgData, 'global', 'pg_control'))) return 'intact';
+  return interruptedRestore(pgData) ? 'interrupted_restore' : 'no_control_file';
+}
+
 const real = (path: string) => {
   try {
     return realpathSync(path);
@@ -80,7 +123,25 @@ export async function proveDataDirectory(options: {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') entries = [];
       else throw refuse(`${pgData} cannot be read (${(err as Error).message})`);
     }
-    if (entries.length > 0) throw refuse(`${pgData} is not empty and holds no PostgreSQL control file (global/pg_control)`);
+    if (entries.length > 0) {
+      // A restore into it was interrupted (this script's, killed or failed halfway): it is this
+      // stanza's restore target when pgBackRest's manifest there names the stanza's cluster.
+      const interrupted = interruptedRestore(dir);
+      if (!interrupted)
+        throw refuse(
+          `${pgData} is not empty and holds no PostgreSQL control file (global/pg_control) nor an interrupted pgBackRest restore`,
+        );
+      if (!options.stanzaSystemId || interrupted.systemId !== options.stanzaSystemId)
+        throw refuse(
+          `${pgData} holds an interrupted pgBackRest restore of system identifier ${interrupted.systemId ?? 'unknown'}, the backup stanza has ${options.stanzaSystemId ?? 'none'}: it belongs to another cluster`,
+        );
+      if (postmasterAlive(dir)) throw refuse(`a PostgreSQL server runs on ${pgData}`);
+      if (await serverIdentity(databaseUrl))
+        throw refuse(
+          `${pgData} holds an interrupted pgBackRest restore but the server of DATABASE_URL answers: it runs on another data directory`,
+        );
+      return `${pgData} holds an interrupted pgBackRest restore (backup ${interrupted.label ?? 'unknown'}, system identifier ${interrupted.systemId}; no global/pg_control: PostgreSQL cannot start on it) and the server of DATABASE_URL does not answer`;
+    }
     if (await serverIdentity(databaseUrl))
       throw refuse(`${pgData} is empty but the server of DATABASE_URL answers: it runs on another data directory`);
     return `${pgData} is empty (nothing to replace) and the server of DATABASE_URL does not answer`;

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { BackupInfo, BackupTool, StanzaInfo } from './pgbackrest.ts';
+import { backupEnd } from './backup-inventory.ts';
 import { describeGap, lsnValue, type WalScan } from './wal-scan.ts';
 import { errorMessage } from '../../lib/error-message.ts';
 
@@ -64,6 +65,8 @@ export interface RestoreRequest {
 export interface RestorePlan {
   backup: Pick<BackupInfo, 'label' | 'type' | 'startedAt' | 'stoppedAt' | 'sizeBytes' | 'repositorySizeBytes'>;
   target: { type: 'end_of_archive' } | { type: 'time'; value: string } | { type: 'name'; value: string };
+  /** Where recovery from the backup starts (WAL before it in its first segment is never replayed). */
+  lsnStart?: string | null;
   /** Where the backup ended (recovery must replay past it before any target counts). */
   lsnStop?: string | null;
   wal: { from: string | null; to: string | null };
@@ -84,10 +87,12 @@ export function planRestore(info: StanzaInfo, request: RestoreRequest): RestoreP
     if (request.targetTime) {
       const target = Date.parse(request.targetTime);
       if (Number.isNaN(target)) throw new RestorePlanError(`--target-time ${request.targetTime} is not a time`);
-      backup = good.filter((b) => Date.parse(b.stoppedAt) <= target).at(-1);
+      // pgBackRest lists the stop time in whole seconds, cut down: the backup may have ended up to a
+      // second later, and a target before its end stops recovery before it is consistent (FATAL).
+      backup = good.filter((b) => Date.parse(backupEnd(b.stoppedAt)) <= target).at(-1);
       if (!backup)
         throw new RestorePlanError(
-          `no backup ended before ${request.targetTime}; the oldest ended ${good[0]?.stoppedAt ?? 'never (no backup)'}`,
+          `no backup ended before ${request.targetTime}; the oldest ended ${good[0] ? `by ${backupEnd(good[0].stoppedAt)} (listed ${good[0].stoppedAt})` : 'never (no backup)'}`,
         );
     } else {
       backup = good.at(-1);
@@ -100,8 +105,10 @@ export function planRestore(info: StanzaInfo, request: RestoreRequest): RestoreP
         `backup ${request.backup} is not in the repository (have: ${info.backups.map((b) => b.label).join(', ') || 'none'})`,
       );
     if (backup.error) throw new RestorePlanError(`backup ${request.backup} is marked as failed`);
-    if (request.targetTime && Date.parse(backup.stoppedAt) > Date.parse(request.targetTime))
-      throw new RestorePlanError(`backup ${backup.label} ended at ${backup.stoppedAt}, after the target ${request.targetTime}`);
+    if (request.targetTime && Date.parse(backupEnd(backup.stoppedAt)) > Date.parse(request.targetTime))
+      throw new RestorePlanError(
+        `backup ${backup.label} ended at ${backup.stoppedAt} (listed in whole seconds: it may have ended until ${backupEnd(backup.stoppedAt)}), not before the target ${request.targetTime}: recovery would stop before the backup is consistent; the target must be at or after ${backupEnd(backup.stoppedAt)}, or choose an older backup`,
+      );
   }
   const target: RestorePlan['target'] = request.targetTime
     ? { type: 'time', value: new Date(request.targetTime).toISOString() }
@@ -118,6 +125,7 @@ export function planRestore(info: StanzaInfo, request: RestoreRequest): RestoreP
       repositorySizeBytes: backup.repositorySizeBytes,
     },
     target,
+    lsnStart: backup.lsn.start,
     lsnStop: backup.lsn.stop,
     wal: { from: backup.wal.start, to: info.archive.max },
     steps: [
@@ -151,6 +159,13 @@ function checkTargetIn(plan: RestorePlan, scan: WalScan): string {
   if (plan.target.type === 'end_of_archive') return 'the end of the archive';
   if (plan.target.type === 'name') {
     const name = plan.target.value;
+    // Recovery stops at the first point of the name it replays: a name written twice (a name taken
+    // again after a restore to it, or by pg_create_restore_point outside the API) is ambiguous.
+    const replayed = scan.restorePoints.filter((p) => p.name === name && (!plan.lsnStart || lsnValue(p.lsn) >= lsnValue(plan.lsnStart)));
+    if (replayed.length > 1)
+      throw new RestorePlanError(
+        `restore point ${name} appears ${replayed.length} times in the WAL recovery from backup ${plan.backup.label} would replay (at ${replayed.map((p) => `${p.lsn}${p.at ? ` after commits of ${p.at}` : ''}`).join(', ')}): recovery stops at the first (${replayed[0]!.lsn}), which may not be the one meant; restore to a --target-time instead (or choose a backup taken between the points)`,
+      );
     const after = scan.restorePoints.filter((p) => !backupLsnStop || lsnValue(p.lsn) >= lsnValue(backupLsnStop));
     const found = after.find((p) => p.name === name);
     if (found) return `restore point ${name} at ${found.lsn} is in the archived WAL`;

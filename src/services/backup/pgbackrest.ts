@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 
 /** Process groups of pgBackRest runs still going: stopped when this process ends. */
 const liveGroups = new Set<number>();
@@ -129,6 +130,14 @@ export function classifyFailure(stderr: string, signal: NodeJS.Signals | null): 
       'another pgBackRest backup of this stanza is running (its lock is held): this one was refused and changed nothing',
       text,
     );
+  // archive-get reads the data directory's control file (the cluster's version and system
+  // identifier pick the archive); an interrupted restore removed it.
+  if (/ERROR: \[055\]: unable to open missing file '[^']*global\/pg_control'/.test(text))
+    return new BackupToolError(
+      'pgbackrest_failed',
+      "pgBackRest's archive-get needs the data directory's control file (global/pg_control), which is missing (an interrupted restore removed it)",
+      text,
+    );
   if (/ERROR: \[(041|055|103|104)\]/.test(text))
     return new BackupToolError('repository_unreachable', 'the pgBackRest repository is unreachable', text);
   return new BackupToolError('pgbackrest_failed', `pgBackRest failed: ${firstError(text)}`, text);
@@ -242,12 +251,28 @@ export class PgBackRestCli implements BackupTool {
         /(?:^|\/)([0-9A-F]{24})-[0-9a-f]{40}(?:\.[a-z0-9]+)?$/.exec(line.trim()) ??
         /(?:^|\/)([0-9A-F]{8}\.history)(?:\.[a-z0-9]+)?$/.exec(line.trim());
       if (m) names.add(m[1]!);
+      // Stored as is (pgBackRest does not compress history files): readable without archive-get.
+      const history = /^(\d+-\d+)\/([0-9A-F]{8}\.history)$/.exec(line.trim());
+      if (history && (this.historyPaths.get(history[2]!) ?? '') < line.trim()) this.historyPaths.set(history[2]!, line.trim());
     }
     return [...names];
   }
 
-  /** One archived segment, decompressed, to `dest` (writable by the user pgBackRest runs as). */
+  /** Listed uncompressed timeline history files: name → path under archive/<stanza> (the newest archive id's). */
+  private readonly historyPaths = new Map<string, string>();
+
+  /**
+   * One archived segment, decompressed, to `dest` (writable by the user pgBackRest runs as). A
+   * history file listed uncompressed is read with repo-get: archive-get needs the data directory's
+   * control file, which a restore interrupted halfway removed (the rerun that repairs it reads them).
+   */
   async fetchSegment(segment: string, dest: string, timeoutMs: number): Promise<void> {
+    const history = this.historyPaths.get(segment);
+    if (history) {
+      const text = await this.run(['repo-get', `archive/${this.options.stanza}/${history}`], timeoutMs);
+      writeFileSync(dest, text);
+      return;
+    }
     await this.run(['archive-get', segment, dest], timeoutMs);
   }
 

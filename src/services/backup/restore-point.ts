@@ -24,19 +24,20 @@ export class RestorePointExistsError extends Error {
 type Queryable = Pick<pg.Client, 'query'>;
 
 /**
- * Writes `pg_create_restore_point(name)` and records the name in `restore_points` in one
- * transaction. PostgreSQL keeps no catalog of restore points and accepts a name twice, while
- * recovery to a name stops at its first point: the table's primary key refuses a used name
- * (RestorePointExistsError), also between concurrent requests (the second insert waits for the
- * first to commit). Where the table does not exist yet (the very first migration run) the point is
- * created unrecorded (as on a server that refuses the insert as read-only but still takes the point).
+ * Records the name in `restore_points` (committed), then writes `pg_create_restore_point(name)`.
+ * PostgreSQL keeps no catalog of restore points and accepts a name twice, while recovery to a name
+ * stops at its first point: the table's primary key refuses a used name (RestorePointExistsError),
+ * also between concurrent requests. The row is committed BEFORE the point is written, so that a
+ * recovery to the point keeps it (committed after, the restored database would not know the name
+ * and would take it again: a second point of the name, which recovery to it never reaches); it is
+ * removed again when the point cannot be written. Where the table does not exist yet (the very first
+ * migration run) the point is created unrecorded (as on a server that refuses the insert as
+ * read-only: the point itself then fails with PostgreSQL's own reason).
  */
 export async function writeRestorePoint(client: Queryable, name: string, by: string): Promise<RestorePoint> {
-  await client.query('BEGIN');
   try {
     await client.query('INSERT INTO restore_points (name, created_by) VALUES ($1, $2)', [name, by]);
   } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
     const code = (err as { code?: string }).code;
     if (code === '23505') throw new RestorePointExistsError(name);
     // 42P01: no table yet (first migration run). 25006: a read-only transaction (a standby): the
@@ -45,16 +46,19 @@ export async function writeRestorePoint(client: Queryable, name: string, by: str
     const { rows } = await client.query<{ lsn: string }>('SELECT pg_create_restore_point($1)::text AS lsn', [name]);
     return { name, lsn: rows[0]!.lsn, createdAt: new Date().toISOString(), recorded: false };
   }
+  let lsn: string;
   try {
     const { rows } = await client.query<{ lsn: string }>('SELECT pg_create_restore_point($1)::text AS lsn', [name]);
-    const lsn = rows[0]!.lsn;
-    await client.query('UPDATE restore_points SET lsn = $2 WHERE name = $1', [name, lsn]);
-    await client.query('COMMIT');
-    return { name, lsn, createdAt: new Date().toISOString() };
+    lsn = rows[0]!.lsn;
   } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
+    // No point was written: the name is free again (a connection lost here leaves the row: the
+    // name stays refused, never a second point of it).
+    await client.query('DELETE FROM restore_points WHERE name = $1 AND lsn IS NULL', [name]).catch(() => undefined);
     throw err;
   }
+  // Only for the listing: a recovery to the point itself keeps the row with lsn null.
+  await client.query('UPDATE restore_points SET lsn = $2 WHERE name = $1', [name, lsn]).catch(() => undefined);
+  return { name, lsn, createdAt: new Date().toISOString() };
 }
 
 /** `pg_create_restore_point` on a connection of its own, bounded; names a point to recover to. */

@@ -2,6 +2,7 @@ import { AppError, DependencyUnavailableError, NoWorkerError, NotFoundError, Pre
 import { JobGroupBusyError, type Job, type JobQueue } from '../jobs/job-queue.ts';
 import { backupEnd, type BackupInventory } from './backup-inventory.ts';
 import type { ValidationInput } from './backup-validator.ts';
+import { recoverable } from './recoverable.ts';
 import { createRestorePoint, RestorePointExistsError, type RestorePoint } from './restore-point.ts';
 
 export const BACKUP_JOB = 'backup';
@@ -53,12 +54,19 @@ export class BackupService {
   /** Checks the label and the target against the repository before a worker is asked. */
   async requestValidation(input: { backup?: string; targetTime?: string }, by: string): Promise<Job<ValidationInput>> {
     const info = await this.deps.inventory.info(true);
-    const good = info.backups.filter((b) => !b.error);
+    // latest: the newest backup recovery can start from with this archive (not one on a branch a
+    // point-in-time restore abandoned, nor one whose own WAL the archive lacks).
+    const good = info.backups.filter(recoverable);
     let label = input.backup ?? 'latest';
     if (label !== 'latest' && !info.backups.some((b) => b.label === label))
       throw new NotFoundError(`backup ${label} is not in the repository`);
-    if (label === 'latest' && good.length === 0)
-      throw new PreconditionFailedError('the repository holds no successful backup yet', { backups: 0 });
+    if (label === 'latest' && good.length === 0) {
+      const successful = info.backups.filter((b) => !b.error);
+      if (successful.length === 0) throw new PreconditionFailedError('the repository holds no successful backup yet', { backups: 0 });
+      throw new PreconditionFailedError('no backup in the repository can be recovered with this archive', {
+        unrecoverable: successful.map((b) => ({ label: b.label, problem: b.recovery?.problem ?? null })),
+      });
+    }
     if (input.targetTime) {
       const range = await this.deps.inventory.recoverableRange();
       const target = Date.parse(input.targetTime);
@@ -69,7 +77,12 @@ export class BackupService {
         throw new PreconditionFailedError('the target time is after the newest archived WAL', { usableRange: usable });
       if (label === 'latest') {
         // The newest backup that ended before the target: recovery replays forward from it.
-        label = good.filter((b) => Date.parse(backupEnd(b.stoppedAt)) <= target).at(-1)!.label;
+        const before = good.filter((b) => Date.parse(backupEnd(b.stoppedAt)) <= target).at(-1);
+        if (!before)
+          throw new PreconditionFailedError('no backup that ended before the target time can be recovered with this archive', {
+            usableRange: usable,
+          });
+        label = before.label;
       } else {
         const chosen = info.backups.find((b) => b.label === label)!;
         if (Date.parse(backupEnd(chosen.stoppedAt)) > target)

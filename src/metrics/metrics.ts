@@ -134,6 +134,16 @@ export function createMetrics(registry: Registry = new Registry()) {
       help: 'Configured bound on the age of the newest full or differential backup (BACKUP_MAX_AGE)',
       registers,
     }),
+    backupRunning: new Gauge({
+      name: 'sav3_backup_running_seconds',
+      help: 'How long the backup job holding the backup slot (one at a time) has been running, or queued; 0 when none',
+      registers,
+    }),
+    backupRunningMax: new Gauge({
+      name: 'sav3_backup_running_max_seconds',
+      help: 'Configured bound beyond which a running backup is reported overdue (BACKUP_RUNNING_MAX); it is not stopped',
+      registers,
+    }),
     backupValidationLastSuccess: new Gauge({
       name: 'sav3_backup_validation_last_success_timestamp_seconds',
       help: 'Finish time of the newest passing backup validation restore (0: none)',

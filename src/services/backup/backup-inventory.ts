@@ -37,6 +37,10 @@ export interface InventoryDeps {
   archiver: () => Promise<ArchiverStatus>;
   /** The newest passing validation's finish time, if any. */
   lastValidation: () => Promise<Date | undefined>;
+  /** The backup job queued or running (its age, for sav3_backup_running_seconds); undefined: unknown. */
+  runningBackup?: () => Promise<{ ageSeconds: number } | null | undefined>;
+  /** BACKUP_RUNNING_MAX, exported as sav3_backup_running_max_seconds. */
+  runningMaxSeconds?: number;
   metrics: Pick<
     Metrics,
     | 'rpoExposure'
@@ -46,6 +50,8 @@ export interface InventoryDeps {
     | 'backupMaxAge'
     | 'backupValidationLastSuccess'
     | 'backupValidationMaxAge'
+    | 'backupRunning'
+    | 'backupRunningMax'
     | 'dependencyUp'
   >;
   logger: Logger;
@@ -78,6 +84,7 @@ export class BackupInventory {
   constructor(private readonly deps: InventoryDeps) {
     deps.metrics.backupMaxAge.set(deps.maxAgeSeconds);
     deps.metrics.backupValidationMaxAge.set(deps.validationMaxAgeSeconds);
+    if (deps.runningMaxSeconds !== undefined) deps.metrics.backupRunningMax.set(deps.runningMaxSeconds);
     this.archiveCheck = new ArchiveCheck({ stallMs: deps.archiveStallMs ?? 60_000, graceMs: deps.archiveGraceMs });
     for (const reason of FAILURE_CODES) {
       deps.metrics.walArchiveFailures.inc({ reason }, 0);
@@ -291,6 +298,9 @@ export class BackupInventory {
       await this.archiver().catch((err: unknown) => this.deps.logger.debug({ err }, 'archiver status unavailable'));
       const last = await this.deps.lastValidation().catch(() => undefined);
       this.deps.metrics.backupValidationLastSuccess.set(last ? last.getTime() / 1000 : 0);
+      // Unknown (Redis did not answer) keeps the last value.
+      const running = await this.deps.runningBackup?.().catch(() => undefined);
+      if (running !== undefined) this.deps.metrics.backupRunning.set(running?.ageSeconds ?? 0);
     })().finally(() => {
       this.sampling = undefined;
     });

@@ -1,5 +1,5 @@
 import { AppError, DependencyUnavailableError, NoWorkerError, NotFoundError, PreconditionFailedError } from '../../http/app-error.ts';
-import { JobGroupBusyError, type Job, type JobQueue } from '../jobs/job-queue.ts';
+import { jobAgeSeconds, JobGroupBusyError, type Job, type JobQueue } from '../jobs/job-queue.ts';
 import { backupEnd, type BackupInventory } from './backup-inventory.ts';
 import type { ValidationInput } from './backup-validator.ts';
 import { recoverable } from './recoverable.ts';
@@ -12,6 +12,22 @@ export interface BackupJobInput {
   type: 'full' | 'diff' | 'incr';
 }
 
+/**
+ * The backup job holding the backup slot (one at a time: POST /admin/backups answers 409 meanwhile),
+ * and whether it has run longer than BACKUP_RUNNING_MAX: reported, never stopped (a big database's
+ * full backup may take hours; BACKUP_TIMEOUT_MS, 6 h, is the hard bound).
+ */
+export interface RunningBackup {
+  job: Pick<Job, 'id' | 'kind' | 'status' | 'input' | 'requestedBy' | 'createdAt' | 'startedAt' | 'instanceId'> & {
+    /** The worker's last heartbeat (every 5 s while it lives): a live worker whose pgBackRest hangs keeps it fresh. */
+    lastHeartbeatAt: string | null;
+  };
+  /** Since it started (running) or was asked for (queued). */
+  ageSeconds: number;
+  maxSeconds: number;
+  overdue: boolean;
+}
+
 /** What API instances do for backups: they ask (jobs for a worker), they never restore. */
 export class BackupService {
   constructor(
@@ -20,8 +36,39 @@ export class BackupService {
       queue: JobQueue;
       activeDatabaseUrl: () => Promise<string>;
       timeoutMs: number;
+      /** BACKUP_RUNNING_MAX: a backup job older than this is reported overdue. */
+      runningMaxSeconds?: number;
     },
   ) {}
+
+  /** The backup job queued or running now, or null; undefined when Redis cannot say. */
+  async runningBackup(now = Date.now()): Promise<RunningBackup | null | undefined> {
+    try {
+      const id = await this.deps.queue.holder('backup');
+      const job = id ? await this.deps.queue.get(id) : undefined;
+      if (!job || (job.status !== 'running' && job.status !== 'queued')) return null;
+      const ageSeconds = jobAgeSeconds(job, now);
+      const maxSeconds = this.deps.runningMaxSeconds ?? 3600;
+      return {
+        job: {
+          id: job.id,
+          kind: job.kind,
+          status: job.status,
+          input: job.input,
+          requestedBy: job.requestedBy,
+          createdAt: job.createdAt,
+          startedAt: job.startedAt,
+          instanceId: job.instanceId,
+          lastHeartbeatAt: job.status === 'running' ? job.updatedAt : null,
+        },
+        ageSeconds,
+        maxSeconds,
+        overdue: ageSeconds > maxSeconds,
+      };
+    } catch {
+      return undefined;
+    }
+  }
 
   /** Live workers per job kind (GET /admin/backups). */
   async workers(): Promise<Record<string, number> | null> {

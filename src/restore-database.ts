@@ -34,8 +34,9 @@ import { MinioObjectStore } from './adapters/minio-object-store.ts';
 import type { ObjectStore } from './adapters/object-store.ts';
 import { httpCall, runMain } from './adapters/http-call.ts';
 import { errorMessage } from './lib/error-message.ts';
+import { CURRENT_TIMELINE_SQL } from './adapters/pg-connection.ts';
 
-export const USAGE = `usage: scripts/dr/restore-database.sh --from-backup latest|<label> [--target-time ISO | --target-name NAME] [--pg-data DIR] (--confirm | --dry-run)
+export const USAGE = `usage: scripts/dr/restore-database.sh --from-backup latest|<label> [--target-time ISO | --target-name NAME] [--pg-data DIR] [--timeline N] [--discard-unarchived] (--confirm | --dry-run)
        scripts/dr/restore-database.sh --report-pending
   --from-backup   the backup to restore: latest, or a label from GET /admin/backups
   --target-time   point-in-time: recover up to this time (ISO 8601 with a zone), then promote
@@ -45,6 +46,10 @@ export const USAGE = `usage: scripts/dr/restore-database.sh --from-backup latest
                   (only once you know no primary runs elsewhere: it is promoted)
   --skip-target-check  act even when the target could not be verified in the archived WAL (a target
                   recovery cannot reach stops PostgreSQL: check it yourself first)
+  --timeline      the timeline recovery follows (default: the one this server is on now; the archive's
+                  newer timelines, e.g. a switchover's abandoned promotion, are refused without it)
+  --discard-unarchived  restore to the end of the archive even though this server holds WAL that
+                  never reached the archive (archiving failing): what is only in it is lost
   --dry-run       print the plan, the backup and the WAL it would use; change nothing
   --confirm       required to act: read-only on, stop PostgreSQL, restore --delta, start, wait for promotion, verify
   --report-pending  send the API the restore reports it could not take during earlier restores
@@ -57,7 +62,7 @@ not) and "replica: …": FOLLOWS the restored primary (streams from it on its ti
 up to SAV3_REPLICA_WAIT_SECONDS (30) for a replica to follow before saying it must be rebuilt.
 Exit codes: 0 the restored primary passed the verification (or a dry run that could go ahead),
 whatever the replica line says; 1 failed or refused; 2 usage.
-Environment: SAV3_API_URL SAV3_ADMIN_TOKEN DATABASE_URL PGBACKREST_STANZA [PGBACKREST_CONFIG PGBACKREST_BIN PG_BIN PGDATA MEDIA_* SAV3_RESTORE_JOURNAL_DIR SAV3_REPLICA_WAIT_SECONDS]`;
+Environment: SAV3_API_URL SAV3_ADMIN_TOKEN DATABASE_URL PGBACKREST_STANZA [PGBACKREST_CONFIG PGBACKREST_BIN PG_BIN PGDATA MEDIA_* SAV3_RESTORE_JOURNAL_DIR SAV3_REPLICA_WAIT_SECONDS SAV3_UNARCHIVED_GRACE_SECONDS]`;
 
 interface Args {
   backup?: string;
@@ -66,6 +71,9 @@ interface Args {
   pgData?: string;
   allowStandby: boolean;
   skipTargetCheck: boolean;
+  /** The timeline recovery follows, given (else the live server's). */
+  timeline?: number;
+  discardUnarchived: boolean;
   confirm: boolean;
   dryRun: boolean;
   help: boolean;
@@ -89,7 +97,15 @@ export function targetTimeOf(value: string): string | null {
 }
 
 export function parseArgs(argv: string[]): Args | string {
-  const args: Args = { allowStandby: false, skipTargetCheck: false, confirm: false, dryRun: false, help: false, reportPending: false };
+  const args: Args = {
+    allowStandby: false,
+    skipTargetCheck: false,
+    discardUnarchived: false,
+    confirm: false,
+    dryRun: false,
+    help: false,
+    reportPending: false,
+  };
   const value = (i: number, flag: string) => {
     const v = argv[i + 1];
     if (v === undefined || v.startsWith('--')) throw new Error(`${flag} needs a value`);
@@ -105,7 +121,12 @@ export function parseArgs(argv: string[]): Args | string {
       else if (a === '--confirm') args.confirm = true;
       else if (a === '--skip-target-check') args.skipTargetCheck = true;
       else if (a === '--allow-standby') args.allowStandby = true;
-      else if (a === '--dry-run') args.dryRun = true;
+      else if (a === '--discard-unarchived') args.discardUnarchived = true;
+      else if (a === '--timeline') {
+        const v = value(i++, a);
+        if (!/^[1-9]\d{0,8}$/.test(v)) return '--timeline must be a timeline number';
+        args.timeline = Number(v);
+      } else if (a === '--dry-run') args.dryRun = true;
       else if (a === '--report-pending') args.reportPending = true;
       else if (a === '-h' || a === '--help') args.help = true;
       else return `unknown argument: ${a}`;
@@ -201,7 +222,15 @@ function api(): RestoreApi & { verifyOnce(): Promise<VerifyReport | string> } {
 }
 
 /** The server restored on this host; `logPath` is the log of a start made before (tests). */
-export function restoreServer(pgData: string, pgBin: string, osUser: string, databaseUrl: string, startLog?: string): RestoreServer {
+export function restoreServer(
+  pgData: string,
+  pgBin: string,
+  osUser: string,
+  databaseUrl: string,
+  startLog?: string,
+  /** After the stop, refuse to go on while WAL waits to be archived (a restore to the end of the archive would lose it). */
+  requireArchived = false,
+): RestoreServer {
   const ctl = (args: string[]) => runAs(osUser, join(pgBin, 'pg_ctl'), ['-D', pgData, ...args], { timeoutMs: 660_000 });
   let logPath: string | undefined = startLog;
   /** postmaster.pid names a live process (pg_ctl status when this user cannot read the file). */
@@ -228,6 +257,15 @@ export function restoreServer(pgData: string, pgBin: string, osUser: string, dat
       await ctl(['-m', 'fast', '-w', '-t', '600', 'stop']).catch((err: Error & { stderr?: string }) => {
         if (!/Is server running\?|PID file .* does not exist/.test(err.stderr ?? err.message)) throw err;
       });
+      // A clean stop archives the last segment (the archiver runs until nothing is ready): what is
+      // still waiting now failed to be archived, and a restore to the end of the archive loses it.
+      if (requireArchived) {
+        const waiting = await unarchivedWal(pgData, osUser, 0);
+        if (waiting.length > 0)
+          throw new Error(
+            `PostgreSQL stopped with ${waiting.length} WAL segment(s) never archived (oldest ${waiting[0]}): restoring now would lose every write in them; nothing was restored. Start it again, fix archiving, and rerun (or accept the loss with --discard-unarchived)`,
+          );
+      }
     },
     start: async () => {
       const path = join(pgData, '..', `restore-${Date.now()}.log`);
@@ -270,6 +308,61 @@ export function restoreServer(pgData: string, pgBin: string, osUser: string, dat
       throw new Error(`the server did not promote within ${timeoutMs / 1000} s (${lastError})`);
     },
   };
+}
+
+/**
+ * The timeline this server is on now: asked of DATABASE_URL's server (exact right after a
+ * promotion), else read from the data directory's control file; undefined when neither answers.
+ */
+async function liveTimeline(databaseUrl: string | undefined, pgData: string | undefined, pgBin: string, osUser: string) {
+  if (databaseUrl) {
+    const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 3000 });
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+      const { rows } = await client.query<{ tl: number | null }>(`SELECT ${CURRENT_TIMELINE_SQL} AS tl`);
+      if (rows[0]?.tl) return Number(rows[0].tl);
+    } catch {
+      // not answering: the control file below
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+  if (!pgData) return undefined;
+  try {
+    const { stdout } = await runAs(osUser, join(pgBin, 'pg_controldata'), ['-D', pgData], { timeoutMs: 10_000 });
+    const m = /Latest checkpoint's TimeLineID:\s+(\d+)/.exec(stdout);
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** How long a segment may wait to be archived before the dry run calls archiving stuck (SAV3_UNARCHIVED_GRACE_SECONDS, 30). */
+function unarchivedGraceSeconds(): number {
+  const v = Number(process.env.SAV3_UNARCHIVED_GRACE_SECONDS ?? 30);
+  return Number.isFinite(v) && v >= 0 ? v : 30;
+}
+
+/**
+ * The WAL segments of `pgData` waiting to be archived for longer than `olderThanMs` (their
+ * `.ready` files in pg_wal/archive_status), oldest first.
+ */
+export async function unarchivedWal(pgData: string, osUser: string, olderThanMs: number): Promise<string[]> {
+  const dir = join(pgData, 'pg_wal', 'archive_status');
+  const out = await runAs(osUser, 'find', [dir, '-maxdepth', '1', '-name', '*.ready', '-printf', '%f %T@\n'], { timeoutMs: 10_000 }).catch(
+    () => ({ stdout: '' }),
+  );
+  const now = Date.now();
+  return out.stdout
+    .split('\n')
+    .map((l) => l.trim().split(' '))
+    .filter(
+      ([name, at]) =>
+        name && /^([0-9A-F]{24}(\.[0-9A-F]{8}\.backup)?|[0-9A-F]{8}\.history)\.ready$/.test(name) && now - Number(at) * 1000 >= olderThanMs,
+    )
+    .map(([name]) => name!.replace(/\.ready$/, ''))
+    .sort();
 }
 
 /** The FATAL/PANIC lines (and the recovery messages around them) at the end of a server log. */
@@ -327,7 +420,14 @@ export async function main(argv: string[]): Promise<number> {
     const request = { backup: args.backup!, targetTime: args.targetTime, targetName: args.targetName };
     let plan = planRestore(info, request);
     const pgBin = process.env.PG_BIN ?? '/usr/lib/postgresql/15/bin';
-    // The archive as recovery will read it: the timeline it follows (the newest), and what it can replay.
+    // The archive as recovery will read it: on the history of the timeline this server is on now
+    // (pinned: recovery_target_timeline), or of the one given; what it can replay from the backup.
+    const pgData = args.pgData ?? process.env.PGDATA;
+    const databaseUrl = process.env.DATABASE_URL;
+    const live = args.timeline ?? (await liveTimeline(databaseUrl, pgData, pgBin, osUser));
+    if (args.timeline !== undefined) say(`timeline: ${args.timeline} (--timeline)`);
+    else if (live !== undefined) say(`timeline: ${live} (this server's)`);
+    else say("timeline: this server's is unknown; recovery would follow the archive's newest (PostgreSQL's 'latest')");
     let listed: string[] | undefined;
     let replay: Replay | undefined;
     if (args.skipTargetCheck) say('archive: NOT checked (--skip-target-check)');
@@ -342,7 +442,10 @@ export async function main(argv: string[]): Promise<number> {
         const backup = info.backups.find((b) => b.label === plan.backup.label)!;
         if (!backup.wal.start) throw new RestorePlanError(`backup ${backup.label} names no WAL: the archive cannot be checked`);
         const from = replayFrom(backup);
-        replay = replaySegments(listed, from, await recoveryPath(tool, listed, from, { timeoutMs: 60_000, osUser }));
+        const path = await recoveryPath(tool, listed, from, { timeoutMs: 60_000, osUser, timeline: live }).catch((err: unknown) => {
+          throw new RestorePlanError(`${errorMessage(err)}; nothing was changed`);
+        });
+        replay = replaySegments(listed, from, path);
         if (!replay.notChild) break;
         // A backup on a branch the archive's newest timeline abandoned (taken before a point-in-time
         // restore moved the history on): recovery from it stops, after the data was replaced.
@@ -354,8 +457,23 @@ export async function main(argv: string[]): Promise<number> {
       }
       if (replay.gap?.withinBackup)
         throw new RestorePlanError(`${describeGap(replay.gap)} (backup ${plan.backup.label}); nothing was changed`);
+      if (replay.newerTimelines.length > 0) {
+        const newer = replay.newerTimelines.join(', ');
+        if (args.timeline !== undefined)
+          say(`archive: holds timeline(s) ${newer}, newer than timeline ${replay.timeline} followed (--timeline): never replayed`);
+        else if (live !== undefined)
+          throw new RestorePlanError(
+            `the archive holds timeline(s) ${newer}, newer than this server's timeline ${live}: a promotion that was abandoned (a switchover rolled back), or this server is not the newest primary. If those timelines were abandoned, rerun with --timeline ${live}; otherwise restore the node that holds the newest timeline. Nothing was changed`,
+          );
+        else
+          throw new RestorePlanError(
+            `recovery would follow timeline ${replay.timeline}, but the archive holds timeline(s) ${newer} too (a history file missing from the repository?): everything on them would be lost. Give the timeline to follow with --timeline N; nothing was changed`,
+          );
+      }
       say(`archive: recovery follows timeline ${replay.timeline}; ${replay.segments.length} segment(s) from ${plan.wal.from} replayable`);
     }
+    // Recovery follows this server's timeline (or the one given), never an abandoned newer one.
+    if (live !== undefined) plan = { ...plan, timeline: live };
     say(`plan: ${JSON.stringify(plan)}`);
     if (plan.target.type === 'end_of_archive') {
       // Recovery to the end of the archive stops at the first hole in it: whatever was archived
@@ -370,17 +488,17 @@ export async function main(argv: string[]): Promise<number> {
       if (args.skipTargetCheck) say('target: NOT checked against the archived WAL (--skip-target-check)');
       else {
         const backup = info.backups.find((b) => b.label === plan.backup.label)!;
-        const scan = await scanArchive(tool, replayFrom(backup), { pgBin, osUser, timeoutMs: 300_000 }).catch((err: unknown) => {
-          throw new RestorePlanError(
-            `the target could not be verified in the archived WAL (${(err as Error).message}); nothing was changed. Check it yourself, then rerun with --skip-target-check`,
-          );
-        });
+        const scan = await scanArchive(tool, replayFrom(backup), { pgBin, osUser, timeoutMs: 300_000, timeline: live }).catch(
+          (err: unknown) => {
+            throw new RestorePlanError(
+              `the target could not be verified in the archived WAL (${(err as Error).message}); nothing was changed. Check it yourself, then rerun with --skip-target-check`,
+            );
+          },
+        );
         say(`target: ${checkTarget(plan, scan)} (${scan.segments} WAL segment(s) read)`);
         if (scan.gap) say(`archive: ${describeGap(scan.gap)}; the target is before the hole`);
       }
     }
-    const pgData = args.pgData ?? process.env.PGDATA;
-    const databaseUrl = process.env.DATABASE_URL;
     if (!pgData) throw new RestorePlanError('--pg-data (or PGDATA) is required');
     if (!databaseUrl) throw new RestorePlanError('DATABASE_URL (the server restored here) is required');
     // The directory stopped and replaced must be DATABASE_URL's server's (never a replica's).
@@ -393,6 +511,18 @@ export async function main(argv: string[]): Promise<number> {
       allowStandby: args.allowStandby,
     });
     say(`data directory: ${proved}`);
+    // WAL this server wrote that never reached the archive (archiving failing) is lost by a restore
+    // to the end of the archive: refused unless the operator accepts that loss.
+    const grace = unarchivedGraceSeconds();
+    const unarchived = plan.target.type === 'end_of_archive' ? await unarchivedWal(pgData, osUser, grace * 1000) : [];
+    if (unarchived.length > 0) {
+      const what = `this server holds ${unarchived.length} WAL segment(s) not yet in the archive (oldest ${unarchived[0]}, waiting over ${grace} s: archiving is failing or stuck)`;
+      if (!args.discardUnarchived)
+        throw new RestorePlanError(
+          `${what}: a restore to the end of the archive would lose every write in them. Fix archiving and wait until they are archived (GET /admin/backups: archiving), or accept the loss with --discard-unarchived; nothing was changed`,
+        );
+      say(`archive: ${what}; --discard-unarchived: they will be lost`);
+    }
     if (args.dryRun) {
       say('dry run: nothing was changed');
       return 0;
@@ -422,7 +552,14 @@ export async function main(argv: string[]): Promise<number> {
         {
           tool,
           api: restoreApi,
-          server: restoreServer(pgData, pgBin, osUser, databaseUrl),
+          server: restoreServer(
+            pgData,
+            pgBin,
+            osUser,
+            databaseUrl,
+            undefined,
+            plan.target.type === 'end_of_archive' && !args.discardUnarchived,
+          ),
           pgData,
           promoteTimeoutMs: 3600_000,
           onStep: (t) => {

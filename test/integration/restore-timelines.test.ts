@@ -191,3 +191,87 @@ describe('restore-database.sh reads the archive on the timeline recovery follows
     expect(run.stdout).not.toContain('dry run: nothing was changed');
   }, 120_000);
 });
+
+describe("restore-database.sh follows this server's timeline and never throws away WAL it did not archive (real pgBackRest)", () => {
+  let world: BackupWorld;
+  let api: TestInstance;
+  let env: Record<string, string>;
+  const journalRoot = mkdtempSync(join(tmpdir(), 'sav3-restore-live-'));
+  const put = async (key: string) => expect((await request(api.url).put(`/media/${key}`).send(key)).status).toBe(201);
+  const keys = async () =>
+    (await sql<{ key: string }>(world.cluster.primary.url(), 'SELECT key FROM media_objects ORDER BY key')).map((r) => r.key);
+  const restore = async (args: string[], extra: Record<string, string> = {}) => {
+    const run = await restoreScript(args, { ...env, ...extra }, 150_000);
+    return run;
+  };
+  const writesBack = async () =>
+    expect((await request(api.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'restored' })).status).toBe(200);
+
+  beforeAll(async () => {
+    world = await startBackupWorld({ bucket: 'restore-live', env: { HEALTH_TIMEOUT_MS: '500' } });
+    api = await world.start();
+    env = restoreScriptEnv(world, api, journalRoot);
+  }, 90_000);
+  afterAll(async () => {
+    await world?.destroy();
+    rmSync(journalRoot, { recursive: true, force: true });
+  });
+
+  it("a history file missing from the repository does not make recovery follow an older timeline: it follows this server's", async () => {
+    await world.repo.exec(['backup', '--type=full']);
+    await put('live/1');
+    expect((await request(api.url).post('/admin/database/restore-point').set(auth).send({ name: 'p1' })).status).toBe(201);
+    await put('live/2');
+    await archiveAll(world);
+    expect((await restore(['--from-backup', 'latest', '--target-name', 'p1', '--confirm'])).code).toBe(0);
+    await writesBack();
+    await put('live/3');
+    expect((await request(api.url).post('/admin/database/restore-point').set(auth).send({ name: 'p2' })).status).toBe(201);
+    await put('live/4');
+    await archiveAll(world);
+    expect((await restore(['--from-backup', 'latest', '--target-name', 'p2', '--confirm'])).code).toBe(0);
+    await writesBack();
+    await put('live/5');
+    await archiveAll(world);
+    expect(await keys()).toEqual(['live/1', 'live/3', 'live/5']);
+    // Timeline 2's history goes missing: PostgreSQL's 'latest' would stop probing at 2 and follow timeline 1.
+    const history = readdirSync(join(world.repo.dir, 'repo'), { recursive: true })
+      .map(String)
+      .find((f) => f.split('/').at(-1)!.startsWith('00000002.history'))!;
+    rmSync(join(world.repo.dir, 'repo', history));
+    const dry = await restore(['--from-backup', 'latest', '--dry-run']);
+    expect({ code: dry.code, stderr: dry.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(dry.stdout).toContain("timeline: 3 (this server's)");
+    expect(dry.stdout).toContain('recovery follows timeline 3');
+    const real = await restore(['--from-backup', 'latest', '--confirm']);
+    expect({ code: real.code, stderr: real.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(await keys()).toEqual(['live/1', 'live/3', 'live/5']);
+    await writesBack();
+  }, 300_000);
+
+  it('WAL this server never archived: the dry run and the real run refuse (nothing touched); once archived, the restore loses nothing', async () => {
+    const primary = world.cluster.primary.url();
+    await sql(primary, "ALTER SYSTEM SET archive_command = 'false'");
+    await sql(primary, 'SELECT pg_reload_conf()');
+    try {
+      await put('live/6');
+      await sql(primary, 'SELECT pg_switch_wal()');
+      const dry = await restore(['--from-backup', 'latest', '--dry-run'], { SAV3_UNARCHIVED_GRACE_SECONDS: '0' });
+      expect(dry.code).toBe(1);
+      expect(dry.stderr).toMatch(/this server holds \d+ WAL segment\(s\) not yet in the archive/);
+      // Under the grace the dry run lets it pass; the real run's clean stop still finds it unarchived.
+      const real = await restore(['--from-backup', 'latest', '--confirm'], { SAV3_UNARCHIVED_GRACE_SECONDS: '3600' });
+      expect(real.code).toBe(1);
+      expect(real.stderr).toContain('never archived');
+      expect(real.stdout).not.toContain('step: pgbackrest restore');
+      await world.cluster.primary.start();
+    } finally {
+      await sql(primary, 'ALTER SYSTEM RESET archive_command');
+      await sql(primary, 'SELECT pg_reload_conf()');
+    }
+    await archiveAll(world);
+    const back = await restore(['--from-backup', 'latest', '--confirm'], { SAV3_UNARCHIVED_GRACE_SECONDS: '0' });
+    expect({ code: back.code, stderr: back.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(await keys()).toEqual(['live/1', 'live/3', 'live/5', 'live/6']);
+  }, 300_000);
+});

@@ -33,6 +33,7 @@ describe('the archived WAL as recovery replays it: continuous, or up to the firs
       segments: [seg(1, 2), seg(2, 3), seg(2, 4), seg(2, 5)],
       gap: null,
       notChild: null,
+      newerTimelines: [],
     });
   });
 
@@ -104,6 +105,29 @@ describe('the archived WAL as recovery replays it: continuous, or up to the firs
     expect(replaySegments(all, { start: seg(2, 5), stop: seg(2, 5), startLsn: '0/5000200' }, sibling).notChild).toContain(
       'timeline 2, which is not in the history of timeline 3',
     );
+  });
+
+  it('a later restore to a point before the backup abandons its branch, whatever timeline numbers came between', () => {
+    // Timeline 3 left timeline 2 at 0/12000000; a point-in-time restore then went back to 0/5000100 (timeline 4 off 3).
+    const path: RecoveryPath = {
+      timeline: 4,
+      forks: [
+        { timeline: 1, switchLsn: '0/3000100' },
+        { timeline: 2, switchLsn: '0/12000000' },
+        { timeline: 3, switchLsn: '0/5000100' },
+      ],
+      segmentBytes: 16 * MB,
+    };
+    expect(replaySegments([], { start: seg(2, 0x11), stop: seg(2, 0x11), startLsn: '0/11000028' }, path).notChild).toContain(
+      'abandoned branch',
+    );
+    expect(replaySegments([], { start: seg(2, 4), stop: seg(2, 4), startLsn: '0/4000028' }, path).notChild).toBeNull();
+  });
+
+  it('timelines newer than the followed one are named: recovery never replays them', () => {
+    const all = [seg(1, 2), seg(1, 3), seg(3, 5), '00000003.history', '00000004.history'];
+    expect(replaySegments(all, from(seg(1, 2)), own(1)).newerTimelines).toEqual([3, 4]);
+    expect(replaySegments([seg(1, 2)], from(seg(1, 2)), own(1)).newerTimelines).toEqual([]);
   });
 
   it('the followed timeline is the last of the unbroken run of history files; the segment size comes from the backup', () => {

@@ -68,6 +68,8 @@ export interface RestorePlan {
   lsnStop?: string | null;
   wal: { from: string | null; to: string | null };
   steps: string[];
+  /** The timeline recovery follows (recovery_target_timeline); absent: PostgreSQL's 'latest'. */
+  timeline?: number;
 }
 
 /** A restore that cannot go ahead; the CLI exits 1 with its message. */
@@ -222,6 +224,7 @@ export async function runRestore(
         delta: true,
         target: plan.target.type === 'end_of_archive' ? undefined : { type: plan.target.type, value: plan.target.value },
         targetAction: 'promote',
+        ...(plan.timeline !== undefined ? { targetTimeline: plan.timeline } : {}),
       },
       6 * 3600_000,
     ),

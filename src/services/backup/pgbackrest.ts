@@ -55,6 +55,8 @@ export interface BackupRecovery {
   /** True when recovery reaches the end of the archive on that timeline's history. */
   toEndOfArchive: boolean;
   problem: string | null;
+  /** The backup cannot be recovered with this archive at all (a branch the followed timeline abandoned). */
+  notChild?: boolean;
 }
 
 export interface StanzaInfo {
@@ -79,6 +81,8 @@ export interface RestoreOptions {
   /** `off`: the restored server must never push WAL into the repository (validation restores). */
   archiveMode?: 'off' | 'preserve';
   targetAction?: 'promote' | 'pause';
+  /** recovery_target_timeline: follow this timeline's history, not the archive's newest. */
+  targetTimeline?: number;
 }
 
 /** The seam between the service and pgBackRest; tests hand services a fake. */
@@ -263,6 +267,7 @@ export class PgBackRestCli implements BackupTool {
     if (options.target)
       args.push(`--type=${options.target.type}`, `--target=${target}`, `--target-action=${options.targetAction ?? 'promote'}`);
     else if (options.immediate) args.push('--type=immediate', `--target-action=${options.targetAction ?? 'promote'}`);
+    if (options.targetTimeline !== undefined) args.push(`--target-timeline=${options.targetTimeline}`);
     if (options.delta) args.push('--delta');
     if (options.archiveMode) args.push(`--archive-mode=${options.archiveMode}`);
     await this.run(args, timeoutMs);

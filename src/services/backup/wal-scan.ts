@@ -67,6 +67,8 @@ export interface RecoveryPath {
   timeline: number;
   forks: TimelineFork[];
   segmentBytes: number;
+  /** The timeline was given (the live server's: recovery_target_timeline set to it), not PostgreSQL's 'latest'. */
+  pinned?: boolean;
 }
 
 export interface Replay {
@@ -81,6 +83,13 @@ export interface Replay {
    * this server's history"); null when it can.
    */
   notChild: string | null;
+  /**
+   * Timelines newer than the followed one that the archive holds (segments or history files):
+   * recovery never replays them. Under 'latest' that means a history file is missing (everything
+   * on them would be lost without a word); with the timeline pinned, abandoned promotions, or a
+   * server that is not the newest primary.
+   */
+  newerTimelines: number[];
 }
 
 const SEGMENT = /^[0-9A-F]{24}$/;
@@ -158,8 +167,16 @@ export function replaySegments(all: string[], from: ReplayFrom, path: RecoveryPa
   let notChild: string | null = null;
   if (!own)
     notChild = `the backup is on timeline ${startTl}, which is not in the history of timeline ${path.timeline} (the archive's newest): recovery would stop with "requested timeline ${path.timeline} is not a child of this server's history"`;
-  else if (own.end !== null && from.startLsn && lsnValue(from.startLsn) >= own.end)
-    notChild = `the backup (timeline ${startTl} at ${from.startLsn}) lies after timeline ${path.timeline} forked off timeline ${startTl} at ${path.forks.find((f) => f.timeline === startTl)!.switchLsn}: it is on an abandoned branch, and recovery would stop with "requested timeline ${path.timeline} is not a child of this server's history"`;
+  else if (from.startLsn) {
+    // The backup's point must precede its own timeline's end and every later switch point of the
+    // followed history: a later point-in-time restore to an earlier point (a switch point below the
+    // backup) abandoned the branch the backup is on, whatever timeline numbers came between.
+    const at = lsnValue(from.startLsn);
+    const later = path.forks.slice(path.forks.findIndex((f) => f.timeline === startTl));
+    const cut = own.end === null ? undefined : later.find((f) => lsnValue(f.switchLsn) <= at);
+    if (cut)
+      notChild = `the backup (timeline ${startTl} at ${from.startLsn}) lies after timeline ${path.timeline}'s history left timeline ${cut.timeline} at ${cut.switchLsn}: it is on an abandoned branch, and recovery would stop with "requested timeline ${path.timeline} is not a child of this server's history"`;
+  }
   const followed = timelines.filter((t) => t.tl >= startTl);
   const expectedAt = (n: bigint) => {
     let tl = startTl;
@@ -189,7 +206,12 @@ export function replaySegments(all: string[], from: ReplayFrom, path: RecoveryPa
           withinBackup,
         }
       : null;
-  return { timeline: path.timeline, segments, gap, notChild };
+  const newer = new Set<number>();
+  for (const name of all) {
+    const tl = SEGMENT.test(name) ? parseInt(name.slice(0, 8), 16) : HISTORY.test(name) ? parseInt(name.slice(0, 8), 16) : 0;
+    if (tl > path.timeline) newer.add(tl);
+  }
+  return { timeline: path.timeline, segments, gap, notChild, newerTimelines: [...newer].sort((a, b) => a - b) };
 }
 
 /**
@@ -201,18 +223,21 @@ export async function recoveryPath(
   source: WalArchiveSource,
   listed: string[],
   from: ReplayFrom,
-  options: { timeoutMs: number; osUser?: string; segmentBytes?: number },
+  options: { timeoutMs: number; osUser?: string; segmentBytes?: number; timeline?: number },
 ): Promise<RecoveryPath> {
   const deadline = Date.now() + options.timeoutMs;
   const left = () => Math.max(1, deadline - Date.now());
-  const timeline = newestTimeline(listed, parseInt(from.start.slice(0, 8), 16));
+  const startTl = parseInt(from.start.slice(0, 8), 16);
+  const timeline = options.timeline ?? newestTimeline(listed, startTl);
+  if (timeline > startTl && !listed.includes(`${hex8(timeline)}.history`))
+    throw new Error(`the archive lacks ${hex8(timeline)}.history, the history of timeline ${timeline} recovery must follow`);
   let segmentBytes = options.segmentBytes ?? inferSegmentBytes(from);
   let forks: TimelineFork[] = [];
-  if (timeline > parseInt(from.start.slice(0, 8), 16) || segmentBytes === undefined) {
+  if (timeline > startTl || segmentBytes === undefined) {
     const dir = mkdtempSync(join(tmpdir(), 'sav3-walpath-'));
     try {
       if (isRoot()) chownSync(dir, ...idsOf(options.osUser ?? process.env.PGBACKREST_OS_USER ?? 'postgres'));
-      if (timeline > parseInt(from.start.slice(0, 8), 16)) {
+      if (timeline > startTl) {
         const name = `${hex8(timeline)}.history`;
         await source.fetchSegment(name, join(dir, name), left());
         forks = parseHistory(readFileSync(join(dir, name), 'utf8'));
@@ -226,14 +251,14 @@ export async function recoveryPath(
     }
   }
   // A backup whose first segment is not archived cannot be recovered at any size: 16 MB (PostgreSQL's default) then only names the hole.
-  return { timeline, forks, segmentBytes: segmentBytes ?? 16 * MB };
+  return { timeline, forks, segmentBytes: segmentBytes ?? 16 * MB, ...(options.timeline !== undefined ? { pinned: true } : {}) };
 }
 
 /** What recovery from a backup can replay, from the archive's listing (and the followed timeline's history file). */
 export async function archiveContinuity(
   source: WalArchiveSource,
   from: ReplayFrom,
-  options: { timeoutMs: number; osUser?: string; segmentBytes?: number },
+  options: { timeoutMs: number; osUser?: string; segmentBytes?: number; timeline?: number },
 ): Promise<Replay> {
   const deadline = Date.now() + options.timeoutMs;
   const listed = await source.listSegments(options.timeoutMs);
@@ -248,7 +273,7 @@ export async function archiveContinuity(
 export async function backupRecovery(
   source: WalArchiveSource,
   backups: readonly { label: string; wal: { start: string | null; stop: string | null }; lsn: { start: string | null } }[],
-  options: { timeoutMs: number; osUser?: string },
+  options: { timeoutMs: number; osUser?: string; timeline?: number },
 ): Promise<Map<string, BackupRecovery | null>> {
   const deadline = Date.now() + options.timeoutMs;
   const left = () => Math.max(1, deadline - Date.now());
@@ -262,15 +287,28 @@ export async function backupRecovery(
     const tl = from.start.slice(0, 8);
     let path = paths.get(tl);
     if (!path) {
-      path = await recoveryPath(source, listed, from, { timeoutMs: left(), osUser: options.osUser, segmentBytes });
+      path = await recoveryPath(source, listed, from, {
+        timeoutMs: left(),
+        osUser: options.osUser,
+        segmentBytes,
+        timeline: options.timeline,
+      });
       paths.set(tl, path);
     }
     const replay = replaySegments(listed, from, path);
+    // Followed as PostgreSQL's 'latest' (the live timeline unknown), newer timelines in the archive
+    // are lost to recovery; with the live timeline pinned they are branches it abandoned.
+    const stranded =
+      !path.pinned && replay.newerTimelines.length > 0
+        ? `recovery with PostgreSQL's 'latest' would follow timeline ${replay.timeline}, but the archive holds timeline(s) ${replay.newerTimelines.join(', ')} too (a history file missing from the repository?): everything on them would be lost`
+        : null;
+    const problem = replay.notChild ?? (replay.gap ? describeGap(replay.gap) : stranded);
     out.set(label, {
       timeline: replay.timeline,
       segments: replay.segments.length,
-      toEndOfArchive: !replay.notChild && !replay.gap,
-      problem: replay.notChild ?? (replay.gap ? describeGap(replay.gap) : null),
+      toEndOfArchive: problem === null,
+      problem,
+      ...(replay.notChild ? { notChild: true } : {}),
     });
   }
   return out;
@@ -308,7 +346,7 @@ export function parseWalDump(text: string): Pick<WalScan, 'restorePoints' | 'las
 export async function scanArchive(
   source: WalArchiveSource,
   from: ReplayFrom,
-  options: { pgBin: string; osUser: string; timeoutMs: number; maxSegments?: number; segmentBytes?: number },
+  options: { pgBin: string; osUser: string; timeoutMs: number; maxSegments?: number; segmentBytes?: number; timeline?: number },
 ): Promise<WalScan> {
   const deadline = Date.now() + options.timeoutMs;
   const left = () => {
@@ -320,6 +358,7 @@ export async function scanArchive(
     timeoutMs: left(),
     osUser: options.osUser,
     segmentBytes: options.segmentBytes,
+    timeline: options.timeline,
   });
   if (segments.length > (options.maxSegments ?? 4096))
     throw new Error(`the archive holds ${segments.length} WAL segments after the backup: too many to read here`);

@@ -66,6 +66,13 @@ describe("what stops a backup's recovery, read from wal-scan's own sentences", (
     expect(recoverable(holed!)).toBe(true);
     expect(holeOf(holed!.recovery)).toEqual({ missing: seg(1, 4), nextArchived: seg(1, 6) });
 
+    // Timelines the followed one does not reach (a history file missing): said, not a hole, recoverable.
+    const [stranded] = await withRecovery([seg(1, 2), seg(1, 3), seg(3, 5)], [backup('d', '2026-11-26T00:00:00.000Z', 1, 2)]);
+    expect(stranded!.recovery).toMatchObject({ toEndOfArchive: false, problem: expect.stringContaining('timeline(s) 3') });
+    expect(recoveryBlock(stranded!.recovery)).toBe('other');
+    expect(recoverable(stranded!)).toBe(true);
+    expect(holeOf(stranded!.recovery)).toBeNull();
+
     // Unknown (the archive was not read) is not a reason to skip a backup; a failed one always is.
     expect(recoverable({ error: false, recovery: null })).toBe(true);
     expect(recoverable({ error: true, recovery: null })).toBe(false);

@@ -4,19 +4,21 @@ import type { BackupInfo, BackupRecovery } from './pgbackrest.ts';
  * What stops recovery from a backup short of the end of the archive, from its `recovery` (wal-scan's
  * backupRecovery): `not_child` (the backup lies on a branch a point-in-time restore abandoned),
  * `own_wal_incomplete` (a hole in the WAL the backup itself needs: it cannot be made consistent),
- * `hole` (a hole after the backup: recovery works, and stops there). The first two make the backup
- * unrecoverable with this archive; the third does not.
+ * `hole` (a hole after the backup: recovery works, and stops there), `other` (e.g. newer timelines
+ * the followed one does not reach: recovery works). The first two make the backup unrecoverable
+ * with this archive; the others do not.
  *
- * backupRecovery says it in words only (`problem`): these are its sentences (wal-scan's notChild
- * messages and describeGap), pinned by test/unit/recoverable.test.ts against the real functions.
+ * backupRecovery flags `notChild`; the rest it says in words only (`problem`): these are its
+ * sentences (describeGap), pinned by test/unit/backup-recoverable.test.ts against the real functions.
  */
-export type RecoveryBlock = 'not_child' | 'own_wal_incomplete' | 'hole';
+export type RecoveryBlock = 'not_child' | 'own_wal_incomplete' | 'hole' | 'other';
 
 export function recoveryBlock(recovery: BackupRecovery | null | undefined): RecoveryBlock | null {
   if (!recovery || recovery.toEndOfArchive || !recovery.problem) return null;
-  if (/is not a child of this server's history/.test(recovery.problem)) return 'not_child';
+  if (recovery.notChild || /is not a child of this server's history/.test(recovery.problem)) return 'not_child';
   if (/part of the backup's own WAL/.test(recovery.problem)) return 'own_wal_incomplete';
-  return 'hole';
+  if (/the archived WAL has a hole after/.test(recovery.problem)) return 'hole';
+  return 'other';
 }
 
 /**

@@ -82,6 +82,8 @@ export interface BackupConfig {
   archiveStallMs: number;
   maxAgeSeconds: number;
   validationMaxAgeSeconds: number;
+  /** A backup job running longer than this is reported overdue (metric, alert, GET /admin/backups), not stopped. */
+  runningMaxSeconds: number;
   /** 0: no scheduled validation. */
   validateIntervalSeconds: number;
   scratchDir: string;
@@ -200,6 +202,7 @@ const schema = z.object({
   WAL_ARCHIVE_STALL_MS: int(1000, 3_600_000).default(60_000),
   BACKUP_MAX_AGE: duration.default(26 * 3600),
   BACKUP_VALIDATION_MAX_AGE: duration.default(26 * 3600),
+  BACKUP_RUNNING_MAX: duration.default(3600),
   BACKUP_VALIDATE_INTERVAL: offOrDuration.default(0),
   BACKUP_SCRATCH_DIR: z.string().regex(/^\//, { error: 'must be an absolute path' }).optional(),
   WORKER_PORT: int(0, 65535).default(3001),
@@ -357,6 +360,7 @@ export function loadConfig(env: NodeJS.ProcessEnv): Config {
       archiveStallMs: raw.WAL_ARCHIVE_STALL_MS,
       maxAgeSeconds: raw.BACKUP_MAX_AGE,
       validationMaxAgeSeconds: raw.BACKUP_VALIDATION_MAX_AGE,
+      runningMaxSeconds: raw.BACKUP_RUNNING_MAX,
       validateIntervalSeconds: raw.BACKUP_VALIDATE_INTERVAL,
       scratchDir: raw.BACKUP_SCRATCH_DIR ?? join(tmpdir(), 'sav3-validate'),
       workerPort: raw.WORKER_PORT,

@@ -1,5 +1,5 @@
 import { ConflictError } from './app-error.ts';
-import { JobGroupBusyError } from '../services/jobs/job-queue.ts';
+import { jobAgeSeconds, JobGroupBusyError } from '../services/jobs/job-queue.ts';
 
 /** Where a client polls a job (GET /admin/jobs/{id}): an HTTP detail, added by routes only. */
 export function jobHref(id: string): string {
@@ -19,7 +19,21 @@ export async function busyJobAsConflict<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
-    if (err instanceof JobGroupBusyError) throw new ConflictError(err.message, { job: { id: err.holder, href: jobHref(err.holder) } });
+    if (err instanceof JobGroupBusyError) {
+      const held = err.held;
+      const since =
+        held && (held.status === 'running' || held.status === 'queued')
+          ? {
+              kind: held.kind,
+              status: held.status,
+              startedAt: held.startedAt,
+              instanceId: held.instanceId,
+              lastHeartbeatAt: held.status === 'running' ? held.updatedAt : null,
+              ageSeconds: jobAgeSeconds(held),
+            }
+          : {};
+      throw new ConflictError(err.message, { job: { id: err.holder, href: jobHref(err.holder), ...since } });
+    }
     throw err;
   }
 }

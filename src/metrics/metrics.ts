@@ -119,7 +119,7 @@ export function createMetrics(registry: Registry = new Registry()) {
     }),
     walArchiveFailures: new Counter({
       name: 'sav3_wal_archive_failures_total',
-      help: 'WAL segments the primary failed to archive, by reason: archive_command_failed (pg_stat_archiver.failed_count increases), archive_missing_in_repository (reported archived, absent from the pgBackRest repository), archive_not_progressing (waiting to be archived beyond WAL_ARCHIVE_STALL_MS)',
+      help: 'WAL segments the primary failed to archive, by reason: archive_command_failed (pg_stat_archiver.failed_count increases), archive_missing_in_repository (reported archived, absent from the pgBackRest repository), archive_not_progressing (waiting to be archived beyond WAL_ARCHIVE_STALL_MS), archive_hole (absent from the repository between archived ones, where recovery from the newest recoverable backup stops; counted once per hole)',
       labelNames: ['reason'] as const,
       registers,
     }),
@@ -132,6 +132,16 @@ export function createMetrics(registry: Registry = new Registry()) {
     backupMaxAge: new Gauge({
       name: 'sav3_backup_max_age_seconds',
       help: 'Configured bound on the age of the newest full or differential backup (BACKUP_MAX_AGE)',
+      registers,
+    }),
+    backupRunning: new Gauge({
+      name: 'sav3_backup_running_seconds',
+      help: 'How long the backup job holding the backup slot (one at a time) has been running, or queued; 0 when none',
+      registers,
+    }),
+    backupRunningMax: new Gauge({
+      name: 'sav3_backup_running_max_seconds',
+      help: 'Configured bound beyond which a running backup is reported overdue (BACKUP_RUNNING_MAX); it is not stopped',
       registers,
     }),
     backupValidationLastSuccess: new Gauge({

@@ -79,6 +79,8 @@ export function createBackupModule(deps: {
     return deps.clients.url(target) ?? config.databaseUrl;
   };
   const validations = new PrismaValidationStore(() => deps.clients.client());
+  // The inventory samples the running backup through the service (created below).
+  let service: BackupService | undefined;
   const inventory = new BackupInventory({
     tool,
     walSource,
@@ -93,9 +95,17 @@ export function createBackupModule(deps: {
     archiveStallMs: b.archiveStallMs,
     maxAgeSeconds: b.maxAgeSeconds,
     validationMaxAgeSeconds: b.validationMaxAgeSeconds,
+    runningBackup: async () => service?.runningBackup(),
+    runningMaxSeconds: b.runningMaxSeconds,
   });
   const queue = new JobQueue(deps.redis, deps.prefix);
-  const service = new BackupService({ inventory, queue, activeDatabaseUrl: activeUrl, timeoutMs: Math.max(config.healthTimeoutMs, 2000) });
+  service = new BackupService({
+    inventory,
+    queue,
+    activeDatabaseUrl: activeUrl,
+    timeoutMs: Math.max(config.healthTimeoutMs, 2000),
+    runningMaxSeconds: b.runningMaxSeconds,
+  });
   const adminRouters = deps.audit
     ? [
         jobRoutes(

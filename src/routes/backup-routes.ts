@@ -4,7 +4,7 @@ import { audited } from '../admin/audited.ts';
 import { principal } from '../admin/admin-auth.ts';
 import type { AuditLog } from '../services/audit/audit-log.ts';
 import { BadRequestError } from '../http/app-error.ts';
-import { busyJobAsConflict, jobHref } from '../http/job-link.ts';
+import { busyJobAsConflict, jobHref, withJobHref } from '../http/job-link.ts';
 import { parseOrThrow, wholeNumberParam } from '../http/validate.ts';
 import type { BackupInventory } from '../services/backup/backup-inventory.ts';
 import type { BackupService } from '../services/backup/backup-service.ts';
@@ -38,8 +38,12 @@ export function backupRoutes(deps: {
   const router = Router();
 
   router.get('/admin/backups', async (_req, res) => {
-    const [inventory, workers] = await Promise.all([deps.inventory.inventory(), deps.service.workers()]);
-    res.json({ ...inventory, workers });
+    const [inventory, workers, running] = await Promise.all([
+      deps.inventory.inventory(),
+      deps.service.workers(),
+      deps.service.runningBackup(),
+    ]);
+    res.json({ ...inventory, workers, running: running ? withJobHref(running) : (running ?? null) });
   });
 
   router.post('/admin/backups', async (req, res) => {

@@ -426,16 +426,22 @@ export const ROUTES: RouteDoc[] = [
   }),
 
   // Backups (outside the contract).
-  route('get /admin/backups', 'backups', 'viewer', 'the backup inventory and recovery point, and the live workers per job kind', {
-    responses: { 200: json('the inventory') },
-    errors: [503],
-    extension: true,
-  }),
+  route(
+    'get /admin/backups',
+    'backups',
+    'viewer',
+    'the backup inventory and recovery point, the backup job queued or running (`running`: its age, overdue beyond BACKUP_RUNNING_MAX), and the live workers per job kind',
+    {
+      responses: { 200: json('the inventory') },
+      errors: [503],
+      extension: true,
+    },
+  ),
   route(
     'post /admin/backups',
     'backups',
     'operator',
-    'request a backup (a worker runs it; 503 no_worker with Retry-After when no live worker takes backups)',
+    'request a backup (a worker runs it; 409 while another is queued or running, naming it, its age and worker; 503 no_worker with Retry-After when no live worker takes backups)',
     {
       body: { schema: backupBody },
       responses: { 202: json('the job', acceptedJob) },

@@ -1,7 +1,8 @@
 import request from 'supertest';
 import { eventually } from '../../support/common.ts';
 import { sql } from '../support/dr-scripts.ts';
-import { VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
+import { script as runScript } from '../support/run-script.ts';
+import { OPERATOR_TOKEN, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
 import { startBackupWorld, type BackupWorld } from '../support/world.ts';
 
 const viewer = { Authorization: `Bearer ${VIEWER_TOKEN}` };
@@ -81,4 +82,32 @@ describe('archiving status checked against the pgBackRest repository and the wai
     await writeAndSwitch(1);
     await eventually(archiving, (x) => x.failing === false, 20_000);
   }, 60_000);
+
+  // Outside attack on #13, finding 4: once archive_command works again PostgreSQL reports all well,
+  // yet the segments it dropped hold acknowledged rows that no restore from the backup reaches.
+  it('a hole left by /bin/true after the newest backup is failing archive_hole (gauge, counter, RPO exposure, verify-backups.sh) until a new backup', async () => {
+    await world.repo.exec(['backup', '--type=full']);
+    await setCommand('/bin/true');
+    await writeAndSwitch(2); // acknowledged rows in segments the repository never gets
+    await setCommand(realCommand);
+    await writeAndSwitch(2);
+    const holed = await eventually(archiving, (a) => a.failure?.code === 'archive_hole', 30_000);
+    expect(holed.failing).toBe(true);
+    expect(holed.failure.message).toContain('stops before');
+    expect(await metric('sav3_wal_archiving_failing', 'archive_hole')).toBe(1);
+    expect(await metric('sav3_wal_archive_failures_total', 'archive_hole')).toBeGreaterThanOrEqual(2);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await archiving()).rpoExposureSeconds).toBeGreaterThanOrEqual(1);
+    const env = { SAV3_API_URL: api.url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
+    const verify = await runScript('verify-backups.sh', [], env);
+    expect(verify.code).toBe(1);
+    expect(verify.stderr).toContain('(archive_hole)');
+    expect(verify.stderr).toContain('cannot be recovered to the end of the archive');
+
+    // A backup after the hole: a restore reaches the end of the archive again.
+    await world.repo.exec(['backup', '--type=full']);
+    const healed = await eventually(archiving, (a) => a.failing === false, 30_000);
+    expect(healed.rpoExposureSeconds).toBe(0);
+    expect(await metric('sav3_wal_archiving_failing', 'archive_hole')).toBe(0);
+  }, 120_000);
 });

@@ -21,7 +21,7 @@ describe('backup jobs from an API instance without pgBackRest to a worker that h
 
   beforeAll(async () => {
     s3 = await startS3Server({ bucket: 'backup-jobs' });
-    const env = { ...mediaEnv('PRIMARY', s3), BACKUP_STATUS_INTERVAL_MS: '200' };
+    const env = { ...mediaEnv('PRIMARY', s3), BACKUP_STATUS_INTERVAL_MS: '200', BACKUP_RUNNING_MAX: '2s' };
     api = await startInstance(env, prefix);
     worker = await startWorker({ ...env, INSTANCE_ID: 'jobs-worker' }, prefix, undefined, tool);
   });
@@ -51,7 +51,7 @@ describe('backup jobs from an API instance without pgBackRest to a worker that h
     release();
     tool.gate = undefined;
     expect(busy.status).toBe(409);
-    expect(busy.body.error.job).toEqual({ id: first.body.job.id, href: `/admin/jobs/${first.body.job.id}` });
+    expect(busy.body.error.job).toMatchObject({ id: first.body.job.id, href: `/admin/jobs/${first.body.job.id}` });
     const failed = await eventually(
       async () => (await request(api.url).get(`/admin/jobs/${first.body.job.id}`).set(viewer)).body,
       (j) => j.status === 'failed',
@@ -79,6 +79,69 @@ describe('backup jobs from an API instance without pgBackRest to a worker that h
       5000,
     );
   });
+
+  // Outside attack on #13, finding 8: a worker whose pgBackRest hangs keeps its backup job running
+  // (it heartbeats: the worker lives) and every backup is refused until BACKUP_TIMEOUT_MS (6 h).
+  it('a backup hung beyond BACKUP_RUNNING_MAX is reported (running, overdue, metric) and named in the 409 with its age; not stopped', async () => {
+    let release = () => {};
+    tool.gate = new Promise<void>((r) => (release = r));
+    try {
+      const hung = await request(api.url).post('/admin/backups').set(auth).send({ type: 'diff' });
+      expect(hung.status).toBe(202);
+      const id = hung.body.job.id as string;
+      const overdue = await eventually(
+        async () => (await request(api.url).get('/admin/backups').set(viewer)).body,
+        (b) => b.running?.overdue === true,
+        10_000,
+      );
+      expect(overdue.running).toMatchObject({
+        job: { id, href: `/admin/jobs/${id}`, kind: 'backup', status: 'running', instanceId: 'jobs-worker', input: { type: 'diff' } },
+        maxSeconds: 2,
+      });
+      expect(overdue.running.ageSeconds).toBeGreaterThan(2);
+      expect(Date.now() - Date.parse(overdue.running.job.lastHeartbeatAt)).toBeLessThan(10_000); // the worker lives
+      const busy = await request(api.url).post('/admin/backups').set(auth).send({ type: 'incr' });
+      expect(busy.status).toBe(409);
+      expect(busy.body.error.message).toMatch(
+        new RegExp(`a backup job is already running \\(${id}\\): for \\d+s, since .* on jobs-worker`),
+      );
+      expect(busy.body.error.job).toMatchObject({ id, status: 'running', instanceId: 'jobs-worker', ageSeconds: expect.any(Number) });
+      const gauge = async (url: string) =>
+        Number(/\nsav3_backup_running_seconds (\d+)/.exec((await request(url).get('/metrics')).text)?.[1]);
+      await eventually(
+        () => gauge(api.url),
+        (n) => n > 2,
+        5000,
+      );
+      await eventually(
+        () => gauge(worker.url),
+        (n) => n > 2,
+        5000,
+      );
+      expect((await request(api.url).get('/metrics')).text).toContain('sav3_backup_running_max_seconds 2');
+      // Never stopped for it: the job is still running.
+      expect((await request(api.url).get(`/admin/jobs/${id}`).set(viewer)).body.status).toBe('running');
+      release();
+      await eventually(
+        async () => (await request(api.url).get(`/admin/jobs/${id}`).set(viewer)).body,
+        (j) => j.status === 'succeeded',
+        10_000,
+      );
+      await eventually(
+        async () => (await request(api.url).get('/admin/backups').set(viewer)).body,
+        (b) => b.running === null,
+        5000,
+      );
+      await eventually(
+        () => gauge(api.url),
+        (n) => n === 0,
+        5000,
+      );
+    } finally {
+      release();
+      tool.gate = undefined;
+    }
+  }, 60_000);
 
   it('an inventory no worker refreshed for a while is refused (503), never served as current', async () => {
     await worker.stop();

@@ -13,6 +13,8 @@ import { sql } from '../support/dr-scripts.ts';
 import { OPERATOR_TOKEN, type TestInstance } from '../support/instance.ts';
 import { archiveAll, restoreScript, restoreScriptEnv } from '../support/restore-script.ts';
 import { startBackupWorld, type BackupWorld } from '../support/world.ts';
+import { startWorker } from '../support/worker.ts';
+import { eventually } from '../../support/common.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 
@@ -83,6 +85,44 @@ describe('restore-database.sh reads the archive on the timeline recovery follows
     expect(latest.stdout).toContain(`"label":"${a}"`);
     expect(latest.stdout).toContain('recovery follows timeline 2');
 
+    // The inventory and the validation skip B too (outside attack on #13, finding 5): backupAge and
+    // the last-success gauge go by A, and a validation of latest restores A (real pgBackRest, in a
+    // worker); B by label fails with the reason, restoring nothing.
+    const worker = await startWorker({ ...world.env, ...world.repo.env, INSTANCE_ID: 'tl-worker' }, world.prefix);
+    try {
+      const here = await world.start({ ...world.repo.env, PGBACKREST_INFO_CACHE_MS: '0' });
+      const inv = await eventually(
+        async () => (await request(here.url).get('/admin/backups').set(auth)).body,
+        (x) => x.backupAge?.newestFullOrDiff?.label === a,
+        30_000,
+      );
+      expect(inv.backupAge.unrecoverable).toEqual([{ label: b, problem: expect.stringContaining('is not a child') }]);
+      const stopA = Date.parse(inv.backups.find((x: { label: string }) => x.label === a).stoppedAt) / 1000;
+      expect((await request(here.url).get('/metrics')).text).toContain(`sav3_backup_last_success_timestamp_seconds{type="full"} ${stopA}`);
+      const validate = async (body: object) => {
+        const res = await request(here.url).post('/admin/backups/validate').set(auth).send(body);
+        expect(res.status).toBe(202);
+        return eventually(
+          async () => (await request(here.url).get(`/admin/jobs/${res.body.job.id}`).set(auth)).body,
+          (j) => j.status === 'succeeded' || j.status === 'failed',
+          120_000,
+        );
+      };
+      const latestJob = await validate({});
+      expect({ status: latestJob.status, error: latestJob.error, label: latestJob.result?.backup?.label }).toEqual({
+        status: 'succeeded',
+        error: null,
+        label: a,
+      });
+      const bJob = await validate({ backup: b });
+      expect(bJob.status).toBe('failed');
+      expect(bJob.result.checks).toEqual([
+        expect.objectContaining({ name: 'wal_continuity', ok: false, detail: expect.stringContaining('is not a child of this server') }),
+      ]);
+    } finally {
+      await worker.stop();
+    }
+
     // Timeline 2 goes on over positions timeline 1 also archived (its abandoned branch).
     for (const key of ['tl/six', 'tl/seven', 'tl/eight']) {
       await put(key);
@@ -122,7 +162,14 @@ describe('restore-database.sh reads the archive on the timeline recovery follows
     });
     expect(byLabel2.get(a!)).toMatchObject({ timeline: 2, toEndOfArchive: false });
     expect(byLabel2.get(b)).toMatchObject({ toEndOfArchive: false, problem: expect.stringContaining('is not a child of this server') });
-  }, 300_000);
+    // The hole after A (the newest backup recovery can start from) is archiving failing (finding 4).
+    const failing = await eventually(
+      async () => (await request(local.url).get('/admin/backups').set(auth)).body,
+      (x) => x.archiving?.failure?.code === 'archive_hole',
+      30_000,
+    );
+    expect(failing.archiving.failure.message).toContain(`stops before ${lostSegment}`);
+  }, 400_000);
 
   it('a backup whose own WAL is not all archived cannot be recovered: refused by the dry run', async () => {
     await world.repo.exec(['backup', '--type=full']);

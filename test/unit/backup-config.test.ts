@@ -19,6 +19,7 @@ describe('backup configuration', () => {
       maxAgeSeconds: 93_600,
       validationMaxAgeSeconds: 93_600,
       validateIntervalSeconds: 0,
+      runningMaxSeconds: 3600,
       workerPort: 3001,
       osUser: 'postgres',
     });
@@ -40,6 +41,7 @@ describe('backup configuration', () => {
     });
     expect(loadConfig({ ...base, BACKUP_VALIDATE_INTERVAL: 'off' }).backup.validateIntervalSeconds).toBe(0);
     expect(loadConfig({ ...base, BACKUP_MAX_AGE: '3600' }).backup.maxAgeSeconds).toBe(3600);
+    expect(loadConfig({ ...base, BACKUP_RUNNING_MAX: '3h' }).backup.runningMaxSeconds).toBe(10_800);
   });
 
   it.each([

@@ -166,9 +166,16 @@ describe('BackupInventory', () => {
       newestFullOrDiff: { label: '20261120-000000F', stoppedAt: '2026-11-24T12:00:00Z' },
       ageSeconds: 172800,
       tooOld: true,
+      unrecoverable: [],
     });
     expect(backupAge(backups, 3 * 86400, now).tooOld).toBe(false);
-    expect(backupAge([], 93600, now)).toEqual({ maxAgeSeconds: 93600, newestFullOrDiff: null, ageSeconds: null, tooOld: true });
+    expect(backupAge([], 93600, now)).toEqual({
+      maxAgeSeconds: 93600,
+      newestFullOrDiff: null,
+      ageSeconds: null,
+      tooOld: true,
+      unrecoverable: [],
+    });
   });
 
   it('PostgreSQL reporting segments archived that the repository lacks: failing, counted, and the RPO counts from them', async () => {

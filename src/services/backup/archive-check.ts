@@ -1,6 +1,11 @@
 import { segmentNumber, type ArchiverStatus } from './wal-archive.ts';
 
-export type ArchiveFailureCode = 'archive_command_failed' | 'archive_missing_in_repository' | 'archive_not_progressing';
+/**
+ * Why archiving is failing. `archive_hole` is found by the inventory, not here: the newest backup
+ * recovery can start from stops at a hole in the archived WAL (segments the repository lacks between
+ * ones it holds), so writes archived after the hole cannot be restored.
+ */
+export type ArchiveFailureCode = 'archive_command_failed' | 'archive_missing_in_repository' | 'archive_not_progressing' | 'archive_hole';
 
 /** What the repository holds, as pgBackRest info said when it was read. */
 export interface RepositoryArchive {

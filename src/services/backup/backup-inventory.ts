@@ -2,12 +2,18 @@ import { DependencyUnavailableError } from '../../http/app-error.ts';
 import { AppError } from '../../http/app-error.ts';
 import type { Logger } from '../../logger.ts';
 import type { Metrics } from '../../metrics/metrics.ts';
-import { BackupToolError, type BackupTool, type StanzaInfo } from './pgbackrest.ts';
+import { BackupToolError, type BackupInfo, type BackupTool, type StanzaInfo } from './pgbackrest.ts';
 import { ArchiveCheck, type ArchiveAssessment, type ArchiveFailureCode } from './archive-check.ts';
-import { RpoTracker, type ArchiverStatus } from './wal-archive.ts';
+import { RpoTracker, segmentNumber, type ArchiverStatus } from './wal-archive.ts';
 import { backupRecovery, type WalArchiveSource } from './wal-scan.ts';
+import { holeOf, recoverable } from './recoverable.ts';
 
-const FAILURE_CODES: ArchiveFailureCode[] = ['archive_command_failed', 'archive_missing_in_repository', 'archive_not_progressing'];
+const FAILURE_CODES: ArchiveFailureCode[] = [
+  'archive_command_failed',
+  'archive_missing_in_repository',
+  'archive_not_progressing',
+  'archive_hole',
+];
 
 /** The archiver status with what the service concluded from it and the repository. */
 export type ArchiverReading = ArchiverStatus & { rpoExposureSeconds: number | null; assessment: ArchiveAssessment };
@@ -31,6 +37,10 @@ export interface InventoryDeps {
   archiver: () => Promise<ArchiverStatus>;
   /** The newest passing validation's finish time, if any. */
   lastValidation: () => Promise<Date | undefined>;
+  /** The backup job queued or running (its age, for sav3_backup_running_seconds); undefined: unknown. */
+  runningBackup?: () => Promise<{ ageSeconds: number } | null | undefined>;
+  /** BACKUP_RUNNING_MAX, exported as sav3_backup_running_max_seconds. */
+  runningMaxSeconds?: number;
   metrics: Pick<
     Metrics,
     | 'rpoExposure'
@@ -40,6 +50,8 @@ export interface InventoryDeps {
     | 'backupMaxAge'
     | 'backupValidationLastSuccess'
     | 'backupValidationMaxAge'
+    | 'backupRunning'
+    | 'backupRunningMax'
     | 'dependencyUp'
   >;
   logger: Logger;
@@ -64,12 +76,15 @@ export class BackupInventory {
   private readonly rpo = new RpoTracker();
   private readonly archiveCheck: ArchiveCheck;
   private failedCountSeen: number | undefined;
+  /** The hole the newest recoverable backup's recovery stops at, and when this instance first saw it. */
+  private hole: { missing: string; since: Date } | undefined;
   private timer: NodeJS.Timeout | undefined;
   private sampling: Promise<void> | undefined;
 
   constructor(private readonly deps: InventoryDeps) {
     deps.metrics.backupMaxAge.set(deps.maxAgeSeconds);
     deps.metrics.backupValidationMaxAge.set(deps.validationMaxAgeSeconds);
+    if (deps.runningMaxSeconds !== undefined) deps.metrics.backupRunningMax.set(deps.runningMaxSeconds);
     this.archiveCheck = new ArchiveCheck({ stallMs: deps.archiveStallMs ?? 60_000, graceMs: deps.archiveGraceMs });
     for (const reason of FAILURE_CODES) {
       deps.metrics.walArchiveFailures.inc({ reason }, 0);
@@ -126,9 +141,10 @@ export class BackupInventory {
     this.cached = undefined;
   }
 
+  /** The newest backup per type that recovery can start from (one on an abandoned branch, or missing its own WAL, does not count). */
   private recordBackups(info: StanzaInfo): void {
     for (const type of ['full', 'diff', 'incr'] as const) {
-      const newest = info.backups.filter((b) => b.type === type && !b.error).map((b) => Date.parse(b.stoppedAt) / 1000);
+      const newest = info.backups.filter((b) => b.type === type && recoverable(b)).map((b) => Date.parse(b.stoppedAt) / 1000);
       this.deps.metrics.backupLastSuccess.set({ type }, newest.length ? Math.max(...newest) : 0);
     }
   }
@@ -155,9 +171,16 @@ export class BackupInventory {
     const info = this.deps.tool ? await this.info().catch(() => undefined) : undefined;
     const readAt = info ? new Date(info.readAt ?? this.cached?.at ?? 0) : undefined;
     const assessment = this.archiveCheck.assess(status, info && readAt ? { max: info.archive.max, readAt } : undefined);
+    const hole = info ? this.holeCheck(info, status) : undefined;
+    if (hole && !assessment.failure) {
+      assessment.failure = { code: 'archive_hole', message: hole.message };
+      assessment.failing = true;
+    }
     // Only what the repository holds counts as archived for the RPO.
     const observed = this.rpo.observe({ ...status, lastArchivedWal: assessment.archivedWal });
-    const since = assessment.failing ? [assessment.stalledSince, assessment.missingSince].filter((d): d is Date => d !== null) : [];
+    const since = assessment.failing
+      ? [assessment.stalledSince, assessment.missingSince, hole?.since ?? null].filter((d): d is Date => d !== null)
+      : [];
     const floor = since.length ? (status.checkedAt.getTime() - Math.min(...since.map((d) => d.getTime()))) / 1000 : 0;
     // The active target is a standby (read-only failover): it cannot say what its primary has not
     // archived, so the exposure is unknown (null) and the gauge keeps its last value.
@@ -172,6 +195,39 @@ export class BackupInventory {
     if (assessment.failure && assessment.failure.code !== 'archive_command_failed')
       this.deps.logger.warn({ code: assessment.failure.code }, assessment.failure.message);
     return { ...status, rpoExposureSeconds: exposure, assessment };
+  }
+
+  /**
+   * A hole in the archived WAL that recovery from the newest backup it can start from stops at:
+   * every write archived after it is lost to a restore (the restore script's dry run refuses it),
+   * while PostgreSQL, once archive_command works again, reports all well. A hole before the newest
+   * backup does not count (that backup does not need it); a new backup clears it. The RPO exposure
+   * counts at least from when this instance first saw the hole (the missing WAL was written before:
+   * a lower bound; an instance started later counts from its start). Its segments (from the first
+   * missing one to the next archived) are counted once as failures.
+   */
+  private holeCheck(info: StanzaInfo, status: ArchiverStatus): { since: Date; message: string } | undefined {
+    const newest = info.backups.filter(recoverable).at(-1);
+    const hole = holeOf(newest?.recovery);
+    if (!newest || !hole) {
+      // Unknown (the archive was not read) keeps what was seen; anything else clears it.
+      if (newest?.recovery !== null) this.hole = undefined;
+      return this.hole
+        ? { since: this.hole.since, message: 'the archived WAL has a hole (the archive could not be read again)' }
+        : undefined;
+    }
+    if (this.hole?.missing !== hole.missing) {
+      this.hole = { missing: hole.missing, since: status.checkedAt };
+      const gap =
+        hole.nextArchived && hole.nextArchived.slice(8) > hole.missing.slice(8)
+          ? Number(segmentNumber(hole.nextArchived, status.walSegmentBytes) - segmentNumber(hole.missing, status.walSegmentBytes))
+          : 1;
+      this.deps.metrics.walArchiveFailures.inc({ reason: 'archive_hole' }, gap);
+    }
+    return {
+      since: this.hole.since,
+      message: `the archived WAL has a hole: recovery from the newest backup it can start from (${newest.label}) stops before ${hole.missing}, so the writes archived after it cannot be restored (${newest.recovery!.problem}); take a new backup`,
+    };
   }
 
   /** GET /admin/backups: every backup, the archive range and the archiving status. */
@@ -242,6 +298,9 @@ export class BackupInventory {
       await this.archiver().catch((err: unknown) => this.deps.logger.debug({ err }, 'archiver status unavailable'));
       const last = await this.deps.lastValidation().catch(() => undefined);
       this.deps.metrics.backupValidationLastSuccess.set(last ? last.getTime() / 1000 : 0);
+      // Unknown (Redis did not answer) keeps the last value.
+      const running = await this.deps.runningBackup?.().catch(() => undefined);
+      if (running !== undefined) this.deps.metrics.backupRunning.set(running?.ageSeconds ?? 0);
     })().finally(() => {
       this.sampling = undefined;
     });
@@ -270,22 +329,28 @@ export class BackupInventory {
 /**
  * The newest successful full or differential backup against BACKUP_MAX_AGE: the BackupTooOld
  * alert's rule (time() - newest full|diff stop > sav3_backup_max_age_seconds), for the scripts.
+ * Only a backup recovery can start from counts: one on a branch a point-in-time restore abandoned,
+ * or whose own WAL the archive lacks, is listed in `unrecoverable` (newer than the one counted).
  */
 export function backupAge(
-  backups: readonly { type: string; stoppedAt: string; error: boolean; label: string }[],
+  backups: readonly (Pick<BackupInfo, 'type' | 'stoppedAt' | 'error' | 'label'> & { recovery?: BackupInfo['recovery'] })[],
   maxAgeSeconds: number,
   now = Date.now(),
 ) {
-  const newest = backups
+  const fullOrDiff = backups
     .filter((b) => !b.error && (b.type === 'full' || b.type === 'diff'))
-    .sort((a, b) => Date.parse(a.stoppedAt) - Date.parse(b.stoppedAt))
-    .at(-1);
+    .sort((a, b) => Date.parse(a.stoppedAt) - Date.parse(b.stoppedAt));
+  const newest = fullOrDiff.filter(recoverable).at(-1);
+  const unrecoverable = fullOrDiff
+    .filter((b) => !recoverable(b) && (!newest || Date.parse(b.stoppedAt) > Date.parse(newest.stoppedAt)))
+    .map((b) => ({ label: b.label, problem: b.recovery?.problem ?? null }));
   const ageSeconds = newest ? Math.max(0, Math.round((now - Date.parse(newest.stoppedAt)) / 1000)) : null;
   return {
     maxAgeSeconds,
     newestFullOrDiff: newest ? { label: newest.label, stoppedAt: newest.stoppedAt } : null,
     ageSeconds,
     tooOld: ageSeconds === null || ageSeconds > maxAgeSeconds,
+    unrecoverable,
   };
 }
 

@@ -1,7 +1,8 @@
 import { AppError, DependencyUnavailableError, NoWorkerError, NotFoundError, PreconditionFailedError } from '../../http/app-error.ts';
-import { JobGroupBusyError, type Job, type JobQueue } from '../jobs/job-queue.ts';
+import { jobAgeSeconds, JobGroupBusyError, type Job, type JobQueue } from '../jobs/job-queue.ts';
 import { backupEnd, type BackupInventory } from './backup-inventory.ts';
 import type { ValidationInput } from './backup-validator.ts';
+import { recoverable } from './recoverable.ts';
 import { createRestorePoint, RestorePointExistsError, type RestorePoint } from './restore-point.ts';
 
 export const BACKUP_JOB = 'backup';
@@ -9,6 +10,22 @@ export const VALIDATE_JOB = 'backup.validate';
 
 export interface BackupJobInput {
   type: 'full' | 'diff' | 'incr';
+}
+
+/**
+ * The backup job holding the backup slot (one at a time: POST /admin/backups answers 409 meanwhile),
+ * and whether it has run longer than BACKUP_RUNNING_MAX: reported, never stopped (a big database's
+ * full backup may take hours; BACKUP_TIMEOUT_MS, 6 h, is the hard bound).
+ */
+export interface RunningBackup {
+  job: Pick<Job, 'id' | 'kind' | 'status' | 'input' | 'requestedBy' | 'createdAt' | 'startedAt' | 'instanceId'> & {
+    /** The worker's last heartbeat (every 5 s while it lives): a live worker whose pgBackRest hangs keeps it fresh. */
+    lastHeartbeatAt: string | null;
+  };
+  /** Since it started (running) or was asked for (queued). */
+  ageSeconds: number;
+  maxSeconds: number;
+  overdue: boolean;
 }
 
 /** What API instances do for backups: they ask (jobs for a worker), they never restore. */
@@ -19,8 +36,39 @@ export class BackupService {
       queue: JobQueue;
       activeDatabaseUrl: () => Promise<string>;
       timeoutMs: number;
+      /** BACKUP_RUNNING_MAX: a backup job older than this is reported overdue. */
+      runningMaxSeconds?: number;
     },
   ) {}
+
+  /** The backup job queued or running now, or null; undefined when Redis cannot say. */
+  async runningBackup(now = Date.now()): Promise<RunningBackup | null | undefined> {
+    try {
+      const id = await this.deps.queue.holder('backup');
+      const job = id ? await this.deps.queue.get(id) : undefined;
+      if (!job || (job.status !== 'running' && job.status !== 'queued')) return null;
+      const ageSeconds = jobAgeSeconds(job, now);
+      const maxSeconds = this.deps.runningMaxSeconds ?? 3600;
+      return {
+        job: {
+          id: job.id,
+          kind: job.kind,
+          status: job.status,
+          input: job.input,
+          requestedBy: job.requestedBy,
+          createdAt: job.createdAt,
+          startedAt: job.startedAt,
+          instanceId: job.instanceId,
+          lastHeartbeatAt: job.status === 'running' ? job.updatedAt : null,
+        },
+        ageSeconds,
+        maxSeconds,
+        overdue: ageSeconds > maxSeconds,
+      };
+    } catch {
+      return undefined;
+    }
+  }
 
   /** Live workers per job kind (GET /admin/backups). */
   async workers(): Promise<Record<string, number> | null> {
@@ -53,12 +101,19 @@ export class BackupService {
   /** Checks the label and the target against the repository before a worker is asked. */
   async requestValidation(input: { backup?: string; targetTime?: string }, by: string): Promise<Job<ValidationInput>> {
     const info = await this.deps.inventory.info(true);
-    const good = info.backups.filter((b) => !b.error);
+    // latest: the newest backup recovery can start from with this archive (not one on a branch a
+    // point-in-time restore abandoned, nor one whose own WAL the archive lacks).
+    const good = info.backups.filter(recoverable);
     let label = input.backup ?? 'latest';
     if (label !== 'latest' && !info.backups.some((b) => b.label === label))
       throw new NotFoundError(`backup ${label} is not in the repository`);
-    if (label === 'latest' && good.length === 0)
-      throw new PreconditionFailedError('the repository holds no successful backup yet', { backups: 0 });
+    if (label === 'latest' && good.length === 0) {
+      const successful = info.backups.filter((b) => !b.error);
+      if (successful.length === 0) throw new PreconditionFailedError('the repository holds no successful backup yet', { backups: 0 });
+      throw new PreconditionFailedError('no backup in the repository can be recovered with this archive', {
+        unrecoverable: successful.map((b) => ({ label: b.label, problem: b.recovery?.problem ?? null })),
+      });
+    }
     if (input.targetTime) {
       const range = await this.deps.inventory.recoverableRange();
       const target = Date.parse(input.targetTime);
@@ -69,7 +124,12 @@ export class BackupService {
         throw new PreconditionFailedError('the target time is after the newest archived WAL', { usableRange: usable });
       if (label === 'latest') {
         // The newest backup that ended before the target: recovery replays forward from it.
-        label = good.filter((b) => Date.parse(backupEnd(b.stoppedAt)) <= target).at(-1)!.label;
+        const before = good.filter((b) => Date.parse(backupEnd(b.stoppedAt)) <= target).at(-1);
+        if (!before)
+          throw new PreconditionFailedError('no backup that ended before the target time can be recovered with this archive', {
+            usableRange: usable,
+          });
+        label = before.label;
       } else {
         const chosen = info.backups.find((b) => b.label === label)!;
         if (Date.parse(backupEnd(chosen.stoppedAt)) > target)

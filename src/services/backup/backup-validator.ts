@@ -9,6 +9,7 @@ import { freePort } from '../../adapters/net.ts';
 import { ScratchCluster, scratchName } from './scratch-cluster.ts';
 import { archiveContinuity, describeGap, replayFrom, scanArchive, type WalArchiveSource, type WalScan } from './wal-scan.ts';
 import { errorMessage } from '../../lib/error-message.ts';
+import { recoverable } from './recoverable.ts';
 
 export interface ValidationCheck {
   name: string;
@@ -92,8 +93,10 @@ export class BackupValidator {
     const checks: ValidationCheck[] = [];
     const timings: ValidationReport['timings'] = { restoreMs: null, recoveryMs: null, checksMs: null, teardownMs: null, totalMs: 0 };
     const info = await this.deps.info();
-    const backup =
-      input.backup === 'latest' ? info.backups.filter((b) => !b.error).at(-1) : info.backups.find((b) => b.label === input.backup);
+    // latest: the newest backup recovery can start from with this archive (one on a branch a
+    // point-in-time restore abandoned, or whose own WAL the archive lacks, is skipped); a label is
+    // validated whatever its recovery says, and fails with it.
+    const backup = input.backup === 'latest' ? info.backups.filter(recoverable).at(-1) : info.backups.find((b) => b.label === input.backup);
     const report: ValidationReport = {
       id: randomUUID(),
       status: 'failed',
@@ -107,7 +110,8 @@ export class BackupValidator {
     };
     let cluster: ScratchCluster | undefined;
     try {
-      if (!backup) throw new Error(`backup ${input.backup} is not in the repository`);
+      if (!backup)
+        throw new Error(input.backup === 'latest' ? noRecoverableBackup(info) : `backup ${input.backup} is not in the repository`);
       if (input.targetTime) {
         const target = await timed('target', () => this.checkTarget(backup, input.targetTime!));
         checks.push(target);
@@ -116,7 +120,16 @@ export class BackupValidator {
       } else {
         // To the end of the archive: a hole in it ends recovery early without an error, so the
         // restore below would "pass" on less data than was archived.
-        checks.push(await timed('wal_continuity', () => this.checkContinuity(backup)));
+        let unrecoverable = false;
+        const continuity = await timed('wal_continuity', async () => {
+          const found = await this.checkContinuity(backup);
+          unrecoverable = found.unrecoverable;
+          return found.check;
+        });
+        checks.push(continuity);
+        // On an abandoned branch, or without its own WAL, recovery cannot succeed: not restored
+        // (the report fails with the reason, as a restore would after minutes or hours).
+        if (!continuity.ok && unrecoverable) return await this.finish(report, started, jobId);
       }
       cluster = ScratchCluster.prepare(this.deps.scratchRoot, scratchName(jobId.slice(0, 8)), await freePort(), {
         ...this.deps,
@@ -240,25 +253,53 @@ export class BackupValidator {
     };
   }
 
-  /** The archive's listing from the backup's first segment: continuous, or where the hole is. */
-  private async checkContinuity(backup: StanzaInfo['backups'][number]): Promise<Omit<ValidationCheck, 'ms'>> {
+  /**
+   * The archive's listing from the backup's first segment: continuous, or where the hole is;
+   * `unrecoverable` when recovery cannot even make the backup consistent (an abandoned branch, a
+   * hole in its own WAL).
+   */
+  private async checkContinuity(
+    backup: StanzaInfo['backups'][number],
+  ): Promise<{ check: Omit<ValidationCheck, 'ms'>; unrecoverable: boolean }> {
     const source = this.deps.walSource;
     if (!source || !backup.wal.start)
-      return { name: 'wal_continuity', ok: true, skipped: true, detail: 'skipped: no WAL source or start segment to list' };
+      return {
+        check: { name: 'wal_continuity', ok: true, skipped: true, detail: 'skipped: no WAL source or start segment to list' },
+        unrecoverable: false,
+      };
     try {
       const { segments, gap, notChild, timeline } = await archiveContinuity(source, replayFrom(backup), {
         timeoutMs: this.deps.walScanTimeoutMs ?? 300_000,
         osUser: this.deps.osUser,
       });
-      if (notChild) return { name: 'wal_continuity', ok: false, detail: notChild, data: { timeline } };
-      if (gap) return { name: 'wal_continuity', ok: false, detail: describeGap(gap), data: gap };
+      if (notChild)
+        return {
+          check: {
+            name: 'wal_continuity',
+            ok: false,
+            detail: `backup ${backup.label} cannot be recovered with this archive: ${notChild}; not restored`,
+            data: { timeline },
+          },
+          unrecoverable: true,
+        };
+      if (gap)
+        return {
+          check: { name: 'wal_continuity', ok: false, detail: `${describeGap(gap)}${gap.withinBackup ? '; not restored' : ''}`, data: gap },
+          unrecoverable: gap.withinBackup,
+        };
       return {
-        name: 'wal_continuity',
-        ok: true,
-        detail: `the archived WAL is continuous from ${backup.wal.start} (${segments.length} segment(s))`,
+        check: {
+          name: 'wal_continuity',
+          ok: true,
+          detail: `the archived WAL is continuous from ${backup.wal.start} (${segments.length} segment(s))`,
+        },
+        unrecoverable: false,
       };
     } catch (err) {
-      return { name: 'wal_continuity', ok: false, detail: `the archived WAL could not be listed: ${errorMessage(err)}` };
+      return {
+        check: { name: 'wal_continuity', ok: false, detail: `the archived WAL could not be listed: ${errorMessage(err)}` },
+        unrecoverable: false,
+      };
     }
   }
 
@@ -446,4 +487,11 @@ export function storeFailure(err: unknown): string {
     return 'the database is unreachable';
   if (/^P2\d{3}$/.test(c) || /^(23|42)\w{3}$/.test(c)) return `the database refused it: ${c}`;
   return 'the database did not accept it';
+}
+
+/** Why `latest` names no backup: none at all, or none recovery can start from with this archive (each one's reason). */
+function noRecoverableBackup(info: StanzaInfo): string {
+  const good = info.backups.filter((b) => !b.error);
+  if (good.length === 0) return 'the repository holds no successful backup';
+  return `no backup in the repository can be recovered with this archive: ${good.map((b) => `${b.label}: ${b.recovery?.problem ?? 'unknown'}`).join('; ')}`;
 }

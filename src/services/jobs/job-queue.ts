@@ -130,9 +130,37 @@ export class JobGroupBusyError extends Error {
   constructor(
     readonly group: string,
     readonly holder: string,
+    /** The holder's record, when it could be read: the 409 says since when and where it runs. */
+    readonly held?: Job,
   ) {
-    super(`a ${group} job is already queued or running (${holder})`);
+    super(busyMessage(group, holder, held));
   }
+}
+
+/** How long a job has been running (or queued), in whole seconds, at `now`. */
+export function jobAgeSeconds(job: Pick<Job, 'status' | 'startedAt' | 'createdAt'>, now = Date.now()): number {
+  const since = Date.parse((job.status === 'running' ? job.startedAt : null) ?? job.createdAt);
+  return Math.max(0, Math.round((now - since) / 1000));
+}
+
+/** `1h 02m 05s` */
+export function humanSeconds(total: number): string {
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = total % 60;
+  return h > 0
+    ? `${h}h ${String(m).padStart(2, '0')}m ${String(s).padStart(2, '0')}s`
+    : m > 0
+      ? `${m}m ${String(s).padStart(2, '0')}s`
+      : `${s}s`;
+}
+
+function busyMessage(group: string, holder: string, held: Job | undefined): string {
+  if (!held || (held.status !== 'running' && held.status !== 'queued')) return `a ${group} job is already queued or running (${holder})`;
+  const age = humanSeconds(jobAgeSeconds(held));
+  return held.status === 'running'
+    ? `a ${group} job is already running (${holder}): for ${age}, since ${held.startedAt}, on ${held.instanceId ?? 'an unknown worker'}`
+    : `a ${group} job is already queued (${holder}): for ${age}, no worker has taken it yet`;
 }
 
 /**
@@ -185,15 +213,17 @@ export class JobQueue {
         QUEUED_HOLD_MS,
       )) as string | null;
     let holder = await tryEnqueue();
+    let held: Job | undefined;
     if (holder) {
       // A holder whose worker died (given up now) or that finished without releasing holds nothing.
-      const held = await this.get(holder);
+      held = await this.get(holder);
       if (!held || held.status === 'succeeded' || held.status === 'failed') {
         await this.redis.eval(RELEASE, 1, this.groupKey(options.group!), holder);
         holder = await tryEnqueue();
+        held = holder ? await this.get(holder) : undefined;
       }
     }
-    if (holder) throw new JobGroupBusyError(options.group!, holder);
+    if (holder) throw new JobGroupBusyError(options.group!, holder, held);
     await this.redis.zadd(`${this.prefix}jobs:index:${kind}`, Date.now(), job.id);
     return job;
   }

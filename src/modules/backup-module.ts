@@ -1,3 +1,4 @@
+import { CURRENT_TIMELINE_SQL, withProbeConnection } from '../adapters/pg-connection.ts';
 import type { Router } from 'express';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
@@ -78,12 +79,22 @@ export function createBackupModule(deps: {
     const target = await deps.activeTarget().catch(() => 'primary' as const);
     return deps.clients.url(target) ?? config.databaseUrl;
   };
+  // The timeline the active database is on now: recovery follows it (see BackupValidator.liveTimeline).
+  const liveTimeline = async (): Promise<number | undefined> => {
+    const url = await activeUrl();
+    const signal = AbortSignal.timeout(config.healthTimeoutMs * 3);
+    return withProbeConnection({ connectionString: url, timeoutMs: config.healthTimeoutMs * 3, signal }, async (c) => {
+      const { rows } = await c.query<{ tl: number | null }>(`SELECT ${CURRENT_TIMELINE_SQL} AS tl`);
+      return rows[0]?.tl ? Number(rows[0].tl) : undefined;
+    });
+  };
   const validations = new PrismaValidationStore(() => deps.clients.client());
   // The inventory samples the running backup through the service (created below).
   let service: BackupService | undefined;
   const inventory = new BackupInventory({
     tool,
     walSource,
+    liveTimeline,
     onInfo: local ? (info) => PublishedBackupInfo.publish(deps.redis, deps.prefix, info) : undefined,
     archiver: async () => readArchiverStatus(await activeUrl(), config.healthTimeoutMs * 3),
     lastValidation: async () => lastPassedValidation(await activeUrl(), config.healthTimeoutMs * 3),
@@ -147,6 +158,7 @@ export function createBackupModule(deps: {
     });
     const validator = new BackupValidator({
       tool,
+      liveTimeline,
       walSource,
       info: () => inventory.info(true),
       media: backupStore ? new BackupBucketMediaCheck(backupStore) : undefined,

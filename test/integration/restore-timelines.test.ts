@@ -239,6 +239,30 @@ describe("restore-database.sh follows this server's timeline and never throws aw
       .map(String)
       .find((f) => f.split('/').at(-1)!.startsWith('00000002.history'))!;
     rmSync(join(world.repo.dir, 'repo', history));
+    // A validation in a worker follows the active primary's timeline too (pgBackRest --target-timeline):
+    // it recovers everything timeline 3 holds.
+    const worker = await startWorker({ ...world.env, ...world.repo.env, INSTANCE_ID: 'live-worker' }, world.prefix);
+    try {
+      // Until the worker announced itself (503 no_worker before).
+      const res = await eventually(
+        () => request(api.url).post('/admin/backups/validate').set(auth).send({}),
+        (r) => r.status !== 503,
+        30_000,
+        300,
+      );
+      expect({ status: res.status, body: res.status === 202 ? null : res.body }).toEqual({ status: 202, body: null });
+      const job = await eventually(
+        async () => (await request(api.url).get(`/admin/jobs/${res.body.job.id}`).set(auth)).body,
+        (j) => j.status === 'succeeded' || j.status === 'failed',
+        120_000,
+      );
+      expect({ status: job.status, error: job.error }).toEqual({ status: 'succeeded', error: null });
+      expect(job.result.checks).toContainEqual(
+        expect.objectContaining({ name: 'wal_continuity', ok: true, detail: expect.stringContaining("timeline 3's history") }),
+      );
+    } finally {
+      await worker.stop();
+    }
     const dry = await restore(['--from-backup', 'latest', '--dry-run']);
     expect({ code: dry.code, stderr: dry.stderr }).toEqual({ code: 0, stderr: '' });
     expect(dry.stdout).toContain("timeline: 3 (this server's)");

@@ -31,6 +31,8 @@ export interface InventoryDeps {
   tool: BackupTool | undefined;
   /** The archive's listing and files (pgBackRest repo-ls, archive-get): each backup's `recovery` is read from it. */
   walSource?: WalArchiveSource;
+  /** The timeline the active primary is on now: each backup's recovery follows it (see BackupValidator). */
+  liveTimeline?: () => Promise<number | undefined>;
   /** Called with every fresh info (a worker publishes it for API instances without pgBackRest). */
   onInfo?: (info: StanzaInfo) => Promise<void>;
   /** pg_stat_archiver of the active primary. */
@@ -129,7 +131,8 @@ export class BackupInventory {
     const source = this.deps.walSource;
     if (!source || info.backups.length === 0) return info;
     try {
-      const recovery = await backupRecovery(source, info.backups, { timeoutMs: this.deps.timeoutMs });
+      const timeline = await this.deps.liveTimeline?.().catch(() => undefined);
+      const recovery = await backupRecovery(source, info.backups, { timeoutMs: this.deps.timeoutMs, timeline });
       return { ...info, backups: info.backups.map((b) => ({ ...b, recovery: recovery.get(b.label) ?? null })) };
     } catch (err) {
       this.deps.logger.warn({ err }, "the archive could not be read for the backups' recovery");

@@ -63,6 +63,12 @@ export interface ValidatorDeps {
   /** Tests replace the WAL read; scanArchive by default. */
   scan?: typeof scanArchive;
   info: () => Promise<StanzaInfo>;
+  /**
+   * The timeline the active primary is on now: recovery follows it (recovery_target_timeline), not
+   * the archive's newest (an abandoned promotion) nor one a missing history file stops at.
+   * Undefined (not given, or unknown): PostgreSQL's 'latest', and newer timelines fail the check.
+   */
+  liveTimeline?: () => Promise<number | undefined>;
   media: MediaBackupCheck | undefined;
   validationStore: ValidationReportStore;
   pgBin: string;
@@ -109,11 +115,12 @@ export class BackupValidator {
       finishedAt: '',
     };
     let cluster: ScratchCluster | undefined;
+    const timeline = await this.deps.liveTimeline?.().catch(() => undefined);
     try {
       if (!backup)
         throw new Error(input.backup === 'latest' ? noRecoverableBackup(info) : `backup ${input.backup} is not in the repository`);
       if (input.targetTime) {
-        const target = await timed('target', () => this.checkTarget(backup, input.targetTime!));
+        const target = await timed('target', () => this.checkTarget(backup, input.targetTime!, timeline));
         checks.push(target);
         // Nothing restored: the outcome is `refused`, stored like any report.
         if (!target.ok) return await this.finish(report, started, jobId);
@@ -122,7 +129,7 @@ export class BackupValidator {
         // restore below would "pass" on less data than was archived.
         let unrecoverable = false;
         const continuity = await timed('wal_continuity', async () => {
-          const found = await this.checkContinuity(backup);
+          const found = await this.checkContinuity(backup, timeline);
           unrecoverable = found.unrecoverable;
           return found.check;
         });
@@ -143,6 +150,7 @@ export class BackupValidator {
           target: input.targetTime ? { type: 'time', value: input.targetTime } : undefined,
           targetAction: 'promote',
           archiveMode: 'off',
+          ...(timeline !== undefined ? { targetTimeline: timeline } : {}),
         },
         this.deps.restoreTimeoutMs,
       );
@@ -220,7 +228,11 @@ export class BackupValidator {
    * good backup would be recorded as failed. So the WAL from the backup's first segment is read
    * first, as the restore script does: the target must not be after its newest commit.
    */
-  private async checkTarget(backup: StanzaInfo['backups'][number], targetTime: string): Promise<Omit<ValidationCheck, 'ms'>> {
+  private async checkTarget(
+    backup: StanzaInfo['backups'][number],
+    targetTime: string,
+    timeline: number | undefined,
+  ): Promise<Omit<ValidationCheck, 'ms'>> {
     const source = this.deps.walSource;
     const refuse = (detail: string, data?: unknown) => ({ name: 'target', ok: false, detail, ...(data ? { data } : {}) });
     if (!source || !backup.wal.start)
@@ -233,6 +245,7 @@ export class BackupValidator {
         pgBin: this.deps.pgBin,
         osUser: this.deps.osUser,
         timeoutMs: this.deps.walScanTimeoutMs ?? 300_000,
+        timeline,
       });
     } catch (err) {
       return refuse(`the target ${targetTime} could not be checked against the archived WAL: ${(err as Error).message}; not restored`);
@@ -260,6 +273,7 @@ export class BackupValidator {
    */
   private async checkContinuity(
     backup: StanzaInfo['backups'][number],
+    timeline: number | undefined,
   ): Promise<{ check: Omit<ValidationCheck, 'ms'>; unrecoverable: boolean }> {
     const source = this.deps.walSource;
     if (!source || !backup.wal.start)
@@ -268,17 +282,19 @@ export class BackupValidator {
         unrecoverable: false,
       };
     try {
-      const { segments, gap, notChild, timeline } = await archiveContinuity(source, replayFrom(backup), {
+      const replay = await archiveContinuity(source, replayFrom(backup), {
         timeoutMs: this.deps.walScanTimeoutMs ?? 300_000,
         osUser: this.deps.osUser,
+        timeline,
       });
+      const { segments, gap, notChild } = replay;
       if (notChild)
         return {
           check: {
             name: 'wal_continuity',
             ok: false,
             detail: `backup ${backup.label} cannot be recovered with this archive: ${notChild}; not restored`,
-            data: { timeline },
+            data: { timeline: replay.timeline },
           },
           unrecoverable: true,
         };
@@ -287,11 +303,23 @@ export class BackupValidator {
           check: { name: 'wal_continuity', ok: false, detail: `${describeGap(gap)}${gap.withinBackup ? '; not restored' : ''}`, data: gap },
           unrecoverable: gap.withinBackup,
         };
+      // Followed as PostgreSQL's 'latest' (the live timeline unknown): newer timelines in the
+      // archive would never be replayed (a history file missing), everything on them lost.
+      if (timeline === undefined && replay.newerTimelines.length > 0)
+        return {
+          check: {
+            name: 'wal_continuity',
+            ok: false,
+            detail: `recovery would follow timeline ${replay.timeline}, but the archive holds timeline(s) ${replay.newerTimelines.join(', ')} too (a history file missing from the repository?), and the active primary's timeline is unknown`,
+            data: { timeline: replay.timeline, newerTimelines: replay.newerTimelines },
+          },
+          unrecoverable: false,
+        };
       return {
         check: {
           name: 'wal_continuity',
           ok: true,
-          detail: `the archived WAL is continuous from ${backup.wal.start} (${segments.length} segment(s))`,
+          detail: `the archived WAL is continuous from ${backup.wal.start} on timeline ${replay.timeline}'s history (${segments.length} segment(s))`,
         },
         unrecoverable: false,
       };

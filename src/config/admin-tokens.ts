@@ -21,10 +21,10 @@ export function sha256(value: string): Buffer {
 export function parseAdminTokens(value: string): { tokens: AdminToken[]; problems: string[] } {
   const tokens: AdminToken[] = [];
   const problems: string[] = [];
-  const entries = value
-    .split(',')
-    .map((e) => e.trimStart())
-    .filter((e) => e.trim().length > 0);
+  const raw = value.split(',').map((e) => e.trimStart());
+  // An empty entry (`a,,b` or a trailing comma) is a list edited by hand gone wrong: said, not skipped.
+  if (raw.length > 1 && raw.some((e) => e.trim().length === 0)) problems.push('an entry is empty (two commas in a row, or one at an end)');
+  const entries = raw.filter((e) => e.trim().length > 0);
   entries.forEach((entry, index) => {
     const first = entry.indexOf(':');
     const second = entry.indexOf(':', first + 1);
@@ -66,6 +66,13 @@ export function parseAdminTokens(value: string): { tokens: AdminToken[]; problem
     }
     if (tokens.some((t) => t.name === name)) {
       problems.push(`${where} (${name}): the name is used twice`);
+      return;
+    }
+    // One secret for two entries makes the holder whichever matches first (a viewer's token acting
+    // as an operator's): every secret must be its own.
+    const same = tokens.find((t) => t.digest.equals(digest));
+    if (same) {
+      problems.push(`${where} (${name}): the same secret as ${same.name}`);
       return;
     }
     tokens.push({ name, role, digest });

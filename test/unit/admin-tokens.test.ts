@@ -45,6 +45,18 @@ describe('admin tokens', () => {
     expect(problems.join('\n')).not.toContain('words');
   });
 
+  it('refuses one secret for two entries (literal or hashed) and an empty entry, never printing the secret', () => {
+    const { problems } = parseAdminTokens(
+      `ops:operator:${literal},view:viewer:${literal},hash:viewer:sha256=${createHash('sha256').update(literal).digest('hex')}`,
+    );
+    expect(problems).toEqual(['entry 2 (view): the same secret as ops', 'entry 3 (hash): the same secret as ops']);
+    expect(problems.join('\n')).not.toContain(literal);
+    expect(parseAdminTokens(`a:operator:${literal},,b:viewer:${hashed}`).problems).toEqual([
+      'an entry is empty (two commas in a row, or one at an end)',
+    ]);
+    expect(parseAdminTokens(`a:operator:${literal},`).problems).toHaveLength(1);
+  });
+
   it('a space after the comma between entries is not part of any secret', () => {
     expect(parseAdminTokens(`a:operator:${literal}, b:viewer:${hashed}`).problems).toEqual([]);
   });

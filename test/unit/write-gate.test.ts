@@ -25,6 +25,18 @@ describe('WriteGate (the write barrier)', () => {
     expect(() => gate().admit()).toThrow(WriteRefusedError);
   });
 
+  it("a write whose client went away while it commits is counted as waited for, never as a negative 'failing'", async () => {
+    const g = gate();
+    const ticket = g.admit();
+    const commit = deferred<string>();
+    const running = g.within(ticket, () => g.commit(() => commit.promise));
+    g.release(ticket); // the client aborted; the commit goes on
+    const barrier = g.barrier(1000);
+    commit.resolve('row');
+    await running;
+    expect(await barrier).toMatchObject({ inFlight: 0, waitedFor: 1, failing: 0 });
+  });
+
   it('a barrier waits for commits under way, and fails writes that reach their commit after it', async () => {
     const g = gate();
     const committing = g.admit();

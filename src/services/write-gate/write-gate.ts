@@ -267,6 +267,9 @@ export class WriteGate {
     this.epoch += 1;
     const inFlight = this.running.size;
     const pending = [...this.commits.entries()];
+    // Writes not yet at their commit (a write whose client went away may still be committing:
+    // counted as waited for, never as failing).
+    const failing = [...this.running].filter((t) => !this.commits.has(t)).length;
     let timer: NodeJS.Timeout | undefined;
     const drained = await Promise.race([
       Promise.all(pending.map(([, c]) => c.ended)).then(() => true),
@@ -285,7 +288,7 @@ export class WriteGate {
       inFlight,
       waitedFor: pending.length,
       drained,
-      failing: inFlight - pending.length,
+      failing,
       waitedMs: Math.round(performance.now() - started),
     };
   }

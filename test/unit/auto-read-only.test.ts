@@ -165,6 +165,37 @@ describe('AutoReadOnly', () => {
     expect(w.store.state).toMatchObject({ version: 1, database: { active: 'replica' } });
   });
 
+  it('a promotion recorded before it engaged (an earlier failover, since failed back) does not keep its mode on; one recorded since does', async () => {
+    const { w, make } = setup();
+    const a = make('api-1');
+    // An earlier failover and failback left promotedAt in the state.
+    await a.dr.change((st) => ({ ...st, database: { ...st.database, promotedAt: new Date(Date.now() - 60_000).toISOString() } }));
+    for (let i = 0; i < 3; i += 1) a.auto.observePrimary(down);
+    await eventually(
+      async () => w.store.state,
+      () => engaged(w),
+      1000,
+    );
+    for (let i = 0; i < 2; i += 1) a.auto.observePrimary(up());
+    await eventually(
+      async () => w.store.state,
+      (st) => st?.readOnly.enabled === false && st.database.active === 'primary',
+      1000,
+    );
+    // Engaged again, then a promotion is recorded: the mode stays on.
+    for (let i = 0; i < 3; i += 1) a.auto.observePrimary(down);
+    await eventually(
+      async () => w.store.state,
+      () => engaged(w),
+      1000,
+    );
+    await new Promise((r) => setTimeout(r, 5));
+    await a.dr.change((st) => ({ ...st, database: { ...st.database, promotedAt: new Date().toISOString() } }));
+    for (let i = 0; i < 3; i += 1) a.auto.observePrimary(up());
+    await settle();
+    expect(engaged(w)).toBe(true);
+  });
+
   it('two instances seeing the same outage make one change and one audit record; Redis down makes none and throws nothing', async () => {
     const { w, make } = setup();
     const a = make('api-1');

@@ -9,6 +9,16 @@ import type { Logger } from '../../logger.ts';
 export const AUTO_ACTOR = 'system:auto-read-only';
 
 /**
+ * A promotion recorded since this mode went on: the reads were switched for an outage that became a
+ * failover. One recorded before (an earlier failover, since failed back) says nothing about this one.
+ */
+function promotedSince(state: { readOnly: { since: string | null }; database: { promotedAt?: string | null } }): boolean {
+  const at = state.database.promotedAt;
+  if (!at) return false;
+  return !state.readOnly.since || Date.parse(at) >= Date.parse(state.readOnly.since);
+}
+
+/**
  * Optional (AUTO_READ_ONLY=true): after N failed probes of the primary while the replica answers,
  * turns read-only mode on and serves reads from the replica, as Discourse does. It never promotes.
  * After M good probes of the primary it switches reads back and lifts the read-only mode, but
@@ -46,7 +56,7 @@ export class AutoReadOnly {
     if (this.busy) return;
     const state = this.deps.dr.current();
     const ours = state.readOnly.by === AUTO_ACTOR && state.database.by === AUTO_ACTOR;
-    const promoted = Boolean(state.database.promotedAt) || this.deps.replica()?.data?.inRecovery === false;
+    const promoted = promotedSince(state) || this.deps.replica()?.data?.inRecovery === false;
     if (
       !primaryOk &&
       this.failures >= this.deps.failuresToEngage &&
@@ -73,7 +83,7 @@ export class AutoReadOnly {
     try {
       const change = await this.deps.dr.change((s, now) => {
         // Re-checked on the newest state: an operator's change since our decision wins.
-        if (!engage && (s.readOnly.by !== AUTO_ACTOR || s.database.by !== AUTO_ACTOR || s.database.promotedAt))
+        if (!engage && (s.readOnly.by !== AUTO_ACTOR || s.database.by !== AUTO_ACTOR || promotedSince(s)))
           throw new Error('the operator changed the state meanwhile');
         if (engage && (s.database.active !== 'primary' || s.readOnly.enabled)) throw new Error('the state changed meanwhile');
         // Only the target moves: nothing was probed here, so no node identity is recorded.

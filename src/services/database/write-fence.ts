@@ -88,7 +88,11 @@ export class DatabaseWriteFence implements WriteFence {
 
   /**
    * Cancels the media commits that block the fence raise running on backend `fencePid` (only
-   * statements that took the fence row FOR SHARE: never another raise, never other work). A
+   * statements that took the fence row FOR SHARE: never another raise, never other work). Never one
+   * waiting for a synchronous standby: it is committed locally already, and a cancel would only end
+   * the wait (PostgreSQL keeps the commit, with a WARNING, and the client sees success) for a commit
+   * the standby never got, which the next promotion loses. Such a commit keeps the fence waiting
+   * (bounded) and is answered outcome_unknown by the barrier. A
    * write's commit shows as its call of media_commit_write (the statement runs inside it).
    */
   private async cancelStuckCommits(url: string, fencePid: number): Promise<void> {
@@ -96,6 +100,7 @@ export class DatabaseWriteFence implements WriteFence {
       await c.query(
         `SELECT pg_cancel_backend(a.pid) FROM pg_stat_activity a
           WHERE a.pid = ANY (pg_blocking_pids($1::int))
+            AND a.wait_event IS DISTINCT FROM 'SyncRep'
             AND (a.query LIKE '%FROM dr_write_fence WHERE scope = %FOR SHARE%' OR a.query LIKE '%FROM media_commit_write(%')`,
         [fencePid],
       );

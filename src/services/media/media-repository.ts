@@ -1,3 +1,4 @@
+import { WAITS_FOR_SYNC_STANDBY_SQL } from '../../adapters/pg-connection.ts';
 import type { MediaBackendName } from '../../domain.ts';
 import type { PrismaClient } from '../../generated/prisma/client.ts';
 import { poolOf } from '../../adapters/database-clients.ts';
@@ -239,14 +240,21 @@ export class PrismaMediaRepository implements MediaRepository {
   }
 
   async versionCommitted(version: string): Promise<boolean | undefined> {
-    const rows = await this.query<{ found: boolean; waiting: boolean }>(
+    const rows = await this.query<{ found: boolean; waiting: boolean; unreplicated: boolean }>(
       `SELECT EXISTS (SELECT 1 FROM media_versions WHERE id = $1::uuid) AS found,
-              EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event = 'SyncRep') AS waiting`,
+              EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event = 'SyncRep') AS waiting,
+              (NOT pg_is_in_recovery() AND ${WAITS_FOR_SYNC_STANDBY_SQL}
+                AND NOT EXISTS (SELECT 1 FROM pg_stat_replication
+                                 WHERE sync_state IN ('sync', 'quorum') AND flush_lsn >= pg_current_wal_flush_lsn())) AS unreplicated`,
       version,
     );
-    if (rows[0]?.found) return true;
+    const r = rows[0];
+    // Visible where commits wait for a synchronous standby, but that wait may have been cut short
+    // (a cancel or a terminated session keeps the commit locally): applied only once a synchronous
+    // standby holds everything written; until then, unknown.
+    if (r?.found) return r.unreplicated ? undefined : true;
     // Not visible, but a commit waiting for a synchronous standby may be this one.
-    return rows[0]?.waiting ? undefined : false;
+    return r?.waiting ? undefined : false;
   }
 
   /**

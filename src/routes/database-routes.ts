@@ -22,6 +22,8 @@ export const resetBody = z.strictObject({
   media: z.enum(['primary', 'backup'], { error: 'must be "primary" or "backup"' }).optional(),
   /** The DR state version the operator saw (GET /admin/dr/state): 409 when it changed since. Default: the version when the reset starts. */
   expectVersion: z.number().int().min(0).optional(),
+  /** Reset onto a node behind the newest timeline recorded (its newer timeline's data is given up). */
+  acceptOlderTimeline: z.boolean().optional(),
 });
 
 export const switchBody = z.strictObject({
@@ -71,6 +73,7 @@ export function databaseRoutes(deps: {
       const change = await deps.failover.resetState(principal(res).name, input.reason, input.database, {
         ...(input.media ? { media: input.media } : {}),
         ...(input.expectVersion !== undefined ? { expectVersion: input.expectVersion } : {}),
+        ...(input.acceptOlderTimeline ? { acceptOlderTimeline: true } : {}),
       });
       const version = change.after.version;
       const propagation = await confirmedPropagation(deps.dr, version, { reset: true });

@@ -12,6 +12,7 @@ import { heldUpload } from '../support/held-upload.ts';
 import type { TcpProxy } from '../support/tcp-proxy.ts';
 import { OPERATOR_TOKEN, type TestInstance } from '../support/instance.ts';
 import { startPartitionWorld, type PartitionWorld } from '../support/world.ts';
+import { sql } from '../support/dr-scripts.ts';
 
 const auth = { Authorization: `Bearer ${OPERATOR_TOKEN}` };
 const LEASE_MS = 3000;
@@ -240,7 +241,49 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
     );
     expect(write.status).toBe(201);
     expect(await rowOn(cluster.replica.url(), 'loss/after-reset')).not.toBeNull();
-  }, 90_000);
+
+    // The promoted node down, a reset onto the old primary (older timeline) is refused even though
+    // nothing else takes writes now: the newest timeline recorded survives the reset (found by an
+    // outside attack: the reset forgot it, and a write was later acknowledged on timeline 1).
+    await cluster.replica.stop('immediate');
+    try {
+      const older = await post(a, '/admin/dr/state/reset', { confirm: 'reset-dr-state', reason: 'replica lost' });
+      expect(older.status).toBe(412);
+      expect(older.body.error).toMatchObject({ code: 'older_than_newest_timeline', newestTimeline: 2, targetTimeline: 1 });
+      // Accepted by the operator: timeline 2 is recorded as abandoned (fenced should it come back).
+      const accepted = await post(a, '/admin/dr/state/reset', {
+        confirm: 'reset-dr-state',
+        reason: 'replica lost for good',
+        acceptOlderTimeline: true,
+      });
+      expect(accepted.status).toBe(200);
+      expect(accepted.body.state.database).toMatchObject({
+        active: 'primary',
+        abandonedTimelines: [expect.objectContaining({ timeline: 2, node: 'replica' })],
+      });
+    } finally {
+      await cluster.replica.start();
+    }
+    // Back onto the promoted node by the operator's choice: its timeline is no longer abandoned.
+    const back = await eventually(
+      () => post(a, '/admin/dr/state/reset', { confirm: 'reset-dr-state', reason: 'replica back', database: 'replica' }),
+      (r) => r.status === 200,
+      15_000,
+      300,
+    );
+    expect(back.body.state.database).toMatchObject({ active: 'replica', newestTimeline: 2, abandonedTimelines: [] });
+    // While its timeline was abandoned it came back and was fenced like a former primary: the
+    // operator lifts that fence by hand, as for any fenced node.
+    expect(await sql(cluster.replica.url(), "SELECT current_setting('default_transaction_read_only') AS v")).toEqual([{ v: 'on' }]);
+    await sql(cluster.replica.url(), 'ALTER SYSTEM RESET default_transaction_read_only');
+    await sql(cluster.replica.url(), 'SELECT pg_reload_conf()');
+    const again = await eventually(
+      () => put(a, 'loss/after-second-reset'),
+      (r) => r.status === 201,
+      10_000,
+    );
+    expect(again.status).toBe(201);
+  }, 120_000);
 
   // Issue 10 F4.
   it('two racing resets: one wins, the other 409; a reset keeps the media backend unless told, and answers with propagation and writes', async () => {

@@ -61,7 +61,7 @@ export class DatabaseFailoverService implements FailoverLock {
     by: string,
     reason: string,
     to: DatabaseTarget = 'primary',
-    opts: { media?: MediaBackendName; expectVersion?: number | null } = {},
+    opts: { media?: MediaBackendName; expectVersion?: number | null; acceptOlderTimeline?: boolean } = {},
   ) {
     if (!this.deps.runners.has(to)) throw new PreconditionFailedError(`reset refused: database target ${to} is not configured`);
     // Compare-and-set on the version read now (or the one the operator saw): of two racing resets, one wins, the other 409.
@@ -103,6 +103,20 @@ export class DatabaseFailoverService implements FailoverLock {
     const identity = this.deps.watch.identity(to);
     const otherIdentity = this.deps.watch.identity(other);
     const inRecovery = t ? t.inRecovery : null;
+    // The newest timeline recorded for this cluster survives the reset (a state of another cluster,
+    // e.g. left by a drill, does not count): a node on an older one must not take writes because the
+    // newer node happened to be down when the reset was made. The operator may accept that loss.
+    const current = this.deps.dr.current().database;
+    const sameCluster = identity !== null && Object.values(current.nodes ?? {}).some((n) => n?.systemId === identity.systemId);
+    const recordedNewest = sameCluster ? current.newestTimeline : undefined;
+    const behind = recordedNewest !== undefined && identity !== null && inRecovery === false && identity.timeline < recordedNewest;
+    if (behind && !opts.acceptOlderTimeline)
+      throw new AppError(
+        412,
+        'older_than_newest_timeline',
+        `reset refused: ${to} is on timeline ${identity.timeline}, older than the newest recorded for this cluster (${recordedNewest}, on a node that does not take writes now): writes there would lose what the newer timeline holds. Bring that node back, or accept the loss with "acceptOlderTimeline": true (its timeline is then recorded as abandoned)`,
+        { target: to, targetTimeline: identity.timeline, newestTimeline: recordedNewest },
+      );
     // Only the new active node sets the newest timeline at a reset; the other's identity is kept as seen.
     // A reset onto a writable replica is onto a promoted node: automatic read-only never switches back.
     return this.deps.dr.change(
@@ -110,7 +124,34 @@ export class DatabaseFailoverService implements FailoverLock {
         withActiveDatabase(
           {
             readOnly: { enabled: false, reason: `reset: ${reason}`, since: now, by, expiresAt: null },
-            database: { active: to, since: now, by, nodes: otherIdentity ? { [other]: otherIdentity } : {}, promotedAt: null },
+            database: {
+              active: to,
+              since: now,
+              by,
+              nodes: otherIdentity ? { [other]: otherIdentity } : {},
+              promotedAt: null,
+              ...(sameCluster
+                ? behind
+                  ? {
+                      // Accepted: the newer timeline is abandoned (a node on it is fenced should it come back).
+                      abandonedTimelines: [
+                        ...(s.database.abandonedTimelines ?? []),
+                        { systemId: identity.systemId, timeline: recordedNewest, node: other, at: now },
+                      ],
+                    }
+                  : {
+                      ...(recordedNewest !== undefined ? { newestTimeline: recordedNewest } : {}),
+                      // The node reset onto is the operator's choice: its own timeline is no longer abandoned.
+                      ...(s.database.abandonedTimelines
+                        ? {
+                            abandonedTimelines: s.database.abandonedTimelines.filter(
+                              (a) => a.systemId !== identity.systemId || a.timeline !== identity.timeline,
+                            ),
+                          }
+                        : {}),
+                    }
+                : {}),
+            },
             // The media backend given, else the current one (a reset is about the database and the state, not a media switch).
             media: { active: opts.media ?? s.media.active, since: now, by },
           },

@@ -71,9 +71,10 @@ export class MinioObjectStore implements ObjectStore {
     this.downloads = new PoolLimiter('download', options.poolSize);
     this.client = this.createClient(boundedTransport(this.secure, this.timeoutMs), this.controlAgent);
     const host = new URL(config.endpoint).hostname;
-    this.presigner = /^s3(\.cn-north-1)?\.amazonaws\.com(\.cn)?$/.test(host)
-      ? undefined
-      : new S3Presigner(config.endpoint, config.bucket, config.region, config.accessKey ?? '', config.secretKey ?? '');
+    this.presigner =
+      /^s3(\.cn-north-1)?\.amazonaws\.com(\.cn)?$/.test(host) && config.accessKey
+        ? undefined
+        : new S3Presigner(config.endpoint, config.bucket, config.region, config.accessKey ?? '', config.secretKey ?? '');
   }
 
   /** A presigned URL for one request on `key`. */

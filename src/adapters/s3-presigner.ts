@@ -37,6 +37,8 @@ export class S3Presigner {
     const day = amzDate.slice(0, 8);
     const scope = `${day}/${this.region}/s3/aws4_request`;
     const resource = `/${this.bucket}/${uriEscape(key).replace(/%2F/g, '/')}`;
+    // Anonymous access (no credentials configured): a plain URL, as an anonymous client sends it.
+    if (this.accessKey === '') return resource;
     const query =
       `X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=${uriEscape(`${this.accessKey}/${scope}`)}` +
       `&X-Amz-Date=${amzDate}&X-Amz-Expires=${expiresSeconds}&X-Amz-SignedHeaders=host`;

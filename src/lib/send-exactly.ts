@@ -11,6 +11,17 @@ export class BodyLengthError extends Error {
 }
 
 /**
+ * Destroys a stream; a server's incoming request is detached from its socket first, as pipeline's
+ * destroyer does: destroying it would destroy the socket, and the client would get a reset instead
+ * of the answer saying why (503 when S3 failed mid-body).
+ */
+function destroyKeepingSocket(stream: Readable, err: Error): void {
+  const request = stream as Readable & { socket?: unknown; httpVersion?: unknown; req?: unknown };
+  if (typeof request.httpVersion === 'string' && request.req === undefined && request.socket) request.socket = null;
+  stream.destroy(err);
+}
+
+/**
  * Streams `source`, a body of exactly `size` bytes, into `target`, as `pipeline(source, target)`
  * does: with back-pressure, and on an error of either stream, or one closing early, both are
  * destroyed with the error and the promise rejects; it resolves once `target` has finished. Unlike
@@ -37,7 +48,7 @@ export function sendExactly(source: Readable, target: Writable, size: number): P
       if (settled) return;
       settled = true;
       detach();
-      source.destroy(err);
+      destroyKeepingSocket(source, err);
       target.destroy(err);
       reject(err);
     };

@@ -179,6 +179,15 @@ describe('media API against PostgreSQL, Redis and an S3 server', () => {
       expect(res.body.error).toMatchObject({ code: 'dependency_unavailable', dependency: 'media' });
       expect(JSON.stringify(res.body)).not.toMatch(/127\.0\.0\.1|ECONNREFUSED/);
       expect((await request(api.url).get(`/media/${key('while-down')}`)).status).toBe(404);
+      // A body still streaming when S3 fails is answered 503 too, never a reset connection (found by
+      // an outside attack: the streaming upload destroyed the request's socket with it).
+      const big = await request(api.url)
+        .put(`/media/${key('big-while-down')}`)
+        .set('Content-Type', 'application/octet-stream')
+        .send(Buffer.alloc(1024 * 1024, 7));
+      expect(big.status).toBe(503);
+      expect(big.body.error).toMatchObject({ code: 'dependency_unavailable' });
+      expect(big.headers['retry-after']).toBeDefined();
     } finally {
       await s3.start();
     }

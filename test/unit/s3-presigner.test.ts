@@ -32,4 +32,10 @@ describe('S3Presigner', () => {
       }
     }
   });
+
+  it('with no credentials (an anonymous backend) gives the plain path-style URL, which an anonymous client sends unsigned', () => {
+    const presigner = new S3Presigner('http://127.0.0.1:9000', 'public-bucket', 'us-east-1', '', '');
+    expect(presigner.url('PUT', 'a b/c(1)', 900)).toBe('http://127.0.0.1:9000/public-bucket/a%20b/c%281%29');
+    expect(presigner.url('GET', 'v/x', 900)).not.toContain('X-Amz');
+  });
 });

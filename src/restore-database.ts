@@ -457,6 +457,14 @@ export async function main(argv: string[]): Promise<number> {
       }
       if (replay.gap?.withinBackup)
         throw new RestorePlanError(`${describeGap(replay.gap)} (backup ${plan.backup.label}); nothing was changed`);
+      // This server's timeline unknown (its control file gone, e.g. a restore interrupted before)
+      // while the archive holds more than one branch after the backup: 'latest' may follow an
+      // abandoned one (found by an outside attack: a rerun brought back an abandoned promotion's
+      // row and lost two archived acknowledged writes). The operator names the timeline.
+      if (live === undefined && replay.abandonedSegments > 0)
+        throw new RestorePlanError(
+          `this server's timeline is unknown and the archive holds more than one branch after backup ${plan.backup.label} (${replay.abandonedSegments} segment(s) archived on timelines after the point where timeline ${replay.timeline}'s history left them): recovery would follow timeline ${replay.timeline}, which may not be the one this server was on. Give it with --timeline N (the one named by the failed run's next: line, or GET /admin/dr/state database.newestTimeline); nothing was changed`,
+        );
       if (replay.newerTimelines.length > 0) {
         const newer = replay.newerTimelines.join(', ');
         if (args.timeline !== undefined)
@@ -661,11 +669,13 @@ async function replicaVerdict(restoreApi: { verifyOnce(): Promise<VerifyReport |
 
 /** What the operator must know and do when a restore failed after PostgreSQL was stopped. */
 export function afterFailure(
-  plan: { backup: { label: string }; target: { type: string } },
+  plan: { backup: { label: string }; target: { type: string }; timeline?: number },
   pgData: string,
   done: string[],
   state: ReturnType<typeof dataDirState> = dataDirState(pgData),
 ): string[] {
+  // The timeline this run followed: a rerun on a directory whose control file is gone cannot read it.
+  const timeline = plan.timeline !== undefined ? ` --timeline ${plan.timeline}` : '';
   const restored = done.includes('pgbackrest restore');
   // A restore killed or failed halfway has already replaced part of the directory and removed its
   // control file: PostgreSQL cannot start on it, only another restore brings it back.
@@ -687,8 +697,8 @@ export function afterFailure(
           : state === 'interrupted_restore'
             ? `state: ${pgData} holds an interrupted pgBackRest restore: part of it was replaced and its control file (global/pg_control) is gone, so PostgreSQL cannot start on it; restore again (the restore below takes it).`
             : `state: ${pgData} holds no control file (global/pg_control): PostgreSQL cannot start on it; restore again.`,
-    'next: look first: scripts/dr/restore-database.sh --from-backup <label> [--target-time T | --target-name N] --dry-run',
-    `next: then restore to the end of the archive (loses nothing archived): scripts/dr/restore-database.sh --from-backup ${plan.backup.label} --confirm`,
+    `next: look first: scripts/dr/restore-database.sh --from-backup <label> [--target-time T | --target-name N]${timeline} --dry-run`,
+    `next: then restore to the end of the archive (loses nothing archived): scripts/dr/restore-database.sh --from-backup ${plan.backup.label}${timeline} --confirm`,
     startable ? `next: or start it as it was: pg_ctl -D ${pgData} start` : '',
     'next: when the verification passes: scripts/dr/disable-readonly-mode.sh',
   ].filter(Boolean);

@@ -103,7 +103,7 @@ exit 1
     expect(killed.stdout).not.toContain('pg_ctl');
     expect(killed.stdout).toMatch(/interrupted pgBackRest restore/);
     const next = killed.stdout.split('\n').find((l) => l.includes('restore to the end of the archive'))!;
-    expect(next).toMatch(/--from-backup \d{8}-\d{6}F --confirm$/);
+    expect(next).toMatch(/--from-backup \d{8}-\d{6}F --timeline \d+ --confirm$/);
     const back = await script(
       next.slice(next.indexOf('scripts/dr/restore-database.sh') + 'scripts/dr/restore-database.sh '.length).split(' '),
       env,

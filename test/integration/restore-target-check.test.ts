@@ -151,7 +151,7 @@ describe('restore-database.sh: unreachable targets (real pgBackRest)', () => {
     expect(run.stdout).toMatch(/step: (start PostgreSQL|wait for promotion) failed/);
     expect(run.stdout).toContain('outcome: FAILED. PostgreSQL on this host is DOWN and read-only mode is still ON');
     const next = run.stdout.split('\n').find((l) => l.includes('restore to the end of the archive'))!;
-    expect(next).toMatch(/--from-backup \d{8}-\d{6}F --confirm$/);
+    expect(next).toMatch(/--from-backup \d{8}-\d{6}F --timeline \d+ --confirm$/);
     // Following the printed way back brings the primary back with everything archived.
     const back = await script(
       next.slice(next.indexOf('scripts/dr/restore-database.sh') + 'scripts/dr/restore-database.sh '.length).split(' '),

@@ -267,6 +267,19 @@ describe("restore-database.sh follows this server's timeline and never throws aw
     expect({ code: dry.code, stderr: dry.stderr }).toEqual({ code: 0, stderr: '' });
     expect(dry.stdout).toContain("timeline: 3 (this server's)");
     expect(dry.stdout).toContain('recovery follows timeline 3');
+    // This server's timeline unknown (not answering, no control file: e.g. after a restore
+    // interrupted before) while the archive holds branches the point-in-time restores left: refused
+    // until the operator names the timeline (an outside attack had a rerun follow an abandoned one).
+    const blind = { DATABASE_URL: 'postgresql://postgres@127.0.0.1:1/none', PGDATA: join(journalRoot, 'no-such-dir') };
+    const unknown = await restore(['--from-backup', 'latest', '--dry-run'], blind);
+    expect(unknown.code).toBe(1);
+    // (here 'latest' stops at timeline 1 for the missing history file: the archive's newer timelines say it)
+    expect(unknown.stderr).toMatch(
+      /this server's timeline is unknown and the archive holds more than one branch|the archive holds timeline\(s\) 2, 3 too/,
+    );
+    const named = await restore(['--from-backup', 'latest', '--timeline', '3', '--dry-run'], blind);
+    expect(named.stdout).toContain('timeline: 3 (--timeline)');
+    expect(named.stdout).toContain('recovery follows timeline 3');
     const real = await restore(['--from-backup', 'latest', '--confirm']);
     expect({ code: real.code, stderr: real.stderr }).toEqual({ code: 0, stderr: '' });
     expect(await keys()).toEqual(['live/1', 'live/3', 'live/5']);

@@ -1,3 +1,4 @@
+import http from 'node:http';
 import { readdirSync } from 'node:fs';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { mediaEnv, OPERATOR_TOKEN, ownDatabase, startInstance, VIEWER_TOKEN, type TestInstance } from '../support/instance.ts';
@@ -456,6 +457,31 @@ describe('operator safety of every runbook script', () => {
       expect({ name, code: bad.code }).toEqual({ name, code: 2 });
       expect(bad.stderr).toContain('unknown argument');
     }
+  });
+
+  it('reset-dr-state.sh --accept-older-timeline sends acceptOlderTimeline; without it the body has none', async () => {
+    const bodies: unknown[] = [];
+    const server = http.createServer((req, res) => {
+      let text = '';
+      req.on('data', (c: Buffer) => (text += c.toString()));
+      req.on('end', () => {
+        bodies.push(JSON.parse(text));
+        res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"state":{}}');
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+      const e = { SAV3_API_URL: url, SAV3_ADMIN_TOKEN: OPERATOR_TOKEN };
+      expect((await script('reset-dr-state.sh', ['--reason', 'lost', '--accept-older-timeline', '--yes'], e)).code).toBe(0);
+      expect((await script('reset-dr-state.sh', ['--reason', 'lost', '--yes'], e)).code).toBe(0);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+    expect(bodies).toEqual([
+      { confirm: 'reset-dr-state', reason: 'lost', database: 'primary', acceptOlderTimeline: true },
+      { confirm: 'reset-dr-state', reason: 'lost', database: 'primary' },
+    ]);
   });
 
   it('an option missing its value, or a malformed number, exits 2', async () => {

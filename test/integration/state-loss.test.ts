@@ -283,7 +283,37 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
       10_000,
     );
     expect(again.status).toBe(201);
-  }, 120_000);
+
+    // Both nodes down: a reset cannot see the target's timeline, and still keeps the newest one
+    // recorded and the nodes' identities (found by an outside attack: it dropped both, and the old
+    // primary, started again, acknowledged writes on timeline 1).
+    await Promise.all([cluster.replica.stop('immediate'), cluster.primary.stop('immediate')]);
+    try {
+      const blind = await post(a, '/admin/dr/state/reset', { confirm: 'reset-dr-state', reason: 'both down', database: 'primary' });
+      expect(blind.status).toBe(200);
+      expect(blind.body.state.database).toMatchObject({
+        active: 'primary',
+        newestTimeline: 2,
+        nodes: { primary: { timeline: 1 }, replica: { timeline: 2 } },
+      });
+    } finally {
+      await Promise.all([cluster.primary.start(), cluster.replica.start()]);
+    }
+    // The old primary answers on timeline 1, behind the newest: never written to.
+    const stale = await eventually(
+      () => put(a, 'loss/on-old-timeline'),
+      (r) => r.status === 503,
+      10_000,
+    );
+    expect(stale.body.error.code).toBe('not_writable');
+    expect(await rowOn(cluster.primary.url(), 'loss/on-old-timeline')).toBeNull();
+    const home = await post(a, '/admin/dr/state/reset', {
+      confirm: 'reset-dr-state',
+      reason: 'replica is the primary',
+      database: 'replica',
+    });
+    expect(home.status).toBe(200);
+  }, 150_000);
 
   // Issue 10 F4.
   it('two racing resets: one wins, the other 409; a reset keeps the media backend unless told, and answers with propagation and writes', async () => {

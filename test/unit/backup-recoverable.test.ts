@@ -236,6 +236,8 @@ describe('validation: latest is the newest recoverable backup; a label on an aba
         info: async () => info,
         walSource: archive(() => forked),
         validationStore: { save: async (r) => void saved.push(r) },
+        // The active primary is on the timeline the point-in-time restore made.
+        liveTimeline: async () => 2,
       }),
     );
     const report = await validator.validate(input, '0f0f0f0f-0000-4000-8000-000000000000');

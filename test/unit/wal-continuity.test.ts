@@ -33,6 +33,8 @@ describe('the archived WAL as recovery replays it: continuous, or up to the firs
       segments: [seg(1, 2), seg(2, 3), seg(2, 4), seg(2, 5)],
       gap: null,
       notChild: null,
+      // Timeline 1 went on past its switch point (segment 4): a branch the followed history left.
+      abandonedSegments: 1,
       newerTimelines: [],
     });
   });

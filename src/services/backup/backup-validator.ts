@@ -305,12 +305,12 @@ export class BackupValidator {
         };
       // Followed as PostgreSQL's 'latest' (the live timeline unknown): newer timelines in the
       // archive would never be replayed (a history file missing), everything on them lost.
-      if (timeline === undefined && replay.newerTimelines.length > 0)
+      if (timeline === undefined && (replay.newerTimelines.length > 0 || replay.abandonedSegments > 0))
         return {
           check: {
             name: 'wal_continuity',
             ok: false,
-            detail: `recovery would follow timeline ${replay.timeline}, but the archive holds timeline(s) ${replay.newerTimelines.join(', ')} too (a history file missing from the repository?), and the active primary's timeline is unknown`,
+            detail: `the active primary's timeline is unknown and the archive holds more than one branch after the backup (${replay.newerTimelines.length > 0 ? `timeline(s) ${replay.newerTimelines.join(', ')} newer than ${replay.timeline}` : `${replay.abandonedSegments} segment(s) on timelines ${replay.timeline}'s history left`}): recovery might follow another branch than the live one`,
             data: { timeline: replay.timeline, newerTimelines: replay.newerTimelines },
           },
           unrecoverable: false,

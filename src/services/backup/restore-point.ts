@@ -43,6 +43,13 @@ export async function writeRestorePoint(client: Queryable, name: string, by: str
     // 42P01: no table yet (first migration run). 25006: a read-only transaction (a standby): the
     // point itself then fails with PostgreSQL's own reason (55000 recovery is in progress).
     if (code !== '42P01' && code !== '25006') throw err;
+    // Read-only (a primary fenced with default_transaction_read_only, which still writes WAL): the
+    // name cannot be recorded, but a used one is still refused (found by an outside attack: a
+    // second point of a name made the first unreachable by name).
+    if (code === '25006') {
+      const used = await client.query('SELECT 1 FROM restore_points WHERE name = $1', [name]).catch(() => ({ rows: [] }));
+      if (used.rows.length > 0) throw new RestorePointExistsError(name);
+    }
     const { rows } = await client.query<{ lsn: string }>('SELECT pg_create_restore_point($1)::text AS lsn', [name]);
     return { name, lsn: rows[0]!.lsn, createdAt: new Date().toISOString(), recorded: false };
   }

@@ -84,6 +84,12 @@ export interface Replay {
    */
   notChild: string | null;
   /**
+   * Segments archived on a timeline of the followed history after the point where that history
+   * left it (a branch it abandoned: a point-in-time restore, an abandoned promotion, or the branch
+   * that is really the live one when the followed timeline is not). Recovery never replays them.
+   */
+  abandonedSegments: number;
+  /**
    * Timelines newer than the followed one that the archive holds (segments or history files):
    * recovery never replays them. Under 'latest' that means a history file is missing (everything
    * on them would be lost without a word); with the timeline pinned, abandoned promotions, or a
@@ -211,7 +217,22 @@ export function replaySegments(all: string[], from: ReplayFrom, path: RecoveryPa
     const tl = SEGMENT.test(name) ? parseInt(name.slice(0, 8), 16) : HISTORY.test(name) ? parseInt(name.slice(0, 8), 16) : 0;
     if (tl > path.timeline) newer.add(tl);
   }
-  return { timeline: path.timeline, segments, gap, notChild, newerTimelines: [...newer].sort((a, b) => a - b) };
+  // Segments of ancestor timelines beyond their switch point (the segment holding the switch point
+  // itself is shared: recovery reads the new timeline's copy of it).
+  const ends = new Map(timelines.filter((t) => t.end !== null).map((t) => [t.tl, t.end! / BigInt(path.segmentBytes)]));
+  let abandonedSegments = 0;
+  for (const name of archived) {
+    const end = ends.get(parseInt(name.slice(0, 8), 16));
+    if (end !== undefined && numberOf(name) > end && numberOf(name) >= first) abandonedSegments += 1;
+  }
+  return {
+    timeline: path.timeline,
+    segments,
+    gap,
+    notChild,
+    abandonedSegments,
+    newerTimelines: [...newer].sort((a, b) => a - b),
+  };
 }
 
 /**

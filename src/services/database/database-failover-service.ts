@@ -106,8 +106,14 @@ export class DatabaseFailoverService implements FailoverLock {
     // The newest timeline recorded for this cluster survives the reset (a state of another cluster,
     // e.g. left by a drill, does not count): a node on an older one must not take writes because the
     // newer node happened to be down when the reset was made. The operator may accept that loss.
+    // Same cluster unless a configured node answers with another system identifier than every one
+    // recorded (a state left by another cluster); a target that does not answer does not make the
+    // recorded newest timeline go away (found by an outside attack: a reset with both nodes down
+    // dropped it, and the old primary later acknowledged writes on timeline 1).
     const current = this.deps.dr.current().database;
-    const sameCluster = identity !== null && Object.values(current.nodes ?? {}).some((n) => n?.systemId === identity.systemId);
+    const recordedIds = Object.values(current.nodes ?? {}).map((n) => n?.systemId);
+    const foreign = [identity, otherIdentity].some((id) => id !== null && recordedIds.length > 0 && !recordedIds.includes(id.systemId));
+    const sameCluster = !foreign && (recordedIds.length > 0 || current.newestTimeline !== undefined);
     const recordedNewest = sameCluster ? current.newestTimeline : undefined;
     const behind = recordedNewest !== undefined && identity !== null && inRecovery === false && identity.timeline < recordedNewest;
     if (behind && !opts.acceptOlderTimeline)
@@ -128,7 +134,11 @@ export class DatabaseFailoverService implements FailoverLock {
               active: to,
               since: now,
               by,
-              nodes: otherIdentity ? { [other]: otherIdentity } : {},
+              // Identities seen now; the recorded ones where a node does not answer (same cluster).
+              nodes: {
+                ...(sameCluster ? current.nodes : {}),
+                ...(otherIdentity ? { [other]: otherIdentity } : {}),
+              },
               promotedAt: null,
               ...(sameCluster
                 ? behind
@@ -145,7 +155,7 @@ export class DatabaseFailoverService implements FailoverLock {
                       ...(s.database.abandonedTimelines
                         ? {
                             abandonedTimelines: s.database.abandonedTimelines.filter(
-                              (a) => a.systemId !== identity.systemId || a.timeline !== identity.timeline,
+                              (a) => !identity || a.systemId !== identity.systemId || a.timeline !== identity.timeline,
                             ),
                           }
                         : {}),

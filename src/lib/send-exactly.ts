@@ -85,6 +85,9 @@ export function sendExactly(source: Readable, target: Writable, size: number): P
     target.on('finish', onFinish);
     target.on('close', onTargetClose);
     source.on('data', onData);
+    // A 'data' listener does not start a stream that was paused explicitly before (pipe() resumes
+    // it): without this, such a body was never read and the transfer hung until a socket timeout.
+    if (source.isPaused()) source.resume();
     // A stream destroyed before this was called emits nothing more.
     if (source.destroyed && !source.readableEnded) fail(source.errored ?? prematureClose());
     else if (target.destroyed) fail(target.errored ?? prematureClose());

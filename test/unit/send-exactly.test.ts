@@ -40,6 +40,15 @@ describe('sendExactly', () => {
     expect(out.endedWith()).toBe(10);
   });
 
+  it('reads a source that was paused explicitly before the call (as pipe() does), never waits on it forever', async () => {
+    const source = new PassThrough();
+    source.pause();
+    source.end(Buffer.alloc(5000, 3));
+    const out = sink();
+    await sendExactly(source, out.stream, 5000);
+    expect(out.received()).toBe(5000);
+  });
+
   it('ends an empty body', async () => {
     const out = sink();
     await sendExactly(Readable.from([]), out.stream, 0);

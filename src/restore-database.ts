@@ -34,7 +34,7 @@ import { MinioObjectStore } from './adapters/minio-object-store.ts';
 import type { ObjectStore } from './adapters/object-store.ts';
 import { httpCall, runMain } from './adapters/http-call.ts';
 import { errorMessage } from './lib/error-message.ts';
-import { CURRENT_TIMELINE_SQL } from './adapters/pg-connection.ts';
+import { readCurrentTimeline } from './adapters/pg-connection.ts';
 
 export const USAGE = `usage: scripts/dr/restore-database.sh --from-backup latest|<label> [--target-time ISO | --target-name NAME] [--pg-data DIR] [--timeline N] [--discard-unarchived] (--confirm | --dry-run)
        scripts/dr/restore-database.sh --report-pending
@@ -316,17 +316,9 @@ export function restoreServer(
  */
 async function liveTimeline(databaseUrl: string | undefined, pgData: string | undefined, pgBin: string, osUser: string) {
   if (databaseUrl) {
-    const client = new pg.Client({ connectionString: databaseUrl, connectionTimeoutMillis: 3000 });
-    client.on('error', () => undefined);
-    try {
-      await client.connect();
-      const { rows } = await client.query<{ tl: number | null }>(`SELECT ${CURRENT_TIMELINE_SQL} AS tl`);
-      if (rows[0]?.tl) return Number(rows[0].tl);
-    } catch {
-      // not answering: the control file below
-    } finally {
-      await client.end().catch(() => undefined);
-    }
+    // Not answering: the control file below.
+    const answered = await readCurrentTimeline(databaseUrl, 3000).catch(() => undefined);
+    if (answered !== undefined) return answered;
   }
   if (!pgData) return undefined;
   try {
@@ -496,7 +488,7 @@ export async function main(argv: string[]): Promise<number> {
       if (args.skipTargetCheck) say('target: NOT checked against the archived WAL (--skip-target-check)');
       else {
         const backup = info.backups.find((b) => b.label === plan.backup.label)!;
-        const scan = await scanArchive(tool, replayFrom(backup), { pgBin, osUser, timeoutMs: 300_000, timeline: live }).catch(
+        const scan = await scanArchive(tool, replayFrom(backup), { pgBin, osUser, timeoutMs: 300_000, timeline: live, replay }).catch(
           (err: unknown) => {
             throw new RestorePlanError(
               `the target could not be verified in the archived WAL (${(err as Error).message}); nothing was changed. Check it yourself, then rerun with --skip-target-check`,

@@ -84,6 +84,14 @@ export const COMMITS_HANG_SQL = `(NOT pg_is_in_recovery() AND ${WAITS_FOR_SYNC_S
       NOT EXISTS (SELECT 1 FROM pg_stat_replication WHERE sync_state IS NULL OR (state = 'streaming' AND sync_state IN ('sync', 'quorum')))
       OR EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event = 'SyncRep' AND clock_timestamp() - query_start > interval '2 seconds')))`;
 
+/** The timeline a node is on now (CURRENT_TIMELINE_SQL), within `timeoutMs`; undefined when it cannot say. */
+export async function readCurrentTimeline(connectionString: string, timeoutMs: number): Promise<number | undefined> {
+  return withProbeConnection({ connectionString, timeoutMs, signal: AbortSignal.timeout(timeoutMs) }, async (c) => {
+    const { rows } = await c.query<{ tl: number | null }>(`SELECT ${CURRENT_TIMELINE_SQL} AS tl`);
+    return rows[0]?.tl ? Number(rows[0].tl) : undefined;
+  });
+}
+
 /** A primary's current WAL position (null on a standby). */
 export const PRIMARY_WAL_LSN_SQL = 'SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END AS lsn';
 

@@ -36,13 +36,10 @@ export function sendExactly(source: Readable, target: Writable, size: number): P
   return new Promise<void>((resolve, reject) => {
     let sent = 0;
     let settled = false;
+    // Attached below in this order ('data' last: it starts the flow), detached together when settled.
+    let listeners: [Readable | Writable, string, (arg: never) => void][] = [];
     const detach = () => {
-      source.off('data', onData);
-      source.off('end', onEnd);
-      source.off('close', onSourceClose);
-      target.off('drain', onDrain);
-      target.off('finish', onFinish);
-      target.off('close', onTargetClose);
+      for (const [stream, event, fn] of listeners) stream.off(event, fn as () => void);
     };
     const fail = (err: Error) => {
       if (settled) return;
@@ -79,12 +76,15 @@ export function sendExactly(source: Readable, target: Writable, size: number): P
     };
     source.on('error', onError);
     target.on('error', onError);
-    source.on('end', onEnd);
-    source.on('close', onSourceClose);
-    target.on('drain', onDrain);
-    target.on('finish', onFinish);
-    target.on('close', onTargetClose);
-    source.on('data', onData);
+    listeners = [
+      [source, 'end', onEnd],
+      [source, 'close', onSourceClose],
+      [target, 'drain', onDrain],
+      [target, 'finish', onFinish],
+      [target, 'close', onTargetClose],
+      [source, 'data', onData],
+    ];
+    for (const [stream, event, fn] of listeners) stream.on(event, fn as () => void);
     // A 'data' listener does not start a stream that was paused explicitly before (pipe() resumes
     // it): without this, such a body was never read and the transfer hung until a socket timeout.
     if (source.isPaused()) source.resume();

@@ -1,4 +1,4 @@
-import { CURRENT_TIMELINE_SQL, withProbeConnection } from '../adapters/pg-connection.ts';
+import { readCurrentTimeline } from '../adapters/pg-connection.ts';
 import type { Router } from 'express';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.ts';
@@ -80,14 +80,7 @@ export function createBackupModule(deps: {
     return deps.clients.url(target) ?? config.databaseUrl;
   };
   // The timeline the active database is on now: recovery follows it (see BackupValidator.liveTimeline).
-  const liveTimeline = async (): Promise<number | undefined> => {
-    const url = await activeUrl();
-    const signal = AbortSignal.timeout(config.healthTimeoutMs * 3);
-    return withProbeConnection({ connectionString: url, timeoutMs: config.healthTimeoutMs * 3, signal }, async (c) => {
-      const { rows } = await c.query<{ tl: number | null }>(`SELECT ${CURRENT_TIMELINE_SQL} AS tl`);
-      return rows[0]?.tl ? Number(rows[0].tl) : undefined;
-    });
-  };
+  const liveTimeline = async (): Promise<number | undefined> => readCurrentTimeline(await activeUrl(), config.healthTimeoutMs * 3);
   const validations = new PrismaValidationStore(() => deps.clients.client());
   // The inventory samples the running backup through the service (created below).
   let service: BackupService | undefined;

@@ -27,11 +27,37 @@ async function eventuallyFresh(check: () => Promise<boolean>, timeoutMs = 30_000
   }
 }
 
+/**
+ * A backup world with one API instance for the describe block that calls it (started before its
+ * tests, destroyed after): `ready` gets the world, the instance and the restore script's
+ * environment; returns the directory of the script's report journals.
+ */
+function restoreWorld(
+  bucket: string,
+  worldEnv: Record<string, string>,
+  ready: (world: BackupWorld, api: TestInstance, env: Record<string, string>) => void,
+): string {
+  const journalRoot = mkdtempSync(join(tmpdir(), `sav3-${bucket}-`));
+  let world: BackupWorld | undefined;
+  beforeAll(async () => {
+    world = await startBackupWorld({ bucket, env: { HEALTH_TIMEOUT_MS: '500', ...worldEnv } });
+    const api = await world.start();
+    ready(world, api, restoreScriptEnv(world, api, journalRoot));
+  }, 90_000);
+  afterAll(async () => {
+    await world?.destroy();
+    rmSync(journalRoot, { recursive: true, force: true });
+  });
+  return journalRoot;
+}
+
 describe('restore-database.sh reads the archive on the timeline recovery follows (real pgBackRest)', () => {
   let world: BackupWorld;
   let api: TestInstance;
   let env: Record<string, string>;
-  const journalRoot = mkdtempSync(join(tmpdir(), 'sav3-restore-timelines-'));
+  restoreWorld('restore-timelines', { PGBACKREST_INFO_CACHE_MS: '500' }, (w, i, e) => {
+    [world, api, env] = [w, i, e];
+  });
   const labels = async () =>
     (JSON.parse(await world.repo.exec(['info', '--output=json'])) as { backup: { label: string }[] }[])[0]!.backup.map((b) => b.label);
   const archivedFiles = () =>
@@ -40,16 +66,6 @@ describe('restore-database.sh reads the archive on the timeline recovery follows
       .filter((f) => /(^|\/)[0-9A-F]{24}-[0-9a-f]{40}/.test(f));
   const put = async (key: string) => expect((await request(api.url).put(`/media/${key}`).send(key)).status).toBe(201);
   const rows = async () => (await sql<{ n: number }>(world.cluster.primary.url(), 'SELECT count(*)::int AS n FROM media_objects'))[0]!.n;
-
-  beforeAll(async () => {
-    world = await startBackupWorld({ bucket: 'restore-timelines', env: { HEALTH_TIMEOUT_MS: '500', PGBACKREST_INFO_CACHE_MS: '500' } });
-    api = await world.start();
-    env = restoreScriptEnv(world, api, journalRoot);
-  }, 90_000);
-  afterAll(async () => {
-    await world?.destroy();
-    rmSync(journalRoot, { recursive: true, force: true });
-  });
 
   it('a backup on an abandoned branch is skipped by latest and refused by label; a hole on the new timeline is found under the old one', async () => {
     // Timeline 1: backup A, a restore point, then more WAL and backup B (after the fork to come).
@@ -196,7 +212,9 @@ describe("restore-database.sh follows this server's timeline and never throws aw
   let world: BackupWorld;
   let api: TestInstance;
   let env: Record<string, string>;
-  const journalRoot = mkdtempSync(join(tmpdir(), 'sav3-restore-live-'));
+  const journalRoot = restoreWorld('restore-live', {}, (w, i, e) => {
+    [world, api, env] = [w, i, e];
+  });
   const put = async (key: string) => expect((await request(api.url).put(`/media/${key}`).send(key)).status).toBe(201);
   const keys = async () =>
     (await sql<{ key: string }>(world.cluster.primary.url(), 'SELECT key FROM media_objects ORDER BY key')).map((r) => r.key);
@@ -206,16 +224,6 @@ describe("restore-database.sh follows this server's timeline and never throws aw
   };
   const writesBack = async () =>
     expect((await request(api.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'restored' })).status).toBe(200);
-
-  beforeAll(async () => {
-    world = await startBackupWorld({ bucket: 'restore-live', env: { HEALTH_TIMEOUT_MS: '500' } });
-    api = await world.start();
-    env = restoreScriptEnv(world, api, journalRoot);
-  }, 90_000);
-  afterAll(async () => {
-    await world?.destroy();
-    rmSync(journalRoot, { recursive: true, force: true });
-  });
 
   it("a history file missing from the repository does not make recovery follow an older timeline: it follows this server's", async () => {
     await world.repo.exec(['backup', '--type=full']);

@@ -140,6 +140,16 @@ describe('writes the barrier gave up on, against PostgreSQL', () => {
     return new Set(rows.map((r) => r.id));
   }
 
+  /** Once the standby question is gone, a commit that waited for it is applied: waits until it shows. */
+  async function appliedLater(version: string): Promise<void> {
+    await eventually(
+      async () => (await present([version])).has(version),
+      (p) => p,
+      10_000,
+      50,
+    );
+  }
+
   /** Waits until `n` media commits wait (for a lock or for the synchronous standby). */
   async function commitsWaiting(n: number): Promise<void> {
     await eventually(
@@ -179,12 +189,7 @@ describe('writes the barrier gave up on, against PostgreSQL', () => {
       await inst.close();
     }
     // Once the standby question is gone, the commit finishes: outcome_unknown was the truth.
-    await eventually(
-      async () => (await present([w!.version])).has(w!.version),
-      (p) => p,
-      10_000,
-      50,
-    );
+    await appliedLater(w!.version);
   }, 60_000);
 
   it('the same with the fence raise failing (its own commit waits for the standby): outcome_unknown, never write_fenced', async () => {
@@ -202,12 +207,7 @@ describe('writes the barrier gave up on, against PostgreSQL', () => {
       await syncStandby(false);
       await inst.close();
     }
-    await eventually(
-      async () => (await present([w!.version])).has(w!.version),
-      (p) => p,
-      10_000,
-      50,
-    );
+    await appliedLater(w!.version);
   }, 60_000);
 
   it('random orderings (seeded): write_fenced ⇒ absent, acknowledged ⇒ present and committed before the enable answered', async () => {

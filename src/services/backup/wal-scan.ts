@@ -255,9 +255,7 @@ export async function recoveryPath(
   let segmentBytes = options.segmentBytes ?? inferSegmentBytes(from);
   let forks: TimelineFork[] = [];
   if (timeline > startTl || segmentBytes === undefined) {
-    const dir = mkdtempSync(join(tmpdir(), 'sav3-walpath-'));
-    try {
-      if (isRoot()) chownSync(dir, ...idsOf(options.osUser ?? process.env.PGBACKREST_OS_USER ?? 'postgres'));
+    await withFetchDir('sav3-walpath-', options.osUser ?? process.env.PGBACKREST_OS_USER ?? 'postgres', async (dir) => {
       if (timeline > startTl) {
         const name = `${hex8(timeline)}.history`;
         await source.fetchSegment(name, join(dir, name), left());
@@ -267,9 +265,7 @@ export async function recoveryPath(
         await source.fetchSegment(from.start, join(dir, from.start), left());
         segmentBytes = statSync(join(dir, from.start)).size;
       }
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   }
   // A backup whose first segment is not archived cannot be recovered at any size: 16 MB (PostgreSQL's default) then only names the hole.
   return { timeline, forks, segmentBytes: segmentBytes ?? 16 * MB, ...(options.timeline !== undefined ? { pinned: true } : {}) };
@@ -367,7 +363,16 @@ export function parseWalDump(text: string): Pick<WalScan, 'restorePoints' | 'las
 export async function scanArchive(
   source: WalArchiveSource,
   from: ReplayFrom,
-  options: { pgBin: string; osUser: string; timeoutMs: number; maxSegments?: number; segmentBytes?: number; timeline?: number },
+  options: {
+    pgBin: string;
+    osUser: string;
+    timeoutMs: number;
+    maxSegments?: number;
+    segmentBytes?: number;
+    timeline?: number;
+    /** What recovery replays, when the caller read the archive already (else listed here). */
+    replay?: Replay;
+  },
 ): Promise<WalScan> {
   const deadline = Date.now() + options.timeoutMs;
   const left = () => {
@@ -375,17 +380,17 @@ export async function scanArchive(
     if (ms <= 0) throw new Error(`reading the archived WAL took longer than ${options.timeoutMs / 1000} s`);
     return ms;
   };
-  const { segments, gap, notChild } = await archiveContinuity(source, from, {
-    timeoutMs: left(),
-    osUser: options.osUser,
-    segmentBytes: options.segmentBytes,
-    timeline: options.timeline,
-  });
+  const { segments, gap, notChild } =
+    options.replay ??
+    (await archiveContinuity(source, from, {
+      timeoutMs: left(),
+      osUser: options.osUser,
+      segmentBytes: options.segmentBytes,
+      timeline: options.timeline,
+    }));
   if (segments.length > (options.maxSegments ?? 4096))
     throw new Error(`the archive holds ${segments.length} WAL segments after the backup: too many to read here`);
-  const dir = mkdtempSync(join(tmpdir(), 'sav3-walscan-'));
-  try {
-    if (isRoot()) chownSync(dir, ...idsOf(options.osUser));
+  return withFetchDir('sav3-walscan-', options.osUser, async (dir) => {
     for (const s of segments) await source.fetchSegment(s, join(dir, s), left());
     // One pg_waldump per timeline (records cross segment ends; the segments are consecutive).
     const runs: string[][] = [];
@@ -407,6 +412,15 @@ export async function scanArchive(
       out += res.stdout;
     }
     return { segments: segments.length, gap, notChild, ...parseWalDump(out) };
+  });
+}
+
+/** Runs `fn` with a scratch directory archive-get can write into (as `osUser`), removed afterwards. */
+async function withFetchDir<T>(prefix: string, osUser: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  try {
+    if (isRoot()) chownSync(dir, ...idsOf(osUser));
+    return await fn(dir);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

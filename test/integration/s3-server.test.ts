@@ -92,4 +92,20 @@ describe('the test S3 server behaves like S3 where the media invariants depend o
     for await (const o of store.list('many/')) listed.push(o.key);
     expect(listed).toEqual(keys);
   }, 120_000); // 2,100 PUTs: seconds on a quiet machine, more than 30 s on a loaded one
+
+  it('checks a bucket (HEAD, the health probe) without listing it, however many objects it holds', async () => {
+    // Runs after the listing test: the bucket holds more than 2,000 objects.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const FilesystemStore = require('s3rver/lib/stores/filesystem') as { prototype: { listObjects(...args: unknown[]): unknown } };
+    const listings = jest.spyOn(FilesystemStore.prototype, 'listObjects');
+    try {
+      for (let i = 0; i < 5; i += 1) await expect(store.checkBucket(2000)).resolves.toBeUndefined();
+      expect(listings).not.toHaveBeenCalled();
+      // The spy sees listings: a GET of the bucket is one.
+      for await (const o of store.list('many/00000')) expect(o.key).toBe('many/00000');
+      expect(listings).toHaveBeenCalledTimes(1);
+    } finally {
+      listings.mockRestore();
+    }
+  });
 });

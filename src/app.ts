@@ -5,7 +5,7 @@ import type { AdminToken } from './config/admin-tokens.ts';
 import type { Config } from './config/config.ts';
 import { healthRoutes } from './routes/health-routes.ts';
 import type { HealthService } from './health/health-service.ts';
-import { errorMiddleware, notFoundHandler } from './http/error-middleware.ts';
+import { errorMiddleware, methodNotAllowed, notFoundHandler } from './http/error-middleware.ts';
 import { requestLogger } from './http/request-logger.ts';
 import type { Lifecycle } from './lifecycle/lifecycle.ts';
 import type { Logger } from './logger.ts';
@@ -14,7 +14,7 @@ import type { Metrics } from './metrics/metrics.ts';
 import { metricsRoutes } from './routes/metrics-routes.ts';
 import { adminAllowList } from './config/config.ts';
 import { adminNetworkGuard } from './admin/admin-network-guard.ts';
-import { openApiHandler } from './http/openapi.ts';
+import { openApiHandler, ROUTES } from './http/openapi.ts';
 
 export interface AppDeps {
   config: Pick<Config, 'trustProxy'> & Partial<Pick<Config, 'metricsPort' | 'adminAllowList'>>;
@@ -65,6 +65,7 @@ export function buildApp(deps: AppDeps): express.Express {
     app.use('/admin', adminNetworkGuard(deps.config.adminAllowList ?? adminAllowList(undefined)), deps.admin.json, deps.admin.auth);
     for (const router of deps.admin.routers) app.use(router);
   }
+  app.use(methodNotAllowed(ROUTES));
   app.use(notFoundHandler);
   app.use(errorMiddleware);
   return app;

@@ -10,7 +10,7 @@ import { stopAllPgBackRest } from './services/backup/pgbackrest.ts';
 import type { Config } from './config/config.ts';
 import { DatabaseClients, createPrisma } from './adapters/database-clients.ts';
 import { RedisDrStateStore } from './services/dr-state/dr-state-store.ts';
-import { errorMiddleware, notFoundHandler } from './http/error-middleware.ts';
+import { errorMiddleware, methodNotAllowed, notFoundHandler } from './http/error-middleware.ts';
 import { IntervalSchedule } from './services/jobs/validation-schedule.ts';
 import { JobRunner, type JobHandler } from './services/jobs/job-runner.ts';
 import { Lifecycle } from './lifecycle/lifecycle.ts';
@@ -134,6 +134,7 @@ export function createWorker(config: Config, logger: Logger, options: WorkerOpti
     });
   });
   app.use(metricsRoutes(metrics.registry));
+  app.use(methodNotAllowed(['/health/live', '/health/ready', '/metrics'].map((path) => ({ method: 'get', path }))));
   app.use(notFoundHandler);
   app.use(errorMiddleware);
   let server: Server | undefined;

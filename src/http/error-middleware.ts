@@ -34,6 +34,35 @@ export const notFoundHandler: RequestHandler = (_req, _res, next) => {
 };
 
 /**
+ * 405 with `Allow` for a path the app serves under other methods (`POST /health`), as Actuator
+ * answers; other unmatched requests go on to the 404. `routes` are Express paths as mounted.
+ */
+export function methodNotAllowed(routes: readonly { method: string; path: string }[]): RequestHandler {
+  const table = routes.map((r) => ({ method: r.method.toUpperCase(), pattern: pathPattern(r.path) }));
+  return (req, _res, next) => {
+    const allowed = new Set(table.filter((r) => r.pattern.test(req.path)).map((r) => r.method));
+    if (allowed.has('GET')) allowed.add('HEAD');
+    if (allowed.size === 0 || allowed.has(req.method)) {
+      next();
+      return;
+    }
+    const allow = [...allowed].join(', ');
+    const err = new AppError(405, 'method_not_allowed', `${req.method} is not served here; allowed: ${allow}`);
+    err.headers.Allow = allow;
+    next(err);
+  };
+}
+
+/** An Express path (`/admin/jobs/:id`, `/media/*key`) as a regular expression on a request path. */
+function pathPattern(path: string): RegExp {
+  const source = path
+    .split('/')
+    .map((segment) => (segment.startsWith(':') ? '[^/]+' : segment.startsWith('*') ? '.+' : segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+    .join('/');
+  return new RegExp(`^${source}/?$`);
+}
+
+/**
  * An error that is the request's fault (an unreadable body, a malformed path) as its 4xx answer,
  * or undefined. Route error handlers that turn unknown errors into a 503 for their dependency
  * must ask this first: an unreadable body is not a database outage.

@@ -68,6 +68,22 @@ describe('health endpoints against live dependencies', () => {
     const res = await request(api.url).get('/health/ready');
     expect(res.body.checks).toEqual({ database: 'healthy', process: 'healthy' });
   });
+
+  it('answers 405 with Allow for a method a served path does not take, 404 for a path it does not serve', async () => {
+    const post = await request(api.url).post('/health').send({});
+    expect({ status: post.status, allow: post.headers.allow, code: post.body.error?.code }).toEqual({
+      status: 405,
+      allow: 'GET, HEAD',
+      code: 'method_not_allowed',
+    });
+    const media = await request(api.url).post('/media/photos/a.jpg');
+    expect({ status: media.status, allow: media.headers.allow?.split(', ').sort() }).toEqual({
+      status: 405,
+      allow: ['DELETE', 'GET', 'HEAD', 'PUT'],
+    });
+    expect((await request(api.url).post('/health/nothing')).status).toBe(404);
+    expect((await request(api.url).get('/healthz')).status).toBe(404);
+  });
 });
 
 describe('health endpoints when dependencies fail', () => {

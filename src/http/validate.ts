@@ -1,6 +1,10 @@
 import { z } from 'zod';
 import { BadRequestError } from './app-error.ts';
 
+// A missing field reads "required" in the 400's details, not zod's "Invalid input: expected
+// string, received undefined"; every other message is the schema's own.
+z.config({ customError: (issue) => (issue.code === 'invalid_type' && issue.input === undefined ? 'required' : undefined) });
+
 /** Parses input with a zod schema; failures become 400 with messages per field. */
 export function parseOrThrow<S extends z.ZodType>(schema: S, input: unknown, message = 'invalid request'): z.output<S> {
   const parsed = schema.safeParse(input);

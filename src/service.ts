@@ -183,8 +183,12 @@ export async function createService(config: Config, logger: Logger, options: Ser
     noWritableNode: async () => {
       await Promise.all([...database.runners.values()].map((r) => r.run().catch(() => undefined)));
       const { writableNodes, fenced } = database.watch.report();
-      if (writableNodes.length > 0) return null;
-      return `no configured database node takes writes (every node is a standby, fenced${fenced.length > 0 ? ` (${fenced.join(', ')})` : ''} or not answering); promote a node first`;
+      if (writableNodes.length === 0)
+        return `no configured database node takes writes (every node is a standby, fenced${fenced.length > 0 ? ` (${fenced.join(', ')})` : ''} or not answering); promote a node first`;
+      // A node takes writes, but not the one writes go to (a switch to the unpromoted replica):
+      // lifting would turn every write into a 503.
+      const refusal = database.watch.writeRefusal();
+      return refusal ? `${refusal.message}; switch to the node that takes writes, or promote this one, first` : null;
     },
   });
   // Backups: the inventory and RPO metrics, and requests that workers carry out.

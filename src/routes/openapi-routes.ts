@@ -333,7 +333,7 @@ export const ROUTES: RouteDoc[] = [
         z.looseObject({ readOnly: readOnlyState, version: z.number().int(), propagation: anyJson, writes: writesSummary }),
       ),
     },
-    // 412 no_writable_node: a lift while no configured database node takes writes.
+    // 412 no_writable_node: a lift while no configured database node takes writes, or the active target does not.
     errors: [409, 412, 503],
   }),
   route('post /admin/database/promote', 'database', 'operator', 'promote the replica (pg_promote) after checking it', {

@@ -146,16 +146,19 @@ describe('failover safety against a real primary and streaming replica', () => {
     expect(kept.readOnly.reason).toMatch(/kept on at TTL expiry: .*(standby|cannot be verified)/);
     const refused = await put(b, 'safe/on-standby', Buffer.from('x'));
     expect(refused.status).toBe(503);
-    // Lifting it by hand while the standby is active: health says so, and writes are refused up front.
-    expect((await readOnly(a, false)).status).toBe(200);
+    // Lifting it by hand while the standby is active is refused as well: a node takes writes
+    // (the primary), but not the one writes go to; nothing changes and health stays truthful.
+    const lift = await readOnly(a, false);
+    expect({ status: lift.status, code: lift.body.error?.code }).toEqual({ status: 412, code: 'no_writable_node' });
+    expect(lift.body.error.message).toMatch(/active database target \(replica\) is a standby.*switch to the node that takes writes/);
     for (const api of [a, b]) {
+      expect((await request(api.url).get('/admin/read-only').set(auth)).body).toMatchObject({ enabled: true });
       const health = await request(api.url).get('/health');
-      expect(health.status).toBe(503);
-      expect(health.body.components.database).toMatchObject({ status: 'unhealthy', writable: false, error: { code: 'not_writable' } });
-      expect((await request(api.url).get('/health/database')).body.error.code).toBe('not_writable');
+      expect(health.body).toMatchObject({ readOnly: true });
+      expect(health.body.components.database).toMatchObject({ writable: false });
       const write = await put(api, 'safe/not-writable', Buffer.from('x'));
       expect(write.status).toBe(503);
-      expect(write.body.error.code).toBe('not_writable');
+      expect(write.body.error.code).toBe('read_only');
     }
     expect((await readOnly(a, true)).status).toBe(200);
     expect((await post(a, '/admin/database/switch', { to: 'primary' })).status).toBe(200);

@@ -65,7 +65,7 @@ export function buildApp(deps: AppDeps): express.Express {
     app.use('/admin', adminNetworkGuard(deps.config.adminAllowList ?? adminAllowList(undefined)), deps.admin.json, deps.admin.auth);
     for (const router of deps.admin.routers) app.use(router);
   }
-  app.use(methodNotAllowed(ROUTES));
+  app.use(methodNotAllowed(deps.config.metricsPort === undefined ? ROUTES : ROUTES.filter((r) => r.path !== '/metrics')));
   app.use(notFoundHandler);
   app.use(errorMiddleware);
   return app;

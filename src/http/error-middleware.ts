@@ -53,13 +53,13 @@ export function methodNotAllowed(routes: readonly { method: string; path: string
   };
 }
 
-/** An Express path (`/admin/jobs/:id`, `/media/*key`) as a regular expression on a request path. */
+/** An Express path (`/admin/jobs/:id`, `/media/*key`) as a regular expression on a request path (case-insensitive, as Express routes). */
 function pathPattern(path: string): RegExp {
   const source = path
     .split('/')
     .map((segment) => (segment.startsWith(':') ? '[^/]+' : segment.startsWith('*') ? '.+' : segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
     .join('/');
-  return new RegExp(`^${source}/?$`);
+  return new RegExp(`^${source}/?$`, 'i');
 }
 
 /**

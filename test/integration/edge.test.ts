@@ -25,6 +25,7 @@ describe('edge: internal metrics listener and the /admin allow-list', () => {
     const metricsPort = await freePort();
     const api = await start({ METRICS_PORT: String(metricsPort) });
     expect((await request(api.url).get('/metrics')).status).toBe(404);
+    expect((await request(api.url).post('/metrics')).status).toBe(404); // not a 405 naming a route PORT does not serve
     const metrics = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
     expect(metrics.status).toBe(200);
     expect(metrics.headers.get('content-type')).toMatch(/^text\/plain/);

@@ -81,6 +81,7 @@ describe('health endpoints against live dependencies', () => {
       status: 405,
       allow: ['DELETE', 'GET', 'HEAD', 'PUT'],
     });
+    expect((await request(api.url).post('/HEALTH/Live')).status).toBe(405); // routes match case-insensitively
     expect((await request(api.url).post('/health/nothing')).status).toBe(404);
     expect((await request(api.url).get('/healthz')).status).toBe(404);
   });

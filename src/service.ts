@@ -9,7 +9,7 @@ import { createObjectStores } from './adapters/object-stores.ts';
 import { warmUpPrisma } from './adapters/prisma-warm-up.ts';
 import { closeRedis, createRedisClient } from './adapters/redis-client.ts';
 import type { Config } from './config/config.ts';
-import type { MediaBackendName } from './domain.ts';
+import type { DatabaseTarget, MediaBackendName } from './domain.ts';
 import { HealthService } from './health/health-service.ts';
 import { ProbeRunner } from './health/probe-runner.ts';
 import { probeRedis } from './health/redis-probe.ts';
@@ -188,7 +188,19 @@ export async function createService(config: Config, logger: Logger, options: Ser
       // A node takes writes, but not the one writes go to (a switch to the unpromoted replica):
       // lifting would turn every write into a 503.
       const refusal = database.watch.writeRefusal();
-      return refusal ? `${refusal.message}; switch to the node that takes writes, or promote this one, first` : null;
+      if (!refusal) return null;
+      if (refusal.code === 'state_mismatch') return `${refusal.message} (POST /admin/dr/state/reset)`;
+      const { active, newestTimeline } = dr.current().database;
+      const probe = (target: DatabaseTarget) => database.runners.get(target)?.latest()?.data;
+      // Where writes could go instead: another node that takes writes and is not behind the newest timeline.
+      const elsewhere = writableNodes.filter(
+        (n) => n !== active && (newestTimeline === undefined || (probe(n)?.timeline ?? 0) >= newestTimeline),
+      );
+      const remedies = [
+        ...(elsewhere.length > 0 ? [`switch to ${elsewhere.join(' or ')} (POST /admin/database/switch)`] : []),
+        ...(probe(active)?.inRecovery ? [`promote ${active}`] : []),
+      ];
+      return remedies.length > 0 ? `${refusal.message}; ${remedies.join(', or ')}, first` : refusal.message;
     },
   });
   // Backups: the inventory and RPO metrics, and requests that workers carry out.

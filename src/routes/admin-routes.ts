@@ -2,7 +2,8 @@ import { Router } from 'express';
 import { z } from 'zod';
 import type { AuditLog } from '../services/audit/audit-log.ts';
 import type { DrStateService } from '../services/dr-state/dr-state-service.ts';
-import { AppError, DependencyUnavailableError } from '../http/app-error.ts';
+import { AppError, ConflictError, DependencyUnavailableError } from '../http/app-error.ts';
+import type { DrState } from '../services/dr-state/dr-state.ts';
 import { parseOrThrow, wholeNumberParam } from '../http/validate.ts';
 import type { ReadOnlyService } from '../services/read-only/read-only-service.ts';
 import { audited, barrierSummary, confirmedPropagation, fenceSummary } from '../admin/audited.ts';
@@ -19,10 +20,10 @@ export const readOnlyBody = z.strictObject({
     .optional(),
 });
 
-/** A lift of read-only mode refused: no configured database node takes writes. */
+/** A lift of read-only mode refused: no configured database node takes writes, or the active target does not. */
 export class NoWritableNodeError extends AppError {
   constructor(reason: string) {
-    super(412, 'no_writable_node', `read-only mode stays on: ${reason}; nothing was changed`);
+    super(412, 'no_writable_node', `lifting read-only mode is refused: ${reason}; nothing was changed`);
   }
 }
 
@@ -75,11 +76,21 @@ export function adminRoutes(deps: AdminDeps): Router {
       if (!input.enabled && input.ttlSeconds !== undefined)
         parseOrThrow(z.object({ ttlSeconds: z.undefined({ error: 'only with enabled: true' }) }), input);
       // Lifting the mode with no node taking writes would turn every write into a failure (or worse).
-      if (!input.enabled) {
-        const blocked = await deps.noWritableNode?.();
+      let guard: ((current: DrState) => void) | undefined;
+      if (!input.enabled && deps.noWritableNode) {
+        const checked = JSON.stringify(deps.dr.current().database);
+        const blocked = await deps.noWritableNode();
         if (blocked) throw new NoWritableNodeError(blocked);
+        // The check holds for the database state it saw: a switch or promotion stored meanwhile
+        // (also one this instance has not applied yet) makes the lift a 409, never a lift onto it.
+        guard = (current) => {
+          if (JSON.stringify(current.database) !== checked)
+            throw new ConflictError('the database state changed while the lift was checked; nothing was changed: check it and try again', {
+              current,
+            });
+        };
       }
-      const change = await deps.readOnly.set(input, principal(res).name);
+      const change = await deps.readOnly.set(input, principal(res).name, guard);
       const propagation = await confirmedPropagation(deps.dr, change.after.version, { readOnly: change.after.readOnly });
       const writes = { ...barrierSummary(change.after.version, propagation.instances), ...fenceSummary(change.fence) };
       return {

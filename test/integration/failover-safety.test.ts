@@ -150,7 +150,9 @@ describe('failover safety against a real primary and streaming replica', () => {
     // (the primary), but not the one writes go to; nothing changes and health stays truthful.
     const lift = await readOnly(a, false);
     expect({ status: lift.status, code: lift.body.error?.code }).toEqual({ status: 412, code: 'no_writable_node' });
-    expect(lift.body.error.message).toMatch(/active database target \(replica\) is a standby.*switch to the node that takes writes/);
+    expect(lift.body.error.message).toMatch(
+      /active database target \(replica\) is a standby.*switch to primary \(POST \/admin\/database\/switch\), or promote replica, first/,
+    );
     for (const api of [a, b]) {
       expect((await request(api.url).get('/admin/read-only').set(auth)).body).toMatchObject({ enabled: true });
       const health = await request(api.url).get('/health');
@@ -173,6 +175,46 @@ describe('failover safety against a real primary and streaming replica', () => {
     expect(
       audit.body.events.some((e: { action: string; result: string }) => e.action === 'read_only.expire' && e.result === 'refused'),
     ).toBe(true);
+  });
+
+  it('a lift and a switch onto the standby racing on two instances never leave read-only off with the standby active', async () => {
+    expect((await readOnly(a, true)).status).toBe(200);
+    // 1. The lift passes its check on b (the primary active and writable); a switch to the standby
+    //    lands on a before the lift is stored: the lift is a 409, nothing lifted.
+    const readOnlyService = b.service.readOnly.service;
+    const set = readOnlyService.set.bind(readOnlyService);
+    let switched: request.Response | undefined;
+    readOnlyService.set = async (...args) => {
+      readOnlyService.set = set;
+      switched = await post(a, '/admin/database/switch', { to: 'replica' });
+      return set(...args);
+    };
+    const lift = await readOnly(b, false);
+    expect({ switched: switched?.status, lift: lift.status, code: lift.body.error?.code }).toEqual({
+      switched: 200,
+      lift: 409,
+      code: 'conflict',
+    });
+    let state = (await request(a.url).get('/admin/dr/state').set(auth)).body;
+    expect(state).toMatchObject({ readOnly: { enabled: true }, database: { active: 'replica' } });
+    expect((await post(a, '/admin/database/switch', { to: 'primary' })).status).toBe(200);
+
+    // 2. A switch to the standby passes its check on a (read-only on); a lift lands on b before
+    //    the switch is stored: the switch is refused (412 read_only_for_standby), nothing switched.
+    const dr = a.service.drState.service;
+    const change = dr.change.bind(dr);
+    let lifted: request.Response | undefined;
+    dr.change = async (...args: Parameters<typeof change>) => {
+      dr.change = change;
+      lifted = await readOnly(b, false);
+      return change(...args);
+    };
+    const sw = await post(a, '/admin/database/switch', { to: 'replica' });
+    expect({ lifted: lifted?.status, switch: sw.status }).toEqual({ lifted: 200, switch: 412 });
+    expect(sw.body.error.message).toContain('read_only_for_standby');
+    state = (await request(a.url).get('/admin/dr/state').set(auth)).body;
+    expect(state).toMatchObject({ readOnly: { enabled: false }, database: { active: 'primary' } });
+    expect((await put(a, 'safe/after-race', Buffer.from('race'))).status).toBe(201);
   });
 
   it('an instance restarted while Redis is down follows its state file; Redis coming back empty gets that state back', async () => {

@@ -264,6 +264,9 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
     } finally {
       await cluster.replica.start();
     }
+    // While its timeline was abandoned it came back and is fenced like a former primary.
+    const fence = () => sql(cluster.replica.url(), "SELECT current_setting('default_transaction_read_only') AS v");
+    expect(await eventually(fence, (rows) => rows[0]?.v === 'on', 15_000, 300)).toEqual([{ v: 'on' }]);
     // Back onto the promoted node by the operator's choice: its timeline is no longer abandoned.
     const back = await eventually(
       () => post(a, '/admin/dr/state/reset', { confirm: 'reset-dr-state', reason: 'replica back', database: 'replica' }),
@@ -272,11 +275,22 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
       300,
     );
     expect(back.body.state.database).toMatchObject({ active: 'replica', newestTimeline: 2, abandonedTimelines: [] });
-    // While its timeline was abandoned it came back and was fenced like a former primary: the
-    // operator lifts that fence by hand, as for any fenced node.
-    expect(await sql(cluster.replica.url(), "SELECT current_setting('default_transaction_read_only') AS v")).toEqual([{ v: 'on' }]);
+    // The reset onto the fenced node keeps read-only mode on; the operator lifts that fence by hand,
+    // as for any fenced node, then the mode.
+    expect(back.body.state.readOnly).toMatchObject({
+      enabled: true,
+      reason: expect.stringContaining('kept on: replica is fenced read-only'),
+    });
+    expect(await fence()).toEqual([{ v: 'on' }]);
     await sql(cluster.replica.url(), 'ALTER SYSTEM RESET default_transaction_read_only');
     await sql(cluster.replica.url(), 'SELECT pg_reload_conf()');
+    const lifted = await eventually(
+      () => request(a.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'fence lifted' }),
+      (r) => r.status === 200,
+      10_000,
+      300,
+    );
+    expect(lifted.status).toBe(200);
     const again = await eventually(
       () => put(a, 'loss/after-second-reset'),
       (r) => r.status === 201,
@@ -296,16 +310,24 @@ describe('the DR state lost from Redis, and the media switch barrier, against a 
         newestTimeline: 2,
         nodes: { primary: { timeline: 1 }, replica: { timeline: 2 } },
       });
+      // A target that does not answer is not known to take writes: read-only mode stays on.
+      expect(blind.body.state.readOnly).toMatchObject({
+        enabled: true,
+        reason: expect.stringContaining('kept on: primary does not answer'),
+      });
     } finally {
       await Promise.all([cluster.primary.start(), cluster.replica.start()]);
     }
-    // The old primary answers on timeline 1, behind the newest: never written to.
-    const stale = await eventually(
-      () => put(a, 'loss/on-old-timeline'),
-      (r) => r.status === 503,
+    // The old primary answers on timeline 1, behind the newest: never written to, and read-only
+    // mode cannot be lifted onto it.
+    const lift = await eventually(
+      () => request(a.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'nodes back' }),
+      (r) => r.status === 412 && /older than the newest/.test(r.body.error?.message ?? ''),
       10_000,
     );
-    expect(stale.body.error.code).toBe('not_writable');
+    expect(lift.body.error.code).toBe('no_writable_node');
+    const stale = await put(a, 'loss/on-old-timeline');
+    expect(stale.status).toBe(503);
     expect(await rowOn(cluster.primary.url(), 'loss/on-old-timeline')).toBeNull();
     const home = await post(a, '/admin/dr/state/reset', {
       confirm: 'reset-dr-state',

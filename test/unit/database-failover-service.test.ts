@@ -87,6 +87,9 @@ async function setup(options: { replica?: boolean; readOnly?: boolean } = {}) {
     observe,
     setNewest: (n: number) => void (newest = n),
     setReadOnly: (on: boolean) => void (readOnly = on),
+    /** Read-only mode on in the stored state too, as a switch onto a standby re-checks it there. */
+    storeReadOnly: () =>
+      parts.dr.change((st, now) => ({ ...st, readOnly: { enabled: true, reason: 'test', since: now, by: 'ops', expiresAt: null } })),
   };
 }
 
@@ -185,8 +188,10 @@ describe('DatabaseFailoverService: switch', () => {
 
   it('switches to the standby while read-only mode is on: recorded in the DR state, lock released; a second switch is a no-op', async () => {
     const s = await setup({ readOnly: true });
+    await s.storeReadOnly();
+    const before = structuredClone(s.w.store.state);
     expect(await s.failover.switchDatabase({ to: 'replica', dryRun: true }, 'ops')).toMatchObject({ wouldSwitch: true, changed: false });
-    expect(s.w.store.state).toBeNull();
+    expect(s.w.store.state).toEqual(before);
     const answer = await s.failover.switchDatabase({ to: 'replica', dryRun: false }, 'ops');
     expect(answer).toMatchObject({ changed: true, from: 'primary', to: 'replica', inRecovery: true });
     // The restore point on the old target could not be made (nothing listens): said, not fatal.
@@ -195,6 +200,16 @@ describe('DatabaseFailoverService: switch', () => {
     expect(s.w.lockStore.locks.size).toBe(0);
     expect(await s.counted('database_switch', 'success')).toBe(1);
     expect(await s.failover.switchDatabase({ to: 'replica', dryRun: false }, 'ops')).toMatchObject({ changed: false });
+  });
+
+  it('a lift stored after the switch onto a standby was checked refuses it (412), nothing switched', async () => {
+    const s = await setup({ readOnly: true });
+    // This instance still sees read-only on; the stored state (another instance's lift) has it off.
+    const err = await rejection(s.failover.switchDatabase({ to: 'replica', dryRun: false }, 'ops'));
+    expect(err).toBeInstanceOf(PreconditionFailedError);
+    expect(failedChecks(err)).toEqual(['read_only_for_standby']);
+    expect(s.w.store.state?.database.active ?? 'primary').toBe('primary');
+    expect(s.w.lockStore.locks.size).toBe(0);
   });
 
   it('with Redis down the switch is refused (503) and the lock is released', async () => {

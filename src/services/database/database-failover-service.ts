@@ -123,13 +123,18 @@ export class DatabaseFailoverService implements FailoverLock {
         `reset refused: ${to} is on timeline ${identity.timeline}, older than the newest recorded for this cluster (${recordedNewest}, on a node that does not take writes now): writes there would lose what the newer timeline holds. Bring that node back, or accept the loss with "acceptOlderTimeline": true (its timeline is then recorded as abandoned)`,
         { target: to, targetTimeline: identity.timeline, newestTimeline: recordedNewest },
       );
+    // A reset lifts read-only mode only onto a node that takes writes now; onto a standby, a fenced
+    // node or one that does not answer, the mode stays on (the lift would be refused: 412
+    // no_writable_node) and the reason says why.
+    const notWritable = !t ? 'does not answer' : t.inRecovery ? 'is a standby' : t.fenced ? 'is fenced read-only' : null;
+    const readOnlyReason = notWritable ? `reset: ${reason}; read-only mode kept on: ${to} ${notWritable}` : `reset: ${reason}`;
     // Only the new active node sets the newest timeline at a reset; the other's identity is kept as seen.
     // A reset onto a writable replica is onto a promoted node: automatic read-only never switches back.
     return this.deps.dr.change(
       (s, now) =>
         withActiveDatabase(
           {
-            readOnly: { enabled: false, reason: `reset: ${reason}`, since: now, by, expiresAt: null },
+            readOnly: { enabled: notWritable !== null, reason: readOnlyReason, since: now, by, expiresAt: null },
             database: {
               active: to,
               since: now,

@@ -93,7 +93,25 @@ export class DatabaseSwitch {
       const oldTarget = await this.fenceFormerPrimary(current, probe?.data);
       const restorePoint = await restorePointBefore(this.deps.clients.url(current), `before-switch-to-${to}`);
       const identity = this.deps.watch.identity(to);
-      const change = await this.deps.dr.change((s, now) => withActiveDatabase(s, to, identity, { inRecovery, by, now }));
+      const change = await this.deps.dr.change((s, now) => {
+        // Checked above on this instance's copy: a lift stored meanwhile (on any instance) refuses
+        // the switch onto a standby instead of leaving writes open onto it.
+        if (inRecovery && !s.readOnly.enabled)
+          throw new PreconditionFailedError(
+            `switch refused: read_only_for_standby (${to} is a standby and read-only mode was lifted while the switch was checked); nothing was changed`,
+            {
+              checks: [
+                ...checks.filter((c) => c.name !== 'read_only_for_standby'),
+                {
+                  name: 'read_only_for_standby',
+                  ok: false,
+                  detail: `${to} is a standby (not promoted): switch to it only while read-only mode is on`,
+                },
+              ],
+            },
+          );
+        return withActiveDatabase(s, to, identity, { inRecovery, by, now });
+      });
       this.deps.metrics.failoverTotal.inc({ kind: 'database_switch', result: 'success' });
       return {
         changed: true,

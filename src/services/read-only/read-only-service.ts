@@ -103,20 +103,27 @@ export class ReadOnlyService {
     return Math.max(1, Math.ceil(left / 1000));
   }
 
-  set(request: ReadOnlyRequest, by: string): Promise<Change> {
-    return this.deps.dr.change((current, now) => ({
-      ...current,
-      readOnly: request.enabled
-        ? {
-            enabled: true,
-            reason: request.reason,
-            since: current.readOnly.enabled ? current.readOnly.since : now,
-            by,
-            expiresAt: request.ttlSeconds === undefined ? null : new Date(this.now() + request.ttlSeconds * 1000).toISOString(),
-            ttlExpiryRefused: null,
-          }
-        : { enabled: false, reason: request.reason, since: now, by, expiresAt: null, ttlExpiryRefused: null },
-    }));
+  /**
+   * Sets the mode for every instance. `guard` sees the stored state the change would replace and
+   * may throw to refuse it (a lift checked against a database target that changed meanwhile).
+   */
+  set(request: ReadOnlyRequest, by: string, guard?: (current: DrState) => void): Promise<Change> {
+    return this.deps.dr.change((current, now) => {
+      guard?.(current);
+      return {
+        ...current,
+        readOnly: request.enabled
+          ? {
+              enabled: true,
+              reason: request.reason,
+              since: current.readOnly.enabled ? current.readOnly.since : now,
+              by,
+              expiresAt: request.ttlSeconds === undefined ? null : new Date(this.now() + request.ttlSeconds * 1000).toISOString(),
+              ttlExpiryRefused: null,
+            }
+          : { enabled: false, reason: request.reason, since: now, by, expiresAt: null, ttlExpiryRefused: null },
+      };
+    });
   }
 
   private onApply(state: DrState): void {

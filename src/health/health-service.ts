@@ -140,7 +140,9 @@ export class HealthService {
     } else {
       report.writable = !readOnly && !writes.refusal;
       // Read-only on hides it from writes, but with no node taking writes the mode cannot be lifted.
-      if (readOnly && writes.writableNodes.length === 0 && report.status === 'healthy') {
+      // Also when it is degraded for another reason already (replication disconnected, which a
+      // primary's restart makes for a while): the code says why the mode cannot be lifted.
+      if (readOnly && writes.writableNodes.length === 0 && !report.error) {
         report.status = 'degraded';
         report.error = {
           code: 'no_writable_node',

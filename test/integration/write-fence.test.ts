@@ -10,6 +10,7 @@ import { eventually, sleep } from '../../support/common.ts';
 import { startPgCluster, type PgCluster } from '../../support/pg-cluster.ts';
 import { startS3Server, type S3ServerHandle } from '../../support/s3-server.ts';
 import { startOwnRedis, type OwnRedis } from '../../support/redis-server.ts';
+import { heldUpload } from '../support/held-upload.ts';
 import { hasMediaRow } from '../support/media-rows.ts';
 import { childInstance } from '../support/media-torture.ts';
 import { ADMIN_TOKENS, mediaEnv, OPERATOR_TOKEN, startInstance, type TestInstance } from '../support/instance.ts';
@@ -173,6 +174,55 @@ describe('the database write fence against a paused instance', () => {
     const off = await request(a.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'fence test done' });
     expect(off.status).toBe(200);
     expect(await (await fetch(`${a.url}/media/fence/row`)).text()).toBe('first');
+  }, 120_000);
+
+  // With the primary down at the enable, the fence could not be raised there (the answer says
+  // not_raised) and was never raised later: only the paused instance's own lease check stood between
+  // a write admitted before the enable and the returning primary (that check refuses this write
+  // even without the retry; the fence is the check that holds when a commit is already under way).
+  // The raise is now tried again until the node answers.
+  it('a fence raise that failed on a dead primary is raised once it returns: a write stalled past the enable is refused there', async () => {
+    await eventually(
+      async () => (await request(a.url).get('/admin/dr/state').set(auth)).body.instances as { id: string; appliedVersion: number }[],
+      (list) => list.some((i) => i.id === 'fence-paused'),
+      15_000,
+      100,
+    );
+    const held = await heldUpload(paused.url, 'fence/held-over-outage');
+    paused.signal('SIGSTOP');
+    let resumed = false;
+    try {
+      await cluster.primary.stop('fast');
+      await sleep(LEASE_MS + 2500);
+      const on = await request(a.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'primary down' });
+      expect(on.status).toBe(200);
+      expect(on.body.writes).toMatchObject({ databaseFence: 'not_raised', fenceNodes: { primary: { outcome: 'failed' } } });
+      await cluster.primary.start();
+      const epoch = async () => {
+        const c = new pg.Client({ connectionString: cluster.primary.url() });
+        await c.connect();
+        try {
+          return Number((await c.query(`SELECT max(epoch)::text AS e FROM dr_write_fence`)).rows[0]?.e ?? 0);
+        } finally {
+          await c.end();
+        }
+      };
+      expect(await eventually(epoch, (e) => e >= on.body.version, 15_000, 200)).toBeGreaterThanOrEqual(on.body.version);
+      paused.signal('SIGCONT');
+      resumed = true;
+      const answer = await held.finish();
+      expect(answer.status).toBe(503);
+      expect(await hasMediaRow(cluster.primary.url(), 'fence/held-over-outage')).toBe(false);
+    } finally {
+      if (!resumed) paused.signal('SIGCONT');
+    }
+    const off = await eventually(
+      () => request(a.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'primary back' }),
+      (r) => r.status === 200,
+      15_000,
+      300,
+    );
+    expect(off.status).toBe(200);
   }, 120_000);
 
   // Issue 10 F3: the primary fenced (e.g. by a promote whose handler died) and the replica a standby.

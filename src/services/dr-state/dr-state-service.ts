@@ -42,6 +42,8 @@ export const LEASE_SKEW_MS = 1000;
 const WAIT_POLL_MS = 10;
 /** How many of its latest changes' fence raises an instance remembers (far more than writes wait for). */
 const FENCE_RAISES_KEPT = 32;
+/** How often a database write fence that failed on a node (down at the change) is raised again. */
+export const FENCE_RETRY_MS = 2000;
 
 /** What a change's wait for every live instance found. */
 export interface Propagation {
@@ -140,6 +142,8 @@ export class DrStateService {
   private fence?: WriteFence;
   /** The database write fence raises of this instance's latest changes, by version (see fenceRaise). */
   private readonly fenceRaises = new Map<number, Promise<FenceReport>>();
+  /** A raise that failed on a node, tried again until that node answers (see raiseFence). */
+  private fenceRetry: { version: number; timer: NodeJS.Timeout } | null = null;
   private seedDatabase?: () => Promise<DatabaseState | null>;
 
   constructor(private readonly deps: DrStateServiceDeps) {
@@ -273,6 +277,8 @@ export class DrStateService {
   async stop(): Promise<void> {
     clearInterval(this.timer);
     clearTimeout(this.leaseTimer);
+    clearTimeout(this.fenceRetry?.timer);
+    this.fenceRetry = null;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       this.deps.stateStore.forget?.(this.deps.instanceId).catch(() => undefined),
@@ -656,7 +662,36 @@ export class DrStateService {
         { version, fence: report },
         'the database write fence could not be raised on every node that takes writes: a write stalled under the previous DR state may still commit there',
       );
+    if (failedOn(report).length > 0) this.retryFence(fence, version);
+    else if (this.fenceRetry && this.fenceRetry.version <= version) {
+      // Raised everywhere at a later epoch: the fence never goes down (GREATEST), the older retry is moot.
+      clearTimeout(this.fenceRetry.timer);
+      this.fenceRetry = null;
+    }
     return report;
+  }
+
+  /**
+   * Raises the fence for `version` again, every FENCE_RETRY_MS, until no node fails (a node down at
+   * the change answers again): a write stalled under the previous state on an instance that never
+   * applied the change would otherwise commit on a returning primary. The change has answered
+   * (saying not_raised or partial); this only closes the window once the node is back.
+   */
+  private retryFence(fence: WriteFence, version: number): void {
+    if (this.fenceRetry && this.fenceRetry.version >= version) return;
+    clearTimeout(this.fenceRetry?.timer);
+    const attempt = async () => {
+      const report = await fence.raise(version, `${this.deps.instanceId} (retry)`).catch(() => null);
+      if (this.fenceRetry?.version !== version) return; // stopped, or superseded by a newer change
+      if (report && failedOn(report).length === 0) {
+        this.fenceRetry = null;
+        if (report.databaseFence === 'raised')
+          this.deps.logger.info({ version, fence: report }, 'the database write fence is raised now on every node that takes writes');
+        return;
+      }
+      this.fenceRetry = { version, timer: setTimeout(() => void attempt(), FENCE_RETRY_MS).unref() };
+    };
+    this.fenceRetry = { version, timer: setTimeout(() => void attempt(), FENCE_RETRY_MS).unref() };
   }
 
   /** The version Redis holds now (null: nothing stored); throws when Redis does not answer. */
@@ -738,4 +773,11 @@ export async function changeRetrying(
       await new Promise((resolve) => setTimeout(resolve, 50 * attempt));
     }
   }
+}
+
+/** The nodes a fence raise could not reach. */
+function failedOn(report: FenceReport): string[] {
+  return Object.entries(report.nodes)
+    .filter(([, n]) => n.outcome === 'failed')
+    .map(([node]) => node);
 }

@@ -73,7 +73,7 @@ export function createDatabaseModule(deps: {
           replica: () => runners.get('replica')?.latest(),
           primaryCurrent: () => {
             const data = runners.get('primary')?.latest()?.data;
-            if (!data || data.fenced || data.inRecovery) return false;
+            if (!data || data.fenced || data.inRecovery || data.commitsHang) return false;
             const newest = watch.newestTimeline(data.systemId);
             return newest === null || data.timeline === null || data.timeline >= newest;
           },

@@ -93,11 +93,26 @@ describe('promoting a standby whose commits would wait for a synchronous standby
       });
       expect(Date.now() - started).toBeLessThan(5000);
       expect(await sql(primary, "SELECT count(*)::int AS n FROM media_objects WHERE key = 'sync/refused'")).toEqual([{ n: 0 }]);
+
+      // Read-only mode cannot be lifted onto it, by hand or by a state reset (which keeps it on).
+      expect((await request(api.url).put('/admin/read-only').set(auth).send({ enabled: true, reason: 'sync hang' })).status).toBe(200);
+      const lift = await request(api.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'try' });
+      expect({ status: lift.status, code: lift.body.error?.code }).toEqual({ status: 412, code: 'no_writable_node' });
+      const reset = await request(api.url).post('/admin/dr/state/reset').set(auth).send({ confirm: 'reset-dr-state', reason: 'sync hang' });
+      expect(reset.status).toBe(200);
+      expect(reset.body.state.readOnly).toMatchObject({ enabled: true, reason: expect.stringContaining('synchronous standby') });
     } finally {
       await sql(primary, 'ALTER SYSTEM RESET synchronous_standby_names');
       await sql(primary, 'SELECT pg_reload_conf()');
     }
     await eventually(health, (b) => b.status !== 'unhealthy', 10_000, 100);
+    const off = await eventually(
+      () => request(api.url).put('/admin/read-only').set(auth).send({ enabled: false, reason: 'sync back' }),
+      (r) => r.status === 200,
+      10_000,
+      200,
+    );
+    expect(off.status).toBe(200);
     expect((await request(api.url).put('/media/sync/back').send('x')).status).toBe(201);
   }, 90_000);
 

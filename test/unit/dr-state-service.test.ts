@@ -1,5 +1,5 @@
 import { INITIAL_STATE, type DrState } from '../../src/services/dr-state/dr-state.ts';
-import { DrStateService } from '../../src/services/dr-state/dr-state-service.ts';
+import { DrStateService, FENCE_RETRY_MS, type FenceReport } from '../../src/services/dr-state/dr-state-service.ts';
 import { AppError } from '../../src/http/app-error.ts';
 import { createMetrics } from '../../src/metrics/metrics.ts';
 import { MemoryDrStateStore } from '../support/fakes.ts';
@@ -207,5 +207,58 @@ describe('DrStateService', () => {
       expect(a.current()).toEqual(change.after);
       expect(a.known()).toBe(true);
     });
+  });
+});
+
+describe('DrStateService: the database write fence raise that failed on a node', () => {
+  afterEach(() => jest.useRealTimers());
+
+  it('is tried again every FENCE_RETRY_MS on the failed nodes only, until they answer; a newer full raise or a stop ends it', async () => {
+    jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask'] });
+    const dr = service(new MemoryDrStateStore());
+    const calls: { version: number; nodes: string[] | undefined }[] = [];
+    let replicaUp = false;
+    dr.useWriteFence({
+      async raise(version, _by, nodes) {
+        calls.push({ version, nodes });
+        const report: FenceReport['nodes'] = {};
+        for (const n of nodes ?? ['primary', 'replica'])
+          report[n] = n === 'replica' && !replicaUp ? { outcome: 'failed', error: 'ECONNREFUSED' } : { outcome: 'raised' };
+        const failed = Object.values(report).some((r) => r.outcome === 'failed');
+        return { databaseFence: failed ? 'partial' : 'raised', epoch: version, nodes: report, waitedMs: 0 };
+      },
+      async highest() {
+        return null;
+      },
+    });
+    const on = await dr.change(enableReadOnly);
+    expect(on.fence).toMatchObject({ databaseFence: 'partial', nodes: { replica: { outcome: 'failed' } } });
+    expect(calls).toEqual([{ version: 1, nodes: undefined }]);
+    // Down: retried on the replica alone, again and again.
+    await jest.advanceTimersByTimeAsync(FENCE_RETRY_MS * 3);
+    expect(calls.slice(1)).toEqual(Array.from({ length: 3 }, () => ({ version: 1, nodes: ['replica'] })));
+    // Back: raised there, and no more retries.
+    replicaUp = true;
+    await jest.advanceTimersByTimeAsync(FENCE_RETRY_MS);
+    const count = calls.length;
+    await jest.advanceTimersByTimeAsync(FENCE_RETRY_MS * 5);
+    expect(calls.length).toBe(count);
+
+    // A newer change whose raise reached every node ends an older retry.
+    replicaUp = false;
+    await dr.change((s) => ({ ...s, readOnly: { ...s.readOnly, enabled: false } }));
+    replicaUp = true;
+    await dr.change(enableReadOnly);
+    const afterFull = calls.length;
+    await jest.advanceTimersByTimeAsync(FENCE_RETRY_MS * 3);
+    expect(calls.length).toBe(afterFull);
+
+    // A stop ends a retry.
+    replicaUp = false;
+    await dr.change((s) => ({ ...s, readOnly: { ...s.readOnly, enabled: false } }));
+    await dr.stop();
+    const stopped = calls.length;
+    await jest.advanceTimersByTimeAsync(FENCE_RETRY_MS * 3);
+    expect(calls.length).toBe(stopped);
   });
 });

@@ -124,9 +124,17 @@ export class DatabaseFailoverService implements FailoverLock {
         { target: to, targetTimeline: identity.timeline, newestTimeline: recordedNewest },
       );
     // A reset lifts read-only mode only onto a node that takes writes now; onto a standby, a fenced
-    // node or one that does not answer, the mode stays on (the lift would be refused: 412
-    // no_writable_node) and the reason says why.
-    const notWritable = !t ? 'does not answer' : t.inRecovery ? 'is a standby' : t.fenced ? 'is fenced read-only' : null;
+    // node, one whose commits would wait for a missing synchronous standby or one that does not
+    // answer, the mode stays on (a lift would be refused: 412 no_writable_node) and the reason says why.
+    const notWritable = !t
+      ? 'does not answer'
+      : t.inRecovery
+        ? 'is a standby'
+        : t.fenced
+          ? 'is fenced read-only'
+          : t.commitsHang
+            ? 'makes every commit wait for a synchronous standby that is not connected'
+            : null;
     const readOnlyReason = notWritable ? `reset: ${reason}; read-only mode kept on: ${to} ${notWritable}` : `reset: ${reason}`;
     // Only the new active node sets the newest timeline at a reset; the other's identity is kept as seen.
     // A reset onto a writable replica is onto a promoted node: automatic read-only never switches back.

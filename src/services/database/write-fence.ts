@@ -32,11 +32,11 @@ export class DatabaseWriteFence implements WriteFence {
     );
   }
 
-  async raise(version: number, by: string): Promise<FenceReport> {
+  async raise(version: number, by: string, only?: string[]): Promise<FenceReport> {
     const started = performance.now();
     const nodes: FenceReport['nodes'] = {};
     await Promise.all(
-      TARGETS.filter((t) => this.clients.has(t)).map(async (target) => {
+      TARGETS.filter((t) => this.clients.has(t) && (only === undefined || only.includes(t))).map(async (target) => {
         try {
           nodes[target] = await this.with(this.clients.url(target)!, async (c) => {
             const { rows } = await c.query<{ r: boolean; fenced: boolean }>(

@@ -89,8 +89,11 @@ export interface FenceReport {
 
 /** The database write fence as the DR state sees it (implemented over the configured nodes). */
 export interface WriteFence {
-  /** Raises the fence on every node that takes writes to `version` (never lowers it); waits for commits under way. */
-  raise(version: number, by: string): Promise<FenceReport>;
+  /**
+   * Raises the fence on every node that takes writes to `version` (never lowers it); waits for
+   * commits under way. `nodes`: only these (a retry on the nodes a raise could not reach).
+   */
+  raise(version: number, by: string, nodes?: string[]): Promise<FenceReport>;
   /** The highest fence epoch any reachable node holds (null: none answered). */
   highest(): Promise<number | null>;
 }
@@ -662,7 +665,7 @@ export class DrStateService {
         { version, fence: report },
         'the database write fence could not be raised on every node that takes writes: a write stalled under the previous DR state may still commit there',
       );
-    if (failedOn(report).length > 0) this.retryFence(fence, version);
+    if (failedOn(report).length > 0) this.retryFence(fence, version, failedOn(report));
     else if (this.fenceRetry && this.fenceRetry.version <= version) {
       // Raised everywhere at a later epoch: the fence never goes down (GREATEST), the older retry is moot.
       clearTimeout(this.fenceRetry.timer);
@@ -677,16 +680,19 @@ export class DrStateService {
    * applied the change would otherwise commit on a returning primary. The change has answered
    * (saying not_raised or partial); this only closes the window once the node is back.
    */
-  private retryFence(fence: WriteFence, version: number): void {
+  private retryFence(fence: WriteFence, version: number, nodes: string[]): void {
     if (this.fenceRetry && this.fenceRetry.version >= version) return;
     clearTimeout(this.fenceRetry?.timer);
+    // Only the nodes it could not reach: the others hold the epoch already (it never goes down), and
+    // a raise there would make their commits under way wait, and cancel stuck ones, for nothing.
+    let pending = nodes;
     const attempt = async () => {
-      const report = await fence.raise(version, `${this.deps.instanceId} (retry)`).catch(() => null);
+      const report = await fence.raise(version, `${this.deps.instanceId} (retry)`, pending).catch(() => null);
       if (this.fenceRetry?.version !== version) return; // stopped, or superseded by a newer change
-      if (report && failedOn(report).length === 0) {
+      if (report) pending = failedOn(report);
+      if (report && pending.length === 0) {
         this.fenceRetry = null;
-        if (report.databaseFence === 'raised')
-          this.deps.logger.info({ version, fence: report }, 'the database write fence is raised now on every node that takes writes');
+        this.deps.logger.info({ version, fence: report }, 'the database write fence is up now on the nodes a change could not reach');
         return;
       }
       this.fenceRetry = { version, timer: setTimeout(() => void attempt(), FENCE_RETRY_MS).unref() };

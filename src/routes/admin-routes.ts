@@ -90,7 +90,11 @@ export function adminRoutes(deps: AdminDeps): Router {
             });
         };
       }
-      const change = await deps.readOnly.set(input, principal(res).name, guard);
+      const change = await deps.readOnly.set(input, principal(res).name, guard).catch(async (err: unknown) => {
+        // Refused by the guard: follow the newest state now, so a retry checks the state it would replace.
+        if (err instanceof ConflictError) await deps.dr.sync().catch(() => undefined);
+        throw err;
+      });
       const propagation = await confirmedPropagation(deps.dr, change.after.version, { readOnly: change.after.readOnly });
       const writes = { ...barrierSummary(change.after.version, propagation.instances), ...fenceSummary(change.fence) };
       return {

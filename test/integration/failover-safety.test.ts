@@ -197,6 +197,9 @@ describe('failover safety against a real primary and streaming replica', () => {
     });
     let state = (await request(a.url).get('/admin/dr/state').set(auth)).body;
     expect(state).toMatchObject({ readOnly: { enabled: true }, database: { active: 'replica' } });
+    // Tried again, the lift is judged on the state it would replace: the standby is active.
+    const again = await readOnly(b, false);
+    expect({ status: again.status, code: again.body.error?.code }).toEqual({ status: 412, code: 'no_writable_node' });
     expect((await post(a, '/admin/database/switch', { to: 'primary' })).status).toBe(200);
 
     // 2. A switch to the standby passes its check on a (read-only on); a lift lands on b before

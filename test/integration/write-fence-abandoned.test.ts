@@ -97,7 +97,11 @@ describe('writes the barrier gave up on, against PostgreSQL', () => {
       repository,
       enable: (): Promise<Change> =>
         dr.change((s, now) => ({ ...s, readOnly: { enabled: true, reason: 'F2 test', since: now, by: 'test', expiresAt: null } })),
-      close: () => disconnectPrisma(writerClients.client('primary')),
+      // The DR state service too: a fence raise that failed is retried on a timer until stopped.
+      close: async () => {
+        await dr.stop();
+        await disconnectPrisma(writerClients.client('primary'));
+      },
     };
   }
 

@@ -90,7 +90,13 @@ describe('back to two nodes: rebuild, replication in either direction, planned s
       },
     });
     b.service.health.invalidate();
-    const state = await request(b.url).get('/admin/dr/state').set(auth);
+    // The other instance's probes may still see the standby catching up for a moment (seen once).
+    const state = await eventually(
+      () => request(b.url).get('/admin/dr/state').set(auth),
+      (r) => r.body.database?.replication?.state === 'streaming',
+      10_000,
+      200,
+    );
     expect(state.status).toBe(200);
     expect(state.body.database).toMatchObject({
       active: 'replica',

@@ -79,6 +79,8 @@ export class DatabaseFailoverService implements FailoverLock {
     const rival = this.deps.runners.get(other)?.latest();
     const t = target?.ok ? target.data : undefined;
     const o = rival?.ok ? rival.data : undefined;
+    // Why the target does not take writes now (null: it does).
+    const notWritable = whyNotWritable(t);
     if (o && !o.inRecovery && !o.fenced) {
       const targetWrites = t !== undefined && !t.inRecovery && !t.fenced;
       const olderTimeline =
@@ -88,13 +90,7 @@ export class DatabaseFailoverService implements FailoverLock {
           412,
           `newer_writable_${other}`,
           `reset refused: ${other} takes writes${o.timeline !== null ? ` on timeline ${o.timeline}` : ''} and ${to} ${
-            !t
-              ? 'does not answer'
-              : t.inRecovery
-                ? 'is a standby'
-                : t.fenced
-                  ? 'is fenced read-only'
-                  : `is on the older timeline ${t.timeline}`
+            targetWrites ? `is on the older timeline ${t.timeline}` : notWritable
           }: the reset would point writes at the older node; reset with "database": "${other}"`,
           { node: other, timeline: o.timeline, target: to, targetTimeline: t?.timeline ?? null },
         );
@@ -126,15 +122,6 @@ export class DatabaseFailoverService implements FailoverLock {
     // A reset lifts read-only mode only onto a node that takes writes now; onto a standby, a fenced
     // node, one whose commits would wait for a missing synchronous standby or one that does not
     // answer, the mode stays on (a lift would be refused: 412 no_writable_node) and the reason says why.
-    const notWritable = !t
-      ? 'does not answer'
-      : t.inRecovery
-        ? 'is a standby'
-        : t.fenced
-          ? 'is fenced read-only'
-          : t.commitsHang
-            ? 'makes every commit wait for a synchronous standby that is not connected'
-            : null;
     const readOnlyReason = notWritable ? `reset: ${reason}; read-only mode kept on: ${to} ${notWritable}` : `reset: ${reason}`;
     // Only the new active node sets the newest timeline at a reset; the other's identity is kept as seen.
     // A reset onto a writable replica is onto a promoted node: automatic read-only never switches back.
@@ -185,4 +172,13 @@ export class DatabaseFailoverService implements FailoverLock {
       { seed: true, expectVersion },
     );
   }
+}
+
+/** Why a node (its latest probe; undefined: it does not answer) does not take writes, or null. */
+function whyNotWritable(data: DatabaseProbeData | undefined): string | null {
+  if (!data) return 'does not answer';
+  if (data.inRecovery) return 'is a standby';
+  if (data.fenced) return 'is fenced read-only';
+  if (data.commitsHang) return 'makes every commit wait for a synchronous standby that is not connected';
+  return null;
 }

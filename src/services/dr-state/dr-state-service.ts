@@ -665,7 +665,8 @@ export class DrStateService {
         { version, fence: report },
         'the database write fence could not be raised on every node that takes writes: a write stalled under the previous DR state may still commit there',
       );
-    if (failedOn(report).length > 0) this.retryFence(fence, version, failedOn(report));
+    const failed = failedOn(report);
+    if (failed.length > 0) this.retryFence(fence, version, failed);
     else if (this.fenceRetry && this.fenceRetry.version <= version) {
       // Raised everywhere at a later epoch: the fence never goes down (GREATEST), the older retry is moot.
       clearTimeout(this.fenceRetry.timer);

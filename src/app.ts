@@ -41,6 +41,8 @@ export interface AppDeps {
 /** Builds the Express app from its parts; it never listens (server.ts does, tests use supertest). */
 export function buildApp(deps: AppDeps): express.Express {
   const app = express();
+  // Every answer, also the ones mounted before helmet (health): no framework banner.
+  app.disable('x-powered-by');
   if (deps.config.trustProxy !== undefined) app.set('trust proxy', deps.config.trustProxy);
   app.set('etag', false);
   app.use(httpMetrics(deps.metrics));

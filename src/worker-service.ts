@@ -107,6 +107,7 @@ export function createWorker(config: Config, logger: Logger, options: WorkerOpti
   });
 
   const app = express();
+  app.disable('x-powered-by');
   app.set('etag', false);
   app.use(httpMetrics(metrics));
   const send = (res: express.Response, ok: boolean, extra: Record<string, unknown> = {}) =>

@@ -84,6 +84,9 @@ describe('health endpoints against live dependencies', () => {
     expect((await request(api.url).post('/HEALTH/Live')).status).toBe(405); // routes match case-insensitively
     expect((await request(api.url).post('/health/nothing')).status).toBe(404);
     expect((await request(api.url).get('/healthz')).status).toBe(404);
+    // No framework banner, also on the health routes (mounted before helmet).
+    for (const path of ['/health', '/healthz', '/metrics'])
+      expect((await request(api.url).get(path)).headers['x-powered-by']).toBeUndefined();
   });
 });
 

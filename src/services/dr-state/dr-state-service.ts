@@ -237,7 +237,15 @@ export class DrStateService {
   }
 
   private checkLease(): void {
-    if (!this.leaseExpired()) return;
+    if (!this.leaseExpired()) {
+      // A timer may fire a millisecond before Date.now() says it is due: check again then, else the
+      // lease-lost listeners were never called (seen in a fresh-clone run).
+      if (this.confirmedAt !== null) {
+        this.leaseTimer = setTimeout(() => this.checkLease(), Math.max(1, this.confirmedAt + this.leaseMs + 1 - this.now()));
+        this.leaseTimer.unref();
+      }
+      return;
+    }
     this.deps.logger.warn(
       { leaseMs: this.leaseMs, confirmedAt: this.lease().confirmedAt },
       'DR state not confirmed within the lease: writes are refused (state_stale) until Redis answers',
